@@ -1,1 +1,27 @@
-//! placeholder
+//! Storage of Vesalius: the traits every backend implements, in-memory implementations of each,
+//! the shared query model and the ingest pipeline that enforces the durability contract.
+//!
+//! - [`blob`]: [`BlobStore`], where instance bytes live (filesystem, S3, memory).
+//! - [`index`]: [`Index`], the database of patients/studies/series/instances, with group commit.
+//! - [`query`]: the query model shared by QIDO-RS and C-FIND (PS3.4 C.2.2.2 matching).
+//! - [`ingest`]: [`Ingestor`], the one path by which an instance enters the archive.
+//! - [`memory`]: in-memory [`Index`] and [`BlobStore`] for tests.
+//!
+//! This crate must not depend on sqlx, object_store, axum or any protocol crate: backends
+//! implement these traits in their own crates, and protocol crates see only these traits.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod blob;
+pub mod error;
+pub mod index;
+pub mod ingest;
+pub mod memory;
+pub mod model;
+pub mod query;
+pub mod spool;
+
+pub use blob::{BlobKey, BlobStore};
+pub use error::{Error, Result};
+pub use index::Index;
+pub use ingest::{IngestObserver, Ingestor};

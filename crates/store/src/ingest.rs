@@ -1,0 +1,642 @@
+//! The ingest path: the one way an instance enters the archive (DESIGN.md, durability contract).
+//!
+//! 1. The protocol front end streams the bytes into a [`SpoolWriter`] from [`Ingestor::spool`]
+//!    (refused early when the disk is below its watermark).
+//! 2. [`Ingestor::ingest`] parses the spooled object with hard limits (a blocking thread, so a
+//!    slow parse never stalls the runtime), checks its UIDs against what the request declared,
+//!    and precomputes the WADO-RS metadata, the QIDO level attributes and the frame offsets.
+//! 3. The spool file is fsync'd and handed to the [`BlobStore`], which makes it durable under
+//!    `{org}/{study}/{series}/{sop}/{sha256}` (file and directory entries synced).
+//! 4. The [`IngestObserver`]s add their side records (outbox rows, audit events) and the
+//!    [`Index`] commits everything in one durable, group-committed transaction.
+//! 5. Only then does `ingest` return, and the front end may acknowledge.
+//!
+//! Crash behaviour: a crash before 4 leaves a spool file (emptied at start-up) or a blob without
+//! an index row (garbage, reported and swept by `admin check`); after 4 the instance is there.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use vesalius_core::charset::CharacterSet;
+use vesalius_core::json::dataset_to_json;
+use vesalius_core::parse::{self, DataSet, Element, ParseLimits, ParsedObject, Value};
+use vesalius_core::tag::{self, Tag};
+use vesalius_core::uid;
+
+use crate::blob::{BlobStore, instance_key};
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::model::*;
+use crate::spool::{SpoolWriter, SpooledFile};
+
+/// Called inside the ingest transaction: adds outbox rows, audit events and the like.
+pub trait IngestObserver: Send + Sync + 'static {
+    /// Returns the side records to commit with `record`.
+    fn observe(&self, record: &InstanceRecord, ctx: &IngestContext) -> Vec<SideRecord>;
+}
+
+/// Limits applied to incoming objects.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestLimits {
+    /// Largest accepted object in bytes.
+    pub max_instance_bytes: u64,
+    /// Parser limits.
+    pub parse: ParseLimits,
+    /// Refuse new objects when the spool/blob filesystem has less free space than this.
+    pub min_free_bytes: u64,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        IngestLimits {
+            max_instance_bytes: 4 << 30,
+            parse: ParseLimits::default(),
+            min_free_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Who sent an object and what they said it is.
+#[derive(Debug, Clone, Default)]
+pub struct IngestContext {
+    /// Owning organisation.
+    pub org: OrgId,
+    /// "dimse:AE", "stow", "import".
+    pub source: String,
+    /// SOP Class UID declared by the request (C-STORE Affected SOP Class UID).
+    pub expected_sop_class: Option<String>,
+    /// SOP Instance UID declared by the request.
+    pub expected_sop_instance: Option<String>,
+    /// Study the request is addressed to (STOW-RS `/studies/{study}`).
+    pub expected_study: Option<String>,
+}
+
+/// What an ingest produced.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    /// Stored, duplicate or replaced.
+    pub outcome: IngestOutcome,
+    /// The instance.
+    pub instance: StoredInstance,
+}
+
+/// The ingest pipeline.
+pub struct Ingestor {
+    index: Arc<dyn Index>,
+    blobs: Arc<dyn BlobStore>,
+    observers: Vec<Arc<dyn IngestObserver>>,
+    limits: IngestLimits,
+    spool_dir: PathBuf,
+}
+
+impl Ingestor {
+    /// Builds the pipeline; `spool_dir` must be on the same filesystem as local blobs.
+    pub fn new(
+        index: Arc<dyn Index>,
+        blobs: Arc<dyn BlobStore>,
+        spool_dir: PathBuf,
+        limits: IngestLimits,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(&spool_dir).map_err(Error::Spool)?;
+        // Anything left in the spool was never acknowledged (see the module doc).
+        if let Ok(rd) = std::fs::read_dir(&spool_dir) {
+            for e in rd.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(Ingestor {
+            index,
+            blobs,
+            observers: Vec::new(),
+            limits,
+            spool_dir,
+        })
+    }
+
+    /// Adds an observer called inside every ingest transaction.
+    pub fn with_observer(mut self, o: Arc<dyn IngestObserver>) -> Self {
+        self.observers.push(o);
+        self
+    }
+
+    /// The index.
+    pub fn index(&self) -> &Arc<dyn Index> {
+        &self.index
+    }
+
+    /// The blob store.
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &IngestLimits {
+        &self.limits
+    }
+
+    /// Opens a spool file for a new object; refused when the disk is below its watermark.
+    pub fn spool(&self) -> Result<SpoolWriter> {
+        self.check_free_space()?;
+        SpoolWriter::create(&self.spool_dir, self.limits.max_instance_bytes)
+    }
+
+    /// Fails with [`Error::InsufficientStorage`] when free space is below the watermark.
+    pub fn check_free_space(&self) -> Result<()> {
+        if self.limits.min_free_bytes == 0 {
+            return Ok(());
+        }
+        let free = free_bytes(&self.spool_dir).map_err(Error::Spool)?;
+        if free < self.limits.min_free_bytes {
+            return Err(Error::InsufficientStorage(format!(
+                "{free} bytes free, the watermark is {}",
+                self.limits.min_free_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Spools a bare data set (as a C-STORE carries it) behind a Part 10 file meta header.
+    pub fn spool_with_meta(
+        &self,
+        sop_class: &str,
+        sop_instance: &str,
+        transfer_syntax: &str,
+        source_ae: Option<&str>,
+    ) -> Result<SpoolWriter> {
+        let mut w = self.spool()?;
+        w.write(&file_meta(
+            sop_class,
+            sop_instance,
+            transfer_syntax,
+            source_ae,
+        ))?;
+        Ok(w)
+    }
+
+    /// Parses, persists and commits a spooled object; returns once it is durable.
+    pub async fn ingest(&self, spooled: SpooledFile, ctx: &IngestContext) -> Result<Ingested> {
+        let limits = self.limits.parse;
+        let org = ctx.org.clone();
+        let source = ctx.source.clone();
+        let (mut spooled, parsed) = tokio::task::spawn_blocking(move || {
+            let parsed = parse_spooled(spooled.path(), spooled.size, &limits);
+            (spooled, parsed)
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("parser task: {e}")))?;
+        let parsed = parsed?;
+        let (record, rejects) = build_record(&parsed, &spooled, ctx, org, source)?;
+
+        // Durable blob first: an index row must never point at a blob that could vanish.
+        let key = record.blob_key.clone();
+        spooled = tokio::task::spawn_blocking(move || spooled.sync().map(|_| spooled))
+            .await
+            .map_err(|e| Error::Unavailable(format!("sync task: {e}")))??;
+        self.blobs.persist(spooled.path(), &key).await?;
+        spooled.disarm();
+
+        let side = self
+            .observers
+            .iter()
+            .flat_map(|o| o.observe(&record, ctx))
+            .collect();
+        let instance = StoredInstance {
+            org: record.org.clone(),
+            study_uid: record.study.study_uid.clone(),
+            series_uid: record.series.series_uid.clone(),
+            sop_class_uid: record.instance.sop_class_uid.clone(),
+            sop_instance_uid: record.instance.sop_instance_uid.clone(),
+            transfer_syntax: record.instance.transfer_syntax.clone(),
+            blob_key: record.blob_key.clone(),
+            size: record.size,
+            sha256: record.sha256.clone(),
+            number: record.instance.number,
+        };
+        let outcome = self
+            .index
+            .commit(IngestCommit {
+                record,
+                side,
+                rejects,
+            })
+            .await?;
+        Ok(Ingested { outcome, instance })
+    }
+}
+
+fn parse_spooled(path: &Path, size: u64, limits: &ParseLimits) -> Result<ParsedObject> {
+    let f = std::fs::File::open(path).map_err(Error::Spool)?;
+    let r = std::io::BufReader::with_capacity(64 << 10, f);
+    Ok(parse::parse_file(r, size, limits)?)
+}
+
+/// Builds the File Meta Information group (PS3.10 7.1) for a data set received over the network.
+pub fn file_meta(
+    sop_class: &str,
+    sop_instance: &str,
+    ts: &str,
+    source_ae: Option<&str>,
+) -> Vec<u8> {
+    fn el(out: &mut Vec<u8>, t: Tag, vr: &[u8; 2], v: &[u8], pad: u8) {
+        let mut v = v.to_vec();
+        if v.len() % 2 == 1 {
+            v.push(pad);
+        }
+        out.extend_from_slice(&((t >> 16) as u16).to_le_bytes());
+        out.extend_from_slice(&((t & 0xFFFF) as u16).to_le_bytes());
+        out.extend_from_slice(vr);
+        if vr == b"OB" {
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        } else {
+            out.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        }
+        out.extend_from_slice(&v);
+    }
+    let mut body = Vec::with_capacity(256);
+    el(
+        &mut body,
+        tag::FILE_META_INFORMATION_VERSION,
+        b"OB",
+        &[0, 1],
+        0,
+    );
+    el(
+        &mut body,
+        tag::MEDIA_STORAGE_SOP_CLASS_UID,
+        b"UI",
+        uid::trim_uid(sop_class).as_bytes(),
+        0,
+    );
+    el(
+        &mut body,
+        tag::MEDIA_STORAGE_SOP_INSTANCE_UID,
+        b"UI",
+        uid::trim_uid(sop_instance).as_bytes(),
+        0,
+    );
+    el(
+        &mut body,
+        tag::TRANSFER_SYNTAX_UID,
+        b"UI",
+        uid::trim_uid(ts).as_bytes(),
+        0,
+    );
+    el(
+        &mut body,
+        tag::IMPLEMENTATION_CLASS_UID,
+        b"UI",
+        IMPLEMENTATION_CLASS_UID.as_bytes(),
+        0,
+    );
+    el(
+        &mut body,
+        tag::IMPLEMENTATION_VERSION_NAME,
+        b"SH",
+        IMPLEMENTATION_VERSION_NAME.as_bytes(),
+        b' ',
+    );
+    if let Some(ae) = source_ae.filter(|a| !a.is_empty()) {
+        el(
+            &mut body,
+            tag::SOURCE_APPLICATION_ENTITY_TITLE,
+            b"AE",
+            ae.trim().as_bytes(),
+            b' ',
+        );
+    }
+    let mut out = vec![0u8; 128];
+    out.extend_from_slice(b"DICM");
+    el(
+        &mut out,
+        tag::FILE_META_INFORMATION_GROUP_LENGTH,
+        b"UL",
+        &(body.len() as u32).to_le_bytes(),
+        0,
+    );
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Our Implementation Class UID (PS3.7 D.3.3.2), under the UUID-derived root 2.25.
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.143386247271958049164617452452154213505";
+/// Our Implementation Version Name.
+pub const IMPLEMENTATION_VERSION_NAME: &str = "VESALIUS_01";
+
+fn required<'a>(ds: &'a DataSet, t: Tag, name: &'static str) -> Result<&'a str> {
+    let v = ds.str(t).ok_or_else(|| {
+        Error::Mismatch(format!(
+            "missing required attribute {name} {}",
+            tag::display(t)
+        ))
+    })?;
+    if !uid::is_valid_uid(v) {
+        return Err(Error::Mismatch(format!("{name} {v:?} is not a valid UID")));
+    }
+    Ok(v)
+}
+
+fn text(ds: &DataSet, cs: &CharacterSet, t: Tag) -> String {
+    match ds.bytes(t) {
+        Some(b) => cs
+            .decode(b)
+            .text
+            .trim_end_matches(['\0', ' '])
+            .trim_start()
+            .to_owned(),
+        None => String::new(),
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Attributes kept for QIDO study-level answers (PS3.18 Table 10.6.3-3 and the Patient and
+/// General Study modules); group 0010 is kept whole.
+const STUDY_TAGS: &[Tag] = &[
+    tag::SPECIFIC_CHARACTER_SET,
+    tag::STUDY_DATE,
+    tag::STUDY_TIME,
+    tag::ACCESSION_NUMBER,
+    tag::REFERRING_PHYSICIAN_NAME,
+    tag::TIMEZONE_OFFSET_FROM_UTC,
+    tag::STUDY_DESCRIPTION,
+    tag::STUDY_INSTANCE_UID,
+    tag::STUDY_ID,
+    0x0008_1032, // ProcedureCodeSequence
+    0x0032_1060, // RequestedProcedureDescription
+];
+
+/// Attributes kept for QIDO series-level answers (PS3.18 Table 10.6.3-4).
+const SERIES_TAGS: &[Tag] = &[
+    tag::SPECIFIC_CHARACTER_SET,
+    tag::SERIES_DATE,
+    tag::SERIES_TIME,
+    tag::MODALITY,
+    tag::MANUFACTURER,
+    tag::INSTITUTION_NAME,
+    tag::SERIES_DESCRIPTION,
+    tag::BODY_PART_EXAMINED,
+    tag::SERIES_INSTANCE_UID,
+    tag::SERIES_NUMBER,
+    0x0008_1111, // ReferencedPerformedProcedureStepSequence
+    0x0040_0244, // PerformedProcedureStepStartDate
+    0x0040_0245, // PerformedProcedureStepStartTime
+    0x0040_0275, // RequestAttributesSequence
+    0x0018_5100, // PatientPosition
+    0x0020_0060, // Laterality
+];
+
+/// Attributes kept for QIDO instance-level answers (PS3.18 Table 10.6.3-5).
+const INSTANCE_TAGS: &[Tag] = &[
+    tag::SPECIFIC_CHARACTER_SET,
+    tag::IMAGE_TYPE,
+    tag::SOP_CLASS_UID,
+    tag::SOP_INSTANCE_UID,
+    tag::CONTENT_DATE,
+    tag::CONTENT_TIME,
+    tag::INSTANCE_NUMBER,
+    tag::SAMPLES_PER_PIXEL,
+    tag::PHOTOMETRIC_INTERPRETATION,
+    tag::NUMBER_OF_FRAMES,
+    tag::ROWS,
+    tag::COLUMNS,
+    tag::BITS_ALLOCATED,
+    tag::WINDOW_CENTER,
+    tag::WINDOW_WIDTH,
+    0x0020_0032, // ImagePositionPatient
+    0x0020_0037, // ImageOrientationPatient
+    0x0028_0030, // PixelSpacing
+    0x0018_0050, // SliceThickness
+    0x0040_A043, // ConceptNameCodeSequence
+    0x0040_A491, // CompletionFlag
+    0x0040_A493, // VerificationFlag
+];
+
+fn level_json(ds: &DataSet, keep: impl Fn(Tag) -> bool) -> String {
+    let filtered = DataSet {
+        elements: ds
+            .elements
+            .iter()
+            .filter(|e| keep(e.tag))
+            .cloned()
+            .collect::<Vec<Element>>(),
+    };
+    serde_json::Value::Object(dataset_to_json(&filtered, None)).to_string()
+}
+
+fn build_record(
+    p: &ParsedObject,
+    spooled: &SpooledFile,
+    ctx: &IngestContext,
+    org: OrgId,
+    source: String,
+) -> Result<(InstanceRecord, Vec<String>)> {
+    let ds = &p.dataset;
+    let sop_class = required(ds, tag::SOP_CLASS_UID, "SOPClassUID")?;
+    let sop_instance = required(ds, tag::SOP_INSTANCE_UID, "SOPInstanceUID")?;
+    let study_uid = required(ds, tag::STUDY_INSTANCE_UID, "StudyInstanceUID")?;
+    let series_uid = required(ds, tag::SERIES_INSTANCE_UID, "SeriesInstanceUID")?;
+    // PS3.4 B.2.3 / C-STORE: the data set must be the instance the command announced.
+    if let Some(exp) = &ctx.expected_sop_instance
+        && uid::trim_uid(exp) != sop_instance
+    {
+        return Err(Error::Mismatch(format!(
+            "SOP Instance UID {sop_instance} differs from the request's {exp}"
+        )));
+    }
+    if let Some(exp) = &ctx.expected_sop_class
+        && uid::trim_uid(exp) != sop_class
+    {
+        return Err(Error::Mismatch(format!(
+            "SOP Class UID {sop_class} differs from the request's {exp}"
+        )));
+    }
+    if let Some(exp) = &ctx.expected_study
+        && exp != study_uid
+    {
+        return Err(Error::Mismatch(format!(
+            "Study Instance UID {study_uid} differs from the target study {exp}"
+        )));
+    }
+    if let Some(meta_sop) = p.meta.str(tag::MEDIA_STORAGE_SOP_INSTANCE_UID)
+        && meta_sop != sop_instance
+    {
+        return Err(Error::Mismatch(format!(
+            "MediaStorageSOPInstanceUID {meta_sop} differs from SOPInstanceUID {sop_instance}"
+        )));
+    }
+    let cs = CharacterSet::from_value(ds.bytes(tag::SPECIFIC_CHARACTER_SET));
+    let frames_declared = ds.int(tag::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32;
+    let frame_index = frame_index(ds, p);
+    let frames = if p.pixel_data.is_some() {
+        frames_declared
+    } else {
+        0
+    };
+    let metadata_json =
+        serde_json::Value::Object(dataset_to_json(ds, p.pixel_data.as_ref())).to_string();
+    let record = InstanceRecord {
+        org: org.clone(),
+        patient: PatientAttrs {
+            patient_id: text(ds, &cs, tag::PATIENT_ID),
+            issuer: text(ds, &cs, tag::ISSUER_OF_PATIENT_ID),
+            name: text(ds, &cs, tag::PATIENT_NAME),
+            birth_date: ds.str(tag::PATIENT_BIRTH_DATE).unwrap_or("").to_owned(),
+            sex: ds.str(tag::PATIENT_SEX).unwrap_or("").to_owned(),
+        },
+        study: StudyAttrs {
+            study_uid: study_uid.to_owned(),
+            date: ds.str(tag::STUDY_DATE).unwrap_or("").replace('.', ""),
+            time: ds.str(tag::STUDY_TIME).unwrap_or("").replace(':', ""),
+            accession: text(ds, &cs, tag::ACCESSION_NUMBER),
+            referring_physician: text(ds, &cs, tag::REFERRING_PHYSICIAN_NAME),
+            description: text(ds, &cs, tag::STUDY_DESCRIPTION),
+            study_id: text(ds, &cs, tag::STUDY_ID),
+        },
+        series: SeriesAttrs {
+            series_uid: series_uid.to_owned(),
+            modality: ds.str(tag::MODALITY).unwrap_or("").to_owned(),
+            number: ds.int(tag::SERIES_NUMBER),
+            description: text(ds, &cs, tag::SERIES_DESCRIPTION),
+            body_part: ds.str(tag::BODY_PART_EXAMINED).unwrap_or("").to_owned(),
+        },
+        instance: InstanceAttrs {
+            sop_class_uid: sop_class.to_owned(),
+            sop_instance_uid: sop_instance.to_owned(),
+            number: ds.int(tag::INSTANCE_NUMBER),
+            transfer_syntax: p.transfer_syntax.clone(),
+            rows: ds.u16(tag::ROWS),
+            columns: ds.u16(tag::COLUMNS),
+            frames,
+        },
+        blob_key: instance_key(&org, study_uid, series_uid, sop_instance, &spooled.sha256),
+        size: spooled.size,
+        sha256: spooled.sha256.clone(),
+        metadata_json,
+        study_json: level_json(ds, |t| tag::group(t) == 0x0010 || STUDY_TAGS.contains(&t)),
+        series_json: level_json(ds, |t| SERIES_TAGS.contains(&t)),
+        instance_json: level_json(ds, |t| INSTANCE_TAGS.contains(&t)),
+        frame_index,
+        source,
+        received_ms: now_ms(),
+    };
+    let rejects = rejected_instances(ds);
+    Ok((record, rejects))
+}
+
+/// Frame locations (PS3.5 8.2 native, A.4 encapsulated).
+fn frame_index(ds: &DataSet, p: &ParsedObject) -> FrameIndex {
+    let Some(px) = &p.pixel_data else {
+        return FrameIndex::default();
+    };
+    if p.encoding.deflated {
+        // Offsets in a deflated stream are not blob offsets: frames are decoded on demand.
+        return FrameIndex::default();
+    }
+    let n = ds.int(tag::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as usize;
+    match &px.value {
+        Value::Bulk { offset, length } => {
+            let rows = u64::from(ds.u16(tag::ROWS).unwrap_or(0));
+            let cols = u64::from(ds.u16(tag::COLUMNS).unwrap_or(0));
+            let spp = u64::from(ds.u16(tag::SAMPLES_PER_PIXEL).unwrap_or(1));
+            let bits = u64::from(ds.u16(tag::BITS_ALLOCATED).unwrap_or(8));
+            let frame_len = (rows * cols * spp * bits).div_ceil(8);
+            if frame_len == 0 || frame_len > u64::from(u32::MAX) {
+                return FrameIndex::default();
+            }
+            let frames = (0..n as u64)
+                .take_while(|i| (i + 1) * frame_len <= *length)
+                .map(|i| vec![(offset + i * frame_len, frame_len as u32)])
+                .collect();
+            FrameIndex { frames }
+        }
+        Value::Encapsulated {
+            offset_table,
+            fragments,
+        } => {
+            if fragments.is_empty() {
+                return FrameIndex::default();
+            }
+            let frames = if n == 1 {
+                vec![fragments.clone()]
+            } else if fragments.len() == n {
+                fragments.iter().map(|f| vec![*f]).collect()
+            } else if offset_table.len() == n {
+                // BOT entries are offsets of each frame's first item tag from the first fragment's
+                // item tag (PS3.5 A.4); each item header is 8 bytes.
+                let base = fragments[0].0 - 8;
+                let mut out: Vec<Vec<(u64, u32)>> = vec![Vec::new(); n];
+                for f in fragments {
+                    let rel = (f.0 - 8 - base) as u32;
+                    let idx = offset_table.iter().rposition(|&o| o <= rel).unwrap_or(0);
+                    out[idx].push(*f);
+                }
+                out
+            } else {
+                // Unknown split: serve everything as frame 1 rather than guess.
+                vec![fragments.clone()]
+            };
+            FrameIndex { frames }
+        }
+        _ => FrameIndex::default(),
+    }
+}
+
+/// IOCM rejection notes (PS3.3 C.17.6.2, CID 7011): a Key Object Selection Document whose
+/// Concept Name is one of the rejection codes rejects every instance it references.
+fn rejected_instances(ds: &DataSet) -> Vec<String> {
+    if ds.str(tag::SOP_CLASS_UID) != Some(uid::KEY_OBJECT_SELECTION_DOCUMENT) {
+        return Vec::new();
+    }
+    let code = ds
+        .items(tag::CONCEPT_NAME_CODE_SEQUENCE)
+        .and_then(|i| i.first())
+        .map(|c| {
+            (
+                c.str(tag::CODE_VALUE).unwrap_or(""),
+                c.str(tag::CODING_SCHEME_DESIGNATOR).unwrap_or(""),
+            )
+        });
+    let is_rejection = matches!(
+        code,
+        Some(("113001" | "113037" | "113038" | "113039", "DCM"))
+    );
+    if !is_rejection {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for study in ds
+        .items(tag::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE)
+        .unwrap_or(&[])
+    {
+        for series in study.items(tag::REFERENCED_SERIES_SEQUENCE).unwrap_or(&[]) {
+            for sop in series.items(tag::REFERENCED_SOP_SEQUENCE).unwrap_or(&[]) {
+                if let Some(u) = sop.str(tag::REFERENCED_SOP_INSTANCE_UID) {
+                    out.push(u.to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Free bytes on the filesystem holding `path` (statvfs).
+#[allow(unsafe_code)]
+fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("path with NUL"))?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}

@@ -1,0 +1,593 @@
+//! The query model shared by QIDO-RS and C-FIND, with PS3.4 C.2.2.2 attribute matching.
+//!
+//! A protocol front end turns its request (QIDO query parameters, a C-FIND identifier) into a
+//! [`Query`]: a level, a list of `(Key, Matcher)` filters and paging. Every [`crate::Index`]
+//! evaluates it the same way; [`Matcher::matches`] is the reference semantics (the in-memory
+//! index uses it directly; SQL backends translate it and are tested against it).
+
+use dicom_core::VR;
+use serde_json::{Map, Value as Json};
+use vesalius_core::tag::{self, Tag};
+
+use crate::error::{Error, Result};
+use crate::model::OrgId;
+
+/// The query/retrieve level (PS3.4 C.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// PATIENT
+    Patient,
+    /// STUDY
+    Study,
+    /// SERIES
+    Series,
+    /// IMAGE (instances)
+    Image,
+}
+
+impl Level {
+    /// Parses the Query/Retrieve Level (0008,0052) value.
+    pub fn parse(s: &str) -> Option<Level> {
+        match s.trim() {
+            "PATIENT" => Some(Level::Patient),
+            "STUDY" => Some(Level::Study),
+            "SERIES" => Some(Level::Series),
+            "IMAGE" => Some(Level::Image),
+            _ => None,
+        }
+    }
+
+    /// The value for (0008,0052).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Patient => "PATIENT",
+            Level::Study => "STUDY",
+            Level::Series => "SERIES",
+            Level::Image => "IMAGE",
+        }
+    }
+}
+
+/// An attribute the index can match on, with the level it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)] // named after PS3.6 keywords
+pub enum Key {
+    PatientName,
+    PatientId,
+    IssuerOfPatientId,
+    PatientBirthDate,
+    PatientSex,
+    StudyInstanceUid,
+    StudyDate,
+    StudyTime,
+    AccessionNumber,
+    ReferringPhysicianName,
+    StudyDescription,
+    StudyId,
+    ModalitiesInStudy,
+    SeriesInstanceUid,
+    Modality,
+    SeriesNumber,
+    SeriesDescription,
+    SopInstanceUid,
+    SopClassUid,
+    InstanceNumber,
+}
+
+impl Key {
+    /// Every matching key.
+    pub const ALL: &'static [Key] = &[
+        Key::PatientName,
+        Key::PatientId,
+        Key::IssuerOfPatientId,
+        Key::PatientBirthDate,
+        Key::PatientSex,
+        Key::StudyInstanceUid,
+        Key::StudyDate,
+        Key::StudyTime,
+        Key::AccessionNumber,
+        Key::ReferringPhysicianName,
+        Key::StudyDescription,
+        Key::StudyId,
+        Key::ModalitiesInStudy,
+        Key::SeriesInstanceUid,
+        Key::Modality,
+        Key::SeriesNumber,
+        Key::SeriesDescription,
+        Key::SopInstanceUid,
+        Key::SopClassUid,
+        Key::InstanceNumber,
+    ];
+
+    /// The tag of this key.
+    pub fn tag(self) -> Tag {
+        match self {
+            Key::PatientName => tag::PATIENT_NAME,
+            Key::PatientId => tag::PATIENT_ID,
+            Key::IssuerOfPatientId => tag::ISSUER_OF_PATIENT_ID,
+            Key::PatientBirthDate => tag::PATIENT_BIRTH_DATE,
+            Key::PatientSex => tag::PATIENT_SEX,
+            Key::StudyInstanceUid => tag::STUDY_INSTANCE_UID,
+            Key::StudyDate => tag::STUDY_DATE,
+            Key::StudyTime => tag::STUDY_TIME,
+            Key::AccessionNumber => tag::ACCESSION_NUMBER,
+            Key::ReferringPhysicianName => tag::REFERRING_PHYSICIAN_NAME,
+            Key::StudyDescription => tag::STUDY_DESCRIPTION,
+            Key::StudyId => tag::STUDY_ID,
+            Key::ModalitiesInStudy => tag::MODALITIES_IN_STUDY,
+            Key::SeriesInstanceUid => tag::SERIES_INSTANCE_UID,
+            Key::Modality => tag::MODALITY,
+            Key::SeriesNumber => tag::SERIES_NUMBER,
+            Key::SeriesDescription => tag::SERIES_DESCRIPTION,
+            Key::SopInstanceUid => tag::SOP_INSTANCE_UID,
+            Key::SopClassUid => tag::SOP_CLASS_UID,
+            Key::InstanceNumber => tag::INSTANCE_NUMBER,
+        }
+    }
+
+    /// The key for a tag, if the index can match on it.
+    pub fn from_tag(t: Tag) -> Option<Key> {
+        Key::ALL.iter().copied().find(|k| k.tag() == t)
+    }
+
+    /// The level whose records carry this key.
+    pub fn level(self) -> Level {
+        match self {
+            Key::PatientName
+            | Key::PatientId
+            | Key::IssuerOfPatientId
+            | Key::PatientBirthDate
+            | Key::PatientSex => Level::Patient,
+            Key::StudyInstanceUid
+            | Key::StudyDate
+            | Key::StudyTime
+            | Key::AccessionNumber
+            | Key::ReferringPhysicianName
+            | Key::StudyDescription
+            | Key::StudyId
+            | Key::ModalitiesInStudy => Level::Study,
+            Key::SeriesInstanceUid | Key::Modality | Key::SeriesNumber | Key::SeriesDescription => {
+                Level::Series
+            }
+            Key::SopInstanceUid | Key::SopClassUid | Key::InstanceNumber => Level::Image,
+        }
+    }
+
+    /// The VR of the key's attribute.
+    pub fn vr(self) -> VR {
+        match self {
+            Key::PatientName | Key::ReferringPhysicianName => VR::PN,
+            Key::PatientBirthDate | Key::StudyDate => VR::DA,
+            Key::StudyTime => VR::TM,
+            Key::StudyInstanceUid
+            | Key::SeriesInstanceUid
+            | Key::SopInstanceUid
+            | Key::SopClassUid => VR::UI,
+            Key::SeriesNumber | Key::InstanceNumber => VR::IS,
+            Key::ModalitiesInStudy | Key::Modality | Key::PatientSex => VR::CS,
+            Key::AccessionNumber | Key::StudyId => VR::SH,
+            _ => VR::LO,
+        }
+    }
+}
+
+/// How a key's value is matched (PS3.4 C.2.2.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Matcher {
+    /// Single value matching (C.2.2.2.1); case-insensitive for person names.
+    Single(String),
+    /// Wildcard matching with `*` and `?` (C.2.2.2.4).
+    Wildcard(String),
+    /// Range matching on dates and times (C.2.2.2.5); either end may be open.
+    Range {
+        /// Lower bound, inclusive.
+        from: Option<String>,
+        /// Upper bound, inclusive.
+        to: Option<String>,
+    },
+    /// List of UID matching (C.2.2.2.2).
+    List(Vec<String>),
+}
+
+impl Matcher {
+    /// Builds the matcher for a key from its raw request value; `None` is universal matching
+    /// (an empty value: the key is only asked to be returned).
+    pub fn parse(key: Key, raw: &str) -> Result<Option<Matcher>> {
+        let raw = raw.trim_matches(|c| c == ' ' || c == '\0');
+        if raw.is_empty() || raw == "*" {
+            return Ok(None);
+        }
+        let vr = key.vr();
+        if vr == VR::UI {
+            let list: Vec<String> = raw
+                .split(['\\', ','])
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if let Some(bad) = list.iter().find(|u| !vesalius_core::uid::is_valid_uid(u)) {
+                return Err(Error::BadRequest(format!(
+                    "invalid UID {bad:?} for {key:?}"
+                )));
+            }
+            return Ok(Some(if list.len() == 1 {
+                Matcher::Single(list.into_iter().next().unwrap_or_default())
+            } else {
+                Matcher::List(list)
+            }));
+        }
+        if matches!(vr, VR::DA | VR::TM) && raw.contains('-') {
+            let (a, b) = raw.split_once('-').unwrap_or((raw, ""));
+            let norm = |s: &str| {
+                let s = s.trim().replace(['.', ':'], "");
+                (!s.is_empty()).then_some(s)
+            };
+            let (from, to) = (norm(a), norm(b));
+            check_date_time(vr, from.as_deref())?;
+            check_date_time(vr, to.as_deref())?;
+            return Ok(Some(Matcher::Range { from, to }));
+        }
+        if matches!(vr, VR::DA | VR::TM) {
+            let v = raw.replace(['.', ':'], "");
+            check_date_time(vr, Some(&v))?;
+            return Ok(Some(Matcher::Single(v)));
+        }
+        if raw.contains('\\') && vr == VR::CS {
+            // Multiple values in a CS key: any of them (used for ModalitiesInStudy lists).
+            return Ok(Some(Matcher::List(
+                raw.split('\\').map(|s| s.trim().to_owned()).collect(),
+            )));
+        }
+        if raw.contains(['*', '?']) {
+            return Ok(Some(Matcher::Wildcard(raw.to_owned())));
+        }
+        Ok(Some(Matcher::Single(raw.to_owned())))
+    }
+
+    /// The reference semantics: does `value` (one stored value) match? `fuzzy` enables
+    /// component-prefix matching of person names (PS3.4 C.2.2.2.1.1 leaves it to the SCP).
+    pub fn matches(&self, key: Key, value: &str, fuzzy: bool) -> bool {
+        let pn = key.vr() == VR::PN;
+        let norm = |s: &str| if pn { s.to_uppercase() } else { s.to_owned() };
+        let value = value.trim_end_matches([' ', '\0']);
+        match self {
+            Matcher::Single(s) => {
+                if pn {
+                    let (s, v) = (norm(s), norm(value));
+                    v == s || (fuzzy && fuzzy_pn(&s, &v)) || pn_component_equal(&s, &v)
+                } else {
+                    value == s
+                }
+            }
+            Matcher::Wildcard(p) => {
+                let (p, v) = (norm(p), norm(value));
+                wildcard_match(p.as_bytes(), v.as_bytes())
+                    || (fuzzy && pn && fuzzy_pn(p.trim_end_matches('*'), &v))
+            }
+            Matcher::Range { from, to } => {
+                if value.is_empty() {
+                    return false;
+                }
+                let v = value.replace(['.', ':'], "");
+                let v = if key.vr() == VR::TM { pad_time(&v) } else { v };
+                from.as_ref().is_none_or(|f| {
+                    let f = if key.vr() == VR::TM {
+                        pad_time(f)
+                    } else {
+                        f.clone()
+                    };
+                    v >= f
+                }) && to.as_ref().is_none_or(|t| {
+                    let t = if key.vr() == VR::TM {
+                        pad_time_upper(t)
+                    } else {
+                        t.clone()
+                    };
+                    v <= t
+                })
+            }
+            Matcher::List(list) => list.iter().any(|s| s == value),
+        }
+    }
+}
+
+/// Person names compare equal when the alphabetic group matches (a query without the
+/// ideographic part matches names that have one).
+fn pn_component_equal(query: &str, value: &str) -> bool {
+    !query.contains('=') && value.split('=').next() == Some(query)
+}
+
+/// Fuzzy person-name matching: every query component is a prefix of some name component.
+fn fuzzy_pn(query: &str, value: &str) -> bool {
+    let parts: Vec<&str> = value
+        .split(['^', '=', ' '])
+        .filter(|s| !s.is_empty())
+        .collect();
+    let q: Vec<&str> = query.split(['^', ' ']).filter(|s| !s.is_empty()).collect();
+    !q.is_empty() && q.iter().all(|q| parts.iter().any(|p| p.starts_with(q)))
+}
+
+fn pad_time(t: &str) -> String {
+    let mut s = t.to_owned();
+    while s.len() < 6 {
+        s.push('0');
+    }
+    s
+}
+
+fn pad_time_upper(t: &str) -> String {
+    // "10" as an upper bound means up to 10:59:59.999999.
+    let mut s = t.to_owned();
+    while s.len() < 6 {
+        s.push('9');
+    }
+    if !s.contains('.') {
+        s.push_str(".999999");
+    }
+    s
+}
+
+fn check_date_time(vr: VR, v: Option<&str>) -> Result<()> {
+    let Some(v) = v else { return Ok(()) };
+    let ok = match vr {
+        VR::DA => v.len() == 8 && v.bytes().all(|b| b.is_ascii_digit()),
+        _ => !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.') && v.len() <= 13,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!("invalid {vr} value {v:?}")))
+    }
+}
+
+/// Glob matching with `*` (any run) and `?` (one character), on bytes of UTF-8 text.
+pub fn wildcard_match(p: &[u8], v: &[u8]) -> bool {
+    let s = std::str::from_utf8(p).unwrap_or("");
+    let t = std::str::from_utf8(v).unwrap_or("");
+    let p: Vec<char> = s.chars().collect();
+    let v: Vec<char> = t.chars().collect();
+    let (mut pi, mut vi, mut star, mut mark) = (0usize, 0usize, None, 0usize);
+    while vi < v.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == v[vi]) {
+            pi += 1;
+            vi += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = vi;
+            pi += 1;
+        } else if let Some(sp) = star {
+            pi = sp + 1;
+            mark += 1;
+            vi = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// A query over the index.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// The level of the records returned.
+    pub level: Level,
+    /// Organisations whose data may be returned (`None`: all).
+    pub orgs: Option<Vec<OrgId>>,
+    /// Filters, all of which must match.
+    pub filters: Vec<(Key, Matcher)>,
+    /// Fuzzy person-name matching.
+    pub fuzzy: bool,
+    /// Results to skip.
+    pub offset: usize,
+    /// The most results to return.
+    pub limit: usize,
+}
+
+impl Query {
+    /// A query at `level` without filters.
+    pub fn new(level: Level) -> Self {
+        Query {
+            level,
+            orgs: None,
+            filters: Vec::new(),
+            fuzzy: false,
+            offset: 0,
+            limit: 1000,
+        }
+    }
+
+    /// Adds a filter.
+    pub fn with(mut self, key: Key, m: Matcher) -> Self {
+        self.filters.push((key, m));
+        self
+    }
+
+    /// The matcher for `key`, if any.
+    pub fn matcher(&self, key: Key) -> Option<&Matcher> {
+        self.filters.iter().find(|(k, _)| *k == key).map(|(_, m)| m)
+    }
+}
+
+/// The scope of a retrieval or deletion: a study, a series of it, or one instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Organisations whose data is in scope (`None`: all).
+    pub orgs: Option<Vec<OrgId>>,
+    /// Study Instance UID.
+    pub study: Option<String>,
+    /// Series Instance UID.
+    pub series: Option<String>,
+    /// SOP Instance UID.
+    pub instance: Option<String>,
+}
+
+impl Scope {
+    /// A whole study.
+    pub fn study(study: impl Into<String>) -> Self {
+        Scope {
+            study: Some(study.into()),
+            ..Default::default()
+        }
+    }
+
+    /// A series.
+    pub fn series(study: impl Into<String>, series: impl Into<String>) -> Self {
+        Scope {
+            study: Some(study.into()),
+            series: Some(series.into()),
+            ..Default::default()
+        }
+    }
+
+    /// One instance.
+    pub fn instance(
+        study: impl Into<String>,
+        series: impl Into<String>,
+        sop: impl Into<String>,
+    ) -> Self {
+        Scope {
+            study: Some(study.into()),
+            series: Some(series.into()),
+            instance: Some(sop.into()),
+            ..Default::default()
+        }
+    }
+
+    /// True when nothing narrows the scope (refused for deletion).
+    pub fn is_unbounded(&self) -> bool {
+        self.study.is_none() && self.series.is_none() && self.instance.is_none()
+    }
+}
+
+/// Computed attributes added to a stored level JSON for a query answer.
+#[derive(Debug, Clone, Default)]
+pub struct Computed {
+    /// ModalitiesInStudy.
+    pub modalities: Vec<String>,
+    /// SOP classes in study.
+    pub sop_classes: Vec<String>,
+    /// Number of related studies (patient level).
+    pub studies: Option<u64>,
+    /// Number of related series.
+    pub series: Option<u64>,
+    /// Number of related instances.
+    pub instances: Option<u64>,
+}
+
+/// Builds the answer attributes for one match: the stored level JSON (and the levels above it)
+/// plus computed attributes (PS3.18 Table 10.6.3-3..5, PS3.4 C.3.4).
+pub fn answer(level: Level, stored: &[&str], computed: &Computed) -> Map<String, Json> {
+    let mut m = Map::new();
+    for s in stored {
+        if let Ok(Json::Object(o)) = serde_json::from_str::<Json>(s) {
+            m.extend(o);
+        }
+    }
+    let put_int = |m: &mut Map<String, Json>, t: Tag, n: Option<u64>| {
+        if let Some(n) = n {
+            m.insert(
+                format!("{t:08X}"),
+                serde_json::json!({"vr": "IS", "Value": [n]}),
+            );
+        }
+    };
+    match level {
+        Level::Patient => {
+            put_int(
+                &mut m,
+                tag::NUMBER_OF_PATIENT_RELATED_STUDIES,
+                computed.studies,
+            );
+            put_int(
+                &mut m,
+                tag::NUMBER_OF_PATIENT_RELATED_SERIES,
+                computed.series,
+            );
+            put_int(
+                &mut m,
+                tag::NUMBER_OF_PATIENT_RELATED_INSTANCES,
+                computed.instances,
+            );
+        }
+        Level::Study => {
+            if !computed.modalities.is_empty() {
+                m.insert(
+                    format!("{:08X}", tag::MODALITIES_IN_STUDY),
+                    serde_json::json!({"vr": "CS", "Value": computed.modalities}),
+                );
+            }
+            if !computed.sop_classes.is_empty() {
+                m.insert(
+                    format!("{:08X}", tag::SOP_CLASSES_IN_STUDY),
+                    serde_json::json!({"vr": "UI", "Value": computed.sop_classes}),
+                );
+            }
+            put_int(&mut m, tag::NUMBER_OF_STUDY_RELATED_SERIES, computed.series);
+            put_int(
+                &mut m,
+                tag::NUMBER_OF_STUDY_RELATED_INSTANCES,
+                computed.instances,
+            );
+        }
+        Level::Series => {
+            put_int(
+                &mut m,
+                tag::NUMBER_OF_SERIES_RELATED_INSTANCES,
+                computed.instances,
+            );
+        }
+        Level::Image => {}
+    }
+    m.insert(
+        format!("{:08X}", tag::INSTANCE_AVAILABILITY),
+        serde_json::json!({"vr": "CS", "Value": ["ONLINE"]}),
+    );
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(key: Key, raw: &str) -> Matcher {
+        Matcher::parse(key, raw).unwrap().unwrap()
+    }
+
+    #[test]
+    fn matching_rules() {
+        assert!(m(Key::PatientName, "doe^j*").matches(Key::PatientName, "Doe^Jane", false));
+        assert!(!m(Key::PatientName, "doe^x*").matches(Key::PatientName, "Doe^Jane", false));
+        assert!(m(Key::PatientName, "doe^jane").matches(
+            Key::PatientName,
+            "Doe^Jane=ドウ^ジェーン",
+            false
+        ));
+        assert!(m(Key::PatientName, "jan").matches(Key::PatientName, "Doe^Jane", true));
+        assert!(!m(Key::PatientName, "jan").matches(Key::PatientName, "Doe^Jane", false));
+        assert!(m(Key::PatientId, "AB?1").matches(Key::PatientId, "ABC1", false));
+        assert!(!m(Key::PatientId, "ab?1").matches(Key::PatientId, "ABC1", false));
+        let r = m(Key::StudyDate, "20200101-20201231");
+        assert!(r.matches(Key::StudyDate, "20200615", false));
+        assert!(!r.matches(Key::StudyDate, "20210101", false));
+        assert!(m(Key::StudyDate, "-20200101").matches(Key::StudyDate, "19991231", false));
+        assert!(m(Key::StudyTime, "10-11").matches(Key::StudyTime, "1130", false));
+        assert!(!m(Key::StudyTime, "10-11").matches(Key::StudyTime, "1200", false));
+        assert_eq!(
+            m(Key::StudyInstanceUid, "1.2\\1.3"),
+            Matcher::List(vec!["1.2".into(), "1.3".into()])
+        );
+        assert!(Matcher::parse(Key::StudyInstanceUid, "1.02").is_err());
+        assert!(Matcher::parse(Key::StudyDate, "2020-13").is_err());
+        assert!(Matcher::parse(Key::PatientId, "*").unwrap().is_none());
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard_match(b"*", b""));
+        assert!(wildcard_match(b"A*C", b"ABBBC"));
+        assert!(!wildcard_match(b"A*C", b"ABBBD"));
+        assert!(wildcard_match("Ü?".as_bytes(), "ÜX".as_bytes()));
+    }
+}

@@ -1,0 +1,167 @@
+//! Spool files: where an arriving instance is streamed before it is parsed and persisted.
+//!
+//! Bytes are written as they arrive (C-STORE PDVs, STOW parts, file copies) to a fresh file in the
+//! spool directory, hashed (SHA-256) and counted on the way, so no instance is ever held whole in
+//! memory. The size limit is enforced while writing. A spool file that is dropped before
+//! [`SpoolWriter::finish`] is deleted; a crash leaves it behind, and start-up empties the spool
+//! directory (nothing in it was ever acknowledged).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// Streams one object to a spool file.
+pub struct SpoolWriter {
+    file: Option<std::io::BufWriter<File>>,
+    path: PathBuf,
+    hasher: Sha256,
+    size: u64,
+    max_size: u64,
+}
+
+impl SpoolWriter {
+    /// Creates a new spool file in `dir`, refusing to grow beyond `max_size` bytes.
+    pub fn create(dir: &Path, max_size: u64) -> Result<Self> {
+        let path = dir.join(format!("{}.part", uuid::Uuid::new_v4()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(Error::Spool)?;
+        Ok(SpoolWriter {
+            file: Some(std::io::BufWriter::with_capacity(256 << 10, file)),
+            path,
+            hasher: Sha256::new(),
+            size: 0,
+            max_size,
+        })
+    }
+
+    /// Appends bytes. Fails with [`Error::TooLarge`] past the limit (the file is then removed
+    /// when the writer is dropped).
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.size += bytes.len() as u64;
+        if self.size > self.max_size {
+            return Err(Error::TooLarge(format!(
+                "object larger than the limit of {} bytes",
+                self.max_size
+            )));
+        }
+        self.hasher.update(bytes);
+        self.file
+            .as_mut()
+            .expect("spool writer used after finish")
+            .write_all(bytes)
+            .map_err(Error::Spool)
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Flushes and closes the file (not yet synced: see [`SpooledFile::sync`]).
+    pub fn finish(mut self) -> Result<SpooledFile> {
+        let file = self
+            .file
+            .take()
+            .expect("finish once")
+            .into_inner()
+            .map_err(|e| Error::Spool(e.into_error()))?;
+        let hasher = std::mem::take(&mut self.hasher);
+        Ok(SpooledFile {
+            path: std::mem::take(&mut self.path),
+            file: Some(file),
+            size: self.size,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+}
+
+impl Drop for SpoolWriter {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A complete spooled object, deleted on drop unless persisted.
+pub struct SpooledFile {
+    path: PathBuf,
+    file: Option<File>,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the bytes, hex.
+    pub sha256: String,
+}
+
+impl SpooledFile {
+    /// Adopts an existing local file as a spooled object (it will be moved into the store).
+    pub fn from_parts(path: PathBuf, size: u64, sha256: String) -> Self {
+        SpooledFile {
+            path,
+            file: None,
+            size,
+            sha256,
+        }
+    }
+
+    /// The spool file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// fsyncs the file's data (blocking: call from a blocking thread).
+    pub fn sync(&mut self) -> Result<()> {
+        match &self.file {
+            Some(f) => f.sync_all().map_err(Error::Spool),
+            None => File::open(&self.path)
+                .and_then(|f| f.sync_all())
+                .map_err(Error::Spool),
+        }
+    }
+
+    /// Marks the file as taken over by a store: it will not be deleted on drop.
+    pub fn disarm(mut self) {
+        self.path = PathBuf::new();
+    }
+}
+
+impl Drop for SpooledFile {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spool_hashes_limits_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SpoolWriter::create(dir.path(), 10).unwrap();
+        w.write(b"abc").unwrap();
+        let f = w.finish().unwrap();
+        assert_eq!(f.size, 3);
+        assert_eq!(
+            f.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let p = f.path().to_owned();
+        assert!(p.exists());
+        drop(f);
+        assert!(!p.exists());
+        let mut w = SpoolWriter::create(dir.path(), 4).unwrap();
+        assert!(matches!(w.write(b"hello"), Err(Error::TooLarge(_))));
+        drop(w);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
