@@ -1,0 +1,342 @@
+//! The writer task: group commit of ingest and delete requests (see the crate doc).
+
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Connection, Executor, Row};
+use tokio::sync::mpsc;
+use vesalius_store::error::{Error, Result};
+use vesalius_store::model::*;
+use vesalius_store::query::Scope;
+
+use crate::{MAX_BATCH, WriteOp, db_err, query, stored_from_row};
+
+enum Reply {
+    Commit(
+        tokio::sync::oneshot::Sender<Result<IngestOutcome>>,
+        Result<IngestOutcome>,
+    ),
+    Delete(
+        tokio::sync::oneshot::Sender<Result<Vec<StoredInstance>>>,
+        Result<Vec<StoredInstance>>,
+    ),
+}
+
+pub(crate) async fn writer_task(mut conn: SqliteConnection, mut rx: mpsc::Receiver<WriteOp>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("vesalius_index_commit_batch").record(batch.len() as f64);
+        let mut replies = Vec::with_capacity(batch.len());
+        let began = conn.execute("BEGIN IMMEDIATE").await.map_err(db_err);
+        if let Err(e) = began {
+            for op in batch {
+                fail(op, &e);
+            }
+            continue;
+        }
+        for op in batch {
+            // Each request in its own savepoint: a failing one is rolled back alone.
+            let _ = conn.execute("SAVEPOINT op").await;
+            let r = match op {
+                WriteOp::Commit(c, tx) => {
+                    let r = apply_commit(&mut conn, &c).await;
+                    let ok = r.is_ok();
+                    replies.push(Reply::Commit(tx, r));
+                    ok
+                }
+                WriteOp::Delete(s, tx) => {
+                    let r = apply_delete(&mut conn, &s).await;
+                    let ok = r.is_ok();
+                    replies.push(Reply::Delete(tx, r));
+                    ok
+                }
+            };
+            if !r {
+                let _ = conn.execute("ROLLBACK TO op").await;
+            }
+            let _ = conn.execute("RELEASE op").await;
+        }
+        // Durable here (WAL + synchronous=FULL): only now may anyone acknowledge.
+        let committed = conn.execute("COMMIT").await.map_err(db_err);
+        if let Err(e) = &committed {
+            let _ = conn.execute("ROLLBACK").await;
+            tracing::error!(error = %e, "index commit failed");
+        }
+        for reply in replies {
+            match reply {
+                Reply::Commit(tx, r) => {
+                    let _ = tx.send(committed.as_ref().map_err(clone_err).and(r));
+                }
+                Reply::Delete(tx, r) => {
+                    let _ = tx.send(committed.as_ref().map_err(clone_err).and(r));
+                }
+            }
+        }
+    }
+    let _ = conn.close().await;
+}
+
+fn clone_err(e: &Error) -> Error {
+    Error::Index(e.to_string())
+}
+
+fn fail(op: WriteOp, e: &Error) {
+    match op {
+        WriteOp::Commit(_, tx) => {
+            let _ = tx.send(Err(clone_err(e)));
+        }
+        WriteOp::Delete(_, tx) => {
+            let _ = tx.send(Err(clone_err(e)));
+        }
+    }
+}
+
+/// Pads a DICOM time to at least HHMMSS so text comparison orders times (PS3.5 6.2 TM).
+pub(crate) fn pad_time(t: &str) -> String {
+    let mut s = t.replace(':', "");
+    while !s.is_empty() && s.len() < 6 {
+        s.push('0');
+    }
+    s
+}
+
+async fn apply_commit(conn: &mut SqliteConnection, c: &IngestCommit) -> Result<IngestOutcome> {
+    let r = &c.record;
+    let mut touched_studies: Vec<i64> = Vec::new();
+    for sop in &c.rejects {
+        let rows = sqlx::query(
+            "UPDATE instances SET status = 2 WHERE org = ? AND sop_uid = ? AND status = 0 \
+             RETURNING (SELECT study_pk FROM series WHERE series.id = instances.series_pk) AS study_pk",
+        )
+        .bind(&r.org)
+        .bind(sop)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        touched_studies.extend(rows.iter().map(|row| row.get::<i64, _>("study_pk")));
+    }
+    let existing = sqlx::query(
+        "SELECT i.id, i.sha256, se.study_pk FROM instances i JOIN series se ON se.id = i.series_pk \
+         WHERE i.org = ? AND i.sop_uid = ? AND i.status = 0",
+    )
+    .bind(&r.org)
+    .bind(&r.instance.sop_instance_uid)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    let mut outcome = IngestOutcome::Stored;
+    if let Some(row) = existing {
+        if row.get::<&str, _>("sha256") == r.sha256 {
+            for s in touched_studies {
+                recount(conn, s).await?;
+            }
+            return Ok(IngestOutcome::Duplicate);
+        }
+        // DESIGN.md: the newer object becomes current; the older is kept as a prior version.
+        sqlx::query("UPDATE instances SET status = 1, superseded_ms = ? WHERE id = ?")
+            .bind(r.received_ms)
+            .bind(row.get::<i64, _>("id"))
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        touched_studies.push(row.get("study_pk"));
+        outcome = IngestOutcome::Replaced;
+    }
+    let patient_pk: i64 = sqlx::query(
+        "INSERT INTO patients (org, issuer, patient_id, name, name_norm, birth_date, sex) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (org, issuer, patient_id) DO UPDATE SET name = excluded.name, \
+           name_norm = excluded.name_norm, birth_date = excluded.birth_date, sex = excluded.sex \
+         RETURNING id",
+    )
+    .bind(&r.org)
+    .bind(&r.patient.issuer)
+    .bind(&r.patient.patient_id)
+    .bind(&r.patient.name)
+    .bind(r.patient.name.to_uppercase())
+    .bind(&r.patient.birth_date)
+    .bind(&r.patient.sex)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_err)?
+    .get(0);
+    let study_pk: i64 = sqlx::query(
+        "INSERT INTO studies (org, study_uid, patient_pk, date, time, accession, referring, \
+           referring_norm, description, study_id, attrs, updated_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (org, study_uid) DO UPDATE SET patient_pk = excluded.patient_pk, \
+           date = excluded.date, time = excluded.time, accession = excluded.accession, \
+           referring = excluded.referring, referring_norm = excluded.referring_norm, \
+           description = excluded.description, study_id = excluded.study_id, \
+           attrs = excluded.attrs, updated_ms = excluded.updated_ms \
+         RETURNING id",
+    )
+    .bind(&r.org)
+    .bind(&r.study.study_uid)
+    .bind(patient_pk)
+    .bind(&r.study.date)
+    .bind(pad_time(&r.study.time))
+    .bind(&r.study.accession)
+    .bind(&r.study.referring_physician)
+    .bind(r.study.referring_physician.to_uppercase())
+    .bind(&r.study.description)
+    .bind(&r.study.study_id)
+    .bind(&r.study_json)
+    .bind(r.received_ms)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_err)?
+    .get(0);
+    let series_pk: i64 = sqlx::query(
+        "INSERT INTO series (study_pk, series_uid, modality, number, description, attrs) \
+         VALUES (?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (study_pk, series_uid) DO UPDATE SET modality = excluded.modality, \
+           number = excluded.number, description = excluded.description, attrs = excluded.attrs \
+         RETURNING id",
+    )
+    .bind(study_pk)
+    .bind(&r.series.series_uid)
+    .bind(&r.series.modality)
+    .bind(r.series.number)
+    .bind(&r.series.description)
+    .bind(&r.series_json)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_err)?
+    .get(0);
+    let frames = serde_json::to_string(&r.frame_index).map_err(|e| Error::Index(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO instances (series_pk, org, sop_uid, sop_class, number, ts, blob_key, size, \
+           sha256, status, received_ms, source, attrs, metadata, frames) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
+    )
+    .bind(series_pk)
+    .bind(&r.org)
+    .bind(&r.instance.sop_instance_uid)
+    .bind(&r.instance.sop_class_uid)
+    .bind(r.instance.number)
+    .bind(&r.instance.transfer_syntax)
+    .bind(&r.blob_key)
+    .bind(r.size as i64)
+    .bind(&r.sha256)
+    .bind(r.received_ms)
+    .bind(&r.source)
+    .bind(&r.instance_json)
+    .bind(&r.metadata_json)
+    .bind(frames)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    for side in &c.side {
+        match side {
+            SideRecord::Outbox {
+                kind,
+                queue,
+                payload,
+            } => {
+                sqlx::query(
+                    "INSERT INTO outbox (kind, queue, payload, created_ms) VALUES (?, ?, ?, ?)",
+                )
+                .bind(kind)
+                .bind(queue)
+                .bind(payload)
+                .bind(r.received_ms)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_err)?;
+            }
+            SideRecord::Audit { action, details } => {
+                sqlx::query("INSERT INTO audit (action, details, created_ms) VALUES (?, ?, ?)")
+                    .bind(action)
+                    .bind(details)
+                    .bind(r.received_ms)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+            }
+        }
+    }
+    touched_studies.push(study_pk);
+    touched_studies.sort_unstable();
+    touched_studies.dedup();
+    for s in touched_studies {
+        recount(conn, s).await?;
+    }
+    Ok(outcome)
+}
+
+/// Recomputes the counters and the modality/SOP class lists of a study and its series.
+async fn recount(conn: &mut SqliteConnection, study_pk: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE series SET num_instances = (SELECT count(*) FROM instances i \
+           WHERE i.series_pk = series.id AND i.status = 0) WHERE study_pk = ?",
+    )
+    .bind(study_pk)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    sqlx::query(
+        "UPDATE studies SET \
+           num_instances = (SELECT coalesce(sum(num_instances), 0) FROM series WHERE study_pk = studies.id), \
+           num_series = (SELECT count(*) FROM series WHERE study_pk = studies.id AND num_instances > 0), \
+           modalities = '\\' || coalesce((SELECT group_concat(m, '\\') FROM (SELECT DISTINCT modality AS m \
+             FROM series WHERE study_pk = studies.id AND num_instances > 0 AND modality <> '' ORDER BY m)), '') || '\\', \
+           sop_classes = '\\' || coalesce((SELECT group_concat(c, '\\') FROM (SELECT DISTINCT i.sop_class AS c \
+             FROM instances i JOIN series se ON se.id = i.series_pk WHERE se.study_pk = studies.id \
+             AND i.status = 0 ORDER BY c)), '') || '\\' \
+         WHERE id = ?",
+    )
+    .bind(study_pk)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+async fn apply_delete(conn: &mut SqliteConnection, scope: &Scope) -> Result<Vec<StoredInstance>> {
+    let rows = query::scoped_on(
+        &mut *conn,
+        scope,
+        ", se.study_pk AS study_pk, i.id AS iid",
+        query::ANY,
+    )
+    .await?;
+    let gone: Vec<StoredInstance> = rows.iter().map(stored_from_row).collect();
+    let mut studies: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>("study_pk")).collect();
+    studies.sort_unstable();
+    studies.dedup();
+    for r in &rows {
+        sqlx::query("DELETE FROM instances WHERE id = ?")
+            .bind(r.get::<i64, _>("iid"))
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    }
+    for s in &studies {
+        recount(conn, *s).await?;
+        sqlx::query(
+            "DELETE FROM series WHERE study_pk = ? AND NOT EXISTS \
+               (SELECT 1 FROM instances i WHERE i.series_pk = series.id)",
+        )
+        .bind(s)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        sqlx::query(
+            "DELETE FROM studies WHERE id = ? AND NOT EXISTS (SELECT 1 FROM series WHERE study_pk = studies.id)",
+        )
+        .bind(s)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    }
+    sqlx::query("DELETE FROM patients WHERE NOT EXISTS (SELECT 1 FROM studies WHERE patient_pk = patients.id)")
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    Ok(gone)
+}
