@@ -20,7 +20,7 @@ fn record(p: usize, st: usize, se: usize, i: usize, sha: &str) -> InstanceRecord
     let study_uid = format!("1.2.3.{p}.{st}");
     let series_uid = format!("{study_uid}.{se}");
     let sop = format!("{series_uid}.{i}");
-    let modality = if se % 2 == 0 { "CT" } else { "MR" };
+    let modality = if se.is_multiple_of(2) { "CT" } else { "MR" };
     InstanceRecord {
         org: DEFAULT_ORG.into(),
         patient: PatientAttrs {
