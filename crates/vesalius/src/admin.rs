@@ -1,0 +1,147 @@
+//! `vesalius admin …`: work on a data directory directly (offline set-up and checks).
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use clap::Subcommand;
+use futures::TryStreamExt;
+use serde::Serialize;
+use sha2::Digest;
+
+use crate::config::Config;
+
+/// Administration commands.
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Verify every blob against the index (presence, size, SHA-256) and report orphans.
+    Check {
+        /// Data directory (default from the configuration).
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// Delete orphan blobs older than an hour (never ones an ingest may still commit).
+        #[arg(long)]
+        sweep: bool,
+        /// Skip hashing (presence and size only).
+        #[arg(long)]
+        quick: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What `admin check` found.
+#[derive(Debug, Default, Serialize)]
+pub struct CheckReport {
+    /// Blobs the index refers to.
+    pub indexed: usize,
+    /// Blobs verified intact.
+    pub ok: usize,
+    /// Indexed blobs that are missing.
+    pub missing: Vec<String>,
+    /// Indexed blobs whose size or hash differs.
+    pub damaged: Vec<String>,
+    /// Blobs no index row refers to.
+    pub orphans: Vec<String>,
+    /// Orphans deleted by `--sweep`.
+    pub swept: usize,
+}
+
+/// Runs an admin command.
+pub async fn run(cmd: AdminCommand, mut cfg: Config) -> Result<()> {
+    match cmd {
+        AdminCommand::Check {
+            data_dir,
+            sweep,
+            quick,
+            json,
+        } => {
+            if let Some(d) = data_dir {
+                cfg.storage.data_dir = d;
+            }
+            let storage = crate::serve::open_storage(&cfg).await?;
+            let report = check(&storage.ingestor, sweep, quick).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("indexed blobs : {}", report.indexed);
+                println!("intact        : {}", report.ok);
+                println!("missing       : {}", report.missing.len());
+                println!("damaged       : {}", report.damaged.len());
+                println!("orphans       : {} (swept {})", report.orphans.len(), report.swept);
+                for k in report.missing.iter() {
+                    println!("missing {k}");
+                }
+                for k in report.damaged.iter() {
+                    println!("damaged {k}");
+                }
+                for k in report.orphans.iter() {
+                    println!("orphan  {k}");
+                }
+            }
+            if !report.missing.is_empty() || !report.damaged.is_empty() {
+                anyhow::bail!("the archive has missing or damaged blobs");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Compares the index and the blob store.
+pub async fn check(ingestor: &vesalius_store::Ingestor, sweep: bool, quick: bool) -> Result<CheckReport> {
+    let indexed = ingestor.index().blobs().await?;
+    let stored: HashMap<String, u64> = ingestor
+        .blobs()
+        .list()
+        .await?
+        .into_iter()
+        .map(|b| (b.key, b.size))
+        .collect();
+    let mut report = CheckReport {
+        indexed: indexed.len(),
+        ..Default::default()
+    };
+    let mut seen = std::collections::HashSet::new();
+    for b in &indexed {
+        seen.insert(b.key.clone());
+        match stored.get(&b.key) {
+            None => report.missing.push(b.key.clone()),
+            Some(size) if *size != b.size => report.damaged.push(b.key.clone()),
+            Some(_) if quick => report.ok += 1,
+            Some(_) => {
+                let mut h = sha2::Sha256::new();
+                let mut s = ingestor.blobs().read(&b.key).await?;
+                while let Some(chunk) = s.try_next().await? {
+                    h.update(&chunk);
+                }
+                if hex::encode(h.finalize()) == b.sha256 {
+                    report.ok += 1;
+                } else {
+                    report.damaged.push(b.key.clone());
+                }
+            }
+        }
+    }
+    for key in stored.keys() {
+        if !seen.contains(key) {
+            report.orphans.push(key.clone());
+        }
+    }
+    report.orphans.sort();
+    if sweep {
+        for key in &report.orphans {
+            let old = ingestor
+                .blobs()
+                .local_path(key)
+                .and_then(|p| std::fs::metadata(p).ok())
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age > std::time::Duration::from_secs(3600));
+            if old {
+                ingestor.blobs().delete(key).await?;
+                report.swept += 1;
+            }
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,275 @@
+//! The configuration: one typed struct tree, layered defaults → TOML file → environment
+//! (`VESALIUS__SECTION__KEY`) → command-line flags. Unknown keys are errors. Every key is
+//! documented here and in `docs/configuration.md`; `vesalius config dump` prints the result.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the index and blobs live.
+    pub storage: StorageConfig,
+    /// The DICOM (DIMSE) listener.
+    pub dicom: DicomConfig,
+    /// The HTTP listener (DICOMweb, API, app, metrics).
+    pub http: HttpConfig,
+    /// Limits on incoming objects and queries.
+    pub limits: LimitsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Data directory: `index.db` (SQLite) and `blobs/` live here. Default `./vesalius-data`.
+    pub data_dir: PathBuf,
+    /// The organisation objects received by this site belong to (until organisations arrive).
+    pub org: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("./vesalius-data"),
+            org: "default".into(),
+        }
+    }
+}
+
+/// A DICOM node: C-MOVE destination or Storage Commitment peer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Its AE title.
+    pub ae_title: String,
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// `[dicom]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DicomConfig {
+    /// Listen address; loopback by default. Default `127.0.0.1:11112`.
+    pub addr: SocketAddr,
+    /// Our AE title. Default `VESALIUS`.
+    pub ae_title: String,
+    /// Maximum PDU length we receive (PS3.8 D.1); we honour the peer's for what we send.
+    pub max_pdu_length: u32,
+    /// Concurrent associations accepted; more are refused (A-ASSOCIATE-RJ transient).
+    pub max_associations: usize,
+    /// Accept associations whatever Called AE Title they use (many modalities get it wrong).
+    pub accept_any_called_ae: bool,
+    /// Known DICOM nodes (C-MOVE destinations, Storage Commitment report targets).
+    pub nodes: Vec<NodeConfig>,
+}
+
+impl Default for DicomConfig {
+    fn default() -> Self {
+        DicomConfig {
+            addr: "127.0.0.1:11112".parse().expect("valid"),
+            ae_title: "VESALIUS".into(),
+            max_pdu_length: 65536,
+            max_associations: 64,
+            accept_any_called_ae: true,
+            nodes: Vec::new(),
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address; loopback by default. Default `127.0.0.1:8080`.
+    pub addr: SocketAddr,
+    /// The URL clients reach us at, for RetrieveURL and BulkDataURI (default: from the Host header).
+    pub public_base_url: Option<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            addr: "127.0.0.1:8080".parse().expect("valid"),
+            public_base_url: None,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest accepted object, bytes. Default 4 GiB.
+    pub max_instance_bytes: u64,
+    /// Largest STOW-RS request body, bytes. Default 16 GiB.
+    pub max_stow_bytes: u64,
+    /// Refuse new objects (C-STORE 0xA700, HTTP 507) when free disk falls below this. Default 1 GiB.
+    pub min_free_bytes: u64,
+    /// Longest single non-binary value accepted in a header, bytes. Default 16 MiB.
+    pub max_value_length: u32,
+    /// Total header bytes kept in memory per object. Default 64 MiB.
+    pub max_header_bytes: u64,
+    /// Most results a query returns per page. Default 1000.
+    pub max_query_results: usize,
+    /// Most entries accepted in one zip archive on import. Default 100000.
+    pub max_zip_entries: usize,
+    /// Largest accepted uncompressed/compressed ratio of a zip entry. Default 200.
+    pub max_zip_ratio: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_instance_bytes: 4 << 30,
+            max_stow_bytes: 16 << 30,
+            min_free_bytes: 1 << 30,
+            max_value_length: 16 << 20,
+            max_header_bytes: 64 << 20,
+            max_query_results: 1000,
+            max_zip_entries: 100_000,
+            max_zip_ratio: 200,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json` (structured, one object per line).
+    pub format: String,
+    /// Filter, e.g. `info` or `vesalius=debug,sqlx=warn`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// Loads the configuration: defaults, then `file` (if given), then `VESALIUS__…` variables.
+pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> Result<Config> {
+    let mut value = toml::Value::try_from(Config::default()).context("default config")?;
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let file_value: toml::Value = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        merge(&mut value, file_value);
+    }
+    for (k, v) in env {
+        let Some(rest) = k.strip_prefix("VESALIUS__") else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(|s| s.to_lowercase()).collect();
+        if path.len() < 2 {
+            bail!("environment variable {k}: expected VESALIUS__SECTION__KEY");
+        }
+        set_path(&mut value, &path, parse_env_value(&v)).with_context(|| format!("environment variable {k}"))?;
+    }
+    let text = toml::to_string(&value)?;
+    let cfg: Config = toml::from_str(&text).context("invalid configuration")?;
+    Ok(cfg)
+}
+
+fn parse_env_value(v: &str) -> toml::Value {
+    // Numbers, booleans and arrays as TOML; anything else as a string.
+    toml::from_str::<toml::Table>(&format!("x = {v}"))
+        .ok()
+        .and_then(|mut t| t.remove("x"))
+        .unwrap_or_else(|| toml::Value::String(v.to_owned()))
+}
+
+fn set_path(root: &mut toml::Value, path: &[String], v: toml::Value) -> Result<()> {
+    let mut cur = root;
+    for (i, part) in path.iter().enumerate() {
+        let table = cur.as_table_mut().context("not a table")?;
+        if i == path.len() - 1 {
+            table.insert(part.clone(), v);
+            return Ok(());
+        }
+        cur = table
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    Ok(())
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(bv) if bv.is_table() && v.is_table() => merge(bv, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// The configuration as TOML, secrets redacted (none yet: keys named *secret*, *password* or
+/// *key* would be replaced here).
+pub fn dump(cfg: &Config) -> Result<String> {
+    let mut v = toml::Value::try_from(cfg)?;
+    redact(&mut v);
+    Ok(toml::to_string_pretty(&v)?)
+}
+
+fn redact(v: &mut toml::Value) {
+    if let toml::Value::Table(t) = v {
+        for (k, val) in t.iter_mut() {
+            let k = k.to_lowercase();
+            if (k.contains("secret") || k.contains("password") || k.ends_with("_key")) && val.is_str() {
+                *val = toml::Value::String("<redacted>".into());
+            } else {
+                redact(val);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_and_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("v.toml");
+        std::fs::write(
+            &f,
+            "[dicom]\nae_title = \"HUB\"\n[[dicom.nodes]]\nae_title = \"PACS\"\nhost = \"127.0.0.1\"\nport = 104\n",
+        )
+        .unwrap();
+        let env = vec![
+            ("VESALIUS__HTTP__ADDR".to_string(), "127.0.0.1:9999".to_string()),
+            ("VESALIUS__LIMITS__MAX_QUERY_RESULTS".to_string(), "5".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let c = load(Some(&f), env.into_iter()).unwrap();
+        assert_eq!(c.dicom.ae_title, "HUB");
+        assert_eq!(c.dicom.nodes[0].port, 104);
+        assert_eq!(c.http.addr.port(), 9999);
+        assert_eq!(c.limits.max_query_results, 5);
+        assert_eq!(c.dicom.addr.port(), 11112);
+        std::fs::write(&f, "[dicom]\nae_titel = \"X\"\n").unwrap();
+        assert!(load(Some(&f), std::iter::empty()).is_err());
+        assert!(dump(&c).unwrap().contains("ae_title = \"HUB\""));
+    }
+}

@@ -1,0 +1,153 @@
+//! `vesalius serve`: wires the storage backends, the ingest pipeline and the DIMSE and HTTP
+//! servers, and runs them until SIGINT/SIGTERM (graceful: in-flight stores finish).
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::response::IntoResponse;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use vesalius_blob_object::ObjectBlobStore;
+use vesalius_store::Ingestor;
+use vesalius_store::ingest::IngestLimits;
+use vesalius_store_sqlite::SqliteIndex;
+
+use crate::config::Config;
+
+/// The opened storage of a data directory.
+pub struct Storage {
+    /// The ingest pipeline (and through it the index and blobs).
+    pub ingestor: Arc<Ingestor>,
+}
+
+/// Opens (creating) the data directory: `index.db` and `blobs/`.
+pub async fn open_storage(cfg: &Config) -> Result<Storage> {
+    let dir = &cfg.storage.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let index = SqliteIndex::open(&dir.join("index.db"))
+        .await
+        .context("opening the index")?;
+    let blobs = ObjectBlobStore::local(&dir.join("blobs")).context("opening the blob store")?;
+    let spool = blobs.spool_dir().context("local store has a spool")?;
+    let mut limits = IngestLimits {
+        max_instance_bytes: cfg.limits.max_instance_bytes,
+        min_free_bytes: cfg.limits.min_free_bytes,
+        ..Default::default()
+    };
+    limits.parse.max_value_length = cfg.limits.max_value_length;
+    limits.parse.max_kept_bytes = cfg.limits.max_header_bytes;
+    let ingestor = Ingestor::new(Arc::new(index), Arc::new(blobs), spool, limits)?;
+    Ok(Storage {
+        ingestor: Arc::new(ingestor),
+    })
+}
+
+/// Builds the HTTP application: DICOMweb under `/dicom-web`, WADO-URI at `/wado`, the API,
+/// health and `/metrics`.
+pub fn http_app(cfg: &Config, ingestor: Arc<Ingestor>, metrics: Option<PrometheusHandle>) -> Router {
+    let web_opts = vesalius_dicomweb::DicomWebOptions {
+        org: cfg.storage.org.clone(),
+        max_stow_bytes: cfg.limits.max_stow_bytes,
+        max_query_results: cfg.limits.max_query_results,
+        public_base_url: cfg.http.public_base_url.clone(),
+    };
+    let api_opts = vesalius_api::ApiOptions {
+        org: cfg.storage.org.clone(),
+    };
+    let mut app = Router::new()
+        .nest("/dicom-web", vesalius_dicomweb::router(ingestor.clone(), web_opts.clone()))
+        .merge(vesalius_dicomweb::wado_uri_router(ingestor.clone(), web_opts))
+        .merge(vesalius_api::router(ingestor, api_opts));
+    if let Some(h) = metrics {
+        app = app.route(
+            "/metrics",
+            axum::routing::get(move || {
+                let h = h.clone();
+                async move { h.render().into_response() }
+            }),
+        );
+    }
+    app.layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Runs the servers until a signal arrives.
+pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
+    let storage = open_storage(&cfg).await?;
+    let dicom = TcpListener::bind(cfg.dicom.addr)
+        .await
+        .with_context(|| format!("binding DICOM {}", cfg.dicom.addr))?;
+    let http = TcpListener::bind(cfg.http.addr)
+        .await
+        .with_context(|| format!("binding HTTP {}", cfg.http.addr))?;
+    let stats = storage.ingestor.index().stats().await?;
+    println!("Vesalius {}", env!("CARGO_PKG_VERSION"));
+    println!("  data directory : {}", cfg.storage.data_dir.display());
+    println!("  index          : {}", cfg.storage.data_dir.join("index.db").display());
+    println!("  blobs          : {}", cfg.storage.data_dir.join("blobs").display());
+    println!("  holding        : {} studies, {} instances", stats.studies, stats.instances);
+    println!("  DICOM          : {} AE title {}", dicom.local_addr()?, cfg.dicom.ae_title);
+    println!("  DICOMweb       : http://{}/dicom-web", http.local_addr()?);
+    println!("  API            : http://{}/api/v1", http.local_addr()?);
+    println!("  metrics        : http://{}/metrics", http.local_addr()?);
+    let shutdown = CancellationToken::new();
+    let dimse_opts = vesalius_dimse::DimseServerOptions {
+        ae_title: cfg.dicom.ae_title.clone(),
+        max_pdu_length: cfg.dicom.max_pdu_length,
+        max_associations: cfg.dicom.max_associations,
+        org: cfg.storage.org.clone(),
+        nodes: cfg
+            .dicom
+            .nodes
+            .iter()
+            .map(|n| vesalius_dimse::DicomNode {
+                ae_title: n.ae_title.clone(),
+                host: n.host.clone(),
+                port: n.port,
+            })
+            .collect(),
+        accept_any_called_ae: cfg.dicom.accept_any_called_ae,
+        ..Default::default()
+    };
+    let dimse = tokio::spawn(vesalius_dimse::run(
+        dicom,
+        storage.ingestor.clone(),
+        dimse_opts,
+        shutdown.clone(),
+    ));
+    let app = http_app(&cfg, storage.ingestor.clone(), metrics);
+    let sd = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight work");
+        sd.cancel();
+    });
+    let sd = shutdown.clone();
+    axum::serve(http, app)
+        .with_graceful_shutdown(async move { sd.cancelled().await })
+        .await
+        .context("HTTP server")?;
+    match dimse.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "DICOM server"),
+        Err(e) => tracing::error!(error = %e, "DICOM server task"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

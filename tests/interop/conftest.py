@@ -1,0 +1,106 @@
+"""Black-box fixtures: the real `vesalius` binary started on port 0 with a temp data directory,
+and synthetic studies written by `vesalius synth`."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+BIN = os.environ.get("VESALIUS_BIN", str(Path(__file__).resolve().parents[2] / "target/debug/vesalius"))
+
+
+class Server:
+    """A running `vesalius serve` process."""
+
+    def __init__(self, data_dir: Path, extra_env=None, wrapper=None, config_text=None):
+        self.data_dir = data_dir
+        self.log_path = data_dir.parent / f"{data_dir.name}.log"
+        env = dict(os.environ)
+        env["VESALIUS__LIMITS__MIN_FREE_BYTES"] = env.get("VESALIUS__LIMITS__MIN_FREE_BYTES", "0")
+        env["RUST_LOG"] = env.get("RUST_LOG", "info")
+        if extra_env:
+            env.update(extra_env)
+        cmd = [BIN]
+        if config_text is not None:
+            cfg = data_dir.parent / f"{data_dir.name}.toml"
+            cfg.write_text(config_text)
+            cmd += ["--config", str(cfg)]
+        cmd += ["serve", "--data-dir", str(data_dir), "--dicom-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]
+        if wrapper:
+            cmd = wrapper + cmd
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=env, text=True)
+        self.dicom_port = None
+        self.http_port = None
+        deadline = time.time() + 60
+        while time.time() < deadline and (self.dicom_port is None or self.http_port is None):
+            line = self.proc.stdout.readline()
+            if not line:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
+                continue
+            m = re.search(r"DICOM\s+:\s+127\.0\.0\.1:(\d+)", line)
+            if m:
+                self.dicom_port = int(m.group(1))
+            m = re.search(r"DICOMweb\s+:\s+http://127\.0\.0\.1:(\d+)", line)
+            if m:
+                self.http_port = int(m.group(1))
+        if self.dicom_port is None or self.http_port is None:
+            self.kill()
+            raise RuntimeError("server did not report its ports")
+
+    @property
+    def base(self):
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def dicomweb(self):
+        return f"{self.base}/dicom-web"
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+    def stop(self, timeout=30):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = Server(tmp_path / "data")
+    yield s
+    s.kill()
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    """A small synthetic set: 24-slice CT, MR, multi-frame, RLE and charset studies."""
+    out = tmp_path_factory.mktemp("synth")
+    subprocess.run([BIN, "synth", "--out", str(out), "--seed", "7", "--slices", "24"], check=True)
+    return out
+
+
+def dcm_files(root):
+    return sorted(p for p in Path(root).rglob("*.dcm"))
+
+
+def dcmtk(tool):
+    path = shutil.which(tool, path="/usr/bin")
+    if path is None:
+        pytest.skip(f"DCMTK {tool} not installed")
+    return path
