@@ -317,11 +317,14 @@ pub(crate) async fn find(pool: &sqlx::SqlitePool, query: &Query) -> Result<Vec<M
         .await
         .map_err(db_err)?;
     let list = |s: Option<String>| -> Vec<String> {
-        s.unwrap_or_default()
+        let mut v: Vec<String> = s
+            .unwrap_or_default()
             .split('\\')
             .filter(|x| !x.is_empty())
             .map(str::to_owned)
-            .collect()
+            .collect();
+        v.sort();
+        v
     };
     Ok(rows
         .iter()

@@ -191,12 +191,12 @@ async fn apply_commit(conn: &mut SqliteConnection, c: &IngestCommit) -> Result<I
     .await
     .map_err(db_err)?
     .get(0);
-    let series_pk: i64 = sqlx::query(
+    let series_row = sqlx::query(
         "INSERT INTO series (study_pk, series_uid, modality, number, description, attrs) \
          VALUES (?, ?, ?, ?, ?, ?) \
          ON CONFLICT (study_pk, series_uid) DO UPDATE SET modality = excluded.modality, \
            number = excluded.number, description = excluded.description, attrs = excluded.attrs \
-         RETURNING id",
+         RETURNING id, num_instances",
     )
     .bind(study_pk)
     .bind(&r.series.series_uid)
@@ -206,8 +206,9 @@ async fn apply_commit(conn: &mut SqliteConnection, c: &IngestCommit) -> Result<I
     .bind(&r.series_json)
     .fetch_one(&mut *conn)
     .await
-    .map_err(db_err)?
-    .get(0);
+    .map_err(db_err)?;
+    let series_pk: i64 = series_row.get(0);
+    let series_was_empty = series_row.get::<i64, _>(1) == 0;
     let frames = serde_json::to_string(&r.frame_index).map_err(|e| Error::Index(e.to_string()))?;
     sqlx::query(
         "INSERT INTO instances (series_pk, org, sop_uid, sop_class, number, ts, blob_key, size, \
@@ -259,6 +260,34 @@ async fn apply_commit(conn: &mut SqliteConnection, c: &IngestCommit) -> Result<I
                     .map_err(db_err)?;
             }
         }
+    }
+    if outcome == IngestOutcome::Stored && touched_studies.is_empty() {
+        // The common case: one more instance. Counters move incrementally; modality and SOP
+        // class lists grow only when the value is new ('\\CT\\MR\\' form).
+        sqlx::query("UPDATE series SET num_instances = num_instances + 1 WHERE id = ?")
+            .bind(series_pk)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        sqlx::query(
+            "UPDATE studies SET num_instances = num_instances + 1, num_series = num_series + ?, \
+               modalities = CASE WHEN ? = '' OR instr(modalities, '\\' || ? || '\\') > 0 THEN modalities \
+                 ELSE modalities || ? || '\\' END, \
+               sop_classes = CASE WHEN instr(sop_classes, '\\' || ? || '\\') > 0 THEN sop_classes \
+                 ELSE sop_classes || ? || '\\' END \
+             WHERE id = ?",
+        )
+        .bind(i64::from(series_was_empty))
+        .bind(&r.series.modality)
+        .bind(&r.series.modality)
+        .bind(&r.series.modality)
+        .bind(&r.instance.sop_class_uid)
+        .bind(&r.instance.sop_class_uid)
+        .bind(study_pk)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        return Ok(outcome);
     }
     touched_studies.push(study_pk);
     touched_studies.sort_unstable();

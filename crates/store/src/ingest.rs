@@ -177,22 +177,25 @@ impl Ingestor {
     /// Parses, persists and commits a spooled object; returns once it is durable.
     pub async fn ingest(&self, spooled: SpooledFile, ctx: &IngestContext) -> Result<Ingested> {
         let limits = self.limits.parse;
-        let org = ctx.org.clone();
-        let source = ctx.source.clone();
-        let (mut spooled, parsed) = tokio::task::spawn_blocking(move || {
-            let parsed = parse_spooled(spooled.path(), spooled.size, &limits);
-            (spooled, parsed)
+        let ctx_owned = ctx.clone();
+        // One blocking hop: parse with limits, validate, precompute, then fsync the spool file.
+        let (spooled, built) = tokio::task::spawn_blocking(move || {
+            let mut spooled = spooled;
+            let built = parse_spooled(spooled.path(), spooled.size, &limits)
+                .and_then(|parsed| {
+                    let org = ctx_owned.org.clone();
+                    let source = ctx_owned.source.clone();
+                    build_record(&parsed, &spooled, &ctx_owned, org, source)
+                })
+                .and_then(|built| spooled.sync().map(|_| built));
+            (spooled, built)
         })
         .await
-        .map_err(|e| Error::Unavailable(format!("parser task: {e}")))?;
-        let parsed = parsed?;
-        let (record, rejects) = build_record(&parsed, &spooled, ctx, org, source)?;
+        .map_err(|e| Error::Unavailable(format!("ingest task: {e}")))?;
+        let (record, rejects) = built?;
 
         // Durable blob first: an index row must never point at a blob that could vanish.
         let key = record.blob_key.clone();
-        spooled = tokio::task::spawn_blocking(move || spooled.sync().map(|_| spooled))
-            .await
-            .map_err(|e| Error::Unavailable(format!("sync task: {e}")))??;
         self.blobs.persist(spooled.path(), &key).await?;
         spooled.disarm();
 
