@@ -1,0 +1,437 @@
+//! Rendered and thumbnail resources (PS3.18 10.4.1.1.3 rendered, 10.4.1.1.4 thumbnail).
+//!
+//! - `.../instances/{i}/rendered`, `.../instances/{i}/frames/{n}/rendered`: one frame (the
+//!   first for an instance) with the Modality LUT and VOI window applied, as `image/jpeg`
+//!   (default) or `image/png` by `Accept`.
+//! - `.../thumbnail` at study, series, instance and frame level: the same rendering scaled to
+//!   fit [`THUMBNAIL_SIZE`] unless `viewport` says otherwise; a study's or series' thumbnail is
+//!   its middle instance.
+//!
+//! Query parameters (PS3.18 8.3.5.1): `window=center,width[,linear|linear-exact]`,
+//! `viewport=width,height` (the largest size; the aspect ratio is kept), `quality=1..100`.
+//! Cropping viewports and the sigmoid VOI function are not supported (400).
+//!
+//! Results are kept in a small in-memory LRU ([`RenderCache`]) keyed by the blob key (which ends
+//! in the content hash, so a replaced instance never hits a stale entry) and the parameters.
+//! Each node has its own cache: it is an optimisation only, never state others need.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use vesalius_codec::{ImageFormat, RenderOptions};
+use vesalius_store::model::StoredInstance;
+use vesalius_store::query::Scope;
+
+use crate::error::{DicomWebError, Result};
+use crate::multipart::parse_accept;
+use crate::wado::parse_frame_list;
+use crate::{AppState, blob_io, check_uids};
+
+/// Default bound of thumbnails, pixels (width and height).
+pub const THUMBNAIL_SIZE: u32 = 256;
+
+/// Bytes of rendered images each router keeps.
+pub const CACHE_BYTES: usize = 64 << 20;
+
+type Params = Query<Vec<(String, String)>>;
+
+/// A least-recently-used cache of rendered images, bounded in bytes.
+pub struct RenderCache {
+    inner: Mutex<CacheInner>,
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    entries: HashMap<String, (Bytes, u64)>,
+    tick: u64,
+    bytes: usize,
+}
+
+impl RenderCache {
+    /// A cache holding at most `max_bytes` of images.
+    pub fn new(max_bytes: usize) -> Self {
+        RenderCache {
+            inner: Mutex::new(CacheInner::default()),
+            max_bytes,
+        }
+    }
+
+    /// A cached image, marked as recently used.
+    pub fn get(&self, key: &str) -> Option<Bytes> {
+        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        c.tick += 1;
+        let tick = c.tick;
+        let e = c.entries.get_mut(key)?;
+        e.1 = tick;
+        Some(e.0.clone())
+    }
+
+    /// Stores an image, evicting the least recently used ones to stay within the bound. Images
+    /// larger than a quarter of the bound are not kept.
+    pub fn put(&self, key: String, value: Bytes) {
+        if value.len() > self.max_bytes / 4 {
+            return;
+        }
+        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        c.tick += 1;
+        let tick = c.tick;
+        c.bytes += value.len();
+        if let Some((old, _)) = c.entries.insert(key, (value, tick)) {
+            c.bytes -= old.len();
+        }
+        while c.bytes > self.max_bytes {
+            // A linear scan: the cache holds at most a few thousand images.
+            let Some(oldest) = c
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some((b, _)) = c.entries.remove(&oldest) {
+                c.bytes -= b.len();
+            }
+        }
+    }
+
+    /// Number of cached images.
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries
+            .len()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Rendering parameters from a query string.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct RenderParams {
+    pub window: Option<(f64, f64)>,
+    pub viewport: Option<(u32, u32)>,
+    pub quality: Option<u8>,
+}
+
+fn parse_render_params(params: &[(String, String)]) -> Result<RenderParams> {
+    let mut p = RenderParams::default();
+    let bad = |m: String| DicomWebError::bad_request(m);
+    for (name, value) in params {
+        let fields: Vec<&str> = value.split(',').map(str::trim).collect();
+        match name.as_str() {
+            "window" => {
+                let nums: Option<Vec<f64>> =
+                    fields.iter().take(2).map(|f| f.parse().ok()).collect();
+                match (nums.as_deref(), fields.get(2).copied()) {
+                    (Some(&[c, w]), None | Some("linear" | "linear-exact")) if w > 0.0 => {
+                        p.window = Some((c, w));
+                    }
+                    (_, Some(f)) if !matches!(f, "linear" | "linear-exact") => {
+                        return Err(bad(format!("the VOI function {f:?} is not supported")));
+                    }
+                    _ => {
+                        return Err(bad(format!(
+                            "window must be center,width[,function]: {value:?}"
+                        )));
+                    }
+                }
+            }
+            "viewport" => {
+                if fields.len() > 2 {
+                    return Err(bad(
+                        "cropping viewports (sx,sy,sw,sh) are not supported".into()
+                    ));
+                }
+                let dims: Option<Vec<u32>> = fields
+                    .iter()
+                    .map(|f| f.parse::<u32>().ok().filter(|n| (1..=16384).contains(n)))
+                    .collect();
+                match dims.as_deref() {
+                    Some(&[w, h]) => p.viewport = Some((w, h)),
+                    _ => return Err(bad(format!("viewport must be width,height: {value:?}"))),
+                }
+            }
+            "quality" => {
+                p.quality = Some(
+                    value
+                        .trim()
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|q| (1..=100).contains(q))
+                        .ok_or_else(|| bad(format!("quality must be 1 to 100: {value:?}")))?,
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+/// `image/jpeg` (default) or `image/png`, from `Accept` and the `accept` query parameter.
+pub(crate) fn negotiate_image(
+    headers: &HeaderMap,
+    params: &[(String, String)],
+) -> Result<ImageFormat> {
+    let mut entries = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    for (_, v) in params.iter().filter(|(k, _)| k == "accept") {
+        entries.extend(parse_accept(Some(v)));
+    }
+    if entries.is_empty() {
+        return Ok(ImageFormat::Jpeg);
+    }
+    for e in &entries {
+        if e.covers("image/jpeg") {
+            return Ok(ImageFormat::Jpeg);
+        }
+        if e.covers("image/png") {
+            return Ok(ImageFormat::Png);
+        }
+    }
+    Err(DicomWebError::not_acceptable(
+        "rendered images are available as image/jpeg or image/png",
+    ))
+}
+
+/// Renders one frame of an instance, through the cache.
+pub(crate) async fn render(
+    st: &AppState,
+    inst: &StoredInstance,
+    frame: u32,
+    p: &RenderParams,
+    format: ImageFormat,
+    thumbnail: bool,
+) -> Result<Response> {
+    let opts = RenderOptions {
+        frame,
+        window: p.window,
+        viewport: p
+            .viewport
+            .or(thumbnail.then_some((THUMBNAIL_SIZE, THUMBNAIL_SIZE))),
+        format,
+        quality: p.quality.unwrap_or(if thumbnail { 75 } else { 90 }),
+    };
+    let key = format!(
+        "{}|{}|{:?}|{:?}|{:?}|{}",
+        inst.blob_key, opts.frame, opts.window, opts.viewport, opts.format, opts.quality
+    );
+    let content_type = match format {
+        ImageFormat::Jpeg => "image/jpeg",
+        ImageFormat::Png => "image/png",
+    };
+    let image = match st.cache.get(&key) {
+        Some(b) => b,
+        None => {
+            let f = blob_io::local_file(st.ingestor.blobs(), &inst.blob_key).await?;
+            let out = tokio::task::spawn_blocking(move || vesalius_codec::render(f.path(), &opts))
+                .await??;
+            let b = Bytes::from(out);
+            st.cache.put(key, b.clone());
+            b
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], image).into_response())
+}
+
+/// Renders frame `frame` of the instance in `scope` (404 beyond its frames).
+async fn render_scoped(
+    st: &AppState,
+    scope: Scope,
+    frame: u32,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+    thumbnail: bool,
+) -> Result<Response> {
+    let p = parse_render_params(params)?;
+    let format = negotiate_image(headers, params)?;
+    let (inst, index) = st
+        .ingestor
+        .index()
+        .frames(&scope)
+        .await?
+        .ok_or_else(|| DicomWebError::not_found("no such instance"))?;
+    if !index.frames.is_empty() && frame as usize > index.frames.len() {
+        return Err(DicomWebError::not_found(format!(
+            "frame {frame} of an instance with {} frame(s)",
+            index.frames.len()
+        )));
+    }
+    render(st, &inst, frame, &p, format, thumbnail).await
+}
+
+fn one_frame(list: &str) -> Result<u32> {
+    match parse_frame_list(list)?.as_slice() {
+        [n] => Ok(*n),
+        _ => Err(DicomWebError::bad_request(
+            "rendered frames are served one frame at a time",
+        )),
+    }
+}
+
+/// `GET .../instances/{sop}/rendered`.
+pub(crate) async fn instance_rendered(
+    State(st): State<AppState>,
+    Path((study, series, sop)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<Response> {
+    check_uids(&[&study, &series, &sop])?;
+    let scope = st.scope(&study, Some(&series), Some(&sop));
+    render_scoped(&st, scope, 1, &headers, &params, false).await
+}
+
+/// `GET .../instances/{sop}/thumbnail`.
+pub(crate) async fn instance_thumbnail(
+    State(st): State<AppState>,
+    Path((study, series, sop)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<Response> {
+    check_uids(&[&study, &series, &sop])?;
+    let scope = st.scope(&study, Some(&series), Some(&sop));
+    render_scoped(&st, scope, 1, &headers, &params, true).await
+}
+
+/// `GET .../instances/{sop}/frames/{n}/rendered`.
+pub(crate) async fn frame_rendered(
+    State(st): State<AppState>,
+    Path((study, series, sop, frames)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<Response> {
+    check_uids(&[&study, &series, &sop])?;
+    let frame = one_frame(&frames)?;
+    let scope = st.scope(&study, Some(&series), Some(&sop));
+    render_scoped(&st, scope, frame, &headers, &params, false).await
+}
+
+/// `GET .../instances/{sop}/frames/{n}/thumbnail`.
+pub(crate) async fn frame_thumbnail(
+    State(st): State<AppState>,
+    Path((study, series, sop, frames)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<Response> {
+    check_uids(&[&study, &series, &sop])?;
+    let frame = one_frame(&frames)?;
+    let scope = st.scope(&study, Some(&series), Some(&sop));
+    render_scoped(&st, scope, frame, &headers, &params, true).await
+}
+
+/// `GET /studies/{study}/series/{series}/thumbnail`: the middle instance.
+pub(crate) async fn series_thumbnail(
+    State(st): State<AppState>,
+    Path((study, series)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<Response> {
+    check_uids(&[&study, &series])?;
+    middle_thumbnail(
+        &st,
+        st.scope(&study, Some(&series), None),
+        &headers,
+        &params,
+    )
+    .await
+}
+
+/// `GET /studies/{study}/thumbnail`: the middle instance of the study.
+pub(crate) async fn study_thumbnail(
+    State(st): State<AppState>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<Response> {
+    check_uids(&[&study])?;
+    middle_thumbnail(&st, st.scope(&study, None, None), &headers, &params).await
+}
+
+async fn middle_thumbnail(
+    st: &AppState,
+    scope: Scope,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+) -> Result<Response> {
+    let p = parse_render_params(params)?;
+    let format = negotiate_image(headers, params)?;
+    let instances = st.ingestor.index().instances(&scope).await?;
+    let Some(inst) = instances.get(instances.len() / 2) else {
+        return Err(DicomWebError::not_found("nothing to show a thumbnail of"));
+    };
+    render(st, inst, 1, &p, format, true).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn render_parameters() {
+        let r = parse_render_params(&p(&[
+            ("window", "40,400,linear"),
+            ("viewport", "64,32"),
+            ("quality", "80"),
+            ("annotation", "patient"),
+        ]))
+        .unwrap();
+        assert_eq!(r.window, Some((40.0, 400.0)));
+        assert_eq!(r.viewport, Some((64, 32)));
+        assert_eq!(r.quality, Some(80));
+        for bad in [
+            p(&[("window", "40")]),
+            p(&[("window", "40,0")]),
+            p(&[("window", "40,400,sigmoid")]),
+            p(&[("viewport", "64,32,0,0,10,10")]),
+            p(&[("viewport", "0,32")]),
+            p(&[("quality", "0")]),
+        ] {
+            assert!(parse_render_params(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn image_negotiation() {
+        let mut h = HeaderMap::new();
+        assert_eq!(negotiate_image(&h, &[]).unwrap(), ImageFormat::Jpeg);
+        h.insert(header::ACCEPT, "image/png".parse().unwrap());
+        assert_eq!(negotiate_image(&h, &[]).unwrap(), ImageFormat::Png);
+        h.insert(header::ACCEPT, "image/gif".parse().unwrap());
+        assert!(negotiate_image(&h, &[]).is_err());
+        assert_eq!(
+            negotiate_image(&h, &p(&[("accept", "image/png")])).unwrap(),
+            ImageFormat::Png
+        );
+    }
+
+    #[test]
+    fn cache_evicts_least_recently_used() {
+        let c = RenderCache::new(400);
+        c.put("a".into(), Bytes::from(vec![0; 100]));
+        c.put("b".into(), Bytes::from(vec![0; 100]));
+        c.put("c".into(), Bytes::from(vec![0; 100]));
+        assert!(c.get("a").is_some());
+        c.put("d".into(), Bytes::from(vec![0; 100]));
+        c.put("e".into(), Bytes::from(vec![0; 100]));
+        assert!(c.get("b").is_none(), "b was least recently used");
+        assert!(c.get("a").is_some());
+        assert_eq!(c.len(), 4);
+        c.put("huge".into(), Bytes::from(vec![0; 101]));
+        assert!(c.get("huge").is_none());
+    }
+}
