@@ -385,6 +385,7 @@ const SERIES_TAGS: &[Tag] = &[
     tag::INSTITUTION_NAME,
     tag::SERIES_DESCRIPTION,
     tag::BODY_PART_EXAMINED,
+    tag::STUDY_INSTANCE_UID,
     tag::SERIES_INSTANCE_UID,
     tag::SERIES_NUMBER,
     0x0008_1111, // ReferencedPerformedProcedureStepSequence
@@ -401,6 +402,8 @@ const INSTANCE_TAGS: &[Tag] = &[
     tag::IMAGE_TYPE,
     tag::SOP_CLASS_UID,
     tag::SOP_INSTANCE_UID,
+    tag::STUDY_INSTANCE_UID,
+    tag::SERIES_INSTANCE_UID,
     tag::CONTENT_DATE,
     tag::CONTENT_TIME,
     tag::INSTANCE_NUMBER,

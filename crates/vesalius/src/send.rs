@@ -118,7 +118,7 @@ async fn fetch_study(server: &str, study: &str, dir: &std::path::Path) -> Result
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let boundary = multer::parse_boundary(&ct).context("multipart response without boundary")?;
+    let boundary = boundary_of(&ct).context("multipart response without boundary")?;
     let mut mp = multer::Multipart::new(resp.bytes_stream(), boundary);
     let mut files = Vec::new();
     while let Some(mut field) = mp.next_field().await? {
@@ -130,6 +130,16 @@ async fn fetch_study(server: &str, study: &str, dir: &std::path::Path) -> Result
         files.push(path);
     }
     Ok(files)
+}
+
+/// The boundary parameter of a multipart content type (multer only parses form-data).
+fn boundary_of(content_type: &str) -> Option<String> {
+    content_type.split(';').find_map(|p| {
+        let (k, v) = p.trim().split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"').to_owned())
+    })
 }
 
 /// Runs `send`.
