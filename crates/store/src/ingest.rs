@@ -176,6 +176,7 @@ impl Ingestor {
 
     /// Parses, persists and commits a spooled object; returns once it is durable.
     pub async fn ingest(&self, spooled: SpooledFile, ctx: &IngestContext) -> Result<Ingested> {
+        let started = std::time::Instant::now();
         let limits = self.limits.parse;
         let ctx_owned = ctx.clone();
         // One blocking hop: parse with limits, validate, precompute, then fsync the spool file.
@@ -224,6 +225,14 @@ impl Ingestor {
                 rejects,
             })
             .await?;
+        // Metrics by source kind ("dimse", "stow", "api", ...), not by peer.
+        let kind = ctx.source.split(':').next().unwrap_or("other").to_owned();
+        metrics::counter!("vesalius_instances_received_total", "source" => kind.clone())
+            .increment(1);
+        metrics::counter!("vesalius_bytes_received_total", "source" => kind.clone())
+            .increment(instance.size);
+        metrics::histogram!("vesalius_ingest_latency_seconds", "source" => kind)
+            .record(started.elapsed().as_secs_f64());
         Ok(Ingested { outcome, instance })
     }
 }
