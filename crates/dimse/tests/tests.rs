@@ -1,0 +1,11 @@
+//! Integration tests of the DIMSE services: real in-process servers on `127.0.0.1:0` over
+//! in-memory index and blob backends, driven by DCMTK (`/usr/bin/echoscu`, `storescu`, `findscu`,
+//! `getscu`, `movescu`, `storescp`), by raw TCP clients sending hostile PDUs, and by our own SCU.
+
+mod cancel_transcode;
+mod commitment;
+mod common;
+mod hostile;
+mod query_retrieve;
+mod scu;
+mod storage;
