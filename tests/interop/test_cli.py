@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pydicom
+import pydicom.data
 import pytest
 import requests
 from pynetdicom import AE, evt
@@ -204,3 +205,19 @@ def test_graceful_shutdown_finishes_and_exits(tmp_path):
     srv = Server(tmp_path / "data")
     assert requests.get(f"{srv.base}/healthz").status_code == 200
     assert srv.stop(timeout=20) == 0
+
+
+def test_import_dicomdir_media(server, tmp_path):
+    import shutil as sh
+    src = Path(pydicom.data.__file__).parent / "test_files" / "dicomdirtests"
+    media = tmp_path / "media"
+    sh.copytree(src, media)
+    dicomdir = pydicom.dcmread(media / "DICOMDIR")
+    referenced = [r.ReferencedFileID for r in dicomdir.DirectoryRecordSequence if "ReferencedFileID" in r]
+    assert referenced
+    summary = json.loads(run("import", str(media / "DICOMDIR"), "--server", server.base, "--json", check=False).stdout)
+    imported = summary["counts"].get("stored", 0) + summary["counts"].get("duplicate", 0)
+    assert imported == len(referenced), summary
+    assert requests.get(f"{server.base}/api/v1/stats").json()["instances"] == len(
+        {pydicom.dcmread(media.joinpath(*([r] if isinstance(r, str) else list(r))), stop_before_pixels=True).SOPInstanceUID
+         for r in referenced})

@@ -108,6 +108,7 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
             })
             .collect(),
         accept_any_called_ae: cfg.dicom.accept_any_called_ae,
+        max_query_results: cfg.limits.max_query_results,
         ..Default::default()
     };
     let dimse = tokio::spawn(vesalius_dimse::run(
