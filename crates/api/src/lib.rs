@@ -54,8 +54,13 @@ impl IntoResponse for ApiError {
         if self.kind == ErrorKind::Internal {
             tracing::error!(message = %self.message, "internal error");
         }
-        let status = StatusCode::from_u16(self.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(json!({"error": self.kind.code(), "message": self.message}))).into_response()
+        let status = StatusCode::from_u16(self.kind.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            Json(json!({"error": self.kind.code(), "message": self.message})),
+        )
+            .into_response()
     }
 }
 
@@ -77,7 +82,10 @@ pub fn router(ingestor: Arc<Ingestor>, options: ApiOptions) -> axum::Router {
     axum::Router::new()
         .route("/api/v1/instances", post(upload))
         .route("/api/v1/studies/{study}", delete(delete_study))
-        .route("/api/v1/studies/{study}/series/{series}", delete(delete_series))
+        .route(
+            "/api/v1/studies/{study}/series/{series}",
+            delete(delete_series),
+        )
         .route(
             "/api/v1/studies/{study}/series/{series}/instances/{sop}",
             delete(delete_instance),
@@ -155,7 +163,10 @@ async fn remove(st: &AppState, scope: Scope) -> Result<Json<serde_json::Value>, 
     Ok(Json(json!({"deleted": gone.len()})))
 }
 
-async fn delete_study(State(st): State<AppState>, Path(study): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn delete_study(
+    State(st): State<AppState>,
+    Path(study): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     remove(&st, Scope::study(study)).await
 }
 
@@ -173,8 +184,15 @@ async fn delete_instance(
     remove(&st, Scope::instance(study, series, sop)).await
 }
 
-async fn versions(State(st): State<AppState>, Path(study): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
-    let v = st.ingestor.index().prior_versions(&Scope::study(study)).await?;
+async fn versions(
+    State(st): State<AppState>,
+    Path(study): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let v = st
+        .ingestor
+        .index()
+        .prior_versions(&Scope::study(study))
+        .await?;
     Ok(Json(serde_json::to_value(v).unwrap_or_default()))
 }
 

@@ -625,7 +625,16 @@ impl<'a, S: Source> Parser<'a, S> {
                     self.limits.max_depth
                 )));
             }
-            let items = self.read_items(&h, depth + 1)?;
+            // PS3.5 6.2.2: the items of a UN element of undefined length are encoded in
+            // Implicit VR Little Endian whatever the transfer syntax.
+            let saved = self.enc;
+            if h.vr == VR::UN {
+                self.enc.explicit_vr = false;
+                self.enc.big_endian = false;
+            }
+            let items = self.read_items(&h, depth + 1);
+            self.enc = saved;
+            let items = items?;
             return Ok(Element {
                 tag: h.tag,
                 vr: VR::SQ,

@@ -482,9 +482,13 @@ fn build_record(
     if let Some(meta_sop) = p.meta.str(tag::MEDIA_STORAGE_SOP_INSTANCE_UID)
         && meta_sop != sop_instance
     {
-        return Err(Error::Mismatch(format!(
-            "MediaStorageSOPInstanceUID {meta_sop} differs from SOPInstanceUID {sop_instance}"
-        )));
+        // PS3.10 7.1 requires equality, but real files break it; the data set is authoritative
+        // and the object is kept unchanged, as received.
+        tracing::warn!(
+            media_storage_sop_instance_uid = meta_sop,
+            sop_instance_uid = sop_instance,
+            "file meta SOP Instance UID differs from the data set's; indexing the data set's"
+        );
     }
     let cs = CharacterSet::from_value(ds.bytes(tag::SPECIFIC_CHARACTER_SET));
     let frames_declared = ds.int(tag::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32;

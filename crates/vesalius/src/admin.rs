@@ -68,7 +68,11 @@ pub async fn run(cmd: AdminCommand, mut cfg: Config) -> Result<()> {
                 println!("intact        : {}", report.ok);
                 println!("missing       : {}", report.missing.len());
                 println!("damaged       : {}", report.damaged.len());
-                println!("orphans       : {} (swept {})", report.orphans.len(), report.swept);
+                println!(
+                    "orphans       : {} (swept {})",
+                    report.orphans.len(),
+                    report.swept
+                );
                 for k in report.missing.iter() {
                     println!("missing {k}");
                 }
@@ -88,7 +92,11 @@ pub async fn run(cmd: AdminCommand, mut cfg: Config) -> Result<()> {
 }
 
 /// Compares the index and the blob store.
-pub async fn check(ingestor: &vesalius_store::Ingestor, sweep: bool, quick: bool) -> Result<CheckReport> {
+pub async fn check(
+    ingestor: &vesalius_store::Ingestor,
+    sweep: bool,
+    quick: bool,
+) -> Result<CheckReport> {
     let indexed = ingestor.index().blobs().await?;
     let stored: HashMap<String, u64> = ingestor
         .blobs()

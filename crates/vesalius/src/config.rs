@@ -165,8 +165,10 @@ impl Default for LogConfig {
 pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> Result<Config> {
     let mut value = toml::Value::try_from(Config::default()).context("default config")?;
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let file_value: toml::Value = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let file_value: toml::Value =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         merge(&mut value, file_value);
     }
     for (k, v) in env {
@@ -177,7 +179,8 @@ pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) ->
         if path.len() < 2 {
             bail!("environment variable {k}: expected VESALIUS__SECTION__KEY");
         }
-        set_path(&mut value, &path, parse_env_value(&v)).with_context(|| format!("environment variable {k}"))?;
+        set_path(&mut value, &path, parse_env_value(&v))
+            .with_context(|| format!("environment variable {k}"))?;
     }
     let text = toml::to_string(&value)?;
     let cfg: Config = toml::from_str(&text).context("invalid configuration")?;
@@ -235,7 +238,9 @@ fn redact(v: &mut toml::Value) {
     if let toml::Value::Table(t) = v {
         for (k, val) in t.iter_mut() {
             let k = k.to_lowercase();
-            if (k.contains("secret") || k.contains("password") || k.ends_with("_key")) && val.is_str() {
+            if (k.contains("secret") || k.contains("password") || k.ends_with("_key"))
+                && val.is_str()
+            {
                 *val = toml::Value::String("<redacted>".into());
             } else {
                 redact(val);
@@ -258,8 +263,14 @@ mod tests {
         )
         .unwrap();
         let env = vec![
-            ("VESALIUS__HTTP__ADDR".to_string(), "127.0.0.1:9999".to_string()),
-            ("VESALIUS__LIMITS__MAX_QUERY_RESULTS".to_string(), "5".to_string()),
+            (
+                "VESALIUS__HTTP__ADDR".to_string(),
+                "127.0.0.1:9999".to_string(),
+            ),
+            (
+                "VESALIUS__LIMITS__MAX_QUERY_RESULTS".to_string(),
+                "5".to_string(),
+            ),
             ("OTHER".to_string(), "x".to_string()),
         ];
         let c = load(Some(&f), env.into_iter()).unwrap();

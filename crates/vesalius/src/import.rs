@@ -32,7 +32,11 @@ pub struct ImportLimits {
 #[derive(Debug, Clone)]
 enum Item {
     File(PathBuf),
-    ZipEntry { zip: PathBuf, index: usize, name: String },
+    ZipEntry {
+        zip: PathBuf,
+        index: usize,
+        name: String,
+    },
 }
 
 impl Item {
@@ -76,7 +80,8 @@ pub async fn run(
     let mut items = Vec::new();
     let mut pre_rejected = Vec::new();
     for p in paths {
-        collect(p, &limits, &mut items, &mut pre_rejected).with_context(|| format!("reading {}", p.display()))?;
+        collect(p, &limits, &mut items, &mut pre_rejected)
+            .with_context(|| format!("reading {}", p.display()))?;
     }
     let bar = if json {
         ProgressBar::hidden()
@@ -101,7 +106,11 @@ pub async fn run(
             bar.inc(1);
             let label = item.label();
             match r {
-                Ok(outcome) => ItemResult { source: label, outcome, reason: None },
+                Ok(outcome) => ItemResult {
+                    source: label,
+                    outcome,
+                    reason: None,
+                },
                 Err(e) => ItemResult {
                     source: label,
                     outcome: "rejected".into(),
@@ -124,7 +133,12 @@ pub async fn run(
     Ok(summary)
 }
 
-async fn send_one(client: &reqwest::Client, url: &str, item: &Item, limits: &ImportLimits) -> Result<String> {
+async fn send_one(
+    client: &reqwest::Client,
+    url: &str,
+    item: &Item,
+    limits: &ImportLimits,
+) -> Result<String> {
     let body: reqwest::Body = match item {
         Item::File(p) => {
             let f = tokio::fs::File::open(p).await?;
@@ -132,7 +146,8 @@ async fn send_one(client: &reqwest::Client, url: &str, item: &Item, limits: &Imp
         }
         Item::ZipEntry { zip, index, .. } => {
             let (zip, index, limits) = (zip.clone(), *index, *limits);
-            let bytes = tokio::task::spawn_blocking(move || read_zip_entry(&zip, index, &limits)).await??;
+            let bytes =
+                tokio::task::spawn_blocking(move || read_zip_entry(&zip, index, &limits)).await??;
             reqwest::Body::from(bytes)
         }
     };
@@ -160,9 +175,12 @@ fn read_zip_entry(zip: &Path, index: usize, limits: &ImportLimits) -> Result<Vec
     let f = std::fs::File::open(zip)?;
     let mut archive = zip::ZipArchive::new(f)?;
     let mut entry = archive.by_index(index)?;
-    let cap = limits
-        .max_instance_bytes
-        .min(entry.compressed_size().max(1).saturating_mul(limits.max_zip_ratio));
+    let cap = limits.max_instance_bytes.min(
+        entry
+            .compressed_size()
+            .max(1)
+            .saturating_mul(limits.max_zip_ratio),
+    );
     let mut out = Vec::new();
     // The real inflated size is bounded, whatever the entry declares.
     (&mut entry).take(cap + 1).read_to_end(&mut out)?;
@@ -172,7 +190,12 @@ fn read_zip_entry(zip: &Path, index: usize, limits: &ImportLimits) -> Result<Vec
     Ok(out)
 }
 
-fn collect(p: &Path, limits: &ImportLimits, items: &mut Vec<Item>, rejected: &mut Vec<ItemResult>) -> Result<()> {
+fn collect(
+    p: &Path,
+    limits: &ImportLimits,
+    items: &mut Vec<Item>,
+    rejected: &mut Vec<ItemResult>,
+) -> Result<()> {
     let meta = std::fs::metadata(p)?;
     if meta.is_dir() {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(p)?.flatten().map(|e| e.path()).collect();
@@ -210,7 +233,12 @@ fn collect(p: &Path, limits: &ImportLimits, items: &mut Vec<Item>, rejected: &mu
         }
         for i in 0..archive.len() {
             let e = archive.by_index(i)?;
-            if e.is_dir() || e.name().rsplit('/').next().is_some_and(|n| n.eq_ignore_ascii_case("DICOMDIR")) {
+            if e.is_dir()
+                || e.name()
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|n| n.eq_ignore_ascii_case("DICOMDIR"))
+            {
                 continue;
             }
             let ratio = e.size() / e.compressed_size().max(1);
@@ -218,7 +246,10 @@ fn collect(p: &Path, limits: &ImportLimits, items: &mut Vec<Item>, rejected: &mu
                 rejected.push(ItemResult {
                     source: format!("{}!{}", p.display(), e.name()),
                     outcome: "rejected".into(),
-                    reason: Some(format!("declared size {} (ratio {ratio}) beyond the limits", e.size())),
+                    reason: Some(format!(
+                        "declared size {} (ratio {ratio}) beyond the limits",
+                        e.size()
+                    )),
                 });
                 continue;
             }
@@ -260,7 +291,9 @@ pub fn expand_dicomdirs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         let is_dicomdir = p.is_file()
-            && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.eq_ignore_ascii_case("DICOMDIR"));
+            && p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.eq_ignore_ascii_case("DICOMDIR"));
         if is_dicomdir {
             out.extend(dicomdir_files(p)?);
         } else {

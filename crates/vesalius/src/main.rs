@@ -110,7 +110,9 @@ struct ImportArgs {
 fn init_logging(cfg: &config::Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if cfg.log.format == "json" {
         b.json().init();
     } else {
@@ -121,7 +123,9 @@ fn init_logging(cfg: &config::Config) {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let mut cfg = config::load(cli.config.as_deref(), std::env::vars())?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Serve(a) => {
             if let Some(d) = a.data_dir {
@@ -162,7 +166,8 @@ fn main() -> Result<()> {
                     .map(|k| k.parse().map_err(|e| anyhow::anyhow!("{e}")))
                     .collect::<Result<_>>()?;
             }
-            let r = vesalius_synth::write_studies(&opts, &a.out).context("writing synthetic studies")?;
+            let r = vesalius_synth::write_studies(&opts, &a.out)
+                .context("writing synthetic studies")?;
             println!(
                 "wrote {} files ({} MB) in {} studies under {}",
                 r.files.len(),
@@ -180,7 +185,13 @@ fn main() -> Result<()> {
                 max_instance_bytes: cfg.limits.max_instance_bytes,
             };
             let paths = import::expand_dicomdirs(&a.paths)?;
-            let s = rt.block_on(import::run(&a.server, &paths, limits, a.concurrency, a.json))?;
+            let s = rt.block_on(import::run(
+                &a.server,
+                &paths,
+                limits,
+                a.concurrency,
+                a.json,
+            ))?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
@@ -188,7 +199,11 @@ fn main() -> Result<()> {
                     println!("{k:>10}: {n}");
                 }
                 for r in &s.rejected {
-                    println!("rejected {}: {}", r.source, r.reason.as_deref().unwrap_or(""));
+                    println!(
+                        "rejected {}: {}",
+                        r.source,
+                        r.reason.as_deref().unwrap_or("")
+                    );
                 }
             }
             let total: usize = s.counts.values().sum();

@@ -106,7 +106,10 @@ async fn fetch_study(server: &str, study: &str, dir: &std::path::Path) -> Result
     let url = format!("{}/dicom-web/studies/{study}", server.trim_end_matches('/'));
     let resp = reqwest::Client::new()
         .get(&url)
-        .header("accept", "multipart/related; type=\"application/dicom\"; transfer-syntax=*")
+        .header(
+            "accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+        )
         .send()
         .await
         .context("server unreachable")?
@@ -154,15 +157,17 @@ pub async fn send(a: SendArgs) -> Result<()> {
     }
     let bar = ProgressBar::new(files.len() as u64);
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     if let Some(node) = &a.to_dicom {
         let (ae, addr) = parse_node(node)?;
         let b = bar.clone();
-        let s = vesalius_dimse::scu::store_files(&addr, &a.calling_ae, &ae, files, move |done, _| {
-            b.set_position(done as u64)
-        })
-        .await?;
+        let s =
+            vesalius_dimse::scu::store_files(&addr, &a.calling_ae, &ae, files, move |done, _| {
+                b.set_position(done as u64)
+            })
+            .await?;
         bar.finish_and_clear();
         println!("sent {}, failed {}", s.sent, s.failed);
         for (p, why) in &s.failures {
@@ -182,13 +187,16 @@ pub async fn send(a: SendArgs) -> Result<()> {
     // One STOW request per batch of 16 instances, each part streamed from disk.
     for batch in files.chunks(16) {
         let boundary = format!("vesalius-{}", uuid::Uuid::new_v4().simple());
-        let mut parts: Vec<futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>> = Vec::new();
+        let mut parts: Vec<futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>> =
+            Vec::new();
         for f in batch {
             let head = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n");
             parts.push(futures::stream::once(async move { Ok(bytes::Bytes::from(head)) }).boxed());
             let file = tokio::fs::File::open(f).await?;
             parts.push(tokio_util::io::ReaderStream::with_capacity(file, 256 << 10).boxed());
-            parts.push(futures::stream::once(async { Ok(bytes::Bytes::from_static(b"\r\n")) }).boxed());
+            parts.push(
+                futures::stream::once(async { Ok(bytes::Bytes::from_static(b"\r\n")) }).boxed(),
+            );
         }
         let tail = format!("--{boundary}--\r\n");
         parts.push(futures::stream::once(async move { Ok(bytes::Bytes::from(tail)) }).boxed());
@@ -227,7 +235,11 @@ pub async fn echo(a: EchoArgs) -> Result<()> {
     let (ae, addr) = parse_node(&a.target)?;
     let t = std::time::Instant::now();
     vesalius_dimse::scu::echo(&addr, &a.calling_ae, &ae).await?;
-    println!("C-ECHO {} OK in {:.1} ms", a.target, t.elapsed().as_secs_f64() * 1000.0);
+    println!(
+        "C-ECHO {} OK in {:.1} ms",
+        a.target,
+        t.elapsed().as_secs_f64() * 1000.0
+    );
     Ok(())
 }
 
@@ -269,14 +281,24 @@ pub async fn query(a: QueryArgs) -> Result<()> {
     let rows = v.as_array().cloned().unwrap_or_default();
     match a.level.as_str() {
         "studies" => {
-            println!("{:<24} {:<12} {:<8} {:<10} {:>6} {}", "PatientName", "PatientID", "Date", "Modality", "Inst", "StudyInstanceUID");
+            println!(
+                "{:<24} {:<12} {:<8} {:<10} {:>6} StudyInstanceUID",
+                "PatientName", "PatientID", "Date", "Modality", "Inst"
+            );
             for r in &rows {
                 println!(
                     "{:<24} {:<12} {:<8} {:<10} {:>6} {}",
                     s(r, "00100010"),
                     s(r, "00100020"),
                     s(r, "00080020"),
-                    r["00080061"]["Value"].as_array().map(|m| m.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+                    r["00080061"]["Value"]
+                        .as_array()
+                        .map(|m| m
+                            .iter()
+                            .filter_map(|x| x.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","))
+                        .unwrap_or_default(),
                     s(r, "00201208"),
                     s(r, "0020000D")
                 );
@@ -284,7 +306,14 @@ pub async fn query(a: QueryArgs) -> Result<()> {
         }
         "series" => {
             for r in &rows {
-                println!("{:<4} {:<6} {:<30} {:>5} {}", s(r, "00200011"), s(r, "00080060"), s(r, "0008103E"), s(r, "00201209"), s(r, "0020000E"));
+                println!(
+                    "{:<4} {:<6} {:<30} {:>5} {}",
+                    s(r, "00200011"),
+                    s(r, "00080060"),
+                    s(r, "0008103E"),
+                    s(r, "00201209"),
+                    s(r, "0020000E")
+                );
             }
         }
         _ => {
@@ -299,14 +328,22 @@ pub async fn query(a: QueryArgs) -> Result<()> {
 
 /// Runs `delete`.
 pub async fn delete(a: DeleteArgs) -> Result<()> {
-    let mut url = format!("{}/api/v1/studies/{}", a.server.trim_end_matches('/'), a.study);
+    let mut url = format!(
+        "{}/api/v1/studies/{}",
+        a.server.trim_end_matches('/'),
+        a.study
+    );
     if let Some(s) = &a.series {
         url.push_str(&format!("/series/{s}"));
     }
     if let Some(i) = &a.instance {
         url.push_str(&format!("/instances/{i}"));
     }
-    let resp = reqwest::Client::new().delete(&url).send().await.context("server unreachable")?;
+    let resp = reqwest::Client::new()
+        .delete(&url)
+        .send()
+        .await
+        .context("server unreachable")?;
     let status = resp.status();
     let v: serde_json::Value = resp.json().await.unwrap_or_default();
     if !status.is_success() {

@@ -46,7 +46,11 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
 
 /// Builds the HTTP application: DICOMweb under `/dicom-web`, WADO-URI at `/wado`, the API,
 /// health and `/metrics`.
-pub fn http_app(cfg: &Config, ingestor: Arc<Ingestor>, metrics: Option<PrometheusHandle>) -> Router {
+pub fn http_app(
+    cfg: &Config,
+    ingestor: Arc<Ingestor>,
+    metrics: Option<PrometheusHandle>,
+) -> Router {
     let web_opts = vesalius_dicomweb::DicomWebOptions {
         org: cfg.storage.org.clone(),
         max_stow_bytes: cfg.limits.max_stow_bytes,
@@ -57,8 +61,14 @@ pub fn http_app(cfg: &Config, ingestor: Arc<Ingestor>, metrics: Option<Prometheu
         org: cfg.storage.org.clone(),
     };
     let mut app = Router::new()
-        .nest("/dicom-web", vesalius_dicomweb::router(ingestor.clone(), web_opts.clone()))
-        .merge(vesalius_dicomweb::wado_uri_router(ingestor.clone(), web_opts))
+        .nest(
+            "/dicom-web",
+            vesalius_dicomweb::router(ingestor.clone(), web_opts.clone()),
+        )
+        .merge(vesalius_dicomweb::wado_uri_router(
+            ingestor.clone(),
+            web_opts,
+        ))
         .merge(vesalius_api::router(ingestor, api_opts));
     if let Some(h) = metrics {
         app = app.route(
@@ -84,10 +94,23 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
     let stats = storage.ingestor.index().stats().await?;
     println!("Vesalius {}", env!("CARGO_PKG_VERSION"));
     println!("  data directory : {}", cfg.storage.data_dir.display());
-    println!("  index          : {}", cfg.storage.data_dir.join("index.db").display());
-    println!("  blobs          : {}", cfg.storage.data_dir.join("blobs").display());
-    println!("  holding        : {} studies, {} instances", stats.studies, stats.instances);
-    println!("  DICOM          : {} AE title {}", dicom.local_addr()?, cfg.dicom.ae_title);
+    println!(
+        "  index          : {}",
+        cfg.storage.data_dir.join("index.db").display()
+    );
+    println!(
+        "  blobs          : {}",
+        cfg.storage.data_dir.join("blobs").display()
+    );
+    println!(
+        "  holding        : {} studies, {} instances",
+        stats.studies, stats.instances
+    );
+    println!(
+        "  DICOM          : {} AE title {}",
+        dicom.local_addr()?,
+        cfg.dicom.ae_title
+    );
     println!("  DICOMweb       : http://{}/dicom-web", http.local_addr()?);
     println!("  API            : http://{}/api/v1", http.local_addr()?);
     println!("  metrics        : http://{}/metrics", http.local_addr()?);

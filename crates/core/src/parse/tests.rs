@@ -215,11 +215,35 @@ fn mutated_inputs_never_panic() {
         if parse_file(Cursor::new(&b), b.len() as u64, &limits).is_ok() {
             parsed_ok += 1;
         }
-        for ts in [uid::IMPLICIT_VR_LE, uid::EXPLICIT_VR_BE, uid::DEFLATED_EXPLICIT_VR_LE] {
+        for ts in [
+            uid::IMPLICIT_VR_LE,
+            uid::EXPLICIT_VR_BE,
+            uid::DEFLATED_EXPLICIT_VR_LE,
+        ] {
             let mut src = SeekSource(Cursor::new(&b));
             let _ = parse_dataset(&mut src, 0, b.len() as u64, ts, &limits);
         }
     }
     // Some mutations hit padding and still parse: the loop really exercised the parser.
     assert!(parsed_ok > 0);
+}
+
+#[test]
+fn un_of_undefined_length_is_read_as_implicit_vr() {
+    // PS3.5 6.2.2: an explicit VR file with a UN sequence whose items are implicit VR.
+    let mut w = W::part10(uid::EXPLICIT_VR_LE);
+    w.long(0x0009_1001, b"UN", UNDEFINED)
+        .item(tag::ITEM, UNDEFINED);
+    // (0008,1150) UI implicit: tag, 4-byte length, value
+    w.tag(0x0008_1150);
+    w.raw(&4u32.to_le_bytes()).raw(b"1.2\0");
+    w.item(tag::ITEM_DELIMITATION, 0)
+        .item(tag::SEQUENCE_DELIMITATION, 0);
+    w.short(tag::PATIENT_ID, b"LO", b"AFTER ");
+    let p = parse(&w.0).unwrap();
+    assert_eq!(
+        p.dataset.items(0x0009_1001).unwrap()[0].str(0x0008_1150),
+        Some("1.2")
+    );
+    assert_eq!(p.dataset.str(tag::PATIENT_ID), Some("AFTER"));
 }
