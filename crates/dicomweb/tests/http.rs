@@ -160,12 +160,16 @@ async fn oversize_streamed_body_keeps_earlier_instances() {
         .header(CONTENT_TYPE, ct)
         .body(chunked(body, 200))
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
-    let j: Json = r.json().await.unwrap();
-    assert_eq!(j["error"], "payload-too-large");
-    let j: Json = http
+        .await;
+    // The server answers 413 as soon as the limit is crossed and may close the connection while
+    // the client is still sending; the client then sees either the 413 or a broken connection.
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 413);
+        let j: Json = r.json().await.unwrap();
+        assert_eq!(j["error"], "payload-too-large");
+    }
+    // A fresh client: the server may have closed the connection the rejected upload used.
+    let j: Json = reqwest::Client::new()
         .get(format!("{}/studies/{STUDY}/instances", srv.dicomweb))
         .send()
         .await
@@ -406,6 +410,8 @@ fn peak_rss_mib() -> u64 {
 async fn large_study_streams_without_buffering() {
     use futures::StreamExt;
     const N: u32 = 32;
+    // Reset the peak RSS so earlier tests in this process do not count (proc(5), clear_refs).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
     let srv = start(DicomWebOptions::new("default")).await;
     let boundary = "big";
     let parts = futures::stream::iter(0..N).map(move |n| {

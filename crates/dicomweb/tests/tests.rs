@@ -28,7 +28,12 @@ pub struct Server {
     /// The data directory.
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
+    /// Servers of this binary run one at a time, so the memory test measures one server.
+    _serial: tokio::sync::OwnedMutexGuard<()>,
 }
+
+static SERIAL: std::sync::LazyLock<Arc<tokio::sync::Mutex<()>>> =
+    std::sync::LazyLock::new(|| Arc::new(tokio::sync::Mutex::new(())));
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -45,6 +50,7 @@ pub async fn start(opts: DicomWebOptions) -> Server {
 
 /// Starts a server with the options `opts(origin)` makes, given the server's own origin.
 pub async fn start_with(opts: impl FnOnce(&str) -> DicomWebOptions) -> Server {
+    let serial = SERIAL.clone().lock_owned().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let origin = format!("http://{addr}");
@@ -84,5 +90,6 @@ pub async fn start_with(opts: impl FnOnce(&str) -> DicomWebOptions) -> Server {
         origin,
         dir,
         stop: Some(tx),
+        _serial: serial,
     }
 }
