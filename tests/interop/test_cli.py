@@ -221,3 +221,20 @@ def test_import_dicomdir_media(server, tmp_path):
     assert requests.get(f"{server.base}/api/v1/stats").json()["instances"] == len(
         {pydicom.dcmread(media.joinpath(*([r] if isinstance(r, str) else list(r))), stop_before_pixels=True).SOPInstanceUID
          for r in referenced})
+
+
+def test_metrics_and_health(server, synth_dir):
+    run("import", str(synth_dir), "--server", server.base)
+    f = dcm_files(synth_dir)[0]
+    ds = pydicom.dcmread(f)
+    ae = AE(ae_title="METRICS")
+    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title="VESALIUS")
+    assert assoc.send_c_store(ds).Status == 0x0000
+    assoc.release()
+    requests.get(f"{server.dicomweb}/studies", params={"PatientName": "*"})
+    text = requests.get(f"{server.base}/metrics").text
+    for name in ("vesalius_instances_received_total", "vesalius_ingest_latency_seconds",
+                 "vesalius_dimse_active_associations", "vesalius_qido_seconds"):
+        assert name in text, name
+    assert requests.get(f"{server.base}/readyz").json()["status"] == "ready"
