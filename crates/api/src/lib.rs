@@ -204,7 +204,7 @@ async fn stats(State(st): State<AppState>) -> Result<Json<serde_json::Value>, Ap
 }
 
 async fn ready(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    st.ingestor.index().stats().await?;
+    st.ingestor.index().ping().await?;
     st.ingestor.check_free_space()?;
     Ok(Json(json!({"status": "ready"})))
 }

@@ -82,6 +82,14 @@ impl SqliteIndex {
             .execute(&mut conn)
             .await
             .map_err(db_err)?;
+        // Planner statistics: without them SQLite may walk the date index for a date range plus
+        // modality query over a million rows instead of narrowing first. `optimize` analyses
+        // only tables whose statistics are missing or stale, and `analysis_limit` bounds the
+        // work, so start-up stays fast on any index size. The writer repeats it periodically.
+        sqlx::raw_sql("PRAGMA analysis_limit = 2000; PRAGMA optimize = 0x10002;")
+            .execute(&mut conn)
+            .await
+            .map_err(db_err)?;
         let read = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
@@ -193,6 +201,11 @@ impl Index for SqliteIndex {
                 sha256: r.get("sha256"),
             })
             .collect())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await.map_err(db_err)?;
+        Ok(())
     }
 
     async fn stats(&self) -> Result<IndexStats> {

@@ -20,8 +20,16 @@ enum Reply {
     ),
 }
 
+/// How often the writer refreshes planner statistics (`PRAGMA optimize`).
+const OPTIMIZE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
 pub(crate) async fn writer_task(mut conn: SqliteConnection, mut rx: mpsc::Receiver<WriteOp>) {
+    let mut last_optimize = std::time::Instant::now();
     while let Some(first) = rx.recv().await {
+        if last_optimize.elapsed() > OPTIMIZE_EVERY {
+            let _ = conn.execute("PRAGMA optimize").await;
+            last_optimize = std::time::Instant::now();
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {

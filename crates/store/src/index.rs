@@ -79,4 +79,9 @@ pub trait Index: Send + Sync + 'static {
 
     /// Counts.
     async fn stats(&self) -> Result<IndexStats>;
+
+    /// A cheap check that the index answers (readiness probes).
+    async fn ping(&self) -> Result<()> {
+        self.stats().await.map(|_| ())
+    }
 }
