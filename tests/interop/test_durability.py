@@ -144,7 +144,8 @@ def test_syncs_happen_before_the_acknowledgement(tmp_path, synth_dir):
 
     spool_sync = first(lambda l: re.search(r"fsync\(\d+<[^>]*/\.spool/[^>]*>", l) is not None)
     link = first(lambda l: "link" in l and sop in l and ".spool" in l, spool_sync if spool_sync is not None else -1)
-    dir_sync = first(lambda l: re.search(rf"fsync\(\d+<[^>]*/{re.escape(sop)}>", l) is not None, link or -1)
+    series = re.escape(ds.SeriesInstanceUID)
+    dir_sync = first(lambda l: re.search(rf"fsync\(\d+<[^>]*/{series}>", l) is not None, link or -1)
     wal_sync = first(lambda l: re.search(r"(fsync|fdatasync)\(\d+<[^>]*index\.db-wal>", l) is not None, dir_sync or -1)
     # The C-STORE-RSP: a write/sendto on the DICOM socket after the WAL sync.
     ack = first(lambda l: re.search(r"(write|sendto)\(\d+<(TCP|socket)", l) is not None, wal_sync or -1)

@@ -1,13 +1,13 @@
 //! [`BlobStore`] over the `object_store` crate.
 //!
 //! ## Local filesystem (the embedded default)
-//! Blobs live at `{root}/{org}/{study}/{series}/{sop}/{sha256}` and the spool directory is
+//! Blobs live at `{root}/{org}/{study}/{series}/{sop}.{sha256}` and the spool directory is
 //! `{root}/.spool`, on the same filesystem. `object_store`'s `LocalFileSystem` is built
 //! `with_fsync(true)` (it does **not** sync otherwise): persisting a blob is
 //! 1. the caller fsyncs the spool file (`SpooledFile::sync`);
-//! 2. `rename_if_not_exists(.spool/x, key)`: a hard link to the final key that fails if the key
-//!    exists, with every newly created parent directory and the final directory fsync'd, then
-//!    the spool entry removed.
+//! 2. `copy_if_not_exists(.spool/x, key)`: a hard link to the final key that fails if the key
+//!    exists, with every newly created parent directory and the final directory fsync'd; then the
+//!    spool entry is removed (unsynced: a resurrected spool entry is deleted at start-up).
 //!
 //! Keys end in the content hash, so an existing key means identical bytes: persisting it again is
 //! a no-op. A crash after step 2 but before the index commit leaves an orphan blob that
@@ -138,14 +138,16 @@ impl BlobStore for ObjectBlobStore {
         };
         let from = Self::path(&rel)?;
         let to = Self::path(key)?;
-        match self.store.rename_if_not_exists(&from, &to).await {
+        // A hard link to the final key that fails if it exists; object_store fsyncs the new
+        // directory entry and every directory it had to create. The spool entry is then removed
+        // without a sync: if that removal is lost in a crash, start-up empties the spool anyway.
+        let r = match self.store.copy_if_not_exists(&from, &to).await {
             Ok(()) => Ok(Persisted::Created),
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                let _ = tokio::fs::remove_file(spool).await;
-                Ok(Persisted::AlreadyExisted)
-            }
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(Persisted::AlreadyExisted),
             Err(e) => Err(os_err(key, e)),
-        }
+        };
+        let _ = tokio::fs::remove_file(spool).await;
+        r
     }
 
     async fn read_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {

@@ -16,12 +16,17 @@ use futures::stream::BoxStream;
 
 use crate::error::Result;
 
-/// A blob key: `{org}/{study_uid}/{series_uid}/{sop_uid}/{sha256}` (DESIGN.md).
+/// A blob key: `{org}/{study_uid}/{series_uid}/{sop_uid}.{sha256}`.
+///
+/// DESIGN.md puts each instance in a directory of its own (`.../{sop_uid}/{sha256}`); we keep one
+/// directory per series instead, because a new directory costs two more synchronous metadata
+/// writes before every acknowledgement (docs/architecture.md). Versions of an instance still
+/// differ by their hash suffix.
 pub type BlobKey = String;
 
 /// Builds the key of an instance blob.
 pub fn instance_key(org: &str, study: &str, series: &str, sop: &str, sha256: &str) -> BlobKey {
-    format!("{org}/{study}/{series}/{sop}/{sha256}")
+    format!("{org}/{study}/{series}/{sop}.{sha256}")
 }
 
 /// Whether `persist` created the blob or found it already there.
