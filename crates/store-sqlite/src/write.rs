@@ -46,9 +46,15 @@ pub(crate) async fn writer_task(mut conn: SqliteConnection, mut rx: mpsc::Receiv
             }
             continue;
         }
+        // Each request of a batch in its own savepoint, so a failing one is rolled back alone; a
+        // batch of one needs none (its failure rolls back the transaction), which saves two
+        // statement round trips on the single-association path.
+        let savepoints = batch.len() > 1;
+        let mut failed_alone = false;
         for op in batch {
-            // Each request in its own savepoint: a failing one is rolled back alone.
-            let _ = conn.execute("SAVEPOINT op").await;
+            if savepoints {
+                let _ = conn.execute("SAVEPOINT op").await;
+            }
             let r = match op {
                 WriteOp::Commit(c, tx) => {
                     let r = apply_commit(&mut conn, &c).await;
@@ -63,10 +69,29 @@ pub(crate) async fn writer_task(mut conn: SqliteConnection, mut rx: mpsc::Receiv
                     ok
                 }
             };
-            if !r {
-                let _ = conn.execute("ROLLBACK TO op").await;
+            if savepoints {
+                if !r {
+                    let _ = conn.execute("ROLLBACK TO op").await;
+                }
+                let _ = conn.execute("RELEASE op").await;
+            } else {
+                failed_alone = !r;
             }
-            let _ = conn.execute("RELEASE op").await;
+        }
+        if failed_alone {
+            // The only request failed: nothing to commit, and it already has its error.
+            let _ = conn.execute("ROLLBACK").await;
+            for reply in replies {
+                match reply {
+                    Reply::Commit(tx, r) => {
+                        let _ = tx.send(r);
+                    }
+                    Reply::Delete(tx, r) => {
+                        let _ = tx.send(r);
+                    }
+                }
+            }
+            continue;
         }
         // Durable here (WAL + synchronous=FULL): only now may anyone acknowledge.
         let committed = conn.execute("COMMIT").await.map_err(db_err);

@@ -194,10 +194,12 @@ impl Ingestor {
         .await
         .map_err(|e| Error::Unavailable(format!("ingest task: {e}")))?;
         let (record, rejects) = built?;
+        let parsed_at = started.elapsed();
 
         // Durable blob first: an index row must never point at a blob that could vanish.
         let key = record.blob_key.clone();
         self.blobs.persist(spooled.path(), &key).await?;
+        let persisted_at = started.elapsed();
         spooled.disarm();
 
         let side = self
@@ -225,6 +227,13 @@ impl Ingestor {
                 rejects,
             })
             .await?;
+        tracing::debug!(
+            sop = %instance.sop_instance_uid,
+            parse_and_sync_us = parsed_at.as_micros() as u64,
+            persist_us = (persisted_at - parsed_at).as_micros() as u64,
+            commit_us = (started.elapsed() - persisted_at).as_micros() as u64,
+            "ingested"
+        );
         // Metrics by source kind ("dimse", "stow", "api", ...), not by peer.
         let kind = ctx.source.split(':').next().unwrap_or("other").to_owned();
         metrics::counter!("vesalius_instances_received_total", "source" => kind.clone())
