@@ -451,23 +451,7 @@ impl<'a, S: Source> Parser<'a, S> {
                     v[1]
                 ),
             })?;
-            // PS3.5 Table 7.1-1: these VRs have 2 reserved bytes and a 32-bit length.
-            let long = matches!(
-                vr,
-                VR::OB
-                    | VR::OD
-                    | VR::OF
-                    | VR::OL
-                    | VR::OV
-                    | VR::OW
-                    | VR::SQ
-                    | VR::SV
-                    | VR::UC
-                    | VR::UN
-                    | VR::UR
-                    | VR::UT
-                    | VR::UV
-            );
+            let long = has_long_length(vr);
             if long {
                 let mut b = [0u8; 6];
                 self.read_exact(&mut b, "element length")?;
@@ -797,6 +781,26 @@ pub fn implicit_vr(t: Tag) -> VR {
         Some(entry) => entry.vr().relaxed(),
         None => VR::UN,
     }
+}
+
+/// VRs whose explicit-VR header has 2 reserved bytes and a 32-bit length (PS3.5 Table 7.1-1).
+pub fn has_long_length(vr: VR) -> bool {
+    matches!(
+        vr,
+        VR::OB
+            | VR::OD
+            | VR::OF
+            | VR::OL
+            | VR::OV
+            | VR::OW
+            | VR::SQ
+            | VR::SV
+            | VR::UC
+            | VR::UN
+            | VR::UR
+            | VR::UT
+            | VR::UV
+    )
 }
 
 /// Binary VRs whose large values are left in place.

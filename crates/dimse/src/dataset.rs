@@ -276,22 +276,7 @@ fn header(out: &mut Vec<u8>, tag: u32, vr: VR, len: u32, explicit: bool) {
     out.extend_from_slice(&((tag & 0xFFFF) as u16).to_le_bytes());
     out.extend_from_slice(&vr.to_bytes());
     // PS3.5 7.1.2: these VRs have a 2-byte reserved field and a 4-byte length.
-    let long = matches!(
-        vr,
-        VR::OB
-            | VR::OD
-            | VR::OF
-            | VR::OL
-            | VR::OV
-            | VR::OW
-            | VR::SQ
-            | VR::SV
-            | VR::UC
-            | VR::UN
-            | VR::UR
-            | VR::UT
-            | VR::UV
-    );
+    let long = vesalius_core::parse::has_long_length(vr);
     if long {
         out.extend_from_slice(&[0, 0]);
         out.extend_from_slice(&len.to_le_bytes());
