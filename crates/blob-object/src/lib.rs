@@ -37,7 +37,7 @@ use vesalius_store::error::{Error, Result};
 pub const SPOOL_DIR: &str = ".spool";
 
 /// Read chunk size for local files.
-const READ_CHUNK: usize = 512 << 10;
+const READ_CHUNK: usize = 1 << 20;
 
 /// A blob store backed by an `object_store` implementation.
 pub struct ObjectBlobStore {
@@ -173,12 +173,16 @@ impl BlobStore for ObjectBlobStore {
 
     async fn read(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes>>> {
         if let Some(path) = self.local_path(key) {
-            let f = tokio::fs::File::open(&path)
-                .await
-                .map_err(|e| not_found_or(key, e))?;
+            let f = std::fs::File::open(&path).map_err(|e| not_found_or(key, e))?;
+            // A small blob is read in one piece (sized to the file); big ones in READ_CHUNK pieces.
+            let size = f.metadata().map(|m| m.len() as usize).unwrap_or(READ_CHUNK);
+            let chunk = if size <= 2 * READ_CHUNK {
+                size + 1
+            } else {
+                READ_CHUNK
+            };
             let key = key.to_owned();
-            let s =
-                tokio_util_like::file_stream(f, READ_CHUNK).map_err(move |e| Error::blob(&key, e));
+            let s = tokio_util_like::file_stream(f, chunk).map_err(move |e| Error::blob(&key, e));
             return Ok(s.boxed());
         }
         let key_owned = key.to_owned();
@@ -241,31 +245,40 @@ fn not_found_or(key: &str, e: std::io::Error) -> Error {
     }
 }
 
-/// A file read as a stream of large chunks.
+/// A file read as a stream of large chunks, each read straight into its buffer on the blocking
+/// pool (tokio's `File` reads into an internal buffer first and copies: one memcpy more per byte).
 mod tokio_util_like {
+    use std::io::Read;
+
     use bytes::Bytes;
     use futures::Stream;
-    use tokio::io::AsyncReadExt;
 
     pub fn file_stream(
-        f: tokio::fs::File,
+        f: std::fs::File,
         chunk: usize,
     ) -> impl Stream<Item = std::io::Result<Bytes>> {
-        futures::stream::try_unfold(f, move |mut f| async move {
-            let mut buf = vec![0u8; chunk];
-            let mut filled = 0;
-            while filled < chunk {
-                let n = f.read(&mut buf[filled..]).await?;
-                if n == 0 {
-                    break;
+        futures::stream::try_unfold(Some(f), move |f| async move {
+            let Some(mut f) = f else { return Ok(None) };
+            let (f, buf) = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; chunk];
+                let mut filled = 0;
+                while filled < chunk {
+                    let n = f.read(&mut buf[filled..])?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
                 }
-                filled += n;
-            }
-            if filled == 0 {
+                buf.truncate(filled);
+                Ok::<_, std::io::Error>((f, buf))
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            if buf.is_empty() {
                 return Ok(None);
             }
-            buf.truncate(filled);
-            Ok(Some((Bytes::from(buf), f)))
+            let more = buf.len() == chunk;
+            Ok(Some((Bytes::from(buf), more.then_some(f))))
         })
     }
 }
