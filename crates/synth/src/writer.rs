@@ -234,22 +234,7 @@ fn header(out: &mut Vec<u8>, tag: Tag, vr: VR, len: u32, explicit: bool) {
     }
     out.extend_from_slice(&vr.to_bytes());
     // PS3.5 Table 7.1-1: these VRs have 2 reserved bytes and a 32-bit length.
-    if matches!(
-        vr,
-        VR::OB
-            | VR::OD
-            | VR::OF
-            | VR::OL
-            | VR::OV
-            | VR::OW
-            | VR::SQ
-            | VR::SV
-            | VR::UC
-            | VR::UN
-            | VR::UR
-            | VR::UT
-            | VR::UV
-    ) {
+    if vesalius_core::parse::has_long_length(vr) {
         out.extend_from_slice(&[0, 0]);
         out.extend_from_slice(&len.to_le_bytes());
     } else {

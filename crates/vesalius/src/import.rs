@@ -28,12 +28,17 @@ pub struct ImportLimits {
     pub max_instance_bytes: u64,
 }
 
+/// An opened zip archive shared by all its entries: the central directory is read once, and
+/// entries are read one at a time under the lock (a zip is one sequential file anyway).
+type SharedZip = Arc<std::sync::Mutex<zip::ZipArchive<std::fs::File>>>;
+
 /// One source object to import.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Item {
     File(PathBuf),
     ZipEntry {
         zip: PathBuf,
+        archive: SharedZip,
         index: usize,
         name: String,
     },
@@ -144,10 +149,11 @@ async fn send_one(
             let f = tokio::fs::File::open(p).await?;
             reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(f, 256 << 10))
         }
-        Item::ZipEntry { zip, index, .. } => {
-            let (zip, index, limits) = (zip.clone(), *index, *limits);
+        Item::ZipEntry { archive, index, .. } => {
+            let (archive, index, limits) = (archive.clone(), *index, *limits);
             let bytes =
-                tokio::task::spawn_blocking(move || read_zip_entry(&zip, index, &limits)).await??;
+                tokio::task::spawn_blocking(move || read_zip_entry(&archive, index, &limits))
+                    .await??;
             reqwest::Body::from(bytes)
         }
     };
@@ -171,9 +177,10 @@ async fn send_one(
     }
 }
 
-fn read_zip_entry(zip: &Path, index: usize, limits: &ImportLimits) -> Result<Vec<u8>> {
-    let f = std::fs::File::open(zip)?;
-    let mut archive = zip::ZipArchive::new(f)?;
+fn read_zip_entry(archive: &SharedZip, index: usize, limits: &ImportLimits) -> Result<Vec<u8>> {
+    let mut archive = archive
+        .lock()
+        .map_err(|_| anyhow::anyhow!("zip reader poisoned by an earlier failure"))?;
     let mut entry = archive.by_index(index)?;
     let cap = limits.max_instance_bytes.min(
         entry
@@ -219,19 +226,20 @@ fn collect(
     if is_zip {
         let f = std::fs::File::open(p)?;
         let mut archive = zip::ZipArchive::new(f)?;
-        if archive.len() > limits.max_zip_entries {
+        let count = archive.len();
+        if count > limits.max_zip_entries {
             rejected.push(ItemResult {
                 source: p.display().to_string(),
                 outcome: "rejected".into(),
                 reason: Some(format!(
-                    "archive has {} entries, more than the limit of {}",
-                    archive.len(),
+                    "archive has {count} entries, more than the limit of {}",
                     limits.max_zip_entries
                 )),
             });
             return Ok(());
         }
-        for i in 0..archive.len() {
+        let mut entries = Vec::new();
+        for i in 0..count {
             let e = archive.by_index(i)?;
             if e.is_dir()
                 || e.name()
@@ -253,10 +261,15 @@ fn collect(
                 });
                 continue;
             }
+            entries.push((i, e.name().to_owned()));
+        }
+        let shared: SharedZip = Arc::new(std::sync::Mutex::new(archive));
+        for (index, name) in entries {
             items.push(Item::ZipEntry {
                 zip: p.to_owned(),
-                index: i,
-                name: e.name().to_owned(),
+                archive: shared.clone(),
+                index,
+                name,
             });
         }
         return Ok(());
