@@ -5,6 +5,8 @@
 //! - [`index`]: [`Index`], the database of patients/studies/series/instances, with group commit.
 //! - [`query`]: the query model shared by QIDO-RS and C-FIND (PS3.4 C.2.2.2 matching).
 //! - [`ingest`]: [`Ingestor`], the one path by which an instance enters the archive.
+//! - [`directory`]: [`Directory`], organisations, users, credentials, grants, AE titles, links.
+//! - [`audit`]: [`AuditLog`], the hash-chained audit trail.
 //! - [`memory`]: in-memory [`Index`] and [`BlobStore`] for tests.
 //!
 //! This crate must not depend on sqlx, object_store, axum or any protocol crate: backends
@@ -12,7 +14,9 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod blob;
+pub mod directory;
 pub mod error;
 pub mod index;
 pub mod ingest;
@@ -21,7 +25,9 @@ pub mod model;
 pub mod query;
 pub mod spool;
 
+pub use audit::AuditLog;
 pub use blob::{BlobKey, BlobStore};
+pub use directory::Directory;
 pub use error::{Error, Result};
 pub use index::Index;
 pub use ingest::{IngestObserver, Ingestor};

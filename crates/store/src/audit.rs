@@ -1,0 +1,193 @@
+//! [`AuditLog`]: the append-only, hash-chained record of who did what to which study, from where.
+//!
+//! Contract:
+//! - Records are numbered `seq = 1, 2, 3…` without gaps, in commit order.
+//! - Each record carries `prev_hash` (the `hash` of record `seq - 1`; [`GENESIS_HASH`] for the
+//!   first) and `hash = chain_hash(seq, prev_hash, event)`. Editing, deleting, inserting or
+//!   reordering a record breaks the chain at that point; truncating the tail is caught by signed
+//!   [`Checkpoint`]s (made by `vesalius-auth` with the site key).
+//! - Events recording a data change are appended in the same transaction as the change (through
+//!   [`crate::model::SideRecord::Audit`] on ingest, [`crate::directory::Directory::apply`] for the
+//!   directory). Backends append through one serialized writer so the chain stays linear.
+//! - Nothing in the product updates or deletes records.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+use crate::error::Result;
+use crate::model::OrgId;
+
+/// `prev_hash` of the first record.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What kind of party acted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActorKind {
+    /// A logged-in user (session).
+    User,
+    /// An API token.
+    Token,
+    /// A DICOM application entity (by calling AE title).
+    Ae,
+    /// A share or upload link.
+    Link,
+    /// A peer site.
+    Peer,
+    /// The server itself (sweeps, start-up).
+    System,
+    /// Nobody identified (failed logins, refused requests).
+    Anonymous,
+}
+
+/// Who acted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The kind of party.
+    pub kind: ActorKind,
+    /// User id, token id, AE title, link id or peer name ("" when anonymous).
+    pub id: String,
+    /// Human-readable name (username, AE title).
+    pub name: String,
+    /// The organisation it acted for ("" when none).
+    pub org: OrgId,
+    /// The role it acted with ("" when none).
+    pub role: String,
+}
+
+/// How it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Done.
+    Success,
+    /// Refused by policy or credentials.
+    Denied,
+    /// Failed for another reason.
+    Failure,
+}
+
+/// One audited action. `action` is a stable kebab-case verb: `login`, `login-failed`, `logout`,
+/// `query`, `retrieve`, `store`, `delete`, `export`, `share-create`, `share-revoke`, `link-use`,
+/// `upload`, `break-glass`, `admin-change`, `grant-create`, …
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// When, ms since the Unix epoch.
+    pub time_ms: i64,
+    /// Who.
+    pub actor: Actor,
+    /// What was done.
+    pub action: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The organisation owning the data acted on ("" when none).
+    pub org: OrgId,
+    /// Patient `(issuer, patient_id)` when known.
+    pub patient: Option<(String, String)>,
+    /// Study Instance UID when one study is concerned.
+    pub study_uid: Option<String>,
+    /// Source address (IP[:port]) when known.
+    pub source: String,
+    /// User agent or calling application when known.
+    pub user_agent: String,
+    /// Action-specific details (query parameters, counts, reason of a break-glass…).
+    pub details: Json,
+}
+
+/// An event as stored, with its place in the chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Position, from 1, without gaps.
+    pub seq: u64,
+    /// Hash of the previous record (hex SHA-256).
+    pub prev_hash: String,
+    /// This record's hash (hex SHA-256), see [`chain_hash`].
+    pub hash: String,
+    /// The event.
+    pub event: AuditEvent,
+}
+
+/// A signed statement "the chain had `hash` at `seq`", made periodically with the site key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The record it covers.
+    pub seq: u64,
+    /// That record's hash.
+    pub hash: String,
+    /// When it was made, ms.
+    pub time_ms: i64,
+    /// Signature algorithm, e.g. `ed25519`.
+    pub alg: String,
+    /// Public key of the signer (hex), to find the key it was made with.
+    pub key_id: String,
+    /// The signature (hex) over [`checkpoint_message`].
+    pub signature: String,
+}
+
+/// The bytes a [`Checkpoint`] signature covers.
+pub fn checkpoint_message(seq: u64, hash: &str, time_ms: i64) -> Vec<u8> {
+    format!("vesalius-audit-checkpoint\n{seq}\n{hash}\n{time_ms}\n").into_bytes()
+}
+
+/// `SHA-256(seq || "\n" || prev_hash || "\n" || canonical JSON of event)`, hex.
+///
+/// The JSON is serde_json's serialization of [`AuditEvent`] with object keys sorted (serde_json
+/// without `preserve_order` sorts `Value` maps; struct fields come in declaration order), so the
+/// same event always hashes the same.
+pub fn chain_hash(seq: u64, prev_hash: &str, event: &AuditEvent) -> String {
+    let json = serde_json::to_value(event).expect("audit events serialize");
+    let mut h = Sha256::new();
+    h.update(seq.to_string().as_bytes());
+    h.update(b"\n");
+    h.update(prev_hash.as_bytes());
+    h.update(b"\n");
+    h.update(json.to_string().as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Filters for [`AuditLog::search`]; every set field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFilter {
+    /// Data owner org.
+    pub org: Option<OrgId>,
+    /// Acting org (actor.org).
+    pub actor_org: Option<OrgId>,
+    /// Actor id.
+    pub actor_id: Option<String>,
+    /// Action.
+    pub action: Option<String>,
+    /// Study Instance UID.
+    pub study_uid: Option<String>,
+    /// Patient `(issuer, patient_id)`.
+    pub patient: Option<(String, String)>,
+    /// From this time (ms, inclusive).
+    pub since_ms: Option<i64>,
+    /// Before this time (ms, exclusive).
+    pub until_ms: Option<i64>,
+    /// At most this many records (newest first); 0 means a backend default (1000).
+    pub limit: u32,
+}
+
+/// The audit trail.
+#[async_trait]
+pub trait AuditLog: Send + Sync + 'static {
+    /// Appends events durably (group-committed with other writes), chaining each.
+    async fn append(&self, events: Vec<AuditEvent>) -> Result<()>;
+
+    /// Records with `seq` in `from..from + limit`, in order (for verification and export).
+    async fn records(&self, from: u64, limit: u32) -> Result<Vec<AuditRecord>>;
+
+    /// The last record, if any.
+    async fn head(&self) -> Result<Option<AuditRecord>>;
+
+    /// Records matching a filter, newest first.
+    async fn search(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+
+    /// Stores a signed checkpoint.
+    async fn put_checkpoint(&self, checkpoint: Checkpoint) -> Result<()>;
+
+    /// Every checkpoint, by `seq`.
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>>;
+}
