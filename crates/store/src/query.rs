@@ -410,6 +410,44 @@ impl Query {
     }
 }
 
+/// What a principal may see, applied **inside** the index query so that paging stays correct
+/// (issue 4). Built by `vesalius_auth::policy::access`; `None` in a [`Query`]/[`Scope`] means
+/// unrestricted (the server itself).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Access {
+    /// Organisations whose every study is visible.
+    pub orgs: Vec<OrgId>,
+    /// Single studies visible through grants: `(owner org, Study Instance UID)`.
+    pub studies: Vec<(OrgId, String)>,
+    /// Patients visible through grants: `(owner org, issuer, patient id)`.
+    pub patients: Vec<(OrgId, String, String)>,
+}
+
+impl Access {
+    /// Everything of these organisations, nothing else.
+    pub fn orgs(orgs: impl IntoIterator<Item = impl Into<OrgId>>) -> Self {
+        Access {
+            orgs: orgs.into_iter().map(Into::into).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// True when nothing at all is visible.
+    pub fn is_empty(&self) -> bool {
+        self.orgs.is_empty() && self.studies.is_empty() && self.patients.is_empty()
+    }
+
+    /// Whether a study of `org` with this patient is visible.
+    pub fn allows(&self, org: &str, study_uid: &str, issuer: &str, patient_id: &str) -> bool {
+        self.orgs.iter().any(|o| o == org)
+            || self.studies.iter().any(|(o, s)| o == org && s == study_uid)
+            || self
+                .patients
+                .iter()
+                .any(|(o, i, p)| o == org && i == issuer && p == patient_id)
+    }
+}
+
 /// The scope of a retrieval or deletion: a study, a series of it, or one instance.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scope {
