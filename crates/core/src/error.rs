@@ -28,6 +28,8 @@ pub enum ErrorKind {
     Unauthorized,
     /// Authenticated but not allowed.
     Forbidden,
+    /// Too many attempts: throttled or locked out for a while (login, link passcodes).
+    TooManyRequests,
     /// Conflicts with the current state.
     Conflict,
     /// A dependency (disk, database, peer) is temporarily unavailable.
@@ -50,6 +52,7 @@ impl ErrorKind {
             ErrorKind::InsufficientStorage => "insufficient-storage",
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Forbidden => "forbidden",
+            ErrorKind::TooManyRequests => "too-many-requests",
             ErrorKind::Conflict => "conflict",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
@@ -67,6 +70,7 @@ impl ErrorKind {
             ErrorKind::InsufficientStorage => 507,
             ErrorKind::Unauthorized => 401,
             ErrorKind::Forbidden => 403,
+            ErrorKind::TooManyRequests => 429,
             ErrorKind::Conflict => 409,
             ErrorKind::Unavailable => 503,
             ErrorKind::Internal => 500,
@@ -87,6 +91,8 @@ impl ErrorKind {
             ErrorKind::Unauthorized | ErrorKind::Forbidden => 0x0124,
             // 0xA700 for resource trouble, 0x0110 Processing failure otherwise.
             ErrorKind::Unavailable => 0xA700,
+            // Throttling is a resource limit of the sender, not a refusal of the object.
+            ErrorKind::TooManyRequests => 0xA700,
             ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Internal => 0x0110,
         }
     }

@@ -1,0 +1,39 @@
+//! Access control of Vesalius: who is asking ([`principal`]), whether they may
+//! ([`policy`]), how they proved it ([`authenticator`], [`password`], [`token`], [`secret`]),
+//! and the tamper-evident record of what they did ([`audit_chain`], [`dedupe`], [`fhir`]).
+//!
+//! - [`password`]: argon2id hashing and the password policy.
+//! - [`secret`]: random secrets, SHA-256 and constant-time comparison.
+//! - [`token`]: API tokens `vsl_<id>_<secret>`, issued once, stored hashed.
+//! - [`principal`]: the authenticated party a request acts as.
+//! - [`policy`]: the one decision function, [`policy::authorize`], and the query filter,
+//!   [`policy::access`]. Every entry point (DICOMweb, DIMSE, JSON API, CLI) calls them.
+//! - [`authenticator`]: turns credentials (login, session cookie, bearer token, calling AE title,
+//!   share and upload links, first-start setup) into a [`Principal`], with throttling, lockout
+//!   and audit; break-glass; the privacy-officer report.
+//! - [`audit_chain`]: the site key, signed checkpoints and verification of the hash chain.
+//! - [`dedupe`]: one audit event per study access per user per few minutes, not one per frame.
+//! - [`fhir`]: audit records as FHIR R4 `AuditEvent` resources.
+//!
+//! This crate depends on `vesalius-core` and the traits of `vesalius-store` only (DESIGN.md:
+//! auth → core, store traits), plus crypto crates. It knows no HTTP framework: headers and
+//! cookies are plain strings, and the axum/DIMSE integration lives in the protocol crates.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod audit_chain;
+
+pub mod dedupe;
+pub mod error;
+
+pub mod net;
+pub mod password;
+pub mod policy;
+pub mod principal;
+pub mod secret;
+pub mod token;
+
+// pub use authenticator::{AuthOptions, Authenticator};
+pub use error::{Error, Result};
+pub use policy::{Action, Decision, Resource, access, authorize};
+pub use principal::{Principal, PrincipalKind};
