@@ -2,6 +2,7 @@
 
 mod admin;
 mod config;
+mod deid;
 mod import;
 mod send;
 mod serve;
@@ -43,6 +44,8 @@ enum Command {
     Query(send::QueryArgs),
     /// Delete a study, series or instance through the running server.
     Delete(send::DeleteArgs),
+    /// Write de-identified copies of DICOM files (PS3.15 Annex E Basic Profile and options).
+    Deid(deid::DeidArgs),
     /// Administration on a data directory.
     Admin {
         #[command(subcommand)]
@@ -216,6 +219,7 @@ fn main() -> Result<()> {
         Command::Echo(a) => rt.block_on(send::echo(a)),
         Command::Query(a) => rt.block_on(send::query(a)),
         Command::Delete(a) => rt.block_on(send::delete(a)),
+        Command::Deid(a) => deid::run(a),
         Command::Admin { what } => rt.block_on(admin::run(what, cfg)),
     }
 }
