@@ -17,7 +17,7 @@ BIN = os.environ.get("VESALIUS_BIN", str(Path(__file__).resolve().parents[2] / "
 class Server:
     """A running `vesalius serve` process."""
 
-    def __init__(self, data_dir: Path, extra_env=None, wrapper=None, config_text=None):
+    def __init__(self, data_dir: Path, extra_env=None, wrapper=None, config_text=None, extra_args=None):
         self.data_dir = data_dir
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         env = dict(os.environ)
@@ -31,12 +31,16 @@ class Server:
             cfg.write_text(config_text)
             cmd += ["--config", str(cfg)]
         cmd += ["serve", "--data-dir", str(data_dir), "--dicom-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]
+        # TLS: e.g. ["--tls-cert", cert, "--tls-key", key, "--dicom-tls-addr", "127.0.0.1:0"].
+        cmd += [str(a) for a in (extra_args or [])]
         if wrapper:
             cmd = wrapper + cmd
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=env, text=True)
         self.dicom_port = None
         self.http_port = None
+        self.dicom_tls_port = None  # printed before the HTTP lines when DICOM TLS runs
+        self.scheme = "http"
         deadline = time.time() + 60
         while time.time() < deadline and (self.dicom_port is None or self.http_port is None):
             line = self.proc.stdout.readline()
@@ -47,16 +51,20 @@ class Server:
             m = re.search(r"DICOM\s+:\s+127\.0\.0\.1:(\d+)", line)
             if m:
                 self.dicom_port = int(m.group(1))
-            m = re.search(r"DICOMweb\s+:\s+http://127\.0\.0\.1:(\d+)", line)
+            m = re.search(r"DICOM TLS\s+:\s+127\.0\.0\.1:(\d+)", line)
             if m:
-                self.http_port = int(m.group(1))
+                self.dicom_tls_port = int(m.group(1))
+            m = re.search(r"DICOMweb\s+:\s+(https?)://127\.0\.0\.1:(\d+)", line)
+            if m:
+                self.scheme = m.group(1)
+                self.http_port = int(m.group(2))
         if self.dicom_port is None or self.http_port is None:
             self.kill()
             raise RuntimeError("server did not report its ports")
 
     @property
     def base(self):
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{self.scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def dicomweb(self):

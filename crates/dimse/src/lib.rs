@@ -1,7 +1,7 @@
 //! DIMSE services of Vesalius (PS3.7, PS3.4) over the DICOM Upper Layer (PS3.8).
 //!
-//! Server side ([`run`]): one listener, one tokio task per association (bounded by a semaphore),
-//! serving
+//! Server side ([`run`], and [`run_tls`] for DICOM TLS per PS3.15 B.1): one listener, one tokio
+//! task per association (bounded by a semaphore), serving
 //! - [`echo`]: Verification (C-ECHO SCP, PS3.4 Annex A);
 //! - [`store`]: Storage (C-STORE SCP, PS3.4 Annex B), streaming every data set fragment to the
 //!   ingest spool as it arrives;
@@ -38,5 +38,6 @@ pub mod server;
 pub mod store;
 
 pub use association::Timeouts;
+pub use association::Transport;
 pub use error::{Error, Result};
-pub use server::{DicomNode, DimseServerOptions, run};
+pub use server::{DicomNode, DimseServerOptions, run, run_tls};

@@ -2,6 +2,12 @@
 //!
 //! Contract:
 //! - [`run`] never binds a socket: the caller passes the listener (tests bind `127.0.0.1:0`).
+//! - [`run_tls`] serves the same services over DICOM TLS (PS3.15 B.1, the Basic TLS Secure
+//!   Transport Connection Profile): `TCP_NODELAY` is set on the socket, then the TLS handshake
+//!   runs inside the connection's own task (bounded by the connect timeout and cancelled by
+//!   shutdown), so a slow or silent client never holds up the accept loop. Whether client
+//!   certificates are required is the acceptor's configuration; a failed handshake is logged and
+//!   the connection closed before any DICOM byte is read.
 //! - At most `max_associations` associations are served at once; a connection beyond that is
 //!   answered with A-ASSOCIATE-RJ "local limit exceeded" (transient) instead of waiting in the
 //!   backlog.
@@ -26,12 +32,13 @@ use dicom_ul::pdu::AbortRQServiceProviderReason;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use vesalius_core::uid;
 use vesalius_store::Ingestor;
 use vesalius_store::model::DEFAULT_ORG;
 
-use crate::association::{AcceptOptions, Association, Timeouts};
+use crate::association::{AcceptOptions, Association, Timeouts, Transport};
 use crate::error::{Error, Result};
 use crate::message::{Command, field, sop_class, status};
 
@@ -183,6 +190,28 @@ pub async fn run(
     options: DimseServerOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    accept_loop(listener, None, ingestor, options, shutdown).await
+}
+
+/// Like [`run`], over TLS: every connection is a TLS session negotiated by `tls` (PS3.15 B.1;
+/// see the module doc). The association limit counts handshaking connections too.
+pub async fn run_tls(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    ingestor: Arc<Ingestor>,
+    options: DimseServerOptions,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    accept_loop(listener, Some(tls), ingestor, options, shutdown).await
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    ingestor: Arc<Ingestor>,
+    options: DimseServerOptions,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let server = Arc::new(Server {
         ingestor,
         accept: accept_options(&options),
@@ -210,9 +239,10 @@ pub async fn run(
         let _ = socket.set_nodelay(true);
         match limit.clone().try_acquire_owned() {
             Ok(permit) => {
-                tasks.spawn(serve(
+                tasks.spawn(connection(
                     socket,
                     peer,
+                    tls.clone(),
                     server.clone(),
                     shutdown.clone(),
                     permit,
@@ -220,7 +250,20 @@ pub async fn run(
             }
             Err(_) => {
                 tracing::warn!(%peer, "association refused: limit of concurrent associations reached");
-                tokio::spawn(crate::association::refuse_busy(socket));
+                match &tls {
+                    None => {
+                        tokio::spawn(crate::association::refuse_busy(socket));
+                    }
+                    Some(tls) => {
+                        let (tls, wait) = (tls.clone(), server.options.timeouts.connect);
+                        let shutdown = shutdown.clone();
+                        tokio::spawn(async move {
+                            if let Some(s) = handshake(&tls, socket, peer, wait, &shutdown).await {
+                                crate::association::refuse_busy(s).await;
+                            }
+                        });
+                    }
+                }
             }
         }
     }
@@ -255,15 +298,72 @@ impl Drop for Active {
     }
 }
 
-async fn serve(
+/// One accepted connection: the TLS handshake when serving TLS, then the association.
+async fn connection(
     socket: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    server: Arc<Server>,
+    shutdown: CancellationToken,
+    permit: OwnedSemaphorePermit,
+) {
+    match tls {
+        None => serve(socket, peer, server, shutdown, permit).await,
+        Some(tls) => {
+            let wait = server.options.timeouts.connect;
+            if let Some(s) = handshake(&tls, socket, peer, wait, &shutdown).await {
+                serve(s, peer, server, shutdown, permit).await;
+            }
+        }
+    }
+}
+
+/// The server side of the TLS handshake; `None` (logged) when it fails, times out or the
+/// server shuts down first.
+async fn handshake(
+    tls: &TlsAcceptor,
+    socket: TcpStream,
+    peer: SocketAddr,
+    wait: std::time::Duration,
+    shutdown: &CancellationToken,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let r = tokio::select! {
+        _ = shutdown.cancelled() => return None,
+        r = tokio::time::timeout(wait, tls.accept(socket)) => r,
+    };
+    match r {
+        Ok(Ok(s)) => {
+            let (_, session) = s.get_ref();
+            tracing::debug!(
+                %peer,
+                version = ?session.protocol_version(),
+                client_certificate = session.peer_certificates().is_some(),
+                "TLS session established"
+            );
+            Some(s)
+        }
+        Ok(Err(e)) => {
+            metrics::counter!("vesalius_dimse_tls_handshake_failures_total").increment(1);
+            tracing::info!(%peer, error = %e, "DICOM TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            metrics::counter!("vesalius_dimse_tls_handshake_failures_total").increment(1);
+            tracing::info!(%peer, "DICOM TLS handshake timed out");
+            None
+        }
+    }
+}
+
+async fn serve(
+    socket: impl Transport,
     peer: SocketAddr,
     server: Arc<Server>,
     shutdown: CancellationToken,
     _permit: OwnedSemaphorePermit,
 ) {
     let _active = Active::new();
-    let mut assoc = match Association::accept(socket, &server.accept).await {
+    let mut assoc = match Association::accept_over(socket, &server.accept).await {
         Ok(a) => a,
         Err(e) => {
             tracing::info!(%peer, error = %e, "association not established");

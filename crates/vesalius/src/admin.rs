@@ -28,6 +28,11 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// TLS certificates for HTTPS and DICOM TLS.
+    Cert {
+        #[command(subcommand)]
+        what: crate::tls::CertCommand,
+    },
 }
 
 /// What `admin check` found.
@@ -88,6 +93,7 @@ pub async fn run(cmd: AdminCommand, mut cfg: Config) -> Result<()> {
             }
             Ok(())
         }
+        AdminCommand::Cert { what } => crate::tls::run_cert(what),
     }
 }
 

@@ -71,6 +71,16 @@ pub struct DicomConfig {
     pub accept_any_called_ae: bool,
     /// Known DICOM nodes (C-MOVE destinations, Storage Commitment report targets).
     pub nodes: Vec<NodeConfig>,
+    /// DICOM TLS listen address (PS3.15 B.1), started only when a certificate is configured
+    /// (`tls_cert`/`tls_key` here, or those of `[http]`). Default `127.0.0.1:2762`.
+    pub tls_addr: SocketAddr,
+    /// PEM certificate chain for DICOM TLS; default: `[http] tls_cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for DICOM TLS; default: `[http] tls_key`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM bundle of CA certificates: when set, DICOM TLS clients must present a certificate
+    /// signed by one of them (the handshake fails otherwise).
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Default for DicomConfig {
@@ -82,6 +92,10 @@ impl Default for DicomConfig {
             max_associations: 64,
             accept_any_called_ae: true,
             nodes: Vec::new(),
+            tls_addr: "127.0.0.1:2762".parse().expect("valid"),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -94,6 +108,11 @@ pub struct HttpConfig {
     pub addr: SocketAddr,
     /// The URL clients reach us at, for RetrieveURL and BulkDataURI (default: from the Host header).
     pub public_base_url: Option<String>,
+    /// PEM certificate chain (leaf first): with `tls_key`, the HTTP address serves HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, RSA or EC) of `tls_cert`. A path, not a secret: `config dump`
+    /// shows it.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -101,7 +120,59 @@ impl Default for HttpConfig {
         HttpConfig {
             addr: "127.0.0.1:8080".parse().expect("valid"),
             public_base_url: None,
+            tls_cert: None,
+            tls_key: None,
         }
+    }
+}
+
+/// A certificate chain and its key, both PEM files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsFiles<'a> {
+    /// The certificate chain.
+    pub cert: &'a Path,
+    /// The private key.
+    pub key: &'a Path,
+}
+
+fn tls_pair<'a>(
+    section: &str,
+    cert: Option<&'a PathBuf>,
+    key: Option<&'a PathBuf>,
+) -> Result<Option<TlsFiles<'a>>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (None, None) => Ok(None),
+        _ => bail!("[{section}] tls_cert and tls_key must be given together"),
+    }
+}
+
+impl Config {
+    /// The HTTPS certificate and key, if configured.
+    pub fn http_tls(&self) -> Result<Option<TlsFiles<'_>>> {
+        tls_pair(
+            "http",
+            self.http.tls_cert.as_ref(),
+            self.http.tls_key.as_ref(),
+        )
+    }
+
+    /// The DICOM TLS certificate and key: `[dicom] tls_cert`/`tls_key` when set, else the
+    /// HTTPS ones; `None` means no DICOM TLS listener.
+    pub fn dicom_tls(&self) -> Result<Option<TlsFiles<'_>>> {
+        let own = tls_pair(
+            "dicom",
+            self.dicom.tls_cert.as_ref(),
+            self.dicom.tls_key.as_ref(),
+        )?;
+        let files = match own {
+            Some(f) => Some(f),
+            None => self.http_tls()?,
+        };
+        if files.is_none() && self.dicom.tls_client_ca.is_some() {
+            bail!("[dicom] tls_client_ca needs a certificate: [dicom] or [http] tls_cert/tls_key");
+        }
+        Ok(files)
     }
 }
 
@@ -238,7 +309,9 @@ fn redact(v: &mut toml::Value) {
     if let toml::Value::Table(t) = v {
         for (k, val) in t.iter_mut() {
             let k = k.to_lowercase();
+            // `tls_key` is the path of a key file, not key material.
             if (k.contains("secret") || k.contains("password") || k.ends_with("_key"))
+                && k != "tls_key"
                 && val.is_str()
             {
                 *val = toml::Value::String("<redacted>".into());
@@ -282,5 +355,51 @@ mod tests {
         std::fs::write(&f, "[dicom]\nae_titel = \"X\"\n").unwrap();
         assert!(load(Some(&f), std::iter::empty()).is_err());
         assert!(dump(&c).unwrap().contains("ae_title = \"HUB\""));
+    }
+
+    #[test]
+    fn tls_files_layer_and_fall_back() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        let c = load(None, std::iter::empty()).unwrap();
+        assert_eq!(c.http_tls().unwrap(), None);
+        assert_eq!(c.dicom_tls().unwrap(), None);
+        assert_eq!(c.dicom.tls_addr.port(), 2762);
+        let c = load(
+            None,
+            env(&[
+                ("VESALIUS__HTTP__TLS_CERT", "/etc/v/cert.pem"),
+                ("VESALIUS__HTTP__TLS_KEY", "/etc/v/key.pem"),
+            ]),
+        )
+        .unwrap();
+        let http = c.http_tls().unwrap().unwrap();
+        assert_eq!(http.key, Path::new("/etc/v/key.pem"));
+        // DICOM TLS reuses the HTTPS files unless it has its own.
+        assert_eq!(c.dicom_tls().unwrap(), Some(http));
+        assert!(dump(&c).unwrap().contains("tls_key = \"/etc/v/key.pem\""));
+        let c = load(
+            None,
+            env(&[
+                ("VESALIUS__HTTP__TLS_CERT", "/etc/v/cert.pem"),
+                ("VESALIUS__HTTP__TLS_KEY", "/etc/v/key.pem"),
+                ("VESALIUS__DICOM__TLS_CERT", "/etc/v/dicom.pem"),
+                ("VESALIUS__DICOM__TLS_KEY", "/etc/v/dicom.key"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.dicom_tls().unwrap().unwrap().cert,
+            Path::new("/etc/v/dicom.pem")
+        );
+        let half = load(None, env(&[("VESALIUS__HTTP__TLS_CERT", "/c.pem")])).unwrap();
+        assert!(half.http_tls().is_err());
+        let ca_only = load(None, env(&[("VESALIUS__DICOM__TLS_CLIENT_CA", "/ca.pem")])).unwrap();
+        assert!(ca_only.dicom_tls().is_err());
     }
 }

@@ -6,6 +6,7 @@ mod deid;
 mod import;
 mod send;
 mod serve;
+mod tls;
 
 use std::path::PathBuf;
 
@@ -73,6 +74,16 @@ struct ServeArgs {
     /// Our AE title.
     #[arg(long)]
     ae_title: Option<String>,
+    /// PEM certificate chain: with --tls-key, HTTPS on the HTTP address and DICOM TLS on
+    /// --dicom-tls-addr.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// DICOM TLS listen address (PS3.15 B.1; only when a certificate is configured).
+    #[arg(long)]
+    dicom_tls_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args)]
@@ -142,6 +153,15 @@ fn main() -> Result<()> {
             }
             if let Some(x) = a.ae_title {
                 cfg.dicom.ae_title = x;
+            }
+            if let Some(x) = a.tls_cert {
+                cfg.http.tls_cert = Some(x);
+            }
+            if let Some(x) = a.tls_key {
+                cfg.http.tls_key = Some(x);
+            }
+            if let Some(x) = a.dicom_tls_addr {
+                cfg.dicom.tls_addr = x;
             }
             init_logging(&cfg);
             let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()

@@ -1,5 +1,7 @@
 //! `vesalius serve`: wires the storage backends, the ingest pipeline and the DIMSE and HTTP
 //! servers, and runs them until SIGINT/SIGTERM (graceful: in-flight stores finish).
+//! With a TLS certificate configured, the HTTP address serves HTTPS only and a DICOM TLS listener
+//! runs next to the plain one (see `tls` and docs/security.md).
 
 use std::sync::Arc;
 
@@ -79,15 +81,45 @@ pub fn http_app(
             }),
         );
     }
-    app.layer(tower_http::trace::TraceLayer::new_for_http())
+    // HSTS only when this address really speaks TLS.
+    let https = cfg.http_tls().ok().flatten().is_some();
+    app.layer(axum::middleware::map_response_with_state(
+        https,
+        crate::tls::security_headers,
+    ))
+    .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
 /// Runs the servers until a signal arrives.
 pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
+    // Certificates are read before anything is bound: a bad file fails the start.
+    crate::tls::install_crypto_provider();
+    let http_tls = match cfg.http_tls()? {
+        Some(f) => Some(crate::tls::server_config(
+            f.cert,
+            f.key,
+            None,
+            &[b"http/1.1"],
+        )?),
+        None => None,
+    };
+    let client_ca = cfg.dicom.tls_client_ca.as_deref();
+    let dicom_tls = match cfg.dicom_tls()? {
+        Some(f) => Some(crate::tls::server_config(f.cert, f.key, client_ca, &[])?),
+        None => None,
+    };
     let storage = open_storage(&cfg).await?;
     let dicom = TcpListener::bind(cfg.dicom.addr)
         .await
         .with_context(|| format!("binding DICOM {}", cfg.dicom.addr))?;
+    let dicom_tls_listener = match &dicom_tls {
+        Some(_) => Some(
+            TcpListener::bind(cfg.dicom.tls_addr)
+                .await
+                .with_context(|| format!("binding DICOM TLS {}", cfg.dicom.tls_addr))?,
+        ),
+        None => None,
+    };
     let http = TcpListener::bind(cfg.http.addr)
         .await
         .with_context(|| format!("binding HTTP {}", cfg.http.addr))?;
@@ -111,9 +143,31 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
         dicom.local_addr()?,
         cfg.dicom.ae_title
     );
-    println!("  DICOMweb       : http://{}/dicom-web", http.local_addr()?);
-    println!("  API            : http://{}/api/v1", http.local_addr()?);
-    println!("  metrics        : http://{}/metrics", http.local_addr()?);
+    if let Some(l) = &dicom_tls_listener {
+        let clients = if client_ca.is_some() {
+            " (client certificates required)"
+        } else {
+            ""
+        };
+        println!(
+            "  DICOM TLS      : {} AE title {}{clients}",
+            l.local_addr()?,
+            cfg.dicom.ae_title
+        );
+    }
+    let scheme = if http_tls.is_some() { "https" } else { "http" };
+    println!(
+        "  DICOMweb       : {scheme}://{}/dicom-web",
+        http.local_addr()?
+    );
+    println!(
+        "  API            : {scheme}://{}/api/v1",
+        http.local_addr()?
+    );
+    println!(
+        "  metrics        : {scheme}://{}/metrics",
+        http.local_addr()?
+    );
     let shutdown = CancellationToken::new();
     let dimse_opts = vesalius_dimse::DimseServerOptions {
         ae_title: cfg.dicom.ae_title.clone(),
@@ -134,6 +188,16 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
         max_query_results: cfg.limits.max_query_results,
         ..Default::default()
     };
+    let dimse_tls = match (dicom_tls_listener, dicom_tls) {
+        (Some(listener), Some(config)) => Some(tokio::spawn(vesalius_dimse::run_tls(
+            listener,
+            tokio_rustls::TlsAcceptor::from(config),
+            storage.ingestor.clone(),
+            dimse_opts.clone(),
+            shutdown.clone(),
+        ))),
+        _ => None,
+    };
     let dimse = tokio::spawn(vesalius_dimse::run(
         dicom,
         storage.ingestor.clone(),
@@ -148,14 +212,26 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
         sd.cancel();
     });
     let sd = shutdown.clone();
-    axum::serve(http, app)
-        .with_graceful_shutdown(async move { sd.cancelled().await })
-        .await
-        .context("HTTP server")?;
-    match dimse.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "DICOM server"),
-        Err(e) => tracing::error!(error = %e, "DICOM server task"),
+    let graceful = async move { sd.cancelled().await };
+    match http_tls {
+        Some(config) => {
+            axum::serve(crate::tls::TlsListener::new(http, config)?, app)
+                .with_graceful_shutdown(graceful)
+                .await
+        }
+        None => {
+            axum::serve(http, app)
+                .with_graceful_shutdown(graceful)
+                .await
+        }
+    }
+    .context("HTTP server")?;
+    for task in std::iter::once(dimse).chain(dimse_tls) {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "DICOM server"),
+            Err(e) => tracing::error!(error = %e, "DICOM server task"),
+        }
     }
     tracing::info!("stopped");
     Ok(())

@@ -9,7 +9,9 @@
 //! and writer of `dicom-ul` do the byte work.
 //!
 //! Contract:
-//! - Every socket gets `TCP_NODELAY` (each message would otherwise stall on Nagle + delayed ACK).
+//! - Every socket gets `TCP_NODELAY` (each message would otherwise stall on Nagle + delayed ACK);
+//!   over TLS (PS3.15 B.1) it is set on the TCP socket before the handshake, and
+//!   [`Association::accept_over`] / [`Association::request_over`] take the established stream.
 //! - Reading is strict: a PDU whose declared length exceeds the Maximum Length we announced (or,
 //!   before negotiation, [`MAX_ASSOCIATE_PDU`]) is refused before anything is buffered, and the
 //!   caller aborts the association. The PDU decoder runs under `catch_unwind`, so malformed
@@ -33,7 +35,7 @@ use dicom_ul::pdu::{
     UserVariableItem,
 };
 use dicom_ul::{Pdu, read_pdu, write_pdu};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
@@ -58,6 +60,11 @@ const MIN_PEER_PDU: u32 = 256;
 
 /// Our Implementation Class UID and Version Name (PS3.7 D.3.3.2), shared with the file meta we write.
 pub use vesalius_store::ingest::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
+
+/// A byte stream an association runs over: a TCP socket, or a TLS session on one (PS3.15 B.1).
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static> Transport for T {}
 
 /// Time limits of an association.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +141,7 @@ pub struct RequestOptions {
 
 /// An established association, from either side.
 pub struct Association {
-    socket: TcpStream,
+    socket: Box<dyn Transport>,
     read_buf: BytesMut,
     local_max_pdu: u32,
     peer_max_pdu: u32,
@@ -185,11 +192,26 @@ fn ae_ok(ae: &str) -> bool {
     !t.is_empty() && t.len() <= 16 && t.bytes().all(|b| (0x20..0x7F).contains(&b) && b != b'\\')
 }
 
+/// What a requestor must get right before anything is sent.
+fn check_request(opts: &RequestOptions) -> Result<()> {
+    for ae in [&opts.calling_ae, &opts.called_ae] {
+        if !ae_ok(ae) {
+            return Err(Error::Rejected(format!("invalid AE title {ae:?}")));
+        }
+    }
+    if opts.contexts.is_empty() || opts.contexts.len() > 128 {
+        return Err(Error::NoPresentationContext(format!(
+            "{} presentation contexts proposed (1 to 128 allowed)",
+            opts.contexts.len()
+        )));
+    }
+    Ok(())
+}
+
 impl Association {
-    fn new(socket: TcpStream, timeouts: Timeouts) -> Self {
-        let _ = socket.set_nodelay(true);
+    fn new(socket: impl Transport, timeouts: Timeouts) -> Self {
         Association {
-            socket,
+            socket: Box::new(socket),
             read_buf: BytesMut::with_capacity(64 << 10),
             local_max_pdu: MAX_ASSOCIATE_PDU,
             peer_max_pdu: dicom_ul::pdu::DEFAULT_MAX_PDU,
@@ -209,7 +231,14 @@ impl Association {
     /// Accepts an association on a freshly accepted socket: reads the A-ASSOCIATE-RQ, negotiates
     /// and answers A-ASSOCIATE-AC, or A-ASSOCIATE-RJ / A-ABORT (then returns the error).
     pub async fn accept(socket: TcpStream, opts: &AcceptOptions) -> Result<Association> {
-        let mut a = Association::new(socket, opts.timeouts);
+        let _ = socket.set_nodelay(true);
+        Association::accept_over(socket, opts).await
+    }
+
+    /// Like [`Association::accept`] on an established stream (a TLS session: the caller set
+    /// `TCP_NODELAY` on its socket and completed the handshake).
+    pub async fn accept_over(stream: impl Transport, opts: &AcceptOptions) -> Result<Association> {
+        let mut a = Association::new(stream, opts.timeouts);
         let pdu = match a.recv_pdu().await {
             Ok(p) => p,
             Err(e) => {
@@ -252,17 +281,7 @@ impl Association {
 
     /// Dials `addr` and requests an association.
     pub async fn request(addr: &str, opts: &RequestOptions) -> Result<Association> {
-        for ae in [&opts.calling_ae, &opts.called_ae] {
-            if !ae_ok(ae) {
-                return Err(Error::Rejected(format!("invalid AE title {ae:?}")));
-            }
-        }
-        if opts.contexts.is_empty() || opts.contexts.len() > 128 {
-            return Err(Error::NoPresentationContext(format!(
-                "{} presentation contexts proposed (1 to 128 allowed)",
-                opts.contexts.len()
-            )));
-        }
+        check_request(opts)?;
         let t = opts.timeouts;
         let socket = tokio::time::timeout(t.connect, TcpStream::connect(addr))
             .await
@@ -271,7 +290,18 @@ impl Association {
                 addr: addr.to_owned(),
                 source,
             })?;
-        let mut a = Association::new(socket, t);
+        let _ = socket.set_nodelay(true);
+        Association::request_over(socket, opts).await
+    }
+
+    /// Like [`Association::request`] on an established stream (a TLS session to the peer).
+    pub async fn request_over(
+        stream: impl Transport,
+        opts: &RequestOptions,
+    ) -> Result<Association> {
+        check_request(opts)?;
+        let t = opts.timeouts;
+        let mut a = Association::new(stream, t);
         let proposed: Vec<PresentationContextProposed> = opts
             .contexts
             .iter()
@@ -419,7 +449,12 @@ impl Association {
     }
 
     async fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
-        tokio::time::timeout(self.timeouts.write, self.socket.write_all(bytes))
+        // The flush matters over TLS: a record may otherwise stay buffered in the session.
+        let write = async {
+            self.socket.write_all(bytes).await?;
+            self.socket.flush().await
+        };
+        tokio::time::timeout(self.timeouts.write, write)
             .await
             .map_err(|_| Error::Timeout("writing to the peer"))?
             .map_err(Error::Network)
@@ -585,7 +620,7 @@ impl Association {
         if self.released {
             return Ok(Polled::Release);
         }
-        match self.socket.try_read_buf(&mut self.read_buf) {
+        match self.try_read() {
             Ok(0) => return Err(Error::Aborted),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -626,6 +661,19 @@ impl Association {
         } else {
             Polled::Nothing
         })
+    }
+
+    /// Reads what is available without waiting (`WouldBlock` when nothing is): one poll of the
+    /// stream with a no-op waker, since a TLS stream has no `try_read`. Dropping a pending read
+    /// loses nothing: bytes are only moved into `read_buf` when the read completes.
+    fn try_read(&mut self) -> std::io::Result<usize> {
+        use std::future::Future;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let read = std::pin::pin!(self.socket.read_buf(&mut self.read_buf));
+        match read.poll(&mut cx) {
+            std::task::Poll::Ready(r) => r,
+            std::task::Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+        }
     }
 
     /// Hands back a command obtained from [`Association::poll`]: the next

@@ -11,7 +11,6 @@ use dicom_ul::pdu::{
 };
 use dicom_ul::{Pdu, write_pdu};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::{
     APPLICATION_CONTEXT, AcceptOptions, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME,
@@ -179,9 +178,9 @@ fn choose<'a>(
 }
 
 /// Writes an A-ASSOCIATE-RJ "local limit exceeded, transient" (PS3.8 9.3.4) to a socket we
-/// cannot serve now, without reading its request.
-pub async fn refuse_busy(mut socket: TcpStream) {
-    let _ = socket.set_nodelay(true);
+/// cannot serve now, without reading its request. The caller set `TCP_NODELAY` (and, for DICOM
+/// TLS, completed the handshake).
+pub async fn refuse_busy(mut socket: impl super::Transport) {
     let rj = Pdu::AssociationRJ(AssociationRJ {
         result: AssociationRJResult::Transient,
         source: AssociationRJSource::ServiceProviderPresentation(
