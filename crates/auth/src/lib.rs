@@ -12,6 +12,8 @@
 //!   share and upload links, first-start setup) into a [`Principal`], with throttling, lockout
 //!   and audit; break-glass; the privacy-officer report.
 //! - [`audit_chain`]: the site key, signed checkpoints and verification of the hash chain.
+//! - [`cookie`]: the session cookie and header parsing, as plain strings.
+//! - [`net`]: source-address allow-lists (IPs and CIDR blocks).
 //! - [`dedupe`]: one audit event per study access per user per few minutes, not one per frame.
 //! - [`fhir`]: audit records as FHIR R4 `AuditEvent` resources.
 //!
@@ -22,10 +24,11 @@
 #![warn(missing_docs)]
 
 pub mod audit_chain;
-
+pub mod authenticator;
+pub mod cookie;
 pub mod dedupe;
 pub mod error;
-
+pub mod fhir;
 pub mod net;
 pub mod password;
 pub mod policy;
@@ -33,7 +36,7 @@ pub mod principal;
 pub mod secret;
 pub mod token;
 
-// pub use authenticator::{AuthOptions, Authenticator};
+pub use authenticator::{AuthOptions, Authenticator, Origin};
 pub use error::{Error, Result};
 pub use policy::{Action, Decision, Resource, access, authorize};
 pub use principal::{Principal, PrincipalKind};
