@@ -1,30 +1,45 @@
-//! SQLite [`Index`] for the embedded deployment.
+//! SQLite [`Index`], [`Directory`](vesalius_store::Directory) and
+//! [`AuditLog`](vesalius_store::AuditLog) for the embedded deployment: one [`SqliteIndex`] over
+//! one database file, so the binary hands the same `Arc<SqliteIndex>` out as all three and a
+//! change commits in one transaction with the audit events recording it.
 //!
 //! ## Durability and group commit
 //! - The database runs in WAL mode with `synchronous=FULL`: a transaction is durable when
 //!   `COMMIT` returns (the WAL is fsync'd at every commit; NORMAL would only sync at checkpoints
 //!   and could lose the last acknowledged instances on power loss).
-//! - All writes go through **one writer task** owning one connection. It takes every request
-//!   waiting in its queue (up to [`MAX_BATCH`]), applies each inside its own SAVEPOINT (one bad
-//!   request does not fail the others), and commits them in one transaction: concurrent ingests
-//!   share one WAL fsync (group commit). Each caller is answered only after that commit.
+//! - All writes (ingest commits, deletions, directory changes, audit appends, checkpoints,
+//!   throttle counts) go through **one writer task** owning one connection (`write.rs`). It takes
+//!   every request waiting in its queue (up to [`MAX_BATCH`]), applies each inside its own
+//!   SAVEPOINT (one bad request does not fail the others), and commits them in one transaction:
+//!   concurrent requests share one WAL fsync (group commit). Each caller is answered only after
+//!   that commit.
+//! - The audit chain is extended only by that writer, inside its transaction (`audit.rs`), so
+//!   `seq` has no gaps and every record links to the one before.
 //! - Reads use a separate pool of connections, which WAL lets run beside the writer.
 //!
 //! ## Layout
 //! `schema.sql`: patients, studies, series, instances (status 0 current, 1 prior version,
-//! 2 rejected), outbox, audit. Level rows keep the attributes QIDO answers with (`attrs`, DICOM
-//! JSON) and counters maintained by the writer; instance rows keep the WADO-RS metadata and frame
-//! offsets, so no read ever parses a blob.
+//! 2 rejected), outbox; the directory (orgs, users, api_tokens, sessions, grants, ae_titles,
+//! share_links, upload_links, settings, throttle); the audit trail (audit, audit_checkpoints).
+//! Level rows keep the attributes QIDO answers with (`attrs`, DICOM JSON) and counters maintained
+//! by the writer; instance rows keep the WADO-RS metadata and frame offsets, so no read ever
+//! parses a blob. The schema version is `PRAGMA user_version`, migrated at open (`schema.rs`).
 //!
 //! ## Crash behaviour
 //! A crash loses only transactions whose `COMMIT` had not returned, and none of those were
-//! acknowledged. SQLite's WAL recovery runs at the next open.
+//! acknowledged. SQLite's WAL recovery runs at the next open. An interrupted migration rolls
+//! back whole and runs again at the next open.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod audit;
+mod directory;
 mod query;
+mod schema;
 mod write;
+
+pub use schema::SCHEMA_VERSION;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -42,17 +57,13 @@ use vesalius_store::error::{Error, Result};
 use vesalius_store::index::{Index, IndexStats, IndexedBlob, InstanceMetadata};
 use vesalius_store::model::*;
 use vesalius_store::query::{Query, Scope};
+use write::WriteOp;
 
 /// The most requests committed in one transaction.
 pub const MAX_BATCH: usize = 512;
 
 pub(crate) fn db_err(e: sqlx::Error) -> Error {
     Error::Index(e.to_string())
-}
-
-pub(crate) enum WriteOp {
-    Commit(Box<IngestCommit>, oneshot::Sender<Result<IngestOutcome>>),
-    Delete(Scope, oneshot::Sender<Result<Vec<StoredInstance>>>),
 }
 
 /// The SQLite index.
@@ -78,10 +89,7 @@ impl SqliteIndex {
             .pragma("cache_size", "-65536")
             .pragma("temp_store", "memory");
         let mut conn = opts.connect().await.map_err(db_err)?;
-        sqlx::raw_sql(include_str!("schema.sql"))
-            .execute(&mut conn)
-            .await
-            .map_err(db_err)?;
+        schema::migrate(&mut conn).await?;
         // Planner statistics: without them SQLite may walk the date index for a date range plus
         // modality query over a million rows instead of narrowing first. `optimize` analyses
         // only tables whose statistics are missing or stale, and `analysis_limit` bounds the

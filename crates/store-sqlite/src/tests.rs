@@ -4,11 +4,16 @@ use std::sync::Arc;
 
 use serde_json::Value as Json;
 use vesalius_store::Index;
+use vesalius_store::audit::{Actor, ActorKind, AuditEvent, Outcome};
 use vesalius_store::memory::MemoryIndex;
 use vesalius_store::model::*;
 use vesalius_store::query::{Key, Level, Matcher, Query, Scope};
 
 use super::SqliteIndex;
+
+mod audit;
+mod directory;
+mod migration;
 
 fn record(p: usize, st: usize, se: usize, i: usize, sha: &str) -> InstanceRecord {
     let names = [
@@ -69,13 +74,32 @@ fn record(p: usize, st: usize, se: usize, i: usize, sha: &str) -> InstanceRecord
     }
 }
 
+/// The audit event an ingest observer adds for `r`.
+fn stored_event(r: &InstanceRecord) -> AuditEvent {
+    AuditEvent {
+        time_ms: r.received_ms,
+        actor: Actor {
+            kind: ActorKind::Ae,
+            id: "CT1".into(),
+            name: "CT1".into(),
+            org: r.org.clone(),
+            role: "service".into(),
+        },
+        action: "store".into(),
+        outcome: Outcome::Success,
+        org: r.org.clone(),
+        patient: Some((r.patient.issuer.clone(), r.patient.patient_id.clone())),
+        study_uid: Some(r.study.study_uid.clone()),
+        source: "127.0.0.1".into(),
+        user_agent: String::new(),
+        details: serde_json::json!({ "sop": r.instance.sop_instance_uid }),
+    }
+}
+
 fn commit(r: InstanceRecord) -> IngestCommit {
     IngestCommit {
+        side: vec![SideRecord::Audit(stored_event(&r))],
         record: r,
-        side: vec![SideRecord::Audit {
-            action: "instance-stored".into(),
-            details: "{}".into(),
-        }],
         rejects: vec![],
     }
 }

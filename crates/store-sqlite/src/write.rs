@@ -1,23 +1,111 @@
-//! The writer task: group commit of ingest and delete requests (see the crate doc).
+//! The writer task: group commit of every write (see the crate doc).
+//!
+//! Requests arrive as [`WriteOp`]s. The task takes every request waiting (up to [`MAX_BATCH`]),
+//! opens one `BEGIN IMMEDIATE` transaction, runs each request in its own `SAVEPOINT` (a failing
+//! one is rolled back alone, and its audit chain head with it), commits once, and only then
+//! answers every caller. Audit events (ingest side records, directory changes, plain appends)
+//! are chained by [`Chain`], which lives exactly as long as one transaction.
 
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection, Executor, Row};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use vesalius_store::audit::{AuditEvent, Checkpoint};
+use vesalius_store::directory::{DirectoryChange, ThrottleState};
 use vesalius_store::error::{Error, Result};
 use vesalius_store::model::*;
 use vesalius_store::query::Scope;
 
-use crate::{MAX_BATCH, WriteOp, db_err, query, stored_from_row};
+use crate::audit::Chain;
+use crate::{MAX_BATCH, db_err, directory, query, stored_from_row};
 
-enum Reply {
-    Commit(
-        tokio::sync::oneshot::Sender<Result<IngestOutcome>>,
-        Result<IngestOutcome>,
-    ),
-    Delete(
-        tokio::sync::oneshot::Sender<Result<Vec<StoredInstance>>>,
-        Result<Vec<StoredInstance>>,
-    ),
+type Tx<T> = oneshot::Sender<Result<T>>;
+
+/// One request to the writer task, with the channel its answer goes back on.
+pub(crate) enum WriteOp {
+    /// An ingested instance with its side records ([`vesalius_store::Index::commit`]).
+    Commit(Box<IngestCommit>, Tx<IngestOutcome>),
+    /// Index rows in scope ([`vesalius_store::Index::delete`]).
+    Delete(Scope, Tx<Vec<StoredInstance>>),
+    /// Directory changes and the audit events recording them.
+    Apply(Vec<DirectoryChange>, Vec<AuditEvent>, Tx<()>),
+    /// Audit events on their own.
+    Append(Vec<AuditEvent>, Tx<()>),
+    /// A signed checkpoint of the chain.
+    Checkpoint(Checkpoint, Tx<()>),
+    /// One throttle failure.
+    ThrottleFail {
+        key: String,
+        now_ms: i64,
+        window_ms: i64,
+        max_failures: u32,
+        lock_ms: i64,
+        tx: Tx<ThrottleState>,
+    },
+    /// Forgets a throttle key.
+    ThrottleReset(String, Tx<()>),
+}
+
+impl WriteOp {
+    /// Answers without running (the transaction could not begin).
+    fn fail(self, e: &Error) {
+        let e = clone_err(e);
+        match self {
+            WriteOp::Commit(_, tx) => drop(tx.send(Err(e))),
+            WriteOp::Delete(_, tx) => drop(tx.send(Err(e))),
+            WriteOp::Apply(_, _, tx)
+            | WriteOp::Append(_, tx)
+            | WriteOp::Checkpoint(_, tx)
+            | WriteOp::ThrottleReset(_, tx) => drop(tx.send(Err(e))),
+            WriteOp::ThrottleFail { tx, .. } => drop(tx.send(Err(e))),
+        }
+    }
+}
+
+/// Sends a request's answer: its own result, or the commit's error when given.
+type Answer = Box<dyn FnOnce(Option<&Error>) + Send>;
+
+/// A request that has run, waiting for its transaction's fate.
+struct Done {
+    ok: bool,
+    answer: Answer,
+}
+
+fn done<T: Send + 'static>(tx: Tx<T>, r: Result<T>) -> Done {
+    Done {
+        ok: r.is_ok(),
+        answer: Box::new(move |commit_failed| {
+            let _ = tx.send(match commit_failed {
+                Some(e) => Err(clone_err(e)),
+                None => r,
+            });
+        }),
+    }
+}
+
+/// Runs one request inside the open transaction.
+async fn run(conn: &mut SqliteConnection, chain: &mut Chain, op: WriteOp) -> Done {
+    match op {
+        WriteOp::Commit(c, tx) => done(tx, apply_commit(conn, chain, &c).await),
+        WriteOp::Delete(s, tx) => done(tx, apply_delete(conn, &s).await),
+        WriteOp::Apply(changes, events, tx) => {
+            done(tx, directory::apply(conn, chain, &changes, &events).await)
+        }
+        WriteOp::Append(events, tx) => done(tx, chain.append(conn, &events).await),
+        WriteOp::Checkpoint(c, tx) => done(tx, chain.put_checkpoint(conn, &c).await),
+        WriteOp::ThrottleFail {
+            key,
+            now_ms,
+            window_ms,
+            max_failures,
+            lock_ms,
+            tx,
+        } => {
+            let r = directory::throttle_fail(conn, &key, now_ms, window_ms, max_failures, lock_ms)
+                .await;
+            done(tx, r)
+        }
+        WriteOp::ThrottleReset(key, tx) => done(tx, directory::throttle_reset(conn, &key).await),
+    }
 }
 
 /// How often the writer refreshes planner statistics (`PRAGMA optimize`).
@@ -37,95 +125,63 @@ pub(crate) async fn writer_task(mut conn: SqliteConnection, mut rx: mpsc::Receiv
                 Err(_) => break,
             }
         }
-        metrics::histogram!("vesalius_index_commit_batch").record(batch.len() as f64);
-        let mut replies = Vec::with_capacity(batch.len());
-        let began = conn.execute("BEGIN IMMEDIATE").await.map_err(db_err);
-        if let Err(e) = began {
-            for op in batch {
-                fail(op, &e);
-            }
-            continue;
-        }
-        // Each request of a batch in its own savepoint, so a failing one is rolled back alone; a
-        // batch of one needs none (its failure rolls back the transaction), which saves two
-        // statement round trips on the single-association path.
-        let savepoints = batch.len() > 1;
-        let mut failed_alone = false;
-        for op in batch {
-            if savepoints {
-                let _ = conn.execute("SAVEPOINT op").await;
-            }
-            let r = match op {
-                WriteOp::Commit(c, tx) => {
-                    let r = apply_commit(&mut conn, &c).await;
-                    let ok = r.is_ok();
-                    replies.push(Reply::Commit(tx, r));
-                    ok
-                }
-                WriteOp::Delete(s, tx) => {
-                    let r = apply_delete(&mut conn, &s).await;
-                    let ok = r.is_ok();
-                    replies.push(Reply::Delete(tx, r));
-                    ok
-                }
-            };
-            if savepoints {
-                if !r {
-                    let _ = conn.execute("ROLLBACK TO op").await;
-                }
-                let _ = conn.execute("RELEASE op").await;
-            } else {
-                failed_alone = !r;
-            }
-        }
-        if failed_alone {
-            // The only request failed: nothing to commit, and it already has its error.
-            let _ = conn.execute("ROLLBACK").await;
-            for reply in replies {
-                match reply {
-                    Reply::Commit(tx, r) => {
-                        let _ = tx.send(r);
-                    }
-                    Reply::Delete(tx, r) => {
-                        let _ = tx.send(r);
-                    }
-                }
-            }
-            continue;
-        }
-        // Durable here (WAL + synchronous=FULL): only now may anyone acknowledge.
-        let committed = conn.execute("COMMIT").await.map_err(db_err);
-        if let Err(e) = &committed {
-            let _ = conn.execute("ROLLBACK").await;
-            tracing::error!(error = %e, "index commit failed");
-        }
-        for reply in replies {
-            match reply {
-                Reply::Commit(tx, r) => {
-                    let _ = tx.send(committed.as_ref().map_err(clone_err).and(r));
-                }
-                Reply::Delete(tx, r) => {
-                    let _ = tx.send(committed.as_ref().map_err(clone_err).and(r));
-                }
-            }
-        }
+        run_batch(&mut conn, batch).await;
     }
     let _ = conn.close().await;
 }
 
-fn clone_err(e: &Error) -> Error {
-    Error::Index(e.to_string())
+/// Runs a batch in one transaction and answers every request after the commit.
+pub(crate) async fn run_batch(conn: &mut SqliteConnection, batch: Vec<WriteOp>) {
+    metrics::histogram!("vesalius_index_commit_batch").record(batch.len() as f64);
+    if let Err(e) = conn.execute("BEGIN IMMEDIATE").await.map_err(db_err) {
+        for op in batch {
+            op.fail(&e);
+        }
+        return;
+    }
+    // The chain head is read again in every transaction (see `crate::audit`).
+    let mut chain = Chain::default();
+    // Each request of a batch in its own savepoint, so a failing one is rolled back alone; a
+    // batch of one needs none (its failure rolls back the transaction), which saves two
+    // statement round trips on the single-association path.
+    let savepoints = batch.len() > 1;
+    let mut finished = Vec::with_capacity(batch.len());
+    for op in batch {
+        if savepoints {
+            let _ = conn.execute("SAVEPOINT op").await;
+        }
+        let chain_before = chain.clone();
+        let d = run(conn, &mut chain, op).await;
+        if savepoints {
+            if !d.ok {
+                let _ = conn.execute("ROLLBACK TO op").await;
+                chain = chain_before;
+            }
+            let _ = conn.execute("RELEASE op").await;
+        }
+        finished.push(d);
+    }
+    if !savepoints && !finished[0].ok {
+        // The only request failed: nothing to commit, and it already has its error.
+        let _ = conn.execute("ROLLBACK").await;
+        for d in finished {
+            (d.answer)(None);
+        }
+        return;
+    }
+    // Durable here (WAL + synchronous=FULL): only now may anyone acknowledge.
+    let committed = conn.execute("COMMIT").await.map_err(db_err);
+    if let Err(e) = &committed {
+        let _ = conn.execute("ROLLBACK").await;
+        tracing::error!(error = %e, "index commit failed");
+    }
+    for d in finished {
+        (d.answer)(committed.as_ref().err());
+    }
 }
 
-fn fail(op: WriteOp, e: &Error) {
-    match op {
-        WriteOp::Commit(_, tx) => {
-            let _ = tx.send(Err(clone_err(e)));
-        }
-        WriteOp::Delete(_, tx) => {
-            let _ = tx.send(Err(clone_err(e)));
-        }
-    }
+fn clone_err(e: &Error) -> Error {
+    Error::Index(e.to_string())
 }
 
 /// Pads a DICOM time to at least HHMMSS so text comparison orders times (PS3.5 6.2 TM).
@@ -137,7 +193,11 @@ pub(crate) fn pad_time(t: &str) -> String {
     s
 }
 
-async fn apply_commit(conn: &mut SqliteConnection, c: &IngestCommit) -> Result<IngestOutcome> {
+async fn apply_commit(
+    conn: &mut SqliteConnection,
+    chain: &mut Chain,
+    c: &IngestCommit,
+) -> Result<IngestOutcome> {
     let r = &c.record;
     let mut touched_studies: Vec<i64> = Vec::new();
     for sop in &c.rejects {
@@ -283,14 +343,8 @@ async fn apply_commit(conn: &mut SqliteConnection, c: &IngestCommit) -> Result<I
                 .await
                 .map_err(db_err)?;
             }
-            SideRecord::Audit { action, details } => {
-                sqlx::query("INSERT INTO audit (action, details, created_ms) VALUES (?, ?, ?)")
-                    .bind(action)
-                    .bind(details)
-                    .bind(r.received_ms)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db_err)?;
+            SideRecord::Audit(event) => {
+                chain.append(conn, std::slice::from_ref(event)).await?;
             }
         }
     }

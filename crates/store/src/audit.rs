@@ -88,7 +88,7 @@ pub struct AuditEvent {
     pub patient: Option<(String, String)>,
     /// Study Instance UID when one study is concerned.
     pub study_uid: Option<String>,
-    /// Source address (IP[:port]) when known.
+    /// Source address (`IP[:port]`) when known.
     pub source: String,
     /// User agent or calling application when known.
     pub user_agent: String,
@@ -133,19 +133,35 @@ pub fn checkpoint_message(seq: u64, hash: &str, time_ms: i64) -> Vec<u8> {
 
 /// `SHA-256(seq || "\n" || prev_hash || "\n" || canonical JSON of event)`, hex.
 ///
-/// The JSON is serde_json's serialization of [`AuditEvent`] with object keys sorted (serde_json
-/// without `preserve_order` sorts `Value` maps; struct fields come in declaration order), so the
-/// same event always hashes the same.
+/// The canonical JSON is [`canonical_json`]: the event turned into a `serde_json::Value` and
+/// printed compactly. serde_json without its `preserve_order` feature keeps `Value` objects in
+/// a `BTreeMap`, so every object's keys, the struct's fields included, come out sorted and the
+/// same event always hashes the same. The workspace must never enable `preserve_order` (the
+/// golden-hash test below fails if it does).
+///
+/// A backend that stores events as JSON text must read them back bit-exactly: serde_json parses
+/// some floats one ULP off unless its `float_roundtrip` feature is on (`vesalius-store-sqlite`
+/// turns it on), and a float in `details` would then break verification of a sound chain.
 pub fn chain_hash(seq: u64, prev_hash: &str, event: &AuditEvent) -> String {
-    let json = serde_json::to_value(event).expect("audit events serialize");
     let mut h = Sha256::new();
     h.update(seq.to_string().as_bytes());
     h.update(b"\n");
     h.update(prev_hash.as_bytes());
     h.update(b"\n");
-    h.update(json.to_string().as_bytes());
+    h.update(canonical_json(event).as_bytes());
     hex::encode(h.finalize())
 }
+
+/// The canonical JSON text of an event, the one [`chain_hash`] covers (keys sorted, compact).
+/// Backends store this text so a verifier can rehash exactly what was hashed.
+pub fn canonical_json(event: &AuditEvent) -> String {
+    serde_json::to_value(event)
+        .expect("audit events serialize")
+        .to_string()
+}
+
+/// The number of records [`AuditLog::search`] returns when the filter's `limit` is 0.
+pub const DEFAULT_SEARCH_LIMIT: u32 = 1000;
 
 /// Filters for [`AuditLog::search`]; every set field must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +186,39 @@ pub struct AuditFilter {
     pub limit: u32,
 }
 
+impl AuditFilter {
+    /// Whether `event` passes every set field (the reference semantics of [`AuditLog::search`];
+    /// `limit` is not a filter).
+    pub fn matches(&self, event: &AuditEvent) -> bool {
+        self.org.as_ref().is_none_or(|o| *o == event.org)
+            && self
+                .actor_org
+                .as_ref()
+                .is_none_or(|o| *o == event.actor.org)
+            && self.actor_id.as_ref().is_none_or(|a| *a == event.actor.id)
+            && self.action.as_ref().is_none_or(|a| *a == event.action)
+            && self
+                .study_uid
+                .as_ref()
+                .is_none_or(|s| event.study_uid.as_ref() == Some(s))
+            && self
+                .patient
+                .as_ref()
+                .is_none_or(|p| event.patient.as_ref() == Some(p))
+            && self.since_ms.is_none_or(|t| event.time_ms >= t)
+            && self.until_ms.is_none_or(|t| event.time_ms < t)
+    }
+
+    /// The number of records to return: `limit`, or [`DEFAULT_SEARCH_LIMIT`] when 0.
+    pub fn effective_limit(&self) -> u32 {
+        if self.limit == 0 {
+            DEFAULT_SEARCH_LIMIT
+        } else {
+            self.limit
+        }
+    }
+}
+
 /// The audit trail.
 #[async_trait]
 pub trait AuditLog: Send + Sync + 'static {
@@ -177,6 +226,7 @@ pub trait AuditLog: Send + Sync + 'static {
     async fn append(&self, events: Vec<AuditEvent>) -> Result<()>;
 
     /// Records with `seq` in `from..from + limit`, in order (for verification and export).
+    /// `limit` 0 returns nothing.
     async fn records(&self, from: u64, limit: u32) -> Result<Vec<AuditRecord>>;
 
     /// The last record, if any.
@@ -185,9 +235,92 @@ pub trait AuditLog: Send + Sync + 'static {
     /// Records matching a filter, newest first.
     async fn search(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
 
-    /// Stores a signed checkpoint.
+    /// Stores a signed checkpoint. Fails with `NotFound` when the chain has no record `seq`, and
+    /// with `BadRequest` when `hash` is not that record's hash (`seq` 0 stands for the empty
+    /// chain, whose hash is [`GENESIS_HASH`]). Several checkpoints may cover one `seq`.
     async fn put_checkpoint(&self, checkpoint: Checkpoint) -> Result<()>;
 
-    /// Every checkpoint, by `seq`.
+    /// Every checkpoint, by `seq` (then in the order they were stored).
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> AuditEvent {
+        AuditEvent {
+            time_ms: 1_700_000_000_000,
+            actor: Actor {
+                kind: ActorKind::User,
+                id: "u1".into(),
+                name: "alice".into(),
+                org: "st-marys".into(),
+                role: "clinician".into(),
+            },
+            action: "retrieve".into(),
+            outcome: Outcome::Success,
+            org: "st-marys".into(),
+            patient: Some(("HOSP".into(), "12345".into())),
+            study_uid: Some("1.2.3".into()),
+            source: "10.0.0.1:5555".into(),
+            user_agent: "curl".into(),
+            details: serde_json::json!({"z": 1, "a": [true, 0.5]}),
+        }
+    }
+
+    /// Pins the hash function: records written by one build must verify in every later one.
+    #[test]
+    fn chain_hash_is_stable() {
+        let e = event();
+        assert_eq!(
+            canonical_json(&e),
+            r#"{"action":"retrieve","actor":{"id":"u1","kind":"user","name":"alice","org":"st-marys","role":"clinician"},"details":{"a":[true,0.5],"z":1},"org":"st-marys","outcome":"success","patient":["HOSP","12345"],"source":"10.0.0.1:5555","study_uid":"1.2.3","time_ms":1700000000000,"user_agent":"curl"}"#
+        );
+        // sha256("1\n" + GENESIS_HASH + "\n" + the JSON above), computed independently.
+        let h = chain_hash(1, GENESIS_HASH, &e);
+        assert_eq!(
+            h,
+            "e7c164e69f0ba7475996c60963ef7cf8acad13a8a388d3e1a6b4ee9e231241eb"
+        );
+        assert_ne!(h, chain_hash(2, GENESIS_HASH, &e));
+    }
+
+    #[test]
+    fn filter_matches_every_set_field() {
+        let e = event();
+        assert!(AuditFilter::default().matches(&e));
+        let f = AuditFilter {
+            org: Some("st-marys".into()),
+            patient: Some(("HOSP".into(), "12345".into())),
+            since_ms: Some(e.time_ms),
+            until_ms: Some(e.time_ms + 1),
+            ..Default::default()
+        };
+        assert!(f.matches(&e));
+        for f in [
+            AuditFilter {
+                until_ms: Some(e.time_ms),
+                ..Default::default()
+            },
+            AuditFilter {
+                study_uid: Some("9".into()),
+                ..Default::default()
+            },
+            AuditFilter {
+                actor_org: Some("other".into()),
+                ..Default::default()
+            },
+            AuditFilter {
+                patient: Some(("".into(), "12345".into())),
+                ..Default::default()
+            },
+        ] {
+            assert!(!f.matches(&e), "{f:?}");
+        }
+        assert_eq!(
+            AuditFilter::default().effective_limit(),
+            DEFAULT_SEARCH_LIMIT
+        );
+    }
 }

@@ -9,6 +9,15 @@
 //! - Every method is atomic; implementations share the index database so that a change and the
 //!   audit event recording it can commit together ([`Directory::apply`]).
 //! - Nothing is cached in a process: several nodes may share one database.
+//! - Records refer to each other by id without foreign keys (a token whose user is gone is refused
+//!   by `vesalius-auth` because the user lookup fails); [`DirectoryChange::DeleteUser`] removes
+//!   the user's tokens and sessions with it, so no credential outlives its user.
+//! - Lists come in a fixed order so that every backend answers alike: organisations by id, users
+//!   by username, AE titles by title, everything else by `(created_ms, id)`.
+//! - A change that conflicts with the unique keys (a username or OpenID Connect identity already
+//!   held by another user) fails the whole [`Directory::apply`] with
+//!   [`Error::BadRequest`](crate::Error::BadRequest); a change naming a record that does not exist
+//!   fails it with [`Error::NotFound`](crate::Error::NotFound).
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -277,6 +286,24 @@ pub struct UploadLink {
     pub revoked: bool,
 }
 
+impl UploadLink {
+    /// Adds `bytes` to `used_bytes`, refused with [`Error::TooLarge`](crate::Error::TooLarge)
+    /// (and nothing changed) when the total would pass `max_bytes`: the rule of
+    /// [`DirectoryChange::AddUploadBytes`], shared by every backend.
+    pub fn add_used_bytes(&mut self, bytes: u64) -> Result<()> {
+        match self.used_bytes.checked_add(bytes) {
+            Some(total) if total <= self.max_bytes => {
+                self.used_bytes = total;
+                Ok(())
+            }
+            _ => Err(crate::Error::TooLarge(format!(
+                "upload link {} accepts at most {} bytes",
+                self.id, self.max_bytes
+            ))),
+        }
+    }
+}
+
 /// The state of one throttle key (login name, source address, link id) after a hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThrottleState {
@@ -287,35 +314,122 @@ pub struct ThrottleState {
 }
 
 /// One change to the directory, applied atomically with the audit events that record it.
+///
+/// `Put*` inserts or replaces the record with the same key. Changes naming a record (`Delete*`,
+/// `Revoke*`, [`AddUploadBytes`](DirectoryChange::AddUploadBytes)) fail with
+/// [`Error::NotFound`](crate::Error::NotFound) when it does not exist, except
+/// [`DeleteSession`](DirectoryChange::DeleteSession) and
+/// [`DeleteSetting`](DirectoryChange::DeleteSetting), which are idempotent (a second logout is
+/// not an error).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub enum DirectoryChange {
+    /// Creates or replaces an organisation (by id).
     PutOrg(Org),
+    /// Creates or replaces a user (by id). Fails with `BadRequest` when another user holds the
+    /// username or the OpenID Connect identity.
     PutUser(User),
+    /// Deletes a user with their API tokens and sessions.
     DeleteUser(UserId),
+    /// Creates or replaces an API token (by id).
     PutToken(ApiToken),
+    /// Marks a token revoked.
     RevokeToken(String),
+    /// Creates or replaces a session (by `id_hash`).
     PutSession(Session),
+    /// Deletes a session by `id_hash`; nothing happens when it is already gone.
     DeleteSession(String),
+    /// Creates or replaces a grant (by id).
     PutGrant(Grant),
+    /// Marks a grant revoked.
     RevokeGrant(String),
+    /// Creates or replaces an AE title entry (by title).
     PutAe(AeEntry),
+    /// Deletes an AE title entry.
     DeleteAe(String),
+    /// Creates or replaces a share link (by id).
     PutShareLink(ShareLink),
+    /// Marks a share link revoked.
     RevokeShareLink(String),
+    /// Creates or replaces an upload link (by id).
     PutUploadLink(UploadLink),
+    /// Marks an upload link revoked.
     RevokeUploadLink(String),
-    /// Adds to an upload link's `used_bytes`.
+    /// Adds to an upload link's `used_bytes`. Fails with
+    /// [`Error::TooLarge`](crate::Error::TooLarge) (and changes nothing) when the total would
+    /// pass `max_bytes`: the check and the addition are one atomic step, so concurrent uploads
+    /// through one link cannot overshoot its limit together.
     AddUploadBytes {
+        /// The upload link.
         id: String,
+        /// Bytes accepted now.
         bytes: u64,
     },
     /// Sets a site-wide setting (e.g. `setup-token-hash`).
     PutSetting {
+        /// Setting name.
         key: String,
+        /// Its value.
         value: String,
     },
+    /// Deletes a site-wide setting; nothing happens when it is not set.
     DeleteSetting(String),
+}
+
+/// The stored state of one throttle key, and the arithmetic every backend applies to it (so the
+/// SQLite writer, a future PostgreSQL backend and the in-memory model count alike).
+///
+/// The window is fixed: it starts at the first failure after the previous window ended, and all
+/// its failures are forgotten together when it ends (`window_ms` after its start).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThrottleRecord {
+    /// Failures counted in the current window.
+    pub failures: u32,
+    /// Start of the current window, ms.
+    pub window_start_ms: i64,
+    /// Length of the current window, ms (as given with the last failure).
+    pub window_ms: i64,
+    /// Locked until this time, ms (0 or past when not locked).
+    pub locked_until_ms: i64,
+}
+
+impl ThrottleRecord {
+    /// The record after one more failure at `now_ms` (see [`Directory::throttle_fail`]). A
+    /// failure while locked counts too and, at or past `max_failures`, extends the lock.
+    pub fn fail(self, now_ms: i64, window_ms: i64, max_failures: u32, lock_ms: i64) -> Self {
+        let mut r = self;
+        if r.failures == 0 || now_ms >= r.window_start_ms.saturating_add(r.window_ms) {
+            r.failures = 0;
+            r.window_start_ms = now_ms;
+        }
+        r.window_ms = window_ms;
+        r.failures = r.failures.saturating_add(1);
+        if r.failures >= max_failures {
+            r.locked_until_ms = r.locked_until_ms.max(now_ms.saturating_add(lock_ms));
+        }
+        r
+    }
+
+    /// What the record says at `now_ms`: failures of an ended window count as 0, a lock in the
+    /// past as 0.
+    pub fn state(&self, now_ms: i64) -> ThrottleState {
+        let window_open = now_ms < self.window_start_ms.saturating_add(self.window_ms);
+        ThrottleState {
+            failures: if window_open { self.failures } else { 0 },
+            locked_until_ms: if self.locked_until_ms > now_ms {
+                self.locked_until_ms
+            } else {
+                0
+            },
+        }
+    }
+
+    /// From this time on the record says nothing ([`state`](Self::state) is all zero), so a
+    /// backend may forget it.
+    pub fn expires_ms(&self) -> i64 {
+        self.window_start_ms
+            .saturating_add(self.window_ms)
+            .max(self.locked_until_ms)
+    }
 }
 
 /// The directory of organisations, users and capabilities.
@@ -333,7 +447,7 @@ pub trait Directory: Send + Sync + 'static {
     async fn users(&self) -> Result<Vec<User>>;
     /// A user by id.
     async fn user(&self, id: &str) -> Result<Option<User>>;
-    /// A user by login name.
+    /// A user by login name (exact match; `vesalius-auth` normalises names before storing).
     async fn user_by_name(&self, username: &str) -> Result<Option<User>>;
     /// A user by linked OpenID Connect identity.
     async fn user_by_oidc(&self, issuer: &str, subject: &str) -> Result<Option<User>>;
@@ -369,7 +483,8 @@ pub trait Directory: Send + Sync + 'static {
     async fn setting(&self, key: &str) -> Result<Option<String>>;
 
     /// Counts one failure for `key` at `now_ms`: failures older than `window_ms` are forgotten;
-    /// reaching `max_failures` locks the key for `lock_ms`. Atomic across nodes.
+    /// reaching `max_failures` locks the key for `lock_ms`. Atomic across nodes. The exact
+    /// arithmetic is [`ThrottleRecord::fail`]; the answer is the state right after it.
     async fn throttle_fail(
         &self,
         key: &str,

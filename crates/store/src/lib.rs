@@ -8,6 +8,7 @@
 //! - [`directory`]: [`Directory`], organisations, users, credentials, grants, AE titles, links.
 //! - [`audit`]: [`AuditLog`], the hash-chained audit trail.
 //! - [`memory`]: in-memory [`Index`] and [`BlobStore`] for tests.
+//! - [`memory_directory`]: in-memory [`Directory`] and [`AuditLog`], the reference models.
 //!
 //! This crate must not depend on sqlx, object_store, axum or any protocol crate: backends
 //! implement these traits in their own crates, and protocol crates see only these traits.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod index;
 pub mod ingest;
 pub mod memory;
+pub mod memory_directory;
 pub mod model;
 pub mod query;
 pub mod spool;

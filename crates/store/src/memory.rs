@@ -1,10 +1,14 @@
 //! In-memory [`Index`] and [`BlobStore`]: the reference model for tests and the semantics every
 //! durable backend must agree with. Nothing here survives a restart.
+//!
+//! [`MemoryIndex`] appends the [`SideRecord::Audit`] events of a commit to its
+//! [`MemoryAuditLog`] while it holds its row lock, so an instance and its audit events appear
+//! together (the in-memory form of "one transaction"); a duplicate commit adds neither.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -14,6 +18,7 @@ use serde_json::{Map, Value as Json};
 use crate::blob::{BlobEntry, BlobStore, Persisted};
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexStats, IndexedBlob, InstanceMetadata};
+use crate::memory_directory::MemoryAuditLog;
 use crate::model::*;
 use crate::query::{Computed, Key, Level, Query, Scope, answer};
 
@@ -98,9 +103,13 @@ struct Row {
 }
 
 /// An index in a vector, evaluated with the reference matching semantics.
+///
+/// `MemoryIndex::default()` keeps its ingest audit events in a log of its own;
+/// [`MemoryIndex::with_audit`] shares one with a [`crate::memory_directory::MemoryDirectory`].
 #[derive(Default)]
 pub struct MemoryIndex {
     rows: Mutex<Vec<Row>>,
+    audit: Arc<MemoryAuditLog>,
 }
 
 fn stored(r: &InstanceRecord) -> StoredInstance {
@@ -160,6 +169,19 @@ fn values(r: &InstanceRecord, key: Key) -> Vec<String> {
 }
 
 impl MemoryIndex {
+    /// An empty index appending ingest audit events to `audit`.
+    pub fn with_audit(audit: Arc<MemoryAuditLog>) -> Self {
+        MemoryIndex {
+            rows: Mutex::default(),
+            audit,
+        }
+    }
+
+    /// The audit log ingest events go to.
+    pub fn audit(&self) -> &Arc<MemoryAuditLog> {
+        &self.audit
+    }
+
     fn current(&self) -> Vec<InstanceRecord> {
         self.rows
             .lock()
@@ -197,6 +219,15 @@ impl Index for MemoryIndex {
             }
             None => IngestOutcome::Stored,
         };
+        let events = c
+            .side
+            .into_iter()
+            .filter_map(|s| match s {
+                SideRecord::Audit(e) => Some(e),
+                SideRecord::Outbox { .. } => None,
+            })
+            .collect();
+        self.audit.append_now(events);
         rows.push(Row {
             rec: c.record,
             status: Status::Current,

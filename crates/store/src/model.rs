@@ -158,6 +158,9 @@ pub enum IngestOutcome {
 }
 
 /// A side effect an [`crate::IngestObserver`] adds to the ingest transaction.
+// A handful per commit, built once and moved: boxing the audit event would only add an
+// allocation and make observers write `Box::new`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SideRecord {
     /// A durable job for the outbox (routing, analysis), as kind + JSON payload.
@@ -169,13 +172,9 @@ pub enum SideRecord {
         /// JSON payload.
         payload: String,
     },
-    /// An audit event, as JSON.
-    Audit {
-        /// Action, e.g. "instance-stored".
-        action: String,
-        /// JSON details.
-        details: String,
-    },
+    /// An audit event, appended to the hash chain in the same transaction as the instance
+    /// (see [`crate::audit`]). Not written when the commit is a duplicate (nothing changed).
+    Audit(crate::audit::AuditEvent),
 }
 
 /// One instance plus everything committed with it, in one transaction.

@@ -1,5 +1,7 @@
 //! The ingest pipeline end to end over the in-memory backends.
 
+mod audit;
+
 use std::sync::Arc;
 
 use vesalius_core::ErrorKind;

@@ -1,0 +1,86 @@
+//! The schema and its migrations, applied once at open in one `BEGIN IMMEDIATE` transaction (so
+//! two processes opening one database at once migrate it once, and a failed migration changes
+//! nothing).
+//!
+//! The version lives in `PRAGMA user_version`:
+//! - **0**: a new file, or one made by the first schema (issue 1), which had no version. Its
+//!   `audit(id, action, details, created_ms)` table was a placeholder that nothing in the product
+//!   wrote; it is dropped when empty and renamed `audit_v1` (kept, never read) otherwise, so the
+//!   chained `audit` table of version 2 can take its name.
+//! - **2**: `schema.sql` as it is (directory tables, chained audit trail, checkpoints).
+//!
+//! A database with a higher version than [`SCHEMA_VERSION`] was written by a newer Vesalius and
+//! is refused rather than modified.
+
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{AssertSqlSafe, Executor};
+use vesalius_store::error::{Error, Result};
+
+use crate::db_err;
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Brings the database to [`SCHEMA_VERSION`] (creating it when empty).
+pub(crate) async fn migrate(conn: &mut SqliteConnection) -> Result<()> {
+    conn.execute("BEGIN IMMEDIATE").await.map_err(db_err)?;
+    match migrate_in_transaction(conn).await {
+        Ok(()) => {
+            conn.execute("COMMIT").await.map_err(db_err)?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = conn.execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+async fn migrate_in_transaction(conn: &mut SqliteConnection) -> Result<()> {
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::Index(format!(
+            "the index database has schema version {version}, newer than this build's \
+             {SCHEMA_VERSION}: use a newer Vesalius"
+        )));
+    }
+    if version < 2 {
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info('audit')")
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db_err)?;
+        if columns.iter().any(|c| c == "details") {
+            let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM audit")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db_err)?;
+            let sql = if rows == 0 {
+                "DROP TABLE audit"
+            } else {
+                tracing::warn!(
+                    rows,
+                    "keeping the unchained audit table of schema 1 as audit_v1"
+                );
+                "ALTER TABLE audit RENAME TO audit_v1"
+            };
+            conn.execute(sql).await.map_err(db_err)?;
+        }
+    }
+    sqlx::raw_sql(include_str!("schema.sql"))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    if version != SCHEMA_VERSION {
+        sqlx::query(AssertSqlSafe(format!(
+            "PRAGMA user_version = {SCHEMA_VERSION}"
+        )))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    }
+    Ok(())
+}

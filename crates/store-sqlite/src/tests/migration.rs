@@ -1,0 +1,150 @@
+//! Opening databases made by earlier (and later) schemas.
+
+use std::path::Path;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{ConnectOptions, Connection, Executor};
+use vesalius_store::Index;
+use vesalius_store::audit::{AuditLog, GENESIS_HASH};
+use vesalius_store::query::Scope;
+
+use super::directory::admin_event;
+use crate::{SCHEMA_VERSION, SqliteIndex};
+
+/// A database as issue 1's build left it: one instance, and `audit_rows` placeholder rows.
+async fn schema_1_database(path: &Path, audit_rows: usize) {
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::raw_sql(include_str!("schema_v1.sql"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.execute(
+        "INSERT INTO patients (id, org, issuer, patient_id, name, name_norm, birth_date, sex) \
+           VALUES (1, 'default', '', 'PID1', 'Doe^Jane', 'DOE^JANE', '19700101', 'F'); \
+         INSERT INTO studies (id, org, study_uid, patient_pk, date, time, accession, referring, \
+           referring_norm, description, study_id, modalities, sop_classes, num_series, \
+           num_instances, attrs, updated_ms) \
+           VALUES (1, 'default', '1.2.3', 1, '20240101', '083000', 'ACC1', '', '', 'CT HEAD', \
+           '1', '\\CT\\', '\\1.2.840.10008.5.1.4.1.1.2\\', 1, 1, '{}', 1); \
+         INSERT INTO series (id, study_pk, series_uid, modality, number, description, \
+           num_instances, attrs) VALUES (1, 1, '1.2.3.1', 'CT', 1, '', 1, '{}'); \
+         INSERT INTO instances (series_pk, org, sop_uid, sop_class, number, ts, blob_key, size, \
+           sha256, status, received_ms, source, attrs, metadata, frames) \
+           VALUES (1, 'default', '1.2.3.1.1', '1.2.840.10008.5.1.4.1.1.2', 1, \
+           '1.2.840.10008.1.2.1', 'default/1.2.3/1.2.3.1/1.2.3.1.1.aa', 100, 'aa', 0, 1, \
+           'test', '{}', '{}', '{\"frames\":[]}');",
+    )
+    .await
+    .unwrap();
+    for _ in 0..audit_rows {
+        conn.execute(
+            "INSERT INTO audit (action, details, created_ms) VALUES ('instance-stored', '{}', 1)",
+        )
+        .await
+        .unwrap();
+    }
+    conn.close().await.unwrap();
+}
+
+async fn scalar(idx: &SqliteIndex, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(idx.read_pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_1_database_upgrades_and_keeps_its_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.db");
+    schema_1_database(&path, 0).await;
+
+    let idx = SqliteIndex::open(&path).await.unwrap();
+    assert_eq!(scalar(&idx, "PRAGMA user_version").await, SCHEMA_VERSION);
+    assert_eq!(idx.stats().await.unwrap().instances, 1);
+    assert_eq!(
+        idx.instances(&Scope::study("1.2.3")).await.unwrap().len(),
+        1
+    );
+    // The empty placeholder is gone, the chained table took its place.
+    assert_eq!(
+        scalar(
+            &idx,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'audit_v1'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        scalar(
+            &idx,
+            "SELECT count(*) FROM pragma_table_info('audit') WHERE name = 'prev_hash'"
+        )
+        .await,
+        1
+    );
+    AuditLog::append(&idx, vec![admin_event(1, "a", "login")])
+        .await
+        .unwrap();
+    let head = idx.head().await.unwrap().unwrap();
+    assert_eq!((head.seq, head.prev_hash.as_str()), (1, GENESIS_HASH));
+    drop(idx);
+
+    // Opening again changes nothing.
+    let idx = SqliteIndex::open(&path).await.unwrap();
+    assert_eq!(scalar(&idx, "PRAGMA user_version").await, SCHEMA_VERSION);
+    assert_eq!(idx.head().await.unwrap().unwrap(), head);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_1_audit_rows_are_kept_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.db");
+    schema_1_database(&path, 2).await;
+    let idx = SqliteIndex::open(&path).await.unwrap();
+    assert_eq!(scalar(&idx, "SELECT count(*) FROM audit_v1").await, 2);
+    assert_eq!(scalar(&idx, "SELECT count(*) FROM audit").await, 0);
+    assert_eq!(idx.stats().await.unwrap().instances, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_newer_schema_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.db");
+    schema_1_database(&path, 0).await;
+    {
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&path)
+            .connect()
+            .await
+            .unwrap();
+        conn.execute("PRAGMA user_version = 99").await.unwrap();
+        conn.close().await.unwrap();
+    }
+    let err = SqliteIndex::open(&path).await.err().expect("refused");
+    assert!(err.to_string().contains("99"), "{err}");
+    let mut conn = SqliteConnectOptions::new()
+        .filename(&path)
+        .connect()
+        .await
+        .unwrap();
+    let tables: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name IN ('users', 'orgs')")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(tables, 0);
+    let details: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pragma_table_info('audit') WHERE name = 'details'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(details, 1);
+}
