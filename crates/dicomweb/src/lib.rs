@@ -120,7 +120,10 @@ impl AppState {
     /// A retrieval scope limited to this service's organisation.
     pub fn scope(&self, study: &str, series: Option<&str>, sop: Option<&str>) -> Scope {
         Scope {
-            orgs: Some(vec![self.options.org.clone()]),
+            access: Some(vesalius_store::query::Access::orgs([self
+                .options
+                .org
+                .clone()])),
             study: Some(study.to_owned()),
             series: series.map(str::to_owned),
             instance: sop.map(str::to_owned),

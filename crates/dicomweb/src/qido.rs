@@ -27,16 +27,16 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_dictionary_std::StandardDataDictionary;
-use serde_json::{Map, Value as Json};
+
 use vesalius_core::tag::{self, Tag};
-use vesalius_store::query::{Key, Level, Matcher, Query, Scope};
+use vesalius_store::query::{Access, Key, Level, Matcher, Query, Scope};
 
 use crate::error::{DicomWebError, Result};
 use crate::multipart::parse_accept;
 use crate::{AppState, ServiceUrl, check_uids};
 
 type Params = QueryParams<Vec<(String, String)>>;
-type Answer = Map<String, Json>;
+use vesalius_store::query::Answer;
 
 /// PS3.18 Table 10.6.3-3 (study), plus Specific Character Set and Study Description.
 const STUDY_DEFAULT: &[Tag] = &[
@@ -230,7 +230,7 @@ async fn run(
     let probe = req.limit.is_none_or(|l| l > max);
     let query = Query {
         level: target.level,
-        orgs: Some(vec![st.options.org.clone()]),
+        access: Some(Access::orgs([st.options.org.clone()])),
         filters: std::mem::take(&mut req.filters),
         fuzzy: req.fuzzy,
         offset: req.offset,
@@ -249,14 +249,13 @@ async fn run(
     body.push('[');
     for (n, mut a) in answers.into_iter().enumerate() {
         add_retrieve_url(url, target.level, &mut a);
-        if let Some(allowed) = &allowed {
-            a.retain(|k, _| allowed.contains(k));
-        }
-        a.sort_keys();
         if n > 0 {
             body.push(',');
         }
-        body.push_str(&Json::Object(a).to_string());
+        match &allowed {
+            Some(allowed) => a.write_json(&mut body, |k| allowed.contains(k)),
+            None => a.write_json(&mut body, |_| true),
+        }
     }
     body.push(']');
     let mut resp = ([(header::CONTENT_TYPE, "application/dicom+json")], body).into_response();
@@ -391,15 +390,11 @@ fn tag_key(t: Tag) -> String {
 }
 
 fn uid_of(a: &Answer, t: Tag) -> Option<String> {
-    a.get(&tag_key(t))?
-        .get("Value")?
-        .get(0)?
-        .as_str()
-        .map(str::to_owned)
+    a.first_str(t)
 }
 
 fn set_uid(a: &mut Answer, t: Tag, uid: &str) {
-    a.insert(tag_key(t), serde_json::json!({"vr": "UI", "Value": [uid]}));
+    a.insert(t, &serde_json::json!({"vr": "UI", "Value": [uid]}));
 }
 
 /// Adds what the stored level attributes lack: the UIDs of the parent levels and, when the
@@ -408,13 +403,12 @@ async fn complete(st: &AppState, target: &Target, answers: &mut [Answer]) -> Res
     if target.level == Level::Study || answers.is_empty() {
         return Ok(());
     }
-    let orgs = Some(vec![st.options.org.clone()]);
+    let access = Some(Access::orgs([st.options.org.clone()]));
     // Within one study, one index read maps every instance to its series.
     let mut in_study: Option<BTreeMap<String, (String, String)>> = None;
     for a in answers.iter_mut() {
-        let missing_study = !a.contains_key(&tag_key(tag::STUDY_INSTANCE_UID));
-        let missing_series =
-            target.level == Level::Image && !a.contains_key(&tag_key(tag::SERIES_INSTANCE_UID));
+        let missing_study = !a.contains(tag::STUDY_INSTANCE_UID);
+        let missing_series = target.level == Level::Image && !a.contains(tag::SERIES_INSTANCE_UID);
         if !missing_study && !missing_series {
             continue;
         }
@@ -424,7 +418,7 @@ async fn complete(st: &AppState, target: &Target, answers: &mut [Answer]) -> Res
             (Some(s), None) => {
                 if in_study.is_none() {
                     let scope = Scope {
-                        orgs: orgs.clone(),
+                        access: access.clone(),
                         study: Some(s.clone()),
                         ..Default::default()
                     };
@@ -442,12 +436,12 @@ async fn complete(st: &AppState, target: &Target, answers: &mut [Answer]) -> Res
                 // The stored level JSON lacks the parent UIDs: ask the index (one row).
                 let scope = match target.level {
                     Level::Series => Scope {
-                        orgs: orgs.clone(),
+                        access: access.clone(),
                         series: uid_of(a, tag::SERIES_INSTANCE_UID),
                         ..Default::default()
                     },
                     _ => Scope {
-                        orgs: orgs.clone(),
+                        access: access.clone(),
                         instance: uid_of(a, tag::SOP_INSTANCE_UID),
                         ..Default::default()
                     },
@@ -496,7 +490,7 @@ async fn merge_level(st: &AppState, answers: &mut [Answer], level: Level, key: K
         };
         let q = Query {
             level,
-            orgs: Some(vec![st.options.org.clone()]),
+            access: Some(Access::orgs([st.options.org.clone()])),
             filters: vec![(key, m)],
             fuzzy: false,
             offset: 0,
@@ -512,11 +506,7 @@ async fn merge_level(st: &AppState, answers: &mut [Answer], level: Level, key: K
         let Some(parent) = uid_of(a, key.tag()).and_then(|u| by_uid.get(&u)) else {
             continue;
         };
-        for (k, v) in parent {
-            if !a.contains_key(k) {
-                a.insert(k.clone(), v.clone());
-            }
-        }
+        a.merge_missing(parent);
     }
     Ok(())
 }
@@ -532,8 +522,8 @@ fn add_retrieve_url(url: &ServiceUrl, level: Level, a: &mut Answer) {
         _ => return,
     };
     a.insert(
-        tag_key(tag::RETRIEVE_URL),
-        serde_json::json!({"vr": "UR", "Value": [u]}),
+        tag::RETRIEVE_URL,
+        &serde_json::json!({"vr": "UR", "Value": [u]}),
     );
 }
 

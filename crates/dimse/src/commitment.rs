@@ -91,7 +91,7 @@ pub async fn check(
     };
     for (class, sop) in refs {
         let scope = Scope {
-            orgs: Some(vec![org.to_owned()]),
+            access: Some(vesalius_store::query::Access::orgs([org])),
             instance: Some(sop.clone()),
             ..Default::default()
         };

@@ -105,7 +105,7 @@ impl FindPlan {
         let level = model.level(ident)?;
         let cs = CharacterSet::from_value(ident.bytes(tag::SPECIFIC_CHARACTER_SET));
         let mut query = Query::new(level);
-        query.orgs = Some(vec![org.to_owned()]);
+        query.access = Some(vesalius_store::query::Access::orgs([org]));
         query.limit = limit;
         let mut requested = Vec::new();
         for el in &ident.elements {
@@ -273,7 +273,9 @@ pub(crate) async fn handle(
             let rsp = Command::response_to(cmd, status::CANCEL);
             return assoc.send_message(pc, &rsp, None).await;
         }
-        let ident = plan.answer(answer, &opts.ae_title).encode(explicit);
+        let ident = plan
+            .answer(&answer.to_map(), &opts.ae_title)
+            .encode(explicit);
         let rsp = Command::response_to(cmd, status::PENDING);
         assoc.send_message(pc, &rsp, Some(&ident)).await?;
     }

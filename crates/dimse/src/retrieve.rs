@@ -47,7 +47,7 @@ pub(crate) async fn resolve(
     let level = model
         .level(ident)
         .map_err(|why| (status::IDENTIFIER_MISMATCH, why))?;
-    let orgs = Some(vec![org.to_owned()]);
+    let access = Some(vesalius_store::query::Access::orgs([org]));
     let (key_tag, name) = match level {
         Level::Patient => (tag::PATIENT_ID, "PatientID"),
         Level::Study => (tag::STUDY_INSTANCE_UID, "StudyInstanceUID"),
@@ -69,18 +69,13 @@ pub(crate) async fn resolve(
             for pid in &values {
                 let mut q =
                     Query::new(Level::Study).with(Key::PatientId, Matcher::Single(pid.clone()));
-                q.orgs = orgs.clone();
+                q.access = access.clone();
                 q.limit = usize::MAX;
                 for study in ingestor.index().find(&q).await.map_err(internal)? {
-                    let uid = study
-                        .get(&format!("{:08X}", tag::STUDY_INSTANCE_UID))
-                        .and_then(|e| e.get("Value"))
-                        .and_then(|v| v.get(0))
-                        .and_then(|v| v.as_str());
-                    if let Some(uid) = uid {
+                    if let Some(uid) = study.first_str(tag::STUDY_INSTANCE_UID) {
                         scopes.push(Scope {
-                            orgs: orgs.clone(),
-                            study: Some(uid.to_owned()),
+                            access: access.clone(),
+                            study: Some(uid),
                             ..Default::default()
                         });
                     }
@@ -90,7 +85,7 @@ pub(crate) async fn resolve(
         Level::Study => {
             for s in values {
                 scopes.push(Scope {
-                    orgs: orgs.clone(),
+                    access: access.clone(),
                     study: Some(s),
                     ..Default::default()
                 });
@@ -100,7 +95,7 @@ pub(crate) async fn resolve(
             let study = uid_list(ident, tag::STUDY_INSTANCE_UID).into_iter().next();
             for s in values {
                 scopes.push(Scope {
-                    orgs: orgs.clone(),
+                    access: access.clone(),
                     study: study.clone(),
                     series: Some(s),
                     ..Default::default()
@@ -112,7 +107,7 @@ pub(crate) async fn resolve(
             let series = uid_list(ident, tag::SERIES_INSTANCE_UID).into_iter().next();
             for s in values {
                 scopes.push(Scope {
-                    orgs: orgs.clone(),
+                    access: access.clone(),
                     study: study.clone(),
                     series: series.clone(),
                     instance: Some(s),

@@ -46,7 +46,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::{Map, Value as Json};
+
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -56,7 +56,7 @@ use tokio::sync::{mpsc, oneshot};
 use vesalius_store::error::{Error, Result};
 use vesalius_store::index::{Index, IndexStats, IndexedBlob, InstanceMetadata};
 use vesalius_store::model::*;
-use vesalius_store::query::{Query, Scope};
+use vesalius_store::query::{Answer, Query, Scope};
 use write::WriteOp;
 
 /// The most requests committed in one transaction.
@@ -146,7 +146,7 @@ impl Index for SqliteIndex {
         self.send(|tx| WriteOp::Commit(Box::new(commit), tx)).await
     }
 
-    async fn find(&self, q: &Query) -> Result<Vec<Map<String, Json>>> {
+    async fn find(&self, q: &Query) -> Result<Vec<Answer>> {
         query::find(&self.read, q).await
     }
 

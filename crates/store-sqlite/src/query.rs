@@ -1,11 +1,10 @@
 //! Read queries: the [`Query`] model translated to SQL, with the same semantics as
 //! [`vesalius_store::query::Matcher::matches`] (checked by the tests against the memory index).
 
-use serde_json::{Map, Value as Json};
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Arguments, AssertSqlSafe, Executor, Row, Sqlite};
 use vesalius_store::error::Result;
-use vesalius_store::query::{Computed, Key, Level, Matcher, Query, Scope, answer};
+use vesalius_store::query::{Access, Answer, Computed, Key, Level, Matcher, Query, Scope, answer};
 
 use crate::db_err;
 use crate::write::pad_time;
@@ -61,23 +60,58 @@ fn scope_sql(scope: &Scope, status: &str, extra: &str) -> Sql {
     if let Some(u) = &scope.study {
         q.push(" AND s.study_uid = ").bind(u);
     }
-    if let Some(orgs) = &scope.orgs {
-        org_filter(&mut q, "i.org", orgs);
+    if let Some(access) = &scope.access {
+        let patient =
+            "(SELECT gp.org, gp.issuer, gp.patient_id FROM patients gp WHERE gp.id = s.patient_pk)";
+        access_filter(&mut q, access, "i.org", Some("s"), patient);
     }
     q.push(" ORDER BY s.id, se.number, se.id, i.number, i.id");
     q
 }
 
-fn org_filter(q: &mut Sql, col: &str, orgs: &[String]) {
-    q.push(&format!(" AND {col} IN ("));
-    if orgs.is_empty() {
-        q.push("NULL");
+/// Restricts a query to what `access` lets its principal see (issue 4: the filter lives inside
+/// the SQL so that LIMIT/OFFSET paging stays correct). `org_col` is the owning-org column of the
+/// driving table; `study` names the studies alias when the query has one (`None` at patient
+/// level, where study grants become an EXISTS); `patient` is a row value `(org, issuer, id)` of
+/// the patient concerned.
+fn access_filter(q: &mut Sql, access: &Access, org_col: &str, study: Option<&str>, patient: &str) {
+    if access.is_empty() {
+        q.push(" AND 0");
+        return;
     }
-    for (n, o) in orgs.iter().enumerate() {
-        if n > 0 {
-            q.push(", ");
+    q.push(" AND (0");
+    if !access.orgs.is_empty() {
+        q.push(&format!(" OR {org_col} IN ("));
+        for (n, o) in access.orgs.iter().enumerate() {
+            if n > 0 {
+                q.push(", ");
+            }
+            q.bind(o.clone());
         }
-        q.bind(o.clone());
+        q.push(")");
+    }
+    for (org, uid) in &access.studies {
+        match study {
+            Some(s) => {
+                q.push(&format!(" OR ({s}.org = ")).bind(org.clone());
+                q.push(&format!(" AND {s}.study_uid = ")).bind(uid.clone());
+                q.push(")");
+            }
+            None => {
+                q.push(
+                    " OR EXISTS (SELECT 1 FROM studies gs WHERE gs.patient_pk = p.id AND gs.org = ",
+                )
+                .bind(org.clone());
+                q.push(" AND gs.study_uid = ").bind(uid.clone());
+                q.push(")");
+            }
+        }
+    }
+    for (org, issuer, pid) in &access.patients {
+        q.push(&format!(" OR {patient} = (")).bind(org.clone());
+        q.push(", ").bind(issuer.clone());
+        q.push(", ").bind(pid.clone());
+        q.push(")");
     }
     q.push(")");
 }
@@ -249,7 +283,7 @@ fn push_fuzzy(q: &mut Sql, col: &str, query: &str) {
 }
 
 /// Runs a query at its level.
-pub(crate) async fn find(pool: &sqlx::SqlitePool, query: &Query) -> Result<Vec<Map<String, Json>>> {
+pub(crate) async fn find(pool: &sqlx::SqlitePool, query: &Query) -> Result<Vec<Answer>> {
     let (select, from) = match query.level {
         Level::Patient => (
             "SELECT (SELECT attrs FROM studies WHERE patient_pk = p.id ORDER BY id DESC LIMIT 1) AS attrs, \
@@ -275,8 +309,15 @@ pub(crate) async fn find(pool: &sqlx::SqlitePool, query: &Query) -> Result<Vec<M
     };
     let mut q = Sql::new(select);
     q.push(from);
-    if let Some(orgs) = &query.orgs {
-        org_filter(&mut q, "p.org", orgs);
+    if let Some(access) = &query.access {
+        let study = (query.level != Level::Patient).then_some("s");
+        access_filter(
+            &mut q,
+            access,
+            "p.org",
+            study,
+            "(p.org, p.issuer, p.patient_id)",
+        );
     }
     for (key, m) in &query.filters {
         q.push(" AND ");
@@ -337,7 +378,9 @@ pub(crate) async fn find(pool: &sqlx::SqlitePool, query: &Query) -> Result<Vec<M
                 series: r.try_get::<i64, _>("n_series").ok().map(|n| n as u64),
                 instances: r.try_get::<i64, _>("n_instances").ok().map(|n| n as u64),
             };
-            answer(query.level, &[&attrs], &computed)
+            let mut a = answer(query.level, &[], &computed);
+            a.merge_owned(attrs);
+            a
         })
         .collect())
 }

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use serde_json::Value as Json;
 use vesalius_store::Index;
 use vesalius_store::audit::{Actor, ActorKind, AuditEvent, Outcome};
 use vesalius_store::memory::MemoryIndex;
@@ -120,10 +119,15 @@ async fn fill(idx: &dyn Index) {
     }
 }
 
-fn uids(answers: &[serde_json::Map<String, Json>], tag: &str) -> Vec<String> {
+fn uids(answers: &[vesalius_store::query::Answer], tag: &str) -> Vec<String> {
     let mut v: Vec<String> = answers
         .iter()
-        .map(|a| a[tag]["Value"][0].as_str().unwrap_or("").to_owned())
+        .map(|a| {
+            a.to_map()[tag]["Value"][0]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
         .collect();
     v.sort();
     v
@@ -190,7 +194,7 @@ async fn queries_agree_with_the_reference_model() {
     // Counts and modalities are computed.
     let q =
         Query::new(Level::Study).with(Key::StudyInstanceUid, m(Key::StudyInstanceUid, "1.2.3.0.0"));
-    let a = &sql.find(&q).await.unwrap()[0];
+    let a = &sql.find(&q).await.unwrap()[0].to_map();
     assert_eq!(a["00201206"]["Value"][0], 2);
     assert_eq!(a["00201208"]["Value"][0], 6);
     assert_eq!(a["00080061"]["Value"], serde_json::json!(["CT", "MR"]));
@@ -282,4 +286,68 @@ async fn concurrent_commits_are_group_committed() {
         assert_eq!(t.await.unwrap().unwrap(), IngestOutcome::Stored);
     }
     assert_eq!(sql.stats().await.unwrap().instances, 200);
+}
+
+/// Issue 4: what a principal may see is filtered inside the SQL, at every level and for
+/// retrieval scopes, exactly as the reference model filters.
+#[tokio::test(flavor = "multi_thread")]
+async fn access_filters_agree_with_the_reference_model() {
+    use vesalius_store::query::Access;
+    let dir = tempfile::tempdir().unwrap();
+    let sql = SqliteIndex::open(&dir.path().join("index.db"))
+        .await
+        .unwrap();
+    let mem = MemoryIndex::default();
+    for (p, org) in [(0, "a"), (1, "b"), (2, "b"), (3, "c")] {
+        for st in 0..2 {
+            for i in 0..2 {
+                let mut r = record(p, st, 0, i, "aa");
+                r.org = org.into();
+                sql.commit(commit(r.clone())).await.unwrap();
+                mem.commit(commit(r)).await.unwrap();
+            }
+        }
+    }
+    let accesses = [
+        Access::orgs(["a"]),
+        Access {
+            orgs: vec!["a".into()],
+            studies: vec![("b".into(), "1.2.3.1.1".into())],
+            patients: vec![("b".into(), String::new(), "PID2".into())],
+        },
+        // A grant naming the wrong org opens nothing.
+        Access {
+            studies: vec![("c".into(), "1.2.3.1.0".into())],
+            ..Default::default()
+        },
+        Access::default(),
+    ];
+    let expect_studies = [2, 5, 0, 0];
+    for (access, n) in accesses.iter().zip(expect_studies) {
+        for level in [Level::Patient, Level::Study, Level::Series, Level::Image] {
+            let mut q = Query::new(level);
+            q.access = Some(access.clone());
+            let tag = match level {
+                Level::Patient => "00100020",
+                Level::Study => "0020000D",
+                Level::Series => "0020000E",
+                Level::Image => "00080018",
+            };
+            let a = sql.find(&q).await.unwrap();
+            let b = mem.find(&q).await.unwrap();
+            assert_eq!(uids(&a, tag), uids(&b, tag), "{level:?} {access:?}");
+            if level == Level::Study {
+                assert_eq!(a.len(), n, "{access:?}");
+            }
+        }
+        let scope = Scope {
+            access: Some(access.clone()),
+            study: Some("1.2.3.2.0".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            sql.instances(&scope).await.unwrap(),
+            mem.instances(&scope).await.unwrap()
+        );
+    }
 }

@@ -10,11 +10,10 @@
 //!   `metadata`; prior versions are listed by `prior_versions`.
 
 use async_trait::async_trait;
-use serde_json::{Map, Value as Json};
 
 use crate::error::Result;
 use crate::model::{FrameIndex, IngestCommit, IngestOutcome, PriorVersion, StoredInstance};
-use crate::query::{Query, Scope};
+use crate::query::{Answer, Query, Scope};
 
 /// Counts of what the index holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -56,7 +55,7 @@ pub trait Index: Send + Sync + 'static {
     async fn commit(&self, commit: IngestCommit) -> Result<IngestOutcome>;
 
     /// Runs a query; answers are DICOM JSON objects of the requested level.
-    async fn find(&self, query: &Query) -> Result<Vec<Map<String, Json>>>;
+    async fn find(&self, query: &Query) -> Result<Vec<Answer>>;
 
     /// Current instances in scope, ordered by series then instance number.
     async fn instances(&self, scope: &Scope) -> Result<Vec<StoredInstance>>;

@@ -13,14 +13,13 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
-use serde_json::{Map, Value as Json};
 
 use crate::blob::{BlobEntry, BlobStore, Persisted};
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexStats, IndexedBlob, InstanceMetadata};
 use crate::memory_directory::MemoryAuditLog;
 use crate::model::*;
-use crate::query::{Computed, Key, Level, Query, Scope, answer};
+use crate::query::{Access, Answer, Computed, Key, Level, Query, Scope, answer};
 
 /// Blobs in a map.
 #[derive(Default)]
@@ -127,8 +126,19 @@ fn stored(r: &InstanceRecord) -> StoredInstance {
     }
 }
 
+fn visible(access: Option<&Access>, r: &InstanceRecord) -> bool {
+    access.is_none_or(|a| {
+        a.allows(
+            &r.org,
+            &r.study.study_uid,
+            &r.patient.issuer,
+            &r.patient.patient_id,
+        )
+    })
+}
+
 fn in_scope(r: &InstanceRecord, s: &Scope) -> bool {
-    s.orgs.as_ref().is_none_or(|o| o.contains(&r.org))
+    visible(s.access.as_ref(), r)
         && s.study.as_ref().is_none_or(|u| *u == r.study.study_uid)
         && s.series.as_ref().is_none_or(|u| *u == r.series.series_uid)
         && s.instance
@@ -236,9 +246,9 @@ impl Index for MemoryIndex {
         Ok(outcome)
     }
 
-    async fn find(&self, q: &Query) -> Result<Vec<Map<String, Json>>> {
+    async fn find(&self, q: &Query) -> Result<Vec<Answer>> {
         let all = self.current();
-        let in_org = |r: &&InstanceRecord| q.orgs.as_ref().is_none_or(|o| o.contains(&r.org));
+        let in_org = |r: &&InstanceRecord| visible(q.access.as_ref(), r);
         let group_key = |r: &InstanceRecord| -> String {
             match q.level {
                 Level::Patient => {

@@ -5,7 +5,10 @@
 //! evaluates it the same way; [`Matcher::matches`] is the reference semantics (the in-memory
 //! index uses it directly; SQL backends translate it and are tested against it).
 
+use std::collections::BTreeMap;
+
 use dicom_core::VR;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 use vesalius_core::tag::{self, Tag};
 
@@ -373,8 +376,8 @@ pub fn wildcard_match(p: &[u8], v: &[u8]) -> bool {
 pub struct Query {
     /// The level of the records returned.
     pub level: Level,
-    /// Organisations whose data may be returned (`None`: all).
-    pub orgs: Option<Vec<OrgId>>,
+    /// What may be returned (`None`: everything — the server itself).
+    pub access: Option<Access>,
     /// Filters, all of which must match.
     pub filters: Vec<(Key, Matcher)>,
     /// Fuzzy person-name matching.
@@ -390,7 +393,7 @@ impl Query {
     pub fn new(level: Level) -> Self {
         Query {
             level,
-            orgs: None,
+            access: None,
             filters: Vec::new(),
             fuzzy: false,
             offset: 0,
@@ -451,8 +454,8 @@ impl Access {
 /// The scope of a retrieval or deletion: a study, a series of it, or one instance.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scope {
-    /// Organisations whose data is in scope (`None`: all).
-    pub orgs: Option<Vec<OrgId>>,
+    /// What is visible (`None`: everything — the server itself).
+    pub access: Option<Access>,
     /// Study Instance UID.
     pub study: Option<String>,
     /// Series Instance UID.
@@ -514,21 +517,174 @@ pub struct Computed {
     pub instances: Option<u64>,
 }
 
+/// The attributes of one query answer: layers of stored DICOM JSON object text plus attributes
+/// set one by one, merged only when written. Answers are spliced from stored text rather than
+/// parsed into [`Json`] trees and serialized again: big QIDO answers (hundreds of studies) spent
+/// most of their time in that round trip and its allocations (docs/benchmarks.md).
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    /// Attributes set one by one, as `(8-hex-digit tag, raw JSON value)`; they win over layers.
+    set: BTreeMap<String, String>,
+    /// Stored JSON objects, highest priority first.
+    layers: Vec<String>,
+}
+
+/// The top-level `(key, raw value)` pairs of a JSON object, borrowed from its text.
+struct Pairs<'a>(Vec<(&'a str, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Pairs<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Pairs<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a DICOM JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut v = Vec::with_capacity(map.size_hint().unwrap_or(24));
+                while let Some(e) = map.next_entry::<&'de str, &'de RawValue>()? {
+                    v.push(e);
+                }
+                Ok(Pairs(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+fn pairs(text: &str) -> Vec<(&str, &RawValue)> {
+    serde_json::from_str::<Pairs>(text)
+        .map(|p| p.0)
+        .unwrap_or_default()
+}
+
+impl Answer {
+    /// Adds a stored DICOM JSON object whose attributes win over those added before.
+    pub fn merge_text(&mut self, text: &str) {
+        self.layers.insert(0, text.to_owned());
+    }
+
+    /// Adds a stored DICOM JSON object, owned, whose attributes win over those added before.
+    pub fn merge_owned(&mut self, text: String) {
+        self.layers.insert(0, text);
+    }
+
+    /// Adds the attributes of another answer that this one lacks.
+    pub fn merge_missing(&mut self, other: &Answer) {
+        for (k, v) in &other.set {
+            if !self.contains_key(k) {
+                self.set.insert(k.clone(), v.clone());
+            }
+        }
+        self.layers.extend(other.layers.iter().cloned());
+    }
+
+    /// Sets one attribute from a DICOM JSON value (`{"vr": …, "Value": […]}`).
+    pub fn insert(&mut self, t: Tag, value: &Json) {
+        self.set.insert(format!("{t:08X}"), value.to_string());
+    }
+
+    fn contains_key(&self, k: &str) -> bool {
+        self.set.contains_key(k)
+            || self
+                .layers
+                .iter()
+                .any(|l| pairs(l).iter().any(|(lk, _)| *lk == k))
+    }
+
+    /// Whether the attribute is present.
+    pub fn contains(&self, t: Tag) -> bool {
+        self.contains_key(&format!("{t:08X}"))
+    }
+
+    /// One attribute, parsed.
+    pub fn get(&self, t: Tag) -> Option<Json> {
+        let k = format!("{t:08X}");
+        if let Some(v) = self.set.get(&k) {
+            return serde_json::from_str(v).ok();
+        }
+        self.layers.iter().find_map(|l| {
+            pairs(l)
+                .into_iter()
+                .find(|(lk, _)| *lk == k)
+                .and_then(|(_, v)| serde_json::from_str(v.get()).ok())
+        })
+    }
+
+    /// The first value of a string attribute (a UID).
+    pub fn first_str(&self, t: Tag) -> Option<String> {
+        self.get(t)?
+            .get("Value")?
+            .get(0)?
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    /// Every attribute once (the highest-priority value), in tag order.
+    fn merged(&self) -> Vec<(&str, &str)> {
+        let mut all: Vec<(&str, usize, &str)> = Vec::with_capacity(32);
+        all.extend(self.set.iter().map(|(k, v)| (k.as_str(), 0, v.as_str())));
+        for (n, l) in self.layers.iter().enumerate() {
+            all.extend(pairs(l).into_iter().map(|(k, v)| (k, n + 1, v.get())));
+        }
+        all.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
+        all.dedup_by(|later, first| later.0 == first.0);
+        all.into_iter().map(|(k, _, v)| (k, v)).collect()
+    }
+
+    /// Appends the answer as one DICOM JSON object, attributes in tag order (PS3.18 F.2), keeping
+    /// only the keys `keep` accepts.
+    pub fn write_json(&self, out: &mut String, mut keep: impl FnMut(&str) -> bool) {
+        out.push('{');
+        let mut first = true;
+        for (k, v) in self.merged() {
+            if !keep(k) {
+                continue;
+            }
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push('"');
+            out.push_str(k);
+            out.push_str("\":");
+            out.push_str(v);
+        }
+        out.push('}');
+    }
+
+    /// The answer as a parsed JSON object (C-FIND builds data sets from it).
+    pub fn to_map(&self) -> Map<String, Json> {
+        self.merged()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.to_owned(), serde_json::from_str(v).ok()?)))
+            .collect()
+    }
+
+    /// Number of attributes.
+    pub fn len(&self) -> usize {
+        self.merged().len()
+    }
+
+    /// True without attributes.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.layers.iter().all(|l| pairs(l).is_empty())
+    }
+}
+
 /// Builds the answer attributes for one match: the stored level JSON (and the levels above it)
 /// plus computed attributes (PS3.18 Table 10.6.3-3..5, PS3.4 C.3.4).
-pub fn answer(level: Level, stored: &[&str], computed: &Computed) -> Map<String, Json> {
-    let mut m = Map::new();
+pub fn answer(level: Level, stored: &[&str], computed: &Computed) -> Answer {
+    let mut m = Answer::default();
     for s in stored {
-        if let Ok(Json::Object(o)) = serde_json::from_str::<Json>(s) {
-            m.extend(o);
-        }
+        m.merge_text(s);
     }
-    let put_int = |m: &mut Map<String, Json>, t: Tag, n: Option<u64>| {
+    let put_int = |m: &mut Answer, t: Tag, n: Option<u64>| {
         if let Some(n) = n {
-            m.insert(
-                format!("{t:08X}"),
-                serde_json::json!({"vr": "IS", "Value": [n]}),
-            );
+            m.insert(t, &serde_json::json!({"vr": "IS", "Value": [n]}));
         }
     };
     match level {
@@ -552,14 +708,14 @@ pub fn answer(level: Level, stored: &[&str], computed: &Computed) -> Map<String,
         Level::Study => {
             if !computed.modalities.is_empty() {
                 m.insert(
-                    format!("{:08X}", tag::MODALITIES_IN_STUDY),
-                    serde_json::json!({"vr": "CS", "Value": computed.modalities}),
+                    tag::MODALITIES_IN_STUDY,
+                    &serde_json::json!({"vr": "CS", "Value": computed.modalities}),
                 );
             }
             if !computed.sop_classes.is_empty() {
                 m.insert(
-                    format!("{:08X}", tag::SOP_CLASSES_IN_STUDY),
-                    serde_json::json!({"vr": "UI", "Value": computed.sop_classes}),
+                    tag::SOP_CLASSES_IN_STUDY,
+                    &serde_json::json!({"vr": "UI", "Value": computed.sop_classes}),
                 );
             }
             put_int(&mut m, tag::NUMBER_OF_STUDY_RELATED_SERIES, computed.series);
@@ -579,8 +735,8 @@ pub fn answer(level: Level, stored: &[&str], computed: &Computed) -> Map<String,
         Level::Image => {}
     }
     m.insert(
-        format!("{:08X}", tag::INSTANCE_AVAILABILITY),
-        serde_json::json!({"vr": "CS", "Value": ["ONLINE"]}),
+        tag::INSTANCE_AVAILABILITY,
+        &serde_json::json!({"vr": "CS", "Value": ["ONLINE"]}),
     );
     m
 }

@@ -100,7 +100,10 @@ async fn stored_duplicate_replaced_and_queried() {
     );
     // Latin-1 name decoded, matched case-insensitively.
     let q = Query::new(Level::Study).with(Key::PatientName, Matcher::Wildcard("müller*".into()));
-    let found = ing.index().find(&q).await.unwrap();
+    let found: Vec<_> = (ing.index().find(&q).await.unwrap())
+        .iter()
+        .map(|a| a.to_map())
+        .collect();
     assert_eq!(found.len(), 1);
     assert_eq!(
         found[0]["00100010"]["Value"][0]["Alphabetic"],
