@@ -2,15 +2,19 @@
 //! then the option columns that have an entry (see [`super::OptionCodes`]).
 //!
 //! Provenance (the standard itself is not reachable from the build machines):
-//! - every row of the 2024b edition, from innolitics/dicom-standard
+//! - 621 rows of the 2024b edition, from innolitics/dicom-standard
 //!   `standard/confidentiality_profile_attributes.json` (parsed from the standard's HTML);
-//! - the 35 rows added by editions 2024c–2026c (person names to use, pronouns, gender identity,
+//! - 35 rows that editions 2024c–2026c added (person names to use, pronouns, gender identity,
 //!   sex parameters for clinical use, ethnic groups, diagnosis code sequences, waveform
-//!   annotation, montage and display-URI attributes), with the codes the 2026c table gives them;
-//! - one correction: Requesting Service (0032,1033) carries `C` under Clean Descriptors in 2026c.
+//!   annotation, montage and display-URI attributes): their Basic Profile codes as the 2026c
+//!   table of the PyPI package dicom-anonymizer and a second public copy both give them; their
+//!   option entries (Clean Descriptors C on the diagnosis code sequences, Retain Patient
+//!   Characteristics K on the ethnic group attributes, Retain UIDs K on Table Top Position
+//!   Alignment UID) from the second copy only, matching the rows they sit beside.
 //!
-//! `tests/interop/test_deid.py` compares every row with the independent copy shipped by the PyPI
-//! package dicom-anonymizer; docs/deidentification.md lists the differences and why.
+//! `tests/interop/test_deid.py` compares every Basic Profile code with dicom-anonymizer's copy;
+//! docs/deidentification.md records that and a comparison of the option columns with an older
+//! edition.
 
 use dicom_core::VR::*;
 
@@ -296,7 +300,7 @@ pub static ROWS: &[Row] = &[
     row(0x0032_1021, "Scheduled Study Location AE Title", AE, X, O.device(C)),
     row(0x0032_1030, "Reason for Study", LO, X, O.descriptors(C)),
     row(0x0032_1032, "Requesting Physician", PN, X, O),
-    row(0x0032_1033, "Requesting Service", LO, X, O.descriptors(C)),
+    row(0x0032_1033, "Requesting Service", LO, X, O),
     row(0x0032_1040, "Study Arrival Date", DA, X, O.full_dates(K).modified_dates(C)),
     row(0x0032_1041, "Study Arrival Time", TM, X, O.full_dates(K).modified_dates(C)),
     row(0x0032_1050, "Study Completion Date", DA, X, O.full_dates(K).modified_dates(C)),
