@@ -64,6 +64,12 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The OpenID Connect provider cannot be reached or is misconfigured.
+    #[error("identity provider: {0}")]
+    OidcProvider(String),
+    /// The OpenID Connect response was refused (state, code, ID token).
+    #[error("identity provider response refused: {0}")]
+    OidcRejected(String),
     /// The directory or audit log failed.
     #[error("{0}")]
     Store(#[from] vesalius_store::Error),
@@ -76,7 +82,9 @@ impl Error {
             Error::BadCredentials
             | Error::Expired(_)
             | Error::Revoked(_)
-            | Error::MalformedToken => ErrorKind::Unauthorized,
+            | Error::MalformedToken
+            | Error::OidcRejected(_) => ErrorKind::Unauthorized,
+            Error::OidcProvider(_) => ErrorKind::Unavailable,
             Error::Locked { .. } => ErrorKind::TooManyRequests,
             Error::Csrf | Error::Forbidden(_) => ErrorKind::Forbidden,
             Error::WeakPassword(_) | Error::BadRequest(_) => ErrorKind::BadRequest,

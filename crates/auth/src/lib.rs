@@ -11,6 +11,7 @@
 //! - [`authenticator`]: turns credentials (login, session cookie, bearer token, calling AE title,
 //!   share and upload links, first-start setup) into a [`Principal`], with throttling, lockout
 //!   and audit; break-glass; the privacy-officer report.
+//! - [`oidc`]: OpenID Connect login (authorization code + PKCE) and identity-to-user mapping.
 //! - [`audit_chain`]: the site key, signed checkpoints and verification of the hash chain.
 //! - [`cookie`]: the session cookie and header parsing, as plain strings.
 //! - [`net`]: source-address allow-lists (IPs and CIDR blocks).
@@ -30,6 +31,7 @@ pub mod dedupe;
 pub mod error;
 pub mod fhir;
 pub mod net;
+pub mod oidc;
 pub mod password;
 pub mod policy;
 pub mod principal;

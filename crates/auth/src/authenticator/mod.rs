@@ -307,7 +307,7 @@ impl Authenticator {
     }
 
     /// An audit event at the clock's time.
-    fn event(
+    pub(crate) fn event(
         &self,
         actor: Actor,
         action: &str,
@@ -338,7 +338,7 @@ impl Authenticator {
 }
 
 /// The actor of a user acting in `org` (empty org: not yet in one).
-fn user_actor(user: &User, org: &str, role: Option<Role>) -> Actor {
+pub(crate) fn user_actor(user: &User, org: &str, role: Option<Role>) -> Actor {
     Actor {
         kind: ActorKind::User,
         id: user.id.clone(),
@@ -349,7 +349,7 @@ fn user_actor(user: &User, org: &str, role: Option<Role>) -> Actor {
 }
 
 /// An unidentified actor; `name` is what it claimed to be (a typed username, an AE title).
-fn anonymous(name: &str) -> Actor {
+pub(crate) fn anonymous(name: &str) -> Actor {
     Actor {
         kind: ActorKind::Anonymous,
         id: String::new(),
@@ -359,7 +359,7 @@ fn anonymous(name: &str) -> Actor {
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => s[..i].to_owned(),
         None => s.to_owned(),

@@ -86,7 +86,8 @@ impl Authenticator {
             u.password_hash = Some(h);
             extra.push(DirectoryChange::PutUser(u));
         }
-        self.start_session(user, "login", origin, extra, Vec::new())
+        let details = json!({ "method": "password" });
+        self.start_session(user, "login", details, origin, extra, Vec::new())
             .await
     }
 
@@ -175,12 +176,13 @@ impl Authenticator {
         Ok(Error::BadCredentials)
     }
 
-    /// Creates a session for `user` in their first organisation, committing `extra` changes and
-    /// events with it and a `action` event.
-    pub(super) async fn start_session(
+    /// Creates a session for `user` in their first organisation, committing `changes` and
+    /// `events` with it and an `action` event with `details` (plus the session's expiry).
+    pub(crate) async fn start_session(
         &self,
         user: User,
         action: &str,
+        mut details: serde_json::Value,
         origin: Origin<'_>,
         mut changes: Vec<DirectoryChange>,
         mut events: Vec<AuditEvent>,
@@ -207,7 +209,10 @@ impl Authenticator {
             action,
             Outcome::Success,
             origin,
-            json!({ "session_expires_ms": session.expires_ms }),
+            {
+                details["session_expires_ms"] = json!(session.expires_ms);
+                details
+            },
         );
         ev.org = org;
         events.push(ev);

@@ -196,7 +196,14 @@ impl Authenticator {
             DirectoryChange::PutUser(user.clone()),
             DirectoryChange::DeleteSetting(SETUP_SETTING.into()),
         ];
-        self.start_session(user, "login", origin, changes, vec![ev])
-            .await
+        self.start_session(
+            user,
+            "login",
+            json!({ "method": "setup" }),
+            origin,
+            changes,
+            vec![ev],
+        )
+        .await
     }
 }
