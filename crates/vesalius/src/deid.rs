@@ -6,7 +6,7 @@
 //! JSON with `--json`. `--table-json` prints the encoded Table E.1-1 and exits.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -182,8 +182,12 @@ fn collect(
 /// Runs `vesalius deid`.
 pub fn run(a: DeidArgs) -> Result<()> {
     if a.table_json {
-        println!("{}", serde_json::to_string_pretty(table::ROWS)?);
-        return Ok(());
+        let json = serde_json::to_string_pretty(table::ROWS)?;
+        // Piped into `head` or a pager that quits early: not an error.
+        return match writeln!(std::io::stdout().lock(), "{json}") {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            r => Ok(r?),
+        };
     }
     let key = a
         .key
