@@ -5,7 +5,7 @@
 //! which the directory keeps the SHA-256. A share link may further require a passcode (argon2id
 //! like a password) and/or the patient's birth date; wrong answers are counted per link and lock
 //! it for a while ([`super::AuthOptions::link_max_failures`]), because a 6-digit passcode or a
-//! birth date is guessable while the secret is not. Every use is audited (`link-use`), successful
+//! birth date is guessable while the secret is not (wrong secrets are refused but not counted). Every use is audited (`link-use`), successful
 //! opens once per link, source and study per dedupe window.
 
 use serde_json::json;
@@ -182,6 +182,23 @@ impl Authenticator {
                 .link_refused(id, "", "unknown-link", origin, Error::BadCredentials)
                 .await);
         };
+        // A wrong secret is not counted: the secret cannot be guessed, and counting it would let
+        // anyone who saw the link id (audit trail, logs) lock the patient out.
+        if !(secret.len() <= 128 && constant_time_eq(sha256_hex(secret), &link.secret_hash)) {
+            return Err(self
+                .link_refused(id, &link.org, "wrong-secret", origin, Error::BadCredentials)
+                .await);
+        }
+        if link.revoked {
+            return Err(self
+                .link_refused(id, &link.org, "revoked", origin, Error::Revoked("link"))
+                .await);
+        }
+        if now >= link.expires_ms {
+            return Err(self
+                .link_refused(id, &link.org, "expired", origin, Error::Expired("link"))
+                .await);
+        }
         let locked = self.dir.throttle_state(&key, now).await?.locked_until_ms;
         if locked > now {
             return Err(self
@@ -194,15 +211,8 @@ impl Authenticator {
                 )
                 .await);
         }
-        let secret_ok =
-            secret.len() <= 128 && constant_time_eq(sha256_hex(secret), &link.secret_hash);
-        let answer_ok = secret_ok && self.check_link_answers(&link, passcode, birth_date).await?;
-        if !answer_ok {
-            let why = if secret_ok {
-                "wrong-passcode-or-birth-date"
-            } else {
-                "wrong-secret"
-            };
+        if !self.check_link_answers(&link, passcode, birth_date).await? {
+            let why = "wrong-passcode-or-birth-date";
             let o = &self.opts;
             let st = self
                 .dir
@@ -221,16 +231,6 @@ impl Authenticator {
             };
             return Err(self
                 .link_refused(id, &link.org, &why, origin, Error::BadCredentials)
-                .await);
-        }
-        if link.revoked {
-            return Err(self
-                .link_refused(id, &link.org, "revoked", origin, Error::Revoked("link"))
-                .await);
-        }
-        if now >= link.expires_ms {
-            return Err(self
-                .link_refused(id, &link.org, "expired", origin, Error::Expired("link"))
                 .await);
         }
         self.dir.throttle_reset(&key).await?;
