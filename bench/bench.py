@@ -192,6 +192,8 @@ class Vesalius(Server):
         env = dict(os.environ)
         env["VESALIUS__LIMITS__MIN_FREE_BYTES"] = "0"
         env["VESALIUS__DICOM__MAX_PDU_LENGTH"] = str(PDU)
+        # The harness measures the archive, not credentials (auth is checked by scripts/test).
+        env["VESALIUS__AUTH__REQUIRED"] = "false"
         env.setdefault("RUST_LOG", "info")
         env["TCP_NODELAY"] = "1"
         cmd = [VESALIUS_BIN, "serve", "--data-dir", str(self.data_dir),

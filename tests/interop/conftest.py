@@ -23,6 +23,9 @@ class Server:
         env = dict(os.environ)
         env["VESALIUS__LIMITS__MIN_FREE_BYTES"] = env.get("VESALIUS__LIMITS__MIN_FREE_BYTES", "0")
         env["RUST_LOG"] = env.get("RUST_LOG", "info")
+        # The suites below predate HTTP authentication and carry no credentials: they run with
+        # auth.required = false (test_http_auth.py checks the default, required).
+        env["VESALIUS__AUTH__REQUIRED"] = env.get("VESALIUS__AUTH__REQUIRED", "false")
         if extra_env:
             env.update(extra_env)
         cmd = [BIN]

@@ -105,7 +105,8 @@ def test_kill_9_mid_ingest_loses_no_acknowledged_instance(tmp_path, synth_dir):
     # No half-written object visible: every index row has its intact blob.
     out = subprocess.run(
         [BIN, "admin", "check", "--data-dir", str(data), "--json"], capture_output=True, text=True,
-        env={"VESALIUS__LIMITS__MIN_FREE_BYTES": "0", "PATH": "/usr/bin:/bin"},
+        env={"VESALIUS__LIMITS__MIN_FREE_BYTES": "0", "VESALIUS__AUTH__REQUIRED": "false",
+             "PATH": "/usr/bin:/bin"},
     )
     report = json.loads(out.stdout)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -15,6 +15,9 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod authn;
+pub mod session;
+
 use std::sync::Arc;
 
 use axum::Json;

@@ -13,6 +13,7 @@
 //!   and audit; break-glass; the privacy-officer report.
 //! - [`oidc`]: OpenID Connect login (authorization code + PKCE) and identity-to-user mapping.
 //! - [`audit_chain`]: the site key, signed checkpoints and verification of the hash chain.
+//! - [`caller`]: a principal resolved for one request, as front ends carry it.
 //! - [`cookie`]: the session cookie and header parsing, as plain strings.
 //! - [`net`]: source-address allow-lists (IPs and CIDR blocks).
 //! - [`dedupe`]: one audit event per study access per user per few minutes, not one per frame.
@@ -26,6 +27,7 @@
 
 pub mod audit_chain;
 pub mod authenticator;
+pub mod caller;
 pub mod cookie;
 pub mod dedupe;
 pub mod error;
@@ -39,6 +41,7 @@ pub mod secret;
 pub mod token;
 
 pub use authenticator::{AuthOptions, Authenticator, Origin};
+pub use caller::Caller;
 pub use error::{Error, Result};
 pub use policy::{Action, Decision, Resource, access, authorize};
 pub use principal::{Principal, PrincipalKind};

@@ -36,6 +36,16 @@ impl DicomWebError {
         Self::new(ErrorKind::BadRequest, message)
     }
 
+    /// 401: no (valid) credentials.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unauthorized, message)
+    }
+
+    /// 403: the caller may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Forbidden, message)
+    }
+
     /// 404: nothing matches.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::NotFound, message)

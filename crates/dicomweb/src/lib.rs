@@ -36,6 +36,7 @@ pub mod wado;
 pub mod wado_uri;
 
 mod blob_io;
+mod caller;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -45,7 +46,6 @@ use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::request::Parts;
 use axum::routing::get;
 use vesalius_store::Ingestor;
-use vesalius_store::query::Scope;
 
 pub use error::DicomWebError;
 
@@ -106,34 +106,34 @@ pub(crate) struct AppState {
     pub ingestor: Arc<Ingestor>,
     pub options: Arc<DicomWebOptions>,
     pub cache: Arc<rendered::RenderCache>,
+    /// Audit trail and dedupe; `None` in tests that do not audit.
+    pub auth: Option<Arc<vesalius_auth::Authenticator>>,
 }
 
 impl AppState {
-    fn new(ingestor: Arc<Ingestor>, options: DicomWebOptions) -> Self {
+    fn new(
+        ingestor: Arc<Ingestor>,
+        options: DicomWebOptions,
+        auth: Option<Arc<vesalius_auth::Authenticator>>,
+    ) -> Self {
         AppState {
             ingestor,
             options: Arc::new(options),
             cache: Arc::new(rendered::RenderCache::new(rendered::CACHE_BYTES)),
-        }
-    }
-
-    /// A retrieval scope limited to this service's organisation.
-    pub fn scope(&self, study: &str, series: Option<&str>, sop: Option<&str>) -> Scope {
-        Scope {
-            access: Some(vesalius_store::query::Access::orgs([self
-                .options
-                .org
-                .clone()])),
-            study: Some(study.to_owned()),
-            series: series.map(str::to_owned),
-            instance: sop.map(str::to_owned),
+            auth,
         }
     }
 }
 
 /// The DICOMweb router (STOW-RS, QIDO-RS, WADO-RS); nest it where clients expect it
-/// (`/dicom-web`).
-pub fn router(ingestor: Arc<Ingestor>, options: DicomWebOptions) -> Router {
+/// (`/dicom-web`). Every request must carry a [`vesalius_auth::Caller`] extension (put there by
+/// the binary's authentication layer; tests add one), or it is refused with 401. Without `auth`
+/// nothing is audited.
+pub fn router(
+    ingestor: Arc<Ingestor>,
+    options: DicomWebOptions,
+    auth: Option<Arc<vesalius_auth::Authenticator>>,
+) -> Router {
     let base = "/studies/{study}/series/{series}/instances/{sop}";
     Router::new()
         .route("/studies", get(qido::studies).post(stow::store))
@@ -183,14 +183,18 @@ pub fn router(ingestor: Arc<Ingestor>, options: DicomWebOptions) -> Router {
             get(rendered::frame_thumbnail),
         )
         .route(&format!("{base}/bulkdata/{{spec}}"), get(wado::bulkdata))
-        .with_state(AppState::new(ingestor, options))
+        .with_state(AppState::new(ingestor, options, auth))
 }
 
 /// The WADO-URI router (PS3.18 9): serves `GET /wado`; merge it at the root.
-pub fn wado_uri_router(ingestor: Arc<Ingestor>, options: DicomWebOptions) -> Router {
+pub fn wado_uri_router(
+    ingestor: Arc<Ingestor>,
+    options: DicomWebOptions,
+    auth: Option<Arc<vesalius_auth::Authenticator>>,
+) -> Router {
     Router::new()
         .route("/wado", get(wado_uri::wado))
-        .with_state(AppState::new(ingestor, options))
+        .with_state(AppState::new(ingestor, options, auth))
 }
 
 /// The absolute URL of the DICOMweb service as the client reached it, e.g.

@@ -22,18 +22,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use axum::extract::{Path, Query as QueryParams, State};
+use axum::extract::{Path, Query as QueryParams};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_dictionary_std::StandardDataDictionary;
 
 use vesalius_core::tag::{self, Tag};
-use vesalius_store::query::{Access, Key, Level, Matcher, Query, Scope};
+use vesalius_store::query::{Key, Level, Matcher, Query, Scope};
 
+use crate::caller::Ctx;
 use crate::error::{DicomWebError, Result};
 use crate::multipart::parse_accept;
-use crate::{AppState, ServiceUrl, check_uids};
+use crate::{ServiceUrl, check_uids};
 
 type Params = QueryParams<Vec<(String, String)>>;
 use vesalius_store::query::Answer;
@@ -102,38 +103,23 @@ struct Target {
 }
 
 /// `GET /studies`.
-pub(crate) async fn studies(
-    st: State<AppState>,
-    url: ServiceUrl,
-    h: HeaderMap,
-    p: Params,
-) -> Response {
+pub(crate) async fn studies(st: Ctx, url: ServiceUrl, h: HeaderMap, p: Params) -> Response {
     search(st, url, h, p, Level::Study, None, None).await
 }
 
 /// `GET /series`.
-pub(crate) async fn series(
-    st: State<AppState>,
-    url: ServiceUrl,
-    h: HeaderMap,
-    p: Params,
-) -> Response {
+pub(crate) async fn series(st: Ctx, url: ServiceUrl, h: HeaderMap, p: Params) -> Response {
     search(st, url, h, p, Level::Series, None, None).await
 }
 
 /// `GET /instances`.
-pub(crate) async fn instances(
-    st: State<AppState>,
-    url: ServiceUrl,
-    h: HeaderMap,
-    p: Params,
-) -> Response {
+pub(crate) async fn instances(st: Ctx, url: ServiceUrl, h: HeaderMap, p: Params) -> Response {
     search(st, url, h, p, Level::Image, None, None).await
 }
 
 /// `GET /studies/{study}/series`.
 pub(crate) async fn study_series(
-    st: State<AppState>,
+    st: Ctx,
     url: ServiceUrl,
     Path(study): Path<String>,
     h: HeaderMap,
@@ -144,7 +130,7 @@ pub(crate) async fn study_series(
 
 /// `GET /studies/{study}/instances`.
 pub(crate) async fn study_instances(
-    st: State<AppState>,
+    st: Ctx,
     url: ServiceUrl,
     Path(study): Path<String>,
     h: HeaderMap,
@@ -155,7 +141,7 @@ pub(crate) async fn study_instances(
 
 /// `GET /studies/{study}/series/{series}/instances`.
 pub(crate) async fn series_instances(
-    st: State<AppState>,
+    st: Ctx,
     url: ServiceUrl,
     Path((study, series)): Path<(String, String)>,
     h: HeaderMap,
@@ -165,7 +151,7 @@ pub(crate) async fn series_instances(
 }
 
 async fn search(
-    State(st): State<AppState>,
+    st: Ctx,
     url: ServiceUrl,
     headers: HeaderMap,
     QueryParams(params): Params,
@@ -203,7 +189,7 @@ struct Request {
 }
 
 async fn run(
-    st: &AppState,
+    st: &Ctx,
     url: &ServiceUrl,
     headers: &HeaderMap,
     params: &[(String, String)],
@@ -230,13 +216,25 @@ async fn run(
     let probe = req.limit.is_none_or(|l| l > max);
     let query = Query {
         level: target.level,
-        access: Some(Access::orgs([st.options.org.clone()])),
+        access: st.access(),
         filters: std::mem::take(&mut req.filters),
         fuzzy: req.fuzzy,
         offset: req.offset,
         limit: if probe { limit + 1 } else { limit },
     };
     let mut answers = st.ingestor.index().find(&query).await?;
+    // Issue 4: every search is audited (what was asked, how many answers), off the response path.
+    st.append(st.caller.event(
+        "query",
+        vesalius_store::audit::Outcome::Success,
+        st.caller.org(),
+        target.study.as_deref(),
+        serde_json::json!({
+            "level": target.level.as_str(),
+            "params": params,
+            "answers": answers.len().min(limit),
+        }),
+    ));
     if answers.len() > limit {
         answers.truncate(limit);
         req.warnings.push(format!(
@@ -399,11 +397,11 @@ fn set_uid(a: &mut Answer, t: Tag, uid: &str) {
 
 /// Adds what the stored level attributes lack: the UIDs of the parent levels and, when the
 /// resource names no study (series), the study- (and series-) level attributes.
-async fn complete(st: &AppState, target: &Target, answers: &mut [Answer]) -> Result<()> {
+async fn complete(st: &Ctx, target: &Target, answers: &mut [Answer]) -> Result<()> {
     if target.level == Level::Study || answers.is_empty() {
         return Ok(());
     }
-    let access = Some(Access::orgs([st.options.org.clone()]));
+    let access = st.access();
     // Within one study, one index read maps every instance to its series.
     let mut in_study: Option<BTreeMap<String, (String, String)>> = None;
     for a in answers.iter_mut() {
@@ -475,7 +473,7 @@ async fn complete(st: &AppState, target: &Target, answers: &mut [Answer]) -> Res
 }
 
 /// Copies the attributes of each answer's study (or series) into it, one query per 500 UIDs.
-async fn merge_level(st: &AppState, answers: &mut [Answer], level: Level, key: Key) -> Result<()> {
+async fn merge_level(st: &Ctx, answers: &mut [Answer], level: Level, key: Key) -> Result<()> {
     let mut uids: Vec<String> = answers
         .iter()
         .filter_map(|a| uid_of(a, key.tag()))
@@ -490,7 +488,7 @@ async fn merge_level(st: &AppState, answers: &mut [Answer], level: Level, key: K
         };
         let q = Query {
             level,
-            access: Some(Access::orgs([st.options.org.clone()])),
+            access: st.access(),
             filters: vec![(key, m)],
             fuzzy: false,
             offset: 0,

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -26,6 +26,7 @@ use vesalius_codec::{ImageFormat, RenderOptions};
 use vesalius_store::model::StoredInstance;
 use vesalius_store::query::Scope;
 
+use crate::caller::Ctx;
 use crate::error::{DicomWebError, Result};
 use crate::multipart::parse_accept;
 use crate::wado::parse_frame_list;
@@ -279,7 +280,7 @@ fn one_frame(list: &str) -> Result<u32> {
 
 /// `GET .../instances/{sop}/rendered`.
 pub(crate) async fn instance_rendered(
-    State(st): State<AppState>,
+    st: Ctx,
     Path((study, series, sop)): Path<(String, String, String)>,
     headers: HeaderMap,
     Query(params): Params,
@@ -291,7 +292,7 @@ pub(crate) async fn instance_rendered(
 
 /// `GET .../instances/{sop}/thumbnail`.
 pub(crate) async fn instance_thumbnail(
-    State(st): State<AppState>,
+    st: Ctx,
     Path((study, series, sop)): Path<(String, String, String)>,
     headers: HeaderMap,
     Query(params): Params,
@@ -303,7 +304,7 @@ pub(crate) async fn instance_thumbnail(
 
 /// `GET .../instances/{sop}/frames/{n}/rendered`.
 pub(crate) async fn frame_rendered(
-    State(st): State<AppState>,
+    st: Ctx,
     Path((study, series, sop, frames)): Path<(String, String, String, String)>,
     headers: HeaderMap,
     Query(params): Params,
@@ -316,7 +317,7 @@ pub(crate) async fn frame_rendered(
 
 /// `GET .../instances/{sop}/frames/{n}/thumbnail`.
 pub(crate) async fn frame_thumbnail(
-    State(st): State<AppState>,
+    st: Ctx,
     Path((study, series, sop, frames)): Path<(String, String, String, String)>,
     headers: HeaderMap,
     Query(params): Params,
@@ -329,7 +330,7 @@ pub(crate) async fn frame_thumbnail(
 
 /// `GET /studies/{study}/series/{series}/thumbnail`: the middle instance.
 pub(crate) async fn series_thumbnail(
-    State(st): State<AppState>,
+    st: Ctx,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
     Query(params): Params,
@@ -346,7 +347,7 @@ pub(crate) async fn series_thumbnail(
 
 /// `GET /studies/{study}/thumbnail`: the middle instance of the study.
 pub(crate) async fn study_thumbnail(
-    State(st): State<AppState>,
+    st: Ctx,
     Path(study): Path<String>,
     headers: HeaderMap,
     Query(params): Params,

@@ -26,7 +26,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
@@ -38,9 +38,10 @@ use vesalius_store::ingest::IngestContext;
 use vesalius_store::model::StoredInstance;
 use vesalius_store::spool::{SpoolWriter, SpooledFile};
 
+use crate::caller::Ctx;
 use crate::error::{DicomWebError, Result};
 use crate::multipart::MediaType;
-use crate::{AppState, ServiceUrl, check_uids};
+use crate::{ServiceUrl, check_uids};
 
 /// The most parts being ingested at once per request.
 pub const MAX_IN_FLIGHT: usize = 4;
@@ -52,17 +53,13 @@ const SPOOL_FLUSH: usize = 1 << 20;
 const HEAD_BYTES: usize = 16 << 10;
 
 /// `POST /studies`: stores instances of any study.
-pub(crate) async fn store(
-    State(st): State<AppState>,
-    url: ServiceUrl,
-    req: Request,
-) -> Result<Response> {
+pub(crate) async fn store(st: Ctx, url: ServiceUrl, req: Request) -> Result<Response> {
     stow(st, url, None, req).await
 }
 
 /// `POST /studies/{study}`: stores instances that must belong to `study`.
 pub(crate) async fn store_in_study(
-    State(st): State<AppState>,
+    st: Ctx,
     url: ServiceUrl,
     Path(study): Path<String>,
     req: Request,
@@ -81,12 +78,33 @@ enum PartResult {
     },
 }
 
-async fn stow(
-    st: AppState,
-    url: ServiceUrl,
-    study: Option<String>,
-    req: Request,
-) -> Result<Response> {
+async fn stow(st: Ctx, url: ServiceUrl, study: Option<String>, req: Request) -> Result<Response> {
+    // Issue 4: instances go into the caller's organisation, if it may store there.
+    let org = if st.caller.principal.is_system() {
+        st.options.org.clone()
+    } else {
+        st.caller.org().to_owned()
+    };
+    let decision = vesalius_auth::authorize(
+        &st.caller.principal,
+        vesalius_auth::Action::Store,
+        &vesalius_auth::Resource::org(org.clone()),
+        &[],
+        now_ms(),
+    );
+    if !decision.is_allowed() {
+        st.append(st.caller.event(
+            "store",
+            vesalius_store::audit::Outcome::Denied,
+            &org,
+            study.as_deref(),
+            serde_json::json!({ "reason": format!("{decision:?}") }),
+        ));
+        return Err(DicomWebError::forbidden(format!(
+            "{} may not store into organisation {org:?}",
+            st.caller.principal.actor.name
+        )));
+    }
     let boundary = boundary(req.headers())?;
     let max = st.options.max_stow_bytes;
     if let Some(len) = content_length(req.headers())
@@ -105,6 +123,7 @@ async fn stow(
         constraints,
     );
     let mut rx = Receiver {
+        org,
         st,
         study,
         in_flight: FuturesOrdered::new(),
@@ -146,7 +165,8 @@ async fn stow(
 
 /// Receives the parts of one request.
 struct Receiver {
-    st: AppState,
+    org: String,
+    st: Ctx,
     study: Option<String>,
     in_flight: FuturesOrdered<BoxFuture<'static, PartResult>>,
     results: Vec<PartResult>,
@@ -203,7 +223,7 @@ impl Receiver {
         };
         let ingestor = self.st.ingestor.clone();
         let ctx = IngestContext {
-            org: self.st.options.org.clone(),
+            org: self.org.clone(),
             source: "stow".into(),
             expected_study: self.study.clone(),
             ..Default::default()
@@ -512,6 +532,13 @@ fn response(url: &ServiceUrl, study: Option<&str>, results: Vec<PartResult>) -> 
         Json::Object(body).to_string(),
     )
         .into_response())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

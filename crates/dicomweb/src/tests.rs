@@ -26,6 +26,8 @@ const HOST: &str = "archive.test";
 
 struct Harness {
     app: Router,
+    ingestor: Arc<Ingestor>,
+    opts: DicomWebOptions,
     _dir: tempfile::TempDir,
 }
 
@@ -43,10 +45,29 @@ fn harness(opts: DicomWebOptions) -> Harness {
         )
         .unwrap(),
     );
+    let app = app_as(&ingestor, &opts, Some(vesalius_auth::Caller::system()));
+    Harness {
+        app,
+        ingestor,
+        opts,
+        _dir: dir,
+    }
+}
+
+/// The routers as `caller` (none: as the binary's authentication layer leaves an anonymous
+/// request).
+fn app_as(
+    ingestor: &Arc<Ingestor>,
+    opts: &DicomWebOptions,
+    caller: Option<vesalius_auth::Caller>,
+) -> Router {
     let app = Router::new()
-        .nest("/dicom-web", router(ingestor.clone(), opts.clone()))
-        .merge(wado_uri_router(ingestor, opts));
-    Harness { app, _dir: dir }
+        .nest("/dicom-web", router(ingestor.clone(), opts.clone(), None))
+        .merge(wado_uri_router(ingestor.clone(), opts.clone(), None));
+    match caller {
+        Some(c) => app.layer(axum::Extension(c)),
+        None => app,
+    }
 }
 
 struct Reply {
@@ -732,4 +753,113 @@ async fn rendering_and_transcoding_from_a_store_without_files() {
             .windows(pixels.len())
             .any(|w| w == pixels.as_slice())
     );
+}
+
+/// Issue 4: nobody unknown is served, and a caller sees only what its access allows — in
+/// searches (filtered inside the index query), retrievals, metadata and frames (404, as if the
+/// study did not exist) — and may store only into its own organisation.
+#[tokio::test]
+async fn callers_see_only_what_their_access_allows() {
+    use vesalius_auth::{Caller, Principal};
+    use vesalius_store::directory::Role;
+    use vesalius_store::query::Access;
+    let (h, files) = loaded().await;
+    let as_caller = |c: Option<Caller>| Harness {
+        app: app_as(&h.ingestor, &h.opts, c),
+        ingestor: h.ingestor.clone(),
+        opts: h.opts.clone(),
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let anonymous = as_caller(None);
+    let r = anonymous.get("/dicom-web/studies", None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json()["error"], "unauthorized");
+    let r = anonymous
+        .get(&format!("/dicom-web/studies/{STUDY_A}/metadata"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        anonymous.stow("/dicom-web/studies", &files).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let user = |org: &str, role: Role, access: Access| Caller {
+        principal: Principal::token("t1", "u1", "reader", org, role),
+        access: Some(access),
+        source: "127.0.0.1:1".into(),
+        user_agent: "test".into(),
+    };
+    // Another organisation: nothing visible.
+    let other = as_caller(Some(user(
+        "other",
+        Role::Clinician,
+        Access::orgs(["other"]),
+    )));
+    let r = other.get("/dicom-web/studies", None).await;
+    assert!(r.status == StatusCode::OK || r.status == StatusCode::NO_CONTENT);
+    assert!(
+        r.body.is_empty() || r.json().as_array().unwrap().is_empty(),
+        "{:?}",
+        r.body
+    );
+    for path in [
+        format!("/dicom-web/studies/{STUDY_A}"),
+        format!("/dicom-web/studies/{STUDY_A}/metadata"),
+        format!(
+            "/dicom-web/studies/{STUDY_A}/series/{}/instances/{}/frames/1",
+            uid(STUDY_A, 2),
+            uid(STUDY_A, 103)
+        ),
+    ] {
+        assert_eq!(
+            other.get(&path, None).await.status,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    // A grant on one study opens that study and nothing else.
+    let granted = as_caller(Some(user(
+        "other",
+        Role::Clinician,
+        Access {
+            studies: vec![("default".into(), STUDY_A.into())],
+            ..Default::default()
+        },
+    )));
+    let r = granted.get("/dicom-web/studies", None).await;
+    assert_eq!(values(&r.json(), "0020000D"), vec![STUDY_A.to_owned()]);
+    assert_eq!(
+        granted
+            .get(&format!("/dicom-web/studies/{STUDY_A}/metadata"), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        granted
+            .get(&format!("/dicom-web/studies/{STUDY_B}/metadata"), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    // An auditor may not store; a radiographer stores into its own organisation.
+    let auditor = as_caller(Some(user("default", Role::Auditor, Access::default())));
+    assert_eq!(
+        auditor.stow("/dicom-web/studies", &files).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let radiographer = as_caller(Some(user(
+        "org-b",
+        Role::Radiographer,
+        Access::orgs(["org-b"]),
+    )));
+    let r = radiographer.stow("/dicom-web/studies", &files[..1]).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let r = radiographer.get("/dicom-web/studies", None).await;
+    assert_eq!(r.json().as_array().unwrap().len(), 1, "only its own copy");
 }

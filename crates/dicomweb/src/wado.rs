@@ -21,7 +21,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -33,6 +33,7 @@ use vesalius_store::model::{FrameIndex, StoredInstance};
 use vesalius_store::query::Scope;
 
 use crate::blob_io::{self, ByteStream};
+use crate::caller::Ctx;
 use crate::error::{DicomWebError, Result};
 use crate::multipart::{MediaType, Multipart, parse_accept};
 use crate::{AppState, ServiceUrl, check_uids};
@@ -50,7 +51,7 @@ fn io_err(e: impl std::fmt::Display) -> std::io::Error {
 
 /// `GET /studies/{study}`.
 pub(crate) async fn retrieve_study(
-    State(st): State<AppState>,
+    st: Ctx,
     Path(study): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response> {
@@ -60,7 +61,7 @@ pub(crate) async fn retrieve_study(
 
 /// `GET /studies/{study}/series/{series}`.
 pub(crate) async fn retrieve_series(
-    State(st): State<AppState>,
+    st: Ctx,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
@@ -70,7 +71,7 @@ pub(crate) async fn retrieve_series(
 
 /// `GET /studies/{study}/series/{series}/instances/{sop}`.
 pub(crate) async fn retrieve_instance(
-    State(st): State<AppState>,
+    st: Ctx,
     Path((study, series, sop)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
@@ -246,7 +247,7 @@ fn describe(scope: &Scope) -> String {
 
 /// `GET /studies/{study}/metadata`.
 pub(crate) async fn study_metadata(
-    State(st): State<AppState>,
+    st: Ctx,
     url: ServiceUrl,
     Path(study): Path<String>,
     headers: HeaderMap,
@@ -257,7 +258,7 @@ pub(crate) async fn study_metadata(
 
 /// `GET /studies/{study}/series/{series}/metadata`.
 pub(crate) async fn series_metadata(
-    State(st): State<AppState>,
+    st: Ctx,
     url: ServiceUrl,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
@@ -268,7 +269,7 @@ pub(crate) async fn series_metadata(
 
 /// `GET /studies/{study}/series/{series}/instances/{sop}/metadata`.
 pub(crate) async fn instance_metadata(
-    State(st): State<AppState>,
+    st: Ctx,
     url: ServiceUrl,
     Path((study, series, sop)): Path<(String, String, String)>,
     headers: HeaderMap,
@@ -411,7 +412,7 @@ pub(crate) fn parse_frame_list(list: &str) -> Result<Vec<u32>> {
 
 /// `GET /studies/{s}/series/{se}/instances/{i}/frames/{list}`.
 pub(crate) async fn frames(
-    State(st): State<AppState>,
+    st: Ctx,
     Path((study, series, sop, list)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
@@ -552,7 +553,7 @@ fn decoded_parts(
 /// `GET /studies/{s}/series/{se}/instances/{i}/bulkdata/{spec}` where `spec` is
 /// `{offset}-{length}` or `7FE00010` (the BulkDataURIs the metadata carries).
 pub(crate) async fn bulkdata(
-    State(st): State<AppState>,
+    st: Ctx,
     Path((study, series, sop, spec)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {

@@ -8,19 +8,20 @@
 //! `presentationUID` are not supported (400), so a client never gets less than it asked for
 //! without knowing.
 
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use vesalius_codec::ImageFormat;
 
+use crate::caller::Ctx;
 use crate::error::{DicomWebError, Result};
 use crate::multipart::MediaType;
 use crate::rendered::{RenderParams, render};
-use crate::{AppState, check_uids, wado};
+use crate::{check_uids, wado};
 
 /// `GET /wado`.
 pub(crate) async fn wado(
-    State(st): State<AppState>,
+    st: Ctx,
     _headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response> {

@@ -74,8 +74,9 @@ pub async fn start_with(opts: impl FnOnce(&str) -> DicomWebOptions) -> Server {
         .unwrap(),
     );
     let app = Router::new()
-        .nest("/dicom-web", router(ingestor.clone(), opts.clone()))
-        .merge(wado_uri_router(ingestor, opts));
+        .nest("/dicom-web", router(ingestor.clone(), opts.clone(), None))
+        .merge(wado_uri_router(ingestor, opts, None))
+        .layer(axum::Extension(vesalius_auth::Caller::system()));
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(async move {
         axum::serve(listener, app)

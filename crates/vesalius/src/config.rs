@@ -22,6 +22,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Authentication.
+    pub auth: AuthConfig,
 }
 
 /// `[storage]`
@@ -209,6 +211,27 @@ impl Default for LimitsConfig {
             max_query_results: 1000,
             max_zip_entries: 100_000,
             max_zip_ratio: 200,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Refuse HTTP requests without credentials (a bearer token or a login session). Default
+    /// `true`. `false` serves anonymous requests as the server itself: only for test set-ups
+    /// that carry no credentials yet; the start-up banner warns.
+    pub required: bool,
+    /// Send the session cookie with `Secure` (default: when the HTTP address speaks TLS).
+    pub secure_cookies: Option<bool>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            required: true,
+            secure_cookies: None,
         }
     }
 }

@@ -11,6 +11,7 @@ use axum::response::IntoResponse;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use vesalius_auth::{AuthOptions, Authenticator};
 use vesalius_blob_object::ObjectBlobStore;
 use vesalius_store::Ingestor;
 use vesalius_store::ingest::IngestLimits;
@@ -22,15 +23,30 @@ use crate::config::Config;
 pub struct Storage {
     /// The ingest pipeline (and through it the index and blobs).
     pub ingestor: Arc<Ingestor>,
+    /// Access control over the same database (directory and audit trail).
+    pub auth: Arc<Authenticator>,
 }
 
 /// Opens (creating) the data directory: `index.db` and `blobs/`.
 pub async fn open_storage(cfg: &Config) -> Result<Storage> {
     let dir = &cfg.storage.data_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let index = SqliteIndex::open(&dir.join("index.db"))
-        .await
-        .context("opening the index")?;
+    let index = Arc::new(
+        SqliteIndex::open(&dir.join("index.db"))
+            .await
+            .context("opening the index")?,
+    );
+    let secure = cfg
+        .auth
+        .secure_cookies
+        .unwrap_or(cfg.http_tls().ok().flatten().is_some());
+    let auth = Arc::new(Authenticator::new(
+        index.clone(),
+        index.clone(),
+        AuthOptions::new()
+            .secure_cookies(secure)
+            .local_ae_titles([cfg.dicom.ae_title.clone()]),
+    ));
     let blobs = ObjectBlobStore::local(&dir.join("blobs")).context("opening the blob store")?;
     let spool = blobs.spool_dir().context("local store has a spool")?;
     let mut limits = IngestLimits {
@@ -40,9 +56,10 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
     };
     limits.parse.max_value_length = cfg.limits.max_value_length;
     limits.parse.max_kept_bytes = cfg.limits.max_header_bytes;
-    let ingestor = Ingestor::new(Arc::new(index), Arc::new(blobs), spool, limits)?;
+    let ingestor = Ingestor::new(index, Arc::new(blobs), spool, limits)?;
     Ok(Storage {
         ingestor: Arc::new(ingestor),
+        auth,
     })
 }
 
@@ -51,6 +68,7 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
 pub fn http_app(
     cfg: &Config,
     ingestor: Arc<Ingestor>,
+    auth: Arc<Authenticator>,
     metrics: Option<PrometheusHandle>,
 ) -> Router {
     let web_opts = vesalius_dicomweb::DicomWebOptions {
@@ -65,13 +83,15 @@ pub fn http_app(
     let mut app = Router::new()
         .nest(
             "/dicom-web",
-            vesalius_dicomweb::router(ingestor.clone(), web_opts.clone()),
+            vesalius_dicomweb::router(ingestor.clone(), web_opts.clone(), Some(auth.clone())),
         )
         .merge(vesalius_dicomweb::wado_uri_router(
             ingestor.clone(),
             web_opts,
+            Some(auth.clone()),
         ))
-        .merge(vesalius_api::router(ingestor, api_opts));
+        .merge(vesalius_api::router(ingestor, api_opts))
+        .merge(vesalius_api::session::router(auth.clone()));
     if let Some(h) = metrics {
         app = app.route(
             "/metrics",
@@ -81,6 +101,17 @@ pub fn http_app(
             }),
         );
     }
+    // Issue 4: every request is authenticated before any router sees it.
+    let authn = vesalius_api::authn::Authn::new(
+        auth,
+        vesalius_api::authn::AuthnOptions {
+            required: cfg.auth.required,
+        },
+    );
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        authn,
+        vesalius_api::authn::authenticate,
+    ));
     // HSTS only when this address really speaks TLS.
     let https = cfg.http_tls().ok().flatten().is_some();
     app.layer(axum::middleware::map_response_with_state(
@@ -168,6 +199,22 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
         "  metrics        : {scheme}://{}/metrics",
         http.local_addr()?
     );
+    // Issue 4: an empty directory gets its first organisation and administrator, whose password
+    // is set through a one-time link.
+    if let Some(link) = storage.auth.first_start(None).await? {
+        println!(
+            "  first start    : set the password of {:?} (organisation {:?}) at {scheme}://{}{}",
+            link.username,
+            link.org,
+            http.local_addr()?,
+            link.path()
+        );
+    }
+    if !cfg.auth.required {
+        println!(
+            "  WARNING        : auth.required = false: anonymous HTTP requests act as the server"
+        );
+    }
     let shutdown = CancellationToken::new();
     let dimse_opts = vesalius_dimse::DimseServerOptions {
         ae_title: cfg.dicom.ae_title.clone(),
@@ -204,7 +251,12 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
         dimse_opts,
         shutdown.clone(),
     ));
-    let app = http_app(&cfg, storage.ingestor.clone(), metrics);
+    let app = http_app(
+        &cfg,
+        storage.ingestor.clone(),
+        storage.auth.clone(),
+        metrics,
+    );
     let sd = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
