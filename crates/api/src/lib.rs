@@ -144,7 +144,35 @@ async fn upload(State(st): State<AppState>, body: Body) -> Result<Response, ApiE
         .into_response())
 }
 
-async fn remove(st: &AppState, scope: Scope) -> Result<Json<serde_json::Value>, ApiError> {
+async fn remove(
+    st: &AppState,
+    caller: Option<axum::Extension<vesalius_auth::Caller>>,
+    mut scope: Scope,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    // Issue 4: only who may delete in their organisation deletes, and only what they can see.
+    let Some(axum::Extension(caller)) = caller else {
+        return Err(ApiError {
+            kind: ErrorKind::Unauthorized,
+            message: "credentials required".into(),
+        });
+    };
+    if !caller.principal.is_system() {
+        let org = caller.org().to_owned();
+        let d = vesalius_auth::authorize(
+            &caller.principal,
+            vesalius_auth::Action::Delete,
+            &vesalius_auth::Resource::org(org.clone()),
+            &[],
+            0,
+        );
+        if !d.is_allowed() {
+            return Err(ApiError {
+                kind: ErrorKind::Forbidden,
+                message: format!("{} may not delete in {org:?}", caller.principal.actor.name),
+            });
+        }
+        scope.access = Some(vesalius_store::query::Access::orgs([org]));
+    }
     let gone = st.ingestor.index().delete(&scope).await?;
     if gone.is_empty() {
         return Err(ApiError {
@@ -168,23 +196,26 @@ async fn remove(st: &AppState, scope: Scope) -> Result<Json<serde_json::Value>, 
 
 async fn delete_study(
     State(st): State<AppState>,
+    caller: Option<axum::Extension<vesalius_auth::Caller>>,
     Path(study): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    remove(&st, Scope::study(study)).await
+    remove(&st, caller, Scope::study(study)).await
 }
 
 async fn delete_series(
     State(st): State<AppState>,
+    caller: Option<axum::Extension<vesalius_auth::Caller>>,
     Path((study, series)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    remove(&st, Scope::series(study, series)).await
+    remove(&st, caller, Scope::series(study, series)).await
 }
 
 async fn delete_instance(
     State(st): State<AppState>,
+    caller: Option<axum::Extension<vesalius_auth::Caller>>,
     Path((study, series, sop)): Path<(String, String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    remove(&st, Scope::instance(study, series, sop)).await
+    remove(&st, caller, Scope::instance(study, series, sop)).await
 }
 
 async fn versions(
