@@ -1,6 +1,17 @@
 //! `vesalius admin …`: work on a data directory directly (offline set-up and checks).
+//!
+//! `check` and `cert` work on files; `org`, `user`, `token` and `ae` edit the directory of the
+//! index database, with the server stopped or running (see [`context`]), so deployments and
+//! tests are set up without a browser.
+
+mod ae;
+pub(crate) mod context;
+mod org;
+mod token;
+mod user;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -32,6 +43,38 @@ pub enum AdminCommand {
     Cert {
         #[command(subcommand)]
         what: crate::tls::CertCommand,
+    },
+    /// Organisations: create, list.
+    Org {
+        /// Data directory (default from the configuration).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        what: org::OrgCommand,
+    },
+    /// Users and service accounts: create, list, disable, enable, passwd.
+    User {
+        /// Data directory (default from the configuration).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        what: user::UserCommand,
+    },
+    /// API tokens: create (shown once), list, revoke.
+    Token {
+        /// Data directory (default from the configuration).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        what: token::TokenCommand,
+    },
+    /// Calling AE titles (DICOM nodes) allowed to associate: add, list, remove.
+    Ae {
+        /// Data directory (default from the configuration).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        what: ae::AeCommand,
     },
 }
 
@@ -94,6 +137,22 @@ pub async fn run(cmd: AdminCommand, mut cfg: Config) -> Result<()> {
             Ok(())
         }
         AdminCommand::Cert { what } => crate::tls::run_cert(what),
+        AdminCommand::Org { data_dir, what } => {
+            let cx = context::AdminContext::open(&context::data_dir(&cfg, data_dir)).await?;
+            org::run(&cx, what).await
+        }
+        AdminCommand::User { data_dir, what } => {
+            let cx = context::AdminContext::open(&context::data_dir(&cfg, data_dir)).await?;
+            user::run(&cx, what).await
+        }
+        AdminCommand::Token { data_dir, what } => {
+            let cx = context::AdminContext::open(&context::data_dir(&cfg, data_dir)).await?;
+            token::run(&cx, what).await
+        }
+        AdminCommand::Ae { data_dir, what } => {
+            let cx = context::AdminContext::open(&context::data_dir(&cfg, data_dir)).await?;
+            ae::run(&cx, what).await
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `vesalius` binary: command line, configuration and wiring of every layer.
 
 mod admin;
+mod audit_cmd;
 mod config;
 mod deid;
 mod import;
@@ -52,6 +53,8 @@ enum Command {
         #[command(subcommand)]
         what: admin::AdminCommand,
     },
+    /// The audit trail: verify the hash chain, search, export (FHIR), sign checkpoints.
+    Audit(audit_cmd::AuditArgs),
 }
 
 #[derive(Subcommand)]
@@ -241,5 +244,6 @@ fn main() -> Result<()> {
         Command::Delete(a) => rt.block_on(send::delete(a)),
         Command::Deid(a) => deid::run(a),
         Command::Admin { what } => rt.block_on(admin::run(what, cfg)),
+        Command::Audit(a) => rt.block_on(audit_cmd::run(a, cfg)),
     }
 }
