@@ -1,10 +1,12 @@
 """Black-box fixtures: the real `vesalius` binary started on port 0 with a temp data directory,
 and synthetic studies written by `vesalius synth`."""
 
+import json
 import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -14,10 +16,54 @@ import pytest
 BIN = os.environ.get("VESALIUS_BIN", str(Path(__file__).resolve().parents[2] / "target/debug/vesalius"))
 
 
+def caller(ae_title, org="default", allowed_addrs=("127.0.0.1",), may_query=True, **extra):
+    """One `[[dicom.callers]]` entry: a calling AE title the server admits (issue 4)."""
+    return {"ae_title": ae_title, "org": org, "allowed_addrs": list(allowed_addrs), "may_query": may_query,
+            **extra}
+
+
+# The calling AE titles the suites use, seeded through the config file every Server writes:
+# DCMTK's defaults, pynetdicom's, `vesalius echo|send` (calling as VESALIUS) and the titles the
+# tests pass to pynetdicom's AE(ae_title=...).
+DEFAULT_CALLERS = [caller(ae) for ae in (
+    "ECHOSCU", "STORESCU", "FINDSCU", "GETSCU", "MOVESCU", "PYNETDICOM", "VESALIUS",
+    "FULLDISK", "COMMITSCU", "METRICS", "CRASHTEST", "SYNCTEST", "TLSGET",
+)]
+
+
+def callers_toml(callers):
+    """`[[dicom.callers]]` tables for `callers` (TOML basic strings are JSON strings here)."""
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(v)
+    return "".join("\n[[dicom.callers]]\n" + "".join(f"{k} = {value(v)}\n" for k, v in c.items())
+                   for c in callers)
+
+
+def has_default_org(data_dir):
+    """Whether `callers` of organisation `default` can be seeded: a fresh data directory gets it
+    at the first start; one set up with `vesalius admin` may not have it (the server would refuse
+    to start with callers of an unknown organisation)."""
+    db = Path(data_dir) / "index.db"
+    if not db.exists():
+        return True
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT 1 FROM orgs WHERE id = 'default'").fetchone() is not None
+    except sqlite3.Error:
+        return True
+    finally:
+        con.close()
+
+
 class Server:
     """A running `vesalius serve` process."""
 
-    def __init__(self, data_dir: Path, extra_env=None, wrapper=None, config_text=None, extra_args=None):
+    def __init__(self, data_dir: Path, extra_env=None, wrapper=None, config_text=None, extra_args=None,
+                 callers=None):
         self.data_dir = data_dir
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         env = dict(os.environ)
@@ -29,10 +75,14 @@ class Server:
         if extra_env:
             env.update(extra_env)
         cmd = [BIN]
-        if config_text is not None:
-            cfg = data_dir.parent / f"{data_dir.name}.toml"
-            cfg.write_text(config_text)
-            cmd += ["--config", str(cfg)]
+        # Issue 4: DICOM callers must be registered; seed the ones the tests use (`callers`
+        # replaces the default list) with whatever configuration the test gives.
+        callers = DEFAULT_CALLERS if callers is None else callers
+        if not has_default_org(data_dir):
+            callers = [c for c in callers if c["org"] != "default"]
+        cfg = data_dir.parent / f"{data_dir.name}.toml"
+        cfg.write_text((config_text or "") + callers_toml(callers))
+        cmd += ["--config", str(cfg)]
         cmd += ["serve", "--data-dir", str(data_dir), "--dicom-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]
         # TLS: e.g. ["--tls-cert", cert, "--tls-key", key, "--dicom-tls-addr", "127.0.0.1:0"].
         cmd += [str(a) for a in (extra_args or [])]

@@ -5,19 +5,26 @@
 //!   (0008,1195) and a Referenced SOP Sequence (0008,1199) is answered N-ACTION-RSP 0x0000 at
 //!   once; anything else gets 0x0123 (no such action type), 0x0121 (missing attribute) or 0x0122
 //!   (not a commitment context).
+//! - Access control (issue 4): the requester must be allowed to store into its organisation
+//!   (`Action::Store`, what every registered AE title may do), else the answer is 0x0124
+//!   "Refused: Not Authorized". Query rights are not needed: a modality asking whether its own
+//!   images are safe must not have to be given the right to search its organisation's archive,
+//!   and the answer reveals nothing beyond the SOP Instance UIDs it names, in its own
+//!   organisation.
 //! - Each referenced instance is then checked in the index: it must be a current instance of the
-//!   server's organisation with the same SOP class. Instances are durable before the index row
-//!   exists (see the ingest contract), so presence in the index is the commitment.
+//!   requester's organisation with the same SOP class. Instances are durable before the index
+//!   row exists (see the ingest contract), so presence in the index is the commitment.
 //! - The result is an N-EVENT-REPORT-RQ (PS3.4 J.3.3): Event Type ID 1 when everything is
 //!   committed, 2 when something failed, with the Referenced SOP Sequence of committed instances
 //!   and the Failed SOP Sequence with Failure Reason 0x0112 (no such object instance) or 0x0119
 //!   (class/instance conflict).
 //! - It is sent on the same association when that is still open and idle (PS3.4 J.3.3.1);
-//!   otherwise on a new association to the requesting AE, looked up in the configured nodes, on
-//!   which we propose the SCP role for the Push Model SOP class with SCP/SCU Role Selection
-//!   (PS3.4 J.3.3.2, PS3.7 D.3.3.4). A requester that is not a configured node cannot be called
-//!   back: the report is logged and dropped (the SCU will ask again). The callback runs in its
-//!   own task, so the association (if still open) goes on serving.
+//!   otherwise on a new association to the requesting AE (its listening address in the directory,
+//!   else a configured node: [`crate::DimseServerOptions::destination`]), on which we propose the
+//!   SCP role for the Push Model SOP class with SCP/SCU Role Selection (PS3.4 J.3.3.2, PS3.7
+//!   D.3.3.4). A requester we cannot reach that way cannot be called back: the report is logged
+//!   and dropped (the SCU will ask again). The callback runs in its own task, so the
+//!   association (if still open) goes on serving.
 
 use dicom_core::VR;
 use vesalius_core::tag;
@@ -25,6 +32,7 @@ use vesalius_core::uid;
 use vesalius_store::Ingestor;
 use vesalius_store::query::Scope;
 
+use crate::access::Peer;
 use crate::association::{Association, Polled, RequestOptions};
 use crate::dataset::{self, DataSetWriter};
 use crate::error::{Error, Result};
@@ -214,6 +222,7 @@ fn action_information(
 pub(crate) async fn handle(
     assoc: &mut Association,
     server: &Server,
+    caller: &Peer,
     pc: u8,
     cmd: &Command,
 ) -> Result<()> {
@@ -259,11 +268,18 @@ pub(crate) async fn handle(
         Ok(x) => x,
         Err(rsp) => return assoc.send_message(pc, &rsp, None).await,
     };
+    if let Err(d) = caller.may_store(server.auth()).await {
+        caller.audit_denied(server.auth(), "storage-commitment", &d);
+        tracing::info!(calling = caller.ae(), reason = %d.comment, "storage commitment refused");
+        return assoc
+            .send_message(pc, &refuse(d.status, &d.comment), None)
+            .await;
+    }
     let mut rsp = Command::response_to(cmd, status::SUCCESS);
     rsp.set_u16(tags::ACTION_TYPE_ID, 1);
     assoc.send_message(pc, &rsp, None).await?;
 
-    let result = match check(&server.ingestor, &server.options.org, &transaction, &refs).await {
+    let result = match check(&server.ingestor, caller.org(), &transaction, &refs).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "storage commitment check failed; no report sent");
@@ -289,8 +305,8 @@ pub(crate) async fn handle(
         }
     }
     let requester = assoc.peer_ae().to_owned();
-    let Some(node) = server.options.node(&requester).cloned() else {
-        tracing::warn!(requester = %requester, "storage commitment report dropped: requester is not a configured node");
+    let Some(node) = server.options.destination(&requester, caller.org()).await else {
+        tracing::warn!(requester = %requester, "storage commitment report dropped: requester has no listening address and is not a configured node");
         return Ok(());
     };
     let (ae, timeouts) = (server.options.ae_title.clone(), server.options.timeouts);

@@ -12,15 +12,23 @@
 //! - Each match is one pending response (0xFF00) whose identifier holds exactly the requested keys
 //!   plus Query/Retrieve Level, and Specific Character Set "ISO_IR 192" when a value is not ASCII
 //!   (answers are UTF-8). The final response is 0x0000, or 0xFE00 after a C-CANCEL-RQ.
-//! - Answers are limited to the organisation of the server and to `max_query_results`.
+//! - Only AE titles allowed to query (`Action::Query`: registered with `may_query`) may search;
+//!   others get 0x0124 "Refused: Not Authorized". Answers are limited to what the AE may see
+//!   (its [`Access`], filtered inside the index query, so paging stays correct) and to
+//!   `max_query_results`.
+//! - Every search is audited as a `query` event (level, matching keys by tag, number of
+//!   answers), appended off the response path.
 
 use dicom_core::VR;
 use serde_json::{Map, Value as Json};
+use vesalius_auth::{Action, Resource};
 use vesalius_core::charset::CharacterSet;
 use vesalius_core::parse::{DataSet, Value};
 use vesalius_core::tag;
-use vesalius_store::query::{Key, Level, Matcher, Query};
+use vesalius_store::audit::Outcome;
+use vesalius_store::query::{Access, Key, Level, Matcher, Query};
 
+use crate::access::Peer;
 use crate::association::Association;
 use crate::dataset::{self, DataSetWriter, from_json};
 use crate::error::{Error, Result};
@@ -81,6 +89,8 @@ pub struct FindPlan {
     /// The query over the index.
     pub query: Query,
     requested: Vec<Requested>,
+    /// The matching keys as asked (tag as in DICOM JSON, value as sent), for the audit trail.
+    keys: Map<String, Json>,
 }
 
 fn is_unique_key(t: u32) -> bool {
@@ -94,20 +104,21 @@ fn is_unique_key(t: u32) -> bool {
 }
 
 impl FindPlan {
-    /// Builds the plan for an identifier (PS3.4 C.4.1.2.1, C.4.1.3.1); `Err` carries the Error
-    /// Comment of a 0xA900 answer.
+    /// Builds the plan for an identifier (PS3.4 C.4.1.2.1, C.4.1.3.1) over what `access` lets
+    /// the caller see (`None`: everything); `Err` carries the Error Comment of a 0xA900 answer.
     pub fn new(
         ident: &DataSet,
         model: Model,
-        org: &str,
+        access: Option<Access>,
         limit: usize,
     ) -> std::result::Result<FindPlan, String> {
         let level = model.level(ident)?;
         let cs = CharacterSet::from_value(ident.bytes(tag::SPECIFIC_CHARACTER_SET));
         let mut query = Query::new(level);
-        query.access = Some(vesalius_store::query::Access::orgs([org]));
+        query.access = access;
         query.limit = limit;
         let mut requested = Vec::new();
+        let mut keys = Map::new();
         for el in &ident.elements {
             let t = el.tag;
             if tag::group(t) <= 0x0002
@@ -134,6 +145,7 @@ impl FindPlan {
                     let raw = cs.decode(b).text;
                     let raw = raw.trim_matches(|c| c == ' ' || c == '\0');
                     if !raw.is_empty() {
+                        keys.insert(format!("{t:08X}"), Json::from(raw));
                         match Key::from_tag(t) {
                             // Keys of the levels below the query level are not matched.
                             Some(key) if key.level() <= level => match Matcher::parse(key, raw) {
@@ -155,7 +167,19 @@ impl FindPlan {
             }
             requested.push(r);
         }
-        Ok(FindPlan { query, requested })
+        Ok(FindPlan {
+            query,
+            requested,
+            keys,
+        })
+    }
+
+    /// The Study Instance UID the query is limited to, when it names exactly one.
+    fn single_study(&self) -> Option<&str> {
+        self.query.filters.iter().find_map(|(k, m)| match (k, m) {
+            (Key::StudyInstanceUid, Matcher::Single(uid)) => Some(uid.as_str()),
+            _ => None,
+        })
     }
 
     /// The answer identifier for one match (a DICOM JSON object of the query's level).
@@ -213,6 +237,7 @@ pub(crate) fn is_cancel(c: &Command, message_id: u16) -> Result<bool> {
 pub(crate) async fn handle(
     assoc: &mut Association,
     server: &Server,
+    caller: &Peer,
     pc: u8,
     cmd: &Command,
 ) -> Result<()> {
@@ -249,8 +274,23 @@ pub(crate) async fn handle(
             return refuse(assoc, pc, cmd, status::IDENTIFIER_MISMATCH, &e.to_string()).await;
         }
     };
+    let auth = server.auth();
+    let allowed = match caller
+        .authorize(auth, Action::Query, &Resource::Site, "query")
+        .await
+    {
+        Ok(()) => caller.access(auth).await,
+        Err(d) => Err(d),
+    };
+    let access = match allowed {
+        Ok(a) => a,
+        Err(d) => {
+            caller.audit_denied(auth, "query", &d);
+            return refuse(assoc, pc, cmd, d.status, &d.comment).await;
+        }
+    };
     let opts = &server.options;
-    let plan = match FindPlan::new(&ident, model, &opts.org, opts.max_query_results) {
+    let plan = match FindPlan::new(&ident, model, access, opts.max_query_results) {
         Ok(p) => p,
         Err(why) => return refuse(assoc, pc, cmd, status::IDENTIFIER_MISMATCH, &why).await,
     };
@@ -265,6 +305,24 @@ pub(crate) async fn handle(
             return refuse(assoc, pc, cmd, st, &e.to_string()).await;
         }
     };
+    // Issue 4: every search is audited (what was asked, how many answers), off the response path.
+    let ev = caller.event(
+        auth,
+        "query",
+        Outcome::Success,
+        caller.org(),
+        plan.single_study(),
+        serde_json::json!({
+            "level": plan.query.level.as_str(),
+            "keys": plan.keys,
+            "answers": answers.len(),
+            "model": match model {
+                Model::PatientRoot => "patient-root",
+                Model::StudyRoot => "study-root",
+            },
+        }),
+    );
+    crate::access::append(auth, vec![ev]);
     let explicit = dataset::is_explicit(&ctx.transfer_syntax);
     for answer in &answers {
         if let Some((_, c)) = assoc.poll_command()?
@@ -310,7 +368,7 @@ mod tests {
                 (tag::MANUFACTURER, VR::LO, "ACME*"),
             ],
         );
-        let plan = FindPlan::new(&id, Model::StudyRoot, "default", 10).unwrap();
+        let plan = FindPlan::new(&id, Model::StudyRoot, None, 10).unwrap();
         assert_eq!(plan.query.level, Level::Series);
         assert_eq!(plan.query.filters.len(), 2);
         let json: Map<String, Json> = serde_json::from_str(
@@ -339,9 +397,9 @@ mod tests {
             None,
             "unsupported matching key comes back empty"
         );
-        assert!(FindPlan::new(&ident("PATIENT", &[]), Model::StudyRoot, "d", 1).is_err());
-        assert!(FindPlan::new(&ident("BOGUS", &[]), Model::PatientRoot, "d", 1).is_err());
+        assert!(FindPlan::new(&ident("PATIENT", &[]), Model::StudyRoot, None, 1).is_err());
+        assert!(FindPlan::new(&ident("BOGUS", &[]), Model::PatientRoot, None, 1).is_err());
         let bad = ident("STUDY", &[(tag::STUDY_DATE, VR::DA, "2020-13")]);
-        assert!(FindPlan::new(&bad, Model::StudyRoot, "d", 1).is_err());
+        assert!(FindPlan::new(&bad, Model::StudyRoot, None, 1).is_err());
     }
 }

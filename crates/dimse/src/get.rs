@@ -12,7 +12,11 @@
 //! - A pending response (0xFF00) with the four counters follows each sub-operation; the final
 //!   status is 0x0000, 0xB000 (some failed or warned) or 0xA702 (all failed), with the Failed SOP
 //!   Instance UID List. A C-CANCEL-RQ stops before the next sub-operation: final 0xFE00.
+//! - Only AE titles allowed to retrieve get an answer other than 0x0124, and only what they may
+//!   see is found (see `retrieve`); each study retrieved is audited (`retrieve`, once per study
+//!   and AE per dedupe window) before its first byte is sent.
 
+use crate::access::Peer;
 use crate::association::Association;
 use crate::error::Result;
 use crate::find::is_cancel;
@@ -24,6 +28,7 @@ use crate::server::Server;
 pub(crate) async fn handle(
     assoc: &mut Association,
     server: &Server,
+    caller: &Peer,
     pc: u8,
     cmd: &Command,
 ) -> Result<()> {
@@ -32,11 +37,12 @@ pub(crate) async fn handle(
         Ok(x) => x,
         Err(refusal) => return retrieve::refuse(assoc, pc, cmd, refusal).await,
     };
-    let instances =
-        match retrieve::resolve(&server.ingestor, &server.options.org, model, &ident).await {
-            Ok(i) => i,
-            Err(refusal) => return retrieve::refuse(assoc, pc, cmd, refusal).await,
-        };
+    let instances = match retrieve::resolve_for(server, caller, model, &ident).await {
+        Ok(i) => i,
+        Err(refusal) => return retrieve::refuse(assoc, pc, cmd, refusal).await,
+    };
+    let details = serde_json::json!({ "operation": "C-GET", "level": level_of(model, &ident) });
+    caller.audit_retrieve(server.auth(), server.ingestor.index(), &instances, details);
     let id = cmd.message_id();
     let mut progress = Progress::new(instances.len());
     for inst in &instances {
@@ -71,4 +77,12 @@ pub(crate) async fn handle(
         }
     }
     progress.send_final(assoc, pc, cmd, explicit).await
+}
+
+/// The Query/Retrieve Level of a resolved identifier, for audit details.
+pub(crate) fn level_of(
+    model: crate::find::Model,
+    ident: &vesalius_core::parse::DataSet,
+) -> &'static str {
+    model.level(ident).map_or("", |l| l.as_str())
 }

@@ -11,6 +11,11 @@
 //!
 //! Client side: [`scu`] (C-ECHO, C-STORE of files, C-FIND) for the CLI and other crates.
 //!
+//! Access control (issue 4): every association is admitted by the calling AE title's registration
+//! in the directory and acts as that AE (one organisation) for its lifetime; every operation is
+//! authorized by `vesalius-auth`'s policy, filtered by its access and audited (the private
+//! `access` module; the rules are in docs/security.md, "DICOM callers").
+//!
 //! Building blocks: [`association`] (negotiation, strict PDU reading, PDV streaming),
 //! [`message`] (command sets, statuses, fragmentation), [`dataset`] (identifiers).
 //!
@@ -18,11 +23,12 @@
 //! answered with a DIMSE status and the association goes on. Nothing read from the network is
 //! unwrapped.
 //!
-//! This crate depends on `vesalius-core`, the traits of `vesalius-store` and `vesalius-codec`;
-//! never on a storage backend, HTTP or the exchange crate.
+//! This crate depends on `vesalius-core`, the traits of `vesalius-store`, `vesalius-codec` and
+//! `vesalius-auth` (the access policy); never on a storage backend, HTTP or the exchange crate.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod access;
 pub mod association;
 pub mod commitment;
 pub mod dataset;

@@ -103,6 +103,11 @@ pub mod status {
     pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
     /// Failure: no such action type.
     pub const NO_SUCH_ACTION_TYPE: u16 = 0x0123;
+    /// Refused: not authorized (PS3.7 Annex C, a general status valid for every DIMSE service):
+    /// the calling AE title may not perform this operation. Service-specific refusals (0xA7xx
+    /// out of resources, 0xA801 destination unknown) describe other failures, so this is the
+    /// precise one.
+    pub const NOT_AUTHORIZED: u16 = 0x0124;
     /// Failure: invalid argument value (N-ACTION).
     pub const INVALID_ARGUMENT_VALUE: u16 = 0x0115;
     /// Failure: missing attribute value (N-ACTION).

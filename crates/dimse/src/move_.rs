@@ -1,8 +1,14 @@
 //! Query/Retrieve C-MOVE SCP, Patient Root and Study Root (PS3.4 C.4.2).
 //!
 //! Contract:
-//! - The Move Destination (0000,0600) must be one of the configured [`crate::DicomNode`]s, else
-//!   the request is refused with 0xA801 before anything is sent.
+//! - Only AE titles allowed to retrieve get an answer other than 0x0124 "Refused: Not
+//!   Authorized", and only what they may see is found (see `retrieve`).
+//! - The Move Destination (0000,0600) must be known, else the request is refused with 0xA801
+//!   before anything is sent: an AE title of the directory with a listening address that
+//!   belongs to the caller's organisation, or else one of the configured [`crate::DicomNode`]s
+//!   ([`crate::DimseServerOptions::destination`]).
+//! - Each study moved is audited (`retrieve`, with the destination, once per study and AE per
+//!   dedupe window) before its first byte is sent.
 //! - The instances (resolved as for C-GET) are sent on a new association to the destination,
 //!   requested with our AE title as Calling AE Title. For each SOP class it proposes one context per
 //!   stored transfer syntax, plus one with Explicit and Implicit VR Little Endian as a fallback
@@ -17,6 +23,7 @@ use std::collections::BTreeSet;
 use vesalius_core::uid;
 use vesalius_store::model::StoredInstance;
 
+use crate::access::Peer;
 use crate::association::{Association, RequestOptions};
 use crate::error::{Error, Result};
 use crate::find::is_cancel;
@@ -53,6 +60,7 @@ pub fn contexts_for(instances: &[StoredInstance]) -> Vec<(String, Vec<String>)> 
 pub(crate) async fn handle(
     assoc: &mut Association,
     server: &Server,
+    caller: &Peer,
     pc: u8,
     cmd: &Command,
 ) -> Result<()> {
@@ -61,16 +69,21 @@ pub(crate) async fn handle(
         Ok(x) => x,
         Err(refusal) => return retrieve::refuse(assoc, pc, cmd, refusal).await,
     };
+    let instances = match retrieve::resolve_for(server, caller, model, &ident).await {
+        Ok(i) => i,
+        Err(refusal) => return retrieve::refuse(assoc, pc, cmd, refusal).await,
+    };
     let dest_ae = cmd.str(tags::MOVE_DESTINATION).unwrap_or_default();
-    let Some(dest) = server.options.node(&dest_ae).cloned() else {
+    let Some(dest) = server.options.destination(&dest_ae, caller.org()).await else {
         let why = format!("move destination {dest_ae:?} unknown");
         return retrieve::refuse(assoc, pc, cmd, (status::MOVE_DESTINATION_UNKNOWN, why)).await;
     };
-    let instances =
-        match retrieve::resolve(&server.ingestor, &server.options.org, model, &ident).await {
-            Ok(i) => i,
-            Err(refusal) => return retrieve::refuse(assoc, pc, cmd, refusal).await,
-        };
+    let details = serde_json::json!({
+        "operation": "C-MOVE",
+        "level": crate::get::level_of(model, &ident),
+        "destination": dest.ae_title,
+    });
+    caller.audit_retrieve(server.auth(), server.ingestor.index(), &instances, details);
     let mut progress = Progress::new(instances.len());
     if instances.is_empty() {
         return progress.send_final(assoc, pc, cmd, explicit).await;

@@ -6,22 +6,31 @@
 //! otherwise it is transcoded with `vesalius-codec` to the syntax of an accepted context of its
 //! SOP class (the whole result is then in memory, as the codec returns it), or the
 //! sub-operation fails.
+//!
+//! Access control (issue 4, [`resolve_for`]): only AE titles allowed to retrieve
+//! (`Action::Retrieve`: registered with `may_query`) get past 0x0124 "Refused: Not Authorized";
+//! the identifier is resolved over what the AE may see (its `Access`, inside the index query,
+//! so another organisation's study is simply not found), and each study is authorized again
+//! before its first byte is sent.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use futures::StreamExt;
+use vesalius_auth::{Action, Resource};
 use vesalius_core::parse::DataSet;
 use vesalius_core::tag;
 use vesalius_store::model::StoredInstance;
-use vesalius_store::query::{Key, Level, Matcher, Query, Scope};
+use vesalius_store::query::{Access, Key, Level, Matcher, Query, Scope};
 use vesalius_store::{BlobStore, Ingestor};
 
+use crate::access::Peer;
 use crate::association::{Association, PresentationContext};
 use crate::dataset::DataSetWriter;
 use crate::error::{Error, Result};
 use crate::find::Model;
 use crate::message::{Command, SubOperations, field, status, tags};
+use crate::server::Server;
 use dicom_core::VR;
 
 /// Why an identifier could not be resolved: the status and Error Comment to answer.
@@ -37,17 +46,66 @@ fn uid_list(ident: &DataSet, t: u32) -> Vec<String> {
         .collect()
 }
 
-/// The current instances an identifier names, in series/instance order, without duplicates.
+/// The instances an identifier names that `caller` may retrieve (see the module doc), or the
+/// refusal to answer with (a policy refusal is audited).
+pub(crate) async fn resolve_for(
+    server: &Server,
+    caller: &Peer,
+    model: Model,
+    ident: &DataSet,
+) -> std::result::Result<Vec<StoredInstance>, Refusal> {
+    let auth = server.auth();
+    let own = Resource::org(caller.org());
+    let access = match caller
+        .authorize(auth, Action::Retrieve, &own, "retrieve")
+        .await
+    {
+        Ok(()) => caller.access(auth).await,
+        Err(d) => Err(d),
+    };
+    let access = access.map_err(|d| {
+        caller.audit_denied(auth, "retrieve", &d);
+        (d.status, d.comment)
+    })?;
+    let mut instances = resolve(&server.ingestor, access, model, ident).await?;
+    // PS3.4 C.4.2.3 / C.4.3.3 send nothing before this: one decision per study.
+    let mut decided: HashMap<(String, String), bool> = HashMap::new();
+    for inst in &instances {
+        let key = (inst.org.clone(), inst.study_uid.clone());
+        if decided.contains_key(&key) {
+            continue;
+        }
+        let study = Resource::study(key.0.clone(), key.1.clone());
+        let allowed = match caller
+            .authorize(auth, Action::Retrieve, &study, "retrieve this study")
+            .await
+        {
+            Ok(()) => true,
+            Err(d) if d.is_policy() => {
+                // The access filter and the policy agree by construction (tested in
+                // vesalius-auth); if they ever did not, the policy wins.
+                tracing::warn!(calling = caller.ae(), study = %key.1, "retrieval filtered out by the policy");
+                false
+            }
+            Err(d) => return Err((d.status, d.comment)),
+        };
+        decided.insert(key, allowed);
+    }
+    instances.retain(|i| decided[&(i.org.clone(), i.study_uid.clone())]);
+    Ok(instances)
+}
+
+/// The current instances an identifier names within `access` (`None`: everything), in
+/// series/instance order, without duplicates.
 pub(crate) async fn resolve(
     ingestor: &Ingestor,
-    org: &str,
+    access: Option<Access>,
     model: Model,
     ident: &DataSet,
 ) -> std::result::Result<Vec<StoredInstance>, Refusal> {
     let level = model
         .level(ident)
         .map_err(|why| (status::IDENTIFIER_MISMATCH, why))?;
-    let access = Some(vesalius_store::query::Access::orgs([org]));
     let (key_tag, name) = match level {
         Level::Patient => (tag::PATIENT_ID, "PatientID"),
         Level::Study => (tag::STUDY_INSTANCE_UID, "StudyInstanceUID"),

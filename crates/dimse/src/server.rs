@@ -11,6 +11,11 @@
 //! - At most `max_associations` associations are served at once; a connection beyond that is
 //!   answered with A-ASSOCIATE-RJ "local limit exceeded" (transient) instead of waiting in the
 //!   backlog.
+//! - Every association request passes the access-control layer before it is negotiated, on both
+//!   listeners: the calling AE title must be registered (`Directory` AE titles) and call from an
+//!   allowed address, or the request is refused with A-ASSOCIATE-RJ (see the `access` module).
+//!   The accepted association acts as that AE (one organisation) until it ends; every
+//!   operation is authorized and audited as it.
 //! - Each association runs in its own task; a panic or an error in one never touches another.
 //! - On shutdown the listener stops accepting; associations waiting for their next message are
 //!   aborted, those in the middle of a message finish it (a C-STORE is acknowledged only after its
@@ -34,10 +39,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use vesalius_auth::Authenticator;
 use vesalius_core::uid;
 use vesalius_store::Ingestor;
-use vesalius_store::model::DEFAULT_ORG;
 
+use crate::access::Peer;
 use crate::association::{AcceptOptions, Association, Timeouts, Transport};
 use crate::error::{Error, Result};
 use crate::message::{Command, field, sop_class, status};
@@ -64,18 +70,22 @@ impl DicomNode {
     }
 }
 
-/// Options of the DIMSE server.
-#[derive(Debug, Clone)]
+/// Options of the DIMSE server; [`DimseServerOptions::new`] gives the defaults around the one
+/// thing without a default, the access-control layer.
+#[derive(Clone)]
 pub struct DimseServerOptions {
+    /// Who may associate and what they may do; the audit trail (docs/security.md, "DICOM
+    /// callers").
+    pub auth: Arc<Authenticator>,
     /// Our AE title.
     pub ae_title: String,
     /// The Maximum Length announced for received P-DATA PDUs (PS3.8 D.1).
     pub max_pdu_length: u32,
     /// Associations served at once.
     pub max_associations: usize,
-    /// The organisation that owns what arrives here and whose data queries and retrievals see.
-    pub org: String,
-    /// Known DICOM nodes: C-MOVE destinations and Storage Commitment requesters.
+    /// Configured DICOM nodes: C-MOVE destinations and Storage Commitment requesters to call
+    /// back, consulted after the directory's AE titles with a listening address. A node is only
+    /// ever called; it is not thereby allowed to call in.
     pub nodes: Vec<DicomNode>,
     /// Accept associations whatever Called AE Title they name.
     pub accept_any_called_ae: bool,
@@ -85,26 +95,65 @@ pub struct DimseServerOptions {
     pub max_query_results: usize,
 }
 
-impl Default for DimseServerOptions {
-    fn default() -> Self {
+impl std::fmt::Debug for DimseServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DimseServerOptions")
+            .field("ae_title", &self.ae_title)
+            .field("max_pdu_length", &self.max_pdu_length)
+            .field("max_associations", &self.max_associations)
+            .field("nodes", &self.nodes)
+            .field("accept_any_called_ae", &self.accept_any_called_ae)
+            .field("timeouts", &self.timeouts)
+            .field("max_query_results", &self.max_query_results)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DimseServerOptions {
+    /// The defaults (AE title `VESALIUS`, 256 KiB PDUs, 64 associations, no nodes, the called
+    /// AE title checked), admitting and authorizing through `auth`.
+    pub fn new(auth: Arc<Authenticator>) -> Self {
         DimseServerOptions {
+            auth,
             ae_title: "VESALIUS".into(),
             max_pdu_length: 256 << 10,
             max_associations: 64,
-            org: DEFAULT_ORG.into(),
             nodes: Vec::new(),
             accept_any_called_ae: false,
             timeouts: Timeouts::default(),
             max_query_results: 1000,
         }
     }
-}
 
-impl DimseServerOptions {
-    /// The node registered under `ae_title` (case-sensitive, trailing spaces ignored).
+    /// The configured node registered under `ae_title` (case-sensitive, trailing spaces
+    /// ignored).
     pub fn node(&self, ae_title: &str) -> Option<&DicomNode> {
         let ae = ae_title.trim();
         self.nodes.iter().find(|n| n.ae_title.trim() == ae)
+    }
+
+    /// Where to reach `ae_title` on behalf of an AE of `org` (a C-MOVE destination, a Storage
+    /// Commitment requester to call back): an AE title of the directory with a listening
+    /// address, when it belongs to `org` (data never leaves towards another organisation's
+    /// device this way), else a configured node; `None` when neither knows it.
+    pub async fn destination(&self, ae_title: &str, org: &str) -> Option<DicomNode> {
+        let ae = ae_title.trim();
+        match self.auth.directory().ae(ae).await {
+            Ok(Some(e)) if e.org == org => {
+                if let Some((host, port)) = e.listen {
+                    return Some(DicomNode {
+                        ae_title: e.ae_title,
+                        host,
+                        port,
+                    });
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(ae, error = %e, "directory unavailable; trying configured nodes")
+            }
+        }
+        self.node(ae).cloned()
     }
 }
 
@@ -113,6 +162,13 @@ pub(crate) struct Server {
     pub(crate) ingestor: Arc<Ingestor>,
     pub(crate) options: DimseServerOptions,
     accept: AcceptOptions,
+}
+
+impl Server {
+    /// The access-control layer.
+    pub(crate) fn auth(&self) -> &Arc<Authenticator> {
+        &self.options.auth
+    }
 }
 
 /// Transfer syntaxes for the non-storage services.
@@ -363,14 +419,17 @@ async fn serve(
     _permit: OwnedSemaphorePermit,
 ) {
     let _active = Active::new();
-    let mut assoc = match Association::accept_over(socket, &server.accept).await {
+    let opts = &server.options;
+    let admit = |info| crate::access::admit(&opts.auth, opts, info, peer);
+    let (mut assoc, caller) = match Association::accept_checked(socket, &server.accept, admit).await
+    {
         Ok(a) => a,
         Err(e) => {
             tracing::info!(%peer, error = %e, "association not established");
             return;
         }
     };
-    tracing::debug!(%peer, calling = assoc.peer_ae(), "association accepted");
+    tracing::debug!(%peer, calling = assoc.peer_ae(), org = caller.org(), "association accepted");
     loop {
         let next = tokio::select! {
             biased;
@@ -382,7 +441,7 @@ async fn serve(
             r = assoc.recv_command() => r,
         };
         let outcome = match next {
-            Ok(Some((pc, cmd))) => dispatch(&mut assoc, &server, pc, cmd).await,
+            Ok(Some((pc, cmd))) => dispatch(&mut assoc, &server, &caller, pc, cmd).await,
             Ok(None) => {
                 tracing::debug!(%peer, "association released");
                 return;
@@ -406,16 +465,23 @@ async fn serve(
     }
 }
 
-/// Routes one request to its service. Operation failures are answered with a status inside the
-/// services; an `Err` here means the association cannot go on.
-async fn dispatch(assoc: &mut Association, server: &Server, pc: u8, cmd: Command) -> Result<()> {
+/// Routes one request to its service, on behalf of `caller`. Operation failures (refusals by
+/// the access policy included) are answered with a status inside the services; an `Err` here
+/// means the association cannot go on.
+async fn dispatch(
+    assoc: &mut Association,
+    server: &Server,
+    caller: &Peer,
+    pc: u8,
+    cmd: Command,
+) -> Result<()> {
     match cmd.command_field() {
         field::C_ECHO_RQ => crate::echo::handle(assoc, pc, &cmd).await,
-        field::C_STORE_RQ => crate::store::handle(assoc, server, pc, &cmd).await,
-        field::C_FIND_RQ => crate::find::handle(assoc, server, pc, &cmd).await,
-        field::C_GET_RQ => crate::get::handle(assoc, server, pc, &cmd).await,
-        field::C_MOVE_RQ => crate::move_::handle(assoc, server, pc, &cmd).await,
-        field::N_ACTION_RQ => crate::commitment::handle(assoc, server, pc, &cmd).await,
+        field::C_STORE_RQ => crate::store::handle(assoc, server, caller, pc, &cmd).await,
+        field::C_FIND_RQ => crate::find::handle(assoc, server, caller, pc, &cmd).await,
+        field::C_GET_RQ => crate::get::handle(assoc, server, caller, pc, &cmd).await,
+        field::C_MOVE_RQ => crate::move_::handle(assoc, server, caller, pc, &cmd).await,
+        field::N_ACTION_RQ => crate::commitment::handle(assoc, server, caller, pc, &cmd).await,
         // PS3.7 9.3.2.3: a C-CANCEL for an operation that is not in progress is ignored.
         field::C_CANCEL_RQ => Ok(()),
         other if other & 0x8000 != 0 => Err(Error::Protocol(format!(

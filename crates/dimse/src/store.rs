@@ -14,12 +14,19 @@
 //!   association goes on: the rest of its data set is still read and discarded.
 //! - Only a protocol violation (a PDV on another context, a command inside the data set) ends
 //!   the association.
+//! - Access control (issue 4): the instance belongs to the calling AE title's organisation (an
+//!   AE title belongs to exactly one). Before anything is spooled, the AE must be allowed to
+//!   store there (`Action::Store` on that organisation, decided once per association); if not,
+//!   the data set is read and discarded and the answer is 0x0124 "Refused: Not Authorized"
+//!   (audited as a denied `store`). The ingest context carries the AE as the actor with its
+//!   address and implementation name, for the `store` audit event committed with the instance.
 
 use std::time::Instant;
 
 use vesalius_core::{ErrorKind, uid};
 use vesalius_store::ingest::IngestContext;
 
+use crate::access::Peer;
 use crate::association::Association;
 use crate::error::Result;
 use crate::message::{Command, status};
@@ -44,6 +51,7 @@ impl Refusal {
 pub(crate) async fn handle(
     assoc: &mut Association,
     server: &Server,
+    caller: &Peer,
     pc: u8,
     cmd: &Command,
 ) -> Result<()> {
@@ -75,6 +83,12 @@ pub(crate) async fn handle(
             ErrorKind::InvalidDicom,
             format!("invalid Affected SOP Instance UID {sop_instance:?}"),
         ))
+    } else if let Err(d) = caller.may_store(server.auth()).await {
+        caller.audit_denied(server.auth(), "store", &d);
+        Some(Refusal {
+            status: d.status,
+            comment: d.comment,
+        })
     } else {
         None
     };
@@ -109,10 +123,13 @@ pub(crate) async fn handle(
     if let (Some(w), None) = (spool, &refusal) {
         let started = Instant::now();
         let ctx = IngestContext {
-            org: server.options.org.clone(),
+            org: caller.org().to_owned(),
             source: format!("dimse:{}", assoc.peer_ae()),
             expected_sop_class: Some(sop_class.clone()),
             expected_sop_instance: Some(sop_instance.clone()),
+            actor: Some(caller.principal.actor.clone()),
+            source_addr: caller.source.clone(),
+            user_agent: caller.user_agent.clone(),
             ..Default::default()
         };
         let outcome = match w.finish() {

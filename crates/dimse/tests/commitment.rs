@@ -1,5 +1,6 @@
 //! Storage Commitment Push Model SCP, driven with our association API (DCMTK has no
-//! storage commitment SCU and pynetdicom is not installed here).
+//! storage commitment SCU; pynetdicom drives it in tests/interop). A store-only AE title may
+//! ask, and is called back at its listening address from the directory.
 
 use dicom_core::VR;
 use vesalius_core::tag;
@@ -108,6 +109,35 @@ async fn commitment_report_on_a_new_association_after_release() {
     seed(&server, &[Spec::new("30", "30.1", "30.1.1")]).await;
     let (assoc, _) = request_commitment(&server, "COMMITSCU").await;
     assoc.release().await.unwrap();
+    expect_callback(listener, "COMMITSCU").await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn store_only_ae_is_called_back_at_its_directory_address() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = start(|_| {}).await;
+    server
+        .access
+        .put_ae(vesalius_store::directory::AeEntry {
+            ae_title: "MODALITY".into(),
+            org: ORG.into(),
+            allowed_addrs: Vec::new(),
+            listen: Some(("127.0.0.1".into(), port)),
+            description: String::new(),
+            may_query: false,
+        })
+        .await;
+    seed(&server, &[Spec::new("30", "30.1", "30.1.1")]).await;
+    let (assoc, _) = request_commitment(&server, "MODALITY").await;
+    assoc.release().await.unwrap();
+    expect_callback(listener, "MODALITY").await;
+    server.stop().await;
+}
+
+/// Accepts the server's call back to `ae` and checks the report it brings.
+async fn expect_callback(listener: tokio::net::TcpListener, ae: &str) {
     // The server calls back, taking the SCP role for the Push Model SOP class.
     let (socket, _) = tokio::time::timeout(std::time::Duration::from_secs(5), listener.accept())
         .await
@@ -119,7 +149,7 @@ async fn commitment_report_on_a_new_association_after_release() {
         std::sync::Arc::new(vec![EXPLICIT.to_owned()]),
     );
     let opts = AcceptOptions {
-        ae_title: "COMMITSCU".into(),
+        ae_title: ae.into(),
         max_pdu_length: 16384,
         syntaxes,
         ..Default::default()
@@ -131,5 +161,4 @@ async fn commitment_report_on_a_new_association_after_release() {
         back.recv_command().await.unwrap().is_none(),
         "the server releases"
     );
-    server.stop().await;
 }

@@ -1,7 +1,8 @@
 //! DICOM TLS (PS3.15 B.1) with certificates made by rcgen at test time: C-ECHO over TLS, a
 //! plain association refused on the TLS port, and client certificate verification (a client
 //! without a certificate signed by the configured CA is refused, one with it is served), and the
-//! busy refusal inside a TLS session.
+//! busy refusal inside a TLS session; an unknown calling AE title is refused over TLS as over
+//! plain TCP.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +19,6 @@ use tokio_util::sync::CancellationToken;
 use vesalius_dimse::DimseServerOptions;
 use vesalius_dimse::association::{Association, RequestOptions};
 use vesalius_dimse::message::{Command, field, sop_class, status};
-use vesalius_store::Ingestor;
-use vesalius_store::ingest::IngestLimits;
-use vesalius_store::memory::{MemoryBlobStore, MemoryIndex};
 
 use crate::common::AE;
 
@@ -76,6 +74,7 @@ impl Pki {
 
 struct TlsServer {
     addr: std::net::SocketAddr,
+    access: crate::common::Access,
     shutdown: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
     _dir: tempfile::TempDir,
@@ -99,27 +98,9 @@ async fn start_tls_with(
     configure: impl FnOnce(&mut DimseServerOptions),
 ) -> TlsServer {
     let dir = tempfile::tempdir().unwrap();
-    let ingestor = Arc::new(
-        Ingestor::new(
-            Arc::new(MemoryIndex::default()),
-            Arc::new(MemoryBlobStore::default()),
-            dir.path().join("spool"),
-            IngestLimits {
-                min_free_bytes: 0,
-                ..Default::default()
-            },
-        )
-        .unwrap(),
-    );
-    let mut options = DimseServerOptions {
-        ae_title: AE.into(),
-        timeouts: vesalius_dimse::Timeouts {
-            connect: Duration::from_secs(3),
-            read: Duration::from_secs(10),
-            write: Duration::from_secs(10),
-        },
-        ..Default::default()
-    };
+    let access = crate::common::Access::new().await;
+    let ingestor = crate::common::ingestor(dir.path(), &access.audit);
+    let mut options = crate::common::options(&access.auth);
     configure(&mut options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -133,6 +114,7 @@ async fn start_tls_with(
     ));
     TlsServer {
         addr,
+        access,
         shutdown,
         task,
         _dir: dir,
@@ -174,6 +156,15 @@ async fn tls_associate(
     addr: std::net::SocketAddr,
     config: ClientConfig,
 ) -> vesalius_dimse::Result<Association> {
+    tls_associate_as(addr, config, "TLSSCU").await
+}
+
+/// Like [`tls_associate`], calling as `calling`.
+async fn tls_associate_as(
+    addr: std::net::SocketAddr,
+    config: ClientConfig,
+    calling: &str,
+) -> vesalius_dimse::Result<Association> {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
@@ -183,7 +174,7 @@ async fn tls_associate(
         .await
         .map_err(vesalius_dimse::Error::Network)?;
     let opts = RequestOptions {
-        calling_ae: "TLSSCU".into(),
+        calling_ae: calling.into(),
         called_ae: AE.into(),
         max_pdu_length: 65536,
         contexts: vec![(
@@ -291,5 +282,31 @@ async fn busy_tls_server_refuses_transiently() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(served, "not served after the first association ended");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_calling_ae_refused_over_tls() {
+    let pki = Pki::new();
+    let server = start_tls(server_config(&pki, None)).await;
+    let Err(err) = tls_associate_as(server.addr, client_config(&pki, None), "NOBODY").await else {
+        panic!("an unknown calling AE title was served over TLS");
+    };
+    assert!(
+        err.to_string().contains("calling AE title not recognized"),
+        "{err}"
+    );
+    let denied = server
+        .access
+        .events(1)
+        .await
+        .into_iter()
+        .find(|e| e.action == "association-rejected")
+        .expect("the refusal is audited");
+    assert_eq!(denied.actor.name, "NOBODY");
+    assert_eq!(denied.details["rj_reason"], 3);
+    tls_echo(server.addr, client_config(&pki, None))
+        .await
+        .expect("a registered AE title is still served");
     server.stop().await;
 }

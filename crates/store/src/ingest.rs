@@ -70,6 +70,14 @@ pub struct IngestContext {
     pub expected_sop_instance: Option<String>,
     /// Study the request is addressed to (STOW-RS `/studies/{study}`).
     pub expected_study: Option<String>,
+    /// Who sent it (the calling AE title, the token or session's user), for the audit event
+    /// an observer commits with the instance; `None` for the server itself (imports, tests).
+    pub actor: Option<crate::audit::Actor>,
+    /// The sender's address (`ip:port`), "" when unknown.
+    pub source_addr: String,
+    /// The sender's user agent (HTTP `User-Agent`, a DICOM peer's Implementation Version
+    /// Name), "" when unknown.
+    pub user_agent: String,
 }
 
 /// What an ingest produced.

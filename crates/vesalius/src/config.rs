@@ -57,6 +57,102 @@ pub struct NodeConfig {
     pub port: u16,
 }
 
+/// What marks a directory AE title entry as managed by the configuration: its description
+/// starts with it. Such entries are rewritten from `[[dicom.callers]]` at every start and removed
+/// when no longer listed there.
+pub const CONFIG_MANAGED: &str = "[config]";
+
+/// A calling AE title allowed to associate (`[[dicom.callers]]`), seeded into the directory at
+/// start. Entries made with `vesalius admin ae add` stay untouched unless a caller of the same
+/// title is listed here (the configuration then wins and the entry becomes managed by it).
+/// A [`NodeConfig`] does not imply a caller: a node is only ever called (C-MOVE, Storage
+/// Commitment reports); a PACS that also sends or queries is listed here, with `listen`, which
+/// makes it a C-MOVE destination as well.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CallerConfig {
+    /// The calling AE title (1-16 characters of the default repertoire, no backslash; PS3.5).
+    pub ae_title: String,
+    /// Its organisation, which must exist: what it stores goes there, and it sees only that
+    /// organisation's data.
+    pub org: String,
+    /// IPs or CIDR blocks it may call from (`10.1.2.7`, `10.1.0.0/16`); empty: any address.
+    #[serde(default)]
+    pub allowed_addrs: Vec<String>,
+    /// Where it listens (`host:port`): a C-MOVE destination and Storage Commitment callback
+    /// address for AE titles of its organisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// It may also query and retrieve (C-FIND, C-GET, C-MOVE), not only store. Default false.
+    #[serde(default)]
+    pub may_query: bool,
+    /// Free text, e.g. "CT scanner, room 2" (stored after [`CONFIG_MANAGED`]).
+    #[serde(default)]
+    pub description: String,
+}
+
+impl CallerConfig {
+    /// The directory entry this caller seeds, checked (AE title, addresses, `listen`).
+    pub fn to_entry(&self) -> Result<vesalius_store::directory::AeEntry> {
+        let ae = self.ae_title.trim();
+        let what = || format!("[[dicom.callers]] ae_title = {:?}", self.ae_title);
+        if ae.is_empty()
+            || ae.len() > 16
+            || !ae
+                .chars()
+                .all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\')
+        {
+            bail!(
+                "{}: an AE title is 1-16 ASCII characters without backslash or control characters",
+                what()
+            );
+        }
+        if self.org.trim().is_empty() {
+            bail!("{}: org is required", what());
+        }
+        for a in &self.allowed_addrs {
+            if vesalius_auth::net::Cidr::parse(a).is_none() {
+                bail!(
+                    "{}: allowed_addrs entry {a:?} is not an IP address or CIDR block",
+                    what()
+                );
+            }
+        }
+        let listen = match &self.listen {
+            None => None,
+            Some(l) => {
+                let bad = || anyhow::anyhow!("{}: listen = {l:?} is not HOST:PORT", what());
+                let (host, port) = l.trim().rsplit_once(':').ok_or_else(bad)?;
+                let host = host
+                    .strip_prefix('[')
+                    .and_then(|h| h.strip_suffix(']'))
+                    .unwrap_or(host);
+                let port: u16 = port.parse().map_err(|_| bad())?;
+                if host.is_empty() || port == 0 || host.contains(char::is_whitespace) {
+                    return Err(bad());
+                }
+                Some((host.to_owned(), port))
+            }
+        };
+        let description = match self.description.trim() {
+            "" => CONFIG_MANAGED.to_owned(),
+            d => format!("{CONFIG_MANAGED} {d}"),
+        };
+        Ok(vesalius_store::directory::AeEntry {
+            ae_title: ae.to_owned(),
+            org: self.org.trim().to_owned(),
+            allowed_addrs: self
+                .allowed_addrs
+                .iter()
+                .map(|a| a.trim().to_owned())
+                .collect(),
+            listen,
+            description,
+            may_query: self.may_query,
+        })
+    }
+}
+
 /// `[dicom]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -71,8 +167,13 @@ pub struct DicomConfig {
     pub max_associations: usize,
     /// Accept associations whatever Called AE Title they use (many modalities get it wrong).
     pub accept_any_called_ae: bool,
-    /// Known DICOM nodes (C-MOVE destinations, Storage Commitment report targets).
+    /// Known DICOM nodes (C-MOVE destinations, Storage Commitment report targets), consulted
+    /// after the directory's AE titles with a listening address. Nodes may not call in.
     pub nodes: Vec<NodeConfig>,
+    /// Calling AE titles allowed to associate, seeded into the directory at start (see
+    /// [`CallerConfig`]). Default none: every association is refused until AE titles are
+    /// registered here or with `vesalius admin ae add`.
+    pub callers: Vec<CallerConfig>,
     /// DICOM TLS listen address (PS3.15 B.1), started only when a certificate is configured
     /// (`tls_cert`/`tls_key` here, or those of `[http]`). Default `127.0.0.1:2762`.
     pub tls_addr: SocketAddr,
@@ -94,6 +195,7 @@ impl Default for DicomConfig {
             max_associations: 64,
             accept_any_called_ae: true,
             nodes: Vec::new(),
+            callers: Vec::new(),
             tls_addr: "127.0.0.1:2762".parse().expect("valid"),
             tls_cert: None,
             tls_key: None,
@@ -378,6 +480,58 @@ mod tests {
         std::fs::write(&f, "[dicom]\nae_titel = \"X\"\n").unwrap();
         assert!(load(Some(&f), std::iter::empty()).is_err());
         assert!(dump(&c).unwrap().contains("ae_title = \"HUB\""));
+    }
+
+    #[test]
+    fn callers_are_seed_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("v.toml");
+        std::fs::write(
+            &f,
+            "[[dicom.callers]]\nae_title = \"CT1\"\norg = \"default\"\nallowed_addrs = [\"127.0.0.1\", \"10.1.0.0/16\"]\nlisten = \"127.0.0.1:11113\"\nmay_query = true\ndescription = \"CT, room 2\"\n[[dicom.callers]]\nae_title = \"US1\"\norg = \"default\"\n",
+        )
+        .unwrap();
+        let c = load(Some(&f), std::iter::empty()).unwrap();
+        let e = c.dicom.callers[0].to_entry().unwrap();
+        assert_eq!(e.ae_title, "CT1");
+        assert_eq!(e.allowed_addrs, vec!["127.0.0.1", "10.1.0.0/16"]);
+        assert_eq!(e.listen, Some(("127.0.0.1".into(), 11113)));
+        assert!(e.may_query);
+        assert_eq!(e.description, "[config] CT, room 2");
+        let us = c.dicom.callers[1].to_entry().unwrap();
+        assert!(!us.may_query && us.allowed_addrs.is_empty() && us.listen.is_none());
+        assert_eq!(us.description, CONFIG_MANAGED);
+        assert!(dump(&c).unwrap().contains("[[dicom.callers]]"));
+        // From the environment too, as a TOML array of inline tables.
+        let env = vec![(
+            "VESALIUS__DICOM__CALLERS".to_string(),
+            "[{ae_title = \"MR1\", org = \"default\", may_query = true}]".to_string(),
+        )];
+        let c = load(None, env.into_iter()).unwrap();
+        assert_eq!(c.dicom.callers[0].ae_title, "MR1");
+        // Mistakes are refused.
+        let bad = |ae: &str, addr: &str, listen: Option<&str>| CallerConfig {
+            ae_title: ae.into(),
+            org: "default".into(),
+            allowed_addrs: vec![addr.into()],
+            listen: listen.map(Into::into),
+            may_query: false,
+            description: String::new(),
+        };
+        assert!(
+            bad("ABCDEFGHIJKLMNOPQ", "127.0.0.1", None)
+                .to_entry()
+                .is_err()
+        );
+        assert!(bad("A\\B", "127.0.0.1", None).to_entry().is_err());
+        assert!(bad("CT1", "not-an-ip", None).to_entry().is_err());
+        assert!(bad("CT1", "127.0.0.1", Some("host")).to_entry().is_err());
+        std::fs::write(
+            &f,
+            "[[dicom.callers]]\nae_title = \"CT1\"\norg = \"x\"\nmay_qeury = true\n",
+        )
+        .unwrap();
+        assert!(load(Some(&f), std::iter::empty()).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod admin;
 mod audit_cmd;
+mod audit_observer;
 mod config;
 mod deid;
 mod import;

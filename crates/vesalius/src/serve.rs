@@ -56,7 +56,10 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
     };
     limits.parse.max_value_length = cfg.limits.max_value_length;
     limits.parse.max_kept_bytes = cfg.limits.max_header_bytes;
-    let ingestor = Ingestor::new(index, Arc::new(blobs), spool, limits)?;
+    // Issue 4: every stored study leaves a `store` audit event in its instance's transaction.
+    let ingestor = Ingestor::new(index, Arc::new(blobs), spool, limits)?.with_observer(Arc::new(
+        crate::audit_observer::AuditObserver::new(auth.clone()),
+    ));
     Ok(Storage {
         ingestor: Arc::new(ingestor),
         auth,
@@ -210,6 +213,15 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
             link.path()
         );
     }
+    // Issue 4: the DICOM listeners admit only registered calling AE titles.
+    let callers = seed_callers(&cfg, &storage.auth).await?;
+    if callers == 0 {
+        println!(
+            "  DICOM callers  : none registered: every association is refused ([[dicom.callers]] or `vesalius admin ae add`)"
+        );
+    } else {
+        println!("  DICOM callers  : {callers} AE titles may associate");
+    }
     if !cfg.auth.required {
         println!(
             "  WARNING        : auth.required = false: anonymous HTTP requests act as the server"
@@ -220,7 +232,6 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
         ae_title: cfg.dicom.ae_title.clone(),
         max_pdu_length: cfg.dicom.max_pdu_length,
         max_associations: cfg.dicom.max_associations,
-        org: cfg.storage.org.clone(),
         nodes: cfg
             .dicom
             .nodes
@@ -233,7 +244,7 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
             .collect(),
         accept_any_called_ae: cfg.dicom.accept_any_called_ae,
         max_query_results: cfg.limits.max_query_results,
-        ..Default::default()
+        ..vesalius_dimse::DimseServerOptions::new(storage.auth.clone())
     };
     let dimse_tls = match (dicom_tls_listener, dicom_tls) {
         (Some(listener), Some(config)) => Some(tokio::spawn(vesalius_dimse::run_tls(
@@ -287,6 +298,81 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Seeds `[[dicom.callers]]` into the directory (`config::CallerConfig`): entries that differ
+/// are written, entries managed by the configuration that it no longer lists are removed, each
+/// change with an `admin-change` audit event (`ae-add`/`ae-remove`, actor `system`/`config`),
+/// all in one transaction. A caller of an organisation that does not exist stops the start.
+/// Returns how many AE titles the directory holds.
+async fn seed_callers(cfg: &Config, auth: &Authenticator) -> Result<usize> {
+    use serde_json::json;
+    use vesalius_store::audit::{Actor, ActorKind, AuditEvent, Outcome};
+    use vesalius_store::directory::DirectoryChange;
+
+    let dir = auth.directory();
+    let mut wanted = Vec::new();
+    for c in &cfg.dicom.callers {
+        let e = c.to_entry()?;
+        if wanted
+            .iter()
+            .any(|w: &vesalius_store::directory::AeEntry| w.ae_title == e.ae_title)
+        {
+            anyhow::bail!("[[dicom.callers]] lists {} twice", e.ae_title);
+        }
+        if dir.org(&e.org).await?.is_none() {
+            anyhow::bail!(
+                "[[dicom.callers]] {}: organisation {:?} does not exist (vesalius admin org create {})",
+                e.ae_title,
+                e.org,
+                e.org
+            );
+        }
+        wanted.push(e);
+    }
+    let existing = dir.aes().await?;
+    let event = |change: &str, org: &str, ae: &str| AuditEvent {
+        time_ms: auth.now_ms(),
+        actor: Actor {
+            kind: ActorKind::System,
+            id: "config".into(),
+            name: "config".into(),
+            org: String::new(),
+            role: String::new(),
+        },
+        action: "admin-change".into(),
+        outcome: Outcome::Success,
+        org: org.to_owned(),
+        patient: None,
+        study_uid: None,
+        source: String::new(),
+        user_agent: concat!("vesalius/", env!("CARGO_PKG_VERSION")).into(),
+        details: json!({ "change": change, "ae_title": ae, "managed_by": "config" }),
+    };
+    let (mut changes, mut events) = (Vec::new(), Vec::new());
+    for old in &existing {
+        let managed = old.description.starts_with(crate::config::CONFIG_MANAGED);
+        if managed && !wanted.iter().any(|w| w.ae_title == old.ae_title) {
+            events.push(event("ae-remove", &old.org, &old.ae_title));
+            changes.push(DirectoryChange::DeleteAe(old.ae_title.clone()));
+        }
+    }
+    for e in wanted {
+        if existing.contains(&e) {
+            continue;
+        }
+        let mut ev = event("ae-add", &e.org, &e.ae_title);
+        ev.details["allowed_addrs"] = json!(e.allowed_addrs);
+        ev.details["may_query"] = json!(e.may_query);
+        events.push(ev);
+        changes.push(DirectoryChange::PutAe(e));
+    }
+    if !changes.is_empty() {
+        dir.apply(changes, events)
+            .await
+            .context("seeding [[dicom.callers]]")?;
+    }
+    Ok(dir.aes().await?.len())
 }
 
 async fn wait_for_signal() {

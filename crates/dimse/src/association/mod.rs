@@ -20,11 +20,15 @@
 //! - Every read and write is bounded by [`Timeouts`].
 //! - Either side may pipeline: a command read early by [`Association::poll`] is handed back with
 //!   [`Association::unread`]; an A-RELEASE-RQ seen early is answered when the current exchange ends.
+//! - An acceptor may refuse a request on its AE titles before negotiating
+//!   ([`Association::accept_checked`]): the server asks the access-control layer whether the
+//!   calling AE title may associate from the peer's address.
 //!
-//! Submodules: `negotiation` (acceptor side of A-ASSOCIATE, busy refusal) and `data_writer`
-//! ([`DataWriter`], streaming a data set in PDUs).
+//! Submodules: `negotiation` (acceptor side of A-ASSOCIATE, admission refusals, busy refusal)
+//! and `data_writer` ([`DataWriter`], streaming a data set in PDUs).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,7 +49,7 @@ mod data_writer;
 mod negotiation;
 pub use data_writer::DataWriter;
 use negotiation::negotiate;
-pub use negotiation::refuse_busy;
+pub use negotiation::{Refusal, RequestInfo, refuse_busy};
 
 /// The DICOM Application Context Name (PS3.7 A.2.1).
 pub const APPLICATION_CONTEXT: &str = "1.2.840.10008.3.1.1.1";
@@ -238,6 +242,25 @@ impl Association {
     /// Like [`Association::accept`] on an established stream (a TLS session: the caller set
     /// `TCP_NODELAY` on its socket and completed the handshake).
     pub async fn accept_over(stream: impl Transport, opts: &AcceptOptions) -> Result<Association> {
+        Association::accept_checked(stream, opts, |_| async { Ok(()) })
+            .await
+            .map(|(a, ())| a)
+    }
+
+    /// Like [`Association::accept_over`], with an admission check: once the A-ASSOCIATE-RQ is
+    /// read, `admit` decides on its AE titles before anything is negotiated. A [`Refusal`] is
+    /// answered with A-ASSOCIATE-RJ carrying its result, source and reason (PS3.8 9.3.4) and
+    /// returned as [`Error::Rejected`]; otherwise negotiation goes on and `admit`'s value is
+    /// handed back with the association (the server keeps its principal in it).
+    pub async fn accept_checked<T, F, Fut>(
+        stream: impl Transport,
+        opts: &AcceptOptions,
+        admit: F,
+    ) -> Result<(Association, T)>
+    where
+        F: FnOnce(RequestInfo) -> Fut,
+        Fut: Future<Output = std::result::Result<T, Refusal>>,
+    {
         let mut a = Association::new(stream, opts.timeouts);
         let pdu = match a.recv_pdu().await {
             Ok(p) => p,
@@ -260,6 +283,14 @@ impl Association {
                 )));
             }
         };
+        let admitted = match admit(RequestInfo::of(&rq)).await {
+            Ok(t) => t,
+            Err(refusal) => {
+                let _ = a.send_pdu(&Pdu::AssociationRJ(refusal.to_pdu())).await;
+                let _ = a.socket.shutdown().await;
+                return Err(Error::Rejected(refusal.why));
+            }
+        };
         match negotiate(&rq, opts) {
             Ok(n) => {
                 a.send_pdu(&Pdu::AssociationAC(n.ac)).await?;
@@ -269,7 +300,7 @@ impl Association {
                 a.requestor_scp = n.requestor_scp;
                 a.local_ae = opts.ae_title.clone();
                 a.peer_ae = rq.calling_ae_title.trim().to_owned();
-                Ok(a)
+                Ok((a, admitted))
             }
             Err((rj, why)) => {
                 let _ = a.send_pdu(&Pdu::AssociationRJ(rj)).await;

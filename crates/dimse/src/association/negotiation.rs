@@ -17,6 +17,95 @@ use super::{
     MIN_PEER_PDU, PresentationContext, clamp_local, effective_peer_max,
 };
 
+/// What an acceptor's admission check sees of an A-ASSOCIATE-RQ (PS3.8 9.3.2, PS3.7 D.3.3.2).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// Calling AE Title, trimmed (PS3.5 6.2: surrounding spaces are not significant).
+    pub calling_ae: String,
+    /// Called AE Title, trimmed.
+    pub called_ae: String,
+    /// The requestor's Implementation Class UID ("" when absent).
+    pub implementation_class_uid: String,
+    /// The requestor's Implementation Version Name ("" when absent).
+    pub implementation_version_name: String,
+}
+
+impl RequestInfo {
+    pub(super) fn of(rq: &AssociationRQ) -> Self {
+        let mut info = RequestInfo {
+            calling_ae: rq.calling_ae_title.trim().to_owned(),
+            called_ae: rq.called_ae_title.trim().to_owned(),
+            ..Default::default()
+        };
+        for uv in &rq.user_variables {
+            match uv {
+                UserVariableItem::ImplementationClassUID(u) => {
+                    info.implementation_class_uid = u.trim_end_matches('\0').trim().to_owned();
+                }
+                UserVariableItem::ImplementationVersionName(v) => {
+                    info.implementation_version_name = v.trim_end_matches('\0').trim().to_owned();
+                }
+                _ => {}
+            }
+        }
+        info
+    }
+
+    /// What the requestor runs, as a user agent for audit events: the Implementation Version
+    /// Name, else the Implementation Class UID.
+    pub fn user_agent(&self) -> &str {
+        if self.implementation_version_name.is_empty() {
+            &self.implementation_class_uid
+        } else {
+            &self.implementation_version_name
+        }
+    }
+}
+
+/// An admission check's refusal: the A-ASSOCIATE-RJ fields (PS3.8 9.3.4, Table 9-21) and why,
+/// for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// 1 rejected-permanent, 2 rejected-transient.
+    pub result: u8,
+    /// 1 service-user, 2 service-provider (ACSE), 3 service-provider (presentation).
+    pub source: u8,
+    /// The reason within the source, e.g. 3 calling-AE-title-not-recognized (source 1).
+    pub reason: u8,
+    /// Why, in words (logged; never sent).
+    pub why: String,
+}
+
+impl Refusal {
+    /// The A-ASSOCIATE-RJ PDU. A combination PS3.8 does not define becomes "rejected-permanent,
+    /// service-user, no reason given".
+    pub fn to_pdu(&self) -> AssociationRJ {
+        use AssociationRJServiceUserReason as User;
+        use dicom_ul::pdu::AssociationRJServiceProviderASCEReason as Acse;
+        use dicom_ul::pdu::AssociationRJServiceProviderPresentationReason as Presentation;
+        let result = if self.result == 2 {
+            AssociationRJResult::Transient
+        } else {
+            AssociationRJResult::Permanent
+        };
+        let source = match (self.source, self.reason) {
+            (1, 2) => AssociationRJSource::ServiceUser(User::ApplicationContextNameNotSupported),
+            (1, 3) => AssociationRJSource::ServiceUser(User::CallingAETitleNotRecognized),
+            (1, 7) => AssociationRJSource::ServiceUser(User::CalledAETitleNotRecognized),
+            (2, 1) => AssociationRJSource::ServiceProviderASCE(Acse::NoReasonGiven),
+            (2, 2) => AssociationRJSource::ServiceProviderASCE(Acse::ProtocolVersionNotSupported),
+            (3, 1) => {
+                AssociationRJSource::ServiceProviderPresentation(Presentation::TemporaryCongestion)
+            }
+            (3, 2) => {
+                AssociationRJSource::ServiceProviderPresentation(Presentation::LocalLimitExceeded)
+            }
+            _ => AssociationRJSource::ServiceUser(User::NoReasonGiven),
+        };
+        AssociationRJ { result, source }
+    }
+}
+
 pub(super) struct Negotiated {
     pub(super) ac: AssociationAC,
     pub(super) contexts: Vec<PresentationContext>,
@@ -297,6 +386,62 @@ mod tests {
         plain.user_variables.truncate(1);
         let n = negotiate(&plain, &o).ok().unwrap();
         assert_eq!(n.contexts[0].transfer_syntax, "1.2.840.10008.1.2.4.50");
+    }
+
+    #[test]
+    fn refusals_carry_their_ps3_8_fields() {
+        let r = |result, source, reason| Refusal {
+            result,
+            source,
+            reason,
+            why: String::new(),
+        };
+        let calling = r(1, 1, 3).to_pdu();
+        assert_eq!(calling.result, AssociationRJResult::Permanent);
+        assert_eq!(
+            calling.source,
+            AssociationRJSource::ServiceUser(
+                AssociationRJServiceUserReason::CallingAETitleNotRecognized
+            )
+        );
+        assert_eq!(
+            r(1, 1, 7).to_pdu().source,
+            AssociationRJSource::ServiceUser(
+                AssociationRJServiceUserReason::CalledAETitleNotRecognized
+            )
+        );
+        let busy = r(2, 3, 1).to_pdu();
+        assert_eq!(busy.result, AssociationRJResult::Transient);
+        assert_eq!(
+            busy.source,
+            AssociationRJSource::ServiceProviderPresentation(
+                dicom_ul::pdu::AssociationRJServiceProviderPresentationReason::TemporaryCongestion
+            )
+        );
+        // Undefined combinations fall back to "no reason given".
+        assert_eq!(
+            r(1, 9, 9).to_pdu().source,
+            AssociationRJSource::ServiceUser(AssociationRJServiceUserReason::NoReasonGiven)
+        );
+    }
+
+    #[test]
+    fn request_info_names_the_implementation() {
+        let mut q = rq(" VESALIUS ", 16384);
+        q.calling_ae_title = " CT1 ".into();
+        q.user_variables
+            .push(UserVariableItem::ImplementationClassUID("1.2.3\0".into()));
+        let info = RequestInfo::of(&q);
+        assert_eq!(
+            (info.calling_ae.as_str(), info.called_ae.as_str()),
+            ("CT1", "VESALIUS")
+        );
+        assert_eq!(info.user_agent(), "1.2.3");
+        q.user_variables
+            .push(UserVariableItem::ImplementationVersionName(
+                "OFFIS_DCMTK_367".into(),
+            ));
+        assert_eq!(RequestInfo::of(&q).user_agent(), "OFFIS_DCMTK_367");
     }
 
     #[test]

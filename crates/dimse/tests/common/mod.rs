@@ -1,4 +1,6 @@
-//! Shared fixtures: a server on a free port, DICOM files written with dicom-object, DCMTK runs.
+//! Shared fixtures: a server on a free port behind an access-control layer over in-memory
+//! directory and audit log (with the calling AE titles the tests use registered), DICOM files
+//! written with dicom-object, DCMTK runs.
 
 #![allow(dead_code)]
 
@@ -14,11 +16,16 @@ use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use vesalius_auth::{AuthOptions, Authenticator};
 use vesalius_dimse::DimseServerOptions;
-use vesalius_store::Ingestor;
-use vesalius_store::ingest::IngestLimits;
+use vesalius_store::audit::{AuditEvent, AuditLog, Outcome};
+use vesalius_store::directory::{AeEntry, DirectoryChange};
+use vesalius_store::ingest::{IngestContext, IngestLimits, IngestObserver};
 use vesalius_store::memory::{MemoryBlobStore, MemoryIndex};
+use vesalius_store::memory_directory::{MemoryAuditLog, MemoryDirectory};
+use vesalius_store::model::{InstanceRecord, SideRecord};
 use vesalius_store::query::Scope;
+use vesalius_store::{Directory, Ingestor};
 
 /// The AE title of the server under test.
 pub const AE: &str = "VESALIUS";
@@ -29,10 +36,139 @@ pub const MR: &str = "1.2.840.10008.5.1.4.1.1.4";
 /// Explicit VR Little Endian.
 pub const EXPLICIT: &str = "1.2.840.10008.1.2.1";
 
+/// The organisation of the AE titles registered by default.
+pub const ORG: &str = "default";
+
+/// Calling AE titles every server under test knows (organisation [`ORG`], any address, may
+/// query): DCMTK's defaults and the titles the tests call with.
+pub const KNOWN_AES: &[&str] = &[
+    "ECHOSCU",
+    "STORESCU",
+    "FINDSCU",
+    "GETSCU",
+    "MOVESCU",
+    "SEEDER",
+    "SCU",
+    "CANCELLER",
+    "HOSTILE",
+    "TLSSCU",
+    "PLAIN",
+    "COMMITSCU",
+];
+
+/// The access-control layer of a server under test, over in-memory models.
+pub struct Access {
+    pub auth: Arc<Authenticator>,
+    pub directory: Arc<MemoryDirectory>,
+    pub audit: Arc<MemoryAuditLog>,
+}
+
+impl Access {
+    /// An authenticator over an empty directory plus [`KNOWN_AES`].
+    pub async fn new() -> Access {
+        Access::with_options(AuthOptions::new()).await
+    }
+
+    /// Like [`Access::new`] with `opts` (e.g. the site's own AE titles).
+    pub async fn with_options(opts: AuthOptions) -> Access {
+        let audit = Arc::new(MemoryAuditLog::new());
+        let directory = Arc::new(MemoryDirectory::new(audit.clone()));
+        let auth = Arc::new(Authenticator::new(directory.clone(), audit.clone(), opts));
+        let access = Access {
+            auth,
+            directory,
+            audit,
+        };
+        for ae in KNOWN_AES {
+            access.add_ae(ae, ORG, &[], true).await;
+        }
+        access
+    }
+
+    /// Registers (or replaces) a calling AE title.
+    pub async fn add_ae(&self, ae: &str, org: &str, allowed: &[&str], may_query: bool) {
+        self.put_ae(AeEntry {
+            ae_title: ae.into(),
+            org: org.into(),
+            allowed_addrs: allowed.iter().map(|a| a.to_string()).collect(),
+            listen: None,
+            description: String::new(),
+            may_query,
+        })
+        .await;
+    }
+
+    /// Registers (or replaces) an AE title entry.
+    pub async fn put_ae(&self, entry: AeEntry) {
+        self.directory
+            .apply(vec![DirectoryChange::PutAe(entry)], Vec::new())
+            .await
+            .unwrap();
+    }
+
+    /// Every audit event so far, oldest first (appends run in spawned tasks: this waits up to
+    /// 2 s for at least `min` of them).
+    pub async fn events(&self, min: usize) -> Vec<AuditEvent> {
+        for _ in 0..100 {
+            let got: Vec<AuditEvent> = (self.audit.records(1, 100_000).await.unwrap())
+                .into_iter()
+                .map(|r| r.event)
+                .collect();
+            if got.len() >= min {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("fewer than {min} audit events");
+    }
+
+    /// The events of `action` by actor `ae` (waiting as [`Access::events`] for `min`).
+    pub async fn events_of(&self, ae: &str, action: &str, min: usize) -> Vec<AuditEvent> {
+        for _ in 0..100 {
+            let got: Vec<AuditEvent> = self
+                .events(0)
+                .await
+                .into_iter()
+                .filter(|e| e.action == action && e.actor.name == ae)
+                .collect();
+            if got.len() >= min {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("fewer than {min} {action} events of {ae}");
+    }
+}
+
+/// A stand-in for the binary's audit observer: one `store` event per ingested instance, from
+/// what the front end put into the ingest context (the real one also deduplicates).
+pub struct StoreEvents;
+
+impl IngestObserver for StoreEvents {
+    fn observe(&self, r: &InstanceRecord, ctx: &IngestContext) -> Vec<SideRecord> {
+        let Some(actor) = ctx.actor.clone() else {
+            return Vec::new();
+        };
+        vec![SideRecord::Audit(AuditEvent {
+            time_ms: r.received_ms,
+            actor,
+            action: "store".into(),
+            outcome: Outcome::Success,
+            org: r.org.clone(),
+            patient: Some((r.patient.issuer.clone(), r.patient.patient_id.clone())),
+            study_uid: Some(r.study.study_uid.clone()),
+            source: ctx.source_addr.clone(),
+            user_agent: ctx.user_agent.clone(),
+            details: serde_json::json!({}),
+        })]
+    }
+}
+
 /// A server under test.
 pub struct Server {
     pub addr: SocketAddr,
     pub ingestor: Arc<Ingestor>,
+    pub access: Access,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<std::io::Result<()>>,
     pub dir: tempfile::TempDir,
@@ -83,30 +219,46 @@ impl Server {
     }
 }
 
-/// Starts a server with default options changed by `configure`.
-pub async fn start(configure: impl FnOnce(&mut DimseServerOptions)) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let ingestor = Arc::new(
+/// An ingest pipeline over in-memory backends whose store events go to `audit`.
+pub fn ingestor(dir: &Path, audit: &Arc<MemoryAuditLog>) -> Arc<Ingestor> {
+    Arc::new(
         Ingestor::new(
-            Arc::new(MemoryIndex::default()),
+            Arc::new(MemoryIndex::with_audit(audit.clone())),
             Arc::new(MemoryBlobStore::default()),
-            dir.path().join("spool"),
+            dir.join("spool"),
             IngestLimits {
                 min_free_bytes: 0,
                 ..Default::default()
             },
         )
-        .unwrap(),
-    );
-    let mut options = DimseServerOptions {
+        .unwrap()
+        .with_observer(Arc::new(StoreEvents)),
+    )
+}
+
+/// The options every test server starts from.
+pub fn options(auth: &Arc<Authenticator>) -> DimseServerOptions {
+    DimseServerOptions {
         ae_title: AE.into(),
         timeouts: vesalius_dimse::Timeouts {
             connect: Duration::from_secs(3),
             read: Duration::from_secs(10),
             write: Duration::from_secs(10),
         },
-        ..Default::default()
-    };
+        ..DimseServerOptions::new(auth.clone())
+    }
+}
+
+/// Starts a server with default options changed by `configure`.
+pub async fn start(configure: impl FnOnce(&mut DimseServerOptions)) -> Server {
+    start_with(Access::new().await, configure).await
+}
+
+/// Starts a server behind `access` with default options changed by `configure`.
+pub async fn start_with(access: Access, configure: impl FnOnce(&mut DimseServerOptions)) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let ingestor = ingestor(dir.path(), &access.audit);
+    let mut options = options(&access.auth);
     configure(&mut options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -120,6 +272,7 @@ pub async fn start(configure: impl FnOnce(&mut DimseServerOptions)) -> Server {
     Server {
         addr,
         ingestor,
+        access,
         shutdown,
         task,
         dir,
