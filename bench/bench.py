@@ -194,6 +194,8 @@ class Vesalius(Server):
         env["VESALIUS__DICOM__MAX_PDU_LENGTH"] = str(PDU)
         # The harness measures the archive, not credentials (auth is checked by scripts/test).
         env["VESALIUS__AUTH__REQUIRED"] = "false"
+        # DCMTK's storescu calls as STORESCU: an allowed caller of the default organisation.
+        env["VESALIUS__DICOM__CALLERS"] = '[{ae_title="STORESCU", org="default"}]'
         env.setdefault("RUST_LOG", "info")
         env["TCP_NODELAY"] = "1"
         cmd = [VESALIUS_BIN, "serve", "--data-dir", str(self.data_dir),

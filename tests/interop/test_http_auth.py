@@ -72,3 +72,34 @@ def test_credentials_are_required_and_a_session_works(tmp_path):
         assert s.get(f"{srv.dicomweb}/studies").status_code == 401
     finally:
         srv.stop()
+
+
+def test_cli_commands_carry_the_token_from_the_environment(tmp_path, synth_dir):
+    """`vesalius import`/`query` talk to a server that requires credentials with VESALIUS_TOKEN,
+    a token made by `vesalius admin token create` (README quick start)."""
+    import json
+    import os
+    import subprocess
+
+    from conftest import BIN
+
+    srv, _ = start(tmp_path)
+    try:
+        data = str(tmp_path / "data")
+        out = subprocess.run([BIN, "admin", "token", "create", "--data-dir", data, "--org", "default",
+                              "--role", "admin", "--name", "cli", "--json"],
+                             capture_output=True, text=True, check=True)
+        token = json.loads(out.stdout)["token"]
+        server = ["--server", srv.base]
+        env = dict(os.environ)
+        env.pop("VESALIUS_TOKEN", None)
+        r = subprocess.run([BIN, "query", *server, "PatientName=*"], capture_output=True, text=True, env=env)
+        assert r.returncode != 0 and "401" in (r.stdout + r.stderr), r.stdout + r.stderr
+        env["VESALIUS_TOKEN"] = token
+        r = subprocess.run([BIN, "import", *server, str(synth_dir)], capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = subprocess.run([BIN, "query", *server, "PatientName=*", "--json"], capture_output=True, text=True,
+                           env=env)
+        assert r.returncode == 0 and json.loads(r.stdout), r.stdout + r.stderr
+    finally:
+        srv.stop()

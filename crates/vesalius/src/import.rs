@@ -98,7 +98,7 @@ pub async fn run(
         );
         b
     };
-    let client = reqwest::Client::new();
+    let client = crate::server_client()?;
     let url = format!("{}/api/v1/instances", server.trim_end_matches('/'));
     let limits = Arc::new(limits);
     let results: Vec<ItemResult> = futures::stream::iter(items.into_iter().map(|item| {

@@ -248,3 +248,21 @@ fn main() -> Result<()> {
         Command::Audit(a) => rt.block_on(audit_cmd::run(a, cfg)),
     }
 }
+
+/// The HTTP client for commands that talk to the running server (`--server`): it sends the API
+/// token from `VESALIUS_TOKEN` (made with `vesalius admin token create`), since the server
+/// refuses requests without credentials (docs/security.md).
+fn server_client() -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(token) = std::env::var("VESALIUS_TOKEN")
+        && !token.is_empty()
+    {
+        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| anyhow::anyhow!("VESALIUS_TOKEN is not a valid header value"))?;
+        v.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
+}

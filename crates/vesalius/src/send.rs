@@ -104,7 +104,7 @@ fn files_under(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 /// Downloads a study from the server (WADO-RS, as stored) into `dir`, one file per instance.
 async fn fetch_study(server: &str, study: &str, dir: &std::path::Path) -> Result<Vec<PathBuf>> {
     let url = format!("{}/dicom-web/studies/{study}", server.trim_end_matches('/'));
-    let resp = reqwest::Client::new()
+    let resp = crate::server_client()?
         .get(&url)
         .header(
             "accept",
@@ -181,6 +181,7 @@ pub async fn send(a: SendArgs) -> Result<()> {
     let Some(base) = &a.to_web else {
         bail!("give --to-dicom AE@host:port or --to-web URL");
     };
+    // Another DICOMweb server never receives our own API token.
     let client = reqwest::Client::new();
     let url = format!("{}/studies", base.trim_end_matches('/'));
     let mut failed = 0;
@@ -253,7 +254,7 @@ pub async fn query(a: QueryArgs) -> Result<()> {
     params.push(("limit".into(), a.limit.to_string()));
     params.push(("includefield".into(), "all".into()));
     let url = format!("{}/dicom-web/{}", a.server.trim_end_matches('/'), a.level);
-    let resp = reqwest::Client::new()
+    let resp = crate::server_client()?
         .get(&url)
         .query(&params)
         .header("accept", "application/dicom+json")
@@ -339,7 +340,7 @@ pub async fn delete(a: DeleteArgs) -> Result<()> {
     if let Some(i) = &a.instance {
         url.push_str(&format!("/instances/{i}"));
     }
-    let resp = reqwest::Client::new()
+    let resp = crate::server_client()?
         .delete(&url)
         .send()
         .await
