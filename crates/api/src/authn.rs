@@ -79,9 +79,8 @@ pub async fn authenticate(State(a): State<Authn>, mut req: Request, next: Next) 
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.to_string())
         .unwrap_or_default();
-    let headers = req.headers().clone();
-    let user_agent = header_str(&headers, header::USER_AGENT.as_str()).to_owned();
-    let resolved = match credentials(&a, &headers, req.method()).await {
+    let user_agent = header_str(req.headers(), header::USER_AGENT.as_str()).to_owned();
+    let resolved = match credentials(&a, req.headers(), req.method()).await {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -111,7 +110,8 @@ pub async fn authenticate(State(a): State<Authn>, mut req: Request, next: Next) 
     next.run(req).await
 }
 
-fn header_str<'h>(h: &'h HeaderMap, name: &str) -> &'h str {
+/// A header's value as text ("" when absent or not text).
+pub(crate) fn header_str<'h>(h: &'h HeaderMap, name: &str) -> &'h str {
     h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 

@@ -163,7 +163,7 @@ async fn remove(
             vesalius_auth::Action::Delete,
             &vesalius_auth::Resource::org(org.clone()),
             &[],
-            0,
+            vesalius_auth::now_ms(),
         );
         if !d.is_allowed() {
             return Err(ApiError {

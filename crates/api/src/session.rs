@@ -36,9 +36,7 @@ fn source(ci: &Option<Extension<ConnectInfo<SocketAddr>>>) -> String {
 }
 
 fn agent(h: &HeaderMap) -> &str {
-    h.get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
+    crate::authn::header_str(h, header::USER_AGENT.as_str())
 }
 
 /// The routes (mount at the root).
@@ -90,10 +88,7 @@ async fn logout(
 ) -> Response {
     let src = source(&ci);
     let secure = auth.options().secure_cookies;
-    let cookies = headers
-        .get(header::COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let cookies = crate::authn::header_str(&headers, header::COOKIE.as_str());
     if let Some(secret) = cookie::session_secret(cookies)
         && let Err(e) = auth
             .logout(secret, Origin::new(&src, agent(&headers)))

@@ -46,10 +46,7 @@ impl Caller {
         details: Json,
     ) -> AuditEvent {
         AuditEvent {
-            time_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0),
+            time_ms: crate::now_ms(),
             actor: self.principal.actor.clone(),
             action: action.to_owned(),
             outcome,

@@ -42,6 +42,14 @@ pub mod token;
 
 pub use authenticator::{AuthOptions, Authenticator, Origin};
 pub use caller::Caller;
+
+/// Milliseconds since the Unix epoch from the system clock (what [`authenticator::Clock::system`]
+/// reads), for callers outside an [`Authenticator`].
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 pub use error::{Error, Result};
 pub use policy::{Action, Decision, Resource, access, authorize};
 pub use principal::{Principal, PrincipalKind};

@@ -90,7 +90,7 @@ async fn stow(st: Ctx, url: ServiceUrl, study: Option<String>, req: Request) -> 
         vesalius_auth::Action::Store,
         &vesalius_auth::Resource::org(org.clone()),
         &[],
-        now_ms(),
+        vesalius_auth::now_ms(),
     );
     if !decision.is_allowed() {
         st.append(st.caller.event(
@@ -532,13 +532,6 @@ fn response(url: &ServiceUrl, study: Option<&str>, results: Vec<PartResult>) -> 
         Json::Object(body).to_string(),
     )
         .into_response())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

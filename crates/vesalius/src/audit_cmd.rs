@@ -390,13 +390,7 @@ fn line(r: &AuditRecord) -> String {
 /// Parses `--since`/`--until`: ms since the epoch, an age (`30m`, `24h`, `7d`) before now, or a
 /// UTC date `YYYY-MM-DD[THH:MM[:SS]][Z]`.
 fn parse_time(s: &str) -> Result<i64, String> {
-    parse_time_at(s, now_ms())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    parse_time_at(s, vesalius_auth::now_ms())
 }
 
 fn parse_time_at(s: &str, now: i64) -> Result<i64, String> {

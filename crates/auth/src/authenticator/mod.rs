@@ -63,11 +63,7 @@ pub struct Clock(Arc<dyn Fn() -> i64 + Send + Sync>);
 impl Clock {
     /// Milliseconds since the Unix epoch from the system clock.
     pub fn system() -> Self {
-        Clock(Arc::new(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64)
-        }))
+        Clock(Arc::new(crate::now_ms))
     }
 
     /// A clock reading `now` (tests advance it).
