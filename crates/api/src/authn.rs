@@ -3,7 +3,11 @@
 //!
 //! - `Authorization: Bearer vsl_…` (API tokens) or the `vesalius_session` cookie (logins); a
 //!   cookie-authenticated request that changes state (`POST`, `PUT`, `PATCH`, `DELETE`) must carry
-//!   the session's CSRF token in `X-CSRF-Token`.
+//!   the session's CSRF token in `X-CSRF-Token`, or come from a same-origin page
+//!   (`Sec-Fetch-Site: same-origin`, set by browsers and unforgeable by pages).
+//! - `Authorization: Bearer vsu_{link}.{secret}`: a guest upload link (STOW-RS into the
+//!   organisation's quarantine inbox), admitted only with a `Content-Length` it still accepts.
+//! - The `vesalius_link` cookie: a share-link visitor whose link (and passcode) was checked.
 //! - Invalid, expired or revoked credentials: 401 `{"error": "unauthorized"}`, never a fallback.
 //! - No credentials: 401 as well when [`AuthnOptions::required`] (the default); open paths
 //!   (`/healthz`, `/readyz`, `/metrics`, login and first-start set-up) are always served.
@@ -49,7 +53,8 @@ impl Authn {
     }
 }
 
-/// Paths served to anybody.
+/// Paths served to anybody: health, login and set-up, and the capability URLs whose handlers
+/// check a link's own secret (share links under `/s/`, guest upload links under `/upload/`).
 fn open_path(path: &str) -> bool {
     matches!(
         path,
@@ -59,8 +64,12 @@ fn open_path(path: &str) -> bool {
             | "/api/v1/auth/login"
             | "/api/v1/auth/logout"
             | "/api/v1/auth/setup"
+            | "/api/v1/auth/oidc/login"
+            | "/api/v1/auth/oidc/callback"
             | "/setup"
-    )
+            | "/login"
+    ) || path.starts_with("/s/")
+        || path.starts_with("/upload/")
 }
 
 fn unauthorized(message: &str) -> Response {
@@ -80,7 +89,8 @@ pub async fn authenticate(State(a): State<Authn>, mut req: Request, next: Next) 
         .map(|c| c.0.to_string())
         .unwrap_or_default();
     let user_agent = header_str(req.headers(), header::USER_AGENT.as_str()).to_owned();
-    let resolved = match credentials(&a, req.headers(), req.method()).await {
+    let origin = vesalius_auth::Origin::new(&source, &user_agent);
+    let resolved = match credentials(&a, req.headers(), req.method(), origin).await {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -120,8 +130,15 @@ async fn credentials(
     a: &Authn,
     headers: &HeaderMap,
     method: &Method,
+    origin: vesalius_auth::Origin<'_>,
 ) -> Result<Option<vesalius_auth::Principal>, Response> {
     if let Some(token) = cookie::bearer_token(header_str(headers, header::AUTHORIZATION.as_str())) {
+        if let Some((id, secret)) = vesalius_auth::parse_upload_token(token) {
+            let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+            return upload_link(a, headers, safe, id, secret, origin)
+                .await
+                .map(Some);
+        }
         return match a.auth.from_bearer(token).await {
             Ok(p) => Ok(Some(p)),
             Err(e) => Err(unauthorized(&e.to_string())),
@@ -133,7 +150,12 @@ async fn credentials(
             Err(e) => return Err(unauthorized(&e.to_string())),
         };
         let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+        // A browser says where a request comes from in `Sec-Fetch-Site`, which no page can
+        // forge: a same-origin form post (the server-rendered pages, which run no script and
+        // so cannot set X-CSRF-Token) is not a cross-site forgery.
+        let same_origin = header_str(headers, "sec-fetch-site") == "same-origin";
         if !safe
+            && !same_origin
             && let Err(e) = a.auth.check_csrf(
                 &session,
                 headers.get("x-csrf-token").and_then(|v| v.to_str().ok()),
@@ -147,5 +169,41 @@ async fn credentials(
         }
         return Ok(Some(p));
     }
+    if let Some(pass) = cookie::link_pass(header_str(headers, header::COOKIE.as_str())) {
+        // A share-link visitor's pass: only reads follow (the policy gives links nothing else).
+        return match a.auth.from_share_link_pass(pass).await {
+            Ok(p) => Ok(Some(p)),
+            Err(e) => Err(unauthorized(&e.to_string())),
+        };
+    }
     Ok(None)
+}
+
+/// A guest upload (`Authorization: Bearer vsu_…`): the declared `Content-Length` must fit what
+/// the link still accepts, so a too-large upload is refused before its first byte is read.
+async fn upload_link(
+    a: &Authn,
+    headers: &HeaderMap,
+    safe: bool,
+    id: &str,
+    secret: &str,
+    origin: vesalius_auth::Origin<'_>,
+) -> Result<vesalius_auth::Principal, Response> {
+    let declared = header_str(headers, header::CONTENT_LENGTH.as_str())
+        .parse::<u64>()
+        .ok();
+    let Some(len) = declared.or(safe.then_some(0)) else {
+        return Err((
+            StatusCode::LENGTH_REQUIRED,
+            Json(json!({
+                "error": "length-required",
+                "message": "uploads through a link must declare their Content-Length"
+            })),
+        )
+            .into_response());
+    };
+    a.auth
+        .upload_link_open(id, secret, len, origin)
+        .await
+        .map_err(crate::session::error)
 }

@@ -16,7 +16,14 @@
 #![warn(missing_docs)]
 
 pub mod authn;
+mod export;
+mod guest;
+mod inbox;
+mod links;
+pub mod pages;
+mod privacy;
 pub mod session;
+mod share;
 
 use std::sync::Arc;
 
@@ -68,10 +75,77 @@ impl IntoResponse for ApiError {
 }
 
 /// Options of the API.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ApiOptions {
     /// The organisation new objects belong to.
     pub org: String,
+    /// The site's external base URL (`https://pacs.example`), for the links handed out; the
+    /// request's `Host` when unset.
+    pub public_base_url: Option<String>,
+}
+
+/// What the access-control endpoints work with.
+#[derive(Clone)]
+pub(crate) struct Services {
+    pub(crate) auth: Arc<vesalius_auth::Authenticator>,
+    pub(crate) ingestor: Arc<Ingestor>,
+    pub(crate) options: ApiOptions,
+}
+
+/// The routes of issue 4 beyond login: share links and their pages, guest upload links and
+/// their page, the quarantine inbox, break-glass and the privacy reports, exports (zip,
+/// de-identified), login and password pages. Mount at the root.
+pub fn access_router(
+    auth: Arc<vesalius_auth::Authenticator>,
+    ingestor: Arc<Ingestor>,
+    options: ApiOptions,
+) -> axum::Router {
+    let sv = Services {
+        auth: auth.clone(),
+        ingestor,
+        options,
+    };
+    axum::Router::new()
+        .route(
+            "/api/v1/studies/{study}/share-links",
+            post(links::create_share_link),
+        )
+        .route("/api/v1/share-links", get(links::list_share_links))
+        .route("/api/v1/share-links/{id}", delete(links::revoke_share_link))
+        .route(
+            "/api/v1/upload-links",
+            post(links::create_upload_link).get(links::list_upload_links),
+        )
+        .route(
+            "/api/v1/upload-links/{id}",
+            delete(links::revoke_upload_link),
+        )
+        .route("/api/v1/inbox", get(inbox::list))
+        .route("/api/v1/inbox/studies/{study}", delete(inbox::reject))
+        .route("/api/v1/inbox/studies/{study}/accept", post(inbox::accept))
+        .route(
+            "/api/v1/studies/{study}/break-glass",
+            post(privacy::break_glass),
+        )
+        .route("/api/v1/audit/who-saw", get(privacy::who_saw))
+        .route(
+            "/api/v1/audit/break-glass",
+            get(privacy::break_glass_report),
+        )
+        .route("/api/v1/studies/{study}/archive", get(export::archive))
+        .route("/api/v1/studies/{study}/export", post(export::export))
+        .route("/s/{id}", get(share::view))
+        .route("/s/{id}/download", get(share::download))
+        .route(
+            "/s/{id}/{secret}",
+            get(share::open_get).post(share::open_post),
+        )
+        .route(
+            "/upload/{id}/{secret}",
+            get(guest::form).post(guest::upload),
+        )
+        .with_state(sv)
+        .merge(pages::router(auth))
 }
 
 #[derive(Clone)]
@@ -100,7 +174,34 @@ pub fn router(ingestor: Arc<Ingestor>, options: ApiOptions) -> axum::Router {
         .with_state(AppState { ingestor, options })
 }
 
-async fn upload(State(st): State<AppState>, body: Body) -> Result<Response, ApiError> {
+async fn upload(
+    State(st): State<AppState>,
+    caller: Option<axum::Extension<vesalius_auth::Caller>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    // Issue 4: into the caller's organisation, if it may store there.
+    let caller = caller.map(|c| c.0);
+    let (org, actor, source_addr, user_agent) = match &caller {
+        Some(c) if !c.principal.is_system() => {
+            let org = c.org().to_owned();
+            let d = vesalius_auth::authorize(
+                &c.principal,
+                vesalius_auth::Action::Store,
+                &vesalius_auth::Resource::org(org.clone()),
+                &[],
+                vesalius_auth::now_ms(),
+            );
+            if !d.is_allowed() {
+                return Err(ApiError {
+                    kind: ErrorKind::Forbidden,
+                    message: format!("{} may not store into {org:?}", c.principal.actor.name),
+                });
+            }
+            let actor = Some(c.principal.actor.clone());
+            (org, actor, c.source.clone(), c.user_agent.clone())
+        }
+        _ => (st.options.org.clone(), None, String::new(), String::new()),
+    };
     let mut spool = st.ingestor.spool()?;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
@@ -118,8 +219,11 @@ async fn upload(State(st): State<AppState>, body: Body) -> Result<Response, ApiE
     }
     let spooled = spool.finish()?;
     let ctx = IngestContext {
-        org: st.options.org.clone(),
+        org,
         source: "api".into(),
+        actor,
+        source_addr,
+        user_agent,
         ..Default::default()
     };
     let done = st.ingestor.ingest(spooled, &ctx).await?;

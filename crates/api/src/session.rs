@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 use vesalius_auth::{Authenticator, Caller, Origin, cookie};
 
-fn error(e: vesalius_auth::Error) -> Response {
+pub(crate) fn error(e: vesalius_auth::Error) -> Response {
     let kind = e.kind();
     let status =
         StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -31,11 +31,11 @@ fn error(e: vesalius_auth::Error) -> Response {
         .into_response()
 }
 
-fn source(ci: &Option<Extension<ConnectInfo<SocketAddr>>>) -> String {
+pub(crate) fn source(ci: &Option<Extension<ConnectInfo<SocketAddr>>>) -> String {
     ci.as_ref().map(|c| c.0.0.to_string()).unwrap_or_default()
 }
 
-fn agent(h: &HeaderMap) -> &str {
+pub(crate) fn agent(h: &HeaderMap) -> &str {
     crate::authn::header_str(h, header::USER_AGENT.as_str())
 }
 

@@ -19,6 +19,24 @@ pub fn session_cookie(secret: &str, secure: bool, max_age_secs: i64) -> String {
     )
 }
 
+/// Name of the cookie carrying a verified share-link visit (see
+/// [`crate::Authenticator::share_link_pass`]).
+pub const LINK_COOKIE: &str = "vesalius_link";
+
+/// The `Set-Cookie` value that installs a share-link pass (same attributes as the session).
+pub fn link_cookie(pass: &str, secure: bool, max_age_secs: i64) -> String {
+    format!(
+        "{LINK_COOKIE}={pass}; HttpOnly; SameSite=Strict; Path=/{}; Max-Age={}",
+        if secure { "; Secure" } else { "" },
+        max_age_secs.max(0)
+    )
+}
+
+/// The share-link pass in a `Cookie` header, if any.
+pub fn link_pass(cookie_header: &str) -> Option<&str> {
+    cookie_value(cookie_header, LINK_COOKIE).filter(|v| !v.is_empty())
+}
+
 /// The `Set-Cookie` value that removes the session cookie (logout).
 pub fn clear_session_cookie(secure: bool) -> String {
     session_cookie("", secure, 0)

@@ -89,6 +89,19 @@ impl AccessDedupe {
         true
     }
 
+    /// Forgets an access recorded by [`Self::first_in_window`], so that the next one is audited
+    /// again (used when the access turned out to read nothing: a study not visible yet must not
+    /// hide the read that follows a grant or break-glass).
+    pub fn forget(&self, actor_id: &str, action: &str, org: &str, study_uid: &str) {
+        let key = (
+            actor_id.to_owned(),
+            action.to_owned(),
+            org.to_owned(),
+            study_uid.to_owned(),
+        );
+        self.inner.lock().expect("dedupe lock").seen.remove(&key);
+    }
+
     /// Accesses currently remembered.
     pub fn len(&self) -> usize {
         self.inner.lock().expect("dedupe lock").seen.len()

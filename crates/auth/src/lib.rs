@@ -40,7 +40,9 @@ pub mod principal;
 pub mod secret;
 pub mod token;
 
-pub use authenticator::{AuthOptions, Authenticator, Origin};
+pub use authenticator::{
+    AuthOptions, Authenticator, LinkKey, Origin, ShareLinkOptions, parse_upload_token, upload_token,
+};
 pub use caller::Caller;
 
 /// Milliseconds since the Unix epoch from the system clock (what [`authenticator::Clock::system`]

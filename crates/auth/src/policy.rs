@@ -65,11 +65,14 @@ pub enum Action {
     BreakGlass,
     /// Upload through a guest upload link into the organisation's quarantine inbox.
     Upload,
+    /// Review the organisation's quarantine inbox: see what guests uploaded, correct the patient
+    /// identity to the local record, accept it into the archive or reject it.
+    Reconcile,
 }
 
 impl Action {
     /// Every action, in declaration order.
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 12] = [
         Action::Query,
         Action::Retrieve,
         Action::Store,
@@ -81,6 +84,7 @@ impl Action {
         Action::ReadAudit,
         Action::BreakGlass,
         Action::Upload,
+        Action::Reconcile,
     ];
 
     /// The kebab-case name (also the audit `action` of the corresponding event where one fits).
@@ -97,6 +101,7 @@ impl Action {
             Action::ReadAudit => "read-audit",
             Action::BreakGlass => "break-glass",
             Action::Upload => "upload",
+            Action::Reconcile => "reconcile",
         }
     }
 
@@ -109,6 +114,7 @@ impl Action {
                 | Action::ManageOrg
                 | Action::ReadAudit
                 | Action::CreateUploadLink
+                | Action::Reconcile
         )
     }
 }
@@ -298,18 +304,32 @@ pub fn rights(role: Role) -> RoleRights {
                 CreateUploadLink,
                 ManageOrg,
                 ReadAudit,
+                Reconcile,
             ],
             granted: &[Query, Retrieve, Export],
             org_grants: true,
             break_glass: false,
         },
         Role::Clinician => RoleRights {
-            own: &[Query, Retrieve, Export, CreateShareLink, CreateUploadLink],
+            own: &[
+                Query,
+                Retrieve,
+                Export,
+                CreateShareLink,
+                CreateUploadLink,
+                Reconcile,
+            ],
             granted: &[Query, Retrieve, Export],
             org_grants: true,
             break_glass: true,
         },
-        Role::Radiographer | Role::Service => RoleRights {
+        Role::Radiographer => RoleRights {
+            own: &[Query, Retrieve, Store, Reconcile],
+            granted: &[],
+            org_grants: false,
+            break_glass: false,
+        },
+        Role::Service => RoleRights {
             own: &[Query, Retrieve, Store],
             granted: &[],
             org_grants: false,

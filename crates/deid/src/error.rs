@@ -46,6 +46,20 @@ pub enum Error {
         #[source]
         source: Box<dicom_object::WriteError>,
     },
+    /// Bytes in memory could not be read as a DICOM file.
+    #[error("cannot read the object as DICOM")]
+    ReadBytes {
+        /// The underlying error.
+        #[source]
+        source: Box<dicom_object::ReadError>,
+    },
+    /// An object could not be written to memory.
+    #[error("cannot write the object")]
+    WriteBytes {
+        /// The underlying error.
+        #[source]
+        source: Box<dicom_object::WriteError>,
+    },
 }
 
 impl Error {
@@ -53,7 +67,8 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::EmptyKey | Error::UnsupportedOption { .. } => ErrorKind::BadRequest,
-            Error::OpenFile { .. } => ErrorKind::InvalidDicom,
+            Error::OpenFile { .. } | Error::ReadBytes { .. } => ErrorKind::InvalidDicom,
+            Error::WriteBytes { .. } => ErrorKind::Internal,
             Error::CreateDir { .. } | Error::WriteFile { .. } => ErrorKind::Unavailable,
         }
     }

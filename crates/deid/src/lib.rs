@@ -31,6 +31,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod coerce;
 mod engine;
 mod error;
 mod options;
@@ -260,6 +261,14 @@ fn path_part(uid: Option<String>, fallback: &str) -> String {
             .collect(),
         _ => fallback.to_string(),
     }
+}
+
+/// De-identifies a Part 10 object held in memory (see [`deidentify`]); returns the new
+/// object's bytes and the report.
+pub fn deidentify_bytes(bytes: &[u8], opts: &DeidOptions) -> Result<(Vec<u8>, DeidReport), Error> {
+    let mut obj = coerce::read_object(bytes)?;
+    let report = deidentify(&mut obj, opts)?;
+    Ok((coerce::write_object(&obj)?, report))
 }
 
 /// The path of a de-identified instance under `out_dir`, named by its (new) UIDs:

@@ -79,8 +79,34 @@ impl Ctx {
         {
             return;
         }
-        let ev = c.event(action, Outcome::Success, c.org(), Some(study), json!({}));
-        self.append(ev);
+        let mut ev = c.event(action, Outcome::Success, c.org(), Some(study), json!({}));
+        let (index, auth, access) = (
+            self.st.ingestor.index().clone(),
+            auth.clone(),
+            c.access.clone(),
+        );
+        let (study, action, actor_org) = (study.to_owned(), action.to_owned(), c.org().to_owned());
+        tokio::spawn(async move {
+            // The event belongs to the study's owner (a grant or break-glass reader is of
+            // another organisation), with its patient, so that the owner's "who saw" finds it.
+            match owner(&*index, access, &study).await {
+                Some((org, patient)) => {
+                    ev.org = org;
+                    ev.patient = patient;
+                }
+                None => {
+                    // Nothing was read (the study is not visible): no event, and the next
+                    // access, perhaps after a grant, is audited.
+                    auth.dedupe()
+                        .forget(&ev.actor.id, &action, &actor_org, &study);
+                    return;
+                }
+            }
+            let log = auth.audit_log();
+            if let Err(e) = log.append(vec![ev]).await {
+                tracing::error!(error = %e, "audit append failed");
+            }
+        });
     }
 
     /// Appends one event in the background (never on the response path).
@@ -94,4 +120,31 @@ impl Ctx {
             });
         }
     }
+}
+
+/// The organisation owning the copy of `study` that `access` sees, and its patient
+/// `(issuer, patient id)`; `None` when the study is not visible (nothing was read).
+async fn owner(
+    index: &dyn vesalius_store::Index,
+    access: Option<Access>,
+    study: &str,
+) -> Option<(String, Option<(String, String)>)> {
+    use vesalius_store::query::{Key, Level, Matcher, Query};
+    let scope = Scope {
+        access,
+        ..Scope::study(study)
+    };
+    let org = index.instances(&scope).await.ok()?.first()?.org.clone();
+    let mut q = Query::new(Level::Study).with(Key::StudyInstanceUid, Matcher::Single(study.into()));
+    q.access = Some(Access::orgs([org.clone()]));
+    q.limit = 1;
+    let patient = index.find(&q).await.ok().and_then(|a| {
+        let a = a.first()?;
+        let id = a.first_str(Key::PatientId.tag())?;
+        let issuer = a
+            .first_str(Key::IssuerOfPatientId.tag())
+            .unwrap_or_default();
+        Some((issuer, id))
+    });
+    Some((org, patient))
 }

@@ -79,15 +79,22 @@ enum PartResult {
 }
 
 async fn stow(st: Ctx, url: ServiceUrl, study: Option<String>, req: Request) -> Result<Response> {
-    // Issue 4: instances go into the caller's organisation, if it may store there.
-    let org = if st.caller.principal.is_system() {
-        st.options.org.clone()
+    // Issue 4: instances go into the caller's organisation, if it may store there; a guest
+    // upload link's go into its organisation's quarantine inbox instead.
+    let guest = matches!(
+        st.caller.principal.kind,
+        vesalius_auth::PrincipalKind::UploadLink { .. }
+    );
+    let (org, action) = if st.caller.principal.is_system() {
+        (st.options.org.clone(), vesalius_auth::Action::Store)
+    } else if guest {
+        (st.caller.org().to_owned(), vesalius_auth::Action::Upload)
     } else {
-        st.caller.org().to_owned()
+        (st.caller.org().to_owned(), vesalius_auth::Action::Store)
     };
     let decision = vesalius_auth::authorize(
         &st.caller.principal,
-        vesalius_auth::Action::Store,
+        action,
         &vesalius_auth::Resource::org(org.clone()),
         &[],
         vesalius_auth::now_ms(),
@@ -122,6 +129,11 @@ async fn stow(st: Ctx, url: ServiceUrl, study: Option<String>, req: Request) -> 
         boundary,
         constraints,
     );
+    let org = if guest {
+        vesalius_store::model::inbox_org(&org)
+    } else {
+        org
+    };
     let mut rx = Receiver {
         org,
         st,
@@ -152,6 +164,21 @@ async fn stow(st: Ctx, url: ServiceUrl, study: Option<String>, req: Request) -> 
         .count();
     metrics::counter!("vesalius_stow_instances_total").increment(stored as u64);
     metrics::counter!("vesalius_stow_bytes_total").increment(rx.bytes);
+    if guest && let Some(auth) = &rx.st.auth {
+        // Counted against the link's limit (and audited `upload`) whatever the outcome.
+        let c = &rx.st.caller;
+        if let Err(e) = auth
+            .record_upload(
+                &c.principal,
+                rx.bytes,
+                rx.study.as_deref(),
+                vesalius_auth::Origin::new(&c.source, &c.user_agent),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "guest upload not counted against its link");
+        }
+    }
     if let Err(mut e) = outcome {
         if stored > 0 {
             e.message.push_str(&format!(
@@ -226,6 +253,10 @@ impl Receiver {
             org: self.org.clone(),
             source: "stow".into(),
             expected_study: self.study.clone(),
+            actor: (!self.st.caller.principal.is_system())
+                .then(|| self.st.caller.principal.actor.clone()),
+            source_addr: self.st.caller.source.clone(),
+            user_agent: self.st.caller.user_agent.clone(),
             ..Default::default()
         };
         // A task of its own: ingest goes on while the next part arrives, and finishes even if the

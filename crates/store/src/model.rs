@@ -8,6 +8,22 @@ pub type OrgId = String;
 /// The org every object belongs to while the site has only one.
 pub const DEFAULT_ORG: &str = "default";
 
+/// The suffix of quarantine inbox namespaces (organisation ids never contain a `.`).
+const INBOX_SUFFIX: &str = ".inbox";
+
+/// The quarantine inbox of `org`: the namespace guest uploads are stored under until a user of
+/// `org` accepts them. No principal is ever a member of it, so nothing in it is visible through
+/// queries, retrievals or grants, and nothing may route it (issue 4: "nothing in the inbox is
+/// routed or visible to others before acceptance").
+pub fn inbox_org(org: &str) -> OrgId {
+    format!("{org}{INBOX_SUFFIX}")
+}
+
+/// The organisation whose inbox `org` is, `None` for an ordinary organisation.
+pub fn inbox_owner(org: &str) -> Option<&str> {
+    org.strip_suffix(INBOX_SUFFIX)
+}
+
 /// Patient-level attributes of an instance (Patient module, PS3.3 C.7.1.1).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PatientAttrs {
@@ -142,6 +158,16 @@ pub struct StoredInstance {
     pub sha256: String,
     /// Instance Number, for ordering.
     pub number: Option<i64>,
+}
+
+#[cfg(test)]
+mod inbox_tests {
+    #[test]
+    fn inbox_namespaces_round_trip_and_never_collide_with_org_ids() {
+        assert_eq!(super::inbox_org("north"), "north.inbox");
+        assert_eq!(super::inbox_owner("north.inbox"), Some("north"));
+        assert_eq!(super::inbox_owner("north"), None);
+    }
 }
 
 /// What an ingest did.

@@ -82,6 +82,7 @@ pub fn http_app(
     };
     let api_opts = vesalius_api::ApiOptions {
         org: cfg.storage.org.clone(),
+        public_base_url: cfg.http.public_base_url.clone(),
     };
     let mut app = Router::new()
         .nest(
@@ -92,6 +93,11 @@ pub fn http_app(
             ingestor.clone(),
             web_opts,
             Some(auth.clone()),
+        ))
+        .merge(vesalius_api::access_router(
+            auth.clone(),
+            ingestor.clone(),
+            api_opts.clone(),
         ))
         .merge(vesalius_api::router(ingestor, api_opts))
         .merge(vesalius_api::session::router(auth.clone()));

@@ -42,6 +42,34 @@ fn link_actor(id: &str, name: &str, org: &str) -> Actor {
     }
 }
 
+/// Lifetime of a share-link pass, ms (the link's own expiry ends it sooner).
+pub const LINK_PASS_MS: i64 = 2 * 60 * 60 * 1000;
+
+/// Prefix of guest upload tokens: `vsu_{link id}.{secret}`, sent as `Authorization: Bearer` by
+/// STOW-RS clients.
+pub const UPLOAD_TOKEN_PREFIX: &str = "vsu_";
+
+/// The bearer token of an upload link.
+pub fn upload_token(link_id: &str, secret: &str) -> String {
+    format!("{UPLOAD_TOKEN_PREFIX}{link_id}.{secret}")
+}
+
+/// `(link id, secret)` of an upload token, `None` when `text` is not one.
+pub fn parse_upload_token(text: &str) -> Option<(&str, &str)> {
+    let (id, secret) = text.strip_prefix(UPLOAD_TOKEN_PREFIX)?.split_once('.')?;
+    (!id.is_empty() && !secret.is_empty()).then_some((id, secret))
+}
+
+fn pass_mac(key: &[u8; 32], link_id: &str, expires_ms: i64) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("any key length");
+    mac.update(b"vesalius-share-pass\0");
+    mac.update(link_id.as_bytes());
+    mac.update(b"\0");
+    mac.update(expires_ms.to_string().as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
 /// Digits of a typed birth date (`1970-01-31`, `19700131`, `1970/01/31` compare alike).
 fn date_digits(s: &str) -> String {
     s.chars().filter(char::is_ascii_digit).collect()
@@ -299,6 +327,88 @@ impl Authenticator {
             return e.into();
         }
         err
+    }
+
+    /// A pass for a share-link principal that [`Self::share_link_open`] just admitted: the value
+    /// of [`crate::cookie::LINK_COOKIE`], `{link id}.{expiry ms}.{HMAC}`, so the visitor's next
+    /// requests (the images of the page) need neither the secret nor the passcode again.
+    /// Returns the pass and its lifetime in seconds; `None` for other principals.
+    pub async fn share_link_pass(&self, p: &Principal) -> Result<Option<(String, i64)>> {
+        let PrincipalKind::ShareLink { link_id, .. } = &p.kind else {
+            return Ok(None);
+        };
+        let Some(link) = self.dir.share_link(link_id).await? else {
+            return Ok(None);
+        };
+        let now = self.now_ms();
+        let exp = link.expires_ms.min(now.saturating_add(LINK_PASS_MS));
+        let mac = pass_mac(&self.opts.link_key.0, link_id, exp);
+        Ok(Some((format!("{link_id}.{exp}.{mac}"), (exp - now) / 1000)))
+    }
+
+    /// The share-link principal of a pass made by [`Self::share_link_pass`], if the pass is
+    /// genuine and unexpired and the link still valid (revocation ends passes at once).
+    pub async fn from_share_link_pass(&self, pass: &str) -> Result<Principal> {
+        let mut parts = pass.splitn(3, '.');
+        let (Some(id), Some(exp), Some(mac)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(Error::BadCredentials);
+        };
+        let exp: i64 = exp.parse().map_err(|_| Error::BadCredentials)?;
+        if id.len() > 64 || !constant_time_eq(pass_mac(&self.opts.link_key.0, id, exp), mac) {
+            return Err(Error::BadCredentials);
+        }
+        let now = self.now_ms();
+        if now >= exp {
+            return Err(Error::Expired("link pass"));
+        }
+        let link = self
+            .dir
+            .share_link(id)
+            .await?
+            .ok_or(Error::BadCredentials)?;
+        if link.revoked {
+            return Err(Error::Revoked("link"));
+        }
+        if now >= link.expires_ms {
+            return Err(Error::Expired("link"));
+        }
+        Ok(Principal::share_link(
+            &link.id,
+            &link.org,
+            &link.study_uid,
+            link.allow_download,
+        ))
+    }
+
+    /// Revokes a guest upload link (audited `upload-link-revoke`): its creator or a manager of
+    /// its organisation.
+    pub async fn revoke_upload_link(
+        &self,
+        actor: &Principal,
+        id: &str,
+        origin: Origin<'_>,
+    ) -> Result<()> {
+        let link = self
+            .dir
+            .upload_link(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("upload link {id}")))?;
+        if actor.actor.id != link.created_by || actor.user_id.is_none() {
+            self.require(actor, Action::ManageOrg, &Resource::org(link.org.clone()))
+                .await?;
+        }
+        let mut ev = self.event(
+            actor.actor.clone(),
+            "upload-link-revoke",
+            Outcome::Success,
+            origin,
+            json!({ "link_id": link.id }),
+        );
+        ev.org = link.org.clone();
+        self.dir
+            .apply(vec![DirectoryChange::RevokeUploadLink(link.id)], vec![ev])
+            .await?;
+        Ok(())
     }
 
     /// Creates a guest upload link into `org` (audited `upload-link-create`).

@@ -46,7 +46,9 @@ use vesalius_store::{AuditLog, Directory};
 
 pub use ae::AeRejection;
 pub use glass::READ_ACTIONS;
-pub use links::ShareLinkOptions;
+pub use links::{
+    LINK_PASS_MS, ShareLinkOptions, UPLOAD_TOKEN_PREFIX, parse_upload_token, upload_token,
+};
 pub use sessions::{LoginOk, NewUser};
 pub use setup::{FIRST_ADMIN, SETUP_SETTING, SetupLink};
 
@@ -121,8 +123,30 @@ pub struct AuthOptions {
     pub local_ae_titles: Vec<String>,
     /// Window within which repeated reads of a study by one actor are audited once, ms.
     pub audit_dedupe_ms: i64,
+    /// The key that signs share-link passes (the cookie a visitor gets once a link's passcode
+    /// or birth date was checked). Every node of a site must share it.
+    pub link_key: LinkKey,
     /// The clock.
     pub clock: Clock,
+}
+
+/// A 32-byte HMAC key, never printed.
+#[derive(Clone)]
+pub struct LinkKey(pub [u8; 32]);
+
+impl LinkKey {
+    /// A fresh random key (passes then last as long as the process).
+    pub fn random() -> Self {
+        let mut k = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut k);
+        LinkKey(k)
+    }
+}
+
+impl fmt::Debug for LinkKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LinkKey(…)")
+    }
 }
 
 impl Default for AuthOptions {
@@ -143,6 +167,7 @@ impl Default for AuthOptions {
             password_params: PasswordParams::OWASP,
             local_ae_titles: Vec::new(),
             audit_dedupe_ms: crate::dedupe::DEFAULT_WINDOW_MS,
+            link_key: LinkKey::random(),
             clock: Clock::system(),
         }
     }
@@ -175,6 +200,12 @@ impl AuthOptions {
     /// Sets the site's own AE titles.
     pub fn local_ae_titles(mut self, titles: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.local_ae_titles = titles.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the key of share-link passes.
+    pub fn link_key(mut self, key: [u8; 32]) -> Self {
+        self.link_key = LinkKey(key);
         self
     }
 

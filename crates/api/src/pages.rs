@@ -1,0 +1,211 @@
+//! Minimal server-rendered pages (issue 4): login and password change, plus the HTML helpers
+//! the share-link and guest-upload pages use. Plain forms, no script; the web app issue replaces
+//! them. Forms post same-origin, which the authentication layer accepts instead of a CSRF header
+//! (`Sec-Fetch-Site: same-origin`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Extension, Form, Router};
+use serde::Deserialize;
+use vesalius_auth::{Authenticator, Caller, Origin};
+
+use crate::session::{agent, source};
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A whole page: `title` (escaped here) and `body` (already HTML).
+pub fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html lang=en><meta charset=utf-8>\
+         <meta name=viewport content='width=device-width,initial-scale=1'>\
+         <meta name=referrer content=no-referrer>\
+         <title>{t} · Vesalius</title><style>\
+         body{{font:16px system-ui,sans-serif;margin:0 auto;max-width:60rem;padding:1rem;\
+         color:#111;background:#fafafa}}h1{{font-size:1.4rem}}label{{display:block;margin:.6rem 0}}\
+         input,button{{font:inherit;padding:.4rem}}button{{cursor:pointer}}\
+         .err{{color:#a00;font-weight:600}}.grid{{display:flex;flex-wrap:wrap;gap:.5rem}}\
+         .grid figure{{margin:0;background:#000;color:#ddd;font-size:.8rem}}\
+         .grid img{{display:block;width:100%;max-width:18rem;height:auto}}\
+         table{{border-collapse:collapse}}td,th{{padding:.2rem .6rem;text-align:left}}\
+         </style><h1>{t}</h1>{body}</html>",
+        t = esc(title)
+    ))
+}
+
+/// A page with a status.
+pub fn page_status(status: StatusCode, title: &str, body: &str) -> Response {
+    (status, page(title, body)).into_response()
+}
+
+/// The routes: `GET/POST /login`, `GET/POST /account/password`.
+pub fn router(auth: Arc<Authenticator>) -> Router {
+    Router::new()
+        .route("/login", get(login_page).post(login_form))
+        .route("/account/password", get(password_page).post(password_form))
+        .with_state(auth)
+}
+
+#[derive(Deserialize, Default)]
+struct NextQuery {
+    #[serde(default)]
+    next: String,
+}
+
+/// Only same-site relative paths are followed after login (no open redirect).
+fn safe_next(next: &str) -> &str {
+    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+        next
+    } else {
+        "/"
+    }
+}
+
+fn login_body(next: &str, error: Option<&str>) -> String {
+    let err = error
+        .map(|e| format!("<p class=err role=alert>{}</p>", esc(e)))
+        .unwrap_or_default();
+    format!(
+        "{err}<form method=post action='/login?next={n}'>\
+         <label>Username <input name=username required autocomplete=username autofocus></label>\
+         <label>Password <input type=password name=password required \
+         autocomplete=current-password></label><button>Log in</button></form>\
+         <p><a href='/api/v1/auth/oidc/login?next={n}'>Log in with your organisation's \
+         identity provider</a> (when the site has one).</p>",
+        n = esc(&urlencode(safe_next(next)))
+    )
+}
+
+/// Percent-encodes a query value.
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn login_page(Query(q): Query<NextQuery>) -> Html<String> {
+    page("Log in", &login_body(&q.next, None))
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+}
+
+async fn login_form(
+    State(auth): State<Arc<Authenticator>>,
+    ci: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Query(q): Query<NextQuery>,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let src = source(&ci);
+    match auth
+        .login(&f.username, &f.password, Origin::new(&src, agent(&headers)))
+        .await
+    {
+        Ok(ok) => {
+            let to = if ok.must_change_password {
+                "/account/password"
+            } else {
+                safe_next(&q.next)
+            };
+            (
+                [(header::SET_COOKIE, auth.session_cookie(&ok.cookie_secret))],
+                Redirect::to(to),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            let status =
+                StatusCode::from_u16(e.kind().http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            page_status(status, "Log in", &login_body(&q.next, Some(&e.to_string())))
+        }
+    }
+}
+
+fn password_body(error: Option<&str>, done: bool) -> String {
+    if done {
+        return "<p>Your password was changed.</p><p><a href='/'>Continue</a></p>".into();
+    }
+    let err = error
+        .map(|e| format!("<p class=err role=alert>{}</p>", esc(e)))
+        .unwrap_or_default();
+    format!(
+        "{err}<form method=post action=/account/password>\
+         <label>Current password <input type=password name=current required \
+         autocomplete=current-password></label>\
+         <label>New password (12 characters or more) <input type=password name=new \
+         minlength=12 required autocomplete=new-password></label>\
+         <button>Change password</button></form>"
+    )
+}
+
+async fn password_page(caller: Option<Extension<Caller>>) -> Response {
+    match caller {
+        Some(Extension(c)) if c.principal.user_id.is_some() => {
+            page("Change password", &password_body(None, false)).into_response()
+        }
+        _ => Redirect::to("/login?next=/account/password").into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct PasswordForm {
+    current: String,
+    new: String,
+}
+
+async fn password_form(
+    State(auth): State<Arc<Authenticator>>,
+    caller: Option<Extension<Caller>>,
+    Form(f): Form<PasswordForm>,
+) -> Response {
+    let Some((c, user_id)) = caller.and_then(|Extension(c)| {
+        let id = c.principal.user_id.clone()?;
+        Some((c, id))
+    }) else {
+        return Redirect::to("/login?next=/account/password").into_response();
+    };
+    let origin = Origin::new(&c.source, &c.user_agent);
+    match auth
+        .change_password(&user_id, &f.current, &f.new, origin)
+        .await
+    {
+        Ok(_) => page("Change password", &password_body(None, true)).into_response(),
+        Err(e) => {
+            let status =
+                StatusCode::from_u16(e.kind().http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            page_status(
+                status,
+                "Change password",
+                &password_body(Some(&e.to_string()), false),
+            )
+        }
+    }
+}
