@@ -75,6 +75,19 @@ impl SiteKey {
         }
     }
 
+    /// A 32-byte key for `purpose` derived from this key (SHA-256 of a label, the purpose and
+    /// the secret seed), so the site keeps one secret file: e.g. the key of share-link passes,
+    /// which every node of the site must share.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"vesalius-derived-key\0");
+        h.update(purpose.as_bytes());
+        h.update(b"\0");
+        h.update(self.signing.to_bytes());
+        h.finalize().into()
+    }
+
     /// Loads the key at `path`, or creates it (mode 0600) when the file does not exist.
     pub fn load_or_create(path: &Path) -> Result<Self> {
         match std::fs::read_to_string(path) {

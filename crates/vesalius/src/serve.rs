@@ -45,7 +45,15 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
         index.clone(),
         AuthOptions::new()
             .secure_cookies(secure)
-            .local_ae_titles([cfg.dicom.ae_title.clone()]),
+            .local_ae_titles([cfg.dicom.ae_title.clone()])
+            // Share-link passes survive restarts and hold on every node sharing the site key.
+            .link_key(
+                vesalius_auth::audit_chain::SiteKey::load_or_create(
+                    &dir.join(crate::audit_cmd::SITE_KEY_FILE),
+                )
+                .context("loading the site key")?
+                .derive_key("share-link-pass"),
+            ),
     ));
     let blobs = ObjectBlobStore::local(&dir.join("blobs")).context("opening the blob store")?;
     let spool = blobs.spool_dir().context("local store has a spool")?;
