@@ -20,6 +20,7 @@ mod export;
 mod guest;
 mod inbox;
 mod links;
+pub mod oidc;
 pub mod pages;
 mod privacy;
 pub mod session;

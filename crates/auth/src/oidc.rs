@@ -2,42 +2,56 @@
 //! provider, over the `openidconnect` crate.
 //!
 //! # Flow
-//! 1. [`OidcClient::discover`] reads the provider's discovery document and keys once at start.
+//! 1. [`OidcClient::discover`] reads the provider's discovery document and keys (the binary
+//!    does it in the background at start and retries until the provider answers).
 //! 2. [`OidcClient::begin`] makes the authorization URL with a random `state`, `nonce` and PKCE
-//!    challenge (S256). The state, nonce and PKCE verifier travel in a short-lived `HttpOnly`
-//!    cookie ([`OIDC_COOKIE`], `SameSite=Lax` so it comes back on the provider's redirect):
-//!    nothing is kept in the process, so any node can take the callback, and the cookie binds
-//!    the callback to the browser that started (no login CSRF).
+//!    challenge (S256). The state, nonce, PKCE verifier and the page to return to travel in a
+//!    short-lived `HttpOnly` cookie ([`OIDC_COOKIE`], `SameSite=Lax` so it comes back on the
+//!    provider's redirect; see [`pending`]): nothing is kept in the process, so any node can take
+//!    the callback, and the cookie binds the callback to the browser that started (no login
+//!    CSRF).
 //! 3. [`OidcClient::finish`] checks the returned `state` against the cookie, exchanges the code
-//!    (with the PKCE verifier), and verifies the ID token: signature with the provider's keys,
-//!    issuer, audience, expiry and nonce.
+//!    (with the PKCE verifier and the client secret, HTTP Basic), and verifies the ID token:
+//!    signature with the provider's keys, issuer, audience, expiry and nonce. Keys are fetched
+//!    again (at most once a minute) when a token names a key we do not have, so a provider's key
+//!    rotation needs no restart. The e-mail address and name come from the ID token or, when a
+//!    provider follows OpenID Connect Core 5.4 and returns scope claims only from the UserInfo
+//!    endpoint (npm `oidc-provider` does by default), from UserInfo, whose `sub` must equal the
+//!    ID token's.
 //! 4. [`crate::Authenticator::oidc_login`] maps the identity to a user: by the linked
 //!    `(issuer, subject)`, or, once, by a **verified** e-mail address matching exactly one
 //!    user without a linked identity (then linked, audited `oidc-link`). Users are not created
-//!    automatically: an administrator creates them with their organisation and role.
+//!    automatically: an administrator creates them with their organisation, role and e-mail
+//!    (`vesalius admin user create … --email … --no-password`).
 //!
 //! TLS is rustls with the ring provider and the system's root certificates (hospital identity
 //! providers often sit under an internal CA installed there). Redirects are not followed
 //! (OpenID Connect discovery and token requests never need them; following them invites SSRF).
 
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
-use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
-    EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
-    TokenResponse,
-};
-use serde_json::json;
-use vesalius_store::audit::Outcome;
-use vesalius_store::directory::{DirectoryChange, User};
+mod login;
+pub mod pending;
 
-use crate::authenticator::{Authenticator, LoginOk, Origin};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreIdTokenVerifier, CoreJsonWebKeySet,
+    CoreProviderMetadata, CoreUserInfoClaims,
+};
+use openidconnect::{
+    AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, JsonWebKeySetUrl, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError,
+    Scope, SignatureVerificationError, TokenResponse,
+};
+
+pub use login::NO_USER_MESSAGE;
+pub use pending::{
+    OIDC_COOKIE, PENDING_SECS, PendingLogin, clear_pending_cookie, pending_cookie, safe_next,
+};
+
 use crate::error::{Error, Result};
 use crate::secret::constant_time_eq;
-
-/// The cookie holding the pending login (state, nonce, PKCE verifier).
-pub const OIDC_COOKIE: &str = "vesalius_oidc";
-/// Lifetime of a pending login, seconds.
-pub const PENDING_SECS: i64 = 600;
 
 /// Settings of one identity provider.
 #[derive(Debug, Clone)]
@@ -48,7 +62,8 @@ pub struct OidcOptions {
     pub client_id: String,
     /// The client secret (confidential client), if any.
     pub client_secret: Option<String>,
-    /// Where the provider redirects back, e.g. `https://pacs.example/auth/oidc/callback`.
+    /// Where the provider redirects back, e.g.
+    /// `https://pacs.example/api/v1/auth/oidc/callback`; registered with the provider as is.
     pub redirect_url: String,
     /// Scopes besides `openid` (default `email`, `profile`).
     pub scopes: Vec<String>,
@@ -85,12 +100,20 @@ type Client = CoreClient<
     EndpointMaybeSet,
 >;
 
+/// How often the provider's keys may be fetched again for a token signed by an unknown key.
+const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+
 /// A configured OpenID Connect relying party.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct OidcClient {
     client: Client,
     http: reqwest::Client,
     opts: OidcOptions,
+    issuer: IssuerUrl,
+    jwks_uri: JsonWebKeySetUrl,
+    /// The signing keys: from discovery, replaced when fetched again; with the time of the
+    /// last fetch (rate limit).
+    keys: Mutex<(CoreJsonWebKeySet, Option<Instant>)>,
 }
 
 /// What [`OidcClient::begin`] hands out.
@@ -119,21 +142,28 @@ pub struct OidcIdentity {
     pub name: Option<String>,
 }
 
-/// The `Set-Cookie` value for a pending login (`SameSite=Lax`: it must come back on the
-/// provider's top-level redirect).
-pub fn pending_cookie(value: &str, secure: bool) -> String {
-    format!(
-        "{OIDC_COOKIE}={value}; HttpOnly; SameSite=Lax; Path=/{}; Max-Age={PENDING_SECS}",
-        if secure { "; Secure" } else { "" }
-    )
+/// The error and its sources, one line (the crate's own messages say little: "Request failed").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
-fn provider(e: impl std::fmt::Display) -> Error {
-    Error::OidcProvider(e.to_string())
+fn provider(e: impl std::error::Error) -> Error {
+    Error::OidcProvider(chain(&e))
 }
 
-fn rejected(e: impl std::fmt::Display) -> Error {
-    Error::OidcRejected(e.to_string())
+fn rejected(e: impl std::error::Error) -> Error {
+    Error::OidcRejected(chain(&e))
+}
+
+fn rejected_msg(m: &str) -> Error {
+    Error::OidcRejected(m.to_owned())
 }
 
 impl OidcClient {
@@ -148,7 +178,7 @@ impl OidcClient {
     }
 
     /// A client from a discovery document already at hand (keys not fetched: ID tokens then
-    /// verify only if the document's `jwks` was filled in).
+    /// verify only if the document's `jwks` was filled in, or once fetched for an unknown key).
     pub fn from_metadata_json(opts: OidcOptions, discovery_json: &str) -> Result<Self> {
         let metadata: CoreProviderMetadata =
             serde_json::from_str(discovery_json).map_err(provider)?;
@@ -161,13 +191,23 @@ impl OidcClient {
         http: reqwest::Client,
     ) -> Result<Self> {
         let redirect = RedirectUrl::new(opts.redirect_url.clone()).map_err(provider)?;
+        let issuer = metadata.issuer().clone();
+        let jwks_uri = metadata.jwks_uri().clone();
+        let keys = metadata.jwks().clone();
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(opts.client_id.clone()),
             opts.client_secret.clone().map(ClientSecret::new),
         )
         .set_redirect_uri(redirect);
-        Ok(OidcClient { client, http, opts })
+        Ok(OidcClient {
+            client,
+            http,
+            opts,
+            issuer,
+            jwks_uri,
+            keys: Mutex::new((keys, None)),
+        })
     }
 
     /// The options.
@@ -177,6 +217,11 @@ impl OidcClient {
 
     /// Starts a login: the authorization URL and the pending-login cookie value.
     pub fn begin(&self) -> OidcStart {
+        self.begin_with_next(None)
+    }
+
+    /// Starts a login that returns to `next` afterwards (kept only if [`safe_next`] accepts it).
+    pub fn begin_with_next(&self, next: Option<&str>) -> OidcStart {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut req = self.client.authorize_url(
             CoreAuthenticationFlow::AuthorizationCode,
@@ -187,55 +232,66 @@ impl OidcClient {
             req = req.add_scope(Scope::new(s.clone()));
         }
         let (url, state, nonce) = req.set_pkce_challenge(challenge).url();
-        // All three are base64url, so '.' separates them unambiguously.
-        let cookie_value = format!(
-            "{}.{}.{}",
-            state.secret(),
-            nonce.secret(),
-            verifier.secret()
-        );
+        let pending = PendingLogin {
+            state: state.secret().clone(),
+            nonce: nonce.secret().clone(),
+            verifier: verifier.secret().clone(),
+            next: next.and_then(safe_next).map(str::to_owned),
+        };
         OidcStart {
             url: url.to_string(),
-            state: state.secret().clone(),
-            cookie_value,
+            state: pending.state.clone(),
+            cookie_value: pending.to_cookie_value(),
         }
     }
 
     /// Finishes a login from the callback's `code` and `state` and the pending-login cookie:
-    /// exchanges the code and verifies the ID token.
+    /// exchanges the code and verifies the ID token. [`Error::OidcRejected`] for anything the
+    /// browser or the provider's answers got wrong, [`Error::OidcProvider`] when the provider
+    /// cannot be reached.
     pub async fn finish(
         &self,
         code: &str,
         state: &str,
         cookie_value: &str,
     ) -> Result<OidcIdentity> {
-        let mut parts = cookie_value.split('.');
-        let (Some(want_state), Some(nonce), Some(verifier), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(rejected("no pending login"));
+        let Some(pending) = PendingLogin::parse(cookie_value) else {
+            return Err(rejected_msg("no pending login"));
         };
-        if !constant_time_eq(state, want_state) {
-            return Err(rejected("state does not match the pending login"));
+        if !constant_time_eq(state, &pending.state) {
+            return Err(rejected_msg("state does not match the pending login"));
+        }
+        if code.is_empty() {
+            return Err(rejected_msg("no authorization code"));
         }
         let token = self
             .client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(provider)?
-            .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_owned()))
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier))
             .request_async(&self.http)
             .await
-            .map_err(rejected)?;
+            .map_err(|e| match e {
+                RequestTokenError::ServerResponse(_) => rejected(e),
+                _ => provider(e),
+            })?;
         let id_token = token
             .id_token()
-            .ok_or_else(|| rejected("the provider returned no ID token"))?;
-        let claims = id_token
-            .claims(
-                &self.client.id_token_verifier(),
-                &Nonce::new(nonce.to_owned()),
-            )
-            .map_err(rejected)?;
-        Ok(OidcIdentity {
+            .ok_or_else(|| rejected_msg("the provider returned no ID token"))?;
+        let nonce = Nonce::new(pending.nonce);
+        let keys = self.keys.lock().expect("keys lock").0.clone();
+        let claims = match id_token.claims(&self.verifier(keys), &nonce) {
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) => {
+                let keys = self.refresh_keys().await?;
+                id_token
+                    .claims(&self.verifier(keys), &nonce)
+                    .map_err(rejected)?
+            }
+            other => other.map_err(rejected)?,
+        };
+        let mut identity = OidcIdentity {
             issuer: claims.issuer().to_string(),
             subject: claims.subject().to_string(),
             email: claims.email().map(|e| e.to_string()),
@@ -244,109 +300,61 @@ impl OidcClient {
                 .name()
                 .and_then(|n| n.get(None))
                 .map(|n| n.to_string()),
-        })
+        };
+        if identity.email.is_none()
+            && let Ok(req) = self
+                .client
+                .user_info(token.access_token().clone(), Some(claims.subject().clone()))
+        {
+            // OpenID Connect Core 5.4: scope claims may be served by UserInfo only; the
+            // crate checks that its `sub` is the ID token's.
+            let info: CoreUserInfoClaims = req.request_async(&self.http).await.map_err(rejected)?;
+            identity.email = info.email().map(|e| e.to_string());
+            identity.email_verified = info.email_verified().unwrap_or(false);
+            if identity.name.is_none() {
+                identity.name = info.name().and_then(|n| n.get(None)).map(|n| n.to_string());
+            }
+        }
+        Ok(identity)
+    }
+
+    fn verifier(&self, keys: CoreJsonWebKeySet) -> CoreIdTokenVerifier<'static> {
+        let id = ClientId::new(self.opts.client_id.clone());
+        match &self.opts.client_secret {
+            Some(s) => CoreIdTokenVerifier::new_confidential_client(
+                id,
+                ClientSecret::new(s.clone()),
+                self.issuer.clone(),
+                keys,
+            ),
+            None => CoreIdTokenVerifier::new_public_client(id, self.issuer.clone(), keys),
+        }
+    }
+
+    /// Fetches the provider's keys again (key rotation), at most once per
+    /// [`KEY_REFRESH_INTERVAL`]; the keys to verify with.
+    async fn refresh_keys(&self) -> Result<CoreJsonWebKeySet> {
+        {
+            let k = self.keys.lock().expect("keys lock");
+            if k.1.is_some_and(|t| t.elapsed() < KEY_REFRESH_INTERVAL) {
+                return Ok(k.0.clone());
+            }
+        }
+        let fresh = CoreJsonWebKeySet::fetch_async(&self.jwks_uri, &self.http)
+            .await
+            .map_err(provider)?;
+        tracing::info!(issuer = %self.issuer.as_str(), keys = fresh.keys().len(), "identity provider keys fetched again");
+        *self.keys.lock().expect("keys lock") = (fresh.clone(), Some(Instant::now()));
+        Ok(fresh)
     }
 }
 
 fn http_client() -> Result<reqwest::Client> {
     reqwest::ClientBuilder::new()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(std::time::Duration::from_secs(10))
+        .timeout(Duration::from_secs(10))
         .build()
         .map_err(provider)
-}
-
-impl Authenticator {
-    /// Logs in the user an OpenID Connect identity belongs to (see the module docs for the
-    /// mapping). Audited `login` (method `oidc`), `oidc-link` when an identity is linked, and
-    /// `login-failed` when no user matches.
-    pub async fn oidc_login(
-        &self,
-        identity: &OidcIdentity,
-        link_by_email: bool,
-        origin: Origin<'_>,
-    ) -> Result<LoginOk> {
-        let dir = self.directory();
-        if let Some(user) = dir
-            .user_by_oidc(&identity.issuer, &identity.subject)
-            .await?
-        {
-            if user.disabled {
-                return Err(self.oidc_failed(identity, "disabled", origin).await);
-            }
-            return self
-                .start_oidc_session(user, identity, origin, Vec::new(), Vec::new())
-                .await;
-        }
-        let email = identity
-            .email
-            .as_deref()
-            .filter(|e| link_by_email && identity.email_verified && !e.is_empty());
-        let Some(email) = email else {
-            return Err(self.oidc_failed(identity, "unknown-identity", origin).await);
-        };
-        let matches: Vec<User> = dir
-            .users()
-            .await?
-            .into_iter()
-            .filter(|u| u.email.eq_ignore_ascii_case(email))
-            .collect();
-        let [user] = matches.as_slice() else {
-            return Err(self
-                .oidc_failed(identity, "no-unique-email-match", origin)
-                .await);
-        };
-        if user.disabled || user.oidc.is_some() || user.service {
-            return Err(self
-                .oidc_failed(identity, "email-user-not-linkable", origin)
-                .await);
-        }
-        let mut linked = user.clone();
-        linked.oidc = Some((identity.issuer.clone(), identity.subject.clone()));
-        let org = linked
-            .memberships
-            .first()
-            .map(|m| m.org.clone())
-            .unwrap_or_default();
-        let mut ev = self.event(
-            crate::authenticator::user_actor(&linked, &org, None),
-            "oidc-link",
-            Outcome::Success,
-            origin,
-            json!({ "issuer": identity.issuer, "subject": identity.subject, "email": email }),
-        );
-        ev.org = org;
-        let changes = vec![DirectoryChange::PutUser(linked.clone())];
-        self.start_oidc_session(linked, identity, origin, changes, vec![ev])
-            .await
-    }
-
-    async fn start_oidc_session(
-        &self,
-        user: User,
-        identity: &OidcIdentity,
-        origin: Origin<'_>,
-        changes: Vec<DirectoryChange>,
-        events: Vec<vesalius_store::audit::AuditEvent>,
-    ) -> Result<LoginOk> {
-        let details = json!({ "method": "oidc", "issuer": identity.issuer });
-        self.start_session(user, "login", details, origin, changes, events)
-            .await
-    }
-
-    async fn oidc_failed(&self, identity: &OidcIdentity, why: &str, origin: Origin<'_>) -> Error {
-        let ev = self.event(
-            crate::authenticator::anonymous(&identity.subject),
-            "login-failed",
-            Outcome::Denied,
-            origin,
-            json!({ "reason": why, "method": "oidc", "issuer": identity.issuer }),
-        );
-        match self.audit_log().append(vec![ev]).await {
-            Ok(()) => Error::BadCredentials,
-            Err(e) => e.into(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -327,6 +327,10 @@ pub struct AuthConfig {
     pub required: bool,
     /// Send the session cookie with `Secure` (default: when the HTTP address speaks TLS).
     pub secure_cookies: Option<bool>,
+    /// OpenID Connect login through the site's identity provider (`[auth.oidc]`, see
+    /// [`OidcConfig`]); off unless the section is present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcConfig>,
 }
 
 impl Default for AuthConfig {
@@ -334,7 +338,118 @@ impl Default for AuthConfig {
         AuthConfig {
             required: true,
             secure_cookies: None,
+            oidc: None,
         }
+    }
+}
+
+/// `[auth.oidc]`: log in through the site's OpenID Connect identity provider (authorization
+/// code flow with PKCE, see docs/security.md). The provider is discovered in the background at
+/// start and retried until it answers; password login works meanwhile. Users are not created
+/// on first login: an administrator creates them (`vesalius admin user create … --email …
+/// --no-password`), and the first login links the identity by its verified e-mail address.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL, exactly as its discovery document names it (discovery at
+    /// `{issuer}/.well-known/openid-configuration`), e.g.
+    /// `https://login.example.org/realms/hospital`. Required; `https`, except on loopback.
+    pub issuer: String,
+    /// The client id registered for Vesalius at the provider. Required.
+    pub client_id: String,
+    /// The client secret (a confidential client; sent with HTTP Basic,
+    /// `client_secret_basic`); absent for a public client (PKCE only). `config dump` redacts
+    /// it; prefer the environment (`VESALIUS__AUTH__OIDC__CLIENT_SECRET`) to the file.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// The callback URL registered at the provider, ending in `/api/v1/auth/oidc/callback`.
+    /// Default: `[http] public_base_url` followed by that path; one of the two is required.
+    #[serde(default)]
+    pub redirect_url: Option<String>,
+    /// Scopes asked for besides `openid` (always sent). Default `["email", "profile"]`.
+    #[serde(default = "oidc_default_scopes")]
+    pub scopes: Vec<String>,
+    /// At the first login of an identity, link it to the one user whose e-mail address equals
+    /// the address the provider says is **verified** (audited `oidc-link`). Default `true`;
+    /// `false` admits only identities already linked.
+    #[serde(default = "oidc_default_link_by_email")]
+    pub link_by_email: bool,
+    /// Label of the login button. Default `Single sign-on`.
+    #[serde(default = "oidc_default_display_name")]
+    pub display_name: String,
+}
+
+fn oidc_default_scopes() -> Vec<String> {
+    vec!["email".into(), "profile".into()]
+}
+
+fn oidc_default_link_by_email() -> bool {
+    true
+}
+
+fn oidc_default_display_name() -> String {
+    "Single sign-on".into()
+}
+
+impl OidcConfig {
+    /// The checked client options; `public_base_url` gives the default redirect URL.
+    pub fn to_options(
+        &self,
+        public_base_url: Option<&str>,
+    ) -> Result<vesalius_auth::oidc::OidcOptions> {
+        use vesalius_api::oidc::CALLBACK_PATH;
+        let loopback = |u: &reqwest::Url| {
+            let h = u.host_str().unwrap_or("");
+            h.eq_ignore_ascii_case("localhost")
+                || h.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        };
+        let issuer = self.issuer.trim();
+        let u = reqwest::Url::parse(issuer)
+            .with_context(|| format!("[auth.oidc] issuer = {issuer:?} is not a URL"))?;
+        if !(u.scheme() == "https" || (u.scheme() == "http" && loopback(&u)))
+            || u.query().is_some()
+            || u.fragment().is_some()
+        {
+            bail!(
+                "[auth.oidc] issuer = {issuer:?}: an https URL without query (http only on loopback)"
+            );
+        }
+        if self.client_id.trim().is_empty() {
+            bail!("[auth.oidc] client_id is required");
+        }
+        let redirect = match (&self.redirect_url, public_base_url) {
+            (Some(r), _) => r.trim().to_owned(),
+            (None, Some(base)) => format!("{}{CALLBACK_PATH}", base.trim().trim_end_matches('/')),
+            (None, None) => bail!(
+                "[auth.oidc] needs redirect_url (…{CALLBACK_PATH}, as registered at the provider) \
+                 or [http] public_base_url to derive it from"
+            ),
+        };
+        let r = reqwest::Url::parse(&redirect)
+            .with_context(|| format!("[auth.oidc] redirect_url = {redirect:?} is not a URL"))?;
+        if !matches!(r.scheme(), "https" | "http") || !r.path().ends_with(CALLBACK_PATH) {
+            bail!(
+                "[auth.oidc] redirect_url = {redirect:?}: an http(s) URL ending in {CALLBACK_PATH}"
+            );
+        }
+        let mut scopes = Vec::new();
+        for sc in &self.scopes {
+            let sc = sc.trim();
+            if sc.is_empty() || sc.contains(char::is_whitespace) || sc.contains('"') {
+                bail!("[auth.oidc] scopes: {sc:?} is not a scope");
+            }
+            if sc != "openid" && !scopes.iter().any(|x| x == sc) {
+                scopes.push(sc.to_owned());
+            }
+        }
+        let mut o = vesalius_auth::oidc::OidcOptions::new(issuer, self.client_id.trim(), &redirect);
+        o.client_secret = self.client_secret.clone().filter(|s| !s.is_empty());
+        o.scopes = scopes;
+        o.link_by_email = self.link_by_email;
+        Ok(o)
     }
 }
 
@@ -578,5 +693,70 @@ mod tests {
         assert!(half.http_tls().is_err());
         let ca_only = load(None, env(&[("VESALIUS__DICOM__TLS_CLIENT_CA", "/ca.pem")])).unwrap();
         assert!(ca_only.dicom_tls().is_err());
+    }
+
+    #[test]
+    fn oidc_section_is_checked_and_its_secret_redacted() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        let c = load(None, std::iter::empty()).unwrap();
+        assert!(c.auth.oidc.is_none());
+        assert!(!dump(&c).unwrap().contains("oidc"));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("v.toml");
+        std::fs::write(
+            &f,
+            "[http]\npublic_base_url = \"https://pacs.example/\"\n[auth.oidc]\nissuer = \"https://idp.example/realms/h\"\nclient_id = \"vesalius\"\nclient_secret = \"s3cret\"\nscopes = [\"openid\", \"email\"]\n",
+        )
+        .unwrap();
+        let c = load(Some(&f), std::iter::empty()).unwrap();
+        let o = c.auth.oidc.as_ref().unwrap();
+        assert!(o.link_by_email);
+        assert_eq!(o.display_name, "Single sign-on");
+        let opts = o.to_options(c.http.public_base_url.as_deref()).unwrap();
+        assert_eq!(
+            opts.redirect_url,
+            "https://pacs.example/api/v1/auth/oidc/callback"
+        );
+        assert_eq!(opts.scopes, vec!["email"]);
+        assert_eq!(opts.client_secret.as_deref(), Some("s3cret"));
+        let dumped = dump(&c).unwrap();
+        assert!(
+            dumped.contains("[auth.oidc]") && !dumped.contains("s3cret"),
+            "{dumped}"
+        );
+        assert!(dumped.contains("client_secret = \"<redacted>\""));
+        // From the environment alone; mistakes are refused with the key named.
+        let c = load(
+            None,
+            env(&[
+                ("VESALIUS__AUTH__OIDC__ISSUER", "http://127.0.0.1:9000"),
+                ("VESALIUS__AUTH__OIDC__CLIENT_ID", "v"),
+                ("VESALIUS__AUTH__OIDC__LINK_BY_EMAIL", "false"),
+            ]),
+        )
+        .unwrap();
+        let o = c.auth.oidc.clone().unwrap();
+        assert!(!o.link_by_email);
+        let e = o.to_options(None).unwrap_err().to_string();
+        assert!(e.contains("redirect_url"), "{e}");
+        let with = |f: &dyn Fn(&mut OidcConfig)| {
+            let mut x = o.clone();
+            x.redirect_url = Some("http://127.0.0.1:8080/api/v1/auth/oidc/callback".into());
+            f(&mut x);
+            x.to_options(None)
+        };
+        assert!(with(&|_| {}).is_ok());
+        assert!(with(&|x| x.issuer = "http://idp.example".into()).is_err());
+        assert!(with(&|x| x.redirect_url = Some("https://pacs.example/cb".into())).is_err());
+        assert!(with(&|x| x.client_id = " ".into()).is_err());
+        assert!(with(&|x| x.scopes = vec!["a b".into()]).is_err());
+        let unknown = load(None, env(&[("VESALIUS__AUTH__OIDC__ISSUR", "x")]));
+        assert!(unknown.is_err());
     }
 }

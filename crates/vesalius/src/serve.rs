@@ -81,6 +81,7 @@ pub fn http_app(
     ingestor: Arc<Ingestor>,
     auth: Arc<Authenticator>,
     metrics: Option<PrometheusHandle>,
+    oidc: Option<vesalius_api::oidc::OidcService>,
 ) -> Router {
     let web_opts = vesalius_dicomweb::DicomWebOptions {
         org: cfg.storage.org.clone(),
@@ -109,6 +110,9 @@ pub fn http_app(
         ))
         .merge(vesalius_api::router(ingestor, api_opts))
         .merge(vesalius_api::session::router(auth.clone()));
+    if let Some(svc) = oidc {
+        app = app.merge(vesalius_api::oidc::service_router(auth.clone(), svc));
+    }
     if let Some(h) = metrics {
         app = app.route(
             "/metrics",
@@ -157,6 +161,17 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
         None => None,
     };
     let storage = open_storage(&cfg).await?;
+    // Issue 4: OpenID Connect login, checked now and discovered in the background (retried until
+    // the provider answers; password login works meanwhile).
+    let oidc = match &cfg.auth.oidc {
+        Some(o) => {
+            let opts = o.to_options(cfg.http.public_base_url.as_deref())?;
+            let svc = vesalius_api::oidc::OidcService::pending(&opts.issuer, &o.display_name);
+            svc.spawn_discovery(opts);
+            Some(svc)
+        }
+        None => None,
+    };
     let dicom = TcpListener::bind(cfg.dicom.addr)
         .await
         .with_context(|| format!("binding DICOM {}", cfg.dicom.addr))?;
@@ -236,6 +251,14 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
     } else {
         println!("  DICOM callers  : {callers} AE titles may associate");
     }
+    if let Some(s) = &oidc {
+        println!(
+            "  OpenID Connect : {} ({scheme}://{}{})",
+            s.issuer(),
+            http.local_addr()?,
+            vesalius_api::oidc::LOGIN_PATH
+        );
+    }
     if !cfg.auth.required {
         println!(
             "  WARNING        : auth.required = false: anonymous HTTP requests act as the server"
@@ -281,6 +304,7 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
         storage.ingestor.clone(),
         storage.auth.clone(),
         metrics,
+        oidc,
     );
     let sd = shutdown.clone();
     tokio::spawn(async move {

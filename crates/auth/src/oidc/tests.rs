@@ -10,8 +10,9 @@ use vesalius_store::directory::{DirectoryChange, Membership, Role, User};
 use vesalius_store::memory_directory::{MemoryAuditLog, MemoryDirectory};
 use vesalius_store::{AuditLog, Directory};
 
+use super::pending::MAX_NEXT_LEN;
 use super::*;
-use crate::authenticator::AuthOptions;
+use crate::authenticator::{AuthOptions, Authenticator, Origin};
 use crate::password::PasswordParams;
 
 const DISCOVERY: &str = r#"{
@@ -65,6 +66,44 @@ fn authorization_request_carries_state_nonce_and_pkce() {
         pending_cookie(&start.cookie_value, true)
             .contains("HttpOnly; SameSite=Lax; Path=/; Secure; Max-Age=600")
     );
+    assert!(clear_pending_cookie(false).starts_with("vesalius_oidc=; HttpOnly; SameSite=Lax"));
+    assert!(clear_pending_cookie(false).ends_with("Max-Age=0"));
+}
+
+#[test]
+fn the_pending_login_keeps_only_same_site_paths_to_return_to() {
+    let c = client();
+    let start = c.begin_with_next(Some("/studies/1.2.3?view=a.b#x"));
+    let p = PendingLogin::parse(&start.cookie_value).unwrap();
+    assert_eq!(p.state, start.state);
+    assert_eq!(p.next.as_deref(), Some("/studies/1.2.3?view=a.b#x"));
+    for bad in [
+        "https://evil.example/",
+        "//evil.example/x",
+        "/\\evil.example",
+        "relative/path",
+        "/a\nb",
+        "/with space",
+        "/caf\u{e9}",
+        "",
+    ] {
+        let s = c.begin_with_next(Some(bad));
+        assert_eq!(s.cookie_value.split('.').count(), 3, "{bad:?}");
+        assert_eq!(PendingLogin::parse(&s.cookie_value).unwrap().next, None);
+    }
+    let long = format!("/{}", "a".repeat(MAX_NEXT_LEN));
+    assert_eq!(safe_next(&long), None);
+    // A cookie whose `next` was edited in the browser into an absolute URL is not one of ours.
+    use base64::Engine;
+    let forged = format!(
+        "{}.{}",
+        c.begin().cookie_value,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("https://evil.example")
+    );
+    assert_eq!(PendingLogin::parse(&forged), None);
+    for garbage in ["", "a.b", "a.b.c.d.e", "a.b.c.!!!", "a b.c.d", "a..c"] {
+        assert_eq!(PendingLogin::parse(garbage), None, "{garbage:?}");
+    }
 }
 
 #[tokio::test]
@@ -149,10 +188,9 @@ async fn identities_map_to_users() {
 
     // Unverified e-mail: refused; verified: linked once, then found by identity.
     let unverified = identity("sub-2", Some("dr.mail@example.org"), false);
-    assert!(matches!(
-        auth.oidc_login(&unverified, true, here).await,
-        Err(Error::BadCredentials)
-    ));
+    let refused = auth.oidc_login(&unverified, true, here).await.unwrap_err();
+    assert!(matches!(refused, Error::Forbidden(_)), "{refused:?}");
+    assert_eq!(refused.kind().http_status(), 403);
     let verified = identity("sub-2", Some("dr.mail@example.org"), true);
     assert!(
         auth.oidc_login(&verified, false, here).await.is_err(),
