@@ -203,6 +203,40 @@ def test_token_works_against_the_running_server(site, tmp_path):
     assert run_json(d, "audit", "verify")["ok"]
 
 
+def test_memberships_and_unlock(site, tmp_path):
+    """A person works for two organisations (`join`, `leave`; never the last one); an
+    administrator lifts a login lockout (`unlock`) while the server runs."""
+    d = tmp_path / "data"
+    shutil.copytree(site["dir"], d)
+    run(d, "admin", "user", "join", "bob", "--org", "elsewhere", "--role", "auditor")
+    bob = {u["username"]: u for u in run_json(d, "admin", "user", "list")}["bob"]
+    assert sorted((m["org"], m["role"]) for m in bob["memberships"]) == [("elsewhere", "auditor"), (ORG, "admin")]
+    run(d, "admin", "user", "join", "bob", "--org", "elsewhere", "--role", "clinician")
+    bob = {u["username"]: u for u in run_json(d, "admin", "user", "list")}["bob"]
+    assert ("elsewhere", "clinician") in [(m["org"], m["role"]) for m in bob["memberships"]]
+    assert len(bob["memberships"]) == 2
+    assert run(d, "admin", "user", "join", "bob", "--org", "nowhere", "--role", "admin", check=False).returncode != 0
+    run(d, "admin", "user", "leave", "bob", "--org", "elsewhere")
+    assert run(d, "admin", "user", "leave", "bob", "--org", ORG, check=False).returncode != 0
+    server = Server(d, extra_env={"VESALIUS__AUTH__REQUIRED": "true"})
+    try:
+        login = f"{server.base}/api/v1/auth/login"
+        for _ in range(5):
+            r = requests.post(login, json={"username": "bob", "password": "wrong wrong wrong"}, timeout=30)
+            assert r.status_code == 401
+        r = requests.post(login, json={"username": "bob", "password": PASSWORD}, timeout=30)
+        assert r.status_code == 429, r.text
+        run(d, "admin", "user", "unlock", "bob")
+        r = requests.post(login, json={"username": "bob", "password": PASSWORD}, timeout=30)
+        assert r.status_code == 200, r.text
+    finally:
+        server.kill()
+    events = [e["event"] for e in run_json(d, "audit", "search", "--limit", "1000")]
+    done = {e["action"] for e in events} | {e["details"].get("change") for e in events}
+    for a in ("membership-set", "membership-remove", "user-unlock"):
+        assert a in done, done
+
+
 def tampered(site, tmp_path, sql):
     """A copy of the site whose index.db had the audit triggers dropped and `sql` run."""
     d = tmp_path / "data"

@@ -3,7 +3,9 @@
 //! A person needs a way to log in: a password (`--password-stdin`, `--password-env VAR`), a
 //! temporary password printed once that must be changed at first login
 //! (`--must-change-password` without a password), or OpenID Connect only (`--no-password`).
-//! Service accounts (`--service`) have no password and act through API tokens.
+//! Service accounts (`--service`) have no password and act through API tokens. A person may
+//! belong to several organisations with a role in each (`join`, `leave`); users are disabled,
+//! never deleted (the audit trail names them); `unlock` lifts a login lockout.
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -101,6 +103,32 @@ pub enum UserCommand {
     },
     /// Enable a disabled user again.
     Enable {
+        /// Login name.
+        username: String,
+    },
+    /// Give a user a role in another organisation (or change their role in one), e.g.
+    /// `user join alice --org north --role clinician`.
+    Join {
+        /// Login name.
+        username: String,
+        /// The organisation.
+        #[arg(long)]
+        org: String,
+        /// The role held there.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+    /// Remove a user from one organisation (the user keeps their other memberships; to stop a
+    /// person altogether, `disable` them: users are never deleted, the audit trail names them).
+    Leave {
+        /// Login name.
+        username: String,
+        /// The organisation.
+        #[arg(long)]
+        org: String,
+    },
+    /// Lift a login lockout (too many wrong passwords) before it expires.
+    Unlock {
         /// Login name.
         username: String,
     },
@@ -279,6 +307,76 @@ pub async fn run(cx: &AdminContext, cmd: UserCommand) -> Result<()> {
         }
         UserCommand::Disable { username } => set_disabled(cx, &username, true).await,
         UserCommand::Enable { username } => set_disabled(cx, &username, false).await,
+        UserCommand::Join {
+            username,
+            org,
+            role,
+        } => {
+            cx.require_org(&org).await?;
+            let mut user = find_user(cx, &username).await?;
+            if user.service && role != Role::Service {
+                bail!("service accounts hold the service role only");
+            }
+            let before = user.memberships.clone();
+            user.memberships.retain(|m| m.org != org);
+            user.memberships.push(Membership {
+                org: org.clone(),
+                role,
+            });
+            if user.memberships.len() == before.len()
+                && before.iter().any(|m| m.org == org && m.role == role)
+            {
+                println!("{} already is {} in {org}", user.username, role.as_str());
+                return Ok(());
+            }
+            let details = json!({ "user_id": user.id, "username": user.username, "org": org, "role": role.as_str() });
+            cx.apply_admin_change(
+                vec![DirectoryChange::PutUser(user.clone())],
+                "membership-set",
+                &org,
+                details,
+            )
+            .await?;
+            println!("{} is {} in {org}", user.username, role.as_str());
+            Ok(())
+        }
+        UserCommand::Leave { username, org } => {
+            let mut user = find_user(cx, &username).await?;
+            if !user.memberships.iter().any(|m| m.org == org) {
+                bail!("{} is not a member of {org:?}", user.username);
+            }
+            if user.memberships.len() == 1 {
+                bail!(
+                    "{org} is {}'s only organisation: disable the user instead (users are \
+                     never deleted; the audit trail names them)",
+                    user.username
+                );
+            }
+            user.memberships.retain(|m| m.org != org);
+            let details = json!({ "user_id": user.id, "username": user.username, "org": org });
+            cx.apply_admin_change(
+                vec![DirectoryChange::PutUser(user.clone())],
+                "membership-remove",
+                &org,
+                details,
+            )
+            .await?;
+            println!("{} left {org}", user.username);
+            Ok(())
+        }
+        UserCommand::Unlock { username } => {
+            let user = find_user(cx, &username).await?;
+            // The key the authenticator counts a username's login failures under.
+            cx.dir()
+                .throttle_reset(&format!("login-user:{}", user.username))
+                .await?;
+            let org = first_org(&user);
+            let details = json!({ "user_id": user.id, "username": user.username });
+            let ev = cx.event("user-unlock", &org, details);
+            cx.auth.audit_log().append(vec![ev]).await?;
+            println!("unlocked {}", user.username);
+            Ok(())
+        }
         UserCommand::Passwd {
             username,
             password: source,
