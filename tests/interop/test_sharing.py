@@ -336,6 +336,10 @@ def test_login_and_password_pages(site):
     s = requests.Session()
     page = s.get(f"{base}/login")
     assert page.status_code == 200 and "<form" in page.text and "password" in page.text
+    # A stale session cookie or link pass does not lock anybody out of the login page.
+    stale = requests.get(f"{base}/login", cookies={"vesalius_session": "gone", "vesalius_link": "x.1.y"})
+    assert stale.status_code == 200 and "<form" in stale.text
+    assert requests.get(f"{base}/dicom-web/studies", cookies={"vesalius_session": "gone"}).status_code == 401
     r = s.post(f"{base}/login?next=//evil.example/", data={"username": "nrad", "password": "nope nope"},
                allow_redirects=False)
     assert r.status_code == 401 and "<form" in r.text
