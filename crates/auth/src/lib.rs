@@ -1,6 +1,7 @@
 //! Access control of Vesalius: who is asking ([`principal`]), whether they may
 //! ([`policy`]), how they proved it ([`authenticator`], [`password`], [`token`], [`secret`]),
-//! and the tamper-evident record of what they did ([`audit_chain`], [`dedupe`], [`fhir`]).
+//! and the tamper-evident record of what they did ([`audit_chain`], [`dedupe`], [`fhir`],
+//! [`dicom_audit`]).
 //!
 //! - [`password`]: argon2id hashing and the password policy.
 //! - [`secret`]: random secrets, SHA-256 and constant-time comparison.
@@ -18,6 +19,8 @@
 //! - [`net`]: source-address allow-lists (IPs and CIDR blocks).
 //! - [`dedupe`]: one audit event per study access per user per few minutes, not one per frame.
 //! - [`fhir`]: audit records as FHIR R4 `AuditEvent` resources.
+//! - [`dicom_audit`]: audit records as DICOM audit messages (PS3.15 A.5) in RFC 5424 syslog
+//!   messages.
 //!
 //! This crate depends on `vesalius-core` and the traits of `vesalius-store` only (DESIGN.md:
 //! auth → core, store traits), plus crypto crates. It knows no HTTP framework: headers and
@@ -30,6 +33,7 @@ pub mod authenticator;
 pub mod caller;
 pub mod cookie;
 pub mod dedupe;
+pub mod dicom_audit;
 pub mod error;
 pub mod fhir;
 pub mod net;
@@ -52,6 +56,7 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+pub use dicom_audit::{AuditSource, SyslogOptions};
 pub use error::{Error, Result};
 pub use policy::{Action, Decision, Resource, access, authorize};
 pub use principal::{Principal, PrincipalKind};

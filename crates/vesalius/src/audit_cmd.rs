@@ -7,7 +7,8 @@
 //!   problems). It trusts the public keys given with `--key`, or else the site key's.
 //! - `checkpoint` signs the chain's head with the site key, `<data dir>/`[`SITE_KEY_FILE`]
 //!   (created, mode 0600, when missing).
-//! - `search` and `export` read the trail; each is itself audited (`audit-read`).
+//! - `search` and `export` read the trail; each is itself audited (`audit-read`). `export`
+//!   writes FHIR `AuditEvent`s or the RFC 5424 messages `[audit.syslog]` sends (`crate::syslog`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -82,7 +83,9 @@ enum AuditCommand {
     },
     /// Export the trail, oldest first.
     Export {
-        /// Output format: `fhir`, one FHIR R4 AuditEvent per line (NDJSON).
+        /// Output format: `fhir`, one FHIR R4 AuditEvent per line (NDJSON); `dicom-syslog`, one
+        /// RFC 5424 message carrying a DICOM audit message per line, as `[audit.syslog]`
+        /// sends them (without the octet count).
         #[arg(long, value_enum)]
         format: ExportFormat,
         /// Output file (`-`: standard output).
@@ -94,7 +97,8 @@ enum AuditCommand {
         /// Before this time.
         #[arg(long, value_parser = parse_time)]
         until: Option<i64>,
-        /// The site name written into each event's `source.site` (default: our AE title).
+        /// The site name written into each event's `source.site` (FHIR) or `AuditSourceID`
+        /// (DICOM; default `[audit.syslog] source_id`), by default our AE title.
         #[arg(long)]
         site: Option<String>,
     },
@@ -112,6 +116,8 @@ enum AuditCommand {
 enum ExportFormat {
     /// FHIR R4 AuditEvent resources, one per line.
     Fhir,
+    /// RFC 5424 syslog messages with DICOM audit messages (PS3.15 A.5), one per line.
+    DicomSyslog,
 }
 
 /// Runs an audit command.
@@ -162,21 +168,49 @@ pub async fn run(args: AuditArgs, cfg: Config) -> Result<()> {
             Ok(())
         }
         AuditCommand::Export {
-            format: ExportFormat::Fhir,
+            format,
             out,
             since,
             until,
             site,
         } => {
-            let site = site.unwrap_or_else(|| cfg.dicom.ae_title.clone());
-            let n = export_fhir(cx.index.as_ref(), &out, &site, since, until).await?;
+            let (name, what, line): (_, _, LineFn) = match format {
+                ExportFormat::Fhir => {
+                    let site = site.unwrap_or_else(|| cfg.dicom.ae_title.clone());
+                    (
+                        "fhir",
+                        "FHIR AuditEvent resources",
+                        Box::new(move |r| {
+                            Ok(serde_json::to_vec(&vesalius_auth::fhir::audit_event(
+                                r, &site,
+                            ))?)
+                        }),
+                    )
+                }
+                ExportFormat::DicomSyslog => {
+                    let (header, mut source) = crate::syslog::message_format(&cfg)?;
+                    if let Some(site) = site {
+                        source.id = site;
+                    }
+                    (
+                        "dicom-syslog",
+                        "syslog messages with DICOM audit messages",
+                        Box::new(move |r| {
+                            Ok(vesalius_auth::dicom_audit::syslog_message(
+                                r, &source, &header,
+                            ))
+                        }),
+                    )
+                }
+            };
+            let n = export(cx.index.as_ref(), &out, since, until, line).await?;
             audit_read(
                 &cx,
-                json!({ "export": "fhir", "records": n, "since_ms": since, "until_ms": until }),
+                json!({ "export": name, "records": n, "since_ms": since, "until_ms": until }),
             )
             .await?;
             if out.as_os_str() != "-" {
-                eprintln!("wrote {n} FHIR AuditEvent resources to {}", out.display());
+                eprintln!("wrote {n} {what} to {}", out.display());
             }
             Ok(())
         }
@@ -303,13 +337,16 @@ fn report_view(r: &VerifyReport, trusted_keys: Vec<String>) -> ReportView {
     }
 }
 
-/// Writes every record in `since..until` as a FHIR AuditEvent per line; the number written.
-async fn export_fhir(
+/// Turns a record into one line of an export (without the line break).
+type LineFn = Box<dyn Fn(&AuditRecord) -> Result<Vec<u8>>>;
+
+/// Writes every record in `since..until` as one line made by `line`; the number written.
+async fn export(
     log: &dyn AuditLog,
     out: &Path,
-    site: &str,
     since: Option<i64>,
     until: Option<i64>,
+    line: LineFn,
 ) -> Result<u64> {
     let mut w: Box<dyn Write> = if out.as_os_str() == "-" {
         Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
@@ -330,7 +367,7 @@ async fn export_fhir(
             if since.is_some_and(|s| t < s) || until.is_some_and(|u| t >= u) {
                 continue;
             }
-            serde_json::to_writer(&mut w, &vesalius_auth::fhir::audit_event(r, site))?;
+            w.write_all(&line(r)?)?;
             w.write_all(b"\n")?;
             n += 1;
         }

@@ -24,6 +24,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Authentication.
     pub auth: AuthConfig,
+    /// The audit trail's exports.
+    pub audit: AuditConfig,
 }
 
 /// `[storage]`
@@ -453,6 +455,147 @@ impl OidcConfig {
     }
 }
 
+/// `[audit]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Forwarding of the audit trail to an audit record repository as DICOM audit messages over
+    /// syslog (PS3.15 A.5-A.7); off until `addr` is set.
+    pub syslog: SyslogConfig,
+}
+
+/// How audit messages travel to the repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogTransport {
+    /// RFC 5425: TLS, octet-counted frames (PS3.15 A.6, the profile to use).
+    Tls,
+    /// RFC 6587 octet counting over plain TCP (labs and a collector on the same host).
+    Tcp,
+    /// RFC 5426, one datagram per message (PS3.15 A.7; nothing is confirmed: labs only).
+    Udp,
+}
+
+/// `[audit.syslog]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyslogConfig {
+    /// The audit record repository, `host:port` (e.g. `audit.example.org:6514`, the port
+    /// registered for syslog over TLS). Default none: nothing is forwarded.
+    pub addr: Option<String>,
+    /// `tls` (default), `tcp` or `udp`.
+    pub transport: SyslogTransport,
+    /// PEM bundle of the CA certificates that may sign the repository's certificate; required
+    /// with `tls`.
+    pub tls_ca: Option<PathBuf>,
+    /// The name the repository's certificate must carry; default: the host of `addr`.
+    pub tls_server_name: Option<String>,
+    /// PEM client certificate chain, for repositories that authenticate senders (with
+    /// `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`. A path, not a secret: `config dump` shows it.
+    pub tls_key: Option<PathBuf>,
+    /// Syslog facility, by name (`authpriv`, `auth`, `audit`, `local0`…) or number 0-23.
+    /// Default `authpriv` (10, security/authorization, as PS3.15 A.6 asks).
+    pub facility: String,
+    /// RFC 5424 APP-NAME. Default `vesalius`.
+    pub app_name: String,
+    /// RFC 5424 HOSTNAME, also our network access point in each message; default: this
+    /// machine's host name.
+    pub hostname: Option<String>,
+    /// `AuditSourceID` of each message; default: `[dicom] ae_title`.
+    pub source_id: Option<String>,
+    /// `AuditEnterpriseSiteID` of each message (the hospital or site); default: none.
+    pub enterprise_site: Option<String>,
+    /// Start each message with the UTF-8 byte order mark (RFC 5424 6.4). Default true; turn off
+    /// for collectors that keep it in the XML.
+    pub bom: bool,
+    /// How often to look for new audit records when idle, ms. Default 1000.
+    pub poll_ms: u64,
+    /// Records read and sent per round. Default 256.
+    pub batch: u32,
+    /// A sent message counts as delivered once its TCP/TLS connection has stayed open this
+    /// long afterwards, ms (syslog has no acknowledgements; see docs/security.md). Default 2000.
+    pub confirm_ms: u64,
+    /// Longest wait between reconnection attempts, ms (from 500 ms, doubling). Default 30000.
+    pub max_backoff_ms: u64,
+    /// Time allowed to connect (TCP and TLS handshake) and to write, ms. Default 10000.
+    pub timeout_ms: u64,
+}
+
+impl Default for SyslogConfig {
+    fn default() -> Self {
+        SyslogConfig {
+            addr: None,
+            transport: SyslogTransport::Tls,
+            tls_ca: None,
+            tls_server_name: None,
+            tls_cert: None,
+            tls_key: None,
+            facility: "authpriv".into(),
+            app_name: "vesalius".into(),
+            hostname: None,
+            source_id: None,
+            enterprise_site: None,
+            bom: true,
+            poll_ms: 1000,
+            batch: 256,
+            confirm_ms: 2000,
+            max_backoff_ms: 30_000,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+impl SyslogConfig {
+    /// The repository's `(host, port)` when forwarding is on, with the settings checked.
+    pub fn target(&self) -> Result<Option<(String, u16)>> {
+        let Some(addr) = self
+            .addr
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        else {
+            return Ok(None);
+        };
+        let bad = || anyhow::anyhow!("[audit.syslog] addr = {addr:?} is not HOST:PORT");
+        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if host.is_empty() || port == 0 || host.contains(char::is_whitespace) {
+            return Err(bad());
+        }
+        if vesalius_auth::dicom_audit::facility_from_name(&self.facility).is_none() {
+            bail!(
+                "[audit.syslog] facility = {:?}: a syslog facility name (authpriv, auth, audit, local0-7, …) or 0-23",
+                self.facility
+            );
+        }
+        if self.transport == SyslogTransport::Tls && self.tls_ca.is_none() {
+            bail!(
+                "[audit.syslog] transport = \"tls\" needs tls_ca (the repository's CA certificates)"
+            );
+        }
+        tls_pair(
+            "audit.syslog",
+            self.tls_cert.as_ref(),
+            self.tls_key.as_ref(),
+        )?;
+        if self.transport != SyslogTransport::Tls
+            && (self.tls_cert.is_some() || self.tls_ca.is_some())
+        {
+            bail!("[audit.syslog] tls_ca, tls_cert and tls_key need transport = \"tls\"");
+        }
+        if self.batch == 0 || self.poll_ms == 0 || self.timeout_ms == 0 {
+            bail!("[audit.syslog] batch, poll_ms and timeout_ms must be positive");
+        }
+        Ok(Some((host.to_owned(), port)))
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -693,6 +836,76 @@ mod tests {
         assert!(half.http_tls().is_err());
         let ca_only = load(None, env(&[("VESALIUS__DICOM__TLS_CLIENT_CA", "/ca.pem")])).unwrap();
         assert!(ca_only.dicom_tls().is_err());
+    }
+
+    #[test]
+    fn audit_syslog_section() {
+        let c = load(None, std::iter::empty()).unwrap();
+        assert_eq!(c.audit.syslog.target().unwrap(), None);
+        assert!(dump(&c).unwrap().contains("[audit.syslog]"));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("v.toml");
+        std::fs::write(
+            &f,
+            "[audit.syslog]\naddr = \"audit.example.org:6514\"\ntls_ca = \"/etc/v/ca.pem\"\nfacility = \"local4\"\n",
+        )
+        .unwrap();
+        let c = load(Some(&f), std::iter::empty()).unwrap();
+        let s = &c.audit.syslog;
+        assert_eq!(
+            s.target().unwrap(),
+            Some(("audit.example.org".into(), 6514))
+        );
+        assert_eq!(s.transport, SyslogTransport::Tls);
+        assert_eq!((s.poll_ms, s.confirm_ms, s.bom), (1000, 2000, true));
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        let c = load(
+            None,
+            env(&[
+                ("VESALIUS__AUDIT__SYSLOG__ADDR", "[::1]:514"),
+                ("VESALIUS__AUDIT__SYSLOG__TRANSPORT", "udp"),
+                ("VESALIUS__AUDIT__SYSLOG__POLL_MS", "100"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.audit.syslog.target().unwrap(), Some(("::1".into(), 514)));
+        assert_eq!(c.audit.syslog.transport, SyslogTransport::Udp);
+        // Mistakes stop the start.
+        for bad in [
+            vec![("VESALIUS__AUDIT__SYSLOG__ADDR", "no-port")],
+            vec![("VESALIUS__AUDIT__SYSLOG__ADDR", "h:0")],
+            // TLS without a CA.
+            vec![("VESALIUS__AUDIT__SYSLOG__ADDR", "h:6514")],
+            vec![
+                ("VESALIUS__AUDIT__SYSLOG__ADDR", "h:514"),
+                ("VESALIUS__AUDIT__SYSLOG__TRANSPORT", "tcp"),
+                ("VESALIUS__AUDIT__SYSLOG__FACILITY", "kitchen"),
+            ],
+            vec![
+                ("VESALIUS__AUDIT__SYSLOG__ADDR", "h:514"),
+                ("VESALIUS__AUDIT__SYSLOG__TRANSPORT", "tcp"),
+                ("VESALIUS__AUDIT__SYSLOG__TLS_CA", "/ca.pem"),
+            ],
+            vec![
+                ("VESALIUS__AUDIT__SYSLOG__ADDR", "h:6514"),
+                ("VESALIUS__AUDIT__SYSLOG__TLS_CA", "/ca.pem"),
+                ("VESALIUS__AUDIT__SYSLOG__TLS_CERT", "/c.pem"),
+            ],
+        ] {
+            let c = load(None, env(&bad)).unwrap();
+            assert!(c.audit.syslog.target().is_err(), "{bad:?}");
+        }
+        let bad_transport = load(
+            None,
+            env(&[("VESALIUS__AUDIT__SYSLOG__TRANSPORT", "pigeon")]),
+        );
+        assert!(bad_transport.is_err());
     }
 
     #[test]

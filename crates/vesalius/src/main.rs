@@ -8,6 +8,7 @@ mod deid;
 mod import;
 mod send;
 mod serve;
+mod syslog;
 mod tls;
 
 use std::path::PathBuf;

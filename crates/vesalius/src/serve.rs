@@ -160,6 +160,8 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
         Some(f) => Some(crate::tls::server_config(f.cert, f.key, client_ca, &[])?),
         None => None,
     };
+    // [audit.syslog]: checked (and its certificates read) before anything is bound.
+    let syslog = crate::syslog::ForwarderOptions::from_config(&cfg)?;
     let storage = open_storage(&cfg).await?;
     // Issue 4: OpenID Connect login, checked now and discovered in the background (retried until
     // the provider answers; password login works meanwhile).
@@ -251,6 +253,9 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
     } else {
         println!("  DICOM callers  : {callers} AE titles may associate");
     }
+    if let Some(o) = &syslog {
+        println!("  audit syslog   : {}", o.describe());
+    }
     if let Some(s) = &oidc {
         println!(
             "  OpenID Connect : {} ({scheme}://{}{})",
@@ -265,6 +270,15 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
         );
     }
     let shutdown = CancellationToken::new();
+    // The audit forwarder stops after the servers, so their last events still go out.
+    let syslog_stop = CancellationToken::new();
+    let syslog_task = syslog.map(|o| {
+        tokio::spawn(crate::syslog::run(
+            storage.auth.audit_log().clone(),
+            o,
+            syslog_stop.clone(),
+        ))
+    });
     let dimse_opts = vesalius_dimse::DimseServerOptions {
         ae_title: cfg.dicom.ae_title.clone(),
         max_pdu_length: cfg.dicom.max_pdu_length,
@@ -332,6 +346,14 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "DICOM server"),
             Err(e) => tracing::error!(error = %e, "DICOM server task"),
+        }
+    }
+    syslog_stop.cancel();
+    if let Some(task) = syslog_task {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "audit syslog"),
+            Err(e) => tracing::error!(error = %e, "audit syslog task"),
         }
     }
     tracing::info!("stopped");
