@@ -400,3 +400,9 @@ def test_next_must_stay_on_the_site(site):
         browser = requests.Session()
         r = browser.get(log_in(site, browser, "alice", next_path=evil), allow_redirects=False, timeout=30)
         assert r.status_code == 303 and r.headers["Location"] == "/"
+
+
+def test_the_login_page_offers_the_provider(site):
+    page = requests.get(f"{site['base']}/login?next=/s/x", timeout=30)
+    assert page.status_code == 200
+    assert "St Mary&#39;s login" in page.text and "/api/v1/auth/oidc/login?next=/s/x" in page.text

@@ -294,6 +294,7 @@ def test_break_glass_is_granted_flagged_and_reported(site):
     naud = login(base, "naud")
     report = naud.get(f"{base}/api/v1/audit/break-glass").json()["records"]
     assert any(r["actor"]["name"] == "sclin" and "stroke alert" in r["details"]["reason"]
+               and r["source"].startswith("127.0.0.1:") and "python-requests" in r["user_agent"]
                for r in report), report
     assert login(base, "nclin").get(f"{base}/api/v1/audit/break-glass").status_code == 403
     who = naud.get(f"{base}/api/v1/audit/who-saw", params={"study": study}).json()["records"]
@@ -336,6 +337,7 @@ def test_login_and_password_pages(site):
     s = requests.Session()
     page = s.get(f"{base}/login")
     assert page.status_code == 200 and "<form" in page.text and "password" in page.text
+    assert "oidc" not in page.text  # no identity provider configured: no button
     # A stale session cookie or link pass does not lock anybody out of the login page.
     stale = requests.get(f"{base}/login", cookies={"vesalius_session": "gone", "vesalius_link": "x.1.y"})
     assert stale.status_code == 200 and "<form" in stale.text

@@ -94,7 +94,10 @@ pub async fn authenticate(State(a): State<Authn>, mut req: Request, next: Next) 
         Ok(p) => p,
         // A stale session cookie or an expired link pass must not lock anybody out of the
         // login pages and the link URLs, which serve themselves without a caller.
-        Err(_) if open_path(req.uri().path()) => return next.run(req).await,
+        // (A CSRF refusal stands: it is not stale credentials.)
+        Err(r) if r.status() == StatusCode::UNAUTHORIZED && open_path(req.uri().path()) => {
+            return next.run(req).await;
+        }
         Err(r) => return r,
     };
     let principal = match resolved {

@@ -83,6 +83,8 @@ pub struct ApiOptions {
     /// The site's external base URL (`https://pacs.example`), for the links handed out; the
     /// request's `Host` when unset.
     pub public_base_url: Option<String>,
+    /// The label of the OpenID Connect login button on `/login`, when the site has a provider.
+    pub oidc_button: Option<String>,
 }
 
 /// What the access-control endpoints work with.
@@ -101,6 +103,7 @@ pub fn access_router(
     ingestor: Arc<Ingestor>,
     options: ApiOptions,
 ) -> axum::Router {
+    let sv_oidc = options.oidc_button.clone();
     let sv = Services {
         auth: auth.clone(),
         ingestor,
@@ -146,7 +149,7 @@ pub fn access_router(
             get(guest::form).post(guest::upload),
         )
         .with_state(sv)
-        .merge(pages::router(auth))
+        .merge(pages::router(auth, sv_oidc))
 }
 
 #[derive(Clone)]

@@ -56,12 +56,23 @@ pub fn page_status(status: StatusCode, title: &str, body: &str) -> Response {
     (status, page(title, body)).into_response()
 }
 
-/// The routes: `GET/POST /login`, `GET/POST /account/password`.
-pub fn router(auth: Arc<Authenticator>) -> Router {
+/// State of the pages: the authenticator and the OpenID Connect button's label, if any.
+#[derive(Clone)]
+struct PagesState {
+    auth: Arc<Authenticator>,
+    oidc_button: Option<Arc<str>>,
+}
+
+/// The routes: `GET/POST /login`, `GET/POST /account/password`. `oidc_button` labels the
+/// OpenID Connect login link, shown only when the site has a provider.
+pub fn router(auth: Arc<Authenticator>, oidc_button: Option<String>) -> Router {
     Router::new()
         .route("/login", get(login_page).post(login_form))
         .route("/account/password", get(password_page).post(password_form))
-        .with_state(auth)
+        .with_state(PagesState {
+            auth,
+            oidc_button: oidc_button.map(Into::into),
+        })
 }
 
 #[derive(Deserialize, Default)]
@@ -79,7 +90,7 @@ fn safe_next(next: &str) -> &str {
     }
 }
 
-fn login_body(next: &str, error: Option<&str>) -> String {
+fn login_body(next: &str, error: Option<&str>, oidc: Option<&str>) -> String {
     let err = error
         .map(|e| format!("<p class=err role=alert>{}</p>", esc(e)))
         .unwrap_or_default();
@@ -87,10 +98,15 @@ fn login_body(next: &str, error: Option<&str>) -> String {
         "{err}<form method=post action='/login?next={n}'>\
          <label>Username <input name=username required autocomplete=username autofocus></label>\
          <label>Password <input type=password name=password required \
-         autocomplete=current-password></label><button>Log in</button></form>\
-         <p><a href='/api/v1/auth/oidc/login?next={n}'>Log in with your organisation's \
-         identity provider</a> (when the site has one).</p>",
-        n = esc(&urlencode(safe_next(next)))
+         autocomplete=current-password></label><button>Log in</button></form>{o}",
+        n = esc(&urlencode(safe_next(next))),
+        o = oidc
+            .map(|label| format!(
+                "<p><a href='/api/v1/auth/oidc/login?next={}'>{}</a></p>",
+                esc(&urlencode(safe_next(next))),
+                esc(label)
+            ))
+            .unwrap_or_default()
     )
 }
 
@@ -107,8 +123,11 @@ pub fn urlencode(s: &str) -> String {
     out
 }
 
-async fn login_page(Query(q): Query<NextQuery>) -> Html<String> {
-    page("Log in", &login_body(&q.next, None))
+async fn login_page(State(ps): State<PagesState>, Query(q): Query<NextQuery>) -> Html<String> {
+    page(
+        "Log in",
+        &login_body(&q.next, None, ps.oidc_button.as_deref()),
+    )
 }
 
 #[derive(Deserialize)]
@@ -118,13 +137,14 @@ struct LoginForm {
 }
 
 async fn login_form(
-    State(auth): State<Arc<Authenticator>>,
+    State(ps): State<PagesState>,
     ci: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Query(q): Query<NextQuery>,
     Form(f): Form<LoginForm>,
 ) -> Response {
     let src = source(&ci);
+    let auth = &ps.auth;
     match auth
         .login(&f.username, &f.password, Origin::new(&src, agent(&headers)))
         .await
@@ -144,7 +164,8 @@ async fn login_form(
         Err(e) => {
             let status =
                 StatusCode::from_u16(e.kind().http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
-            page_status(status, "Log in", &login_body(&q.next, Some(&e.to_string())))
+            let body = login_body(&q.next, Some(&e.to_string()), ps.oidc_button.as_deref());
+            page_status(status, "Log in", &body)
         }
     }
 }
@@ -182,7 +203,7 @@ struct PasswordForm {
 }
 
 async fn password_form(
-    State(auth): State<Arc<Authenticator>>,
+    State(ps): State<PagesState>,
     caller: Option<Extension<Caller>>,
     Form(f): Form<PasswordForm>,
 ) -> Response {
@@ -193,7 +214,8 @@ async fn password_form(
         return Redirect::to("/login?next=/account/password").into_response();
     };
     let origin = Origin::new(&c.source, &c.user_agent);
-    match auth
+    match ps
+        .auth
         .change_password(&user_id, &f.current, &f.new, origin)
         .await
     {

@@ -92,6 +92,7 @@ pub fn http_app(
     let api_opts = vesalius_api::ApiOptions {
         org: cfg.storage.org.clone(),
         public_base_url: cfg.http.public_base_url.clone(),
+        oidc_button: cfg.auth.oidc.as_ref().map(|o| o.display_name.clone()),
     };
     let mut app = Router::new()
         .nest(
@@ -330,11 +331,16 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
     let graceful = async move { sd.cancelled().await };
     match http_tls {
         Some(config) => {
+            // The peer's address reaches the handlers (and every audit event's `source`).
+            let app = app
+                .layer(axum::middleware::map_request(crate::tls::tls_peer_address))
+                .into_make_service_with_connect_info::<crate::tls::TlsPeer>();
             axum::serve(crate::tls::TlsListener::new(http, config)?, app)
                 .with_graceful_shutdown(graceful)
                 .await
         }
         None => {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             axum::serve(http, app)
                 .with_graceful_shutdown(graceful)
                 .await

@@ -406,3 +406,30 @@ mod tests {
         assert!(server_config(&s.cert, &o.key, None, &[]).is_err());
     }
 }
+
+/// The peer of a TLS connection, for `into_make_service_with_connect_info` (axum implements
+/// `Connected` for `SocketAddr` on its own listeners only); [`tls_peer_address`] turns it into
+/// the `ConnectInfo<SocketAddr>` every handler reads.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsPeer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for TlsPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        TlsPeer(*stream.remote_addr())
+    }
+}
+
+/// Middleware: `ConnectInfo<TlsPeer>` → `ConnectInfo<SocketAddr>`.
+pub async fn tls_peer_address(mut req: axum::extract::Request) -> axum::extract::Request {
+    if let Some(axum::extract::ConnectInfo(TlsPeer(addr))) = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<TlsPeer>>()
+        .copied()
+    {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(addr));
+    }
+    req
+}
