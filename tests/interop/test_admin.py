@@ -237,6 +237,33 @@ def test_memberships_and_unlock(site, tmp_path):
         assert a in done, done
 
 
+def test_the_server_signs_checkpoints(site, tmp_path):
+    """`[audit] checkpoint_interval_secs`: the running server signs the chain's head
+    periodically and once more at shutdown, so `audit verify` finds no unsigned tail."""
+    import time
+    d = tmp_path / "data"
+    shutil.copytree(site["dir"], d)
+    before = run_json(d, "audit", "verify")["checkpoints_checked"]
+    server = Server(d, extra_env={"VESALIUS__AUTH__REQUIRED": "true",
+                                  "VESALIUS__AUDIT__CHECKPOINT_INTERVAL_SECS": "1"})
+    try:
+        requests.post(f"{server.base}/api/v1/auth/login", json={"username": "bob", "password": "nope nope nope"},
+                      timeout=30)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            v = run_json(d, "audit", "verify")
+            if v["checkpoints_checked"] > before and v["unsigned_tail"] == 0:
+                break
+            time.sleep(0.3)
+        assert v["checkpoints_checked"] > before and v["unsigned_tail"] == 0, v
+        requests.post(f"{server.base}/api/v1/auth/login", json={"username": "bob", "password": "nope nope nope"},
+                      timeout=30)
+    finally:
+        assert server.stop() == 0
+    v = run_json(d, "audit", "verify")
+    assert v["ok"] and v["unsigned_tail"] == 0, v
+
+
 def tampered(site, tmp_path, sql):
     """A copy of the site whose index.db had the audit triggers dropped and `sql` run."""
     d = tmp_path / "data"

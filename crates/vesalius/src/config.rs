@@ -456,12 +456,26 @@ impl OidcConfig {
 }
 
 /// `[audit]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
+    /// Seconds between checkpoints the server signs with the site key (`site.key` in the data
+    /// directory) over the audit chain's head, when it advanced (default 3600; 0: only
+    /// `vesalius audit checkpoint`). A checkpoint proves the trail up to it existed then: cutting
+    /// records off the end is found by `vesalius audit verify` down to the last checkpoint.
+    pub checkpoint_interval_secs: u64,
     /// Forwarding of the audit trail to an audit record repository as DICOM audit messages over
     /// syslog (PS3.15 A.5-A.7); off until `addr` is set.
     pub syslog: SyslogConfig,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            checkpoint_interval_secs: 3600,
+            syslog: SyslogConfig::default(),
+        }
+    }
 }
 
 /// How audit messages travel to the repository.

@@ -271,6 +271,16 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
         );
     }
     let shutdown = CancellationToken::new();
+    // Issue 4: periodic checkpoints of the audit chain, signed with the site key, and one more
+    // at shutdown.
+    let checkpoints = (cfg.audit.checkpoint_interval_secs > 0).then(|| {
+        tokio::spawn(sign_checkpoints(
+            storage.auth.clone(),
+            cfg.storage.data_dir.join(crate::audit_cmd::SITE_KEY_FILE),
+            std::time::Duration::from_secs(cfg.audit.checkpoint_interval_secs),
+            shutdown.clone(),
+        ))
+    });
     // The audit forwarder stops after the servers, so their last events still go out.
     let syslog_stop = CancellationToken::new();
     let syslog_task = syslog.map(|o| {
@@ -347,6 +357,9 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
         }
     }
     .context("HTTP server")?;
+    if let Some(t) = checkpoints {
+        let _ = t.await;
+    }
     for task in std::iter::once(dimse).chain(dimse_tls) {
         match task.await {
             Ok(Ok(())) => {}
@@ -453,5 +466,41 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// Signs a checkpoint of the audit chain every `every` (when its head advanced) and once more
+/// when `shutdown` fires. Failures are logged, never fatal: the chain itself stays verifiable.
+async fn sign_checkpoints(
+    auth: Arc<Authenticator>,
+    key_path: std::path::PathBuf,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let key = match vesalius_auth::audit_chain::SiteKey::load_or_create(&key_path) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %e, "site key: audit checkpoints are off");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        let last = tokio::select! {
+            _ = tick.tick() => false,
+            _ = shutdown.cancelled() => true,
+        };
+        match vesalius_auth::audit_chain::checkpoint(auth.audit_log().as_ref(), &key, auth.now_ms())
+            .await
+        {
+            Ok(Some(cp)) => tracing::info!(seq = cp.seq, "audit checkpoint signed"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "audit checkpoint"),
+        }
+        if last {
+            return;
+        }
     }
 }
