@@ -321,6 +321,11 @@ def test_a_browser_gets_a_page_that_moves_on_with_the_session(site):
     assert 'http-equiv=refresh content="0;url=/dicom-web/studies"' in r.text
     studies = browser.get(f"{site['base']}/dicom-web/studies", timeout=30)
     assert studies.status_code in (200, 204), studies.text
+    # The page learns its CSRF token from /me and can then change state (here: log out).
+    csrf = me(site, browser).json()["csrf"]
+    assert csrf
+    out = browser.post(f"{site['base']}/api/v1/auth/logout", headers={"X-CSRF-Token": csrf}, timeout=30)
+    assert out.status_code == 200, out.text
 
 
 def test_an_identity_without_a_user_is_refused(site):
@@ -406,3 +411,21 @@ def test_the_login_page_offers_the_provider(site):
     page = requests.get(f"{site['base']}/login?next=/s/x", timeout=30)
     assert page.status_code == 200
     assert "St Mary&#39;s login" in page.text and "/api/v1/auth/oidc/login?next=/s/x" in page.text
+
+
+def test_an_administrator_links_an_identity_by_subject(site):
+    # bob's provider does not vouch for his address, so only an explicit link lets him in.
+    vesalius(site["data"], "admin", "user", "oidc-link", "bob", "--issuer", site["issuer"], "--subject", "bob")
+    browser = requests.Session()
+    callback = log_in(site, browser, "bob")
+    r = browser.get(callback, headers={"Accept": "application/json"}, allow_redirects=False, timeout=30)
+    assert r.status_code == 200 and r.json()["username"] == "bob", r.text
+    # The same identity cannot be linked to a second user.
+    p = vesalius(site["data"], "admin", "user", "oidc-link", "alice", "--issuer", site["issuer"], "--subject", "bob",
+                 check=False)
+    assert p.returncode != 0 and "already" in p.stderr
+    vesalius(site["data"], "admin", "user", "oidc-link", "bob", "--unlink")
+    browser = requests.Session()
+    callback = log_in(site, browser, "bob")
+    r = browser.get(callback, headers={"Accept": "application/json"}, allow_redirects=False, timeout=30)
+    assert r.status_code == 403, r.text

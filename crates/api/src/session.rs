@@ -4,7 +4,8 @@
 //!
 //! - `POST /api/v1/auth/login` `{"username", "password"}` → `Set-Cookie: vesalius_session=…`
 //!   (HttpOnly, SameSite=Strict, Secure on TLS) and `{"csrf": …}` for `X-CSRF-Token`.
-//! - `POST /api/v1/auth/logout`, `GET /api/v1/auth/me`.
+//! - `POST /api/v1/auth/logout`, `GET /api/v1/auth/me` (with the session's CSRF token, for pages
+//!   reached through a browser login).
 //! - `GET /setup?token=…` (a form, no script) → `POST /api/v1/auth/setup` (form or JSON
 //!   `{"token", "password"}`) sets the first administrator's password and logs them in.
 
@@ -103,7 +104,11 @@ async fn logout(
         .into_response()
 }
 
-async fn me(caller: Option<Extension<Caller>>) -> Response {
+async fn me(
+    State(auth): State<Arc<Authenticator>>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+) -> Response {
     let Some(Extension(c)) = caller else {
         return (
             StatusCode::UNAUTHORIZED,
@@ -112,11 +117,18 @@ async fn me(caller: Option<Extension<Caller>>) -> Response {
             .into_response();
     };
     let p = &c.principal;
+    // A page reached through a browser login (OpenID Connect) learns its CSRF token here.
+    let cookies = crate::authn::header_str(&headers, header::COOKIE.as_str());
+    let csrf = match cookie::session_secret(cookies) {
+        Some(secret) => auth.from_session(secret).await.ok().map(|(_, s)| s.csrf),
+        None => None,
+    };
     Json(json!({
         "actor": p.actor,
         "org": p.org,
         "role": p.role.map(|r| r.as_str()),
         "must_change_password": p.must_change_password,
+        "csrf": csrf,
     }))
     .into_response()
 }

@@ -132,6 +132,22 @@ pub enum UserCommand {
         /// Login name.
         username: String,
     },
+    /// Link a person to their OpenID Connect identity (`--issuer URL --subject SUB`, as the
+    /// provider names them: `sub` of its ID tokens), or remove the link (`--unlink`). Needed
+    /// for providers that do not mark e-mail addresses verified.
+    OidcLink {
+        /// Login name.
+        username: String,
+        /// The provider's issuer URL.
+        #[arg(long, required_unless_present = "unlink")]
+        issuer: Option<String>,
+        /// The subject (`sub`) the provider gives this person.
+        #[arg(long, required_unless_present = "unlink")]
+        subject: Option<String>,
+        /// Remove the link instead.
+        #[arg(long, conflicts_with_all = ["issuer", "subject"])]
+        unlink: bool,
+    },
     /// Set a user's password, e.g. `printf %s "$PW" | vesalius admin user passwd alice
     /// --password-stdin`.
     Passwd {
@@ -362,6 +378,57 @@ pub async fn run(cx: &AdminContext, cmd: UserCommand) -> Result<()> {
             )
             .await?;
             println!("{} left {org}", user.username);
+            Ok(())
+        }
+        UserCommand::OidcLink {
+            username,
+            issuer,
+            subject,
+            unlink,
+        } => {
+            let mut user = find_user(cx, &username).await?;
+            if user.service {
+                bail!("{} is a service account: it does not log in", user.username);
+            }
+            let link = match (issuer, subject) {
+                (Some(i), Some(s)) if !unlink => {
+                    let (i, s) = (
+                        i.trim().trim_end_matches('/').to_owned(),
+                        s.trim().to_owned(),
+                    );
+                    if i.is_empty() || s.is_empty() {
+                        bail!("--issuer and --subject must not be empty");
+                    }
+                    let taken = cx.dir().users().await?.into_iter().find(|u| {
+                        u.id != user.id && u.oidc.as_ref() == Some(&(i.clone(), s.clone()))
+                    });
+                    if let Some(other) = taken {
+                        bail!("that identity is linked to {} already", other.username);
+                    }
+                    Some((i, s))
+                }
+                _ => None,
+            };
+            user.oidc = link.clone();
+            let org = first_org(&user);
+            let details = json!({ "user_id": user.id, "username": user.username,
+                                  "oidc": link.as_ref().map(|(i, s)| json!({"issuer": i, "subject": s})) });
+            let what = if link.is_some() {
+                "oidc-link"
+            } else {
+                "oidc-unlink"
+            };
+            cx.apply_admin_change(
+                vec![DirectoryChange::PutUser(user.clone())],
+                what,
+                &org,
+                details,
+            )
+            .await?;
+            match link {
+                Some((i, s)) => println!("linked {} to {s} at {i}", user.username),
+                None => println!("unlinked {}", user.username),
+            }
             Ok(())
         }
         UserCommand::Unlock { username } => {
