@@ -203,8 +203,12 @@ def test_guest_upload_quarantine_reconcile_accept_and_reject(site, tmp_path):
 
     # A guest sends the MR study by STOW-RS with the link's token (the MR's own patient ID).
     mr_study = site["mr_study"]
-    r = stow(base, up["token"], site["mr"])
+    r = stow(base, up["token"], site["mr"][1:])
     assert r.status_code == 200, r.text
+    # A third-party DICOMweb client does the same with the token as its bearer credential.
+    from dicomweb_client.api import DICOMwebClient
+    client = DICOMwebClient(url=f"{base}/dicom-web", headers={"Authorization": f"Bearer {up['token']}"})
+    client.store_instances(datasets=[pydicom.dcmread(site["mr"][0])])
     # Too large for what the link still accepts: refused before reading.
     big, ct = multipart_related(site["mr"] * 3)
     r = requests.post(f"{base}/dicom-web/studies", data=big,
