@@ -328,13 +328,22 @@ async fn delete_instance(
 
 async fn versions(
     State(st): State<AppState>,
+    caller: Option<axum::Extension<vesalius_auth::Caller>>,
     Path(study): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let v = st
-        .ingestor
-        .index()
-        .prior_versions(&Scope::study(study))
-        .await?;
+    // Issue 4: only versions of what the caller may see; a hidden study lists nothing, like a
+    // missing one (found by the access-matrix test: any caller listed any study's versions).
+    let Some(axum::Extension(caller)) = caller else {
+        return Err(ApiError {
+            kind: ErrorKind::Unauthorized,
+            message: "credentials required".into(),
+        });
+    };
+    let scope = Scope {
+        access: caller.access,
+        ..Scope::study(study)
+    };
+    let v = st.ingestor.index().prior_versions(&scope).await?;
     Ok(Json(serde_json::to_value(v).unwrap_or_default()))
 }
 

@@ -127,6 +127,27 @@ pub(crate) async fn create_share_link(
 ) -> Result<Response, ApiError> {
     let c = require_caller(caller)?;
     let study = study_ref(&sv, c.org(), &study).await?;
+    // Issue 4: a study of the organisation the caller may not see (a referrer's, an auditor's)
+    // is answered like a missing one, not with a refusal that says it exists (found by the
+    // access-matrix test).
+    let visible = sv
+        .auth
+        .authorize(
+            &c.principal,
+            vesalius_auth::Action::Retrieve,
+            &vesalius_auth::Resource::Study(study.clone()),
+        )
+        .await
+        .map_err(|e| ApiError {
+            kind: e.kind(),
+            message: e.to_string(),
+        })?;
+    if !visible.is_allowed() {
+        return Err(ApiError {
+            kind: ErrorKind::NotFound,
+            message: format!("no study {} in organisation {}", study.study_uid, study.org),
+        });
+    }
     let opts = ShareLinkOptions {
         allow_download: n.allow_download,
         passcode: n.passcode.as_deref().filter(|p| !p.is_empty()),

@@ -16,7 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
-use vesalius_auth::{Caller, Origin};
+use vesalius_auth::policy::{Decision, StudyRef};
+use vesalius_auth::{Action, Caller, Origin, Resource};
 use vesalius_core::ErrorKind;
 use vesalius_store::audit::AuditRecord;
 use vesalius_store::directory::GrantSubject;
@@ -42,6 +43,27 @@ pub(crate) async fn break_glass(
 ) -> Result<Response, ApiError> {
     let c = require_caller(caller)?;
     check_uid(&study)?;
+    // Whether the caller may break glass at all (on a study of some other organisation): one
+    // who may not is refused alike whether or not another organisation holds the study, so
+    // the answer tells nothing about other organisations' data (found by the access-matrix
+    // test). Refusals on a study that exists are still audited by `break_glass` below.
+    let probe = StudyRef {
+        org: String::new(),
+        study_uid: study.clone(),
+        patient: None,
+    };
+    let may = sv
+        .auth
+        .authorize(&c.principal, Action::BreakGlass, &Resource::Study(probe))
+        .await
+        .map_err(|e| ApiError {
+            kind: e.kind(),
+            message: e.to_string(),
+        })?;
+    let refuse = |d: &Decision| match d {
+        Decision::Deny(why) => Some(error(vesalius_auth::Error::Forbidden(why.as_str().into()))),
+        Decision::Allow(_) => None,
+    };
     // Which organisations hold the study: the server looks (the caller cannot see it yet).
     let holders = sv
         .ingestor
@@ -59,12 +81,18 @@ pub(crate) async fn break_glass(
         (Some(o), _) if orgs.contains(o) => o.clone(),
         (None, [one]) => one.clone(),
         (None, []) | (Some(_), _) => {
+            if let Some(r) = refuse(&may) {
+                return Ok(r);
+            }
             return Err(ApiError {
                 kind: ErrorKind::NotFound,
                 message: format!("no other organisation holds study {study}"),
             });
         }
         (None, _) => {
+            if let Some(r) = refuse(&may) {
+                return Ok(r);
+            }
             return Err(ApiError {
                 kind: ErrorKind::Conflict,
                 message: "several organisations hold this study: name one with \"org\"".into(),

@@ -1,5 +1,7 @@
 //! The `vesalius` binary: command line, configuration and wiring of every layer.
 
+#[cfg(test)]
+mod access_matrix;
 mod admin;
 mod audit_cmd;
 mod audit_observer;

@@ -1,0 +1,223 @@
+//! Judging one cell's answer: status and content against what the policy allows, patients
+//! the caller may not see, and whether a change happened exactly when allowed.
+
+use axum::http::HeaderMap;
+use vesalius_auth::{Action, Resource};
+use vesalius_store::model::inbox_org;
+
+use super::fixture::{ORG_A, Site};
+use super::http::{Aim, Credential, Who, decide};
+use super::routes::{Need, Open, Route, Scope, Shows};
+
+/// Whether this 401 came from the authentication layer (it alone sends `WWW-Authenticate`).
+fn layer_refused(status: u16, headers: &HeaderMap) -> bool {
+    status == 401 && headers.contains_key("www-authenticate")
+}
+
+/// Status and content rules.
+pub(super) fn judge(
+    route: &Route,
+    cred: &Credential,
+    (allowed, visible): (bool, bool),
+    marker: &str,
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Vec<String> {
+    let mut p = Vec::new();
+    let ok = (200..300).contains(&status);
+    let text = String::from_utf8_lossy(body);
+    if status >= 500 {
+        p.push(format!("server error {status}: {}", short(&text)));
+        return p;
+    }
+    if let Need::Open(open) = route.need {
+        if layer_refused(status, headers) {
+            p.push("an open route refused by the authentication layer".into());
+        }
+        let right = match open {
+            Open::Ok => ok,
+            Open::Refused => (400..500).contains(&status),
+            Open::Unmounted => status == 404,
+        };
+        if !right {
+            p.push(format!("expected {open:?}, got {status}"));
+        }
+        return p;
+    }
+    if cred.principal.is_none() {
+        // The share-link pages are open to the layer and ask for a visitor's pass themselves.
+        let page_refused = route.path.starts_with("/s/") && status == 401;
+        if !layer_refused(status, headers) && !page_refused {
+            p.push(format!(
+                "without credentials: expected 401 from the authentication layer, got {status}"
+            ));
+        }
+        return p;
+    }
+    if layer_refused(status, headers) {
+        p.push("valid credentials refused by the authentication layer".into());
+        return p;
+    }
+    let refused = matches!(status, 401 | 403 | 404);
+    match (route.shows, allowed) {
+        (Shows::Served, _) => {}
+        (Shows::Listing, true) => {
+            if !ok || !text.contains(marker) {
+                p.push(format!("allowed, but the target is not listed ({status})"));
+            }
+        }
+        (Shows::Listing, false) => {
+            if ok && text.contains(marker) {
+                p.push("REFUSED BY POLICY, YET LISTED".into());
+            } else if !ok && !refused {
+                p.push(format!("unexpected {status}"));
+            }
+        }
+        (Shows::Data, true) | (Shows::Change, true) | (Shows::Report, true) => {
+            if !ok {
+                p.push(format!("allowed, answered {status}: {}", short(&text)));
+            } else if route.shows == Shows::Data && body.is_empty() {
+                p.push("allowed, answered an empty body".into());
+            }
+        }
+        (Shows::Zip, true) => {
+            if !ok || !body.starts_with(b"PK") {
+                p.push(format!("allowed, no zip ({status}): {}", short(&text)));
+            }
+        }
+        (_, false) => {
+            if ok {
+                p.push(format!("REFUSED BY POLICY, YET ANSWERED {status}"));
+            } else if !refused {
+                p.push(format!("refused with an unexpected {status}"));
+            } else if route.shows == Shows::Data
+                && route.scope == Scope::Study
+                && !visible
+                && status != 404
+            {
+                p.push(format!(
+                    "a study the caller cannot see answered {status}, not 404"
+                ));
+            }
+        }
+    }
+    p
+}
+
+fn short(text: &str) -> String {
+    text.chars().take(160).collect()
+}
+
+/// The patients the caller may not see must not appear in any answer (an audit report may
+/// name the caller's own organisation's patients: reading the trail is its purpose).
+pub(super) async fn leaks(
+    site: &Site,
+    route: &Route,
+    cred: &Credential,
+    body: &[u8],
+) -> Vec<String> {
+    let text = String::from_utf8_lossy(body);
+    let mut out = Vec::new();
+    for p in [&site.own, &site.granted, &site.other] {
+        let pid = &p.patient.1;
+        if !text.contains(pid.as_str()) {
+            continue;
+        }
+        let may = match &cred.principal {
+            Some(pr) => {
+                let own_trail = route.shows == Shows::Report && p.org == pr.org_str();
+                own_trail
+                    || decide(site, pr, Action::Retrieve, &Resource::Study(p.study_ref())).await
+            }
+            None => false,
+        };
+        if !may {
+            out.push(format!(
+                "LEAK: the answer names patient {pid} of {} (not visible to the caller)",
+                p.org
+            ));
+        }
+    }
+    out
+}
+
+/// The effect of a change: made exactly when allowed.
+pub(super) async fn effects(
+    site: &Site,
+    route: &Route,
+    aim: &Aim,
+    who: Who,
+    allowed: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let dir = site.storage.auth.directory();
+    match (route.method, route.path) {
+        ("DELETE", "/api/v1/share-links/{id}") if aim.link != "ghostlink000" => {
+            let revoked = dir
+                .share_link(&aim.link)
+                .await
+                .expect("link")
+                .is_some_and(|l| l.revoked);
+            if revoked != allowed {
+                out.push(format!("share link revoked: {revoked}, allowed: {allowed}"));
+            }
+        }
+        ("DELETE", "/api/v1/upload-links/{id}") if aim.link != "ghostlink000" => {
+            let revoked = dir
+                .upload_link(&aim.link)
+                .await
+                .expect("link")
+                .is_some_and(|l| l.revoked);
+            if revoked != allowed {
+                out.push(format!(
+                    "upload link revoked: {revoked}, allowed: {allowed}"
+                ));
+            }
+        }
+        ("POST", "/dicom-web/studies")
+        | ("POST", "/dicom-web/studies/{study}")
+        | ("POST", "/api/v1/instances") => {
+            let f = aim.fresh.as_ref().expect("a fresh study");
+            let holders = site.holders(&f.study, &f.sop).await;
+            // Guest uploads through STOW-RS land in the inbox, everything else in `a`.
+            let want: Vec<String> = if !allowed {
+                Vec::new()
+            } else if who == Who::UploadLink {
+                vec![inbox_org(ORG_A)]
+            } else {
+                vec![ORG_A.to_owned()]
+            };
+            let fine = holders == want;
+            if !fine {
+                out.push(format!("stored into {holders:?} (allowed: {allowed})"));
+            }
+        }
+        (_, p) if p.starts_with("/api/v1/inbox/studies/") => {
+            if let Some(placed) = &aim.placed {
+                let left = !site
+                    .instances_in(&placed.org, &placed.sample.study)
+                    .await
+                    .is_empty();
+                if left == allowed {
+                    out.push(format!(
+                        "inbox study still there: {left}, allowed: {allowed}"
+                    ));
+                }
+            }
+        }
+        ("DELETE", p) if p.starts_with("/api/v1/studies/") => {
+            if let Some(placed) = &aim.placed {
+                let left = !site
+                    .instances_in(&placed.org, &placed.sample.study)
+                    .await
+                    .is_empty();
+                if left == allowed {
+                    out.push(format!("study still there: {left}, allowed: {allowed}"));
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}

@@ -1,0 +1,141 @@
+//! The request of one cell: URL, headers and the body a client would send.
+
+use axum::http::HeaderMap;
+
+use super::fixture::Site;
+use super::http::{Aim, Credential};
+use super::routes::{Route, Shows};
+
+/// Builds and sends the request of one cell.
+pub(super) async fn send(
+    site: &Site,
+    route: &Route,
+    aim: &Aim,
+    cred: &Credential,
+    n: usize,
+) -> (u16, HeaderMap, bytes::Bytes) {
+    let path = route
+        .path
+        .replace("{study}", &aim.study)
+        .replace("{series}", &aim.series)
+        .replace("{sop}", &aim.sop)
+        .replace("{frames}", "1")
+        .replace("{spec}", "0-16")
+        .replace("{id}", &aim.link)
+        .replace("{secret}", "not-the-secret");
+    let query = match route.path {
+        "/wado" => format!(
+            "?requestType=WADO&studyUID={}&seriesUID={}&objectUID={}&contentType=application%2Fdicom",
+            aim.study, aim.series, aim.sop
+        ),
+        "/api/v1/audit/who-saw" => format!("?study={}", aim.study),
+        _ => String::new(),
+    };
+    let accept = if route.path.contains("/rendered") || route.path.contains("/thumbnail") {
+        Some("image/jpeg")
+    } else if route.path.contains("/frames/") || route.path.contains("/bulkdata/") {
+        Some("multipart/related; type=\"application/octet-stream\"")
+    } else if route.path.ends_with("/metadata") || route.shows == Shows::Listing {
+        Some("application/dicom+json")
+    } else if route.path.starts_with("/dicom-web/studies/{study}") {
+        Some("multipart/related; type=\"application/dicom\"")
+    } else {
+        None
+    };
+    let (content_type, body) = body(route, aim, n);
+    let method = reqwest::Method::from_bytes(route.method.as_bytes()).expect("method");
+    let mut rq = site
+        .http
+        .request(method, format!("{}{path}{query}", site.base));
+    if let Some((name, value)) = &cred.header {
+        rq = rq.header(*name, value);
+    }
+    if let Some(a) = accept {
+        rq = rq.header("accept", a);
+    }
+    if let Some(ct) = content_type {
+        rq = rq.header("content-type", ct);
+    }
+    if route.method != "GET" {
+        // Like curl, say so when there is no body (guest upload links must declare a length).
+        if body.is_empty() {
+            rq = rq.header("content-length", "0");
+        }
+        rq = rq.body(body);
+    }
+    let resp = rq.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.bytes().await.unwrap_or_default();
+    (status, headers, body)
+}
+
+const BOUNDARY: &str = "vesalius-access-matrix";
+
+/// The body of a state-changing request: what a client would send, with a wrong password,
+/// set-up token or passcode where the route checks one.
+fn body(route: &Route, aim: &Aim, n: usize) -> (Option<String>, Vec<u8>) {
+    let json = |v: serde_json::Value| (Some("application/json".to_owned()), v.to_string().into());
+    let form = |s: String| {
+        (
+            Some("application/x-www-form-urlencoded".to_owned()),
+            s.into_bytes(),
+        )
+    };
+    let wrong = "not-the-right-password";
+    match (route.method, route.path) {
+        ("POST", "/login") => form(format!("username=nobody-{n}&password={wrong}")),
+        ("POST", "/api/v1/auth/login") => {
+            json(serde_json::json!({"username": format!("nobody-{n}"), "password": wrong}))
+        }
+        ("POST", "/api/v1/auth/setup") => {
+            json(serde_json::json!({"token": "bogus", "password": wrong}))
+        }
+        ("PUT", "/api/v1/auth/setup") | ("POST", "/setup") => {
+            form(format!("token=bogus&password={wrong}"))
+        }
+        ("POST", "/account/password") => form(format!("current={wrong}&new={wrong}-2")),
+        ("POST", "/s/{id}/{secret}") => form("passcode=0000".into()),
+        ("POST", "/upload/{id}/{secret}") => {
+            let mut b = format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"files\"; \
+                 filename=\"x.dcm\"\r\nContent-Type: application/dicom\r\n\r\n"
+            )
+            .into_bytes();
+            b.extend_from_slice(b"not dicom");
+            b.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+            (Some(format!("multipart/form-data; boundary={BOUNDARY}")), b)
+        }
+        ("POST", "/api/v1/studies/{study}/share-links") => {
+            json(serde_json::json!({"allow_download": false, "ttl_hours": 1}))
+        }
+        ("POST", "/api/v1/upload-links") => json(
+            serde_json::json!({"label": "access matrix", "max_bytes": 1_000_000, "ttl_hours": 1}),
+        ),
+        ("POST", "/api/v1/inbox/studies/{study}/accept") => {
+            json(serde_json::json!({"patient_id": "LOCAL-1", "issuer": "MATRIX"}))
+        }
+        ("POST", "/api/v1/studies/{study}/break-glass") => {
+            json(serde_json::json!({"reason": "access matrix: emergency at night"}))
+        }
+        ("POST", "/api/v1/studies/{study}/export") => json(serde_json::json!({})),
+        ("POST", "/api/v1/instances") => (
+            Some("application/dicom".into()),
+            aim.fresh.as_ref().expect("a fresh study").bytes.clone(),
+        ),
+        ("POST", p) if p.starts_with("/dicom-web/studies") => {
+            let f = aim.fresh.as_ref().expect("a fresh study");
+            let mut b =
+                format!("--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
+            b.extend_from_slice(&f.bytes);
+            b.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+            (
+                Some(format!(
+                    "multipart/related; type=\"application/dicom\"; boundary={BOUNDARY}"
+                )),
+                b,
+            )
+        }
+        _ => (None, Vec::new()),
+    }
+}

@@ -1,0 +1,629 @@
+//! The table of every HTTP route `vesalius serve` mounts, with what each needs from the policy
+//! and what an allowed call must show. `scan` keeps it complete: a route added to a router and
+//! not here fails `route_table_lists_every_route_in_the_source`.
+
+use vesalius_auth::Action;
+
+/// What the `{…}` placeholders of a route name, and so which targets it is tried against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A study (`{study}`, `{series}`, `{sop}`, or `?study=`): own, granted, other, ghost.
+    Study,
+    /// A share link (`{id}` of `/s/…` and `/api/v1/share-links/…`): own org's, other's, ghost.
+    ShareLink,
+    /// A guest upload link: own org's, other's, ghost.
+    UploadLink,
+    /// A study in a quarantine inbox: own org's inbox, other's, ghost.
+    Inbox,
+    /// Nothing: the caller's organisation or the site; tried once per principal.
+    None,
+}
+
+/// Which cell is allowed, computed with the policy for the principal and the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Served without credentials (health, login, set-up, capability URLs checking their own
+    /// secret): the authentication layer lets it through; `Open` says what the handler answers.
+    Open(Open),
+    /// Any authenticated principal (its own account, counts): never refused by the layer.
+    Any,
+    /// `action` on the target study.
+    Study(Action),
+    /// `action` on the caller's organisation.
+    Caller(Action),
+    /// `action` on the organisation owning the target (link, inbox study).
+    TargetOrg(Action),
+    /// Storing into the caller's organisation: `store`, or `upload` for a guest upload link.
+    Ingest,
+    /// A share-link page: the visitor's pass must be for the target link, and `action` allowed
+    /// on its study.
+    LinkPass(Action),
+}
+
+/// What an open route answers whoever asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Open {
+    /// 2xx.
+    Ok,
+    /// 4xx: the request carries a wrong password, set-up token or link secret on purpose.
+    Refused,
+    /// 404: mounted only when configured (`[auth.oidc]`), and the matrix runs without it.
+    Unmounted,
+}
+
+/// How a response proves what happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shows {
+    /// Study data (DICOM, metadata, pixels, a page): allowed → 2xx with a body; refused with
+    /// credentials → 404 exactly (a hidden study is answered like a missing one).
+    Data,
+    /// A list: 2xx; the target is in it exactly when `need` allows (otherwise a 2xx without it
+    /// or a refusal).
+    Listing,
+    /// A zip archive: allowed → 2xx `PK…`.
+    Zip,
+    /// A change: allowed → 2xx and the change made; refused → 4xx and nothing changed.
+    Change,
+    /// An audit report of the caller's organisation: allowed → 2xx; never another
+    /// organisation's patients.
+    Report,
+    /// Served (not refused by the authentication layer, no server error); nothing to prove.
+    Served,
+}
+
+/// One route of the application.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path template as the router declares it (nesting prefix included).
+    pub path: &'static str,
+    /// What the placeholders name.
+    pub scope: Scope,
+    /// Which cells are allowed.
+    pub need: Need,
+    /// How to judge the answer.
+    pub shows: Shows,
+    /// Audit actions an allowed call must leave (one of them, by this actor); empty: none.
+    pub audit: &'static [&'static str],
+}
+
+impl Route {
+    /// `METHOD path`.
+    pub fn name(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+
+    /// Whether the audit event of an allowed call must name the target study.
+    pub fn audit_names_study(&self) -> bool {
+        match self.scope {
+            // A search of all studies (QIDO `/studies`) is about none of them.
+            Scope::Study => self.path.contains("{study}"),
+            Scope::Inbox => true,
+            Scope::ShareLink => matches!(self.need, Need::LinkPass(_)),
+            _ => false,
+        }
+    }
+}
+
+const fn r(
+    method: &'static str,
+    path: &'static str,
+    scope: Scope,
+    need: Need,
+    shows: Shows,
+    audit: &'static [&'static str],
+) -> Route {
+    Route {
+        method,
+        path,
+        scope,
+        need,
+        shows,
+        audit,
+    }
+}
+
+use Action::*;
+use Need::{Any, Caller, Ingest, LinkPass, Study as OnStudy, TargetOrg};
+use Scope::{Inbox, None as NoScope, ShareLink, Study, UploadLink};
+use Shows::*;
+
+const RETRIEVE: &[&str] = &["retrieve"];
+const QUERY: &[&str] = &["query"];
+const NONE: &[&str] = &[];
+
+/// Every route, in the order the matrix runs them: reads first, then changes; deletions near
+/// the end (each restores its target) and break-glass last (it opens the other organisation's
+/// study to the clinician for four hours).
+pub const ROUTES: &[Route] = &[
+    // Open: health, metrics, login, set-up.
+    r(
+        "GET",
+        "/healthz",
+        NoScope,
+        Need::Open(Open::Ok),
+        Served,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/readyz",
+        NoScope,
+        Need::Open(Open::Ok),
+        Served,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/metrics",
+        NoScope,
+        Need::Open(Open::Ok),
+        Served,
+        NONE,
+    ),
+    r("GET", "/login", NoScope, Need::Open(Open::Ok), Served, NONE),
+    r(
+        "POST",
+        "/login",
+        NoScope,
+        Need::Open(Open::Refused),
+        Served,
+        NONE,
+    ),
+    r(
+        "POST",
+        "/api/v1/auth/login",
+        NoScope,
+        Need::Open(Open::Refused),
+        Served,
+        NONE,
+    ),
+    r(
+        "POST",
+        "/api/v1/auth/logout",
+        NoScope,
+        Need::Open(Open::Ok),
+        Served,
+        NONE,
+    ),
+    r(
+        "POST",
+        "/api/v1/auth/setup",
+        NoScope,
+        Need::Open(Open::Refused),
+        Served,
+        NONE,
+    ),
+    r(
+        "PUT",
+        "/api/v1/auth/setup",
+        NoScope,
+        Need::Open(Open::Refused),
+        Served,
+        NONE,
+    ),
+    r("GET", "/setup", NoScope, Need::Open(Open::Ok), Served, NONE),
+    r(
+        "POST",
+        "/setup",
+        NoScope,
+        Need::Open(Open::Refused),
+        Served,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/api/v1/auth/oidc/login",
+        NoScope,
+        Need::Open(Open::Unmounted),
+        Served,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/api/v1/auth/oidc/callback",
+        NoScope,
+        Need::Open(Open::Unmounted),
+        Served,
+        NONE,
+    ),
+    // Capability URLs: the handler checks the link's secret (a wrong one here).
+    r(
+        "GET",
+        "/s/{id}/{secret}",
+        ShareLink,
+        Need::Open(Open::Refused),
+        Served,
+        NONE,
+    ),
+    r(
+        "POST",
+        "/s/{id}/{secret}",
+        ShareLink,
+        Need::Open(Open::Refused),
+        Served,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/upload/{id}/{secret}",
+        UploadLink,
+        Need::Open(Open::Refused),
+        Served,
+        NONE,
+    ),
+    r(
+        "POST",
+        "/upload/{id}/{secret}",
+        UploadLink,
+        Need::Open(Open::Refused),
+        Served,
+        NONE,
+    ),
+    // The caller's own account and site counts.
+    r("GET", "/api/v1/auth/me", NoScope, Any, Served, NONE),
+    r("GET", "/account/password", NoScope, Any, Served, NONE),
+    r("POST", "/account/password", NoScope, Any, Served, NONE),
+    // Site-wide counts (studies, instances, bytes of every organisation) for any principal,
+    // share-link visitors and guest upload links included: no policy action covers them yet.
+    r("GET", "/api/v1/stats", NoScope, Any, Served, NONE),
+    // QIDO-RS.
+    r(
+        "GET",
+        "/dicom-web/studies",
+        Study,
+        OnStudy(Query),
+        Listing,
+        QUERY,
+    ),
+    r(
+        "GET",
+        "/dicom-web/series",
+        Study,
+        OnStudy(Query),
+        Listing,
+        QUERY,
+    ),
+    r(
+        "GET",
+        "/dicom-web/instances",
+        Study,
+        OnStudy(Query),
+        Listing,
+        QUERY,
+    ),
+    r(
+        "GET",
+        "/dicom-web/studies/{study}/series",
+        Study,
+        OnStudy(Query),
+        Listing,
+        QUERY,
+    ),
+    r(
+        "GET",
+        "/dicom-web/studies/{study}/instances",
+        Study,
+        OnStudy(Query),
+        Listing,
+        QUERY,
+    ),
+    r(
+        "GET",
+        "/dicom-web/studies/{study}/series/{series}/instances",
+        Study,
+        OnStudy(Query),
+        Listing,
+        QUERY,
+    ),
+    // WADO-RS, rendered, WADO-URI.
+    r(
+        "GET",
+        "/dicom-web/studies/{study}",
+        Study,
+        OnStudy(Retrieve),
+        Data,
+        RETRIEVE,
+    ),
+    r(
+        "GET",
+        "/dicom-web/studies/{study}/metadata",
+        Study,
+        OnStudy(Retrieve),
+        Data,
+        RETRIEVE,
+    ),
+    r(
+        "GET",
+        "/dicom-web/studies/{study}/thumbnail",
+        Study,
+        OnStudy(Retrieve),
+        Data,
+        RETRIEVE,
+    ),
+    r(
+        "GET",
+        "/dicom-web/studies/{study}/series/{series}",
+        Study,
+        OnStudy(Retrieve),
+        Data,
+        RETRIEVE,
+    ),
+    r(
+        "GET",
+        "/dicom-web/studies/{study}/series/{series}/metadata",
+        Study,
+        OnStudy(Retrieve),
+        Data,
+        RETRIEVE,
+    ),
+    r(
+        "GET",
+        "/dicom-web/studies/{study}/series/{series}/thumbnail",
+        Study,
+        OnStudy(Retrieve),
+        Data,
+        RETRIEVE,
+    ),
+    r(
+        "GET",
+        "/dicom-web/studies/{study}/series/{series}/instances/{sop}",
+        Study,
+        OnStudy(Retrieve),
+        Data,
+        RETRIEVE,
+    ),
+    r(
+        "GET",
+        "/dicom-web/studies/{study}/series/{series}/instances/{sop}/metadata",
+        Study,
+        OnStudy(Retrieve),
+        Data,
+        RETRIEVE,
+    ),
+    r(
+        "GET",
+        "/dicom-web/studies/{study}/series/{series}/instances/{sop}/rendered",
+        Study,
+        OnStudy(Retrieve),
+        Data,
+        RETRIEVE,
+    ),
+    r(
+        "GET",
+        "/dicom-web/studies/{study}/series/{series}/instances/{sop}/thumbnail",
+        Study,
+        OnStudy(Retrieve),
+        Data,
+        RETRIEVE,
+    ),
+    r(
+        "GET",
+        "/dicom-web/studies/{study}/series/{series}/instances/{sop}/frames/{frames}",
+        Study,
+        OnStudy(Retrieve),
+        Data,
+        RETRIEVE,
+    ),
+    r(
+        "GET",
+        "/dicom-web/studies/{study}/series/{series}/instances/{sop}/frames/{frames}/rendered",
+        Study,
+        OnStudy(Retrieve),
+        Data,
+        RETRIEVE,
+    ),
+    r(
+        "GET",
+        "/dicom-web/studies/{study}/series/{series}/instances/{sop}/frames/{frames}/thumbnail",
+        Study,
+        OnStudy(Retrieve),
+        Data,
+        RETRIEVE,
+    ),
+    r(
+        "GET",
+        "/dicom-web/studies/{study}/series/{series}/instances/{sop}/bulkdata/{spec}",
+        Study,
+        OnStudy(Retrieve),
+        Data,
+        RETRIEVE,
+    ),
+    r("GET", "/wado", Study, OnStudy(Retrieve), Data, RETRIEVE),
+    // Prior versions of a study's instances.
+    r(
+        "GET",
+        "/api/v1/studies/{study}/versions",
+        Study,
+        OnStudy(Retrieve),
+        Listing,
+        RETRIEVE,
+    ),
+    // Copies leaving the archive.
+    r(
+        "GET",
+        "/api/v1/studies/{study}/archive",
+        Study,
+        OnStudy(Export),
+        Zip,
+        &["export"],
+    ),
+    r(
+        "POST",
+        "/api/v1/studies/{study}/export",
+        Study,
+        OnStudy(Export),
+        Zip,
+        &["export"],
+    ),
+    // Share links and their pages (the pass cookie of a share-link visitor). The page itself
+    // writes no event: the visit is audited once, as `link-use`, when the link is opened (only
+    // then is the pass cookie given).
+    r(
+        "GET",
+        "/s/{id}",
+        ShareLink,
+        LinkPass(Retrieve),
+        Data,
+        &["link-use"],
+    ),
+    r(
+        "GET",
+        "/s/{id}/download",
+        ShareLink,
+        LinkPass(Export),
+        Zip,
+        &["export"],
+    ),
+    r(
+        "POST",
+        "/api/v1/studies/{study}/share-links",
+        Study,
+        OnStudy(CreateShareLink),
+        Change,
+        &["share-create"],
+    ),
+    r(
+        "GET",
+        "/api/v1/share-links",
+        ShareLink,
+        TargetOrg(ManageOrg),
+        Listing,
+        NONE,
+    ),
+    r(
+        "DELETE",
+        "/api/v1/share-links/{id}",
+        ShareLink,
+        TargetOrg(ManageOrg),
+        Change,
+        &["share-revoke"],
+    ),
+    // Guest upload links.
+    r(
+        "POST",
+        "/api/v1/upload-links",
+        NoScope,
+        Caller(CreateUploadLink),
+        Change,
+        &["upload-link-create"],
+    ),
+    r(
+        "GET",
+        "/api/v1/upload-links",
+        UploadLink,
+        TargetOrg(ManageOrg),
+        Listing,
+        NONE,
+    ),
+    r(
+        "DELETE",
+        "/api/v1/upload-links/{id}",
+        UploadLink,
+        TargetOrg(ManageOrg),
+        Change,
+        &["upload-link-revoke"],
+    ),
+    // Storing.
+    r(
+        "POST",
+        "/dicom-web/studies",
+        NoScope,
+        Ingest,
+        Change,
+        &["store", "upload"],
+    ),
+    r(
+        "POST",
+        "/dicom-web/studies/{study}",
+        NoScope,
+        Ingest,
+        Change,
+        &["store", "upload"],
+    ),
+    r(
+        "POST",
+        "/api/v1/instances",
+        NoScope,
+        Caller(Store),
+        Change,
+        &["store"],
+    ),
+    // The quarantine inbox.
+    r(
+        "GET",
+        "/api/v1/inbox",
+        Inbox,
+        TargetOrg(Reconcile),
+        Listing,
+        NONE,
+    ),
+    r(
+        "POST",
+        "/api/v1/inbox/studies/{study}/accept",
+        Inbox,
+        TargetOrg(Reconcile),
+        Change,
+        &["inbox-accept"],
+    ),
+    r(
+        "DELETE",
+        "/api/v1/inbox/studies/{study}",
+        Inbox,
+        TargetOrg(Reconcile),
+        Change,
+        &["inbox-reject"],
+    ),
+    // The privacy officer's reports.
+    r(
+        "GET",
+        "/api/v1/audit/who-saw",
+        Study,
+        Caller(ReadAudit),
+        Report,
+        &["audit-read"],
+    ),
+    r(
+        "GET",
+        "/api/v1/audit/break-glass",
+        NoScope,
+        Caller(ReadAudit),
+        Report,
+        &["audit-read"],
+    ),
+    // Deletions (the target is restored after each cell).
+    r(
+        "DELETE",
+        "/api/v1/studies/{study}",
+        Study,
+        OnStudy(Delete),
+        Change,
+        &["delete"],
+    ),
+    r(
+        "DELETE",
+        "/api/v1/studies/{study}/series/{series}",
+        Study,
+        OnStudy(Delete),
+        Change,
+        &["delete"],
+    ),
+    r(
+        "DELETE",
+        "/api/v1/studies/{study}/series/{series}/instances/{sop}",
+        Study,
+        OnStudy(Delete),
+        Change,
+        &["delete"],
+    ),
+    // Last: a granted break-glass opens the other organisation's study to the clinician.
+    r(
+        "POST",
+        "/api/v1/studies/{study}/break-glass",
+        Study,
+        OnStudy(BreakGlass),
+        Change,
+        &["break-glass"],
+    ),
+];
