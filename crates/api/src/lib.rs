@@ -156,10 +156,29 @@ pub fn access_router(
 struct AppState {
     ingestor: Arc<Ingestor>,
     options: ApiOptions,
+    audit: Option<Arc<dyn vesalius_store::AuditLog>>,
 }
 
-/// The API router (mount at the root: it serves `/api/v1/...`, `/healthz`, `/readyz`).
-pub fn router(ingestor: Arc<Ingestor>, options: ApiOptions) -> axum::Router {
+impl AppState {
+    /// Appends events to the audit trail, if there is one (logged, never failing the request:
+    /// the change is done by then).
+    async fn audit(&self, events: Vec<vesalius_store::audit::AuditEvent>) {
+        if let Some(log) = &self.audit
+            && !events.is_empty()
+            && let Err(e) = log.append(events).await
+        {
+            tracing::error!(error = %e, "audit events not written");
+        }
+    }
+}
+
+/// The API router (mount at the root: it serves `/api/v1/...`, `/healthz`, `/readyz`). With an
+/// audit log, deletions and reads of prior versions are audited (issue 4).
+pub fn router(
+    ingestor: Arc<Ingestor>,
+    options: ApiOptions,
+    audit: Option<Arc<dyn vesalius_store::AuditLog>>,
+) -> axum::Router {
     axum::Router::new()
         .route("/api/v1/instances", post(upload))
         .route("/api/v1/studies/{study}", delete(delete_study))
@@ -175,7 +194,11 @@ pub fn router(ingestor: Arc<Ingestor>, options: ApiOptions) -> axum::Router {
         .route("/api/v1/stats", get(stats))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
-        .with_state(AppState { ingestor, options })
+        .with_state(AppState {
+            ingestor,
+            options,
+            audit,
+        })
 }
 
 async fn upload(
@@ -298,6 +321,27 @@ async fn remove(
             tracing::warn!(key = %k, error = %e, "blob left behind after delete");
         }
     }
+    // One `delete` event per study touched, after the index commit (not in its transaction:
+    // a crash in between loses the event, never the deletion's effect; see docs/security.md).
+    let mut per_study: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    for g in &gone {
+        *per_study
+            .entry((g.org.clone(), g.study_uid.clone()))
+            .or_default() += 1;
+    }
+    let events = per_study
+        .into_iter()
+        .map(|((org, study), n)| {
+            caller.event(
+                "delete",
+                vesalius_store::audit::Outcome::Success,
+                &org,
+                Some(&study),
+                json!({ "instances": n, "series": scope.series, "instance": scope.instance }),
+            )
+        })
+        .collect();
+    st.audit(events).await;
     tracing::info!(instances = gone.len(), ?scope, "deleted");
     Ok(Json(json!({"deleted": gone.len()})))
 }
@@ -340,10 +384,20 @@ async fn versions(
         });
     };
     let scope = Scope {
-        access: caller.access,
-        ..Scope::study(study)
+        access: caller.access.clone(),
+        ..Scope::study(study.clone())
     };
     let v = st.ingestor.index().prior_versions(&scope).await?;
+    if let Some(first) = v.first() {
+        let ev = caller.event(
+            "retrieve",
+            vesalius_store::audit::Outcome::Success,
+            &first.instance.org,
+            Some(&study),
+            json!({ "versions": v.len() }),
+        );
+        st.audit(vec![ev]).await;
+    }
     Ok(Json(serde_json::to_value(v).unwrap_or_default()))
 }
 

@@ -109,7 +109,11 @@ pub fn http_app(
             ingestor.clone(),
             api_opts.clone(),
         ))
-        .merge(vesalius_api::router(ingestor, api_opts))
+        .merge(vesalius_api::router(
+            ingestor,
+            api_opts,
+            Some(auth.audit_log().clone()),
+        ))
         .merge(vesalius_api::session::router(auth.clone()));
     if let Some(svc) = oidc {
         app = app.merge(vesalius_api::oidc::service_router(auth.clone(), svc));

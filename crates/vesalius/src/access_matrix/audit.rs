@@ -10,24 +10,7 @@ use super::report::{Cell, Matrix};
 
 /// Known gaps: cells whose audit check fails today for a reason outside the routes' access
 /// decisions, each with why. A gap that is closed fails the test until it is removed here.
-pub const KNOWN_GAPS: &[(&str, &str)] = &[
-    (
-        "DELETE /api/v1/studies/{study}",
-        "API deletions write no `delete` audit event (the API router has no audit log)",
-    ),
-    (
-        "DELETE /api/v1/studies/{study}/series/{series}",
-        "API deletions write no `delete` audit event (the API router has no audit log)",
-    ),
-    (
-        "DELETE /api/v1/studies/{study}/series/{series}/instances/{sop}",
-        "API deletions write no `delete` audit event (the API router has no audit log)",
-    ),
-    (
-        "GET /api/v1/studies/{study}/versions",
-        "reading prior versions writes no `retrieve` audit event (the API router has no audit log)",
-    ),
-];
+pub const KNOWN_GAPS: &[(&str, &str)] = &[];
 
 /// An audit event an allowed cell must have left.
 pub struct Expected {
