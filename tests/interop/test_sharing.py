@@ -82,6 +82,8 @@ def site(tmp_path_factory, synth_dir):
                             ("north", "radiographer", "nrad"), ("north", "auditor", "naud"),
                             ("south", "clinician", "sclin"), ("south", "admin", "sadmin")]:
         user(d, org, role, name)
+    # nclin also works as a radiographer for south (STOW `?org=`).
+    admin(d, "admin", "user", "join", "nclin", "--org", "south", "--role", "radiographer")
     toks = {"north": token(d, "north", "admin"), "south": token(d, "south", "admin")}
     srv = Server(d, extra_env={"VESALIUS__AUTH__REQUIRED": "true"}, callers=[])
     ct = [f for f in dcm_files(synth_dir) if "ct" in str(f).lower()][:6]
@@ -362,3 +364,21 @@ def test_login_and_password_pages(site):
     assert r.status_code == 200 and "changed" in r.text, r.text
     r = requests.post(f"{base}/api/v1/auth/login", json={"username": "nrad", "password": new})
     assert r.status_code == 200
+
+
+def test_stow_into_another_of_the_users_organisations(site):
+    """STOW-RS `?org=`: a user in several organisations names where to store; membership and
+    the role there decide."""
+    base = site["srv"].base
+    nclin = login(base, "nclin")
+    body, ct = multipart_related(site["ct"][:1])
+    h = {"Content-Type": ct, "Accept": "application/dicom+json"}
+    # As a clinician of north (the session's organisation): clinicians do not store.
+    assert nclin.post(f"{base}/dicom-web/studies", data=body, headers=h).status_code == 403
+    # Not a member of that organisation.
+    assert nclin.post(f"{base}/dicom-web/studies?org=nowhere", data=body, headers=h).status_code == 403
+    r = nclin.post(f"{base}/dicom-web/studies?org=south", data=body, headers=h)
+    assert r.status_code == 200, r.text
+    south = bearer(site["tok"]["south"]).get(f"{base}/dicom-web/studies", headers={"Accept": "application/dicom+json"},
+                                             params={"StudyInstanceUID": site["ct_study"]}).json()
+    assert len(south) == 1

@@ -304,7 +304,43 @@ async fn remove(
         }
         scope.access = Some(vesalius_store::query::Access::orgs([org]));
     }
-    let gone = st.ingestor.index().delete(&scope).await?;
+    // Issue 4: one `delete` event per study touched, committed in the deletion's transaction
+    // when the index keeps the audit trail (SQLite); otherwise appended right after.
+    let (c2, details) = (
+        caller.clone(),
+        json!({ "series": scope.series, "instance": scope.instance }),
+    );
+    let make = move |gone: &[vesalius_store::model::StoredInstance]| {
+        let mut per_study: std::collections::BTreeMap<(String, String), usize> = Default::default();
+        for g in gone {
+            *per_study
+                .entry((g.org.clone(), g.study_uid.clone()))
+                .or_default() += 1;
+        }
+        per_study
+            .into_iter()
+            .map(|((org, study), n)| {
+                let mut d = details.clone();
+                d["instances"] = json!(n);
+                c2.event(
+                    "delete",
+                    vesalius_store::audit::Outcome::Success,
+                    &org,
+                    Some(&study),
+                    d,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let index = st.ingestor.index();
+    let gone = match index.delete_audited(&scope, Box::new(make.clone())).await {
+        Err(vesalius_store::Error::Unavailable(_)) => {
+            let gone = index.delete(&scope).await?;
+            st.audit(make(&gone)).await;
+            gone
+        }
+        r => r?,
+    };
     if gone.is_empty() {
         return Err(ApiError {
             kind: ErrorKind::NotFound,
@@ -321,27 +357,6 @@ async fn remove(
             tracing::warn!(key = %k, error = %e, "blob left behind after delete");
         }
     }
-    // One `delete` event per study touched, after the index commit (not in its transaction:
-    // a crash in between loses the event, never the deletion's effect; see docs/security.md).
-    let mut per_study: std::collections::BTreeMap<(String, String), usize> = Default::default();
-    for g in &gone {
-        *per_study
-            .entry((g.org.clone(), g.study_uid.clone()))
-            .or_default() += 1;
-    }
-    let events = per_study
-        .into_iter()
-        .map(|((org, study), n)| {
-            caller.event(
-                "delete",
-                vesalius_store::audit::Outcome::Success,
-                &org,
-                Some(&study),
-                json!({ "instances": n, "series": scope.series, "instance": scope.instance }),
-            )
-        })
-        .collect();
-    st.audit(events).await;
     tracing::info!(instances = gone.len(), ?scope, "deleted");
     Ok(Json(json!({"deleted": gone.len()})))
 }

@@ -85,15 +85,32 @@ async fn stow(st: Ctx, url: ServiceUrl, study: Option<String>, req: Request) -> 
         st.caller.principal.kind,
         vesalius_auth::PrincipalKind::UploadLink { .. }
     );
-    let (org, action) = if st.caller.principal.is_system() {
+    // `?org=`: a user who belongs to several organisations names the one to store into (a
+    // session acting in another of the user's organisations; refused otherwise).
+    let asked = req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "org")
+            .map(|(_, v)| v.to_owned())
+    });
+    let mut principal = st.caller.principal.clone();
+    if let Some(o) = asked.filter(|o| !guest && !principal.is_system() && o != st.caller.org()) {
+        let auth = st.auth.as_ref().ok_or_else(|| {
+            DicomWebError::forbidden("?org= needs the access-control layer".to_owned())
+        })?;
+        principal = auth.act_in(&principal, &o).await.map_err(|e| {
+            DicomWebError::forbidden(format!("cannot store into organisation {o:?}: {e}"))
+        })?;
+    }
+    let (org, action) = if principal.is_system() {
         (st.options.org.clone(), vesalius_auth::Action::Store)
     } else if guest {
         (st.caller.org().to_owned(), vesalius_auth::Action::Upload)
     } else {
-        (st.caller.org().to_owned(), vesalius_auth::Action::Store)
+        (principal.org_str().to_owned(), vesalius_auth::Action::Store)
     };
     let decision = vesalius_auth::authorize(
-        &st.caller.principal,
+        &principal,
         action,
         &vesalius_auth::Resource::org(org.clone()),
         &[],

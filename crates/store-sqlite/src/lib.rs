@@ -182,7 +182,22 @@ impl Index for SqliteIndex {
                 "refusing to delete without a scope".into(),
             ));
         }
-        self.send(|tx| WriteOp::Delete(scope.clone(), tx)).await
+        self.send(|tx| WriteOp::Delete(scope.clone(), None, tx))
+            .await
+    }
+
+    async fn delete_audited(
+        &self,
+        scope: &Scope,
+        audit: vesalius_store::index::DeleteAudit,
+    ) -> Result<Vec<StoredInstance>> {
+        if scope.is_unbounded() {
+            return Err(Error::BadRequest(
+                "refusing to delete without a scope".into(),
+            ));
+        }
+        self.send(|tx| WriteOp::Delete(scope.clone(), Some(audit), tx))
+            .await
     }
 
     async fn prior_versions(&self, scope: &Scope) -> Result<Vec<PriorVersion>> {

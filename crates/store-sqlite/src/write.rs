@@ -25,7 +25,11 @@ pub(crate) enum WriteOp {
     /// An ingested instance with its side records ([`vesalius_store::Index::commit`]).
     Commit(Box<IngestCommit>, Tx<IngestOutcome>),
     /// Index rows in scope ([`vesalius_store::Index::delete`]).
-    Delete(Scope, Tx<Vec<StoredInstance>>),
+    Delete(
+        Scope,
+        Option<vesalius_store::index::DeleteAudit>,
+        Tx<Vec<StoredInstance>>,
+    ),
     /// Directory changes and the audit events recording them.
     Apply(Vec<DirectoryChange>, Vec<AuditEvent>, Tx<()>),
     /// Audit events on their own.
@@ -51,7 +55,7 @@ impl WriteOp {
         let e = clone_err(e);
         match self {
             WriteOp::Commit(_, tx) => drop(tx.send(Err(e))),
-            WriteOp::Delete(_, tx) => drop(tx.send(Err(e))),
+            WriteOp::Delete(_, _, tx) => drop(tx.send(Err(e))),
             WriteOp::Apply(_, _, tx)
             | WriteOp::Append(_, tx)
             | WriteOp::Checkpoint(_, tx)
@@ -86,7 +90,7 @@ fn done<T: Send + 'static>(tx: Tx<T>, r: Result<T>) -> Done {
 async fn run(conn: &mut SqliteConnection, chain: &mut Chain, op: WriteOp) -> Done {
     match op {
         WriteOp::Commit(c, tx) => done(tx, apply_commit(conn, chain, &c).await),
-        WriteOp::Delete(s, tx) => done(tx, apply_delete(conn, &s).await),
+        WriteOp::Delete(s, audit, tx) => done(tx, apply_delete(conn, chain, &s, audit).await),
         WriteOp::Apply(changes, events, tx) => {
             done(tx, directory::apply(conn, chain, &changes, &events).await)
         }
@@ -413,7 +417,12 @@ async fn recount(conn: &mut SqliteConnection, study_pk: i64) -> Result<()> {
     Ok(())
 }
 
-async fn apply_delete(conn: &mut SqliteConnection, scope: &Scope) -> Result<Vec<StoredInstance>> {
+async fn apply_delete(
+    conn: &mut SqliteConnection,
+    chain: &mut Chain,
+    scope: &Scope,
+    audit: Option<vesalius_store::index::DeleteAudit>,
+) -> Result<Vec<StoredInstance>> {
     let rows = query::scoped_on(
         &mut *conn,
         scope,
@@ -454,5 +463,11 @@ async fn apply_delete(conn: &mut SqliteConnection, scope: &Scope) -> Result<Vec<
         .execute(&mut *conn)
         .await
         .map_err(db_err)?;
+    // Issue 4: the deletion's audit events commit (or roll back) with it.
+    if let Some(make) = audit
+        && !gone.is_empty()
+    {
+        chain.append(conn, &make(&gone)).await?;
+    }
     Ok(gone)
 }

@@ -48,6 +48,10 @@ pub struct InstanceMetadata {
     pub json: String,
 }
 
+/// Makes the audit events of a deletion from what it removed (see [`Index::delete_audited`]).
+pub type DeleteAudit =
+    Box<dyn FnOnce(&[StoredInstance]) -> Vec<crate::audit::AuditEvent> + Send + 'static>;
+
 /// The archive's index.
 #[async_trait]
 pub trait Index: Send + Sync + 'static {
@@ -69,6 +73,21 @@ pub trait Index: Send + Sync + 'static {
     /// Deletes everything in scope (current, prior and rejected versions) and returns what was
     /// removed, so the caller deletes the blobs *after* the commit.
     async fn delete(&self, scope: &Scope) -> Result<Vec<StoredInstance>>;
+
+    /// [`Index::delete`] that also appends the audit events `audit` makes of what was removed,
+    /// in the **same transaction** (issue 4: events of a data change commit with the change),
+    /// when the index holds the audit trail too. Nothing removed: no events. The default, for
+    /// indexes that keep no audit trail, refuses (`Unavailable`) rather than drop the events.
+    async fn delete_audited(
+        &self,
+        scope: &Scope,
+        audit: DeleteAudit,
+    ) -> Result<Vec<StoredInstance>> {
+        let _ = (scope, audit);
+        Err(crate::Error::Unavailable(
+            "this index keeps no audit trail: use delete and append the events".into(),
+        ))
+    }
 
     /// Prior versions of instances in scope.
     async fn prior_versions(&self, scope: &Scope) -> Result<Vec<PriorVersion>>;

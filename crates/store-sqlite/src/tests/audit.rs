@@ -458,3 +458,50 @@ async fn search_filters_like_the_reference_model() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deletion_commits_its_audit_events_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = SqliteIndex::open(&dir.path().join("index.db")).await.unwrap();
+    for i in 0..3 {
+        sql.commit(commit(record(0, 0, 0, i, "ab"))).await.unwrap();
+    }
+    let before = verify(&sql).await.len();
+    let study = sql
+        .instances(&vesalius_store::query::Scope::default())
+        .await
+        .unwrap()[0]
+        .study_uid
+        .clone();
+    let gone = sql
+        .delete_audited(
+            &vesalius_store::query::Scope::study(study.clone()),
+            Box::new(|gone| vec![admin_event(gone.len() as i64, "a", "delete")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(gone.len(), 3);
+    let after = verify(&sql).await;
+    assert_eq!(after.len(), before + 1);
+    assert_eq!(after.last().unwrap().event.action, "delete");
+    // Nothing left to delete: no event.
+    let none = sql
+        .delete_audited(
+            &vesalius_store::query::Scope::study(study),
+            Box::new(|_| vec![admin_event(0, "a", "delete")]),
+        )
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    assert_eq!(verify(&sql).await.len(), before + 1);
+    // An index without an audit trail refuses rather than drop the events.
+    let mem = MemoryIndex::default();
+    let e = mem
+        .delete_audited(
+            &vesalius_store::query::Scope::study("1.2.3"),
+            Box::new(|_| Vec::new()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+}
