@@ -416,7 +416,31 @@ async fn versions(
     Ok(Json(serde_json::to_value(v).unwrap_or_default()))
 }
 
-async fn stats(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn stats(
+    State(st): State<AppState>,
+    caller: Option<axum::Extension<vesalius_auth::Caller>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    // Site-wide counts: for the server itself and administrators (manage-org), not for every
+    // authenticated caller (found by the access matrix: links and referrers saw them).
+    let Some(axum::Extension(c)) = caller else {
+        return Err(ApiError {
+            kind: ErrorKind::Unauthorized,
+            message: "credentials required".into(),
+        });
+    };
+    let d = vesalius_auth::authorize(
+        &c.principal,
+        vesalius_auth::Action::ManageOrg,
+        &vesalius_auth::Resource::org(c.org().to_owned()),
+        &[],
+        vesalius_auth::now_ms(),
+    );
+    if !d.is_allowed() {
+        return Err(ApiError {
+            kind: ErrorKind::Forbidden,
+            message: "site statistics are for administrators".into(),
+        });
+    }
     let s = st.ingestor.index().stats().await?;
     Ok(Json(json!({
         "studies": s.studies, "series": s.series, "instances": s.instances, "bytes": s.bytes,

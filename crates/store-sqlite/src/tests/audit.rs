@@ -462,7 +462,9 @@ async fn search_filters_like_the_reference_model() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deletion_commits_its_audit_events_with_it() {
     let dir = tempfile::tempdir().unwrap();
-    let sql = SqliteIndex::open(&dir.path().join("index.db")).await.unwrap();
+    let sql = SqliteIndex::open(&dir.path().join("index.db"))
+        .await
+        .unwrap();
     for i in 0..3 {
         sql.commit(commit(record(0, 0, 0, i, "ab"))).await.unwrap();
     }

@@ -267,7 +267,14 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/account/password", NoScope, Any, Served, NONE),
     // Site-wide counts (studies, instances, bytes of every organisation) for any principal,
     // share-link visitors and guest upload links included: no policy action covers them yet.
-    r("GET", "/api/v1/stats", NoScope, Any, Served, NONE),
+    r(
+        "GET",
+        "/api/v1/stats",
+        NoScope,
+        Caller(ManageOrg),
+        Served,
+        NONE,
+    ),
     // QIDO-RS.
     r(
         "GET",
