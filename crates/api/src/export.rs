@@ -29,7 +29,6 @@ use vesalius_store::audit::Outcome;
 use vesalius_store::model::StoredInstance;
 use vesalius_store::query::Scope;
 
-use crate::links::require_caller;
 use crate::{ApiError, Services};
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -78,13 +77,6 @@ pub(crate) async fn exportable(
             message: format!("{} may not export this study", c.principal.actor.name),
         });
     }
-    instances.sort_by(|a, b| {
-        (&a.series_uid, a.number, &a.sop_instance_uid).cmp(&(
-            &b.series_uid,
-            b.number,
-            &b.sop_instance_uid,
-        ))
-    });
     Ok((instances, study_ref))
 }
 
@@ -209,7 +201,7 @@ pub(crate) async fn archive(
     caller: Option<Extension<Caller>>,
     Path(study): Path<String>,
 ) -> Result<Response, ApiError> {
-    let c = require_caller(caller)?;
+    let c = crate::caller_of(caller)?;
     let found = exportable(&sv, &c, &study).await?;
     zip_response(&sv, &c, found, None, &study).await
 }
@@ -229,7 +221,7 @@ pub(crate) async fn export(
     Path(study): Path<String>,
     Json(r): Json<ExportRequest>,
 ) -> Result<Response, ApiError> {
-    let c = require_caller(caller)?;
+    let c = crate::caller_of(caller)?;
     let deid = if r.deidentify {
         if r.key.len() < 16 {
             return Err(ApiError {

@@ -9,26 +9,20 @@
 //!   is read); each file is streamed to the spool and ingested into the inbox; the bytes are
 //!   counted against the link and audited `upload`.
 
+use std::net::SocketAddr;
+
+use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use vesalius_auth::Origin;
 use vesalius_store::ingest::IngestContext;
 use vesalius_store::model::inbox_org;
 
 use crate::pages::{esc, page, page_status};
+use crate::session::{agent, source};
 use crate::{ApiError, Services};
-
-fn origin_of(req: &Request) -> (String, String) {
-    let src = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.to_string())
-        .unwrap_or_default();
-    let ua = crate::authn::header_str(req.headers(), header::USER_AGENT.as_str()).to_owned();
-    (src, ua)
-}
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1_000_000.0)
@@ -54,10 +48,11 @@ fn refused(e: vesalius_auth::Error) -> Response {
 /// `GET /upload/{id}/{secret}`.
 pub(crate) async fn form(
     State(sv): State<Services>,
+    ci: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     Path((id, secret)): Path<(String, String)>,
-    req: Request,
 ) -> Response {
-    let (src, ua) = origin_of(&req);
+    let (src, ua) = (source(&ci), agent(&headers).to_owned());
     if let Err(e) = sv
         .auth
         .upload_link_open(&id, &secret, 0, Origin::new(&src, &ua))
@@ -90,10 +85,11 @@ pub(crate) async fn form(
 /// `POST /upload/{id}/{secret}`.
 pub(crate) async fn upload(
     State(sv): State<Services>,
+    ci: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path((id, secret)): Path<(String, String)>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let (src, ua) = origin_of(&req);
+    let (src, ua) = (source(&ci), agent(req.headers()).to_owned());
     let origin = Origin::new(&src, &ua);
     let Some(len) = crate::authn::header_str(req.headers(), header::CONTENT_LENGTH.as_str())
         .parse::<u64>()

@@ -28,11 +28,11 @@ use vesalius_store::ingest::IngestContext;
 use vesalius_store::model::{StoredInstance, inbox_org};
 use vesalius_store::query::{Access, Key, Level, Query, Scope};
 
-use crate::links::{check_uid, require_caller};
+use crate::links::check_uid;
 use crate::{ApiError, Services};
 
 async fn reviewer(sv: &Services, caller: Option<Extension<Caller>>) -> Result<Caller, ApiError> {
-    let c = require_caller(caller)?;
+    let c = crate::caller_of(caller)?;
     let d = sv
         .auth
         .authorize(&c.principal, Action::Reconcile, &Resource::org(c.org()))
@@ -129,32 +129,15 @@ pub(crate) struct Accept {
     patient_name: Option<String>,
 }
 
-fn dicom_now() -> String {
-    // DT in UTC (PS3.5 6.2): YYYYMMDDHHMMSS+0000.
-    let secs = vesalius_auth::now_ms().div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}{m:02}{d:02}{:02}{:02}{:02}+0000",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+/// A DICOM DateTime (PS3.5 6.2) in UTC, `YYYYMMDDHHMMSS+0000`, from the audit trail's RFC 3339
+/// formatting.
+fn dicom_dt(ms: i64) -> String {
+    let digits: String = vesalius_auth::fhir::instant(ms)
+        .chars()
+        .filter(char::is_ascii_digit)
+        .take(14)
+        .collect();
+    format!("{digits}+0000")
 }
 
 /// `POST /api/v1/inbox/studies/{study}/accept`.
@@ -184,7 +167,7 @@ pub(crate) async fn accept(
     };
     let org = c.org().to_owned();
     let instances = inbox_instances(&sv, &org, &study).await?;
-    let now = dicom_now();
+    let now = dicom_dt(vesalius_auth::now_ms());
     let mut stored = 0usize;
     for inst in &instances {
         let bytes = sv
@@ -260,9 +243,9 @@ pub(crate) async fn reject(
 #[cfg(test)]
 mod tests {
     #[test]
-    fn civil_dates() {
-        assert_eq!(super::civil_from_days(0), (1970, 1, 1));
-        assert_eq!(super::civil_from_days(20_780), (2026, 11, 23));
-        assert_eq!(super::civil_from_days(11_016), (2000, 2, 29));
+    fn dicom_date_times() {
+        assert_eq!(super::dicom_dt(0), "19700101000000+0000");
+        assert_eq!(super::dicom_dt(1_795_436_100_000), "20261123121500+0000");
+        assert_eq!(super::dicom_dt(951_782_400_000), "20000229000000+0000");
     }
 }

@@ -75,6 +75,38 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl ApiError {
+    /// An error of `kind`.
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ApiError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// The request's caller (put there by [`authn`]), or 401.
+pub(crate) fn caller_of(
+    caller: Option<axum::Extension<vesalius_auth::Caller>>,
+) -> Result<vesalius_auth::Caller, ApiError> {
+    caller
+        .map(|axum::Extension(c)| c)
+        .ok_or_else(|| ApiError::new(ErrorKind::Unauthorized, "credentials required"))
+}
+
+/// Whether the policy lets the caller do an organisation-level `action` (store, delete,
+/// manage…) in its own organisation; such decisions need no grants.
+pub(crate) fn allowed_in_own_org(c: &vesalius_auth::Caller, action: vesalius_auth::Action) -> bool {
+    vesalius_auth::authorize(
+        &c.principal,
+        action,
+        &vesalius_auth::Resource::org(c.org().to_owned()),
+        &[],
+        vesalius_auth::now_ms(),
+    )
+    .is_allowed()
+}
+
 /// Options of the API.
 #[derive(Debug, Clone, Default)]
 pub struct ApiOptions {
@@ -211,18 +243,11 @@ async fn upload(
     let (org, actor, source_addr, user_agent) = match &caller {
         Some(c) if !c.principal.is_system() => {
             let org = c.org().to_owned();
-            let d = vesalius_auth::authorize(
-                &c.principal,
-                vesalius_auth::Action::Store,
-                &vesalius_auth::Resource::org(org.clone()),
-                &[],
-                vesalius_auth::now_ms(),
-            );
-            if !d.is_allowed() {
-                return Err(ApiError {
-                    kind: ErrorKind::Forbidden,
-                    message: format!("{} may not store into {org:?}", c.principal.actor.name),
-                });
+            if !allowed_in_own_org(c, vesalius_auth::Action::Store) {
+                return Err(ApiError::new(
+                    ErrorKind::Forbidden,
+                    format!("{} may not store into {org:?}", c.principal.actor.name),
+                ));
             }
             let actor = Some(c.principal.actor.clone());
             (org, actor, c.source.clone(), c.user_agent.clone())
@@ -281,26 +306,14 @@ async fn remove(
     mut scope: Scope,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     // Issue 4: only who may delete in their organisation deletes, and only what they can see.
-    let Some(axum::Extension(caller)) = caller else {
-        return Err(ApiError {
-            kind: ErrorKind::Unauthorized,
-            message: "credentials required".into(),
-        });
-    };
+    let caller = caller_of(caller)?;
     if !caller.principal.is_system() {
         let org = caller.org().to_owned();
-        let d = vesalius_auth::authorize(
-            &caller.principal,
-            vesalius_auth::Action::Delete,
-            &vesalius_auth::Resource::org(org.clone()),
-            &[],
-            vesalius_auth::now_ms(),
-        );
-        if !d.is_allowed() {
-            return Err(ApiError {
-                kind: ErrorKind::Forbidden,
-                message: format!("{} may not delete in {org:?}", caller.principal.actor.name),
-            });
+        if !allowed_in_own_org(&caller, vesalius_auth::Action::Delete) {
+            return Err(ApiError::new(
+                ErrorKind::Forbidden,
+                format!("{} may not delete in {org:?}", caller.principal.actor.name),
+            ));
         }
         scope.access = Some(vesalius_store::query::Access::orgs([org]));
     }
@@ -392,12 +405,7 @@ async fn versions(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     // Issue 4: only versions of what the caller may see; a hidden study lists nothing, like a
     // missing one (found by the access-matrix test: any caller listed any study's versions).
-    let Some(axum::Extension(caller)) = caller else {
-        return Err(ApiError {
-            kind: ErrorKind::Unauthorized,
-            message: "credentials required".into(),
-        });
-    };
+    let caller = caller_of(caller)?;
     let scope = Scope {
         access: caller.access.clone(),
         ..Scope::study(study.clone())
@@ -422,24 +430,11 @@ async fn stats(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     // Site-wide counts: for the server itself and administrators (manage-org), not for every
     // authenticated caller (found by the access matrix: links and referrers saw them).
-    let Some(axum::Extension(c)) = caller else {
-        return Err(ApiError {
-            kind: ErrorKind::Unauthorized,
-            message: "credentials required".into(),
-        });
-    };
-    let d = vesalius_auth::authorize(
-        &c.principal,
-        vesalius_auth::Action::ManageOrg,
-        &vesalius_auth::Resource::org(c.org().to_owned()),
-        &[],
-        vesalius_auth::now_ms(),
-    );
-    if !d.is_allowed() {
-        return Err(ApiError {
-            kind: ErrorKind::Forbidden,
-            message: "site statistics are for administrators".into(),
-        });
+    if !allowed_in_own_org(&caller_of(caller)?, vesalius_auth::Action::ManageOrg) {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            "site statistics are for administrators",
+        ));
     }
     let s = st.ingestor.index().stats().await?;
     Ok(Json(json!({

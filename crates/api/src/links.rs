@@ -28,14 +28,6 @@ use crate::{ApiError, Services};
 
 const HOUR_MS: i64 = 3_600_000;
 
-/// The caller, or 401.
-pub(crate) fn require_caller(caller: Option<Extension<Caller>>) -> Result<Caller, ApiError> {
-    caller.map(|Extension(c)| c).ok_or_else(|| ApiError {
-        kind: ErrorKind::Unauthorized,
-        message: "credentials required".into(),
-    })
-}
-
 /// The site's base URL for links: the configured public URL, else the request's `Host`.
 pub(crate) fn base_url(sv: &Services, headers: &HeaderMap) -> String {
     if let Some(u) = &sv.options.public_base_url {
@@ -125,7 +117,7 @@ pub(crate) async fn create_share_link(
     Path(study): Path<String>,
     Json(n): Json<NewShareLink>,
 ) -> Result<Response, ApiError> {
-    let c = require_caller(caller)?;
+    let c = crate::caller_of(caller)?;
     let study = study_ref(&sv, c.org(), &study).await?;
     // Issue 4: a study of the organisation the caller may not see (a referrer's, an auditor's)
     // is answered like a missing one, not with a refusal that says it exists (found by the
@@ -189,15 +181,10 @@ pub(crate) async fn list_share_links(
     State(sv): State<Services>,
     caller: Option<Extension<Caller>>,
 ) -> Result<Response, ApiError> {
-    let c = require_caller(caller)?;
+    let c = crate::caller_of(caller)?;
     let org = c.org().to_owned();
     // Managers of the organisation see every link; others the links they made.
-    let manager = require(
-        &c,
-        vesalius_auth::Action::ManageOrg,
-        &vesalius_auth::Resource::org(org.clone()),
-    )
-    .is_ok();
+    let manager = crate::allowed_in_own_org(&c, vesalius_auth::Action::ManageOrg);
     if !manager && c.principal.role.is_none() {
         return Err(ApiError {
             kind: ErrorKind::Forbidden,
@@ -221,33 +208,12 @@ pub(crate) async fn list_share_links(
     Ok(Json(json!({ "share_links": out })).into_response())
 }
 
-/// The policy's decision for the caller, as an error when denied.
-pub(crate) fn require(
-    c: &Caller,
-    action: vesalius_auth::Action,
-    resource: &vesalius_auth::Resource,
-) -> Result<(), ApiError> {
-    let d = vesalius_auth::authorize(&c.principal, action, resource, &[], vesalius_auth::now_ms());
-    if d.is_allowed() {
-        Ok(())
-    } else {
-        Err(ApiError {
-            kind: ErrorKind::Forbidden,
-            message: format!(
-                "{} may not {} here",
-                c.principal.actor.name,
-                action.as_str()
-            ),
-        })
-    }
-}
-
 pub(crate) async fn revoke_share_link(
     State(sv): State<Services>,
     caller: Option<Extension<Caller>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let c = require_caller(caller)?;
+    let c = crate::caller_of(caller)?;
     Ok(
         match sv
             .auth
@@ -277,7 +243,7 @@ pub(crate) async fn create_upload_link(
     headers: HeaderMap,
     Json(n): Json<NewUploadLink>,
 ) -> Result<Response, ApiError> {
-    let c = require_caller(caller)?;
+    let c = crate::caller_of(caller)?;
     let label = n.label.trim();
     if label.chars().count() > 200 {
         return Err(ApiError {
@@ -323,19 +289,15 @@ pub(crate) async fn list_upload_links(
     State(sv): State<Services>,
     caller: Option<Extension<Caller>>,
 ) -> Result<Response, ApiError> {
-    let c = require_caller(caller)?;
+    let c = crate::caller_of(caller)?;
     let org = c.org().to_owned();
-    require(
-        &c,
-        vesalius_auth::Action::CreateUploadLink,
-        &vesalius_auth::Resource::org(org.clone()),
-    )?;
-    let manager = require(
-        &c,
-        vesalius_auth::Action::ManageOrg,
-        &vesalius_auth::Resource::org(org.clone()),
-    )
-    .is_ok();
+    if !crate::allowed_in_own_org(&c, vesalius_auth::Action::CreateUploadLink) {
+        return Err(crate::ApiError::new(
+            ErrorKind::Forbidden,
+            format!("{} may not create-upload-link here", c.principal.actor.name),
+        ));
+    }
+    let manager = crate::allowed_in_own_org(&c, vesalius_auth::Action::ManageOrg);
     let mut links = sv.auth.directory().upload_links(&org).await?;
     links.retain(|l| manager || l.created_by == c.principal.actor.id);
     let out: Vec<_> = links
@@ -356,7 +318,7 @@ pub(crate) async fn revoke_upload_link(
     caller: Option<Extension<Caller>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let c = require_caller(caller)?;
+    let c = crate::caller_of(caller)?;
     Ok(
         match sv
             .auth

@@ -30,10 +30,6 @@ use crate::{ApiError, Services};
 /// Images shown per series at most (evenly spaced through it).
 const MAX_IMAGES_PER_SERIES: usize = 12;
 
-fn client_addr(ci: &Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>) -> String {
-    crate::session::source(ci)
-}
-
 fn form_body(
     id: &str,
     secret: &str,
@@ -87,7 +83,7 @@ pub(crate) async fn open_get(
     }
     open(
         &sv,
-        &client_addr(&ci),
+        &crate::session::source(&ci),
         agent(&headers),
         &id,
         &secret,
@@ -116,7 +112,7 @@ pub(crate) async fn open_post(
     let (p, b) = (some(&a.passcode), some(&a.birth_date));
     open(
         &sv,
-        &client_addr(&ci),
+        &crate::session::source(&ci),
         agent(&headers),
         &id,
         &secret,
@@ -234,19 +230,12 @@ pub(crate) async fn view(
             esc(&id)
         ));
     }
-    let mut instances = index
+    let instances = index
         .instances(&Scope {
             access: c.access.clone(),
             ..Scope::study(study.clone())
         })
         .await?;
-    instances.sort_by(|a, b| {
-        (&a.series_uid, a.number, &a.sop_instance_uid).cmp(&(
-            &b.series_uid,
-            b.number,
-            &b.sop_instance_uid,
-        ))
-    });
     let mut q =
         Query::new(Level::Series).with(Key::StudyInstanceUid, Matcher::Single(study.clone()));
     q.access = c.access.clone();

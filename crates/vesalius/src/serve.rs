@@ -25,6 +25,8 @@ pub struct Storage {
     pub ingestor: Arc<Ingestor>,
     /// Access control over the same database (directory and audit trail).
     pub auth: Arc<Authenticator>,
+    /// The site key (`site.key`): signs audit checkpoints, and share-link passes derive from it.
+    pub site_key: Arc<vesalius_auth::audit_chain::SiteKey>,
 }
 
 /// Opens (creating) the data directory: `index.db` and `blobs/`.
@@ -40,6 +42,12 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
         .auth
         .secure_cookies
         .unwrap_or(cfg.http_tls().ok().flatten().is_some());
+    let site_key = Arc::new(
+        vesalius_auth::audit_chain::SiteKey::load_or_create(
+            &dir.join(crate::audit_cmd::SITE_KEY_FILE),
+        )
+        .context("loading the site key")?,
+    );
     let auth = Arc::new(Authenticator::new(
         index.clone(),
         index.clone(),
@@ -47,13 +55,7 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
             .secure_cookies(secure)
             .local_ae_titles([cfg.dicom.ae_title.clone()])
             // Share-link passes survive restarts and hold on every node sharing the site key.
-            .link_key(
-                vesalius_auth::audit_chain::SiteKey::load_or_create(
-                    &dir.join(crate::audit_cmd::SITE_KEY_FILE),
-                )
-                .context("loading the site key")?
-                .derive_key("share-link-pass"),
-            ),
+            .link_key(site_key.derive_key("share-link-pass")),
     ));
     let blobs = ObjectBlobStore::local(&dir.join("blobs")).context("opening the blob store")?;
     let spool = blobs.spool_dir().context("local store has a spool")?;
@@ -71,6 +73,7 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
     Ok(Storage {
         ingestor: Arc::new(ingestor),
         auth,
+        site_key,
     })
 }
 
@@ -280,7 +283,7 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
     let checkpoints = (cfg.audit.checkpoint_interval_secs > 0).then(|| {
         tokio::spawn(sign_checkpoints(
             storage.auth.clone(),
-            cfg.storage.data_dir.join(crate::audit_cmd::SITE_KEY_FILE),
+            storage.site_key.clone(),
             std::time::Duration::from_secs(cfg.audit.checkpoint_interval_secs),
             shutdown.clone(),
         ))
@@ -477,17 +480,10 @@ async fn wait_for_signal() {
 /// when `shutdown` fires. Failures are logged, never fatal: the chain itself stays verifiable.
 async fn sign_checkpoints(
     auth: Arc<Authenticator>,
-    key_path: std::path::PathBuf,
+    key: Arc<vesalius_auth::audit_chain::SiteKey>,
     every: std::time::Duration,
     shutdown: CancellationToken,
 ) {
-    let key = match vesalius_auth::audit_chain::SiteKey::load_or_create(&key_path) {
-        Ok(k) => k,
-        Err(e) => {
-            tracing::error!(error = %e, "site key: audit checkpoints are off");
-            return;
-        }
-    };
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;

@@ -170,22 +170,42 @@ impl Authenticator {
             .share_link(id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("share link {id}")))?;
-        if actor.actor.id != link.created_by || actor.user_id.is_none() {
-            self.require(actor, Action::ManageOrg, &Resource::org(link.org.clone()))
+        let (org, study) = (link.org.clone(), Some(link.study_uid.clone()));
+        let change = DirectoryChange::RevokeShareLink(link.id);
+        self.revoke_link(actor, &link.created_by, org, study, change, origin)
+            .await
+    }
+
+    /// Revokes a link of `org` made by `created_by`: its creator (a user) or a manager of the
+    /// organisation may; audited `share-revoke` or `upload-link-revoke`.
+    async fn revoke_link(
+        &self,
+        actor: &Principal,
+        created_by: &str,
+        org: String,
+        study_uid: Option<String>,
+        change: DirectoryChange,
+        origin: Origin<'_>,
+    ) -> Result<()> {
+        if actor.actor.id != created_by || actor.user_id.is_none() {
+            self.require(actor, Action::ManageOrg, &Resource::org(org.clone()))
                 .await?;
         }
+        let (action, id) = match &change {
+            DirectoryChange::RevokeShareLink(id) => ("share-revoke", id.clone()),
+            DirectoryChange::RevokeUploadLink(id) => ("upload-link-revoke", id.clone()),
+            _ => return Err(Error::BadRequest("not a link revocation".into())),
+        };
         let mut ev = self.event(
             actor.actor.clone(),
-            "share-revoke",
+            action,
             Outcome::Success,
             origin,
-            json!({ "link_id": link.id }),
+            json!({ "link_id": id }),
         );
-        ev.org = link.org.clone();
-        ev.study_uid = Some(link.study_uid.clone());
-        self.dir
-            .apply(vec![DirectoryChange::RevokeShareLink(link.id)], vec![ev])
-            .await?;
+        ev.org = org;
+        ev.study_uid = study_uid;
+        self.dir.apply(vec![change], vec![ev]).await?;
         Ok(())
     }
 
@@ -393,22 +413,9 @@ impl Authenticator {
             .upload_link(id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("upload link {id}")))?;
-        if actor.actor.id != link.created_by || actor.user_id.is_none() {
-            self.require(actor, Action::ManageOrg, &Resource::org(link.org.clone()))
-                .await?;
-        }
-        let mut ev = self.event(
-            actor.actor.clone(),
-            "upload-link-revoke",
-            Outcome::Success,
-            origin,
-            json!({ "link_id": link.id }),
-        );
-        ev.org = link.org.clone();
-        self.dir
-            .apply(vec![DirectoryChange::RevokeUploadLink(link.id)], vec![ev])
-            .await?;
-        Ok(())
+        let change = DirectoryChange::RevokeUploadLink(link.id);
+        self.revoke_link(actor, &link.created_by, link.org, None, change, origin)
+            .await
     }
 
     /// Creates a guest upload link into `org` (audited `upload-link-create`).
