@@ -3,22 +3,26 @@
 //! Requests arrive as [`WriteOp`]s. The task takes every request waiting (up to [`MAX_BATCH`]),
 //! opens one `BEGIN IMMEDIATE` transaction, runs each request in its own `SAVEPOINT` (a failing
 //! one is rolled back alone, and its audit chain head with it), commits once, and only then
-//! answers every caller. Audit events (ingest side records, directory changes, plain appends)
-//! are chained by [`Chain`], which lives exactly as long as one transaction.
+//! answers every caller. Audit events (ingest side records, directory and registry changes,
+//! plain appends) are chained by [`Chain`], which lives exactly as long as one transaction.
+//! When a committed request added outbox jobs or made some ready, the task moves the outbox's
+//! change counter after the commit ([`vesalius_store::Outbox::changes`]).
 
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection, Executor, Row};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use vesalius_store::audit::{AuditEvent, Checkpoint};
 use vesalius_store::directory::{DirectoryChange, ThrottleState};
 use vesalius_store::error::{Error, Result};
 use vesalius_store::model::*;
 use vesalius_store::query::Scope;
+use vesalius_store::registry::RegistryChange;
 
 use crate::audit::Chain;
-use crate::{MAX_BATCH, db_err, directory, query, stored_from_row};
+use crate::outbox::OutboxOp;
+use crate::{MAX_BATCH, db_err, directory, outbox, query, registry, stored_from_row};
 
-type Tx<T> = oneshot::Sender<Result<T>>;
+pub(crate) type Tx<T> = oneshot::Sender<Result<T>>;
 
 /// One request to the writer task, with the channel its answer goes back on.
 pub(crate) enum WriteOp {
@@ -47,6 +51,10 @@ pub(crate) enum WriteOp {
     },
     /// Forgets a throttle key.
     ThrottleReset(String, Tx<()>),
+    /// An outbox request ([`vesalius_store::Outbox`]).
+    Outbox(OutboxOp),
+    /// Registry changes and the audit events recording them.
+    Registry(Vec<RegistryChange>, Vec<AuditEvent>, Tx<()>),
 }
 
 impl WriteOp {
@@ -57,10 +65,12 @@ impl WriteOp {
             WriteOp::Commit(_, tx) => drop(tx.send(Err(e))),
             WriteOp::Delete(_, _, tx) => drop(tx.send(Err(e))),
             WriteOp::Apply(_, _, tx)
+            | WriteOp::Registry(_, _, tx)
             | WriteOp::Append(_, tx)
             | WriteOp::Checkpoint(_, tx)
             | WriteOp::ThrottleReset(_, tx) => drop(tx.send(Err(e))),
             WriteOp::ThrottleFail { tx, .. } => drop(tx.send(Err(e))),
+            WriteOp::Outbox(op) => op.fail(e),
         }
     }
 }
@@ -69,14 +79,25 @@ impl WriteOp {
 type Answer = Box<dyn FnOnce(Option<&Error>) + Send>;
 
 /// A request that has run, waiting for its transaction's fate.
-struct Done {
+pub(crate) struct Done {
     ok: bool,
+    /// It added outbox jobs or made some ready: workers are woken once it commits.
+    wakes: bool,
     answer: Answer,
 }
 
-fn done<T: Send + 'static>(tx: Tx<T>, r: Result<T>) -> Done {
+impl Done {
+    /// Marks the request as one that wakes outbox workers when `wakes` (and it succeeded).
+    pub(crate) fn waking(mut self, wakes: bool) -> Done {
+        self.wakes = self.ok && wakes;
+        self
+    }
+}
+
+pub(crate) fn done<T: Send + 'static>(tx: Tx<T>, r: Result<T>) -> Done {
     Done {
         ok: r.is_ok(),
+        wakes: false,
         answer: Box::new(move |commit_failed| {
             let _ = tx.send(match commit_failed {
                 Some(e) => Err(clone_err(e)),
@@ -89,7 +110,12 @@ fn done<T: Send + 'static>(tx: Tx<T>, r: Result<T>) -> Done {
 /// Runs one request inside the open transaction.
 async fn run(conn: &mut SqliteConnection, chain: &mut Chain, op: WriteOp) -> Done {
     match op {
-        WriteOp::Commit(c, tx) => done(tx, apply_commit(conn, chain, &c).await),
+        WriteOp::Commit(c, tx) => {
+            let r = apply_commit(conn, chain, &c).await;
+            let wakes = matches!(r, Ok(o) if o != IngestOutcome::Duplicate)
+                && c.side.iter().any(|s| matches!(s, SideRecord::Outbox(_)));
+            done(tx, r).waking(wakes)
+        }
         WriteOp::Delete(s, audit, tx) => done(tx, apply_delete(conn, chain, &s, audit).await),
         WriteOp::Apply(changes, events, tx) => {
             done(tx, directory::apply(conn, chain, &changes, &events).await)
@@ -109,13 +135,21 @@ async fn run(conn: &mut SqliteConnection, chain: &mut Chain, op: WriteOp) -> Don
             done(tx, r)
         }
         WriteOp::ThrottleReset(key, tx) => done(tx, directory::throttle_reset(conn, &key).await),
+        WriteOp::Outbox(op) => outbox::run(conn, op).await,
+        WriteOp::Registry(changes, events, tx) => {
+            done(tx, registry::apply(conn, chain, &changes, &events).await)
+        }
     }
 }
 
 /// How often the writer refreshes planner statistics (`PRAGMA optimize`).
 const OPTIMIZE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
-pub(crate) async fn writer_task(mut conn: SqliteConnection, mut rx: mpsc::Receiver<WriteOp>) {
+pub(crate) async fn writer_task(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<WriteOp>,
+    changes: watch::Sender<u64>,
+) {
     let mut last_optimize = std::time::Instant::now();
     while let Some(first) = rx.recv().await {
         if last_optimize.elapsed() > OPTIMIZE_EVERY {
@@ -129,19 +163,22 @@ pub(crate) async fn writer_task(mut conn: SqliteConnection, mut rx: mpsc::Receiv
                 Err(_) => break,
             }
         }
-        run_batch(&mut conn, batch).await;
+        if run_batch(&mut conn, batch).await {
+            changes.send_modify(|c| *c = c.wrapping_add(1));
+        }
     }
     let _ = conn.close().await;
 }
 
-/// Runs a batch in one transaction and answers every request after the commit.
-pub(crate) async fn run_batch(conn: &mut SqliteConnection, batch: Vec<WriteOp>) {
+/// Runs a batch in one transaction and answers every request after the commit. True when the
+/// transaction committed a request that added outbox jobs or made some ready.
+pub(crate) async fn run_batch(conn: &mut SqliteConnection, batch: Vec<WriteOp>) -> bool {
     metrics::histogram!("vesalius_index_commit_batch").record(batch.len() as f64);
     if let Err(e) = conn.execute("BEGIN IMMEDIATE").await.map_err(db_err) {
         for op in batch {
             op.fail(&e);
         }
-        return;
+        return false;
     }
     // The chain head is read again in every transaction (see `crate::audit`).
     let mut chain = Chain::default();
@@ -171,7 +208,7 @@ pub(crate) async fn run_batch(conn: &mut SqliteConnection, batch: Vec<WriteOp>) 
         for d in finished {
             (d.answer)(None);
         }
-        return;
+        return false;
     }
     // Durable here (WAL + synchronous=FULL): only now may anyone acknowledge.
     let committed = conn.execute("COMMIT").await.map_err(db_err);
@@ -179,9 +216,11 @@ pub(crate) async fn run_batch(conn: &mut SqliteConnection, batch: Vec<WriteOp>) 
         let _ = conn.execute("ROLLBACK").await;
         tracing::error!(error = %e, "index commit failed");
     }
+    let wakes = committed.is_ok() && finished.iter().any(|d| d.ok && d.wakes);
     for d in finished {
         (d.answer)(committed.as_ref().err());
     }
+    wakes
 }
 
 fn clone_err(e: &Error) -> Error {
@@ -331,21 +370,9 @@ async fn apply_commit(
     .map_err(db_err)?;
     for side in &c.side {
         match side {
-            SideRecord::Outbox {
-                kind,
-                queue,
-                payload,
-            } => {
-                sqlx::query(
-                    "INSERT INTO outbox (kind, queue, payload, created_ms) VALUES (?, ?, ?, ?)",
-                )
-                .bind(kind)
-                .bind(queue)
-                .bind(payload)
-                .bind(r.received_ms)
-                .execute(&mut *conn)
-                .await
-                .map_err(db_err)?;
+            SideRecord::Outbox(job) => {
+                // As Outbox::enqueue would (dedupe included), at the instance's reception time.
+                outbox::insert(conn, job, r.received_ms).await?;
             }
             SideRecord::Audit(event) => {
                 chain.append(conn, std::slice::from_ref(event)).await?;

@@ -7,6 +7,8 @@
 //! - [`ingest`]: [`Ingestor`], the one path by which an instance enters the archive.
 //! - [`directory`]: [`Directory`], organisations, users, credentials, grants, AE titles, links.
 //! - [`audit`]: [`AuditLog`], the hash-chained audit trail.
+//! - [`outbox`]: [`Outbox`], the durable queue of transfers and jobs, with its in-memory model.
+//! - [`registry`]: [`Registry`], peers, DICOM nodes, routes and arrivals (issue 5).
 //! - [`memory`]: in-memory [`Index`] and [`BlobStore`] for tests.
 //! - [`memory_directory`]: in-memory [`Directory`] and [`AuditLog`], the reference models.
 //!
@@ -24,7 +26,9 @@ pub mod ingest;
 pub mod memory;
 pub mod memory_directory;
 pub mod model;
+pub mod outbox;
 pub mod query;
+pub mod registry;
 pub mod spool;
 
 pub use audit::AuditLog;
@@ -33,3 +37,5 @@ pub use directory::Directory;
 pub use error::{Error, Result};
 pub use index::Index;
 pub use ingest::{IngestObserver, Ingestor};
+pub use outbox::Outbox;
+pub use registry::Registry;

@@ -109,6 +109,7 @@ struct Row {
 pub struct MemoryIndex {
     rows: Mutex<Vec<Row>>,
     audit: Arc<MemoryAuditLog>,
+    outbox: Option<Arc<crate::outbox::MemoryOutbox>>,
 }
 
 fn stored(r: &InstanceRecord) -> StoredInstance {
@@ -184,7 +185,14 @@ impl MemoryIndex {
         MemoryIndex {
             rows: Mutex::default(),
             audit,
+            outbox: None,
         }
+    }
+
+    /// Adds the outbox that the [`SideRecord::Outbox`] jobs of commits go to (dropped without).
+    pub fn with_outbox(mut self, outbox: Arc<crate::outbox::MemoryOutbox>) -> Self {
+        self.outbox = Some(outbox);
+        self
     }
 
     /// The audit log ingest events go to.
@@ -229,15 +237,20 @@ impl Index for MemoryIndex {
             }
             None => IngestOutcome::Stored,
         };
-        let events = c
-            .side
-            .into_iter()
-            .filter_map(|s| match s {
-                SideRecord::Audit(e) => Some(e),
-                SideRecord::Outbox { .. } => None,
-            })
-            .collect();
+        let mut events = Vec::new();
+        let mut jobs = Vec::new();
+        for s in c.side {
+            match s {
+                SideRecord::Audit(e) => events.push(e),
+                SideRecord::Outbox(j) => jobs.push(j),
+            }
+        }
         self.audit.append_now(events);
+        if let Some(o) = &self.outbox
+            && !jobs.is_empty()
+        {
+            o.insert(jobs, c.record.received_ms);
+        }
         rows.push(Row {
             rec: c.record,
             status: Status::Current,

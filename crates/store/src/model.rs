@@ -189,15 +189,9 @@ pub enum IngestOutcome {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SideRecord {
-    /// A durable job for the outbox (routing, analysis), as kind + JSON payload.
-    Outbox {
-        /// Job kind, e.g. "route".
-        kind: String,
-        /// Destination or queue name.
-        queue: String,
-        /// JSON payload.
-        payload: String,
-    },
+    /// A durable job for the outbox (routing, analysis): committed with the instance, so a routed
+    /// instance always has its job ([`crate::outbox`]). Not written for a duplicate.
+    Outbox(crate::outbox::NewJob),
     /// An audit event, appended to the hash chain in the same transaction as the instance
     /// (see [`crate::audit`]). Not written when the commit is a duplicate (nothing changed).
     Audit(crate::audit::AuditEvent),

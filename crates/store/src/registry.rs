@@ -1,0 +1,388 @@
+//! [`Registry`]: the exchange network's records (issue 5): peers (other Vesalius sites), DICOM
+//! nodes (legacy PACS and modalities we send to or query), routes (rules that turn an arriving
+//! instance into outbox jobs) and arrivals (studies delivered here by peers, with their priority
+//! and completeness). Data only: matching routes, signing requests and sending live in
+//! `vesalius-exchange` and `vesalius-auth`.
+//!
+//! Contract:
+//! - Names are unique: a peer by `name`, a node by `name`, a route by `id`; an arrival by
+//!   `(org, study_uid)`.
+//! - [`Registry::apply`] is atomic and commits its audit events with the change.
+//! - Lists come in a fixed order: peers and nodes by name, routes by `(order, id)`, arrivals by
+//!   most recent update first.
+//! - Records put by the configuration file carry `managed = true`; the configuration re-puts them
+//!   at every start (DESIGN.md: "the config file may seed entries").
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::audit::AuditEvent;
+use crate::error::{Error, Result};
+use crate::memory_directory::MemoryAuditLog;
+use crate::model::OrgId;
+
+/// Another Vesalius site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// Short name, unique here, e.g. `hub`.
+    pub name: String,
+    /// Its base URL (`https://hub.example.org`); plain `http` only on loopback.
+    pub base_url: String,
+    /// Its Ed25519 public key (`ed25519:` + base64url): verifies its requests and its answers.
+    pub public_key: String,
+    /// The local organisation the peer acts as when it calls us (stores land there).
+    pub org: OrgId,
+    /// The organisation to deliver into at the peer (`?org=` of its STOW-RS); `None`: the one
+    /// the peer maps us to.
+    pub remote_org: Option<OrgId>,
+    /// Whether the peer may search and retrieve here (federated search, remote viewing).
+    pub may_query: bool,
+    /// Description.
+    pub description: String,
+    /// Put by the configuration file.
+    pub managed: bool,
+    /// Creation time, ms.
+    pub created_ms: i64,
+}
+
+/// A legacy DICOM node (PACS, modality, workstation) we send to or query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DicomNode {
+    /// Short name, unique here, e.g. `pacs`.
+    pub name: String,
+    /// Its AE title.
+    pub ae_title: String,
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Transfer syntaxes it accepts (UIDs); empty: the uncompressed ones.
+    pub transfer_syntaxes: Vec<String>,
+    /// The organisation whose data may be sent there (routes of other organisations cannot).
+    pub org: OrgId,
+    /// Description.
+    pub description: String,
+    /// Put by the configuration file.
+    pub managed: bool,
+    /// Creation time, ms.
+    pub created_ms: i64,
+}
+
+/// What an arriving instance must look like for a route to fire. Every set condition must hold;
+/// lists hold when any entry matches. Text patterns are globs (`*`, `?`, case-insensitive) or,
+/// with a `re:` prefix, regular expressions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RouteMatch {
+    /// Calling AE titles (the sender's).
+    pub calling_ae: Vec<String>,
+    /// Called AE titles (ours, as the sender addressed us).
+    pub called_ae: Vec<String>,
+    /// Source organisations (the owner of the stored instance).
+    pub source_org: Vec<OrgId>,
+    /// Modalities (0008,0060).
+    pub modality: Vec<String>,
+    /// SOP Class UIDs.
+    pub sop_class: Vec<String>,
+    /// Body Part Examined (0018,0015) patterns.
+    pub body_part: Vec<String>,
+    /// Study Description (0008,1030) pattern.
+    pub study_description: Option<String>,
+    /// Station Name (0008,1010) pattern.
+    pub station_name: Option<String>,
+    /// Time of day window `HH:MM-HH:MM` (site clock, UTC unless configured); may wrap midnight.
+    pub time_of_day: Option<String>,
+}
+
+/// Where a route sends.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteDestination {
+    /// A peer, by name.
+    Peer(String),
+    /// A DICOM node, by name.
+    Node(String),
+    /// An analysis, by name (run by a later layer).
+    Analysis(String),
+}
+
+impl RouteDestination {
+    /// The outbox queue of the destination: `peer:NAME`, `node:NAME`, `analysis:NAME`.
+    pub fn queue(&self) -> String {
+        match self {
+            RouteDestination::Peer(n) => format!("peer:{n}"),
+            RouteDestination::Node(n) => format!("node:{n}"),
+            RouteDestination::Analysis(n) => format!("analysis:{n}"),
+        }
+    }
+
+    /// Parses `peer:NAME`, `node:NAME` or `analysis:NAME`.
+    pub fn parse(s: &str) -> Option<RouteDestination> {
+        let (kind, name) = s.split_once(':')?;
+        if name.is_empty() {
+            return None;
+        }
+        match kind {
+            "peer" => Some(RouteDestination::Peer(name.into())),
+            "node" => Some(RouteDestination::Node(name.into())),
+            "analysis" => Some(RouteDestination::Analysis(name.into())),
+            _ => None,
+        }
+    }
+}
+
+/// A rule: when an instance matching `matcher` arrives, send it to `destinations`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// Id, unique here (a slug).
+    pub id: String,
+    /// Display name, e.g. "CT head to the stroke centre".
+    pub name: String,
+    /// The organisation whose data the route may send (its administrators manage it).
+    pub org: OrgId,
+    /// Disabled routes never fire.
+    pub enabled: bool,
+    /// Evaluation order (lower first); all matching routes fire.
+    pub order: i32,
+    /// The condition.
+    pub matcher: RouteMatch,
+    /// Where to send.
+    pub destinations: Vec<RouteDestination>,
+    /// Priority of the jobs (higher first); carried to the receiver with the transfer.
+    /// 0 routine, 100 stroke.
+    pub priority: i32,
+    /// De-identify before sending, with this profile (`basic`, or options such as
+    /// `basic,retain-uids`), as `vesalius deid` names them.
+    pub deid: Option<String>,
+    /// Put by the configuration file.
+    pub managed: bool,
+    /// Creation time, ms.
+    pub created_ms: i64,
+}
+
+/// A study delivered here by a peer: who sent it, at what priority, whether its manifest is
+/// satisfied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Arrival {
+    /// The local organisation holding the copy.
+    pub org: OrgId,
+    /// Study Instance UID.
+    pub study_uid: String,
+    /// The sending peer's name.
+    pub from_peer: String,
+    /// The sender's priority (highest seen).
+    pub priority: i32,
+    /// Instances the latest manifest listed.
+    pub manifest_instances: u64,
+    /// When the latest manifest was found satisfied (all instances present with their
+    /// hashes), ms; 0 while incomplete.
+    pub complete_ms: i64,
+    /// Last change, ms.
+    pub updated_ms: i64,
+}
+
+/// A change to the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RegistryChange {
+    /// Creates or replaces a peer (by name).
+    PutPeer(Peer),
+    /// Deletes a peer.
+    DeletePeer(String),
+    /// Creates or replaces a DICOM node (by name).
+    PutNode(DicomNode),
+    /// Deletes a DICOM node.
+    DeleteNode(String),
+    /// Creates or replaces a route (by id).
+    PutRoute(Route),
+    /// Deletes a route.
+    DeleteRoute(String),
+    /// Creates or replaces an arrival (by org and study).
+    PutArrival(Arrival),
+}
+
+/// The exchange registry.
+#[async_trait]
+pub trait Registry: Send + Sync + 'static {
+    /// Applies changes and appends audit events in one durable transaction. Deleting a record
+    /// that does not exist fails with `NotFound` and changes nothing.
+    async fn apply(&self, changes: Vec<RegistryChange>, audit: Vec<AuditEvent>) -> Result<()>;
+    /// Every peer.
+    async fn peers(&self) -> Result<Vec<Peer>>;
+    /// One peer.
+    async fn peer(&self, name: &str) -> Result<Option<Peer>>;
+    /// Every DICOM node.
+    async fn nodes(&self) -> Result<Vec<DicomNode>>;
+    /// One DICOM node.
+    async fn node(&self, name: &str) -> Result<Option<DicomNode>>;
+    /// Every route.
+    async fn routes(&self) -> Result<Vec<Route>>;
+    /// One arrival.
+    async fn arrival(&self, org: &str, study_uid: &str) -> Result<Option<Arrival>>;
+    /// Arrivals of `org` (every organisation when `None`), most recent first, at most `limit`.
+    async fn arrivals(&self, org: Option<&str>, limit: usize) -> Result<Vec<Arrival>>;
+}
+
+#[derive(Default)]
+struct RegistryState {
+    peers: BTreeMap<String, Peer>,
+    nodes: BTreeMap<String, DicomNode>,
+    routes: BTreeMap<String, Route>,
+    arrivals: BTreeMap<(String, String), Arrival>,
+}
+
+impl RegistryState {
+    fn apply(&mut self, change: RegistryChange) -> Result<()> {
+        fn gone(what: &str, id: &str) -> Error {
+            Error::NotFound(format!("{what} {id}"))
+        }
+        match change {
+            RegistryChange::PutPeer(p) => {
+                self.peers.insert(p.name.clone(), p);
+            }
+            RegistryChange::DeletePeer(n) => {
+                self.peers.remove(&n).ok_or_else(|| gone("peer", &n))?;
+            }
+            RegistryChange::PutNode(d) => {
+                self.nodes.insert(d.name.clone(), d);
+            }
+            RegistryChange::DeleteNode(n) => {
+                self.nodes.remove(&n).ok_or_else(|| gone("node", &n))?;
+            }
+            RegistryChange::PutRoute(r) => {
+                self.routes.insert(r.id.clone(), r);
+            }
+            RegistryChange::DeleteRoute(n) => {
+                self.routes.remove(&n).ok_or_else(|| gone("route", &n))?;
+            }
+            RegistryChange::PutArrival(a) => {
+                self.arrivals
+                    .insert((a.org.clone(), a.study_uid.clone()), a);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sorts routes in evaluation order, the one order every backend answers in.
+pub fn sort_routes(routes: &mut [Route]) {
+    routes.sort_by(|a, b| a.order.cmp(&b.order).then_with(|| a.id.cmp(&b.id)));
+}
+
+/// Sorts arrivals most recent first (ties by org, study), the one order every backend answers in.
+pub fn sort_arrivals(arrivals: &mut [Arrival]) {
+    arrivals.sort_by(|a, b| {
+        b.updated_ms
+            .cmp(&a.updated_ms)
+            .then_with(|| a.org.cmp(&b.org))
+            .then_with(|| a.study_uid.cmp(&b.study_uid))
+    });
+}
+
+/// The in-memory registry: the reference model.
+pub struct MemoryRegistry {
+    state: Mutex<RegistryState>,
+    audit: Arc<MemoryAuditLog>,
+}
+
+impl MemoryRegistry {
+    /// An empty registry appending its audit events to `audit`.
+    pub fn new(audit: Arc<MemoryAuditLog>) -> Self {
+        MemoryRegistry {
+            state: Mutex::default(),
+            audit,
+        }
+    }
+}
+
+#[async_trait]
+impl Registry for MemoryRegistry {
+    async fn apply(&self, changes: Vec<RegistryChange>, audit: Vec<AuditEvent>) -> Result<()> {
+        let mut st = self.state.lock().expect("lock");
+        // All or nothing: apply to a copy, then swap it in.
+        let mut next = RegistryState {
+            peers: st.peers.clone(),
+            nodes: st.nodes.clone(),
+            routes: st.routes.clone(),
+            arrivals: st.arrivals.clone(),
+        };
+        for c in changes {
+            next.apply(c)?;
+        }
+        *st = next;
+        self.audit.append_now(audit);
+        Ok(())
+    }
+
+    async fn peers(&self) -> Result<Vec<Peer>> {
+        Ok(self
+            .state
+            .lock()
+            .expect("lock")
+            .peers
+            .values()
+            .cloned()
+            .collect())
+    }
+
+    async fn peer(&self, name: &str) -> Result<Option<Peer>> {
+        Ok(self.state.lock().expect("lock").peers.get(name).cloned())
+    }
+
+    async fn nodes(&self) -> Result<Vec<DicomNode>> {
+        Ok(self
+            .state
+            .lock()
+            .expect("lock")
+            .nodes
+            .values()
+            .cloned()
+            .collect())
+    }
+
+    async fn node(&self, name: &str) -> Result<Option<DicomNode>> {
+        Ok(self.state.lock().expect("lock").nodes.get(name).cloned())
+    }
+
+    async fn routes(&self) -> Result<Vec<Route>> {
+        let mut r: Vec<Route> = self
+            .state
+            .lock()
+            .expect("lock")
+            .routes
+            .values()
+            .cloned()
+            .collect();
+        sort_routes(&mut r);
+        Ok(r)
+    }
+
+    async fn arrival(&self, org: &str, study_uid: &str) -> Result<Option<Arrival>> {
+        Ok(self
+            .state
+            .lock()
+            .expect("lock")
+            .arrivals
+            .get(&(org.to_owned(), study_uid.to_owned()))
+            .cloned())
+    }
+
+    async fn arrivals(&self, org: Option<&str>, limit: usize) -> Result<Vec<Arrival>> {
+        let mut a: Vec<Arrival> = self
+            .state
+            .lock()
+            .expect("lock")
+            .arrivals
+            .values()
+            .filter(|a| org.is_none_or(|o| a.org == o))
+            .cloned()
+            .collect();
+        sort_arrivals(&mut a);
+        if limit > 0 {
+            a.truncate(limit);
+        }
+        Ok(a)
+    }
+}
