@@ -125,6 +125,7 @@ pub(crate) async fn handle(
         let ctx = IngestContext {
             org: caller.org().to_owned(),
             source: format!("dimse:{}", assoc.peer_ae()),
+            called_ae: assoc.local_ae().to_owned(),
             expected_sop_class: Some(sop_class.clone()),
             expected_sop_instance: Some(sop_instance.clone()),
             actor: Some(caller.principal.actor.clone()),

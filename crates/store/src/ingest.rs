@@ -78,6 +78,9 @@ pub struct IngestContext {
     /// The sender's user agent (HTTP `User-Agent`, a DICOM peer's Implementation Version
     /// Name), "" when unknown.
     pub user_agent: String,
+    /// The AE title the sender called (ours, as a modality addressed us), "" over HTTP; routes
+    /// may match on it.
+    pub called_ae: String,
 }
 
 /// What an ingest produced.
