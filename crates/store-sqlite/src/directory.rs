@@ -547,7 +547,7 @@ fn throttle_from_row(r: &SqliteRow) -> ThrottleRecord {
 }
 
 /// Runs a read with string parameters and maps every row.
-async fn read<T>(
+pub(crate) async fn read<T>(
     pool: &SqlitePool,
     sql: &str,
     params: &[&str],
@@ -561,7 +561,8 @@ async fn read<T>(
     rows.iter().map(map).collect()
 }
 
-async fn read_one<T>(
+/// [`read`] for at most one row.
+pub(crate) async fn read_one<T>(
     pool: &SqlitePool,
     sql: &str,
     params: &[&str],

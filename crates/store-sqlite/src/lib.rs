@@ -1,26 +1,31 @@
-//! SQLite [`Index`], [`Directory`](vesalius_store::Directory) and
-//! [`AuditLog`](vesalius_store::AuditLog) for the embedded deployment: one [`SqliteIndex`] over
-//! one database file, so the binary hands the same `Arc<SqliteIndex>` out as all three and a
-//! change commits in one transaction with the audit events recording it.
+//! SQLite [`Index`], [`Directory`](vesalius_store::Directory),
+//! [`AuditLog`](vesalius_store::AuditLog), [`Outbox`](vesalius_store::Outbox) and
+//! [`Registry`](vesalius_store::Registry) for the embedded deployment: one [`SqliteIndex`] over
+//! one database file, so the binary hands the same `Arc<SqliteIndex>` out as all five, a change
+//! commits in one transaction with the audit events recording it, and an instance commits with
+//! the outbox jobs that route it.
 //!
 //! ## Durability and group commit
 //! - The database runs in WAL mode with `synchronous=FULL`: a transaction is durable when
 //!   `COMMIT` returns (the WAL is fsync'd at every commit; NORMAL would only sync at checkpoints
 //!   and could lose the last acknowledged instances on power loss).
-//! - All writes (ingest commits, deletions, directory changes, audit appends, checkpoints,
-//!   throttle counts) go through **one writer task** owning one connection (`write.rs`). It takes
-//!   every request waiting in its queue (up to [`MAX_BATCH`]), applies each inside its own
-//!   SAVEPOINT (one bad request does not fail the others), and commits them in one transaction:
-//!   concurrent requests share one WAL fsync (group commit). Each caller is answered only after
-//!   that commit.
+//! - All writes (ingest commits, deletions, directory and registry changes, audit appends,
+//!   checkpoints, throttle counts, every outbox change including leases) go through **one writer
+//!   task** owning one connection (`write.rs`). It takes every request waiting in its queue (up
+//!   to [`MAX_BATCH`]), applies each inside its own SAVEPOINT (one bad request does not fail the
+//!   others), and commits them in one transaction: concurrent requests share one WAL fsync
+//!   (group commit). Each caller is answered only after that commit.
 //! - The audit chain is extended only by that writer, inside its transaction (`audit.rs`), so
 //!   `seq` has no gaps and every record links to the one before.
 //! - Reads use a separate pool of connections, which WAL lets run beside the writer.
+//! - The writer moves [`Outbox::changes`](vesalius_store::Outbox::changes) only after a commit
+//!   that added outbox jobs or made some ready, before answering its callers (`outbox.rs`).
 //!
 //! ## Layout
 //! `schema.sql`: patients, studies, series, instances (status 0 current, 1 prior version,
-//! 2 rejected), outbox; the directory (orgs, users, api_tokens, sessions, grants, ae_titles,
-//! share_links, upload_links, settings, throttle); the audit trail (audit, audit_checkpoints).
+//! 2 rejected); the outbox and its receipts; the directory (orgs, users, api_tokens, sessions,
+//! grants, ae_titles, share_links, upload_links, settings, throttle); the registry (peers,
+//! dicom_nodes, routes, arrivals); the audit trail (audit, audit_checkpoints).
 //! Level rows keep the attributes QIDO answers with (`attrs`, DICOM JSON) and counters maintained
 //! by the writer; instance rows keep the WADO-RS metadata and frame offsets, so no read ever
 //! parses a blob. The schema version is `PRAGMA user_version`, migrated at open (`schema.rs`).
@@ -35,7 +40,9 @@
 
 mod audit;
 mod directory;
+mod outbox;
 mod query;
+mod registry;
 mod schema;
 mod write;
 
@@ -52,7 +59,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Row};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use vesalius_store::error::{Error, Result};
 use vesalius_store::index::{Index, IndexStats, IndexedBlob, InstanceMetadata};
 use vesalius_store::model::*;
@@ -70,6 +77,9 @@ pub(crate) fn db_err(e: sqlx::Error) -> Error {
 pub struct SqliteIndex {
     writer: mpsc::Sender<WriteOp>,
     read: SqlitePool,
+    /// The outbox's change counter, moved by the writer task after commits that add jobs or
+    /// make them ready.
+    changes: watch::Sender<u64>,
 }
 
 impl SqliteIndex {
@@ -105,8 +115,13 @@ impl SqliteIndex {
             .await
             .map_err(db_err)?;
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(write::writer_task(conn, rx));
-        Ok(SqliteIndex { writer: tx, read })
+        let changes = watch::channel(0).0;
+        tokio::spawn(write::writer_task(conn, rx, changes.clone()));
+        Ok(SqliteIndex {
+            writer: tx,
+            read,
+            changes,
+        })
     }
 
     async fn send<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> WriteOp) -> Result<T> {

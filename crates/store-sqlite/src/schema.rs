@@ -7,7 +7,14 @@
 //!   `audit(id, action, details, created_ms)` table was a placeholder that nothing in the product
 //!   wrote; it is dropped when empty and renamed `audit_v1` (kept, never read) otherwise, so the
 //!   chained `audit` table of version 2 can take its name.
-//! - **2**: `schema.sql` as it is (directory tables, chained audit trail, checkpoints).
+//! - **2**: directory tables, chained audit trail, checkpoints; `outbox(id, kind, queue, payload,
+//!   created_ms)` as a stub.
+//! - **3**: `schema.sql` as it is: the outbox gains study, priority, not-before, dedupe key,
+//!   state, attempts, lease and last error, and its ids become `AUTOINCREMENT` (never reused);
+//!   new `receipts` and the registry (`peers`, `dicom_nodes`, `routes`, `arrivals`). SQLite
+//!   cannot add `AUTOINCREMENT` to an existing table, so a stub outbox of versions 1 and 2 is
+//!   renamed `outbox_v2`, `schema.sql` creates the new one, and the old rows move over with
+//!   their ids as `ready` jobs of no study (columns at their defaults); `outbox_v2` is dropped.
 //!
 //! A database with a higher version than [`SCHEMA_VERSION`] was written by a newer Vesalius and
 //! is refused rather than modified.
@@ -19,7 +26,7 @@ use vesalius_store::error::{Error, Result};
 use crate::db_err;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Brings the database to [`SCHEMA_VERSION`] (creating it when empty).
 pub(crate) async fn migrate(conn: &mut SqliteConnection) -> Result<()> {
@@ -70,10 +77,34 @@ async fn migrate_in_transaction(conn: &mut SqliteConnection) -> Result<()> {
             conn.execute(sql).await.map_err(db_err)?;
         }
     }
+    // Version 3: the stub outbox makes way for the new table (module doc); its rows follow.
+    let stub_outbox = version < 3 && {
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info('outbox')")
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db_err)?;
+        !columns.is_empty() && !columns.iter().any(|c| c == "state")
+    };
+    if stub_outbox {
+        conn.execute("ALTER TABLE outbox RENAME TO outbox_v2")
+            .await
+            .map_err(db_err)?;
+    }
     sqlx::raw_sql(include_str!("schema.sql"))
         .execute(&mut *conn)
         .await
         .map_err(db_err)?;
+    if stub_outbox {
+        sqlx::raw_sql(
+            "INSERT INTO outbox (id, kind, queue, payload, created_ms) \
+               SELECT id, kind, queue, payload, created_ms FROM outbox_v2 ORDER BY id; \
+             DROP TABLE outbox_v2;",
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    }
     if version != SCHEMA_VERSION {
         sqlx::query(AssertSqlSafe(format!(
             "PRAGMA user_version = {SCHEMA_VERSION}"

@@ -1,4 +1,4 @@
--- Vesalius index schema, version 2 (PRAGMA user_version; see schema.rs for the migrations).
+-- Vesalius index schema, version 3 (PRAGMA user_version; see schema.rs for the migrations).
 -- Applied at every open: every statement is CREATE ... IF NOT EXISTS.
 -- One row per patient, study, series and instance version.
 CREATE TABLE IF NOT EXISTS patients (
@@ -79,14 +79,121 @@ CREATE UNIQUE INDEX IF NOT EXISTS instances_current ON instances (org, sop_uid) 
 CREATE INDEX IF NOT EXISTS instances_sop ON instances (sop_uid);
 CREATE INDEX IF NOT EXISTS instances_series ON instances (series_pk, status, number);
 
--- Durable work committed with the instance that caused it (routing, analysis).
+-- ---- Outbox (vesalius_store::outbox): the durable job queue, and receipts of deliveries. ----
+-- A job is committed with the instance that caused it (ingest) or by Outbox::enqueue, changed
+-- only by the writer task, and deleted when its worker completes it.
+-- AUTOINCREMENT: ids are never reused (plain rowids would hand a completed job's id to the next
+-- job), so an id in a log line, an API answer or a stale worker's hand names one job forever.
 CREATE TABLE IF NOT EXISTS outbox (
-    id          INTEGER PRIMARY KEY,
-    kind        TEXT NOT NULL,
-    queue       TEXT NOT NULL,
-    payload     TEXT NOT NULL,
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind           TEXT NOT NULL,
+    queue          TEXT NOT NULL,
+    -- '' when the job belongs to no study; transfers are summarised per (queue, study_uid).
+    study_uid      TEXT NOT NULL DEFAULT '',
+    payload        TEXT NOT NULL,
+    priority       INTEGER NOT NULL DEFAULT 0,
+    not_before_ms  INTEGER NOT NULL DEFAULT 0,
+    dedupe_key     TEXT,
+    -- 'ready' | 'leased' | 'parked' (JobState::as_str): readable in the sqlite3 shell.
+    state          TEXT NOT NULL DEFAULT 'ready',
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    lease_owner    TEXT NOT NULL DEFAULT '',
+    lease_until_ms INTEGER NOT NULL DEFAULT 0,
+    last_error     TEXT NOT NULL DEFAULT '',
+    created_ms     INTEGER NOT NULL
+);
+-- Outbox::lease walks one queue's ready (then expired leased) jobs in hand-out order and stops
+-- after `max`: (queue, state, priority DESC, id) is that order.
+CREATE INDEX IF NOT EXISTS outbox_lease ON outbox (queue, state, priority DESC, id);
+-- At most one job per (queue, dedupe_key) in the outbox; also the lookup of enqueue's dedupe.
+CREATE UNIQUE INDEX IF NOT EXISTS outbox_dedupe ON outbox (queue, dedupe_key)
+    WHERE dedupe_key IS NOT NULL;
+-- Outbox::release finds one worker's leases without scanning every queue.
+CREATE INDEX IF NOT EXISTS outbox_owner ON outbox (lease_owner) WHERE state = 'leased';
+-- Jobs of one study (the API's transfer view, Outbox::jobs with a study filter).
+CREATE INDEX IF NOT EXISTS outbox_study ON outbox (study_uid);
+
+-- Proof of deliveries, kept after their jobs are gone; append-only for the product.
+-- kind: 'instance' | 'study' (ReceiptKind). "Newest first" is id order (insertion).
+CREATE TABLE IF NOT EXISTS receipts (
+    id           INTEGER PRIMARY KEY,
+    queue        TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    study_uid    TEXT NOT NULL,
+    sop_uid      TEXT NOT NULL,
+    sha256       TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    delivered_ms INTEGER NOT NULL,
+    verified     INTEGER NOT NULL,
+    detail       TEXT NOT NULL
+);
+-- One transfer's receipts (queue, study), newest first through the implicit trailing rowid.
+CREATE INDEX IF NOT EXISTS receipts_transfer ON receipts (queue, study_uid);
+CREATE INDEX IF NOT EXISTS receipts_study ON receipts (study_uid);
+-- Outbox::transfers reads the most recently delivered (queue, study) pairs first and stops:
+-- this order, covering, so it never visits the table.
+CREATE INDEX IF NOT EXISTS receipts_time ON receipts (delivered_ms DESC, queue, study_uid);
+
+-- ---- Registry (vesalius_store::registry): peers, DICOM nodes, routes, arrivals. ----
+-- Written only by the writer task (Registry::apply, with its audit events in one savepoint).
+-- Lists of values and the route matcher are JSON text (serde) read whole with their row.
+
+CREATE TABLE IF NOT EXISTS peers (
+    name        TEXT PRIMARY KEY,
+    base_url    TEXT NOT NULL,
+    public_key  TEXT NOT NULL,
+    org         TEXT NOT NULL,
+    remote_org  TEXT,
+    may_query   INTEGER NOT NULL,
+    description TEXT NOT NULL,
+    managed     INTEGER NOT NULL,
     created_ms  INTEGER NOT NULL
 );
+
+CREATE TABLE IF NOT EXISTS dicom_nodes (
+    name              TEXT PRIMARY KEY,
+    ae_title          TEXT NOT NULL,
+    host              TEXT NOT NULL,
+    port              INTEGER NOT NULL,
+    -- JSON array of transfer syntax UIDs.
+    transfer_syntaxes TEXT NOT NULL,
+    org               TEXT NOT NULL,
+    description       TEXT NOT NULL,
+    managed           INTEGER NOT NULL,
+    created_ms        INTEGER NOT NULL
+);
+
+-- sort_order is Route::order (ORDER is an SQL keyword); routes are read whole, in
+-- (sort_order, id) order, by every ingest's routing (the table is small).
+CREATE TABLE IF NOT EXISTS routes (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    org          TEXT NOT NULL,
+    enabled      INTEGER NOT NULL,
+    sort_order   INTEGER NOT NULL,
+    -- JSON of RouteMatch.
+    matcher      TEXT NOT NULL,
+    -- JSON array of RouteDestination.
+    destinations TEXT NOT NULL,
+    priority     INTEGER NOT NULL,
+    deid         TEXT,
+    managed      INTEGER NOT NULL,
+    created_ms   INTEGER NOT NULL
+);
+
+-- Studies delivered here by peers; listed most recently updated first, per org or overall.
+CREATE TABLE IF NOT EXISTS arrivals (
+    org                TEXT NOT NULL,
+    study_uid          TEXT NOT NULL,
+    from_peer          TEXT NOT NULL,
+    priority           INTEGER NOT NULL,
+    manifest_instances INTEGER NOT NULL,
+    complete_ms        INTEGER NOT NULL,
+    updated_ms         INTEGER NOT NULL,
+    PRIMARY KEY (org, study_uid)
+);
+CREATE INDEX IF NOT EXISTS arrivals_updated ON arrivals (updated_ms DESC, org, study_uid);
+CREATE INDEX IF NOT EXISTS arrivals_org ON arrivals (org, updated_ms DESC, study_uid);
 
 -- ---- Directory (issue 4): organisations, users, credentials, grants, AE titles, links. ----
 -- Written only by the writer task (Directory::apply), each apply with its audit records in one

@@ -13,6 +13,8 @@ use super::SqliteIndex;
 mod audit;
 mod directory;
 mod migration;
+mod outbox;
+mod registry;
 
 fn record(p: usize, st: usize, se: usize, i: usize, sha: &str) -> InstanceRecord {
     let names = [

@@ -6,7 +6,7 @@
 //! answers every caller. Audit events (ingest side records, directory and registry changes,
 //! plain appends) are chained by [`Chain`], which lives exactly as long as one transaction.
 //! When a committed request added outbox jobs or made some ready, the task moves the outbox's
-//! change counter after the commit ([`vesalius_store::Outbox::changes`]).
+//! change counter after the commit and before answering ([`vesalius_store::Outbox::changes`]).
 
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection, Executor, Row};
@@ -163,22 +163,25 @@ pub(crate) async fn writer_task(
                 Err(_) => break,
             }
         }
-        if run_batch(&mut conn, batch).await {
-            changes.send_modify(|c| *c = c.wrapping_add(1));
-        }
+        run_batch(&mut conn, batch, &changes).await;
     }
     let _ = conn.close().await;
 }
 
-/// Runs a batch in one transaction and answers every request after the commit. True when the
-/// transaction committed a request that added outbox jobs or made some ready.
-pub(crate) async fn run_batch(conn: &mut SqliteConnection, batch: Vec<WriteOp>) -> bool {
+/// Runs a batch in one transaction and answers every request after the commit. When the
+/// transaction committed a request that added outbox jobs or made some ready, `changes` moves
+/// after the commit and before the answers (so a caller's enqueue has signalled when it returns).
+pub(crate) async fn run_batch(
+    conn: &mut SqliteConnection,
+    batch: Vec<WriteOp>,
+    changes: &watch::Sender<u64>,
+) {
     metrics::histogram!("vesalius_index_commit_batch").record(batch.len() as f64);
     if let Err(e) = conn.execute("BEGIN IMMEDIATE").await.map_err(db_err) {
         for op in batch {
             op.fail(&e);
         }
-        return false;
+        return;
     }
     // The chain head is read again in every transaction (see `crate::audit`).
     let mut chain = Chain::default();
@@ -208,7 +211,7 @@ pub(crate) async fn run_batch(conn: &mut SqliteConnection, batch: Vec<WriteOp>) 
         for d in finished {
             (d.answer)(None);
         }
-        return false;
+        return;
     }
     // Durable here (WAL + synchronous=FULL): only now may anyone acknowledge.
     let committed = conn.execute("COMMIT").await.map_err(db_err);
@@ -216,11 +219,12 @@ pub(crate) async fn run_batch(conn: &mut SqliteConnection, batch: Vec<WriteOp>) 
         let _ = conn.execute("ROLLBACK").await;
         tracing::error!(error = %e, "index commit failed");
     }
-    let wakes = committed.is_ok() && finished.iter().any(|d| d.ok && d.wakes);
+    if committed.is_ok() && finished.iter().any(|d| d.ok && d.wakes) {
+        changes.send_modify(|c| *c = c.wrapping_add(1));
+    }
     for d in finished {
         (d.answer)(committed.as_ref().err());
     }
-    wakes
 }
 
 fn clone_err(e: &Error) -> Error {

@@ -207,7 +207,7 @@ async fn batch(path: &std::path::Path, ops: Vec<WriteOp>) {
         .connect()
         .await
         .unwrap();
-    run_batch(&mut conn, ops).await;
+    run_batch(&mut conn, ops, &tokio::sync::watch::channel(0).0).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

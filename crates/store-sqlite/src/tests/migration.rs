@@ -4,9 +4,10 @@ use std::path::Path;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::{ConnectOptions, Connection, Executor};
-use vesalius_store::Index;
 use vesalius_store::audit::{AuditLog, GENESIS_HASH};
+use vesalius_store::outbox::{JobFilter, JobState, NewJob, Outbox};
 use vesalius_store::query::Scope;
+use vesalius_store::{Directory, Index};
 
 use super::directory::admin_event;
 use crate::{SCHEMA_VERSION, SqliteIndex};
@@ -24,8 +25,19 @@ async fn schema_1_database(path: &Path, audit_rows: usize) {
         .execute(&mut conn)
         .await
         .unwrap();
-    conn.execute(
-        "INSERT INTO patients (id, org, issuer, patient_id, name, name_norm, birth_date, sex) \
+    conn.execute(ONE_INSTANCE).await.unwrap();
+    for _ in 0..audit_rows {
+        conn.execute(
+            "INSERT INTO audit (action, details, created_ms) VALUES ('instance-stored', '{}', 1)",
+        )
+        .await
+        .unwrap();
+    }
+    conn.close().await.unwrap();
+}
+
+/// One patient, study, series and instance, in the tables schemas 1 and 2 share.
+const ONE_INSTANCE: &str = "INSERT INTO patients (id, org, issuer, patient_id, name, name_norm, birth_date, sex) \
            VALUES (1, 'default', '', 'PID1', 'Doe^Jane', 'DOE^JANE', '19700101', 'F'); \
          INSERT INTO studies (id, org, study_uid, patient_pk, date, time, accession, referring, \
            referring_norm, description, study_id, modalities, sop_classes, num_series, \
@@ -38,19 +50,7 @@ async fn schema_1_database(path: &Path, audit_rows: usize) {
            sha256, status, received_ms, source, attrs, metadata, frames) \
            VALUES (1, 'default', '1.2.3.1.1', '1.2.840.10008.5.1.4.1.1.2', 1, \
            '1.2.840.10008.1.2.1', 'default/1.2.3/1.2.3.1/1.2.3.1.1.aa', 100, 'aa', 0, 1, \
-           'test', '{}', '{}', '{\"frames\":[]}');",
-    )
-    .await
-    .unwrap();
-    for _ in 0..audit_rows {
-        conn.execute(
-            "INSERT INTO audit (action, details, created_ms) VALUES ('instance-stored', '{}', 1)",
-        )
-        .await
-        .unwrap();
-    }
-    conn.close().await.unwrap();
-}
+           'test', '{}', '{}', '{\"frames\":[]}');";
 
 async fn scalar(idx: &SqliteIndex, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql)
@@ -147,4 +147,100 @@ async fn a_newer_schema_is_refused_untouched() {
     .await
     .unwrap();
     assert_eq!(details, 1);
+}
+
+/// A database as the issue 4 build left it (schema 2): one instance, one organisation, and
+/// stub outbox rows (ids 1 and 3; 2 was deleted).
+async fn schema_2_database(path: &Path) {
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::raw_sql(include_str!("schema_v2.sql"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.execute(ONE_INSTANCE).await.unwrap();
+    conn.execute(
+        "INSERT INTO orgs (id, name, created_ms) VALUES ('a', 'Org A', 1); \
+         INSERT INTO outbox (id, kind, queue, payload, created_ms) VALUES \
+           (1, 'route', 'peer:hub', '{\"n\":1}', 10), (3, 'route', 'node:pacs', '{}', 30); \
+         PRAGMA user_version = 2;",
+    )
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_2_database_upgrades_and_keeps_its_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.db");
+    schema_2_database(&path).await;
+
+    let idx = SqliteIndex::open(&path).await.unwrap();
+    assert_eq!(scalar(&idx, "PRAGMA user_version").await, SCHEMA_VERSION);
+    assert_eq!(idx.stats().await.unwrap().instances, 1);
+    assert_eq!(idx.org("a").await.unwrap().unwrap().name, "Org A");
+    assert_eq!(
+        scalar(
+            &idx,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'outbox_v2'"
+        )
+        .await,
+        0
+    );
+    // The stub rows are ready jobs of no study, with their ids and creation times.
+    let jobs = idx.jobs(&JobFilter::default()).await.unwrap();
+    let summary: Vec<_> = jobs
+        .iter()
+        .map(|j| {
+            (
+                j.id,
+                j.job.queue.as_str(),
+                j.job.study_uid.as_str(),
+                j.job.payload.as_str(),
+                j.state,
+                j.attempts,
+                j.created_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, "peer:hub", "", r#"{"n":1}"#, JobState::Ready, 0, 10),
+            (3, "node:pacs", "", "{}", JobState::Ready, 0, 30)
+        ]
+    );
+    let leased = idx.lease("peer:hub", "w", 5, 100, 1_000).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    // New ids continue after the highest old one.
+    let job = NewJob {
+        kind: "transfer".into(),
+        queue: "peer:hub".into(),
+        study_uid: "1.2.3".into(),
+        payload: "{}".into(),
+        priority: 0,
+        not_before_ms: 0,
+        dedupe_key: Some("k".into()),
+    };
+    assert_eq!(idx.enqueue(vec![job], 200).await.unwrap(), [4]);
+    drop(idx);
+
+    // Opening again changes nothing.
+    let idx = SqliteIndex::open(&path).await.unwrap();
+    assert_eq!(scalar(&idx, "PRAGMA user_version").await, SCHEMA_VERSION);
+    assert_eq!(idx.jobs(&JobFilter::default()).await.unwrap().len(), 3);
+    assert_eq!(
+        scalar(
+            &idx,
+            "SELECT count(*) FROM outbox WHERE state = 'leased' AND lease_owner = 'w'"
+        )
+        .await,
+        1
+    );
 }

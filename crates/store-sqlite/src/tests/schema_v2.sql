@@ -1,0 +1,279 @@
+-- The index schema as issue 4 left it (user_version 2), kept for the migration test.
+-- One row per patient, study, series and instance version.
+CREATE TABLE IF NOT EXISTS patients (
+    id          INTEGER PRIMARY KEY,
+    org         TEXT NOT NULL,
+    issuer      TEXT NOT NULL,
+    patient_id  TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    -- Upper-cased name: case-insensitive matching with an index-friendly GLOB prefix.
+    name_norm   TEXT NOT NULL,
+    birth_date  TEXT NOT NULL,
+    sex         TEXT NOT NULL,
+    UNIQUE (org, issuer, patient_id)
+);
+CREATE INDEX IF NOT EXISTS patients_name ON patients (name_norm);
+CREATE INDEX IF NOT EXISTS patients_pid ON patients (patient_id);
+
+CREATE TABLE IF NOT EXISTS studies (
+    id            INTEGER PRIMARY KEY,
+    org           TEXT NOT NULL,
+    study_uid     TEXT NOT NULL,
+    patient_pk    INTEGER NOT NULL REFERENCES patients (id),
+    date          TEXT NOT NULL,
+    time          TEXT NOT NULL,
+    accession     TEXT NOT NULL,
+    referring     TEXT NOT NULL,
+    referring_norm TEXT NOT NULL,
+    description   TEXT NOT NULL,
+    study_id      TEXT NOT NULL,
+    -- Modalities of current series as '\CT\MR\' so a LIKE '%\CT\%' finds one.
+    modalities    TEXT NOT NULL DEFAULT '\',
+    sop_classes   TEXT NOT NULL DEFAULT '\',
+    num_series    INTEGER NOT NULL DEFAULT 0,
+    num_instances INTEGER NOT NULL DEFAULT 0,
+    attrs         TEXT NOT NULL,
+    updated_ms    INTEGER NOT NULL,
+    UNIQUE (org, study_uid)
+);
+CREATE INDEX IF NOT EXISTS studies_uid ON studies (study_uid);
+CREATE INDEX IF NOT EXISTS studies_date ON studies (date);
+CREATE INDEX IF NOT EXISTS studies_accession ON studies (accession);
+CREATE INDEX IF NOT EXISTS studies_patient ON studies (patient_pk);
+
+CREATE TABLE IF NOT EXISTS series (
+    id            INTEGER PRIMARY KEY,
+    study_pk      INTEGER NOT NULL REFERENCES studies (id),
+    series_uid    TEXT NOT NULL,
+    modality      TEXT NOT NULL,
+    number        INTEGER,
+    description   TEXT NOT NULL,
+    num_instances INTEGER NOT NULL DEFAULT 0,
+    attrs         TEXT NOT NULL,
+    UNIQUE (study_pk, series_uid)
+);
+CREATE INDEX IF NOT EXISTS series_uid ON series (series_uid);
+
+-- status: 0 current, 1 prior version, 2 rejected (IOCM).
+CREATE TABLE IF NOT EXISTS instances (
+    id            INTEGER PRIMARY KEY,
+    series_pk     INTEGER NOT NULL REFERENCES series (id),
+    org           TEXT NOT NULL,
+    sop_uid       TEXT NOT NULL,
+    sop_class     TEXT NOT NULL,
+    number        INTEGER,
+    ts            TEXT NOT NULL,
+    blob_key      TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    sha256        TEXT NOT NULL,
+    status        INTEGER NOT NULL DEFAULT 0,
+    superseded_ms INTEGER NOT NULL DEFAULT 0,
+    received_ms   INTEGER NOT NULL,
+    source        TEXT NOT NULL,
+    attrs         TEXT NOT NULL,
+    metadata      TEXT NOT NULL,
+    frames        TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS instances_current ON instances (org, sop_uid) WHERE status = 0;
+CREATE INDEX IF NOT EXISTS instances_sop ON instances (sop_uid);
+CREATE INDEX IF NOT EXISTS instances_series ON instances (series_pk, status, number);
+
+-- Durable work committed with the instance that caused it (routing, analysis).
+CREATE TABLE IF NOT EXISTS outbox (
+    id          INTEGER PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    queue       TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL
+);
+
+-- ---- Directory (issue 4): organisations, users, credentials, grants, AE titles, links. ----
+-- Written only by the writer task (Directory::apply), each apply with its audit records in one
+-- savepoint. Secrets are stored as SHA-256 hex or argon2id PHC strings, never in clear.
+-- Records refer to each other by id without foreign keys (vesalius_store::directory).
+
+CREATE TABLE IF NOT EXISTS orgs (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS users (
+    id            TEXT PRIMARY KEY,
+    username      TEXT NOT NULL UNIQUE,
+    display_name  TEXT NOT NULL,
+    email         TEXT NOT NULL,
+    -- JSON array of {"org", "role"}: always read whole with its user.
+    memberships   TEXT NOT NULL,
+    password_hash TEXT,
+    oidc_issuer   TEXT,
+    oidc_subject  TEXT,
+    service       INTEGER NOT NULL,
+    disabled      INTEGER NOT NULL,
+    must_change_password INTEGER NOT NULL,
+    created_ms    INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS users_oidc ON users (oidc_issuer, oidc_subject)
+    WHERE oidc_issuer IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id          TEXT PRIMARY KEY,
+    secret_hash TEXT NOT NULL,
+    user_id     TEXT NOT NULL,
+    org         TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    expires_ms  INTEGER,
+    revoked     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS api_tokens_org ON api_tokens (org);
+CREATE INDEX IF NOT EXISTS api_tokens_user ON api_tokens (user_id);
+
+CREATE TABLE IF NOT EXISTS sessions (
+    id_hash     TEXT PRIMARY KEY,
+    user_id     TEXT NOT NULL,
+    org         TEXT NOT NULL,
+    csrf        TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    expires_ms  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id);
+CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_ms);
+
+-- grantee_kind 'org' | 'user'; subject_kind 'study' (study_uid) | 'patient' (issuer, patient_id).
+CREATE TABLE IF NOT EXISTS grants (
+    id             TEXT PRIMARY KEY,
+    owner_org      TEXT NOT NULL,
+    grantee_kind   TEXT NOT NULL,
+    grantee_id     TEXT NOT NULL,
+    subject_kind   TEXT NOT NULL,
+    study_uid      TEXT,
+    patient_issuer TEXT,
+    patient_id     TEXT,
+    expires_ms     INTEGER,
+    break_glass    INTEGER NOT NULL,
+    reason         TEXT NOT NULL,
+    created_by     TEXT NOT NULL,
+    created_ms     INTEGER NOT NULL,
+    revoked        INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS grants_grantee ON grants (grantee_kind, grantee_id);
+CREATE INDEX IF NOT EXISTS grants_owner ON grants (owner_org);
+
+CREATE TABLE IF NOT EXISTS ae_titles (
+    ae_title      TEXT PRIMARY KEY,
+    org           TEXT NOT NULL,
+    -- JSON array of IPs / CIDR blocks; empty means any.
+    allowed_addrs TEXT NOT NULL,
+    listen_host   TEXT,
+    listen_port   INTEGER,
+    description   TEXT NOT NULL,
+    may_query     INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS share_links (
+    id               TEXT PRIMARY KEY,
+    secret_hash      TEXT NOT NULL,
+    org              TEXT NOT NULL,
+    study_uid        TEXT NOT NULL,
+    allow_download   INTEGER NOT NULL,
+    passcode_hash    TEXT,
+    birth_date_check TEXT,
+    created_by       TEXT NOT NULL,
+    created_ms       INTEGER NOT NULL,
+    expires_ms       INTEGER NOT NULL,
+    revoked          INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS share_links_org ON share_links (org);
+
+CREATE TABLE IF NOT EXISTS upload_links (
+    id          TEXT PRIMARY KEY,
+    secret_hash TEXT NOT NULL,
+    org         TEXT NOT NULL,
+    label       TEXT NOT NULL,
+    max_bytes   INTEGER NOT NULL,
+    used_bytes  INTEGER NOT NULL,
+    created_by  TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    expires_ms  INTEGER NOT NULL,
+    revoked     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS upload_links_org ON upload_links (org);
+
+CREATE TABLE IF NOT EXISTS settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- Login/link throttling (vesalius_store::directory::ThrottleRecord). expires_ms: from then on
+-- the row says nothing; the writer deletes such rows whenever it counts a failure.
+CREATE TABLE IF NOT EXISTS throttle (
+    key             TEXT PRIMARY KEY,
+    failures        INTEGER NOT NULL,
+    window_start_ms INTEGER NOT NULL,
+    window_ms       INTEGER NOT NULL,
+    locked_until_ms INTEGER NOT NULL,
+    expires_ms      INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS throttle_expiry ON throttle (expires_ms);
+
+-- ---- Audit trail: append-only, hash-chained (vesalius_store::audit). ----
+-- hash = sha256(seq "\n" prev_hash "\n" event), event = the canonical JSON of the AuditEvent;
+-- the other columns copy fields of `event` for searching. Version 1's placeholder
+-- `audit(id, action, details, created_ms)` is dropped or renamed by the migration (schema.rs).
+CREATE TABLE IF NOT EXISTS audit (
+    seq            INTEGER PRIMARY KEY,
+    prev_hash      TEXT NOT NULL,
+    hash           TEXT NOT NULL,
+    time_ms        INTEGER NOT NULL,
+    action         TEXT NOT NULL,
+    outcome        TEXT NOT NULL,
+    actor_kind     TEXT NOT NULL,
+    actor_id       TEXT NOT NULL,
+    actor_org      TEXT NOT NULL,
+    org            TEXT NOT NULL,
+    patient_issuer TEXT,
+    patient_id     TEXT,
+    study_uid      TEXT,
+    event          TEXT NOT NULL
+);
+-- Searches are newest first within one key: (key, seq) serves both the filter and the order.
+CREATE INDEX IF NOT EXISTS audit_org ON audit (org, seq);
+CREATE INDEX IF NOT EXISTS audit_study ON audit (study_uid, seq) WHERE study_uid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS audit_patient ON audit (patient_id, patient_issuer, seq)
+    WHERE patient_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS audit_actor ON audit (actor_id, seq);
+CREATE INDEX IF NOT EXISTS audit_actor_org ON audit (actor_org, seq);
+CREATE INDEX IF NOT EXISTS audit_time ON audit (time_ms);
+
+-- The database itself refuses what would break the chain: a record that is not the next seq
+-- or does not link to its predecessor, and any update or delete. (This guards against bugs and
+-- a second writer; against someone editing the file, the hashes and signed checkpoints do.)
+CREATE TRIGGER IF NOT EXISTS audit_linear BEFORE INSERT ON audit
+WHEN NEW.seq <> coalesce((SELECT max(seq) FROM audit), 0) + 1
+  OR NEW.prev_hash <> coalesce((SELECT hash FROM audit WHERE seq = NEW.seq - 1),
+        '0000000000000000000000000000000000000000000000000000000000000000')
+BEGIN
+    SELECT RAISE(ABORT, 'audit records are appended in order, each linked to the last');
+END;
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN
+    SELECT RAISE(ABORT, 'audit records are append-only');
+END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN
+    SELECT RAISE(ABORT, 'audit records are append-only');
+END;
+
+-- Signed checkpoints of the chain (several may cover one seq), ordered by (seq, id).
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    id         INTEGER PRIMARY KEY,
+    seq        INTEGER NOT NULL,
+    hash       TEXT NOT NULL,
+    time_ms    INTEGER NOT NULL,
+    alg        TEXT NOT NULL,
+    key_id     TEXT NOT NULL,
+    signature  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_checkpoints_seq ON audit_checkpoints (seq, id);
