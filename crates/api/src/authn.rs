@@ -8,6 +8,12 @@
 //! - `Authorization: Bearer vsu_{link}.{secret}`: a guest upload link (STOW-RS into the
 //!   organisation's quarantine inbox), admitted only with a `Content-Length` it still accepts.
 //! - The `vesalius_link` cookie: a share-link visitor whose link (and passcode) was checked.
+//! - `Authorization: Vesalius-Peer <token>`: another Vesalius site (issue 5,
+//!   [`vesalius_auth::peer`]). The token must be signed for this request's method and exact
+//!   `uri.path_and_query()`; the caller is the peer's `Peer` principal, and a
+//!   [`vesalius_auth::peer::PeerRequest`] extension carries the token's `jti` for handlers to
+//!   sign their answer with. A refused token is a 401 whose message is the refusal's code
+//!   (`wrong-key`, `expired`, …), on every path: there is no fallback to anonymous service.
 //! - Invalid, expired or revoked credentials: 401 `{"error": "unauthorized"}`, never a fallback.
 //! - No credentials: 401 as well when [`AuthnOptions::required`] (the default); open paths
 //!   (`/healthz`, `/readyz`, `/metrics`, login and first-start set-up) are always served.
@@ -90,6 +96,24 @@ pub async fn authenticate(State(a): State<Authn>, mut req: Request, next: Next) 
         .unwrap_or_default();
     let user_agent = header_str(req.headers(), header::USER_AGENT.as_str()).to_owned();
     let origin = vesalius_auth::Origin::new(&source, &user_agent);
+    let authorization = header_str(req.headers(), header::AUTHORIZATION.as_str());
+    if let Some(token) = vesalius_auth::peer::peer_token(authorization).map(str::to_owned) {
+        // The path exactly as the peer signed it: no decoding, no normalisation.
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map_or("", |p| p.as_str())
+            .to_owned();
+        let method = req.method().as_str().to_owned();
+        return match peer(&a, &token, &method, &path_and_query, origin).await {
+            Ok((caller, peer)) => {
+                req.extensions_mut().insert(caller);
+                req.extensions_mut().insert(peer);
+                next.run(req).await
+            }
+            Err(r) => r,
+        };
+    }
     let resolved = match credentials(&a, req.headers(), req.method(), origin).await {
         Ok(p) => p,
         // A stale session cookie or an expired link pass must not lock anybody out of the
@@ -124,6 +148,38 @@ pub async fn authenticate(State(a): State<Authn>, mut req: Request, next: Next) 
         user_agent,
     });
     next.run(req).await
+}
+
+/// A peer site's request (`Authorization: Vesalius-Peer …`): its caller and token, or the
+/// response refusing it.
+async fn peer(
+    a: &Authn,
+    token: &str,
+    method: &str,
+    path_and_query: &str,
+    origin: vesalius_auth::Origin<'_>,
+) -> Result<(Caller, vesalius_auth::peer::PeerRequest), Response> {
+    match a
+        .auth
+        .authenticate_peer(token, method, path_and_query, origin)
+        .await
+    {
+        Ok(x) => Ok(x),
+        Err(vesalius_auth::Error::Peer(e)) => Err((
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, vesalius_auth::peer::AUTH_SCHEME)],
+            Json(json!({"error": "unauthorized", "message": e.code()})),
+        )
+            .into_response()),
+        Err(e) => {
+            tracing::error!(error = %e, "authenticating a peer");
+            Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "unavailable", "message": "access control unavailable"})),
+            )
+                .into_response())
+        }
+    }
 }
 
 /// A header's value as text ("" when absent or not text).
@@ -212,4 +268,119 @@ async fn upload_link(
         .upload_link_open(id, secret, len, origin)
         .await
         .map_err(crate::session::error)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::extract::Extension;
+    use axum::routing::any;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    use vesalius_auth::AuthOptions;
+    use vesalius_auth::audit_chain::SiteKey;
+    use vesalius_auth::peer::{PeerRequest, SiteIdentity};
+    use vesalius_store::Registry;
+    use vesalius_store::memory_directory::{MemoryAuditLog, MemoryDirectory};
+    use vesalius_store::registry::{MemoryRegistry, Peer, RegistryChange};
+
+    use super::*;
+
+    /// A site `clinic` that registered `hub`; the router answers who called and the token's jti.
+    async fn setup() -> (Router, SiteIdentity, SiteIdentity) {
+        let log = Arc::new(MemoryAuditLog::new());
+        let dir = Arc::new(MemoryDirectory::new(log.clone()));
+        let registry = Arc::new(MemoryRegistry::new(log.clone()));
+        let hub = SiteIdentity::from_site_key("hub", &SiteKey::generate());
+        let here = SiteIdentity::from_site_key("clinic", &SiteKey::generate());
+        let peer = Peer {
+            name: "hub".into(),
+            base_url: "https://hub.example.org".into(),
+            public_key: hub.public_key(),
+            org: "a".into(),
+            remote_org: None,
+            may_query: true,
+            description: String::new(),
+            managed: false,
+            created_ms: 0,
+        };
+        registry
+            .apply(vec![RegistryChange::PutPeer(peer)], vec![])
+            .await
+            .unwrap();
+        let auth = Authenticator::new(dir, log, AuthOptions::new())
+            .with_registry(registry)
+            .with_peer_identity(here.clone());
+        let authn = Authn::new(Arc::new(auth), AuthnOptions::default());
+        let app = Router::new()
+            .fallback(any(
+                |Extension(c): Extension<Caller>, Extension(p): Extension<PeerRequest>| async move {
+                    Json(json!({"actor": c.principal.actor.name, "org": c.org(), "jti": p.jti}))
+                },
+            ))
+            .layer(axum::middleware::from_fn_with_state(authn, authenticate));
+        (app, hub, here)
+    }
+
+    async fn call(
+        app: &Router,
+        method: &str,
+        uri: &str,
+        auth: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, auth)
+            .body(Body::empty())
+            .unwrap();
+        let r = app.clone().oneshot(req).await.unwrap();
+        let status = r.status();
+        let b = r.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&b).unwrap())
+    }
+
+    #[tokio::test]
+    async fn peer_tokens_authenticate_exactly_their_request() {
+        let (app, hub, here) = setup().await;
+        let uri = "/dicomweb/studies?PatientID=p%201&org=a";
+        let token = hub.sign_request(
+            &here.public_key(),
+            "GET",
+            uri,
+            None,
+            vesalius_auth::now_ms(),
+        );
+        let scheme = format!("Vesalius-Peer {token}");
+        let (status, body) = call(&app, "GET", uri, &scheme).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["actor"], "peer:hub");
+        assert_eq!(body["org"], "a");
+        assert_eq!(
+            body["jti"].as_str(),
+            vesalius_auth::peer::token_jti(&token).as_deref()
+        );
+        // Another query string, another method, another path: refused, with the code.
+        for (m, u) in [
+            ("GET", "/dicomweb/studies?PatientID=p%201&org=b"),
+            ("POST", uri),
+            ("GET", "/healthz"),
+        ] {
+            let (status, body) = call(&app, m, u, &scheme).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{m} {u}");
+            assert_eq!(
+                body,
+                json!({"error": "unauthorized", "message": "wrong-request"})
+            );
+        }
+        let (status, body) = call(&app, "GET", uri, "Vesalius-Peer nonsense").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["message"], "malformed");
+        // A token for another site.
+        let stray = hub.sign_request(&hub.public_key(), "GET", uri, None, vesalius_auth::now_ms());
+        let (status, body) = call(&app, "GET", uri, &format!("Vesalius-Peer {stray}")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["message"], "wrong-audience");
+    }
 }

@@ -70,6 +70,9 @@ pub enum Error {
     /// The OpenID Connect response was refused (state, code, ID token).
     #[error("identity provider response refused: {0}")]
     OidcRejected(String),
+    /// A peer site's request token is refused (see [`crate::peer::PeerAuthError::code`]).
+    #[error("peer authentication: {0}")]
+    Peer(#[from] crate::peer::PeerAuthError),
     /// The directory or audit log failed.
     #[error("{0}")]
     Store(#[from] vesalius_store::Error),
@@ -83,7 +86,8 @@ impl Error {
             | Error::Expired(_)
             | Error::Revoked(_)
             | Error::MalformedToken
-            | Error::OidcRejected(_) => ErrorKind::Unauthorized,
+            | Error::OidcRejected(_)
+            | Error::Peer(_) => ErrorKind::Unauthorized,
             Error::OidcProvider(_) => ErrorKind::Unavailable,
             Error::Locked { .. } => ErrorKind::TooManyRequests,
             Error::Csrf | Error::Forbidden(_) => ErrorKind::Forbidden,

@@ -10,9 +10,11 @@
 //! - [`policy`]: the one decision function, [`policy::authorize`], and the query filter,
 //!   [`policy::access`]. Every entry point (DICOMweb, DIMSE, JSON API, CLI) calls them.
 //! - [`authenticator`]: turns credentials (login, session cookie, bearer token, calling AE title,
-//!   share and upload links, first-start setup) into a [`Principal`], with throttling, lockout
-//!   and audit; break-glass; the privacy-officer report.
+//!   peer-site token, share and upload links, first-start setup) into a [`Principal`], with
+//!   throttling, lockout and audit; break-glass; the privacy-officer report.
 //! - [`oidc`]: OpenID Connect login (authorization code + PKCE) and identity-to-user mapping.
+//! - [`peer`]: site-to-site authentication: the site's peer key, signed request tokens
+//!   (`Authorization: Vesalius-Peer …`) and signed answers.
 //! - [`audit_chain`]: the site key, signed checkpoints and verification of the hash chain.
 //! - [`caller`]: a principal resolved for one request, as front ends carry it.
 //! - [`cookie`]: the session cookie and header parsing, as plain strings.
@@ -39,6 +41,7 @@ pub mod fhir;
 pub mod net;
 pub mod oidc;
 pub mod password;
+pub mod peer;
 pub mod policy;
 pub mod principal;
 pub mod secret;

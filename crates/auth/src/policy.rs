@@ -15,8 +15,12 @@
 //!   stating a reason; the resulting short grant is flagged, and every decision it supports says
 //!   so ([`Basis::Grant`] with `break_glass`), so that the access is audited as such.
 //! - Links act for their organisation but see only their study (share links) or can only upload
-//!   into the quarantine inbox (upload links). Peers are refused until the exchange issue defines
-//!   them. The server itself ([`Principal::system`]) may do everything.
+//!   into the quarantine inbox (upload links). The server itself ([`Principal::system`]) may do
+//!   everything.
+//! - Peer sites ([`crate::peer`]) act like calling AE titles: a service in the local
+//!   organisation they are registered with, storing into it, and searching and retrieving what it
+//!   holds only when registered with `may_query`; grants never apply to them and nothing
+//!   administrative is theirs.
 //! - A user who must change their password may do nothing else first.
 //!
 //! Organisation-level actions ([`Action::Store`], [`Action::Upload`], [`Action::ManageOrg`],
@@ -213,8 +217,6 @@ pub enum DenyReason {
     SiteOnly,
     /// The action needs a study (break-glass, share links) or an organisation.
     WrongResource,
-    /// Peers are not yet given any rights.
-    PeerNotSupported,
 }
 
 impl DenyReason {
@@ -230,7 +232,6 @@ impl DenyReason {
             DenyReason::AlreadyVisible => "already-visible",
             DenyReason::SiteOnly => "site-only",
             DenyReason::WrongResource => "wrong-resource",
-            DenyReason::PeerNotSupported => "peer-not-supported",
         }
     }
 }
@@ -421,7 +422,6 @@ pub fn authorize(
     }
     match &principal.kind {
         PrincipalKind::System => Decision::Allow(Basis::System),
-        PrincipalKind::Peer { .. } => Decision::Deny(DenyReason::PeerNotSupported),
         PrincipalKind::ShareLink {
             study_uid,
             allow_download,
@@ -441,7 +441,8 @@ pub fn authorize(
                 Decision::Deny(DenyReason::OutsideLink)
             }
         }
-        PrincipalKind::Ae { may_query, .. } => {
+        // Services of the organisation: DICOM devices and peer sites.
+        PrincipalKind::Ae { may_query, .. } | PrincipalKind::Peer { may_query, .. } => {
             let allowed: &[Action] = if *may_query {
                 &[Action::Query, Action::Retrieve, Action::Store]
             } else {
@@ -571,11 +572,11 @@ pub fn access(principal: &Principal, grants: &[Grant], now_ms: i64) -> Option<Ac
     let org = principal.org.clone();
     match &principal.kind {
         PrincipalKind::System => return None,
-        PrincipalKind::Peer { .. } | PrincipalKind::UploadLink { .. } => {}
+        PrincipalKind::UploadLink { .. } => {}
         PrincipalKind::ShareLink { study_uid, .. } => {
             a.studies.extend(org.map(|o| (o, study_uid.clone())));
         }
-        PrincipalKind::Ae { may_query, .. } => {
+        PrincipalKind::Ae { may_query, .. } | PrincipalKind::Peer { may_query, .. } => {
             if *may_query {
                 a.orgs.extend(org);
             }

@@ -44,10 +44,14 @@ pub enum PrincipalKind {
         /// The link id.
         link_id: String,
     },
-    /// A peer site (the exchange issue defines what it may do; for now nothing).
+    /// A peer site (another Vesalius site, by its signed request token): acts as a service in
+    /// the local organisation it is registered with.
     Peer {
-        /// The peer's name.
+        /// The peer's name in the registry.
         name: String,
+        /// Whether it may search and retrieve (federated search, remote viewing), not only
+        /// store.
+        may_query: bool,
     },
     /// The server itself and local administration (`vesalius admin` on the data directory).
     System,
@@ -60,9 +64,9 @@ pub struct Principal {
     pub actor: Actor,
     /// How it authenticated.
     pub kind: PrincipalKind,
-    /// The organisation it acts in (`None` for the system and peers).
+    /// The organisation it acts in (`None` for the system).
     pub org: Option<OrgId>,
-    /// The role it acts with (users and tokens; AE titles act as [`Role::Service`]).
+    /// The role it acts with (users and tokens; AE titles and peers act as [`Role::Service`]).
     pub role: Option<Role>,
     /// The user, for sessions and tokens.
     pub user_id: Option<UserId>,
@@ -193,19 +197,23 @@ impl Principal {
         }
     }
 
-    /// A peer site.
-    pub fn peer(name: &str) -> Self {
+    /// A peer site acting in the local organisation `org` (its registry entry's `org`), audited
+    /// as `peer:NAME`.
+    pub fn peer(name: &str, org: &str, may_query: bool) -> Self {
         Principal {
             actor: Actor {
                 kind: ActorKind::Peer,
                 id: name.into(),
-                name: name.into(),
-                org: String::new(),
-                role: String::new(),
+                name: format!("peer:{name}"),
+                org: org.into(),
+                role: Role::Service.as_str().into(),
             },
-            kind: PrincipalKind::Peer { name: name.into() },
-            org: None,
-            role: None,
+            kind: PrincipalKind::Peer {
+                name: name.into(),
+                may_query,
+            },
+            org: Some(org.into()),
+            role: Some(Role::Service),
             user_id: None,
             must_change_password: false,
         }
@@ -234,7 +242,13 @@ mod tests {
         assert_eq!(p.actor.role, "clinician");
         assert_eq!(p.user_id.as_deref(), Some("u1"));
         assert!(Principal::system().is_system());
-        assert_eq!(Principal::peer("hub").org_str(), "");
+        let peer = Principal::peer("hub", "a", false);
+        assert_eq!(peer.org_str(), "a");
+        assert_eq!(peer.actor.kind, ActorKind::Peer);
+        assert_eq!(
+            (peer.actor.id.as_str(), peer.actor.name.as_str()),
+            ("hub", "peer:hub")
+        );
         assert_eq!(Principal::ae("CT1", "a", false).role, Some(Role::Service));
     }
 }

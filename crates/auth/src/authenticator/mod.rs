@@ -10,6 +10,7 @@
 //! | share link id + secret (+ passcode, birth date) | [`Authenticator::share_link_open`] | `ShareLink` |
 //! | upload link id + secret | [`Authenticator::upload_link_open`] | `UploadLink` |
 //! | one-time setup token | [`Authenticator::complete_setup`] → session | — |
+//! | `Authorization: Vesalius-Peer …` (a peer site) | [`Authenticator::authenticate_peer`] | `Peer` |
 //!
 //! # Invariants
 //! - Secrets are compared in constant time and only their SHA-256 is stored; passwords and
@@ -27,6 +28,7 @@
 mod ae;
 mod glass;
 mod links;
+mod peers;
 mod sessions;
 mod setup;
 mod tokens;
@@ -42,19 +44,21 @@ use serde_json::{Value as Json, json};
 use vesalius_store::audit::{Actor, ActorKind, AuditEvent, Outcome};
 use vesalius_store::directory::{Grant, Role, User};
 use vesalius_store::query::Access;
-use vesalius_store::{AuditLog, Directory};
+use vesalius_store::{AuditLog, Directory, Registry};
 
 pub use ae::AeRejection;
 pub use glass::READ_ACTIONS;
 pub use links::{
     LINK_PASS_MS, ShareLinkOptions, UPLOAD_TOKEN_PREFIX, parse_upload_token, upload_token,
 };
+pub use peers::PEER_MAX_SKEW_MS;
 pub use sessions::{LoginOk, NewUser};
 pub use setup::{FIRST_ADMIN, SETUP_SETTING, SetupLink};
 
 use crate::dedupe::AccessDedupe;
 use crate::error::{Error, Result};
 use crate::password::PasswordParams;
+use crate::peer::SiteIdentity;
 use crate::policy::{self, Action, Decision, Resource};
 use crate::principal::Principal;
 
@@ -238,6 +242,10 @@ pub struct Authenticator {
     audit: Arc<dyn AuditLog>,
     opts: AuthOptions,
     dedupe: AccessDedupe,
+    /// The peer registry: who may call with a peer token ([`Self::authenticate_peer`]).
+    registry: Option<Arc<dyn Registry>>,
+    /// This site's peer key: the audience of peer tokens, the signer of answers.
+    identity: Option<Arc<SiteIdentity>>,
 }
 
 impl Authenticator {
@@ -249,7 +257,33 @@ impl Authenticator {
             audit,
             opts,
             dedupe,
+            registry: None,
+            identity: None,
         }
+    }
+
+    /// Admits peer sites registered in `registry` ([`Self::authenticate_peer`]); needs
+    /// [`Self::with_peer_identity`] too.
+    pub fn with_registry(mut self, registry: Arc<dyn Registry>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Sets this site's peer identity: peer tokens must name its public key as their audience,
+    /// and handlers sign their answers to peers with it ([`Self::peer_identity`]).
+    pub fn with_peer_identity(mut self, identity: SiteIdentity) -> Self {
+        self.identity = Some(Arc::new(identity));
+        self
+    }
+
+    /// This site's peer identity, when configured.
+    pub fn peer_identity(&self) -> Option<&Arc<SiteIdentity>> {
+        self.identity.as_ref()
+    }
+
+    /// The peer registry, when configured.
+    pub fn registry(&self) -> Option<&Arc<dyn Registry>> {
+        self.registry.as_ref()
     }
 
     /// The options.

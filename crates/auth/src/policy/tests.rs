@@ -30,7 +30,8 @@ fn principals() -> Vec<(&'static str, Principal)> {
             Principal::share_link("l1", "a", "1.1", true),
         ),
         ("upload link", Principal::upload_link("up1", "a")),
-        ("peer", Principal::peer("hub")),
+        ("peer (store only)", Principal::peer("hub", "a", false)),
+        ("peer (may query)", Principal::peer("hub", "a", true)),
         ("system", Principal::system()),
     ]
 }
@@ -304,7 +305,7 @@ fn access_lists_what_is_visible() {
     for p in [
         Principal::session("u1", "alice", "a", Role::Auditor),
         Principal::upload_link("up", "a"),
-        Principal::peer("hub"),
+        Principal::peer("hub", "a", false),
         Principal::ae("CT", "a", false),
     ] {
         assert!(access(&p, &grants, NOW).unwrap().is_empty(), "{p:?}");
@@ -371,6 +372,54 @@ fn the_rules_of_the_brief() {
     assert!(!ok(&user(Role::Admin), Action::ManageOrg, &Resource::Site));
     assert!(ok(&Principal::system(), Action::ManageOrg, &Resource::Site));
     assert!(ok(&user(Role::Referrer), Action::Query, &Resource::Site));
+}
+
+#[test]
+fn peers_store_into_their_org_and_read_only_when_allowed() {
+    let g = grants();
+    let own = Resource::study_of("a", "1.1", "A", "p1");
+    let other = Resource::study_of("b", "2.1", "B", "q1");
+    // A study of b granted to organisation a: grants do not open anything to a peer.
+    let granted_org = Resource::study_of("b", "2.3", "B", "q3");
+    let ok = |p: &Principal, a, r: &Resource| authorize(p, a, r, &g, NOW).is_allowed();
+    let store_only = Principal::peer("hub", "a", false);
+    let reader = Principal::peer("hub", "a", true);
+    for p in [&store_only, &reader] {
+        assert!(ok(p, Action::Store, &Resource::org("a")) && ok(p, Action::Store, &own));
+        assert!(!ok(p, Action::Store, &Resource::org("b")) && !ok(p, Action::Store, &other));
+        for a in [
+            Action::Delete,
+            Action::Export,
+            Action::CreateShareLink,
+            Action::CreateUploadLink,
+            Action::ManageOrg,
+            Action::ReadAudit,
+            Action::BreakGlass,
+            Action::Upload,
+            Action::Reconcile,
+        ] {
+            assert!(!ok(p, a, &own) && !ok(p, a, &Resource::org("a")), "{a:?}");
+            assert!(!ok(p, a, &Resource::Site), "{a:?}");
+        }
+        assert!(!ok(p, Action::Retrieve, &granted_org) && !ok(p, Action::Retrieve, &other));
+    }
+    assert!(!ok(&store_only, Action::Query, &Resource::Site));
+    assert!(!ok(&store_only, Action::Retrieve, &own));
+    assert!(ok(&reader, Action::Query, &Resource::Site));
+    assert!(ok(&reader, Action::Retrieve, &own) && ok(&reader, Action::Query, &own));
+    assert_eq!(
+        authorize(&store_only, Action::Retrieve, &own, &g, NOW),
+        Decision::Deny(DenyReason::RoleLacksAction)
+    );
+    assert_eq!(
+        authorize(&reader, Action::Retrieve, &other, &g, NOW),
+        Decision::Deny(DenyReason::OtherOrg)
+    );
+    // What a reading peer may search: its organisation, nothing granted to it.
+    let acc = access(&reader, &g, NOW).unwrap();
+    assert_eq!(acc.orgs, vec!["a".to_string()]);
+    assert!(acc.studies.is_empty() && acc.patients.is_empty());
+    assert!(access(&store_only, &g, NOW).unwrap().is_empty());
 }
 
 #[test]
