@@ -1,0 +1,323 @@
+//! [`PeerClient`]: signed HTTP requests to peer sites (docs/exchange.md).
+//!
+//! Every request carries `Authorization: Vesalius-Peer <token>` signed with this site's key and
+//! bound to the peer's key, the method and the path (`vesalius_auth::peer`). JSON answers of the
+//! exchange API are signed by the peer (`X-Vesalius-Signature` over the token's `jti` and the
+//! body) and checked here against the peer's registered key, so an answer — a manifest's "I hold
+//! these instances with these hashes" above all — is proof that the peer itself gave it.
+//! Plain `http` is refused unless the host is a loopback address.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
+use reqwest::{Method, Url};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use vesalius_auth::peer::{self, OnBehalf, SiteIdentity};
+use vesalius_store::registry::Peer;
+
+use crate::manifest::{Manifest, ManifestAnswer};
+use crate::{Error, now_ms};
+
+/// The header carrying a transfer's priority to the receiver.
+pub const PRIORITY_HEADER: &str = "x-vesalius-priority";
+
+/// What a peer answers to a ping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingAnswer {
+    /// Its site name.
+    pub site: String,
+    /// Its public key.
+    pub public_key: String,
+    /// Its clock, ms since the Unix epoch.
+    pub time_ms: i64,
+    /// The name it knows us by.
+    pub peer_name: String,
+    /// The organisation our deliveries land in there.
+    pub org: String,
+}
+
+/// The outcome of one STOW-RS request: per SOP Instance UID, stored or the failure reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StowOutcome {
+    /// SOP Instance UIDs the peer stored (ReferencedSOPSequence).
+    pub stored: Vec<String>,
+    /// `(SOP Instance UID, FailureReason)` it refused (FailedSOPSequence).
+    pub failed: Vec<(String, u16)>,
+}
+
+/// One part of a STOW-RS request: a Part 10 object as a byte stream of known length.
+pub struct StowPart {
+    /// The bytes.
+    pub body: BoxStream<'static, std::io::Result<Bytes>>,
+}
+
+/// The client.
+#[derive(Clone)]
+pub struct PeerClient {
+    http: reqwest::Client,
+    identity: Arc<SiteIdentity>,
+}
+
+impl PeerClient {
+    /// A client signing as `identity`, with `timeout` for each whole request.
+    pub fn new(identity: Arc<SiteIdentity>, timeout: Duration) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(16)
+            .build()
+            .map_err(|e| Error::Peer(format!("HTTP client: {e}")))?;
+        Ok(PeerClient { http, identity })
+    }
+
+    /// This site's identity.
+    pub fn identity(&self) -> &SiteIdentity {
+        &self.identity
+    }
+
+    fn url(peer: &Peer, path: &str) -> Result<Url, Error> {
+        let base = peer.base_url.trim_end_matches('/');
+        let url = Url::parse(&format!("{base}{path}"))
+            .map_err(|e| Error::Peer(format!("peer {} URL {base:?}: {e}", peer.name)))?;
+        check_scheme(&url)?;
+        Ok(url)
+    }
+
+    fn request(
+        &self,
+        peer: &Peer,
+        method: Method,
+        url: Url,
+        on_behalf: Option<OnBehalf>,
+    ) -> (reqwest::RequestBuilder, String) {
+        let path_and_query = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let token = self.identity.sign_request(
+            &peer.public_key,
+            method.as_str(),
+            &path_and_query,
+            on_behalf,
+            now_ms(),
+        );
+        let jti = peer::token_jti(&token).unwrap_or_default();
+        let rb = self.http.request(method, url).header(
+            reqwest::header::AUTHORIZATION,
+            format!("{} {token}", peer::AUTH_SCHEME),
+        );
+        (rb, jti)
+    }
+
+    /// Sends a signed JSON request and checks the signed JSON answer.
+    async fn signed_json<T: DeserializeOwned>(
+        &self,
+        peer: &Peer,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, Error> {
+        let url = Self::url(peer, path)?;
+        let (mut rb, jti) = self.request(peer, method, url, None);
+        if let Some(b) = body {
+            rb = rb
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b);
+        }
+        let resp = rb.send().await.map_err(|e| transport(peer, e))?;
+        let status = resp.status();
+        let sig = resp
+            .headers()
+            .get(peer::SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = resp.bytes().await.map_err(|e| transport(peer, e))?;
+        if !status.is_success() {
+            return Err(Error::Refused {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned(),
+            });
+        }
+        let sig = sig.ok_or_else(|| {
+            Error::Peer(format!("peer {} answered without a signature", peer.name))
+        })?;
+        peer::verify_response(&peer.public_key, &jti, &bytes, &sig).map_err(|e| {
+            Error::Peer(format!(
+                "peer {}: the answer's signature does not verify ({})",
+                peer.name,
+                e.code()
+            ))
+        })?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Peer(format!("peer {}: unreadable answer: {e}", peer.name)))
+    }
+
+    /// `GET /api/v1/exchange/ping`: reachability, authentication both ways, clock.
+    pub async fn ping(&self, peer: &Peer) -> Result<PingAnswer, Error> {
+        self.signed_json(peer, Method::GET, "/api/v1/exchange/ping", None)
+            .await
+    }
+
+    /// `POST /api/v1/exchange/manifest`.
+    pub async fn manifest(&self, peer: &Peer, m: &Manifest) -> Result<ManifestAnswer, Error> {
+        let body = serde_json::to_vec(m).expect("serialisable");
+        self.signed_json(peer, Method::POST, "/api/v1/exchange/manifest", Some(body))
+            .await
+    }
+
+    /// STOW-RS of `parts` into the peer's `/dicom-web/studies/{study}` (with `?org=` when the
+    /// peer record names the organisation to deliver into), carrying `priority`.
+    pub async fn stow(
+        &self,
+        peer: &Peer,
+        study_uid: Option<&str>,
+        priority: i32,
+        parts: Vec<StowPart>,
+    ) -> Result<StowOutcome, Error> {
+        let mut path = match study_uid {
+            Some(s) => format!("/dicom-web/studies/{s}"),
+            None => "/dicom-web/studies".to_owned(),
+        };
+        if let Some(org) = &peer.remote_org {
+            path.push_str(&format!("?org={org}"));
+        }
+        let url = Self::url(peer, &path)?;
+        let boundary = format!("vesalius-{}", uuid::Uuid::new_v4().simple());
+        let mut pieces: Vec<BoxStream<'static, std::io::Result<Bytes>>> = Vec::new();
+        for p in parts {
+            pieces.push(
+                stream::once(futures::future::ready(Ok(Bytes::from(format!(
+                    "--{boundary}\r\nContent-Type: application/dicom\r\n\r\n"
+                )))))
+                .boxed(),
+            );
+            pieces.push(p.body);
+            pieces.push(
+                stream::once(futures::future::ready(Ok(Bytes::from_static(b"\r\n")))).boxed(),
+            );
+        }
+        pieces.push(
+            stream::once(futures::future::ready(Ok(Bytes::from(format!(
+                "--{boundary}--\r\n"
+            )))))
+            .boxed(),
+        );
+        let body = reqwest::Body::wrap_stream(stream::iter(pieces).flatten());
+        let (rb, _) = self.request(peer, Method::POST, url, None);
+        let resp = rb
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+            )
+            .header(reqwest::header::ACCEPT, "application/dicom+json")
+            .header(PRIORITY_HEADER, priority.to_string())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| transport(peer, e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| transport(peer, e))?;
+        // PS3.18 10.5.3: 200 all stored, 202 some failed, 409 none stored; other statuses are
+        // the request's failure (authentication, size, server trouble).
+        if !matches!(status.as_u16(), 200 | 202 | 409) {
+            return Err(Error::Refused {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned(),
+            });
+        }
+        parse_stow_answer(&bytes)
+            .ok_or_else(|| Error::Peer(format!("peer {}: unreadable STOW-RS answer", peer.name)))
+    }
+}
+
+fn transport(peer: &Peer, e: reqwest::Error) -> Error {
+    Error::Unreachable(format!("peer {}: {e}", peer.name))
+}
+
+/// Plain HTTP only to loopback (issue 5): anything else must be HTTPS.
+pub fn check_scheme(url: &Url) -> Result<(), Error> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let host = url.host_str().unwrap_or("");
+            let h = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = h.eq_ignore_ascii_case("localhost")
+                || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback());
+            if loopback {
+                Ok(())
+            } else {
+                Err(Error::Peer(format!(
+                    "{url}: plain HTTP is allowed only to loopback; use https"
+                )))
+            }
+        }
+        s => Err(Error::Peer(format!("{url}: unsupported scheme {s}"))),
+    }
+}
+
+/// Reads ReferencedSOPSequence (0008,1199) and FailedSOPSequence (0008,1198) of a STOW-RS
+/// answer in DICOM JSON (PS3.18 10.5.3.1).
+pub fn parse_stow_answer(bytes: &[u8]) -> Option<StowOutcome> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let items = |tag: &str| -> Vec<serde_json::Value> {
+        v.get(tag)
+            .and_then(|s| s.get("Value"))
+            .and_then(|s| s.as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let text = |item: &serde_json::Value, tag: &str| -> Option<String> {
+        item.get(tag)?
+            .get("Value")?
+            .get(0)?
+            .as_str()
+            .map(str::to_owned)
+    };
+    let mut out = StowOutcome::default();
+    for it in items("00081199") {
+        if let Some(uid) = text(&it, "00081155") {
+            out.stored.push(uid);
+        }
+    }
+    for it in items("00081198") {
+        if let Some(uid) = text(&it, "00081155") {
+            let reason = it
+                .get("00081197")
+                .and_then(|r| r.get("Value"))
+                .and_then(|r| r.get(0))
+                .and_then(|r| r.as_u64())
+                .unwrap_or(0x0110) as u16;
+            out.failed.push((uid, reason));
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        assert!(check_scheme(&Url::parse("http://127.0.0.1:8080/").unwrap()).is_ok());
+        assert!(check_scheme(&Url::parse("http://[::1]:8080/").unwrap()).is_ok());
+        assert!(check_scheme(&Url::parse("http://localhost/").unwrap()).is_ok());
+        assert!(check_scheme(&Url::parse("https://hub.example.org/").unwrap()).is_ok());
+        assert!(check_scheme(&Url::parse("http://hub.example.org/").unwrap()).is_err());
+        assert!(check_scheme(&Url::parse("http://10.0.0.1/").unwrap()).is_err());
+        assert!(check_scheme(&Url::parse("ftp://127.0.0.1/").unwrap()).is_err());
+    }
+
+    #[test]
+    fn stow_answer_parsed() {
+        let body = br#"{"00081199":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.2.3"]}}]},
+            "00081198":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.2.4"]},"00081197":{"vr":"US","Value":[49442]}}]}}"#;
+        let o = parse_stow_answer(body).unwrap();
+        assert_eq!(o.stored, vec!["1.2.3"]);
+        assert_eq!(o.failed, vec![("1.2.4".to_owned(), 49442)]);
+    }
+}

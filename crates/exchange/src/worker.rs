@@ -1,0 +1,785 @@
+//! The transfer engine: one worker per outbox queue, draining it to a peer (signed STOW-RS with
+//! manifests) or a DICOM node (C-STORE SCU).
+//!
+//! ## Invariants (with the outbox's own, `vesalius_store::outbox`)
+//! - A job is completed only after the destination confirmed it: for a peer, its signed manifest
+//!   answer lists the instance as held **with the same SHA-256** (the receipt is `verified`); for
+//!   a DICOM node, a success or warning C-STORE status.
+//! - Streaming forward: a worker leases whatever is ready as soon as the outbox signals new jobs
+//!   (or at the poll interval), so instances leave while the study is still arriving; several
+//!   STOW-RS requests of at most `batch_bytes` each are in flight per destination.
+//! - Resume: jobs created before this process started, or already attempted, are first checked
+//!   with a manifest, and only what the peer does not hold is sent again. A request cut midway
+//!   costs at most one batch.
+//! - Study completion: when a study has had no job for `settle` and none is pending for the
+//!   destination, the worker sends the **final manifest** (everything it delivered of the study);
+//!   the peer marks the study complete and raises "study complete"; the sender writes a study
+//!   receipt. A study that grows later gets another final manifest.
+//! - Failures are retried with capped exponential backoff and jitter; after `max_attempts` a job
+//!   is parked with its last error. On shutdown the worker releases its leases.
+//!
+//! ## Crash behaviour
+//! A sender killed mid-study leaves leased jobs that are taken over when their lease expires (by
+//! this node after restart or another node); those are resumed with a manifest check, so no
+//! instance is stored twice and nothing is lost. A final manifest not sent before the crash is
+//! sent after restart for studies whose receipts lack a study receipt.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use rand::Rng;
+use tokio::sync::{Mutex, broadcast};
+use tokio_util::sync::CancellationToken;
+use vesalius_store::outbox::{Job, JobFilter, Receipt, ReceiptFilter, ReceiptKind};
+use vesalius_store::registry::{DicomNode, Peer};
+use vesalius_store::{BlobStore, Outbox, Registry};
+
+use crate::client::{PeerClient, StowPart};
+use crate::job::{TRANSFER, TransferJob};
+use crate::manifest::{Manifest, ManifestEntry};
+use crate::{Error, ExchangeEvent, now_ms};
+
+/// Tunables of the engine (`[exchange]` in the configuration).
+#[derive(Debug, Clone)]
+pub struct ExchangeOptions {
+    /// This worker's lease owner name (unique per node and process).
+    pub owner: String,
+    /// How often idle workers look for jobs that no signal announced (other nodes' jobs).
+    pub poll_interval: Duration,
+    /// How long a lease lasts without a heartbeat.
+    pub lease: Duration,
+    /// Most jobs leased at once per queue.
+    pub batch_jobs: usize,
+    /// Most bytes in one STOW-RS request (at least one instance per request).
+    pub batch_bytes: u64,
+    /// STOW-RS requests in flight per destination.
+    pub concurrency: usize,
+    /// Attempts before a job is parked.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt.
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Quiet time after a study's last job before its final manifest.
+    pub settle: Duration,
+    /// Our AE title, calling DICOM nodes.
+    pub ae_title: String,
+    /// The key de-identifying routes derive pseudonyms from (derived from the site key).
+    pub deid_key: Vec<u8>,
+}
+
+impl Default for ExchangeOptions {
+    fn default() -> Self {
+        ExchangeOptions {
+            owner: format!("node-{}", uuid::Uuid::new_v4().simple()),
+            poll_interval: Duration::from_secs(2),
+            lease: Duration::from_secs(60),
+            batch_jobs: 64,
+            batch_bytes: 1 << 20,
+            concurrency: 4,
+            max_attempts: 10,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            settle: Duration::from_millis(50),
+            ae_title: "VESALIUS".into(),
+            deid_key: b"vesalius-route-deidentification".to_vec(),
+        }
+    }
+}
+
+/// The engine: owns the workers.
+pub struct Exchange {
+    outbox: Arc<dyn Outbox>,
+    registry: Arc<dyn Registry>,
+    blobs: Arc<dyn BlobStore>,
+    client: PeerClient,
+    opts: ExchangeOptions,
+    events: broadcast::Sender<ExchangeEvent>,
+    started_ms: i64,
+    workers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+}
+
+impl Exchange {
+    /// An engine over the stores, sending with `client`.
+    pub fn new(
+        outbox: Arc<dyn Outbox>,
+        registry: Arc<dyn Registry>,
+        blobs: Arc<dyn BlobStore>,
+        client: PeerClient,
+        opts: ExchangeOptions,
+    ) -> Arc<Self> {
+        Arc::new(Exchange {
+            outbox,
+            registry,
+            blobs,
+            client,
+            opts,
+            events: broadcast::channel(1024).0,
+            started_ms: now_ms(),
+            workers: Mutex::default(),
+        })
+    }
+
+    /// The event stream (sender and receiver side).
+    pub fn subscribe(&self) -> broadcast::Receiver<ExchangeEvent> {
+        self.events.subscribe()
+    }
+
+    /// Publishes an event (the receiving HTTP side uses it too).
+    pub fn publish(&self, e: ExchangeEvent) {
+        let _ = self.events.send(e);
+    }
+
+    /// The client (pings, federated requests).
+    pub fn client(&self) -> &PeerClient {
+        &self.client
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Arc<dyn Registry> {
+        &self.registry
+    }
+
+    /// The outbox.
+    pub fn outbox(&self) -> &Arc<dyn Outbox> {
+        &self.outbox
+    }
+
+    /// Runs until `shutdown`: starts a worker for every queue with work (peers and DICOM nodes;
+    /// analysis queues are left to the analysis layer), then releases every lease.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut changes = self.outbox.changes();
+        // Studies delivered before a restart whose final manifest may not have been sent.
+        let mut recovered = false;
+        loop {
+            match self.outbox.active_queues().await {
+                Ok(queues) => {
+                    let mut queues = queues;
+                    if !recovered {
+                        recovered = true;
+                        if let Ok(t) = self.outbox.transfers(1000).await {
+                            queues.extend(
+                                t.into_iter()
+                                    .filter(|t| t.complete_ms < t.last_delivered_ms)
+                                    .map(|t| t.queue),
+                            );
+                        }
+                    }
+                    let mut w = self.workers.lock().await;
+                    w.retain(|_, h| !h.is_finished());
+                    for q in queues {
+                        if w.contains_key(&q) || !(q.starts_with("peer:") || q.starts_with("node:"))
+                        {
+                            continue;
+                        }
+                        let me = self.clone();
+                        let sd = shutdown.clone();
+                        let queue = q.clone();
+                        w.insert(q, tokio::spawn(async move { me.work(queue, sd).await }));
+                    }
+                }
+                Err(e) => tracing::warn!("outbox: {e}"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(self.opts.poll_interval) => {}
+            }
+        }
+        let handles: Vec<_> = self.workers.lock().await.drain().map(|(_, h)| h).collect();
+        for h in handles {
+            let _ = h.await;
+        }
+        if let Err(e) = self.outbox.release(&self.opts.owner).await {
+            tracing::warn!("releasing outbox leases: {e}");
+        }
+    }
+
+    /// One queue's loop. Ends after `idle_exit` without work (the supervisor restarts it when
+    /// work appears) or at shutdown.
+    async fn work(self: Arc<Self>, queue: String, shutdown: CancellationToken) {
+        let mut changes = self.outbox.changes();
+        let settle = self.opts.settle.as_millis() as i64;
+        // study -> (deadline for its final manifest, priority)
+        let mut finals: BTreeMap<String, (i64, i32)> = BTreeMap::new();
+        if let Ok(t) = self.outbox.transfers(1000).await {
+            for t in t {
+                if t.queue == queue && t.complete_ms < t.last_delivered_ms && t.pending == 0 {
+                    finals.insert(t.study_uid, (0, t.priority));
+                }
+            }
+        }
+        let mut idle_since = now_ms();
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let now = now_ms();
+            let jobs = match self
+                .outbox
+                .lease(
+                    &queue,
+                    &self.opts.owner,
+                    self.opts.batch_jobs,
+                    now,
+                    self.opts.lease.as_millis() as i64,
+                )
+                .await
+            {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::warn!("{queue}: leasing: {e}");
+                    Vec::new()
+                }
+            };
+            if !jobs.is_empty() {
+                for j in &jobs {
+                    let e = finals.entry(j.job.study_uid.clone()).or_insert((0, 0));
+                    e.0 = e.0.max(j.created_ms + settle);
+                    e.1 = e.1.max(j.job.priority);
+                }
+                self.process(&queue, jobs).await;
+                idle_since = now_ms();
+                continue;
+            }
+            // Final manifests of settled studies.
+            let now = now_ms();
+            let due: Vec<String> = finals
+                .iter()
+                .filter(|(_, (d, _))| *d <= now)
+                .map(|(s, _)| s.clone())
+                .collect();
+            for study in due {
+                let (_, priority) = finals.remove(&study).unwrap_or_default();
+                let pending = self
+                    .outbox
+                    .jobs(&JobFilter {
+                        queue: Some(queue.clone()),
+                        study_uid: Some(study.clone()),
+                        limit: 1,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|j| !j.is_empty())
+                    .unwrap_or(true);
+                if !pending && let Some(peer) = queue.strip_prefix("peer:") {
+                    self.final_manifest(peer, &queue, &study, priority).await;
+                }
+            }
+            if finals.is_empty() && now_ms() - idle_since > 60_000 {
+                return;
+            }
+            let wait = finals
+                .values()
+                .map(|(d, _)| (*d - now_ms()).max(1) as u64)
+                .min()
+                .map(Duration::from_millis)
+                .unwrap_or(self.opts.poll_interval)
+                .min(self.opts.poll_interval);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Sends one leased batch, keeping the leases alive meanwhile.
+    async fn process(&self, queue: &str, jobs: Vec<Job>) {
+        let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+        let stop = CancellationToken::new();
+        let hb = {
+            let outbox = self.outbox.clone();
+            let owner = self.opts.owner.clone();
+            let lease = self.opts.lease;
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(lease / 3) => {}
+                    }
+                    let until = now_ms() + lease.as_millis() as i64;
+                    if let Err(e) = outbox.heartbeat(&owner, &ids, until).await {
+                        tracing::warn!("outbox heartbeat: {e}");
+                    }
+                }
+            })
+        };
+        let mut transfers = Vec::new();
+        for j in jobs {
+            if j.job.kind != TRANSFER {
+                self.fail_job(&j, &format!("unknown job kind {}", j.job.kind), true)
+                    .await;
+                continue;
+            }
+            match serde_json::from_str::<TransferJob>(&j.job.payload) {
+                Ok(t) => transfers.push((j, t)),
+                Err(e) => {
+                    self.fail_job(&j, &format!("unreadable job: {e}"), true)
+                        .await
+                }
+            }
+        }
+        if let Some(name) = queue.strip_prefix("peer:") {
+            match self.registry.peer(name).await {
+                Ok(Some(peer)) => self.send_to_peer(queue, &peer, transfers).await,
+                Ok(None) => {
+                    for (j, _) in &transfers {
+                        self.fail_job(j, &format!("no peer named {name}"), false)
+                            .await;
+                    }
+                }
+                Err(e) => {
+                    for (j, _) in &transfers {
+                        self.fail_job(j, &e.to_string(), false).await;
+                    }
+                }
+            }
+        } else if let Some(name) = queue.strip_prefix("node:") {
+            match self.registry.node(name).await {
+                Ok(Some(node)) => self.send_to_node(queue, &node, transfers).await,
+                Ok(None) => {
+                    for (j, _) in &transfers {
+                        self.fail_job(j, &format!("no DICOM node named {name}"), false)
+                            .await;
+                    }
+                }
+                Err(e) => {
+                    for (j, _) in &transfers {
+                        self.fail_job(j, &e.to_string(), false).await;
+                    }
+                }
+            }
+        }
+        stop.cancel();
+        let _ = hb.await;
+    }
+
+    /// Records a failed attempt with backoff (or parks at once when `park`).
+    pub(crate) async fn fail_job(&self, j: &Job, error: &str, park: bool) {
+        let attempt = j.attempts + 1;
+        let base = self.opts.backoff_base.as_millis() as u64;
+        let cap = self.opts.backoff_max.as_millis() as u64;
+        let exp = base.saturating_mul(1u64 << attempt.min(30).saturating_sub(1));
+        let delay = exp.min(cap);
+        // Full jitter in [delay/2, delay]: workers retrying one peer do not stampede together.
+        let delay = delay / 2 + rand::thread_rng().gen_range(0..=delay / 2);
+        let max = if park { 0 } else { self.opts.max_attempts };
+        tracing::info!(queue = %j.job.queue, job = j.id, attempt, "transfer failed: {error}");
+        match self
+            .outbox
+            .fail(&self.opts.owner, j.id, error, now_ms() + delay as i64, max)
+            .await
+        {
+            Ok(Some(vesalius_store::outbox::JobState::Parked)) => {
+                metrics::counter!("vesalius_exchange_parked_total").increment(1);
+                self.publish(ExchangeEvent::Parked {
+                    queue: j.job.queue.clone(),
+                    study_uid: j.job.study_uid.clone(),
+                    error: error.to_owned(),
+                })
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("outbox: recording a failure: {e}"),
+        }
+    }
+
+    /// The engine's options.
+    pub fn options(&self) -> &ExchangeOptions {
+        &self.opts
+    }
+
+    /// The stored bytes of `t`.
+    pub(crate) async fn read_blob(&self, t: &TransferJob) -> Result<Bytes, Error> {
+        let parts: Vec<Bytes> = self.blobs.read(&t.blob_key).await?.try_collect().await?;
+        Ok(if parts.len() == 1 {
+            parts.into_iter().next().expect("one")
+        } else {
+            Bytes::from(parts.concat())
+        })
+    }
+
+    /// Reads the bytes to send for `t`: the stored blob, or its de-identified copy.
+    async fn payload(&self, t: &TransferJob) -> Result<(Bytes, String, String), Error> {
+        let bytes = self.read_blob(t).await?;
+        match &t.deid {
+            None => Ok((bytes, t.sop_instance_uid.clone(), t.sha256.clone())),
+            Some(profile) => {
+                let profile = profile.clone();
+                let key = self.opts.deid_key.clone();
+                tokio::task::spawn_blocking(move || deid(&bytes, &profile, &key))
+                    .await
+                    .map_err(|e| Error::Peer(format!("de-identification: {e}")))?
+            }
+        }
+    }
+
+    async fn send_to_peer(&self, queue: &str, peer: &Peer, transfers: Vec<(Job, TransferJob)>) {
+        let mut by_study: BTreeMap<String, Vec<(Job, TransferJob)>> = BTreeMap::new();
+        for (j, t) in transfers {
+            by_study
+                .entry(t.study_uid.clone())
+                .or_default()
+                .push((j, t));
+        }
+        for (study, mut items) in by_study {
+            let priority = items.iter().map(|(j, _)| j.job.priority).max().unwrap_or(0);
+            // Resume: ask first for what may already be there (jobs of an earlier process or
+            // already attempted); only plain de-identification-free jobs can be checked by hash.
+            let resume = items.iter().any(|(j, t)| {
+                t.deid.is_none() && (j.created_ms < self.started_ms || j.attempts > 0)
+            });
+            if resume {
+                let m = Manifest {
+                    study_uid: study.clone(),
+                    priority,
+                    final_: false,
+                    instances: items.iter().map(|(_, t)| entry_of(t)).collect(),
+                };
+                match self.client.manifest(peer, &m).await {
+                    Ok(answer) => {
+                        let held: std::collections::HashSet<&String> =
+                            answer.present.iter().collect();
+                        let (done, rest): (Vec<_>, Vec<_>) =
+                            items.into_iter().partition(|(_, t)| {
+                                t.deid.is_none() && held.contains(&t.sop_instance_uid)
+                            });
+                        let done: Vec<(Job, ManifestEntry)> = done
+                            .into_iter()
+                            .map(|(j, t)| {
+                                let e = entry_of(&t);
+                                (j, e)
+                            })
+                            .collect();
+                        self.complete(queue, &study, &done, true, "already held (manifest)")
+                            .await;
+                        items = rest;
+                    }
+                    Err(e) => {
+                        for (j, _) in &items {
+                            self.fail_job(j, &e.to_string(), false).await;
+                        }
+                        continue;
+                    }
+                }
+            }
+            // Batches of at most batch_bytes (at least one instance each), several in flight.
+            let mut batches: Vec<Vec<(Job, TransferJob)>> = Vec::new();
+            let mut size = 0u64;
+            for it in items {
+                if batches.is_empty() || size + it.1.size > self.opts.batch_bytes {
+                    batches.push(Vec::new());
+                    size = 0;
+                }
+                size += it.1.size;
+                batches.last_mut().expect("pushed").push(it);
+            }
+            stream::iter(batches)
+                .for_each_concurrent(self.opts.concurrency.max(1), |batch| {
+                    let study = study.clone();
+                    async move { self.send_batch(queue, peer, &study, priority, batch).await }
+                })
+                .await;
+        }
+    }
+
+    async fn send_batch(
+        &self,
+        queue: &str,
+        peer: &Peer,
+        study: &str,
+        priority: i32,
+        batch: Vec<(Job, TransferJob)>,
+    ) {
+        let mut parts = Vec::with_capacity(batch.len());
+        let mut sent: Vec<(Job, TransferJob, ManifestEntry)> = Vec::with_capacity(batch.len());
+        for (j, t) in batch {
+            match self.payload(&t).await {
+                Ok((bytes, sop, sha)) => {
+                    let entry = ManifestEntry {
+                        sop_instance_uid: sop,
+                        sha256: sha,
+                        size: bytes.len() as u64,
+                    };
+                    parts.push(StowPart {
+                        body: stream::once(futures::future::ready(Ok(bytes))).boxed(),
+                    });
+                    sent.push((j, t, entry));
+                }
+                Err(e) => {
+                    self.fail_job(&j, &format!("reading the instance: {e}"), false)
+                        .await
+                }
+            }
+        }
+        if parts.is_empty() {
+            return;
+        }
+        // De-identified objects carry a new Study Instance UID: they go to the base path.
+        let target = if sent.iter().any(|(_, t, _)| t.deid.is_some()) {
+            None
+        } else {
+            Some(study)
+        };
+        let outcome = self.client.stow(peer, target, priority, parts).await;
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                for (j, _, _) in &sent {
+                    self.fail_job(j, &e.to_string(), false).await;
+                }
+                return;
+            }
+        };
+        let failed: HashMap<&str, u16> = outcome
+            .failed
+            .iter()
+            .map(|(u, r)| (u.as_str(), *r))
+            .collect();
+        let mut stored = Vec::new();
+        for (j, t, e) in sent {
+            match failed.get(e.sop_instance_uid.as_str()) {
+                Some(reason) => {
+                    self.fail_job(
+                        &j,
+                        &format!("refused by the peer (reason 0x{reason:04X})"),
+                        false,
+                    )
+                    .await
+                }
+                None => stored.push((j, t, e)),
+            }
+        }
+        if stored.is_empty() {
+            return;
+        }
+        // De-identified copies carry new UIDs the sender's manifest cannot name: their receipt
+        // is the STOW-RS answer alone (not verified by hash).
+        let (deid, plain): (Vec<_>, Vec<_>) =
+            stored.into_iter().partition(|(_, t, _)| t.deid.is_some());
+        let deid: Vec<(Job, ManifestEntry)> = deid.into_iter().map(|(j, _, e)| (j, e)).collect();
+        self.complete(
+            queue,
+            study,
+            &deid,
+            false,
+            "stored (STOW-RS), de-identified",
+        )
+        .await;
+        if plain.is_empty() {
+            return;
+        }
+        // Verification: the peer answers, signed, which instances it holds with these hashes.
+        let m = Manifest {
+            study_uid: study.to_owned(),
+            priority,
+            final_: false,
+            instances: plain.iter().map(|(_, _, e)| e.clone()).collect(),
+        };
+        match self.client.manifest(peer, &m).await {
+            Ok(answer) => {
+                let held: std::collections::HashSet<&String> = answer.present.iter().collect();
+                let mut done = Vec::new();
+                for (j, _, e) in plain {
+                    if held.contains(&e.sop_instance_uid) {
+                        done.push((j, e));
+                    } else {
+                        self.fail_job(
+                            &j,
+                            "stored but not held with the same hash (manifest)",
+                            false,
+                        )
+                        .await;
+                    }
+                }
+                self.complete(queue, study, &done, true, "stored (STOW-RS), hash verified")
+                    .await;
+            }
+            Err(e) => {
+                for (j, _, _) in &plain {
+                    self.fail_job(j, &format!("verifying: {e}"), false).await;
+                }
+            }
+        }
+    }
+
+    /// Completes delivered jobs with their receipts (one per instance, as sent).
+    pub(crate) async fn complete(
+        &self,
+        queue: &str,
+        study: &str,
+        done: &[(Job, ManifestEntry)],
+        verified: bool,
+        detail: &str,
+    ) {
+        if done.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let receipts: Vec<Receipt> = done
+            .iter()
+            .map(|(j, e)| Receipt {
+                queue: queue.to_owned(),
+                kind: ReceiptKind::Instance,
+                study_uid: j.job.study_uid.clone(),
+                sop_instance_uid: e.sop_instance_uid.clone(),
+                sha256: e.sha256.clone(),
+                size: e.size,
+                delivered_ms: now,
+                verified,
+                detail: detail.to_owned(),
+            })
+            .collect();
+        let ids: Vec<i64> = done.iter().map(|(j, _)| j.id).collect();
+        if let Err(e) = self.outbox.complete(&self.opts.owner, &ids, receipts).await {
+            tracing::warn!("outbox: completing {} jobs: {e}", ids.len());
+            return;
+        }
+        metrics::counter!("vesalius_exchange_delivered_total").increment(ids.len() as u64);
+        self.publish(ExchangeEvent::Delivered {
+            queue: queue.to_owned(),
+            study_uid: study.to_owned(),
+            instances: ids.len() as u64,
+        });
+    }
+
+    async fn final_manifest(&self, peer_name: &str, queue: &str, study: &str, priority: i32) {
+        let peer = match self.registry.peer(peer_name).await {
+            Ok(Some(p)) => p,
+            _ => return,
+        };
+        let receipts = match self
+            .outbox
+            .receipts(&ReceiptFilter {
+                queue: Some(queue.to_owned()),
+                study_uid: Some(study.to_owned()),
+                limit: 0,
+            })
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("{queue}: receipts of {study}: {e}");
+                return;
+            }
+        };
+        // Newest receipt per instance (a re-sent instance has several).
+        let mut latest: BTreeMap<String, ManifestEntry> = BTreeMap::new();
+        for r in receipts
+            .iter()
+            .filter(|r| r.kind == ReceiptKind::Instance && r.verified)
+        {
+            latest
+                .entry(r.sop_instance_uid.clone())
+                .or_insert_with(|| ManifestEntry {
+                    sop_instance_uid: r.sop_instance_uid.clone(),
+                    sha256: r.sha256.clone(),
+                    size: r.size,
+                });
+        }
+        if latest.is_empty() {
+            return;
+        }
+        let m = Manifest {
+            study_uid: study.to_owned(),
+            priority,
+            final_: true,
+            instances: latest.into_values().collect(),
+        };
+        let n = m.instances.len() as u64;
+        match self.client.manifest(&peer, &m).await {
+            Ok(a) => {
+                let detail = if a.complete {
+                    format!("manifest {n}/{n} verified")
+                } else {
+                    format!(
+                        "manifest incomplete: {} missing, {} different of {n}",
+                        a.missing.len(),
+                        a.mismatched.len()
+                    )
+                };
+                let r = Receipt {
+                    queue: queue.to_owned(),
+                    kind: ReceiptKind::Study,
+                    study_uid: study.to_owned(),
+                    sop_instance_uid: String::new(),
+                    sha256: String::new(),
+                    size: n,
+                    delivered_ms: now_ms(),
+                    verified: a.complete,
+                    detail,
+                };
+                if let Err(e) = self.outbox.complete(&self.opts.owner, &[], vec![r]).await {
+                    tracing::warn!("{queue}: study receipt of {study}: {e}");
+                }
+                if a.complete {
+                    self.publish(ExchangeEvent::TransferComplete {
+                        queue: queue.to_owned(),
+                        study_uid: study.to_owned(),
+                        instances: n,
+                    });
+                }
+            }
+            Err(e) => tracing::warn!("{queue}: final manifest of {study}: {e}"),
+        }
+    }
+
+    async fn send_to_node(
+        &self,
+        queue: &str,
+        node: &DicomNode,
+        transfers: Vec<(Job, TransferJob)>,
+    ) {
+        crate::node::send(self, queue, node, transfers).await
+    }
+}
+
+/// The manifest entry of a job (the stored bytes).
+fn entry_of(t: &TransferJob) -> ManifestEntry {
+    ManifestEntry {
+        sop_instance_uid: t.sop_instance_uid.clone(),
+        sha256: t.sha256.clone(),
+        size: t.size,
+    }
+}
+
+/// De-identifies `bytes` with `profile` (as `vesalius deid` names options): the new bytes, their
+/// SOP Instance UID and SHA-256.
+pub(crate) fn deid(
+    bytes: &[u8],
+    profile: &str,
+    key: &[u8],
+) -> Result<(Bytes, String, String), Error> {
+    let opts = deid_options(profile, key)?;
+    let (out, report) = vesalius_deid::deidentify_bytes(bytes, &opts)
+        .map_err(|e| Error::Peer(format!("de-identification: {e}")))?;
+    let sha = hex::encode(sha2::Digest::finalize(sha2::Digest::chain_update(
+        sha2::Sha256::default(),
+        &out,
+    )));
+    let sop = report
+        .sop_instance_uid
+        .ok_or_else(|| Error::Peer("de-identified object without SOP Instance UID".into()))?;
+    Ok((Bytes::from(out), sop, sha))
+}
+
+/// The options of a route's profile: `basic` followed by option names (`vesalius deid`'s), comma
+/// separated, with the site's de-identification key.
+pub fn deid_options(profile: &str, key: &[u8]) -> Result<vesalius_deid::DeidOptions, Error> {
+    let mut o = vesalius_deid::DeidOptions::new(key);
+    for name in profile.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if name == "basic" {
+            continue;
+        }
+        let opt = vesalius_deid::ProfileOption::ALL
+            .into_iter()
+            .find(|p| p.as_str() == name)
+            .ok_or_else(|| Error::Peer(format!("unknown de-identification option {name:?}")))?;
+        o = o.option(opt, true);
+    }
+    Ok(o)
+}

@@ -1,0 +1,1 @@
+//! Integration tests of the exchange crate: two in-process sites over loopback HTTP.
