@@ -128,6 +128,11 @@ impl Exchange {
         self.events.subscribe()
     }
 
+    /// The sender of the event stream, for the receiving HTTP side.
+    pub fn events(&self) -> broadcast::Sender<ExchangeEvent> {
+        self.events.clone()
+    }
+
     /// Publishes an event (the receiving HTTP side uses it too).
     pub fn publish(&self, e: ExchangeEvent) {
         let _ = self.events.send(e);

@@ -26,6 +26,82 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The audit trail's exports.
     pub audit: AuditConfig,
+    /// This site's identity in the exchange network.
+    pub site: SiteConfig,
+    /// The exchange engine (routes, outbox workers, transfers).
+    pub exchange: ExchangeConfig,
+}
+
+/// `[site]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SiteConfig {
+    /// This site's name in the exchange network: peers register us under it and our signed
+    /// requests carry it (`iss`). Default `vesalius`.
+    pub name: String,
+    /// Offset of the site clock from UTC in minutes, for routes' time-of-day windows. Default 0.
+    pub utc_offset_minutes: i32,
+}
+
+impl Default for SiteConfig {
+    fn default() -> Self {
+        SiteConfig {
+            name: "vesalius".into(),
+            utc_offset_minutes: 0,
+        }
+    }
+}
+
+/// `[exchange]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExchangeConfig {
+    /// Run the outbox workers on this node. Default true.
+    pub enabled: bool,
+    /// How often idle workers look for work no signal announced (jobs of other nodes), ms.
+    /// Default 2000.
+    pub poll_ms: u64,
+    /// Lease of a job without heartbeat, ms. Default 60000.
+    pub lease_ms: u64,
+    /// Most jobs a worker leases at once. Default 64.
+    pub batch_jobs: usize,
+    /// Most bytes in one STOW-RS request to a peer (a cut connection costs at most one). Default
+    /// 1048576.
+    pub batch_bytes: u64,
+    /// STOW-RS requests in flight per peer. Default 4.
+    pub concurrency: usize,
+    /// Attempts before a job is parked. Default 10.
+    pub max_attempts: u32,
+    /// First retry delay, ms (doubling per attempt, with jitter). Default 1000.
+    pub backoff_base_ms: u64,
+    /// Longest retry delay, ms. Default 300000.
+    pub backoff_max_ms: u64,
+    /// Quiet time after a study's last instance before its final manifest, ms. Default 50.
+    pub settle_ms: u64,
+    /// Timeout of one request to a peer, ms. Default 60000.
+    pub request_timeout_ms: u64,
+    /// How often routes are reloaded from the database (changes by other nodes or by
+    /// `vesalius admin`), ms. Default 2000.
+    pub route_refresh_ms: u64,
+}
+
+impl Default for ExchangeConfig {
+    fn default() -> Self {
+        ExchangeConfig {
+            enabled: true,
+            poll_ms: 2000,
+            lease_ms: 60_000,
+            batch_jobs: 64,
+            batch_bytes: 1 << 20,
+            concurrency: 4,
+            max_attempts: 10,
+            backoff_base_ms: 1000,
+            backoff_max_ms: 300_000,
+            settle_ms: 50,
+            request_timeout_ms: 60_000,
+            route_refresh_ms: 2000,
+        }
+    }
 }
 
 /// `[storage]`

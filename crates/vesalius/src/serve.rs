@@ -27,6 +27,12 @@ pub struct Storage {
     pub auth: Arc<Authenticator>,
     /// The site key (`site.key`): signs audit checkpoints, and share-link passes derive from it.
     pub site_key: Arc<vesalius_auth::audit_chain::SiteKey>,
+    /// This site's identity in the exchange network (its Ed25519 key derives from the site key).
+    pub identity: Arc<vesalius_auth::peer::SiteIdentity>,
+    /// The routing observer (its routes are reloaded after changes).
+    pub routes: Arc<vesalius_exchange::RouteObserver>,
+    /// The transfer engine (run by `serve` when `[exchange] enabled`).
+    pub exchange: Arc<vesalius_exchange::Exchange>,
 }
 
 /// Opens (creating) the data directory: `index.db` and `blobs/`.
@@ -48,15 +54,23 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
         )
         .context("loading the site key")?,
     );
-    let auth = Arc::new(Authenticator::new(
-        index.clone(),
-        index.clone(),
-        AuthOptions::new()
-            .secure_cookies(secure)
-            .local_ae_titles([cfg.dicom.ae_title.clone()])
-            // Share-link passes survive restarts and hold on every node sharing the site key.
-            .link_key(site_key.derive_key("share-link-pass")),
-    ));
+    let identity = vesalius_auth::peer::SiteIdentity::from_site_key(&cfg.site.name, &site_key);
+    let registry: Arc<dyn vesalius_store::Registry> = index.clone();
+    let auth = Arc::new(
+        Authenticator::new(
+            index.clone(),
+            index.clone(),
+            AuthOptions::new()
+                .secure_cookies(secure)
+                .local_ae_titles([cfg.dicom.ae_title.clone()])
+                // Share-link passes survive restarts and hold on every node sharing the site key.
+                .link_key(site_key.derive_key("share-link-pass")),
+        )
+        // Issue 5: peer sites authenticate with requests signed by their keys.
+        .with_registry(registry.clone())
+        .with_peer_identity(identity.clone()),
+    );
+    let identity = Arc::new(identity);
     let blobs = ObjectBlobStore::local(&dir.join("blobs")).context("opening the blob store")?;
     let spool = blobs.spool_dir().context("local store has a spool")?;
     let mut limits = IngestLimits {
@@ -66,14 +80,50 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
     };
     limits.parse.max_value_length = cfg.limits.max_value_length;
     limits.parse.max_kept_bytes = cfg.limits.max_header_bytes;
-    // Issue 4: every stored study leaves a `store` audit event in its instance's transaction.
-    let ingestor = Ingestor::new(index, Arc::new(blobs), spool, limits)?.with_observer(Arc::new(
-        crate::audit_observer::AuditObserver::new(auth.clone()),
+    let blobs: Arc<dyn vesalius_store::BlobStore> = Arc::new(blobs);
+    // Issue 5: routes are evaluated inside the ingest transaction, so a routed instance always
+    // has its outbox job.
+    let routes = Arc::new(vesalius_exchange::RouteObserver::new(
+        registry.clone(),
+        cfg.site.utc_offset_minutes,
     ));
+    routes.refresh().await.context("loading the routes")?;
+    // Issue 4: every stored study leaves a `store` audit event in its instance's transaction.
+    let ingestor = Ingestor::new(index.clone(), blobs.clone(), spool, limits)?
+        .with_observer(Arc::new(crate::audit_observer::AuditObserver::new(
+            auth.clone(),
+        )))
+        .with_observer(routes.clone());
+    let x = &cfg.exchange;
+    let ms = std::time::Duration::from_millis;
+    let client = vesalius_exchange::PeerClient::new(identity.clone(), ms(x.request_timeout_ms))?;
+    let exchange = vesalius_exchange::Exchange::new(
+        index.clone(),
+        registry,
+        blobs,
+        client,
+        vesalius_exchange::ExchangeOptions {
+            poll_interval: ms(x.poll_ms),
+            lease: ms(x.lease_ms),
+            batch_jobs: x.batch_jobs.max(1),
+            batch_bytes: x.batch_bytes,
+            concurrency: x.concurrency.max(1),
+            max_attempts: x.max_attempts.max(1),
+            backoff_base: ms(x.backoff_base_ms),
+            backoff_max: ms(x.backoff_max_ms),
+            settle: ms(x.settle_ms),
+            ae_title: cfg.dicom.ae_title.clone(),
+            deid_key: site_key.derive_key("route-deidentification").to_vec(),
+            ..Default::default()
+        },
+    );
     Ok(Storage {
         ingestor: Arc::new(ingestor),
         auth,
         site_key,
+        identity,
+        routes,
+        exchange,
     })
 }
 
@@ -81,11 +131,19 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
 /// health and `/metrics`.
 pub fn http_app(
     cfg: &Config,
-    ingestor: Arc<Ingestor>,
-    auth: Arc<Authenticator>,
+    storage: &Storage,
     metrics: Option<PrometheusHandle>,
     oidc: Option<vesalius_api::oidc::OidcService>,
 ) -> Router {
+    let ingestor = storage.ingestor.clone();
+    let auth = storage.auth.clone();
+    // Issue 5: the receiving side of the exchange (manifests, pings), for peers.
+    let receiver = vesalius_exchange::http::router(vesalius_exchange::http::ReceiverState {
+        index: ingestor.index().clone(),
+        registry: storage.exchange.registry().clone(),
+        identity: storage.identity.clone(),
+        events: storage.exchange.events(),
+    });
     let web_opts = vesalius_dicomweb::DicomWebOptions {
         org: cfg.storage.org.clone(),
         max_stow_bytes: cfg.limits.max_stow_bytes,
@@ -117,7 +175,8 @@ pub fn http_app(
             api_opts,
             Some(auth.audit_log().clone()),
         ))
-        .merge(vesalius_api::session::router(auth.clone()));
+        .merge(vesalius_api::session::router(auth.clone()))
+        .merge(receiver);
     if let Some(svc) = oidc {
         app = app.merge(vesalius_api::oidc::service_router(auth.clone(), svc));
     }
@@ -272,6 +331,11 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
             vesalius_api::oidc::LOGIN_PATH
         );
     }
+    println!(
+        "  site           : {} ({})",
+        storage.identity.name(),
+        storage.identity.public_key()
+    );
     if !cfg.auth.required {
         println!(
             "  WARNING        : auth.required = false: anonymous HTTP requests act as the server"
@@ -331,13 +395,17 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
         dimse_opts,
         shutdown.clone(),
     ));
-    let app = http_app(
-        &cfg,
-        storage.ingestor.clone(),
-        storage.auth.clone(),
-        metrics,
-        oidc,
+    let app = http_app(&cfg, &storage, metrics, oidc);
+    // Issue 5: the transfer engine drains the outbox to peers and DICOM nodes; route changes
+    // made by other nodes or `vesalius admin` are picked up periodically.
+    storage.routes.spawn_refresher(
+        std::time::Duration::from_millis(cfg.exchange.route_refresh_ms.max(100)),
+        shutdown.clone(),
     );
+    let exchange_task = cfg
+        .exchange
+        .enabled
+        .then(|| tokio::spawn(storage.exchange.clone().run(shutdown.clone())));
     let sd = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -365,6 +433,9 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
     }
     .context("HTTP server")?;
     if let Some(t) = checkpoints {
+        let _ = t.await;
+    }
+    if let Some(t) = exchange_task {
         let _ = t.await;
     }
     for task in std::iter::once(dimse).chain(dimse_tls) {

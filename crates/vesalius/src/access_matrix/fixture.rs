@@ -212,13 +212,7 @@ impl Site {
         let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
             .build_recorder()
             .handle();
-        let app = http_app(
-            &cfg,
-            storage.ingestor.clone(),
-            storage.auth.clone(),
-            Some(metrics),
-            None,
-        );
+        let app = http_app(&cfg, &storage, Some(metrics), None);
         let shutdown = CancellationToken::new();
         let http = TcpListener::bind("127.0.0.1:0").await.expect("HTTP port");
         let base = format!("http://{}", http.local_addr().expect("address"));
