@@ -7,9 +7,11 @@ mod audit_cmd;
 mod audit_observer;
 mod config;
 mod deid;
+mod demo;
 mod import;
 mod send;
 mod serve;
+mod site;
 mod syslog;
 mod tls;
 
@@ -33,6 +35,9 @@ struct Cli {
 enum Command {
     /// Run the archive: DICOM and HTTP servers over the data directory.
     Serve(ServeArgs),
+    /// A stroke network on loopback: a hub and two spokes, peered, with a CT head routed from a
+    /// spoke to the hub; prints the URLs and the transfer time, runs until Ctrl-C.
+    Demo(demo::DemoArgs),
     /// Show the effective configuration.
     Config {
         #[command(subcommand)]
@@ -148,6 +153,10 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
+        Command::Demo(a) => {
+            init_logging(&cfg);
+            rt.block_on(demo::run(a))
+        }
         Command::Serve(a) => {
             if let Some(d) = a.data_dir {
                 cfg.storage.data_dir = d;
