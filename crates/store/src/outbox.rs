@@ -177,7 +177,8 @@ pub struct TransferSummary {
     pub queue: String,
     /// The study.
     pub study_uid: String,
-    /// Highest priority among its jobs and receipts seen (0 when none).
+    /// Highest priority among its pending and parked jobs (0 when none is left: receipts do not
+    /// keep it; the receiver's arrival record does).
     pub priority: i32,
     /// Jobs waiting or in flight.
     pub pending: u64,

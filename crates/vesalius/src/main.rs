@@ -8,6 +8,8 @@ mod audit_observer;
 mod config;
 mod deid;
 mod demo;
+#[cfg(test)]
+mod exchange_tests;
 mod import;
 mod send;
 mod serve;
