@@ -1,0 +1,1050 @@
+//! The management API of the exchange (docs/api-exchange.md): transfers and their receipts,
+//! parked jobs and their retry, a live event stream, and the registry of peers, DICOM nodes,
+//! routes and arrivals.
+//!
+//! - `GET /api/v1/transfers?limit=`: per (destination, study) summaries, most recently active
+//!   first; `GET /api/v1/transfers/receipts?study=&queue=&limit=`;
+//!   `GET /api/v1/transfers/jobs?state=&queue=&study=&limit=`;
+//!   `POST /api/v1/transfers/jobs/{id}/retry` (a parked job becomes ready now);
+//!   `GET /api/v1/transfers/events`: server-sent events, one per [`ExchangeEvent`] (`event:` is
+//!   its `type`, `data:` its JSON), a keep-alive comment every 15 s.
+//! - `GET /api/v1/peers`, `GET|PUT|DELETE /api/v1/peers/{name}`,
+//!   `POST /api/v1/peers/{name}/ping`; the same for `/api/v1/nodes` with
+//!   `POST /api/v1/nodes/{name}/echo` (C-ECHO); `GET /api/v1/routes`,
+//!   `GET|PUT|DELETE /api/v1/routes/{id}`; `GET /api/v1/arrivals?limit=`.
+//!
+//! ## Access
+//! - Every registry record belongs to an organisation (its `org` field: for a peer, the local
+//!   organisation it acts as). Reading, changing, deleting, pinging or echoing a record needs
+//!   [`Action::ManageOrg`] on that organisation (the right that administers AE titles and
+//!   users); replacing a record with one of another organisation needs it on both. Lists show
+//!   only the records the caller may manage. Records the caller may not manage answer 404 to
+//!   reads, like missing ones.
+//! - Transfer summaries, receipts, jobs and the event stream carry no organisation, so they are
+//!   for administrators of any organisation and the server itself (`ManageOrg` in the caller's
+//!   own organisation). Retrying a job needs `ManageOrg` on the organisation of its destination
+//!   (the peer or node record of its queue); a job whose destination is not in the registry
+//!   (an analysis queue, a deleted record) may be retried by any administrator. "Study
+//!   complete" events (receiver side) go only to the administrators of the receiving
+//!   organisation.
+//! - Arrivals need [`Action::Query`] in the caller's organisation and list only its arrivals
+//!   (the server itself sees every organisation's).
+//!
+//! ## Changes
+//! Every change is committed with its `admin-change` audit event (`details.change`:
+//! `peer-put`, `peer-delete`, `node-put`, `node-delete`, `route-put`, `route-delete`,
+//! `job-retry`) through [`Registry::apply`]; a job retry, which the outbox commits alone, is
+//! audited right after it. Records put by the configuration file (`managed`) are refused with
+//! 409: the file would put them back at the next start. A route is validated
+//! ([`route::validate`]) and its destinations must exist (a node only of the route's own
+//! organisation); a peer or node named by a route cannot be deleted (409). After a route
+//! change this node reloads its routes at once ([`RouteObserver::refresh`]); other nodes pick
+//! it up at their refresh interval.
+//!
+//! Errors are `{"error": "<kebab-case code>", "message": "..."}` with the status of the code's
+//! [`ErrorKind`], mapped in [`ApiError`] only.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+use vesalius_auth::{Action, Caller, Resource, authorize};
+use vesalius_core::ErrorKind;
+use vesalius_store::audit::Outcome;
+use vesalius_store::outbox::{JobFilter, JobState, ReceiptFilter};
+use vesalius_store::registry::{
+    DicomNode, Peer, RegistryChange, Route, RouteDestination, RouteMatch,
+};
+use vesalius_store::{Outbox, Registry};
+
+use crate::observer::RouteObserver;
+use crate::worker::Exchange;
+use crate::{ExchangeEvent, now_ms, route};
+
+/// Default and largest `limit` of the lists.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+/// How long a C-ECHO may take.
+const ECHO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keep-alive comments of the event stream (proxies close idle connections).
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// What the management handlers need.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The engine: outbox, registry, peer client, event stream.
+    pub exchange: Arc<Exchange>,
+    /// The routing observer, refreshed after every route change made here.
+    pub routes: Arc<RouteObserver>,
+    /// Our AE title, calling DICOM nodes (C-ECHO).
+    pub ae_title: String,
+}
+
+impl ApiState {
+    /// The state over `exchange`, refreshing `routes`, echoing as `ae_title`.
+    pub fn new(
+        exchange: Arc<Exchange>,
+        routes: Arc<RouteObserver>,
+        ae_title: impl Into<String>,
+    ) -> Self {
+        ApiState {
+            exchange,
+            routes,
+            ae_title: ae_title.into(),
+        }
+    }
+
+    fn registry(&self) -> &Arc<dyn Registry> {
+        self.exchange.registry()
+    }
+
+    fn outbox(&self) -> &Arc<dyn Outbox> {
+        self.exchange.outbox()
+    }
+}
+
+/// The management router (mount at the root).
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/transfers", get(transfers))
+        .route("/api/v1/transfers/receipts", get(receipts))
+        .route("/api/v1/transfers/jobs", get(jobs))
+        .route("/api/v1/transfers/jobs/{id}/retry", post(retry))
+        .route("/api/v1/transfers/events", get(events))
+        .route("/api/v1/peers", get(list_peers))
+        .route(
+            "/api/v1/peers/{name}",
+            get(get_peer).put(put_peer).delete(delete_peer),
+        )
+        .route("/api/v1/peers/{name}/ping", post(ping_peer))
+        .route("/api/v1/nodes", get(list_nodes))
+        .route(
+            "/api/v1/nodes/{name}",
+            get(get_node).put(put_node).delete(delete_node),
+        )
+        .route("/api/v1/nodes/{name}/echo", post(echo_node))
+        .route("/api/v1/routes", get(list_routes))
+        .route(
+            "/api/v1/routes/{id}",
+            get(get_route).put(put_route).delete(delete_route),
+        )
+        .route("/api/v1/arrivals", get(arrivals))
+        .with_state(state)
+}
+
+/// An API error: a kind (status and code) and a message.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The kind.
+    pub kind: ErrorKind,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ApiError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<vesalius_store::Error> for ApiError {
+    fn from(e: vesalius_store::Error) -> Self {
+        ApiError::new(e.kind(), e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.kind == ErrorKind::Internal {
+            tracing::error!(message = %self.message, "internal error");
+        }
+        let status = StatusCode::from_u16(self.kind.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            Json(json!({"error": self.kind.code(), "message": self.message})),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn caller_of(caller: Option<Extension<Caller>>) -> ApiResult<Caller> {
+    caller
+        .map(|Extension(c)| c)
+        .ok_or_else(|| ApiError::new(ErrorKind::Unauthorized, "credentials required"))
+}
+
+/// Whether the caller may administer `org` (no grants count for organisation-level actions).
+fn may(c: &Caller, action: Action, org: &str) -> bool {
+    authorize(
+        &c.principal,
+        action,
+        &Resource::org(org.to_owned()),
+        &[],
+        vesalius_auth::now_ms(),
+    )
+    .is_allowed()
+}
+
+fn require_manage(c: &Caller, org: &str) -> ApiResult<()> {
+    if may(c, Action::ManageOrg, org) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorKind::Forbidden,
+            format!(
+                "{} may not administer organisation {org:?}",
+                c.principal.actor.name
+            ),
+        ))
+    }
+}
+
+/// Administrators (of the organisation they act in) and the server itself.
+fn require_admin(c: &Caller) -> ApiResult<()> {
+    if may(c, Action::ManageOrg, c.org()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorKind::Forbidden,
+            "transfers are for administrators",
+        ))
+    }
+}
+
+fn limit_of(limit: Option<usize>) -> usize {
+    limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
+}
+
+fn json_of<T: serde::Serialize>(v: &T) -> Json<Value> {
+    Json(serde_json::to_value(v).unwrap_or(Value::Null))
+}
+
+/// Names of peers, nodes and routes: a short slug, usable in queues and URLs.
+fn check_name(what: &str, name: &str) -> ApiResult<()> {
+    let fine = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if fine {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorKind::BadRequest,
+            format!("{what} names are 1-64 letters, digits, '-', '_' or '.': {name:?}"),
+        ))
+    }
+}
+
+fn managed(what: &str, name: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::Conflict,
+        format!(
+            "{what} {name} is put by the configuration file: change it there (it would be put \
+             back at the next start)"
+        ),
+    )
+}
+
+fn not_found(what: &str, name: &str) -> ApiError {
+    ApiError::new(ErrorKind::NotFound, format!("no {what} {name}"))
+}
+
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::new(ErrorKind::BadRequest, format!("unreadable body: {e}")))
+}
+
+/// Applies `change` with its `admin-change` event, in one transaction.
+async fn commit(
+    st: &ApiState,
+    c: &Caller,
+    org: &str,
+    change: RegistryChange,
+    details: Value,
+) -> ApiResult<()> {
+    let ev = c.event("admin-change", Outcome::Success, org, None, details);
+    st.registry().apply(vec![change], vec![ev]).await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transfers.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ListParams {
+    limit: Option<usize>,
+    study: Option<String>,
+    queue: Option<String>,
+    state: Option<String>,
+}
+
+async fn transfers(
+    State(st): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+    Query(p): Query<ListParams>,
+) -> ApiResult<Json<Value>> {
+    require_admin(&caller_of(caller)?)?;
+    let t = st.outbox().transfers(limit_of(p.limit)).await?;
+    Ok(json_of(&t))
+}
+
+async fn receipts(
+    State(st): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+    Query(p): Query<ListParams>,
+) -> ApiResult<Json<Value>> {
+    require_admin(&caller_of(caller)?)?;
+    let r = st
+        .outbox()
+        .receipts(&ReceiptFilter {
+            queue: p.queue,
+            study_uid: p.study,
+            limit: limit_of(p.limit),
+        })
+        .await?;
+    Ok(json_of(&r))
+}
+
+async fn jobs(
+    State(st): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+    Query(p): Query<ListParams>,
+) -> ApiResult<Json<Value>> {
+    require_admin(&caller_of(caller)?)?;
+    let state = match p.state.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(JobState::parse(s).ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::BadRequest,
+                format!("state is ready, leased or parked, not {s:?}"),
+            )
+        })?),
+    };
+    let j = st
+        .outbox()
+        .jobs(&JobFilter {
+            queue: p.queue,
+            study_uid: p.study,
+            state,
+            limit: limit_of(p.limit),
+        })
+        .await?;
+    Ok(json_of(&j))
+}
+
+/// The organisation of the destination of `queue`, when it is in the registry.
+async fn queue_org(st: &ApiState, queue: &str) -> ApiResult<Option<String>> {
+    Ok(match RouteDestination::parse(queue) {
+        Some(RouteDestination::Peer(n)) => st.registry().peer(&n).await?.map(|p| p.org),
+        Some(RouteDestination::Node(n)) => st.registry().node(&n).await?.map(|d| d.org),
+        _ => None,
+    })
+}
+
+async fn retry(
+    State(st): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let c = caller_of(caller)?;
+    require_admin(&c)?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::new(ErrorKind::NotFound, format!("no job {id}")))?;
+    let found = st
+        .outbox()
+        .jobs(&JobFilter::default())
+        .await?
+        .into_iter()
+        .find(|j| j.id == id)
+        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("no job {id}")))?;
+    let org = queue_org(&st, &found.job.queue).await?;
+    if let Some(org) = &org {
+        require_manage(&c, org)?;
+    }
+    if found.state != JobState::Parked {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!("job {id} is {}, not parked", found.state.as_str()),
+        ));
+    }
+    if !st.outbox().retry(id, now_ms()).await? {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!("job {id} was taken meanwhile"),
+        ));
+    }
+    // The outbox commits the retry alone: the event follows it (logged if it cannot be kept).
+    let ev = c.event(
+        "admin-change",
+        Outcome::Success,
+        org.as_deref().unwrap_or(c.org()),
+        (!found.job.study_uid.is_empty()).then_some(found.job.study_uid.as_str()),
+        json!({"change": "job-retry", "job": id, "queue": found.job.queue}),
+    );
+    if let Err(e) = st.registry().apply(Vec::new(), vec![ev]).await {
+        tracing::error!(error = %e, job = id, "audit event of a job retry not written");
+    }
+    Ok(Json(
+        json!({"id": id, "state": "ready", "queue": found.job.queue}),
+    ))
+}
+
+async fn events(
+    State(st): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let c = caller_of(caller)?;
+    require_admin(&c)?;
+    let rx = st.exchange.subscribe();
+    let stream = futures::stream::unfold((rx, c), |(mut rx, c)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    if let ExchangeEvent::StudyComplete { org, .. } = &e
+                        && !may(&c, Action::ManageOrg, org)
+                    {
+                        continue;
+                    }
+                    return Some((Ok(sse_event(&e)), (rx, c)));
+                }
+                Err(RecvError::Lagged(n)) => {
+                    let ev = Event::default()
+                        .event("lagged")
+                        .data(json!({"type": "lagged", "missed": n}).to_string());
+                    return Some((Ok(ev), (rx, c)));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
+}
+
+/// One server-sent event: `event:` the event's `type`, `data:` its JSON.
+fn sse_event(e: &ExchangeEvent) -> Event {
+    let v = serde_json::to_value(e).unwrap_or(Value::Null);
+    let kind = v["type"].as_str().unwrap_or("event").to_owned();
+    Event::default().event(kind).data(v.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Peers.
+
+/// A peer as an administrator puts it (the name comes from the path).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerInput {
+    base_url: String,
+    public_key: String,
+    org: String,
+    #[serde(default)]
+    remote_org: Option<String>,
+    #[serde(default)]
+    may_query: bool,
+    #[serde(default)]
+    description: String,
+}
+
+async fn list_peers(
+    State(st): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+) -> ApiResult<Json<Value>> {
+    let c = caller_of(caller)?;
+    let peers: Vec<Peer> = st
+        .registry()
+        .peers()
+        .await?
+        .into_iter()
+        .filter(|p| may(&c, Action::ManageOrg, &p.org))
+        .collect();
+    Ok(json_of(&peers))
+}
+
+/// The peer `name` if the caller may manage it; 404 otherwise (hidden like missing).
+async fn visible_peer(st: &ApiState, c: &Caller, name: &str) -> ApiResult<Peer> {
+    match st.registry().peer(name).await? {
+        Some(p) if may(c, Action::ManageOrg, &p.org) => Ok(p),
+        _ => Err(not_found("peer", name)),
+    }
+}
+
+async fn get_peer(
+    State(st): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let c = caller_of(caller)?;
+    Ok(json_of(&visible_peer(&st, &c, &name).await?))
+}
+
+async fn put_peer(
+    State(st): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+    Path(name): Path<String>,
+    bytes: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let c = caller_of(caller)?;
+    let input: PeerInput = body(&bytes)?;
+    require_manage(&c, &input.org)?;
+    check_name("peer", &name)?;
+    let url = reqwest::Url::parse(&input.base_url).map_err(|e| {
+        ApiError::new(
+            ErrorKind::BadRequest,
+            format!("base_url {:?}: {e}", input.base_url),
+        )
+    })?;
+    crate::client::check_scheme(&url)
+        .map_err(|e| ApiError::new(ErrorKind::BadRequest, e.to_string()))?;
+    if !vesalius_auth::peer::valid_public_key(&input.public_key) {
+        return Err(ApiError::new(
+            ErrorKind::BadRequest,
+            "public_key is ed25519: followed by the peer's base64url key",
+        ));
+    }
+    let old = st.registry().peer(&name).await?;
+    if let Some(o) = &old {
+        require_manage(&c, &o.org)?;
+        if o.managed {
+            return Err(managed("peer", &name));
+        }
+    }
+    let peer = Peer {
+        name: name.clone(),
+        base_url: input.base_url,
+        public_key: input.public_key,
+        org: input.org,
+        remote_org: input.remote_org.filter(|o| !o.is_empty()),
+        may_query: input.may_query,
+        description: input.description,
+        managed: false,
+        created_ms: old.as_ref().map_or_else(now_ms, |o| o.created_ms),
+    };
+    let details = json!({
+        "change": "peer-put", "peer": name, "base_url": peer.base_url,
+        "may_query": peer.may_query, "created": old.is_none(),
+    });
+    let org = peer.org.clone();
+    commit(
+        &st,
+        &c,
+        &org,
+        RegistryChange::PutPeer(peer.clone()),
+        details,
+    )
+    .await?;
+    let status = if old.is_none() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, json_of(&peer)).into_response())
+}
+
+/// The routes sending to `dest`, which keep it from being deleted.
+async fn routes_to(st: &ApiState, dest: &RouteDestination) -> ApiResult<Vec<String>> {
+    Ok(st
+        .registry()
+        .routes()
+        .await?
+        .into_iter()
+        .filter(|r| r.destinations.contains(dest))
+        .map(|r| r.id)
+        .collect())
+}
+
+async fn delete_peer(
+    State(st): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let c = caller_of(caller)?;
+    let p = st
+        .registry()
+        .peer(&name)
+        .await?
+        .ok_or_else(|| not_found("peer", &name))?;
+    require_manage(&c, &p.org)?;
+    if p.managed {
+        return Err(managed("peer", &name));
+    }
+    let users = routes_to(&st, &RouteDestination::Peer(name.clone())).await?;
+    if !users.is_empty() {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!("routes send to peer {name}: {}", users.join(", ")),
+        ));
+    }
+    let details = json!({"change": "peer-delete", "peer": name});
+    commit(
+        &st,
+        &c,
+        &p.org,
+        RegistryChange::DeletePeer(name.clone()),
+        details,
+    )
+    .await?;
+    Ok(Json(json!({"deleted": name})))
+}
+
+async fn ping_peer(
+    State(st): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let c = caller_of(caller)?;
+    let peer = visible_peer(&st, &c, &name).await?;
+    let sent_ms = now_ms();
+    let t0 = Instant::now();
+    // A diagnosis, not a failure of this request: an unreachable peer is answered with 200.
+    Ok(Json(match st.exchange.client().ping(&peer).await {
+        Ok(a) => {
+            let rtt = t0.elapsed().as_millis() as i64;
+            json!({
+                "peer": name,
+                "reachable": true,
+                "round_trip_ms": rtt,
+                "site": a.site,
+                "known_as": a.peer_name,
+                "remote_org": a.org,
+                // Its clock against ours at the middle of the round trip.
+                "skew_ms": a.time_ms - (sent_ms + rtt / 2),
+            })
+        }
+        Err(e) => json!({
+            "peer": name,
+            "reachable": false,
+            "round_trip_ms": t0.elapsed().as_millis() as i64,
+            "error": e.to_string(),
+        }),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// DICOM nodes.
+
+/// A node as an administrator puts it (the name comes from the path).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeInput {
+    ae_title: String,
+    host: String,
+    port: u16,
+    #[serde(default)]
+    transfer_syntaxes: Vec<String>,
+    org: String,
+    #[serde(default)]
+    description: String,
+}
+
+async fn list_nodes(
+    State(st): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+) -> ApiResult<Json<Value>> {
+    let c = caller_of(caller)?;
+    let nodes: Vec<DicomNode> = st
+        .registry()
+        .nodes()
+        .await?
+        .into_iter()
+        .filter(|n| may(&c, Action::ManageOrg, &n.org))
+        .collect();
+    Ok(json_of(&nodes))
+}
+
+async fn visible_node(st: &ApiState, c: &Caller, name: &str) -> ApiResult<DicomNode> {
+    match st.registry().node(name).await? {
+        Some(n) if may(c, Action::ManageOrg, &n.org) => Ok(n),
+        _ => Err(not_found("node", name)),
+    }
+}
+
+async fn get_node(
+    State(st): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let c = caller_of(caller)?;
+    Ok(json_of(&visible_node(&st, &c, &name).await?))
+}
+
+async fn put_node(
+    State(st): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+    Path(name): Path<String>,
+    bytes: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let c = caller_of(caller)?;
+    let input: NodeInput = body(&bytes)?;
+    require_manage(&c, &input.org)?;
+    check_name("node", &name)?;
+    let ae = input.ae_title.trim();
+    // PS3.5 6.2: an AE title is 1-16 characters of the default repertoire, no backslash.
+    if ae.is_empty()
+        || ae.len() > 16
+        || !ae.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
+    {
+        return Err(ApiError::new(
+            ErrorKind::BadRequest,
+            format!("ae_title {:?} is not an AE title", input.ae_title),
+        ));
+    }
+    if input.host.trim().is_empty() || input.port == 0 {
+        return Err(ApiError::new(
+            ErrorKind::BadRequest,
+            "a node needs a host and a port",
+        ));
+    }
+    let old = st.registry().node(&name).await?;
+    if let Some(o) = &old {
+        require_manage(&c, &o.org)?;
+        if o.managed {
+            return Err(managed("node", &name));
+        }
+    }
+    let node = DicomNode {
+        name: name.clone(),
+        ae_title: ae.to_owned(),
+        host: input.host.trim().to_owned(),
+        port: input.port,
+        transfer_syntaxes: input.transfer_syntaxes,
+        org: input.org,
+        description: input.description,
+        managed: false,
+        created_ms: old.as_ref().map_or_else(now_ms, |o| o.created_ms),
+    };
+    let details = json!({
+        "change": "node-put", "node": name, "ae_title": node.ae_title,
+        "host": node.host, "port": node.port, "created": old.is_none(),
+    });
+    let org = node.org.clone();
+    commit(
+        &st,
+        &c,
+        &org,
+        RegistryChange::PutNode(node.clone()),
+        details,
+    )
+    .await?;
+    let status = if old.is_none() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, json_of(&node)).into_response())
+}
+
+async fn delete_node(
+    State(st): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let c = caller_of(caller)?;
+    let n = st
+        .registry()
+        .node(&name)
+        .await?
+        .ok_or_else(|| not_found("node", &name))?;
+    require_manage(&c, &n.org)?;
+    if n.managed {
+        return Err(managed("node", &name));
+    }
+    let users = routes_to(&st, &RouteDestination::Node(name.clone())).await?;
+    if !users.is_empty() {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!("routes send to node {name}: {}", users.join(", ")),
+        ));
+    }
+    let details = json!({"change": "node-delete", "node": name});
+    commit(
+        &st,
+        &c,
+        &n.org,
+        RegistryChange::DeleteNode(name.clone()),
+        details,
+    )
+    .await?;
+    Ok(Json(json!({"deleted": name})))
+}
+
+async fn echo_node(
+    State(st): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let c = caller_of(caller)?;
+    let node = visible_node(&st, &c, &name).await?;
+    let addr = if node.host.contains(':') {
+        format!("[{}]:{}", node.host, node.port)
+    } else {
+        format!("{}:{}", node.host, node.port)
+    };
+    let t0 = Instant::now();
+    let outcome = tokio::time::timeout(
+        ECHO_TIMEOUT,
+        vesalius_dimse::scu::echo(&addr, &st.ae_title, &node.ae_title),
+    )
+    .await;
+    let rtt = t0.elapsed().as_millis() as i64;
+    // Like a ping: the node's answer is the result, 200 either way.
+    let error = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!("no answer within {} s", ECHO_TIMEOUT.as_secs())),
+    };
+    Ok(Json(json!({
+        "node": name,
+        "ae_title": node.ae_title,
+        "address": addr,
+        "ok": error.is_none(),
+        "round_trip_ms": rtt,
+        "error": error,
+    })))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routes.
+
+/// A destination as written in a route: `"peer:hub"` or the tagged form `{"peer": "hub"}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum DestinationInput {
+    Text(String),
+    Tagged(RouteDestination),
+}
+
+/// A route as an administrator puts it (the id comes from the path).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteInput {
+    #[serde(default)]
+    name: String,
+    org: String,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    order: i32,
+    #[serde(default)]
+    matcher: RouteMatch,
+    destinations: Vec<DestinationInput>,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    deid: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn list_routes(
+    State(st): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+) -> ApiResult<Json<Value>> {
+    let c = caller_of(caller)?;
+    let routes: Vec<Route> = st
+        .registry()
+        .routes()
+        .await?
+        .into_iter()
+        .filter(|r| may(&c, Action::ManageOrg, &r.org))
+        .collect();
+    Ok(json_of(&routes))
+}
+
+async fn find_route(st: &ApiState, id: &str) -> ApiResult<Option<Route>> {
+    Ok(st
+        .registry()
+        .routes()
+        .await?
+        .into_iter()
+        .find(|r| r.id == id))
+}
+
+async fn get_route(
+    State(st): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let c = caller_of(caller)?;
+    match find_route(&st, &id).await? {
+        Some(r) if may(&c, Action::ManageOrg, &r.org) => Ok(json_of(&r)),
+        _ => Err(not_found("route", &id)),
+    }
+}
+
+/// Every destination must exist; a node only of the route's organisation (its data may go
+/// there), a peer of any (it is a site of the network).
+async fn check_destinations(st: &ApiState, r: &Route) -> ApiResult<()> {
+    for d in &r.destinations {
+        let problem = match d {
+            RouteDestination::Peer(n) => st
+                .registry()
+                .peer(n)
+                .await?
+                .is_none()
+                .then(|| format!("no peer {n}")),
+            RouteDestination::Node(n) => match st.registry().node(n).await? {
+                None => Some(format!("no node {n}")),
+                Some(node) if node.org != r.org => Some(format!(
+                    "node {n} receives data of organisation {:?}, not {:?}",
+                    node.org, r.org
+                )),
+                Some(_) => None,
+            },
+            RouteDestination::Analysis(_) => None,
+        };
+        if let Some(p) = problem {
+            return Err(ApiError::new(ErrorKind::BadRequest, p));
+        }
+    }
+    Ok(())
+}
+
+/// Reloads this node's routes after a change (the change is committed: a failure is logged,
+/// and the periodic refresh picks the change up).
+async fn refresh(st: &ApiState) {
+    if let Err(e) = st.routes.refresh().await {
+        tracing::warn!(error = %e, "reloading the routes after a change");
+    }
+}
+
+async fn put_route(
+    State(st): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+    Path(id): Path<String>,
+    bytes: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let c = caller_of(caller)?;
+    let input: RouteInput = body(&bytes)?;
+    require_manage(&c, &input.org)?;
+    check_name("route", &id)?;
+    let mut destinations = Vec::with_capacity(input.destinations.len());
+    for d in input.destinations {
+        destinations.push(match d {
+            DestinationInput::Tagged(t) => t,
+            DestinationInput::Text(s) => RouteDestination::parse(&s).ok_or_else(|| {
+                ApiError::new(
+                    ErrorKind::BadRequest,
+                    format!("destination {s:?} is not peer:NAME, node:NAME or analysis:NAME"),
+                )
+            })?,
+        });
+    }
+    let old = find_route(&st, &id).await?;
+    if let Some(o) = &old {
+        require_manage(&c, &o.org)?;
+        if o.managed {
+            return Err(managed("route", &id));
+        }
+    }
+    let r = Route {
+        id: id.clone(),
+        name: if input.name.is_empty() {
+            id.clone()
+        } else {
+            input.name
+        },
+        org: input.org,
+        enabled: input.enabled,
+        order: input.order,
+        matcher: input.matcher,
+        destinations,
+        priority: input.priority,
+        deid: input.deid.filter(|d| !d.is_empty()),
+        managed: false,
+        created_ms: old.as_ref().map_or_else(now_ms, |o| o.created_ms),
+    };
+    route::validate(&r).map_err(|e| ApiError::new(ErrorKind::BadRequest, e))?;
+    check_destinations(&st, &r).await?;
+    let dests: Vec<String> = r.destinations.iter().map(RouteDestination::queue).collect();
+    let details = json!({
+        "change": "route-put", "route": id, "enabled": r.enabled, "priority": r.priority,
+        "destinations": dests, "deid": r.deid, "created": old.is_none(),
+    });
+    let org = r.org.clone();
+    commit(&st, &c, &org, RegistryChange::PutRoute(r.clone()), details).await?;
+    refresh(&st).await;
+    let status = if old.is_none() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, json_of(&r)).into_response())
+}
+
+async fn delete_route(
+    State(st): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let c = caller_of(caller)?;
+    let r = find_route(&st, &id)
+        .await?
+        .ok_or_else(|| not_found("route", &id))?;
+    require_manage(&c, &r.org)?;
+    if r.managed {
+        return Err(managed("route", &id));
+    }
+    let details = json!({"change": "route-delete", "route": id});
+    commit(
+        &st,
+        &c,
+        &r.org,
+        RegistryChange::DeleteRoute(id.clone()),
+        details,
+    )
+    .await?;
+    refresh(&st).await;
+    Ok(Json(json!({"deleted": id})))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arrivals.
+
+async fn arrivals(
+    State(st): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+    Query(p): Query<ListParams>,
+) -> ApiResult<Json<Value>> {
+    let c = caller_of(caller)?;
+    let org = (!c.principal.is_system()).then(|| c.org().to_owned());
+    if let Some(o) = &org
+        && !may(&c, Action::Query, o)
+    {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            format!(
+                "{} may not search organisation {o:?}",
+                c.principal.actor.name
+            ),
+        ));
+    }
+    let a = st
+        .registry()
+        .arrivals(org.as_deref(), limit_of(p.limit))
+        .await?;
+    Ok(json_of(&a))
+}
+
+#[cfg(test)]
+mod tests;

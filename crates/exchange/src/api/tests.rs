@@ -1,0 +1,386 @@
+//! The management API over memory stores, with the caller put in by a test layer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use vesalius_auth::audit_chain::SiteKey;
+use vesalius_auth::peer::SiteIdentity;
+use vesalius_auth::{Caller, Principal};
+use vesalius_store::directory::Role;
+use vesalius_store::memory::MemoryBlobStore;
+use vesalius_store::memory_directory::MemoryAuditLog;
+use vesalius_store::outbox::{MemoryOutbox, NewJob, Receipt, ReceiptKind};
+use vesalius_store::registry::{DicomNode, MemoryRegistry, RegistryChange};
+use vesalius_store::{AuditLog, Outbox, Registry};
+
+use super::{ApiState, router};
+use crate::{Exchange, ExchangeOptions, PeerClient, RouteObserver};
+
+struct Fixture {
+    state: ApiState,
+    outbox: Arc<MemoryOutbox>,
+    registry: Arc<MemoryRegistry>,
+    audit: Arc<MemoryAuditLog>,
+}
+
+fn fixture() -> Fixture {
+    let audit = Arc::new(MemoryAuditLog::new());
+    let outbox = Arc::new(MemoryOutbox::new());
+    let registry = Arc::new(MemoryRegistry::new(audit.clone()));
+    let identity = Arc::new(SiteIdentity::from_site_key("here", &SiteKey::generate()));
+    let client = PeerClient::new(identity, Duration::from_secs(5)).expect("client");
+    let exchange = Exchange::new(
+        outbox.clone(),
+        registry.clone(),
+        Arc::new(MemoryBlobStore::default()),
+        client,
+        ExchangeOptions::default(),
+    );
+    let routes = Arc::new(RouteObserver::new(registry.clone(), 0));
+    Fixture {
+        state: ApiState::new(exchange, routes, "VESALIUS"),
+        outbox,
+        registry,
+        audit,
+    }
+}
+
+fn user(role: Role) -> Caller {
+    Caller {
+        principal: Principal::session("u1", &format!("a-{}", role.as_str()), "a", role),
+        access: None,
+        source: "127.0.0.1:1".into(),
+        user_agent: "test".into(),
+    }
+}
+
+/// Sends one request as `caller`; answers status and JSON body.
+async fn call(
+    f: &Fixture,
+    caller: &Caller,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let app = router(f.state.clone()).layer(axum::Extension(caller.clone()));
+    let mut rq = Request::builder().method(method).uri(uri);
+    let body = match body {
+        Some(v) => {
+            rq = rq.header("content-type", "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    let resp = app.oneshot(rq.body(body).unwrap()).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn put_node(f: &Fixture, name: &str, org: &str) {
+    f.registry
+        .apply(
+            vec![RegistryChange::PutNode(DicomNode {
+                name: name.into(),
+                ae_title: "PACS".into(),
+                host: "127.0.0.1".into(),
+                port: 1,
+                transfer_syntaxes: vec![],
+                org: org.into(),
+                description: String::new(),
+                managed: false,
+                created_ms: 1,
+            })],
+            vec![],
+        )
+        .await
+        .unwrap();
+}
+
+fn ct_route(org: &str) -> Value {
+    json!({
+        "name": "CT to the PACS",
+        "org": org,
+        "matcher": {"modality": ["CT"], "body_part": ["HEAD*"]},
+        "destinations": ["node:pacs"],
+        "priority": 100,
+    })
+}
+
+#[tokio::test]
+async fn admin_puts_lists_and_deletes_a_route_and_it_is_applied_at_once() {
+    let f = fixture();
+    put_node(&f, "pacs", "a").await;
+    let admin = user(Role::Admin);
+    let (s, v) = call(&f, &admin, "PUT", "/api/v1/routes/ct", Some(ct_route("a"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["destinations"], json!([{"node": "pacs"}]));
+    // The routing observer reloaded: the route is in force without waiting for the refresher.
+    assert!(!f.state.routes.routes().is_empty());
+    let (s, v) = call(&f, &admin, "GET", "/api/v1/routes", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["id"], "ct");
+    let (s, _) = call(&f, &admin, "GET", "/api/v1/routes/ct", None).await;
+    assert_eq!(s, StatusCode::OK);
+    // The node cannot go while a route sends to it.
+    let (s, v) = call(&f, &admin, "DELETE", "/api/v1/nodes/pacs", None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let (s, _) = call(&f, &admin, "DELETE", "/api/v1/routes/ct", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(f.state.routes.routes().is_empty());
+    let (_, v) = call(&f, &admin, "GET", "/api/v1/routes", None).await;
+    assert_eq!(v, json!([]));
+    // Both changes were audited as admin-change, with the actor.
+    let trail = f
+        .audit
+        .search(&Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event)
+        .filter(|e| e.action == "admin-change")
+        .map(|e| {
+            (
+                e.details["change"].as_str().unwrap().to_owned(),
+                e.actor.name,
+            )
+        })
+        .collect::<Vec<_>>();
+    assert!(
+        trail.contains(&("route-put".into(), "a-admin".into())),
+        "{trail:?}"
+    );
+    assert!(
+        trail.contains(&("route-delete".into(), "a-admin".into())),
+        "{trail:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_clinician_may_not_manage_routes_nor_an_admin_another_organisation() {
+    let f = fixture();
+    put_node(&f, "pacs", "a").await;
+    let (s, v) = call(
+        &f,
+        &user(Role::Clinician),
+        "PUT",
+        "/api/v1/routes/ct",
+        Some(ct_route("a")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(v["error"], "forbidden");
+    let (s, _) = call(
+        &f,
+        &user(Role::Admin),
+        "PUT",
+        "/api/v1/routes/ct",
+        Some(ct_route("b")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(f.registry.routes().await.unwrap().is_empty());
+    // Lists and reads of records the caller may not manage show nothing.
+    let (s, v) = call(&f, &user(Role::Clinician), "GET", "/api/v1/nodes", None).await;
+    assert_eq!((s, v), (StatusCode::OK, json!([])));
+    let (s, _) = call(
+        &f,
+        &user(Role::Clinician),
+        "GET",
+        "/api/v1/nodes/pacs",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = call(&f, &user(Role::Clinician), "GET", "/api/v1/transfers", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn invalid_routes_are_refused() {
+    let f = fixture();
+    put_node(&f, "pacs", "a").await;
+    put_node(&f, "pacs-b", "b").await;
+    let admin = user(Role::Admin);
+    let mut bad = ct_route("a");
+    bad["matcher"]["study_description"] = json!("re:(unclosed");
+    let (s, v) = call(&f, &admin, "PUT", "/api/v1/routes/ct", Some(bad)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"], "bad-request");
+    let mut window = ct_route("a");
+    window["matcher"]["time_of_day"] = json!("25:00-26:00");
+    let (s, _) = call(&f, &admin, "PUT", "/api/v1/routes/ct", Some(window)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let mut missing = ct_route("a");
+    missing["destinations"] = json!(["peer:nowhere"]);
+    let (s, v) = call(&f, &admin, "PUT", "/api/v1/routes/ct", Some(missing)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let mut foreign = ct_route("a");
+    foreign["destinations"] = json!(["node:pacs-b"]);
+    let (s, _) = call(&f, &admin, "PUT", "/api/v1/routes/ct", Some(foreign)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = call(
+        &f,
+        &admin,
+        "PUT",
+        "/api/v1/routes/c%20t",
+        Some(ct_route("a")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(f.registry.routes().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_parked_job_is_retried_and_the_transfer_is_summarised() {
+    let f = fixture();
+    put_node(&f, "pacs", "a").await;
+    let job = |study: &str| NewJob {
+        kind: "transfer".into(),
+        queue: "node:pacs".into(),
+        study_uid: study.into(),
+        payload: "{}".into(),
+        priority: 100,
+        not_before_ms: 0,
+        dedupe_key: None,
+    };
+    let ids = f.outbox.enqueue(vec![job("1.2.3")], 0).await.unwrap();
+    f.outbox.lease("node:pacs", "w", 1, 0, 1000).await.unwrap();
+    f.outbox
+        .fail("w", ids[0], "association rejected", 0, 1)
+        .await
+        .unwrap();
+    f.outbox
+        .complete(
+            "nobody",
+            &[],
+            vec![Receipt {
+                queue: "node:pacs".into(),
+                kind: ReceiptKind::Instance,
+                study_uid: "1.2.3".into(),
+                sop_instance_uid: "1.2.3.1".into(),
+                sha256: "ab".into(),
+                size: 10,
+                delivered_ms: 5,
+                verified: false,
+                detail: "C-STORE 0x0000".into(),
+            }],
+        )
+        .await
+        .unwrap();
+    let admin = user(Role::Admin);
+    let (s, v) = call(&f, &admin, "GET", "/api/v1/transfers", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v[0]["queue"], "node:pacs");
+    assert_eq!(v[0]["study_uid"], "1.2.3");
+    assert_eq!(v[0]["priority"], 100);
+    assert_eq!(
+        (v[0]["parked"].as_u64(), v[0]["delivered"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(v[0]["last_error"], "association rejected");
+    let (_, v) = call(
+        &f,
+        &admin,
+        "GET",
+        "/api/v1/transfers/jobs?state=parked",
+        None,
+    )
+    .await;
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    let (s, _) = call(&f, &admin, "GET", "/api/v1/transfers/jobs?state=lost", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (_, v) = call(
+        &f,
+        &admin,
+        "GET",
+        "/api/v1/transfers/receipts?study=1.2.3",
+        None,
+    )
+    .await;
+    assert_eq!(v[0]["sop_instance_uid"], "1.2.3.1");
+
+    let uri = format!("/api/v1/transfers/jobs/{}/retry", ids[0]);
+    let (s, _) = call(&f, &user(Role::Clinician), "POST", &uri, None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = call(&f, &admin, "POST", &uri, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = call(&f, &admin, "GET", "/api/v1/transfers/jobs", None).await;
+    assert_eq!(v[0]["state"], "ready");
+    assert_eq!(v[0]["attempts"], 0);
+    // Not parked any more: a second retry is a conflict.
+    let (s, _) = call(&f, &admin, "POST", &uri, None).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) = call(&f, &admin, "POST", "/api/v1/transfers/jobs/999/retry", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn peers_are_validated_and_an_unreachable_one_is_reported() {
+    let f = fixture();
+    let admin = user(Role::Admin);
+    let key = SiteIdentity::from_site_key("hub", &SiteKey::generate()).public_key();
+    let peer = json!({"base_url": "http://127.0.0.1:1", "public_key": key, "org": "a"});
+    let (s, v) = call(&f, &admin, "PUT", "/api/v1/peers/hub", Some(peer.clone())).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let mut plain = peer.clone();
+    plain["base_url"] = json!("http://hub.example.org");
+    let (s, _) = call(&f, &admin, "PUT", "/api/v1/peers/hub", Some(plain)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, v) = call(&f, &admin, "POST", "/api/v1/peers/hub/ping", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["reachable"], false, "{v}");
+    let (s, _) = call(
+        &f,
+        &user(Role::Service),
+        "DELETE",
+        "/api/v1/peers/hub",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = call(&f, &admin, "DELETE", "/api/v1/peers/hub", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = call(&f, &admin, "DELETE", "/api/v1/peers/hub", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn arrivals_are_scoped_to_the_callers_organisation() {
+    let f = fixture();
+    let arrival = |org: &str| vesalius_store::registry::Arrival {
+        org: org.into(),
+        study_uid: format!("1.{org}"),
+        from_peer: "hub".into(),
+        priority: 100,
+        manifest_instances: 3,
+        complete_ms: 7,
+        updated_ms: 7,
+    };
+    f.registry
+        .apply(
+            vec![
+                RegistryChange::PutArrival(arrival("a")),
+                RegistryChange::PutArrival(arrival("b")),
+            ],
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (s, v) = call(&f, &user(Role::Clinician), "GET", "/api/v1/arrivals", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["org"], "a");
+    let (_, v) = call(&f, &Caller::system(), "GET", "/api/v1/arrivals", None).await;
+    assert_eq!(v.as_array().unwrap().len(), 2);
+}
