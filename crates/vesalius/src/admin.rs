@@ -1,12 +1,17 @@
 //! `vesalius admin …`: work on a data directory directly (offline set-up and checks).
 //!
 //! `check` and `cert` work on files; `org`, `user`, `token` and `ae` edit the directory of the
-//! index database, with the server stopped or running (see [`context`]), so deployments and
-//! tests are set up without a browser.
+//! index database and `site`, `peer`, `node` and `route` the exchange registry in it, with the
+//! server stopped or running (see [`context`]), so deployments and tests are set up without a
+//! browser.
 
 mod ae;
 pub(crate) mod context;
+mod node;
 mod org;
+mod peer;
+mod route;
+mod site;
 mod token;
 mod user;
 
@@ -75,6 +80,38 @@ pub enum AdminCommand {
         data_dir: Option<PathBuf>,
         #[command(subcommand)]
         what: ae::AeCommand,
+    },
+    /// This site in the exchange network: show its name and public key.
+    Site {
+        /// Data directory (default from the configuration).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        what: site::SiteCommand,
+    },
+    /// Peer sites: add, list, remove, ping.
+    Peer {
+        /// Data directory (default from the configuration).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        what: peer::PeerCommand,
+    },
+    /// DICOM nodes routes send to: add, list, remove, echo.
+    Node {
+        /// Data directory (default from the configuration).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        what: node::NodeCommand,
+    },
+    /// Routes: add, list, remove, test against DICOM files.
+    Route {
+        /// Data directory (default from the configuration).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        what: route::RouteCommand,
     },
 }
 
@@ -152,6 +189,22 @@ pub async fn run(cmd: AdminCommand, mut cfg: Config) -> Result<()> {
         AdminCommand::Ae { data_dir, what } => {
             let cx = context::AdminContext::open(&context::data_dir(&cfg, data_dir)).await?;
             ae::run(&cx, what).await
+        }
+        AdminCommand::Site { data_dir, what } => {
+            site::run(&cfg, &context::data_dir(&cfg, data_dir), what)
+        }
+        AdminCommand::Peer { data_dir, what } => {
+            let dir = context::data_dir(&cfg, data_dir);
+            let cx = context::AdminContext::open(&dir).await?;
+            peer::run(&cx, &cfg, &dir, what).await
+        }
+        AdminCommand::Node { data_dir, what } => {
+            let cx = context::AdminContext::open(&context::data_dir(&cfg, data_dir)).await?;
+            node::run(&cx, &cfg, what).await
+        }
+        AdminCommand::Route { data_dir, what } => {
+            let cx = context::AdminContext::open(&context::data_dir(&cfg, data_dir)).await?;
+            route::run(&cx, &cfg, what).await
         }
     }
 }
