@@ -16,6 +16,7 @@ mod serve;
 mod site;
 mod syslog;
 mod tls;
+mod transfers;
 
 use std::path::PathBuf;
 
@@ -57,6 +58,9 @@ enum Command {
     Query(send::QueryArgs),
     /// Delete a study, series or instance through the running server.
     Delete(send::DeleteArgs),
+    /// Outgoing transfers of the running server (destination, study, priority, progress, state);
+    /// `--watch` follows them live.
+    Transfers(transfers::TransfersArgs),
     /// Write de-identified copies of DICOM files (PS3.15 Annex E Basic Profile and options).
     Deid(deid::DeidArgs),
     /// Administration on a data directory.
@@ -257,6 +261,7 @@ fn main() -> Result<()> {
         Command::Echo(a) => rt.block_on(send::echo(a)),
         Command::Query(a) => rt.block_on(send::query(a)),
         Command::Delete(a) => rt.block_on(send::delete(a)),
+        Command::Transfers(a) => rt.block_on(transfers::run(a)),
         Command::Deid(a) => deid::run(a),
         Command::Admin { what } => rt.block_on(admin::run(what, cfg)),
         Command::Audit(a) => rt.block_on(audit_cmd::run(a, cfg)),

@@ -144,6 +144,12 @@ pub fn http_app(
         identity: storage.identity.clone(),
         events: storage.exchange.events(),
     });
+    // Issue 5: transfers and the exchange registry, for administrators.
+    let exchange_api = vesalius_exchange::api::ApiState::new(
+        storage.exchange.clone(),
+        storage.routes.clone(),
+        cfg.dicom.ae_title.clone(),
+    );
     let web_opts = vesalius_dicomweb::DicomWebOptions {
         org: cfg.storage.org.clone(),
         max_stow_bytes: cfg.limits.max_stow_bytes,
@@ -176,7 +182,8 @@ pub fn http_app(
             Some(auth.audit_log().clone()),
         ))
         .merge(vesalius_api::session::router(auth.clone()))
-        .merge(receiver);
+        .merge(receiver)
+        .merge(vesalius_exchange::api::router(exchange_api));
     if let Some(svc) = oidc {
         app = app.merge(vesalius_api::oidc::service_router(auth.clone(), svc));
     }

@@ -473,6 +473,112 @@ impl Site {
         (link.id, secret)
     }
 
+    /// Puts (back) the exchange registry records of `org`, as first made: a peer, a DICOM node
+    /// and a disabled route, each named `matrix-<org>`; returns the name.
+    pub async fn registry_records(&self, org: &str) -> String {
+        use vesalius_store::registry::{DicomNode, Peer, RegistryChange, Route, RouteDestination};
+        let name = format!("matrix-{org}");
+        let key = vesalius_auth::peer::SiteIdentity::from_site_key(
+            &name,
+            &vesalius_auth::audit_chain::SiteKey::generate(),
+        )
+        .public_key();
+        let description = "access matrix fixture".to_owned();
+        let changes = vec![
+            RegistryChange::PutPeer(Peer {
+                name: name.clone(),
+                base_url: "http://127.0.0.1:1".into(),
+                public_key: key,
+                org: org.into(),
+                remote_org: None,
+                may_query: false,
+                description: description.clone(),
+                managed: false,
+                created_ms: 1,
+            }),
+            RegistryChange::PutNode(DicomNode {
+                name: name.clone(),
+                ae_title: "MATRIX".into(),
+                host: "127.0.0.1".into(),
+                port: 1,
+                transfer_syntaxes: Vec::new(),
+                org: org.into(),
+                description,
+                managed: false,
+                created_ms: 1,
+            }),
+            // Disabled: the matrix's own stores must not be routed.
+            RegistryChange::PutRoute(Route {
+                id: name.clone(),
+                name: "access matrix fixture".into(),
+                org: org.into(),
+                enabled: false,
+                order: 0,
+                matcher: Default::default(),
+                destinations: vec![RouteDestination::Analysis("matrix".into())],
+                priority: 0,
+                deid: None,
+                managed: false,
+                created_ms: 1,
+            }),
+        ];
+        self.storage
+            .exchange
+            .registry()
+            .apply(changes, Vec::new())
+            .await
+            .expect("registry records");
+        name
+    }
+
+    /// A job to node `name` parked after a failed attempt; returns its id.
+    pub async fn parked_job(&self, name: &str) -> i64 {
+        let outbox = self.storage.exchange.outbox();
+        let queue = format!("node:{name}");
+        let now = self.storage.auth.now_ms();
+        let id = outbox
+            .enqueue(
+                vec![vesalius_store::outbox::NewJob {
+                    kind: "transfer".into(),
+                    queue: queue.clone(),
+                    study_uid: self.own.sample.study.clone(),
+                    payload: "{}".into(),
+                    priority: 0,
+                    not_before_ms: 0,
+                    dedupe_key: None,
+                }],
+                now,
+            )
+            .await
+            .expect("enqueue")[0];
+        // Earlier cells' retried jobs are ready again: park whatever is leased with it.
+        for j in outbox
+            .lease(&queue, "access-matrix", 10_000, now, 60_000)
+            .await
+            .expect("lease")
+        {
+            outbox
+                .fail("access-matrix", j.id, "access matrix", now, 1)
+                .await
+                .expect("fail");
+        }
+        id
+    }
+
+    /// The state of outbox job `id`, if it is still there.
+    pub async fn job_state(&self, id: &str) -> Option<vesalius_store::outbox::JobState> {
+        let id: i64 = id.parse().ok()?;
+        self.storage
+            .exchange
+            .outbox()
+            .jobs(&Default::default())
+            .await
+            .expect("jobs")
+            .into_iter()
+            .find(|j| j.id == id)
+            .map(|j| j.state)
+    }
+
     /// Audit records of `actor_id` (newest first).
     pub async fn audit_of(&self, actor_id: &str) -> Vec<AuditRecord> {
         self.storage

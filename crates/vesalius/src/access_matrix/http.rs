@@ -84,7 +84,7 @@ impl Target {
     fn of(scope: Scope) -> &'static [Target] {
         match scope {
             Scope::Study => &[Target::Own, Target::Granted, Target::Other, Target::Ghost],
-            Scope::ShareLink | Scope::UploadLink | Scope::Inbox => {
+            Scope::ShareLink | Scope::UploadLink | Scope::Inbox | Scope::Registry => {
                 &[Target::Own, Target::Other, Target::Ghost]
             }
             Scope::None => &[Target::None],
@@ -384,6 +384,27 @@ async fn aim(site: &Site, links: &Links, route: &Route, target: Target, cred: &C
                 ..placed_aim(p)
             }
         }
+        Scope::Registry => {
+            let org = if target == Target::Own {
+                ORG_A
+            } else {
+                super::fixture::ORG_B
+            };
+            let name = site.registry_records(org).await;
+            // A retry needs a parked job to the organisation's node, made afresh per cell.
+            let link = if route.path.starts_with("/api/v1/transfers/jobs/") {
+                site.parked_job(&name).await.to_string()
+            } else {
+                name
+            };
+            Aim {
+                exists: true,
+                org: org.into(),
+                marker: link.clone(),
+                link,
+                ..Default::default()
+            }
+        }
         Scope::None => {
             let fresh = matches!(route.need, Need::Ingest | Need::Caller(Action::Store))
                 .then(|| site.fresh());
@@ -439,6 +460,7 @@ async fn allowed(site: &Site, route: &Route, cred: &Credential, aim: &Aim) -> bo
             };
             decide(site, p, action, &Resource::org(p.org_str())).await
         }
+        Need::Peer => matches!(p.kind, PrincipalKind::Peer { .. }),
         Need::LinkPass(action) => {
             let pass_for_target = matches!(
                 &p.kind,

@@ -175,6 +175,47 @@ pub(super) async fn effects(
                 ));
             }
         }
+        ("POST", "/api/v1/transfers/jobs/{id}/retry") if aim.exists => {
+            let ready =
+                site.job_state(&aim.link).await == Some(vesalius_store::outbox::JobState::Ready);
+            if ready != allowed {
+                out.push(format!("parked job retried: {ready}, allowed: {allowed}"));
+            }
+        }
+        (m @ ("PUT" | "DELETE"), p)
+            if aim.exists
+                && ["/api/v1/peers/", "/api/v1/nodes/", "/api/v1/routes/"]
+                    .iter()
+                    .any(|x| p.starts_with(x)) =>
+        {
+            let reg = site.storage.exchange.registry();
+            // What the record says now: absent, as the fixture made it, or changed by a PUT.
+            let text = if p.starts_with("/api/v1/peers/") {
+                reg.peer(&aim.link)
+                    .await
+                    .expect("peer")
+                    .map(|r| r.description)
+            } else if p.starts_with("/api/v1/nodes/") {
+                reg.node(&aim.link)
+                    .await
+                    .expect("node")
+                    .map(|r| r.description)
+            } else {
+                reg.routes()
+                    .await
+                    .expect("routes")
+                    .into_iter()
+                    .find(|r| r.id == aim.link)
+                    .map(|r| r.name)
+            };
+            let changed = match (m, text) {
+                ("DELETE", t) => t.is_none(),
+                (_, t) => t.is_some_and(|t| t.starts_with("matrix ")),
+            };
+            if changed != allowed {
+                out.push(format!("{m} made: {changed}, allowed: {allowed}"));
+            }
+        }
         ("POST", "/dicom-web/studies")
         | ("POST", "/dicom-web/studies/{study}")
         | ("POST", "/api/v1/instances") => {

@@ -22,6 +22,7 @@ pub(super) async fn send(
         .replace("{frames}", "1")
         .replace("{spec}", "0-16")
         .replace("{id}", &aim.link)
+        .replace("{name}", &aim.link)
         .replace("{secret}", "not-the-secret");
     let query = match route.path {
         "/wado" => format!(
@@ -66,7 +67,16 @@ pub(super) async fn send(
     let resp = rq.send().await.expect("request");
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let body = resp.bytes().await.unwrap_or_default();
+    // An event stream never ends: its status and headers are the answer.
+    let stream = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let body = if stream {
+        bytes::Bytes::new()
+    } else {
+        resp.bytes().await.unwrap_or_default()
+    };
     (status, headers, body)
 }
 
@@ -119,6 +129,30 @@ fn body(route: &Route, aim: &Aim, n: usize) -> (Option<String>, Vec<u8>) {
             json(serde_json::json!({"reason": "access matrix: emergency at night"}))
         }
         ("POST", "/api/v1/studies/{study}/export") => json(serde_json::json!({})),
+        // Registry records of the target's organisation, marked with the cell's number.
+        ("PUT", "/api/v1/peers/{name}") => json(serde_json::json!({
+            "base_url": "http://127.0.0.1:1",
+            "public_key": vesalius_auth::peer::SiteIdentity::from_site_key(
+                "matrix",
+                &vesalius_auth::audit_chain::SiteKey::generate(),
+            )
+            .public_key(),
+            "org": aim.org,
+            "description": format!("matrix {n}"),
+        })),
+        ("PUT", "/api/v1/nodes/{name}") => json(serde_json::json!({
+            "ae_title": "MATRIX",
+            "host": "127.0.0.1",
+            "port": 1,
+            "org": aim.org,
+            "description": format!("matrix {n}"),
+        })),
+        ("PUT", "/api/v1/routes/{id}") => json(serde_json::json!({
+            "name": format!("matrix {n}"),
+            "org": aim.org,
+            "enabled": false,
+            "destinations": ["analysis:matrix"],
+        })),
         ("POST", "/api/v1/instances") => (
             Some("application/dicom".into()),
             aim.fresh.as_ref().expect("a fresh study").bytes.clone(),

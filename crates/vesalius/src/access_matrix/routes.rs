@@ -15,6 +15,9 @@ pub enum Scope {
     UploadLink,
     /// A study in a quarantine inbox: own org's inbox, other's, ghost.
     Inbox,
+    /// An exchange registry record (`{name}` of a peer or node, `{id}` of a route or of a
+    /// parked outbox job to its node): `a`'s, `b`'s, ghost.
+    Registry,
     /// Nothing: the caller's organisation or the site; tried once per principal.
     None,
 }
@@ -38,6 +41,9 @@ pub enum Need {
     /// A share-link page: the visitor's pass must be for the target link, and `action` allowed
     /// on its study.
     LinkPass(Action),
+    /// Peer sites only (the receiving side of the exchange, `Authorization: Vesalius-Peer`):
+    /// no policy action; none of the matrix's principals is a peer, so every cell is refused.
+    Peer,
 }
 
 /// What an open route answers whoever asks.
@@ -126,12 +132,13 @@ const fn r(
 
 use Action::*;
 use Need::{Any, Caller, Ingest, LinkPass, Study as OnStudy, TargetOrg};
-use Scope::{Inbox, None as NoScope, ShareLink, Study, UploadLink};
+use Scope::{Inbox, None as NoScope, Registry, ShareLink, Study, UploadLink};
 use Shows::*;
 
 const RETRIEVE: &[&str] = &["retrieve"];
 const QUERY: &[&str] = &["query"];
 const NONE: &[&str] = &[];
+const ADMIN_CHANGE: &[&str] = &["admin-change"];
 
 /// Every route, in the order the matrix runs them: reads first, then changes; deletions near
 /// the end (each restores its target) and break-glass last (it opens the other organisation's
@@ -598,6 +605,187 @@ pub const ROUTES: &[Route] = &[
         Caller(ReadAudit),
         Report,
         &["audit-read"],
+    ),
+    // The exchange, receiving side: for peer sites only.
+    r(
+        "GET",
+        "/api/v1/exchange/ping",
+        NoScope,
+        Need::Peer,
+        Data,
+        NONE,
+    ),
+    r(
+        "POST",
+        "/api/v1/exchange/manifest",
+        NoScope,
+        Need::Peer,
+        Change,
+        NONE,
+    ),
+    // The exchange's transfers: summaries carry no organisation, so administrators (of the
+    // organisation they act in) see them all; a retry needs the job's destination's org.
+    r(
+        "GET",
+        "/api/v1/transfers",
+        NoScope,
+        Caller(ManageOrg),
+        Listing,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/api/v1/transfers/receipts",
+        NoScope,
+        Caller(ManageOrg),
+        Listing,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/api/v1/transfers/jobs",
+        NoScope,
+        Caller(ManageOrg),
+        Listing,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/api/v1/transfers/events",
+        NoScope,
+        Caller(ManageOrg),
+        Listing,
+        NONE,
+    ),
+    r(
+        "POST",
+        "/api/v1/transfers/jobs/{id}/retry",
+        Registry,
+        TargetOrg(ManageOrg),
+        Change,
+        ADMIN_CHANGE,
+    ),
+    // The exchange registry: each record is its organisation's to manage.
+    r(
+        "GET",
+        "/api/v1/peers",
+        Registry,
+        TargetOrg(ManageOrg),
+        Listing,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/api/v1/peers/{name}",
+        Registry,
+        TargetOrg(ManageOrg),
+        Data,
+        NONE,
+    ),
+    r(
+        "PUT",
+        "/api/v1/peers/{name}",
+        Registry,
+        TargetOrg(ManageOrg),
+        Change,
+        ADMIN_CHANGE,
+    ),
+    r(
+        "DELETE",
+        "/api/v1/peers/{name}",
+        Registry,
+        TargetOrg(ManageOrg),
+        Change,
+        ADMIN_CHANGE,
+    ),
+    r(
+        "POST",
+        "/api/v1/peers/{name}/ping",
+        Registry,
+        TargetOrg(ManageOrg),
+        Change,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/api/v1/nodes",
+        Registry,
+        TargetOrg(ManageOrg),
+        Listing,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/api/v1/nodes/{name}",
+        Registry,
+        TargetOrg(ManageOrg),
+        Data,
+        NONE,
+    ),
+    r(
+        "PUT",
+        "/api/v1/nodes/{name}",
+        Registry,
+        TargetOrg(ManageOrg),
+        Change,
+        ADMIN_CHANGE,
+    ),
+    r(
+        "DELETE",
+        "/api/v1/nodes/{name}",
+        Registry,
+        TargetOrg(ManageOrg),
+        Change,
+        ADMIN_CHANGE,
+    ),
+    r(
+        "POST",
+        "/api/v1/nodes/{name}/echo",
+        Registry,
+        TargetOrg(ManageOrg),
+        Change,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/api/v1/routes",
+        Registry,
+        TargetOrg(ManageOrg),
+        Listing,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/api/v1/routes/{id}",
+        Registry,
+        TargetOrg(ManageOrg),
+        Data,
+        NONE,
+    ),
+    r(
+        "PUT",
+        "/api/v1/routes/{id}",
+        Registry,
+        TargetOrg(ManageOrg),
+        Change,
+        ADMIN_CHANGE,
+    ),
+    r(
+        "DELETE",
+        "/api/v1/routes/{id}",
+        Registry,
+        TargetOrg(ManageOrg),
+        Change,
+        ADMIN_CHANGE,
+    ),
+    // Studies received from peers, of the caller's organisation.
+    r(
+        "GET",
+        "/api/v1/arrivals",
+        NoScope,
+        Caller(Query),
+        Listing,
+        NONE,
     ),
     // Deletions (the target is restored after each cell).
     r(

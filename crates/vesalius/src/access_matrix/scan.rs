@@ -41,6 +41,16 @@ const SOURCES: &[Source] = &[
         prefixes: &[("router", "/dicom-web")],
     },
     Source {
+        path: "crates/exchange/src/http.rs",
+        text: include_str!("../../../exchange/src/http.rs"),
+        prefixes: &[],
+    },
+    Source {
+        path: "crates/exchange/src/api.rs",
+        text: include_str!("../../../exchange/src/api.rs"),
+        prefixes: &[],
+    },
+    Source {
         path: "crates/vesalius/src/serve.rs",
         text: include_str!("../serve.rs"),
         prefixes: &[],
