@@ -13,6 +13,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod ae;
 pub mod charset;
 pub mod error;
 pub mod json;

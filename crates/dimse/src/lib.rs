@@ -46,4 +46,5 @@ pub mod store;
 pub use association::Timeouts;
 pub use association::Transport;
 pub use error::{Error, Result};
+pub use retrieve::meta_length;
 pub use server::{DicomNode, DimseServerOptions, run, run_tls};

@@ -223,7 +223,7 @@ fn plan(assoc: &Association, inst: &StoredInstance, need_requestor_scp: bool) ->
 
 /// Length of the Part 10 header (preamble, "DICM", file meta group) at the start of `head`;
 /// `None` while more bytes are needed. A source without "DICM" is a bare data set (0).
-pub(crate) fn meta_length(head: &[u8]) -> Option<usize> {
+pub fn meta_length(head: &[u8]) -> Option<usize> {
     if head.len() < 132 {
         return None;
     }

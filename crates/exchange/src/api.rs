@@ -561,14 +561,7 @@ async fn put_peer(
 
 /// The routes sending to `dest`, which keep it from being deleted.
 async fn routes_to(st: &ApiState, dest: &RouteDestination) -> ApiResult<Vec<String>> {
-    Ok(st
-        .registry()
-        .routes()
-        .await?
-        .into_iter()
-        .filter(|r| r.destinations.contains(dest))
-        .map(|r| r.id)
-        .collect())
+    Ok(crate::check::routes_to(st.registry().as_ref(), dest).await?)
 }
 
 async fn delete_peer(
@@ -697,11 +690,7 @@ async fn put_node(
     require_manage(&c, &input.org)?;
     check_name("node", &name)?;
     let ae = input.ae_title.trim();
-    // PS3.5 6.2: an AE title is 1-16 characters of the default repertoire, no backslash.
-    if ae.is_empty()
-        || ae.len() > 16
-        || !ae.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
-    {
+    if !vesalius_core::ae::valid_ae_title(ae) {
         return Err(ApiError::new(
             ErrorKind::BadRequest,
             format!("ae_title {:?} is not an AE title", input.ae_title),
@@ -892,32 +881,13 @@ async fn get_route(
     }
 }
 
-/// Every destination must exist; a node only of the route's organisation (its data may go
-/// there), a peer of any (it is a site of the network).
+/// Every destination must exist and may receive the route's data
+/// ([`crate::check::destination_problem`]).
 async fn check_destinations(st: &ApiState, r: &Route) -> ApiResult<()> {
-    for d in &r.destinations {
-        let problem = match d {
-            RouteDestination::Peer(n) => st
-                .registry()
-                .peer(n)
-                .await?
-                .is_none()
-                .then(|| format!("no peer {n}")),
-            RouteDestination::Node(n) => match st.registry().node(n).await? {
-                None => Some(format!("no node {n}")),
-                Some(node) if node.org != r.org => Some(format!(
-                    "node {n} receives data of organisation {:?}, not {:?}",
-                    node.org, r.org
-                )),
-                Some(_) => None,
-            },
-            RouteDestination::Analysis(_) => None,
-        };
-        if let Some(p) = problem {
-            return Err(ApiError::new(ErrorKind::BadRequest, p));
-        }
+    match crate::check::destination_problem(st.registry().as_ref(), r).await? {
+        Some(p) => Err(ApiError::new(ErrorKind::BadRequest, p)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Reloads this node's routes after a change (the change is committed: a failure is logged,

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod check;
 pub mod client;
 pub mod http;
 pub mod job;

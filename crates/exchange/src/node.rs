@@ -40,19 +40,10 @@ fn target_syntax(stored: &str, accepted: &[String]) -> Option<String> {
         .cloned()
 }
 
-/// Offset of the data set in a Part 10 file: after the preamble, `DICM` and the meta group whose
-/// length (0002,0000) is its first element (PS3.10 7.1).
+/// Offset of the data set in a whole Part 10 file (after the preamble, `DICM` and the meta
+/// group, [`vesalius_dimse::meta_length`]); `None` when it is not one.
 pub(crate) fn data_set_offset(file: &[u8]) -> Option<usize> {
-    if file.len() < 144 || &file[128..132] != b"DICM" {
-        return None;
-    }
-    let e = &file[132..144];
-    if e[0..4] != [0x02, 0x00, 0x00, 0x00] || &e[4..6] != b"UL" {
-        return None;
-    }
-    let len = u32::from_le_bytes([e[8], e[9], e[10], e[11]]) as usize;
-    let end = 144usize.checked_add(len)?;
-    (end <= file.len()).then_some(end)
+    vesalius_dimse::meta_length(file).filter(|&n| n >= 144 && n <= file.len())
 }
 
 pub(crate) async fn send(

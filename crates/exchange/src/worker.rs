@@ -157,22 +157,14 @@ impl Exchange {
     /// analysis queues are left to the analysis layer), then releases every lease.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut changes = self.outbox.changes();
-        // Studies delivered before a restart whose final manifest may not have been sent.
-        let mut recovered = false;
+        // Studies delivered before a restart whose final manifest may not have been sent, per
+        // queue: read once here and handed to each queue's first worker.
+        let mut recovered = self.unfinished_studies().await;
+        let mut started: std::collections::HashSet<String> = Default::default();
         loop {
             match self.outbox.active_queues().await {
-                Ok(queues) => {
-                    let mut queues = queues;
-                    if !recovered {
-                        recovered = true;
-                        if let Ok(t) = self.outbox.transfers(1000).await {
-                            queues.extend(
-                                t.into_iter()
-                                    .filter(|t| t.complete_ms < t.last_delivered_ms)
-                                    .map(|t| t.queue),
-                            );
-                        }
-                    }
+                Ok(mut queues) => {
+                    queues.extend(recovered.keys().cloned());
                     let mut w = self.workers.lock().await;
                     w.retain(|_, h| !h.is_finished());
                     for q in queues {
@@ -183,7 +175,15 @@ impl Exchange {
                         let me = self.clone();
                         let sd = shutdown.clone();
                         let queue = q.clone();
-                        w.insert(q, tokio::spawn(async move { me.work(queue, sd).await }));
+                        // A queue's first worker gets what was read above; a restarted one
+                        // (after a quiet minute) reads again.
+                        let initial = started
+                            .insert(q.clone())
+                            .then(|| recovered.remove(&q).unwrap_or_default());
+                        w.insert(
+                            q,
+                            tokio::spawn(async move { me.work(queue, initial, sd).await }),
+                        );
                     }
                 }
                 Err(e) => tracing::warn!("outbox: {e}"),
@@ -203,20 +203,49 @@ impl Exchange {
         }
     }
 
-    /// One queue's loop. Ends after `idle_exit` without work (the supervisor restarts it when
-    /// work appears) or at shutdown.
-    async fn work(self: Arc<Self>, queue: String, shutdown: CancellationToken) {
-        let mut changes = self.outbox.changes();
-        let settle = self.opts.settle.as_millis() as i64;
-        // study -> (deadline for its final manifest, priority)
-        let mut finals: BTreeMap<String, (i64, i32)> = BTreeMap::new();
-        if let Ok(t) = self.outbox.transfers(1000).await {
-            for t in t {
-                if t.queue == queue && t.complete_ms < t.last_delivered_ms && t.pending == 0 {
-                    finals.insert(t.study_uid, (0, t.priority));
+    /// Per queue, the studies with deliveries newer than their study receipt and nothing
+    /// pending: their final manifest is due, `(study, priority)`.
+    async fn unfinished_studies(&self) -> HashMap<String, Vec<(String, i32)>> {
+        let mut out: HashMap<String, Vec<(String, i32)>> = HashMap::new();
+        match self.outbox.transfers(1000).await {
+            Ok(t) => {
+                for t in t {
+                    if t.complete_ms < t.last_delivered_ms && t.pending == 0 {
+                        out.entry(t.queue)
+                            .or_default()
+                            .push((t.study_uid, t.priority));
+                    }
                 }
             }
+            Err(e) => tracing::warn!("outbox: transfer summaries: {e}"),
         }
+        out
+    }
+
+    /// One queue's loop, starting with the final manifests of `initial` due (`None`: looked up
+    /// here). Ends after a minute without work (the supervisor restarts it when
+    /// work appears) or at shutdown.
+    async fn work(
+        self: Arc<Self>,
+        queue: String,
+        initial: Option<Vec<(String, i32)>>,
+        shutdown: CancellationToken,
+    ) {
+        let mut changes = self.outbox.changes();
+        let settle = self.opts.settle.as_millis() as i64;
+        let initial = match initial {
+            Some(i) => i,
+            None => self
+                .unfinished_studies()
+                .await
+                .remove(&queue)
+                .unwrap_or_default(),
+        };
+        // study -> (deadline for its final manifest, priority)
+        let mut finals: BTreeMap<String, (i64, i32)> = initial
+            .into_iter()
+            .map(|(study, priority)| (study, (0, priority)))
+            .collect();
         let mut idle_since = now_ms();
         loop {
             if shutdown.is_cancelled() {
@@ -329,39 +358,32 @@ impl Exchange {
                 }
             }
         }
+        let jobs: Vec<&Job> = transfers.iter().map(|(j, _)| j).collect();
         if let Some(name) = queue.strip_prefix("peer:") {
             match self.registry.peer(name).await {
                 Ok(Some(peer)) => self.send_to_peer(queue, &peer, transfers).await,
-                Ok(None) => {
-                    for (j, _) in &transfers {
-                        self.fail_job(j, &format!("no peer named {name}"), false)
-                            .await;
-                    }
-                }
-                Err(e) => {
-                    for (j, _) in &transfers {
-                        self.fail_job(j, &e.to_string(), false).await;
-                    }
-                }
+                Ok(None) => self.fail_all(&jobs, &format!("no peer named {name}")).await,
+                Err(e) => self.fail_all(&jobs, &e.to_string()).await,
             }
         } else if let Some(name) = queue.strip_prefix("node:") {
             match self.registry.node(name).await {
                 Ok(Some(node)) => self.send_to_node(queue, &node, transfers).await,
                 Ok(None) => {
-                    for (j, _) in &transfers {
-                        self.fail_job(j, &format!("no DICOM node named {name}"), false)
-                            .await;
-                    }
+                    self.fail_all(&jobs, &format!("no DICOM node named {name}"))
+                        .await
                 }
-                Err(e) => {
-                    for (j, _) in &transfers {
-                        self.fail_job(j, &e.to_string(), false).await;
-                    }
-                }
+                Err(e) => self.fail_all(&jobs, &e.to_string()).await,
             }
         }
         stop.cancel();
         let _ = hb.await;
+    }
+
+    /// Records a failed attempt of each of `jobs` (with backoff).
+    async fn fail_all(&self, jobs: &[&Job], error: &str) {
+        for j in jobs {
+            self.fail_job(j, error, false).await;
+        }
     }
 
     /// Records a failed attempt with backoff (or parks at once when `park`).
@@ -465,9 +487,11 @@ impl Exchange {
                         items = rest;
                     }
                     Err(e) => {
-                        for (j, _) in &items {
-                            self.fail_job(j, &e.to_string(), false).await;
-                        }
+                        self.fail_all(
+                            &items.iter().map(|t| &t.0).collect::<Vec<_>>(),
+                            &e.to_string(),
+                        )
+                        .await;
                         continue;
                     }
                 }
@@ -534,9 +558,11 @@ impl Exchange {
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
-                for (j, _, _) in &sent {
-                    self.fail_job(j, &e.to_string(), false).await;
-                }
+                self.fail_all(
+                    &sent.iter().map(|t| &t.0).collect::<Vec<_>>(),
+                    &e.to_string(),
+                )
+                .await;
                 return;
             }
         };
@@ -605,9 +631,11 @@ impl Exchange {
                     .await;
             }
             Err(e) => {
-                for (j, _, _) in &plain {
-                    self.fail_job(j, &format!("verifying: {e}"), false).await;
-                }
+                self.fail_all(
+                    &plain.iter().map(|t| &t.0).collect::<Vec<_>>(),
+                    &format!("verifying: {e}"),
+                )
+                .await;
             }
         }
     }
@@ -762,10 +790,7 @@ pub(crate) fn deid(
     let opts = deid_options(profile, key)?;
     let (out, report) = vesalius_deid::deidentify_bytes(bytes, &opts)
         .map_err(|e| Error::Peer(format!("de-identification: {e}")))?;
-    let sha = hex::encode(sha2::Digest::finalize(sha2::Digest::chain_update(
-        sha2::Sha256::default(),
-        &out,
-    )));
+    let sha = vesalius_auth::secret::sha256_hex(&out);
     let sop = report
         .sop_instance_uid
         .ok_or_else(|| Error::Peer("de-identified object without SOP Instance UID".into()))?;

@@ -174,12 +174,7 @@ impl CallerConfig {
     pub fn to_entry(&self) -> Result<vesalius_store::directory::AeEntry> {
         let ae = self.ae_title.trim();
         let what = || format!("[[dicom.callers]] ae_title = {:?}", self.ae_title);
-        if ae.is_empty()
-            || ae.len() > 16
-            || !ae
-                .chars()
-                .all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\')
-        {
+        if !vesalius_core::ae::valid_ae_title(ae) {
             bail!(
                 "{}: an AE title is 1-16 ASCII characters without backslash or control characters",
                 what()

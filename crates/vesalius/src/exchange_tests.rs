@@ -41,10 +41,7 @@ async fn held(site: &RunningSite, study: &str) -> BTreeMap<String, String> {
             .try_collect()
             .await
             .expect("read");
-        let sha = hex::encode(sha2::Digest::finalize(sha2::Digest::chain_update(
-            sha2::Sha256::default(),
-            bytes.concat(),
-        )));
+        let sha = vesalius_auth::secret::sha256_hex(bytes.concat());
         assert_eq!(sha, i.sha256, "blob matches its index row");
         out.insert(i.sop_instance_uid, sha);
     }

@@ -15,7 +15,7 @@ use vesalius_auth::Origin;
 use vesalius_auth::Principal;
 use vesalius_auth::authenticator::NewUser;
 use vesalius_store::Registry;
-use vesalius_store::audit::{Actor, ActorKind, AuditEvent, Outcome};
+use vesalius_store::audit::Outcome;
 use vesalius_store::directory::{AeEntry, DirectoryChange, Membership, Org, Role};
 use vesalius_store::registry::{Peer, RegistryChange, Route};
 
@@ -188,23 +188,14 @@ impl RunningSite {
         changes.extend(routes.into_iter().map(RegistryChange::PutRoute));
         let audit = changes
             .iter()
-            .map(|c| AuditEvent {
-                time_ms: vesalius_exchange::now_ms(),
-                actor: Actor {
-                    kind: ActorKind::System,
-                    id: "system".into(),
-                    name: "vesalius".into(),
-                    org: String::new(),
-                    role: String::new(),
-                },
-                action: "admin-change".into(),
-                outcome: Outcome::Success,
-                org: String::new(),
-                patient: None,
-                study_uid: None,
-                source: String::new(),
-                user_agent: "vesalius".into(),
-                details: serde_json::json!({ "change": c }),
+            .map(|c| {
+                vesalius_auth::Caller::system().event(
+                    "admin-change",
+                    Outcome::Success,
+                    "",
+                    None,
+                    serde_json::json!({ "change": c }),
+                )
             })
             .collect();
         self.registry().apply(changes, audit).await?;

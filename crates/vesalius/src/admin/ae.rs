@@ -190,16 +190,10 @@ pub async fn run(cx: &AdminContext, cmd: AeCommand) -> Result<()> {
 /// PS3.5 Table 6.2-1 (AE): at most 16 characters of the default repertoire without backslash
 /// or control characters; leading and trailing spaces are not significant and are dropped.
 fn check_ae_title(title: &str) -> Result<String> {
-    let t = title.trim();
-    if t.is_empty()
-        || t.len() > 16
-        || !t
-            .chars()
-            .all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\')
-    {
+    if !vesalius_core::ae::valid_ae_title(title) {
         bail!("an AE title is 1-16 ASCII characters without backslash or control characters");
     }
-    Ok(t.to_owned())
+    Ok(title.trim().to_owned())
 }
 
 /// `host:port` or `[v6]:port`.

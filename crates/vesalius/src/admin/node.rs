@@ -208,19 +208,13 @@ fn address(n: &DicomNode) -> String {
 /// PS3.5 Table 6.2-1 (AE): at most 16 characters of the default repertoire without backslash
 /// or control characters; leading and trailing spaces are not significant and are dropped.
 fn check_ae_title(title: &str) -> Result<String> {
-    let t = title.trim();
-    if t.is_empty()
-        || t.len() > 16
-        || !t
-            .chars()
-            .all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\')
-    {
+    if !vesalius_core::ae::valid_ae_title(title) {
         bail!(
             "--ae-title: an AE title is 1-16 ASCII characters without backslash or control \
              characters"
         );
     }
-    Ok(t.to_owned())
+    Ok(title.trim().to_owned())
 }
 
 /// A host name or address, without brackets around IPv6 addresses.

@@ -272,24 +272,8 @@ async fn add(cx: &AdminContext, a: AddArgs) -> Result<()> {
     cx.require_org(&a.org).await?;
     let route = build_route(a, cx.auth.now_ms())?;
     // Destinations must exist: a route to nowhere would park every job it makes.
-    for d in &route.destinations {
-        match d {
-            RouteDestination::Peer(n) => {
-                if cx.index.peer(n).await?.is_none() {
-                    bail!("no peer {n} (vesalius admin peer add/list)");
-                }
-            }
-            RouteDestination::Node(n) => match cx.index.node(n).await? {
-                None => bail!("no DICOM node {n} (vesalius admin node add/list)"),
-                Some(node) if node.org != route.org => bail!(
-                    "DICOM node {n} belongs to organisation {}: routes of {} cannot send there",
-                    node.org,
-                    route.org
-                ),
-                Some(_) => {}
-            },
-            RouteDestination::Analysis(_) => {}
-        }
+    if let Some(p) = vesalius_exchange::check::destination_problem(&*cx.index, &route).await? {
+        bail!("{p} (vesalius admin peer|node list)");
     }
     let old = cx
         .index

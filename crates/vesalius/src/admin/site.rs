@@ -20,7 +20,7 @@ use serde_json::Value as Json;
 use vesalius_auth::audit_chain::SiteKey;
 use vesalius_auth::peer::SiteIdentity;
 use vesalius_store::Registry;
-use vesalius_store::registry::{RegistryChange, Route, RouteDestination};
+use vesalius_store::registry::{RegistryChange, RouteDestination};
 
 use super::context::{ADMIN_CHANGE, AdminContext, print_json};
 use crate::config::Config;
@@ -114,12 +114,7 @@ pub fn check_slug(what: &str, s: &str) -> Result<()> {
 
 /// The ids of the routes that send to `dest`, to warn before it disappears.
 pub async fn routes_to(cx: &AdminContext, dest: &RouteDestination) -> Result<Vec<String>> {
-    let routes: Vec<Route> = Registry::routes(&*cx.index).await?;
-    Ok(routes
-        .into_iter()
-        .filter(|r| r.destinations.contains(dest))
-        .map(|r| r.id)
-        .collect())
+    Ok(vesalius_exchange::check::routes_to(&*cx.index, dest).await?)
 }
 
 #[cfg(test)]
