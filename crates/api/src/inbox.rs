@@ -164,6 +164,7 @@ pub(crate) async fn accept(
             .map(str::trim)
             .filter(|n| !n.is_empty())
             .map(str::to_owned),
+        ..Default::default()
     };
     let org = c.org().to_owned();
     let instances = inbox_instances(&sv, &org, &study).await?;
