@@ -163,7 +163,8 @@ pub fn coerce_patient(
     // Only an identifier the object no longer carries, and only once (a split back to it
     // leaves it listed: it was this patient's identifier at some point).
     let old_id = old_id.filter(|id| {
-        !(*id == who.patient_id && old_issuer == who.issuer) && !listed(ds, id, &old_issuer)
+        let current = *id == who.patient_id && old_issuer == who.issuer;
+        !current && !listed(ds, id, &old_issuer)
     });
     if let Some(id) = old_id {
         let other = InMemDicomObject::from_element_iter([

@@ -11,6 +11,8 @@ mod demo;
 #[cfg(test)]
 mod exchange_tests;
 mod import;
+#[cfg(test)]
+mod patients_tests;
 mod send;
 mod serve;
 mod site;
