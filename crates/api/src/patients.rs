@@ -567,10 +567,9 @@ pub(crate) async fn merge(
     let Some(target) = local_patient(&sv, &org, &into.issuer, &into.patient_id).await? else {
         return Err(ApiError::new(
             ErrorKind::NotFound,
-            format!(
-                "no patient {}/{} in organisation {org} to merge into",
-                into.issuer, into.patient_id
-            ),
+            // The patients named are not repeated: an answer never names another
+            // organisation's patient, even one the caller typed.
+            format!("the patient to merge into has no studies in organisation {org}"),
         ));
     };
     let studies = studies_of(&sv, &org, &from.issuer, &from.patient_id).await?;
@@ -578,8 +577,7 @@ pub(crate) async fn merge(
         return Err(ApiError::new(
             ErrorKind::NotFound,
             format!(
-                "no studies of patient {}/{} in organisation {org} (already merged?)",
-                from.issuer, from.patient_id
+                "the patient to merge from has no studies in organisation {org} (already merged?)"
             ),
         ));
     }
