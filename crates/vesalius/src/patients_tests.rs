@@ -750,6 +750,43 @@ async fn r5_received_study_linked_at_the_hub() {
         qido(hub.base_url(), Some(token.clone())).await,
         ("CSC".into(), "CSC-0001".into())
     );
+    // The spoke's bytes are still held (prior versions): a manifest of them finds them all
+    // present, so a resumed transfer or a final manifest does not send them again (which
+    // would undo the link); other bytes are still reported as different.
+    let access = Some(vesalius_store::query::Access::orgs([hub_org.clone()]));
+    let sent: Vec<_> = spoke
+        .storage
+        .ingestor
+        .index()
+        .instances(&vesalius_store::query::Scope::study(study.clone()))
+        .await
+        .expect("instances")
+        .into_iter()
+        .map(|i| vesalius_exchange::manifest::ManifestEntry {
+            sop_instance_uid: i.sop_instance_uid,
+            sha256: i.sha256,
+            size: i.size,
+        })
+        .collect();
+    let mut m = vesalius_exchange::manifest::Manifest {
+        study_uid: study.clone(),
+        priority: 0,
+        final_: true,
+        instances: sent,
+    };
+    let a = vesalius_exchange::manifest::check(
+        hub.storage.ingestor.index().as_ref(),
+        access.clone(),
+        &m,
+    )
+    .await
+    .expect("manifest");
+    assert!(a.complete && a.present.len() == 3, "{a:?}");
+    m.instances[0].sha256 = "00".repeat(32);
+    let a = vesalius_exchange::manifest::check(hub.storage.ingestor.index().as_ref(), access, &m)
+        .await
+        .expect("manifest");
+    assert_eq!((a.present.len(), a.mismatched.len()), (2, 1));
     // The arrival record still names the sender.
     let arrival = hub
         .storage
