@@ -43,7 +43,9 @@ use serde_json::{Value, json};
 use vesalius_auth::policy::StudyRef;
 use vesalius_auth::{Action, Caller, Resource};
 use vesalius_core::ErrorKind;
-use vesalius_deid::coerce::{PatientIdentity, coerce_patient, read_object, write_object};
+use vesalius_deid::coerce::{
+    PatientIdentity, coerce_patient, coerce_patient_forced, read_object, write_object,
+};
 use vesalius_store::audit::Outcome;
 use vesalius_store::ingest::IngestContext;
 use vesalius_store::model::StoredInstance;
@@ -390,7 +392,10 @@ struct Rewritten {
 }
 
 /// Rewrites one instance to `who` and stores it through the ingest path; `false` when it
-/// already carried that identity. Owned arguments: it runs in a buffered stream.
+/// already carried that identity. `force`: the index shows the study under another identity
+/// than the one asked for, so an instance whose bytes already carry it is rewritten anyway (a
+/// peer's unqualified ID indexed as `peer:NAME`). Owned arguments: it runs in a buffered
+/// stream.
 async fn reassign_one(
     sv: Services,
     c: Caller,
@@ -398,6 +403,7 @@ async fn reassign_one(
     inst: StoredInstance,
     who: PatientIdentity,
     now: String,
+    force: bool,
 ) -> Result<bool, ApiError> {
     let bytes = sv
         .ingestor
@@ -406,7 +412,12 @@ async fn reassign_one(
         .await?;
     let out = tokio::task::spawn_blocking(move || {
         let mut obj = read_object(&bytes)?;
-        if !coerce_patient(&mut obj, &who, MODIFYING_SYSTEM, &now) {
+        let changed = if force {
+            coerce_patient_forced(&mut obj, &who, MODIFYING_SYSTEM, &now)
+        } else {
+            coerce_patient(&mut obj, &who, MODIFYING_SYSTEM, &now)
+        };
+        if !changed {
             return Ok(None);
         }
         write_object(&obj).map(Some)
@@ -446,6 +457,7 @@ async fn reassign(
     org: &str,
     study: &str,
     who: &PatientIdentity,
+    force: bool,
 ) -> Result<Rewritten, ApiError> {
     let scope = Scope {
         access: Some(Access::orgs([org])),
@@ -463,6 +475,7 @@ async fn reassign(
                 inst,
                 who.clone(),
                 now.clone(),
+                force,
             )
         })
         .buffer_unordered(CONCURRENCY)
@@ -505,7 +518,8 @@ async fn move_study(
     before: &Identity,
     to: &Identity,
 ) -> Result<Value, ApiError> {
-    let done = reassign(sv, c, org, study, &to.to_coerce()).await?;
+    let force = before.key() != to.key();
+    let done = reassign(sv, c, org, study, &to.to_coerce(), force).await?;
     let details = json!({
         "before": before,
         "after": to,

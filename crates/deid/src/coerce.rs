@@ -71,6 +71,30 @@ pub fn coerce_patient(
     system: &str,
     now: &str,
 ) -> bool {
+    coerce(ds, who, system, now, false)
+}
+
+/// [`coerce_patient`] that changes the object even when it already carries `who`'s values: the
+/// archive indexed it under another identity (a peer's unqualified Patient ID is indexed with
+/// the issuer `peer:NAME`, docs/patients.md), and only a new version of the object re-indexes
+/// it. The Original Attributes Sequence item then records Patient ID and Issuer of Patient ID
+/// as they were (the same values), and an absent Issuer of Patient ID is written, empty.
+pub fn coerce_patient_forced(
+    ds: &mut InMemDicomObject,
+    who: &PatientIdentity,
+    system: &str,
+    now: &str,
+) -> bool {
+    coerce(ds, who, system, now, true)
+}
+
+fn coerce(
+    ds: &mut InMemDicomObject,
+    who: &PatientIdentity,
+    system: &str,
+    now: &str,
+    force: bool,
+) -> bool {
     // The identity being replaced: `(issuer, id)` as the object carried it.
     let old_id = text(ds, tags::PATIENT_ID).filter(|s| !s.is_empty());
     let old_issuer = text(ds, tags::ISSUER_OF_PATIENT_ID).unwrap_or_default();
@@ -107,8 +131,21 @@ pub fn coerce_patient(
             PrimitiveValue::from(value.as_str()),
         ));
     }
-    if !changed {
+    if !changed && !force {
         return false;
+    }
+    if !changed {
+        for (tag, vr) in [
+            (tags::PATIENT_ID, VR::LO),
+            (tags::ISSUER_OF_PATIENT_ID, VR::LO),
+        ] {
+            let old = ds
+                .get(tag)
+                .cloned()
+                .unwrap_or_else(|| DataElement::empty(tag, vr));
+            modified.put(old.clone());
+            ds.put(old);
+        }
     }
     // PS3.5 6.1.2.3: ISO_IR 192 (UTF-8) can hold any new value; the old character set is an
     // attribute modified like the others.
@@ -389,5 +426,38 @@ mod tests {
             coerce_patient_bytes(&out, &who, "VESALIUS", "20261123101600").unwrap(),
             out
         );
+    }
+
+    #[test]
+    fn a_forced_coercion_records_the_unchanged_identity() {
+        let mut d = ds();
+        let same = PatientIdentity {
+            patient_id: "EXT-77".into(),
+            ..Default::default()
+        };
+        assert!(!coerce_patient(&mut d, &same, "VESALIUS", "20261123101500"));
+        assert!(coerce_patient_forced(
+            &mut d,
+            &same,
+            "VESALIUS",
+            "20261123101500"
+        ));
+        assert_eq!(text(&d, tags::ISSUER_OF_PATIENT_ID).as_deref(), Some(""));
+        let item = &d
+            .get(tags::ORIGINAL_ATTRIBUTES_SEQUENCE)
+            .unwrap()
+            .value()
+            .items()
+            .unwrap()[0];
+        let m = &item
+            .get(tags::MODIFIED_ATTRIBUTES_SEQUENCE)
+            .unwrap()
+            .value()
+            .items()
+            .unwrap()[0];
+        assert_eq!(text(m, tags::PATIENT_ID).as_deref(), Some("EXT-77"));
+        assert_eq!(text(m, tags::ISSUER_OF_PATIENT_ID).as_deref(), Some(""));
+        // Nothing to list: the identifier is still the object's.
+        assert!(d.get(tags::OTHER_PATIENT_I_DS_SEQUENCE).is_none());
     }
 }

@@ -822,3 +822,166 @@ async fn r5_received_study_linked_at_the_hub() {
         s.stop().await;
     }
 }
+
+/// A peer's Patient ID without issuer is indexed at the hub under `peer:NAME` (the bytes stay
+/// as sent), so it does not share a patient record with the hub's own patient of the same ID
+/// without issuer; linking it to that local patient (same ID, empty issuer: the bytes already
+/// say so) rewrites it anyway, and then the hub has one patient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r5_unqualified_ids_from_a_peer_are_kept_apart_until_linked() {
+    let dir = tempfile::tempdir().expect("dir");
+    let sites = crate::demo::start_network(dir.path())
+        .await
+        .expect("network");
+    let (hub, spoke) = (&sites[0], &sites[1]);
+    let hub_org = hub.cfg.storage.org.clone();
+    let unqualified = PatientIdentity {
+        patient_id: "12345".into(),
+        issuer: String::new(),
+        ..Default::default()
+    };
+    let rewrite = |files: Vec<PathBuf>| -> Vec<PathBuf> {
+        for f in &files {
+            let b = std::fs::read(f).expect("file");
+            let out =
+                coerce_patient_bytes(&b, &unqualified, "TEST", "20260101000000").expect("identity");
+            std::fs::write(f, out).expect("write");
+        }
+        files
+    };
+    // The hub's own patient 12345 (no issuer), and the spoke's, sent over the network.
+    let local = rewrite(ct_head(dir.path(), 12, 2));
+    let ing = &hub.storage.ingestor;
+    for f in &local {
+        let mut spool = ing.spool().expect("spool");
+        spool
+            .write(&std::fs::read(f).expect("file"))
+            .expect("spool");
+        let ctx = IngestContext {
+            org: hub_org.clone(),
+            source: "test".into(),
+            ..Default::default()
+        };
+        ing.ingest(spool.finish().expect("spool"), &ctx)
+            .await
+            .expect("ingest");
+    }
+    let figures = crate::demo::send_and_wait(
+        spoke,
+        "CT_SPOKE_A",
+        rewrite(ct_head(dir.path(), 13, 2)),
+        hub.storage.exchange.subscribe(),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("delivered");
+    let received = figures.study_uid.clone();
+    let patients = || async {
+        let mut q = vesalius_store::query::Query::new(vesalius_store::query::Level::Patient).with(
+            vesalius_store::query::Key::PatientId,
+            vesalius_store::query::Matcher::Single("12345".into()),
+        );
+        q.access = Some(vesalius_store::query::Access::orgs([hub_org.clone()]));
+        let mut issuers: Vec<String> = ing
+            .index()
+            .find(&q)
+            .await
+            .expect("find")
+            .iter()
+            .map(|a| a.first_str(0x0010_0021).unwrap_or_default())
+            .collect();
+        issuers.sort();
+        issuers
+    };
+    assert_eq!(patients().await, vec!["".to_owned(), "peer:spoke-a".into()]);
+    // The delivered bytes are the sender's, unchanged (no issuer in the object).
+    let held = ing
+        .index()
+        .instances(&vesalius_store::query::Scope::study(received.clone()))
+        .await
+        .expect("instances");
+    let sent = spoke
+        .storage
+        .ingestor
+        .index()
+        .instances(&vesalius_store::query::Scope::study(received.clone()))
+        .await
+        .expect("instances");
+    let hashes = |v: &[vesalius_store::model::StoredInstance]| {
+        let mut h: Vec<String> = v.iter().map(|i| i.sha256.clone()).collect();
+        h.sort();
+        h
+    };
+    assert_eq!(hashes(&held), hashes(&sent));
+
+    // Link it to the hub's patient 12345 without issuer.
+    let user = hub
+        .storage
+        .auth
+        .create_user(
+            &Principal::system(),
+            NewUser {
+                username: "radio",
+                display_name: "Radiographer",
+                email: "",
+                memberships: &[Membership {
+                    org: hub_org.clone(),
+                    role: Role::Radiographer,
+                }],
+                password: None,
+                service: false,
+                must_change_password: false,
+            },
+            Origin::default(),
+        )
+        .await
+        .expect("user");
+    let (_, token) = hub
+        .storage
+        .auth
+        .create_token(
+            &Principal::system(),
+            &user.id,
+            &hub_org,
+            Role::Radiographer,
+            "t",
+            None,
+            Origin::default(),
+        )
+        .await
+        .expect("token");
+    let v: Value = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/studies/{received}/link-patient",
+            hub.base_url()
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"issuer": "", "patient_id": "12345"}))
+        .send()
+        .await
+        .expect("link")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["before"]["issuer"], "peer:spoke-a", "{v}");
+    assert_eq!(v["changed"], 2, "{v}");
+    assert_eq!(patients().await, vec!["".to_owned()]);
+    // Linking again changes nothing.
+    let v: Value = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/studies/{received}/link-patient",
+            hub.base_url()
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"issuer": "", "patient_id": "12345"}))
+        .send()
+        .await
+        .expect("link")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["changed"], 0, "{v}");
+    for s in sites {
+        s.stop().await;
+    }
+}
