@@ -174,8 +174,8 @@ def test_rate_limits_each_direction():
         t0 = time.monotonic()
         exchange(proxy.port, payload)
         elapsed = time.monotonic() - t0
-        # 2 MiB at 40 Mbit/s: 0.42 s.
-        assert elapsed >= 0.38, f"{elapsed:.3f} s"
+        # 2 MiB at 40 Mbit/s: 0.42 s (less two chunks of burst credit).
+        assert elapsed >= 0.35, f"{elapsed:.3f} s"
         proxy.set(rate_mbit=None)
         t0 = time.monotonic()
         exchange(proxy.port, payload)

@@ -55,6 +55,8 @@ CHUNK = 64 * 1024
 # "in flight" window. 256 × 64 KiB = 16 MiB, far above 20 ms × 100 Mbit/s (250 kB), so the
 # proxy never limits a pipelined sender below the emulated link.
 QUEUE_CHUNKS = 256
+# Credit the rate limit's bucket may hold, in chunks: the burst a link that was idle may send.
+BURST_CHUNKS = 2
 
 
 @dataclasses.dataclass
@@ -85,7 +87,7 @@ class ProxyOptions:
 
 class Link:
     """One direction's shared serialisation: a token bucket kept as the time the emulated link
-    is free again (no burst beyond one chunk), at the options' current rate."""
+    is free again, at the options' current rate."""
 
     def __init__(self, options_of):
         self._options_of = options_of
@@ -96,7 +98,10 @@ class Link:
         if not rate:
             return
         now = time.monotonic()
-        start = max(now, self._free_at)
+        # The bucket holds up to BURST_CHUNKS chunks of credit, so that a sleep that overran
+        # (the event loop is late by a millisecond or so each time) is not lost bandwidth.
+        credit = BURST_CHUNKS * CHUNK * 8 / (rate * 1e6)
+        start = max(now - credit, self._free_at)
         self._free_at = start + nbytes * 8 / (rate * 1e6)
         wait = self._free_at - now
         if wait > 0:
