@@ -39,7 +39,7 @@ HUB_DOWN_S = float(os.environ.get("VESALIUS_TEST_HUB_DOWN_S", "3"))
 DEADLINE_S = 45
 
 
-def exchange_config(site, lease_ms=60000):
+def exchange_config(site, lease_ms=60000, settle_ms=50):
     """Short waits: retries after 0.1–1 s, routes reloaded every 0.2 s, never parked."""
     return f"""
 [site]
@@ -53,6 +53,7 @@ backoff_max_ms = 1000
 max_attempts = 10000
 request_timeout_ms = 20000
 route_refresh_ms = 200
+settle_ms = {settle_ms}
 """
 
 
@@ -127,13 +128,24 @@ def ct_head(out, slices, seed):
     return files, str(base[0].StudyInstanceUID)
 
 
+def keep_log(server):
+    """Moves a stopped server's log aside (`NAME.log.1`, …) before it is started again."""
+    if server is None or not server.log_path.exists():
+        return
+    n = 1
+    while server.log_path.with_name(f"{server.log_path.name}.{n}").exists():
+        n += 1
+    server.log_path.rename(server.log_path.with_name(f"{server.log_path.name}.{n}"))
+
+
 class Network:
     """A hub and a spoke linked through the proxy: the spoke's peer record for the hub points
     at the proxy, and its route sends every CT to the hub at stroke priority."""
 
-    def __init__(self, tmp_path, options, spoke_lease_ms=60000, seed=None):
+    def __init__(self, tmp_path, options, spoke_lease_ms=60000, spoke_settle_ms=50, seed=None):
         self.hub_dir, self.spoke_dir = tmp_path / "hub", tmp_path / "spoke"
         self.spoke_lease_ms = spoke_lease_ms
+        self.spoke_settle_ms = spoke_settle_ms
         admin(self.hub_dir, HUB, "org", "create", HUB_ORG)
         admin(self.spoke_dir, SPOKE, "org", "create", SPOKE_ORG)
         hub_key, spoke_key = public_key(self.hub_dir, HUB), public_key(self.spoke_dir, SPOKE)
@@ -157,10 +169,12 @@ class Network:
             raise
 
     def start_hub(self):
+        keep_log(self.hub)
         return Server(self.hub_dir, config_text=exchange_config(HUB), callers=[])
 
     def start_spoke(self):
-        return Server(self.spoke_dir, config_text=exchange_config(SPOKE, self.spoke_lease_ms),
+        keep_log(self.spoke)
+        return Server(self.spoke_dir, config_text=exchange_config(SPOKE, self.spoke_lease_ms, self.spoke_settle_ms),
                       callers=[caller("STORESCU", org=SPOKE_ORG)])
 
     def send(self, files):
@@ -310,5 +324,42 @@ def test_sender_killed_mid_transfer_completes_after_restart(tmp_path):
         in_flight = 4 * (1 << 20)
         assert stats["bytes_client_to_target"] <= size * 1.02 + in_flight, \
             f"sent {stats['bytes_client_to_target']} bytes for a {size}-byte study ({ratio:.3f}×)"
+    finally:
+        net.close()
+
+
+def test_a_final_manifest_lost_to_the_link_is_sent_again(tmp_path):
+    """Every instance delivered and verified, then the link fails just when the spoke sends the
+    study's final manifest (it waits `settle_ms` after the last instance): the spoke must send
+    it again once the link is back, or the hub never learns that the study is complete."""
+    files, study = ct_head(tmp_path, 4, seed=24)
+    settle_s = 4.0
+    net = Network(tmp_path, ProxyOptions(delay_ms=1), spoke_settle_ms=int(settle_s * 1000))
+    try:
+        t0 = time.time()
+        net.send(files)
+        while True:
+            assert time.time() < t0 + DEADLINE_S, net.logs()
+            transfer = next((t for t in get_json(net.spoke, "/api/v1/transfers?limit=100")
+                             if t["study_uid"] == study), None)
+            if transfer and transfer["verified"] == len(files):
+                break
+            time.sleep(0.05)
+        assert transfer["complete_ms"] == 0, "the final manifest went before the link was cut: settle_ms too short"
+        net.proxy.set(down=True)
+        before = net.proxy.stats()
+        # The final manifest is due settle_ms after the last instance's job; wait until it has
+        # been tried (and refused) at least once.
+        while True:
+            assert time.time() < t0 + DEADLINE_S, "the spoke never sent its final manifest"
+            now = net.proxy.stats()
+            if now["connections"] + now["cuts"] > before["connections"] + before["cuts"]:
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        net.proxy.set(down=False)
+        arrival, transfer = net.wait_complete(study, time.time() + 20)
+        assert arrival["manifest_instances"] == len(files)
+        net.check_delivered_once(study, len(files))
     finally:
         net.close()
