@@ -198,6 +198,23 @@ def test_down_refuses_and_retarget_follows():
     b.close()
 
 
+def test_hold_answers():
+    target = Target("echo")
+    with ThreadedNetProxy(("127.0.0.1", target.port), ProxyOptions(hold_answers=True)) as proxy:
+        s = socket.create_connection(("127.0.0.1", proxy.port))
+        s.sendall(b"request")
+        s.settimeout(0.3)
+        with pytest.raises(socket.timeout):
+            s.recv(16)
+        # The request did reach the target.
+        assert proxy.stats()["bytes_client_to_target"] == 7
+        proxy.set(hold_answers=False)
+        s.settimeout(5)
+        assert s.recv(16) == b"request"
+        s.close()
+    target.close()
+
+
 def test_command_line(tmp_path):
     target = Target("echo")
     stats_path = tmp_path / "stats.json"

@@ -15,6 +15,8 @@ client (a spoke's exchange engine) and a target (the hub) and, per the options:
   of that direction, as a link's serialisation: a chunk leaves the "wire" when the link has had
   time to send it, then travels `delay_ms`. Together: a WAN link of 20 ms and 100 Mbit/s is
   `delay_ms=20, rate_mbit=100`.
+- **down** and **hold_answers** (from Python, while it runs): refuse every connection, or let
+  requests through but hold the target's answers.
 - **stats**: bytes client→target and target→client, connections accepted, cuts, refused
   target connections; `NetProxy.stats()` returns them, the CLI writes them as JSON to `--stats`
   every ~200 ms and when it stops (SIGTERM/SIGINT).
@@ -73,6 +75,9 @@ class ProxyOptions:
     # Refuse service: new connections are closed at once and open ones are cut (a target that
     # is unreachable although the proxy listens).
     down: bool = False
+    # Hold the answers: target→client bytes are not read while set, so requests reach the
+    # target but the client waits for its answers (until cleared, or its own timeout).
+    hold_answers: bool = False
 
     def validate(self):
         if (self.cut_min_bytes is None) != (self.cut_max_bytes is None):
@@ -209,6 +214,8 @@ class _Connection:
         link = self.proxy._links[direction]
         try:
             while True:
+                while direction == "down" and opts_of().hold_answers:
+                    await asyncio.sleep(0.005)
                 data = await reader.read(CHUNK)
                 if not data:
                     await queue.put((0.0, _EOF))
