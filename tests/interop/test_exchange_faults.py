@@ -6,8 +6,10 @@ A CT head is sent into the spoke by DCMTK storescu and routed to the hub.
   completes at the hub byte-identical, once, with ≤ 1.1× its size sent through the proxy.
 - The hub down for a while (`VESALIUS_TEST_HUB_DOWN_S`, default 3 s): the spoke queues and
   delivers when it returns.
-- kill -9 of the spoke mid-transfer and a restart on the same data directory: the study
-  completes, nothing is stored twice, nothing is lost.
+- kill -9 of the spoke mid-transfer (with an instance the hub stored but never acknowledged)
+  and a restart on the same data directory: the study completes, what the hub held is
+  confirmed by manifest and not sent again, nothing is lost.
+- A final manifest lost to the link is sent again once the link is back.
 
 Set `VESALIUS_TEST_FIGURES=PATH` to append each test's measured figures as JSON lines."""
 
