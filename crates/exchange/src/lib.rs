@@ -12,11 +12,13 @@
 pub mod api;
 pub mod check;
 pub mod client;
+pub mod federation;
 pub mod http;
 pub mod job;
 pub mod manifest;
 mod node;
 pub mod observer;
+pub mod remote;
 pub mod route;
 pub mod worker;
 

@@ -83,6 +83,12 @@ pub struct ExchangeConfig {
     /// How often routes are reloaded from the database (changes by other nodes or by
     /// `vesalius admin`), ms. Default 2000.
     pub route_refresh_ms: u64,
+    /// How long a peer may take to answer a federated search (QIDO-RS `scope=network`,
+    /// `/api/v1/search`) before it is reported as timed out, ms. Default 3000.
+    pub federation_timeout_ms: u64,
+    /// Bytes of remote studies' answers (metadata, frames, rendered images) this node keeps
+    /// for remote viewing. Default 268435456 (256 MiB).
+    pub remote_cache_bytes: u64,
 }
 
 impl Default for ExchangeConfig {
@@ -100,6 +106,8 @@ impl Default for ExchangeConfig {
             settle_ms: 50,
             request_timeout_ms: 60_000,
             route_refresh_ms: 2000,
+            federation_timeout_ms: 3000,
+            remote_cache_bytes: 256 << 20,
         }
     }
 }

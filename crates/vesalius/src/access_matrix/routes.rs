@@ -75,6 +75,9 @@ pub enum Shows {
     Report,
     /// Served (not refused by the authentication layer, no server error); nothing to prove.
     Served,
+    /// Relayed to a peer site: allowed → 2xx, or 502 when the peer cannot be reached (the
+    /// matrix's peers listen nowhere); refused → 401, 403 or 404.
+    Relayed,
 }
 
 /// One route of the application.
@@ -652,6 +655,38 @@ pub const ROUTES: &[Route] = &[
     ),
     // The exchange's transfers: summaries carry no organisation, so administrators (of the
     // organisation they act in) see them all; a retry needs the job's destination's org.
+    r(
+        "POST",
+        "/api/v1/exchange/pull",
+        NoScope,
+        Need::Peer,
+        Change,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/api/v1/search",
+        NoScope,
+        Caller(Query),
+        Listing,
+        &["query"],
+    ),
+    r(
+        "POST",
+        "/api/v1/peers/{name}/pull",
+        Registry,
+        TargetOrg(Store),
+        Relayed,
+        &["pull-request"],
+    ),
+    r(
+        "GET",
+        "/dicom-web/peers/{name}/{*rest}",
+        Registry,
+        TargetOrg(Query),
+        Relayed,
+        &["retrieve"],
+    ),
     r(
         "GET",
         "/api/v1/transfers",
