@@ -25,7 +25,9 @@
 //! version (DESIGN.md, durability contract), so QIDO-RS, WADO-RS and C-FIND show the new
 //! identity and nothing is lost. Instances that already carry the identity are left alone, so
 //! a repeated request changes nothing and a request interrupted half-way is finished by sending
-//! it again. Instances that arrive for the study while a link runs keep the identity they came
+//! it again; except when the index shows the study under another identity than its bytes (a
+//! peer's Patient ID without issuer, indexed as `peer:NAME`): then they are rewritten anyway,
+//! since only a new version moves the study in the index. Instances that arrive for the study while a link runs keep the identity they came
 //! with: link again once the study is complete.
 //!
 //! Who may: `reconcile` on the study's organisation (administrators, clinicians,
