@@ -10,8 +10,8 @@
 //!   handed to the caller's `progress` and kept, so a final response without counters (some
 //!   SCPs omit them on failure) reports the last ones seen.
 //! - Every final status is an `Ok(`[`MoveOutcome`]`)`: success (0x0000), warning 0xB000 (some
-//!   sub-operations failed; the Failed SOP Instance UID List (0008,0058) of the identifier is
-//!   kept), cancel (0xFE00) and the failures (0xA701, 0xA702, 0xA801 destination unknown, 0xA900,
+//!   sub-operations failed or warned; the Failed SOP Instance UID List (0008,0058) of the
+//!   identifier is kept), cancel (0xFE00) and the failures (0xA701, 0xA702, 0xA801 destination unknown, 0xA900,
 //!   0xCxxx, 0x0122, 0x0124). `Err` means the association failed: refused, aborted, malformed.
 //! - A deadline bounds the whole operation ([`MoveOptions::timeout`]). When it passes, a
 //!   C-CANCEL-RQ (PS3.7 9.3.2.3) is sent and the final response awaited for
@@ -89,17 +89,18 @@ pub struct MoveOutcome {
 }
 
 impl MoveOutcome {
-    /// True when the SCP reported success with no failed sub-operation and nothing was
-    /// cancelled.
+    /// True when every sub-operation completed (some perhaps with a warning, PS3.4 C.4.2.1.5:
+    /// 0xB000 covers warnings as well as failures) and nothing was cancelled.
     pub fn is_complete(&self) -> bool {
-        self.status == status::SUCCESS && self.suboperations.failed == 0 && !self.cancelled
+        let done = self.status == status::SUCCESS || self.status == status::SUBOPERATIONS_WARNING;
+        done && self.suboperations.failed == 0 && !self.cancelled
     }
 
     /// What the status means, for messages (PS3.4 C.4.2.1.5).
     pub fn status_meaning(&self) -> &'static str {
         match self.status {
             status::SUCCESS => "success",
-            status::SUBOPERATIONS_WARNING => "some sub-operations failed",
+            status::SUBOPERATIONS_WARNING => "some sub-operations failed or warned",
             status::CANCEL => "cancelled",
             status::OUT_OF_RESOURCES_MATCHES => "out of resources (number of matches)",
             status::OUT_OF_RESOURCES_SUBOPERATIONS => "out of resources (sub-operations)",
@@ -335,7 +336,16 @@ mod tests {
         assert_eq!(o.suboperations.failed, 1);
         assert_eq!(o.failed_instances, vec!["1.2.3".to_owned()]);
         assert!(!o.is_complete());
-        assert_eq!(o.status_meaning(), "some sub-operations failed");
+        assert_eq!(o.status_meaning(), "some sub-operations failed or warned");
+        // 0xB000 with warnings only: everything was stored.
+        let mut m = MoveResponses::default();
+        let o = m
+            .on_response(
+                &rsp(status::SUBOPERATIONS_WARNING, Some((0, 2, 0, 1))),
+                vec![],
+            )
+            .unwrap();
+        assert!(o.is_complete());
     }
 
     #[test]
