@@ -717,10 +717,20 @@ fn move_problem(
         } else {
             format!(" (failed: {})", o.failed_instances.join(", "))
         };
+        // Nothing could be stored here: the usual causes are on our side of the set-up.
+        let hint = if moved == 0 && c.failed > 0 {
+            format!(
+                "; none could be stored here: does {} reach our DICOM listener as {ours}, and is \
+                 its AE title registered here (vesalius admin ae add {} --org {org})?",
+                node.name, node.ae_title
+            )
+        } else {
+            String::new()
+        };
         return Some((
             format!(
                 "C-MOVE from {who} ended with status 0x{:04X} ({}{comment}): {} moved, {} \
-                 failed{failed}",
+                 failed{failed}{hint}",
                 o.status,
                 o.status_meaning(),
                 moved,
@@ -846,5 +856,16 @@ mod tests {
         };
         let (m, _) = move_problem(&node, "US", "o", &partial, 2).unwrap();
         assert!(m.contains("0xB000") && m.contains("1.2.9"), "{m}");
+        assert!(!m.contains("none could be stored"), "{m}");
+        let refused = MoveOutcome {
+            status: 0xA702,
+            suboperations: SubOperations {
+                failed: 3,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (m, _) = move_problem(&node, "US", "o", &refused, 0).unwrap();
+        assert!(m.contains("vesalius admin ae add PACS --org o"), "{m}");
     }
 }
