@@ -191,7 +191,7 @@ def test_find_retrieve_and_prefetch_priors_from_orthanc(site, patient):
     tok = json.loads(admin(server.data_dir, "token", "create", "--org", "default", "--role", "admin",
                            "--name", "priors", "--json").stdout)["token"]
     auth = {"Authorization": f"Bearer {tok}"}
-    rsp = requests.get(f"{server.base}/api/v1/nodes/pacs/studies", params={"PatientID": PATIENT},
+    rsp = requests.get(f"{server.base}/api/v1/nodes/pacs/studies", params={"PatientID": PATIENT, "IssuerOfPatientID": ISSUER},
                        headers=auth, timeout=60)
     assert rsp.status_code == 200, rsp.text
     assert {s["study_uid"] for s in rsp.json()} == {prior_uid, mr_uid}
@@ -241,6 +241,20 @@ def test_find_retrieve_and_prefetch_priors_from_orthanc(site, patient):
     assert len(receipts) == 1, receipts
     jobs = requests.get(f"{server.base}/api/v1/transfers/jobs", headers=auth, timeout=30).json()
     assert [j for j in jobs if j["queue"] in ("prefetch:pacs", "retrieve:pacs")] == [], jobs
+
+    # Audited: the queries at the node naming the patient (command line, API, the prefetch as the
+    # system), the retrieval request, and the node's stores.
+    r = subprocess.run([BIN, "audit", "--data-dir", str(server.data_dir), "search", "--action", "query",
+                        "--patient", f"{ISSUER}/{PATIENT}", "--json"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    queries = [e["event"] for e in json.loads(r.stdout)]
+    assert {q["actor"]["kind"] for q in queries} >= {"system", "token"}, queries
+    assert all(q["details"]["node"] == "pacs" and q["details"]["operation"] == "C-FIND" for q in queries)
+    assert any(q["details"].get("prefetch_for") == new_uid for q in queries)
+    r = subprocess.run([BIN, "audit", "--data-dir", str(server.data_dir), "search", "--action", "store",
+                        "--actor", "ORTHANC", "--study", mr_uid, "--json"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and json.loads(r.stdout), r.stdout + r.stderr
 
 
 def test_a_node_that_cannot_reach_us_parks_the_retrieval_with_its_reason(tmp_path, patient):

@@ -570,8 +570,9 @@ impl Exchange {
         } else {
             Outcome::Failure
         };
-        self.audit(Caller::system().event("query", outcome, &p.org, None, details))
-            .await;
+        let mut ev = Caller::system().event("query", outcome, &p.org, None, details);
+        ev.patient = Some((p.issuer.clone(), p.patient_id.clone()));
+        self.audit(ev).await;
         let found = match found {
             Ok(f) => f,
             Err(e) => return self.fail_job(j, &e.to_string(), false).await,

@@ -104,8 +104,10 @@ pub(super) async fn studies(
     } else {
         Outcome::Failure
     };
-    ex.audit(c.event("query", outcome, &node.org, None, details))
-        .await;
+    let mut ev = c.event("query", outcome, &node.org, None, details);
+    // The patient asked about, for "who looked at this patient" (the issuer as given).
+    ev.patient = Some((q.issuer.clone(), q.patient_id.clone()));
+    ex.audit(ev).await;
     let found = found.map_err(|e| ApiError::new(ErrorKind::Unavailable, e.to_string()))?;
     let mut out = Vec::with_capacity(found.len());
     for s in found {

@@ -97,6 +97,7 @@ pub async fn find(cx: &AdminContext, cfg: &Config, a: FindArgs) -> Result<()> {
     if found.is_err() {
         ev.outcome = Outcome::Failure;
     }
+    ev.patient = Some((q.issuer.clone(), q.patient_id.clone()));
     Registry::apply(&*cx.index, Vec::new(), vec![ev]).await?;
     let found = match found {
         Ok(f) => f,
