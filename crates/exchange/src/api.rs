@@ -156,7 +156,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         ApiError {
             kind,
             message: message.into(),
@@ -185,16 +185,16 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
-fn caller_of(caller: Option<Extension<Caller>>) -> ApiResult<Caller> {
+pub(crate) fn caller_of(caller: Option<Extension<Caller>>) -> ApiResult<Caller> {
     caller
         .map(|Extension(c)| c)
         .ok_or_else(|| ApiError::new(ErrorKind::Unauthorized, "credentials required"))
 }
 
 /// Whether the caller may administer `org` (no grants count for organisation-level actions).
-fn may(c: &Caller, action: Action, org: &str) -> bool {
+pub(crate) fn may(c: &Caller, action: Action, org: &str) -> bool {
     authorize(
         &c.principal,
         action,

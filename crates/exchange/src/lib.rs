@@ -14,12 +14,14 @@
 pub mod api;
 pub mod check;
 pub mod client;
+pub mod federation;
 pub mod http;
 pub mod job;
 pub mod manifest;
 mod node;
 pub mod observer;
 pub mod priors;
+pub mod remote;
 pub mod route;
 pub mod worker;
 

@@ -14,7 +14,8 @@
 //! - Study completion: when a study has had no job for `settle` and none is pending for the
 //!   destination, the worker sends the **final manifest** (everything it delivered of the study);
 //!   the peer marks the study complete and raises "study complete"; the sender writes a study
-//!   receipt. A study that grows later gets another final manifest.
+//!   receipt. A study that grows later gets another final manifest. A final manifest that gets
+//!   no answer (link cut, peer down) is sent again with the jobs' backoff until it does.
 //! - Failures are retried with capped exponential backoff and jitter; after `max_attempts` a job
 //!   is parked with its last error. On shutdown the worker releases its leases.
 //!
@@ -261,6 +262,8 @@ impl Exchange {
             .into_iter()
             .map(|(study, priority)| (study, (0, priority)))
             .collect();
+        // study -> final manifests sent without an answer so far (for the backoff)
+        let mut unanswered: HashMap<String, u32> = HashMap::new();
         let mut idle_since = now_ms();
         loop {
             if shutdown.is_cancelled() {
@@ -309,7 +312,7 @@ impl Exchange {
                 .collect();
             for study in due {
                 let (_, priority) = finals.remove(&study).unwrap_or_default();
-                let pending = self
+                let pending = match self
                     .outbox
                     .jobs(&JobFilter {
                         queue: Some(queue.clone()),
@@ -318,10 +321,28 @@ impl Exchange {
                         ..Default::default()
                     })
                     .await
-                    .map(|j| !j.is_empty())
-                    .unwrap_or(true);
+                {
+                    Ok(j) => !j.is_empty(),
+                    Err(e) => {
+                        tracing::warn!("{queue}: pending jobs of {study}: {e}");
+                        let again = now_ms() + self.opts.poll_interval.as_millis() as i64;
+                        finals.insert(study, (again, priority));
+                        continue;
+                    }
+                };
                 if !pending && let Some(peer) = queue.strip_prefix("peer:") {
-                    self.final_manifest(peer, &queue, &study, priority).await;
+                    if self.final_manifest(peer, &queue, &study, priority).await {
+                        unanswered.remove(&study);
+                    } else {
+                        // Not answered: again after a backoff, or the peer would never learn
+                        // that the study is complete (found by the fault-proxy test).
+                        let attempt = unanswered.entry(study.clone()).or_insert(0);
+                        *attempt += 1;
+                        let again = now_ms() + self.backoff_ms(*attempt) as i64;
+                        let e = finals.entry(study).or_insert((0, priority));
+                        e.0 = e.0.max(again);
+                        e.1 = e.1.max(priority);
+                    }
                 }
             }
             if finals.is_empty() && now_ms() - idle_since > 60_000 {
@@ -416,12 +437,7 @@ impl Exchange {
     /// Records a failed attempt with backoff (or parks at once when `park`).
     pub(crate) async fn fail_job(&self, j: &Job, error: &str, park: bool) {
         let attempt = j.attempts + 1;
-        let base = self.opts.backoff_base.as_millis() as u64;
-        let cap = self.opts.backoff_max.as_millis() as u64;
-        let exp = base.saturating_mul(1u64 << attempt.min(30).saturating_sub(1));
-        let delay = exp.min(cap);
-        // Full jitter in [delay/2, delay]: workers retrying one peer do not stampede together.
-        let delay = delay / 2 + rand::thread_rng().gen_range(0..=delay / 2);
+        let delay = self.backoff_ms(attempt);
         let max = if park { 0 } else { self.opts.max_attempts };
         tracing::info!(queue = %j.job.queue, job = j.id, attempt, "transfer failed: {error}");
         match self
@@ -440,6 +456,12 @@ impl Exchange {
             Ok(_) => {}
             Err(e) => tracing::warn!("outbox: recording a failure: {e}"),
         }
+    }
+
+    /// The wait before attempt `attempt + 1` after `attempt` failed ones (1-based), ms:
+    /// `backoff_base` doubling per attempt up to `backoff_max`, with jitter.
+    fn backoff_ms(&self, attempt: u32) -> u64 {
+        backoff_ms(&self.opts, attempt, &mut rand::thread_rng())
     }
 
     /// The engine's options.
@@ -707,10 +729,24 @@ impl Exchange {
         });
     }
 
-    async fn final_manifest(&self, peer_name: &str, queue: &str, study: &str, priority: i32) {
+    /// Sends the final manifest of `study` and writes the study receipt from the answer.
+    /// Answers false when it should be tried again later (no answer, or the receipts could not
+    /// be read); true when it was answered, or cannot be sent (the peer or its deliveries are
+    /// gone).
+    async fn final_manifest(
+        &self,
+        peer_name: &str,
+        queue: &str,
+        study: &str,
+        priority: i32,
+    ) -> bool {
         let peer = match self.registry.peer(peer_name).await {
             Ok(Some(p)) => p,
-            _ => return,
+            Ok(None) => return true,
+            Err(e) => {
+                tracing::warn!("{queue}: peer {peer_name}: {e}");
+                return false;
+            }
         };
         let receipts = match self
             .outbox
@@ -724,7 +760,7 @@ impl Exchange {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("{queue}: receipts of {study}: {e}");
-                return;
+                return false;
             }
         };
         // Newest receipt per instance (a re-sent instance has several).
@@ -742,7 +778,7 @@ impl Exchange {
                 });
         }
         if latest.is_empty() {
-            return;
+            return true;
         }
         let m = Manifest {
             study_uid: study.to_owned(),
@@ -783,8 +819,12 @@ impl Exchange {
                         instances: n,
                     });
                 }
+                true
             }
-            Err(e) => tracing::warn!("{queue}: final manifest of {study}: {e}"),
+            Err(e) => {
+                tracing::warn!("{queue}: final manifest of {study}: {e}");
+                false
+            }
         }
     }
 
@@ -807,6 +847,17 @@ fn worked_here(queue: &str) -> bool {
     ["peer:", "node:", "retrieve:", "prefetch:"]
         .iter()
         .any(|p| queue.starts_with(p))
+}
+
+/// The wait after `attempt` failed attempts (1-based), ms: `backoff_base` doubling per attempt,
+/// capped at `backoff_max`, with full jitter in [delay/2, delay] so that workers retrying one
+/// peer do not stampede together.
+fn backoff_ms(opts: &ExchangeOptions, attempt: u32, rng: &mut impl Rng) -> u64 {
+    let base = opts.backoff_base.as_millis() as u64;
+    let cap = opts.backoff_max.as_millis() as u64;
+    let exp = base.saturating_mul(1u64 << attempt.min(30).saturating_sub(1));
+    let delay = exp.min(cap);
+    delay / 2 + rng.gen_range(0..=delay / 2)
 }
 
 /// The manifest entry of a job (the stored bytes).
@@ -850,4 +901,33 @@ pub fn deid_options(profile: &str, key: &[u8]) -> Result<vesalius_deid::DeidOpti
         o = o.option(opt, true);
     }
     Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let opts = ExchangeOptions {
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(1000),
+            ..Default::default()
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for (attempt, full) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (60, 1000),
+        ] {
+            for _ in 0..200 {
+                let d = backoff_ms(&opts, attempt, &mut rng);
+                assert!((full / 2..=full).contains(&d), "attempt {attempt}: {d} ms");
+            }
+        }
+    }
 }

@@ -91,6 +91,12 @@ pub struct ExchangeConfig {
     /// How long a prefetch waits after the first instance of its study arrived, ms (one
     /// prefetch then serves the whole study). Default 2000.
     pub prefetch_delay_ms: u64,
+    /// How long a peer may take to answer a federated search (QIDO-RS `scope=network`,
+    /// `/api/v1/search`) before it is reported as timed out, ms. Default 3000.
+    pub federation_timeout_ms: u64,
+    /// Bytes of remote studies' answers (metadata, frames, rendered images) this node keeps
+    /// for remote viewing. Default 268435456 (256 MiB).
+    pub remote_cache_bytes: u64,
 }
 
 impl Default for ExchangeConfig {
@@ -111,6 +117,8 @@ impl Default for ExchangeConfig {
             move_timeout_ms: 600_000,
             find_timeout_ms: 60_000,
             prefetch_delay_ms: 2000,
+            federation_timeout_ms: 3000,
+            remote_cache_bytes: 256 << 20,
         }
     }
 }

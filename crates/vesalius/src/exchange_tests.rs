@@ -128,6 +128,17 @@ async fn r5_ct_head_is_routed_verified_and_complete_at_the_hub() {
     }
 }
 
+/// Points `spoke`'s peer record `hub` at `hub`'s (new) address.
+async fn point_at_hub(spoke: &RunningSite, hub: &RunningSite) {
+    let registry = spoke.storage.exchange.registry();
+    let mut peer = registry.peer("hub").await.unwrap().unwrap();
+    peer.base_url = hub.base_url();
+    registry
+        .apply(vec![RegistryChange::PutPeer(peer)], vec![])
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn r5_hub_down_then_back_the_spoke_queues_and_delivers_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
@@ -166,22 +177,7 @@ async fn r5_hub_down_then_back_the_spoke_queues_and_delivers_without_duplicates(
     // The hub comes back (same data directory and key, a new port).
     let hub = RunningSite::start(hub_cfg).await.unwrap();
     let events = hub.storage.exchange.subscribe();
-    let mut peer = spoke
-        .storage
-        .exchange
-        .registry()
-        .peer("hub")
-        .await
-        .unwrap()
-        .unwrap();
-    peer.base_url = hub.base_url();
-    spoke
-        .storage
-        .exchange
-        .registry()
-        .apply(vec![RegistryChange::PutPeer(peer)], vec![])
-        .await
-        .unwrap();
+    point_at_hub(&spoke, &hub).await;
     // Retried jobs are checked with a manifest first; everything arrives once.
     let mut events = events;
     let study = tokio::time::timeout(Duration::from_secs(60), async {
@@ -275,6 +271,76 @@ async fn r5_a_spoke_signing_with_the_wrong_key_is_refused() {
     for s in sites {
         s.stop().await;
     }
+}
+
+/// Found by the fault-proxy test (tests/interop/test_exchange_faults.py): a final manifest that
+/// got no answer was never sent again, so the hub never marked the study complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r5_a_final_manifest_without_answer_is_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sites = demo::start_network(dir.path()).await.unwrap();
+    sites.pop().unwrap().stop().await;
+    let spoke = sites.pop().unwrap();
+    let hub = sites.pop().unwrap();
+    // The spoke waits 3 s after a study's last instance before its final manifest: time to
+    // take the hub away once every instance is delivered and verified.
+    let mut spoke_cfg = spoke.cfg.clone();
+    spoke.stop().await;
+    spoke_cfg.exchange.settle_ms = 3_000;
+    let spoke = RunningSite::start(spoke_cfg).await.unwrap();
+    let s = vesalius_dimse::scu::store_files(
+        &spoke.dicom.to_string(),
+        "CT_SPOKE_A",
+        "VESALIUS",
+        ct_head(dir.path(), 6, 4),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.sent, 4);
+    let outbox = spoke.storage.exchange.outbox().clone();
+    let delivered = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let t = outbox.transfers(10).await.unwrap();
+            if t.first().is_some_and(|t| t.verified == 4) {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("every instance delivered and verified");
+    assert_eq!(
+        delivered[0].complete_ms, 0,
+        "final manifest before settle_ms"
+    );
+    let study = delivered[0].study_uid.clone();
+    let hub_cfg = hub.cfg.clone();
+    hub.stop().await;
+    // The final manifest falls due while the hub is away and gets no answer.
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    assert_eq!(outbox.transfers(10).await.unwrap()[0].complete_ms, 0);
+    let hub = RunningSite::start(hub_cfg).await.unwrap();
+    let mut events = hub.storage.exchange.subscribe();
+    point_at_hub(&spoke, &hub).await;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(vesalius_exchange::ExchangeEvent::StudyComplete {
+                study_uid,
+                instances: 4,
+                ..
+            }) = events.recv().await
+                && study_uid == study
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the final manifest is sent again and the study completes at the hub");
+    assert_eq!(held(&hub, &study).await, held(&spoke, &study).await);
+    spoke.stop().await;
+    hub.stop().await;
 }
 
 /// SOP Instance UID → the data set bytes (the file meta group, which each site writes itself,

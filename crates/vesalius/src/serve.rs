@@ -166,11 +166,30 @@ pub fn http_app(
         public_base_url: cfg.http.public_base_url.clone(),
         oidc_button: cfg.auth.oidc.as_ref().map(|o| o.display_name.clone()),
     };
+    // Issue 5: federated search (QIDO-RS `scope=network`, /api/v1/search), remote viewing
+    // (/dicom-web/peers/{peer}/…) and pulls, for users.
+    let federation = vesalius_exchange::federation::Federation::new(
+        storage.exchange.clone(),
+        ingestor.index().clone(),
+        auth.clone(),
+        vesalius_exchange::federation::FederationOptions {
+            deadline: std::time::Duration::from_millis(cfg.exchange.federation_timeout_ms.max(1)),
+            cache_bytes: usize::try_from(cfg.exchange.remote_cache_bytes).unwrap_or(usize::MAX),
+            public_base_url: cfg.http.public_base_url.clone(),
+            ..Default::default()
+        },
+    );
+    let dicomweb =
+        vesalius_dicomweb::router(ingestor.clone(), web_opts.clone(), Some(auth.clone()));
+    federation.set_local(dicomweb.clone());
+    let dicomweb = dicomweb
+        .merge(vesalius_exchange::remote::proxy_router(federation.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            federation.clone(),
+            vesalius_exchange::federation::network_scope,
+        ));
     let mut app = Router::new()
-        .nest(
-            "/dicom-web",
-            vesalius_dicomweb::router(ingestor.clone(), web_opts.clone(), Some(auth.clone())),
-        )
+        .nest("/dicom-web", dicomweb)
         .merge(vesalius_dicomweb::wado_uri_router(
             ingestor.clone(),
             web_opts,
@@ -188,7 +207,8 @@ pub fn http_app(
         ))
         .merge(vesalius_api::session::router(auth.clone()))
         .merge(receiver)
-        .merge(vesalius_exchange::api::router(exchange_api));
+        .merge(vesalius_exchange::api::router(exchange_api))
+        .merge(vesalius_exchange::remote::pull_router(federation));
     if let Some(svc) = oidc {
         app = app.merge(vesalius_api::oidc::service_router(auth.clone(), svc));
     }

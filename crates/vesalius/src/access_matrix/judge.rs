@@ -28,7 +28,8 @@ pub(super) fn judge(
     let ok = (200..300).contains(&status);
     let text = String::from_utf8_lossy(body);
     let node_unreachable = route.shows == Shows::NodeUnreachable && status == 503;
-    if status >= 500 && !node_unreachable {
+    let relayed_but_unreachable = route.shows == Shows::Relayed && allowed && status == 502;
+    if status >= 500 && !relayed_but_unreachable && !node_unreachable {
         p.push(format!("server error {status}: {}", short(&text)));
         return p;
     }
@@ -81,6 +82,11 @@ pub(super) fn judge(
                 p.push("REFUSED BY POLICY, YET LISTED".into());
             } else if !ok && !refused {
                 p.push(format!("unexpected {status}"));
+            }
+        }
+        (Shows::Relayed, true) => {
+            if !ok && !relayed_but_unreachable {
+                p.push(format!("allowed, answered {status}: {}", short(&text)));
             }
         }
         (Shows::Data, true) | (Shows::Change, true) | (Shows::Report, true) => {

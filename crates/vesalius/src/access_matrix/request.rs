@@ -23,7 +23,8 @@ pub(super) async fn send(
         .replace("{spec}", "0-16")
         .replace("{id}", &aim.link)
         .replace("{name}", &aim.link)
-        .replace("{secret}", "not-the-secret");
+        .replace("{secret}", "not-the-secret")
+        .replace("{*rest}", "studies/1.2.826.0.1.3680043.10.1/metadata");
     let query = match route.path {
         "/wado" => format!(
             "?requestType=WADO&studyUID={}&seriesUID={}&objectUID={}&contentType=application%2Fdicom",
@@ -130,6 +131,12 @@ fn body(route: &Route, aim: &Aim, n: usize) -> (Option<String>, Vec<u8>) {
             json(serde_json::json!({"reason": "access matrix: emergency at night"}))
         }
         ("POST", "/api/v1/studies/{study}/export") => json(serde_json::json!({})),
+        ("POST", "/api/v1/peers/{name}/pull") => {
+            json(serde_json::json!({"study_uid": "1.2.826.0.1.3680043.10.1"}))
+        }
+        ("POST", "/api/v1/exchange/pull") => {
+            json(serde_json::json!({"study_uid": "1.2.826.0.1.3680043.10.1"}))
+        }
         // Registry records of the target's organisation, marked with the cell's number.
         ("PUT", "/api/v1/peers/{name}") => json(serde_json::json!({
             "base_url": "http://127.0.0.1:1",
