@@ -36,7 +36,7 @@ use tokio::sync::{Mutex, broadcast};
 use tokio_util::sync::CancellationToken;
 use vesalius_store::outbox::{Job, JobFilter, Receipt, ReceiptFilter, ReceiptKind};
 use vesalius_store::registry::{DicomNode, Peer};
-use vesalius_store::{BlobStore, Outbox, Registry};
+use vesalius_store::{BlobStore, Index, Outbox, Registry};
 
 use crate::client::{PeerClient, StowPart};
 use crate::job::{TRANSFER, TransferJob};
@@ -66,8 +66,12 @@ pub struct ExchangeOptions {
     pub backoff_max: Duration,
     /// Quiet time after a study's last job before its final manifest.
     pub settle: Duration,
-    /// Our AE title, calling DICOM nodes.
+    /// Our AE title, calling DICOM nodes, and the Move Destination of retrievals from them.
     pub ae_title: String,
+    /// The longest one C-MOVE from a DICOM node may take before it is cancelled.
+    pub move_timeout: Duration,
+    /// The longest one C-FIND to a DICOM node may take.
+    pub find_timeout: Duration,
     /// The key de-identifying routes derive pseudonyms from (derived from the site key).
     pub deid_key: Vec<u8>,
 }
@@ -86,6 +90,8 @@ impl Default for ExchangeOptions {
             backoff_max: Duration::from_secs(300),
             settle: Duration::from_millis(50),
             ae_title: "VESALIUS".into(),
+            move_timeout: Duration::from_secs(600),
+            find_timeout: Duration::from_secs(60),
             deid_key: b"vesalius-route-deidentification".to_vec(),
         }
     }
@@ -94,6 +100,7 @@ impl Default for ExchangeOptions {
 /// The engine: owns the workers.
 pub struct Exchange {
     outbox: Arc<dyn Outbox>,
+    index: Arc<dyn Index>,
     registry: Arc<dyn Registry>,
     blobs: Arc<dyn BlobStore>,
     client: PeerClient,
@@ -104,9 +111,11 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// An engine over the stores, sending with `client`.
+    /// An engine over the stores, sending with `client`; `index` tells what is held here
+    /// (retrievals from DICOM nodes check it).
     pub fn new(
         outbox: Arc<dyn Outbox>,
+        index: Arc<dyn Index>,
         registry: Arc<dyn Registry>,
         blobs: Arc<dyn BlobStore>,
         client: PeerClient,
@@ -114,6 +123,7 @@ impl Exchange {
     ) -> Arc<Self> {
         Arc::new(Exchange {
             outbox,
+            index,
             registry,
             blobs,
             client,
@@ -154,8 +164,14 @@ impl Exchange {
         &self.outbox
     }
 
-    /// Runs until `shutdown`: starts a worker for every queue with work (peers and DICOM nodes;
-    /// analysis queues are left to the analysis layer), then releases every lease.
+    /// The index (what is held here).
+    pub fn index(&self) -> &Arc<dyn Index> {
+        &self.index
+    }
+
+    /// Runs until `shutdown`: starts a worker for every queue with work (peers, DICOM nodes,
+    /// retrievals and prefetches from DICOM nodes; analysis queues are left to the analysis
+    /// layer), then releases every lease.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut changes = self.outbox.changes();
         // Studies delivered before a restart whose final manifest may not have been sent, per
@@ -169,8 +185,7 @@ impl Exchange {
                     let mut w = self.workers.lock().await;
                     w.retain(|_, h| !h.is_finished());
                     for q in queues {
-                        if w.contains_key(&q) || !(q.starts_with("peer:") || q.starts_with("node:"))
-                        {
+                        if w.contains_key(&q) || !worked_here(&q) {
                             continue;
                         }
                         let me = self.clone();
@@ -255,12 +270,18 @@ impl Exchange {
                 return;
             }
             let now = now_ms();
+            // Retrievals run one C-MOVE at a time: lease few, so other nodes can take the rest.
+            let batch = if crate::priors::queue_node(&queue).is_some() {
+                PRIORS_BATCH
+            } else {
+                self.opts.batch_jobs
+            };
             let jobs = match self
                 .outbox
                 .lease(
                     &queue,
                     &self.opts.owner,
-                    self.opts.batch_jobs,
+                    batch,
                     now,
                     self.opts.lease.as_millis() as i64,
                 )
@@ -364,6 +385,12 @@ impl Exchange {
                 }
             })
         };
+        if crate::priors::queue_node(queue).is_some() {
+            self.run_priors(queue, jobs).await;
+            stop.cancel();
+            let _ = hb.await;
+            return;
+        }
         let mut transfers = Vec::new();
         for j in jobs {
             if j.job.kind != TRANSFER {
@@ -809,6 +836,17 @@ impl Exchange {
     ) {
         crate::node::send(self, queue, node, transfers).await
     }
+}
+
+/// Jobs leased at once on a `retrieve:` or `prefetch:` queue.
+const PRIORS_BATCH: usize = 4;
+
+/// Whether this engine works the queue: peers, DICOM nodes, retrievals and prefetches from
+/// DICOM nodes (not analyses).
+fn worked_here(queue: &str) -> bool {
+    ["peer:", "node:", "retrieve:", "prefetch:"]
+        .iter()
+        .any(|p| queue.starts_with(p))
 }
 
 /// The wait after `attempt` failed attempts (1-based), ms: `backoff_base` doubling per attempt,

@@ -83,10 +83,12 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
     let blobs: Arc<dyn vesalius_store::BlobStore> = Arc::new(blobs);
     // Issue 5: routes are evaluated inside the ingest transaction, so a routed instance always
     // has its outbox job.
-    let routes = Arc::new(vesalius_exchange::RouteObserver::new(
-        registry.clone(),
-        cfg.site.utc_offset_minutes,
-    ));
+    let routes = Arc::new(
+        vesalius_exchange::RouteObserver::new(registry.clone(), cfg.site.utc_offset_minutes)
+            .with_prefetch_delay(std::time::Duration::from_millis(
+                cfg.exchange.prefetch_delay_ms,
+            )),
+    );
     routes.refresh().await.context("loading the routes")?;
     // Issue 4: every stored study leaves a `store` audit event in its instance's transaction.
     let ingestor = Ingestor::new(index.clone(), blobs.clone(), spool, limits)?
@@ -98,6 +100,7 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
     let ms = std::time::Duration::from_millis;
     let client = vesalius_exchange::PeerClient::new(identity.clone(), ms(x.request_timeout_ms))?;
     let exchange = vesalius_exchange::Exchange::new(
+        index.clone(),
         index.clone(),
         registry,
         blobs,
@@ -113,6 +116,8 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
             backoff_max: ms(x.backoff_max_ms),
             settle: ms(x.settle_ms),
             ae_title: cfg.dicom.ae_title.clone(),
+            move_timeout: ms(x.move_timeout_ms.max(1000)),
+            find_timeout: ms(x.find_timeout_ms.max(1000)),
             deid_key: site_key.derive_key("route-deidentification").to_vec(),
             ..Default::default()
         },

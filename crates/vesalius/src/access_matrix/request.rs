@@ -31,6 +31,7 @@ pub(super) async fn send(
             aim.study, aim.series, aim.sop
         ),
         "/api/v1/audit/who-saw" => format!("?study={}", aim.study),
+        "/api/v1/nodes/{name}/studies" => "?PatientID=MATRIX".into(),
         _ => String::new(),
     };
     let accept = if route.path.contains("/rendered") || route.path.contains("/thumbnail") {
@@ -173,6 +174,9 @@ fn body(route: &Route, aim: &Aim, n: usize) -> (Option<String>, Vec<u8>) {
             "org": aim.org,
             "description": format!("matrix {n}"),
         })),
+        ("POST", "/api/v1/nodes/{name}/retrieve") => {
+            json(serde_json::json!({"study_uid": "1.2.826.0.1.3680043.10.1137.99"}))
+        }
         ("PUT", "/api/v1/routes/{id}") => json(serde_json::json!({
             "name": format!("matrix {n}"),
             "org": aim.org,
