@@ -16,7 +16,9 @@
 //!   (`wrong-key`, `expired`, …), on every path: there is no fallback to anonymous service.
 //! - Invalid, expired or revoked credentials: 401 `{"error": "unauthorized"}`, never a fallback.
 //! - No credentials: 401 as well when [`AuthnOptions::required`] (the default); open paths
-//!   (`/healthz`, `/readyz`, `/metrics`, login and first-start set-up) are always served.
+//!   (`/healthz`, `/readyz`, `/metrics`, login and first-start set-up, and the paths
+//!   [`AuthnOptions::app_paths`] names: the web app's shell and assets, which hold no data) are
+//!   always served.
 //!   `required = false` exists only for test suites that do not yet carry credentials: the
 //!   request then acts as the server itself, and the start-up banner says so.
 //! - The caller's [`vesalius_store::query::Access`] is resolved here once per request.
@@ -37,11 +39,18 @@ use vesalius_auth::{Authenticator, Caller, cookie};
 pub struct AuthnOptions {
     /// Refuse requests without credentials (default true).
     pub required: bool,
+    /// Further paths served without credentials: the web app's shell and static assets
+    /// (issue 6, `vesalius_web::is_app_path`). Their handlers serve no data; a caller is still
+    /// resolved when credentials come along. Default: none.
+    pub app_paths: fn(&str) -> bool,
 }
 
 impl Default for AuthnOptions {
     fn default() -> Self {
-        AuthnOptions { required: true }
+        AuthnOptions {
+            required: true,
+            app_paths: |_| false,
+        }
     }
 }
 
@@ -56,6 +65,11 @@ impl Authn {
     /// The layer over `auth`.
     pub fn new(auth: Arc<Authenticator>, opts: AuthnOptions) -> Self {
         Authn { auth, opts }
+    }
+
+    /// Whether `path` is served without credentials.
+    fn open(&self, path: &str) -> bool {
+        open_path(path) || (self.opts.app_paths)(path)
     }
 }
 
@@ -119,14 +133,14 @@ pub async fn authenticate(State(a): State<Authn>, mut req: Request, next: Next) 
         // A stale session cookie or an expired link pass must not lock anybody out of the
         // login pages and the link URLs, which serve themselves without a caller.
         // (A CSRF refusal stands: it is not stale credentials.)
-        Err(r) if r.status() == StatusCode::UNAUTHORIZED && open_path(req.uri().path()) => {
+        Err(r) if r.status() == StatusCode::UNAUTHORIZED && a.open(req.uri().path()) => {
             return next.run(req).await;
         }
         Err(r) => return r,
     };
     let principal = match resolved {
         Some(p) => p,
-        None if open_path(req.uri().path()) => return next.run(req).await,
+        None if a.open(req.uri().path()) => return next.run(req).await,
         None if !a.opts.required => vesalius_auth::Principal::system(),
         None => return unauthorized("credentials required: a bearer token or a session"),
     };

@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod authn;
+pub mod events;
 mod export;
 mod guest;
 mod inbox;

@@ -33,6 +33,9 @@ pub struct Storage {
     pub routes: Arc<vesalius_exchange::RouteObserver>,
     /// The transfer engine (run by `serve` when `[exchange] enabled`).
     pub exchange: Arc<vesalius_exchange::Exchange>,
+    /// Study events for the users' live stream (`/api/v1/events`, issue 6): fed by ingest and
+    /// by the exchange's arrivals.
+    pub study_events: Arc<vesalius_api::events::StudyEvents>,
 }
 
 /// Opens (creating) the data directory: `index.db` and `blobs/`.
@@ -90,12 +93,15 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
             )),
     );
     routes.refresh().await.context("loading the routes")?;
+    // Issue 6: the web app's worklist hears of stored studies.
+    let study_events = Arc::new(vesalius_api::events::StudyEvents::new());
     // Issue 4: every stored study leaves a `store` audit event in its instance's transaction.
     let ingestor = Ingestor::new(index.clone(), blobs.clone(), spool, limits)?
         .with_observer(Arc::new(crate::audit_observer::AuditObserver::new(
             auth.clone(),
         )))
-        .with_observer(routes.clone());
+        .with_observer(routes.clone())
+        .with_observer(study_events.clone());
     let x = &cfg.exchange;
     let ms = std::time::Duration::from_millis;
     let client = vesalius_exchange::PeerClient::new(identity.clone(), ms(x.request_timeout_ms))?;
@@ -129,11 +135,43 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
         identity,
         routes,
         exchange,
+        study_events,
+    })
+}
+
+/// Forwards the exchange's "study complete" events (a peer's delivery is whole here) to the
+/// users' event stream, until the exchange's broadcast closes.
+pub fn forward_arrivals(storage: &Storage) -> tokio::task::JoinHandle<()> {
+    use tokio::sync::broadcast::error::RecvError;
+    use vesalius_api::events::StudyEvent;
+    use vesalius_exchange::ExchangeEvent;
+    let mut rx = storage.exchange.subscribe();
+    let events = storage.study_events.clone();
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(ExchangeEvent::StudyComplete {
+                    org,
+                    study_uid,
+                    from_peer,
+                    priority,
+                    instances,
+                }) => events.send(StudyEvent::Arrival {
+                    org,
+                    study_uid,
+                    from_peer,
+                    priority,
+                    instances,
+                }),
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
     })
 }
 
 /// Builds the HTTP application: DICOMweb under `/dicom-web`, WADO-URI at `/wado`, the API,
-/// health and `/metrics`.
+/// health and `/metrics`, and the web app at `/` (issue 6).
 pub fn http_app(
     cfg: &Config,
     storage: &Storage,
@@ -208,7 +246,9 @@ pub fn http_app(
         .merge(vesalius_api::session::router(auth.clone()))
         .merge(receiver)
         .merge(vesalius_exchange::api::router(exchange_api))
-        .merge(vesalius_exchange::remote::pull_router(federation));
+        .merge(vesalius_exchange::remote::pull_router(federation))
+        .merge(vesalius_api::events::router(storage.study_events.clone()))
+        .merge(vesalius_web::router());
     if let Some(svc) = oidc {
         app = app.merge(vesalius_api::oidc::service_router(auth.clone(), svc));
     }
@@ -226,6 +266,8 @@ pub fn http_app(
         auth,
         vesalius_api::authn::AuthnOptions {
             required: cfg.auth.required,
+            // Issue 6: the app's shell and assets hold no data; the API behind them does.
+            app_paths: vesalius_web::is_app_path,
         },
     );
     let app = app.layer(axum::middleware::from_fn_with_state(
@@ -332,6 +374,10 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
         "  metrics        : {scheme}://{}/metrics",
         http.local_addr()?
     );
+    println!(
+        "  web app        : {scheme}://{}/worklist",
+        http.local_addr()?
+    );
     // Issue 4: an empty directory gets its first organisation and administrator, whose password
     // is set through a one-time link.
     if let Some(link) = storage.auth.first_start(None).await? {
@@ -428,6 +474,7 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
         shutdown.clone(),
     ));
     let app = http_app(&cfg, &storage, metrics, oidc);
+    forward_arrivals(&storage);
     // Issue 5: the transfer engine drains the outbox to peers and DICOM nodes; route changes
     // made by other nodes or `vesalius admin` are picked up periodically.
     storage.routes.spawn_refresher(

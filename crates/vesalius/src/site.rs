@@ -52,6 +52,8 @@ impl RunningSite {
         let (http_addr, dicom_addr) = (http.local_addr()?, dicom.local_addr()?);
         let app = http_app(&cfg, &storage, None, None)
             .into_make_service_with_connect_info::<SocketAddr>();
+        // Issue 6: arrivals reach the users' event stream (the web app's worklist).
+        crate::serve::forward_arrivals(&storage);
         let sd = shutdown.clone();
         let mut tasks = vec![tokio::spawn(async move {
             if let Err(e) = axum::serve(http, app)

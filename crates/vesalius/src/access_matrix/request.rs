@@ -24,7 +24,9 @@ pub(super) async fn send(
         .replace("{id}", &aim.link)
         .replace("{name}", &aim.link)
         .replace("{secret}", "not-the-secret")
-        .replace("{*rest}", "studies/1.2.826.0.1.3680043.10.1/metadata");
+        .replace("{*rest}", "studies/1.2.826.0.1.3680043.10.1/metadata")
+        .replace("{version}", vesalius_web::version())
+        .replace("{*file}", "js/main.js");
     let query = match route.path {
         "/wado" => format!(
             "?requestType=WADO&studyUID={}&seriesUID={}&objectUID={}&contentType=application%2Fdicom",

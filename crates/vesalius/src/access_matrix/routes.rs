@@ -274,6 +274,42 @@ pub const ROUTES: &[Route] = &[
         Served,
         NONE,
     ),
+    // The web app (issue 6): its shell and static assets hold no data and are served to
+    // anybody; the app sends a visitor without a session to /login, and every piece of data
+    // comes from the API rows below.
+    r("GET", "/", NoScope, Need::Open(Open::Ok), Served, NONE),
+    r(
+        "GET",
+        "/worklist",
+        NoScope,
+        Need::Open(Open::Ok),
+        Served,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/viewer",
+        NoScope,
+        Need::Open(Open::Ok),
+        Served,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/view/{study}",
+        Study,
+        Need::Open(Open::Ok),
+        Served,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/app/{version}/{*file}",
+        NoScope,
+        Need::Open(Open::Ok),
+        Served,
+        NONE,
+    ),
     // The caller's own account and site counts.
     r("GET", "/api/v1/auth/me", NoScope, Any, Served, NONE),
     r("GET", "/account/password", NoScope, Any, Served, NONE),
@@ -860,6 +896,15 @@ pub const ROUTES: &[Route] = &[
         TargetOrg(ManageOrg),
         Change,
         ADMIN_CHANGE,
+    ),
+    // The users' live event stream (issue 6): their organisation's study events, names only.
+    r(
+        "GET",
+        "/api/v1/events",
+        NoScope,
+        Caller(Query),
+        Served,
+        NONE,
     ),
     // Studies received from peers, of the caller's organisation.
     r(

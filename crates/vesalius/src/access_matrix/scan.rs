@@ -56,6 +56,16 @@ const SOURCES: &[Source] = &[
         prefixes: &[("proxy_router", "/dicom-web")],
     },
     Source {
+        path: "crates/api/src/events.rs",
+        text: include_str!("../../../api/src/events.rs"),
+        prefixes: &[],
+    },
+    Source {
+        path: "crates/web/src/lib.rs",
+        text: include_str!("../../../web/src/lib.rs"),
+        prefixes: &[],
+    },
+    Source {
         path: "crates/vesalius/src/serve.rs",
         text: include_str!("../serve.rs"),
         prefixes: &[],

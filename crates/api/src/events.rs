@@ -1,0 +1,290 @@
+//! The user's live event stream (issue 6): `GET /api/v1/events`, server-sent events about the
+//! studies of the caller's organisation, so the worklist updates without a reload.
+//!
+//! - `event: study`, `data: {"study_uid": "…"}`: instances of the study were stored here (any
+//!   front end: C-STORE, STOW-RS, import, a peer's delivery). Debounced per study: at most one
+//!   event per study per [`DEBOUNCE`].
+//! - `event: arrival`, `data: {"study_uid", "from_peer", "priority", "instances"}`: a peer's
+//!   delivery of the study is complete here (the exchange's `study-complete`).
+//! - `event: lagged`, `data: {"missed": n}`: the client was too slow; it should reload.
+//! - A `: keep-alive` comment every 15 s.
+//!
+//! Events name studies only (no patient data): the client reloads what it shows through the
+//! API, which applies the caller's access. Only the caller's own organisation's studies are
+//! announced (not studies granted from another organisation, nor the guest inbox). Any user
+//! who may query in their organisation may subscribe.
+//!
+//! The source is [`StudyEvents`], an in-process broadcast fed by an [`IngestObserver`] (called
+//! inside each ingest transaction, just before its commit: a client reloading a moment later
+//! sees the instance) and by the binary with the exchange's arrivals. Each node announces what
+//! it ingested itself: with several nodes, a user connected to another node learns of a study
+//! at the worklist's periodic reload instead (docs/web.md).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use axum::{Extension, Router};
+use futures::Stream;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+use vesalius_auth::{Action, Caller};
+use vesalius_core::ErrorKind;
+use vesalius_store::ingest::{IngestContext, IngestObserver};
+use vesalius_store::model::{InstanceRecord, SideRecord};
+
+use crate::{ApiError, allowed_in_own_org, caller_of};
+
+/// Events a slow subscriber may fall behind by before it is told it lagged.
+const CAPACITY: usize = 1024;
+/// At most one `study` event per study and subscriber in this time.
+pub const DEBOUNCE: Duration = Duration::from_millis(500);
+/// Keep-alive comments (proxies close idle connections).
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Something that happened to a study of an organisation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum StudyEvent {
+    /// Instances were stored.
+    Study {
+        /// The owning organisation (not sent to clients).
+        #[serde(skip)]
+        org: String,
+        /// The study.
+        study_uid: String,
+    },
+    /// A peer's delivery of the study is complete.
+    Arrival {
+        /// The receiving organisation (not sent to clients).
+        #[serde(skip)]
+        org: String,
+        /// The study.
+        study_uid: String,
+        /// The sending peer.
+        from_peer: String,
+        /// The route's priority (stroke routes: 100).
+        priority: i32,
+        /// Instances in the delivery.
+        instances: u64,
+    },
+}
+
+impl StudyEvent {
+    fn org(&self) -> &str {
+        match self {
+            StudyEvent::Study { org, .. } | StudyEvent::Arrival { org, .. } => org,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            StudyEvent::Study { .. } => "study",
+            StudyEvent::Arrival { .. } => "arrival",
+        }
+    }
+}
+
+/// The broadcast of study events of this process.
+#[derive(Debug, Clone)]
+pub struct StudyEvents {
+    tx: broadcast::Sender<StudyEvent>,
+}
+
+impl Default for StudyEvents {
+    fn default() -> Self {
+        StudyEvents::new()
+    }
+}
+
+impl StudyEvents {
+    /// An empty broadcast.
+    pub fn new() -> Self {
+        StudyEvents {
+            tx: broadcast::channel(CAPACITY).0,
+        }
+    }
+
+    /// Announces `event` to every subscriber (none listening is fine).
+    pub fn send(&self, event: StudyEvent) {
+        let _ = self.tx.send(event);
+    }
+
+    /// A new subscription.
+    pub fn subscribe(&self) -> broadcast::Receiver<StudyEvent> {
+        self.tx.subscribe()
+    }
+}
+
+impl IngestObserver for StudyEvents {
+    fn observe(&self, record: &InstanceRecord, _ctx: &IngestContext) -> Vec<SideRecord> {
+        self.send(StudyEvent::Study {
+            org: record.org.clone(),
+            study_uid: record.study.study_uid.clone(),
+        });
+        Vec::new()
+    }
+}
+
+/// The route `GET /api/v1/events` (mount at the root).
+pub fn router(events: Arc<StudyEvents>) -> Router {
+    Router::new()
+        .route("/api/v1/events", get(stream))
+        .with_state(events)
+}
+
+/// What one subscriber has been sent recently (for the debounce).
+struct Subscriber {
+    rx: broadcast::Receiver<StudyEvent>,
+    org: String,
+    sent: HashMap<String, Instant>,
+}
+
+/// What a subscriber is sent next.
+#[derive(Debug, PartialEq)]
+enum Outgoing {
+    /// An event of its organisation.
+    Event(StudyEvent),
+    /// It fell behind by this many events.
+    Lagged(u64),
+}
+
+impl Subscriber {
+    /// The next event for this subscriber, `None` when the broadcast is gone.
+    async fn next(&mut self) -> Option<Outgoing> {
+        loop {
+            let e = match self.rx.recv().await {
+                Ok(e) => e,
+                Err(RecvError::Lagged(n)) => return Some(Outgoing::Lagged(n)),
+                Err(RecvError::Closed) => return None,
+            };
+            if e.org() != self.org {
+                continue;
+            }
+            if let StudyEvent::Study { study_uid, .. } = &e {
+                let now = Instant::now();
+                if self
+                    .sent
+                    .get(study_uid)
+                    .is_some_and(|t| now.duration_since(*t) < DEBOUNCE)
+                {
+                    continue;
+                }
+                self.sent.retain(|_, t| now.duration_since(*t) < DEBOUNCE);
+                self.sent.insert(study_uid.clone(), now);
+            }
+            return Some(Outgoing::Event(e));
+        }
+    }
+}
+
+/// One server-sent event: `event:` its name, `data:` its JSON.
+fn sse(o: &Outgoing) -> Event {
+    match o {
+        Outgoing::Event(e) => Event::default()
+            .event(e.name())
+            .data(serde_json::to_string(e).unwrap_or_default()),
+        Outgoing::Lagged(n) => Event::default()
+            .event("lagged")
+            .data(json!({"type": "lagged", "missed": n}).to_string()),
+    }
+}
+
+async fn stream(
+    State(events): State<Arc<StudyEvents>>,
+    caller: Option<Extension<Caller>>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let c = caller_of(caller)?;
+    if c.principal.is_system() || !allowed_in_own_org(&c, Action::Query) || c.org().is_empty() {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            "the event stream is for users who may query in an organisation",
+        ));
+    }
+    let sub = Subscriber {
+        rx: events.subscribe(),
+        org: c.org().to_owned(),
+        sent: HashMap::new(),
+    };
+    let stream = futures::stream::unfold(sub, |mut s| async move {
+        let o = s.next().await?;
+        Some((Ok(sse(&o)), s))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn study(org: &str, uid: &str) -> StudyEvent {
+        StudyEvent::Study {
+            org: org.into(),
+            study_uid: uid.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_gets_its_organisations_events_debounced() {
+        let ev = StudyEvents::new();
+        let mut sub = Subscriber {
+            rx: ev.subscribe(),
+            org: "a".into(),
+            sent: HashMap::new(),
+        };
+        let arrival = StudyEvent::Arrival {
+            org: "a".into(),
+            study_uid: "1.2".into(),
+            from_peer: "spoke".into(),
+            priority: 100,
+            instances: 3,
+        };
+        ev.send(study("b", "1.1"));
+        ev.send(study("a", "1.2"));
+        ev.send(study("a", "1.2"));
+        ev.send(study("a.inbox", "1.3"));
+        ev.send(arrival.clone());
+        drop(ev);
+        let mut got = Vec::new();
+        while let Some(o) = sub.next().await {
+            got.push(o);
+        }
+        assert_eq!(
+            got,
+            vec![
+                Outgoing::Event(study("a", "1.2")),
+                Outgoing::Event(arrival.clone())
+            ]
+        );
+        // The data names the study, never the organisation.
+        assert_eq!(
+            serde_json::to_value(&arrival).unwrap(),
+            json!({"type": "arrival", "study_uid": "1.2", "from_peer": "spoke",
+                   "priority": 100, "instances": 3})
+        );
+        assert_eq!(
+            serde_json::to_value(study("a", "1.2")).unwrap(),
+            json!({"type": "study", "study_uid": "1.2"})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_is_told_it_lagged() {
+        let ev = StudyEvents::new();
+        let mut sub = Subscriber {
+            rx: ev.subscribe(),
+            org: "a".into(),
+            sent: HashMap::new(),
+        };
+        for i in 0..CAPACITY + 10 {
+            ev.send(study("a", &format!("1.{i}")));
+        }
+        assert_eq!(sub.next().await, Some(Outgoing::Lagged(10)));
+    }
+}

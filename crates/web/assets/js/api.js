@@ -1,0 +1,72 @@
+// The server's APIs as the app uses them: same-origin requests with the session cookie; the
+// session's CSRF token on every request that changes state (docs/security.md). A 401 means the
+// session is gone: the visitor is sent to the login page, which comes back here afterwards.
+
+let csrf = null;
+
+/** Remembers the session's CSRF token (from `GET /api/v1/auth/me`). */
+export function setCsrf(token) {
+  csrf = token || null;
+}
+
+/** An error answer of the API: HTTP status, kebab-case code and message. */
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message || code);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** The login page, coming back to where the visitor is. */
+export function loginUrl() {
+  return `/login?next=${encodeURIComponent(location.pathname + location.search)}`;
+}
+
+/** A request to this server; 401 sends the visitor to log in. */
+export async function request(url, opts = {}) {
+  const headers = new Headers(opts.headers || {});
+  const method = (opts.method || 'GET').toUpperCase();
+  if (!['GET', 'HEAD', 'OPTIONS'].includes(method) && csrf) headers.set('X-CSRF-Token', csrf);
+  const r = await fetch(url, { ...opts, method, headers, credentials: 'same-origin' });
+  if (r.status === 401) {
+    location.assign(loginUrl());
+    throw new ApiError(401, 'unauthorized', 'not logged in');
+  }
+  return r;
+}
+
+/** The error an answer carries (`{"error", "message"}` or its status). */
+export async function errorOf(r) {
+  let code = `http-${r.status}`, message = r.statusText;
+  try {
+    const b = await r.json();
+    code = b.error || code;
+    message = b.message || message;
+  } catch { /* not JSON */ }
+  return new ApiError(r.status, code, message);
+}
+
+/** A JSON answer (`null` for 204); an error answer throws an ApiError. */
+export async function json(url, opts = {}) {
+  const accept = opts.accept || 'application/json';
+  const r = await request(url, { ...opts, headers: { Accept: accept, ...(opts.headers || {}) } });
+  if (!r.ok) throw await errorOf(r);
+  if (r.status === 204) return null;
+  const text = await r.text();
+  return text ? JSON.parse(text) : null;
+}
+
+/** Who is logged in: `{actor, org, role, must_change_password, csrf}`. */
+export function me() {
+  return json('/api/v1/auth/me');
+}
+
+/** Ends the session and goes to the login page. */
+export async function logout() {
+  try {
+    await request('/api/v1/auth/logout', { method: 'POST' });
+  } finally {
+    location.assign('/login');
+  }
+}

@@ -1,0 +1,67 @@
+// The app's entry: checks the session, then shows the screen the URL names.
+//   /, /worklist            the worklist (filters in the query string)
+//   /view/{study}[?peer=P]  the viewer (a study held here, or at peer P through this site)
+//   /viewer?requestType=STUDY&studyUID=…[&patientID=…]   IHE Invoke Image Display launch
+//   /viewer?requestType=PATIENT&patientID=…               the patient's studies
+
+import { ApiError, logout, me, setCsrf } from './api.js';
+import { clear, h } from './dom.js';
+import { worklist } from './worklist.js';
+import { viewer } from './viewer.js';
+
+const app = document.getElementById('app');
+
+function fail(e) {
+  clear(app).append(h('p', { class: 'error', role: 'alert' }, `Vesalius: ${e.message || e}`));
+}
+
+function showUser(who) {
+  const name = (who.actor && (who.actor.name || who.actor.id)) || 'unknown';
+  document.getElementById('who-name').textContent = `${name} · ${who.org || ''}${who.role ? ` (${who.role})` : ''}`;
+  document.getElementById('who').hidden = false;
+  document.getElementById('logout').addEventListener('click', () => logout());
+}
+
+/** IHE IID (ITI TF-1 42): `studyUID` (one or more, comma-separated) or `patientID`. */
+function invokeImageDisplay(q) {
+  const type = (q.get('requestType') || (q.get('studyUID') ? 'STUDY' : 'PATIENT')).toUpperCase();
+  const studies = (q.get('studyUID') || '').split(',').map((s) => s.trim()).filter(Boolean);
+  const patient = q.get('patientID') || '';
+  if (type === 'STUDY' && studies.length) {
+    return viewer(app, { study: studies[0], others: studies.slice(1), expectPatient: patient });
+  }
+  if (patient) {
+    location.replace(`/worklist?patientID=${encodeURIComponent(patient)}`);
+    return null;
+  }
+  throw new Error('the launch URL names no study (studyUID) and no patient (patientID)');
+}
+
+async function boot() {
+  let who;
+  try {
+    who = await me();
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) return; // on the way to /login
+    fail(e);
+    return;
+  }
+  if (who.must_change_password) {
+    location.assign('/account/password');
+    return;
+  }
+  setCsrf(who.csrf);
+  showUser(who);
+  const path = location.pathname;
+  const q = new URLSearchParams(location.search);
+  if (path === '/') history.replaceState(null, '', `/worklist${location.search}`);
+  if (path === '/' || path === '/worklist') return worklist(app, q, who);
+  if (path.startsWith('/view/')) {
+    const study = decodeURIComponent(path.slice('/view/'.length));
+    return viewer(app, { study, peer: q.get('peer') || '', expectPatient: q.get('patientID') || '' });
+  }
+  if (path === '/viewer') return invokeImageDisplay(q);
+  throw new Error(`no page at ${path}`);
+}
+
+boot().catch(fail);

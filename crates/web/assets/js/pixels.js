@@ -1,0 +1,276 @@
+// Frames and their display, without the DOM: the DICOM JSON model (PS3.18 F.2), WADO-RS
+// multipart answers (PS3.18 8.7.3.5, RFC 2046), native pixel data (PS3.5 8.1.1) and the grey
+// scale pipeline: Modality LUT (PS3.3 C.11.1.1.2, rescale slope/intercept) then the linear VOI
+// LUT (PS3.3 C.11.2.1.2.1, window center/width) to 8-bit display values.
+
+/** The values of `tag` (8 hex digits) in a DICOM JSON object, or []. */
+export function values(obj, tag) {
+  const e = obj && obj[tag];
+  return (e && Array.isArray(e.Value)) ? e.Value : [];
+}
+
+/** The first value of `tag` as text ('' when absent); person names in their alphabetic form. */
+export function str(obj, tag) {
+  const v = values(obj, tag)[0];
+  if (v === undefined || v === null) return '';
+  if (typeof v === 'object') return v.Alphabetic || '';
+  return String(v);
+}
+
+/** Value `i` of `tag` as a number (`dflt` when absent or not a number). */
+export function num(obj, tag, i = 0, dflt = undefined) {
+  const v = values(obj, tag)[i];
+  const n = typeof v === 'number' ? v : parseFloat(v);
+  return Number.isFinite(n) ? n : dflt;
+}
+
+/** A person name for people: `DOE^JANE` → `DOE, JANE`. */
+export function personName(pn) {
+  const [family = '', given = '', middle = '', prefix = '', suffix = ''] = String(pn || '').split('^');
+  const rest = [prefix, given, middle, suffix].filter(Boolean).join(' ');
+  return family && rest ? `${family}, ${rest}` : (family || rest);
+}
+
+/** `YYYYMMDD` → `YYYY-MM-DD` (anything else unchanged). */
+export function isoDate(da) {
+  const s = String(da || '');
+  return /^\d{8}$/.test(s) ? `${s.slice(0, 4)}-${s.slice(4, 6)}-${s.slice(6, 8)}` : s;
+}
+
+/** `HHMMSS.frac` → `HH:MM`. */
+export function shortTime(tm) {
+  const s = String(tm || '');
+  return /^\d{4}/.test(s) ? `${s.slice(0, 2)}:${s.slice(2, 4)}` : s;
+}
+
+// Tags used below (PS3.6).
+export const T = {
+  sopInstanceUid: '00080018', modality: '00080060', studyDate: '00080020', studyTime: '00080030',
+  studyDescription: '00081030', seriesDescription: '0008103E', patientName: '00100010',
+  patientId: '00100020', birthDate: '00100030', sex: '00100040', sliceThickness: '00180050',
+  seriesUid: '0020000E', seriesNumber: '00200011', instanceNumber: '00200013',
+  imagePosition: '00200032', imageOrientation: '00200037', sliceLocation: '00201041',
+  samplesPerPixel: '00280002', photometric: '00280004', numberOfFrames: '00280008',
+  rows: '00280010', columns: '00280011', pixelSpacing: '00280030', bitsAllocated: '00280100',
+  bitsStored: '00280101', pixelRepresentation: '00280103', windowCenter: '00281050',
+  windowWidth: '00281051', rescaleIntercept: '00281052', rescaleSlope: '00281053',
+  windowExplanation: '00281055', lossy: '00282110', institution: '00080080',
+};
+
+/**
+ * The Image Pixel and VOI attributes of an instance's metadata that display needs.
+ * Throws when the image cannot be windowed in the browser (colour, compressed-only layouts).
+ */
+export function pixelModule(meta) {
+  const pm = {
+    rows: num(meta, T.rows, 0, 0),
+    columns: num(meta, T.columns, 0, 0),
+    samplesPerPixel: num(meta, T.samplesPerPixel, 0, 1),
+    bitsAllocated: num(meta, T.bitsAllocated, 0, 16),
+    bitsStored: num(meta, T.bitsStored, 0, num(meta, T.bitsAllocated, 0, 16)),
+    pixelRepresentation: num(meta, T.pixelRepresentation, 0, 0),
+    photometric: str(meta, T.photometric) || 'MONOCHROME2',
+    // PS3.3 C.11.1.1.2: without Rescale Slope/Intercept the Modality LUT is the identity.
+    slope: num(meta, T.rescaleSlope, 0, 1),
+    intercept: num(meta, T.rescaleIntercept, 0, 0),
+    frames: Math.max(1, num(meta, T.numberOfFrames, 0, 1)),
+    windows: [],
+  };
+  const centers = values(meta, T.windowCenter), widths = values(meta, T.windowWidth);
+  const names = values(meta, T.windowExplanation);
+  for (let i = 0; i < Math.min(centers.length, widths.length); i++) {
+    const c = Number(centers[i]), w = Number(widths[i]);
+    if (Number.isFinite(c) && Number.isFinite(w) && w >= 1) {
+      pm.windows.push({ center: c, width: w, name: names[i] ? String(names[i]) : `DICOM ${i + 1}` });
+    }
+  }
+  return pm;
+}
+
+/** Whether the browser can window this image itself (monochrome, 8 or 16 bits per sample). */
+export function windowable(pm) {
+  return pm.samplesPerPixel === 1 && pm.rows > 0 && pm.columns > 0
+    && (pm.photometric === 'MONOCHROME1' || pm.photometric === 'MONOCHROME2')
+    && (pm.bitsAllocated === 8 || pm.bitsAllocated === 16)
+    && pm.bitsStored >= 1 && pm.bitsStored <= pm.bitsAllocated;
+}
+
+/** Bytes of one native frame. */
+export function frameBytes(pm) {
+  return pm.rows * pm.columns * pm.samplesPerPixel * (pm.bitsAllocated / 8);
+}
+
+/** The `boundary` parameter of a multipart Content-Type, or null. */
+export function boundaryOf(contentType) {
+  const m = /;\s*boundary=("?)([^";]+)\1/i.exec(contentType || '');
+  return m ? m[2] : null;
+}
+
+function indexOf(hay, needle, from) {
+  const first = needle[0];
+  outer: for (let i = from; i <= hay.length - needle.length; i++) {
+    if (hay[i] !== first) continue;
+    for (let j = 1; j < needle.length; j++) if (hay[i + j] !== needle[j]) continue outer;
+    return i;
+  }
+  return -1;
+}
+
+/**
+ * The parts of a multipart body (RFC 2046 5.1.1): `[{headers, body}]`, `headers` lower-cased,
+ * `body` a view into `bytes`. Throws on a body without the closing delimiter.
+ */
+export function multipartParts(bytes, boundary) {
+  const enc = new TextEncoder();
+  const delim = enc.encode(`--${boundary}`);
+  const parts = [];
+  let at = indexOf(bytes, delim, 0);
+  if (at < 0) throw new Error('multipart answer without its boundary');
+  for (;;) {
+    let p = at + delim.length;
+    // The closing delimiter: `--boundary--`.
+    if (bytes[p] === 0x2d && bytes[p + 1] === 0x2d) return parts;
+    // Skip transport padding and the CRLF after the delimiter.
+    while (p < bytes.length && bytes[p] !== 0x0a) p++;
+    p++;
+    const headEnd = indexOf(bytes, enc.encode('\r\n\r\n'), p);
+    if (headEnd < 0) throw new Error('multipart part without a header end');
+    const headers = {};
+    for (const line of new TextDecoder().decode(bytes.subarray(p, headEnd)).split('\r\n')) {
+      const i = line.indexOf(':');
+      if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+    }
+    const bodyStart = headEnd + 4;
+    const next = indexOf(bytes, enc.encode(`\r\n--${boundary}`), bodyStart);
+    if (next < 0) throw new Error('multipart answer cut short');
+    parts.push({ headers, body: bytes.subarray(bodyStart, next) });
+    at = next + 2;
+  }
+}
+
+/** The pixels of one frame from a WADO-RS frames answer: its first part's bytes. */
+export function frameFromAnswer(contentType, bytes) {
+  const ct = (contentType || '').toLowerCase();
+  if (ct.startsWith('multipart/')) {
+    const b = boundaryOf(contentType);
+    if (!b) throw new Error('multipart answer without a boundary');
+    const parts = multipartParts(bytes, b);
+    if (!parts.length) throw new Error('multipart answer without parts');
+    return parts[0].body;
+  }
+  return bytes;
+}
+
+const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/**
+ * The stored values of a native frame as a typed array of bit patterns (Uint8Array for 8 bits,
+ * Uint16Array for 16), copied so the answer's buffer can go. Explicit VR Little Endian bytes
+ * (PS3.18 8.7.3.5.2: the default for `application/octet-stream`).
+ */
+export function decodeFrame(body, pm) {
+  const need = frameBytes(pm);
+  if (body.length < need) throw new Error(`frame has ${body.length} bytes, ${need} expected`);
+  if (pm.bitsAllocated === 8) return body.slice(0, need);
+  const n = pm.rows * pm.columns;
+  const out = new Uint16Array(n);
+  if (littleEndian) {
+    out.set(new Uint16Array(body.slice(0, need).buffer));
+  } else {
+    const dv = new DataView(body.buffer, body.byteOffset, need);
+    for (let i = 0; i < n; i++) out[i] = dv.getUint16(2 * i, true);
+  }
+  return out;
+}
+
+/** The stored value of a bit pattern: masked to Bits Stored and sign-extended when signed. */
+export function storedValue(pattern, pm) {
+  const bits = pm.bitsStored;
+  const mask = bits >= 32 ? 0xffffffff : (2 ** bits) - 1;
+  let v = pattern & mask;
+  if (pm.pixelRepresentation === 1 && v >= 2 ** (bits - 1)) v -= 2 ** bits;
+  return v;
+}
+
+/**
+ * The linear VOI function of PS3.3 C.11.2.1.2.1 from a modality value `x` to 0..255 (rounded),
+ * for window `center`/`width`.
+ */
+export function voi(x, center, width) {
+  const c = center, w = Math.max(1, width);
+  if (w === 1) return x <= c - 0.5 ? 0 : 255; // the formula's limit: a threshold
+  if (x <= c - 0.5 - (w - 1) / 2) return 0;
+  if (x > c - 0.5 + (w - 1) / 2) return 255;
+  return Math.round(((x - (c - 0.5)) / (w - 1) + 0.5) * 255);
+}
+
+/**
+ * A lookup table from every bit pattern (256 or 65536 entries) to its display value: Modality
+ * LUT, VOI LUT, then inversion (MONOCHROME1 shows low values white; `invert` flips again).
+ */
+export function displayLut(pm, center, width, invert = false) {
+  const size = pm.bitsAllocated === 8 ? 256 : 65536;
+  const lut = new Uint8Array(size);
+  const flip = (pm.photometric === 'MONOCHROME1') !== Boolean(invert);
+  for (let p = 0; p < size; p++) {
+    const y = voi(storedValue(p, pm) * pm.slope + pm.intercept, center, width);
+    lut[p] = flip ? 255 - y : y;
+  }
+  return lut;
+}
+
+/** Writes a frame through `lut` into RGBA `out` (an ImageData's data). */
+export function applyLut(frame, lut, out) {
+  for (let i = 0, j = 0; i < frame.length; i++, j += 4) {
+    const y = lut[frame[i]];
+    out[j] = y; out[j + 1] = y; out[j + 2] = y; out[j + 3] = 255;
+  }
+}
+
+/** A window covering a frame's modality values (for images without a VOI window). */
+export function autoWindow(frame, pm) {
+  let lo = Infinity, hi = -Infinity;
+  for (let i = 0; i < frame.length; i += 7) {
+    const v = storedValue(frame[i], pm) * pm.slope + pm.intercept;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  if (!Number.isFinite(lo)) return { center: 0, width: 1 };
+  return { center: (lo + hi) / 2, width: Math.max(1, hi - lo) };
+}
+
+/**
+ * Instances of one series as slices in display order: by Instance Number, then by position
+ * along the slice normal; multi-frame instances give one slice per frame.
+ */
+export function slicesOf(metas) {
+  const rows = metas.map((m) => {
+    const o = values(m, T.imageOrientation).map(Number);
+    const p = values(m, T.imagePosition).map(Number);
+    let along = 0;
+    if (o.length === 6 && p.length === 3) {
+      const n = [o[1] * o[5] - o[2] * o[4], o[2] * o[3] - o[0] * o[5], o[0] * o[4] - o[1] * o[3]];
+      along = n[0] * p[0] + n[1] * p[1] + n[2] * p[2];
+    }
+    return { meta: m, number: num(m, T.instanceNumber, 0, 0), along };
+  });
+  rows.sort((a, b) => (a.number - b.number) || (a.along - b.along));
+  const out = [];
+  for (const r of rows) {
+    const frames = Math.max(1, num(r.meta, T.numberOfFrames, 0, 1));
+    for (let f = 1; f <= frames; f++) {
+      out.push({ sop: str(r.meta, T.sopInstanceUid), frame: f, meta: r.meta });
+    }
+  }
+  return out;
+}
+
+/** Indices of `n` slices ordered by distance from `from` (nearest first, the next one first). */
+export function nearestFirst(from, n) {
+  const out = [];
+  for (let d = 0; out.length < n && d < n; d++) {
+    if (from + d < n) out.push(from + d);
+    if (d > 0 && from - d >= 0) out.push(from - d);
+  }
+  return out;
+}

@@ -1,0 +1,456 @@
+// The viewer: one study (held here, or at a peer through /dicom-web/peers/{peer}), one series at
+// a time on a canvas. The first image is the server's rendering of the middle slice (/rendered);
+// meanwhile the series' raw frames are fetched (WADO-RS frames, PS3.18 10.4.1.1.5, as
+// `application/octet-stream`), nearest to the slice on screen first, and windowed here: Modality
+// LUT, then the linear VOI LUT (pixels.js). Pixels are drawn as they are (nearest neighbour).
+
+import { ApiError, errorOf, json, request } from './api.js';
+import { clear, h } from './dom.js';
+import * as px from './pixels.js';
+
+/** Window presets (Hounsfield units): center and width. */
+export const PRESETS = [
+  { id: 'brain', key: '1', name: 'Brain', center: 40, width: 80 },
+  { id: 'subdural', key: '2', name: 'Subdural', center: 75, width: 215 },
+  { id: 'stroke', key: '3', name: 'Stroke', center: 40, width: 40 },
+  { id: 'bone', key: '4', name: 'Bone', center: 500, width: 2000 },
+  { id: 'lung', key: '5', name: 'Lung', center: -600, width: 1500 },
+];
+const TOOLS = [
+  { id: 'scroll', key: 's', name: 'Scroll' },
+  { id: 'window', key: 'w', name: 'Window' },
+  { id: 'pan', key: 'p', name: 'Pan' },
+  { id: 'zoom', key: 'z', name: 'Zoom' },
+];
+/** What a frame request asks for: the frame's native bytes, uncompressed (PS3.18 8.7.3.5.2). */
+const FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"';
+/** Frames fetched at the same time. */
+const WORKERS = 4;
+/** Modalities whose series hold no images to stack. */
+const NOT_IMAGES = new Set(['SR', 'KO', 'PR', 'SEG', 'RTSTRUCT', 'DOC']);
+
+export const SHORTCUTS = [
+  ['↓ → j, wheel down', 'next slice'],
+  ['↑ ← k, wheel up', 'previous slice'],
+  ['Page Down / Page Up', '10 slices on / back'],
+  ['Home / End', 'first / last slice'],
+  ['[ / ]', 'previous / next series'],
+  ['1 2 3 4 5', 'window: brain, subdural, stroke, bone, lung'],
+  ['0', 'window from the image (DICOM)'],
+  ['w s p z', 'drag tool: window, scroll, pan, zoom'],
+  ['+ / −, Ctrl+wheel, pinch', 'zoom in / out'],
+  ['i', 'invert'],
+  ['r', 'reset window, zoom and pan'],
+  ['?', 'this help'],
+];
+
+export function viewer(app, { study, peer = '', others = [], expectPatient = '' }) {
+  const base = peer ? `/dicom-web/peers/${encodeURIComponent(peer)}` : '/dicom-web';
+  const studyUrl = `${base}/studies/${encodeURIComponent(study)}`;
+  const v = {
+    series: [], cur: -1, idx: 0,
+    window: null, preset: 'default', invert: false,
+    zoom: 1, panX: 0, panY: 0,
+    tool: matchMedia('(pointer: coarse)').matches ? 'scroll' : 'window',
+    lut: null, lutKey: '', imageKey: '', imageKind: '',
+  };
+
+  // --- the page --------------------------------------------------------------------------
+  const canvas = h('canvas', { id: 'view', class: 'view', tabindex: '0', 'aria-label': 'Image', dataset: { state: 'empty' } });
+  const img = document.createElement('canvas'); // the current slice at its own size
+  const corners = {
+    tl: h('div', { class: 'corner tl', id: 'ov-tl' }), tr: h('div', { class: 'corner tr', id: 'ov-tr' }),
+    bl: h('div', { class: 'corner bl', id: 'ov-bl' }), br: h('div', { class: 'corner br', id: 'ov-br' }),
+  };
+  const note = h('div', { class: 'note', role: 'status', id: 'viewer-note' });
+  const stage = h('div', { class: 'stage' }, canvas, Object.values(corners), note);
+  const strip = h('nav', { class: 'strip', 'aria-label': 'Series', id: 'series-strip' });
+  const toolButtons = TOOLS.map((t) => h('button', {
+    type: 'button', class: 'tool', dataset: { tool: t.id }, title: `${t.name} (${t.key})`,
+    onclick: () => setTool(t.id),
+  }, t.name));
+  const presetButtons = [...PRESETS, { id: 'default', key: '0', name: 'DICOM' }].map((p) => h('button', {
+    type: 'button', class: 'preset', dataset: { preset: p.id }, title: `${p.name} window (${p.key})`,
+    onclick: () => setPreset(p.id),
+  }, p.name));
+  const help = h('aside', { class: 'help', id: 'help', hidden: true, 'aria-label': 'Keyboard shortcuts' },
+    h('h2', {}, 'Keyboard and gestures'),
+    h('dl', {}, SHORTCUTS.map(([k, what]) => [h('dt', {}, k), h('dd', {}, what)])),
+    h('p', {}, 'Touch: swipe up/down to scroll slices (Scroll tool), pinch to zoom, two fingers to pan.'),
+    h('button', { type: 'button', onclick: () => toggleHelp(false) }, 'Close'));
+  const toolbar = h('div', { class: 'toolbar', role: 'toolbar', 'aria-label': 'Viewer tools' },
+    h('a', { href: '/worklist', class: 'back' }, '‹ Worklist'),
+    h('span', { class: 'group' }, toolButtons),
+    h('span', { class: 'group' }, presetButtons),
+    h('button', { type: 'button', dataset: { action: 'invert' }, onclick: () => { v.invert = !v.invert; schedule(); } }, 'Invert'),
+    h('button', { type: 'button', dataset: { action: 'reset' }, onclick: () => reset() }, 'Reset'),
+    h('button', { type: 'button', dataset: { action: 'help' }, onclick: () => toggleHelp() }, '?'));
+  const banner = h('div', { class: 'banners' });
+  clear(app).append(h('section', { class: 'viewer' }, toolbar, banner, h('div', { class: 'body' }, stage, strip), help));
+  document.body.classList.add('viewing');
+
+  const say = (text, kind = 'info') => banner.append(h('p', { class: `banner ${kind}`, role: kind === 'error' ? 'alert' : 'status' }, text));
+  if (peer) say(`Held at ${peer}: shown through this site.`, 'info');
+  if (others.length) {
+    banner.append(h('p', { class: 'banner info' }, 'Also asked for: ',
+      others.map((u) => h('a', { href: `/view/${encodeURIComponent(u)}` }, u)).flatMap((a) => [a, ' '])));
+  }
+
+  // --- state helpers ---------------------------------------------------------------------
+  const series = () => v.series[v.cur];
+  const keyOf = (sl) => `${sl.sop}#${sl.frame}`;
+  function pmOf(sl) {
+    if (!sl.pm) sl.pm = px.pixelModule(sl.meta);
+    return sl.pm;
+  }
+  function instanceUrl(s, sl) {
+    return `${studyUrl}/series/${encodeURIComponent(s.uid)}/instances/${encodeURIComponent(sl.sop)}`;
+  }
+  function defaultWindow(sl, frame) {
+    const pm = pmOf(sl);
+    if (pm.windows.length) return { center: pm.windows[0].center, width: pm.windows[0].width };
+    return frame ? px.autoWindow(frame, pm) : null;
+  }
+
+  // --- drawing ---------------------------------------------------------------------------
+  let frameRequested = false;
+  function schedule() {
+    if (frameRequested) return;
+    frameRequested = true;
+    requestAnimationFrame(() => { frameRequested = false; paint(); });
+  }
+
+  function sizeCanvas() {
+    const dpr = window.devicePixelRatio || 1;
+    const w = Math.max(1, Math.round(canvas.clientWidth * dpr));
+    const hh = Math.max(1, Math.round(canvas.clientHeight * dpr));
+    if (canvas.width !== w || canvas.height !== hh) { canvas.width = w; canvas.height = hh; }
+  }
+
+  /** Puts the current slice into `img`: its raw frame windowed here, or the server's rendering. */
+  function prepare() {
+    const s = series();
+    if (!s || !s.slices || !s.slices.length) return 'empty';
+    const sl = s.slices[v.idx];
+    const key = keyOf(sl);
+    const raw = s.frames.get(key);
+    const pm = pmOf(sl);
+    if (raw) {
+      if (!v.window) v.window = defaultWindow(sl, raw);
+      const lutKey = [v.window.center, v.window.width, v.invert, pm.slope, pm.intercept, pm.bitsAllocated,
+        pm.bitsStored, pm.pixelRepresentation, pm.photometric].join('|');
+      if (lutKey !== v.lutKey) { v.lut = px.displayLut(pm, v.window.center, v.window.width, v.invert); v.lutKey = lutKey; }
+      const drawKey = `raw|${key}|${lutKey}`;
+      if (v.imageKey !== drawKey) {
+        if (img.width !== pm.columns || img.height !== pm.rows) { img.width = pm.columns; img.height = pm.rows; }
+        const ctx = img.getContext('2d');
+        const data = ctx.createImageData(pm.columns, pm.rows);
+        px.applyLut(raw, v.lut, data.data);
+        ctx.putImageData(data, 0, 0);
+        v.imageKey = drawKey;
+      }
+      return 'raw';
+    }
+    const bmp = s.rendered.get(key);
+    if (bmp) {
+      const drawKey = `rendered|${key}`;
+      if (v.imageKey !== drawKey) {
+        img.width = pm.columns || bmp.width; img.height = pm.rows || bmp.height;
+        img.getContext('2d').drawImage(bmp, 0, 0, img.width, img.height);
+        v.imageKey = drawKey;
+      }
+      return 'rendered';
+    }
+    return 'loading'; // the previous image stays until this one arrives
+  }
+
+  function paint() {
+    sizeCanvas();
+    const state = prepare();
+    const ctx = canvas.getContext('2d');
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.fillStyle = '#000';
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    const ds = canvas.dataset;
+    if (v.imageKey) {
+      const fit = Math.min(canvas.width / img.width, canvas.height / img.height);
+      const scale = fit * v.zoom;
+      const ox = (canvas.width - img.width * scale) / 2 + v.panX;
+      const oy = (canvas.height - img.height * scale) / 2 + v.panY;
+      ctx.imageSmoothingEnabled = false;
+      ctx.drawImage(img, ox, oy, img.width * scale, img.height * scale);
+      Object.assign(ds, { scale: String(scale), ox: String(ox), oy: String(oy), cols: String(img.width), rows: String(img.height) });
+    }
+    const s = series();
+    const sl = s && s.slices && s.slices[v.idx];
+    ds.state = state;
+    if (sl) {
+      Object.assign(ds, {
+        slice: String(v.idx + 1), slices: String(s.slices.length), sop: sl.sop, frame: String(sl.frame),
+        series: s.uid, loaded: String(s.frames.size), failed: String(s.failed),
+        center: v.window ? String(v.window.center) : '', width: v.window ? String(v.window.width) : '',
+        preset: v.preset, invert: String(v.invert),
+      });
+    }
+    overlay(state);
+    for (const b of toolButtons) b.setAttribute('aria-pressed', String(b.dataset.tool === v.tool));
+    for (const b of presetButtons) b.setAttribute('aria-pressed', String(b.dataset.preset === v.preset));
+  }
+
+  function overlay(state) {
+    const s = series();
+    const sl = s && s.slices && s.slices[v.idx];
+    if (!sl) return;
+    const m = sl.meta;
+    const lines = (el, ...ls) => clear(el).append(...ls.filter(Boolean).map((t) => h('div', {}, t)));
+    lines(corners.tl, px.personName(px.str(m, px.T.patientName)) || '(no name)',
+      [px.str(m, px.T.patientId), px.isoDate(px.str(m, px.T.birthDate)), px.str(m, px.T.sex)].filter(Boolean).join(' · '),
+      px.str(m, px.T.institution));
+    lines(corners.tr, `${px.isoDate(px.str(m, px.T.studyDate))} ${px.shortTime(px.str(m, px.T.studyTime))}`.trim(),
+      px.str(m, px.T.studyDescription),
+      `S${s.number ?? '?'} ${s.modality} ${s.description}`.trim(),
+      peer ? `at ${peer}` : '');
+    const loc = px.num(m, px.T.sliceLocation);
+    const thick = px.num(m, px.T.sliceThickness);
+    const frames = s.slices.length;
+    lines(corners.bl, `Im ${v.idx + 1}/${frames}${sl.frame > 1 || pmOf(sl).frames > 1 ? ` (frame ${sl.frame})` : ''}`,
+      [loc !== undefined ? `Loc ${loc.toFixed(1)} mm` : '', thick !== undefined ? `Thick ${thick} mm` : ''].filter(Boolean).join(' · '),
+      s.frames.size < frames ? `Loading ${s.frames.size}/${frames}${s.failed ? `, ${s.failed} failed` : ''}` : '',
+      state === 'rendered' ? 'Server rendering' : state === 'loading' ? 'Loading…' : '');
+    const w = v.window;
+    const presetName = (PRESETS.find((p) => p.id === v.preset) || {}).name || (v.preset === 'default' ? 'DICOM' : 'custom');
+    lines(corners.br, w ? `W ${Math.round(w.width)} L ${Math.round(w.center)} (${presetName})` : '',
+      `Zoom ${(v.zoom * 100).toFixed(0)}%`, v.invert ? 'Inverted' : '',
+      px.str(m, px.T.lossy) === '01' ? 'LOSSY COMPRESSED' : '');
+  }
+
+  // --- loading ---------------------------------------------------------------------------
+  async function fetchFrame(s, sl) {
+    const r = await request(`${instanceUrl(s, sl)}/frames/${sl.frame}`, { headers: { Accept: FRAME_ACCEPT } });
+    if (!r.ok) throw await errorOf(r);
+    const bytes = new Uint8Array(await r.arrayBuffer());
+    return px.decodeFrame(px.frameFromAnswer(r.headers.get('content-type'), bytes), pmOf(sl));
+  }
+
+  async function fetchRendered(s, sl) {
+    const path = pmOf(sl).frames > 1 ? `/frames/${sl.frame}/rendered` : '/rendered';
+    const r = await request(`${instanceUrl(s, sl)}${path}`, { headers: { Accept: 'image/jpeg' } });
+    if (!r.ok) throw await errorOf(r);
+    return createImageBitmap(await r.blob());
+  }
+
+  /** Starts fetches until WORKERS run; each picks the missing slice nearest to the one shown. */
+  function pump(s) {
+    while (s.active < WORKERS) {
+      const from = s === series() ? v.idx : 0;
+      const i = px.nearestFirst(from, s.slices.length).find((k) => !s.asked.has(keyOf(s.slices[k])));
+      if (i === undefined) return;
+      const sl = s.slices[i];
+      const key = keyOf(sl);
+      s.asked.add(key);
+      s.active++;
+      const raw = px.windowable(pmOf(sl));
+      (raw ? fetchFrame(s, sl) : fetchRendered(s, sl))
+        .then((x) => (raw ? s.frames : s.rendered).set(key, x), (e) => {
+          if (e instanceof ApiError && e.status === 401) return;
+          s.failed++;
+          if (s.failed === 1) say(`Some images could not be loaded: ${e.message}`, 'error');
+        })
+        .finally(() => {
+          s.active--;
+          if (s === series()) schedule();
+          pump(s);
+        });
+    }
+  }
+
+  async function openSeries(i) {
+    const s = v.series[i];
+    if (!s) return;
+    v.cur = i;
+    v.imageKey = '';
+    for (const b of strip.querySelectorAll('button')) b.setAttribute('aria-current', String(Number(b.dataset.index) === i));
+    if (!s.slices) {
+      note.textContent = 'Loading the series…';
+      const metas = await json(`${studyUrl}/series/${encodeURIComponent(s.uid)}/metadata`, { accept: 'application/dicom+json' });
+      s.slices = px.slicesOf(metas || []);
+      note.textContent = '';
+      checkPatient(s);
+    }
+    if (!s.slices.length) { note.textContent = 'This series has no images.'; schedule(); return; }
+    v.idx = Math.floor(s.slices.length / 2);
+    if (v.preset === 'default') v.window = null;
+    const first = s.slices[v.idx];
+    // The server's rendering of the middle slice at once; the raw frames follow.
+    fetchRendered(s, first).then((bmp) => { s.rendered.set(keyOf(first), bmp); schedule(); }, () => {});
+    pump(s);
+    schedule();
+  }
+
+  let patientChecked = false;
+  function checkPatient(s) {
+    if (patientChecked || !expectPatient || !s.slices.length) return;
+    patientChecked = true;
+    const pid = px.str(s.slices[0].meta, px.T.patientId);
+    if (pid !== expectPatient) {
+      say(`Warning: this study belongs to patient ID ${pid || '(none)'}, not ${expectPatient} as the launching system said.`, 'error');
+    }
+  }
+
+  function drawStrip() {
+    clear(strip);
+    v.series.forEach((s, i) => {
+      strip.append(h('button', { type: 'button', class: 'series', dataset: { index: String(i), series: s.uid }, onclick: () => openSeries(i) },
+        h('img', { src: `${studyUrl}/series/${encodeURIComponent(s.uid)}/thumbnail?viewport=96,96`, alt: '', loading: 'lazy', width: '96', height: '96' }),
+        h('span', {}, `S${s.number ?? '?'} ${s.modality}`), h('small', {}, `${s.description} (${s.count})`)));
+    });
+  }
+
+  async function start() {
+    note.textContent = 'Loading the study…';
+    let list;
+    try {
+      list = await json(`${studyUrl}/series`, { accept: 'application/dicom+json' });
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) return;
+      note.textContent = '';
+      say(e.status === 404 ? 'No such study, or you may not see it.' : `The study could not be opened: ${e.message}`, 'error');
+      canvas.dataset.state = 'error';
+      return;
+    }
+    v.series = (list || []).map((r) => ({
+      uid: px.str(r, px.T.seriesUid), number: px.num(r, px.T.seriesNumber), modality: px.str(r, px.T.modality),
+      description: px.str(r, px.T.seriesDescription), count: px.num(r, '00201209', 0, 0),
+      slices: null, frames: new Map(), rendered: new Map(), asked: new Set(), active: 0, failed: 0,
+    })).sort((a, b) => (a.number ?? 1e9) - (b.number ?? 1e9));
+    note.textContent = '';
+    if (!v.series.length) { say('This study has no series you may see.', 'error'); canvas.dataset.state = 'error'; return; }
+    drawStrip();
+    const images = v.series.filter((s) => !NOT_IMAGES.has(s.modality));
+    const best = (images.length ? images : v.series).reduce((a, b) => (b.count > a.count ? b : a));
+    await openSeries(v.series.indexOf(best));
+  }
+
+  // --- interaction -----------------------------------------------------------------------
+  function go(i) {
+    const s = series();
+    if (!s || !s.slices || !s.slices.length) return;
+    const n = Math.max(0, Math.min(s.slices.length - 1, i));
+    if (n !== v.idx) { v.idx = n; schedule(); pump(s); }
+  }
+  function setTool(id) { v.tool = id; schedule(); }
+  function setPreset(id) {
+    const p = PRESETS.find((x) => x.id === id);
+    v.preset = p ? id : 'default';
+    if (p) v.window = { center: p.center, width: p.width };
+    else {
+      const s = series();
+      const sl = s && s.slices && s.slices[v.idx];
+      v.window = sl ? defaultWindow(sl, s.frames.get(keyOf(sl))) : null;
+    }
+    schedule();
+  }
+  function reset() { v.zoom = 1; v.panX = 0; v.panY = 0; v.invert = false; setPreset('default'); }
+  function zoomBy(f) { v.zoom = Math.max(0.1, Math.min(40, v.zoom * f)); schedule(); }
+  function toggleHelp(show) { help.hidden = show === undefined ? !help.hidden : !show; }
+
+  window.addEventListener('keydown', (e) => {
+    if (e.target instanceof HTMLInputElement || e.altKey || e.metaKey || (e.ctrlKey && e.key !== '0')) return;
+    const preset = PRESETS.find((p) => p.key === e.key);
+    const tool = TOOLS.find((t) => t.key === e.key);
+    let done = true;
+    switch (e.key) {
+      case 'ArrowDown': case 'ArrowRight': case 'j': go(v.idx + 1); break;
+      case 'ArrowUp': case 'ArrowLeft': case 'k': go(v.idx - 1); break;
+      case 'PageDown': go(v.idx + 10); break;
+      case 'PageUp': go(v.idx - 10); break;
+      case 'Home': go(0); break;
+      case 'End': go(Infinity); break;
+      case ']': openSeries(Math.min(v.series.length - 1, v.cur + 1)); break;
+      case '[': openSeries(Math.max(0, v.cur - 1)); break;
+      case '0': setPreset('default'); break;
+      case 'i': v.invert = !v.invert; schedule(); break;
+      case 'r': reset(); break;
+      case '+': case '=': zoomBy(1.25); break;
+      case '-': zoomBy(0.8); break;
+      case '?': toggleHelp(); break;
+      case 'Escape': toggleHelp(false); break;
+      default:
+        if (preset) setPreset(preset.id);
+        else if (tool) setTool(tool.id);
+        else done = false;
+    }
+    if (done) e.preventDefault();
+  });
+
+  let wheelRest = 0;
+  canvas.addEventListener('wheel', (e) => {
+    e.preventDefault();
+    if (e.ctrlKey) { zoomBy(Math.exp(-e.deltaY / 300)); return; }
+    // A mouse notch is one slice; a touchpad's small deltas add up to one.
+    const d = e.deltaMode === 0 ? e.deltaY : e.deltaY * 40;
+    if (Math.abs(d) >= 40) { go(v.idx + Math.sign(d)); wheelRest = 0; return; }
+    wheelRest += d;
+    if (Math.abs(wheelRest) >= 40) { go(v.idx + Math.sign(wheelRest)); wheelRest = 0; }
+  }, { passive: false });
+
+  const pointers = new Map();
+  let pinch = null;
+  let scrollRest = 0;
+  canvas.addEventListener('contextmenu', (e) => e.preventDefault());
+  canvas.addEventListener('pointerdown', (e) => {
+    canvas.setPointerCapture(e.pointerId);
+    pointers.set(e.pointerId, { x: e.clientX, y: e.clientY, button: e.button });
+    if (pointers.size === 2) {
+      const [a, b] = [...pointers.values()];
+      pinch = { d: Math.hypot(a.x - b.x, a.y - b.y) || 1, mx: (a.x + b.x) / 2, my: (a.y + b.y) / 2, zoom: v.zoom, panX: v.panX, panY: v.panY };
+    }
+    scrollRest = 0;
+  });
+  canvas.addEventListener('pointermove', (e) => {
+    const p = pointers.get(e.pointerId);
+    if (!p) return;
+    const dx = e.clientX - p.x, dy = e.clientY - p.y;
+    p.x = e.clientX; p.y = e.clientY;
+    const dpr = window.devicePixelRatio || 1;
+    if (pinch && pointers.size >= 2) {
+      const [a, b] = [...pointers.values()];
+      v.zoom = Math.max(0.1, Math.min(40, pinch.zoom * (Math.hypot(a.x - b.x, a.y - b.y) / pinch.d)));
+      v.panX = pinch.panX + ((a.x + b.x) / 2 - pinch.mx) * dpr;
+      v.panY = pinch.panY + ((a.y + b.y) / 2 - pinch.my) * dpr;
+      schedule();
+      return;
+    }
+    const tool = p.button === 1 ? 'pan' : p.button === 2 ? 'zoom' : v.tool;
+    if (tool === 'window') {
+      const w = v.window || { center: 40, width: 400 };
+      const k = Math.max(0.5, w.width / 300);
+      v.window = { center: w.center + dy * k, width: Math.max(1, w.width + dx * k) };
+      v.preset = 'custom';
+      schedule();
+    } else if (tool === 'scroll') {
+      const s = series();
+      const n = (s && s.slices && s.slices.length) || 1;
+      const step = Math.max(6, Math.min(30, canvas.clientHeight / n));
+      scrollRest -= dy; // a swipe up goes on to the next slice
+      while (Math.abs(scrollRest) >= step) {
+        go(v.idx + Math.sign(scrollRest));
+        scrollRest -= Math.sign(scrollRest) * step;
+      }
+    } else if (tool === 'pan') {
+      v.panX += dx * dpr; v.panY += dy * dpr; schedule();
+    } else if (tool === 'zoom') {
+      zoomBy(Math.exp(-dy / 150));
+    }
+  });
+  const up = (e) => {
+    pointers.delete(e.pointerId);
+    if (pointers.size < 2) pinch = null;
+  };
+  canvas.addEventListener('pointerup', up);
+  canvas.addEventListener('pointercancel', up);
+  new ResizeObserver(() => schedule()).observe(stage);
+
+  start().catch((e) => say(`The viewer stopped: ${e.message}`, 'error'));
+  return v;
+}

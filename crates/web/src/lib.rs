@@ -1,0 +1,307 @@
+//! The web app (issue 6): a worklist and a viewer written as plain ES modules and CSS, embedded
+//! in the binary at compile time (`include_bytes!`: no build step, nothing fetched from a CDN).
+//! The app talks to the server over HTTP only (`/api/v1`, `/dicom-web`), like any other client;
+//! this crate depends on no other Vesalius crate (docs/architecture.md).
+//!
+//! - `GET /`, `/worklist`, `/view/{study}` and `/viewer` (IHE Invoke Image Display:
+//!   `?requestType=STUDY&studyUID=…`, `?requestType=PATIENT&patientID=…`) answer the same
+//!   shell page; the app's own router (`js/main.js`) picks the screen from the URL.
+//! - `GET /app/{version}/{*file}`: the assets. `{version}` is a hash of every asset, so the URLs
+//!   change whenever an asset does and the assets can be cached for a year (`immutable`); an
+//!   asset of another version is 404. The shell is revalidated (`no-cache` with an `ETag`).
+//! - Nothing here is private: the shell and the assets are served without credentials (the
+//!   authentication layer lets [`is_app_path`] through). Every piece of data the app shows comes
+//!   from the API, which refuses requests without a session; the app sends a visitor without
+//!   one to `/login`.
+//! - The shell carries no inline script or style, so the strict Content-Security-Policy the
+//!   server puts on every HTML page (`default-src 'self'`, no `unsafe-inline`) holds; the
+//!   browser tests (tests/browser) check that an injected inline script does not run.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::sync::OnceLock;
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+/// Where the assets are served: `/app/{version}/…`.
+pub const ASSET_PREFIX: &str = "/app/";
+
+/// The shell page; `{{V}}` becomes the asset version.
+const SHELL: &str = include_str!("../assets/index.html");
+
+/// Every asset, by its path under `assets/` (the shell excluded).
+const ASSETS: &[(&str, &[u8])] = &[
+    ("app.css", include_bytes!("../assets/app.css")),
+    ("favicon.svg", include_bytes!("../assets/favicon.svg")),
+    ("js/main.js", include_bytes!("../assets/js/main.js")),
+    ("js/api.js", include_bytes!("../assets/js/api.js")),
+    ("js/dom.js", include_bytes!("../assets/js/dom.js")),
+    ("js/worklist.js", include_bytes!("../assets/js/worklist.js")),
+    ("js/viewer.js", include_bytes!("../assets/js/viewer.js")),
+    ("js/pixels.js", include_bytes!("../assets/js/pixels.js")),
+];
+
+/// Client routes answered with the shell (besides `/view/{study}`).
+const SHELL_PATHS: &[&str] = &["/", "/worklist", "/viewer"];
+
+/// The asset version: 16 hex digits of a 64-bit FNV-1a hash over every asset's path and bytes
+/// and the shell (a cache key, not a security measure).
+pub fn version() -> &'static str {
+    static V: OnceLock<String> = OnceLock::new();
+    V.get_or_init(|| {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        eat(SHELL.as_bytes());
+        for (path, bytes) in ASSETS {
+            eat(path.as_bytes());
+            eat(&[0]);
+            eat(bytes);
+        }
+        format!("{h:016x}")
+    })
+}
+
+/// The shell with the asset version filled in.
+fn shell_html() -> &'static str {
+    static S: OnceLock<String> = OnceLock::new();
+    S.get_or_init(|| SHELL.replace("{{V}}", version()))
+}
+
+/// Whether `path` is the app's (its shell routes and assets), served without credentials.
+pub fn is_app_path(path: &str) -> bool {
+    SHELL_PATHS.contains(&path)
+        || path
+            .strip_prefix("/view/")
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+        || path.starts_with(ASSET_PREFIX)
+}
+
+/// The app's routes (mount at the root).
+pub fn router() -> Router {
+    Router::new()
+        .route("/", get(shell))
+        .route("/worklist", get(shell))
+        .route("/viewer", get(shell))
+        .route("/view/{study}", get(shell))
+        .route("/app/{version}/{*file}", get(asset))
+}
+
+/// The ETag of everything of this version.
+fn etag() -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{}\"", version())).unwrap_or(HeaderValue::from_static("\"\""))
+}
+
+fn not_modified(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == format!("\"{}\"", version()))
+        })
+}
+
+async fn shell(headers: HeaderMap) -> Response {
+    if not_modified(&headers) {
+        return (
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag()), (header::CACHE_CONTROL, no_cache())],
+        )
+            .into_response();
+    }
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, no_cache()),
+            (header::ETAG, etag()),
+        ],
+        shell_html(),
+    )
+        .into_response()
+}
+
+fn no_cache() -> HeaderValue {
+    HeaderValue::from_static("no-cache")
+}
+
+/// The content type of an asset, by its extension.
+pub fn content_type(path: &str) -> &'static str {
+    match path.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("html") => "text/html; charset=utf-8",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+/// The bytes of the asset at `path` (under `assets/`), if there is one.
+pub fn asset_bytes(path: &str) -> Option<&'static [u8]> {
+    ASSETS.iter().find(|(p, _)| *p == path).map(|(_, b)| *b)
+}
+
+async fn asset(Path((v, file)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let found = (v == version()).then(|| asset_bytes(&file)).flatten();
+    let Some(bytes) = found else {
+        return (
+            StatusCode::NOT_FOUND,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            format!(
+                "{{\"error\":\"not-found\",\"message\":\"no asset {} in version {}\"}}",
+                file.escape_default(),
+                version()
+            ),
+        )
+            .into_response();
+    };
+    let immutable = HeaderValue::from_static("public, max-age=31536000, immutable");
+    if not_modified(&headers) {
+        return (
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag()), (header::CACHE_CONTROL, immutable)],
+        )
+            .into_response();
+    }
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(content_type(&file)),
+            ),
+            (header::CACHE_CONTROL, immutable),
+            (header::ETAG, etag()),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn get(path: &str, inm: Option<&str>) -> (StatusCode, HeaderMap, Vec<u8>) {
+        let mut rq = Request::get(path);
+        if let Some(t) = inm {
+            rq = rq.header(header::IF_NONE_MATCH, t);
+        }
+        let r = router()
+            .oneshot(rq.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = r.into_parts();
+        let b = body.collect().await.unwrap().to_bytes().to_vec();
+        (parts.status, parts.headers, b)
+    }
+
+    #[tokio::test]
+    async fn shell_routes_answer_the_shell_with_versioned_assets() {
+        for path in ["/", "/worklist", "/viewer?requestType=STUDY", "/view/1.2.3"] {
+            let (status, h, body) = get(path, None).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert_eq!(h[header::CONTENT_TYPE], "text/html; charset=utf-8");
+            assert_eq!(h[header::CACHE_CONTROL], "no-cache");
+            let text = String::from_utf8(body).unwrap();
+            assert!(text.contains(&format!("/app/{}/js/main.js", version())));
+            assert!(!text.contains("{{V}}"));
+            // No inline script or style: the CSP forbids them.
+            assert!(!text.contains("<script>") && !text.contains("<style"));
+            assert!(!text.contains(" style="));
+        }
+        let (status, _, _) = get("/", Some(&format!("\"{}\"", version()))).await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED);
+    }
+
+    #[tokio::test]
+    async fn assets_have_their_types_and_are_immutable_per_version() {
+        let v = version();
+        for (file, ty) in [
+            ("js/main.js", "text/javascript; charset=utf-8"),
+            ("js/pixels.js", "text/javascript; charset=utf-8"),
+            ("app.css", "text/css; charset=utf-8"),
+            ("favicon.svg", "image/svg+xml"),
+        ] {
+            let (status, h, body) = get(&format!("/app/{v}/{file}"), None).await;
+            assert_eq!(status, StatusCode::OK, "{file}");
+            assert_eq!(h[header::CONTENT_TYPE], ty);
+            assert!(
+                h[header::CACHE_CONTROL]
+                    .to_str()
+                    .unwrap()
+                    .contains("immutable")
+            );
+            assert_eq!(body, asset_bytes(file).unwrap());
+        }
+        // Another version, a missing file, a path escaping the folder: 404.
+        for path in [
+            "/app/0000000000000000/js/main.js".to_owned(),
+            format!("/app/{v}/js/nope.js"),
+            format!("/app/{v}/../src/lib.rs"),
+        ] {
+            let (status, h, _) = get(&path, None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(h[header::CONTENT_TYPE], "application/json");
+        }
+    }
+
+    #[test]
+    fn app_paths_are_the_shell_and_the_assets_only() {
+        for p in [
+            "/",
+            "/worklist",
+            "/viewer",
+            "/view/1.2.3",
+            "/app/x/js/main.js",
+        ] {
+            assert!(is_app_path(p), "{p}");
+        }
+        for p in [
+            "/view/",
+            "/view/1.2/metadata",
+            "/dicom-web/studies",
+            "/api/v1/search",
+            "/worklist/x",
+            "/appx",
+        ] {
+            assert!(!is_app_path(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn modules_import_only_modules_that_exist() {
+        // Relative imports resolve under the same version: each must name an embedded asset.
+        for (path, bytes) in ASSETS.iter().filter(|(p, _)| p.ends_with(".js")) {
+            let text = std::str::from_utf8(bytes).unwrap();
+            for line in text.lines().filter(|l| l.starts_with("import ")) {
+                let spec = line
+                    .split(['\'', '"'])
+                    .nth(1)
+                    .unwrap_or_else(|| panic!("{path}: {line}"));
+                let target = spec.strip_prefix("./").expect("relative import");
+                let full = format!("js/{target}");
+                assert!(asset_bytes(&full).is_some(), "{path} imports {spec}");
+            }
+        }
+    }
+}
