@@ -324,7 +324,8 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
       slices: null, frames: new Map(), rendered: new Map(), asked: new Set(), active: 0, failed: 0,
     })).sort((a, b) => (a.number ?? 1e9) - (b.number ?? 1e9));
     note.textContent = '';
-    if (!v.series.length) { say('This study has no series you may see.', 'error'); canvas.dataset.state = 'error'; return; }
+    // A study the user may not see answers like a missing one (empty), never differently.
+    if (!v.series.length) { say('No such study, or you may not see it.', 'error'); canvas.dataset.state = 'error'; return; }
     drawStrip();
     const images = v.series.filter((s) => !NOT_IMAGES.has(s.modality));
     const best = (images.length ? images : v.series).reduce((a, b) => (b.count > a.count ? b : a));

@@ -1,0 +1,87 @@
+// A real `vesalius serve` for the browser tests: a temporary data directory, ports chosen by
+// the system (port 0), a synthetic CT head imported through the API, users of two
+// organisations, and the modality values of every image read with pydicom (expected.py).
+
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, statSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const ROOT = resolve(here, '../..');
+export const BIN = process.env.VESALIUS_BIN || join(ROOT, 'target/debug/vesalius');
+const PYTHON = process.env.VESALIUS_PYTHON || join(ROOT, '.venv/bin/python');
+export const PASSWORD = 'correct horse battery staple';
+
+/** Screenshots and logs go here (never committed): `target/browser-artifacts` by default. */
+export const ARTIFACTS = process.env.VESALIUS_ARTIFACTS || join(ROOT, 'target/browser-artifacts');
+
+function files(dir) {
+  const out = [];
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) out.push(...files(p));
+    else if (p.endsWith('.dcm')) out.push(p);
+  }
+  return out.sort();
+}
+
+function run(args, env = {}) {
+  return execFileSync(BIN, args, { env: { ...process.env, ...env }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** Writes a synthetic CT head (`vesalius synth`) and reads its expected values. */
+export function synth(dir, seed, slices) {
+  run(['synth', '--out', dir, '--seed', String(seed), '--slices', String(slices), '--kinds', 'ct-head']);
+  const paths = files(dir);
+  const json = execFileSync(PYTHON, [join(here, 'expected.py'), ...paths], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  return { dir, paths, images: JSON.parse(json) };
+}
+
+export class Site {
+  /** Starts the server on a fresh data directory. */
+  static async start() {
+    const s = new Site();
+    s.tmp = mkdtempSync(join(tmpdir(), 'vesalius-web-'));
+    s.data = join(s.tmp, 'data');
+    mkdirSync(ARTIFACTS, { recursive: true });
+    s.proc = spawn(BIN, ['serve', '--data-dir', s.data, '--dicom-addr', '127.0.0.1:0', '--http-addr', '127.0.0.1:0'], {
+      env: { ...process.env, VESALIUS__LIMITS__MIN_FREE_BYTES: '0', VESALIUS__AUTH__REQUIRED: 'true', RUST_LOG: process.env.RUST_LOG || 'warn' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    s.base = await new Promise((ok, fail) => {
+      const timer = setTimeout(() => fail(new Error('the server did not report its address in 60 s')), 60000);
+      const lines = createInterface({ input: s.proc.stdout });
+      lines.on('line', (line) => {
+        const m = /DICOMweb\s+:\s+(http:\/\/127\.0\.0\.1:\d+)\/dicom-web/.exec(line);
+        if (m) { clearTimeout(timer); ok(m[1]); }
+      });
+      s.proc.on('exit', (code) => fail(new Error(`the server exited (${code})`)));
+    });
+    return s;
+  }
+
+  admin(...args) {
+    const [group, ...rest] = args;
+    return run(['admin', group, '--data-dir', this.data, ...rest], { VES_PW: PASSWORD });
+  }
+
+  /** A user with a password (`--password-env`). */
+  user(org, username, role = 'clinician') {
+    this.admin('user', 'create', '--org', org, '--role', role, '--username', username, '--password-env', 'VES_PW');
+  }
+
+  /** Imports `dir` through the running server (`vesalius import` with an admin's token). */
+  import(dir) {
+    if (!this.token) {
+      this.token = JSON.parse(this.admin('token', 'create', '--org', 'default', '--role', 'admin', '--name', 'browser-tests', '--json')).token;
+    }
+    return run(['import', '--server', this.base, dir], { VESALIUS_TOKEN: this.token });
+  }
+
+  stop() {
+    if (this.proc && this.proc.exitCode === null) this.proc.kill('SIGTERM');
+  }
+}

@@ -1,0 +1,330 @@
+// The web app in real Chromium (Debian's /usr/bin/chromium driven by playwright-core): a real
+// `vesalius serve` with a synthetic 24-slice CT head, desktop and phone (touch) viewports.
+// Run: `scripts/test-browser` (or `npm test` here after `npm ci`, with target/debug/vesalius
+// built). Screenshots: target/browser-artifacts/ (VESALIUS_ARTIFACTS).
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { ARTIFACTS, PASSWORD, Site, synth } from './site.mjs';
+
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--no-first-run'];
+const VIEWPORTS = {
+  desktop: { viewport: { width: 1280, height: 800 } },
+  phone: { viewport: { width: 390, height: 844 }, deviceScaleFactor: 3, isMobile: true, hasTouch: true },
+};
+
+/** The linear VOI function of PS3.3 C.11.2.1.2.1 to 0..255, written here again on purpose. */
+function linearVoi(x, c, w) {
+  if (w <= 1) return x <= c - 0.5 ? 0 : 255;
+  if (x <= c - 0.5 - (w - 1) / 2) return 0;
+  if (x > c - 0.5 + (w - 1) / 2) return 255;
+  return ((x - (c - 0.5)) / (w - 1) + 0.5) * 255;
+}
+
+let site;
+let ct;
+let browser;
+let study;
+
+before(async () => {
+  site = await Site.start();
+  site.user('default', 'alice');
+  site.admin('org', 'create', 'north');
+  site.user('north', 'bob');
+  ct = synth(join(site.tmp, 'ct'), 7, 24);
+  site.import(ct.dir);
+  study = Object.values(ct.images)[0].study;
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (site) site.stop();
+});
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`) });
+}
+
+async function login(page, username, landing = /\/worklist$/) {
+  await page.fill('input[name=username]', username);
+  await page.fill('input[name=password]', PASSWORD);
+  await Promise.all([page.waitForURL(landing), page.click('form button')]);
+}
+
+const dataset = (page) => page.$eval('#view', (c) => ({ ...c.dataset }));
+
+/** Waits until the canvas shows slice `i` (1-based) from its raw frame. */
+async function waitSlice(page, i) {
+  await page.waitForFunction((n) => {
+    const d = document.getElementById('view')?.dataset;
+    return d && d.slice === String(n) && d.state === 'raw';
+  }, i, { timeout: 20000 });
+}
+
+/**
+ * Checks the canvas against the modality values pydicom read: at each sample point of the image
+ * shown, the pixel drawn over the point's centre must be the window's grey value (±1).
+ */
+async function checkPixels(page, label, win) {
+  const d = await dataset(page);
+  const img = ct.images[d.sop];
+  assert.ok(img, `${label}: the canvas shows ${d.sop}, an image of the synthetic study`);
+  const [c, w] = win || img.window;
+  assert.equal(Number(d.center), c, `${label}: window center`);
+  assert.equal(Number(d.width), w, `${label}: window width`);
+  const [scale, ox, oy] = [Number(d.scale), Number(d.ox), Number(d.oy)];
+  assert.ok(scale > 1, `${label}: each image pixel covers more than one canvas pixel (${scale})`);
+  const size = await page.$eval('#view', (cv) => [cv.width, cv.height]);
+  const pts = img.points
+    .map(([col, row, v]) => ({ col, row, v, x: Math.floor(ox + (col + 0.5) * scale), y: Math.floor(oy + (row + 0.5) * scale) }))
+    .filter((p) => p.x >= 0 && p.y >= 0 && p.x < size[0] && p.y < size[1]);
+  assert.ok(pts.length >= 10, `${label}: ${pts.length} sample points on the canvas`);
+  const got = await page.$eval('#view', (cv, ps) => {
+    const ctx = cv.getContext('2d');
+    return ps.map((p) => Array.from(ctx.getImageData(p.x, p.y, 1, 1).data));
+  }, pts);
+  const bad = [];
+  let between = 0;
+  pts.forEach((p, i) => {
+    const want = linearVoi(p.v, c, w);
+    const [r, g, b, a] = got[i];
+    if (want > 0 && want < 255) between++;
+    if (Math.abs(r - want) > 1 || r !== g || g !== b || a !== 255) {
+      bad.push(`(${p.col},${p.row}) value ${p.v}: drawn ${[r, g, b, a]}, expected ${want.toFixed(2)}`);
+    }
+  });
+  assert.deepEqual(bad, [], `${label}: canvas pixels differ from the windowed values`);
+  return { points: pts.length, between };
+}
+
+/** Touch swipe (CDP touch events, as a finger would): from (x, y0) to (x, y1). */
+async function swipe(cdp, x, y0, y1, steps = 6) {
+  await cdp.send('Input.dispatchTouchEvent', { type: 'touchStart', touchPoints: [{ x, y: y0, id: 1 }] });
+  for (let k = 1; k <= steps; k++) {
+    await cdp.send('Input.dispatchTouchEvent', { type: 'touchMove', touchPoints: [{ x, y: y0 + ((y1 - y0) * k) / steps, id: 1 }] });
+  }
+  await cdp.send('Input.dispatchTouchEvent', { type: 'touchEnd', touchPoints: [] });
+}
+
+async function pinch(cdp, cx, cy, from, to, steps = 6) {
+  const pts = (d) => [{ x: cx - d, y: cy, id: 1 }, { x: cx + d, y: cy, id: 2 }];
+  await cdp.send('Input.dispatchTouchEvent', { type: 'touchStart', touchPoints: pts(from) });
+  for (let k = 1; k <= steps; k++) {
+    await cdp.send('Input.dispatchTouchEvent', { type: 'touchMove', touchPoints: pts(from + ((to - from) * k) / steps) });
+  }
+  await cdp.send('Input.dispatchTouchEvent', { type: 'touchEnd', touchPoints: [] });
+}
+
+for (const [name, options] of Object.entries(VIEWPORTS)) {
+  test(`${name}: log in, find the study, read every slice, window it`, async () => {
+    const context = await browser.newContext(options);
+    const page = await context.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    const requests = [];
+    page.on('request', (r) => requests.push(r.url()));
+    const step = (n) => shot(page, `${name}-${n}`);
+
+    // No page works without a session: the app sends the visitor to log in; data is refused.
+    await page.goto(`${site.base}/worklist`);
+    await page.waitForURL(/\/login\?next=%2Fworklist$/);
+    assert.equal((await page.request.get(`${site.base}/api/v1/search`)).status(), 401);
+    await step('01-login');
+    await login(page, 'alice');
+
+    // The worklist lists the study.
+    const row = page.locator(`tr.study[data-uid="${study}"]`);
+    await row.waitFor();
+    assert.match(await row.innerText(), /Mitchell, Anna/);
+    assert.match(await row.innerText(), /CT/);
+    await step('02-worklist');
+
+    // The viewer: the server's rendering first, then every raw frame.
+    await Promise.all([page.waitForURL(/\/view\//), row.locator('a.open').click()]);
+    const opened = Date.now();
+    await page.waitForFunction(() => ['rendered', 'raw'].includes(document.getElementById('view')?.dataset.state));
+    const firstImageMs = Date.now() - opened;
+    assert.ok(requests.some((u) => u.endsWith('/rendered')), 'the first image is asked of /rendered');
+    await page.waitForFunction(() => {
+      const d = document.getElementById('view')?.dataset;
+      return d && d.slices && d.loaded === d.slices;
+    }, null, { timeout: 30000 });
+    const allMs = Date.now() - opened;
+    const n = Number((await dataset(page)).slices);
+    assert.equal(n, 24);
+    assert.ok(requests.filter((u) => /\/frames\/1$/.test(u)).length >= n, 'every frame was fetched raw');
+    await step('03-viewer');
+    console.log(`${name}: first image ${firstImageMs} ms, all ${n} slices ${allMs} ms (loopback, debug build)`);
+
+    // Scroll through every slice, checking the pixels of each against pydicom's values.
+    const box = await page.locator('#view').boundingBox();
+    const cx = box.x + box.width / 2, cy = box.y + box.height / 2;
+    let checked = 0;
+    let between = 0;
+    const seen = new Set();
+    const visit = async (i) => {
+      await waitSlice(page, i);
+      const r = await checkPixels(page, `${name} slice ${i}`);
+      checked += r.points;
+      between += r.between;
+      seen.add((await dataset(page)).sop);
+    };
+    if (name === 'desktop') {
+      await page.keyboard.press('Home');
+      await visit(1);
+      await page.mouse.move(cx, cy);
+      for (let i = 2; i <= n; i++) {
+        await page.mouse.wheel(0, 100);
+        await visit(i);
+      }
+      await page.keyboard.press('Home');
+      await waitSlice(page, 1);
+      await page.keyboard.press('End');
+      await waitSlice(page, n);
+      await page.keyboard.press('ArrowUp');
+      await waitSlice(page, n - 1);
+    } else {
+      const cdp = await context.newCDPSession(page);
+      await page.click('[data-tool=scroll]');
+      // A long swipe down goes back to the first slice; short swipes up go one slice on.
+      await swipe(cdp, cx, box.y + 40, box.y + box.height - 40, 12);
+      await swipe(cdp, cx, box.y + 40, box.y + box.height - 40, 12);
+      await visit(1);
+      const stepPx = Math.max(6, Math.min(30, box.height / n));
+      for (let i = 2; i <= n; i++) {
+        await swipe(cdp, cx, cy + stepPx * 0.75, cy - stepPx * 0.75, 3);
+        await visit(i);
+      }
+      // Pinch to zoom: the image grows and its pixels still land where they should.
+      const before = Number((await dataset(page)).scale);
+      await pinch(cdp, cx, cy, 40, 120);
+      await page.waitForFunction((s) => Number(document.getElementById('view').dataset.scale) > s * 1.5, before);
+      await checkPixels(page, 'phone pinched');
+      await step('04-pinch');
+    }
+    assert.equal(seen.size, n, 'every image of the series was shown');
+    assert.ok(between > n, `sample points between black and white: ${between}`);
+    console.log(`${name}: ${checked} pixels checked on ${n} slices`);
+
+    // Window presets, by button and by key.
+    await page.click('[data-preset=bone]');
+    await page.waitForFunction(() => document.getElementById('view').dataset.center === '500');
+    await checkPixels(page, `${name} bone`, [500, 2000]);
+    await step('05-bone');
+    await page.click('[data-preset=stroke]');
+    await page.waitForFunction(() => document.getElementById('view').dataset.preset === 'stroke');
+    await checkPixels(page, `${name} stroke`, [40, 40]);
+    await page.click('[data-preset=subdural]');
+    await page.waitForFunction(() => document.getElementById('view').dataset.preset === 'subdural');
+    await checkPixels(page, `${name} subdural`, [75, 215]);
+    if (name === 'desktop') {
+      await page.keyboard.press('5');
+      await page.waitForFunction(() => document.getElementById('view').dataset.preset === 'lung');
+      await checkPixels(page, 'desktop lung (key 5)', [-600, 1500]);
+      await page.keyboard.press('1');
+      await page.waitForFunction(() => document.getElementById('view').dataset.preset === 'brain');
+      await checkPixels(page, 'desktop brain (key 1)', [40, 80]);
+      // Window by dragging: width with x, level with y.
+      await page.click('[data-tool=window]');
+      await page.mouse.move(cx, cy);
+      await page.mouse.down();
+      await page.mouse.move(cx + 60, cy - 30, { steps: 4 });
+      await page.mouse.up();
+      await page.waitForFunction(() => document.getElementById('view').dataset.preset === 'custom');
+      const d = await dataset(page);
+      assert.ok(Number(d.width) > 80 && Number(d.center) < 40, `dragged window ${d.center}/${d.width}`);
+      await checkPixels(page, 'desktop dragged window', [Number(d.center), Number(d.width)]);
+      // Zoom by key: the pixels follow the new scale.
+      const s0 = Number(d.scale);
+      await page.keyboard.press('+');
+      await page.waitForFunction((s) => Number(document.getElementById('view').dataset.scale) > s, s0);
+      await checkPixels(page, 'desktop zoomed', [Number(d.center), Number(d.width)]);
+      await step('06-window-drag-zoom');
+      await page.keyboard.press('r');
+      await page.waitForFunction(() => document.getElementById('view').dataset.preset === 'default');
+      await checkPixels(page, 'desktop reset');
+    }
+
+    // The strict CSP of the app's pages: an inline script does not run.
+    const shell = await page.request.get(`${site.base}/view/${study}`);
+    const csp = shell.headers()['content-security-policy'] || '';
+    assert.match(csp, /default-src 'self'/);
+    assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+    const inline = await page.evaluate(async () => {
+      const violations = [];
+      document.addEventListener('securitypolicyviolation', (e) => violations.push(e.effectiveDirective));
+      const s = document.createElement('script');
+      s.textContent = 'window.__inlineRan = true;';
+      document.body.append(s);
+      await new Promise((r) => setTimeout(r, 200));
+      return { ran: window.__inlineRan === true, violations };
+    });
+    assert.equal(inline.ran, false, 'an inline script ran despite the CSP');
+    assert.ok(inline.violations.some((v) => v.startsWith('script-src')), `violations: ${inline.violations}`);
+
+    assert.deepEqual(errors, [], 'no script errors');
+
+    // Logging out ends it: the viewer sends the visitor to log in again.
+    await Promise.all([page.waitForURL(/\/login$/), page.click('#logout')]);
+    await page.goto(`${site.base}/view/${study}`);
+    await page.waitForURL(/\/login\?next=/);
+    await step('07-logged-out');
+    await context.close();
+  });
+}
+
+test('desktop: the worklist shows a new study without a reload', async () => {
+  const context = await browser.newContext(VIEWPORTS.desktop);
+  const page = await context.newPage();
+  await page.goto(`${site.base}/worklist`);
+  await login(page, 'alice');
+  await page.locator(`tr.study[data-uid="${study}"]`).waitFor();
+  await page.evaluate(() => { window.__sameDocument = true; });
+  // The event stream is open before the new study arrives.
+  await page.waitForFunction(() => !document.getElementById('wl-status').classList.contains('offline'));
+  await page.waitForTimeout(300);
+  const second = synth(join(site.tmp, 'ct2'), 8, 3);
+  const uid2 = Object.values(second.images)[0].study;
+  assert.notEqual(uid2, study);
+  site.import(second.dir);
+  await page.locator(`tr.study[data-uid="${uid2}"]`).waitFor({ timeout: 15000 });
+  assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the page was not reloaded');
+  await shot(page, 'desktop-08-live-update');
+  await context.close();
+});
+
+test('desktop: another organisation\'s user sees neither the study nor its images', async () => {
+  const context = await browser.newContext(VIEWPORTS.desktop);
+  const page = await context.newPage();
+  await page.goto(`${site.base}/worklist`);
+  await login(page, 'bob');
+  await page.waitForSelector('#worklist .empty, #worklist table');
+  assert.equal(await page.locator(`tr.study[data-uid="${study}"]`).count(), 0);
+  await page.goto(`${site.base}/view/${study}`);
+  await page.waitForFunction(() => document.getElementById('view')?.dataset.state === 'error');
+  assert.match(await page.locator('.banners').innerText(), /No such study/);
+  await shot(page, 'desktop-09-other-org');
+  await context.close();
+});
+
+test('desktop: an IHE IID launch opens the study and checks the patient', async () => {
+  const context = await browser.newContext(VIEWPORTS.desktop);
+  const page = await context.newPage();
+  const pid = Object.values(ct.images)[0].patient_id;
+  const url = `${site.base}/viewer?requestType=STUDY&studyUID=${study}&patientID=`;
+  await page.goto(url + pid);
+  await page.waitForURL(/\/login\?next=%2Fviewer%3F/);
+  await login(page, 'alice', /\/viewer\?/);
+  await page.waitForFunction(() => document.getElementById('view')?.dataset.state === 'raw');
+  assert.doesNotMatch(await page.locator('.banners').innerText(), /Warning/);
+  await page.goto(`${url}SOMEONE-ELSE`);
+  await page.locator('.banner.error').waitFor();
+  assert.match(await page.locator('.banners').innerText(), /belongs to patient ID/);
+  await shot(page, 'desktop-10-iid-wrong-patient');
+  await context.close();
+});
