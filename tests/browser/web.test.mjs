@@ -134,6 +134,8 @@ for (const [name, options] of Object.entries(VIEWPORTS)) {
     await page.goto(`${site.base}/worklist`);
     await page.waitForURL(/\/login\?next=%2Fworklist$/);
     assert.equal((await page.request.get(`${site.base}/api/v1/search`)).status(), 401);
+    const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    assert.equal(background, 'rgb(13, 17, 23)', 'the login page is styled by /app/pages.css');
     await step('01-login');
     await login(page, 'alice');
 
@@ -248,6 +250,13 @@ for (const [name, options] of Object.entries(VIEWPORTS)) {
       await page.keyboard.press('r');
       await page.waitForFunction(() => document.getElementById('view').dataset.preset === 'default');
       await checkPixels(page, 'desktop reset');
+      // The help panel lists the shortcuts.
+      await page.keyboard.press('?');
+      await page.locator('#help').waitFor({ state: 'visible' });
+      assert.match(await page.locator('#help').innerText(), /window: brain, subdural, stroke, bone, lung/);
+      await step('07-help');
+      await page.keyboard.press('Escape');
+      await page.locator('#help').waitFor({ state: 'hidden' });
     }
 
     // The strict CSP of the app's pages: an inline script does not run.
@@ -273,7 +282,7 @@ for (const [name, options] of Object.entries(VIEWPORTS)) {
     await Promise.all([page.waitForURL(/\/login$/), page.click('#logout')]);
     await page.goto(`${site.base}/view/${study}`);
     await page.waitForURL(/\/login\?next=/);
-    await step('07-logged-out');
+    await step('08-logged-out');
     await context.close();
   });
 }
@@ -294,7 +303,7 @@ test('desktop: the worklist shows a new study without a reload', async () => {
   site.import(second.dir);
   await page.locator(`tr.study[data-uid="${uid2}"]`).waitFor({ timeout: 15000 });
   assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the page was not reloaded');
-  await shot(page, 'desktop-08-live-update');
+  await shot(page, 'desktop-09-live-update');
   await context.close();
 });
 
@@ -308,7 +317,7 @@ test('desktop: another organisation\'s user sees neither the study nor its image
   await page.goto(`${site.base}/view/${study}`);
   await page.waitForFunction(() => document.getElementById('view')?.dataset.state === 'error');
   assert.match(await page.locator('.banners').innerText(), /No such study/);
-  await shot(page, 'desktop-09-other-org');
+  await shot(page, 'desktop-10-other-org');
   await context.close();
 });
 
@@ -325,6 +334,6 @@ test('desktop: an IHE IID launch opens the study and checks the patient', async 
   await page.goto(`${url}SOMEONE-ELSE`);
   await page.locator('.banner.error').waitFor();
   assert.match(await page.locator('.banners').innerText(), /belongs to patient ID/);
-  await shot(page, 'desktop-10-iid-wrong-patient');
+  await shot(page, 'desktop-11-iid-wrong-patient');
   await context.close();
 });

@@ -32,21 +32,19 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// The stylesheet of these pages, served by the web app (`crates/web/assets/pages.css`, issue 6):
+/// the Content-Security-Policy of HTML pages forbids inline `<style>`. Without the web app the
+/// pages still work, unstyled.
+pub const STYLESHEET: &str = "/app/pages.css";
+
 /// A whole page: `title` (escaped here) and `body` (already HTML).
 pub fn page(title: &str, body: &str) -> Html<String> {
     Html(format!(
         "<!doctype html><html lang=en><meta charset=utf-8>\
          <meta name=viewport content='width=device-width,initial-scale=1'>\
          <meta name=referrer content=no-referrer>\
-         <title>{t} · Vesalius</title><style>\
-         body{{font:16px system-ui,sans-serif;margin:0 auto;max-width:60rem;padding:1rem;\
-         color:#111;background:#fafafa}}h1{{font-size:1.4rem}}label{{display:block;margin:.6rem 0}}\
-         input,button{{font:inherit;padding:.4rem}}button{{cursor:pointer}}\
-         .err{{color:#a00;font-weight:600}}.grid{{display:flex;flex-wrap:wrap;gap:.5rem}}\
-         .grid figure{{margin:0;background:#000;color:#ddd;font-size:.8rem}}\
-         .grid img{{display:block;width:100%;max-width:18rem;height:auto}}\
-         table{{border-collapse:collapse}}td,th{{padding:.2rem .6rem;text-align:left}}\
-         </style><h1>{t}</h1>{body}</html>",
+         <title>{t} · Vesalius</title><link rel=stylesheet href={STYLESHEET}>\
+         <body class=page><main><h1>{t}</h1>{body}</main></body></html>",
         t = esc(title)
     ))
 }

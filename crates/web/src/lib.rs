@@ -9,6 +9,8 @@
 //! - `GET /app/{version}/{*file}`: the assets. `{version}` is a hash of every asset, so the URLs
 //!   change whenever an asset does and the assets can be cached for a year (`immutable`); an
 //!   asset of another version is 404. The shell is revalidated (`no-cache` with an `ETag`).
+//! - `GET /app/pages.css`: the stylesheet of the server-rendered pages of issue 4 (login,
+//!   share and upload links), at a fixed address those pages link (`no-cache`, `ETag`).
 //! - Nothing here is private: the shell and the assets are served without credentials (the
 //!   authentication layer lets [`is_app_path`] through). Every piece of data the app shows comes
 //!   from the API, which refuses requests without a session; the app sends a visitor without
@@ -37,6 +39,7 @@ const SHELL: &str = include_str!("../assets/index.html");
 /// Every asset, by its path under `assets/` (the shell excluded).
 const ASSETS: &[(&str, &[u8])] = &[
     ("app.css", include_bytes!("../assets/app.css")),
+    ("pages.css", include_bytes!("../assets/pages.css")),
     ("favicon.svg", include_bytes!("../assets/favicon.svg")),
     ("js/main.js", include_bytes!("../assets/js/main.js")),
     ("js/api.js", include_bytes!("../assets/js/api.js")),
@@ -94,6 +97,30 @@ pub fn router() -> Router {
         .route("/viewer", get(shell))
         .route("/view/{study}", get(shell))
         .route("/app/{version}/{*file}", get(asset))
+        .route("/app/pages.css", get(pages_css))
+}
+
+/// The server-rendered pages' stylesheet, at its fixed address.
+async fn pages_css(headers: HeaderMap) -> Response {
+    if not_modified(&headers) {
+        return (
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag()), (header::CACHE_CONTROL, no_cache())],
+        )
+            .into_response();
+    }
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/css; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, no_cache()),
+            (header::ETAG, etag()),
+        ],
+        asset_bytes("pages.css").unwrap_or_default(),
+    )
+        .into_response()
 }
 
 /// The ETag of everything of this version.
@@ -240,6 +267,7 @@ mod tests {
             ("js/main.js", "text/javascript; charset=utf-8"),
             ("js/pixels.js", "text/javascript; charset=utf-8"),
             ("app.css", "text/css; charset=utf-8"),
+            ("pages.css", "text/css; charset=utf-8"),
             ("favicon.svg", "image/svg+xml"),
         ] {
             let (status, h, body) = get(&format!("/app/{v}/{file}"), None).await;
@@ -253,6 +281,11 @@ mod tests {
             );
             assert_eq!(body, asset_bytes(file).unwrap());
         }
+        let (status, h, body) = get("/app/pages.css", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(h[header::CONTENT_TYPE], "text/css; charset=utf-8");
+        assert_eq!(h[header::CACHE_CONTROL], "no-cache");
+        assert_eq!(body, asset_bytes("pages.css").unwrap());
         // Another version, a missing file, a path escaping the folder: 404.
         for path in [
             "/app/0000000000000000/js/main.js".to_owned(),

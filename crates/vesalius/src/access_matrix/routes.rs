@@ -310,6 +310,14 @@ pub const ROUTES: &[Route] = &[
         Served,
         NONE,
     ),
+    r(
+        "GET",
+        "/app/pages.css",
+        NoScope,
+        Need::Open(Open::Ok),
+        Served,
+        NONE,
+    ),
     // The caller's own account and site counts.
     r("GET", "/api/v1/auth/me", NoScope, Any, Served, NONE),
     r("GET", "/account/password", NoScope, Any, Served, NONE),

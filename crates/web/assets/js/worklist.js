@@ -113,7 +113,11 @@ export function worklist(app, q, who) {
   const alerts = h('div', { class: 'alerts', id: 'wl-alerts' });
   const list = h('div', { class: 'list', id: 'worklist' });
   const pager = h('nav', { class: 'pager', 'aria-label': 'Pages' });
-  clear(app).append(h('section', { class: 'worklist' }, h('h1', {}, 'Worklist'), form, alerts, status, list, pager));
+  // On a phone the filters fold away unless some are set.
+  const anySet = Object.values(st.f).some(Boolean);
+  const filters = h('details', { class: 'filterbox', open: anySet || !matchMedia('(max-width: 720px)').matches },
+    h('summary', {}, 'Filters'), form);
+  clear(app).append(h('section', { class: 'worklist' }, h('h1', {}, 'Worklist'), filters, alerts, status, list, pager));
 
   function readForm() {
     const d = new FormData(form);
