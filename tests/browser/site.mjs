@@ -29,6 +29,7 @@ function files(dir) {
 }
 
 function run(args, env = {}) {
+  // `admin` and `serve` of one data directory must agree on the site's name (its key and peers).
   return execFileSync(BIN, args, { env: { ...process.env, ...env }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
@@ -41,14 +42,15 @@ export function synth(dir, seed, slices) {
 }
 
 export class Site {
-  /** Starts the server on a fresh data directory. */
-  static async start() {
+  /** Starts the server on a fresh data directory; `name`: its `[site] name`. */
+  static async start(name = 'vesalius') {
     const s = new Site();
+    s.name = name;
     s.tmp = mkdtempSync(join(tmpdir(), 'vesalius-web-'));
     s.data = join(s.tmp, 'data');
     mkdirSync(ARTIFACTS, { recursive: true });
     s.proc = spawn(BIN, ['serve', '--data-dir', s.data, '--dicom-addr', '127.0.0.1:0', '--http-addr', '127.0.0.1:0'], {
-      env: { ...process.env, VESALIUS__LIMITS__MIN_FREE_BYTES: '0', VESALIUS__AUTH__REQUIRED: 'true', RUST_LOG: process.env.RUST_LOG || 'warn' },
+      env: { ...process.env, VESALIUS__LIMITS__MIN_FREE_BYTES: '0', VESALIUS__AUTH__REQUIRED: 'true', VESALIUS__SITE__NAME: name, RUST_LOG: process.env.RUST_LOG || 'warn' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     s.base = await new Promise((ok, fail) => {
@@ -65,7 +67,21 @@ export class Site {
 
   admin(...args) {
     const [group, ...rest] = args;
-    return run(['admin', group, '--data-dir', this.data, ...rest], { VES_PW: PASSWORD });
+    return run(['admin', group, '--data-dir', this.data, ...rest], { VES_PW: PASSWORD, VESALIUS__SITE__NAME: this.name });
+  }
+
+  /** This site's public key (`admin site show`). */
+  publicKey() {
+    return JSON.parse(this.admin('site', 'show', '--json')).public_key;
+  }
+
+  /**
+   * Links this site with `other` (issue 5 peers): this site's users search and view `other`
+   * (which lets this site query it, `--may-query`).
+   */
+  peerWith(other, org = 'default') {
+    other.admin('peer', 'add', this.name, '--url', this.base, '--public-key', this.publicKey(), '--org', org, '--may-query');
+    this.admin('peer', 'add', other.name, '--url', other.base, '--public-key', other.publicKey(), '--org', org);
   }
 
   /** A user with a password (`--password-env`). */

@@ -337,3 +337,48 @@ test('desktop: an IHE IID launch opens the study and checks the patient', async 
   await shot(page, 'desktop-11-iid-wrong-patient');
   await context.close();
 });
+
+test('desktop: a study held at a peer site is found and read through this site', async () => {
+  const spoke = await Site.start('spoke');
+  try {
+    site.peerWith(spoke);
+    const remote = synth(join(site.tmp, 'remote'), 11, 6);
+    const uid = Object.values(remote.images)[0].study;
+    spoke.import(remote.dir);
+    const context = await browser.newContext(VIEWPORTS.desktop);
+    const page = await context.newPage();
+    const requests = [];
+    page.on('request', (r) => requests.push(r.url()));
+    await page.goto(`${site.base}/worklist`);
+    await login(page, 'alice');
+    const row = page.locator(`tr.study[data-uid="${uid}"]`);
+    await row.waitFor();
+    assert.equal(await row.getAttribute('data-site'), 'spoke');
+    assert.match(await row.innerText(), /spoke/);
+    await shot(page, 'desktop-12-remote-worklist');
+    await Promise.all([page.waitForURL(/\/view\/.*\?peer=spoke$/), row.locator('a.open').click()]);
+    await page.waitForFunction(() => {
+      const d = document.getElementById('view')?.dataset;
+      return d && d.slices && d.loaded === d.slices && d.state === 'raw';
+    }, null, { timeout: 30000 });
+    assert.ok(requests.some((u) => u.includes('/dicom-web/peers/spoke/') && /\/frames\/1$/.test(u)), 'frames came through the proxy');
+    // The same pixel check, against the spoke's images read with pydicom.
+    const saved = ct;
+    ct = remote;
+    try {
+      await page.keyboard.press('Home');
+      await waitSlice(page, 1);
+      await checkPixels(page, 'remote slice 1');
+      await page.keyboard.press('4');
+      await page.waitForFunction(() => document.getElementById('view').dataset.preset === 'bone');
+      await checkPixels(page, 'remote bone', [500, 2000]);
+    } finally {
+      ct = saved;
+    }
+    assert.match(await page.locator('#ov-tr').innerText(), /at spoke/);
+    await shot(page, 'desktop-13-remote-viewer');
+    await context.close();
+  } finally {
+    spoke.stop();
+  }
+});
