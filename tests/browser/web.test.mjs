@@ -70,7 +70,7 @@ async function waitSlice(page, i) {
  * Checks the canvas against the modality values pydicom read: at each sample point of the image
  * shown, the pixel drawn over the point's centre must be the window's grey value (±1).
  */
-async function checkPixels(page, label, win) {
+async function checkPixels(page, label, win, invert = false) {
   const d = await dataset(page);
   const img = ct.images[d.sop];
   assert.ok(img, `${label}: the canvas shows ${d.sop}, an image of the synthetic study`);
@@ -91,7 +91,7 @@ async function checkPixels(page, label, win) {
   const bad = [];
   let between = 0;
   pts.forEach((p, i) => {
-    const want = linearVoi(p.v, c, w);
+    const want = invert ? 255 - linearVoi(p.v, c, w) : linearVoi(p.v, c, w);
     const [r, g, b, a] = got[i];
     if (want > 0 && want < 255) between++;
     if (Math.abs(r - want) > 1 || r !== g || g !== b || a !== 255) {
@@ -231,6 +231,14 @@ for (const [name, options] of Object.entries(VIEWPORTS)) {
       await page.keyboard.press('1');
       await page.waitForFunction(() => document.getElementById('view').dataset.preset === 'brain');
       await checkPixels(page, 'desktop brain (key 1)', [40, 80]);
+      await page.keyboard.press('i');
+      await page.waitForFunction(() => document.getElementById('view').dataset.invert === 'true');
+      await checkPixels(page, 'desktop brain inverted', [40, 80], true);
+      await page.keyboard.press('i');
+      await page.waitForFunction(() => document.getElementById('view').dataset.invert === 'false');
+      // Orientation labels of an axial slice (rows run to the patient's left, columns back).
+      assert.deepEqual(await Promise.all(['left', 'right', 'top', 'bottom'].map((e) => page.locator(`#or-${e}`).innerText())),
+        ['R', 'L', 'A', 'P']);
       // Window by dragging: width with x, level with y.
       await page.click('[data-tool=window]');
       await page.mouse.move(cx, cy);

@@ -265,6 +265,24 @@ export function slicesOf(metas) {
   return out;
 }
 
+/**
+ * The patient direction a unit vector points to, as PS3.3 C.7.6.2.1.1 letters (L, R, A, P, H,
+ * F; the patient coordinate system's +x is left, +y posterior, +z head), strongest first, for
+ * components over 0.25 of the vector: (1, 0, 0) → `L`, (0.7, 0.7, 0) → `LP`.
+ */
+export function orientationLabel(v) {
+  const parts = [[v[0], 'L', 'R'], [v[1], 'P', 'A'], [v[2], 'H', 'F']]
+    .filter(([c]) => Math.abs(c) > 0.25)
+    .sort((a, b) => Math.abs(b[0]) - Math.abs(a[0]));
+  return parts.map(([c, pos, neg]) => (c > 0 ? pos : neg)).join('');
+}
+
+/** The label of the opposite direction: `LP` → `RA`. */
+export function oppositeLabel(label) {
+  const opposite = { L: 'R', R: 'L', A: 'P', P: 'A', H: 'F', F: 'H' };
+  return [...label].map((c) => opposite[c] || c).join('');
+}
+
 /** Indices of `n` slices ordered by distance from `from` (nearest first, the next one first). */
 export function nearestFirst(from, n) {
   const out = [];

@@ -15,6 +15,8 @@ export const PRESETS = [
   { id: 'stroke', key: '3', name: 'Stroke', center: 40, width: 40 },
   { id: 'bone', key: '4', name: 'Bone', center: 500, width: 2000 },
   { id: 'lung', key: '5', name: 'Lung', center: -600, width: 1500 },
+  { id: 'abdomen', key: '6', name: 'Abdomen', center: 50, width: 400 },
+  { id: 'angio', key: '7', name: 'Angio', center: 300, width: 600 },
 ];
 const TOOLS = [
   { id: 'scroll', key: 's', name: 'Scroll' },
@@ -35,7 +37,7 @@ export const SHORTCUTS = [
   ['Page Down / Page Up', '10 slices on / back'],
   ['Home / End', 'first / last slice'],
   ['[ / ]', 'previous / next series'],
-  ['1 2 3 4 5', 'window: brain, subdural, stroke, bone, lung'],
+  ['1 2 3 4 5 6 7', 'window: brain, subdural, stroke, bone, lung, abdomen, angio'],
   ['0', 'window from the image (DICOM)'],
   ['w s p z', 'drag tool: window, scroll, pan, zoom'],
   ['+ / −, Ctrl+wheel, pinch', 'zoom in / out'],
@@ -62,8 +64,12 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
     tl: h('div', { class: 'corner tl', id: 'ov-tl' }), tr: h('div', { class: 'corner tr', id: 'ov-tr' }),
     bl: h('div', { class: 'corner bl', id: 'ov-bl' }), br: h('div', { class: 'corner br', id: 'ov-br' }),
   };
+  const edges = {
+    left: h('div', { class: 'edge left', id: 'or-left' }), right: h('div', { class: 'edge right', id: 'or-right' }),
+    top: h('div', { class: 'edge top', id: 'or-top' }), bottom: h('div', { class: 'edge bottom', id: 'or-bottom' }),
+  };
   const note = h('div', { class: 'note', role: 'status', id: 'viewer-note' });
-  const stage = h('div', { class: 'stage' }, canvas, Object.values(corners), note);
+  const stage = h('div', { class: 'stage' }, canvas, Object.values(corners), Object.values(edges), note);
   const strip = h('nav', { class: 'strip', 'aria-label': 'Series', id: 'series-strip' });
   const toolButtons = TOOLS.map((t) => h('button', {
     type: 'button', class: 'tool', dataset: { tool: t.id }, title: `${t.name} (${t.key})`,
@@ -217,6 +223,14 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
       [loc !== undefined ? `Loc ${loc.toFixed(1)} mm` : '', thick !== undefined ? `Thick ${thick} mm` : ''].filter(Boolean).join(' · '),
       s.frames.size < frames ? `Loading ${s.frames.size}/${frames}${s.failed ? `, ${s.failed} failed` : ''}` : '',
       state === 'rendered' ? 'Server rendering' : state === 'loading' ? 'Loading…' : '');
+    // Orientation labels (PS3.3 C.7.6.2.1.1): where the row and column directions point.
+    const o = px.values(m, px.T.imageOrientation).map(Number);
+    const row = o.length === 6 ? px.orientationLabel(o.slice(0, 3)) : '';
+    const col = o.length === 6 ? px.orientationLabel(o.slice(3, 6)) : '';
+    edges.right.textContent = row;
+    edges.left.textContent = px.oppositeLabel(row);
+    edges.bottom.textContent = col;
+    edges.top.textContent = px.oppositeLabel(col);
     const w = v.window;
     const presetName = (PRESETS.find((p) => p.id === v.preset) || {}).name || (v.preset === 'default' ? 'DICOM' : 'custom');
     lines(corners.br, w ? `W ${Math.round(w.width)} L ${Math.round(w.center)} (${presetName})` : '',

@@ -40,6 +40,7 @@ function filtersFrom(q) {
     to: q.get('to') || '',
     modality: q.get('modality') || '',
     site: q.get('site') || '',
+    priority: q.get('priority') || '',
   };
 }
 
@@ -50,6 +51,7 @@ export function searchQuery(f) {
   if (f.patientID) p.set('PatientID', prefix(f.patientID));
   if (f.from || f.to) p.set('StudyDate', `${dicomDate(f.from)}-${dicomDate(f.to)}`);
   if (f.modality) p.set('ModalitiesInStudy', f.modality);
+  // `priority` is applied here, to the arrivals (the search knows no priorities).
   if (f.site === 'local') p.set('scope', 'local');
   else if (f.site) p.set('peers', f.site);
   p.set('limit', String(PER_SITE));
@@ -98,6 +100,8 @@ export function worklist(app, q, who) {
     MODALITIES.map((m) => h('option', { value: m, selected: st.f.modality === m }, m)));
   const site = h('select', { name: 'site' }, h('option', { value: '' }, 'All sites'),
     h('option', { value: 'local', selected: st.f.site === 'local' }, 'This site only'));
+  const priority = h('select', { name: 'priority' }, h('option', { value: '' }, 'Any'),
+    h('option', { value: 'stroke', selected: st.f.priority === 'stroke' }, 'Stroke priority only'));
   const sort = h('select', { name: 'sort' },
     SORTS.map(([v, label]) => h('option', { value: v, selected: st.sort === v }, label)));
   const form = h('form', { class: 'filters', role: 'search', 'aria-label': 'Find studies' },
@@ -107,6 +111,7 @@ export function worklist(app, q, who) {
     input('to', 'To', { type: 'date' }),
     h('label', { class: 'field' }, h('span', {}, 'Modality'), modality),
     h('label', { class: 'field' }, h('span', {}, 'Site'), site),
+    h('label', { class: 'field' }, h('span', {}, 'Priority'), priority),
     h('label', { class: 'field' }, h('span', {}, 'Sort'), sort),
     h('button', { type: 'submit' }, 'Search'));
   const status = h('p', { class: 'status', id: 'wl-status', role: 'status' });
@@ -129,7 +134,7 @@ export function worklist(app, q, who) {
     history.replaceState(null, '', `/worklist${p.toString() ? `?${p}` : ''}`);
   }
   form.addEventListener('submit', (e) => { e.preventDefault(); readForm(); st.page = 0; load(); });
-  sort.addEventListener('change', () => { readForm(); st.page = 0; draw(); });
+  for (const sel of [sort, priority]) sel.addEventListener('change', () => { readForm(); st.page = 0; draw(); });
   for (const sel of [modality, site]) sel.addEventListener('change', () => { readForm(); st.page = 0; load(); });
 
   // --- loading ---------------------------------------------------------------------------
@@ -176,6 +181,9 @@ export function worklist(app, q, who) {
   function visible() {
     let rows = st.studies;
     if (st.f.site && st.f.site !== 'local') rows = rows.filter((s) => (s.sites || []).includes(st.f.site));
+    if (st.f.priority === 'stroke') {
+      rows = rows.filter((s) => (st.arrivals.get(s.study_instance_uid)?.priority ?? -1) >= URGENT_PRIORITY);
+    }
     return [...rows].sort(sorter(st.sort, st.arrivals));
   }
 
