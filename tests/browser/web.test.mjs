@@ -346,7 +346,7 @@ test('desktop: an IHE IID launch opens the study and checks the patient', async 
   await context.close();
 });
 
-test('desktop: a study held at a peer site is found and read through this site', async () => {
+test('desktop: a study held at a peer site is read through this site; a stroke arrival stands out', async () => {
   const spoke = await Site.start('spoke');
   try {
     site.peerWith(spoke);
@@ -385,6 +385,29 @@ test('desktop: a study held at a peer site is found and read through this site',
     }
     assert.match(await page.locator('#ov-tr').innerText(), /at spoke/);
     await shot(page, 'desktop-13-remote-viewer');
+
+    // A stroke route at the spoke sends the next CT head here at priority 100: the open
+    // worklist raises the alert and shows the study in red, first, without a reload.
+    await page.goto(`${site.base}/worklist`);
+    await page.locator(`tr.study[data-uid="${study}"]`).waitFor();
+    await page.waitForFunction(() => !document.getElementById('wl-status').classList.contains('offline'));
+    await page.evaluate(() => { window.__sameDocument = true; });
+    spoke.admin('route', 'add', 'stroke', '--org', 'default', '--to', `peer:${site.name}`, '--modality', 'CT', '--priority', '100');
+    await new Promise((r) => setTimeout(r, 2500)); // the spoke reloads its routes every 2 s
+    const urgent = synth(join(site.tmp, 'urgent'), 12, 3);
+    const urgentUid = Object.values(urgent.images)[0].study;
+    spoke.import(urgent.dir);
+    const alert = page.locator('.alert.urgent');
+    await alert.waitFor({ timeout: 60000 });
+    assert.match(await alert.innerText(), /Stroke-priority study arrived from spoke \(3 images\)/);
+    const urgentRow = page.locator(`tr.study.urgent[data-uid="${urgentUid}"]`);
+    await urgentRow.waitFor({ timeout: 15000 });
+    assert.match(await urgentRow.innerText(), /STROKE/);
+    assert.equal(await page.locator('tr.study').first().getAttribute('data-uid'), urgentUid, 'the stroke study comes first');
+    assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the page was not reloaded');
+    await shot(page, 'desktop-14-stroke-arrival');
+    await Promise.all([page.waitForURL(/\/view\//), alert.locator('a').click()]);
+    await page.waitForFunction(() => document.getElementById('view')?.dataset.state === 'raw');
     await context.close();
   } finally {
     spoke.stop();
