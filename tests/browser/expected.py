@@ -59,6 +59,7 @@ def main(paths):
             "columns": columns,
             "photometric": ds.PhotometricInterpretation,
             "window": window,
+            "spacing": [float(x) for x in ds.PixelSpacing] if "PixelSpacing" in ds else None,
             "points": [[c, r, float(values[r, c])] for c, r in sample_points(values)],
         }
     json.dump(out, sys.stdout)

@@ -262,9 +262,36 @@ for (const [name, options] of Object.entries(VIEWPORTS)) {
       await page.keyboard.press('?');
       await page.locator('#help').waitFor({ state: 'visible' });
       assert.match(await page.locator('#help').innerText(), /window: brain, subdural, stroke, bone, lung/);
-      await step('07-help');
+      await step('06-help');
       await page.keyboard.press('Escape');
       await page.locator('#help').waitFor({ state: 'hidden' });
+      // A length: dragged between two image points 256 columns apart on one row; Pixel
+      // Spacing (pydicom) gives its true length in mm (±1 pixel spacing).
+      const spacing = ct.images[(await dataset(page)).sop].spacing;
+      await page.keyboard.press('m');
+      const v = await dataset(page);
+      const at = (col, row) => [box.x + Number(v.ox) + col * Number(v.scale), box.y + Number(v.oy) + row * Number(v.scale)];
+      await page.mouse.move(...at(128, 200));
+      await page.mouse.down();
+      await page.mouse.move(...at(384, 200), { steps: 5 });
+      await page.mouse.up();
+      const label = await page.locator('#marks .mark-label').textContent();
+      const mm = Number(/([\d.]+) mm/.exec(label)[1]);
+      assert.ok(Math.abs(mm - 256 * spacing[1]) <= spacing[1], `length ${label}, expected ${256 * spacing[1]} mm`);
+      assert.match(await page.locator('#scalebar').innerText(), /\d+ (mm|cm)/);
+      await checkPixels(page, 'desktop with a length drawn'); // the line is not in the image
+      await step('07-length');
+      await page.keyboard.press('Delete');
+      assert.equal(await page.locator('#marks line').count(), 0);
+      // Cine plays through the stack and stops.
+      const from = Number((await dataset(page)).slice);
+      await page.keyboard.press('c');
+      await page.waitForFunction((f) => {
+        const d = document.getElementById('view').dataset;
+        return d.cine === 'true' && Number(d.slice) !== f && Number(d.slice) !== f + 1;
+      }, from);
+      await page.keyboard.press('c');
+      assert.equal((await dataset(page)).cine, 'false');
     }
 
     // The strict CSP of the app's pages: an inline script does not run.

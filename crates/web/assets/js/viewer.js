@@ -23,7 +23,11 @@ const TOOLS = [
   { id: 'window', key: 'w', name: 'Window' },
   { id: 'pan', key: 'p', name: 'Pan' },
   { id: 'zoom', key: 'z', name: 'Zoom' },
+  { id: 'measure', key: 'm', name: 'Length' },
 ];
+const SVG = 'http://www.w3.org/2000/svg';
+/** Cine speed, slices per second. */
+const CINE_FPS = 10;
 /** What a frame request asks for: the frame's native bytes, uncompressed (PS3.18 8.7.3.5.2). */
 const FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"';
 /** Frames fetched at the same time. */
@@ -39,7 +43,9 @@ export const SHORTCUTS = [
   ['[ / ]', 'previous / next series'],
   ['1 2 3 4 5 6 7', 'window: brain, subdural, stroke, bone, lung, abdomen, angio'],
   ['0', 'window from the image (DICOM)'],
-  ['w s p z', 'drag tool: window, scroll, pan, zoom'],
+  ['w s p z m', 'drag tool: window, scroll, pan, zoom, length'],
+  ['Delete', 'remove the lengths drawn on this slice'],
+  ['c', 'cine: play / stop'],
   ['+ / −, Ctrl+wheel, pinch', 'zoom in / out'],
   ['i', 'invert'],
   ['r', 'reset window, zoom and pan'],
@@ -69,7 +75,11 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
     top: h('div', { class: 'edge top', id: 'or-top' }), bottom: h('div', { class: 'edge bottom', id: 'or-bottom' }),
   };
   const note = h('div', { class: 'note', role: 'status', id: 'viewer-note' });
-  const stage = h('div', { class: 'stage' }, canvas, Object.values(corners), Object.values(edges), note);
+  const marks = document.createElementNS(SVG, 'svg');
+  marks.setAttribute('class', 'marks');
+  marks.id = 'marks';
+  const scaleBar = h('div', { class: 'scalebar', id: 'scalebar', hidden: true }, h('span', {}));
+  const stage = h('div', { class: 'stage' }, canvas, marks, scaleBar, Object.values(corners), Object.values(edges), note);
   const strip = h('nav', { class: 'strip', 'aria-label': 'Series', id: 'series-strip' });
   const toolButtons = TOOLS.map((t) => h('button', {
     type: 'button', class: 'tool', dataset: { tool: t.id }, title: `${t.name} (${t.key})`,
@@ -90,6 +100,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
     h('span', { class: 'group' }, presetButtons),
     h('button', { type: 'button', dataset: { action: 'invert' }, onclick: () => { v.invert = !v.invert; schedule(); } }, 'Invert'),
     h('button', { type: 'button', dataset: { action: 'reset' }, onclick: () => reset() }, 'Reset'),
+    h('button', { type: 'button', dataset: { action: 'cine' }, onclick: () => cine() }, 'Cine'),
     h('button', { type: 'button', dataset: { action: 'help' }, onclick: () => toggleHelp() }, '?'));
   const banner = h('div', { class: 'banners' });
   clear(app).append(h('section', { class: 'viewer' }, toolbar, banner, h('div', { class: 'body' }, stage, strip), help));
@@ -186,6 +197,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
       ctx.imageSmoothingEnabled = false;
       ctx.drawImage(img, ox, oy, img.width * scale, img.height * scale);
       Object.assign(ds, { scale: String(scale), ox: String(ox), oy: String(oy), cols: String(img.width), rows: String(img.height) });
+      v.view = { scale, ox, oy };
     }
     const s = series();
     const sl = s && s.slices && s.slices[v.idx];
@@ -199,6 +211,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
       });
     }
     overlay(state);
+    drawMarks();
     for (const b of toolButtons) b.setAttribute('aria-pressed', String(b.dataset.tool === v.tool));
     for (const b of presetButtons) b.setAttribute('aria-pressed', String(b.dataset.preset === v.preset));
   }
@@ -236,6 +249,78 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
     lines(corners.br, w ? `W ${Math.round(w.width)} L ${Math.round(w.center)} (${presetName})` : '',
       `Zoom ${(v.zoom * 100).toFixed(0)}%`, v.invert ? 'Inverted' : '',
       px.str(m, px.T.lossy) === '01' ? 'LOSSY COMPRESSED' : '');
+  }
+
+  // --- lengths and the scale bar ----------------------------------------------------------
+  /** Pixel Spacing (PS3.3 10.7.1.3): [between rows, between columns] in mm, or null. */
+  function spacingOf(sl) {
+    const ps = px.values(sl.meta, px.T.pixelSpacing).map(Number);
+    return ps.length === 2 && ps.every((x) => x > 0) ? ps : null;
+  }
+  /** A point of the canvas (client coordinates) in image pixel coordinates. */
+  function toImage(clientX, clientY) {
+    const r = canvas.getBoundingClientRect();
+    const dpr = window.devicePixelRatio || 1;
+    const { scale, ox, oy } = v.view;
+    return [((clientX - r.left) * dpr - ox) / scale, ((clientY - r.top) * dpr - oy) / scale];
+  }
+  /** An image point in the stage's CSS pixels. */
+  function toStage([x, y]) {
+    const dpr = window.devicePixelRatio || 1;
+    const { scale, ox, oy } = v.view;
+    return [(ox + x * scale) / dpr, (oy + y * scale) / dpr];
+  }
+  /** The length of a line in mm (or image pixels without Pixel Spacing). */
+  function lengthOf(sl, a, b) {
+    const sp = spacingOf(sl);
+    const dx = b[0] - a[0], dy = b[1] - a[1];
+    return sp ? { value: Math.hypot(dx * sp[1], dy * sp[0]), unit: 'mm' } : { value: Math.hypot(dx, dy), unit: 'px' };
+  }
+  function drawMarks() {
+    while (marks.firstChild) marks.firstChild.remove();
+    const s = series();
+    const sl = s && s.slices && s.slices[v.idx];
+    scaleBar.hidden = true;
+    if (!sl || !v.view) return;
+    for (const m of s.marks.get(keyOf(sl)) || []) {
+      const [a, b] = [toStage(m.a), toStage(m.b)];
+      const line = document.createElementNS(SVG, 'line');
+      for (const [k, val] of [['x1', a[0]], ['y1', a[1]], ['x2', b[0]], ['y2', b[1]]]) line.setAttribute(k, String(val));
+      const len = lengthOf(sl, m.a, m.b);
+      const label = document.createElementNS(SVG, 'text');
+      label.setAttribute('x', String(b[0] + 6));
+      label.setAttribute('y', String(b[1] - 6));
+      label.setAttribute('class', 'mark-label');
+      label.textContent = `${len.value.toFixed(1)} ${len.unit}`;
+      marks.append(line, label);
+    }
+    // A scale bar of a round length, at most a fifth of the stage's width.
+    const sp = spacingOf(sl);
+    if (sp) {
+      const dpr = window.devicePixelRatio || 1;
+      const cssPerMm = v.view.scale / dpr / sp[1];
+      const mm = [1, 2, 5, 10, 20, 50, 100, 200].filter((x) => x * cssPerMm <= canvas.clientWidth / 5).pop();
+      if (mm) {
+        scaleBar.hidden = false;
+        scaleBar.style.width = `${mm * cssPerMm}px`;
+        scaleBar.firstChild.textContent = mm >= 10 ? `${mm / 10} cm` : `${mm} mm`;
+      }
+    }
+  }
+
+  // --- cine ------------------------------------------------------------------------------
+  let cineTimer = null;
+  function cine(on = cineTimer === null) {
+    clearInterval(cineTimer);
+    cineTimer = null;
+    if (on) {
+      cineTimer = setInterval(() => {
+        const s = series();
+        if (!s || !s.slices || !s.slices.length) return;
+        go((v.idx + 1) % s.slices.length);
+      }, 1000 / CINE_FPS);
+    }
+    canvas.dataset.cine = String(on);
   }
 
   // --- loading ---------------------------------------------------------------------------
@@ -335,7 +420,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
     v.series = (list || []).map((r) => ({
       uid: px.str(r, px.T.seriesUid), number: px.num(r, px.T.seriesNumber), modality: px.str(r, px.T.modality),
       description: px.str(r, px.T.seriesDescription), count: px.num(r, '00201209', 0, 0),
-      slices: null, frames: new Map(), rendered: new Map(), asked: new Set(), active: 0, failed: 0,
+      slices: null, frames: new Map(), rendered: new Map(), asked: new Set(), active: 0, failed: 0, marks: new Map(),
     })).sort((a, b) => (a.number ?? 1e9) - (b.number ?? 1e9));
     note.textContent = '';
     // A study the user may not see answers like a missing one (empty), never differently.
@@ -385,6 +470,13 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
       case '[': openSeries(Math.max(0, v.cur - 1)); break;
       case '0': setPreset('default'); break;
       case 'i': v.invert = !v.invert; schedule(); break;
+      case 'c': cine(); break;
+      case 'Delete': case 'Backspace': {
+        const s = series();
+        if (s && s.slices) s.marks.delete(keyOf(s.slices[v.idx]));
+        schedule();
+        break;
+      }
       case 'r': reset(); break;
       case '+': case '=': zoomBy(1.25); break;
       case '-': zoomBy(0.8); break;
@@ -421,6 +513,14 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
       pinch = { d: Math.hypot(a.x - b.x, a.y - b.y) || 1, mx: (a.x + b.x) / 2, my: (a.y + b.y) / 2, zoom: v.zoom, panX: v.panX, panY: v.panY };
     }
     scrollRest = 0;
+    const s = series();
+    if (v.tool === 'measure' && e.button === 0 && pointers.size === 1 && v.view && s && s.slices) {
+      const at = toImage(e.clientX, e.clientY);
+      const key = keyOf(s.slices[v.idx]);
+      const m = { a: at, b: at };
+      s.marks.set(key, [...(s.marks.get(key) || []), m]);
+      v.drawing = { m, id: e.pointerId };
+    }
   });
   canvas.addEventListener('pointermove', (e) => {
     const p = pointers.get(e.pointerId);
@@ -456,9 +556,21 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
       v.panX += dx * dpr; v.panY += dy * dpr; schedule();
     } else if (tool === 'zoom') {
       zoomBy(Math.exp(-dy / 150));
+    } else if (tool === 'measure' && v.drawing && v.drawing.id === e.pointerId) {
+      v.drawing.m.b = toImage(e.clientX, e.clientY);
+      drawMarks();
     }
   });
   const up = (e) => {
+    if (v.drawing && v.drawing.id === e.pointerId) {
+      const s = series();
+      const key = s && s.slices ? keyOf(s.slices[v.idx]) : '';
+      const list = (s && s.marks.get(key)) || [];
+      // A click without a drag draws nothing.
+      if (Math.hypot(v.drawing.m.b[0] - v.drawing.m.a[0], v.drawing.m.b[1] - v.drawing.m.a[1]) < 1) list.pop();
+      v.drawing = null;
+      drawMarks();
+    }
     pointers.delete(e.pointerId);
     if (pointers.size < 2) pinch = null;
   };
