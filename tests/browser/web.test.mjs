@@ -160,6 +160,12 @@ for (const [name, options] of Object.entries(VIEWPORTS)) {
     const n = Number((await dataset(page)).slices);
     assert.equal(n, 24);
     assert.ok(requests.filter((u) => /\/frames\/1$/.test(u)).length >= n, 'every frame was fetched raw');
+    // Nearest first: the middle slice (shown first) is fetched first, then its neighbours.
+    const order = requests.filter((u) => /\/frames\/1$/.test(u))
+      .map((u) => ct.images[decodeURIComponent(u.split('/instances/')[1].split('/')[0])].number);
+    const middle = Math.floor(n / 2) + 1;
+    assert.equal(order[0], middle, `first frame fetched: ${order.slice(0, 6)}`);
+    assert.ok(order.slice(0, 5).every((k) => Math.abs(k - middle) <= 2), `first frames: ${order.slice(0, 6)}`);
     await step('03-viewer');
     console.log(`${name}: first image ${firstImageMs} ms, all ${n} slices ${allMs} ms (loopback, debug build)`);
 
