@@ -324,24 +324,29 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
   }
 
   // --- loading ---------------------------------------------------------------------------
-  async function fetchFrame(s, sl) {
-    const r = await request(`${instanceUrl(s, sl)}/frames/${sl.frame}`, { headers: { Accept: FRAME_ACCEPT } });
+  async function fetchFrame(s, sl, signal) {
+    const r = await request(`${instanceUrl(s, sl)}/frames/${sl.frame}`, { headers: { Accept: FRAME_ACCEPT }, signal });
     if (!r.ok) throw await errorOf(r);
     const bytes = new Uint8Array(await r.arrayBuffer());
     return px.decodeFrame(px.frameFromAnswer(r.headers.get('content-type'), bytes), pmOf(sl));
   }
 
-  async function fetchRendered(s, sl) {
+  async function fetchRendered(s, sl, signal) {
     const path = pmOf(sl).frames > 1 ? `/frames/${sl.frame}/rendered` : '/rendered';
-    const r = await request(`${instanceUrl(s, sl)}${path}`, { headers: { Accept: 'image/jpeg' } });
+    const r = await request(`${instanceUrl(s, sl)}${path}`, { headers: { Accept: 'image/jpeg' }, signal });
     if (!r.ok) throw await errorOf(r);
     return createImageBitmap(await r.blob());
   }
 
-  /** Starts fetches until WORKERS run; each picks the missing slice nearest to the one shown. */
+  /**
+   * Starts fetches until WORKERS run; each picks the missing slice nearest to the one shown.
+   * While the slice on screen is missing it is fetched alone, with the whole bandwidth.
+   */
   function pump(s) {
     while (s.active < WORKERS) {
       const from = s === series() ? v.idx : 0;
+      const here = keyOf(s.slices[from]);
+      if (s.inflight.has(here)) return;
       const i = px.nearestFirst(from, s.slices.length).find((k) => !s.asked.has(keyOf(s.slices[k])));
       if (i === undefined) return;
       const sl = s.slices[i];
@@ -349,13 +354,17 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
       s.asked.add(key);
       s.active++;
       const raw = px.windowable(pmOf(sl));
-      (raw ? fetchFrame(s, sl) : fetchRendered(s, sl))
+      const ctrl = new AbortController();
+      s.inflight.set(key, { idx: i, ctrl });
+      (raw ? fetchFrame(s, sl, ctrl.signal) : fetchRendered(s, sl, ctrl.signal))
         .then((x) => (raw ? s.frames : s.rendered).set(key, x), (e) => {
+          if (ctrl.signal.aborted) { s.asked.delete(key); return; } // cancelled: asked again later
           if (e instanceof ApiError && e.status === 401) return;
           s.failed++;
           if (s.failed === 1) say(`Some images could not be loaded: ${e.message}`, 'error');
         })
         .finally(() => {
+          s.inflight.delete(key);
           s.active--;
           if (s === series()) schedule();
           pump(s);
@@ -420,7 +429,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
     v.series = (list || []).map((r) => ({
       uid: px.str(r, px.T.seriesUid), number: px.num(r, px.T.seriesNumber), modality: px.str(r, px.T.modality),
       description: px.str(r, px.T.seriesDescription), count: px.num(r, '00201209', 0, 0),
-      slices: null, frames: new Map(), rendered: new Map(), asked: new Set(), active: 0, failed: 0, marks: new Map(),
+      slices: null, frames: new Map(), rendered: new Map(), asked: new Set(), inflight: new Map(), active: 0, failed: 0, marks: new Map(),
     })).sort((a, b) => (a.number ?? 1e9) - (b.number ?? 1e9));
     note.textContent = '';
     // A study the user may not see answers like a missing one (empty), never differently.
@@ -436,7 +445,16 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
     const s = series();
     if (!s || !s.slices || !s.slices.length) return;
     const n = Math.max(0, Math.min(s.slices.length - 1, i));
-    if (n !== v.idx) { v.idx = n; schedule(); pump(s); }
+    if (n !== v.idx) { v.idx = n; schedule(); makeRoom(s); pump(s); }
+  }
+  /**
+   * When the slice on screen is neither loaded nor coming, cancels the other fetches (they are
+   * asked again later), so it does not share the bandwidth.
+   */
+  function makeRoom(s) {
+    const key = keyOf(s.slices[v.idx]);
+    if (s.frames.has(key) || s.rendered.has(key) || s.inflight.has(key)) return;
+    for (const f of s.inflight.values()) f.ctrl.abort();
   }
   function setTool(id) { v.tool = id; schedule(); }
   function setPreset(id) {
