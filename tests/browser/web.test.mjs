@@ -328,7 +328,7 @@ for (const [name, options] of Object.entries(VIEWPORTS)) {
   });
 }
 
-test('desktop: the worklist shows a new study without a reload', async () => {
+test('desktop: the worklist shows a new study without a reload; filters and sort', async () => {
   const context = await browser.newContext(VIEWPORTS.desktop);
   const page = await context.newPage();
   await page.goto(`${site.base}/worklist`);
@@ -345,6 +345,23 @@ test('desktop: the worklist shows a new study without a reload', async () => {
   await page.locator(`tr.study[data-uid="${uid2}"]`).waitFor({ timeout: 15000 });
   assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the page was not reloaded');
   await shot(page, 'desktop-09-live-update');
+  // Filters (kept in the URL) and sort.
+  const second0 = Object.values(second.images)[0];
+  await page.fill('input[name=patientName]', second0.patient_name.split('^')[0].slice(0, 3).toLowerCase());
+  await page.click('form.filters button[type=submit]');
+  await page.waitForFunction((u) => [...document.querySelectorAll('tr.study')].map((r) => r.dataset.uid).join() === u, uid2);
+  assert.match(page.url(), /patientName=/);
+  await page.fill('input[name=patientName]', '');
+  await page.selectOption('select[name=modality]', 'MR');
+  await page.locator('#worklist .empty').waitFor();
+  await page.selectOption('select[name=modality]', '');
+  await page.locator(`tr.study[data-uid="${study}"]`).waitFor();
+  await page.selectOption('select[name=sort]', 'name');
+  const names = await page.locator('tr.study a.open').allInnerTexts();
+  assert.deepEqual(names, [...names].sort((a, b) => a.localeCompare(b)));
+  await page.selectOption('select[name=sort]', 'date-asc');
+  const dates = await page.locator('tr.study td[data-label=Date]').allInnerTexts();
+  assert.deepEqual(dates, [...dates].sort());
   await context.close();
 });
 
