@@ -203,6 +203,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
     const sl = s && s.slices && s.slices[v.idx];
     ds.state = state;
     if (sl) {
+      canvas.setAttribute('aria-label', `Image ${v.idx + 1} of ${s.slices.length}, series ${s.number ?? ''} ${s.description}`.trim());
       Object.assign(ds, {
         slice: String(v.idx + 1), slices: String(s.slices.length), sop: sl.sop, frame: String(sl.frame),
         series: s.uid, loaded: String(s.frames.size), failed: String(s.failed),
