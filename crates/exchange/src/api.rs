@@ -63,7 +63,7 @@ use vesalius_core::ErrorKind;
 use vesalius_store::audit::Outcome;
 use vesalius_store::outbox::{JobFilter, JobState, ReceiptFilter};
 use vesalius_store::registry::{
-    DicomNode, Peer, RegistryChange, Route, RouteDestination, RouteMatch,
+    DicomNode, Peer, PeerAuth, PeerKind, RegistryChange, Route, RouteDestination, RouteMatch,
 };
 use vesalius_store::{Outbox, Registry};
 
@@ -453,8 +453,13 @@ fn sse_event(e: &ExchangeEvent) -> Event {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PeerInput {
+    #[serde(default)]
+    kind: PeerKind,
     base_url: String,
+    #[serde(default)]
     public_key: String,
+    #[serde(default)]
+    auth: PeerAuth,
     org: String,
     #[serde(default)]
     remote_org: Option<String>,
@@ -514,12 +519,14 @@ async fn put_peer(
     })?;
     crate::client::check_scheme(&url)
         .map_err(|e| ApiError::new(ErrorKind::BadRequest, e.to_string()))?;
-    if !vesalius_auth::peer::valid_public_key(&input.public_key) {
-        return Err(ApiError::new(
-            ErrorKind::BadRequest,
-            "public_key is ed25519: followed by the peer's base64url key",
-        ));
-    }
+    crate::check::peer_fields(
+        input.kind,
+        &input.public_key,
+        &input.auth,
+        input.remote_org.as_deref(),
+        input.may_query,
+    )
+    .map_err(|e| ApiError::new(ErrorKind::BadRequest, e))?;
     let old = st.registry().peer(&name).await?;
     if let Some(o) = &old {
         require_manage(&c, &o.org)?;
@@ -529,8 +536,10 @@ async fn put_peer(
     }
     let peer = Peer {
         name: name.clone(),
+        kind: input.kind,
         base_url: input.base_url,
         public_key: input.public_key,
+        auth: input.auth,
         org: input.org,
         remote_org: input.remote_org.filter(|o| !o.is_empty()),
         may_query: input.may_query,
@@ -539,7 +548,8 @@ async fn put_peer(
         created_ms: old.as_ref().map_or_else(now_ms, |o| o.created_ms),
     };
     let details = json!({
-        "change": "peer-put", "peer": name, "base_url": peer.base_url,
+        "change": "peer-put", "peer": name, "kind": peer.kind, "base_url": peer.base_url,
+        "auth": peer.auth.kind(),
         "may_query": peer.may_query, "created": old.is_none(),
     });
     let org = peer.org.clone();
@@ -607,6 +617,25 @@ async fn ping_peer(
     let peer = visible_peer(&st, &c, &name).await?;
     let sent_ms = now_ms();
     let t0 = Instant::now();
+    if peer.kind == PeerKind::Dicomweb {
+        // A plain DICOMweb server: a QIDO-RS request with its credentials.
+        return Ok(Json(match st.exchange.client().qido_ping(&peer).await {
+            Ok(a) => json!({
+                "peer": name,
+                "kind": peer.kind,
+                "reachable": true,
+                "round_trip_ms": t0.elapsed().as_millis() as i64,
+                "qido_status": a.status,
+            }),
+            Err(e) => json!({
+                "peer": name,
+                "kind": peer.kind,
+                "reachable": false,
+                "round_trip_ms": t0.elapsed().as_millis() as i64,
+                "error": e.to_string(),
+            }),
+        }));
+    }
     // A diagnosis, not a failure of this request: an unreachable peer is answered with 200.
     Ok(Json(match st.exchange.client().ping(&peer).await {
         Ok(a) => {

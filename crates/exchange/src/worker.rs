@@ -34,10 +34,10 @@ use rand::Rng;
 use tokio::sync::{Mutex, broadcast};
 use tokio_util::sync::CancellationToken;
 use vesalius_store::outbox::{Job, JobFilter, Receipt, ReceiptFilter, ReceiptKind};
-use vesalius_store::registry::{DicomNode, Peer};
+use vesalius_store::registry::{DicomNode, Peer, PeerKind};
 use vesalius_store::{BlobStore, Outbox, Registry};
 
-use crate::client::{PeerClient, StowPart};
+use crate::client::PeerClient;
 use crate::job::{TRANSFER, TransferJob};
 use crate::manifest::{Manifest, ManifestEntry};
 use crate::{Error, ExchangeEvent, now_ms};
@@ -457,9 +457,12 @@ impl Exchange {
             let priority = items.iter().map(|(j, _)| j.job.priority).max().unwrap_or(0);
             // Resume: ask first for what may already be there (jobs of an earlier process or
             // already attempted); only plain de-identification-free jobs can be checked by hash.
-            let resume = items.iter().any(|(j, t)| {
-                t.deid.is_none() && (j.created_ms < self.started_ms || j.attempts > 0)
-            });
+            // A plain DICOMweb peer has no manifests: what it already holds is sent again (a
+            // STOW-RS of identical bytes is harmless there).
+            let resume = peer.kind == PeerKind::Vesalius
+                && items.iter().any(|(j, t)| {
+                    t.deid.is_none() && (j.created_ms < self.started_ms || j.attempts > 0)
+                });
             if resume {
                 let m = Manifest {
                     study_uid: study.clone(),
@@ -534,9 +537,7 @@ impl Exchange {
                         sha256: sha,
                         size: bytes.len() as u64,
                     };
-                    parts.push(StowPart {
-                        body: stream::once(futures::future::ready(Ok(bytes))).boxed(),
-                    });
+                    parts.push(bytes);
                     sent.push((j, t, entry));
                 }
                 Err(e) => {
@@ -566,6 +567,9 @@ impl Exchange {
                 return;
             }
         };
+        if peer.kind == PeerKind::Dicomweb {
+            return self.complete_by_answer(queue, study, sent, &outcome).await;
+        }
         let failed: HashMap<&str, u16> = outcome
             .failed
             .iter()
@@ -640,6 +644,44 @@ impl Exchange {
         }
     }
 
+    /// A plain DICOMweb peer's receipts: what its STOW-RS answer lists as stored (Referenced
+    /// SOP Sequence) is complete, not hash-verified; a failure (Failed SOP Sequence) or an
+    /// instance the answer does not mention is retried.
+    async fn complete_by_answer(
+        &self,
+        queue: &str,
+        study: &str,
+        sent: Vec<(Job, TransferJob, ManifestEntry)>,
+        outcome: &crate::client::StowOutcome,
+    ) {
+        let stored: std::collections::HashSet<&str> =
+            outcome.stored.iter().map(String::as_str).collect();
+        let failed: HashMap<&str, u16> = outcome
+            .failed
+            .iter()
+            .map(|(u, r)| (u.as_str(), *r))
+            .collect();
+        let mut done = Vec::new();
+        for (j, _, e) in sent {
+            let uid = e.sop_instance_uid.as_str();
+            if stored.contains(uid) {
+                done.push((j, e));
+            } else if let Some(reason) = failed.get(uid) {
+                self.fail_job(
+                    &j,
+                    &format!("refused by the peer (reason 0x{reason:04X})"),
+                    false,
+                )
+                .await
+            } else {
+                self.fail_job(&j, "not listed as stored in the STOW-RS answer", false)
+                    .await
+            }
+        }
+        self.complete(queue, study, &done, false, "stored (STOW-RS answer)")
+            .await;
+    }
+
     /// Completes delivered jobs with their receipts (one per instance, as sent).
     pub(crate) async fn complete(
         &self,
@@ -701,10 +743,11 @@ impl Exchange {
             }
         };
         // Newest receipt per instance (a re-sent instance has several).
+        let dicomweb = peer.kind == PeerKind::Dicomweb;
         let mut latest: BTreeMap<String, ManifestEntry> = BTreeMap::new();
         for r in receipts
             .iter()
-            .filter(|r| r.kind == ReceiptKind::Instance && r.verified)
+            .filter(|r| r.kind == ReceiptKind::Instance && (r.verified || dicomweb))
         {
             latest
                 .entry(r.sop_instance_uid.clone())
@@ -715,6 +758,30 @@ impl Exchange {
                 });
         }
         if latest.is_empty() {
+            return;
+        }
+        if dicomweb {
+            // No manifest to ask: the study receipt sums up the STOW-RS answers.
+            let n = latest.len() as u64;
+            let r = Receipt {
+                queue: queue.to_owned(),
+                kind: ReceiptKind::Study,
+                study_uid: study.to_owned(),
+                sop_instance_uid: String::new(),
+                sha256: String::new(),
+                size: n,
+                delivered_ms: now_ms(),
+                verified: false,
+                detail: format!("{n} instances stored (STOW-RS answers, no manifest)"),
+            };
+            match self.outbox.complete(&self.opts.owner, &[], vec![r]).await {
+                Ok(_) => self.publish(ExchangeEvent::TransferComplete {
+                    queue: queue.to_owned(),
+                    study_uid: study.to_owned(),
+                    instances: n,
+                }),
+                Err(e) => tracing::warn!("{queue}: study receipt of {study}: {e}"),
+            }
             return;
         }
         let m = Manifest {

@@ -83,6 +83,10 @@ pub struct ExchangeConfig {
     /// How often routes are reloaded from the database (changes by other nodes or by
     /// `vesalius admin`), ms. Default 2000.
     pub route_refresh_ms: u64,
+    /// Content coding of STOW-RS bodies sent to peers (RFC 9110 8.4): `gzip` (flate2's fastest
+    /// level, compressed as it streams; the stored bytes and their hashes are unchanged) or
+    /// `identity`. A peer that refuses gzip (415) is sent plain. Default `gzip`.
+    pub content_encoding: vesalius_exchange::client::ContentEncoding,
 }
 
 impl Default for ExchangeConfig {
@@ -100,6 +104,7 @@ impl Default for ExchangeConfig {
             settle_ms: 50,
             request_timeout_ms: 60_000,
             route_refresh_ms: 2000,
+            content_encoding: vesalius_exchange::client::ContentEncoding::Gzip,
         }
     }
 }

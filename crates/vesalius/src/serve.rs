@@ -96,7 +96,8 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
         .with_observer(routes.clone());
     let x = &cfg.exchange;
     let ms = std::time::Duration::from_millis;
-    let client = vesalius_exchange::PeerClient::new(identity.clone(), ms(x.request_timeout_ms))?;
+    let client = vesalius_exchange::PeerClient::new(identity.clone(), ms(x.request_timeout_ms))?
+        .content_encoding(x.content_encoding);
     let exchange = vesalius_exchange::Exchange::new(
         index.clone(),
         registry,
