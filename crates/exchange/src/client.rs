@@ -15,7 +15,8 @@
 //! [`ContentEncoding::Gzip`] is chosen (`[exchange] content_encoding`): the multipart body is
 //! compressed as it streams (flate2's fastest level), never held whole twice. The instances'
 //! bytes are unchanged, so the receiver stores, and manifests hash, exactly what was sent. A peer
-//! that answers 415 to a coded body is sent plain from then on (RFC 9110 15.5.16).
+//! that answers 415 to a coded body is sent plain from then on (RFC 9110 15.5.16). Plain
+//! DICOMweb peers are always sent plain (Orthanc ignores the header and stores nothing).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -284,7 +285,11 @@ impl PeerClient {
         priority: i32,
         parts: Vec<Bytes>,
     ) -> Result<StowOutcome, Error> {
+        // Plain DICOMweb servers are sent plain: PS3.18 does not require decoding request
+        // content codings, and Orthanc 1.10 (with its DICOMweb plug-in) ignores
+        // `Content-Encoding: gzip`, answering 200 with nothing stored.
         let coded = self.encoding == ContentEncoding::Gzip
+            && peer.kind == PeerKind::Vesalius
             && !self.plain_only.lock().expect("lock").contains(&peer.name);
         match self
             .stow_once(peer, study_uid, priority, &parts, coded)
