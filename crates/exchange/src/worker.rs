@@ -6,8 +6,11 @@
 //!   answer lists the instance as held **with the same SHA-256** (the receipt is `verified`); for
 //!   a DICOM node, a success or warning C-STORE status.
 //! - Streaming forward: a worker leases whatever is ready as soon as the outbox signals new jobs
-//!   (or at the poll interval), so instances leave while the study is still arriving; several
-//!   STOW-RS requests of at most `batch_bytes` each are in flight per destination.
+//!   (or at the poll interval), so instances leave while the study is still arriving. Leasing
+//!   is pipelined: up to `concurrency` leased batches are being sent at once, new jobs are
+//!   leased while earlier ones are still on the wire, and at most `concurrency` STOW-RS
+//!   requests of at most `batch_bytes` each are in flight per destination (verifications run
+//!   beside them). Final manifests are considered only when nothing is in flight.
 //! - Resume: jobs created before this process started, or already attempted, are first checked
 //!   with a manifest, and only what the peer does not hold is sent again. A request cut midway
 //!   costs at most one batch.
@@ -31,7 +34,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rand::Rng;
-use tokio::sync::{Mutex, broadcast};
+use futures::stream::FuturesUnordered;
+use tokio::sync::{Mutex, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use vesalius_store::outbox::{Job, JobFilter, Receipt, ReceiptFilter, ReceiptKind};
 use vesalius_store::registry::{DicomNode, Peer, PeerKind};
@@ -247,27 +251,37 @@ impl Exchange {
             .map(|(study, priority)| (study, (0, priority)))
             .collect();
         let mut idle_since = now_ms();
+        // Leased batches being sent: new jobs are leased while earlier ones are still on the
+        // wire (pipelining), up to `concurrency` batches; the requests themselves share the
+        // queue's `slots`.
+        let slots = Semaphore::new(self.opts.concurrency.max(1));
+        let mut in_flight = FuturesUnordered::new();
         loop {
             if shutdown.is_cancelled() {
+                // Let what is on the wire finish (its jobs complete or fail), then stop.
+                while in_flight.next().await.is_some() {}
                 return;
             }
-            let now = now_ms();
-            let jobs = match self
-                .outbox
-                .lease(
-                    &queue,
-                    &self.opts.owner,
-                    self.opts.batch_jobs,
-                    now,
-                    self.opts.lease.as_millis() as i64,
-                )
-                .await
-            {
-                Ok(j) => j,
-                Err(e) => {
-                    tracing::warn!("{queue}: leasing: {e}");
-                    Vec::new()
+            let jobs = if in_flight.len() < self.opts.concurrency.max(1) {
+                match self
+                    .outbox
+                    .lease(
+                        &queue,
+                        &self.opts.owner,
+                        self.opts.batch_jobs,
+                        now_ms(),
+                        self.opts.lease.as_millis() as i64,
+                    )
+                    .await
+                {
+                    Ok(j) => j,
+                    Err(e) => {
+                        tracing::warn!("{queue}: leasing: {e}");
+                        Vec::new()
+                    }
                 }
+            } else {
+                Vec::new()
             };
             if !jobs.is_empty() {
                 for j in &jobs {
@@ -275,7 +289,16 @@ impl Exchange {
                     e.0 = e.0.max(j.created_ms + settle);
                     e.1 = e.1.max(j.job.priority);
                 }
-                self.process(&queue, jobs).await;
+                in_flight.push(self.process(&queue, jobs, &slots));
+                idle_since = now_ms();
+                continue;
+            }
+            if !in_flight.is_empty() {
+                // Something finished (a slot for the next lease) or new jobs were announced.
+                tokio::select! {
+                    _ = in_flight.next() => {}
+                    _ = changes.changed() => {}
+                }
                 idle_since = now_ms();
                 continue;
             }
@@ -321,8 +344,9 @@ impl Exchange {
         }
     }
 
-    /// Sends one leased batch, keeping the leases alive meanwhile.
-    async fn process(&self, queue: &str, jobs: Vec<Job>) {
+    /// Sends one leased batch, keeping the leases alive meanwhile; its STOW-RS requests take
+    /// one of the queue's `slots` each.
+    async fn process(&self, queue: &str, jobs: Vec<Job>, slots: &Semaphore) {
         let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
         let stop = CancellationToken::new();
         let hb = {
@@ -361,7 +385,7 @@ impl Exchange {
         let jobs: Vec<&Job> = transfers.iter().map(|(j, _)| j).collect();
         if let Some(name) = queue.strip_prefix("peer:") {
             match self.registry.peer(name).await {
-                Ok(Some(peer)) => self.send_to_peer(queue, &peer, transfers).await,
+                Ok(Some(peer)) => self.send_to_peer(queue, &peer, transfers, slots).await,
                 Ok(None) => self.fail_all(&jobs, &format!("no peer named {name}")).await,
                 Err(e) => self.fail_all(&jobs, &e.to_string()).await,
             }
@@ -445,7 +469,13 @@ impl Exchange {
         }
     }
 
-    async fn send_to_peer(&self, queue: &str, peer: &Peer, transfers: Vec<(Job, TransferJob)>) {
+    async fn send_to_peer(
+        &self,
+        queue: &str,
+        peer: &Peer,
+        transfers: Vec<(Job, TransferJob)>,
+        slots: &Semaphore,
+    ) {
         let mut by_study: BTreeMap<String, Vec<(Job, TransferJob)>> = BTreeMap::new();
         for (j, t) in transfers {
             by_study
@@ -513,7 +543,10 @@ impl Exchange {
             stream::iter(batches)
                 .for_each_concurrent(self.opts.concurrency.max(1), |batch| {
                     let study = study.clone();
-                    async move { self.send_batch(queue, peer, &study, priority, batch).await }
+                    async move {
+                        self.send_batch(queue, peer, &study, priority, batch, slots)
+                            .await
+                    }
                 })
                 .await;
         }
@@ -526,6 +559,7 @@ impl Exchange {
         study: &str,
         priority: i32,
         batch: Vec<(Job, TransferJob)>,
+        slots: &Semaphore,
     ) {
         let mut parts = Vec::with_capacity(batch.len());
         let mut sent: Vec<(Job, TransferJob, ManifestEntry)> = Vec::with_capacity(batch.len());
@@ -555,7 +589,11 @@ impl Exchange {
         } else {
             Some(study)
         };
-        let outcome = self.client.stow(peer, target, priority, parts).await;
+        // One request on the wire per slot; the verification below runs outside it.
+        let outcome = {
+            let _slot = slots.acquire().await;
+            self.client.stow(peer, target, priority, parts).await
+        };
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
