@@ -190,16 +190,18 @@ def orthanc_count(session, server):
     return int(r.json()["CountInstances"])
 
 
-def arrival_complete_ms(hub, study_uid):
-    """The hub's arrival record: when the spoke's final manifest was satisfied (ms), or None."""
+def arrival_complete_ms(hub, study_uid, n):
+    """The hub's arrival record: when a final manifest of all `n` instances was satisfied (s),
+    or None. (A pause of the sender longer than `settle_ms` mid-study makes an earlier final
+    manifest of the instances so far; the study is complete again when the rest has come.)"""
     db = hub.data_dir / "index.db"
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
-        row = con.execute("SELECT complete_ms FROM arrivals WHERE study_uid = ?",
+        row = con.execute("SELECT complete_ms, manifest_instances FROM arrivals WHERE study_uid = ?",
                           (study_uid,)).fetchone()
     finally:
         con.close()
-    return row[0] / 1000.0 if row and row[0] else None
+    return row[0] / 1000.0 if row and row[0] and row[1] >= n else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,7 +267,7 @@ def run_vesalius(work, rep, ct_dir, study_uid, n, proxy_script=None):
     try:
         s = requests.Session()
         all_in = Poller(lambda: qido_count(s, hub, study_uid) >= n)
-        complete = Poller(lambda: arrival_complete_ms(hub, study_uid) is not None)
+        complete = Poller(lambda: arrival_complete_ms(hub, study_uid, n) is not None)
         all_in.start()
         complete.start()
         t0, t_last, _ = storescu_timed(spoke, ct_dir)
@@ -276,7 +278,7 @@ def run_vesalius(work, rep, ct_dir, study_uid, n, proxy_script=None):
         if all_in.at is None or complete.at is None:
             raise RuntimeError(f"vesalius rep {rep}: the hub did not get the study "
                                f"({all_in.error or complete.error})")
-        t_complete = arrival_complete_ms(hub, study_uid)
+        t_complete = arrival_complete_ms(hub, study_uid, n)
         stats = proxy.stop() if proxy else {}
         return {"t0": t0, "last": t_last, "all_in": all_in.at, "complete": t_complete,
                 "wire_bytes": stats.get("bytes_client_to_target")}
