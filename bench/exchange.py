@@ -361,8 +361,12 @@ def fmt(x, unit="s"):
     return "—" if x is None or x != x else f"{x:.2f} {unit}".strip()
 
 
+WORK = None  # the run's work directory, removed at exit unless BENCH_KEEP=1
+
+
 def main():
-    work = Path(tempfile.mkdtemp(prefix="vesalius-bench-exchange.", dir="/var/tmp"))
+    global WORK
+    work = WORK = Path(tempfile.mkdtemp(prefix="vesalius-bench-exchange.", dir="/var/tmp"))
     log(f"work directory: {work}  (sides: {', '.join(SIDES)}; {REPS} loopback reps, "
         f"{WAN_REPS} WAN reps; Vesalius content_encoding={ENCODING})")
     synth = work / "synth"
@@ -480,3 +484,6 @@ if __name__ == "__main__":
         main()
     finally:
         B._cleanup()
+        # A failed run leaves no data behind either (the study alone is 158 MB per copy).
+        if WORK is not None and not KEEP:
+            shutil.rmtree(WORK, ignore_errors=True)

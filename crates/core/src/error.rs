@@ -32,8 +32,11 @@ pub enum ErrorKind {
     TooManyRequests,
     /// Conflicts with the current state.
     Conflict,
-    /// A dependency (disk, database, peer) is temporarily unavailable.
+    /// A dependency (disk, database) is temporarily unavailable.
     Unavailable,
+    /// Another site (a peer) this request is relayed to could not be reached or did not answer
+    /// in time (RFC 9110 15.6.3 Bad Gateway).
+    PeerUnavailable,
     /// A bug or an unexpected failure.
     Internal,
 }
@@ -55,6 +58,7 @@ impl ErrorKind {
             ErrorKind::TooManyRequests => "too-many-requests",
             ErrorKind::Conflict => "conflict",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::PeerUnavailable => "peer-unavailable",
             ErrorKind::Internal => "internal",
         }
     }
@@ -73,6 +77,7 @@ impl ErrorKind {
             ErrorKind::TooManyRequests => 429,
             ErrorKind::Conflict => 409,
             ErrorKind::Unavailable => 503,
+            ErrorKind::PeerUnavailable => 502,
             ErrorKind::Internal => 500,
         }
     }
@@ -90,7 +95,7 @@ impl ErrorKind {
             // 0x0124 Refused: Not Authorized.
             ErrorKind::Unauthorized | ErrorKind::Forbidden => 0x0124,
             // 0xA700 for resource trouble, 0x0110 Processing failure otherwise.
-            ErrorKind::Unavailable => 0xA700,
+            ErrorKind::Unavailable | ErrorKind::PeerUnavailable => 0xA700,
             // Throttling is a resource limit of the sender, not a refusal of the object.
             ErrorKind::TooManyRequests => 0xA700,
             ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Internal => 0x0110,

@@ -17,6 +17,7 @@ pub mod ae;
 pub mod charset;
 pub mod error;
 pub mod json;
+pub mod lru;
 pub mod parse;
 pub mod tag;
 pub mod uid;

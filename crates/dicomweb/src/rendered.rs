@@ -15,9 +15,6 @@
 //! in the content hash, so a replaced instance never hits a stale entry) and the parameters.
 //! Each node has its own cache: it is an optimisation only, never state others need.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -41,80 +38,7 @@ pub const CACHE_BYTES: usize = 64 << 20;
 type Params = Query<Vec<(String, String)>>;
 
 /// A least-recently-used cache of rendered images, bounded in bytes.
-pub struct RenderCache {
-    inner: Mutex<CacheInner>,
-    max_bytes: usize,
-}
-
-#[derive(Default)]
-struct CacheInner {
-    entries: HashMap<String, (Bytes, u64)>,
-    tick: u64,
-    bytes: usize,
-}
-
-impl RenderCache {
-    /// A cache holding at most `max_bytes` of images.
-    pub fn new(max_bytes: usize) -> Self {
-        RenderCache {
-            inner: Mutex::new(CacheInner::default()),
-            max_bytes,
-        }
-    }
-
-    /// A cached image, marked as recently used.
-    pub fn get(&self, key: &str) -> Option<Bytes> {
-        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        c.tick += 1;
-        let tick = c.tick;
-        let e = c.entries.get_mut(key)?;
-        e.1 = tick;
-        Some(e.0.clone())
-    }
-
-    /// Stores an image, evicting the least recently used ones to stay within the bound. Images
-    /// larger than a quarter of the bound are not kept.
-    pub fn put(&self, key: String, value: Bytes) {
-        if value.len() > self.max_bytes / 4 {
-            return;
-        }
-        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        c.tick += 1;
-        let tick = c.tick;
-        c.bytes += value.len();
-        if let Some((old, _)) = c.entries.insert(key, (value, tick)) {
-            c.bytes -= old.len();
-        }
-        while c.bytes > self.max_bytes {
-            // A linear scan: the cache holds at most a few thousand images.
-            let Some(oldest) = c
-                .entries
-                .iter()
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            if let Some((b, _)) = c.entries.remove(&oldest) {
-                c.bytes -= b.len();
-            }
-        }
-    }
-
-    /// Number of cached images.
-    pub fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entries
-            .len()
-    }
-
-    /// True when nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+pub type RenderCache = vesalius_core::lru::Lru<Bytes>;
 
 /// Rendering parameters from a query string.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -418,21 +342,5 @@ mod tests {
             negotiate_image(&h, &p(&[("accept", "image/png")])).unwrap(),
             ImageFormat::Png
         );
-    }
-
-    #[test]
-    fn cache_evicts_least_recently_used() {
-        let c = RenderCache::new(400);
-        c.put("a".into(), Bytes::from(vec![0; 100]));
-        c.put("b".into(), Bytes::from(vec![0; 100]));
-        c.put("c".into(), Bytes::from(vec![0; 100]));
-        assert!(c.get("a").is_some());
-        c.put("d".into(), Bytes::from(vec![0; 100]));
-        c.put("e".into(), Bytes::from(vec![0; 100]));
-        assert!(c.get("b").is_none(), "b was least recently used");
-        assert!(c.get("a").is_some());
-        assert_eq!(c.len(), 4);
-        c.put("huge".into(), Bytes::from(vec![0; 101]));
-        assert!(c.get("huge").is_none());
     }
 }

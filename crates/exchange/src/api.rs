@@ -10,7 +10,8 @@
 //!   its `type`, `data:` its JSON), a keep-alive comment every 15 s.
 //! - `GET /api/v1/peers`, `GET|PUT|DELETE /api/v1/peers/{name}`,
 //!   `POST /api/v1/peers/{name}/ping`; the same for `/api/v1/nodes` with
-//!   `POST /api/v1/nodes/{name}/echo` (C-ECHO); `GET /api/v1/routes`,
+//!   `POST /api/v1/nodes/{name}/echo` (C-ECHO), `GET /api/v1/nodes/{name}/studies` (C-FIND) and
+//!   `POST /api/v1/nodes/{name}/retrieve` (a C-MOVE job), see the `retrieve` module; `GET /api/v1/routes`,
 //!   `GET|PUT|DELETE /api/v1/routes/{id}`; `GET /api/v1/arrivals?limit=`.
 //!
 //! ## Access
@@ -23,7 +24,8 @@
 //! - Transfer summaries, receipts, jobs and the event stream carry no organisation, so they are
 //!   for administrators of any organisation and the server itself (`ManageOrg` in the caller's
 //!   own organisation). Retrying a job needs `ManageOrg` on the organisation of its destination
-//!   (the peer or node record of its queue); a job whose destination is not in the registry
+//!   (the peer or node record of its queue, also for `retrieve:` and `prefetch:` queues); a job
+//!   whose destination is not in the registry
 //!   (an analysis queue, a deleted record) may be retried by any administrator. "Study
 //!   complete" events (receiver side) go only to the administrators of the receiving
 //!   organisation.
@@ -133,6 +135,8 @@ pub fn router(state: ApiState) -> Router {
             get(get_node).put(put_node).delete(delete_node),
         )
         .route("/api/v1/nodes/{name}/echo", post(echo_node))
+        .route("/api/v1/nodes/{name}/studies", get(retrieve::studies))
+        .route("/api/v1/nodes/{name}/retrieve", post(retrieve::retrieve))
         .route("/api/v1/routes", get(list_routes))
         .route(
             "/api/v1/routes/{id}",
@@ -152,7 +156,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         ApiError {
             kind,
             message: message.into(),
@@ -181,16 +185,16 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
-fn caller_of(caller: Option<Extension<Caller>>) -> ApiResult<Caller> {
+pub(crate) fn caller_of(caller: Option<Extension<Caller>>) -> ApiResult<Caller> {
     caller
         .map(|Extension(c)| c)
         .ok_or_else(|| ApiError::new(ErrorKind::Unauthorized, "credentials required"))
 }
 
 /// Whether the caller may administer `org` (no grants count for organisation-level actions).
-fn may(c: &Caller, action: Action, org: &str) -> bool {
+pub(crate) fn may(c: &Caller, action: Action, org: &str) -> bool {
     authorize(
         &c.principal,
         action,
@@ -352,6 +356,9 @@ async fn jobs(
 
 /// The organisation of the destination of `queue`, when it is in the registry.
 async fn queue_org(st: &ApiState, queue: &str) -> ApiResult<Option<String>> {
+    if let Some(n) = crate::priors::queue_node(queue) {
+        return Ok(st.registry().node(n).await?.map(|d| d.org));
+    }
     Ok(match RouteDestination::parse(queue) {
         Some(RouteDestination::Peer(n)) => st.registry().peer(&n).await?.map(|p| p.org),
         Some(RouteDestination::Node(n)) => st.registry().node(&n).await?.map(|d| d.org),
@@ -941,12 +948,8 @@ async fn put_route(
     for d in input.destinations {
         destinations.push(match d {
             DestinationInput::Tagged(t) => t,
-            DestinationInput::Text(s) => RouteDestination::parse(&s).ok_or_else(|| {
-                ApiError::new(
-                    ErrorKind::BadRequest,
-                    format!("destination {s:?} is not peer:NAME, node:NAME or analysis:NAME"),
-                )
-            })?,
+            DestinationInput::Text(s) => RouteDestination::parse_checked(&s)
+                .map_err(|e| ApiError::new(ErrorKind::BadRequest, e))?,
         });
     }
     let old = find_route(&st, &id).await?;
@@ -975,7 +978,7 @@ async fn put_route(
     };
     route::validate(&r).map_err(|e| ApiError::new(ErrorKind::BadRequest, e))?;
     check_destinations(&st, &r).await?;
-    let dests: Vec<String> = r.destinations.iter().map(RouteDestination::queue).collect();
+    let dests: Vec<String> = r.destinations.iter().map(RouteDestination::text).collect();
     let details = json!({
         "change": "route-put", "route": id, "enabled": r.enabled, "priority": r.priority,
         "destinations": dests, "deid": r.deid, "created": old.is_none(),
@@ -1045,5 +1048,6 @@ async fn arrivals(
     Ok(json_of(&a))
 }
 
+mod retrieve;
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,8 @@ use vesalius_store::registry::{PeerAuth, PeerKind, Route, RouteDestination};
 
 /// The first reason `route` cannot send where it says, `None` when every destination exists and
 /// may receive its data: a Vesalius peer of any organisation (it is a site of the network), a
-/// plain DICOMweb peer or a DICOM node only of the route's own organisation. `analysis:` destinations are not checked here.
+/// plain DICOMweb peer or a DICOM node (to send to or prefetch from) only of the route's own
+/// organisation. `analysis:` destinations are not checked here.
 pub async fn destination_problem(
     registry: &dyn Registry,
     route: &Route,
@@ -23,14 +24,17 @@ pub async fn destination_problem(
                 )),
                 Some(_) => None,
             },
-            RouteDestination::Node(n) => match registry.node(n).await? {
-                None => Some(format!("no DICOM node {n}")),
-                Some(node) if node.org != route.org => Some(format!(
-                    "DICOM node {n} belongs to organisation {}: routes of {} cannot send there",
-                    node.org, route.org
-                )),
-                Some(_) => None,
-            },
+            RouteDestination::Node(n)
+            | RouteDestination::Prefetch(vesalius_store::registry::Prefetch { node: n, .. }) => {
+                match registry.node(n).await? {
+                    None => Some(format!("no DICOM node {n}")),
+                    Some(node) if node.org != route.org => Some(format!(
+                        "DICOM node {n} belongs to organisation {}: routes of {} cannot send there",
+                        node.org, route.org
+                    )),
+                    Some(_) => None,
+                }
+            }
             RouteDestination::Analysis(_) => None,
         };
         if problem.is_some() {
@@ -40,7 +44,8 @@ pub async fn destination_problem(
     Ok(None)
 }
 
-/// The ids of the routes that send to `dest`.
+/// The ids of the routes that send to `dest` (for a DICOM node, also those that prefetch from
+/// it).
 pub async fn routes_to(
     registry: &dyn Registry,
     dest: &RouteDestination,
@@ -49,7 +54,11 @@ pub async fn routes_to(
         .routes()
         .await?
         .into_iter()
-        .filter(|r| r.destinations.contains(dest))
+        .filter(|r| {
+            r.destinations.iter().any(|d| {
+                d == dest || matches!(dest, RouteDestination::Node(n) if d.node_name() == Some(n))
+            })
+        })
         .map(|r| r.id)
         .collect())
 }

@@ -135,7 +135,7 @@ impl PeerClient {
         &self.identity
     }
 
-    fn url(peer: &Peer, path: &str) -> Result<Url, Error> {
+    pub(crate) fn url(peer: &Peer, path: &str) -> Result<Url, Error> {
         let base = peer.base_url.trim_end_matches('/');
         let url = Url::parse(&format!("{base}{path}"))
             .map_err(|e| Error::Peer(format!("peer {} URL {base:?}: {e}", peer.name)))?;
@@ -143,7 +143,7 @@ impl PeerClient {
         Ok(url)
     }
 
-    fn request(
+    pub(crate) fn request(
         &self,
         peer: &Peer,
         method: Method,
@@ -177,14 +177,21 @@ impl PeerClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, Error> {
-        if peer.kind != PeerKind::Vesalius {
-            return Err(Error::Peer(format!(
-                "peer {} is a plain DICOMweb server: it has no exchange API",
-                peer.name
-            )));
-        }
+        self.signed_json_for(peer, method, path, body, None).await
+    }
+
+    /// [`Self::signed_json`] on behalf of a local user.
+    pub(crate) async fn signed_json_for<T: DeserializeOwned>(
+        &self,
+        peer: &Peer,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        on_behalf: Option<OnBehalf>,
+    ) -> Result<T, Error> {
+        check_vesalius(peer)?;
         let url = Self::url(peer, path)?;
-        let (mut rb, jti) = self.request(peer, method, url, None);
+        let (mut rb, jti) = self.request(peer, method, url, on_behalf);
         if let Some(b) = body {
             rb = rb
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -383,8 +390,19 @@ impl PeerClient {
     }
 }
 
-fn transport(peer: &Peer, e: reqwest::Error) -> Error {
+pub(crate) fn transport(peer: &Peer, e: reqwest::Error) -> Error {
     Error::Unreachable(format!("peer {}: {e}", peer.name))
+}
+
+/// Refuses a plain DICOMweb peer where the exchange API of a Vesalius site is needed.
+pub(crate) fn check_vesalius(peer: &Peer) -> Result<(), Error> {
+    if peer.kind != PeerKind::Vesalius {
+        return Err(Error::Peer(format!(
+            "peer {} is a plain DICOMweb server: it has no exchange API",
+            peer.name
+        )));
+    }
+    Ok(())
 }
 
 /// Plain HTTP only to loopback (issue 5): anything else must be HTTPS.

@@ -57,12 +57,12 @@ pub fn router(state: ReceiverState) -> Router {
         .with_state(state)
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({"error": code, "message": message}))).into_response()
 }
 
 /// The calling peer's name, or the refusal.
-fn peer_of(caller: Option<&Caller>) -> Result<String, Box<Response>> {
+pub(crate) fn peer_of(caller: Option<&Caller>) -> Result<String, Box<Response>> {
     match caller.map(|c| &c.principal.kind) {
         Some(PrincipalKind::Peer { name, .. }) => Ok(name.clone()),
         Some(_) => Err(Box::new(error(
@@ -79,8 +79,17 @@ fn peer_of(caller: Option<&Caller>) -> Result<String, Box<Response>> {
 }
 
 fn signed(state: &ReceiverState, req: Option<&PeerRequest>, body: Vec<u8>) -> Response {
+    signed_answer(&state.identity, req, body)
+}
+
+/// A JSON answer signed with our identity over the request's `jti` and the body.
+pub(crate) fn signed_answer(
+    identity: &SiteIdentity,
+    req: Option<&PeerRequest>,
+    body: Vec<u8>,
+) -> Response {
     let jti = req.map(|r| r.jti.as_str()).unwrap_or_default();
-    let sig = state.identity.sign_response(jti, &body);
+    let sig = identity.sign_response(jti, &body);
     let mut resp = (StatusCode::OK, body).into_response();
     let h = resp.headers_mut();
     h.insert(

@@ -1,9 +1,11 @@
 //! The regional exchange network (issue 5, docs/exchange.md): routes turn arriving instances into
 //! outbox jobs inside the ingest transaction ([`observer`]), workers drain the outbox to peers
-//! (signed STOW-RS plus manifests and receipts) and to DICOM nodes (C-STORE SCU) ([`worker`]), and
-//! the receiving side answers manifests and pings ([`http`]).
+//! (signed STOW-RS plus manifests and receipts) and to DICOM nodes (C-STORE SCU) ([`worker`]),
+//! DICOM nodes are queried and retrieved from, and priors prefetched (C-FIND, C-MOVE SCU,
+//! [`priors`]), and the receiving side answers manifests and pings ([`http`]).
 //!
-//! Depends on core, the store traits, auth (site identity, signing), dimse (C-STORE SCU), deid
+//! Depends on core, the store traits, auth (site identity, signing), dimse (C-STORE, C-FIND and
+//! C-MOVE SCU), deid
 //! and codec; never on a storage backend, and neither dicomweb nor dimse depends on it.
 
 #![deny(unsafe_code)]
@@ -12,11 +14,14 @@
 pub mod api;
 pub mod check;
 pub mod client;
+pub mod federation;
 pub mod http;
 pub mod job;
 pub mod manifest;
 mod node;
 pub mod observer;
+pub mod priors;
+pub mod remote;
 pub mod route;
 pub mod worker;
 

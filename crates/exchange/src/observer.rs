@@ -1,6 +1,8 @@
 //! [`RouteObserver`]: evaluates the routes for every ingested instance **inside the ingest
 //! transaction** (DESIGN.md), so a routed instance always has its outbox job: the job is a
-//! [`SideRecord::Outbox`] the index commits with the instance.
+//! [`SideRecord::Outbox`] the index commits with the instance. A `prefetch:NODE` destination
+//! makes a prefetch job for the instance's study instead (deduplicated per study,
+//! [`crate::priors`]).
 //!
 //! Observers do no I/O, so the observer keeps the compiled routes in memory and
 //! [`RouteObserver::refresh`] reloads them from the [`Registry`]: after every change made through
@@ -15,8 +17,11 @@ use vesalius_store::Registry;
 use vesalius_store::ingest::{IngestContext, IngestObserver};
 use vesalius_store::model::{InstanceRecord, SideRecord};
 
+use vesalius_store::registry::RouteDestination;
+
 use crate::job::TransferJob;
 use crate::now_ms;
+use crate::priors::PrefetchJob;
 use crate::route::{RouteInput, RouteSet, minute_of_day};
 
 /// The routing observer.
@@ -24,6 +29,7 @@ pub struct RouteObserver {
     registry: Arc<dyn Registry>,
     routes: RwLock<Arc<RouteSet>>,
     utc_offset_minutes: i32,
+    prefetch_delay_ms: i64,
 }
 
 impl RouteObserver {
@@ -33,7 +39,15 @@ impl RouteObserver {
             registry,
             routes: RwLock::new(Arc::new(RouteSet::default())),
             utc_offset_minutes,
+            prefetch_delay_ms: crate::priors::DEFAULT_PREFETCH_DELAY.as_millis() as i64,
         }
+    }
+
+    /// Sets how long a prefetch job waits after its study's first instance arrived (one job
+    /// then serves the whole study).
+    pub fn with_prefetch_delay(mut self, delay: Duration) -> Self {
+        self.prefetch_delay_ms = delay.as_millis() as i64;
+        self
     }
 
     /// Reloads and recompiles the routes; routes that do not compile are logged and skipped.
@@ -76,12 +90,22 @@ impl IngestObserver for RouteObserver {
             return Vec::new();
         }
         let input = RouteInput::of(record, ctx);
-        let minute = minute_of_day(now_ms(), self.utc_offset_minutes);
+        let now = now_ms();
+        let minute = minute_of_day(now, self.utc_offset_minutes);
         let mut out = Vec::new();
         for fired in routes.evaluate(&input, minute) {
             let job = TransferJob::of(record, &fired.route_id, fired.deid.clone());
             for dest in &fired.destinations {
-                out.push(SideRecord::Outbox(job.to_job(dest, fired.priority)));
+                match dest {
+                    // Not a transfer of the instance: one prefetch per study (dedupe key).
+                    RouteDestination::Prefetch(rule) => {
+                        if let Some(p) = PrefetchJob::of(record, rule, &fired.route_id) {
+                            let at = now + self.prefetch_delay_ms;
+                            out.push(SideRecord::Outbox(p.to_job(fired.priority, at)));
+                        }
+                    }
+                    _ => out.push(SideRecord::Outbox(job.to_job(dest, fired.priority))),
+                }
             }
         }
         out

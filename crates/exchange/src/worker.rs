@@ -7,7 +7,7 @@
 //!   a DICOM node, a success or warning C-STORE status.
 //! - Streaming forward: a worker leases whatever is ready as soon as the outbox signals new jobs
 //!   (or at the poll interval), so instances leave while the study is still arriving. Leasing
-//!   is pipelined: up to `concurrency` leased batches are being sent at once, new jobs are
+//!   to a peer is pipelined: up to `concurrency` leased batches are being sent at once, new jobs are
 //!   leased while earlier ones are still on the wire, and at most `concurrency` STOW-RS
 //!   requests of at most `batch_bytes` each are in flight per destination (verifications run
 //!   beside them). Final manifests are considered only when nothing is in flight.
@@ -17,7 +17,8 @@
 //! - Study completion: when a study has had no job for `settle` and none is pending for the
 //!   destination, the worker sends the **final manifest** (everything it delivered of the study);
 //!   the peer marks the study complete and raises "study complete"; the sender writes a study
-//!   receipt. A study that grows later gets another final manifest.
+//!   receipt. A study that grows later gets another final manifest. A final manifest that gets
+//!   no answer (link cut, peer down) is sent again with the jobs' backoff until it does.
 //! - Failures are retried with capped exponential backoff and jitter; after `max_attempts` a job
 //!   is parked with its last error. On shutdown the worker releases its leases.
 //!
@@ -39,7 +40,7 @@ use tokio::sync::{Mutex, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use vesalius_store::outbox::{Job, JobFilter, Receipt, ReceiptFilter, ReceiptKind};
 use vesalius_store::registry::{DicomNode, Peer, PeerKind};
-use vesalius_store::{BlobStore, Outbox, Registry};
+use vesalius_store::{BlobStore, Index, Outbox, Registry};
 
 use crate::client::PeerClient;
 use crate::job::{TRANSFER, TransferJob};
@@ -69,8 +70,12 @@ pub struct ExchangeOptions {
     pub backoff_max: Duration,
     /// Quiet time after a study's last job before its final manifest.
     pub settle: Duration,
-    /// Our AE title, calling DICOM nodes.
+    /// Our AE title, calling DICOM nodes, and the Move Destination of retrievals from them.
     pub ae_title: String,
+    /// The longest one C-MOVE from a DICOM node may take before it is cancelled.
+    pub move_timeout: Duration,
+    /// The longest one C-FIND to a DICOM node may take.
+    pub find_timeout: Duration,
     /// The key de-identifying routes derive pseudonyms from (derived from the site key).
     pub deid_key: Vec<u8>,
 }
@@ -89,6 +94,8 @@ impl Default for ExchangeOptions {
             backoff_max: Duration::from_secs(300),
             settle: Duration::from_millis(50),
             ae_title: "VESALIUS".into(),
+            move_timeout: Duration::from_secs(600),
+            find_timeout: Duration::from_secs(60),
             deid_key: b"vesalius-route-deidentification".to_vec(),
         }
     }
@@ -97,6 +104,7 @@ impl Default for ExchangeOptions {
 /// The engine: owns the workers.
 pub struct Exchange {
     outbox: Arc<dyn Outbox>,
+    index: Arc<dyn Index>,
     registry: Arc<dyn Registry>,
     blobs: Arc<dyn BlobStore>,
     client: PeerClient,
@@ -107,9 +115,11 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// An engine over the stores, sending with `client`.
+    /// An engine over the stores, sending with `client`; `index` tells what is held here
+    /// (retrievals from DICOM nodes check it).
     pub fn new(
         outbox: Arc<dyn Outbox>,
+        index: Arc<dyn Index>,
         registry: Arc<dyn Registry>,
         blobs: Arc<dyn BlobStore>,
         client: PeerClient,
@@ -117,6 +127,7 @@ impl Exchange {
     ) -> Arc<Self> {
         Arc::new(Exchange {
             outbox,
+            index,
             registry,
             blobs,
             client,
@@ -157,8 +168,14 @@ impl Exchange {
         &self.outbox
     }
 
-    /// Runs until `shutdown`: starts a worker for every queue with work (peers and DICOM nodes;
-    /// analysis queues are left to the analysis layer), then releases every lease.
+    /// The index (what is held here).
+    pub fn index(&self) -> &Arc<dyn Index> {
+        &self.index
+    }
+
+    /// Runs until `shutdown`: starts a worker for every queue with work (peers, DICOM nodes,
+    /// retrievals and prefetches from DICOM nodes; analysis queues are left to the analysis
+    /// layer), then releases every lease.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut changes = self.outbox.changes();
         // Studies delivered before a restart whose final manifest may not have been sent, per
@@ -172,8 +189,7 @@ impl Exchange {
                     let mut w = self.workers.lock().await;
                     w.retain(|_, h| !h.is_finished());
                     for q in queues {
-                        if w.contains_key(&q) || !(q.starts_with("peer:") || q.starts_with("node:"))
-                        {
+                        if w.contains_key(&q) || !worked_here(&q) {
                             continue;
                         }
                         let me = self.clone();
@@ -250,6 +266,8 @@ impl Exchange {
             .into_iter()
             .map(|(study, priority)| (study, (0, priority)))
             .collect();
+        // study -> final manifests sent without an answer so far (for the backoff)
+        let mut unanswered: HashMap<String, u32> = HashMap::new();
         let mut idle_since = now_ms();
         // Leased batches being sent: new jobs are leased while earlier ones are still on the
         // wire (pipelining), up to `concurrency` batches; the requests themselves share the
@@ -262,13 +280,23 @@ impl Exchange {
                 while in_flight.next().await.is_some() {}
                 return;
             }
-            let jobs = if in_flight.len() < self.opts.concurrency.max(1) {
+            // Retrievals run one C-MOVE at a time: lease few, one batch at a time, so other
+            // nodes can take the rest. DICOM nodes get one association at a time, as before;
+            // peers get pipelined STOW-RS.
+            let (batch, pipeline) = if crate::priors::queue_node(&queue).is_some() {
+                (PRIORS_BATCH, 1)
+            } else if queue.starts_with("peer:") {
+                (self.opts.batch_jobs, self.opts.concurrency.max(1))
+            } else {
+                (self.opts.batch_jobs, 1)
+            };
+            let jobs = if in_flight.len() < pipeline {
                 match self
                     .outbox
                     .lease(
                         &queue,
                         &self.opts.owner,
-                        self.opts.batch_jobs,
+                        batch,
                         now_ms(),
                         self.opts.lease.as_millis() as i64,
                     )
@@ -311,7 +339,7 @@ impl Exchange {
                 .collect();
             for study in due {
                 let (_, priority) = finals.remove(&study).unwrap_or_default();
-                let pending = self
+                let pending = match self
                     .outbox
                     .jobs(&JobFilter {
                         queue: Some(queue.clone()),
@@ -320,10 +348,28 @@ impl Exchange {
                         ..Default::default()
                     })
                     .await
-                    .map(|j| !j.is_empty())
-                    .unwrap_or(true);
+                {
+                    Ok(j) => !j.is_empty(),
+                    Err(e) => {
+                        tracing::warn!("{queue}: pending jobs of {study}: {e}");
+                        let again = now_ms() + self.opts.poll_interval.as_millis() as i64;
+                        finals.insert(study, (again, priority));
+                        continue;
+                    }
+                };
                 if !pending && let Some(peer) = queue.strip_prefix("peer:") {
-                    self.final_manifest(peer, &queue, &study, priority).await;
+                    if self.final_manifest(peer, &queue, &study, priority).await {
+                        unanswered.remove(&study);
+                    } else {
+                        // Not answered: again after a backoff, or the peer would never learn
+                        // that the study is complete (found by the fault-proxy test).
+                        let attempt = unanswered.entry(study.clone()).or_insert(0);
+                        *attempt += 1;
+                        let again = now_ms() + self.backoff_ms(*attempt) as i64;
+                        let e = finals.entry(study).or_insert((0, priority));
+                        e.0 = e.0.max(again);
+                        e.1 = e.1.max(priority);
+                    }
                 }
             }
             if finals.is_empty() && now_ms() - idle_since > 60_000 {
@@ -367,6 +413,12 @@ impl Exchange {
                 }
             })
         };
+        if crate::priors::queue_node(queue).is_some() {
+            self.run_priors(queue, jobs).await;
+            stop.cancel();
+            let _ = hb.await;
+            return;
+        }
         let mut transfers = Vec::new();
         for j in jobs {
             if j.job.kind != TRANSFER {
@@ -413,12 +465,7 @@ impl Exchange {
     /// Records a failed attempt with backoff (or parks at once when `park`).
     pub(crate) async fn fail_job(&self, j: &Job, error: &str, park: bool) {
         let attempt = j.attempts + 1;
-        let base = self.opts.backoff_base.as_millis() as u64;
-        let cap = self.opts.backoff_max.as_millis() as u64;
-        let exp = base.saturating_mul(1u64 << attempt.min(30).saturating_sub(1));
-        let delay = exp.min(cap);
-        // Full jitter in [delay/2, delay]: workers retrying one peer do not stampede together.
-        let delay = delay / 2 + rand::thread_rng().gen_range(0..=delay / 2);
+        let delay = self.backoff_ms(attempt);
         let max = if park { 0 } else { self.opts.max_attempts };
         tracing::info!(queue = %j.job.queue, job = j.id, attempt, "transfer failed: {error}");
         match self
@@ -437,6 +484,12 @@ impl Exchange {
             Ok(_) => {}
             Err(e) => tracing::warn!("outbox: recording a failure: {e}"),
         }
+    }
+
+    /// The wait before attempt `attempt + 1` after `attempt` failed ones (1-based), ms:
+    /// `backoff_base` doubling per attempt up to `backoff_max`, with jitter.
+    fn backoff_ms(&self, attempt: u32) -> u64 {
+        backoff_ms(&self.opts, attempt, &mut rand::thread_rng())
     }
 
     /// The engine's options.
@@ -760,10 +813,24 @@ impl Exchange {
         });
     }
 
-    async fn final_manifest(&self, peer_name: &str, queue: &str, study: &str, priority: i32) {
+    /// Sends the final manifest of `study` and writes the study receipt from the answer.
+    /// Answers false when it should be tried again later (no answer, or the receipts could not
+    /// be read); true when it was answered, or cannot be sent (the peer or its deliveries are
+    /// gone).
+    async fn final_manifest(
+        &self,
+        peer_name: &str,
+        queue: &str,
+        study: &str,
+        priority: i32,
+    ) -> bool {
         let peer = match self.registry.peer(peer_name).await {
             Ok(Some(p)) => p,
-            _ => return,
+            Ok(None) => return true,
+            Err(e) => {
+                tracing::warn!("{queue}: peer {peer_name}: {e}");
+                return false;
+            }
         };
         let receipts = match self
             .outbox
@@ -777,7 +844,7 @@ impl Exchange {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("{queue}: receipts of {study}: {e}");
-                return;
+                return false;
             }
         };
         // Newest receipt per instance (a re-sent instance has several).
@@ -796,7 +863,7 @@ impl Exchange {
                 });
         }
         if latest.is_empty() {
-            return;
+            return true;
         }
         if dicomweb {
             // No manifest to ask: the study receipt sums up the STOW-RS answers.
@@ -818,9 +885,12 @@ impl Exchange {
                     study_uid: study.to_owned(),
                     instances: n,
                 }),
-                Err(e) => tracing::warn!("{queue}: study receipt of {study}: {e}"),
+                Err(e) => {
+                    tracing::warn!("{queue}: study receipt of {study}: {e}");
+                    return false;
+                }
             }
-            return;
+            return true;
         }
         let m = Manifest {
             study_uid: study.to_owned(),
@@ -861,8 +931,12 @@ impl Exchange {
                         instances: n,
                     });
                 }
+                true
             }
-            Err(e) => tracing::warn!("{queue}: final manifest of {study}: {e}"),
+            Err(e) => {
+                tracing::warn!("{queue}: final manifest of {study}: {e}");
+                false
+            }
         }
     }
 
@@ -874,6 +948,28 @@ impl Exchange {
     ) {
         crate::node::send(self, queue, node, transfers).await
     }
+}
+
+/// Jobs leased at once on a `retrieve:` or `prefetch:` queue.
+const PRIORS_BATCH: usize = 4;
+
+/// Whether this engine works the queue: peers, DICOM nodes, retrievals and prefetches from
+/// DICOM nodes (not analyses).
+fn worked_here(queue: &str) -> bool {
+    ["peer:", "node:", "retrieve:", "prefetch:"]
+        .iter()
+        .any(|p| queue.starts_with(p))
+}
+
+/// The wait after `attempt` failed attempts (1-based), ms: `backoff_base` doubling per attempt,
+/// capped at `backoff_max`, with full jitter in [delay/2, delay] so that workers retrying one
+/// peer do not stampede together.
+fn backoff_ms(opts: &ExchangeOptions, attempt: u32, rng: &mut impl Rng) -> u64 {
+    let base = opts.backoff_base.as_millis() as u64;
+    let cap = opts.backoff_max.as_millis() as u64;
+    let exp = base.saturating_mul(1u64 << attempt.min(30).saturating_sub(1));
+    let delay = exp.min(cap);
+    delay / 2 + rng.gen_range(0..=delay / 2)
 }
 
 /// The manifest entry of a job (the stored bytes).
@@ -917,4 +1013,33 @@ pub fn deid_options(profile: &str, key: &[u8]) -> Result<vesalius_deid::DeidOpti
         o = o.option(opt, true);
     }
     Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let opts = ExchangeOptions {
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(1000),
+            ..Default::default()
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for (attempt, full) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (60, 1000),
+        ] {
+            for _ in 0..200 {
+                let d = backoff_ms(&opts, attempt, &mut rng);
+                assert!((full / 2..=full).contains(&d), "attempt {attempt}: {d} ms");
+            }
+        }
+    }
 }

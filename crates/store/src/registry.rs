@@ -202,29 +202,133 @@ pub enum RouteDestination {
     Node(String),
     /// An analysis, by name (run by a later layer).
     Analysis(String),
+    /// Not a destination of the instance: fetch the patient's prior studies from a DICOM node
+    /// (C-FIND, then C-MOVE to us) when a study arrives.
+    Prefetch(Prefetch),
+}
+
+/// A prefetch rule: which node to ask for a patient's priors and how many to fetch. Written
+/// `prefetch:NODE`, `prefetch:NODE?max=N`, `prefetch:NODE?max=N&years=Y`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Prefetch {
+    /// The DICOM node, by name.
+    pub node: String,
+    /// The most recent priors to hold here (1-100, default [`Prefetch::DEFAULT_MAX`]).
+    #[serde(default = "Prefetch::default_max")]
+    pub max: u32,
+    /// Only priors of the last this many years (by Study Date); `None`: any age.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub years: Option<u32>,
+}
+
+impl Prefetch {
+    /// Priors fetched when the rule does not say.
+    pub const DEFAULT_MAX: u32 = 3;
+
+    fn default_max() -> u32 {
+        Self::DEFAULT_MAX
+    }
+
+    /// A rule for `node` with the default limit.
+    pub fn new(node: impl Into<String>) -> Self {
+        Prefetch {
+            node: node.into(),
+            max: Self::DEFAULT_MAX,
+            years: None,
+        }
+    }
+
+    /// Parses `NODE`, `NODE?max=N`, `NODE?years=Y`, `NODE?max=N&years=Y` (the text after
+    /// `prefetch:`); the error names what is wrong.
+    pub fn parse(s: &str) -> std::result::Result<Prefetch, String> {
+        let (node, query) = s.split_once('?').unwrap_or((s, ""));
+        if node.is_empty() {
+            return Err("prefetch needs a node name: prefetch:NODE".into());
+        }
+        let mut p = Prefetch::new(node);
+        for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let n: u32 = v
+                .parse()
+                .map_err(|_| format!("prefetch option {k}={v:?} needs a number"))?;
+            match k {
+                "max" if (1..=100).contains(&n) => p.max = n,
+                "years" if (1..=200).contains(&n) => p.years = Some(n),
+                "max" => return Err("prefetch max is 1-100".into()),
+                "years" => return Err("prefetch years is 1-200".into()),
+                _ => return Err(format!("unknown prefetch option {k:?} (max, years)")),
+            }
+        }
+        Ok(p)
+    }
 }
 
 impl RouteDestination {
-    /// The outbox queue of the destination: `peer:NAME`, `node:NAME`, `analysis:NAME`.
+    /// The outbox queue of the destination: `peer:NAME`, `node:NAME`, `analysis:NAME`,
+    /// `prefetch:NODE`.
     pub fn queue(&self) -> String {
         match self {
             RouteDestination::Peer(n) => format!("peer:{n}"),
             RouteDestination::Node(n) => format!("node:{n}"),
             RouteDestination::Analysis(n) => format!("analysis:{n}"),
+            RouteDestination::Prefetch(p) => format!("prefetch:{}", p.node),
         }
     }
 
-    /// Parses `peer:NAME`, `node:NAME` or `analysis:NAME`.
+    /// The text form [`RouteDestination::parse`] reads: the queue, plus a prefetch rule's
+    /// options when they differ from the defaults.
+    pub fn text(&self) -> String {
+        match self {
+            RouteDestination::Prefetch(p) => {
+                let mut opts = Vec::new();
+                if p.max != Prefetch::DEFAULT_MAX {
+                    opts.push(format!("max={}", p.max));
+                }
+                if let Some(y) = p.years {
+                    opts.push(format!("years={y}"));
+                }
+                if opts.is_empty() {
+                    self.queue()
+                } else {
+                    format!("{}?{}", self.queue(), opts.join("&"))
+                }
+            }
+            _ => self.queue(),
+        }
+    }
+
+    /// The DICOM node the destination names (`node:` and `prefetch:`).
+    pub fn node_name(&self) -> Option<&str> {
+        match self {
+            RouteDestination::Node(n) => Some(n),
+            RouteDestination::Prefetch(p) => Some(&p.node),
+            _ => None,
+        }
+    }
+
+    /// Parses `peer:NAME`, `node:NAME`, `analysis:NAME` or `prefetch:NODE[?max=N&years=Y]`.
     pub fn parse(s: &str) -> Option<RouteDestination> {
-        let (kind, name) = s.split_once(':')?;
+        Self::parse_checked(s).ok()
+    }
+
+    /// [`RouteDestination::parse`] saying what is wrong.
+    pub fn parse_checked(s: &str) -> std::result::Result<RouteDestination, String> {
+        let bad = || {
+            format!(
+                "destination {s:?} is not peer:NAME, node:NAME, analysis:NAME or \
+                 prefetch:NODE[?max=N&years=Y]"
+            )
+        };
+        let (kind, name) = s.split_once(':').ok_or_else(bad)?;
         if name.is_empty() {
-            return None;
+            return Err(bad());
         }
         match kind {
-            "peer" => Some(RouteDestination::Peer(name.into())),
-            "node" => Some(RouteDestination::Node(name.into())),
-            "analysis" => Some(RouteDestination::Analysis(name.into())),
-            _ => None,
+            "peer" => Ok(RouteDestination::Peer(name.into())),
+            "node" => Ok(RouteDestination::Node(name.into())),
+            "analysis" => Ok(RouteDestination::Analysis(name.into())),
+            "prefetch" => Prefetch::parse(name).map(RouteDestination::Prefetch),
+            _ => Err(bad()),
         }
     }
 }
@@ -479,5 +583,42 @@ impl Registry for MemoryRegistry {
             a.truncate(limit);
         }
         Ok(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefetch_destinations_parse_print_and_serialise() {
+        let d = RouteDestination::parse("prefetch:pacs").unwrap();
+        assert_eq!(d, RouteDestination::Prefetch(Prefetch::new("pacs")));
+        assert_eq!(d.queue(), "prefetch:pacs");
+        assert_eq!(d.text(), "prefetch:pacs");
+        assert_eq!(d.node_name(), Some("pacs"));
+        let d = RouteDestination::parse("prefetch:pacs?max=5&years=2").unwrap();
+        assert_eq!(d.text(), "prefetch:pacs?max=5&years=2");
+        assert_eq!(d.queue(), "prefetch:pacs");
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, r#"{"prefetch":{"node":"pacs","max":5,"years":2}}"#);
+        assert_eq!(serde_json::from_str::<RouteDestination>(&json).unwrap(), d);
+        // Stored without options, the defaults apply.
+        let bare: RouteDestination = serde_json::from_str(r#"{"prefetch":{"node":"p"}}"#).unwrap();
+        assert_eq!(bare, RouteDestination::Prefetch(Prefetch::new("p")));
+        for bad in [
+            "prefetch:",
+            "prefetch:?max=2",
+            "prefetch:pacs?max=0",
+            "prefetch:pacs?max=x",
+            "prefetch:pacs?depth=2",
+            "prefetch:pacs?years=0",
+        ] {
+            assert!(RouteDestination::parse_checked(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            RouteDestination::parse("node:pacs").unwrap().text(),
+            "node:pacs"
+        );
     }
 }

@@ -8,6 +8,7 @@
 mod ae;
 pub(crate) mod context;
 mod node;
+mod node_qr;
 mod org;
 mod peer;
 mod route;
@@ -97,7 +98,7 @@ pub enum AdminCommand {
         #[command(subcommand)]
         what: peer::PeerCommand,
     },
-    /// DICOM nodes routes send to: add, list, remove, echo.
+    /// DICOM nodes routes send to and priors come from: add, list, remove, echo, find, retrieve.
     Node {
         /// Data directory (default from the configuration).
         #[arg(long, global = true)]

@@ -87,6 +87,20 @@ pub struct ExchangeConfig {
     /// level, compressed as it streams; the stored bytes and their hashes are unchanged) or
     /// `identity`. A peer that refuses gzip (415) is sent plain. Default `gzip`.
     pub content_encoding: vesalius_exchange::client::ContentEncoding,
+    /// The longest one C-MOVE from a DICOM node (a retrieval, a prior) may take before it is
+    /// cancelled, ms. Default 600000.
+    pub move_timeout_ms: u64,
+    /// The longest one C-FIND to a DICOM node may take, ms. Default 60000.
+    pub find_timeout_ms: u64,
+    /// How long a prefetch waits after the first instance of its study arrived, ms (one
+    /// prefetch then serves the whole study). Default 2000.
+    pub prefetch_delay_ms: u64,
+    /// How long a peer may take to answer a federated search (QIDO-RS `scope=network`,
+    /// `/api/v1/search`) before it is reported as timed out, ms. Default 3000.
+    pub federation_timeout_ms: u64,
+    /// Bytes of remote studies' answers (metadata, frames, rendered images) this node keeps
+    /// for remote viewing. Default 268435456 (256 MiB).
+    pub remote_cache_bytes: u64,
 }
 
 impl Default for ExchangeConfig {
@@ -105,6 +119,11 @@ impl Default for ExchangeConfig {
             request_timeout_ms: 60_000,
             route_refresh_ms: 2000,
             content_encoding: vesalius_exchange::client::ContentEncoding::Gzip,
+            move_timeout_ms: 600_000,
+            find_timeout_ms: 60_000,
+            prefetch_delay_ms: 2000,
+            federation_timeout_ms: 3000,
+            remote_cache_bytes: 256 << 20,
         }
     }
 }

@@ -128,6 +128,17 @@ async fn r5_ct_head_is_routed_verified_and_complete_at_the_hub() {
     }
 }
 
+/// Points `spoke`'s peer record `hub` at `hub`'s (new) address.
+async fn point_at_hub(spoke: &RunningSite, hub: &RunningSite) {
+    let registry = spoke.storage.exchange.registry();
+    let mut peer = registry.peer("hub").await.unwrap().unwrap();
+    peer.base_url = hub.base_url();
+    registry
+        .apply(vec![RegistryChange::PutPeer(peer)], vec![])
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn r5_hub_down_then_back_the_spoke_queues_and_delivers_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
@@ -166,22 +177,7 @@ async fn r5_hub_down_then_back_the_spoke_queues_and_delivers_without_duplicates(
     // The hub comes back (same data directory and key, a new port).
     let hub = RunningSite::start(hub_cfg).await.unwrap();
     let events = hub.storage.exchange.subscribe();
-    let mut peer = spoke
-        .storage
-        .exchange
-        .registry()
-        .peer("hub")
-        .await
-        .unwrap()
-        .unwrap();
-    peer.base_url = hub.base_url();
-    spoke
-        .storage
-        .exchange
-        .registry()
-        .apply(vec![RegistryChange::PutPeer(peer)], vec![])
-        .await
-        .unwrap();
+    point_at_hub(&spoke, &hub).await;
     // Retried jobs are checked with a manifest first; everything arrives once.
     let mut events = events;
     let study = tokio::time::timeout(Duration::from_secs(60), async {
@@ -275,4 +271,293 @@ async fn r5_a_spoke_signing_with_the_wrong_key_is_refused() {
     for s in sites {
         s.stop().await;
     }
+}
+
+/// Found by the fault-proxy test (tests/interop/test_exchange_faults.py): a final manifest that
+/// got no answer was never sent again, so the hub never marked the study complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r5_a_final_manifest_without_answer_is_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sites = demo::start_network(dir.path()).await.unwrap();
+    sites.pop().unwrap().stop().await;
+    let spoke = sites.pop().unwrap();
+    let hub = sites.pop().unwrap();
+    // The spoke waits 3 s after a study's last instance before its final manifest: time to
+    // take the hub away once every instance is delivered and verified.
+    let mut spoke_cfg = spoke.cfg.clone();
+    spoke.stop().await;
+    spoke_cfg.exchange.settle_ms = 3_000;
+    let spoke = RunningSite::start(spoke_cfg).await.unwrap();
+    let s = vesalius_dimse::scu::store_files(
+        &spoke.dicom.to_string(),
+        "CT_SPOKE_A",
+        "VESALIUS",
+        ct_head(dir.path(), 6, 4),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.sent, 4);
+    let outbox = spoke.storage.exchange.outbox().clone();
+    let delivered = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let t = outbox.transfers(10).await.unwrap();
+            if t.first().is_some_and(|t| t.verified == 4) {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("every instance delivered and verified");
+    assert_eq!(
+        delivered[0].complete_ms, 0,
+        "final manifest before settle_ms"
+    );
+    let study = delivered[0].study_uid.clone();
+    let hub_cfg = hub.cfg.clone();
+    hub.stop().await;
+    // The final manifest falls due while the hub is away and gets no answer.
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    assert_eq!(outbox.transfers(10).await.unwrap()[0].complete_ms, 0);
+    let hub = RunningSite::start(hub_cfg).await.unwrap();
+    let mut events = hub.storage.exchange.subscribe();
+    point_at_hub(&spoke, &hub).await;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(vesalius_exchange::ExchangeEvent::StudyComplete {
+                study_uid,
+                instances: 4,
+                ..
+            }) = events.recv().await
+                && study_uid == study
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the final manifest is sent again and the study completes at the hub");
+    assert_eq!(held(&hub, &study).await, held(&spoke, &study).await);
+    spoke.stop().await;
+    hub.stop().await;
+}
+
+/// SOP Instance UID → the data set bytes (the file meta group, which each site writes itself,
+/// left out) a site holds of `study`.
+async fn held_data_sets(site: &RunningSite, study: &str) -> BTreeMap<String, Vec<u8>> {
+    let index = site.storage.ingestor.index();
+    let mut out = BTreeMap::new();
+    for i in index.instances(&Scope::study(study)).await.unwrap() {
+        let bytes: Vec<bytes::Bytes> = site
+            .storage
+            .ingestor
+            .blobs()
+            .read(&i.blob_key)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let bytes = bytes.concat();
+        let start = vesalius_dimse::meta_length(&bytes).expect("a Part 10 blob");
+        out.insert(i.sop_instance_uid, bytes[start..].to_vec());
+    }
+    out
+}
+
+/// A site for the priors test: `name`, organisation `org`, AE title `ae`, quick workers.
+async fn priors_site(dir: &Path, name: &str, org: &str, ae: &str) -> RunningSite {
+    let mut cfg = crate::config::Config::default();
+    cfg.storage.data_dir = dir.join(name);
+    cfg.storage.org = org.into();
+    cfg.site.name = name.into();
+    cfg.dicom.ae_title = ae.into();
+    cfg.dicom.addr = "127.0.0.1:0".parse().unwrap();
+    cfg.http.addr = "127.0.0.1:0".parse().unwrap();
+    cfg.limits.min_free_bytes = 0;
+    cfg.exchange.poll_ms = 100;
+    cfg.exchange.route_refresh_ms = 100;
+    cfg.exchange.prefetch_delay_ms = 100;
+    cfg.exchange.backoff_base_ms = 100;
+    cfg.exchange.backoff_max_ms = 1000;
+    let site = RunningSite::start(cfg).await.unwrap();
+    site.create_org_admin(org, org, &format!("admin-{name}"), "a long demo password 1")
+        .await
+        .unwrap();
+    site
+}
+
+async fn put_ae(site: &RunningSite, ae: &str, org: &str, listen: Option<std::net::SocketAddr>) {
+    use vesalius_store::directory::{AeEntry, DirectoryChange};
+    site.storage
+        .auth
+        .directory()
+        .apply(
+            vec![DirectoryChange::PutAe(AeEntry {
+                ae_title: ae.into(),
+                org: org.into(),
+                allowed_addrs: vec![],
+                listen: listen.map(|a| (a.ip().to_string(), a.port())),
+                description: String::new(),
+                may_query: true,
+            })],
+            vec![],
+        )
+        .await
+        .unwrap();
+}
+
+/// Issue 5, priors: another Vesalius plays the legacy PACS (its C-FIND and C-MOVE SCP). A
+/// `prefetch:` route at our site fires when a CT of a patient arrives; the patient's MR, held only
+/// at the PACS, arrives through our own C-STORE SCP, byte-identical, with receipts; the prefetch
+/// runs once per study.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r5_prefetch_pulls_a_prior_from_a_dicom_node() {
+    use vesalius_store::registry::{DicomNode, Prefetch, RouteDestination, RouteMatch};
+    let dir = tempfile::tempdir().unwrap();
+    let pacs = priors_site(dir.path(), "pacs", "radiology", "PACS_AE").await;
+    let here = priors_site(dir.path(), "here", "st-marys", "HERE_AE").await;
+    // The PACS knows us (querying, and as a move destination at our DICOM address); we know
+    // the PACS (its stores land in st-marys) and a scanner.
+    put_ae(&pacs, "HERE_AE", "radiology", Some(here.dicom)).await;
+    put_ae(&pacs, "SEEDER", "radiology", None).await;
+    put_ae(&here, "PACS_AE", "st-marys", None).await;
+    put_ae(&here, "CT_HERE", "st-marys", None).await;
+    let node = DicomNode {
+        name: "pacs".into(),
+        ae_title: "PACS_AE".into(),
+        host: "127.0.0.1".into(),
+        port: pacs.dicom.port(),
+        transfer_syntaxes: vec![],
+        org: "st-marys".into(),
+        description: String::new(),
+        managed: false,
+        created_ms: 0,
+    };
+    let mut rule = Prefetch::new("pacs");
+    rule.max = 2;
+    let route = vesalius_store::registry::Route {
+        id: "ct-priors".into(),
+        name: "priors of CTs".into(),
+        org: "st-marys".into(),
+        enabled: true,
+        order: 0,
+        matcher: RouteMatch {
+            modality: vec!["CT".into()],
+            ..Default::default()
+        },
+        destinations: vec![RouteDestination::Prefetch(rule)],
+        priority: 10,
+        deid: None,
+        managed: false,
+        created_ms: 0,
+    };
+    here.storage
+        .exchange
+        .registry()
+        .apply(vec![RegistryChange::PutNode(node)], vec![])
+        .await
+        .unwrap();
+    here.put_exchange(vec![], vec![route]).await.unwrap();
+
+    // One patient: an MR at the PACS only, then a new CT here.
+    let mut opts = vesalius_synth::SynthOptions::new(7);
+    opts.slices = 3;
+    opts.kinds = vec!["ct-head".parse().unwrap(), "mr-brain".parse().unwrap()];
+    let files = vesalius_synth::write_studies(&opts, &dir.path().join("synth"))
+        .unwrap()
+        .files;
+    let (mr, ct): (Vec<PathBuf>, Vec<PathBuf>) = files
+        .into_iter()
+        .partition(|p| p.to_string_lossy().contains("mr-brain"));
+    let ct: Vec<PathBuf> = ct
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("_ct-head/"))
+        .collect();
+    assert!(!mr.is_empty() && !ct.is_empty());
+    let s = vesalius_dimse::scu::store_files(
+        &pacs.dicom.to_string(),
+        "SEEDER",
+        "PACS_AE",
+        mr,
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.failed, 0, "{:?}", s.failures);
+    // The MR's study: the only one at the PACS.
+    let mr_study = pacs
+        .storage
+        .ingestor
+        .index()
+        .instances(&Scope::default())
+        .await
+        .unwrap()[0]
+        .study_uid
+        .clone();
+    let s = vesalius_dimse::scu::store_files(
+        &here.dicom.to_string(),
+        "CT_HERE",
+        "HERE_AE",
+        ct,
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.failed, 0, "{:?}", s.failures);
+
+    let at_pacs = held_data_sets(&pacs, &mr_study).await;
+    let got = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let h = held_data_sets(&here, &mr_study).await;
+            if h.len() == at_pacs.len() {
+                return h;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the prior MR arrives");
+    assert_eq!(got, at_pacs, "byte-identical data sets");
+    let owner = here
+        .storage
+        .ingestor
+        .index()
+        .instances(&Scope::study(&mr_study))
+        .await
+        .unwrap();
+    assert!(owner.iter().all(|i| i.org == "st-marys"));
+    // Receipts: one per instance and a study receipt on retrieve:pacs; one prefetch receipt.
+    let outbox = here.storage.exchange.outbox();
+    let t = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let t = outbox.transfers(10).await.unwrap();
+            if t.iter()
+                .any(|t| t.queue == "retrieve:pacs" && t.complete_ms > 0)
+            {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("retrieval receipt");
+    let r = t.iter().find(|t| t.queue == "retrieve:pacs").unwrap();
+    assert_eq!(r.study_uid, mr_study);
+    assert_eq!(r.delivered as usize, at_pacs.len());
+    let prefetch = outbox
+        .receipts(&ReceiptFilter {
+            queue: Some("prefetch:pacs".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(prefetch.len(), 1, "{prefetch:?}");
+    assert!(prefetch[0].detail.contains("1 to retrieve"), "{prefetch:?}");
+    // The prior arrived as an MR: the CT route does not match it; nothing is left queued.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(outbox.jobs(&JobFilter::default()).await.unwrap().is_empty());
+    pacs.stop().await;
+    here.stop().await;
 }

@@ -10,6 +10,8 @@ mod deid;
 mod demo;
 #[cfg(test)]
 mod exchange_tests;
+#[cfg(test)]
+mod federation_tests;
 mod import;
 mod send;
 mod serve;

@@ -83,10 +83,12 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
     let blobs: Arc<dyn vesalius_store::BlobStore> = Arc::new(blobs);
     // Issue 5: routes are evaluated inside the ingest transaction, so a routed instance always
     // has its outbox job.
-    let routes = Arc::new(vesalius_exchange::RouteObserver::new(
-        registry.clone(),
-        cfg.site.utc_offset_minutes,
-    ));
+    let routes = Arc::new(
+        vesalius_exchange::RouteObserver::new(registry.clone(), cfg.site.utc_offset_minutes)
+            .with_prefetch_delay(std::time::Duration::from_millis(
+                cfg.exchange.prefetch_delay_ms,
+            )),
+    );
     routes.refresh().await.context("loading the routes")?;
     // Issue 4: every stored study leaves a `store` audit event in its instance's transaction.
     let ingestor = Ingestor::new(index.clone(), blobs.clone(), spool, limits)?
@@ -99,6 +101,7 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
     let client = vesalius_exchange::PeerClient::new(identity.clone(), ms(x.request_timeout_ms))?
         .content_encoding(x.content_encoding);
     let exchange = vesalius_exchange::Exchange::new(
+        index.clone(),
         index.clone(),
         registry,
         blobs,
@@ -114,6 +117,8 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
             backoff_max: ms(x.backoff_max_ms),
             settle: ms(x.settle_ms),
             ae_title: cfg.dicom.ae_title.clone(),
+            move_timeout: ms(x.move_timeout_ms.max(1000)),
+            find_timeout: ms(x.find_timeout_ms.max(1000)),
             deid_key: site_key.derive_key("route-deidentification").to_vec(),
             ..Default::default()
         },
@@ -162,11 +167,30 @@ pub fn http_app(
         public_base_url: cfg.http.public_base_url.clone(),
         oidc_button: cfg.auth.oidc.as_ref().map(|o| o.display_name.clone()),
     };
+    // Issue 5: federated search (QIDO-RS `scope=network`, /api/v1/search), remote viewing
+    // (/dicom-web/peers/{peer}/…) and pulls, for users.
+    let federation = vesalius_exchange::federation::Federation::new(
+        storage.exchange.clone(),
+        ingestor.index().clone(),
+        auth.clone(),
+        vesalius_exchange::federation::FederationOptions {
+            deadline: std::time::Duration::from_millis(cfg.exchange.federation_timeout_ms.max(1)),
+            cache_bytes: usize::try_from(cfg.exchange.remote_cache_bytes).unwrap_or(usize::MAX),
+            public_base_url: cfg.http.public_base_url.clone(),
+            ..Default::default()
+        },
+    );
+    let dicomweb =
+        vesalius_dicomweb::router(ingestor.clone(), web_opts.clone(), Some(auth.clone()));
+    federation.set_local(dicomweb.clone());
+    let dicomweb = dicomweb
+        .merge(vesalius_exchange::remote::proxy_router(federation.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            federation.clone(),
+            vesalius_exchange::federation::network_scope,
+        ));
     let mut app = Router::new()
-        .nest(
-            "/dicom-web",
-            vesalius_dicomweb::router(ingestor.clone(), web_opts.clone(), Some(auth.clone())),
-        )
+        .nest("/dicom-web", dicomweb)
         .merge(vesalius_dicomweb::wado_uri_router(
             ingestor.clone(),
             web_opts,
@@ -184,7 +208,8 @@ pub fn http_app(
         ))
         .merge(vesalius_api::session::router(auth.clone()))
         .merge(receiver)
-        .merge(vesalius_exchange::api::router(exchange_api));
+        .merge(vesalius_exchange::api::router(exchange_api))
+        .merge(vesalius_exchange::remote::pull_router(federation));
     if let Some(svc) = oidc {
         app = app.merge(vesalius_api::oidc::service_router(auth.clone(), svc));
     }

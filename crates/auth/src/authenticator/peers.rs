@@ -38,7 +38,14 @@ impl Authenticator {
             Err(Error::Peer(e)) => return Err(self.peer_refused(token, e, origin).await),
             Err(e) => return Err(e),
         };
-        let principal = Principal::peer(&rec.name, &rec.org, rec.may_query);
+        let mut principal = Principal::peer(&rec.name, &rec.org, rec.may_query);
+        if let Some(user) = claims.on_behalf() {
+            // A search or view on behalf of one of the peer's users: audited as that user at
+            // that peer, so "who saw this patient" names the person, not only the site.
+            principal.actor.id = format!("{}/{}", rec.name, user.sub);
+            principal.actor.name =
+                format!("peer:{} for {} ({})", rec.name, user.sub_name, user.sub_org);
+        }
         let access = self.access(&principal).await?;
         let caller = Caller {
             principal,

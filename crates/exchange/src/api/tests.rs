@@ -35,6 +35,7 @@ fn fixture() -> Fixture {
     let client = PeerClient::new(identity, Duration::from_secs(5)).expect("client");
     let exchange = Exchange::new(
         outbox.clone(),
+        Arc::new(vesalius_store::memory::MemoryIndex::default()),
         registry.clone(),
         Arc::new(MemoryBlobStore::default()),
         client,
@@ -383,4 +384,119 @@ async fn arrivals_are_scoped_to_the_callers_organisation() {
     assert_eq!(v[0]["org"], "a");
     let (_, v) = call(&f, &Caller::system(), "GET", "/api/v1/arrivals", None).await;
     assert_eq!(v.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn node_queries_and_retrievals_are_checked_queued_and_audited() {
+    let f = fixture();
+    put_node(&f, "pacs", "a").await;
+    put_node(&f, "elsewhere", "b").await;
+    let admin = user(Role::Admin);
+    let studies = "/api/v1/nodes/pacs/studies";
+    let (s, v) = call(&f, &admin, "GET", studies, None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("PatientID"), "{v}");
+    let (s, _) = call(
+        &f,
+        &admin,
+        "GET",
+        &format!("{studies}?PatientID=P&StudyDate=2024"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = call(&f, &admin, "GET", &format!("{studies}?PatientName=x"), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "unknown keys are refused");
+    // Another organisation's node is not there for this administrator, nor for a clinician.
+    let (s, _) = call(
+        &f,
+        &admin,
+        "GET",
+        "/api/v1/nodes/elsewhere/studies?PatientID=P",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = call(
+        &f,
+        &user(Role::Clinician),
+        "GET",
+        &format!("{studies}?PatientID=P"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // The node (port 1) does not answer: 503, and the failed query is audited.
+    let (s, v) = call(&f, &admin, "GET", &format!("{studies}?PatientID=P"), None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["error"], "unavailable");
+    let events = f.audit.records(1, 100).await.unwrap();
+    let q = events
+        .iter()
+        .find(|r| r.event.action == "query")
+        .expect("query audited");
+    assert_eq!(q.event.details["node"], "pacs");
+    assert_eq!(q.event.details["keys"]["PatientID"], "P");
+
+    let retrieve = "/api/v1/nodes/pacs/retrieve";
+    let (s, _) = call(
+        &f,
+        &admin,
+        "POST",
+        retrieve,
+        Some(json!({"study_uid": "x.1"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let body = json!({"study_uid": "1.2.826.0.1.3680043.10.1137.7"});
+    let (s, v) = call(&f, &admin, "POST", retrieve, Some(body.clone())).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["queue"], "retrieve:pacs");
+    let (s, again) = call(&f, &admin, "POST", retrieve, Some(body)).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(again["job"], v["job"], "one job per study while pending");
+    let jobs = f.outbox.jobs(&Default::default()).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].job.kind, "retrieve");
+    let events = f.audit.records(1, 100).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|r| r.event.details["change"] == "node-retrieve"),
+        "retrieval audited"
+    );
+    let (s, _) = call(
+        &f,
+        &admin,
+        "POST",
+        "/api/v1/nodes/elsewhere/retrieve",
+        Some(json!({"study_uid": "1.2.3"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn prefetch_routes_name_a_node_of_their_organisation() {
+    let f = fixture();
+    put_node(&f, "pacs", "a").await;
+    put_node(&f, "elsewhere", "b").await;
+    let admin = user(Role::Admin);
+    let mut r = ct_route("a");
+    r["destinations"] = json!(["prefetch:pacs?max=2&years=5"]);
+    let (s, v) = call(&f, &admin, "PUT", "/api/v1/routes/priors", Some(r.clone())).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        v["destinations"],
+        json!([{"prefetch": {"node": "pacs", "max": 2, "years": 5}}])
+    );
+    let (s, v) = call(&f, &admin, "DELETE", "/api/v1/nodes/pacs", None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "a prefetch route uses it: {v}");
+    r["destinations"] = json!(["prefetch:elsewhere"]);
+    let (s, v) = call(&f, &admin, "PUT", "/api/v1/routes/priors2", Some(r.clone())).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    r["destinations"] = json!(["prefetch:pacs?max=0"]);
+    let (s, v) = call(&f, &admin, "PUT", "/api/v1/routes/priors2", Some(r)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("max"), "{v}");
 }

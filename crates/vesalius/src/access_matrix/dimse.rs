@@ -254,6 +254,7 @@ pub async fn run(site: &Site, matrix: &mut Matrix) {
                         actor_id: c.ae.clone(),
                         actions,
                         study,
+                        any_outcome: false,
                     });
                 }
             }

@@ -193,6 +193,7 @@ pub async fn run(site: &Site, matrix: &mut Matrix) {
                         actor_id: cred.actor_id.clone(),
                         actions: audit_actions(route, &cred),
                         study: audit_study(route, &cred, &aim),
+                        any_outcome: route.shows == super::routes::Shows::Relayed,
                     });
                 }
                 restore(site, &aim).await;

@@ -27,7 +27,9 @@ pub(super) fn judge(
     let mut p = Vec::new();
     let ok = (200..300).contains(&status);
     let text = String::from_utf8_lossy(body);
-    if status >= 500 {
+    let node_unreachable = route.shows == Shows::NodeUnreachable && status == 503;
+    let relayed_but_unreachable = route.shows == Shows::Relayed && allowed && status == 502;
+    if status >= 500 && !relayed_but_unreachable && !node_unreachable {
         p.push(format!("server error {status}: {}", short(&text)));
         return p;
     }
@@ -62,6 +64,14 @@ pub(super) fn judge(
     let refused = matches!(status, 401 | 403 | 404);
     match (route.shows, allowed) {
         (Shows::Served, _) => {}
+        (Shows::NodeUnreachable, true) => {
+            if !node_unreachable || !text.contains("\"unavailable\"") {
+                p.push(format!(
+                    "allowed: expected 503 unavailable from the unreachable node, got {status}: {}",
+                    short(&text)
+                ));
+            }
+        }
         (Shows::Listing, true) => {
             if !ok || !text.contains(marker) {
                 p.push(format!("allowed, but the target is not listed ({status})"));
@@ -72,6 +82,11 @@ pub(super) fn judge(
                 p.push("REFUSED BY POLICY, YET LISTED".into());
             } else if !ok && !refused {
                 p.push(format!("unexpected {status}"));
+            }
+        }
+        (Shows::Relayed, true) => {
+            if !ok && !relayed_but_unreachable {
+                p.push(format!("allowed, answered {status}: {}", short(&text)));
             }
         }
         (Shows::Data, true) | (Shows::Change, true) | (Shows::Report, true) => {

@@ -23,13 +23,15 @@ pub(super) async fn send(
         .replace("{spec}", "0-16")
         .replace("{id}", &aim.link)
         .replace("{name}", &aim.link)
-        .replace("{secret}", "not-the-secret");
+        .replace("{secret}", "not-the-secret")
+        .replace("{*rest}", "studies/1.2.826.0.1.3680043.10.1/metadata");
     let query = match route.path {
         "/wado" => format!(
             "?requestType=WADO&studyUID={}&seriesUID={}&objectUID={}&contentType=application%2Fdicom",
             aim.study, aim.series, aim.sop
         ),
         "/api/v1/audit/who-saw" => format!("?study={}", aim.study),
+        "/api/v1/nodes/{name}/studies" => "?PatientID=MATRIX".into(),
         _ => String::new(),
     };
     let accept = if route.path.contains("/rendered") || route.path.contains("/thumbnail") {
@@ -129,6 +131,12 @@ fn body(route: &Route, aim: &Aim, n: usize) -> (Option<String>, Vec<u8>) {
             json(serde_json::json!({"reason": "access matrix: emergency at night"}))
         }
         ("POST", "/api/v1/studies/{study}/export") => json(serde_json::json!({})),
+        ("POST", "/api/v1/peers/{name}/pull") => {
+            json(serde_json::json!({"study_uid": "1.2.826.0.1.3680043.10.1"}))
+        }
+        ("POST", "/api/v1/exchange/pull") => {
+            json(serde_json::json!({"study_uid": "1.2.826.0.1.3680043.10.1"}))
+        }
         // Registry records of the target's organisation, marked with the cell's number.
         ("PUT", "/api/v1/peers/{name}") => json(serde_json::json!({
             "base_url": "http://127.0.0.1:1",
@@ -147,6 +155,9 @@ fn body(route: &Route, aim: &Aim, n: usize) -> (Option<String>, Vec<u8>) {
             "org": aim.org,
             "description": format!("matrix {n}"),
         })),
+        ("POST", "/api/v1/nodes/{name}/retrieve") => {
+            json(serde_json::json!({"study_uid": "1.2.826.0.1.3680043.10.1137.99"}))
+        }
         ("PUT", "/api/v1/routes/{id}") => json(serde_json::json!({
             "name": format!("matrix {n}"),
             "org": aim.org,

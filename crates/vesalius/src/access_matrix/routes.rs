@@ -75,6 +75,12 @@ pub enum Shows {
     Report,
     /// Served (not refused by the authentication layer, no server error); nothing to prove.
     Served,
+    /// A request to the target DICOM node, which listens nowhere in the matrix (port 1):
+    /// allowed → 503 `unavailable` (the request went out to the node); refused → 4xx.
+    NodeUnreachable,
+    /// Relayed to a peer site: allowed → 2xx, or 502 when the peer cannot be reached (the
+    /// matrix's peers listen nowhere); refused → 401, 403 or 404.
+    Relayed,
 }
 
 /// One route of the application.
@@ -626,6 +632,38 @@ pub const ROUTES: &[Route] = &[
     // The exchange's transfers: summaries carry no organisation, so administrators (of the
     // organisation they act in) see them all; a retry needs the job's destination's org.
     r(
+        "POST",
+        "/api/v1/exchange/pull",
+        NoScope,
+        Need::Peer,
+        Change,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/api/v1/search",
+        NoScope,
+        Caller(Query),
+        Listing,
+        &["query"],
+    ),
+    r(
+        "POST",
+        "/api/v1/peers/{name}/pull",
+        Registry,
+        TargetOrg(Store),
+        Relayed,
+        &["pull-request"],
+    ),
+    r(
+        "GET",
+        "/dicom-web/peers/{name}/{*rest}",
+        Registry,
+        TargetOrg(Query),
+        Relayed,
+        &["retrieve"],
+    ),
+    r(
         "GET",
         "/api/v1/transfers",
         NoScope,
@@ -745,6 +783,24 @@ pub const ROUTES: &[Route] = &[
         TargetOrg(ManageOrg),
         Change,
         NONE,
+    ),
+    r(
+        "GET",
+        "/api/v1/nodes/{name}/studies",
+        Registry,
+        TargetOrg(ManageOrg),
+        NodeUnreachable,
+        // Audited as `query` with outcome failure here (the node is unreachable); the audit
+        // check wants successes (the exchange API's own tests check this event).
+        NONE,
+    ),
+    r(
+        "POST",
+        "/api/v1/nodes/{name}/retrieve",
+        Registry,
+        TargetOrg(ManageOrg),
+        Change,
+        ADMIN_CHANGE,
     ),
     r(
         "GET",

@@ -51,6 +51,11 @@ const SOURCES: &[Source] = &[
         prefixes: &[],
     },
     Source {
+        path: "crates/exchange/src/remote.rs",
+        text: include_str!("../../../exchange/src/remote.rs"),
+        prefixes: &[("proxy_router", "/dicom-web")],
+    },
+    Source {
         path: "crates/vesalius/src/serve.rs",
         text: include_str!("../serve.rs"),
         prefixes: &[],

@@ -1,6 +1,7 @@
 //! `vesalius admin node …`: legacy DICOM nodes (PACS, modalities, workstations) routes send to
-//! with C-STORE. A node belongs to one organisation: only that organisation's routes may send
-//! there. `node echo` checks one with a C-ECHO calling as our `[dicom] ae_title`.
+//! with C-STORE, and query and retrieve from (`node find`, `node retrieve`, see `node_qr`). A
+//! node belongs to one organisation: only that organisation's routes may send there or prefetch
+//! from there. `node echo` checks one with a C-ECHO calling as our `[dicom] ae_title`.
 
 use std::time::{Duration, Instant};
 
@@ -60,11 +61,20 @@ pub enum NodeCommand {
         #[arg(long, default_value_t = 10_000)]
         timeout_ms: u64,
     },
+    /// Search a node for a patient's studies (C-FIND, Study Root), calling as `[dicom]
+    /// ae_title`; shows which are held here already.
+    Find(super::node_qr::FindArgs),
+    /// Retrieve a study from a node (a durable C-MOVE job, run by the server, to our AE title:
+    /// the node must know it as a move destination, and the node's AE title must be registered
+    /// here with `admin ae add`).
+    Retrieve(super::node_qr::RetrieveArgs),
 }
 
 /// Runs a DICOM node command.
 pub async fn run(cx: &AdminContext, cfg: &Config, cmd: NodeCommand) -> Result<()> {
     match cmd {
+        NodeCommand::Find(a) => super::node_qr::find(cx, cfg, a).await,
+        NodeCommand::Retrieve(a) => super::node_qr::retrieve(cx, a).await,
         NodeCommand::Add {
             name,
             ae_title,

@@ -1,7 +1,7 @@
 //! `vesalius admin route …`: the rules that turn an arriving instance into transfers to peers,
 //! DICOM nodes or analyses (`vesalius_exchange::route`).
 //!
-//! `route add` refuses a route whose patterns do not compile or whose `peer:`/`node:`
+//! `route add` refuses a route whose patterns do not compile or whose `peer:`/`node:`/`prefetch:`
 //! destinations are not registered (a node must also belong to the route's organisation);
 //! `analysis:` destinations are taken as they are. `route test` evaluates the registered routes
 //! against DICOM files, the way the ingest would, without storing or sending anything.
@@ -76,7 +76,8 @@ pub struct AddArgs {
     /// The organisation whose data the route sends.
     #[arg(long)]
     org: String,
-    /// Destinations: `peer:NAME`, `node:NAME`, `analysis:NAME`.
+    /// Destinations: `peer:NAME`, `node:NAME`, `analysis:NAME`, or `prefetch:NODE[?max=N&years=Y]`
+    /// (when a study arrives, fetch the patient's N most recent priors from that DICOM node).
     #[arg(long, required = true, value_delimiter = ',', value_name = "DEST,...")]
     to: Vec<String>,
     /// Display name (default: the id).
@@ -334,9 +335,7 @@ fn build_route(a: AddArgs, now_ms: i64) -> Result<Route> {
     let text = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     let mut dests = Vec::new();
     for t in list(a.to) {
-        let d = RouteDestination::parse(&t).with_context(|| {
-            format!("--to {t:?}: a destination is peer:NAME, node:NAME or analysis:NAME")
-        })?;
+        let d = RouteDestination::parse_checked(&t).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
         if !dests.contains(&d) {
             dests.push(d);
         }
@@ -421,7 +420,7 @@ fn parse_minute(t: &str) -> Result<u32> {
 }
 
 fn destinations(d: &[RouteDestination]) -> Vec<String> {
-    d.iter().map(RouteDestination::queue).collect()
+    d.iter().map(RouteDestination::text).collect()
 }
 
 /// The matcher in one line for tables.

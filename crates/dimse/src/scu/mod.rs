@@ -5,7 +5,10 @@
 //!   SOP class/transfer syntax pairs), each file's data set streamed from disk after its meta
 //!   group; per-file failures are collected, not fatal.
 //! - [`find`]: C-FIND in the Study Root model (Patient Root at PATIENT level), answers as DICOM
-//!   JSON objects like QIDO-RS returns.
+//!   JSON objects like QIDO-RS returns. [`study_find_keys`] lists the Study Root keys asked for
+//!   when looking for a patient's studies (priors).
+//! - [`move_`]: C-MOVE (PS3.4 C.4.2) to a Move Destination AE title, following pending
+//!   responses and cancelling at a deadline ([`MoveOptions`], [`MoveOutcome`]).
 //! - [`StoreSession`]: a storage association for callers that stream data sets themselves.
 //!
 //! Every association is requested with `TCP_NODELAY` and the default [`Timeouts`].
@@ -20,6 +23,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 use vesalius_core::parse::implicit_vr;
 use vesalius_core::{tag, uid};
 use vesalius_store::query::Level;
+
+mod move_;
+
+pub use move_::{MoveOptions, MoveOutcome, move_};
 
 use crate::Timeouts;
 use crate::association::{Association, RequestOptions};
@@ -447,6 +454,49 @@ pub async fn find(
     level: Level,
     keys: &[(u32, String)],
 ) -> Result<Vec<Map<String, Json>>> {
+    Ok(find_limited(addr, calling, called, level, keys, usize::MAX)
+        .await?
+        .0)
+}
+
+/// The Study Root study-level keys asking a PACS for a patient's studies (priors): Patient ID
+/// and, when known, Issuer of Patient ID (PS3.4 C.6.2.1.2 optional key, matched by SCPs that
+/// support it), an optional Study Date range (`YYYYMMDD-YYYYMMDD`), and the attributes a list
+/// of studies shows, asked for with empty values.
+pub fn study_find_keys(patient_id: &str, issuer: &str, study_date: &str) -> Vec<(u32, String)> {
+    let mut keys = vec![(tag::PATIENT_ID, patient_id.to_owned())];
+    if !issuer.is_empty() {
+        keys.push((tag::ISSUER_OF_PATIENT_ID, issuer.to_owned()));
+    }
+    keys.push((tag::STUDY_DATE, study_date.to_owned()));
+    for t in [
+        tag::PATIENT_NAME,
+        tag::STUDY_TIME,
+        tag::ACCESSION_NUMBER,
+        tag::MODALITIES_IN_STUDY,
+        tag::STUDY_DESCRIPTION,
+        tag::STUDY_INSTANCE_UID,
+        tag::NUMBER_OF_STUDY_RELATED_INSTANCES,
+    ] {
+        keys.push((t, String::new()));
+    }
+    if issuer.is_empty() {
+        keys.push((tag::ISSUER_OF_PATIENT_ID, String::new()));
+    }
+    keys
+}
+
+/// [`find`] keeping at most `max_results` matches: when more arrive, a C-CANCEL-RQ is sent
+/// (PS3.7 9.3.2.3) and the rest is drained unread. Returns the matches and whether the answer
+/// was cut.
+pub async fn find_limited(
+    addr: &str,
+    calling: &str,
+    called: &str,
+    level: Level,
+    keys: &[(u32, String)],
+    max_results: usize,
+) -> Result<(Vec<Map<String, Json>>, bool)> {
     let model = if level == Level::Patient {
         sop_class::PATIENT_ROOT_FIND
     } else {
@@ -478,6 +528,7 @@ pub async fn find(
         .send_message(pc.id, &rq, Some(&ident.encode(explicit)))
         .await?;
     let mut out = Vec::new();
+    let mut cut = false;
     loop {
         let (rpc, rsp) = response(&mut assoc, id, field::C_FIND_RSP).await?;
         let st = rsp.status().unwrap_or(status::PROCESSING_FAILURE);
@@ -485,9 +536,16 @@ pub async fn find(
             let bytes = assoc
                 .recv_data_set(rpc, dataset::MAX_IDENTIFIER_BYTES)
                 .await?;
-            if status::is_pending(st) {
-                let ds = dataset::read(&bytes, &pc.transfer_syntax)?;
-                out.push(vesalius_core::json::dataset_to_json(&ds, None));
+            if status::is_pending(st) && !cut {
+                if out.len() == max_results {
+                    cut = true;
+                    assoc
+                        .send_message(pc.id, &move_::cancel_request(id), None)
+                        .await?;
+                } else {
+                    let ds = dataset::read(&bytes, &pc.transfer_syntax)?;
+                    out.push(vesalius_core::json::dataset_to_json(&ds, None));
+                }
             }
         }
         if status::is_pending(st) {
@@ -495,7 +553,7 @@ pub async fn find(
         }
         let _ = assoc.release().await;
         if st == status::SUCCESS || st == status::CANCEL {
-            return Ok(out);
+            return Ok((out, cut));
         }
         return Err(Error::Status {
             operation: "C-FIND",

@@ -1,0 +1,371 @@
+//! Federated search, remote viewing and pulls (issue 5) across real sites in process, linked
+//! as `vesalius demo` links them: the spokes let the hub search them (`may_query`), the hub
+//! does not let the spokes search it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use vesalius_exchange::ExchangeEvent;
+use vesalius_store::audit::AuditFilter;
+
+use crate::demo::{self, DEMO_PASSWORD};
+use crate::site::RunningSite;
+
+/// The files of one synthetic study and its Study Instance UID.
+fn synth(dir: &Path, seed: u64, kind: &str, slices: u32) -> (Vec<PathBuf>, String) {
+    let mut opts = vesalius_synth::SynthOptions::new(seed);
+    opts.slices = slices;
+    opts.kinds = vec![kind.parse().expect("kind")];
+    let w = vesalius_synth::write_studies(&opts, &dir.join(format!("synth-{kind}-{seed}")))
+        .expect("synth");
+    (w.files, w.studies[0].clone())
+}
+
+/// A logged-in user of a site: its session cookie and CSRF token.
+struct Session {
+    http: reqwest::Client,
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+impl Session {
+    async fn login(site: &RunningSite, username: &str) -> Session {
+        let http = reqwest::Client::new();
+        let base = site.base_url();
+        let resp = http
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&json!({"username": username, "password": DEMO_PASSWORD}))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(resp.status(), 200, "login of {username}");
+        let cookie = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("vesalius_session="))
+            .expect("session cookie")
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let body: Value = resp.json().await.expect("login JSON");
+        Session {
+            http,
+            base,
+            cookie,
+            csrf: body["csrf"].as_str().unwrap_or_default().to_owned(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    async fn get_json(&self, path: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+        let r = self.get(path).await;
+        let (status, headers) = (r.status().as_u16(), r.headers().clone());
+        (status, headers, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .header("x-csrf-token", &self.csrf)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+async fn store(site: &RunningSite, scanner: &str, files: Vec<PathBuf>) {
+    let s = vesalius_dimse::scu::store_files(
+        &site.dicom.to_string(),
+        scanner,
+        &site.cfg.dicom.ae_title,
+        files,
+        |_, _| {},
+    )
+    .await
+    .expect("C-STORE");
+    assert_eq!(s.failed, 0, "{:?}", s.failures);
+}
+
+fn by_uid<'a>(studies: &'a [Value], uid: &str) -> &'a Value {
+    studies
+        .iter()
+        .find(|s| s["study_instance_uid"] == uid)
+        .unwrap_or_else(|| panic!("study {uid} in {studies:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r5_federated_search_labels_sites_views_remotely_and_survives_a_peer_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sites = demo::start_network(dir.path()).await.unwrap();
+    // A CT head at spoke A, routed to the hub (held at both); an MR at spoke B only.
+    let (ct, _) = synth(dir.path(), 11, "ct-head", 4);
+    let f = demo::send_and_wait(
+        &sites[1],
+        "CT_SPOKE_A",
+        ct,
+        sites[0].storage.exchange.subscribe(),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let (mr, mr_uid) = synth(dir.path(), 12, "mr-brain", 3);
+    let n = mr.len();
+    store(&sites[2], "CT_SPOKE_B", mr).await;
+
+    let hub = Session::login(&sites[0], "admin-hub").await;
+    let (status, _, body) = hub.get_json("/api/v1/search").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["complete"], true, "{body}");
+    let sites_json = body["sites"].as_array().unwrap();
+    assert_eq!(sites_json.len(), 3, "this site and both spokes: {body}");
+    assert!(sites_json.iter().all(|s| s["status"] == "ok"), "{body}");
+    let studies = body["studies"].as_array().unwrap();
+    let ct = by_uid(studies, &f.study_uid);
+    assert_eq!(ct["sites"], json!(["hub", "spoke-a"]), "held here and at A");
+    assert_eq!(ct["local"], true);
+    assert_eq!(
+        ct["dicomweb_path"],
+        format!("/dicom-web/studies/{}", f.study_uid)
+    );
+    let remote = by_uid(studies, &mr_uid);
+    assert_eq!(remote["sites"], json!(["spoke-b"]));
+    assert_eq!(remote["local"], false);
+    assert_eq!(
+        remote["dicomweb_path"],
+        format!("/dicom-web/peers/spoke-b/studies/{mr_uid}")
+    );
+    assert_eq!(remote["instances"], n);
+    assert_eq!(
+        studies
+            .iter()
+            .filter(|s| s["study_instance_uid"] == f.study_uid.as_str())
+            .count(),
+        1,
+        "de-duplicated"
+    );
+    // Local scope: only what the hub holds.
+    let (_, _, local) = hub.get_json("/api/v1/search?scope=local").await;
+    assert!(
+        local["studies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["local"] == true)
+    );
+
+    // QIDO-RS scope=network: the same, labelled, with RetrieveURLs through the hub's proxy.
+    let (status, _, qido) = hub
+        .get_json(&format!(
+            "/dicom-web/studies?scope=network&StudyInstanceUID={mr_uid}"
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let qido = qido.as_array().unwrap().clone();
+    assert_eq!(qido.len(), 1);
+    assert_eq!(qido[0]["00091001"]["Value"], json!(["spoke-b"]));
+    let url = qido[0]["00081190"]["Value"][0].as_str().unwrap();
+    assert_eq!(
+        url,
+        format!("{}/dicom-web/peers/spoke-b/studies/{mr_uid}", hub.base)
+    );
+    // Plain QIDO (no scope) stays local.
+    let (_, _, plain) = hub
+        .get_json(&format!("/dicom-web/studies?StudyInstanceUID={mr_uid}"))
+        .await;
+    assert_eq!(plain, json!([]));
+
+    // Remote viewing: metadata and a rendered image of B's study, through the hub.
+    let root = format!("/dicom-web/peers/spoke-b/studies/{mr_uid}");
+    let (status, _, meta) = hub.get_json(&format!("{root}/metadata")).await;
+    assert_eq!(status, 200, "{meta}");
+    let meta = meta.as_array().unwrap().clone();
+    assert_eq!(meta.len(), n);
+    let series = meta[0]["0020000E"]["Value"][0].as_str().unwrap().to_owned();
+    let sop = meta[0]["00080018"]["Value"][0].as_str().unwrap().to_owned();
+    let text = serde_json::to_string(&meta).unwrap();
+    assert!(
+        !text.contains(&sites[2].base_url()),
+        "no URL of the peer itself leaks to the viewer"
+    );
+    let rendered = format!("{root}/series/{series}/instances/{sop}/rendered");
+    let via_hub = hub.get(&rendered).await;
+    assert_eq!(via_hub.status(), 200);
+    assert_eq!(via_hub.headers()["content-type"], "image/jpeg");
+    let via_hub = via_hub.bytes().await.unwrap();
+    let at_b = Session::login(&sites[2], "admin-spoke-b").await;
+    let direct = at_b
+        .get(&format!(
+            "/dicom-web/studies/{mr_uid}/series/{series}/instances/{sop}/rendered"
+        ))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(via_hub, direct, "the same image as at the peer");
+    // The peer audited the access as the hub's user.
+    let events = sites[2]
+        .storage
+        .auth
+        .audit_log()
+        .search(&AuditFilter::default())
+        .await
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event.actor.name.contains("peer:hub for admin-hub")
+                && e.event.action == "retrieve"),
+        "spoke B audits the hub user's view"
+    );
+    // Refusals: a path that is not DICOMweb, a peer of another organisation.
+    let (status, _, _) = hub.get_json("/dicom-web/peers/spoke-b/api/v1/users").await;
+    assert_eq!(status, 400);
+    let (status, _, _) = hub
+        .get_json(&format!(
+            "/dicom-web/peers/nobody/studies/{mr_uid}/metadata"
+        ))
+        .await;
+    assert_eq!(status, 404);
+    // A spoke may not search the hub (the hub did not give it may_query): its network search
+    // reports the refusal and still answers with its own studies.
+    let a = Session::login(&sites[1], "admin-spoke-a").await;
+    let (status, _, body) = a.get_json("/api/v1/search").await;
+    assert_eq!(status, 200);
+    let hub_part = &body["sites"].as_array().unwrap()[1];
+    assert_eq!(hub_part["site"], "hub");
+    assert_eq!(body["studies"].as_array().unwrap().len(), 1, "{body}");
+    assert!(
+        hub_part["status"] == "ok" && hub_part["count"] == 0 || hub_part["status"] == "refused",
+        "{body}"
+    );
+
+    // Spoke B goes down: the search still answers, says so, and cached views still work.
+    let b = sites.remove(2);
+    b.stop().await;
+    let (status, _, body) = hub.get_json("/api/v1/search").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["complete"], false);
+    let b_part = body["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["site"] == "spoke-b")
+        .unwrap();
+    assert!(
+        b_part["status"] == "unreachable" || b_part["status"] == "timeout",
+        "{body}"
+    );
+    assert!(by_uid(body["studies"].as_array().unwrap(), &f.study_uid)["local"] == true);
+    let (status, headers, _) = hub.get_json("/dicom-web/studies?scope=network").await;
+    assert_eq!(status, 200);
+    let warning = headers
+        .get_all("warning")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        warning.contains("299") && warning.contains("spoke-b"),
+        "{warning}"
+    );
+    let again = hub.get(&rendered).await;
+    assert_eq!(again.status(), 200, "served from the hub's cache");
+    assert_eq!(again.bytes().await.unwrap(), direct);
+    for s in sites {
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r5_pull_to_local_copies_a_remote_study_with_the_transfer_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let sites = demo::start_network(dir.path()).await.unwrap();
+    let (mr, mr_uid) = synth(dir.path(), 21, "mr-brain", 3);
+    let n = mr.len() as u64;
+    store(&sites[2], "CT_SPOKE_B", mr).await;
+    let mut events = sites[0].storage.exchange.subscribe();
+    let hub = Session::login(&sites[0], "admin-hub").await;
+    let (status, body) = hub
+        .post_json(
+            "/api/v1/peers/spoke-b/pull",
+            json!({"study_uid": mr_uid, "priority": 100}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["instances"], n);
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let Ok(ExchangeEvent::StudyComplete {
+                study_uid,
+                from_peer,
+                priority,
+                instances,
+                ..
+            }) = events.recv().await
+                && study_uid == mr_uid
+            {
+                assert_eq!(
+                    (from_peer.as_str(), priority, instances),
+                    ("spoke-b", 100, n)
+                );
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the pulled study completes at the hub");
+    // Now held at the hub: a local search finds it.
+    let (_, _, local) = hub
+        .get_json(&format!(
+            "/api/v1/search?scope=local&StudyInstanceUID={mr_uid}"
+        ))
+        .await;
+    assert_eq!(local["studies"].as_array().unwrap().len(), 1, "{local}");
+    // The spoke's receipts say it was delivered and verified.
+    let receipts = sites[2]
+        .storage
+        .exchange
+        .outbox()
+        .receipts(&vesalius_store::outbox::ReceiptFilter::default())
+        .await
+        .unwrap();
+    assert!(receipts.iter().filter(|r| r.study_uid == mr_uid).count() as u64 >= n);
+    // Errors: an unknown study is a 404, a bad UID a 400; the spokes may not pull from the hub.
+    let (status, _) = hub
+        .post_json(
+            "/api/v1/peers/spoke-b/pull",
+            json!({"study_uid": "1.2.3.4"}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = hub
+        .post_json("/api/v1/peers/spoke-b/pull", json!({"study_uid": "x y"}))
+        .await;
+    assert_eq!(status, 400);
+    let a = Session::login(&sites[1], "admin-spoke-a").await;
+    let (status, body) = a
+        .post_json("/api/v1/peers/hub/pull", json!({"study_uid": mr_uid}))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    for s in sites {
+        s.stop().await;
+    }
+}
