@@ -33,9 +33,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::stream::FuturesUnordered;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rand::Rng;
-use futures::stream::FuturesUnordered;
 use tokio::sync::{Mutex, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use vesalius_store::outbox::{Job, JobFilter, Receipt, ReceiptFilter, ReceiptKind};

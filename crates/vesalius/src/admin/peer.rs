@@ -25,6 +25,8 @@ use super::site::{apply_registry_change, check_slug, identity, routes_to};
 use crate::config::Config;
 
 /// Peer commands.
+// Parsed once per process: the size of `Add` costs nothing worth boxing it for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum PeerCommand {
     /// Register (or replace) a peer site, e.g. `peer add hub --url https://hub.example.org
