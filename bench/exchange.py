@@ -469,7 +469,7 @@ def main():
         s: [{k: v for k, v in r.items()} for r in W[s]] for s in SIDES}}, indent=1))
     if DOC:
         cmd = "".join(f"{k}={os.environ[k]} " for k in sorted(os.environ)
-                      if k.startswith("BENCH_")) + "scripts/bench exchange"
+                      if k.startswith("BENCH_") and k != "BENCH_PIDFILE") + "scripts/bench exchange"
         doc = Path(os.environ.get("BENCH_DOC_PATH", ROOT / "docs/benchmarks.md"))
         with open(doc, "a") as f:
             f.write(f"\n### Exchange, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n"
