@@ -131,7 +131,7 @@ pub(crate) struct Accept {
 
 /// A DICOM DateTime (PS3.5 6.2) in UTC, `YYYYMMDDHHMMSS+0000`, from the audit trail's RFC 3339
 /// formatting.
-fn dicom_dt(ms: i64) -> String {
+pub(crate) fn dicom_dt(ms: i64) -> String {
     let digits: String = vesalius_auth::fhir::instant(ms)
         .chars()
         .filter(char::is_ascii_digit)
@@ -164,6 +164,7 @@ pub(crate) async fn accept(
             .map(str::trim)
             .filter(|n| !n.is_empty())
             .map(str::to_owned),
+        ..Default::default()
     };
     let org = c.org().to_owned();
     let instances = inbox_instances(&sv, &org, &study).await?;

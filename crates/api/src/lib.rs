@@ -22,6 +22,7 @@ mod inbox;
 mod links;
 pub mod oidc;
 pub mod pages;
+mod patients;
 mod privacy;
 pub mod session;
 mod share;
@@ -129,7 +130,8 @@ pub(crate) struct Services {
 
 /// The routes of issue 4 beyond login: share links and their pages, guest upload links and
 /// their page, the quarantine inbox, break-glass and the privacy reports, exports (zip,
-/// de-identified), login and password pages. Mount at the root.
+/// de-identified), login and password pages; and patient link, merge and split (issue 5).
+/// Mount at the root.
 pub fn access_router(
     auth: Arc<vesalius_auth::Authenticator>,
     ingestor: Arc<Ingestor>,
@@ -159,6 +161,9 @@ pub fn access_router(
         .route("/api/v1/inbox", get(inbox::list))
         .route("/api/v1/inbox/studies/{study}", delete(inbox::reject))
         .route("/api/v1/inbox/studies/{study}/accept", post(inbox::accept))
+        .route("/api/v1/studies/{study}/link-patient", post(patients::link))
+        .route("/api/v1/patients/merge", post(patients::merge))
+        .route("/api/v1/patients/split", post(patients::split))
         .route(
             "/api/v1/studies/{study}/break-glass",
             post(privacy::break_glass),

@@ -70,7 +70,8 @@ pub enum Action {
     /// Upload through a guest upload link into the organisation's quarantine inbox.
     Upload,
     /// Review the organisation's quarantine inbox: see what guests uploaded, correct the patient
-    /// identity to the local record, accept it into the archive or reject it.
+    /// identity to the local record, accept it into the archive or reject it; and link, merge
+    /// and split the patients of the organisation's studies (issue 5, `api::patients`).
     Reconcile,
 }
 

@@ -292,6 +292,8 @@ impl Receiver {
                 .then(|| self.st.caller.principal.actor.clone()),
             source_addr: self.st.caller.source.clone(),
             user_agent: self.st.caller.user_agent.clone(),
+            // Issue 5: a peer's unqualified Patient IDs are its own, not ours.
+            default_issuer: peer_issuer(&self.st.caller.principal),
             ..Default::default()
         };
         // A task of its own: ingest goes on while the next part arrives, and finishes even if the
@@ -606,6 +608,12 @@ fn response(url: &ServiceUrl, study: Option<&str>, results: Vec<PartResult>) -> 
         Json::Object(body).to_string(),
     )
         .into_response())
+}
+
+/// The Issuer of Patient ID a peer site's deliveries without one are indexed under:
+/// `peer:NAME` (docs/patients.md); `None` for every other caller.
+pub(crate) fn peer_issuer(p: &vesalius_auth::Principal) -> Option<String> {
+    (p.actor.kind == vesalius_store::audit::ActorKind::Peer).then(|| format!("peer:{}", p.actor.id))
 }
 
 #[cfg(test)]

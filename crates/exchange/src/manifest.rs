@@ -3,7 +3,7 @@
 //! differs, and whether the study is complete. A resumed transfer asks first and sends only the
 //! missing; the last manifest of a study (`final`) marks it complete at the receiver.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use vesalius_store::Index;
@@ -44,7 +44,8 @@ pub struct Manifest {
 pub struct ManifestAnswer {
     /// Study Instance UID.
     pub study_uid: String,
-    /// Listed instances held with the same SHA-256.
+    /// Listed instances held with the same SHA-256: as the current version, or as a prior
+    /// version the receiver superseded (a patient link at the receiver rewrote it).
     pub present: Vec<String>,
     /// Listed instances not held.
     pub missing: Vec<String>,
@@ -63,6 +64,7 @@ pub async fn check(
     access: Option<Access>,
     manifest: &Manifest,
 ) -> vesalius_store::Result<ManifestAnswer> {
+    let access_again = access.clone();
     let held: Vec<StoredInstance> = index
         .instances(&Scope {
             access,
@@ -78,13 +80,41 @@ pub async fn check(
         held: held.len() as u64,
         ..Default::default()
     };
+    let mut differ = Vec::new();
     for e in &manifest.instances {
         match by_sop.get(e.sop_instance_uid.as_str()) {
             Some(i) if i.sha256.eq_ignore_ascii_case(&e.sha256) => {
                 a.present.push(e.sop_instance_uid.clone())
             }
-            Some(_) => a.mismatched.push(e.sop_instance_uid.clone()),
+            Some(_) => differ.push(e),
             None => a.missing.push(e.sop_instance_uid.clone()),
+        }
+    }
+    if !differ.is_empty() {
+        // The sender's bytes may be held as a prior version that the receiver superseded
+        // itself (a patient link rewrote the instance, docs/patients.md): they were delivered,
+        // and sending them again would undo the receiver's change.
+        let prior: HashSet<(String, String)> = index
+            .prior_versions(&Scope {
+                access: access_again,
+                ..Scope::study(manifest.study_uid.clone())
+            })
+            .await?
+            .into_iter()
+            .map(|p| {
+                (
+                    p.instance.sop_instance_uid,
+                    p.instance.sha256.to_ascii_lowercase(),
+                )
+            })
+            .collect();
+        for e in differ {
+            let key = (e.sop_instance_uid.clone(), e.sha256.to_ascii_lowercase());
+            if prior.contains(&key) {
+                a.present.push(key.0);
+            } else {
+                a.mismatched.push(key.0);
+            }
         }
     }
     a.complete = a.missing.is_empty() && a.mismatched.is_empty();

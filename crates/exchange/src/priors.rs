@@ -544,7 +544,13 @@ impl Exchange {
         let now = now_ms();
         let q = NodeQuery {
             patient_id: p.patient_id.clone(),
-            issuer: p.issuer.clone(),
+            // `peer:NAME` is the index's issuer for a peer's unqualified IDs (docs/patients.md),
+            // unknown to any node: the object itself has none, so neither has the query.
+            issuer: if p.issuer.starts_with("peer:") {
+                String::new()
+            } else {
+                p.issuer.clone()
+            },
             study_date: p
                 .rule
                 .years

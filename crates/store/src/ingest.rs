@@ -81,6 +81,12 @@ pub struct IngestContext {
     /// The AE title the sender called (ours, as a modality addressed us), "" over HTTP; routes
     /// may match on it.
     pub called_ae: String,
+    /// The Issuer of Patient ID to index the patient under when the object has a Patient ID
+    /// but no issuer (issue 5: a peer's deliveries get `peer:NAME`, so the sender's
+    /// unqualified IDs never share a patient record with the receiver's own). The object is
+    /// stored unchanged; the index's patient and the study-level QIDO/C-FIND attributes carry
+    /// the issuer (docs/patients.md).
+    pub default_issuer: Option<String>,
 }
 
 /// What an ingest produced.
@@ -465,6 +471,18 @@ fn level_json(ds: &DataSet, keep: impl Fn(Tag) -> bool) -> String {
     serde_json::Value::Object(dataset_to_json(&filtered, None)).to_string()
 }
 
+/// The study-level DICOM JSON `json` with Issuer of Patient ID (0010,0021) set to `issuer`
+/// (see [`IngestContext::default_issuer`]).
+fn with_issuer(json: &str, issuer: &str) -> String {
+    let mut m: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(json).unwrap_or_default();
+    m.insert(
+        format!("{:08X}", tag::ISSUER_OF_PATIENT_ID),
+        serde_json::json!({"vr": "LO", "Value": [issuer]}),
+    );
+    serde_json::Value::Object(m).to_string()
+}
+
 fn build_record(
     p: &ParsedObject,
     spooled: &SpooledFile,
@@ -520,11 +538,22 @@ fn build_record(
     };
     let metadata_json =
         serde_json::Value::Object(dataset_to_json(ds, p.pixel_data.as_ref())).to_string();
+    let patient_id = text(ds, &cs, tag::PATIENT_ID);
+    let mut issuer = text(ds, &cs, tag::ISSUER_OF_PATIENT_ID);
+    let mut study_json = level_json(ds, |t| tag::group(t) == 0x0010 || STUDY_TAGS.contains(&t));
+    if let Some(d) = ctx.default_issuer.as_deref()
+        && issuer.is_empty()
+        && !patient_id.is_empty()
+        && !d.is_empty()
+    {
+        issuer = d.to_owned();
+        study_json = with_issuer(&study_json, d);
+    }
     let record = InstanceRecord {
         org: org.clone(),
         patient: PatientAttrs {
-            patient_id: text(ds, &cs, tag::PATIENT_ID),
-            issuer: text(ds, &cs, tag::ISSUER_OF_PATIENT_ID),
+            patient_id,
+            issuer,
             name: text(ds, &cs, tag::PATIENT_NAME),
             birth_date: ds.str(tag::PATIENT_BIRTH_DATE).unwrap_or("").to_owned(),
             sex: ds.str(tag::PATIENT_SEX).unwrap_or("").to_owned(),
@@ -558,7 +587,7 @@ fn build_record(
         size: spooled.size,
         sha256: spooled.sha256.clone(),
         metadata_json,
-        study_json: level_json(ds, |t| tag::group(t) == 0x0010 || STUDY_TAGS.contains(&t)),
+        study_json,
         series_json: level_json(ds, |t| SERIES_TAGS.contains(&t)),
         instance_json: level_json(ds, |t| INSTANCE_TAGS.contains(&t)),
         frame_index,

@@ -3,13 +3,14 @@
 //! `check` and `cert` work on files; `org`, `user`, `token` and `ae` edit the directory of the
 //! index database and `site`, `peer`, `node` and `route` the exchange registry in it, with the
 //! server stopped or running (see [`context`]), so deployments and tests are set up without a
-//! browser.
+//! browser. `patient` changes data, so it talks to the running server (`--server`).
 
 mod ae;
 pub(crate) mod context;
 mod node;
 mod node_qr;
 mod org;
+mod patient;
 mod peer;
 mod route;
 mod site;
@@ -105,6 +106,14 @@ pub enum AdminCommand {
         data_dir: Option<PathBuf>,
         #[command(subcommand)]
         what: node::NodeCommand,
+    },
+    /// Patient identity through the running server: link a study's patient to the local
+    /// record, merge two patients, split studies off (docs/patients.md).
+    Patient {
+        #[command(flatten)]
+        server: patient::ServerArgs,
+        #[command(subcommand)]
+        what: patient::PatientCommand,
     },
     /// Routes: add, list, remove, test against DICOM files.
     Route {
@@ -203,6 +212,7 @@ pub async fn run(cmd: AdminCommand, mut cfg: Config) -> Result<()> {
             let cx = context::AdminContext::open(&context::data_dir(&cfg, data_dir)).await?;
             node::run(&cx, &cfg, what).await
         }
+        AdminCommand::Patient { server, what } => patient::run(server, what).await,
         AdminCommand::Route { data_dir, what } => {
             let cx = context::AdminContext::open(&context::data_dir(&cfg, data_dir)).await?;
             route::run(&cx, &cfg, what).await

@@ -13,6 +13,8 @@ mod exchange_tests;
 #[cfg(test)]
 mod federation_tests;
 mod import;
+#[cfg(test)]
+mod patients_tests;
 mod send;
 mod serve;
 mod site;

@@ -239,7 +239,32 @@ pub fn http_app(
         https,
         crate::tls::security_headers,
     ))
+    .layer(axum::middleware::from_fn(close_after_refused_body))
     .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// A request refused before its body was read (401, 403, 413…) leaves the rest of that body on
+/// the connection; hyper then closes it after the answer, and a client that reuses it for its
+/// next request (as HTTP/1.1 keep-alive allows) finds it closed without an answer. Saying
+/// `Connection: close` on such answers (RFC 9112 9.6) makes the client open a new one.
+async fn close_after_refused_body(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let has_body = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > 0)
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let mut res = next.run(req).await;
+    if has_body && (res.status().is_client_error() || res.status().is_server_error()) {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
 }
 
 /// Runs the servers until a signal arrives.

@@ -84,7 +84,7 @@ fn utc(ms: i64) -> String {
     }
 }
 
-fn client(token: Option<&str>) -> Result<reqwest::Client> {
+pub(crate) fn client(token: Option<&str>) -> Result<reqwest::Client> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(t) = token.filter(|t| !t.is_empty()) {
         let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
@@ -98,14 +98,14 @@ fn client(token: Option<&str>) -> Result<reqwest::Client> {
 }
 
 /// Fails with the server's `{"error", "message"}` unless `resp` succeeded.
-async fn checked(resp: reqwest::Response) -> Result<reqwest::Response> {
+pub(crate) async fn checked(resp: reqwest::Response) -> Result<reqwest::Response> {
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
     }
     let v: serde_json::Value = resp.json().await.unwrap_or_default();
     let hint = if status.as_u16() == 401 || status.as_u16() == 403 {
-        " (an administrator's token: --token or VESALIUS_TOKEN)"
+        " (a token of a user with that right: --token or VESALIUS_TOKEN)"
     } else {
         ""
     };

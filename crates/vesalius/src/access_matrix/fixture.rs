@@ -32,6 +32,8 @@ pub const GHOST_ORG: &str = "ghost";
 pub const GHOST_UID: &str = "2.25.999999999999999999";
 /// Our AE title.
 pub const OUR_AE: &str = "VESALIUS";
+/// The patient of `a` the matrix merges into: `(issuer, patient id)`.
+pub const MERGE_INTO: (&str, &str) = ("MATRIX", "MATRIX-INTO");
 const HOUR_MS: i64 = 3_600_000;
 
 /// One synthetic single-image study (DICOM Part 10), as written by `vesalius_synth`.
@@ -308,6 +310,20 @@ impl Site {
         let other = place(&storage, ORG_B, next(), true).await;
         let inbox_own = place(&storage, &inbox_org(ORG_A), next(), false).await;
         let inbox_other = place(&storage, &inbox_org(ORG_B), next(), false).await;
+        // A patient of `a` to merge into.
+        let mut into = next();
+        into.bytes = vesalius_deid::coerce::coerce_patient_bytes(
+            &into.bytes,
+            &vesalius_deid::coerce::PatientIdentity {
+                issuer: MERGE_INTO.0.into(),
+                patient_id: MERGE_INTO.1.into(),
+                ..Default::default()
+            },
+            "ACCESS-MATRIX",
+            "20260101000000",
+        )
+        .expect("a patient to merge into");
+        place(&storage, ORG_A, into, false).await;
         let site = Site {
             _dir: dir,
             storage,
@@ -424,14 +440,35 @@ impl Site {
     }
 
     /// Puts `p` back as placed (with its prior version) if a deletion or an inbox decision
-    /// took it away.
+    /// took it away, and its current version back if a patient change rewrote it.
     pub async fn restore(&self, p: &Placed) {
-        if self.instances_in(&p.org, &p.sample.study).await.is_empty() {
+        let now = self.instances_in(&p.org, &p.sample.study).await;
+        let current = p.replacement.as_ref().unwrap_or(&p.sample.bytes);
+        if now.is_empty() {
             self.ingest(&p.org, &p.sample.bytes).await;
             if let Some(b) = &p.replacement {
                 self.ingest(&p.org, b).await;
             }
+        } else if now
+            .iter()
+            .any(|i| i.sha256 != vesalius_auth::secret::sha256_hex(current))
+        {
+            self.ingest(&p.org, current).await;
         }
+    }
+
+    /// `(issuer, patient id)` of `study` in `org` as the index shows it.
+    pub async fn patient_of(&self, org: &str, study: &str) -> Option<(String, String)> {
+        let mut q =
+            Query::new(Level::Study).with(Key::StudyInstanceUid, Matcher::Single(study.to_owned()));
+        q.access = Some(Access::orgs([org]));
+        let found = self.storage.ingestor.index().find(&q).await.expect("find");
+        let a = found.first()?;
+        Some((
+            a.first_str(Key::IssuerOfPatientId.tag())
+                .unwrap_or_default(),
+            a.first_str(Key::PatientId.tag()).unwrap_or_default(),
+        ))
     }
 
     /// A share link on `p` made by the server itself; returns its id and secret.

@@ -262,6 +262,20 @@ pub(super) async fn effects(
                 }
             }
         }
+        ("POST", "/api/v1/studies/{study}/link-patient")
+        | ("POST", "/api/v1/patients/merge")
+        | ("POST", "/api/v1/patients/split") => {
+            if let Some(placed) = &aim.placed {
+                let now = site.patient_of(&placed.org, &placed.sample.study).await;
+                let changed = now.as_ref() != Some(&placed.patient);
+                if changed != allowed {
+                    out.push(format!(
+                        "patient now {now:?} (was {:?}), allowed: {allowed}",
+                        placed.patient
+                    ));
+                }
+            }
+        }
         ("DELETE", p) if p.starts_with("/api/v1/studies/") => {
             if let Some(placed) = &aim.placed {
                 let left = !site

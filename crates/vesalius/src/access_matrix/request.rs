@@ -127,6 +127,25 @@ fn body(route: &Route, aim: &Aim, n: usize) -> (Option<String>, Vec<u8>) {
         ("POST", "/api/v1/inbox/studies/{study}/accept") => {
             json(serde_json::json!({"patient_id": "LOCAL-1", "issuer": "MATRIX"}))
         }
+        // A new identity per cell, so that every allowed cell changes something.
+        ("POST", "/api/v1/studies/{study}/link-patient") => {
+            json(serde_json::json!({"issuer": "MATRIX", "patient_id": format!("LINK-{n}")}))
+        }
+        ("POST", "/api/v1/patients/merge") => {
+            let (issuer, pid) = aim
+                .study_ref
+                .as_ref()
+                .and_then(|s| s.patient.clone())
+                .unwrap_or_else(|| ("GHOST".into(), "GHOST".into()));
+            json(serde_json::json!({
+                "from": {"issuer": issuer, "patient_id": pid},
+                "into": {"issuer": super::fixture::MERGE_INTO.0, "patient_id": super::fixture::MERGE_INTO.1},
+            }))
+        }
+        ("POST", "/api/v1/patients/split") => json(serde_json::json!({
+            "study_uids": [aim.study],
+            "to": {"issuer": "MATRIX", "patient_id": format!("SPLIT-{n}")},
+        })),
         ("POST", "/api/v1/studies/{study}/break-glass") => {
             json(serde_json::json!({"reason": "access matrix: emergency at night"}))
         }

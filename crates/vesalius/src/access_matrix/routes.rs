@@ -595,6 +595,33 @@ pub const ROUTES: &[Route] = &[
         Change,
         &["inbox-reject"],
     ),
+    // Patient identity (issue 5): reconcile on the study's organisation. Merge and split name
+    // the target study's patient or the study in their body (request.rs); each cell's change
+    // is undone by `restore`.
+    r(
+        "POST",
+        "/api/v1/studies/{study}/link-patient",
+        Study,
+        OnStudy(Reconcile),
+        Change,
+        &["patient-link"],
+    ),
+    r(
+        "POST",
+        "/api/v1/patients/merge",
+        Study,
+        OnStudy(Reconcile),
+        Change,
+        &["patient-merge"],
+    ),
+    r(
+        "POST",
+        "/api/v1/patients/split",
+        Study,
+        OnStudy(Reconcile),
+        Change,
+        &["patient-split"],
+    ),
     // The privacy officer's reports.
     r(
         "GET",
