@@ -101,6 +101,17 @@ pub struct ExchangeConfig {
     /// Bytes of remote studies' answers (metadata, frames, rendered images) this node keeps
     /// for remote viewing. Default 268435456 (256 MiB).
     pub remote_cache_bytes: u64,
+    /// Peers put by this file at start (`[[exchange.peers]]`: `name` plus the fields of
+    /// `PUT /api/v1/peers/{name}`, docs/api-exchange.md). They are marked managed: the API
+    /// and `vesalius admin` refuse to change them, and one removed from here is removed at the
+    /// next start. Default none.
+    pub peers: Vec<vesalius_exchange::spec::PeerSpec>,
+    /// DICOM nodes put by this file at start (`[[exchange.nodes]]`: `name` plus the fields of
+    /// `PUT /api/v1/nodes/{name}`), managed like the peers. Default none.
+    pub nodes: Vec<vesalius_exchange::spec::NodeSpec>,
+    /// Routes put by this file at start (`[[exchange.routes]]`: `id` plus the fields of
+    /// `PUT /api/v1/routes/{id}`), managed like the peers. Default none.
+    pub routes: Vec<vesalius_exchange::spec::RouteSpec>,
 }
 
 impl Default for ExchangeConfig {
@@ -124,6 +135,9 @@ impl Default for ExchangeConfig {
             prefetch_delay_ms: 2000,
             federation_timeout_ms: 3000,
             remote_cache_bytes: 256 << 20,
+            peers: Vec::new(),
+            nodes: Vec::new(),
+            routes: Vec::new(),
         }
     }
 }

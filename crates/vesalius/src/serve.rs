@@ -371,6 +371,20 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
     }
     // Issue 4: the DICOM listeners admit only registered calling AE titles.
     let callers = seed_callers(&cfg, &storage.auth).await?;
+    let (seeded, unseeded) = crate::registry_seed::seed_registry(
+        &cfg,
+        storage.exchange.registry().as_ref(),
+        &storage.auth,
+    )
+    .await?;
+    if seeded + unseeded > 0 {
+        storage.routes.refresh().await?;
+        tracing::info!(
+            seeded,
+            unseeded,
+            "exchange registry seeded from the configuration"
+        );
+    }
     if callers == 0 {
         println!(
             "  DICOM callers  : none registered: every association is refused ([[dicom.callers]] or `vesalius admin ae add`)"
