@@ -270,6 +270,7 @@ class Orthanc(Server):
             "MaximumPduLength": PDU,
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         }
+        cfg.update(getattr(self, "extra_config", {}))  # e.g. peers and Lua (bench/exchange.py)
         cfg_path = self.data_dir / "orthanc.json"
         cfg_path.write_text(json.dumps(cfg, indent=2))
         env = dict(os.environ)

@@ -312,6 +312,8 @@ mod tests {
             name: "hub".into(),
             base_url: "https://hub.example.org".into(),
             public_key: hub.public_key(),
+            kind: vesalius_store::registry::PeerKind::Vesalius,
+            auth: vesalius_store::registry::PeerAuth::None,
             org: "a".into(),
             remote_org: None,
             may_query: true,

@@ -27,6 +27,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod encoding;
 pub mod error;
 pub mod multipart;
 pub mod qido;

@@ -17,11 +17,16 @@
 //!   RetrieveURL, and the top-level RetrieveURL (0008,1190) names the study when the stored
 //!   instances belong to one.
 //!
+//! A body with `Content-Encoding: gzip` or `deflate` (RFC 9110 8.4) is decoded as it streams
+//! ([`crate::encoding`]); every limit here and in ingest applies to the decoded bytes, so a
+//! compressed body is stored byte for byte as if it had been sent plain.
+//!
 //! Request-level failures answer a JSON error instead, after the parts already handed to ingest
 //! have finished (they stay stored): 415 for a body that is not `multipart/related` of
-//! `application/dicom`, 413 when the body exceeds `max_stow_bytes` (checked against
-//! `Content-Length` up front and counted while streaming), 400 for a malformed or truncated body
-//! (the truncated part is discarded), 507 when the disk is below its free-space watermark.
+//! `application/dicom` or has an unknown content coding (with `Accept-Encoding`), 413 when the
+//! decoded body exceeds `max_stow_bytes` (checked against `Content-Length` up front when the
+//! body is not coded, and counted while streaming), 400 for a malformed, truncated or corrupt
+//! body (the truncated part is discarded), 507 when the disk is below its free-space watermark.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -39,6 +44,7 @@ use vesalius_store::model::StoredInstance;
 use vesalius_store::spool::{SpoolWriter, SpooledFile};
 
 use crate::caller::Ctx;
+use crate::encoding;
 use crate::error::{DicomWebError, Result};
 use crate::multipart::MediaType;
 use crate::{ServiceUrl, check_uids};
@@ -130,17 +136,29 @@ async fn stow(st: Ctx, url: ServiceUrl, study: Option<String>, req: Request) -> 
         )));
     }
     let boundary = boundary(req.headers())?;
+    // RFC 9110 8.4: a coded body is decoded as it streams; every limit below applies to the
+    // decoded bytes. An unknown coding is refused with the accepted ones named (15.5.16).
+    let codings = match encoding::request_codings(req.headers()) {
+        Ok(c) => c,
+        Err(e) => return Ok(([(header::ACCEPT_ENCODING, encoding::ACCEPTED)], e).into_response()),
+    };
     let max = st.options.max_stow_bytes;
-    if let Some(len) = content_length(req.headers())
+    if codings.is_empty()
+        && let Some(len) = content_length(req.headers())
         && len > max
     {
         return Err(too_large(max));
     }
+    let raw: encoding::BodyStream = req
+        .into_body()
+        .into_data_stream()
+        .map(|r| r.map_err(std::io::Error::other))
+        .boxed();
     let constraints =
         multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(max));
     let mut body = multer::Multipart::with_constraints(
         OneChunkPerPoll {
-            inner: req.into_body().into_data_stream(),
+            inner: encoding::decode(raw, &codings, max),
             yielded: false,
         },
         boundary,
@@ -469,6 +487,14 @@ fn too_large(max: u64) -> DicomWebError {
 fn multipart_error(e: multer::Error, max: u64) -> DicomWebError {
     match e {
         multer::Error::StreamSizeExceeded { .. } => too_large(max),
+        multer::Error::StreamReadFailed(e)
+            if encoding::BodyTooLarge::find(e.as_ref()).is_some() =>
+        {
+            too_large(max)
+        }
+        multer::Error::StreamReadFailed(e) => {
+            DicomWebError::bad_request(format!("unreadable request body: {e}"))
+        }
         e => DicomWebError::bad_request(format!("malformed multipart body: {e}")),
     }
 }

@@ -328,6 +328,118 @@ async fn stow_truncated_body_keeps_complete_parts() {
     );
 }
 
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn stream_body(chunks: Vec<Vec<u8>>) -> Body {
+    let chunks: Vec<Result<Bytes, std::io::Error>> =
+        chunks.into_iter().map(|c| Ok(Bytes::from(c))).collect();
+    Body::from_stream(futures::stream::iter(chunks))
+}
+
+#[tokio::test]
+async fn stow_gzip_and_deflate_bodies_store_the_decoded_bytes() {
+    let f = fixtures();
+    let files: Vec<Vec<u8>> = f.iter().map(|(_, b)| b.clone()).collect();
+    let (body, ct) = multipart(&files[..3], "bnd");
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut z, &body).unwrap();
+    for (coding, coded) in [("gzip", gzip(&body)), ("deflate", z.finish().unwrap())] {
+        let h = harness(DicomWebOptions::new("default"));
+        assert!(coded.len() < body.len());
+        let req = Request::post("/dicom-web/studies")
+            .header(header::CONTENT_TYPE, ct.clone())
+            .header(header::CONTENT_ENCODING, coding)
+            .header(header::CONTENT_LENGTH, coded.len())
+            .body(stream_body(coded.chunks(333).map(<[u8]>::to_vec).collect()))
+            .unwrap();
+        let r = h.send(req).await;
+        assert_eq!(r.status, StatusCode::OK, "{coding}: {}", r.json());
+        let r = h.get(&format!("/dicom-web/studies/{STUDY_A}"), None).await;
+        let parts = r.parts();
+        assert_eq!(parts.len(), 3);
+        for (n, (_, bytes)) in parts.iter().enumerate() {
+            assert_eq!(bytes, &files[n], "{coding}: part {n} is byte-identical");
+        }
+    }
+}
+
+#[tokio::test]
+async fn stow_gzip_bomb_is_413_and_earlier_parts_stay() {
+    let f = fixtures();
+    let limit = 1u64 << 20;
+    let h = harness(DicomWebOptions::new("default").max_stow_bytes(limit));
+    // One good part, then a part of zeros: 1 GiB decoded from about 1 MiB of gzip members
+    // (RFC 1952 2.2), far beyond the limit, which applies to the decoded bytes.
+    let mut head = b"--bnd\r\nContent-Type: application/dicom\r\n\r\n".to_vec();
+    head.extend_from_slice(&f[0].1);
+    head.extend_from_slice(b"\r\n--bnd\r\nContent-Type: application/dicom\r\n\r\n");
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut e, &vec![0u8; 1 << 20]).unwrap();
+    let zeros = e.finish().unwrap();
+    let mut chunks = vec![gzip(&head)];
+    chunks.extend(std::iter::repeat_n(zeros, 1024));
+    let coded: usize = chunks.iter().map(Vec::len).sum();
+    assert!((coded as u64) < 2 * limit);
+    let req = Request::post("/dicom-web/studies")
+        .header(
+            header::CONTENT_TYPE,
+            "multipart/related; type=\"application/dicom\"; boundary=bnd",
+        )
+        .header(header::CONTENT_ENCODING, "gzip")
+        .body(stream_body(chunks))
+        .unwrap();
+    let r = h.send(req).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let j = r.json();
+    assert_eq!(j["error"], "payload-too-large");
+    assert!(
+        j["message"].as_str().unwrap().contains("1 instance(s)"),
+        "{j}"
+    );
+    let r = h.get(&format!("/dicom-web/studies/{STUDY_A}"), None).await;
+    assert_eq!(r.parts().len(), 1);
+    assert_eq!(r.parts()[0].1, f[0].1);
+}
+
+#[tokio::test]
+async fn stow_unknown_or_corrupt_coding_is_refused() {
+    let h = harness(DicomWebOptions::new("default"));
+    let f = fixtures();
+    let (body, ct) = multipart(&[f[0].1.clone()], "bnd");
+    let req = Request::post("/dicom-web/studies")
+        .header(header::CONTENT_TYPE, ct.clone())
+        .header(header::CONTENT_ENCODING, "br")
+        .body(Body::from(body.clone()))
+        .unwrap();
+    let r = h.send(req).await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(r.json()["error"], "unsupported-media-type");
+    assert_eq!(
+        r.headers[header::ACCEPT_ENCODING],
+        crate::encoding::ACCEPTED
+    );
+    // Announced gzip, sent plain: the body cannot be decoded.
+    let req = Request::post("/dicom-web/studies")
+        .header(header::CONTENT_TYPE, ct)
+        .header(header::CONTENT_ENCODING, "gzip")
+        .body(Body::from(body))
+        .unwrap();
+    let r = h.send(req).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["error"], "bad-request");
+    assert_eq!(
+        h.get(&format!("/dicom-web/studies/{STUDY_A}"), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
 #[tokio::test]
 async fn stow_oversize_body_is_413() {
     let f = fixtures();

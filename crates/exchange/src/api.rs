@@ -38,7 +38,7 @@
 //! `job-retry`) through [`Registry::apply`]; a job retry, which the outbox commits alone, is
 //! audited right after it. Records put by the configuration file (`managed`) are refused with
 //! 409: the file would put them back at the next start. A route is validated
-//! ([`route::validate`]) and its destinations must exist (a node only of the route's own
+//! ([`crate::route::validate`]) and its destinations must exist (a node only of the route's own
 //! organisation); a peer or node named by a route cannot be deleted (409). After a route
 //! change this node reloads its routes at once ([`RouteObserver::refresh`]); other nodes pick
 //! it up at their refresh interval.
@@ -65,13 +65,14 @@ use vesalius_core::ErrorKind;
 use vesalius_store::audit::Outcome;
 use vesalius_store::outbox::{JobFilter, JobState, ReceiptFilter};
 use vesalius_store::registry::{
-    DicomNode, Peer, RegistryChange, Route, RouteDestination, RouteMatch,
+    DicomNode, Peer, PeerKind, RegistryChange, Route, RouteDestination,
 };
 use vesalius_store::{Outbox, Registry};
 
 use crate::observer::RouteObserver;
+use crate::spec::{NodeSpec, PeerSpec, RouteSpec};
 use crate::worker::Exchange;
-use crate::{ExchangeEvent, now_ms, route};
+use crate::{ExchangeEvent, now_ms};
 
 /// Default and largest `limit` of the lists.
 const DEFAULT_LIMIT: usize = 100;
@@ -239,21 +240,8 @@ fn json_of<T: serde::Serialize>(v: &T) -> Json<Value> {
     Json(serde_json::to_value(v).unwrap_or(Value::Null))
 }
 
-/// Names of peers, nodes and routes: a short slug, usable in queues and URLs.
-fn check_name(what: &str, name: &str) -> ApiResult<()> {
-    let fine = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if fine {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorKind::BadRequest,
-            format!("{what} names are 1-64 letters, digits, '-', '_' or '.': {name:?}"),
-        ))
-    }
+fn bad_request(message: String) -> ApiError {
+    ApiError::new(ErrorKind::BadRequest, message)
 }
 
 fn managed(what: &str, name: &str) -> ApiError {
@@ -456,21 +444,6 @@ fn sse_event(e: &ExchangeEvent) -> Event {
 // ---------------------------------------------------------------------------------------------
 // Peers.
 
-/// A peer as an administrator puts it (the name comes from the path).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PeerInput {
-    base_url: String,
-    public_key: String,
-    org: String,
-    #[serde(default)]
-    remote_org: Option<String>,
-    #[serde(default)]
-    may_query: bool,
-    #[serde(default)]
-    description: String,
-}
-
 async fn list_peers(
     State(st): State<ApiState>,
     caller: Option<Extension<Caller>>,
@@ -510,23 +483,8 @@ async fn put_peer(
     bytes: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let c = caller_of(caller)?;
-    let input: PeerInput = body(&bytes)?;
+    let input: PeerSpec = body(&bytes)?;
     require_manage(&c, &input.org)?;
-    check_name("peer", &name)?;
-    let url = reqwest::Url::parse(&input.base_url).map_err(|e| {
-        ApiError::new(
-            ErrorKind::BadRequest,
-            format!("base_url {:?}: {e}", input.base_url),
-        )
-    })?;
-    crate::client::check_scheme(&url)
-        .map_err(|e| ApiError::new(ErrorKind::BadRequest, e.to_string()))?;
-    if !vesalius_auth::peer::valid_public_key(&input.public_key) {
-        return Err(ApiError::new(
-            ErrorKind::BadRequest,
-            "public_key is ed25519: followed by the peer's base64url key",
-        ));
-    }
     let old = st.registry().peer(&name).await?;
     if let Some(o) = &old {
         require_manage(&c, &o.org)?;
@@ -534,19 +492,13 @@ async fn put_peer(
             return Err(managed("peer", &name));
         }
     }
-    let peer = Peer {
-        name: name.clone(),
-        base_url: input.base_url,
-        public_key: input.public_key,
-        org: input.org,
-        remote_org: input.remote_org.filter(|o| !o.is_empty()),
-        may_query: input.may_query,
-        description: input.description,
-        managed: false,
-        created_ms: old.as_ref().map_or_else(now_ms, |o| o.created_ms),
-    };
+    let created = old.as_ref().map_or_else(now_ms, |o| o.created_ms);
+    let peer = input
+        .record(Some(&name), false, created)
+        .map_err(bad_request)?;
     let details = json!({
-        "change": "peer-put", "peer": name, "base_url": peer.base_url,
+        "change": "peer-put", "peer": name, "kind": peer.kind, "base_url": peer.base_url,
+        "auth": peer.auth.kind(),
         "may_query": peer.may_query, "created": old.is_none(),
     });
     let org = peer.org.clone();
@@ -614,6 +566,25 @@ async fn ping_peer(
     let peer = visible_peer(&st, &c, &name).await?;
     let sent_ms = now_ms();
     let t0 = Instant::now();
+    if peer.kind == PeerKind::Dicomweb {
+        // A plain DICOMweb server: a QIDO-RS request with its credentials.
+        return Ok(Json(match st.exchange.client().qido_ping(&peer).await {
+            Ok(a) => json!({
+                "peer": name,
+                "kind": peer.kind,
+                "reachable": true,
+                "round_trip_ms": t0.elapsed().as_millis() as i64,
+                "qido_status": a.status,
+            }),
+            Err(e) => json!({
+                "peer": name,
+                "kind": peer.kind,
+                "reachable": false,
+                "round_trip_ms": t0.elapsed().as_millis() as i64,
+                "error": e.to_string(),
+            }),
+        }));
+    }
     // A diagnosis, not a failure of this request: an unreachable peer is answered with 200.
     Ok(Json(match st.exchange.client().ping(&peer).await {
         Ok(a) => {
@@ -640,20 +611,6 @@ async fn ping_peer(
 
 // ---------------------------------------------------------------------------------------------
 // DICOM nodes.
-
-/// A node as an administrator puts it (the name comes from the path).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NodeInput {
-    ae_title: String,
-    host: String,
-    port: u16,
-    #[serde(default)]
-    transfer_syntaxes: Vec<String>,
-    org: String,
-    #[serde(default)]
-    description: String,
-}
 
 async fn list_nodes(
     State(st): State<ApiState>,
@@ -693,22 +650,8 @@ async fn put_node(
     bytes: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let c = caller_of(caller)?;
-    let input: NodeInput = body(&bytes)?;
+    let input: NodeSpec = body(&bytes)?;
     require_manage(&c, &input.org)?;
-    check_name("node", &name)?;
-    let ae = input.ae_title.trim();
-    if !vesalius_core::ae::valid_ae_title(ae) {
-        return Err(ApiError::new(
-            ErrorKind::BadRequest,
-            format!("ae_title {:?} is not an AE title", input.ae_title),
-        ));
-    }
-    if input.host.trim().is_empty() || input.port == 0 {
-        return Err(ApiError::new(
-            ErrorKind::BadRequest,
-            "a node needs a host and a port",
-        ));
-    }
     let old = st.registry().node(&name).await?;
     if let Some(o) = &old {
         require_manage(&c, &o.org)?;
@@ -716,17 +659,10 @@ async fn put_node(
             return Err(managed("node", &name));
         }
     }
-    let node = DicomNode {
-        name: name.clone(),
-        ae_title: ae.to_owned(),
-        host: input.host.trim().to_owned(),
-        port: input.port,
-        transfer_syntaxes: input.transfer_syntaxes,
-        org: input.org,
-        description: input.description,
-        managed: false,
-        created_ms: old.as_ref().map_or_else(now_ms, |o| o.created_ms),
-    };
+    let created = old.as_ref().map_or_else(now_ms, |o| o.created_ms);
+    let node = input
+        .record(Some(&name), false, created)
+        .map_err(bad_request)?;
     let details = json!({
         "change": "node-put", "node": name, "ae_title": node.ae_title,
         "host": node.host, "port": node.port, "created": old.is_none(),
@@ -820,38 +756,6 @@ async fn echo_node(
 // ---------------------------------------------------------------------------------------------
 // Routes.
 
-/// A destination as written in a route: `"peer:hub"` or the tagged form `{"peer": "hub"}`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum DestinationInput {
-    Text(String),
-    Tagged(RouteDestination),
-}
-
-/// A route as an administrator puts it (the id comes from the path).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RouteInput {
-    #[serde(default)]
-    name: String,
-    org: String,
-    #[serde(default = "yes")]
-    enabled: bool,
-    #[serde(default)]
-    order: i32,
-    #[serde(default)]
-    matcher: RouteMatch,
-    destinations: Vec<DestinationInput>,
-    #[serde(default)]
-    priority: i32,
-    #[serde(default)]
-    deid: Option<String>,
-}
-
-fn yes() -> bool {
-    true
-}
-
 async fn list_routes(
     State(st): State<ApiState>,
     caller: Option<Extension<Caller>>,
@@ -912,17 +816,8 @@ async fn put_route(
     bytes: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let c = caller_of(caller)?;
-    let input: RouteInput = body(&bytes)?;
+    let input: RouteSpec = body(&bytes)?;
     require_manage(&c, &input.org)?;
-    check_name("route", &id)?;
-    let mut destinations = Vec::with_capacity(input.destinations.len());
-    for d in input.destinations {
-        destinations.push(match d {
-            DestinationInput::Tagged(t) => t,
-            DestinationInput::Text(s) => RouteDestination::parse_checked(&s)
-                .map_err(|e| ApiError::new(ErrorKind::BadRequest, e))?,
-        });
-    }
     let old = find_route(&st, &id).await?;
     if let Some(o) = &old {
         require_manage(&c, &o.org)?;
@@ -930,24 +825,10 @@ async fn put_route(
             return Err(managed("route", &id));
         }
     }
-    let r = Route {
-        id: id.clone(),
-        name: if input.name.is_empty() {
-            id.clone()
-        } else {
-            input.name
-        },
-        org: input.org,
-        enabled: input.enabled,
-        order: input.order,
-        matcher: input.matcher,
-        destinations,
-        priority: input.priority,
-        deid: input.deid.filter(|d| !d.is_empty()),
-        managed: false,
-        created_ms: old.as_ref().map_or_else(now_ms, |o| o.created_ms),
-    };
-    route::validate(&r).map_err(|e| ApiError::new(ErrorKind::BadRequest, e))?;
+    let created = old.as_ref().map_or_else(now_ms, |o| o.created_ms);
+    let r = input
+        .record(Some(&id), false, created)
+        .map_err(bad_request)?;
     check_destinations(&st, &r).await?;
     let dests: Vec<String> = r.destinations.iter().map(RouteDestination::text).collect();
     let details = json!({

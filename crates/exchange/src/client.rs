@@ -6,17 +6,32 @@
 //! body) and checked here against the peer's registered key, so an answer — a manifest's "I hold
 //! these instances with these hashes" above all — is proof that the peer itself gave it.
 //! Plain `http` is refused unless the host is a loopback address.
+//!
+//! A plain DICOMweb peer ([`PeerKind::Dicomweb`], e.g. Orthanc) gets standard requests
+//! instead: STOW-RS and QIDO-RS under its service root, with its own credentials (HTTP Basic or
+//! a bearer token, [`PeerAuth`]), no signature and no manifest.
+//!
+//! STOW-RS bodies go out with `Content-Encoding: gzip` (RFC 9110 8.4.1.3) when
+//! [`ContentEncoding::Gzip`] is chosen (`[exchange] content_encoding`): the multipart body is
+//! compressed as it streams (flate2's fastest level), never held whole twice. The instances'
+//! bytes are unchanged, so the receiver stores, and manifests hash, exactly what was sent. A peer
+//! that answers 415 to a coded body is sent plain from then on (RFC 9110 15.5.16). Plain
+//! DICOMweb peers are always sent plain (Orthanc ignores the header and stores nothing).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_compression::Level;
+use async_compression::tokio::bufread::GzipEncoder;
 use bytes::Bytes;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream;
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tokio_util::io::{ReaderStream, StreamReader};
 use vesalius_auth::peer::{self, OnBehalf, SiteIdentity};
-use vesalius_store::registry::Peer;
+use vesalius_store::registry::{Peer, PeerAuth, PeerKind};
 
 use crate::manifest::{Manifest, ManifestAnswer};
 use crate::{Error, now_ms};
@@ -48,17 +63,47 @@ pub struct StowOutcome {
     pub failed: Vec<(String, u16)>,
 }
 
-/// One part of a STOW-RS request: a Part 10 object as a byte stream of known length.
-pub struct StowPart {
-    /// The bytes.
-    pub body: BoxStream<'static, std::io::Result<Bytes>>,
+/// What a plain DICOMweb peer answered to a QIDO-RS ping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QidoPing {
+    /// The HTTP status (200 or 204).
+    pub status: u16,
+    /// Studies in the answer (at most 1: the request asks for one).
+    pub studies: usize,
 }
+
+/// The content coding of STOW-RS bodies sent to peers (`[exchange] content_encoding`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContentEncoding {
+    /// gzip at the fastest level (RFC 9110 8.4.1.3).
+    #[default]
+    Gzip,
+    /// As is.
+    Identity,
+}
+
+impl ContentEncoding {
+    /// `gzip` or `identity`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContentEncoding::Gzip => "gzip",
+            ContentEncoding::Identity => "identity",
+        }
+    }
+}
+
+/// Bytes of a compressed body handed to the connection at once.
+const CODED_CHUNK: usize = 64 << 10;
 
 /// The client.
 #[derive(Clone)]
 pub struct PeerClient {
     http: reqwest::Client,
     identity: Arc<SiteIdentity>,
+    encoding: ContentEncoding,
+    /// Peers that refused a coded body (415): sent plain from then on.
+    plain_only: Arc<Mutex<HashSet<String>>>,
 }
 
 impl PeerClient {
@@ -71,7 +116,18 @@ impl PeerClient {
             .pool_max_idle_per_host(16)
             .build()
             .map_err(|e| Error::Peer(format!("HTTP client: {e}")))?;
-        Ok(PeerClient { http, identity })
+        Ok(PeerClient {
+            http,
+            identity,
+            encoding: ContentEncoding::default(),
+            plain_only: Arc::default(),
+        })
+    }
+
+    /// Sets the content coding of STOW-RS bodies (default gzip).
+    pub fn content_encoding(mut self, encoding: ContentEncoding) -> Self {
+        self.encoding = encoding;
+        self
     }
 
     /// This site's identity.
@@ -133,6 +189,7 @@ impl PeerClient {
         body: Option<Vec<u8>>,
         on_behalf: Option<OnBehalf>,
     ) -> Result<T, Error> {
+        check_vesalius(peer)?;
         let url = Self::url(peer, path)?;
         let (mut rb, jti) = self.request(peer, method, url, on_behalf);
         if let Some(b) = body {
@@ -181,52 +238,139 @@ impl PeerClient {
             .await
     }
 
-    /// STOW-RS of `parts` into the peer's `/dicom-web/studies/{study}` (with `?org=` when the
-    /// peer record names the organisation to deliver into), carrying `priority`.
+    /// `GET {root}/studies?limit=1` of a plain DICOMweb peer (QIDO-RS, PS3.18 10.6): reachable
+    /// and our credentials accepted.
+    pub async fn qido_ping(&self, peer: &Peer) -> Result<QidoPing, Error> {
+        let url = Self::url(peer, "/studies?limit=1")?;
+        let resp = self
+            .plain_request(peer, Method::GET, url)
+            .header(reqwest::header::ACCEPT, "application/dicom+json")
+            .send()
+            .await
+            .map_err(|e| transport(peer, e))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| transport(peer, e))?;
+        match status {
+            // PS3.18 8.3.3.1: 204 when nothing matches.
+            204 => Ok(QidoPing { status, studies: 0 }),
+            200 => {
+                let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::Peer(format!(
+                        "peer {}: unreadable QIDO-RS answer: {e}",
+                        peer.name
+                    ))
+                })?;
+                Ok(QidoPing {
+                    status,
+                    studies: v.as_array().map_or(0, Vec::len),
+                })
+            }
+            _ => Err(Error::Refused {
+                status,
+                body: String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned(),
+            }),
+        }
+    }
+
+    /// An unsigned request to a plain DICOMweb peer, with its credentials.
+    fn plain_request(&self, peer: &Peer, method: Method, url: Url) -> reqwest::RequestBuilder {
+        let rb = self.http.request(method, url);
+        match &peer.auth {
+            PeerAuth::None => rb,
+            PeerAuth::Basic { username, password } => rb.basic_auth(username, Some(password)),
+            PeerAuth::Bearer { token } => rb.bearer_auth(token),
+        }
+    }
+
+    /// STOW-RS of `parts` (Part 10 objects) into the peer's `studies/{study}` (with `?org=`
+    /// when a Vesalius peer's record names the organisation to deliver into), carrying
+    /// `priority` to a Vesalius peer.
     pub async fn stow(
         &self,
         peer: &Peer,
         study_uid: Option<&str>,
         priority: i32,
-        parts: Vec<StowPart>,
+        parts: Vec<Bytes>,
     ) -> Result<StowOutcome, Error> {
-        let mut path = match study_uid {
-            Some(s) => format!("/dicom-web/studies/{s}"),
-            None => "/dicom-web/studies".to_owned(),
+        // Plain DICOMweb servers are sent plain: PS3.18 does not require decoding request
+        // content codings, and Orthanc 1.10 (with its DICOMweb plug-in) ignores
+        // `Content-Encoding: gzip`, answering 200 with nothing stored.
+        let coded = self.encoding == ContentEncoding::Gzip
+            && peer.kind == PeerKind::Vesalius
+            && !self.plain_only.lock().expect("lock").contains(&peer.name);
+        match self
+            .stow_once(peer, study_uid, priority, &parts, coded)
+            .await
+        {
+            Err(Error::Refused { status: 415, .. }) if coded => {
+                tracing::warn!(
+                    peer = %peer.name,
+                    "the peer refused a gzip-coded STOW-RS body (415): sending plain from now on"
+                );
+                self.plain_only
+                    .lock()
+                    .expect("lock")
+                    .insert(peer.name.clone());
+                self.stow_once(peer, study_uid, priority, &parts, false)
+                    .await
+            }
+            r => r,
+        }
+    }
+
+    async fn stow_once(
+        &self,
+        peer: &Peer,
+        study_uid: Option<&str>,
+        priority: i32,
+        parts: &[Bytes],
+        coded: bool,
+    ) -> Result<StowOutcome, Error> {
+        let mut path = match (peer.kind, study_uid) {
+            (PeerKind::Vesalius, Some(s)) => format!("/dicom-web/studies/{s}"),
+            (PeerKind::Vesalius, None) => "/dicom-web/studies".to_owned(),
+            (PeerKind::Dicomweb, Some(s)) => format!("/studies/{s}"),
+            (PeerKind::Dicomweb, None) => "/studies".to_owned(),
         };
-        if let Some(org) = &peer.remote_org {
+        if peer.kind == PeerKind::Vesalius
+            && let Some(org) = &peer.remote_org
+        {
             path.push_str(&format!("?org={org}"));
         }
         let url = Self::url(peer, &path)?;
         let boundary = format!("vesalius-{}", uuid::Uuid::new_v4().simple());
-        let mut pieces: Vec<BoxStream<'static, std::io::Result<Bytes>>> = Vec::new();
+        let mut pieces: Vec<Bytes> = Vec::with_capacity(parts.len() * 3 + 1);
         for p in parts {
-            pieces.push(
-                stream::once(futures::future::ready(Ok(Bytes::from(format!(
-                    "--{boundary}\r\nContent-Type: application/dicom\r\n\r\n"
-                )))))
-                .boxed(),
-            );
-            pieces.push(p.body);
-            pieces.push(
-                stream::once(futures::future::ready(Ok(Bytes::from_static(b"\r\n")))).boxed(),
-            );
+            pieces.push(Bytes::from(format!(
+                "--{boundary}\r\nContent-Type: application/dicom\r\n\r\n"
+            )));
+            pieces.push(p.clone());
+            pieces.push(Bytes::from_static(b"\r\n"));
         }
-        pieces.push(
-            stream::once(futures::future::ready(Ok(Bytes::from(format!(
-                "--{boundary}--\r\n"
-            )))))
-            .boxed(),
-        );
-        let body = reqwest::Body::wrap_stream(stream::iter(pieces).flatten());
-        let (rb, _) = self.request(peer, Method::POST, url, None);
+        pieces.push(Bytes::from(format!("--{boundary}--\r\n")));
+        let plain = stream::iter(pieces.into_iter().map(Ok::<_, std::io::Error>));
+        let body = if coded {
+            let enc = GzipEncoder::with_quality(StreamReader::new(plain), Level::Fastest);
+            reqwest::Body::wrap_stream(ReaderStream::with_capacity(enc, CODED_CHUNK))
+        } else {
+            reqwest::Body::wrap_stream(plain)
+        };
+        let mut rb = match peer.kind {
+            PeerKind::Vesalius => self
+                .request(peer, Method::POST, url, None)
+                .0
+                .header(PRIORITY_HEADER, priority.to_string()),
+            PeerKind::Dicomweb => self.plain_request(peer, Method::POST, url),
+        };
+        if coded {
+            rb = rb.header(reqwest::header::CONTENT_ENCODING, "gzip");
+        }
         let resp = rb
             .header(
                 reqwest::header::CONTENT_TYPE,
                 format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
             )
             .header(reqwest::header::ACCEPT, "application/dicom+json")
-            .header(PRIORITY_HEADER, priority.to_string())
             .body(body)
             .send()
             .await
@@ -248,6 +392,17 @@ impl PeerClient {
 
 pub(crate) fn transport(peer: &Peer, e: reqwest::Error) -> Error {
     Error::Unreachable(format!("peer {}: {e}", peer.name))
+}
+
+/// Refuses a plain DICOMweb peer where the exchange API of a Vesalius site is needed.
+pub(crate) fn check_vesalius(peer: &Peer) -> Result<(), Error> {
+    if peer.kind != PeerKind::Vesalius {
+        return Err(Error::Peer(format!(
+            "peer {} is a plain DICOMweb server: it has no exchange API",
+            peer.name
+        )));
+    }
+    Ok(())
 }
 
 /// Plain HTTP only to loopback (issue 5): anything else must be HTTPS.

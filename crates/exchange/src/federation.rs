@@ -157,6 +157,8 @@ impl Federation {
             .await?
             .into_iter()
             .filter(|p| p.org == caller.org())
+            // Plain DICOMweb destinations are sent to, not searched (no signed exchange API).
+            .filter(|p| p.kind == vesalius_store::registry::PeerKind::Vesalius)
             .filter(|p| only.is_none_or(|names| names.iter().any(|n| n == &p.name)))
             .collect();
         peers.sort_by(|a, b| a.name.cmp(&b.name));
@@ -167,7 +169,12 @@ impl Federation {
     /// missing one).
     pub(crate) async fn peer_for(&self, caller: &Caller, name: &str) -> ApiResult<Peer> {
         match self.exchange.registry().peer(name).await? {
-            Some(p) if p.org == caller.org() => Ok(p),
+            Some(p)
+                if p.org == caller.org()
+                    && p.kind == vesalius_store::registry::PeerKind::Vesalius =>
+            {
+                Ok(p)
+            }
             _ => Err(ApiError::new(
                 ErrorKind::NotFound,
                 format!("no peer {name:?} for organisation {:?}", caller.org()),

@@ -6,8 +6,11 @@
 //!   answer lists the instance as held **with the same SHA-256** (the receipt is `verified`); for
 //!   a DICOM node, a success or warning C-STORE status.
 //! - Streaming forward: a worker leases whatever is ready as soon as the outbox signals new jobs
-//!   (or at the poll interval), so instances leave while the study is still arriving; several
-//!   STOW-RS requests of at most `batch_bytes` each are in flight per destination.
+//!   (or at the poll interval), so instances leave while the study is still arriving. Leasing
+//!   to a peer is pipelined: up to `concurrency` leased batches are being sent at once, new jobs are
+//!   leased while earlier ones are still on the wire, and at most `concurrency` STOW-RS
+//!   requests of at most `batch_bytes` each are in flight per destination (verifications run
+//!   beside them). Final manifests are considered only when nothing is in flight.
 //! - Resume: jobs created before this process started, or already attempted, are first checked
 //!   with a manifest, and only what the peer does not hold is sent again. A request cut midway
 //!   costs at most one batch.
@@ -30,15 +33,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::stream::FuturesUnordered;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rand::Rng;
-use tokio::sync::{Mutex, broadcast};
+use tokio::sync::{Mutex, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use vesalius_store::outbox::{Job, JobFilter, Receipt, ReceiptFilter, ReceiptKind};
-use vesalius_store::registry::{DicomNode, Peer};
+use vesalius_store::registry::{DicomNode, Peer, PeerKind};
 use vesalius_store::{BlobStore, Index, Outbox, Registry};
 
-use crate::client::{PeerClient, StowPart};
+use crate::client::PeerClient;
 use crate::job::{TRANSFER, TransferJob};
 use crate::manifest::{Manifest, ManifestEntry};
 use crate::{Error, ExchangeEvent, now_ms};
@@ -265,33 +269,47 @@ impl Exchange {
         // study -> final manifests sent without an answer so far (for the backoff)
         let mut unanswered: HashMap<String, u32> = HashMap::new();
         let mut idle_since = now_ms();
+        // Leased batches being sent: new jobs are leased while earlier ones are still on the
+        // wire (pipelining), up to `concurrency` batches; the requests themselves share the
+        // queue's `slots`.
+        let slots = Semaphore::new(self.opts.concurrency.max(1));
+        let mut in_flight = FuturesUnordered::new();
         loop {
             if shutdown.is_cancelled() {
+                // Let what is on the wire finish (its jobs complete or fail), then stop.
+                while in_flight.next().await.is_some() {}
                 return;
             }
-            let now = now_ms();
-            // Retrievals run one C-MOVE at a time: lease few, so other nodes can take the rest.
-            let batch = if crate::priors::queue_node(&queue).is_some() {
-                PRIORS_BATCH
+            // Retrievals run one C-MOVE at a time: lease few, one batch at a time, so other
+            // nodes can take the rest. DICOM nodes get one association at a time, as before;
+            // peers get pipelined STOW-RS.
+            let (batch, pipeline) = if crate::priors::queue_node(&queue).is_some() {
+                (PRIORS_BATCH, 1)
+            } else if queue.starts_with("peer:") {
+                (self.opts.batch_jobs, self.opts.concurrency.max(1))
             } else {
-                self.opts.batch_jobs
+                (self.opts.batch_jobs, 1)
             };
-            let jobs = match self
-                .outbox
-                .lease(
-                    &queue,
-                    &self.opts.owner,
-                    batch,
-                    now,
-                    self.opts.lease.as_millis() as i64,
-                )
-                .await
-            {
-                Ok(j) => j,
-                Err(e) => {
-                    tracing::warn!("{queue}: leasing: {e}");
-                    Vec::new()
+            let jobs = if in_flight.len() < pipeline {
+                match self
+                    .outbox
+                    .lease(
+                        &queue,
+                        &self.opts.owner,
+                        batch,
+                        now_ms(),
+                        self.opts.lease.as_millis() as i64,
+                    )
+                    .await
+                {
+                    Ok(j) => j,
+                    Err(e) => {
+                        tracing::warn!("{queue}: leasing: {e}");
+                        Vec::new()
+                    }
                 }
+            } else {
+                Vec::new()
             };
             if !jobs.is_empty() {
                 for j in &jobs {
@@ -299,7 +317,16 @@ impl Exchange {
                     e.0 = e.0.max(j.created_ms + settle);
                     e.1 = e.1.max(j.job.priority);
                 }
-                self.process(&queue, jobs).await;
+                in_flight.push(self.process(&queue, jobs, &slots));
+                idle_since = now_ms();
+                continue;
+            }
+            if !in_flight.is_empty() {
+                // Something finished (a slot for the next lease) or new jobs were announced.
+                tokio::select! {
+                    _ = in_flight.next() => {}
+                    _ = changes.changed() => {}
+                }
                 idle_since = now_ms();
                 continue;
             }
@@ -363,8 +390,9 @@ impl Exchange {
         }
     }
 
-    /// Sends one leased batch, keeping the leases alive meanwhile.
-    async fn process(&self, queue: &str, jobs: Vec<Job>) {
+    /// Sends one leased batch, keeping the leases alive meanwhile; its STOW-RS requests take
+    /// one of the queue's `slots` each.
+    async fn process(&self, queue: &str, jobs: Vec<Job>, slots: &Semaphore) {
         let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
         let stop = CancellationToken::new();
         let hb = {
@@ -409,7 +437,7 @@ impl Exchange {
         let jobs: Vec<&Job> = transfers.iter().map(|(j, _)| j).collect();
         if let Some(name) = queue.strip_prefix("peer:") {
             match self.registry.peer(name).await {
-                Ok(Some(peer)) => self.send_to_peer(queue, &peer, transfers).await,
+                Ok(Some(peer)) => self.send_to_peer(queue, &peer, transfers, slots).await,
                 Ok(None) => self.fail_all(&jobs, &format!("no peer named {name}")).await,
                 Err(e) => self.fail_all(&jobs, &e.to_string()).await,
             }
@@ -494,7 +522,13 @@ impl Exchange {
         }
     }
 
-    async fn send_to_peer(&self, queue: &str, peer: &Peer, transfers: Vec<(Job, TransferJob)>) {
+    async fn send_to_peer(
+        &self,
+        queue: &str,
+        peer: &Peer,
+        transfers: Vec<(Job, TransferJob)>,
+        slots: &Semaphore,
+    ) {
         let mut by_study: BTreeMap<String, Vec<(Job, TransferJob)>> = BTreeMap::new();
         for (j, t) in transfers {
             by_study
@@ -506,9 +540,12 @@ impl Exchange {
             let priority = items.iter().map(|(j, _)| j.job.priority).max().unwrap_or(0);
             // Resume: ask first for what may already be there (jobs of an earlier process or
             // already attempted); only plain de-identification-free jobs can be checked by hash.
-            let resume = items.iter().any(|(j, t)| {
-                t.deid.is_none() && (j.created_ms < self.started_ms || j.attempts > 0)
-            });
+            // A plain DICOMweb peer has no manifests: what it already holds is sent again (a
+            // STOW-RS of identical bytes is harmless there).
+            let resume = peer.kind == PeerKind::Vesalius
+                && items.iter().any(|(j, t)| {
+                    t.deid.is_none() && (j.created_ms < self.started_ms || j.attempts > 0)
+                });
             if resume {
                 let m = Manifest {
                     study_uid: study.clone(),
@@ -559,7 +596,10 @@ impl Exchange {
             stream::iter(batches)
                 .for_each_concurrent(self.opts.concurrency.max(1), |batch| {
                     let study = study.clone();
-                    async move { self.send_batch(queue, peer, &study, priority, batch).await }
+                    async move {
+                        self.send_batch(queue, peer, &study, priority, batch, slots)
+                            .await
+                    }
                 })
                 .await;
         }
@@ -572,6 +612,7 @@ impl Exchange {
         study: &str,
         priority: i32,
         batch: Vec<(Job, TransferJob)>,
+        slots: &Semaphore,
     ) {
         let mut parts = Vec::with_capacity(batch.len());
         let mut sent: Vec<(Job, TransferJob, ManifestEntry)> = Vec::with_capacity(batch.len());
@@ -583,9 +624,7 @@ impl Exchange {
                         sha256: sha,
                         size: bytes.len() as u64,
                     };
-                    parts.push(StowPart {
-                        body: stream::once(futures::future::ready(Ok(bytes))).boxed(),
-                    });
+                    parts.push(bytes);
                     sent.push((j, t, entry));
                 }
                 Err(e) => {
@@ -603,7 +642,11 @@ impl Exchange {
         } else {
             Some(study)
         };
-        let outcome = self.client.stow(peer, target, priority, parts).await;
+        // One request on the wire per slot; the verification below runs outside it.
+        let outcome = {
+            let _slot = slots.acquire().await;
+            self.client.stow(peer, target, priority, parts).await
+        };
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
@@ -615,6 +658,9 @@ impl Exchange {
                 return;
             }
         };
+        if peer.kind == PeerKind::Dicomweb {
+            return self.complete_by_answer(queue, study, sent, &outcome).await;
+        }
         let failed: HashMap<&str, u16> = outcome
             .failed
             .iter()
@@ -687,6 +733,44 @@ impl Exchange {
                 .await;
             }
         }
+    }
+
+    /// A plain DICOMweb peer's receipts: what its STOW-RS answer lists as stored (Referenced
+    /// SOP Sequence) is complete, not hash-verified; a failure (Failed SOP Sequence) or an
+    /// instance the answer does not mention is retried.
+    async fn complete_by_answer(
+        &self,
+        queue: &str,
+        study: &str,
+        sent: Vec<(Job, TransferJob, ManifestEntry)>,
+        outcome: &crate::client::StowOutcome,
+    ) {
+        let stored: std::collections::HashSet<&str> =
+            outcome.stored.iter().map(String::as_str).collect();
+        let failed: HashMap<&str, u16> = outcome
+            .failed
+            .iter()
+            .map(|(u, r)| (u.as_str(), *r))
+            .collect();
+        let mut done = Vec::new();
+        for (j, _, e) in sent {
+            let uid = e.sop_instance_uid.as_str();
+            if stored.contains(uid) {
+                done.push((j, e));
+            } else if let Some(reason) = failed.get(uid) {
+                self.fail_job(
+                    &j,
+                    &format!("refused by the peer (reason 0x{reason:04X})"),
+                    false,
+                )
+                .await
+            } else {
+                self.fail_job(&j, "not listed as stored in the STOW-RS answer", false)
+                    .await
+            }
+        }
+        self.complete(queue, study, &done, false, "stored (STOW-RS answer)")
+            .await;
     }
 
     /// Completes delivered jobs with their receipts (one per instance, as sent).
@@ -764,10 +848,11 @@ impl Exchange {
             }
         };
         // Newest receipt per instance (a re-sent instance has several).
+        let dicomweb = peer.kind == PeerKind::Dicomweb;
         let mut latest: BTreeMap<String, ManifestEntry> = BTreeMap::new();
         for r in receipts
             .iter()
-            .filter(|r| r.kind == ReceiptKind::Instance && r.verified)
+            .filter(|r| r.kind == ReceiptKind::Instance && (r.verified || dicomweb))
         {
             latest
                 .entry(r.sop_instance_uid.clone())
@@ -778,6 +863,33 @@ impl Exchange {
                 });
         }
         if latest.is_empty() {
+            return true;
+        }
+        if dicomweb {
+            // No manifest to ask: the study receipt sums up the STOW-RS answers.
+            let n = latest.len() as u64;
+            let r = Receipt {
+                queue: queue.to_owned(),
+                kind: ReceiptKind::Study,
+                study_uid: study.to_owned(),
+                sop_instance_uid: String::new(),
+                sha256: String::new(),
+                size: n,
+                delivered_ms: now_ms(),
+                verified: false,
+                detail: format!("{n} instances stored (STOW-RS answers, no manifest)"),
+            };
+            match self.outbox.complete(&self.opts.owner, &[], vec![r]).await {
+                Ok(_) => self.publish(ExchangeEvent::TransferComplete {
+                    queue: queue.to_owned(),
+                    study_uid: study.to_owned(),
+                    instances: n,
+                }),
+                Err(e) => {
+                    tracing::warn!("{queue}: study receipt of {study}: {e}");
+                    return false;
+                }
+            }
             return true;
         }
         let m = Manifest {

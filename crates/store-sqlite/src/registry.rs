@@ -89,8 +89,9 @@ async fn apply_change(conn: &mut SqliteConnection, change: &RegistryChange) -> R
                 conn,
                 sqlx::query(
                     "INSERT OR REPLACE INTO peers (name, base_url, public_key, org, remote_org, \
-                       may_query, description, managed, created_ms) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       may_query, description, managed, created_ms, kind, auth_type, auth_user, \
+                       auth_secret) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(&p.name)
                 .bind(&p.base_url)
@@ -100,7 +101,18 @@ async fn apply_change(conn: &mut SqliteConnection, change: &RegistryChange) -> R
                 .bind(p.may_query)
                 .bind(&p.description)
                 .bind(p.managed)
-                .bind(p.created_ms),
+                .bind(p.created_ms)
+                .bind(p.kind.as_str())
+                .bind(p.auth.kind())
+                .bind(match &p.auth {
+                    PeerAuth::Basic { username, .. } => username.as_str(),
+                    _ => "",
+                })
+                .bind(match &p.auth {
+                    PeerAuth::None => "",
+                    PeerAuth::Basic { password, .. } => password.as_str(),
+                    PeerAuth::Bearer { token } => token.as_str(),
+                }),
             )
             .await?;
         }
@@ -174,7 +186,7 @@ async fn apply_change(conn: &mut SqliteConnection, change: &RegistryChange) -> R
 }
 
 const PEER: &str = "SELECT name, base_url, public_key, org, remote_org, may_query, description, \
-    managed, created_ms FROM peers";
+    managed, created_ms, kind, auth_type, auth_user, auth_secret FROM peers";
 const NODE: &str = "SELECT name, ae_title, host, port, transfer_syntaxes, org, description, \
     managed, created_ms FROM dicom_nodes";
 const ROUTE: &str = "SELECT id, name, org, enabled, sort_order, matcher, destinations, priority, \
@@ -183,10 +195,24 @@ const ARRIVAL: &str = "SELECT org, study_uid, from_peer, priority, manifest_inst
     complete_ms, updated_ms FROM arrivals";
 
 fn peer_from_row(r: &SqliteRow) -> Result<Peer> {
+    let kind: String = r.get("kind");
+    let auth_type: String = r.get("auth_type");
+    let secret: String = r.get("auth_secret");
+    let auth = match auth_type.as_str() {
+        "none" => PeerAuth::None,
+        "basic" => PeerAuth::Basic {
+            username: r.get("auth_user"),
+            password: secret,
+        },
+        "bearer" => PeerAuth::Bearer { token: secret },
+        other => return Err(Error::Index(format!("peer authentication {other:?}"))),
+    };
     Ok(Peer {
         name: r.get("name"),
+        kind: PeerKind::parse(&kind).ok_or_else(|| Error::Index(format!("peer kind {kind:?}")))?,
         base_url: r.get("base_url"),
         public_key: r.get("public_key"),
+        auth,
         org: r.get("org"),
         remote_org: r.get("remote_org"),
         may_query: r.get("may_query"),

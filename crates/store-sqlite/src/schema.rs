@@ -15,6 +15,10 @@
 //!   cannot add `AUTOINCREMENT` to an existing table, so a stub outbox of versions 1 and 2 is
 //!   renamed `outbox_v2`, `schema.sql` creates the new one, and the old rows move over with
 //!   their ids as `ready` jobs of no study (columns at their defaults); `outbox_v2` is dropped.
+//! - **4**: peers gain `kind` (`vesalius` or `dicomweb`) and the credentials presented to a
+//!   plain DICOMweb peer (`auth_type`, `auth_user`, `auth_secret`); a version-3 table gets the
+//!   columns added with their defaults, so every existing peer is a Vesalius site without
+//!   credentials.
 //!
 //! A database with a higher version than [`SCHEMA_VERSION`] was written by a newer Vesalius and
 //! is refused rather than modified.
@@ -26,7 +30,7 @@ use vesalius_store::error::{Error, Result};
 use crate::db_err;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Brings the database to [`SCHEMA_VERSION`] (creating it when empty).
 pub(crate) async fn migrate(conn: &mut SqliteConnection) -> Result<()> {
@@ -100,6 +104,24 @@ async fn migrate_in_transaction(conn: &mut SqliteConnection) -> Result<()> {
             "INSERT INTO outbox (id, kind, queue, payload, created_ms) \
                SELECT id, kind, queue, payload, created_ms FROM outbox_v2 ORDER BY id; \
              DROP TABLE outbox_v2;",
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    }
+    // Version 4: a version-3 peers table (left as it was by `CREATE TABLE IF NOT EXISTS`)
+    // gains the kind and credential columns.
+    let peer_columns: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM pragma_table_info('peers')")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    if !peer_columns.iter().any(|c| c == "kind") {
+        sqlx::raw_sql(
+            "ALTER TABLE peers ADD COLUMN kind TEXT NOT NULL DEFAULT 'vesalius'; \
+             ALTER TABLE peers ADD COLUMN auth_type TEXT NOT NULL DEFAULT 'none'; \
+             ALTER TABLE peers ADD COLUMN auth_user TEXT NOT NULL DEFAULT ''; \
+             ALTER TABLE peers ADD COLUMN auth_secret TEXT NOT NULL DEFAULT '';",
         )
         .execute(&mut *conn)
         .await

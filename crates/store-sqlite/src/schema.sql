@@ -1,4 +1,4 @@
--- Vesalius index schema, version 3 (PRAGMA user_version; see schema.rs for the migrations).
+-- Vesalius index schema, version 4 (PRAGMA user_version; see schema.rs for the migrations).
 -- Applied at every open: every statement is CREATE ... IF NOT EXISTS.
 -- One row per patient, study, series and instance version.
 CREATE TABLE IF NOT EXISTS patients (
@@ -138,6 +138,9 @@ CREATE INDEX IF NOT EXISTS receipts_time ON receipts (delivered_ms DESC, queue, 
 -- Written only by the writer task (Registry::apply, with its audit events in one savepoint).
 -- Lists of values and the route matcher are JSON text (serde) read whole with their row.
 
+-- kind: 'vesalius' or 'dicomweb' (schema 4); auth_type 'none' | 'basic' | 'bearer' with
+-- auth_user (basic) and auth_secret (password or token): credentials this site presents to a
+-- plain DICOMweb peer, so they are kept as given (never shown by the API or the CLI).
 CREATE TABLE IF NOT EXISTS peers (
     name        TEXT PRIMARY KEY,
     base_url    TEXT NOT NULL,
@@ -147,7 +150,11 @@ CREATE TABLE IF NOT EXISTS peers (
     may_query   INTEGER NOT NULL,
     description TEXT NOT NULL,
     managed     INTEGER NOT NULL,
-    created_ms  INTEGER NOT NULL
+    created_ms  INTEGER NOT NULL,
+    kind        TEXT NOT NULL DEFAULT 'vesalius',
+    auth_type   TEXT NOT NULL DEFAULT 'none',
+    auth_user   TEXT NOT NULL DEFAULT '',
+    auth_secret TEXT NOT NULL DEFAULT ''
 );
 
 CREATE TABLE IF NOT EXISTS dicom_nodes (

@@ -24,15 +24,110 @@ use crate::error::{Error, Result};
 use crate::memory_directory::MemoryAuditLog;
 use crate::model::OrgId;
 
-/// Another Vesalius site.
+/// What kind of site a peer is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PeerKind {
+    /// Another Vesalius site: signed requests both ways, manifests, hash-verified receipts,
+    /// and it may call us.
+    #[default]
+    Vesalius,
+    /// A plain DICOMweb origin server (PS3.18), e.g. Orthanc with its DICOMweb plug-in: we send
+    /// it standard STOW-RS with its credentials ([`PeerAuth`]) and take its STOW-RS answer as
+    /// the receipt; it never calls us (its requests are refused).
+    Dicomweb,
+}
+
+impl PeerKind {
+    /// `vesalius` or `dicomweb`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerKind::Vesalius => "vesalius",
+            PeerKind::Dicomweb => "dicomweb",
+        }
+    }
+
+    /// Parses [`PeerKind::as_str`]'s names.
+    pub fn parse(s: &str) -> Option<PeerKind> {
+        match s {
+            "vesalius" => Some(PeerKind::Vesalius),
+            "dicomweb" => Some(PeerKind::Dicomweb),
+            _ => None,
+        }
+    }
+}
+
+/// The credentials we present to a plain DICOMweb peer (a Vesalius peer is called with signed
+/// tokens instead). Secrets are never serialised out: [`Serialize`] writes `"<redacted>"` in
+/// their place, so API answers and `--json` listings cannot leak them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum PeerAuth {
+    /// No `Authorization` header.
+    #[default]
+    None,
+    /// HTTP Basic (RFC 7617).
+    Basic {
+        /// User name.
+        username: String,
+        /// Password.
+        password: String,
+    },
+    /// A bearer token (RFC 6750).
+    Bearer {
+        /// The token.
+        token: String,
+    },
+}
+
+impl PeerAuth {
+    /// `none`, `basic` or `bearer`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerAuth::None => "none",
+            PeerAuth::Basic { .. } => "basic",
+            PeerAuth::Bearer { .. } => "bearer",
+        }
+    }
+}
+
+/// What stands in for a secret wherever a record is shown.
+pub const REDACTED: &str = "<redacted>";
+
+impl Serialize for PeerAuth {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("type", self.kind())?;
+        match self {
+            PeerAuth::None => {}
+            PeerAuth::Basic { username, .. } => {
+                m.serialize_entry("username", username)?;
+                m.serialize_entry("password", REDACTED)?;
+            }
+            PeerAuth::Bearer { .. } => m.serialize_entry("token", REDACTED)?,
+        }
+        m.end()
+    }
+}
+
+/// Another site: a Vesalius site or, with [`PeerKind::Dicomweb`], any DICOMweb server we push to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {
     /// Short name, unique here, e.g. `hub`.
     pub name: String,
-    /// Its base URL (`https://hub.example.org`); plain `http` only on loopback.
+    /// What it is (default: a Vesalius site).
+    #[serde(default)]
+    pub kind: PeerKind,
+    /// Its base URL (`https://hub.example.org`; for a DICOMweb peer its service root,
+    /// `https://pacs.example.org/dicom-web`); plain `http` only on loopback.
     pub base_url: String,
     /// Its Ed25519 public key (`ed25519:` + base64url): verifies its requests and its answers.
+    /// Empty for a DICOMweb peer.
     pub public_key: String,
+    /// How we authenticate to a DICOMweb peer (a Vesalius peer: [`PeerAuth::None`], we sign).
+    #[serde(default)]
+    pub auth: PeerAuth,
     /// The local organisation the peer acts as when it calls us (stores land there).
     pub org: OrgId,
     /// The organisation to deliver into at the peer (`?org=` of its STOW-RS); `None`: the one

@@ -83,6 +83,10 @@ pub struct ExchangeConfig {
     /// How often routes are reloaded from the database (changes by other nodes or by
     /// `vesalius admin`), ms. Default 2000.
     pub route_refresh_ms: u64,
+    /// Content coding of STOW-RS bodies sent to peers (RFC 9110 8.4): `gzip` (flate2's fastest
+    /// level, compressed as it streams; the stored bytes and their hashes are unchanged) or
+    /// `identity`. A peer that refuses gzip (415) is sent plain. Default `gzip`.
+    pub content_encoding: vesalius_exchange::client::ContentEncoding,
     /// The longest one C-MOVE from a DICOM node (a retrieval, a prior) may take before it is
     /// cancelled, ms. Default 600000.
     pub move_timeout_ms: u64,
@@ -97,6 +101,17 @@ pub struct ExchangeConfig {
     /// Bytes of remote studies' answers (metadata, frames, rendered images) this node keeps
     /// for remote viewing. Default 268435456 (256 MiB).
     pub remote_cache_bytes: u64,
+    /// Peers put by this file at start (`[[exchange.peers]]`: `name` plus the fields of
+    /// `PUT /api/v1/peers/{name}`, docs/api-exchange.md). They are marked managed: the API
+    /// and `vesalius admin` refuse to change them, and one removed from here is removed at the
+    /// next start. Default none.
+    pub peers: Vec<vesalius_exchange::spec::PeerSpec>,
+    /// DICOM nodes put by this file at start (`[[exchange.nodes]]`: `name` plus the fields of
+    /// `PUT /api/v1/nodes/{name}`), managed like the peers. Default none.
+    pub nodes: Vec<vesalius_exchange::spec::NodeSpec>,
+    /// Routes put by this file at start (`[[exchange.routes]]`: `id` plus the fields of
+    /// `PUT /api/v1/routes/{id}`), managed like the peers. Default none.
+    pub routes: Vec<vesalius_exchange::spec::RouteSpec>,
 }
 
 impl Default for ExchangeConfig {
@@ -114,11 +129,15 @@ impl Default for ExchangeConfig {
             settle_ms: 50,
             request_timeout_ms: 60_000,
             route_refresh_ms: 2000,
+            content_encoding: vesalius_exchange::client::ContentEncoding::Gzip,
             move_timeout_ms: 600_000,
             find_timeout_ms: 60_000,
             prefetch_delay_ms: 2000,
             federation_timeout_ms: 3000,
             remote_cache_bytes: 256 << 20,
+            peers: Vec::new(),
+            nodes: Vec::new(),
+            routes: Vec::new(),
         }
     }
 }

@@ -15,6 +15,7 @@ mod federation_tests;
 mod import;
 #[cfg(test)]
 mod patients_tests;
+mod registry_seed;
 mod send;
 mod serve;
 mod site;

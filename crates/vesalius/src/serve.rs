@@ -104,7 +104,8 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
         .with_observer(study_events.clone());
     let x = &cfg.exchange;
     let ms = std::time::Duration::from_millis;
-    let client = vesalius_exchange::PeerClient::new(identity.clone(), ms(x.request_timeout_ms))?;
+    let client = vesalius_exchange::PeerClient::new(identity.clone(), ms(x.request_timeout_ms))?
+        .content_encoding(x.content_encoding);
     let exchange = vesalius_exchange::Exchange::new(
         index.clone(),
         index.clone(),
@@ -416,6 +417,20 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
     }
     // Issue 4: the DICOM listeners admit only registered calling AE titles.
     let callers = seed_callers(&cfg, &storage.auth).await?;
+    let (seeded, unseeded) = crate::registry_seed::seed_registry(
+        &cfg,
+        storage.exchange.registry().as_ref(),
+        &storage.auth,
+    )
+    .await?;
+    if seeded + unseeded > 0 {
+        storage.routes.refresh().await?;
+        tracing::info!(
+            seeded,
+            unseeded,
+            "exchange registry seeded from the configuration"
+        );
+    }
     if callers == 0 {
         println!(
             "  DICOM callers  : none registered: every association is refused ([[dicom.callers]] or `vesalius admin ae add`)"

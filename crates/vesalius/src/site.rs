@@ -107,6 +107,8 @@ impl RunningSite {
             name: self.storage.identity.name().to_owned(),
             base_url: self.base_url(),
             public_key: self.storage.identity.public_key(),
+            kind: vesalius_store::registry::PeerKind::Vesalius,
+            auth: vesalius_store::registry::PeerAuth::None,
             org: local_org.to_owned(),
             remote_org: None,
             may_query,

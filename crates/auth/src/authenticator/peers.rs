@@ -70,7 +70,12 @@ impl Authenticator {
             return Err(PeerAuthError::NotConfigured.into());
         };
         let parsed = peer::parse(token)?;
-        let Some(rec) = registry.peer(&parsed.claims.iss).await? else {
+        // A plain DICOMweb peer is only ever called by us; it has no key to sign with.
+        let Some(rec) = registry
+            .peer(&parsed.claims.iss)
+            .await?
+            .filter(|p| p.kind == vesalius_store::registry::PeerKind::Vesalius)
+        else {
             return Err(PeerAuthError::UnknownPeer(parsed.claims.iss).into());
         };
         let claims = peer::verify_parsed(

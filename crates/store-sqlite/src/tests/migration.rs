@@ -244,3 +244,80 @@ async fn schema_2_database_upgrades_and_keeps_its_outbox() {
         1
     );
 }
+
+/// A database as the first exchange build left it (schema 3): one instance and one peer.
+async fn schema_3_database(path: &Path) {
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::raw_sql(include_str!("schema_v3.sql"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.execute(ONE_INSTANCE).await.unwrap();
+    conn.execute(
+        "INSERT INTO peers (name, base_url, public_key, org, remote_org, may_query, \
+           description, managed, created_ms) \
+         VALUES ('hub', 'http://127.0.0.1:8042', 'ed25519:abc', 'a', NULL, 1, 'Hub', 0, 7); \
+         PRAGMA user_version = 3;",
+    )
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_3_peers_become_vesalius_peers_and_dicomweb_peers_fit() {
+    use vesalius_store::Registry;
+    use vesalius_store::registry::{Peer, PeerAuth, PeerKind, RegistryChange};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.db");
+    schema_3_database(&path).await;
+
+    let idx = SqliteIndex::open(&path).await.unwrap();
+    assert_eq!(scalar(&idx, "PRAGMA user_version").await, SCHEMA_VERSION);
+    assert_eq!(SCHEMA_VERSION, 4);
+    assert_eq!(idx.stats().await.unwrap().instances, 1);
+    let hub = idx.peer("hub").await.unwrap().unwrap();
+    assert_eq!(
+        (hub.kind, &hub.auth, hub.public_key.as_str(), hub.created_ms),
+        (PeerKind::Vesalius, &PeerAuth::None, "ed25519:abc", 7)
+    );
+    let orthanc = Peer {
+        name: "orthanc".into(),
+        kind: PeerKind::Dicomweb,
+        base_url: "http://127.0.0.1:8042/dicom-web".into(),
+        public_key: String::new(),
+        auth: PeerAuth::Basic {
+            username: "alice".into(),
+            password: "s3cret".into(),
+        },
+        org: "a".into(),
+        remote_org: None,
+        may_query: false,
+        description: String::new(),
+        managed: false,
+        created_ms: 9,
+    };
+    Registry::apply(&idx, vec![RegistryChange::PutPeer(orthanc.clone())], vec![])
+        .await
+        .unwrap();
+    drop(idx);
+
+    // Opening again changes nothing; the credentials come back as given.
+    let idx = SqliteIndex::open(&path).await.unwrap();
+    assert_eq!(scalar(&idx, "PRAGMA user_version").await, SCHEMA_VERSION);
+    assert_eq!(idx.peer("orthanc").await.unwrap().unwrap(), orthanc);
+    assert_eq!(idx.peers().await.unwrap().len(), 2);
+    // Listings never carry the secret.
+    let shown = serde_json::to_string(&orthanc).unwrap();
+    assert!(
+        !shown.contains("s3cret") && shown.contains("<redacted>"),
+        "{shown}"
+    );
+}

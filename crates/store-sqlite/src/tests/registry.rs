@@ -19,6 +19,8 @@ fn peer(name: &str, org: &str) -> Peer {
         name: name.into(),
         base_url: format!("https://{name}.example.org"),
         public_key: format!("ed25519:{name}-key"),
+        kind: vesalius_store::registry::PeerKind::Vesalius,
+        auth: vesalius_store::registry::PeerAuth::None,
         org: org.into(),
         remote_org: (name == "hub").then(|| "remote".into()),
         may_query: name != "hub",

@@ -526,6 +526,8 @@ impl Site {
                 name: name.clone(),
                 base_url: "http://127.0.0.1:1".into(),
                 public_key: key,
+                kind: vesalius_store::registry::PeerKind::Vesalius,
+                auth: vesalius_store::registry::PeerAuth::None,
                 org: org.into(),
                 remote_org: None,
                 may_query: false,

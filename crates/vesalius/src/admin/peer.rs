@@ -18,26 +18,49 @@ use serde_json::json;
 use vesalius_auth::peer::valid_public_key;
 use vesalius_exchange::PeerClient;
 use vesalius_store::Registry;
-use vesalius_store::registry::{Peer, RegistryChange, RouteDestination};
+use vesalius_store::registry::{Peer, PeerAuth, PeerKind, RegistryChange, RouteDestination};
 
 use super::context::{AdminContext, print_json};
 use super::site::{apply_registry_change, check_slug, identity, routes_to};
 use crate::config::Config;
 
 /// Peer commands.
+// Parsed once per process: the size of `Add` costs nothing worth boxing it for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum PeerCommand {
     /// Register (or replace) a peer site, e.g. `peer add hub --url https://hub.example.org
     /// --public-key ed25519:… --org st-marys`.
     Add {
-        /// The peer's own site name (its `[site] name`; it signs its requests with it).
+        /// The peer's own site name (its `[site] name`; it signs its requests with it). For a
+        /// plain DICOMweb peer any short name.
         name: String,
-        /// Its base URL: https, or plain http to a loopback host only.
+        /// `vesalius` (another Vesalius site) or `dicomweb` (any DICOMweb server, e.g. Orthanc
+        /// with its DICOMweb plug-in: standard STOW-RS, no manifests).
+        #[arg(long, default_value = "vesalius", value_parser = ["vesalius", "dicomweb"])]
+        kind: String,
+        /// Its base URL: https, or plain http to a loopback host only. For a DICOMweb peer its
+        /// service root, e.g. `http://127.0.0.1:8042/dicom-web`.
         #[arg(long)]
         url: String,
-        /// Its public key, `ed25519:…` (`vesalius admin site show` on the peer).
-        #[arg(long)]
+        /// Its public key, `ed25519:…` (`vesalius admin site show` on the peer); Vesalius peers
+        /// only.
+        #[arg(long, default_value = "")]
         public_key: String,
+        /// How we authenticate to a DICOMweb peer: `none`, `basic` (--username, --password) or
+        /// `bearer` (--token).
+        #[arg(long, default_value = "none", value_parser = ["none", "basic", "bearer"])]
+        auth: String,
+        /// User name for `--auth basic`.
+        #[arg(long, default_value = "")]
+        username: String,
+        /// Read the password for `--auth basic` from this environment variable (never from the
+        /// command line, where process lists show it).
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+        /// Read the token for `--auth bearer` from this environment variable.
+        #[arg(long, value_name = "VAR")]
+        token_env: Option<String>,
         /// The local organisation the peer acts as when it calls us (its stores land there).
         #[arg(long)]
         org: String,
@@ -112,21 +135,52 @@ pub async fn run(cx: &AdminContext, cfg: &Config, data_dir: &Path, cmd: PeerComm
     match cmd {
         PeerCommand::Add {
             name,
+            kind,
             url,
             public_key,
+            auth,
+            username,
+            password_env,
+            token_env,
             org,
             remote_org,
             may_query,
             description,
         } => {
             check_slug("peer name", &name)?;
+            let kind = PeerKind::parse(&kind).unwrap_or_default();
             let base_url = check_url(&url)?;
             let public_key = public_key.trim().to_owned();
-            if !valid_public_key(&public_key) {
+            if kind == PeerKind::Vesalius && !valid_public_key(&public_key) {
                 bail!(
                     "--public-key {public_key:?} is not an Ed25519 public key \
                      (ed25519:… as `vesalius admin site show` prints it on the peer)"
                 );
+            }
+            let secret = |flag: &str, var: Option<String>| -> Result<String> {
+                let Some(var) = var else {
+                    bail!("--auth {auth} needs {flag} VAR (the variable holding the secret)");
+                };
+                std::env::var(&var).map_err(|_| anyhow::anyhow!("{flag}: ${var} is not set"))
+            };
+            let auth = match auth.as_str() {
+                "basic" => PeerAuth::Basic {
+                    username,
+                    password: secret("--password-env", password_env)?,
+                },
+                "bearer" => PeerAuth::Bearer {
+                    token: secret("--token-env", token_env)?,
+                },
+                _ => PeerAuth::None,
+            };
+            if let Err(e) = vesalius_exchange::check::peer_fields(
+                kind,
+                &public_key,
+                &auth,
+                remote_org.as_deref(),
+                may_query,
+            ) {
+                bail!("peer {name}: {e}");
             }
             cx.require_org(&org).await?;
             if let Some(r) = &remote_org {
@@ -135,8 +189,10 @@ pub async fn run(cx: &AdminContext, cfg: &Config, data_dir: &Path, cmd: PeerComm
             let old = cx.index.peer(&name).await?;
             let peer = Peer {
                 name: name.clone(),
+                kind,
                 base_url,
                 public_key,
+                auth,
                 org: org.clone(),
                 remote_org,
                 may_query,
@@ -148,7 +204,9 @@ pub async fn run(cx: &AdminContext, cfg: &Config, data_dir: &Path, cmd: PeerComm
             };
             let details = json!({
                 "peer": peer.name,
+                "kind": peer.kind,
                 "base_url": peer.base_url,
+                "auth": peer.auth.kind(),
                 "public_key": peer.public_key,
                 "remote_org": peer.remote_org,
                 "may_query": peer.may_query,
@@ -163,8 +221,9 @@ pub async fn run(cx: &AdminContext, cfg: &Config, data_dir: &Path, cmd: PeerComm
             )
             .await?;
             println!(
-                "{} peer {name} ({}) acting as {org}{}",
+                "{} {} peer {name} ({}) of {org}{}",
                 if old.is_some() { "replaced" } else { "added" },
+                peer.kind.as_str(),
                 peer.base_url,
                 if may_query { ", may query" } else { "" }
             );
@@ -188,13 +247,17 @@ pub async fn run(cx: &AdminContext, cfg: &Config, data_dir: &Path, cmd: PeerComm
                 println!("no peers");
             }
             for p in &peers {
+                let key = match p.kind {
+                    PeerKind::Vesalius => short_key(&p.public_key),
+                    PeerKind::Dicomweb => format!("dicomweb, auth {}", p.auth.kind()),
+                };
                 println!(
                     "{:<16} {:<40} {:<16} {:<5} {} {}",
                     p.name,
                     p.base_url,
                     p.org,
                     if p.may_query { "query" } else { "store" },
-                    short_key(&p.public_key),
+                    key,
                     p.description
                 );
             }
@@ -264,6 +327,17 @@ async fn ping(client: &PeerClient, peer: &Peer) -> PingView {
         clock_skew_ms: None,
     };
     let t0 = vesalius_exchange::now_ms();
+    if peer.kind == PeerKind::Dicomweb {
+        // A plain DICOMweb server: a QIDO-RS request with its credentials.
+        match client.qido_ping(peer).await {
+            Ok(_) => {
+                view.rtt_ms = Some(vesalius_exchange::now_ms() - t0);
+                view.ok = true;
+            }
+            Err(e) => view.error = Some(e.to_string()),
+        }
+        return view;
+    }
     let answer = match client.ping(peer).await {
         Ok(a) => a,
         Err(e) => {
@@ -305,6 +379,14 @@ fn print_ping(v: &PingView) {
     };
     println!("peer          : {} ({})", v.peer, v.url);
     println!("round trip    : {rtt} ms");
+    if v.site.is_none() {
+        // A plain DICOMweb peer: its QIDO-RS answered.
+        println!("QIDO-RS       : answered");
+        if v.ok {
+            println!("ok");
+        }
+        return;
+    }
     println!("site name     : {}", v.site.as_deref().unwrap_or(""));
     println!(
         "public key    : {} ({})",

@@ -35,6 +35,8 @@ fn peer(name: &str, key: &str, may_query: bool) -> Peer {
         name: name.into(),
         base_url: "https://hub.example.org".into(),
         public_key: key.into(),
+        kind: vesalius_store::registry::PeerKind::Vesalius,
+        auth: vesalius_store::registry::PeerAuth::None,
         org: "a".into(),
         remote_org: None,
         may_query,
