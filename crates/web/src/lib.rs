@@ -41,6 +41,10 @@ const ASSETS: &[(&str, &[u8])] = &[
     ("app.css", include_bytes!("../assets/app.css")),
     ("pages.css", include_bytes!("../assets/pages.css")),
     ("favicon.svg", include_bytes!("../assets/favicon.svg")),
+    (
+        "manifest.webmanifest",
+        include_bytes!("../assets/manifest.webmanifest"),
+    ),
     ("js/main.js", include_bytes!("../assets/js/main.js")),
     ("js/api.js", include_bytes!("../assets/js/api.js")),
     ("js/dom.js", include_bytes!("../assets/js/dom.js")),
@@ -172,6 +176,8 @@ pub fn content_type(path: &str) -> &'static str {
         Some("svg") => "image/svg+xml",
         Some("html") => "text/html; charset=utf-8",
         Some("json") => "application/json",
+        // W3C Web Application Manifest, section 1.2 (media type).
+        Some("webmanifest") => "application/manifest+json",
         _ => "application/octet-stream",
     }
 }
@@ -269,6 +275,7 @@ mod tests {
             ("app.css", "text/css; charset=utf-8"),
             ("pages.css", "text/css; charset=utf-8"),
             ("favicon.svg", "image/svg+xml"),
+            ("manifest.webmanifest", "application/manifest+json"),
         ] {
             let (status, h, body) = get(&format!("/app/{v}/{file}"), None).await;
             assert_eq!(status, StatusCode::OK, "{file}");
