@@ -243,9 +243,10 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         );
         let hub = sites[0].base_url();
         println!("open the hub:");
-        println!("  log in         : {hub}/login  (user admin-hub, password {DEMO_PASSWORD})");
+        println!("  web app        : {hub}/worklist  (user admin-hub, password {DEMO_PASSWORD})");
+        println!("  the study      : {hub}/view/{}", figures.study_uid);
         println!(
-            "  the study      : {hub}/dicom-web/studies/{}/series",
+            "  its series     : {hub}/dicom-web/studies/{}/series",
             figures.study_uid
         );
         println!("  worklist (QIDO): {hub}/dicom-web/studies");
