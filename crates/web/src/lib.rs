@@ -196,9 +196,9 @@ async fn asset(Path((v, file)): Path<(String, String)>, headers: HeaderMap) -> R
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             )],
+            // The requested name is not echoed: the body stays valid JSON whatever was asked.
             format!(
-                "{{\"error\":\"not-found\",\"message\":\"no asset {} in version {}\"}}",
-                file.escape_default(),
+                "{{\"error\":\"not-found\",\"message\":\"no such asset in version {}\"}}",
                 version()
             ),
         )
