@@ -237,8 +237,11 @@ export function worklist(app, q, who) {
       list.append(h('p', { class: 'empty' }, 'No studies match.'));
     } else {
       list.append(h('table', { class: 'studies' },
-        h('thead', {}, h('tr', {}, ['', 'Patient', 'Date', 'Modality', 'Description', 'Images', 'Site']
-          .map((t) => h('th', { scope: 'col' }, t)))),
+        h('thead', {}, h('tr', {}, [['', 'priority'], ['Patient', 'name'], ['Date', 'date-desc'], ['Modality'],
+          ['Description'], ['Images'], ['Site']].map(([t, by]) => h('th', {
+          scope: 'col', 'aria-sort': by && st.sort === by ? (by === 'name' ? 'ascending' : 'descending') : null,
+        }, by ? h('button', { type: 'button', class: 'sort', dataset: { sort: by }, title: `Sort by ${t || 'priority'}`,
+          onclick: () => { sort.value = by; readForm(); st.page = 0; draw(); } }, t || 'Priority') : t)))),
         h('tbody', {}, shown.map(row))));
     }
     clear(pager);
