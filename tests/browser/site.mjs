@@ -34,8 +34,8 @@ function run(args, env = {}) {
 }
 
 /** Writes a synthetic CT head (`vesalius synth`) and reads its expected values. */
-export function synth(dir, seed, slices) {
-  run(['synth', '--out', dir, '--seed', String(seed), '--slices', String(slices), '--kinds', 'ct-head']);
+export function synth(dir, seed, slices, patients = 1) {
+  run(['synth', '--out', dir, '--seed', String(seed), '--slices', String(slices), '--kinds', 'ct-head', '--patients', String(patients)]);
   const paths = files(dir);
   const json = execFileSync(PYTHON, [join(here, 'expected.py'), ...paths], { encoding: 'utf8', maxBuffer: 64 << 20 });
   return { dir, paths, images: JSON.parse(json) };

@@ -288,7 +288,7 @@ for (const [name, options] of Object.entries(VIEWPORTS)) {
       await checkPixels(page, 'desktop with a length drawn'); // the line is not in the image
       await step('07-length');
       await page.keyboard.press('Delete');
-      assert.equal(await page.locator('#marks line').count(), 0);
+      await page.waitForFunction(() => document.querySelectorAll('#marks line').length === 0);
       // Cine plays through the stack and stops.
       const from = Number((await dataset(page)).slice);
       await page.keyboard.press('c');
@@ -363,6 +363,16 @@ test('desktop: the worklist shows a new study without a reload; filters and sort
   await page.selectOption('select[name=sort]', 'date-asc');
   const dates = await page.locator('tr.study td[data-label=Date]').allInnerTexts();
   assert.deepEqual(dates, [...dates].sort());
+  // Paging: 25 a page.
+  const many = synth(join(site.tmp, 'many'), 21, 1, 26);
+  const total = new Set(Object.values(many.images).map((i) => i.study)).size + 2;
+  site.import(many.dir);
+  await page.waitForFunction((t) => document.getElementById('wl-status').textContent.startsWith(`${t} studies`), total, { timeout: 20000 });
+  assert.equal(await page.locator('tr.study').count(), 25);
+  assert.match(await page.locator('nav.pager').innerText(), new RegExp(`1–25 of ${total}`));
+  await page.click('nav.pager button:has-text("Next")');
+  assert.equal(await page.locator('tr.study').count(), total - 25);
+  await shot(page, 'desktop-09b-paging');
   await context.close();
 });
 
@@ -373,8 +383,14 @@ test('desktop: another organisation\'s user sees neither the study nor its image
   await login(page, 'bob');
   await page.waitForSelector('#worklist .empty, #worklist table');
   assert.equal(await page.locator(`tr.study[data-uid="${study}"]`).count(), 0);
+  const failed = [];
+  page.on('requestfailed', (r) => failed.push(`${r.url()}: ${r.failure()?.errorText}`));
+  page.on('response', (r) => { if (r.status() >= 500) failed.push(`${r.url()}: ${r.status()}`); });
   await page.goto(`${site.base}/view/${study}`);
-  await page.waitForFunction(() => document.getElementById('view')?.dataset.state === 'error');
+  await page.waitForFunction(() => document.getElementById('view')?.dataset.state === 'error'
+    || document.querySelector('#app > .error'));
+  assert.equal(await page.locator('#app > .error').count(), 0,
+    `the app failed: ${await page.locator('#app').innerText()} ${failed.join('; ')}`);
   assert.match(await page.locator('.banners').innerText(), /No such study/);
   await shot(page, 'desktop-10-other-org');
   await context.close();

@@ -493,7 +493,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
       case 'Delete': case 'Backspace': {
         const s = series();
         if (s && s.slices) s.marks.delete(keyOf(s.slices[v.idx]));
-        schedule();
+        drawMarks();
         break;
       }
       case 'r': reset(); break;
