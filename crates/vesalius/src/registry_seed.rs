@@ -14,7 +14,6 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 use vesalius_auth::Authenticator;
 use vesalius_store::Registry;
-use vesalius_store::audit::{Actor, ActorKind, AuditEvent, Outcome};
 use vesalius_store::registry::RegistryChange;
 
 use crate::config::Config;
@@ -27,24 +26,8 @@ pub async fn seed_registry(
 ) -> Result<(usize, usize)> {
     let x = &cfg.exchange;
     let now = vesalius_exchange::now_ms();
-    let event = |org: &str, details: serde_json::Value| AuditEvent {
-        time_ms: auth.now_ms(),
-        actor: Actor {
-            kind: ActorKind::System,
-            id: "config".into(),
-            name: "config".into(),
-            org: String::new(),
-            role: String::new(),
-        },
-        action: "admin-change".into(),
-        outcome: Outcome::Success,
-        org: org.to_owned(),
-        patient: None,
-        study_uid: None,
-        source: String::new(),
-        user_agent: concat!("vesalius/", env!("CARGO_PKG_VERSION")).into(),
-        details,
-    };
+    let event =
+        |org: &str, details: serde_json::Value| crate::serve::config_event(auth, org, details);
     let org_exists = |org: String| async move {
         auth.directory()
             .org(&org)

@@ -583,7 +583,6 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
 /// Returns how many AE titles the directory holds.
 async fn seed_callers(cfg: &Config, auth: &Authenticator) -> Result<usize> {
     use serde_json::json;
-    use vesalius_store::audit::{Actor, ActorKind, AuditEvent, Outcome};
     use vesalius_store::directory::DirectoryChange;
 
     let dir = auth.directory();
@@ -607,23 +606,12 @@ async fn seed_callers(cfg: &Config, auth: &Authenticator) -> Result<usize> {
         wanted.push(e);
     }
     let existing = dir.aes().await?;
-    let event = |change: &str, org: &str, ae: &str| AuditEvent {
-        time_ms: auth.now_ms(),
-        actor: Actor {
-            kind: ActorKind::System,
-            id: "config".into(),
-            name: "config".into(),
-            org: String::new(),
-            role: String::new(),
-        },
-        action: "admin-change".into(),
-        outcome: Outcome::Success,
-        org: org.to_owned(),
-        patient: None,
-        study_uid: None,
-        source: String::new(),
-        user_agent: concat!("vesalius/", env!("CARGO_PKG_VERSION")).into(),
-        details: json!({ "change": change, "ae_title": ae, "managed_by": "config" }),
+    let event = |change: &str, org: &str, ae: &str| {
+        config_event(
+            auth,
+            org,
+            json!({ "change": change, "ae_title": ae, "managed_by": "config" }),
+        )
     };
     let (mut changes, mut events) = (Vec::new(), Vec::new());
     for old in &existing {
@@ -649,6 +637,33 @@ async fn seed_callers(cfg: &Config, auth: &Authenticator) -> Result<usize> {
             .context("seeding [[dicom.callers]]")?;
     }
     Ok(dir.aes().await?.len())
+}
+
+/// An `admin-change` audit event by the configuration file (actor `config`).
+pub(crate) fn config_event(
+    auth: &Authenticator,
+    org: &str,
+    details: serde_json::Value,
+) -> vesalius_store::audit::AuditEvent {
+    use vesalius_store::audit::{Actor, ActorKind, AuditEvent, Outcome};
+    AuditEvent {
+        time_ms: auth.now_ms(),
+        actor: Actor {
+            kind: ActorKind::System,
+            id: "config".into(),
+            name: "config".into(),
+            org: String::new(),
+            role: String::new(),
+        },
+        action: "admin-change".into(),
+        outcome: Outcome::Success,
+        org: org.to_owned(),
+        patient: None,
+        study_uid: None,
+        source: String::new(),
+        user_agent: concat!("vesalius/", env!("CARGO_PKG_VERSION")).into(),
+        details,
+    }
 }
 
 async fn wait_for_signal() {
