@@ -3,7 +3,7 @@
 // organisations, and the modality values of every image read with pydicom (expected.py).
 
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, statSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, statSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -97,7 +97,13 @@ export class Site {
     return run(['import', '--server', this.base, dir], { VESALIUS_TOKEN: this.token });
   }
 
-  stop() {
-    if (this.proc && this.proc.exitCode === null) this.proc.kill('SIGTERM');
+  /** Stops the server and removes its temporary directory (VESALIUS_KEEP=1 keeps it). */
+  async stop() {
+    if (this.proc && this.proc.exitCode === null) {
+      const exited = new Promise((ok) => this.proc.once('exit', ok));
+      this.proc.kill('SIGTERM');
+      await Promise.race([exited, new Promise((ok) => setTimeout(ok, 10000))]);
+    }
+    if (this.tmp && !process.env.VESALIUS_KEEP) rmSync(this.tmp, { recursive: true, force: true });
   }
 }

@@ -46,5 +46,5 @@ try {
   }
 } finally {
   await browser.close();
-  site.stop();
+  await site.stop();
 }

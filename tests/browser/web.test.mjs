@@ -43,7 +43,7 @@ before(async () => {
 
 after(async () => {
   if (browser) await browser.close();
-  if (site) site.stop();
+  if (site) await site.stop();
 });
 
 async function shot(page, name) {
@@ -477,6 +477,6 @@ test('desktop: a study held at a peer site is read through this site; a stroke a
     await page.waitForFunction(() => document.getElementById('view')?.dataset.state === 'raw');
     await context.close();
   } finally {
-    spoke.stop();
+    await spoke.stop();
   }
 });
