@@ -60,7 +60,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
     window: null, preset: 'default', invert: false,
     zoom: 1, panX: 0, panY: 0,
     tool: matchMedia('(pointer: coarse)').matches ? 'scroll' : 'window',
-    lut: null, lutKey: '', imageKey: '', imageKind: '',
+    lut: null, lutKey: '', imageKey: '', imageKind: '', broken: false,
   };
 
   // --- the page --------------------------------------------------------------------------
@@ -201,7 +201,9 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
     }
     const s = series();
     const sl = s && s.slices && s.slices[v.idx];
-    ds.state = state;
+    // A study that could not be opened stays marked so (a later repaint, e.g. on resize, must
+    // not make it look merely empty).
+    ds.state = v.broken ? 'error' : state;
     if (sl) {
       canvas.setAttribute('aria-label', `Image ${v.idx + 1} of ${s.slices.length}, series ${s.number ?? ''} ${s.description}`.trim());
       Object.assign(ds, {
@@ -424,7 +426,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
       if (e instanceof ApiError && e.status === 401) return;
       note.textContent = '';
       say(e.status === 404 ? 'No such study, or you may not see it.' : `The study could not be opened: ${e.message}`, 'error');
-      canvas.dataset.state = 'error';
+      v.broken = true; schedule();
       return;
     }
     v.series = (list || []).map((r) => ({
@@ -434,7 +436,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
     })).sort((a, b) => (a.number ?? 1e9) - (b.number ?? 1e9));
     note.textContent = '';
     // A study the user may not see answers like a missing one (empty), never differently.
-    if (!v.series.length) { say('No such study, or you may not see it.', 'error'); canvas.dataset.state = 'error'; return; }
+    if (!v.series.length) { say('No such study, or you may not see it.', 'error'); v.broken = true; schedule(); return; }
     drawStrip();
     const images = v.series.filter((s) => !NOT_IMAGES.has(s.modality));
     const best = (images.length ? images : v.series).reduce((a, b) => (b.count > a.count ? b : a));
