@@ -53,7 +53,7 @@ pub use options::{BASIC_PROFILE_CODE, DEFAULT_MAX_DATE_SHIFT_DAYS, DeidOptions, 
 pub use private::{SAFE_PRIVATE, SafePrivate};
 pub use pseudonym::pseudonymous_uid;
 pub use report::{Applied, DeidReport, Warning, WarningKind};
-pub use values::DUMMY_TEXT;
+pub use values::{DUMMY_TEXT, civil_from_days};
 
 use engine::{Engine, Mode};
 

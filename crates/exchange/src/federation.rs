@@ -265,12 +265,7 @@ impl Federation {
                     .collect::<Vec<_>>(),
             }),
         );
-        let log = self.auth.audit_log().clone();
-        tokio::spawn(async move {
-            if let Err(e) = log.append(vec![ev]).await {
-                tracing::error!(error = %e, "audit append failed");
-            }
-        });
+        audit_in_background(&self.auth, ev);
     }
 }
 
@@ -488,6 +483,26 @@ pub(crate) fn is_user(c: &Caller) -> bool {
     )
 }
 
+/// Refuses (403, saying `what` needs it) a caller that is not a user allowed `actions` in its
+/// own organisation.
+pub(crate) fn require_user(c: &Caller, actions: &[Action], what: &str) -> ApiResult<()> {
+    if is_user(c) && actions.iter().all(|a| may(c, *a, c.org())) {
+        Ok(())
+    } else {
+        Err(ApiError::new(ErrorKind::Forbidden, what.to_owned()))
+    }
+}
+
+/// Appends `ev` to the audit trail off the response path.
+pub(crate) fn audit_in_background(auth: &Authenticator, ev: vesalius_store::audit::AuditEvent) {
+    let log = auth.audit_log().clone();
+    tokio::spawn(async move {
+        if let Err(e) = log.append(vec![ev]).await {
+            tracing::error!(error = %e, "audit append failed");
+        }
+    });
+}
+
 /// Splits off `scope` from a query string: `(scope, the rest)`.
 fn take_scope(query: &str) -> (Option<String>, String) {
     let mut scope = None;
@@ -649,12 +664,11 @@ pub async fn search(
     Query(params): Query<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
     let caller = caller_of(caller)?;
-    if !is_user(&caller) || !may(&caller, Action::Query, caller.org()) {
-        return Err(ApiError::new(
-            ErrorKind::Forbidden,
-            "searching needs a user allowed to query in an organisation",
-        ));
-    }
+    require_user(
+        &caller,
+        &[Action::Query],
+        "searching needs a user allowed to query in an organisation",
+    )?;
     let mut only: Option<Vec<String>> = None;
     let mut network = true;
     let mut qido: Vec<(String, String)> = Vec::new();

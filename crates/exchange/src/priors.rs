@@ -304,17 +304,8 @@ fn dimse_error(node: &DicomNode, op: &str, e: vesalius_dimse::Error) -> Error {
 
 /// `YYYYMMDD` of `now_ms` (UTC) less `years` years, for a Study Date range.
 pub fn years_ago(now_ms: i64, years: u32) -> String {
-    let days = now_ms.div_euclid(86_400_000);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2) - i64::from(years);
+    let (y, m, d) = vesalius_deid::civil_from_days(now_ms.div_euclid(86_400_000));
+    let y = y - i64::from(years);
     // 29 February of a year that has none becomes the 28th: the range stays a range.
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     let d = if m == 2 && d == 29 && !leap { 28 } else { d };
@@ -471,17 +462,14 @@ impl Exchange {
                 detail: format!("C-MOVE from {}", node.name),
             })
             .collect();
-        receipts.push(Receipt {
-            queue: queue.clone(),
-            kind: ReceiptKind::Study,
-            study_uid: r.study_uid.clone(),
-            sop_instance_uid: String::new(),
-            sha256: String::new(),
-            size: held.len() as u64,
-            delivered_ms: now,
-            verified: false,
+        receipts.push(Receipt::study(
+            queue,
+            &r.study_uid,
+            held.len() as u64,
+            now,
+            false,
             detail,
-        });
+        ));
         if let Err(e) = self
             .outbox()
             .complete(&self.options().owner, &[j.id], receipts)
@@ -625,17 +613,7 @@ impl Exchange {
     }
 
     fn study_receipt(&self, queue: &str, study: &str, detail: String, size: u64) -> Receipt {
-        Receipt {
-            queue: queue.to_owned(),
-            kind: ReceiptKind::Study,
-            study_uid: study.to_owned(),
-            sop_instance_uid: String::new(),
-            sha256: String::new(),
-            size,
-            delivered_ms: now_ms(),
-            verified: false,
-            detail,
-        }
+        Receipt::study(queue, study, size, now_ms(), false, detail)
     }
 
     /// Whether `queue` has a receipt for `study` (only study receipts when `study_only`).

@@ -37,9 +37,12 @@ use vesalius_store::audit::Outcome;
 use vesalius_store::query::Scope;
 use vesalius_store::registry::RouteDestination;
 
-use crate::api::{ApiError, ApiResult, caller_of, may};
+use crate::api::{ApiError, ApiResult, caller_of};
 use crate::client::{PeerClient, transport};
-use crate::federation::{Cached, Federation, is_user, local_service, read_limited, rewrite_urls};
+use crate::federation::{
+    Cached, Federation, audit_in_background, local_service, read_limited, require_user,
+    rewrite_urls,
+};
 use crate::job::TransferJob;
 
 /// The highest priority a pull may ask for (stroke).
@@ -98,12 +101,11 @@ async fn proxy(
     req: Request,
 ) -> ApiResult<Response> {
     let caller = caller_of(caller)?;
-    if !is_user(&caller) || !may(&caller, Action::Query, caller.org()) {
-        return Err(ApiError::new(
-            ErrorKind::Forbidden,
-            "viewing a peer's studies needs a user allowed to query in an organisation",
-        ));
-    }
+    require_user(
+        &caller,
+        &[Action::Query],
+        "viewing a peer's studies needs a user allowed to query in an organisation",
+    )?;
     let peer = fed.peer_for(&caller, &peer_name).await?;
     if !forwardable(&rest) {
         return Err(ApiError::new(
@@ -167,6 +169,17 @@ async fn proxy(
         return Ok(r);
     }
     let service = local_service(fed.opts.public_base_url.as_deref(), &headers);
+    // A whole answer: kept when it is a 200, then served like a cached one.
+    let keep = |body: Bytes| {
+        let c = Cached {
+            content_type: content_type.clone(),
+            body,
+        };
+        if status == StatusCode::OK {
+            fed.cache.put(key, c.clone());
+        }
+        cached_response(c)
+    };
     let mut out = if is_json(&content_type) {
         let body = read_limited(resp, fed.opts.max_json_bytes, &peer)
             .await
@@ -178,14 +191,7 @@ async fn proxy(
             }
             Err(_) => body,
         };
-        let c = Cached {
-            content_type: content_type.clone(),
-            body,
-        };
-        if status == StatusCode::OK {
-            fed.cache.put(key, c.clone());
-        }
-        cached_response(c)
+        keep(body)
     } else {
         // Hold up to a cache entry's worth; beyond that stream the rest through.
         let max_entry = fed.cache.max_bytes() / 4;
@@ -201,14 +207,7 @@ async fn proxy(
             }
         }
         if complete {
-            let c = Cached {
-                content_type: content_type.clone(),
-                body: held.freeze(),
-            };
-            if status == StatusCode::OK {
-                fed.cache.put(key, c.clone());
-            }
-            cached_response(c)
+            keep(held.freeze())
         } else {
             let name = peer.name.clone();
             let rest = stream
@@ -265,12 +264,7 @@ fn audit_view(fed: &Federation, caller: &Caller, peer: &str, study: &str) {
         Some(study),
         json!({"peer": peer, "remote": true}),
     );
-    let log = auth.audit_log().clone();
-    tokio::spawn(async move {
-        if let Err(e) = log.append(vec![ev]).await {
-            tracing::error!(error = %e, "audit append failed");
-        }
-    });
+    audit_in_background(auth, ev);
 }
 
 /// A pull request, to the local API and to the peer.
@@ -303,13 +297,11 @@ async fn pull(
 ) -> ApiResult<Response> {
     let caller = caller_of(caller)?;
     let org = caller.org().to_owned();
-    if !is_user(&caller) || !may(&caller, Action::Query, &org) || !may(&caller, Action::Store, &org)
-    {
-        return Err(ApiError::new(
-            ErrorKind::Forbidden,
-            "pulling a study needs a user allowed to query and store in an organisation",
-        ));
-    }
+    require_user(
+        &caller,
+        &[Action::Query, Action::Store],
+        "pulling a study needs a user allowed to query and store in an organisation",
+    )?;
     if !vesalius_core::uid::is_valid_uid(&body.study_uid) {
         return Err(ApiError::new(
             ErrorKind::BadRequest,

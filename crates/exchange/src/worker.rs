@@ -868,17 +868,14 @@ impl Exchange {
         if dicomweb {
             // No manifest to ask: the study receipt sums up the STOW-RS answers.
             let n = latest.len() as u64;
-            let r = Receipt {
-                queue: queue.to_owned(),
-                kind: ReceiptKind::Study,
-                study_uid: study.to_owned(),
-                sop_instance_uid: String::new(),
-                sha256: String::new(),
-                size: n,
-                delivered_ms: now_ms(),
-                verified: false,
-                detail: format!("{n} instances stored (STOW-RS answers, no manifest)"),
-            };
+            let r = Receipt::study(
+                queue,
+                study,
+                n,
+                now_ms(),
+                false,
+                format!("{n} instances stored (STOW-RS answers, no manifest)"),
+            );
             match self.outbox.complete(&self.opts.owner, &[], vec![r]).await {
                 Ok(_) => self.publish(ExchangeEvent::TransferComplete {
                     queue: queue.to_owned(),
@@ -910,17 +907,7 @@ impl Exchange {
                         a.mismatched.len()
                     )
                 };
-                let r = Receipt {
-                    queue: queue.to_owned(),
-                    kind: ReceiptKind::Study,
-                    study_uid: study.to_owned(),
-                    sop_instance_uid: String::new(),
-                    sha256: String::new(),
-                    size: n,
-                    delivered_ms: now_ms(),
-                    verified: a.complete,
-                    detail,
-                };
+                let r = Receipt::study(queue, study, n, now_ms(), a.complete, detail);
                 if let Err(e) = self.outbox.complete(&self.opts.owner, &[], vec![r]).await {
                     tracing::warn!("{queue}: study receipt of {study}: {e}");
                 }

@@ -146,6 +146,30 @@ pub struct Receipt {
     pub detail: String,
 }
 
+impl Receipt {
+    /// The receipt of a whole study at `queue`: `size` instances, delivered at `delivered_ms`.
+    pub fn study(
+        queue: &str,
+        study_uid: &str,
+        size: u64,
+        delivered_ms: i64,
+        verified: bool,
+        detail: String,
+    ) -> Receipt {
+        Receipt {
+            queue: queue.to_owned(),
+            kind: ReceiptKind::Study,
+            study_uid: study_uid.to_owned(),
+            sop_instance_uid: String::new(),
+            sha256: String::new(),
+            size,
+            delivered_ms,
+            verified,
+            detail,
+        }
+    }
+}
+
 /// Which jobs to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFilter {

@@ -445,6 +445,21 @@ pub fn tag_of(key: &str) -> Option<u32> {
     Some((u32::from(t.group()) << 16) | u32::from(t.element()))
 }
 
+/// The identifier of a C-FIND or C-MOVE request (PS3.4 C.4.1.1.3, C.4.2.1.4): the level and the
+/// keys, each with its dictionary VR (LO for one the dictionary does not know).
+pub(crate) fn identifier(level: Level, keys: &[(u32, String)]) -> DataSetWriter {
+    let mut ident = DataSetWriter::new();
+    ident.put_str(tag::QUERY_RETRIEVE_LEVEL, VR::CS, level.as_str());
+    for (t, v) in keys {
+        let vr = match implicit_vr(*t) {
+            VR::UN => VR::LO,
+            vr => vr,
+        };
+        ident.put_str(*t, vr, v);
+    }
+    ident
+}
+
 /// Sends a C-FIND at `level` with `keys` (tag and value; an empty value asks for the attribute
 /// to be returned) and returns every match as a DICOM JSON object.
 pub async fn find(
@@ -508,15 +523,7 @@ pub async fn find_limited(
         assoc.abort().await;
         return Err(Error::NoPresentationContext(model.into()));
     };
-    let mut ident = DataSetWriter::new();
-    ident.put_str(tag::QUERY_RETRIEVE_LEVEL, VR::CS, level.as_str());
-    for (t, v) in keys {
-        let vr = match implicit_vr(*t) {
-            VR::UN => VR::LO,
-            vr => vr,
-        };
-        ident.put_str(*t, vr, v);
-    }
+    let mut ident = identifier(level, keys);
     if keys.iter().any(|(_, v)| !v.is_ascii()) {
         ident.put_str(tag::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
     }

@@ -24,15 +24,13 @@
 
 use std::time::Duration;
 
-use dicom_core::VR;
 use tokio::time::Instant;
-use vesalius_core::parse::implicit_vr;
 use vesalius_core::tag;
 use vesalius_store::query::Level;
 
 use super::{request_options, response, uncompressed};
 use crate::association::Association;
-use crate::dataset::{self, DataSetWriter};
+use crate::dataset;
 use crate::error::{Error, Result};
 use crate::message::{Command, SubOperations, field, sop_class, status, tags};
 
@@ -211,15 +209,7 @@ pub async fn move_(
         assoc.abort().await;
         return Err(Error::NoPresentationContext(model.into()));
     };
-    let mut ident = DataSetWriter::new();
-    ident.put_str(tag::QUERY_RETRIEVE_LEVEL, VR::CS, level.as_str());
-    for (t, v) in keys {
-        let vr = match implicit_vr(*t) {
-            VR::UN => VR::LO,
-            vr => vr,
-        };
-        ident.put_str(*t, vr, v);
-    }
+    let ident = super::identifier(level, keys);
     let explicit = dataset::is_explicit(&pc.transfer_syntax);
     let id = assoc.next_message_id();
     let mut rq = Command::request(field::C_MOVE_RQ, id, model);
