@@ -38,6 +38,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod alerts;
 mod audit;
 mod directory;
 mod outbox;

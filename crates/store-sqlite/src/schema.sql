@@ -392,3 +392,70 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
     signature  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_checkpoints_seq ON audit_checkpoints (seq, id);
+
+-- Alerts (issue 6, docs/alerts.md): rules, users' subscriptions, the alerts raised (one row per
+-- recipient; `chain` groups a raise and its escalations) and the durable queue of their webhook
+-- and e-mail deliveries. `alert_keys` makes a raise idempotent per key (two nodes hearing one
+-- event, a condition seen again). Lists, JSON text: `escalation` (usernames), `details`.
+CREATE TABLE IF NOT EXISTS alert_rules (
+    id                 TEXT PRIMARY KEY,
+    org                TEXT NOT NULL,
+    name               TEXT NOT NULL,
+    kind               TEXT NOT NULL,
+    threshold          INTEGER NOT NULL,
+    escalation         TEXT NOT NULL,
+    escalate_after_ms  INTEGER NOT NULL,
+    enabled            INTEGER NOT NULL,
+    created_ms         INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alert_subscriptions (
+    id               TEXT PRIMARY KEY,
+    rule_id          TEXT NOT NULL,
+    org              TEXT NOT NULL,
+    username         TEXT NOT NULL,
+    channel          TEXT NOT NULL,
+    target           TEXT NOT NULL,
+    secret           TEXT NOT NULL,
+    escalation_only  INTEGER NOT NULL,
+    created_ms       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alert_keys (
+    key         TEXT PRIMARY KEY,
+    created_ms  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id               TEXT PRIMARY KEY,
+    chain            TEXT NOT NULL,
+    org              TEXT NOT NULL,
+    rule_id          TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    username         TEXT NOT NULL,
+    title            TEXT NOT NULL,
+    study_uid        TEXT,
+    link             TEXT,
+    details          TEXT NOT NULL,
+    created_ms       INTEGER NOT NULL,
+    step             INTEGER NOT NULL,
+    escalate_at_ms   INTEGER,
+    acknowledged_ms  INTEGER,
+    acknowledged_by  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_user ON alerts (username, created_ms);
+CREATE INDEX IF NOT EXISTS alerts_chain ON alerts (chain);
+CREATE INDEX IF NOT EXISTS alerts_escalate ON alerts (escalate_at_ms)
+    WHERE escalate_at_ms IS NOT NULL;
+CREATE TABLE IF NOT EXISTS alert_deliveries (
+    id          TEXT PRIMARY KEY,
+    alert_id    TEXT NOT NULL,
+    channel     TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    secret      TEXT NOT NULL,
+    attempts    INTEGER NOT NULL,
+    next_ms     INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    last_error  TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_deliveries_due ON alert_deliveries (next_ms)
+    WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS alert_deliveries_alert ON alert_deliveries (alert_id);

@@ -10,6 +10,7 @@ use vesalius_store::query::{Key, Level, Matcher, Query, Scope};
 
 use super::SqliteIndex;
 
+mod alerts;
 mod audit;
 mod directory;
 mod migration;

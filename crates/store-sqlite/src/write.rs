@@ -55,6 +55,11 @@ pub(crate) enum WriteOp {
     Outbox(OutboxOp),
     /// Registry changes and the audit events recording them.
     Registry(Vec<RegistryChange>, Vec<AuditEvent>, Tx<()>),
+    /// An alert-store write (issue 6).
+    Alerts(
+        Box<crate::alerts::AlertWrite>,
+        Tx<crate::alerts::AlertAnswer>,
+    ),
 }
 
 impl WriteOp {
@@ -71,6 +76,7 @@ impl WriteOp {
             | WriteOp::ThrottleReset(_, tx) => drop(tx.send(Err(e))),
             WriteOp::ThrottleFail { tx, .. } => drop(tx.send(Err(e))),
             WriteOp::Outbox(op) => op.fail(e),
+            WriteOp::Alerts(_, tx) => drop(tx.send(Err(e))),
         }
     }
 }
@@ -139,6 +145,7 @@ async fn run(conn: &mut SqliteConnection, chain: &mut Chain, op: WriteOp) -> Don
         WriteOp::Registry(changes, events, tx) => {
             done(tx, registry::apply(conn, chain, &changes, &events).await)
         }
+        WriteOp::Alerts(w, tx) => done(tx, crate::alerts::run(conn, chain, *w).await),
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`ingest`]: [`Ingestor`], the one path by which an instance enters the archive.
 //! - [`directory`]: [`Directory`], organisations, users, credentials, grants, AE titles, links.
 //! - [`audit`]: [`AuditLog`], the hash-chained audit trail.
+//! - [`alerts`]: [`AlertStore`], alert rules, subscriptions, alerts and their deliveries (issue 6).
 //! - [`outbox`]: [`Outbox`], the durable queue of transfers and jobs, with its in-memory model.
 //! - [`registry`]: [`Registry`], peers, DICOM nodes, routes and arrivals (issue 5).
 //! - [`memory`]: in-memory [`Index`] and [`BlobStore`] for tests.
@@ -17,6 +18,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod alerts;
 pub mod audit;
 pub mod blob;
 pub mod directory;
@@ -31,6 +33,7 @@ pub mod query;
 pub mod registry;
 pub mod spool;
 
+pub use alerts::AlertStore;
 pub use audit::AuditLog;
 pub use blob::{BlobKey, BlobStore};
 pub use directory::Directory;
