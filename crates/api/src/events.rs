@@ -6,6 +6,8 @@
 //!   event per study per [`DEBOUNCE`].
 //! - `event: arrival`, `data: {"study_uid", "from_peer", "priority", "instances"}`: a peer's
 //!   delivery of the study is complete here (the exchange's `study-complete`).
+//! - `event: alert`, `data: {"type": "alert", "alert": {…}}`: an alert for the subscriber
+//!   itself (issue 6, `crate::alerts`); sent to that user only, never debounced.
 //! - `event: lagged`, `data: {"missed": n}`: the client was too slow; it should reload.
 //! - A `: keep-alive` comment every 15 s.
 //!
@@ -74,12 +76,25 @@ pub enum StudyEvent {
         /// Instances in the delivery.
         instances: u64,
     },
+    /// An alert for one user (issue 6: `crate::alerts`).
+    Alert {
+        /// The alert's organisation (not sent to clients).
+        #[serde(skip)]
+        org: String,
+        /// The recipient's username (not sent to clients).
+        #[serde(skip)]
+        user: String,
+        /// The alert as the API lists it.
+        alert: serde_json::Value,
+    },
 }
 
 impl StudyEvent {
     fn org(&self) -> &str {
         match self {
-            StudyEvent::Study { org, .. } | StudyEvent::Arrival { org, .. } => org,
+            StudyEvent::Study { org, .. }
+            | StudyEvent::Arrival { org, .. }
+            | StudyEvent::Alert { org, .. } => org,
         }
     }
 
@@ -87,6 +102,7 @@ impl StudyEvent {
         match self {
             StudyEvent::Study { .. } => "study",
             StudyEvent::Arrival { .. } => "arrival",
+            StudyEvent::Alert { .. } => "alert",
         }
     }
 }
@@ -143,6 +159,8 @@ pub fn router(events: Arc<StudyEvents>) -> Router {
 struct Subscriber {
     rx: broadcast::Receiver<StudyEvent>,
     org: String,
+    /// The subscriber's username (alerts are for it alone).
+    user: String,
     sent: HashMap<String, Instant>,
 }
 
@@ -165,6 +183,11 @@ impl Subscriber {
                 Err(RecvError::Closed) => return None,
             };
             if e.org() != self.org {
+                continue;
+            }
+            if let StudyEvent::Alert { user, .. } = &e
+                && *user != self.user
+            {
                 continue;
             }
             if let StudyEvent::Study { study_uid, .. } = &e {
@@ -210,6 +233,7 @@ async fn stream(
     let sub = Subscriber {
         rx: events.subscribe(),
         org: c.org().to_owned(),
+        user: c.principal.actor.name.clone(),
         sent: HashMap::new(),
     };
     let stream = futures::stream::unfold(sub, |mut s| async move {
@@ -236,6 +260,7 @@ mod tests {
         let mut sub = Subscriber {
             rx: ev.subscribe(),
             org: "a".into(),
+            user: "alice".into(),
             sent: HashMap::new(),
         };
         let arrival = StudyEvent::Arrival {
@@ -250,6 +275,13 @@ mod tests {
         ev.send(study("a", "1.2"));
         ev.send(study("a.inbox", "1.3"));
         ev.send(arrival.clone());
+        let alert = |user: &str| StudyEvent::Alert {
+            org: "a".into(),
+            user: user.into(),
+            alert: json!({"id": "x"}),
+        };
+        ev.send(alert("bob"));
+        ev.send(alert("alice"));
         drop(ev);
         let mut got = Vec::new();
         while let Some(o) = sub.next().await {
@@ -259,7 +291,8 @@ mod tests {
             got,
             vec![
                 Outgoing::Event(study("a", "1.2")),
-                Outgoing::Event(arrival.clone())
+                Outgoing::Event(arrival.clone()),
+                Outgoing::Event(alert("alice")),
             ]
         );
         // The data names the study, never the organisation.
@@ -267,6 +300,10 @@ mod tests {
             serde_json::to_value(&arrival).unwrap(),
             json!({"type": "arrival", "study_uid": "1.2", "from_peer": "spoke",
                    "priority": 100, "instances": 3})
+        );
+        assert_eq!(
+            serde_json::to_value(alert("alice")).unwrap(),
+            json!({"type": "alert", "alert": {"id": "x"}})
         );
         assert_eq!(
             serde_json::to_value(study("a", "1.2")).unwrap(),
@@ -280,6 +317,7 @@ mod tests {
         let mut sub = Subscriber {
             rx: ev.subscribe(),
             org: "a".into(),
+            user: "alice".into(),
             sent: HashMap::new(),
         };
         for i in 0..CAPACITY + 10 {

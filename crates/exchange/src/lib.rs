@@ -96,6 +96,8 @@ pub enum ExchangeEvent {
     },
     /// Sender side: a job was parked after too many attempts.
     Parked {
+        /// The sending organisation (the job's owner; for alerts, issue 6).
+        org: String,
         /// The destination queue.
         queue: String,
         /// The study.

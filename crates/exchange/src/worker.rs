@@ -476,6 +476,11 @@ impl Exchange {
             Ok(Some(vesalius_store::outbox::JobState::Parked)) => {
                 metrics::counter!("vesalius_exchange_parked_total").increment(1);
                 self.publish(ExchangeEvent::Parked {
+                    // Transfer and prefetch payloads name their organisation.
+                    org: serde_json::from_str::<serde_json::Value>(&j.job.payload)
+                        .ok()
+                        .and_then(|v| v["org"].as_str().map(str::to_owned))
+                        .unwrap_or_default(),
                     queue: j.job.queue.clone(),
                     study_uid: j.job.study_uid.clone(),
                     error: error.to_owned(),

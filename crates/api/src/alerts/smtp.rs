@@ -1,0 +1,246 @@
+//! A minimal SMTP client (RFC 5321) for alert e-mails: `EHLO`, `AUTH PLAIN` when a user name is
+//! configured, `MAIL FROM`, `RCPT TO`, `DATA` (dot-stuffed, RFC 5321 4.5.2), `QUIT`; one plain
+//! text UTF-8 message per conversation. No TLS: use a relay on the same host or network (the
+//! `lettre` crate was not available offline here; docs/alerts.md says what is missing).
+//!
+//! A 5xx reply is a permanent failure (the address or the message is refused); 4xx replies,
+//! timeouts and connection errors are retried by the caller.
+
+use std::time::Duration;
+
+use base64::Engine;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use super::SmtpOptions;
+
+/// Why a mail was not sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpError {
+    /// A 5xx reply or an unusable address: retrying cannot help.
+    pub permanent: bool,
+    /// The reply or the I/O error.
+    pub message: String,
+}
+
+fn io(e: std::io::Error) -> SmtpError {
+    SmtpError {
+        permanent: false,
+        message: format!("SMTP: {e}"),
+    }
+}
+
+/// An address usable in `MAIL FROM`/`RCPT TO` and headers: no spaces, controls or brackets.
+pub fn valid_address(a: &str) -> bool {
+    let ok_chars = !a.is_empty()
+        && a.len() <= 254
+        && a.chars()
+            .all(|c| !c.is_control() && !c.is_whitespace() && !"<>,;\"\\".contains(c));
+    ok_chars
+        && a.split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+}
+
+/// RFC 5322 date of `ms` (UTC).
+fn rfc5322_date(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
+    let mon = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(m - 1) as usize];
+    format!(
+        "{wd}, {d:02} {mon} {y} {:02}:{:02}:{:02} +0000",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The message: headers and the dot-stuffed body, ending in `CRLF.CRLF`.
+pub fn message(from: &str, to: &str, subject: &str, body: &str, now_ms: i64, id: &str) -> String {
+    let subject: String = subject.chars().filter(|c| !c.is_control()).collect();
+    let subject = if subject.is_ascii() {
+        subject
+    } else {
+        // RFC 2047 encoded word.
+        format!(
+            "=?utf-8?B?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(subject)
+        )
+    };
+    let domain = from.rsplit_once('@').map_or("localhost", |(_, d)| d);
+    let mut m = format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: {}\r\n\
+         Message-ID: <{id}@{domain}>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\
+         Auto-Submitted: auto-generated\r\n\r\n",
+        rfc5322_date(now_ms)
+    );
+    for line in body.replace("\r\n", "\n").split('\n') {
+        if line.starts_with('.') {
+            m.push('.');
+        }
+        m.push_str(line);
+        m.push_str("\r\n");
+    }
+    m.push_str(".\r\n");
+    m
+}
+
+struct Conn {
+    r: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Conn {
+    /// Reads one (possibly multi-line) reply: its code and text.
+    async fn reply(&mut self) -> Result<(u16, String), SmtpError> {
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            let n = (&mut self.r)
+                .take(4096)
+                .read_line(&mut line)
+                .await
+                .map_err(io)?;
+            if n == 0 {
+                return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            let code = line
+                .get(..3)
+                .and_then(|c| c.parse::<u16>().ok())
+                .ok_or_else(|| SmtpError {
+                    permanent: false,
+                    message: format!("SMTP: unreadable reply {:?}", line.trim_end()),
+                })?;
+            text.push_str(line.get(4..).unwrap_or("").trim_end());
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return Ok((code, text));
+            }
+            text.push(' ');
+        }
+    }
+
+    /// Sends `line` and expects a reply of class `class` (2 or 3).
+    async fn command(&mut self, line: &str, class: u16, what: &str) -> Result<String, SmtpError> {
+        self.w
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await
+            .map_err(io)?;
+        self.expect(class, what).await
+    }
+
+    async fn expect(&mut self, class: u16, what: &str) -> Result<String, SmtpError> {
+        let (code, text) = self.reply().await?;
+        if code / 100 == class {
+            return Ok(text);
+        }
+        Err(SmtpError {
+            permanent: code >= 500,
+            message: format!("SMTP {what}: {code} {text}"),
+        })
+    }
+}
+
+use tokio::io::AsyncReadExt;
+
+/// Sends one mail to `to`.
+pub async fn send(
+    opts: &SmtpOptions,
+    to: &str,
+    subject: &str,
+    body: &str,
+    now_ms: i64,
+) -> Result<(), SmtpError> {
+    if !valid_address(to) || !valid_address(&opts.from) {
+        return Err(SmtpError {
+            permanent: true,
+            message: format!("SMTP: unusable address {to:?} or {:?}", opts.from),
+        });
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let msg = message(&opts.from, to, subject, body, now_ms, &id);
+    let talk = async {
+        let stream = TcpStream::connect((opts.host.as_str(), opts.port))
+            .await
+            .map_err(io)?;
+        let (r, w) = stream.into_split();
+        let mut c = Conn {
+            r: BufReader::new(r),
+            w,
+        };
+        c.expect(2, "greeting").await?;
+        c.command(&format!("EHLO {}", opts.helo), 2, "EHLO").await?;
+        if let Some(user) = &opts.username {
+            let token = base64::engine::general_purpose::STANDARD.encode(format!(
+                "\0{user}\0{}",
+                opts.password.as_deref().unwrap_or("")
+            ));
+            c.command(&format!("AUTH PLAIN {token}"), 2, "AUTH").await?;
+        }
+        c.command(&format!("MAIL FROM:<{}>", opts.from), 2, "MAIL FROM")
+            .await?;
+        c.command(&format!("RCPT TO:<{to}>"), 2, "RCPT TO").await?;
+        c.command("DATA", 3, "DATA").await?;
+        c.w.write_all(msg.as_bytes()).await.map_err(io)?;
+        c.expect(2, "message").await?;
+        // The mail is accepted; a failing QUIT changes nothing.
+        let _ = c.command("QUIT", 2, "QUIT").await;
+        Ok(())
+    };
+    match tokio::time::timeout(opts.timeout.max(Duration::from_millis(100)), talk).await {
+        Ok(r) => r,
+        Err(_) => Err(SmtpError {
+            permanent: false,
+            message: format!("SMTP: no answer within {:?}", opts.timeout),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_addresses_and_dot_stuffing() {
+        assert_eq!(rfc5322_date(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            rfc5322_date(1_796_642_285_000),
+            "Mon, 07 Dec 2026 11:18:05 +0000"
+        );
+        assert!(valid_address("a@b.example"));
+        assert!(!valid_address("a@b.example>\r\nRCPT TO:<x@y"));
+        assert!(!valid_address("nobody"));
+        let m = message(
+            "v@site.example",
+            "a@b.example",
+            "Hi\r\nBcc: x",
+            ".dot\nline",
+            0,
+            "1",
+        );
+        assert!(m.contains("\r\nSubject: HiBcc: x\r\n"), "{m}");
+        assert!(m.ends_with("\r\n\r\n..dot\r\nline\r\n.\r\n"), "{m}");
+        let m = message(
+            "v@site.example",
+            "a@b.example",
+            "Schlaganfall – Ankunft",
+            "x",
+            0,
+            "1",
+        );
+        assert!(m.contains("Subject: =?utf-8?B?"), "{m}");
+    }
+}
