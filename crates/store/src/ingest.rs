@@ -696,7 +696,7 @@ fn rejected_instances(ds: &DataSet) -> Vec<String> {
 
 /// Free bytes on the filesystem holding `path` (statvfs).
 #[allow(unsafe_code)]
-fn free_bytes(path: &Path) -> std::io::Result<u64> {
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::other("path with NUL"))?;

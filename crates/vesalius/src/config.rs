@@ -30,6 +30,8 @@ pub struct Config {
     pub site: SiteConfig,
     /// The exchange engine (routes, outbox workers, transfers).
     pub exchange: ExchangeConfig,
+    /// Alerts: delivery, monitor and SMTP (issue 6, docs/alerts.md).
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// `[site]`

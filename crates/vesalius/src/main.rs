@@ -3,6 +3,7 @@
 #[cfg(test)]
 mod access_matrix;
 mod admin;
+mod alerts;
 mod audit_cmd;
 mod audit_observer;
 mod config;

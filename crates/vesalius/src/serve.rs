@@ -36,6 +36,8 @@ pub struct Storage {
     /// Study events for the users' live stream (`/api/v1/events`, issue 6): fed by ingest and
     /// by the exchange's arrivals.
     pub study_events: Arc<vesalius_api::events::StudyEvents>,
+    /// The alert engine (issue 6, `crate::alerts`).
+    pub alerts: Arc<vesalius_api::alerts::Alerts>,
 }
 
 /// Opens (creating) the data directory: `index.db` and `blobs/`.
@@ -129,7 +131,16 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
             ..Default::default()
         },
     );
+    // Issue 6: alerts (rules and deliveries live in the index database).
+    let alerts = Arc::new(vesalius_api::alerts::Alerts::new(
+        index.clone(),
+        auth.directory().clone(),
+        study_events.clone(),
+        cfg.alerts
+            .to_options(cfg, cfg.http.public_base_url.clone().unwrap_or_default()),
+    )?);
     Ok(Storage {
+        alerts,
         ingestor: Arc::new(ingestor),
         auth,
         site_key,
@@ -249,6 +260,7 @@ pub fn http_app(
         .merge(vesalius_exchange::api::router(exchange_api))
         .merge(vesalius_exchange::remote::pull_router(federation))
         .merge(vesalius_api::events::router(storage.study_events.clone()))
+        .merge(vesalius_api::alerts::router(storage.alerts.clone()))
         .merge(vesalius_web::router());
     if let Some(svc) = oidc {
         app = app.merge(vesalius_api::oidc::service_router(auth.clone(), svc));
@@ -515,6 +527,27 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
     ));
     let app = http_app(&cfg, &storage, metrics, oidc);
     forward_arrivals(&storage);
+    // Issue 6: alerts: the exchange's events and the monitor raise them, the engine escalates
+    // and delivers them.
+    if cfg.alerts.enabled {
+        if cfg.http.public_base_url.is_none() {
+            storage
+                .alerts
+                .set_base_url(&format!("{scheme}://{}", http.local_addr()?));
+        }
+        crate::alerts::forward_exchange_events(&storage.exchange, storage.alerts.clone());
+        tokio::spawn(storage.alerts.clone().run(shutdown.clone()));
+        tokio::spawn(
+            crate::alerts::Monitor {
+                alerts: storage.alerts.clone(),
+                exchange: storage.exchange.clone(),
+                data_dir: cfg.storage.data_dir.clone(),
+                certificate: cfg.http_tls()?.map(|f| f.cert.to_path_buf()),
+                interval: std::time::Duration::from_secs(cfg.alerts.monitor_interval_secs.max(1)),
+            }
+            .run(shutdown.clone()),
+        );
+    }
     // Issue 5: the transfer engine drains the outbox to peers and DICOM nodes; route changes
     // made by other nodes or `vesalius admin` are picked up periodically.
     storage.routes.spawn_refresher(

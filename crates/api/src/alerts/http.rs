@@ -59,14 +59,10 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::BadRequest, msg)
 }
 
-/// The caller, if a user who may query in an organisation.
+/// The caller, if it may query in an organisation (a user, or a token acting for one).
 fn user(caller: Option<Extension<Caller>>) -> Res<Caller> {
     let c = caller_of(caller)?;
-    if c.principal.is_system()
-        || c.org().is_empty()
-        || c.principal.actor.kind != vesalius_store::audit::ActorKind::User
-        || !allowed_in_own_org(&c, Action::Query)
-    {
+    if c.principal.is_system() || c.org().is_empty() || !allowed_in_own_org(&c, Action::Query) {
         return Err(ApiError::new(
             ErrorKind::Forbidden,
             "alerts are for users who may query in an organisation",

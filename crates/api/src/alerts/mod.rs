@@ -162,6 +162,8 @@ pub struct Alerts {
     opts: AlertOptions,
     http: reqwest::Client,
     clock: Clock,
+    /// [`AlertOptions::base_url`], settable once the listener is bound.
+    base_url: std::sync::RwLock<String>,
 }
 
 /// An event a rule matched: what the alert says.
@@ -329,9 +331,10 @@ impl Alerts {
             store,
             directory,
             events,
-            opts,
             http,
             clock: Arc::new(vesalius_auth::now_ms),
+            base_url: std::sync::RwLock::new(opts.base_url.clone()),
+            opts,
         })
     }
 
@@ -339,6 +342,16 @@ impl Alerts {
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Sets the site's external base URL (absolute links in webhooks and e-mails) when the
+    /// configuration gave none and the listener's address is known only now.
+    pub fn set_base_url(&self, url: &str) {
+        *self.base_url.write().expect("lock") = url.trim_end_matches('/').to_owned();
+    }
+
+    fn base(&self) -> String {
+        self.base_url.read().expect("lock").clone()
     }
 
     /// The store.
@@ -600,7 +613,7 @@ impl Alerts {
         let url = a
             .link
             .as_deref()
-            .map(|l| format!("{}{l}", self.opts.base_url.trim_end_matches('/')));
+            .map(|l| format!("{}{l}", self.base().trim_end_matches('/')));
         match d.channel {
             Channel::InApp => Ok(()),
             Channel::Webhook => {
@@ -620,7 +633,7 @@ impl Alerts {
                 }
                 text.push_str(&format!(
                     "\r\nAcknowledge it in Vesalius ({}/worklist).\r\n\r\nRule {}, alert {}.\r\n",
-                    self.opts.base_url.trim_end_matches('/'),
+                    self.base().trim_end_matches('/'),
                     a.rule_id,
                     a.id
                 ));

@@ -185,6 +185,10 @@ fn body(route: &Route, aim: &Aim, n: usize) -> (Option<String>, Vec<u8>) {
             "enabled": false,
             "destinations": ["analysis:matrix"],
         })),
+        // A disk-low rule that never fires (threshold 0 bytes).
+        ("POST", "/api/v1/alerts/rules") => json(serde_json::json!({
+            "name": format!("matrix {n}"), "kind": "disk-low", "threshold": 0,
+        })),
         ("POST", "/api/v1/instances") => (
             Some("application/dicom".into()),
             aim.fresh.as_ref().expect("a fresh study").bytes.clone(),

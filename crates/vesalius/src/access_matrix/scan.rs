@@ -36,6 +36,11 @@ const SOURCES: &[Source] = &[
         prefixes: &[],
     },
     Source {
+        path: "crates/api/src/alerts/http.rs",
+        text: include_str!("../../../api/src/alerts/http.rs"),
+        prefixes: &[],
+    },
+    Source {
         path: "crates/dicomweb/src/lib.rs",
         text: include_str!("../../../dicomweb/src/lib.rs"),
         prefixes: &[("router", "/dicom-web")],

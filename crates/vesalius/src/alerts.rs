@@ -1,0 +1,348 @@
+//! Alerts in the binary (issue 6, docs/alerts.md): the `[alerts]` configuration, and the hooks
+//! that turn what happens on the site into [`AlertSignal`]s for the engine of `vesalius-api`:
+//!
+//! - the exchange's events: `study-complete` (stroke-priority and study-complete rules) and
+//!   `parked` (transfer-parked rules);
+//! - a monitor, every `monitor_interval_secs`: each peer is pinged (`peer-down` once it has
+//!   failed for the rule's minutes), the data directory's free space (`disk-low`) and the HTTPS
+//!   certificate's end of validity (`certificate-expiry`).
+//!
+//! The monitor's memory of when a peer started failing is per process: after a restart a peer
+//! that is still down counts from the restart.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use vesalius_api::alerts::{AlertOptions, AlertSignal, Alerts, SmtpOptions};
+use vesalius_exchange::{Exchange, ExchangeEvent};
+use vesalius_store::registry::PeerKind;
+
+use crate::config::Config;
+
+/// `[alerts]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Raise and deliver alerts (default true). Rules and subscriptions are data (the API);
+    /// without any, nothing is raised.
+    pub enabled: bool,
+    /// How often due escalations and deliveries are looked for, ms (default 1000).
+    pub tick_ms: u64,
+    /// Seconds between the monitor's rounds: peer pings, free space, certificate (default 60).
+    pub monitor_interval_secs: u64,
+    /// First retry delay of a failed webhook or e-mail, ms; doubles per attempt (default 2000).
+    pub retry_base_ms: u64,
+    /// Longest retry delay, ms (default 300000: 5 minutes).
+    pub retry_max_ms: u64,
+    /// Attempts before a delivery is given up (default 10).
+    pub max_attempts: u32,
+    /// Deadline of one webhook call, ms (default 10000).
+    pub webhook_timeout_ms: u64,
+    /// A condition that stays true (disk low, certificate, parked transfers of one study) is
+    /// alerted again after this many hours (default 24).
+    pub repeat_hours: u64,
+    /// The SMTP server's host; e-mail alerts are off until it is set.
+    pub smtp_host: Option<String>,
+    /// The SMTP server's port (default 25).
+    pub smtp_port: u16,
+    /// The sender address (default `vesalius@localhost`).
+    pub smtp_from: String,
+    /// `AUTH PLAIN` user name (default none: no authentication).
+    pub smtp_username: Option<String>,
+    /// `AUTH PLAIN` password (`config dump` redacts it).
+    pub smtp_password: Option<String>,
+    /// The name given in `EHLO` (default: `[site] name`).
+    pub smtp_helo: Option<String>,
+    /// Deadline of one SMTP conversation, ms (default 30000).
+    pub smtp_timeout_ms: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            enabled: true,
+            tick_ms: 1000,
+            monitor_interval_secs: 60,
+            retry_base_ms: 2000,
+            retry_max_ms: 300_000,
+            max_attempts: 10,
+            webhook_timeout_ms: 10_000,
+            repeat_hours: 24,
+            smtp_host: None,
+            smtp_port: 25,
+            smtp_from: "vesalius@localhost".into(),
+            smtp_username: None,
+            smtp_password: None,
+            smtp_helo: None,
+            smtp_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl AlertsConfig {
+    /// The engine's options; `base_url` is the site's external address (absolute links).
+    pub fn to_options(&self, cfg: &Config, base_url: String) -> AlertOptions {
+        let ms = Duration::from_millis;
+        AlertOptions {
+            tick: ms(self.tick_ms.max(10)),
+            lease: ms(self.webhook_timeout_ms.max(self.smtp_timeout_ms) + 30_000),
+            retry_base: ms(self.retry_base_ms.max(1)),
+            retry_max: ms(self.retry_max_ms.max(self.retry_base_ms.max(1))),
+            max_attempts: self.max_attempts.max(1),
+            webhook_timeout: ms(self.webhook_timeout_ms.max(100)),
+            repeat: Duration::from_secs(self.repeat_hours.max(1) * 3600),
+            base_url,
+            smtp: self
+                .smtp_host
+                .as_ref()
+                .filter(|h| !h.is_empty())
+                .map(|host| SmtpOptions {
+                    host: host.clone(),
+                    port: self.smtp_port,
+                    from: self.smtp_from.clone(),
+                    username: self.smtp_username.clone().filter(|u| !u.is_empty()),
+                    password: self.smtp_password.clone(),
+                    helo: self
+                        .smtp_helo
+                        .clone()
+                        .unwrap_or_else(|| cfg.site.name.clone()),
+                    timeout: ms(self.smtp_timeout_ms.max(100)),
+                }),
+        }
+    }
+}
+
+/// Turns the exchange's events into signals until its broadcast closes.
+pub fn forward_exchange_events(
+    exchange: &Exchange,
+    alerts: Arc<Alerts>,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut rx = exchange.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let signal = match rx.recv().await {
+                Ok(ExchangeEvent::StudyComplete {
+                    org,
+                    study_uid,
+                    from_peer,
+                    priority,
+                    instances,
+                }) => AlertSignal::Arrival {
+                    org,
+                    study_uid,
+                    from_peer,
+                    priority,
+                    instances,
+                },
+                Ok(ExchangeEvent::Parked {
+                    org,
+                    queue,
+                    study_uid,
+                    error,
+                }) => AlertSignal::TransferParked {
+                    org,
+                    queue,
+                    study_uid,
+                    error,
+                },
+                Ok(_) => continue,
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "alerts: exchange events missed");
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            };
+            if let Err(e) = alerts.signal(&signal).await {
+                tracing::warn!("alerts: {e}");
+            }
+        }
+    })
+}
+
+/// What the monitor watches.
+pub struct Monitor {
+    /// The engine.
+    pub alerts: Arc<Alerts>,
+    /// The exchange (its registry and client, for pings).
+    pub exchange: Arc<Exchange>,
+    /// The data directory (free space).
+    pub data_dir: PathBuf,
+    /// The HTTPS certificate file, if TLS is on.
+    pub certificate: Option<PathBuf>,
+    /// Time between rounds.
+    pub interval: Duration,
+}
+
+impl Monitor {
+    /// Runs rounds until `shutdown` (the first one at once).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut down: HashMap<String, i64> = HashMap::new();
+        loop {
+            self.round(&mut down).await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.interval) => {}
+            }
+        }
+    }
+
+    async fn signal(&self, s: AlertSignal) {
+        if let Err(e) = self.alerts.signal(&s).await {
+            tracing::warn!("alerts monitor: {e}");
+        }
+    }
+
+    async fn round(&self, down: &mut HashMap<String, i64>) {
+        match vesalius_store::ingest::free_bytes(&self.data_dir) {
+            Ok(free_bytes) => self.signal(AlertSignal::DiskFree { free_bytes }).await,
+            Err(e) => tracing::warn!("alerts monitor: free space: {e}"),
+        }
+        if let Some(path) = &self.certificate {
+            match certificate_not_after(path) {
+                Ok(not_after_ms) => self.signal(AlertSignal::Certificate { not_after_ms }).await,
+                Err(e) => tracing::warn!("alerts monitor: certificate: {e:#}"),
+            }
+        }
+        let peers = match self.exchange.registry().peers().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("alerts monitor: peers: {e}");
+                return;
+            }
+        };
+        down.retain(|name, _| peers.iter().any(|p| p.name == *name));
+        let client = self.exchange.client();
+        let pings = peers.iter().map(|p| async move {
+            let r = match p.kind {
+                PeerKind::Vesalius => client.ping(p).await.map(|_| ()),
+                PeerKind::Dicomweb => client.qido_ping(p).await.map(|_| ()),
+            };
+            (p, r)
+        });
+        for (peer, r) in futures::future::join_all(pings).await {
+            match r {
+                Ok(()) => {
+                    down.remove(&peer.name);
+                }
+                Err(e) => {
+                    let since_ms = *down
+                        .entry(peer.name.clone())
+                        .or_insert_with(vesalius_exchange::now_ms);
+                    self.signal(AlertSignal::PeerDown {
+                        org: peer.org.clone(),
+                        peer: peer.name.clone(),
+                        since_ms,
+                        error: e.to_string(),
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+}
+
+/// The `notAfter` of the first certificate in a PEM file, ms since the epoch.
+pub fn certificate_not_after(path: &std::path::Path) -> Result<i64> {
+    let pem =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let b64: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .context("certificate PEM")?;
+    not_after(&der).context("certificate DER")
+}
+
+/// One DER TLV: tag, contents, the rest.
+fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, b) = b.split_first()?;
+    let (&l0, mut b) = b.split_first()?;
+    let len = if l0 < 0x80 {
+        usize::from(l0)
+    } else {
+        let n = usize::from(l0 & 0x7f);
+        if n == 0 || n > 4 || b.len() < n {
+            return None;
+        }
+        let len = b[..n]
+            .iter()
+            .fold(0usize, |a, &x| (a << 8) | usize::from(x));
+        b = &b[n..];
+        len
+    };
+    (b.len() >= len).then(|| (tag, &b[..len], &b[len..]))
+}
+
+/// `notAfter` of a DER certificate (RFC 5280 4.1: Certificate → TBSCertificate → [version],
+/// serialNumber, signature, issuer, validity → notBefore, notAfter), ms.
+fn not_after(der: &[u8]) -> Result<i64> {
+    let bad = || anyhow::anyhow!("not an X.509 certificate");
+    let (_, cert, _) = tlv(der).ok_or_else(bad)?;
+    let (_, mut tbs, _) = tlv(cert).ok_or_else(bad)?;
+    if tbs.first() == Some(&0xa0) {
+        tbs = tlv(tbs).ok_or_else(bad)?.2;
+    }
+    for _ in 0..3 {
+        tbs = tlv(tbs).ok_or_else(bad)?.2; // serial, signature algorithm, issuer
+    }
+    let (_, validity, _) = tlv(tbs).ok_or_else(bad)?;
+    let (_, _, rest) = tlv(validity).ok_or_else(bad)?;
+    let (tag, t, _) = tlv(rest).ok_or_else(bad)?;
+    let t = std::str::from_utf8(t).map_err(|_| bad())?;
+    // UTCTime YYMMDDHHMMSSZ (years 1950-2049), GeneralizedTime YYYYMMDDHHMMSSZ.
+    let (year, rest) = match tag {
+        0x17 => {
+            let yy: i64 = t.get(..2).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &t[2..])
+        }
+        0x18 => (
+            t.get(..4).and_then(|s| s.parse().ok()).ok_or_else(bad)?,
+            &t[4..],
+        ),
+        _ => return Err(bad()),
+    };
+    let n = |i: usize| -> Result<i64> {
+        rest.get(i..i + 2)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(bad)
+    };
+    let (mo, d, h, mi, s) = (n(0)?, n(2)?, n(4)?, n(6)?, n(8)?);
+    // days_from_civil (Howard Hinnant).
+    let y = if mo <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok((days * 86_400 + h * 3600 + mi * 60 + s) * 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_after_is_read_from_a_real_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = crate::tls::self_signed(dir.path(), &[], 30, false).unwrap();
+        let _ = made;
+        let got = certificate_not_after(&dir.path().join("cert.pem")).unwrap();
+        let want =
+            (time::OffsetDateTime::now_utc() + time::Duration::days(30)).unix_timestamp() * 1000;
+        assert!((got - want).abs() < 120_000, "{got} vs {want}");
+        assert!(not_after(b"\x30\x03\x02\x01\x01").is_err());
+        assert!(certificate_not_after(&dir.path().join("key.pem")).is_err());
+    }
+}
