@@ -40,6 +40,7 @@ const SHELL: &str = include_str!("../assets/index.html");
 const ASSETS: &[(&str, &[u8])] = &[
     ("app.css", include_bytes!("../assets/app.css")),
     ("pages.css", include_bytes!("../assets/pages.css")),
+    ("alerts.css", include_bytes!("../assets/alerts.css")),
     ("favicon.svg", include_bytes!("../assets/favicon.svg")),
     (
         "manifest.webmanifest",
@@ -49,6 +50,7 @@ const ASSETS: &[(&str, &[u8])] = &[
     ("js/api.js", include_bytes!("../assets/js/api.js")),
     ("js/dom.js", include_bytes!("../assets/js/dom.js")),
     ("js/worklist.js", include_bytes!("../assets/js/worklist.js")),
+    ("js/alerts.js", include_bytes!("../assets/js/alerts.js")),
     ("js/viewer.js", include_bytes!("../assets/js/viewer.js")),
     ("js/pixels.js", include_bytes!("../assets/js/pixels.js")),
 ];
@@ -274,6 +276,8 @@ mod tests {
             ("js/pixels.js", "text/javascript; charset=utf-8"),
             ("app.css", "text/css; charset=utf-8"),
             ("pages.css", "text/css; charset=utf-8"),
+            ("alerts.css", "text/css; charset=utf-8"),
+            ("js/alerts.js", "text/javascript; charset=utf-8"),
             ("favicon.svg", "image/svg+xml"),
             ("manifest.webmanifest", "application/manifest+json"),
         ] {

@@ -8,6 +8,7 @@ import { ApiError, logout, me, setCsrf } from './api.js';
 import { clear, h } from './dom.js';
 import { worklist } from './worklist.js';
 import { viewer } from './viewer.js';
+import { startAlerts } from './alerts.js';
 
 const app = document.getElementById('app');
 
@@ -52,6 +53,7 @@ async function boot() {
   }
   setCsrf(who.csrf);
   showUser(who);
+  startAlerts(); // issue 6: the user's alerts on every page
   const path = location.pathname;
   const q = new URLSearchParams(location.search);
   if (path === '/') history.replaceState(null, '', `/worklist${location.search}`);

@@ -1,0 +1,109 @@
+// Alerts in the app (issue 6, docs/alerts.md): the signed-in user's open alerts
+// (GET /api/v1/alerts) and the new ones the event stream brings (`event: alert`, for this user
+// only) are shown in a panel on every page, each with its link to the viewer and an
+// acknowledge button (POST /api/v1/alerts/{id}/acknowledge). A new alert also beeps (WebAudio,
+// no audio file) and shows a browser notification when the user allows them.
+
+import { json } from './api.js';
+import { h } from './dom.js';
+
+let panel = null;
+let audio = null;
+
+function box() {
+  if (!panel) {
+    panel = h('section', { id: 'live-alerts', class: 'live-alerts', 'aria-label': 'Alerts', 'aria-live': 'assertive' });
+    document.body.append(panel);
+  }
+  return panel;
+}
+
+/** Two short tones. Browsers may keep audio off until the user touched the page. */
+export function beep() {
+  const Ctx = window.AudioContext || window.webkitAudioContext;
+  if (!Ctx) return false;
+  try {
+    audio = audio || new Ctx();
+    if (audio.state === 'suspended' && audio.resume) audio.resume().catch(() => {});
+    const t0 = audio.currentTime || 0;
+    for (const [at, freq] of [[0, 880], [0.3, 660]]) {
+      const osc = audio.createOscillator();
+      const gain = audio.createGain();
+      osc.type = 'square';
+      osc.frequency.value = freq;
+      gain.gain.value = 0.15;
+      osc.connect(gain);
+      gain.connect(audio.destination);
+      osc.start(t0 + at);
+      osc.stop(t0 + at + 0.22);
+    }
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A browser notification for `a`, asking for permission the first time. */
+export async function notify(a) {
+  if (!('Notification' in window)) return;
+  let perm = window.Notification.permission;
+  if (perm === 'default' && window.Notification.requestPermission) {
+    try { perm = await window.Notification.requestPermission(); } catch { perm = 'denied'; }
+  }
+  if (perm !== 'granted') return;
+  const n = new window.Notification(a.title, { body: 'Vesalius alert: open it in the app', tag: a.id, requireInteraction: true });
+  n.onclick = () => { window.focus(); if (a.link) location.assign(a.link); };
+}
+
+function time(ms) {
+  const d = new Date(ms);
+  return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
+function show(a) {
+  const list = box();
+  if (list.querySelector(`[data-id="${CSS.escape(a.id)}"]`)) return null;
+  const ack = h('button', { type: 'button', class: 'ack' }, 'Acknowledge');
+  const el = h('div', { class: `live-alert kind-${a.kind}`, role: 'alert', dataset: { id: a.id, chain: a.chain } },
+    h('strong', { class: 'title' }, a.title),
+    h('small', { class: 'when' }, ` ${time(a.created_ms)}${a.step ? ` · escalated (${a.step})` : ''} `),
+    a.link ? h('a', { class: 'open', href: a.link }, a.study_uid ? 'Open study' : 'Open') : '',
+    ack);
+  ack.addEventListener('click', async () => {
+    ack.disabled = true;
+    try {
+      await json(`/api/v1/alerts/${encodeURIComponent(a.id)}/acknowledge`, { method: 'POST' });
+      for (const x of list.querySelectorAll(`[data-chain="${CSS.escape(a.chain)}"]`)) x.remove();
+    } catch (e) {
+      ack.disabled = false;
+      el.append(h('small', { class: 'error' }, ` ${e.message}`));
+    }
+  });
+  list.prepend(el);
+  return el;
+}
+
+/** Shows the open alerts and listens for new ones; quiet for users without alerts. */
+export async function startAlerts() {
+  let open;
+  try {
+    open = await json('/api/v1/alerts');
+  } catch {
+    return; // not a user who may have alerts (403), or the server is away
+  }
+  for (const a of [...open].reverse()) show(a);
+  const events = new EventSource('/api/v1/events');
+  events.addEventListener('alert', (m) => {
+    const a = JSON.parse(m.data).alert;
+    if (!a) return;
+    if (a.acknowledged_ms) {
+      panel?.querySelector(`[data-id="${CSS.escape(a.id)}"]`)?.remove();
+      return;
+    }
+    if (show(a)) {
+      beep();
+      notify(a);
+    }
+  });
+  window.addEventListener('pagehide', () => events.close());
+}
