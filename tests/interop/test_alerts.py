@@ -310,3 +310,52 @@ def test_alerts_by_mail_and_webhook_escalate_unless_acknowledged(network, tmp_pa
     finally:
         con.close()
     assert sorted(s for _, s in acks) == sorted([uid, uid2]), acks
+
+
+def test_administrator_alerts_from_the_monitor_and_the_outbox(tmp_path):
+    """One server: a peer that never answers, a route to it that parks at the first failure, and
+    a disk-low threshold above any disk: the monitor and the exchange raise the administrator's
+    alerts; a clinician may not subscribe to them."""
+    data = tmp_path / "site"
+    admin(data, "site", "org", "create", HUB_ORG)
+    user(data, "boss", "admin", "boss@hub.example")
+    user(data, "alice", "clinician", "alice@hub.example")
+    admin(data, "site", "peer", "add", "gone", "--url", "http://127.0.0.1:9",
+          "--public-key", public_key(tmp_path / "other", "other"), "--org", HUB_ORG)
+    admin(data, "site", "route", "add", "to-gone", "--org", HUB_ORG, "--to", "peer:gone", "--modality", "CT")
+    cfg = exchange_config("site").replace("max_attempts = 10000", "max_attempts = 1") + """
+[alerts]
+tick_ms = 100
+monitor_interval_secs = 1
+"""
+    server = Server(data, config_text=cfg, callers=[caller("STORESCU", org=HUB_ORG)],
+                    extra_env={"VESALIUS__AUTH__REQUIRED": "true"})
+    try:
+        boss, alice = Session(server, "boss"), Session(server, "alice")
+        for kind, threshold in (("peer-down", 0), ("disk-low", 10**18), ("transfer-parked", None)):
+            body = {"kind": kind} if threshold is None else {"kind": kind, "threshold": threshold}
+            status, rule = boss.call("POST", "/api/v1/alerts/rules", body)
+            assert status == 201, rule
+            status, sub = boss.call("POST", "/api/v1/alerts/subscriptions", {"rule_id": rule["id"], "channel": "in-app"})
+            assert status == 201, sub
+            status, body = alice.call("POST", "/api/v1/alerts/subscriptions", {"rule_id": rule["id"], "channel": "in-app"})
+            assert status == 404, body
+        ct = synth(tmp_path / "ct", 43)
+        uid = str(pydicom.dcmread(ct[0], stop_before_pixels=True).StudyInstanceUID)
+        store(server, ct)
+
+        def kinds():
+            return {a["kind"]: a for a in boss.call("GET", "/api/v1/alerts")[1]}
+        got = wait_for("the three alerts", lambda: (lambda k: k if len(k) == 3 else None)(kinds()), timeout=60)
+        assert got["peer-down"]["title"].startswith("Peer gone unreachable for"), got
+        assert got["peer-down"]["details"]["peer"] == "gone" and got["peer-down"]["link"] == "/worklist"
+        assert got["disk-low"]["title"].startswith("Disk low:") and got["disk-low"]["details"]["free_bytes"] > 0
+        assert got["transfer-parked"]["title"] == "Transfer to peer:gone parked", got
+        assert got["transfer-parked"]["study_uid"] == uid and got["transfer-parked"]["link"] == f"/view/{uid}"
+        # Seen again at the next rounds, each is still one alert.
+        time.sleep(2.5)
+        assert sorted(a["kind"] for a in boss.call("GET", "/api/v1/alerts")[1]) == \
+            ["disk-low", "peer-down", "transfer-parked"]
+        assert alice.call("GET", "/api/v1/alerts")[1] == []
+    finally:
+        server.kill()

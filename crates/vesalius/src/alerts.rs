@@ -334,6 +334,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_smtp_password_is_redacted_and_options_follow_the_config() {
+        let mut cfg = Config::default();
+        cfg.alerts.smtp_host = Some("mail.example".into());
+        cfg.alerts.smtp_password = Some("hunter2-secret".into());
+        cfg.alerts.smtp_username = Some(String::new());
+        let dumped = crate::config::dump(&cfg).unwrap();
+        assert!(!dumped.contains("hunter2-secret"), "{dumped}");
+        assert!(
+            dumped.contains("smtp_password = \"<redacted>\""),
+            "{dumped}"
+        );
+        let o = cfg.alerts.to_options(&cfg, "http://x".into());
+        let smtp = o.smtp.expect("smtp on");
+        assert_eq!((smtp.host.as_str(), smtp.port), ("mail.example", 25));
+        assert_eq!(smtp.helo, cfg.site.name);
+        assert_eq!(smtp.username, None, "an empty user name means no AUTH");
+        let parsed: Config =
+            toml::from_str("[alerts]\ntick_ms = 50\nsmtp_port = 2525\n").expect("parses");
+        assert_eq!((parsed.alerts.tick_ms, parsed.alerts.smtp_port), (50, 2525));
+        assert!(toml::from_str::<Config>("[alerts]\nsmtp_hots = \"x\"\n").is_err());
+    }
+
+    #[test]
     fn not_after_is_read_from_a_real_certificate() {
         let dir = tempfile::tempdir().unwrap();
         let made = crate::tls::self_signed(dir.path(), &[], 30, false).unwrap();
