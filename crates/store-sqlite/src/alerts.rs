@@ -517,6 +517,15 @@ impl AlertStore for SqliteIndex {
             .await
     }
 
+    async fn next_delivery_ms(&self) -> Result<Option<i64>> {
+        let row =
+            sqlx::query("SELECT min(next_ms) AS m FROM alert_deliveries WHERE state = 'pending'")
+                .fetch_one(&self.read)
+                .await
+                .map_err(db_err)?;
+        Ok(row.get("m"))
+    }
+
     async fn claim_deliveries(
         &self,
         now_ms: i64,

@@ -306,6 +306,9 @@ pub trait AlertStore: Send + Sync + 'static {
         next: Vec<Alert>,
         deliveries: Vec<Delivery>,
     ) -> Result<bool>;
+    /// When the next pending delivery is due (or its lease ends), if any: a read, so an idle
+    /// sender looks without writing.
+    async fn next_delivery_ms(&self) -> Result<Option<i64>>;
     /// Up to `limit` pending deliveries due at `now_ms`, leased until `now_ms + lease_ms`.
     async fn claim_deliveries(
         &self,
@@ -497,6 +500,16 @@ impl AlertStore for MemoryAlertStore {
             st.deliveries.insert(d.id.clone(), d);
         }
         Ok(true)
+    }
+
+    async fn next_delivery_ms(&self) -> Result<Option<i64>> {
+        Ok(self
+            .lock()
+            .deliveries
+            .values()
+            .filter(|d| d.state == DeliveryState::Pending)
+            .map(|d| d.next_ms)
+            .min())
     }
 
     async fn claim_deliveries(
@@ -707,6 +720,7 @@ pub mod contract {
         assert_eq!(newest.remove(0).id, "c1");
 
         // Deliveries: leased, retried, finished.
+        assert_eq!(s.next_delivery_ms().await.unwrap(), Some(10));
         assert!(s.claim_deliveries(9, 50, 10).await.unwrap().is_empty());
         let got = s.claim_deliveries(10, 50, 10).await.unwrap();
         assert_eq!(got.len(), 1);
@@ -722,6 +736,7 @@ pub mod contract {
             .await
             .unwrap();
         assert!(s.claim_deliveries(10_000, 50, 10).await.unwrap().is_empty());
+        assert_eq!(s.next_delivery_ms().await.unwrap(), None, "none pending");
         let d = s.deliveries("a1").await.unwrap();
         assert_eq!(d[0].state, DeliveryState::Sent);
         assert_eq!(d[0].attempts, 2);

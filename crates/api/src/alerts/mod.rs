@@ -568,6 +568,10 @@ impl Alerts {
     /// Sends every due delivery (at once, each under its lease); answers how many were sent.
     pub async fn deliver_due(&self) -> vesalius_store::Result<usize> {
         let now = self.now();
+        // A read first: an idle engine does not write (the claim is a write transaction).
+        if self.store.next_delivery_ms().await?.is_none_or(|t| t > now) {
+            return Ok(0);
+        }
         let lease = self.opts.lease.as_millis() as i64;
         let due = self.store.claim_deliveries(now, lease, 32).await?;
         let results = futures::future::join_all(due.iter().map(|d| self.send(d))).await;
