@@ -32,6 +32,18 @@ pub struct Config {
     pub exchange: ExchangeConfig,
     /// Alerts: delivery, monitor and SMTP (issue 6, docs/alerts.md).
     pub alerts: crate::alerts::AlertsConfig,
+    /// The web app.
+    pub web: WebConfig,
+}
+
+/// `[web]`
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// The OHIF viewer's `dist/` as prepared by `scripts/ohif` (its paths moved under `/ohif/`):
+    /// when set, OHIF is served at `/ohif/` against this server's DICOMweb and the worklist
+    /// offers "Open in OHIF". Default: none (no `/ohif`).
+    pub ohif_dir: Option<PathBuf>,
 }
 
 /// `[site]`
