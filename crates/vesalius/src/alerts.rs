@@ -3,7 +3,7 @@
 //!
 //! - the exchange's events: `study-complete` (stroke-priority and study-complete rules) and
 //!   `parked` (transfer-parked rules);
-//! - a monitor, every `monitor_interval_secs`: each peer is pinged (`peer-down` once it has
+//! - a monitor, every `monitor_interval_secs`, for what enabled rules watch: each peer is pinged (`peer-down` once it has
 //!   failed for the rule's minutes), the data directory's free space (`disk-low`) and the HTTPS
 //!   certificate's end of validity (`certificate-expiry`).
 //!
@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use vesalius_api::alerts::{AlertOptions, AlertSignal, Alerts, SmtpOptions};
 use vesalius_exchange::{Exchange, ExchangeEvent};
+use vesalius_store::alerts::AlertKind;
 use vesalius_store::registry::PeerKind;
 
 use crate::config::Config;
@@ -199,16 +200,48 @@ impl Monitor {
     }
 
     async fn round(&self, down: &mut HashMap<String, i64>) {
+        // Only what some enabled rule watches (no pings without a peer-down rule).
+        let watched: Vec<AlertKind> = match self.alerts.store().alert_rules().await {
+            Ok(r) => r
+                .into_iter()
+                .filter(|r| r.enabled)
+                .map(|r| r.kind)
+                .collect(),
+            Err(e) => {
+                tracing::warn!("alerts monitor: rules: {e}");
+                return;
+            }
+        };
+        if watched.contains(&AlertKind::DiskLow) {
+            self.disk().await;
+        }
+        if watched.contains(&AlertKind::CertificateExpiry) {
+            self.certificate().await;
+        }
+        if watched.contains(&AlertKind::PeerDown) {
+            self.peers(down).await;
+        } else {
+            down.clear();
+        }
+    }
+
+    async fn disk(&self) {
         match vesalius_store::ingest::free_bytes(&self.data_dir) {
             Ok(free_bytes) => self.signal(AlertSignal::DiskFree { free_bytes }).await,
             Err(e) => tracing::warn!("alerts monitor: free space: {e}"),
         }
+    }
+
+    async fn certificate(&self) {
         if let Some(path) = &self.certificate {
             match certificate_not_after(path) {
                 Ok(not_after_ms) => self.signal(AlertSignal::Certificate { not_after_ms }).await,
                 Err(e) => tracing::warn!("alerts monitor: certificate: {e:#}"),
             }
         }
+    }
+
+    async fn peers(&self, down: &mut HashMap<String, i64>) {
         let peers = match self.exchange.registry().peers().await {
             Ok(p) => p,
             Err(e) => {
