@@ -482,6 +482,16 @@ impl AlertStore for SqliteIndex {
         .await
     }
 
+    async fn chain(&self, chain: &str) -> Result<Vec<Alert>> {
+        read(
+            &self.read,
+            &format!("{ALERT} WHERE chain = ? ORDER BY created_ms, id"),
+            &[chain],
+            alert_from_row,
+        )
+        .await
+    }
+
     async fn acknowledge(
         &self,
         chain: &str,

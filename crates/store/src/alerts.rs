@@ -287,6 +287,8 @@ pub trait AlertStore: Send + Sync + 'static {
     async fn alerts_of(&self, username: &str, open_only: bool, limit: usize) -> Result<Vec<Alert>>;
     /// One alert.
     async fn alert(&self, id: &str) -> Result<Option<Alert>>;
+    /// Every alert of a chain, oldest first (then by id).
+    async fn chain(&self, chain: &str) -> Result<Vec<Alert>>;
     /// Acknowledges every alert of `chain` (by `by`, at `now_ms`) with `audit`; `false` (and no
     /// events written) when it was acknowledged already.
     async fn acknowledge(
@@ -436,6 +438,18 @@ impl AlertStore for MemoryAlertStore {
 
     async fn alert(&self, id: &str) -> Result<Option<Alert>> {
         Ok(self.lock().alerts.get(id).cloned())
+    }
+
+    async fn chain(&self, chain: &str) -> Result<Vec<Alert>> {
+        let mut v: Vec<Alert> = self
+            .lock()
+            .alerts
+            .values()
+            .filter(|a| a.chain == chain)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.created_ms.cmp(&b.created_ms).then(a.id.cmp(&b.id)));
+        Ok(v)
     }
 
     async fn acknowledge(
@@ -700,6 +714,14 @@ pub mod contract {
         assert!(!s.escalate("a1", vec![b.clone()], vec![]).await.unwrap());
         assert!(s.due_escalations(1000, 10).await.unwrap().is_empty());
         assert_eq!(s.alerts_of("bob", true, 10).await.unwrap(), vec![b.clone()]);
+        let ids: Vec<String> = s
+            .chain("a1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(ids, ["a1", "a2", "a3"]);
 
         // Acknowledging acknowledges the chain, once.
         assert!(s.acknowledge("a1", "bob", 150, vec![]).await.unwrap());

@@ -134,10 +134,7 @@ async fn acknowledge(
         json!({"alert": a.id, "chain": a.chain, "rule": a.rule_id, "kind": a.kind}),
     );
     let by = c.principal.actor.name.clone();
-    let changed = st
-        .store
-        .acknowledge(&a.chain, &by, (st.clock)(), vec![ev])
-        .await?;
+    let changed = st.acknowledge(&a.chain, &by, vec![ev]).await?;
     let now = st.store.alert(&id).await?.unwrap_or(a);
     Ok(Json(
         json!({"acknowledged": changed, "alert": alert_json(&now)}),

@@ -344,6 +344,7 @@ impl Alerts {
         self
     }
 
+
     /// Sets the site's external base URL (absolute links in webhooks and e-mails) when the
     /// configuration gave none and the listener's address is known only now.
     pub fn set_base_url(&self, url: &str) {
@@ -501,6 +502,23 @@ impl Alerts {
             user: a.username.clone(),
             alert: alert_json(a),
         });
+    }
+
+    /// Acknowledges `chain` as `by` (with its audit events) and tells every recipient's open
+    /// app, so the alert goes away everywhere; `false` when it was acknowledged already.
+    pub async fn acknowledge(
+        &self,
+        chain: &str,
+        by: &str,
+        audit: Vec<vesalius_store::audit::AuditEvent>,
+    ) -> vesalius_store::Result<bool> {
+        let changed = self.store.acknowledge(chain, by, self.now(), audit).await?;
+        if changed {
+            for a in self.store.chain(chain).await? {
+                self.push(&a);
+            }
+        }
+        Ok(changed)
     }
 
     /// Escalates every due, unacknowledged alert to the next person of its rule; answers how

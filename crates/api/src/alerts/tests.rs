@@ -271,12 +271,29 @@ async fn unacknowledged_alerts_escalate_in_turn_and_acknowledged_ones_do_not() {
         .find(|a| a.study_uid.as_deref() == Some("1.2.4"))
         .unwrap();
     f.clock.fetch_add(500, Ordering::SeqCst);
+    while rx.try_recv().is_ok() {}
     assert!(
-        f.store
-            .acknowledge(&a.chain, "alice", 0, vec![])
+        f.alerts
+            .acknowledge(&a.chain, "alice", vec![])
             .await
             .unwrap()
     );
+    assert!(
+        !f.alerts
+            .acknowledge(&a.chain, "alice", vec![])
+            .await
+            .unwrap()
+    );
+    // The acknowledgement reaches the recipient's open app.
+    match rx.try_recv().unwrap() {
+        StudyEvent::Alert { user, alert, .. } => {
+            assert_eq!(user, "alice");
+            assert_eq!(alert["acknowledged_by"], "alice");
+            assert!(alert["acknowledged_ms"].is_i64());
+        }
+        e => panic!("{e:?}"),
+    }
+    assert!(rx.try_recv().is_err(), "once");
     f.clock.fetch_add(5000, Ordering::SeqCst);
     assert_eq!(f.alerts.escalate_due().await.unwrap(), 0);
     assert_eq!(f.store.alerts_of("bob", false, 10).await.unwrap().len(), 1);
