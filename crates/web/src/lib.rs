@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod ohif;
+mod sw;
 
 use std::sync::OnceLock;
 
@@ -89,6 +90,7 @@ fn shell_html() -> &'static str {
 /// Whether `path` is the app's (its shell routes and assets), served without credentials.
 pub fn is_app_path(path: &str) -> bool {
     SHELL_PATHS.contains(&path)
+        || path == "/sw.js"
         || ohif::is_ohif_path(path)
         || path
             .strip_prefix("/view/")
@@ -124,7 +126,8 @@ pub fn router_with(opts: WebOptions) -> Router {
         .route("/viewer", get(page))
         .route("/view/{study}", get(page))
         .route("/app/{version}/{*file}", get(asset))
-        .route("/app/pages.css", get(pages_css));
+        .route("/app/pages.css", get(pages_css))
+        .route("/sw.js", get(sw::serve));
     match opts.ohif_dir {
         Some(dir) => app.merge(ohif::ohif_router(dir)),
         None => app,

@@ -318,6 +318,8 @@ pub const ROUTES: &[Route] = &[
         Served,
         NONE,
     ),
+    // The app's service worker: code, no data.
+    r("GET", "/sw.js", NoScope, Need::Open(Open::Ok), Served, NONE),
     // OHIF (issue 6): its files and generated configuration hold no data; mounted only with
     // `[web] ohif_dir`, which the matrix runs without.
     r(
