@@ -29,6 +29,7 @@ mod ae;
 mod glass;
 mod links;
 mod peers;
+mod reset;
 mod sessions;
 mod setup;
 mod tokens;
@@ -53,6 +54,7 @@ pub use links::{
 };
 pub use peers::PEER_MAX_SKEW_MS;
 pub use sessions::{LoginOk, NewUser};
+pub use reset::RESET_SETTING_PREFIX;
 pub use setup::{FIRST_ADMIN, SETUP_SETTING, SetupLink};
 
 use crate::dedupe::AccessDedupe;
