@@ -16,7 +16,9 @@
 //!   secrets). `POST /api/v1/tokens` `{"username", "role", "name", "org"?, "ttl_days"?}`: the
 //!   token text is in the answer once. `DELETE /api/v1/tokens/{id}`: revoke.
 //! - `GET /api/v1/audit/events?patient_id=&issuer=&study=&user=&action=&since_ms=&until_ms=&limit=`:
-//!   the caller's organisation's audit trail, newest first (`user`: a username or user id).
+//!   the caller's organisation's audit trail, newest first (`user`: a username, which finds
+//!   what they did in sessions and with each of their tokens, or any actor id; `patient_id`
+//!   without `issuer`: under every issuer the organisation holds that ID with, and none).
 //! - `GET /api/v1/system`: version, free disk space and its watermark, index counts.
 //!
 //! ## Access
@@ -57,11 +59,7 @@ const MAX_AUDIT_RECORDS: u32 = 1000;
 const MAX_TOKEN_DAYS: i64 = 3650;
 
 /// The administration routes (mount at the root).
-pub fn router(
-    auth: Arc<Authenticator>,
-    ingestor: Arc<Ingestor>,
-    options: ApiOptions,
-) -> Router {
+pub fn router(auth: Arc<Authenticator>, ingestor: Arc<Ingestor>, options: ApiOptions) -> Router {
     Router::new()
         .route("/api/v1/orgs", get(orgs))
         .route("/api/v1/users", get(users).post(create_user))
@@ -155,7 +153,9 @@ async fn orgs(
             })
         })
         .collect();
-    Ok(Json(json!({ "orgs": list, "may_create": c.principal.is_system() })))
+    Ok(Json(
+        json!({ "orgs": list, "may_create": c.principal.is_system() }),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -253,7 +253,11 @@ struct CreateUser {
 }
 
 /// The password link of a person, as the answer shows it once.
-fn link_json(sv: &Services, headers: &HeaderMap, l: &vesalius_auth::authenticator::SetupLink) -> Value {
+fn link_json(
+    sv: &Services,
+    headers: &HeaderMap,
+    l: &vesalius_auth::authenticator::SetupLink,
+) -> Value {
     json!({
         "url": format!("{}{}", base_url(sv, headers), l.path()),
         "expires_ms": l.expires_ms,
@@ -604,19 +608,63 @@ async fn audit_events(
             ),
         ));
     }
-    let user = match nonempty(q.user) {
+    // A user acts under their own id (sessions) and under each of their tokens' ids: a search
+    // by user looks for all of them. A username is found as it was normalised; anything else
+    // is taken as an actor id (a user, token, AE title, link or peer).
+    let actors: Option<Vec<String>> = match nonempty(q.user) {
         None => None,
         Some(u) => {
             let dir = sv.auth.directory();
-            // A username is found as it was normalised; anything else is taken as an id.
             Some(match dir.user_by_name(&normalize_username(&u)).await? {
-                Some(found) => found.id,
-                None => u,
+                Some(found) => {
+                    let mut ids = vec![found.id.clone()];
+                    for o in found.memberships.iter().map(|m| &m.org) {
+                        ids.extend(
+                            dir.tokens(o)
+                                .await?
+                                .into_iter()
+                                .filter(|t| t.user_id == found.id)
+                                .map(|t| t.id),
+                        );
+                    }
+                    ids
+                }
+                None => vec![u],
             })
         }
     };
-    let patient = match (nonempty(q.patient_id), q.issuer) {
-        (Some(p), issuer) => Some((issuer.unwrap_or_default().trim().to_owned(), p)),
+    // A patient is `(issuer, id)`. Without `issuer=`, every issuer the organisation holds
+    // that Patient ID under (and none) is searched: a person typing an ID rarely knows it.
+    let patients: Option<Vec<(String, String)>> = match (nonempty(q.patient_id), q.issuer) {
+        (Some(p), Some(issuer)) => Some(vec![(issuer.trim().to_owned(), p)]),
+        (Some(p), None) => {
+            let mut query =
+                vesalius_store::query::Query::new(vesalius_store::query::Level::Patient).with(
+                    vesalius_store::query::Key::PatientId,
+                    vesalius_store::query::Matcher::Single(p.clone()),
+                );
+            query.access = Some(vesalius_store::query::Access::orgs([c.org()]));
+            query.limit = 100;
+            let mut issuers: Vec<String> = sv
+                .ingestor
+                .index()
+                .find(&query)
+                .await?
+                .iter()
+                .filter(|a| {
+                    a.first_str(vesalius_store::query::Key::PatientId.tag())
+                        .is_some_and(|id| id == p)
+                })
+                .map(|a| {
+                    a.first_str(vesalius_store::query::Key::IssuerOfPatientId.tag())
+                        .unwrap_or_default()
+                })
+                .collect();
+            issuers.push(String::new());
+            issuers.sort();
+            issuers.dedup();
+            Some(issuers.into_iter().map(|i| (i, p.clone())).collect())
+        }
         (None, Some(i)) if !i.trim().is_empty() => {
             return Err(bad("issuer= needs patient_id="));
         }
@@ -625,16 +673,36 @@ async fn audit_events(
     let limit = q.limit.unwrap_or(200).clamp(1, MAX_AUDIT_RECORDS);
     let filter = AuditFilter {
         org: (!c.principal.is_system()).then(|| c.org().to_owned()),
-        actor_id: user,
         action: nonempty(q.action),
         study_uid: nonempty(q.study),
-        patient,
         since_ms: q.since_ms,
         until_ms: q.until_ms,
         limit,
         ..Default::default()
     };
-    let found = sv.auth.audit_log().search(&filter).await?;
+    // One search per (actor, patient) asked for, merged newest first.
+    let actor_ids: Vec<Option<String>> = match &actors {
+        None => vec![None],
+        Some(ids) => ids.iter().cloned().map(Some).collect(),
+    };
+    let patient_keys: Vec<Option<(String, String)>> = match &patients {
+        None => vec![None],
+        Some(ps) => ps.iter().cloned().map(Some).collect(),
+    };
+    let mut found = Vec::new();
+    for a in &actor_ids {
+        for p in &patient_keys {
+            let f = AuditFilter {
+                actor_id: a.clone(),
+                patient: p.clone(),
+                ..filter.clone()
+            };
+            found.extend(sv.auth.audit_log().search(&f).await?);
+        }
+    }
+    found.sort_by_key(|r| std::cmp::Reverse(r.seq));
+    found.dedup_by_key(|r| r.seq);
+    found.truncate(limit as usize);
     // Reading the trail is itself recorded (what was asked, not what was found).
     let ev = c.event(
         "audit-search",
@@ -642,7 +710,7 @@ async fn audit_events(
         c.org(),
         filter.study_uid.as_deref(),
         json!({
-            "patient": filter.patient, "actor_id": filter.actor_id, "action": filter.action,
+            "patients": patients, "actors": actors, "action": filter.action,
             "since_ms": filter.since_ms, "until_ms": filter.until_ms, "found": found.len(),
         }),
     );

@@ -72,9 +72,8 @@ pub(crate) async fn test(
     let mut bytes = Vec::new();
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::new(ErrorKind::BadRequest, format!("reading the body: {e}"))
-        })?;
+        let chunk = chunk
+            .map_err(|e| ApiError::new(ErrorKind::BadRequest, format!("reading the body: {e}")))?;
         if bytes.len() + chunk.len() > MAX_BYTES {
             return Err(ApiError::new(
                 ErrorKind::PayloadTooLarge,
@@ -83,6 +82,9 @@ pub(crate) async fn test(
         }
         bytes.extend_from_slice(&chunk);
     }
+    if bytes.is_empty() {
+        return Err(ApiError::new(ErrorKind::InvalidDicom, "empty body"));
+    }
     let len = bytes.len() as u64;
     let mut input = RouteInput::read(std::io::Cursor::new(bytes), len).map_err(|e| {
         ApiError::new(
@@ -90,6 +92,14 @@ pub(crate) async fn test(
             format!("not a readable DICOM file: {e}"),
         )
     })?;
+    // The parser reads bytes without a preamble as a bare data set; what the ingest would
+    // refuse (no SOP Class UID) is refused here too.
+    if input.sop_class.is_empty() {
+        return Err(ApiError::new(
+            ErrorKind::InvalidDicom,
+            "not a DICOM object: no SOP Class UID (0008,0016)",
+        ));
+    }
     input.calling_ae = p.calling_ae.trim().to_owned();
     input.called_ae = p.called_ae.trim().to_owned();
     let routes: Vec<_> = st

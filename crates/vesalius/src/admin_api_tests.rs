@@ -394,13 +394,19 @@ async fn r6_users_roles_password_links_and_tokens() {
         "not-found",
     );
     refused(
-        &f.json(ADMIN, "PATCH", "/api/v1/users/dora", json!({"role": "king"}))
-            .await,
+        &f.json(
+            ADMIN,
+            "PATCH",
+            "/api/v1/users/dora",
+            json!({"role": "king"}),
+        )
+        .await,
         400,
         "bad-request",
     );
     refused(
-        &f.json(ADMIN, "PATCH", "/api/v1/users/dora", json!({})).await,
+        &f.json(ADMIN, "PATCH", "/api/v1/users/dora", json!({}))
+            .await,
         400,
         "bad-request",
     );
@@ -466,7 +472,10 @@ async fn r6_users_roles_password_links_and_tokens() {
         .expect("listed")
         .clone();
     assert_eq!(listed["status"], "active");
-    assert!(!list.to_string().contains(&text), "the secret is shown once");
+    assert!(
+        !list.to_string().contains(&text),
+        "the secret is shown once"
+    );
     // South's admin cannot see or revoke it.
     let south = As::Role(SOUTH, Role::Admin);
     let (_, theirs) = f.get(south, "/api/v1/tokens").await;
@@ -516,7 +525,12 @@ async fn r6_users_roles_password_links_and_tokens() {
         .call(ADMIN, "POST", "/api/v1/users/dora/password-link", None)
         .await;
     assert_eq!(s, 200, "{v}");
-    assert!(v["password_link"]["url"].as_str().unwrap().contains("/setup?token="));
+    assert!(
+        v["password_link"]["url"]
+            .as_str()
+            .unwrap()
+            .contains("/setup?token=")
+    );
     let (s, _) = f
         .json(
             As::Nobody,
@@ -527,8 +541,13 @@ async fn r6_users_roles_password_links_and_tokens() {
         .await;
     assert_eq!(s, 401);
     refused(
-        &f.call(ADMIN, "POST", "/api/v1/users/ct-gateway/password-link", None)
-            .await,
+        &f.call(
+            ADMIN,
+            "POST",
+            "/api/v1/users/ct-gateway/password-link",
+            None,
+        )
+        .await,
         409,
         "conflict",
     );
@@ -654,17 +673,25 @@ async fn r6_route_test_audit_search_and_system() {
         )
         .await;
     assert_eq!(s, 200);
-    let (s, v) = f
-        .get(
-            As::Role(NORTH, Role::Auditor),
-            &format!("/api/v1/audit/events?study={study_uid}&user=north-clinician"),
-        )
-        .await;
+    // Reads are audited in the background: wait for the event.
+    let path = format!("/api/v1/audit/events?study={study_uid}&user=north-clinician");
+    let mut tries = 0;
+    let (s, v) = loop {
+        let r = f.get(As::Role(NORTH, Role::Auditor), &path).await;
+        tries += 1;
+        if r.0 != 200 || !r.1["records"].as_array().is_some_and(|a| a.is_empty()) || tries > 50 {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert_eq!(s, 200, "{v}");
     let recs = v["records"].as_array().unwrap();
     assert!(!recs.is_empty(), "{v}");
-    assert!(recs.iter().all(|r| r["study_uid"] == study_uid.as_str()
-        && r["actor"]["name"] == "north-clinician"));
+    assert!(
+        recs.iter().all(
+            |r| r["study_uid"] == study_uid.as_str() && r["actor"]["name"] == "north-clinician"
+        )
+    );
     // The patient the events name (the synthetic data's own ID).
     let pid = recs
         .iter()

@@ -395,13 +395,22 @@ mod tests {
                 } else {
                     continue;
                 };
-                assert!(spec.starts_with("./") || spec.starts_with("../"), "{path}: {spec}");
+                assert!(
+                    spec.starts_with("./") || spec.starts_with("../"),
+                    "{path}: {spec}"
+                );
                 let full = resolve(path, spec);
-                assert!(asset_bytes(&full).is_some(), "{path} imports {spec} ({full})");
+                assert!(
+                    asset_bytes(&full).is_some(),
+                    "{path} imports {spec} ({full})"
+                );
             }
         }
         assert!(dynamic >= 1, "main.js loads the admin console on demand");
         assert_eq!(resolve("js/admin/ui.js", "../api.js"), "js/api.js");
-        assert_eq!(resolve("js/main.js", "./admin/console.js"), "js/admin/console.js");
+        assert_eq!(
+            resolve("js/main.js", "./admin/console.js"),
+            "js/admin/console.js"
+        );
     }
 }

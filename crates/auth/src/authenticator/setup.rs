@@ -161,9 +161,9 @@ impl Authenticator {
         origin: Origin<'_>,
     ) -> Result<LoginOk> {
         let pending = self.pending_setup().await?;
-        let first_start = pending.as_ref().is_some_and(|p| {
-            token.len() <= 128 && constant_time_eq(sha256_hex(token), &p.hash)
-        });
+        let first_start = pending
+            .as_ref()
+            .is_some_and(|p| token.len() <= 128 && constant_time_eq(sha256_hex(token), &p.hash));
         if !first_start {
             // Issue 6: a password link an administrator issued (`reset.rs`) uses this page too.
             if let Some(ok) = self.complete_reset(token, new_password, origin).await? {

@@ -1122,7 +1122,14 @@ async fn password_links_set_a_new_password_once() {
         "{RESET_SETTING_PREFIX}{}",
         crate::secret::sha256_hex(&link.token)
     );
-    assert!(!e.dir.setting(&key).await.unwrap().unwrap().contains(&link.token));
+    assert!(
+        !e.dir
+            .setting(&key)
+            .await
+            .unwrap()
+            .unwrap()
+            .contains(&link.token)
+    );
     // A wrong token, a weak password: refused, the link still usable.
     assert!(
         e.auth
@@ -1141,7 +1148,12 @@ async fn password_links_set_a_new_password_once() {
         .unwrap();
     let (p, _) = e.auth.from_session(&ok.cookie_secret).await.unwrap();
     assert_eq!(p.user_id.as_deref(), Some(bob.id.as_str()));
-    assert!(e.auth.login("bob", "a new fine password", HERE).await.is_ok());
+    assert!(
+        e.auth
+            .login("bob", "a new fine password", HERE)
+            .await
+            .is_ok()
+    );
     // Once only.
     assert!(
         e.auth
@@ -1151,7 +1163,7 @@ async fn password_links_set_a_new_password_once() {
     );
     assert_eq!(e.count("password-link", Outcome::Success).await, 1);
     assert_eq!(e.count("password-reset", Outcome::Success).await, 1);
-    // Links expire; service accounts have none.
+    // Links expire.
     let late = e.auth.password_link(&pa, &bob.id, HERE).await.unwrap();
     e.advance(24 * 3_600_000);
     assert!(matches!(
