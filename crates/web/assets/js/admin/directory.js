@@ -30,9 +30,10 @@ function roleText(u) {
 }
 
 export function users(who) {
+  // Secrets shown once survive the reload that follows their creation.
+  const shown = h('div', { class: 'once-box', 'aria-live': 'polite' });
   return section('Users and roles', async (body, reload) => {
     const r = await json('/api/v1/users');
-    const shown = h('div', { class: 'once-box', 'aria-live': 'polite' });
     const create = form('New user', [
       field('Username', 'username', { required: true, pattern: '[A-Za-z0-9._@-]{1,64}' }),
       field('Display name', 'display_name'),
@@ -90,9 +91,10 @@ function userActions(u, who, shown, reload) {
 }
 
 export function tokens(who) {
+  // Secrets shown once survive the reload that follows their creation.
+  const shown = h('div', { class: 'once-box', 'aria-live': 'polite' });
   return section('API tokens', async (body, reload) => {
     const [t, u] = await Promise.all([json('/api/v1/tokens'), json('/api/v1/users')]);
-    const shown = h('div', { class: 'once-box', 'aria-live': 'polite' });
     const people = u.users.filter((x) => !x.disabled && x.memberships.some((m) => m.org === who.org));
     const create = form('New token', [
       field('For user', 'username', { options: people.map((x) => [x.username, x.username]), required: true }),

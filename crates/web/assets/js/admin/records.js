@@ -14,9 +14,10 @@ function linkState(l) {
 }
 
 export function links() {
+  // Secrets shown once survive the reload that follows their creation.
+  const shown = h('div', { class: 'once-box', 'aria-live': 'polite' });
   return section('Share and upload links', async (body, reload) => {
     const [s, u] = await Promise.all([json('/api/v1/share-links'), json('/api/v1/upload-links')]);
-    const shown = h('div', { class: 'once-box', 'aria-live': 'polite' });
     const share = form('New share link', [
       field('Study Instance UID', 'study', { required: true, pattern: '[0-9.]{1,64}' }),
       field('Valid for (hours)', 'ttl_hours', { type: 'number', min: 1, value: 72 }),

@@ -37,15 +37,12 @@ export function field(label, name, opts = {}) {
       options.map(([v, l]) => h('option', { value: v, selected: String(v) === String(value ?? '') }, l)));
   } else if (attrs.type === 'checkbox') {
     control = h('input', { id, name, ...attrs, checked: Boolean(value) });
-    return h('label', { class: 'field check', for: id }, control, h('span', {}, label));
-  } else if (attrs.type === 'textarea') {
-    delete attrs.type;
-    control = h('textarea', { id, name, rows: 3, ...attrs });
-    control.value = value ?? '';
+    return h('div', { class: 'field check' }, control, h('label', { for: id }, label));
   } else {
     control = h('input', { id, name, autocomplete: 'off', ...attrs, value: value ?? '' });
   }
-  return h('label', { class: 'field', for: id }, h('span', {}, label), control,
+  // The label names the control alone (`for`), not wrapping it: its text is the label's only.
+  return h('div', { class: 'field' }, h('label', { for: id }, label), control,
     hint ? h('small', { class: 'hint' }, hint) : null);
 }
 
