@@ -279,6 +279,13 @@ async fn create_user(
         ));
     }
     let org = b.org.unwrap_or_else(|| c.org().to_owned());
+    // Refused before looking: whether another organisation exists is not the caller's to learn.
+    if !manages(&c, &org) {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            format!("{} may not administer {org:?}", c.principal.actor.name),
+        ));
+    }
     if sv.auth.directory().org(&org).await?.is_none() {
         return Err(ApiError::new(
             ErrorKind::NotFound,
