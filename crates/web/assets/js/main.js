@@ -3,6 +3,7 @@
 //   /view/{study}[?peer=P]  the viewer (a study held here, or at peer P through this site)
 //   /viewer?requestType=STUDY&studyUID=…[&patientID=…]   IHE Invoke Image Display launch
 //   /viewer?requestType=PATIENT&patientID=…               the patient's studies
+//   /admin, /admin/{section}  the admin console (issue 6, js/admin/console.js)
 
 import { ApiError, logout, me, setCsrf } from './api.js';
 import { clear, h } from './dom.js';
@@ -21,6 +22,10 @@ function fail(e) {
 function showUser(who) {
   const name = (who.actor && (who.actor.name || who.actor.id)) || 'unknown';
   document.getElementById('who-name').textContent = `${name} · ${who.org || ''}${who.role ? ` (${who.role})` : ''}`;
+  if (who.role === 'admin' && !document.getElementById('admin-link')) {
+    const a = h('a', { href: '/admin', id: 'admin-link' }, 'Admin');
+    document.getElementById('who-name').after(a);
+  }
   document.getElementById('who').hidden = false;
   document.getElementById('logout').addEventListener('click', () => logout());
 }
@@ -64,6 +69,15 @@ async function boot() {
     return viewer(app, { study, peer: q.get('peer') || '', expectPatient: q.get('patientID') || '' });
   }
   if (path === '/viewer') return invokeImageDisplay(q);
+  if (path === '/admin' || path.startsWith('/admin/')) {
+    // Loaded only here: the console's modules and stylesheet are not part of the other pages.
+    const css = document.createElement('link');
+    css.rel = 'stylesheet';
+    css.href = new URL('../admin.css', import.meta.url).href;
+    document.head.append(css);
+    const { adminConsole } = await import('./admin/console.js');
+    return adminConsole(app, decodeURIComponent(path.slice('/admin/'.length)), who);
+  }
   throw new Error(`no page at ${path}`);
 }
 
