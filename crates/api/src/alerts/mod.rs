@@ -344,7 +344,6 @@ impl Alerts {
         self
     }
 
-
     /// Sets the site's external base URL (absolute links in webhooks and e-mails) when the
     /// configuration gave none and the listener's address is known only now.
     pub fn set_base_url(&self, url: &str) {
