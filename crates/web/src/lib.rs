@@ -84,6 +84,12 @@ fn shell_html() -> &'static str {
     S.get_or_init(|| SHELL.replace("{{V}}", version()))
 }
 
+/// The shell page with the asset version filled in: the API answers it at the guest upload and
+/// share-link addresses once it has checked the link (`vesalius_api::ApiOptions::app_shell`).
+pub fn shell_page() -> &'static str {
+    shell_html()
+}
+
 /// Whether `path` is the app's (its shell routes and assets), served without credentials.
 pub fn is_app_path(path: &str) -> bool {
     SHELL_PATHS.contains(&path)
