@@ -51,6 +51,15 @@ const ASSETS: &[(&str, &[u8])] = &[
     ("js/worklist.js", include_bytes!("../assets/js/worklist.js")),
     ("js/viewer.js", include_bytes!("../assets/js/viewer.js")),
     ("js/pixels.js", include_bytes!("../assets/js/pixels.js")),
+    // Issue 6: the guest upload and share-link pages.
+    ("guest.css", include_bytes!("../assets/guest.css")),
+    ("js/upload.js", include_bytes!("../assets/js/upload.js")),
+    (
+        "js/dicomscan.js",
+        include_bytes!("../assets/js/dicomscan.js"),
+    ),
+    ("js/unzip.js", include_bytes!("../assets/js/unzip.js")),
+    ("js/share.js", include_bytes!("../assets/js/share.js")),
 ];
 
 /// Client routes answered with the shell (besides `/view/{study}`).
@@ -278,7 +287,10 @@ mod tests {
         for (file, ty) in [
             ("js/main.js", "text/javascript; charset=utf-8"),
             ("js/pixels.js", "text/javascript; charset=utf-8"),
+            ("js/upload.js", "text/javascript; charset=utf-8"),
+            ("js/dicomscan.js", "text/javascript; charset=utf-8"),
             ("app.css", "text/css; charset=utf-8"),
+            ("guest.css", "text/css; charset=utf-8"),
             ("pages.css", "text/css; charset=utf-8"),
             ("favicon.svg", "image/svg+xml"),
             ("manifest.webmanifest", "application/manifest+json"),

@@ -74,7 +74,7 @@ export async function uploadPage(app) {
     return;
   }
 
-  const state = { items: [], skipped: [], scanning: false, sending: false };
+  const state = { items: [], skipped: [], scanning: false, sending: false, resumes: 0, resumedMidChunk: 0 };
   const allowance = h('span', { id: 'allowance' });
   const showAllowance = () => { allowance.textContent = `${mb(info.remaining_bytes)} more`; };
   showAllowance();
@@ -235,6 +235,7 @@ export async function uploadPage(app) {
         }
         it.row.textContent = label(it.result);
         it.row.className = `result ${it.result.outcome}`;
+        Object.assign(it.row.parentElement.dataset, { outcome: it.result.outcome, sha256: it.result.sha256 || '', sop: it.result.sop_instance_uid || '' });
         progress();
       }
     }));
@@ -299,7 +300,9 @@ export async function uploadPage(app) {
       if (!r.ok) return { outcome: 'refused', reason: body.message || r.statusText };
       it.upload = body.url;
     }
-    const chunk = info.chunk_bytes || (2 << 20);
+    // `?chunk=BYTES` (64 KiB at least) sends smaller chunks, for a link that keeps dropping.
+    const asked = Number(new URLSearchParams(location.search).get('chunk'));
+    const chunk = asked >= 65536 ? asked : (info.chunk_bytes || (2 << 20));
     let offset = await currentOffset(it);
     for (;;) {
       if (offset.done) return offset.done;
@@ -315,11 +318,15 @@ export async function uploadPage(app) {
       } catch {
         // The connection dropped: ask the server where it got to, then go on from there.
         offset = await currentOffset(it);
+        note(offset, at, end);
         continue;
       }
       const body = await r.json().catch(() => ({}));
       if (r.status === 409 || r.status >= 500) {
+        // Not where the server is (the browser may have re-sent a request whose connection was
+        // cut after part of it arrived), or a server failure: ask, and go on from there.
         offset = await currentOffset(it);
+        note(offset, at, end);
         continue;
       }
       if (r.status === 404) { it.upload = null; return { outcome: 'failed', reason: 'the server lost this upload: send it again' }; }
@@ -331,7 +338,15 @@ export async function uploadPage(app) {
     }
   }
 
-  /** Where the upload stands (HEAD, retried): `{at}` or `{done: result}`. */
+  /** Counts a resume (shown in the progress line's data attributes, for the tests). */
+  function note(offset, at, end) {
+    state.resumes += 1;
+    if (!offset.done && offset.at > at && offset.at < end) state.resumedMidChunk += 1;
+    barText.dataset.resumes = String(state.resumes);
+    barText.dataset.resumedMidChunk = String(state.resumedMidChunk);
+  }
+
+  /** Where the upload stands (GET, retried): `{at}` or `{done: result}`. */
   async function currentOffset(it) {
     const r = await withRetry('resuming', () => fetch(it.upload, { method: 'GET', cache: 'no-store' }));
     const body = await r.json().catch(() => ({}));
