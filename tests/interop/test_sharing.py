@@ -206,7 +206,12 @@ def test_guest_upload_quarantine_reconcile_accept_and_reject(site, tmp_path):
     assert r.status_code == 201, r.text
     up = r.json()
     assert up["token"].startswith("vsu_") and "<svg" in up["qr_svg"]
+    # The web app's upload page (issue 6), its link details, and the script-less form.
     page = requests.get(up["url"])
+    assert page.status_code == 200 and "/js/main.js" in page.text, page.text[:300]
+    info = requests.get(up["url"] + "/info").json()
+    assert info["label"] == "for Dr X, neurosurgery" and info["remaining_bytes"] == size * 2 + 4096
+    page = requests.get(up["url"] + "?basic")
     assert page.status_code == 200 and "for Dr X, neurosurgery" in page.text and "<form" in page.text
 
     # A guest sends the MR study by STOW-RS with the link's token (the MR's own patient ID).
