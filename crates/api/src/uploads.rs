@@ -28,7 +28,9 @@
 //! Every request checks the link (secret, revocation, expiry) again. Unknown uploads, and
 //! uploads of another link, are 404.
 //!
-//! Bounds: at most [`MAX_PENDING_PER_LINK`] unfinished uploads per link and
+//! Bounds: the link's allowance is reserved when an upload is created (one creation at a time,
+//! so concurrent ones cannot share the last bytes), and creation is refused (507) when the disk
+//! is below the ingest watermark; at most [`MAX_PENDING_PER_LINK`] unfinished uploads per link and
 //! [`MAX_PENDING`] on the node (429 beyond); an unfinished upload is swept
 //! [`PARTIAL_TTL_MS`] after it was created, a finished one's record after [`DONE_TTL_MS`]; a body
 //! that sends nothing for [`IDLE_MS`] is cut off. Partial uploads are never objects: nothing is
@@ -113,6 +115,8 @@ pub(crate) struct Uploads {
     dir: Option<PathBuf>,
     entries: std::sync::Mutex<HashMap<String, Entry>>,
     last_sweep: AtomicI64,
+    /// Held while an upload is created: the allowance check and the reservation are one step.
+    creating: tokio::sync::Mutex<()>,
 }
 
 fn now_ms() -> i64 {
@@ -127,6 +131,7 @@ impl Uploads {
             dir: dir.clone(),
             entries: Default::default(),
             last_sweep: AtomicI64::new(0),
+            creating: Default::default(),
         };
         let Some(dir) = dir else { return up };
         if let Err(e) = std::fs::create_dir_all(&dir) {
@@ -390,6 +395,8 @@ pub(crate) async fn create(
     if now - sv.uploads.last_sweep.load(Ordering::Relaxed) > 60_000 {
         sv.uploads.sweep(now);
     }
+    // Two uploads created at once must not both take the allowance's last bytes.
+    let _creating = sv.uploads.creating.lock().await;
     let (count, reserved, all) = sv.uploads.pending(&id);
     let (principal, link) =
         match open_link(&sv, &id, &secret, n.length.saturating_add(reserved), origin).await {
@@ -398,6 +405,10 @@ pub(crate) async fn create(
         };
     if let Err(e) = sv.uploads.dir() {
         return e.into_response();
+    }
+    // Partial files live on the data disk too: refused below its watermark (507).
+    if let Err(e) = sv.ingestor.check_free_space() {
+        return ApiError::from(e).into_response();
     }
     if n.length == 0 {
         return ApiError::new(ErrorKind::BadRequest, "an empty file is not a DICOM file")

@@ -390,3 +390,27 @@ async fn unfinished_uploads_per_link_are_bounded() {
     drop(http);
     site.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_uploads_cannot_share_the_allowance() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (site, _, base) = site_with_link(config(dir.path()), 3000).await;
+    let http = reqwest::Client::new();
+    let tries = (0..6).map(|i| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            create(
+                &http,
+                &base,
+                json!({"name": format!("f{i}"), "length": 1000}),
+            )
+            .await
+            .0
+        }
+    });
+    let mut codes = futures::future::join_all(tries).await;
+    codes.sort_unstable();
+    assert_eq!(codes, [201, 201, 201, 413, 413, 413]);
+    drop(http);
+    site.stop().await;
+}
