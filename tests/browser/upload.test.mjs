@@ -193,6 +193,43 @@ fs.write(sys.argv[1])
   await context.close();
 });
 
+test('desktop: a page reloaded half-way resumes the files it was sending and skips those it sent', async () => {
+  const link = await api('/api/v1/upload-links', { method: 'POST', body: JSON.stringify({ label: 'reload test', max_bytes: 100e6 }) });
+  const src = synth(join(site.tmp, 'reload-src'), 44, 10);
+  const study = Object.values(src.images)[0].study;
+  const context = await browser.newContext(VIEWPORTS.desktop);
+  const page = await context.newPage();
+  const errors = watchErrors(page);
+  await page.goto(`${link.body.url}?chunk=65536`);
+  await page.setInputFiles('#pick-folder', src.dir);
+  await page.waitForFunction(() => document.getElementById('scan-status')?.dataset.files === '10', null, { timeout: 30000 });
+  await page.click('#send');
+  await page.waitForFunction(() => Number(document.getElementById('progress-text')?.dataset.done || 0) >= 3, null, { timeout: 60000 });
+  const doneBefore = Number(await page.$eval('#progress-text', (e) => e.dataset.done));
+  // The page goes away half-way (a reload: the same as closing it and opening the link again).
+  await page.reload();
+  const creates = [];
+  page.on('request', (r) => { if (r.method() === 'POST' && r.url().endsWith('/files')) creates.push(r.url()); });
+  await page.setInputFiles('#pick-folder', src.dir);
+  await page.waitForFunction(() => document.getElementById('scan-status')?.dataset.files === '10', null, { timeout: 30000 });
+  await page.click('#send');
+  const rows = await waitSent(page, 10);
+  const d = await page.$eval('#progress-text', (e) => ({ ...e.dataset }));
+  await shot(page, 'upload-desktop-5-after-reload');
+  assert.ok(Number(d.remembered) >= doneBefore, `files sent before the reload shown without sending: ${d.remembered} (${doneBefore} were done)`);
+  assert.ok(Number(d.resumedAfterReload || 0) >= 1, 'a file half-sent before the reload resumed');
+  assert.equal(creates.length, 10 - Number(d.remembered) - Number(d.resumedAfterReload), 'only the files never started were started');
+  for (const r of rows) assert.equal(r.outcome, 'stored', `${r.path}: ${r.text}`);
+  const want = new Set(src.paths.map((p) => sha(readFileSync(p))));
+  for (const r of rows) assert.ok(want.has(r.sha256), `${r.path}: stored bytes differ`);
+  const inbox = await api('/api/v1/inbox');
+  assert.equal(Number(inbox.body.studies.find((s) => s.study_uid === study).instances), 10);
+  const used = (await api('/api/v1/upload-links')).body.upload_links.find((x) => x.id === link.body.id).used_bytes;
+  assert.equal(used, src.paths.reduce((n, p) => n + statSync(p).size, 0), 'each file counted once');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
 test('phone: a zip dropped on the page is listed, sent and stored; again, all already there', async () => {
   const link = await api('/api/v1/upload-links', { method: 'POST', body: JSON.stringify({ label: 'zip test', max_bytes: 100e6 }) });
   const src = synth(join(site.tmp, 'zip-src'), 33, 5);

@@ -50,10 +50,30 @@ async function fromDataTransfer(dt) {
   return out;
 }
 
-/** A source of bytes: a File, or an entry of a zip. */
+/** A source of bytes: a File, or an entry of a zip. `key`: the same file chosen again. */
 function fileSource(path, file) {
-  return { path, size: file.size, head: async (n) => new Uint8Array(await file.slice(0, n).arrayBuffer()), blob: async () => file };
+  return {
+    path, size: file.size, key: `${path}|${file.size}|${file.lastModified}`,
+    head: async (n) => new Uint8Array(await file.slice(0, n).arrayBuffer()), blob: async () => file,
+  };
 }
+
+/**
+ * What this browser remembers of a file sent through this link (localStorage, so a page
+ * closed or reloaded half-way resumes the file's upload, and a file already sent shows its
+ * result instead of being sent again): `{url, result?}`.
+ */
+const memory = {
+  get(base, it) {
+    try { return JSON.parse(localStorage.getItem(`vesalius-upload ${base} ${it.src.key}`) || 'null'); } catch { return null; }
+  },
+  set(base, it, value) {
+    try { localStorage.setItem(`vesalius-upload ${base} ${it.src.key}`, JSON.stringify(value)); } catch { /* private mode: no memory */ }
+  },
+  forget(base, it) {
+    try { localStorage.removeItem(`vesalius-upload ${base} ${it.src.key}`); } catch { /* as above */ }
+  },
+};
 
 export async function uploadPage(app) {
   addStylesheet();
@@ -74,7 +94,12 @@ export async function uploadPage(app) {
     return;
   }
 
-  const state = { items: [], skipped: [], scanning: false, sending: false, resumes: 0, resumedMidChunk: 0 };
+  if (info.resumable === false) {
+    clear(app).append(h('section', { class: 'upload' }, h('h1', {}, 'Send images'),
+      h('p', {}, 'This server takes files through ', h('a', { href: `${base}?basic` }, 'the simple form'), ' only.')));
+    return;
+  }
+  const state = { items: [], skipped: [], scanning: false, sending: false, resumes: 0, resumedMidChunk: 0, remembered: 0, resumedAfterReload: 0 };
   const allowance = h('span', { id: 'allowance' });
   const showAllowance = () => { allowance.textContent = `${mb(info.remaining_bytes)} more`; };
   showAllowance();
@@ -135,7 +160,7 @@ export async function uploadPage(app) {
       if (/\.zip$/i.test(path)) {
         try {
           for (const e of await readZip(file, { maxEntryBytes: info.max_file_bytes })) {
-            const src = { path: `${path}/${e.name}`, size: e.size, head: e.head, blob: e.blob };
+            const src = { path: `${path}/${e.name}`, size: e.size, head: e.head, blob: e.blob, key: `${path}|${file.size}|${file.lastModified}|${e.name}|${e.size}` };
             if (e.problem) state.skipped.push({ path: src.path, reason: e.problem });
             else sources.push(src);
           }
@@ -258,9 +283,9 @@ export async function uploadPage(app) {
 
   function label(r) {
     switch (r.outcome) {
-      case 'stored': return 'stored';
+      case 'stored': return r.before ? 'stored (sent before from this browser)' : 'stored';
       case 'replaced': return 'stored (replaced an earlier copy)';
-      case 'duplicate': return 'already there';
+      case 'duplicate': return r.before ? 'already sent from this browser' : 'already there';
       case 'rejected': return `rejected: ${r.message || r.reason}`;
       case 'refused': return `not sent: ${r.reason}`;
       default: return `not sent: ${r.reason || 'failed'}`;
@@ -286,6 +311,9 @@ export async function uploadPage(app) {
   }
 
   async function sendOne(it) {
+    const known = memory.get(base, it);
+    if (known && known.result) { state.remembered += 1; barText.dataset.remembered = String(state.remembered); return { ...known.result, before: true }; }
+    if (known && known.url && !it.upload) it.upload = known.url;
     const blob = await it.src.blob();
     if (blob.size !== it.size) it.size = blob.size;
     let sha256;
@@ -299,13 +327,21 @@ export async function uploadPage(app) {
       const body = await r.json().catch(() => ({}));
       if (!r.ok) return { outcome: 'refused', reason: body.message || r.statusText };
       it.upload = body.url;
+      memory.set(base, it, { url: it.upload });
     }
     // `?chunk=BYTES` (64 KiB at least) sends smaller chunks, for a link that keeps dropping.
     const asked = Number(new URLSearchParams(location.search).get('chunk'));
     const chunk = asked >= 65536 ? asked : (info.chunk_bytes || (2 << 20));
     let offset = await currentOffset(it);
+    if (offset.lost) {
+      // Remembered from an earlier page, but gone from the server (swept, another node): anew.
+      it.upload = null;
+      memory.forget(base, it);
+      return sendOne(it);
+    }
+    if (known && known.url) { state.resumedAfterReload += 1; barText.dataset.resumedAfterReload = String(state.resumedAfterReload); }
     for (;;) {
-      if (offset.done) return offset.done;
+      if (offset.done) { memory.set(base, it, { url: it.upload, result: offset.done }); return offset.done; }
       const at = offset.at;
       const end = Math.min(blob.size, at + chunk);
       let r;
@@ -329,11 +365,11 @@ export async function uploadPage(app) {
         note(offset, at, end);
         continue;
       }
-      if (r.status === 404) { it.upload = null; return { outcome: 'failed', reason: 'the server lost this upload: send it again' }; }
+      if (r.status === 404) { it.upload = null; memory.forget(base, it); return { outcome: 'failed', reason: 'the server lost this upload: send it again' }; }
       if (!r.ok) return { outcome: 'failed', reason: body.message || r.statusText };
       it.sent = body.offset;
       if (state.progress) state.progress();
-      if (body.state === 'done') return body.result;
+      if (body.state === 'done') { memory.set(base, it, { url: it.upload, result: body.result }); return body.result; }
       offset = { at: body.offset };
     }
   }
@@ -350,6 +386,7 @@ export async function uploadPage(app) {
   async function currentOffset(it) {
     const r = await withRetry('resuming', () => fetch(it.upload, { method: 'GET', cache: 'no-store' }));
     const body = await r.json().catch(() => ({}));
+    if (r.status === 404) return { lost: true };
     if (!r.ok) throw new Error(body.message || r.statusText);
     it.sent = body.offset;
     if (body.state === 'done') return { done: body.result };
