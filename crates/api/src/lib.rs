@@ -198,6 +198,13 @@ pub fn access_router(
             "/upload/{id}/{secret}",
             get(guest::form).post(guest::upload),
         )
+        .route("/api/v1/uploads", post(uploads::user_create))
+        .route(
+            "/api/v1/uploads/{upload}",
+            get(uploads::user_status)
+                .patch(uploads::user_append)
+                .delete(uploads::user_cancel),
+        )
         .route("/upload/{id}/{secret}/info", get(uploads::info))
         .route("/upload/{id}/{secret}/files", post(uploads::create))
         .route(

@@ -24,6 +24,9 @@
 //!   the server (disk full, database unavailable) leaves the upload complete but not done: an
 //!   empty `PATCH` at `offset == length` tries again.
 //! - `DELETE …/files/{upload}`: abandons it (204).
+//! - Users who may store into their organisation use the same protocol at `POST
+//!   /api/v1/uploads` and `/api/v1/uploads/{upload}`: into the organisation itself (not the
+//!   inbox), no allowance, each user's uploads seen only by that user.
 //!
 //! Every request checks the link (secret, revocation, expiry) again. Unknown uploads, and
 //! uploads of another link, are 404.
@@ -91,7 +94,10 @@ const MAX_NAME: usize = 255;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Meta {
     id: String,
-    link_id: String,
+    /// Whose upload it is: `link:{link id}` (a guest upload link: its allowance is reserved,
+    /// the file goes to the organisation's inbox) or `user:{org}:{actor id}` (a user importing
+    /// into their own organisation).
+    owner: String,
     org: String,
     name: String,
     length: u64,
@@ -103,6 +109,13 @@ struct Meta {
     result: Option<Value>,
     #[serde(default)]
     done_ms: Option<i64>,
+}
+
+impl Meta {
+    /// The upload link's id, for a guest's upload.
+    fn link_id(&self) -> Option<&str> {
+        self.owner.strip_prefix("link:")
+    }
 }
 
 struct Entry {
@@ -262,14 +275,14 @@ impl Uploads {
         }
     }
 
-    /// Unfinished uploads: (of this link, bytes they reserve, on the node).
-    fn pending(&self, link_id: &str) -> (usize, u64, usize) {
+    /// Unfinished uploads: (of this owner, bytes they reserve, on the node).
+    fn pending(&self, owner: &str) -> (usize, u64, usize) {
         let map = self.entries.lock().expect("uploads");
         let mut of_link = (0, 0);
         let mut all = 0;
         for e in map.values().filter(|e| e.meta.result.is_none()) {
             all += 1;
-            if e.meta.link_id == link_id {
+            if e.meta.owner == owner {
                 of_link.0 += 1;
                 of_link.1 += e.meta.length;
             }
@@ -309,10 +322,6 @@ async fn open_link(
     }
 }
 
-fn upload_url(id: &str, secret: &str, upload: &str) -> String {
-    format!("/upload/{id}/{secret}/files/{upload}")
-}
-
 fn no_store() -> (header::HeaderName, HeaderValue) {
     (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))
 }
@@ -333,7 +342,7 @@ pub(crate) async fn info(
         Ok(x) => x,
         Err(r) => return r,
     };
-    let (_, reserved, _) = sv.uploads.pending(&link.id);
+    let (_, reserved, _) = sv.uploads.pending(&format!("link:{}", link.id));
     let remaining = link
         .max_bytes
         .saturating_sub(link.used_bytes)
@@ -391,18 +400,31 @@ pub(crate) async fn create(
             .into_response();
         }
     };
-    let now = now_ms();
-    if now - sv.uploads.last_sweep.load(Ordering::Relaxed) > 60_000 {
-        sv.uploads.sweep(now);
-    }
+    sweep_now_and_then(&sv);
     // Two uploads created at once must not both take the allowance's last bytes.
     let _creating = sv.uploads.creating.lock().await;
-    let (count, reserved, all) = sv.uploads.pending(&id);
-    let (principal, link) =
+    let owner = format!("link:{id}");
+    let (_, reserved, _) = sv.uploads.pending(&owner);
+    let (principal, _) =
         match open_link(&sv, &id, &secret, n.length.saturating_add(reserved), origin).await {
             Ok(x) => x,
             Err(r) => return r,
         };
+    let prefix = format!("/upload/{id}/{secret}/files");
+    create_for(&sv, &owner, principal.org_str(), n, &prefix).await
+}
+
+fn sweep_now_and_then(sv: &Services) {
+    let now = now_ms();
+    if now - sv.uploads.last_sweep.load(Ordering::Relaxed) > 60_000 {
+        sv.uploads.sweep(now);
+    }
+}
+
+/// Creates an upload of `owner` into `org` (the caller holds `creating` and checked the
+/// allowance); `prefix`: the uploads' URL.
+async fn create_for(sv: &Services, owner: &str, org: &str, n: NewUpload, prefix: &str) -> Response {
+    let (count, _, all) = sv.uploads.pending(owner);
     if let Err(e) = sv.uploads.dir() {
         return e.into_response();
     }
@@ -439,12 +461,12 @@ pub(crate) async fn create(
     };
     let meta = Meta {
         id: random_upload_id(),
-        link_id: link.id.clone(),
-        org: principal.org_str().to_owned(),
+        owner: owner.to_owned(),
+        org: org.to_owned(),
         name: n.name.chars().take(MAX_NAME).collect(),
         length: n.length,
         sha256,
-        created_ms: now,
+        created_ms: now_ms(),
         result: None,
         done_ms: None,
     };
@@ -459,7 +481,7 @@ pub(crate) async fn create(
         let _ = tokio::fs::remove_file(&data).await;
         return e.into_response();
     }
-    let url = upload_url(&id, &secret, &meta.id);
+    let url = format!("{prefix}/{}", meta.id);
     (
         StatusCode::CREATED,
         [
@@ -477,18 +499,18 @@ pub(crate) async fn create(
         .into_response()
 }
 
-/// The upload `up` of link `id`, or 404.
+/// The upload `up` of `owner`, or 404.
 fn find(
     sv: &Services,
-    id: &str,
+    owner: &str,
     up: &str,
 ) -> Result<(Meta, Arc<tokio::sync::Mutex<()>>), ApiError> {
-    let not_found = || ApiError::new(ErrorKind::NotFound, format!("no upload {up} on this link"));
+    let not_found = || ApiError::new(ErrorKind::NotFound, format!("no upload {up} of yours"));
     if !valid_id(up) {
         return Err(not_found());
     }
     match sv.uploads.get(up) {
-        Some((m, l)) if m.link_id == id => Ok((m, l)),
+        Some((m, l)) if m.owner == owner => Ok((m, l)),
         _ => Err(not_found()),
     }
 }
@@ -539,9 +561,13 @@ pub(crate) async fn status(
     if let Err(r) = open_link(&sv, &id, &secret, 0, Origin::new(&src, &ua)).await {
         return r;
     }
+    status_of(&sv, &format!("link:{id}"), &up).await
+}
+
+async fn status_of(sv: &Services, owner: &str, up: &str) -> Response {
     let run = async {
-        let (meta, _) = find(&sv, &id, &up)?;
-        let off = offset_of(&sv, &meta).await?;
+        let (meta, _) = find(sv, owner, up)?;
+        let off = offset_of(sv, &meta).await?;
         Ok::<_, ApiError>(state_response(StatusCode::OK, &meta, off))
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
@@ -558,10 +584,14 @@ pub(crate) async fn cancel(
     if let Err(r) = open_link(&sv, &id, &secret, 0, Origin::new(&src, &ua)).await {
         return r;
     }
-    match find(&sv, &id, &up) {
+    cancel_of(&sv, &format!("link:{id}"), &up).await
+}
+
+async fn cancel_of(sv: &Services, owner: &str, up: &str) -> Response {
+    match find(sv, owner, up) {
         Ok((_, lock)) => {
             let _held = lock.lock().await;
-            sv.uploads.forget(&up);
+            sv.uploads.forget(up);
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => e.into_response(),
@@ -590,25 +620,45 @@ pub(crate) async fn append(
         Ok((p, _)) => p,
         Err(r) => return r,
     };
-    let (_, lock) = match find(&sv, &id, &up) {
+    append_to(
+        &sv,
+        &format!("link:{id}"),
+        &up,
+        &principal,
+        (&src, &ua),
+        req,
+    )
+    .await
+}
+
+/// Appends a `PATCH`'s bytes to `owner`'s upload `up`, and finishes it at the last byte.
+async fn append_to(
+    sv: &Services,
+    owner: &str,
+    up: &str,
+    principal: &Principal,
+    (src, ua): (&str, &str),
+    req: Request,
+) -> Response {
+    let (_, lock) = match find(sv, owner, up) {
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
     let Ok(_held) =
         tokio::time::timeout(Duration::from_millis(LOCK_WAIT_MS), lock.lock_owned()).await
     else {
-        let off = match find(&sv, &id, &up) {
-            Ok((m, _)) => offset_of(&sv, &m).await.unwrap_or(0),
+        let off = match find(sv, owner, up) {
+            Ok((m, _)) => offset_of(sv, &m).await.unwrap_or(0),
             Err(e) => return e.into_response(),
         };
         return conflict(off, "another request is writing this upload");
     };
     // Read again under the lock: the request before may have finished it.
-    let meta = match find(&sv, &id, &up) {
+    let meta = match find(sv, owner, up) {
         Ok((m, _)) => m,
         Err(e) => return e.into_response(),
     };
-    let current = match offset_of(&sv, &meta).await {
+    let current = match offset_of(sv, &meta).await {
         Ok(o) => o,
         Err(e) => return e.into_response(),
     };
@@ -657,7 +707,7 @@ pub(crate) async fn append(
     if written < meta.length {
         return state_response(StatusCode::OK, &meta, written);
     }
-    match finish(&sv, meta, &principal, &src, &ua).await {
+    match finish(sv, meta, principal, src, ua).await {
         Ok(done) => state_response(StatusCode::OK, &done, done.length),
         Err(e) => e.into_response(),
     }
@@ -739,9 +789,13 @@ async fn finish(
                "message": "the bytes received do not have the SHA-256 the client declared",
                "sha256": sha})
     } else {
+        let (org, source) = match meta.link_id() {
+            Some(_) => (inbox_org(&meta.org), "upload-link"),
+            None => (meta.org.clone(), "api-upload"),
+        };
         let ctx = IngestContext {
-            org: inbox_org(&meta.org),
-            source: "upload-link".into(),
+            org,
+            source: source.into(),
             actor: Some(principal.actor.clone()),
             source_addr: src.to_owned(),
             user_agent: ua.to_owned(),
@@ -768,15 +822,16 @@ async fn finish(
         }
     };
     let study = result["study_uid"].as_str().map(str::to_owned);
-    if let Err(e) = sv
-        .auth
-        .record_upload(
-            principal,
-            meta.length,
-            study.as_deref(),
-            Origin::new(src, ua),
-        )
-        .await
+    if meta.link_id().is_some()
+        && let Err(e) = sv
+            .auth
+            .record_upload(
+                principal,
+                meta.length,
+                study.as_deref(),
+                Origin::new(src, ua),
+            )
+            .await
     {
         tracing::warn!(error = %e, "resumable upload not counted against its link");
     }
@@ -785,4 +840,75 @@ async fn finish(
     sv.uploads.save(&meta).await?;
     let _ = tokio::fs::remove_file(sv.uploads.data_path(&meta.id)?).await;
     Ok(meta)
+}
+
+// --- users' uploads into their own organisation ----------------------------------------------
+
+/// The caller as the owner of uploads, if it may store into its organisation (else 403).
+fn user_owner(
+    caller: Option<Extension<vesalius_auth::Caller>>,
+) -> Result<(vesalius_auth::Caller, String), ApiError> {
+    let c = crate::caller_of(caller)?;
+    if c.principal.is_system() || !crate::allowed_in_own_org(&c, vesalius_auth::Action::Store) {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            format!(
+                "{} may not store into {:?}",
+                c.principal.actor.name,
+                c.org()
+            ),
+        ));
+    }
+    let owner = format!("user:{}:{}", c.org(), c.principal.actor.id);
+    Ok((c, owner))
+}
+
+/// `POST /api/v1/uploads`: a user's resumable upload into their own organisation.
+pub(crate) async fn user_create(
+    State(sv): State<Services>,
+    caller: Option<Extension<vesalius_auth::Caller>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let (c, owner) = user_owner(caller)?;
+    let n: NewUpload = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            ErrorKind::BadRequest,
+            format!("expected {{\"name\", \"length\", \"sha256\"?}}: {e}"),
+        )
+    })?;
+    sweep_now_and_then(&sv);
+    let _creating = sv.uploads.creating.lock().await;
+    Ok(create_for(&sv, &owner, c.org(), n, "/api/v1/uploads").await)
+}
+
+/// `GET`/`HEAD /api/v1/uploads/{upload}`.
+pub(crate) async fn user_status(
+    State(sv): State<Services>,
+    caller: Option<Extension<vesalius_auth::Caller>>,
+    Path(up): Path<String>,
+) -> Result<Response, ApiError> {
+    let (_, owner) = user_owner(caller)?;
+    Ok(status_of(&sv, &owner, &up).await)
+}
+
+/// `PATCH /api/v1/uploads/{upload}`.
+pub(crate) async fn user_append(
+    State(sv): State<Services>,
+    caller: Option<Extension<vesalius_auth::Caller>>,
+    Path(up): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (c, owner) = user_owner(caller)?;
+    let origin = (c.source.as_str(), c.user_agent.as_str());
+    Ok(append_to(&sv, &owner, &up, &c.principal, origin, req).await)
+}
+
+/// `DELETE /api/v1/uploads/{upload}`.
+pub(crate) async fn user_cancel(
+    State(sv): State<Services>,
+    caller: Option<Extension<vesalius_auth::Caller>>,
+    Path(up): Path<String>,
+) -> Result<Response, ApiError> {
+    let (_, owner) = user_owner(caller)?;
+    Ok(cancel_of(&sv, &owner, &up).await)
 }

@@ -414,3 +414,128 @@ async fn concurrent_uploads_cannot_share_the_allowance() {
     drop(http);
     site.stop().await;
 }
+
+/// An API token of a new user of `ORG` with `role`.
+async fn token(
+    site: &RunningSite,
+    username: &str,
+    role: vesalius_store::directory::Role,
+) -> String {
+    let auth = &site.storage.auth;
+    let user = auth
+        .create_user(
+            &Principal::system(),
+            vesalius_auth::authenticator::NewUser {
+                username,
+                display_name: username,
+                email: "",
+                memberships: &[vesalius_store::directory::Membership {
+                    org: ORG.into(),
+                    role,
+                }],
+                password: None,
+                service: false,
+                must_change_password: false,
+            },
+            Origin::default(),
+        )
+        .await
+        .expect("user");
+    auth.create_token(
+        &Principal::system(),
+        &user.id,
+        ORG,
+        role,
+        "test",
+        None,
+        Origin::default(),
+    )
+    .await
+    .expect("token")
+    .1
+}
+
+#[tokio::test]
+async fn users_upload_into_their_own_organisation_and_see_only_their_uploads() {
+    use vesalius_store::directory::Role;
+    let dir = tempfile::tempdir().expect("dir");
+    let files = files(dir.path());
+    let (site, _, link_base) = site_with_link(config(dir.path()), 1000).await;
+    let origin = site.base_url();
+    let admin = token(&site, "north-admin", Role::Admin).await;
+    let radiographer = token(&site, "north-radiographer", Role::Radiographer).await;
+    let referrer = token(&site, "north-referrer", Role::Referrer).await;
+    let http = reqwest::Client::new();
+    let post = |t: &str, body: Value| {
+        http.post(format!("{origin}/api/v1/uploads"))
+            .bearer_auth(t)
+            .json(&body)
+            .send()
+    };
+    let f = &files[0];
+    // Without the store right: 403; without credentials: 401.
+    let r = post(&referrer, json!({"name": "x", "length": f.len()}))
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 403);
+    let r = http
+        .post(format!("{origin}/api/v1/uploads"))
+        .json(&json!({"length": 5}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 401);
+    // The administrator's upload, in two chunks; another user of the organisation cannot see it.
+    let r = post(&admin, json!({"name": "IM0", "length": f.len()}))
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 201);
+    let up: Value = r.json().await.expect("json");
+    let url = format!("{origin}{}", up["url"].as_str().expect("url"));
+    assert!(url.contains("/api/v1/uploads/"), "{url}");
+    let half = f.len() / 2;
+    let send = |t: &str, at: usize, bytes: &[u8]| {
+        http.patch(&url)
+            .bearer_auth(t)
+            .header("Upload-Offset", at.to_string())
+            .body(bytes.to_vec())
+            .send()
+    };
+    let r = send(&admin, 0, &f[..half]).await.expect("patch");
+    assert_eq!(r.status(), 200);
+    let r = send(&radiographer, half, &f[half..]).await.expect("patch");
+    assert_eq!(r.status(), 404);
+    let r = http
+        .get(&url)
+        .bearer_auth(&radiographer)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 404);
+    let r = send(&admin, half, &f[half..]).await.expect("patch");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["result"]["outcome"], "stored", "{v}");
+    // Stored into the organisation itself (not its inbox), byte for byte.
+    let stored = site
+        .storage
+        .ingestor
+        .index()
+        .instances(&Scope {
+            access: Some(Access::orgs([ORG])),
+            ..Scope::default()
+        })
+        .await
+        .expect("instances");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].sha256, vesalius_auth::secret::sha256_hex(f));
+    // An upload link's paths do not reach a user's upload.
+    let id = up["id"].as_str().expect("id");
+    assert_eq!(
+        head_offset(&http, &format!("{link_base}/files/{id}"))
+            .await
+            .0,
+        404
+    );
+    drop(http);
+    site.stop().await;
+}

@@ -671,6 +671,40 @@ pub const ROUTES: &[Route] = &[
         Change,
         &["store"],
     ),
+    // Issue 6: resumable uploads of a user into their own organisation (the Rust tests in
+    // uploads_tests.rs prove what is stored; the matrix proves who is let in).
+    r(
+        "POST",
+        "/api/v1/uploads",
+        NoScope,
+        Caller(Store),
+        Served,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/api/v1/uploads/{upload}",
+        NoScope,
+        Caller(Store),
+        Served,
+        NONE,
+    ),
+    r(
+        "PATCH",
+        "/api/v1/uploads/{upload}",
+        NoScope,
+        Caller(Store),
+        Served,
+        NONE,
+    ),
+    r(
+        "DELETE",
+        "/api/v1/uploads/{upload}",
+        NoScope,
+        Caller(Store),
+        Served,
+        NONE,
+    ),
     // The quarantine inbox.
     r(
         "GET",
