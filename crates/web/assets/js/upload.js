@@ -232,7 +232,7 @@ export async function uploadPage(app) {
     state.sending = true;
     sendButton.disabled = true; clearButton.disabled = true;
     bar.hidden = false;
-    const todo = state.items.filter((i) => !i.result || i.result.outcome === 'failed');
+    const todo = state.items.filter((i) => !i.result || ['failed', 'refused'].includes(i.result.outcome));
     const total = state.items.reduce((s, i) => s + i.size, 0);
     clear(results).append(h('table', { class: 'results', id: 'result-table' },
       h('thead', {}, h('tr', {}, h('th', {}, 'File'), h('th', {}, 'Result'))),
