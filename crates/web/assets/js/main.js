@@ -16,7 +16,10 @@ import { sharePage } from './share.js';
 const app = document.getElementById('app');
 
 function fail(e) {
-  clear(app).append(h('p', { class: 'error', role: 'alert' }, `Vesalius: ${e.message || e}`));
+  const offline = !navigator.onLine || e instanceof TypeError; // fetch's network failure
+  clear(app).append(h('p', { class: 'error', role: 'alert' }, offline
+    ? 'You are offline: Vesalius needs the network to show studies (nothing is kept on this device).'
+    : `Vesalius: ${e.message || e}`));
 }
 
 function showUser(who) {
@@ -72,3 +75,6 @@ async function boot() {
 }
 
 boot().catch(fail);
+
+// The app shell works offline and the app can be installed (docs/web.md, "Progressive web app").
+if ('serviceWorker' in navigator) navigator.serviceWorker.register('/sw.js').catch(() => {});
