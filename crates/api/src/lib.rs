@@ -28,6 +28,7 @@ mod patients;
 mod privacy;
 pub mod session;
 mod share;
+pub mod uploads;
 
 use std::sync::Arc;
 
@@ -120,6 +121,13 @@ pub struct ApiOptions {
     pub public_base_url: Option<String>,
     /// The label of the OpenID Connect login button on `/login`, when the site has a provider.
     pub oidc_button: Option<String>,
+    /// Where resumable guest uploads keep their partial files (issue 6, `uploads.rs`):
+    /// `{data_dir}/uploads` in `vesalius serve`; without it that API answers 503.
+    pub upload_dir: Option<std::path::PathBuf>,
+    /// The web app's shell page (issue 6), answered by `GET /upload/{id}/{secret}` and
+    /// `GET /s/{id}` once the link is checked, so the app's upload and share pages run there;
+    /// without it those addresses answer the server-rendered pages of issue 4.
+    pub app_shell: Option<fn() -> &'static str>,
 }
 
 /// What the access-control endpoints work with.
@@ -128,6 +136,7 @@ pub(crate) struct Services {
     pub(crate) auth: Arc<vesalius_auth::Authenticator>,
     pub(crate) ingestor: Arc<Ingestor>,
     pub(crate) options: ApiOptions,
+    pub(crate) uploads: Arc<uploads::Uploads>,
 }
 
 /// The routes of issue 4 beyond login: share links and their pages, guest upload links and
@@ -143,6 +152,7 @@ pub fn access_router(
     let sv = Services {
         auth: auth.clone(),
         ingestor,
+        uploads: Arc::new(uploads::Uploads::open(options.upload_dir.clone())),
         options,
     };
     axum::Router::new()
@@ -178,6 +188,8 @@ pub fn access_router(
         .route("/api/v1/studies/{study}/archive", get(export::archive))
         .route("/api/v1/studies/{study}/export", post(export::export))
         .route("/s/{id}", get(share::view))
+        .route("/s/{id}/images", get(share::images))
+        .route("/s/{id}/info", get(share::info))
         .route("/s/{id}/download", get(share::download))
         .route(
             "/s/{id}/{secret}",
@@ -186,6 +198,21 @@ pub fn access_router(
         .route(
             "/upload/{id}/{secret}",
             get(guest::form).post(guest::upload),
+        )
+        .route("/api/v1/uploads", post(uploads::user_create))
+        .route(
+            "/api/v1/uploads/{upload}",
+            get(uploads::user_status)
+                .patch(uploads::user_append)
+                .delete(uploads::user_cancel),
+        )
+        .route("/upload/{id}/{secret}/info", get(uploads::info))
+        .route("/upload/{id}/{secret}/files", post(uploads::create))
+        .route(
+            "/upload/{id}/{secret}/files/{upload}",
+            get(uploads::status)
+                .patch(uploads::append)
+                .delete(uploads::cancel),
         )
         .with_state(sv)
         .merge(pages::router(auth, sv_oidc))

@@ -204,6 +204,9 @@ pub fn http_app(
         org: cfg.storage.org.clone(),
         public_base_url: cfg.http.public_base_url.clone(),
         oidc_button: cfg.auth.oidc.as_ref().map(|o| o.display_name.clone()),
+        // Issue 6: resumable guest uploads, and the app's upload and share pages.
+        upload_dir: Some(cfg.storage.data_dir.join("uploads")),
+        app_shell: Some(vesalius_web::shell_page),
     };
     // Issue 5: federated search (QIDO-RS `scope=network`, /api/v1/search), remote viewing
     // (/dicom-web/peers/{peer}/…) and pulls, for users.

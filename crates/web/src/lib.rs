@@ -74,6 +74,15 @@ const ASSETS: &[(&str, &[u8])] = &[
         "js/admin/records.js",
         include_bytes!("../assets/js/admin/records.js"),
     ),
+    // Issue 6: the guest upload and share-link pages.
+    ("guest.css", include_bytes!("../assets/guest.css")),
+    ("js/upload.js", include_bytes!("../assets/js/upload.js")),
+    (
+        "js/dicomscan.js",
+        include_bytes!("../assets/js/dicomscan.js"),
+    ),
+    ("js/unzip.js", include_bytes!("../assets/js/unzip.js")),
+    ("js/share.js", include_bytes!("../assets/js/share.js")),
 ];
 
 /// Client routes answered with the shell (besides `/view/{study}`).
@@ -105,6 +114,12 @@ pub fn version() -> &'static str {
 fn shell_html() -> &'static str {
     static S: OnceLock<String> = OnceLock::new();
     S.get_or_init(|| SHELL.replace("{{V}}", version()))
+}
+
+/// The shell page with the asset version filled in: the API answers it at the guest upload and
+/// share-link addresses once it has checked the link (`vesalius_api::ApiOptions::app_shell`).
+pub fn shell_page() -> &'static str {
+    shell_html()
 }
 
 /// Whether `path` is the app's (its shell routes and assets), served without credentials.
@@ -371,7 +386,10 @@ mod tests {
         for (file, ty) in [
             ("js/main.js", "text/javascript; charset=utf-8"),
             ("js/pixels.js", "text/javascript; charset=utf-8"),
+            ("js/upload.js", "text/javascript; charset=utf-8"),
+            ("js/dicomscan.js", "text/javascript; charset=utf-8"),
             ("app.css", "text/css; charset=utf-8"),
+            ("guest.css", "text/css; charset=utf-8"),
             ("pages.css", "text/css; charset=utf-8"),
             ("favicon.svg", "image/svg+xml"),
             ("manifest.webmanifest", "application/manifest+json"),

@@ -24,6 +24,8 @@ pub(super) async fn send(
         .replace("{id}", &aim.link)
         .replace("{name}", &aim.link)
         .replace("{secret}", "not-the-secret")
+        // Issue 6: a resumable upload nobody made.
+        .replace("{upload}", "MATRIXUPLOAD0000")
         .replace("{*rest}", "studies/1.2.826.0.1.3680043.10.1/metadata")
         .replace("{section}", "users")
         .replace("{version}", vesalius_web::version())

@@ -3,6 +3,13 @@
 // session is gone: the visitor is sent to the login page, which comes back here afterwards.
 
 let csrf = null;
+/** What a 401 does: the login page, or what a guest page sets (issue 6: share links). */
+let unauthorized = () => location.assign(loginUrl());
+
+/** Replaces what a 401 answer does (a share-link visitor has no login to go to). */
+export function setUnauthorized(fn) {
+  unauthorized = fn;
+}
 
 /** Remembers the session's CSRF token (from `GET /api/v1/auth/me`). */
 export function setCsrf(token) {
@@ -30,7 +37,7 @@ export async function request(url, opts = {}) {
   if (!['GET', 'HEAD', 'OPTIONS'].includes(method) && csrf) headers.set('X-CSRF-Token', csrf);
   const r = await fetch(url, { ...opts, method, headers, credentials: 'same-origin' });
   if (r.status === 401) {
-    location.assign(loginUrl());
+    unauthorized();
     throw new ApiError(401, 'unauthorized', 'not logged in');
   }
   return r;

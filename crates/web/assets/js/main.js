@@ -4,11 +4,15 @@
 //   /viewer?requestType=STUDY&studyUID=…[&patientID=…]   IHE Invoke Image Display launch
 //   /viewer?requestType=PATIENT&patientID=…               the patient's studies
 //   /admin, /admin/{section}  the admin console (issue 6, js/admin/console.js)
+//   /upload/{id}/{secret}   a guest upload link's page (no session: the link is the credential)
+//   /s/{id}                 a share link's viewer (no session: the link's pass cookie)
 
 import { ApiError, logout, me, setCsrf } from './api.js';
 import { clear, h } from './dom.js';
 import { worklist } from './worklist.js';
 import { viewer } from './viewer.js';
+import { uploadPage } from './upload.js';
+import { sharePage } from './share.js';
 
 const app = document.getElementById('app');
 
@@ -46,6 +50,9 @@ function invokeImageDisplay(q) {
 }
 
 async function boot() {
+  // Guest pages (issue 6) need no session: the server answered the shell after checking the link.
+  if (/^\/upload\/[^/]+\/[^/]+\/?$/.test(location.pathname)) return uploadPage(app);
+  if (/^\/s\/[^/]+\/?$/.test(location.pathname)) return sharePage(app);
   let who;
   try {
     who = await me();

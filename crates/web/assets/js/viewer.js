@@ -52,7 +52,7 @@ export const SHORTCUTS = [
   ['?', 'this help'],
 ];
 
-export function viewer(app, { study, peer = '', others = [], expectPatient = '' }) {
+export function viewer(app, { study, peer = '', others = [], expectPatient = '', back = { href: '/worklist', label: '‹ Worklist' }, extra = [] }) {
   const base = peer ? `/dicom-web/peers/${encodeURIComponent(peer)}` : '/dicom-web';
   const studyUrl = `${base}/studies/${encodeURIComponent(study)}`;
   const v = {
@@ -95,7 +95,8 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
     h('p', {}, 'Touch: swipe up/down to scroll slices (Scroll tool), pinch to zoom, two fingers to pan.'),
     h('button', { type: 'button', onclick: () => toggleHelp(false) }, 'Close'));
   const toolbar = h('div', { class: 'toolbar', role: 'toolbar', 'aria-label': 'Viewer tools' },
-    h('a', { href: '/worklist', class: 'back' }, '‹ Worklist'),
+    back && h('a', { href: back.href, class: 'back' }, back.label),
+    extra,
     h('span', { class: 'group' }, toolButtons),
     h('span', { class: 'group' }, presetButtons),
     h('button', { type: 'button', dataset: { action: 'invert' }, onclick: () => { v.invert = !v.invert; schedule(); } }, 'Invert'),
