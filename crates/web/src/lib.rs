@@ -54,7 +54,10 @@ const ASSETS: &[(&str, &[u8])] = &[
     ("js/viewport.js", include_bytes!("../assets/js/viewport.js")),
     ("js/volume.js", include_bytes!("../assets/js/volume.js")),
     ("js/measure.js", include_bytes!("../assets/js/measure.js")),
-    ("js/keyimages.js", include_bytes!("../assets/js/keyimages.js")),
+    (
+        "js/keyimages.js",
+        include_bytes!("../assets/js/keyimages.js"),
+    ),
     ("viewer.css", include_bytes!("../assets/viewer.css")),
 ];
 

@@ -443,7 +443,7 @@ async fn allowed(site: &Site, route: &Route, cred: &Credential, aim: &Aim) -> bo
     // happen to it.
     let needs_target = matches!(
         route.need,
-        Need::Study(_) | Need::TargetOrg(_) | Need::LinkPass(_) | Need::StoreIntoStudy
+        Need::Study(_) | Need::TargetOrg(_) | Need::LinkPass(_)
     );
     if needs_target && !aim.exists {
         return false;
@@ -453,10 +453,6 @@ async fn allowed(site: &Site, route: &Route, cred: &Credential, aim: &Aim) -> bo
         Need::Study(action) => decide(site, p, action, &study()).await,
         Need::Caller(action) => decide(site, p, action, &Resource::org(p.org_str())).await,
         Need::TargetOrg(action) => decide(site, p, action, &Resource::org(aim.org.clone())).await,
-        Need::StoreIntoStudy => {
-            decide(site, p, Action::Retrieve, &study()).await
-                && decide(site, p, Action::Store, &Resource::org(aim.org.clone())).await
-        }
         Need::Ingest => {
             let action = if cred.who == Who::UploadLink {
                 Action::Upload

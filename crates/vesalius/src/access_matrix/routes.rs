@@ -38,9 +38,6 @@ pub enum Need {
     TargetOrg(Action),
     /// Storing into the caller's organisation: `store`, or `upload` for a guest upload link.
     Ingest,
-    /// Writing a derived object into the target study (key images): `retrieve` on the study
-    /// and `store` in the organisation owning it.
-    StoreIntoStudy,
     /// A share-link page: the visitor's pass must be for the target link, and `action` allowed
     /// on its study.
     LinkPass(Action),
@@ -140,7 +137,7 @@ const fn r(
 }
 
 use Action::*;
-use Need::{Any, Caller, Ingest, LinkPass, StoreIntoStudy, Study as OnStudy, TargetOrg};
+use Need::{Any, Caller, Ingest, LinkPass, Study as OnStudy, TargetOrg};
 use Scope::{Inbox, None as NoScope, Registry, ShareLink, Study, UploadLink};
 use Shows::*;
 
@@ -658,7 +655,7 @@ pub const ROUTES: &[Route] = &[
         "POST",
         "/api/v1/studies/{study}/key-images",
         Study,
-        StoreIntoStudy,
+        OnStudy(Annotate),
         Change,
         &["key-images"],
     ),
