@@ -179,8 +179,10 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
     while (v.viewports.length < n) {
       const vp = addViewport();
       const shown = new Set(v.viewports.map((x) => x.s).filter(Boolean));
-      const next = v.series.find((s) => !NOT_IMAGES.has(s.modality) && !shown.has(s)) || (v.active && v.active.s);
-      if (next) loadInto(vp, next);
+      const other = v.series.find((s) => !NOT_IMAGES.has(s.modality) && !shown.has(s));
+      const same = !other && v.active && v.active.s && v.active.s.slices && v.active.s.slices.length ? v.active : null;
+      // The active viewport's series again: at its slice, so that linked viewports start together.
+      if (other || same) loadInto(vp, other || same.s, same ? same.idx : undefined).catch((e) => say(`The series could not be opened: ${e.message}`, 'error'));
     }
     while (v.viewports.length > n) {
       const vp = v.viewports.pop();
@@ -314,12 +316,12 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
   }
 
   /** Shows series `s` in viewport `vp`: the server's rendering of the middle slice at once. */
-  async function loadInto(vp, s) {
+  async function loadInto(vp, s, idx) {
     vp.note.textContent = 'Loading the series…';
     await slicesOf(s);
     vp.note.textContent = '';
     if (!s.slices.length) { vp.s = s; vp.note.textContent = 'This series has no images.'; schedule(); return; }
-    vp.show(s);
+    vp.show(s, idx);
     const first = s.slices[vp.idx];
     if (!s.rendered.has(keyOf(first)) && !s.frames.has(keyOf(first))) {
       fetchRendered(s, first).then((bmp) => { s.rendered.set(keyOf(first), bmp); schedule(); }, () => {});
@@ -347,10 +349,31 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
   function drawStrip() {
     clear(strip);
     v.series.forEach((s, i) => {
-      strip.append(h('button', { type: 'button', class: 'series', dataset: { index: String(i), series: s.uid, modality: s.modality }, onclick: () => openSeries(i) },
-        h('img', { src: `${studyUrl}/series/${encodeURIComponent(s.uid)}/thumbnail?viewport=96,96`, alt: '', loading: 'lazy', width: '96', height: '96' }),
-        h('span', {}, `S${s.number ?? '?'} ${s.modality}`), h('small', {}, `${s.description} (${s.count})`)));
+      // Series without images (KO, SR, …) have no thumbnail; a KO goes to the next key image.
+      const picture = NOT_IMAGES.has(s.modality)
+        ? h('span', { class: 'no-thumb', 'aria-hidden': 'true' }, s.modality === 'KO' ? '★' : s.modality)
+        : h('img', { src: `${studyUrl}/series/${encodeURIComponent(s.uid)}/thumbnail?viewport=96,96`, alt: '', loading: 'lazy', width: '96', height: '96' });
+      strip.append(h('button', {
+        type: 'button', class: 'series', dataset: { index: String(i), series: s.uid, modality: s.modality },
+        onclick: () => (s.modality === 'KO' ? nextKeyImage() : openSeries(i)),
+      }, picture, h('span', {}, `S${s.number ?? '?'} ${s.modality}`), h('small', {}, `${s.description} (${s.count})`)));
     });
+  }
+
+  /** The active viewport goes to the next key image of its series (after the one shown). */
+  function nextKeyImage() {
+    const vp = v.active;
+    if (!vp || !vp.s || !vp.s.slices) return;
+    const n = vp.s.slices.length;
+    for (let d = 1; d <= n; d++) {
+      const i = (vp.idx + d) % n;
+      if (v.keySops.has(vp.s.slices[i].sop)) {
+        if (vp.mode !== 'stack') vp.setMode('stack');
+        go(vp, i);
+        return;
+      }
+    }
+    toast('No key image in this series.');
   }
 
   function seriesOf(r) {
