@@ -30,6 +30,18 @@ pub struct Config {
     pub site: SiteConfig,
     /// The exchange engine (routes, outbox workers, transfers).
     pub exchange: ExchangeConfig,
+    /// The web app.
+    pub web: WebConfig,
+}
+
+/// `[web]`
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// The OHIF viewer's `dist/` as prepared by `scripts/ohif` (its paths moved under `/ohif/`):
+    /// when set, OHIF is served at `/ohif/` against this server's DICOMweb and the worklist
+    /// offers "Open in OHIF". Default: none (no `/ohif`).
+    pub ohif_dir: Option<PathBuf>,
 }
 
 /// `[site]`

@@ -249,7 +249,10 @@ pub fn http_app(
         .merge(vesalius_exchange::api::router(exchange_api))
         .merge(vesalius_exchange::remote::pull_router(federation))
         .merge(vesalius_api::events::router(storage.study_events.clone()))
-        .merge(vesalius_web::router());
+        // Issue 6: the app, and OHIF as a second viewer when `scripts/ohif` prepared it.
+        .merge(vesalius_web::router_with(vesalius_web::WebOptions {
+            ohif_dir: cfg.web.ohif_dir.clone(),
+        }));
     if let Some(svc) = oidc {
         app = app.merge(vesalius_api::oidc::service_router(auth.clone(), svc));
     }
@@ -327,6 +330,13 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
         Some(f) => Some(crate::tls::server_config(f.cert, f.key, client_ca, &[])?),
         None => None,
     };
+    if let Some(dir) = &cfg.web.ohif_dir {
+        anyhow::ensure!(
+            dir.join("index.html").is_file(),
+            "[web] ohif_dir {}: no OHIF index.html there (run scripts/ohif, which prints the path)",
+            dir.display()
+        );
+    }
     // [audit.syslog]: checked (and its certificates read) before anything is bound.
     let syslog = crate::syslog::ForwarderOptions::from_config(&cfg)?;
     let storage = open_storage(&cfg).await?;

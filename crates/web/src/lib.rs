@@ -22,6 +22,8 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod ohif;
+
 use std::sync::OnceLock;
 
 use axum::Router;
@@ -95,21 +97,46 @@ fn shell_html() -> &'static str {
 /// Whether `path` is the app's (its shell routes and assets), served without credentials.
 pub fn is_app_path(path: &str) -> bool {
     SHELL_PATHS.contains(&path)
+        || ohif::is_ohif_path(path)
         || path
             .strip_prefix("/view/")
             .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
         || path.starts_with(ASSET_PREFIX)
 }
 
-/// The app's routes (mount at the root).
+/// What the app is served with.
+#[derive(Debug, Clone, Default)]
+pub struct WebOptions {
+    /// OHIF's prepared `dist/` (`scripts/ohif`): served at `/ohif/` ([`ohif`]), and the worklist
+    /// offers "Open in OHIF".
+    pub ohif_dir: Option<std::path::PathBuf>,
+}
+
+/// The app's routes (mount at the root), without OHIF.
 pub fn router() -> Router {
-    Router::new()
-        .route("/", get(shell))
-        .route("/worklist", get(shell))
-        .route("/viewer", get(shell))
-        .route("/view/{study}", get(shell))
+    router_with(WebOptions::default())
+}
+
+/// The app's routes (mount at the root).
+pub fn router_with(opts: WebOptions) -> Router {
+    let shell_page = if opts.ohif_dir.is_some() {
+        shell_html().replacen("<body>", "<body data-ohif=\"/ohif/\">", 1)
+    } else {
+        shell_html().to_owned()
+    };
+    let shell_page: &'static str = Box::leak(shell_page.into_boxed_str());
+    let page = move |headers: HeaderMap| async move { shell(headers, shell_page).await };
+    let app = Router::new()
+        .route("/", get(page))
+        .route("/worklist", get(page))
+        .route("/viewer", get(page))
+        .route("/view/{study}", get(page))
         .route("/app/{version}/{*file}", get(asset))
-        .route("/app/pages.css", get(pages_css))
+        .route("/app/pages.css", get(pages_css));
+    match opts.ohif_dir {
+        Some(dir) => app.merge(ohif::ohif_router(dir)),
+        None => app,
+    }
 }
 
 /// The server-rendered pages' stylesheet, at its fixed address.
@@ -150,11 +177,23 @@ fn not_modified(headers: &HeaderMap) -> bool {
         })
 }
 
-async fn shell(headers: HeaderMap) -> Response {
-    if not_modified(&headers) {
+/// The shell `page`; its ETag is the version's, told apart when OHIF is on (the page differs).
+async fn shell(headers: HeaderMap, page: &'static str) -> Response {
+    let ohif = page.contains("data-ohif");
+    let tag = if ohif {
+        format!("\"{}-ohif\"", version())
+    } else {
+        format!("\"{}\"", version())
+    };
+    let etag = HeaderValue::from_str(&tag).unwrap_or(HeaderValue::from_static("\"\""));
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
+    if fresh {
         return (
             StatusCode::NOT_MODIFIED,
-            [(header::ETAG, etag()), (header::CACHE_CONTROL, no_cache())],
+            [(header::ETAG, etag), (header::CACHE_CONTROL, no_cache())],
         )
             .into_response();
     }
@@ -165,9 +204,9 @@ async fn shell(headers: HeaderMap) -> Response {
                 HeaderValue::from_static("text/html; charset=utf-8"),
             ),
             (header::CACHE_CONTROL, no_cache()),
-            (header::ETAG, etag()),
+            (header::ETAG, etag),
         ],
-        shell_html(),
+        page,
     )
         .into_response()
 }
@@ -272,6 +311,33 @@ mod tests {
         }
         let (status, _, _) = get("/", Some(&format!("\"{}\"", version()))).await;
         assert_eq!(status, StatusCode::NOT_MODIFIED);
+    }
+
+    #[tokio::test]
+    async fn with_ohif_the_shell_says_so_under_another_etag() {
+        let dist = tempfile::tempdir().unwrap();
+        std::fs::write(dist.path().join("index.html"), "ohif").unwrap();
+        let app = router_with(WebOptions {
+            ohif_dir: Some(dist.path().to_owned()),
+        });
+        let res = app
+            .clone()
+            .oneshot(Request::get("/worklist").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let tag = res.headers()[header::ETAG].to_str().unwrap().to_owned();
+        assert_eq!(tag, format!("\"{}-ohif\"", version()));
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("<body data-ohif=\"/ohif/\">"));
+        // The page without OHIF is not taken for this one (nor the other way round).
+        let (status, _, body) = get("/", Some(&tag)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!String::from_utf8_lossy(&body).contains("data-ohif"));
+        let res = app
+            .oneshot(Request::get("/ohif/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
     }
 
     #[tokio::test]

@@ -26,7 +26,8 @@ pub(super) async fn send(
         .replace("{secret}", "not-the-secret")
         .replace("{*rest}", "studies/1.2.826.0.1.3680043.10.1/metadata")
         .replace("{version}", vesalius_web::version())
-        .replace("{*file}", "js/main.js");
+        .replace("{*file}", "js/main.js")
+        .replace("{*path}", "viewer");
     let query = match route.path {
         "/wado" => format!(
             "?requestType=WADO&studyUID={}&seriesUID={}&objectUID={}&contentType=application%2Fdicom",

@@ -318,6 +318,48 @@ pub const ROUTES: &[Route] = &[
         Served,
         NONE,
     ),
+    // OHIF (issue 6): its files and generated configuration hold no data; mounted only with
+    // `[web] ohif_dir`, which the matrix runs without.
+    r(
+        "GET",
+        "/ohif",
+        NoScope,
+        Need::Open(Open::Unmounted),
+        Served,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/ohif/",
+        NoScope,
+        Need::Open(Open::Unmounted),
+        Served,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/ohif/{*path}",
+        NoScope,
+        Need::Open(Open::Unmounted),
+        Served,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/ohif/app-config.js",
+        NoScope,
+        Need::Open(Open::Unmounted),
+        Served,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/ohif/vesalius-init.js",
+        NoScope,
+        Need::Open(Open::Unmounted),
+        Served,
+        NONE,
+    ),
     // The caller's own account and site counts.
     r("GET", "/api/v1/auth/me", NoScope, Any, Served, NONE),
     r("GET", "/account/password", NoScope, Any, Served, NONE),

@@ -66,6 +66,11 @@ const SOURCES: &[Source] = &[
         prefixes: &[],
     },
     Source {
+        path: "crates/web/src/ohif.rs",
+        text: include_str!("../../../web/src/ohif.rs"),
+        prefixes: &[],
+    },
+    Source {
         path: "crates/vesalius/src/serve.rs",
         text: include_str!("../serve.rs"),
         prefixes: &[],

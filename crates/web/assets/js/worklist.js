@@ -73,6 +73,15 @@ function sorter(sort, arrivals) {
   }
 }
 
+/**
+ * "Open in OHIF" (docs/web.md, "OHIF"): when the server serves OHIF (`<body data-ohif>`), for
+ * studies held here (OHIF reads this site's DICOMweb only).
+ */
+function ohifUrl(s) {
+  const base = document.body.dataset.ohif;
+  return base && s.local ? `${base}viewer?StudyInstanceUIDs=${encodeURIComponent(s.study_instance_uid)}` : '';
+}
+
 /** The viewer URL of a study of the search: here, or through this site's proxy to its site. */
 export function viewUrl(s) {
   const uid = encodeURIComponent(s.study_instance_uid);
@@ -212,6 +221,7 @@ export function worklist(app, q, who) {
           : arrival ? h('span', { class: 'badge' }, `from ${arrival.from_peer}`) : ''),
       h('td', { 'data-label': 'Patient', class: 'patient' },
         h('a', { href: viewUrl(s), class: 'open' }, name),
+        ohifUrl(s) ? h('a', { href: ohifUrl(s), class: 'ohif', title: 'Open in OHIF' }, 'OHIF') : '',
         h('small', {}, [s.patient_id, isoDate(s.patient_birth_date), s.patient_sex].filter(Boolean).join(' · '))),
       h('td', { 'data-label': 'Date' }, `${isoDate(s.study_date)} ${shortTime(s.study_time)}`.trim()),
       h('td', { 'data-label': 'Modality' }, (s.modalities || []).join(', ')),
