@@ -36,16 +36,9 @@ function linearVoi(x, c, w) {
 
 let site, ct, browser, study, vol;
 
-/** Retries `f` a few times: `admin` right after `serve` started may not see its set-up yet. */
-async function retry(f) {
-  for (let i = 0; ; i++) {
-    try { return f(); } catch (e) { if (i >= 20) throw e; await new Promise((ok) => setTimeout(ok, 250)); }
-  }
-}
-
 before(async () => {
   site = await Site.start();
-  await retry(() => site.user('default', 'alice'));
+  site.user('default', 'alice');
   ct = synth(join(site.tmp, 'ct'), 11, SLICES);
   site.import(ct.dir);
   study = Object.values(ct.images)[0].study;
