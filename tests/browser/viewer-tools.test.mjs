@@ -325,6 +325,35 @@ for (const [name, options] of Object.entries(VIEWPORTS)) {
     }
 
     // --- key image: saved as a KO document, found through QIDO -----------------------------
+    if (!phone) {
+      // Bad requests: a clear 400 with a JSON body, nothing stored.
+      const { csrf } = await page.evaluate(() => fetch('/api/v1/auth/me').then((x) => x.json()));
+      const koCount = async () => {
+        const t = await (await page.request.get(`${site.base}/dicom-web/studies/${study}/series?Modality=KO`)).text();
+        return t ? JSON.parse(t).length : 0;
+      };
+      const kosBefore = await koCount();
+      const url = `${site.base}/api/v1/studies/${study}/key-images`;
+      for (const [body, why] of [
+        [JSON.stringify({ instances: ['1.2.3.4'] }), /not an instance of study/],
+        [JSON.stringify({ instances: [] }), /1 to 1000/],
+        [JSON.stringify({ instances: ['not a uid'] }), /not a UID/],
+        [JSON.stringify({ sops: ['1.2.3'] }), /not a key-image request/],
+        ['{"instances": [', /not a key-image request/],
+      ]) {
+        const res = await page.request.post(url, { headers: { 'X-CSRF-Token': csrf, 'Content-Type': 'application/json' }, data: body });
+        assert.equal(res.status(), 400, body);
+        const j = await res.json();
+        assert.equal(j.error, 'bad-request', body);
+        assert.match(j.message, why, body);
+      }
+      const ghost = await page.request.post(`${site.base}/api/v1/studies/1.2.3.999/key-images`, {
+        headers: { 'X-CSRF-Token': csrf, 'Content-Type': 'application/json' }, data: JSON.stringify({ instances: ['1.2.3.4'] }),
+      });
+      assert.equal(ghost.status(), 404, 'a study that does not exist');
+      assert.equal((await ghost.json()).error, 'not-found');
+      assert.equal(await koCount(), kosBefore, 'no key object stored by the bad requests');
+    }
     const marked = (await dataset(page)).sop;
     const before = await (await page.request.get(`${site.base}/dicom-web/studies/${study}/series?Modality=KO`)).text();
     const known = before ? JSON.parse(before).length : 0;
