@@ -473,6 +473,19 @@ test('desktop: a study held at a peer site is read through this site; a stroke a
     assert.equal(await page.locator('tr.study').first().getAttribute('data-uid'), urgentUid, 'the stroke study comes first');
     assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the page was not reloaded');
     await shot(page, 'desktop-14-stroke-arrival');
+    // The status filter: the delivered study is "received complete", the local one is not.
+    const local = page.locator(`tr.study[data-uid="${study}"]`);
+    await page.selectOption('select[name=status]', 'complete');
+    await urgentRow.waitFor();
+    await local.waitFor({ state: 'detached' });
+    assert.match(page.url(), /status=complete/);
+    await page.selectOption('select[name=status]', 'here');
+    await local.waitFor();
+    await urgentRow.waitFor({ state: 'detached' });
+    await page.selectOption('select[name=status]', 'arriving');
+    await page.locator('#worklist .empty').waitFor();
+    await page.selectOption('select[name=status]', '');
+    await urgentRow.waitFor();
     await Promise.all([page.waitForURL(/\/view\//), alert.locator('a').click()]);
     await page.waitForFunction(() => document.getElementById('view')?.dataset.state === 'raw');
     await context.close();

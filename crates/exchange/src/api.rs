@@ -12,7 +12,8 @@
 //!   `POST /api/v1/peers/{name}/ping`; the same for `/api/v1/nodes` with
 //!   `POST /api/v1/nodes/{name}/echo` (C-ECHO), `GET /api/v1/nodes/{name}/studies` (C-FIND) and
 //!   `POST /api/v1/nodes/{name}/retrieve` (a C-MOVE job), see the `retrieve` module; `GET /api/v1/routes`,
-//!   `GET|PUT|DELETE /api/v1/routes/{id}`; `GET /api/v1/arrivals?limit=`.
+//!   `GET|PUT|DELETE /api/v1/routes/{id}`; `GET /api/v1/arrivals?limit=`;
+//!   `POST /api/v1/route-test` (which routes fire for a DICOM file, see [`crate::route_test`]).
 //!
 //! ## Access
 //! - Every registry record belongs to an organisation (its `org` field: for a peer, the local
@@ -144,6 +145,7 @@ pub fn router(state: ApiState) -> Router {
             get(get_route).put(put_route).delete(delete_route),
         )
         .route("/api/v1/arrivals", get(arrivals))
+        .route("/api/v1/route-test", post(crate::route_test::test))
         .with_state(state)
 }
 

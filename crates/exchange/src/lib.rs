@@ -23,6 +23,7 @@ pub mod observer;
 pub mod priors;
 pub mod remote;
 pub mod route;
+pub mod route_test;
 pub mod spec;
 pub mod worker;
 

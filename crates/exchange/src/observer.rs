@@ -77,6 +77,11 @@ impl RouteObserver {
         });
     }
 
+    /// The site's offset from UTC, minutes (time-of-day windows of routes are in site time).
+    pub fn utc_offset_minutes(&self) -> i32 {
+        self.utc_offset_minutes
+    }
+
     /// The routes in force.
     pub fn routes(&self) -> Arc<RouteSet> {
         self.routes.read().expect("lock").clone()

@@ -125,6 +125,45 @@ impl RouteInput {
     }
 }
 
+impl RouteInput {
+    /// The attributes of a DICOM Part 10 file, read as the ingest reads them (header only, with
+    /// the default parse limits); calling and called AE titles and the organisation are left
+    /// empty. Used by `vesalius admin route test` and `POST /api/v1/route-test`.
+    pub fn read<R: std::io::Read + std::io::Seek>(
+        reader: R,
+        len: u64,
+    ) -> Result<RouteInput, vesalius_core::Error> {
+        use vesalius_core::charset::CharacterSet;
+        use vesalius_core::parse::{DataSet, ParseLimits, parse_file};
+        use vesalius_core::tag;
+        /// Station Name.
+        const STATION_NAME: u32 = 0x0008_1010;
+        // A text attribute decoded in the object's character set, padding removed.
+        fn text(ds: &DataSet, cs: &CharacterSet, t: u32) -> String {
+            match ds.bytes(t) {
+                Some(b) => cs
+                    .decode(b)
+                    .text
+                    .trim_end_matches(['\0', ' '])
+                    .trim_start()
+                    .to_owned(),
+                None => String::new(),
+            }
+        }
+        let parsed = parse_file(reader, len, &ParseLimits::default())?;
+        let ds = &parsed.dataset;
+        let cs = CharacterSet::from_value(ds.bytes(tag::SPECIFIC_CHARACTER_SET));
+        Ok(RouteInput {
+            modality: ds.str(tag::MODALITY).unwrap_or("").to_owned(),
+            sop_class: ds.str(tag::SOP_CLASS_UID).unwrap_or("").to_owned(),
+            body_part: ds.str(tag::BODY_PART_EXAMINED).unwrap_or("").to_owned(),
+            study_description: text(ds, &cs, tag::STUDY_DESCRIPTION),
+            station_name: text(ds, &cs, STATION_NAME),
+            ..RouteInput::default()
+        })
+    }
+}
+
 /// Station Name (0008,1010) from DICOM JSON metadata, "" when absent.
 fn station_name(metadata_json: &str) -> String {
     // Cheap pre-check: most objects are parsed only when they carry the tag at all.

@@ -158,6 +158,11 @@ impl Ingestor {
         SpoolWriter::create(&self.spool_dir, self.limits.max_instance_bytes)
     }
 
+    /// Free bytes on the filesystem of the spool (and so of the blobs beside it).
+    pub fn free_bytes(&self) -> Result<u64> {
+        free_bytes(&self.spool_dir).map_err(Error::Spool)
+    }
+
     /// Fails with [`Error::InsufficientStorage`] when free space is below the watermark.
     pub fn check_free_space(&self) -> Result<()> {
         if self.limits.min_free_bytes == 0 {

@@ -3,6 +3,8 @@
 #[cfg(test)]
 mod access_matrix;
 mod admin;
+#[cfg(test)]
+mod admin_api_tests;
 mod audit_cmd;
 mod audit_observer;
 mod config;

@@ -239,6 +239,12 @@ pub fn http_app(
             ingestor.clone(),
             api_opts.clone(),
         ))
+        // Issue 6: users, tokens, organisations, audit search, system (the admin console).
+        .merge(vesalius_api::admin::router(
+            auth.clone(),
+            ingestor.clone(),
+            api_opts.clone(),
+        ))
         .merge(vesalius_api::router(
             ingestor,
             api_opts,

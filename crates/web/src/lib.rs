@@ -3,7 +3,8 @@
 //! The app talks to the server over HTTP only (`/api/v1`, `/dicom-web`), like any other client;
 //! this crate depends on no other Vesalius crate (docs/architecture.md).
 //!
-//! - `GET /`, `/worklist`, `/view/{study}` and `/viewer` (IHE Invoke Image Display:
+//! - `GET /`, `/worklist`, `/view/{study}`, `/admin`, `/admin/{section}` (the admin console)
+//!   and `/viewer` (IHE Invoke Image Display:
 //!   `?requestType=STUDY&studyUID=…`, `?requestType=PATIENT&patientID=…`) answer the same
 //!   shell page; the app's own router (`js/main.js`) picks the screen from the URL.
 //! - `GET /app/{version}/{*file}`: the assets. `{version}` is a hash of every asset, so the URLs
@@ -23,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod ohif;
+mod sw;
 
 use std::sync::OnceLock;
 
@@ -61,10 +63,29 @@ const ASSETS: &[(&str, &[u8])] = &[
         include_bytes!("../assets/js/keyimages.js"),
     ),
     ("viewer.css", include_bytes!("../assets/viewer.css")),
+    // The admin console (issue 6), loaded by `main.js` on `/admin` only.
+    ("admin.css", include_bytes!("../assets/admin.css")),
+    (
+        "js/admin/console.js",
+        include_bytes!("../assets/js/admin/console.js"),
+    ),
+    ("js/admin/ui.js", include_bytes!("../assets/js/admin/ui.js")),
+    (
+        "js/admin/directory.js",
+        include_bytes!("../assets/js/admin/directory.js"),
+    ),
+    (
+        "js/admin/exchange.js",
+        include_bytes!("../assets/js/admin/exchange.js"),
+    ),
+    (
+        "js/admin/records.js",
+        include_bytes!("../assets/js/admin/records.js"),
+    ),
 ];
 
 /// Client routes answered with the shell (besides `/view/{study}`).
-const SHELL_PATHS: &[&str] = &["/", "/worklist", "/viewer"];
+const SHELL_PATHS: &[&str] = &["/", "/worklist", "/viewer", "/admin"];
 
 /// The asset version: 16 hex digits of a 64-bit FNV-1a hash over every asset's path and bytes
 /// and the shell (a cache key, not a security measure).
@@ -97,10 +118,12 @@ fn shell_html() -> &'static str {
 /// Whether `path` is the app's (its shell routes and assets), served without credentials.
 pub fn is_app_path(path: &str) -> bool {
     SHELL_PATHS.contains(&path)
+        || path == "/sw.js"
         || ohif::is_ohif_path(path)
-        || path
-            .strip_prefix("/view/")
-            .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+        || ["/view/", "/admin/"].iter().any(|p| {
+            path.strip_prefix(p)
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+        })
         || path.starts_with(ASSET_PREFIX)
 }
 
@@ -131,8 +154,11 @@ pub fn router_with(opts: WebOptions) -> Router {
         .route("/worklist", get(page))
         .route("/viewer", get(page))
         .route("/view/{study}", get(page))
+        .route("/admin", get(page))
+        .route("/admin/{section}", get(page))
         .route("/app/{version}/{*file}", get(asset))
-        .route("/app/pages.css", get(pages_css));
+        .route("/app/pages.css", get(pages_css))
+        .route("/sw.js", get(sw::serve));
     match opts.ohif_dir {
         Some(dir) => app.merge(ohif::ohif_router(dir)),
         None => app,
@@ -297,7 +323,14 @@ mod tests {
 
     #[tokio::test]
     async fn shell_routes_answer_the_shell_with_versioned_assets() {
-        for path in ["/", "/worklist", "/viewer?requestType=STUDY", "/view/1.2.3"] {
+        for path in [
+            "/",
+            "/worklist",
+            "/viewer?requestType=STUDY",
+            "/view/1.2.3",
+            "/admin",
+            "/admin/users",
+        ] {
             let (status, h, body) = get(path, None).await;
             assert_eq!(status, StatusCode::OK, "{path}");
             assert_eq!(h[header::CONTENT_TYPE], "text/html; charset=utf-8");
@@ -386,6 +419,8 @@ mod tests {
             "/worklist",
             "/viewer",
             "/view/1.2.3",
+            "/admin",
+            "/admin/peers",
             "/app/x/js/main.js",
         ] {
             assert!(is_app_path(p), "{p}");
@@ -396,6 +431,8 @@ mod tests {
             "/dicom-web/studies",
             "/api/v1/search",
             "/worklist/x",
+            "/admin/",
+            "/admin/users/x",
             "/appx",
         ] {
             assert!(!is_app_path(p), "{p}");
@@ -405,17 +442,52 @@ mod tests {
     #[test]
     fn modules_import_only_modules_that_exist() {
         // Relative imports resolve under the same version: each must name an embedded asset.
+        // Static imports (`import … from './x.js'`) and dynamic ones (`import('./x.js')`),
+        // relative to the importing module's folder (`../` climbs one).
+        let resolve = |from: &str, spec: &str| -> String {
+            let mut dir: Vec<&str> = from.split('/').collect();
+            dir.pop();
+            for part in spec.split('/') {
+                match part {
+                    "." => {}
+                    ".." => {
+                        dir.pop();
+                    }
+                    p => dir.push(p),
+                }
+            }
+            dir.join("/")
+        };
+        let mut dynamic = 0;
         for (path, bytes) in ASSETS.iter().filter(|(p, _)| p.ends_with(".js")) {
             let text = std::str::from_utf8(bytes).unwrap();
-            for line in text.lines().filter(|l| l.starts_with("import ")) {
-                let spec = line
-                    .split(['\'', '"'])
-                    .nth(1)
-                    .unwrap_or_else(|| panic!("{path}: {line}"));
-                let target = spec.strip_prefix("./").expect("relative import");
-                let full = format!("js/{target}");
-                assert!(asset_bytes(&full).is_some(), "{path} imports {spec}");
+            for line in text.lines() {
+                let spec = if line.starts_with("import ") {
+                    line.split(['\'', '"'])
+                        .nth(1)
+                        .unwrap_or_else(|| panic!("{path}: {line}"))
+                } else if let Some((_, rest)) = line.split_once("import('") {
+                    dynamic += 1;
+                    rest.split('\'').next().unwrap_or_default()
+                } else {
+                    continue;
+                };
+                assert!(
+                    spec.starts_with("./") || spec.starts_with("../"),
+                    "{path}: {spec}"
+                );
+                let full = resolve(path, spec);
+                assert!(
+                    asset_bytes(&full).is_some(),
+                    "{path} imports {spec} ({full})"
+                );
             }
         }
+        assert!(dynamic >= 1, "main.js loads the admin console on demand");
+        assert_eq!(resolve("js/admin/ui.js", "../api.js"), "js/api.js");
+        assert_eq!(
+            resolve("js/main.js", "./admin/console.js"),
+            "js/admin/console.js"
+        );
     }
 }

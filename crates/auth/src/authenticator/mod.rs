@@ -29,6 +29,7 @@ mod ae;
 mod glass;
 mod links;
 mod peers;
+mod reset;
 mod sessions;
 mod setup;
 mod tokens;
@@ -52,6 +53,7 @@ pub use links::{
     LINK_PASS_MS, ShareLinkOptions, UPLOAD_TOKEN_PREFIX, parse_upload_token, upload_token,
 };
 pub use peers::PEER_MAX_SKEW_MS;
+pub use reset::RESET_SETTING_PREFIX;
 pub use sessions::{LoginOk, NewUser};
 pub use setup::{FIRST_ADMIN, SETUP_SETTING, SetupLink};
 

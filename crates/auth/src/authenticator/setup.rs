@@ -160,13 +160,21 @@ impl Authenticator {
         new_password: &str,
         origin: Origin<'_>,
     ) -> Result<LoginOk> {
-        let pending = self
-            .pending_setup()
-            .await?
-            .ok_or_else(|| Error::Conflict("setup is already complete".into()))?;
-        if token.len() > 128 || !constant_time_eq(sha256_hex(token), &pending.hash) {
-            return Err(Error::BadCredentials);
+        let pending = self.pending_setup().await?;
+        let first_start = pending
+            .as_ref()
+            .is_some_and(|p| token.len() <= 128 && constant_time_eq(sha256_hex(token), &p.hash));
+        if !first_start {
+            // Issue 6: a password link an administrator issued (`reset.rs`) uses this page too.
+            if let Some(ok) = self.complete_reset(token, new_password, origin).await? {
+                return Ok(ok);
+            }
+            return Err(match pending {
+                None => Error::Conflict("setup is already complete".into()),
+                Some(_) => Error::BadCredentials,
+            });
         }
+        let pending = pending.expect("checked above");
         if self.now_ms() >= pending.expires_ms {
             return Err(Error::Expired("setup token"));
         }

@@ -1093,3 +1093,83 @@ async fn users_are_created_by_managers_only() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn password_links_set_a_new_password_once() {
+    let e = env().await;
+    let bob = e.user("bob", "a", Role::Clinician).await;
+    let admin_a = e.user("root-a", "a", Role::Admin).await;
+    let admin_b = e.user("root-b", "b", Role::Admin).await;
+    let pa = Principal::session(&admin_a.id, "root-a", "a", Role::Admin);
+    let pb = Principal::session(&admin_b.id, "root-b", "b", Role::Admin);
+    // Only a manager of bob's organisation; never a clinician.
+    let c = clinician(&e, "a").await;
+    assert!(matches!(
+        e.auth.password_link(&c, &bob.id, HERE).await,
+        Err(Error::Forbidden(_))
+    ));
+    assert!(matches!(
+        e.auth.password_link(&pb, &bob.id, HERE).await,
+        Err(Error::Forbidden(_))
+    ));
+    assert!(e.auth.login("bob", PW, HERE).await.is_ok());
+    let link = e.auth.password_link(&pa, &bob.id, HERE).await.unwrap();
+    assert_eq!(link.username, "bob");
+    assert!(link.path().starts_with("/setup?token="));
+    // The old password stops working at once; the directory keeps the hash, not the token.
+    assert!(e.auth.login("bob", PW, HERE).await.is_err());
+    let key = format!(
+        "{RESET_SETTING_PREFIX}{}",
+        crate::secret::sha256_hex(&link.token)
+    );
+    assert!(
+        !e.dir
+            .setting(&key)
+            .await
+            .unwrap()
+            .unwrap()
+            .contains(&link.token)
+    );
+    // A wrong token, a weak password: refused, the link still usable.
+    assert!(
+        e.auth
+            .complete_setup("not-the-token", "a fine password", HERE)
+            .await
+            .is_err()
+    );
+    assert!(matches!(
+        e.auth.complete_setup(&link.token, "short", HERE).await,
+        Err(Error::WeakPassword(_))
+    ));
+    let ok = e
+        .auth
+        .complete_setup(&link.token, "a new fine password", HERE)
+        .await
+        .unwrap();
+    let (p, _) = e.auth.from_session(&ok.cookie_secret).await.unwrap();
+    assert_eq!(p.user_id.as_deref(), Some(bob.id.as_str()));
+    assert!(
+        e.auth
+            .login("bob", "a new fine password", HERE)
+            .await
+            .is_ok()
+    );
+    // Once only.
+    assert!(
+        e.auth
+            .complete_setup(&link.token, "another fine password", HERE)
+            .await
+            .is_err()
+    );
+    assert_eq!(e.count("password-link", Outcome::Success).await, 1);
+    assert_eq!(e.count("password-reset", Outcome::Success).await, 1);
+    // Links expire.
+    let late = e.auth.password_link(&pa, &bob.id, HERE).await.unwrap();
+    e.advance(24 * 3_600_000);
+    assert!(matches!(
+        e.auth
+            .complete_setup(&late.token, "a late fine password", HERE)
+            .await,
+        Err(Error::Expired(_))
+    ));
+}

@@ -618,6 +618,65 @@ impl Site {
             .map(|j| j.state)
     }
 
+    /// A fresh clinician of `a` with a password (a target of the admin console's user
+    /// routes, issue 6); returns the username.
+    pub async fn fresh_user(&self) -> String {
+        let name = format!(
+            "matrix-target-{}",
+            vesalius_auth::secret::random_id(10).to_lowercase()
+        );
+        self.storage
+            .auth
+            .create_user(
+                &Principal::system(),
+                vesalius_auth::authenticator::NewUser {
+                    username: &name,
+                    display_name: &name,
+                    email: "",
+                    memberships: &[Membership {
+                        org: ORG_A.into(),
+                        role: Role::Clinician,
+                    }],
+                    password: Some("access matrix password"),
+                    service: false,
+                    must_change_password: false,
+                },
+                Origin::default(),
+            )
+            .await
+            .expect("fresh user");
+        name
+    }
+
+    /// A fresh token of `a`'s clinician (a target of `DELETE /api/v1/tokens/{id}`); its id.
+    pub async fn fresh_token(&self) -> String {
+        let (rec, _) = self
+            .storage
+            .auth
+            .create_token(
+                &Principal::system(),
+                &self.user(Role::Clinician).id,
+                ORG_A,
+                Role::Clinician,
+                "matrix target",
+                None,
+                Origin::default(),
+            )
+            .await
+            .expect("fresh token");
+        rec.id
+    }
+
+    /// The user named `name`, if any.
+    pub async fn user_named(&self, name: &str) -> Option<User> {
+        self.storage
+            .auth
+            .directory()
+            .user_by_name(name)
+            .await
+            .expect("user")
+    }
+
     /// Audit records of `actor_id` (newest first).
     pub async fn audit_of(&self, actor_id: &str) -> Vec<AuditRecord> {
         self.storage

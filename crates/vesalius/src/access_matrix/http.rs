@@ -407,12 +407,27 @@ async fn aim(site: &Site, links: &Links, route: &Route, target: Target, cred: &C
             }
         }
         Scope::None => {
-            let fresh = matches!(route.need, Need::Ingest | Need::Caller(Action::Store))
+            let fresh = (matches!(route.need, Need::Ingest | Need::Caller(Action::Store))
+                || route.path == "/api/v1/route-test")
                 .then(|| site.fresh());
+            // The admin console's routes (issue 6) act on a user or token made for the cell,
+            // or create one named here (`link`).
+            let link = match (route.method, route.path) {
+                (_, "/api/v1/users/{name}" | "/api/v1/users/{name}/password-link") => {
+                    site.fresh_user().await
+                }
+                (_, "/api/v1/tokens/{id}") => site.fresh_token().await,
+                ("POST", "/api/v1/users") => format!(
+                    "matrix-new-{}",
+                    vesalius_auth::secret::random_id(10).to_lowercase()
+                ),
+                _ => String::new(),
+            };
             Aim {
                 exists: true,
                 study: fresh.as_ref().map(|f| f.study.clone()).unwrap_or_default(),
                 fresh,
+                link,
                 ..Default::default()
             }
         }

@@ -3,6 +3,7 @@
 
 use axum::http::HeaderMap;
 use vesalius_auth::{Action, Resource};
+use vesalius_store::directory::Role;
 use vesalius_store::model::inbox_org;
 
 use super::fixture::{ORG_A, Site};
@@ -229,6 +230,37 @@ pub(super) async fn effects(
             };
             if changed != allowed {
                 out.push(format!("{m} made: {changed}, allowed: {allowed}"));
+            }
+        }
+        // The admin console's API (issue 6): the user or token of the cell.
+        ("POST", "/api/v1/users") => {
+            let made = site.user_named(&aim.link).await.is_some();
+            if made != allowed {
+                out.push(format!("user created: {made}, allowed: {allowed}"));
+            }
+        }
+        ("PATCH", "/api/v1/users/{name}") => {
+            let u = site.user_named(&aim.link).await.expect("target user");
+            let changed = u.memberships.iter().any(|m| m.role == Role::Radiographer);
+            if changed != allowed {
+                out.push(format!("role changed: {changed}, allowed: {allowed}"));
+            }
+        }
+        ("POST", "/api/v1/users/{name}/password-link") => {
+            let u = site.user_named(&aim.link).await.expect("target user");
+            let reset = u.password_hash.is_none();
+            if reset != allowed {
+                out.push(format!("password reset: {reset}, allowed: {allowed}"));
+            }
+        }
+        ("DELETE", "/api/v1/tokens/{id}") => {
+            let revoked = dir
+                .token(&aim.link)
+                .await
+                .expect("token")
+                .is_some_and(|t| t.revoked);
+            if revoked != allowed {
+                out.push(format!("token revoked: {revoked}, allowed: {allowed}"));
             }
         }
         ("POST", "/dicom-web/studies")

@@ -25,6 +25,7 @@ pub(super) async fn send(
         .replace("{name}", &aim.link)
         .replace("{secret}", "not-the-secret")
         .replace("{*rest}", "studies/1.2.826.0.1.3680043.10.1/metadata")
+        .replace("{section}", "users")
         .replace("{version}", vesalius_web::version())
         .replace("{*file}", "js/main.js")
         .replace("{*path}", "viewer");
@@ -189,6 +190,18 @@ fn body(route: &Route, aim: &Aim, n: usize) -> (Option<String>, Vec<u8>) {
             "enabled": false,
             "destinations": ["analysis:matrix"],
         })),
+        // The admin console's API (issue 6).
+        ("POST", "/api/v1/users") => {
+            json(serde_json::json!({"username": aim.link, "role": "clinician"}))
+        }
+        ("PATCH", "/api/v1/users/{name}") => json(serde_json::json!({"role": "radiographer"})),
+        ("POST", "/api/v1/tokens") => json(serde_json::json!({
+            "username": "a-clinician", "role": "clinician", "name": format!("matrix {n}"),
+        })),
+        ("POST", "/api/v1/route-test") => (
+            Some("application/dicom".into()),
+            aim.fresh.as_ref().expect("a fresh study").bytes.clone(),
+        ),
         ("POST", "/api/v1/instances") => (
             Some("application/dicom".into()),
             aim.fresh.as_ref().expect("a fresh study").bytes.clone(),

@@ -302,6 +302,16 @@ pub const ROUTES: &[Route] = &[
         Served,
         NONE,
     ),
+    // The admin console's shell (issue 6): no data; the API behind it refuses non-admins.
+    r("GET", "/admin", NoScope, Need::Open(Open::Ok), Served, NONE),
+    r(
+        "GET",
+        "/admin/{section}",
+        NoScope,
+        Need::Open(Open::Ok),
+        Served,
+        NONE,
+    ),
     r(
         "GET",
         "/app/{version}/{*file}",
@@ -318,6 +328,8 @@ pub const ROUTES: &[Route] = &[
         Served,
         NONE,
     ),
+    // The app's service worker: code, no data.
+    r("GET", "/sw.js", NoScope, Need::Open(Open::Ok), Served, NONE),
     // OHIF (issue 6): its files and generated configuration hold no data; mounted only with
     // `[web] ohif_dir`, which the matrix runs without.
     r(
@@ -955,6 +967,96 @@ pub const ROUTES: &[Route] = &[
         TargetOrg(ManageOrg),
         Change,
         ADMIN_CHANGE,
+    ),
+    // The admin console (issue 6): organisations, users, tokens, audit search, system, and
+    // which routes fire for a file. Users and tokens of `a`, made for each cell.
+    r(
+        "GET",
+        "/api/v1/orgs",
+        NoScope,
+        Caller(ManageOrg),
+        Listing,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/api/v1/users",
+        NoScope,
+        Caller(ManageOrg),
+        Listing,
+        NONE,
+    ),
+    r(
+        "POST",
+        "/api/v1/users",
+        NoScope,
+        Caller(ManageOrg),
+        Change,
+        &["user-create"],
+    ),
+    r(
+        "PATCH",
+        "/api/v1/users/{name}",
+        NoScope,
+        Caller(ManageOrg),
+        Change,
+        ADMIN_CHANGE,
+    ),
+    r(
+        "POST",
+        "/api/v1/users/{name}/password-link",
+        NoScope,
+        Caller(ManageOrg),
+        Change,
+        &["password-link"],
+    ),
+    r(
+        "GET",
+        "/api/v1/tokens",
+        NoScope,
+        Caller(ManageOrg),
+        Listing,
+        NONE,
+    ),
+    r(
+        "POST",
+        "/api/v1/tokens",
+        NoScope,
+        Caller(ManageOrg),
+        Change,
+        &["token-create"],
+    ),
+    r(
+        "DELETE",
+        "/api/v1/tokens/{id}",
+        NoScope,
+        Caller(ManageOrg),
+        Change,
+        &["token-revoke"],
+    ),
+    r(
+        "GET",
+        "/api/v1/audit/events",
+        NoScope,
+        Caller(ReadAudit),
+        Report,
+        &["audit-search"],
+    ),
+    r(
+        "GET",
+        "/api/v1/system",
+        NoScope,
+        Caller(ManageOrg),
+        Data,
+        NONE,
+    ),
+    r(
+        "POST",
+        "/api/v1/route-test",
+        NoScope,
+        Caller(ManageOrg),
+        Data,
+        NONE,
     ),
     // The users' live event stream (issue 6): their organisation's study events, names only.
     r(

@@ -56,6 +56,11 @@ const SOURCES: &[Source] = &[
         prefixes: &[("proxy_router", "/dicom-web")],
     },
     Source {
+        path: "crates/api/src/admin.rs",
+        text: include_str!("../../../api/src/admin.rs"),
+        prefixes: &[],
+    },
+    Source {
         path: "crates/api/src/events.rs",
         text: include_str!("../../../api/src/events.rs"),
         prefixes: &[],

@@ -12,9 +12,6 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use serde::Serialize;
 use serde_json::json;
-use vesalius_core::charset::CharacterSet;
-use vesalius_core::parse::{DataSet, ParseLimits, parse_file};
-use vesalius_core::tag;
 use vesalius_exchange::route::{RouteInput, RouteSet, minute_of_day, validate};
 use vesalius_store::Registry;
 use vesalius_store::registry::{RegistryChange, Route, RouteDestination, RouteMatch};
@@ -22,9 +19,6 @@ use vesalius_store::registry::{RegistryChange, Route, RouteDestination, RouteMat
 use super::context::{AdminContext, print_json};
 use super::site::{apply_registry_change, check_slug};
 use crate::config::Config;
-
-/// Station Name (0008,1010).
-const STATION_NAME: u32 = 0x0008_1010;
 
 /// Route commands.
 #[derive(Subcommand)]
@@ -379,31 +373,8 @@ fn build_route(a: AddArgs, now_ms: i64) -> Result<Route> {
 fn read_input(path: &Path) -> Result<RouteInput> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let len = f.metadata()?.len();
-    let parsed = parse_file(std::io::BufReader::new(f), len, &ParseLimits::default())
-        .with_context(|| format!("{} is not a readable DICOM file", path.display()))?;
-    let ds = &parsed.dataset;
-    let cs = CharacterSet::from_value(ds.bytes(tag::SPECIFIC_CHARACTER_SET));
-    Ok(RouteInput {
-        modality: ds.str(tag::MODALITY).unwrap_or("").to_owned(),
-        sop_class: ds.str(tag::SOP_CLASS_UID).unwrap_or("").to_owned(),
-        body_part: ds.str(tag::BODY_PART_EXAMINED).unwrap_or("").to_owned(),
-        study_description: text(ds, &cs, tag::STUDY_DESCRIPTION),
-        station_name: text(ds, &cs, STATION_NAME),
-        ..RouteInput::default()
-    })
-}
-
-/// A text attribute decoded in the object's character set, padding removed.
-fn text(ds: &DataSet, cs: &CharacterSet, t: u32) -> String {
-    match ds.bytes(t) {
-        Some(b) => cs
-            .decode(b)
-            .text
-            .trim_end_matches(['\0', ' '])
-            .trim_start()
-            .to_owned(),
-        None => String::new(),
-    }
+    RouteInput::read(std::io::BufReader::new(f), len)
+        .with_context(|| format!("{} is not a readable DICOM file", path.display()))
 }
 
 /// `HH:MM` as minutes since midnight.

@@ -3,6 +3,7 @@
 //   /view/{study}[?peer=P]  the viewer (a study held here, or at peer P through this site)
 //   /viewer?requestType=STUDY&studyUID=…[&patientID=…]   IHE Invoke Image Display launch
 //   /viewer?requestType=PATIENT&patientID=…               the patient's studies
+//   /admin, /admin/{section}  the admin console (issue 6, js/admin/console.js)
 
 import { ApiError, logout, me, setCsrf } from './api.js';
 import { clear, h } from './dom.js';
@@ -12,12 +13,19 @@ import { viewer } from './viewer.js';
 const app = document.getElementById('app');
 
 function fail(e) {
-  clear(app).append(h('p', { class: 'error', role: 'alert' }, `Vesalius: ${e.message || e}`));
+  const offline = !navigator.onLine || e instanceof TypeError; // fetch's network failure
+  clear(app).append(h('p', { class: 'error', role: 'alert' }, offline
+    ? 'You are offline: Vesalius needs the network to show studies (nothing is kept on this device).'
+    : `Vesalius: ${e.message || e}`));
 }
 
 function showUser(who) {
   const name = (who.actor && (who.actor.name || who.actor.id)) || 'unknown';
   document.getElementById('who-name').textContent = `${name} · ${who.org || ''}${who.role ? ` (${who.role})` : ''}`;
+  if (who.role === 'admin' && !document.getElementById('admin-link')) {
+    const a = h('a', { href: '/admin', id: 'admin-link' }, 'Admin');
+    document.getElementById('who-name').after(a);
+  }
   document.getElementById('who').hidden = false;
   document.getElementById('logout').addEventListener('click', () => logout());
 }
@@ -61,7 +69,19 @@ async function boot() {
     return viewer(app, { study, peer: q.get('peer') || '', expectPatient: q.get('patientID') || '' });
   }
   if (path === '/viewer') return invokeImageDisplay(q);
+  if (path === '/admin' || path.startsWith('/admin/')) {
+    // Loaded only here: the console's modules and stylesheet are not part of the other pages.
+    const css = document.createElement('link');
+    css.rel = 'stylesheet';
+    css.href = new URL('../admin.css', import.meta.url).href;
+    document.head.append(css);
+    const { adminConsole } = await import('./admin/console.js');
+    return adminConsole(app, decodeURIComponent(path.slice('/admin/'.length)), who);
+  }
   throw new Error(`no page at ${path}`);
 }
 
 boot().catch(fail);
+
+// The app shell works offline and the app can be installed (docs/web.md, "Progressive web app").
+if ('serviceWorker' in navigator) navigator.serviceWorker.register('/sw.js').catch(() => {});

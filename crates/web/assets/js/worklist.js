@@ -41,7 +41,26 @@ function filtersFrom(q) {
     modality: q.get('modality') || '',
     site: q.get('site') || '',
     priority: q.get('priority') || '',
+    status: q.get('status') || '',
   };
+}
+
+/** Delivery states of the status filter, from `GET /api/v1/arrivals`. */
+const STATUSES = [
+  ['arriving', 'Arriving from a peer'],
+  ['complete', 'Received complete'],
+  ['here', 'Not received from a peer'],
+];
+
+/** Whether study `s` is in delivery state `status` (see [`STATUSES`]). */
+export function hasStatus(s, status, arrivals) {
+  const a = arrivals.get(s.study_instance_uid);
+  switch (status) {
+    case 'arriving': return Boolean(a && !a.complete_ms);
+    case 'complete': return Boolean(a && a.complete_ms);
+    case 'here': return !a;
+    default: return true;
+  }
 }
 
 /** The search's query string for `f`. */
@@ -51,7 +70,7 @@ export function searchQuery(f) {
   if (f.patientID) p.set('PatientID', prefix(f.patientID));
   if (f.from || f.to) p.set('StudyDate', `${dicomDate(f.from)}-${dicomDate(f.to)}`);
   if (f.modality) p.set('ModalitiesInStudy', f.modality);
-  // `priority` is applied here, to the arrivals (the search knows no priorities).
+  // `priority` and `status` are applied here, to the arrivals (the search knows neither).
   if (f.site === 'local') p.set('scope', 'local');
   else if (f.site) p.set('peers', f.site);
   p.set('limit', String(PER_SITE));
@@ -111,6 +130,8 @@ export function worklist(app, q, who) {
     h('option', { value: 'local', selected: st.f.site === 'local' }, 'This site only'));
   const priority = h('select', { name: 'priority' }, h('option', { value: '' }, 'Any'),
     h('option', { value: 'stroke', selected: st.f.priority === 'stroke' }, 'Stroke priority only'));
+  const statusSel = h('select', { name: 'status' }, h('option', { value: '' }, 'Any'),
+    STATUSES.map(([v, label]) => h('option', { value: v, selected: st.f.status === v }, label)));
   const sort = h('select', { name: 'sort' },
     SORTS.map(([v, label]) => h('option', { value: v, selected: st.sort === v }, label)));
   const form = h('form', { class: 'filters', role: 'search', 'aria-label': 'Find studies' },
@@ -121,6 +142,7 @@ export function worklist(app, q, who) {
     h('label', { class: 'field' }, h('span', {}, 'Modality'), modality),
     h('label', { class: 'field' }, h('span', {}, 'Site'), site),
     h('label', { class: 'field' }, h('span', {}, 'Priority'), priority),
+    h('label', { class: 'field' }, h('span', {}, 'Status'), statusSel),
     h('label', { class: 'field' }, h('span', {}, 'Sort'), sort),
     h('button', { type: 'submit' }, 'Search'));
   const status = h('p', { class: 'status', id: 'wl-status', role: 'status' });
@@ -143,7 +165,7 @@ export function worklist(app, q, who) {
     history.replaceState(null, '', `/worklist${p.toString() ? `?${p}` : ''}`);
   }
   form.addEventListener('submit', (e) => { e.preventDefault(); readForm(); st.page = 0; load(); });
-  for (const sel of [sort, priority]) sel.addEventListener('change', () => { readForm(); st.page = 0; draw(); });
+  for (const sel of [sort, priority, statusSel]) sel.addEventListener('change', () => { readForm(); st.page = 0; draw(); });
   for (const sel of [modality, site]) sel.addEventListener('change', () => { readForm(); st.page = 0; load(); });
 
   // --- loading ---------------------------------------------------------------------------
@@ -193,6 +215,7 @@ export function worklist(app, q, who) {
     if (st.f.priority === 'stroke') {
       rows = rows.filter((s) => (st.arrivals.get(s.study_instance_uid)?.priority ?? -1) >= URGENT_PRIORITY);
     }
+    if (st.f.status) rows = rows.filter((s) => hasStatus(s, st.f.status, st.arrivals));
     return [...rows].sort(sorter(st.sort, st.arrivals));
   }
 
@@ -228,7 +251,11 @@ export function worklist(app, q, who) {
       h('td', { 'data-label': 'Description' }, s.study_description || ''),
       h('td', { 'data-label': 'Images' },
         `${s.series ?? '?'} series, ${s.instances ?? '?'} images`,
-        arriving ? h('small', { class: 'arriving' }, ` arriving (${arrival.manifest_instances} expected)`) : ''),
+        arriving ? h('small', { class: 'arriving' }, ` arriving (${arrival.manifest_instances} expected)`) : '',
+        arriving && arrival.manifest_instances ? h('progress', {
+          max: String(arrival.manifest_instances), value: String(Math.min(s.instances || 0, arrival.manifest_instances)),
+          'aria-label': `${s.instances || 0} of ${arrival.manifest_instances} images received`,
+        }) : ''),
       h('td', { 'data-label': 'Site' }, h('span', { class: s.local ? 'site here' : 'site remote' },
         s.local ? `${s.site || ''} (here)` : (s.site || '')),
       (s.sites || []).length > 1 ? h('small', {}, ` also ${(s.sites || []).slice(1).join(', ')}`) : ''));

@@ -1,0 +1,770 @@
+//! The administration API of the admin console (issue 6): organisations, users, roles, API
+//! tokens, an audit search and the system's health. The same changes the `vesalius admin` CLI
+//! makes, through the same [`Authenticator`] calls, for administrators in the browser.
+//!
+//! - `GET /api/v1/orgs`: the organisations the caller administers.
+//! - `GET /api/v1/users`: users with a membership in an organisation the caller administers
+//!   (only those memberships are shown). `POST /api/v1/users` `{"username", "role", "org"?,
+//!   "display_name"?, "email"?, "service"?}`: a person gets no password but a one-time
+//!   **password link** (`/setup?token=…`, shown once); a service account gets neither (it acts
+//!   through tokens).
+//! - `PATCH /api/v1/users/{username}` `{"org"?, "role"?, "disabled"?}`: change the user's role
+//!   in one organisation (default: the caller's), disable or enable them.
+//!   `POST /api/v1/users/{username}/password-link`: a new password link; the user's password
+//!   stops working at once.
+//! - `GET /api/v1/tokens`: the tokens of the organisations the caller administers (never their
+//!   secrets). `POST /api/v1/tokens` `{"username", "role", "name", "org"?, "ttl_days"?}`: the
+//!   token text is in the answer once. `DELETE /api/v1/tokens/{id}`: revoke.
+//! - `GET /api/v1/audit/events?patient_id=&issuer=&study=&user=&action=&since_ms=&until_ms=&limit=`:
+//!   the caller's organisation's audit trail, newest first (`user`: a username, which finds
+//!   what they did in sessions and with each of their tokens, or any actor id; `patient_id`
+//!   without `issuer`: under every issuer the organisation holds that ID with, and none).
+//! - `GET /api/v1/system`: version, free disk space and its watermark, index counts.
+//!
+//! ## Access
+//! Everything needs [`Action::ManageOrg`] in the caller's own organisation (administrators, the
+//! server itself), except the audit search, which needs [`Action::ReadAudit`] there
+//! (administrators and auditors). A change to a user needs `ManageOrg` on the organisation it
+//! concerns; disabling a user or issuing their password link needs it on **every** organisation
+//! the user belongs to (either takes the whole account). Creating organisations is for the
+//! server itself (the policy's `Resource::Site`): `vesalius admin org create`. Users outside
+//! the caller's organisations answer 404, like missing ones.
+//!
+//! Every change is audited (`user-create`, `token-create`, `token-revoke`, `password-link`
+//! by the authenticator; `admin-change` with `details.change` `membership-set`,
+//! `user-disable`, `user-enable` here); an audit search is itself audited (`audit-search`).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::{Extension, Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use vesalius_auth::authenticator::{NewUser, normalize_username};
+use vesalius_auth::{Action, Authenticator, Caller, Origin, Resource};
+use vesalius_core::ErrorKind;
+use vesalius_store::Ingestor;
+use vesalius_store::audit::{AuditFilter, Outcome};
+use vesalius_store::directory::{ApiToken, DirectoryChange, Membership, Role, User};
+
+use crate::links::base_url;
+use crate::{ApiError, ApiOptions, Services, caller_of};
+
+/// The most records one audit search returns.
+const MAX_AUDIT_RECORDS: u32 = 1000;
+/// The longest token lifetime the console issues, in days (ten years).
+const MAX_TOKEN_DAYS: i64 = 3650;
+
+/// The administration routes (mount at the root).
+pub fn router(auth: Arc<Authenticator>, ingestor: Arc<Ingestor>, options: ApiOptions) -> Router {
+    Router::new()
+        .route("/api/v1/orgs", get(orgs))
+        .route("/api/v1/users", get(users).post(create_user))
+        .route("/api/v1/users/{name}", patch(change_user))
+        .route("/api/v1/users/{name}/password-link", post(password_link))
+        .route("/api/v1/tokens", get(tokens).post(create_token))
+        .route("/api/v1/tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/api/v1/audit/events", get(audit_events))
+        .route("/api/v1/system", get(system))
+        .with_state(Services {
+            auth,
+            ingestor,
+            options,
+        })
+}
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+fn auth_error(e: vesalius_auth::Error) -> ApiError {
+    ApiError::new(e.kind(), e.to_string())
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorKind::BadRequest, message)
+}
+
+/// A JSON body, or 400 naming what is wrong with it.
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| bad(format!("unreadable body: {e}")))
+}
+
+fn origin(c: &Caller) -> Origin<'_> {
+    Origin::new(&c.source, &c.user_agent)
+}
+
+/// Whether the caller may administer `org`.
+fn manages(c: &Caller, org: &str) -> bool {
+    vesalius_auth::authorize(
+        &c.principal,
+        Action::ManageOrg,
+        &Resource::org(org.to_owned()),
+        &[],
+        vesalius_auth::now_ms(),
+    )
+    .is_allowed()
+}
+
+/// The caller, who must administer its own organisation (or be the server).
+fn admin(caller: Option<Extension<Caller>>) -> Result<Caller> {
+    let c = caller_of(caller)?;
+    if c.principal.is_system() || crate::allowed_in_own_org(&c, Action::ManageOrg) {
+        Ok(c)
+    } else {
+        Err(ApiError::new(
+            ErrorKind::Forbidden,
+            format!(
+                "{} may not administer {:?}",
+                c.principal.actor.name,
+                c.org()
+            ),
+        ))
+    }
+}
+
+fn parse_role(s: &str) -> Result<Role> {
+    Role::parse(s.trim()).ok_or_else(|| {
+        let all: Vec<_> = Role::ALL.iter().map(|r| r.as_str()).collect();
+        bad(format!("unknown role {s:?}; one of {}", all.join(", ")))
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Organisations.
+
+async fn orgs(
+    State(sv): State<Services>,
+    caller: Option<Extension<Caller>>,
+) -> Result<Json<Value>> {
+    let c = admin(caller)?;
+    let list: Vec<Value> = sv
+        .auth
+        .directory()
+        .orgs()
+        .await?
+        .into_iter()
+        .filter(|o| manages(&c, &o.id))
+        .map(|o| {
+            json!({
+                "id": o.id, "name": o.name, "created_ms": o.created_ms,
+                "current": o.id == c.org(),
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "orgs": list, "may_create": c.principal.is_system() }),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Users.
+
+/// A user as the console shows them: no password hash, only the memberships the caller
+/// administers.
+#[derive(Serialize)]
+struct UserView {
+    id: String,
+    username: String,
+    display_name: String,
+    email: String,
+    memberships: Vec<Membership>,
+    service: bool,
+    disabled: bool,
+    has_password: bool,
+    oidc_linked: bool,
+    must_change_password: bool,
+    created_ms: i64,
+}
+
+fn view(c: &Caller, u: &User) -> UserView {
+    UserView {
+        id: u.id.clone(),
+        username: u.username.clone(),
+        display_name: u.display_name.clone(),
+        email: u.email.clone(),
+        memberships: u
+            .memberships
+            .iter()
+            .filter(|m| manages(c, &m.org))
+            .cloned()
+            .collect(),
+        service: u.service,
+        disabled: u.disabled,
+        has_password: u.password_hash.is_some(),
+        oidc_linked: u.oidc.is_some(),
+        must_change_password: u.must_change_password,
+        created_ms: u.created_ms,
+    }
+}
+
+fn visible(c: &Caller, u: &User) -> bool {
+    u.memberships.iter().any(|m| manages(c, &m.org))
+}
+
+/// The user `name` (username or id) if the caller administers one of their organisations;
+/// 404 otherwise, like a missing one.
+async fn find_user(sv: &Services, c: &Caller, name: &str) -> Result<User> {
+    let dir = sv.auth.directory();
+    let found = match dir.user_by_name(&normalize_username(name)).await? {
+        Some(u) => Some(u),
+        None => dir.user(name).await?,
+    };
+    match found {
+        Some(u) if visible(c, &u) => Ok(u),
+        _ => Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!("no user {name:?}"),
+        )),
+    }
+}
+
+async fn users(
+    State(sv): State<Services>,
+    caller: Option<Extension<Caller>>,
+) -> Result<Json<Value>> {
+    let c = admin(caller)?;
+    let list: Vec<UserView> = sv
+        .auth
+        .directory()
+        .users()
+        .await?
+        .iter()
+        .filter(|u| visible(&c, u))
+        .map(|u| view(&c, u))
+        .collect();
+    Ok(Json(json!({ "users": list })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUser {
+    username: String,
+    role: String,
+    #[serde(default)]
+    org: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    service: bool,
+}
+
+/// The password link of a person, as the answer shows it once.
+fn link_json(
+    sv: &Services,
+    headers: &HeaderMap,
+    l: &vesalius_auth::authenticator::SetupLink,
+) -> Value {
+    json!({
+        "url": format!("{}{}", base_url(sv, headers), l.path()),
+        "expires_ms": l.expires_ms,
+    })
+}
+
+async fn create_user(
+    State(sv): State<Services>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Result<Response> {
+    let c = admin(caller)?;
+    let b: CreateUser = body(&bytes)?;
+    let role = parse_role(&b.role)?;
+    if b.service != (role == Role::Service) {
+        return Err(bad(
+            "service accounts hold the service role, and only they do",
+        ));
+    }
+    let org = b.org.unwrap_or_else(|| c.org().to_owned());
+    // Refused before looking: whether another organisation exists is not the caller's to learn.
+    if !manages(&c, &org) {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            format!("{} may not administer {org:?}", c.principal.actor.name),
+        ));
+    }
+    if sv.auth.directory().org(&org).await?.is_none() {
+        return Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!("no organisation {org:?}"),
+        ));
+    }
+    let display = b
+        .display_name
+        .map(|d| d.trim().to_owned())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| b.username.trim().to_owned());
+    let memberships = [Membership { org, role }];
+    let user = sv
+        .auth
+        .create_user(
+            &c.principal,
+            NewUser {
+                username: &b.username,
+                display_name: &display,
+                email: b.email.trim(),
+                memberships: &memberships,
+                password: None,
+                service: b.service,
+                must_change_password: false,
+            },
+            origin(&c),
+        )
+        .await
+        .map_err(auth_error)?;
+    let link = if user.service {
+        Value::Null
+    } else {
+        let l = sv
+            .auth
+            .password_link(&c.principal, &user.id, origin(&c))
+            .await
+            .map_err(auth_error)?;
+        link_json(&sv, &headers, &l)
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "user": view(&c, &user), "password_link": link })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeUser {
+    #[serde(default)]
+    org: Option<String>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    disabled: Option<bool>,
+}
+
+async fn change_user(
+    State(sv): State<Services>,
+    caller: Option<Extension<Caller>>,
+    Path(name): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<Value>> {
+    let c = admin(caller)?;
+    let b: ChangeUser = body(&bytes)?;
+    if b.role.is_none() && b.disabled.is_none() {
+        return Err(bad("nothing to change: give \"role\" or \"disabled\""));
+    }
+    let role = b.role.as_deref().map(parse_role).transpose()?;
+    let mut user = find_user(&sv, &c, &name).await?;
+    let mut changes = Vec::new();
+    let mut events = Vec::new();
+    let first_org = user
+        .memberships
+        .first()
+        .map(|m| m.org.clone())
+        .unwrap_or_default();
+    if let Some(role) = role {
+        let org = b.org.clone().unwrap_or_else(|| c.org().to_owned());
+        if !manages(&c, &org) {
+            return Err(ApiError::new(
+                ErrorKind::Forbidden,
+                format!("{} may not administer {org:?}", c.principal.actor.name),
+            ));
+        }
+        if !user.memberships.iter().any(|m| m.org == org) {
+            return Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!("{} is not a member of {org:?}", user.username),
+            ));
+        }
+        if user.service != (role == Role::Service) {
+            return Err(bad(
+                "service accounts hold the service role, and only they do",
+            ));
+        }
+        if user.id.as_str() == c.principal.user_id.as_deref().unwrap_or("")
+            && org == c.org()
+            && role != Role::Admin
+        {
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                "you cannot take your own administrator role away here",
+            ));
+        }
+        for m in user.memberships.iter_mut().filter(|m| m.org == org) {
+            m.role = role;
+        }
+        events.push(c.event(
+            "admin-change",
+            Outcome::Success,
+            &org,
+            None,
+            json!({"change": "membership-set", "user_id": user.id, "username": user.username,
+                   "org": org, "role": role.as_str()}),
+        ));
+    }
+    if let Some(disabled) = b.disabled
+        && disabled != user.disabled
+    {
+        if let Some(m) = user.memberships.iter().find(|m| !manages(&c, &m.org)) {
+            return Err(ApiError::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "{} also belongs to {:?}, which {} does not administer",
+                    user.username, m.org, c.principal.actor.name
+                ),
+            ));
+        }
+        if disabled && c.principal.user_id.as_deref() == Some(user.id.as_str()) {
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                "you cannot disable yourself",
+            ));
+        }
+        user.disabled = disabled;
+        let what = if disabled {
+            "user-disable"
+        } else {
+            "user-enable"
+        };
+        events.push(c.event(
+            "admin-change",
+            Outcome::Success,
+            &first_org,
+            None,
+            json!({"change": what, "user_id": user.id, "username": user.username}),
+        ));
+    }
+    if !events.is_empty() {
+        changes.push(DirectoryChange::PutUser(user.clone()));
+        sv.auth.directory().apply(changes, events).await?;
+    }
+    Ok(Json(json!({ "user": view(&c, &user) })))
+}
+
+async fn password_link(
+    State(sv): State<Services>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>> {
+    let c = admin(caller)?;
+    let user = find_user(&sv, &c, &name).await?;
+    let l = sv
+        .auth
+        .password_link(&c.principal, &user.id, origin(&c))
+        .await
+        .map_err(auth_error)?;
+    Ok(Json(
+        json!({ "username": user.username, "password_link": link_json(&sv, &headers, &l) }),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokens.
+
+fn token_json(t: &ApiToken, username: &str, now: i64) -> Value {
+    let status = if t.revoked {
+        "revoked"
+    } else if t.expires_ms.is_some_and(|e| now >= e) {
+        "expired"
+    } else {
+        "active"
+    };
+    json!({
+        "id": t.id, "name": t.name, "org": t.org, "role": t.role, "user_id": t.user_id,
+        "username": username, "created_ms": t.created_ms, "expires_ms": t.expires_ms,
+        "revoked": t.revoked, "status": status,
+    })
+}
+
+async fn tokens(
+    State(sv): State<Services>,
+    caller: Option<Extension<Caller>>,
+) -> Result<Json<Value>> {
+    let c = admin(caller)?;
+    let dir = sv.auth.directory();
+    let names: std::collections::HashMap<String, String> = dir
+        .users()
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u.username))
+        .collect();
+    let now = sv.auth.now_ms();
+    let mut out = Vec::new();
+    for o in dir.orgs().await? {
+        if !manages(&c, &o.id) {
+            continue;
+        }
+        for t in dir.tokens(&o.id).await? {
+            let name = names.get(&t.user_id).map_or("", String::as_str);
+            out.push(token_json(&t, name, now));
+        }
+    }
+    Ok(Json(json!({ "tokens": out })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    username: String,
+    role: String,
+    name: String,
+    #[serde(default)]
+    org: Option<String>,
+    #[serde(default)]
+    ttl_days: Option<i64>,
+}
+
+async fn create_token(
+    State(sv): State<Services>,
+    caller: Option<Extension<Caller>>,
+    bytes: axum::body::Bytes,
+) -> Result<Response> {
+    let c = admin(caller)?;
+    let b: CreateToken = body(&bytes)?;
+    let role = parse_role(&b.role)?;
+    let name = b.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(bad("a token needs a name of 1-100 characters"));
+    }
+    let ttl_ms = match b.ttl_days {
+        None => None,
+        Some(d) if (1..=MAX_TOKEN_DAYS).contains(&d) => Some(d * 86_400_000),
+        Some(d) => {
+            return Err(bad(format!(
+                "ttl_days is 1-{MAX_TOKEN_DAYS} (or absent: no expiry), not {d}"
+            )));
+        }
+    };
+    let org = b.org.unwrap_or_else(|| c.org().to_owned());
+    if !manages(&c, &org) {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            format!("{} may not administer {org:?}", c.principal.actor.name),
+        ));
+    }
+    let user = find_user(&sv, &c, &b.username).await?;
+    let (rec, text) = sv
+        .auth
+        .create_token(&c.principal, &user.id, &org, role, name, ttl_ms, origin(&c))
+        .await
+        .map_err(auth_error)?;
+    let mut v = token_json(&rec, &user.username, sv.auth.now_ms());
+    v["token"] = json!(text);
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+async fn revoke_token(
+    State(sv): State<Services>,
+    caller: Option<Extension<Caller>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    let c = admin(caller)?;
+    // Another organisation's token answers 404, like a missing one.
+    match sv.auth.directory().token(&id).await? {
+        Some(t) if manages(&c, &t.org) => {}
+        _ => {
+            return Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!("no token {id:?}"),
+            ));
+        }
+    }
+    sv.auth
+        .revoke_token(&c.principal, &id, origin(&c))
+        .await
+        .map_err(auth_error)?;
+    Ok(Json(json!({ "id": id, "revoked": true })))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit search.
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct AuditQuery {
+    patient_id: Option<String>,
+    issuer: Option<String>,
+    study: Option<String>,
+    user: Option<String>,
+    action: Option<String>,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+    limit: Option<u32>,
+}
+
+fn nonempty(s: Option<String>) -> Option<String> {
+    s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+async fn audit_events(
+    State(sv): State<Services>,
+    caller: Option<Extension<Caller>>,
+    q: std::result::Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>> {
+    let c = caller_of(caller)?;
+    let Query(q) = q.map_err(|e| bad(e.body_text()))?;
+    if !c.principal.is_system() && !crate::allowed_in_own_org(&c, Action::ReadAudit) {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            format!(
+                "{} may not read the audit trail of {:?}",
+                c.principal.actor.name,
+                c.org()
+            ),
+        ));
+    }
+    // A user acts under their own id (sessions) and under each of their tokens' ids: a search
+    // by user looks for all of them. A username is found as it was normalised; anything else
+    // is taken as an actor id (a user, token, AE title, link or peer).
+    let actors: Option<Vec<String>> = match nonempty(q.user) {
+        None => None,
+        Some(u) => {
+            let dir = sv.auth.directory();
+            Some(match dir.user_by_name(&normalize_username(&u)).await? {
+                Some(found) => {
+                    let mut ids = vec![found.id.clone()];
+                    for o in found.memberships.iter().map(|m| &m.org) {
+                        ids.extend(
+                            dir.tokens(o)
+                                .await?
+                                .into_iter()
+                                .filter(|t| t.user_id == found.id)
+                                .map(|t| t.id),
+                        );
+                    }
+                    ids
+                }
+                None => vec![u],
+            })
+        }
+    };
+    // A patient is `(issuer, id)`. Without `issuer=`, every issuer the organisation holds
+    // that Patient ID under (and none) is searched: a person typing an ID rarely knows it.
+    let patients: Option<Vec<(String, String)>> = match (nonempty(q.patient_id), q.issuer) {
+        (Some(p), Some(issuer)) => Some(vec![(issuer.trim().to_owned(), p)]),
+        (Some(p), None) => {
+            let mut query =
+                vesalius_store::query::Query::new(vesalius_store::query::Level::Patient).with(
+                    vesalius_store::query::Key::PatientId,
+                    vesalius_store::query::Matcher::Single(p.clone()),
+                );
+            query.access = Some(vesalius_store::query::Access::orgs([c.org()]));
+            query.limit = 100;
+            let mut issuers: Vec<String> = sv
+                .ingestor
+                .index()
+                .find(&query)
+                .await?
+                .iter()
+                .filter(|a| {
+                    a.first_str(vesalius_store::query::Key::PatientId.tag())
+                        .is_some_and(|id| id == p)
+                })
+                .map(|a| {
+                    a.first_str(vesalius_store::query::Key::IssuerOfPatientId.tag())
+                        .unwrap_or_default()
+                })
+                .collect();
+            issuers.push(String::new());
+            issuers.sort();
+            issuers.dedup();
+            Some(issuers.into_iter().map(|i| (i, p.clone())).collect())
+        }
+        (None, Some(i)) if !i.trim().is_empty() => {
+            return Err(bad("issuer= needs patient_id="));
+        }
+        (None, _) => None,
+    };
+    let limit = q.limit.unwrap_or(200).clamp(1, MAX_AUDIT_RECORDS);
+    let filter = AuditFilter {
+        org: (!c.principal.is_system()).then(|| c.org().to_owned()),
+        action: nonempty(q.action),
+        study_uid: nonempty(q.study),
+        since_ms: q.since_ms,
+        until_ms: q.until_ms,
+        limit,
+        ..Default::default()
+    };
+    // One search per (actor, patient) asked for, merged newest first.
+    let actor_ids: Vec<Option<String>> = match &actors {
+        None => vec![None],
+        Some(ids) => ids.iter().cloned().map(Some).collect(),
+    };
+    let patient_keys: Vec<Option<(String, String)>> = match &patients {
+        None => vec![None],
+        Some(ps) => ps.iter().cloned().map(Some).collect(),
+    };
+    let mut found = Vec::new();
+    for a in &actor_ids {
+        for p in &patient_keys {
+            let f = AuditFilter {
+                actor_id: a.clone(),
+                patient: p.clone(),
+                ..filter.clone()
+            };
+            found.extend(sv.auth.audit_log().search(&f).await?);
+        }
+    }
+    found.sort_by_key(|r| std::cmp::Reverse(r.seq));
+    found.dedup_by_key(|r| r.seq);
+    found.truncate(limit as usize);
+    // Reading the trail is itself recorded (what was asked, not what was found).
+    let ev = c.event(
+        "audit-search",
+        Outcome::Success,
+        c.org(),
+        filter.study_uid.as_deref(),
+        json!({
+            "patients": patients, "actors": actors, "action": filter.action,
+            "since_ms": filter.since_ms, "until_ms": filter.until_ms, "found": found.len(),
+        }),
+    );
+    if let Err(e) = sv.auth.audit_log().append(vec![ev]).await {
+        tracing::error!(error = %e, "audit-search event not written");
+    }
+    let records: Vec<Value> = found
+        .iter()
+        .map(|r| {
+            let e = &r.event;
+            json!({
+                "seq": r.seq, "time_ms": e.time_ms, "action": e.action, "outcome": e.outcome,
+                "actor": e.actor, "org": e.org, "study_uid": e.study_uid, "patient": e.patient,
+                "source": e.source, "user_agent": e.user_agent, "details": e.details,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "records": records, "limit": limit, "more": found.len() as u32 >= limit }),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// System.
+
+async fn system(
+    State(sv): State<Services>,
+    caller: Option<Extension<Caller>>,
+) -> Result<Json<Value>> {
+    admin(caller)?;
+    let ing = &sv.ingestor;
+    let stats = ing.index().stats().await?;
+    let index_ok = ing.index().ping().await.is_ok();
+    let free = ing.free_bytes().ok();
+    let watermark = ing.limits().min_free_bytes;
+    Ok(Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "index": { "ok": index_ok },
+        "disk": {
+            "free_bytes": free,
+            "min_free_bytes": watermark,
+            "ok": free.is_some_and(|f| watermark == 0 || f >= watermark),
+        },
+        "stats": {
+            "studies": stats.studies, "series": stats.series,
+            "instances": stats.instances, "bytes": stats.bytes,
+        },
+        "now_ms": sv.auth.now_ms(),
+    })))
+}

@@ -1,0 +1,748 @@
+//! The admin console's API (issue 6, docs/admin-console.md), in process against a real site
+//! (SQLite, blobs on disk, HTTP on loopback): organisations, users and roles, password links,
+//! tokens, the audit search, the system summary and the route test. Every route as an
+//! administrator (allowed), an ordinary user (403) and nobody (401), and bad bodies (4xx JSON).
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use vesalius_auth::authenticator::NewUser;
+use vesalius_auth::{Origin, Principal};
+use vesalius_store::directory::{DirectoryChange, Membership, Org, Role};
+
+use crate::config::Config;
+use crate::site::RunningSite;
+
+const NORTH: &str = "north";
+const SOUTH: &str = "south";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    site: RunningSite,
+    http: reqwest::Client,
+    /// Token text by `(org, role)`.
+    tokens: Vec<((String, Role), String)>,
+}
+
+/// Who calls: a token of `(org, role)`, a token text, or nobody.
+#[derive(Clone, Copy)]
+enum As<'a> {
+    Role(&'a str, Role),
+    Token(&'a str),
+    Nobody,
+}
+
+impl Fixture {
+    async fn start() -> Fixture {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut cfg = Config::default();
+        cfg.storage.data_dir = dir.path().join("data");
+        cfg.storage.org = NORTH.into();
+        cfg.dicom.addr = "127.0.0.1:0".parse().expect("address");
+        cfg.http.addr = "127.0.0.1:0".parse().expect("address");
+        cfg.limits.min_free_bytes = 0;
+        cfg.exchange.enabled = false;
+        let site = RunningSite::start(cfg).await.expect("site");
+        let auth = &site.storage.auth;
+        let now = auth.now_ms();
+        let orgs = [NORTH, SOUTH]
+            .map(|o| {
+                DirectoryChange::PutOrg(Org {
+                    id: o.into(),
+                    name: format!("{o} hospital"),
+                    created_ms: now,
+                })
+            })
+            .to_vec();
+        auth.directory().apply(orgs, vec![]).await.expect("orgs");
+        let mut tokens = Vec::new();
+        for (org, role) in [
+            (NORTH, Role::Admin),
+            (NORTH, Role::Clinician),
+            (NORTH, Role::Auditor),
+            (SOUTH, Role::Admin),
+            (SOUTH, Role::Clinician),
+        ] {
+            let username = format!("{org}-{}", role.as_str());
+            let user = auth
+                .create_user(
+                    &Principal::system(),
+                    NewUser {
+                        username: &username,
+                        display_name: &username,
+                        email: "",
+                        memberships: &[Membership {
+                            org: org.into(),
+                            role,
+                        }],
+                        password: Some("a fine test password"),
+                        service: false,
+                        must_change_password: false,
+                    },
+                    Origin::default(),
+                )
+                .await
+                .expect("user");
+            let (_, text) = auth
+                .create_token(
+                    &Principal::system(),
+                    &user.id,
+                    org,
+                    role,
+                    "test",
+                    None,
+                    Origin::default(),
+                )
+                .await
+                .expect("token");
+            tokens.push(((org.to_owned(), role), text));
+        }
+        Fixture {
+            _dir: dir,
+            site,
+            http: reqwest::Client::new(),
+            tokens,
+        }
+    }
+
+    fn token(&self, org: &str, role: Role) -> &str {
+        &self
+            .tokens
+            .iter()
+            .find(|((o, r), _)| o == org && *r == role)
+            .expect("token")
+            .1
+    }
+
+    /// Status and JSON body of a request (`body`: JSON text, or raw bytes with a type).
+    async fn call(
+        &self,
+        who: As<'_>,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.site.base_url());
+        let mut rq = self
+            .http
+            .request(method.parse().expect("method"), url)
+            .header("accept", "application/json");
+        match who {
+            As::Role(org, role) => rq = rq.bearer_auth(self.token(org, role)),
+            As::Token(t) => rq = rq.bearer_auth(t),
+            As::Nobody => {}
+        }
+        if let Some((ty, b)) = body {
+            rq = rq.header("content-type", ty).body(b);
+        } else if method != "GET" {
+            rq = rq.header("content-length", "0");
+        }
+        let resp = rq.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn json(&self, who: As<'_>, method: &str, path: &str, v: Value) -> (u16, Value) {
+        self.call(
+            who,
+            method,
+            path,
+            Some(("application/json", v.to_string().into_bytes())),
+        )
+        .await
+    }
+
+    async fn get(&self, who: As<'_>, path: &str) -> (u16, Value) {
+        self.call(who, "GET", path, None).await
+    }
+
+    async fn stop(self) {
+        self.site.stop().await;
+    }
+}
+
+const ADMIN: As<'static> = As::Role(NORTH, Role::Admin);
+const CLINICIAN: As<'static> = As::Role(NORTH, Role::Clinician);
+
+/// An error answer: the status and a kebab-case code in a JSON body.
+fn refused(r: &(u16, Value), status: u16, code: &str) {
+    assert_eq!(r.0, status, "{:?}", r.1);
+    assert_eq!(r.1["error"], code, "{:?}", r.1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r6_every_admin_route_refuses_users_and_nobody() {
+    let f = Fixture::start().await;
+    let routes: [(&str, &str, Option<Value>); 10] = [
+        ("GET", "/api/v1/orgs", None),
+        ("GET", "/api/v1/users", None),
+        (
+            "POST",
+            "/api/v1/users",
+            Some(json!({"username": "x1", "role": "clinician"})),
+        ),
+        (
+            "PATCH",
+            "/api/v1/users/north-clinician",
+            Some(json!({"disabled": true})),
+        ),
+        ("POST", "/api/v1/users/north-clinician/password-link", None),
+        ("GET", "/api/v1/tokens", None),
+        (
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"username": "north-clinician", "role": "clinician", "name": "x"})),
+        ),
+        ("DELETE", "/api/v1/tokens/abcdefabcdef", None),
+        ("GET", "/api/v1/system", None),
+        ("GET", "/api/v1/audit/events", None),
+    ];
+    for (method, path, body) in &routes {
+        let b = body
+            .as_ref()
+            .map(|v| ("application/json", v.to_string().into_bytes()));
+        let r = f.call(As::Nobody, method, path, b.clone()).await;
+        assert_eq!(r.0, 401, "{method} {path} without credentials");
+        // A clinician may do none of it; an auditor only the audit search.
+        let r = f.call(CLINICIAN, method, path, b.clone()).await;
+        refused(&r, 403, "forbidden");
+        let r = f
+            .call(As::Role(NORTH, Role::Auditor), method, path, b.clone())
+            .await;
+        if *path == "/api/v1/audit/events" {
+            assert_eq!(r.0, 200, "{:?}", r.1);
+        } else {
+            refused(&r, 403, "forbidden");
+        }
+    }
+    // Nothing changed: the clinician is enabled and still has a password.
+    let u = f
+        .site
+        .storage
+        .auth
+        .directory()
+        .user_by_name("north-clinician")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!u.disabled && u.password_hash.is_some());
+    // The route test: nobody 401, a clinician 403.
+    let dcm = ("application/dicom", b"DICM".to_vec());
+    assert_eq!(
+        f.call(As::Nobody, "POST", "/api/v1/route-test", Some(dcm.clone()))
+            .await
+            .0,
+        401
+    );
+    refused(
+        &f.call(CLINICIAN, "POST", "/api/v1/route-test", Some(dcm))
+            .await,
+        403,
+        "forbidden",
+    );
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r6_users_roles_password_links_and_tokens() {
+    let f = Fixture::start().await;
+    // Organisations: the admin's own only; creating one is the server's.
+    let (s, v) = f.get(ADMIN, "/api/v1/orgs").await;
+    assert_eq!(s, 200);
+    let ids: Vec<&str> = v["orgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![NORTH]);
+    assert_eq!(v["orgs"][0]["name"], "north hospital");
+    assert_eq!(v["may_create"], false);
+    // Users: north's only.
+    let (s, v) = f.get(ADMIN, "/api/v1/users").await;
+    assert_eq!(s, 200);
+    let names: Vec<&str> = v["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"north-clinician") && !names.contains(&"south-clinician"));
+    assert!(v.to_string().find("password_hash").is_none());
+    // Bad bodies: 400 with a code; unknown role; unknown field; a service with a person's role.
+    for bad in [
+        json!({"username": "dora"}),
+        json!({"username": "dora", "role": "wizard"}),
+        json!({"username": "dora", "role": "clinician", "shoe_size": 9}),
+        json!({"username": "dora", "role": "clinician", "service": true}),
+        json!({"username": "not a name", "role": "clinician"}),
+    ] {
+        refused(
+            &f.json(ADMIN, "POST", "/api/v1/users", bad).await,
+            400,
+            "bad-request",
+        );
+    }
+    let r = f
+        .call(
+            ADMIN,
+            "POST",
+            "/api/v1/users",
+            Some(("application/json", b"{not json".to_vec())),
+        )
+        .await;
+    refused(&r, 400, "bad-request");
+    // Not into an organisation the admin does not run.
+    refused(
+        &f.json(
+            ADMIN,
+            "POST",
+            "/api/v1/users",
+            json!({"username": "dora", "role": "clinician", "org": SOUTH}),
+        )
+        .await,
+        403,
+        "forbidden",
+    );
+    // A person: no password, a password link shown once.
+    let (s, v) = f
+        .json(
+            ADMIN,
+            "POST",
+            "/api/v1/users",
+            json!({"username": "Dora", "role": "clinician", "display_name": "Dr Dora"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["user"]["username"], "dora");
+    assert_eq!(v["user"]["has_password"], false);
+    let url = v["password_link"]["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with(&format!("{}/setup?token=", f.site.base_url())));
+    let token = url.split("token=").nth(1).unwrap().to_owned();
+    // The same username again: 409.
+    let again = f
+        .json(
+            ADMIN,
+            "POST",
+            "/api/v1/users",
+            json!({"username": "dora", "role": "clinician"}),
+        )
+        .await;
+    assert!(matches!(again.0, 400 | 409), "{:?}", again);
+    // The link sets the password and logs Dora in; then her password works.
+    let (s, v) = f
+        .json(
+            As::Nobody,
+            "POST",
+            "/api/v1/auth/setup",
+            json!({"token": token, "password": "dora's own password"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = f
+        .json(
+            As::Nobody,
+            "POST",
+            "/api/v1/auth/login",
+            json!({"username": "dora", "password": "dora's own password"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    // A second use of the link fails.
+    let (s, _) = f
+        .json(
+            As::Nobody,
+            "POST",
+            "/api/v1/auth/setup",
+            json!({"token": token, "password": "someone else's pw"}),
+        )
+        .await;
+    assert!((400..500).contains(&s));
+    // A service account: no link.
+    let (s, v) = f
+        .json(
+            ADMIN,
+            "POST",
+            "/api/v1/users",
+            json!({"username": "ct-gateway", "role": "service", "service": true}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert!(v["password_link"].is_null());
+
+    // Roles: set, refused for other organisations' users (404), bad role 400, empty 400.
+    let (s, v) = f
+        .json(
+            ADMIN,
+            "PATCH",
+            "/api/v1/users/dora",
+            json!({"role": "radiographer"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["user"]["memberships"][0]["role"], "radiographer");
+    refused(
+        &f.json(
+            ADMIN,
+            "PATCH",
+            "/api/v1/users/south-clinician",
+            json!({"role": "admin"}),
+        )
+        .await,
+        404,
+        "not-found",
+    );
+    refused(
+        &f.json(
+            ADMIN,
+            "PATCH",
+            "/api/v1/users/dora",
+            json!({"role": "king"}),
+        )
+        .await,
+        400,
+        "bad-request",
+    );
+    refused(
+        &f.json(ADMIN, "PATCH", "/api/v1/users/dora", json!({}))
+            .await,
+        400,
+        "bad-request",
+    );
+    // An administrator cannot disable themself.
+    refused(
+        &f.json(
+            ADMIN,
+            "PATCH",
+            "/api/v1/users/north-admin",
+            json!({"disabled": true}),
+        )
+        .await,
+        409,
+        "conflict",
+    );
+
+    // Tokens: create (secret once), it works, list (no secret), revoke, it stops working.
+    refused(
+        &f.json(
+            ADMIN,
+            "POST",
+            "/api/v1/tokens",
+            json!({"username": "dora", "role": "admin", "name": "too much"}),
+        )
+        .await,
+        403,
+        "forbidden",
+    );
+    refused(
+        &f.json(
+            ADMIN,
+            "POST",
+            "/api/v1/tokens",
+            json!({"username": "dora", "role": "radiographer", "name": "x", "ttl_days": 0}),
+        )
+        .await,
+        400,
+        "bad-request",
+    );
+    let (s, v) = f
+        .json(
+            ADMIN,
+            "POST",
+            "/api/v1/tokens",
+            json!({"username": "dora", "role": "radiographer", "name": "dora's script", "ttl_days": 30}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (id, text) = (
+        v["id"].as_str().unwrap().to_owned(),
+        v["token"].as_str().unwrap().to_owned(),
+    );
+    assert!(text.starts_with("vsl_"));
+    let (s, me) = f.get(As::Token(&text), "/api/v1/auth/me").await;
+    assert_eq!(s, 200);
+    assert_eq!(me["role"], "radiographer");
+    let (_, list) = f.get(ADMIN, "/api/v1/tokens").await;
+    let listed = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id.as_str())
+        .expect("listed")
+        .clone();
+    assert_eq!(listed["status"], "active");
+    assert!(
+        !list.to_string().contains(&text),
+        "the secret is shown once"
+    );
+    // South's admin cannot see or revoke it.
+    let south = As::Role(SOUTH, Role::Admin);
+    let (_, theirs) = f.get(south, "/api/v1/tokens").await;
+    assert!(!theirs.to_string().contains(&id));
+    refused(
+        &f.call(south, "DELETE", &format!("/api/v1/tokens/{id}"), None)
+            .await,
+        404,
+        "not-found",
+    );
+    let (s, _) = f
+        .call(ADMIN, "DELETE", &format!("/api/v1/tokens/{id}"), None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(f.get(As::Token(&text), "/api/v1/auth/me").await.0, 401);
+
+    // Disabling stops a user's tokens; enabling brings them back.
+    let (_, v) = f
+        .json(
+            ADMIN,
+            "POST",
+            "/api/v1/tokens",
+            json!({"username": "dora", "role": "radiographer", "name": "second"}),
+        )
+        .await;
+    let text = v["token"].as_str().unwrap().to_owned();
+    let (s, v) = f
+        .json(
+            ADMIN,
+            "PATCH",
+            "/api/v1/users/dora",
+            json!({"disabled": true}),
+        )
+        .await;
+    assert_eq!((s, &v["user"]["disabled"]), (200, &json!(true)));
+    assert_eq!(f.get(As::Token(&text), "/api/v1/auth/me").await.0, 401);
+    f.json(
+        ADMIN,
+        "PATCH",
+        "/api/v1/users/dora",
+        json!({"disabled": false}),
+    )
+    .await;
+    assert_eq!(f.get(As::Token(&text), "/api/v1/auth/me").await.0, 200);
+    // A password link for an existing person: the old password stops working.
+    let (s, v) = f
+        .call(ADMIN, "POST", "/api/v1/users/dora/password-link", None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        v["password_link"]["url"]
+            .as_str()
+            .unwrap()
+            .contains("/setup?token=")
+    );
+    let (s, _) = f
+        .json(
+            As::Nobody,
+            "POST",
+            "/api/v1/auth/login",
+            json!({"username": "dora", "password": "dora's own password"}),
+        )
+        .await;
+    assert_eq!(s, 401);
+    refused(
+        &f.call(
+            ADMIN,
+            "POST",
+            "/api/v1/users/ct-gateway/password-link",
+            None,
+        )
+        .await,
+        409,
+        "conflict",
+    );
+    // Everything above is on north's audit trail.
+    let (s, v) = f
+        .get(ADMIN, "/api/v1/audit/events?action=admin-change&limit=50")
+        .await;
+    assert_eq!(s, 200);
+    let changes: Vec<&str> = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["details"]["change"].as_str().unwrap_or(""))
+        .collect();
+    for c in ["membership-set", "user-disable", "user-enable"] {
+        assert!(changes.contains(&c), "{c} in {changes:?}");
+    }
+    f.stop().await;
+}
+
+/// A synthetic CT head slice (and an MR slice), as files.
+fn files(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+    let mut out = Vec::new();
+    for (seed, kind) in [(5, "ct-head"), (6, "mr-brain")] {
+        let mut opts = vesalius_synth::SynthOptions::new(seed);
+        opts.slices = 1;
+        opts.kinds = vec![kind.parse().expect("kind")];
+        let r = vesalius_synth::write_studies(&opts, &dir.join(kind)).expect("synth");
+        out.push(std::fs::read(&r.files[0]).expect("file"));
+    }
+    let mr = out.pop().unwrap();
+    (out.pop().unwrap(), mr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r6_route_test_audit_search_and_system() {
+    let f = Fixture::start().await;
+    let (ct, mr) = files(f._dir.path());
+    // A route of north's CT heads, and one of south's CT.
+    let (s, v) = f
+        .json(
+            ADMIN,
+            "PUT",
+            "/api/v1/routes/ct-head-out",
+            json!({"org": NORTH, "destinations": ["analysis:stroke"], "priority": 100,
+                   "matcher": {"modality": ["CT"], "time_of_day": "08:00-18:00"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, _) = f
+        .json(
+            As::Role(SOUTH, Role::Admin),
+            "PUT",
+            "/api/v1/routes/south-ct",
+            json!({"org": SOUTH, "destinations": ["analysis:other"], "matcher": {"modality": ["CT"]}}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let test = |body: Vec<u8>, query: &'static str| {
+        let f = &f;
+        async move {
+            f.call(
+                ADMIN,
+                "POST",
+                &format!("/api/v1/route-test{query}"),
+                Some(("application/dicom", body)),
+            )
+            .await
+        }
+    };
+    let (s, v) = test(ct.clone(), "?at=10:30").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["input"]["modality"], "CT");
+    assert_eq!(v["at"], "10:30");
+    let fired = v["fired"].as_array().unwrap();
+    assert_eq!(fired.len(), 1, "{v}: south's route is not north's admin's");
+    assert_eq!(fired[0]["route"], "ct-head-out");
+    assert_eq!(fired[0]["destinations"], json!(["analysis:stroke"]));
+    assert_eq!(fired[0]["priority"], 100);
+    // Outside its hours, an MR, another organisation's routes: nothing fires.
+    let (_, v) = test(ct.clone(), "?at=22:00").await;
+    assert_eq!(v["fired"], json!([]));
+    let (_, v) = test(mr, "?at=10:30").await;
+    assert_eq!(v["input"]["modality"], "MR");
+    assert_eq!(v["fired"], json!([]));
+    refused(&test(ct.clone(), "?org=south").await, 403, "forbidden");
+    // Bad input.
+    refused(&test(ct.clone(), "?at=25:00").await, 400, "bad-request");
+    refused(&test(ct.clone(), "?color=red").await, 400, "bad-request");
+    refused(
+        &test(b"not a dicom file at all".to_vec(), "").await,
+        400,
+        "invalid-dicom",
+    );
+    refused(&test(Vec::new(), "").await, 400, "invalid-dicom");
+
+    // The audit search: the route changes above, by user, by action; patients and studies.
+    let study_uid = {
+        // A stored study: its `store` event names the patient.
+        let ing = &f.site.storage.ingestor;
+        let mut spool = ing.spool().unwrap();
+        spool.write(&ct).unwrap();
+        let done = ing
+            .ingest(
+                spool.finish().unwrap(),
+                &vesalius_store::ingest::IngestContext {
+                    org: NORTH.into(),
+                    source: "test".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        done.instance.study_uid.clone()
+    };
+    // Read it as the clinician, so that someone "saw" it.
+    let (s, _) = f
+        .call(
+            CLINICIAN,
+            "GET",
+            &format!("/dicom-web/studies/{study_uid}/metadata"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    // Reads are audited in the background: wait for the event.
+    let path = format!("/api/v1/audit/events?study={study_uid}&user=north-clinician");
+    let mut tries = 0;
+    let (s, v) = loop {
+        let r = f.get(As::Role(NORTH, Role::Auditor), &path).await;
+        tries += 1;
+        if r.0 != 200 || !r.1["records"].as_array().is_some_and(|a| a.is_empty()) || tries > 50 {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(s, 200, "{v}");
+    let recs = v["records"].as_array().unwrap();
+    assert!(!recs.is_empty(), "{v}");
+    assert!(
+        recs.iter().all(
+            |r| r["study_uid"] == study_uid.as_str() && r["actor"]["name"] == "north-clinician"
+        )
+    );
+    // The patient the events name (the synthetic data's own ID).
+    let pid = recs
+        .iter()
+        .find_map(|r| r["patient"][1].as_str())
+        .expect("a patient named")
+        .to_owned();
+    let (s, v) = f
+        .get(ADMIN, &format!("/api/v1/audit/events?patient_id={pid}"))
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        v["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["action"] == "retrieve"),
+        "{v}"
+    );
+    // Time window: nothing before 1970 + 1 s.
+    let (_, v) = f.get(ADMIN, "/api/v1/audit/events?until_ms=1000").await;
+    assert_eq!(v["records"], json!([]));
+    // South's admin sees none of north's trail.
+    let (_, v) = f
+        .get(
+            As::Role(SOUTH, Role::Admin),
+            &format!("/api/v1/audit/events?study={study_uid}"),
+        )
+        .await;
+    assert_eq!(v["records"], json!([]));
+    refused(
+        &f.get(ADMIN, "/api/v1/audit/events?limit=many").await,
+        400,
+        "bad-request",
+    );
+    refused(
+        &f.get(ADMIN, "/api/v1/audit/events?issuer=X").await,
+        400,
+        "bad-request",
+    );
+    // The searches themselves are audited.
+    let (_, v) = f
+        .get(ADMIN, "/api/v1/audit/events?action=audit-search")
+        .await;
+    assert!(v["records"].as_array().unwrap().len() >= 3, "{v}");
+
+    // The system summary.
+    let (s, v) = f.get(ADMIN, "/api/v1/system").await;
+    assert_eq!(s, 200);
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["stats"]["instances"], 1);
+    assert!(v["disk"]["free_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(v["index"]["ok"], true);
+    f.stop().await;
+}
