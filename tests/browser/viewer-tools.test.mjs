@@ -235,8 +235,11 @@ for (const [name, options] of Object.entries(VIEWPORTS)) {
     await waitFor(page, 0, (d) => d.mode === 'coronal' && d.state === 'raw', null, 'coronal');
     for (const step of [0, 1]) {
       if (step) {
+        // Ten planes back: wait for the plane, not just a drawn image (the previous one is
+        // still 'raw' until the next frame paints).
+        const at = Number((await dataset(page)).slice);
         await page.keyboard.press('PageUp');
-        await waitFor(page, 0, (d) => d.state === 'raw', null, 'coronal moved');
+        await waitFor(page, 0, (d, a) => d.state === 'raw' && d.slice === String(a), at - 10, 'coronal moved');
       }
       const d = await dataset(page);
       const j = Number(d.slice) - 1; // the coronal plane holds the row index fixed
