@@ -98,6 +98,8 @@ async function ohif(study, throttle, shot) {
   const ctx = await context();
   const page = await ctx.newPage();
   await page.addInitScript(() => {
+    // The default buffer keeps 250 entries: fewer than the frames of a CT.
+    performance.setResourceTimingBufferSize(100000);
     window.__firstRendered = null;
     // Cornerstone dispatches it on the viewport element (not bubbling): a capturing listener
     // on the window sees it.
