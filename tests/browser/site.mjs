@@ -56,9 +56,13 @@ export class Site {
     s.base = await new Promise((ok, fail) => {
       const timer = setTimeout(() => fail(new Error('the server did not report its address in 60 s')), 60000);
       const lines = createInterface({ input: s.proc.stdout });
+      let base = null;
       lines.on('line', (line) => {
         const m = /DICOMweb\s+:\s+(http:\/\/127\.0\.0\.1:\d+)\/dicom-web/.exec(line);
-        if (m) { clearTimeout(timer); ok(m[1]); }
+        if (m) base = m[1];
+        // The fresh directory's first organisation is made after the addresses are printed:
+        // `admin` commands must wait for it (they failed with `no organisation "default"`).
+        if (base && /^\s*first start\s+:/.test(line)) { clearTimeout(timer); ok(base); }
       });
       s.proc.on('exit', (code) => fail(new Error(`the server exited (${code})`)));
     });

@@ -21,6 +21,7 @@ pub mod events;
 mod export;
 mod guest;
 mod inbox;
+mod key_images;
 mod links;
 pub mod oidc;
 pub mod pages;
@@ -174,6 +175,10 @@ pub fn access_router(
         .route("/api/v1/inbox/studies/{study}", delete(inbox::reject))
         .route("/api/v1/inbox/studies/{study}/accept", post(inbox::accept))
         .route("/api/v1/studies/{study}/link-patient", post(patients::link))
+        .route(
+            "/api/v1/studies/{study}/key-images",
+            post(key_images::create),
+        )
         .route("/api/v1/patients/merge", post(patients::merge))
         .route("/api/v1/patients/split", post(patients::split))
         .route(

@@ -55,6 +55,14 @@ const ASSETS: &[(&str, &[u8])] = &[
     ("js/worklist.js", include_bytes!("../assets/js/worklist.js")),
     ("js/viewer.js", include_bytes!("../assets/js/viewer.js")),
     ("js/pixels.js", include_bytes!("../assets/js/pixels.js")),
+    ("js/viewport.js", include_bytes!("../assets/js/viewport.js")),
+    ("js/volume.js", include_bytes!("../assets/js/volume.js")),
+    ("js/measure.js", include_bytes!("../assets/js/measure.js")),
+    (
+        "js/keyimages.js",
+        include_bytes!("../assets/js/keyimages.js"),
+    ),
+    ("viewer.css", include_bytes!("../assets/viewer.css")),
     // The admin console (issue 6), loaded by `main.js` on `/admin` only.
     ("admin.css", include_bytes!("../assets/admin.css")),
     (

@@ -137,6 +137,9 @@ fn body(route: &Route, aim: &Aim, n: usize) -> (Option<String>, Vec<u8>) {
         ("POST", "/api/v1/studies/{study}/link-patient") => {
             json(serde_json::json!({"issuer": "MATRIX", "patient_id": format!("LINK-{n}")}))
         }
+        ("POST", "/api/v1/studies/{study}/key-images") => {
+            json(serde_json::json!({"instances": [aim.sop], "description": format!("matrix {n}")}))
+        }
         ("POST", "/api/v1/patients/merge") => {
             let (issuer, pid) = aim
                 .study_ref

@@ -795,6 +795,15 @@ pub const ROUTES: &[Route] = &[
         Change,
         &["patient-link"],
     ),
+    // Key images (issue 6): a Key Object Selection Document in a new series of the study.
+    r(
+        "POST",
+        "/api/v1/studies/{study}/key-images",
+        Study,
+        OnStudy(Annotate),
+        Change,
+        &["key-images"],
+    ),
     r(
         "POST",
         "/api/v1/patients/merge",
