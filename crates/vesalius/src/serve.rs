@@ -375,6 +375,10 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
         .await
         .with_context(|| format!("binding HTTP {}", cfg.http.addr))?;
     let stats = storage.ingestor.index().stats().await?;
+    // Issue 4: an empty directory gets its first organisation and administrator, whose password
+    // is set through a one-time link. Made before the addresses are printed: whoever waits for
+    // them (a test, a script) may then use the organisation at once.
+    let first_start = storage.auth.first_start(None).await?;
     println!("Vesalius {}", env!("CARGO_PKG_VERSION"));
     println!("  data directory : {}", cfg.storage.data_dir.display());
     println!(
@@ -423,9 +427,7 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
         "  web app        : {scheme}://{}/worklist",
         http.local_addr()?
     );
-    // Issue 4: an empty directory gets its first organisation and administrator, whose password
-    // is set through a one-time link.
-    if let Some(link) = storage.auth.first_start(None).await? {
+    if let Some(link) = first_start {
         println!(
             "  first start    : set the password of {:?} (organisation {:?}) at {scheme}://{}{}",
             link.username,
