@@ -11,8 +11,6 @@ import { ApiError, logout, me, setCsrf } from './api.js';
 import { clear, h } from './dom.js';
 import { worklist } from './worklist.js';
 import { viewer } from './viewer.js';
-import { uploadPage } from './upload.js';
-import { sharePage } from './share.js';
 
 const app = document.getElementById('app');
 
@@ -51,8 +49,15 @@ function invokeImageDisplay(q) {
 
 async function boot() {
   // Guest pages (issue 6) need no session: the server answered the shell after checking the link.
-  if (/^\/upload\/[^/]+\/[^/]+\/?$/.test(location.pathname)) return uploadPage(app);
-  if (/^\/s\/[^/]+\/?$/.test(location.pathname)) return sharePage(app);
+  // The link pages load their modules only there (the worklist and viewer never need them).
+  if (/^\/upload\/[^/]+\/[^/]+\/?$/.test(location.pathname)) {
+    const { uploadPage } = await import('./upload.js');
+    return uploadPage(app);
+  }
+  if (/^\/s\/[^/]+\/?$/.test(location.pathname)) {
+    const { sharePage } = await import('./share.js');
+    return sharePage(app);
+  }
   let who;
   try {
     who = await me();
