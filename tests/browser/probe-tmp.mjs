@@ -15,12 +15,22 @@ try {
     const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     await ctx.request.post(`${site.base}/api/v1/auth/login`, { data: { username: 'alice', password: PASSWORD } });
     const page = await ctx.newPage();
+    const cdp = await ctx.newCDPSession(page);
+    await cdp.send('Profiler.enable');
+    await cdp.send('Profiler.setSamplingInterval', { interval: 200 });
+    await cdp.send('Profiler.start');
     await page.goto(`${site.base}/view/${study}`, { waitUntil: 'commit' });
     const first = await page.waitForFunction(() => ['rendered', 'raw'].includes(document.getElementById('view')?.dataset.state) && performance.now(), null, { polling: 'raf', timeout: 60000 }).then((h) => h.jsonValue());
-    const entries = await page.evaluate(() => performance.getEntriesByType('resource').map((e) => [e.name.replace(location.origin, '').slice(0, 90), Math.round(e.startTime), Math.round(e.responseStart), Math.round(e.responseEnd), e.transferSize]));
-    const nav = await page.evaluate(() => { const n = performance.getEntriesByType('navigation')[0]; return [Math.round(n.responseEnd), Math.round(n.domContentLoadedEventEnd)]; });
-    console.log(`run ${i}: first ${Math.round(first)} nav`, nav);
-    for (const e of entries.filter((e) => e[1] < first + 50).slice(0, 30)) console.log('  ', e.join(' '));
+    const { profile } = await cdp.send('Profiler.stop');
+    const self = new Map();
+    const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+    const dt = profile.timeDeltas; let total = 0;
+    const counts = new Map();
+    for (let k = 0; k < profile.samples.length; k++) { counts.set(profile.samples[k], (counts.get(profile.samples[k]) || 0) + dt[k]); total += dt[k]; }
+    for (const [id, us] of counts) { const n = byId.get(id); const key = `${n.callFrame.functionName || '(anon)'} ${n.callFrame.url.split('/').pop()}:${n.callFrame.lineNumber}`; self.set(key, (self.get(key) || 0) + us); }
+    const top = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 15);
+    console.log(`run ${i}: first ${Math.round(first)} ms, profiled ${Math.round(total / 1000)} ms`);
+    for (const [k, us] of top) console.log(`   ${(us / 1000).toFixed(1)} ms  ${k}`);
     await ctx.close();
   }
 } finally { await browser.close(); await site.stop(); }
