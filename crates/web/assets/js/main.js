@@ -7,7 +7,7 @@
 //   /upload/{id}/{secret}   a guest upload link's page (no session: the link is the credential)
 //   /s/{id}                 a share link's viewer (no session: the link's pass cookie)
 
-import { ApiError, logout, me, setCsrf } from './api.js';
+import { ApiError, logout, me, prefetch, setCsrf } from './api.js';
 import { clear, h } from './dom.js';
 import { worklist } from './worklist.js';
 import { viewer } from './viewer.js';
@@ -57,6 +57,11 @@ async function boot() {
   if (/^\/s\/[^/]+\/?$/.test(location.pathname)) {
     const { sharePage } = await import('./share.js');
     return sharePage(app);
+  }
+  // The viewer's first question (the study's series) goes out with the session check.
+  const viewing = /^\/view\/([^/]+)$/.exec(location.pathname);
+  if (viewing && !new URLSearchParams(location.search).get('peer')) {
+    prefetch(`/dicom-web/studies/${encodeURIComponent(decodeURIComponent(viewing[1]))}/series`, 'application/dicom+json');
   }
   let who;
   try {

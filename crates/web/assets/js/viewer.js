@@ -325,9 +325,19 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     vp.show(s, idx);
     const first = s.slices[vp.idx];
     if (!s.rendered.has(keyOf(first)) && !s.frames.has(keyOf(first))) {
-      fetchRendered(s, first).then((bmp) => { s.rendered.set(keyOf(first), bmp); schedule(); }, () => {});
+      // The raw frames start once the rendering is drawn (or failed, or late): decoding them
+      // would otherwise hold up the page while the first image is on its way.
+      let started = false;
+      const start = () => { if (!started) { started = true; pump(s); } };
+      setTimeout(start, 250);
+      fetchRendered(s, first).then((bmp) => {
+        s.rendered.set(keyOf(first), bmp);
+        schedule();
+        requestAnimationFrame(start);
+      }, start);
+    } else {
+      pump(s);
     }
-    pump(s);
     schedule();
   }
 
