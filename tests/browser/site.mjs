@@ -8,12 +8,29 @@ import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const ROOT = resolve(here, '../..');
 export const BIN = process.env.VESALIUS_BIN || join(ROOT, 'target/debug/vesalius');
 const PYTHON = process.env.VESALIUS_PYTHON || join(ROOT, '.venv/bin/python');
 export const PASSWORD = 'correct horse battery staple';
+
+/** Debian's Chromium (never a downloaded browser), headless, with the flags every test uses. */
+export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--no-first-run'];
+
+/** The two viewports every page is tested in: a desktop and a phone (touch). */
+export const VIEWPORTS = {
+  desktop: { viewport: { width: 1280, height: 800 } },
+  phone: { viewport: { width: 390, height: 844 }, deviceScaleFactor: 3, isMobile: true, hasTouch: true },
+};
+
+/** Starts the browser. */
+export function launch() {
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+}
 
 /** Screenshots and logs go here (never committed): `target/browser-artifacts` by default. */
 export const ARTIFACTS = process.env.VESALIUS_ARTIFACTS || join(ROOT, 'target/browser-artifacts');

@@ -21,18 +21,10 @@ import { spawn, execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { chromium } from 'playwright-core';
-import { ARTIFACTS, ROOT, Site, synth } from './site.mjs';
+import { ARTIFACTS, ROOT, Site, synth, launch, VIEWPORTS } from './site.mjs';
 import { readZip } from '../../crates/web/assets/js/unzip.js';
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const PYTHON = process.env.VESALIUS_PYTHON || join(ROOT, '.venv/bin/python');
-const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--no-first-run'];
-const VIEWPORTS = {
-  desktop: { viewport: { width: 1280, height: 800 } },
-  phone: { viewport: { width: 390, height: 844 }, deviceScaleFactor: 3, isMobile: true, hasTouch: true },
-};
 
 let site, browser, token, shared, proxy, otherStudy;
 const sha = (b) => createHash('sha256').update(b).digest('hex');
@@ -81,7 +73,7 @@ before(async () => {
   otherStudy = Object.values(synth(join(site.tmp, 'other'), 9, 2).images)[0].study;
   site.import(join(site.tmp, 'other'));
   token = site.token;
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+  browser = await launch();
   proxy = await startProxy(site.base.replace('http://', ''));
 });
 

@@ -11,18 +11,10 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
-import { ARTIFACTS, PASSWORD, ROOT, Site, synth } from './site.mjs';
+import { ARTIFACTS, PASSWORD, ROOT, Site, synth, launch, VIEWPORTS } from './site.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const PYTHON = process.env.VESALIUS_PYTHON || join(ROOT, '.venv/bin/python');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--no-first-run'];
-const VIEWPORTS = {
-  desktop: { viewport: { width: 1280, height: 800 } },
-  phone: { viewport: { width: 390, height: 844 }, deviceScaleFactor: 3, isMobile: true, hasTouch: true },
-};
 const KO_CLASS = '1.2.840.10008.5.1.4.1.1.88.59';
 const SLICES = 24;
 
@@ -49,7 +41,7 @@ before(async () => {
   const [n, rows, cols] = info.shape;
   vol = { ...info, n, rows, cols, data: new Int16Array(buf.buffer, buf.byteOffset, n * rows * cols) };
   vol.at = (k, j, i) => vol.data[(k * rows + j) * cols + i];
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+  browser = await launch();
 });
 
 after(async () => {
