@@ -12,17 +12,9 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { ARTIFACTS, PASSWORD, Site, synth } from './site.mjs';
+import { ARTIFACTS, PASSWORD, Site, synth, launch, VIEWPORTS } from './site.mjs';
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const STORESCP = process.env.STORESCP || '/usr/bin/storescp';
-const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--no-first-run'];
-const VIEWPORTS = {
-  desktop: { viewport: { width: 1280, height: 800 } },
-  phone: { viewport: { width: 390, height: 844 }, deviceScaleFactor: 3, isMobile: true, hasTouch: true },
-};
 
 let hub;
 let spoke;
@@ -57,7 +49,7 @@ before(async () => {
   const out = mkdtempSync(join(hub.tmp, 'storescp-'));
   storescp = spawn(STORESCP, ['-aet', 'STORESCP', '-od', out, String(storePort)], { stdio: 'ignore' });
   await new Promise((r) => setTimeout(r, 300));
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+  browser = await launch();
 });
 
 after(async () => {

@@ -21,8 +21,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { ARTIFACTS, PASSWORD, ROOT, Site, BIN } from './site.mjs';
+import { ARTIFACTS, PASSWORD, ROOT, Site, BIN, launch } from './site.mjs';
 
 const env = (k, d) => (process.env[k] === undefined || process.env[k] === '' ? d : Number(process.env[k]));
 const SLICES = env('BENCH_SLICES', 300);
@@ -33,14 +32,12 @@ const DIST = process.env.VESALIUS_OHIF_DIST || join(ROOT, 'target/ohif/dist');
 const WITH_OHIF = env('BENCH_OHIF', 1) === 1 && existsSync(join(DIST, 'index.html'));
 const SHOTS = process.env.BENCH_SHOTS || join(ARTIFACTS, 'bench-viewer');
 const MOBILE = { offline: false, latency: 40, downloadThroughput: 10e6 / 8, uploadThroughput: 10e6 / 8 };
-const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--no-first-run'];
 
 mkdirSync(SHOTS, { recursive: true });
 if (WITH_OHIF) process.env.VESALIUS__WEB__OHIF_DIR = DIST;
 const site = await Site.start();
 delete process.env.VESALIUS__WEB__OHIF_DIR;
-const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true, args: FLAGS });
+const browser = await launch();
 
 /** One study per repetition (so that no server-side cache is warm for the first viewer). */
 function studies(n) {

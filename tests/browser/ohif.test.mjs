@@ -9,12 +9,8 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { ARTIFACTS, PASSWORD, ROOT, Site, synth } from './site.mjs';
+import { ARTIFACTS, PASSWORD, ROOT, Site, synth, launch } from './site.mjs';
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--no-first-run'];
 const DIST = process.env.VESALIUS_OHIF_DIST || join(ROOT, 'target/ohif/dist');
 
 let site;
@@ -33,7 +29,7 @@ before(async () => {
   const ct = synth(join(site.tmp, 'ct'), 11, 24);
   site.import(ct.dir);
   study = Object.values(ct.images)[0].study;
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+  browser = await launch();
 });
 
 after(async () => {

@@ -5,12 +5,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { ARTIFACTS, PASSWORD, Site, synth } from './site.mjs';
+import { ARTIFACTS, PASSWORD, Site, synth, launch } from './site.mjs';
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--no-first-run'];
 
 let site;
 let browser;
@@ -22,7 +18,7 @@ before(async () => {
   const ct = synth(join(site.tmp, 'ct'), 5, 6);
   site.import(ct.dir);
   study = Object.values(ct.images)[0].study;
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+  browser = await launch();
 });
 
 after(async () => {

@@ -8,12 +8,29 @@ import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const ROOT = resolve(here, '../..');
 export const BIN = process.env.VESALIUS_BIN || join(ROOT, 'target/debug/vesalius');
 const PYTHON = process.env.VESALIUS_PYTHON || join(ROOT, '.venv/bin/python');
 export const PASSWORD = 'correct horse battery staple';
+
+/** Debian's Chromium (never a downloaded browser), headless, with the flags every test uses. */
+export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--no-first-run'];
+
+/** The two viewports every page is tested in: a desktop and a phone (touch). */
+export const VIEWPORTS = {
+  desktop: { viewport: { width: 1280, height: 800 } },
+  phone: { viewport: { width: 390, height: 844 }, deviceScaleFactor: 3, isMobile: true, hasTouch: true },
+};
+
+/** Starts the browser. */
+export function launch() {
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+}
 
 /** Screenshots and logs go here (never committed): `target/browser-artifacts` by default. */
 export const ARTIFACTS = process.env.VESALIUS_ARTIFACTS || join(ROOT, 'target/browser-artifacts');
@@ -56,9 +73,13 @@ export class Site {
     s.base = await new Promise((ok, fail) => {
       const timer = setTimeout(() => fail(new Error('the server did not report its address in 60 s')), 60000);
       const lines = createInterface({ input: s.proc.stdout });
+      let base = null;
       lines.on('line', (line) => {
         const m = /DICOMweb\s+:\s+(http:\/\/127\.0\.0\.1:\d+)\/dicom-web/.exec(line);
-        if (m) { clearTimeout(timer); ok(m[1]); }
+        if (m) base = m[1];
+        // The fresh directory's first organisation is made after the addresses are printed:
+        // `admin` commands must wait for it (they failed with `no organisation "default"`).
+        if (base && /^\s*first start\s+:/.test(line)) { clearTimeout(timer); ok(base); }
       });
       s.proc.on('exit', (code) => fail(new Error(`the server exited (${code})`)));
     });

@@ -6,16 +6,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { ARTIFACTS, PASSWORD, Site, synth } from './site.mjs';
+import { ARTIFACTS, PASSWORD, Site, synth, launch, VIEWPORTS } from './site.mjs';
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--no-first-run'];
-const VIEWPORTS = {
-  desktop: { viewport: { width: 1280, height: 800 } },
-  phone: { viewport: { width: 390, height: 844 }, deviceScaleFactor: 3, isMobile: true, hasTouch: true },
-};
 
 /** The linear VOI function of PS3.3 C.11.2.1.2.1 to 0..255, written here again on purpose. */
 function linearVoi(x, c, w) {
@@ -38,7 +30,7 @@ before(async () => {
   ct = synth(join(site.tmp, 'ct'), 7, 24);
   site.import(ct.dir);
   study = Object.values(ct.images)[0].study;
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+  browser = await launch();
 });
 
 after(async () => {

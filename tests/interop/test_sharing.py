@@ -125,7 +125,12 @@ def test_share_link_with_passcode_views_downloads_and_is_revoked(site):
     s, r = open_link(link["url"], passcode="4711")
     assert r.status_code == 303 and r.headers["Location"] == f"/s/{link['id']}", r.text
     assert "HttpOnly" in r.headers["Set-Cookie"] and "SameSite=Strict" in r.headers["Set-Cookie"]
-    page = s.get(f"{base}/s/{link['id']}")
+    # The web app's viewer page (issue 6), and the script-less page of rendered images.
+    app = s.get(f"{base}/s/{link['id']}")
+    assert app.status_code == 200 and "/js/main.js" in app.text, app.text[:500]
+    info = s.get(f"{base}/s/{link['id']}/info").json()
+    assert info["study_uid"] == study and info["allow_download"] is True
+    page = s.get(f"{base}/s/{link['id']}/images")
     assert page.status_code == 200 and "/rendered" in page.text, page.text[:500]
     img = page.text.split("<img loading=lazy src='", 1)[1].split("'", 1)[0]
     r = s.get(base + img)
@@ -148,6 +153,7 @@ def test_share_link_with_passcode_views_downloads_and_is_revoked(site):
     r = nclin.delete(f"{base}/api/v1/share-links/{link['id']}")
     assert r.status_code == 200, r.text
     assert s.get(f"{base}/s/{link['id']}").status_code == 401
+    assert s.get(f"{base}/s/{link['id']}/info").status_code == 401
     assert s.get(base + img).status_code == 401
     s2, r = open_link(link["url"], passcode="4711")
     assert r.status_code in (401, 403, 410) and "withdrawn" in r.text
@@ -200,7 +206,12 @@ def test_guest_upload_quarantine_reconcile_accept_and_reject(site, tmp_path):
     assert r.status_code == 201, r.text
     up = r.json()
     assert up["token"].startswith("vsu_") and "<svg" in up["qr_svg"]
+    # The web app's upload page (issue 6), its link details, and the script-less form.
     page = requests.get(up["url"])
+    assert page.status_code == 200 and "/js/main.js" in page.text, page.text[:300]
+    info = requests.get(up["url"] + "/info").json()
+    assert info["label"] == "for Dr X, neurosurgery" and info["remaining_bytes"] == size * 2 + 4096
+    page = requests.get(up["url"] + "?basic")
     assert page.status_code == 200 and "for Dr X, neurosurgery" in page.text and "<form" in page.text
 
     # A guest sends the MR study by STOW-RS with the link's token (the MR's own patient ID).

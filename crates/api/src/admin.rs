@@ -73,6 +73,8 @@ pub fn router(auth: Arc<Authenticator>, ingestor: Arc<Ingestor>, options: ApiOpt
             auth,
             ingestor,
             options,
+            // The console's routes upload nothing (the resumable uploads are `access_router`'s).
+            uploads: Arc::new(crate::uploads::Uploads::open(None)),
         })
 }
 

@@ -2,8 +2,9 @@
 //! organisation's quarantine inbox from a browser, no account needed. (STOW-RS clients use the
 //! link's bearer token on `/dicom-web/studies` instead; both land in the same inbox.)
 //!
-//! - `GET /upload/{id}/{secret}`: a form (no script) with the link's label and what it still
-//!   accepts.
+//! - `GET /upload/{id}/{secret}`: the web app's upload page (issue 6, when the server has the
+//!   app: `ApiOptions::app_shell`), which sends files in resumable chunks (`uploads.rs`); else,
+//!   and with `?basic`, a form (no script) with the link's label and what it still accepts.
 //! - `POST /upload/{id}/{secret}` (`multipart/form-data`, field `files`, Part 10 files): the
 //!   declared `Content-Length` must fit the link's remaining allowance (refused before the body
 //!   is read); each file is streamed to the spool and ingested into the inbox; the bytes are
@@ -51,6 +52,7 @@ pub(crate) async fn form(
     ci: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Path((id, secret)): Path<(String, String)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
     let (src, ua) = (source(&ci), agent(&headers).to_owned());
     if let Err(e) = sv
@@ -59,6 +61,15 @@ pub(crate) async fn form(
         .await
     {
         return refused(e);
+    }
+    if let Some(shell) = sv.options.app_shell
+        && query.as_deref() != Some("basic")
+    {
+        return (
+            [(header::CACHE_CONTROL, "no-store")],
+            axum::response::Html(shell()),
+        )
+            .into_response();
     }
     let Ok(Some(link)) = sv.auth.directory().upload_link(&id).await else {
         return page_status(StatusCode::NOT_FOUND, "Send images", "<p>Not found.</p>");

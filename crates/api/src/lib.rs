@@ -22,6 +22,7 @@ pub mod events;
 mod export;
 mod guest;
 mod inbox;
+mod key_images;
 mod links;
 pub mod oidc;
 pub mod pages;
@@ -29,6 +30,7 @@ mod patients;
 mod privacy;
 pub mod session;
 mod share;
+pub mod uploads;
 
 use std::sync::Arc;
 
@@ -121,6 +123,13 @@ pub struct ApiOptions {
     pub public_base_url: Option<String>,
     /// The label of the OpenID Connect login button on `/login`, when the site has a provider.
     pub oidc_button: Option<String>,
+    /// Where resumable guest uploads keep their partial files (issue 6, `uploads.rs`):
+    /// `{data_dir}/uploads` in `vesalius serve`; without it that API answers 503.
+    pub upload_dir: Option<std::path::PathBuf>,
+    /// The web app's shell page (issue 6), answered by `GET /upload/{id}/{secret}` and
+    /// `GET /s/{id}` once the link is checked, so the app's upload and share pages run there;
+    /// without it those addresses answer the server-rendered pages of issue 4.
+    pub app_shell: Option<fn() -> &'static str>,
 }
 
 /// What the access-control endpoints work with.
@@ -129,6 +138,7 @@ pub(crate) struct Services {
     pub(crate) auth: Arc<vesalius_auth::Authenticator>,
     pub(crate) ingestor: Arc<Ingestor>,
     pub(crate) options: ApiOptions,
+    pub(crate) uploads: Arc<uploads::Uploads>,
 }
 
 /// The routes of issue 4 beyond login: share links and their pages, guest upload links and
@@ -144,6 +154,7 @@ pub fn access_router(
     let sv = Services {
         auth: auth.clone(),
         ingestor,
+        uploads: Arc::new(uploads::Uploads::open(options.upload_dir.clone())),
         options,
     };
     axum::Router::new()
@@ -165,6 +176,10 @@ pub fn access_router(
         .route("/api/v1/inbox/studies/{study}", delete(inbox::reject))
         .route("/api/v1/inbox/studies/{study}/accept", post(inbox::accept))
         .route("/api/v1/studies/{study}/link-patient", post(patients::link))
+        .route(
+            "/api/v1/studies/{study}/key-images",
+            post(key_images::create),
+        )
         .route("/api/v1/patients/merge", post(patients::merge))
         .route("/api/v1/patients/split", post(patients::split))
         .route(
@@ -179,6 +194,8 @@ pub fn access_router(
         .route("/api/v1/studies/{study}/archive", get(export::archive))
         .route("/api/v1/studies/{study}/export", post(export::export))
         .route("/s/{id}", get(share::view))
+        .route("/s/{id}/images", get(share::images))
+        .route("/s/{id}/info", get(share::info))
         .route("/s/{id}/download", get(share::download))
         .route(
             "/s/{id}/{secret}",
@@ -187,6 +204,21 @@ pub fn access_router(
         .route(
             "/upload/{id}/{secret}",
             get(guest::form).post(guest::upload),
+        )
+        .route("/api/v1/uploads", post(uploads::user_create))
+        .route(
+            "/api/v1/uploads/{upload}",
+            get(uploads::user_status)
+                .patch(uploads::user_append)
+                .delete(uploads::user_cancel),
+        )
+        .route("/upload/{id}/{secret}/info", get(uploads::info))
+        .route("/upload/{id}/{secret}/files", post(uploads::create))
+        .route(
+            "/upload/{id}/{secret}/files/{upload}",
+            get(uploads::status)
+                .patch(uploads::append)
+                .delete(uploads::cancel),
         )
         .with_state(sv)
         .merge(pages::router(auth, sv_oidc))

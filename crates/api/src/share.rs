@@ -4,9 +4,13 @@
 //!   with a check shows a form (`POST` to the same URL). A successful open sets the
 //!   `vesalius_link` pass cookie (2 h at most, never past the link's expiry; revoking the link
 //!   ends it) and redirects to the viewer page.
-//! - `GET /s/{id}`: the study's series with their images (server-rendered JPEGs from
-//!   `/dicom-web/…/rendered`, which the pass opens for this one study only), and a download
-//!   button when the link allows download.
+//! - `GET /s/{id}`: with the web app (`ApiOptions::app_shell`, issue 6) its share page: the
+//!   app's viewer on this one study (DICOMweb, which the pass opens for this study only), and a
+//!   download button when the link allows download. Without the app, the page below.
+//! - `GET /s/{id}/images`: the study's series with their images (server-rendered JPEGs from
+//!   `/dicom-web/…/rendered`), and a download button when allowed: no script.
+//! - `GET /s/{id}/info`: `{"study_uid", "allow_download", "expires_ms", "download_url"}` for
+//!   the app's share page.
 //! - `GET /s/{id}/download`: the study as a zip (audited `export`).
 //!
 //! Wrong passcodes and birth dates are counted per link and lock it ([`Authenticator`]); every
@@ -195,8 +199,57 @@ fn no_pass() -> Response {
     )
 }
 
-/// `GET /s/{id}`: the viewer page.
+/// `GET /s/{id}`: the app's share page, or the page of images without the app.
 pub(crate) async fn view(
+    State(sv): State<Services>,
+    caller: Option<Extension<Caller>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let Some(shell) = sv.options.app_shell else {
+        return images(State(sv), caller, Path(id)).await;
+    };
+    if link_caller(caller, &id).is_none() {
+        return Ok(no_pass());
+    }
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::response::Html(shell()),
+    )
+        .into_response())
+}
+
+/// `GET /s/{id}/info`: what the app's share page needs (JSON).
+pub(crate) async fn info(
+    State(sv): State<Services>,
+    caller: Option<Extension<Caller>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let Some((_, study, download)) = link_caller(caller, &id) else {
+        return Err(ApiError::new(
+            vesalius_core::ErrorKind::Unauthorized,
+            "open the full link you were given (it may have expired)",
+        ));
+    };
+    let expires = sv
+        .auth
+        .directory()
+        .share_link(&id)
+        .await?
+        .map(|l| l.expires_ms);
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(serde_json::json!({
+            "study_uid": study,
+            "allow_download": download,
+            "expires_ms": expires,
+            "download_url": download.then(|| format!("/s/{id}/download")),
+        })),
+    )
+        .into_response())
+}
+
+/// `GET /s/{id}/images`: the page of server-rendered images (no script).
+pub(crate) async fn images(
     State(sv): State<Services>,
     caller: Option<Extension<Caller>>,
     Path(id): Path<String>,

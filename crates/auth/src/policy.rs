@@ -73,11 +73,15 @@ pub enum Action {
     /// identity to the local record, accept it into the archive or reject it; and link, merge
     /// and split the patients of the organisation's studies (issue 5, `api::patients`).
     Reconcile,
+    /// Add objects that annotate a study of the organisation to it, as new series: key-image
+    /// documents (Key Object Selection, issue 6), later presentation states. Never on another
+    /// organisation's study (grants do not give it).
+    Annotate,
 }
 
 impl Action {
     /// Every action, in declaration order.
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 13] = [
         Action::Query,
         Action::Retrieve,
         Action::Store,
@@ -90,6 +94,7 @@ impl Action {
         Action::BreakGlass,
         Action::Upload,
         Action::Reconcile,
+        Action::Annotate,
     ];
 
     /// The kebab-case name (also the audit `action` of the corresponding event where one fits).
@@ -107,6 +112,7 @@ impl Action {
             Action::BreakGlass => "break-glass",
             Action::Upload => "upload",
             Action::Reconcile => "reconcile",
+            Action::Annotate => "annotate",
         }
     }
 
@@ -307,6 +313,7 @@ pub fn rights(role: Role) -> RoleRights {
                 ManageOrg,
                 ReadAudit,
                 Reconcile,
+                Annotate,
             ],
             granted: &[Query, Retrieve, Export],
             org_grants: true,
@@ -320,13 +327,14 @@ pub fn rights(role: Role) -> RoleRights {
                 CreateShareLink,
                 CreateUploadLink,
                 Reconcile,
+                Annotate,
             ],
             granted: &[Query, Retrieve, Export],
             org_grants: true,
             break_glass: true,
         },
         Role::Radiographer => RoleRights {
-            own: &[Query, Retrieve, Store, Reconcile],
+            own: &[Query, Retrieve, Store, Reconcile, Annotate],
             granted: &[],
             org_grants: false,
             break_glass: false,

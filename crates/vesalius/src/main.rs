@@ -25,6 +25,8 @@ mod site;
 mod syslog;
 mod tls;
 mod transfers;
+#[cfg(test)]
+mod uploads_tests;
 
 use std::path::PathBuf;
 

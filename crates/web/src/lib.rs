@@ -57,6 +57,14 @@ const ASSETS: &[(&str, &[u8])] = &[
     ("js/alerts.js", include_bytes!("../assets/js/alerts.js")),
     ("js/viewer.js", include_bytes!("../assets/js/viewer.js")),
     ("js/pixels.js", include_bytes!("../assets/js/pixels.js")),
+    ("js/viewport.js", include_bytes!("../assets/js/viewport.js")),
+    ("js/volume.js", include_bytes!("../assets/js/volume.js")),
+    ("js/measure.js", include_bytes!("../assets/js/measure.js")),
+    (
+        "js/keyimages.js",
+        include_bytes!("../assets/js/keyimages.js"),
+    ),
+    ("viewer.css", include_bytes!("../assets/viewer.css")),
     // The admin console (issue 6), loaded by `main.js` on `/admin` only.
     ("admin.css", include_bytes!("../assets/admin.css")),
     (
@@ -76,6 +84,15 @@ const ASSETS: &[(&str, &[u8])] = &[
         "js/admin/records.js",
         include_bytes!("../assets/js/admin/records.js"),
     ),
+    // Issue 6: the guest upload and share-link pages.
+    ("guest.css", include_bytes!("../assets/guest.css")),
+    ("js/upload.js", include_bytes!("../assets/js/upload.js")),
+    (
+        "js/dicomscan.js",
+        include_bytes!("../assets/js/dicomscan.js"),
+    ),
+    ("js/unzip.js", include_bytes!("../assets/js/unzip.js")),
+    ("js/share.js", include_bytes!("../assets/js/share.js")),
 ];
 
 /// Client routes answered with the shell (besides `/view/{study}`).
@@ -107,6 +124,12 @@ pub fn version() -> &'static str {
 fn shell_html() -> &'static str {
     static S: OnceLock<String> = OnceLock::new();
     S.get_or_init(|| SHELL.replace("{{V}}", version()))
+}
+
+/// The shell page with the asset version filled in: the API answers it at the guest upload and
+/// share-link addresses once it has checked the link (`vesalius_api::ApiOptions::app_shell`).
+pub fn shell_page() -> &'static str {
+    shell_html()
 }
 
 /// Whether `path` is the app's (its shell routes and assets), served without credentials.
@@ -373,7 +396,10 @@ mod tests {
         for (file, ty) in [
             ("js/main.js", "text/javascript; charset=utf-8"),
             ("js/pixels.js", "text/javascript; charset=utf-8"),
+            ("js/upload.js", "text/javascript; charset=utf-8"),
+            ("js/dicomscan.js", "text/javascript; charset=utf-8"),
             ("app.css", "text/css; charset=utf-8"),
+            ("guest.css", "text/css; charset=utf-8"),
             ("pages.css", "text/css; charset=utf-8"),
             ("alerts.css", "text/css; charset=utf-8"),
             ("js/alerts.js", "text/javascript; charset=utf-8"),

@@ -397,6 +397,7 @@ fn peers_store_into_their_org_and_read_only_when_allowed() {
             Action::BreakGlass,
             Action::Upload,
             Action::Reconcile,
+            Action::Annotate,
         ] {
             assert!(!ok(p, a, &own) && !ok(p, a, &Resource::org("a")), "{a:?}");
             assert!(!ok(p, a, &Resource::Site), "{a:?}");

@@ -12,7 +12,7 @@ use super::fixture::{GHOST_ORG, GHOST_UID, ORG_A, Placed, Sample, Site};
 use super::judge::{effects, judge, leaks};
 use super::report::{Cell, Matrix};
 use super::request::send;
-use super::routes::{Need, ROUTES, Route, Scope};
+use super::routes::{Need, ROUTES, Route, Scope, Shows};
 
 /// Who sends a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -407,7 +407,10 @@ async fn aim(site: &Site, links: &Links, route: &Route, target: Target, cred: &C
             }
         }
         Scope::None => {
-            let fresh = (matches!(route.need, Need::Ingest | Need::Caller(Action::Store))
+            // Routes that only have to be served (issue 6's resumable uploads: the matrix sends
+            // no file) take no study from the pool.
+            let fresh = ((matches!(route.need, Need::Ingest | Need::Caller(Action::Store))
+                && route.shows != Shows::Served)
                 || route.path == "/api/v1/route-test")
                 .then(|| site.fresh());
             // The admin console's routes (issue 6) act on a user or token made for the cell,

@@ -24,6 +24,8 @@ pub(super) async fn send(
         .replace("{id}", &aim.link)
         .replace("{name}", &aim.link)
         .replace("{secret}", "not-the-secret")
+        // Issue 6: a resumable upload nobody made.
+        .replace("{upload}", "MATRIXUPLOAD0000")
         .replace("{*rest}", "studies/1.2.826.0.1.3680043.10.1/metadata")
         .replace("{section}", "users")
         .replace("{version}", vesalius_web::version())
@@ -134,6 +136,9 @@ fn body(route: &Route, aim: &Aim, n: usize) -> (Option<String>, Vec<u8>) {
         // A new identity per cell, so that every allowed cell changes something.
         ("POST", "/api/v1/studies/{study}/link-patient") => {
             json(serde_json::json!({"issuer": "MATRIX", "patient_id": format!("LINK-{n}")}))
+        }
+        ("POST", "/api/v1/studies/{study}/key-images") => {
+            json(serde_json::json!({"instances": [aim.sop], "description": format!("matrix {n}")}))
         }
         ("POST", "/api/v1/patients/merge") => {
             let (issuer, pid) = aim

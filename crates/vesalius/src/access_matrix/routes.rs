@@ -274,6 +274,47 @@ pub const ROUTES: &[Route] = &[
         Served,
         NONE,
     ),
+    // Issue 6: resumable guest uploads (the same capability URL, checked on every request).
+    r(
+        "GET",
+        "/upload/{id}/{secret}/info",
+        UploadLink,
+        Need::Open(Open::Refused),
+        Served,
+        NONE,
+    ),
+    r(
+        "POST",
+        "/upload/{id}/{secret}/files",
+        UploadLink,
+        Need::Open(Open::Refused),
+        Served,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/upload/{id}/{secret}/files/{upload}",
+        UploadLink,
+        Need::Open(Open::Refused),
+        Served,
+        NONE,
+    ),
+    r(
+        "PATCH",
+        "/upload/{id}/{secret}/files/{upload}",
+        UploadLink,
+        Need::Open(Open::Refused),
+        Served,
+        NONE,
+    ),
+    r(
+        "DELETE",
+        "/upload/{id}/{secret}/files/{upload}",
+        UploadLink,
+        Need::Open(Open::Refused),
+        Served,
+        NONE,
+    ),
     // The web app (issue 6): its shell and static assets hold no data and are served to
     // anybody; the app sends a visitor without a session to /login, and every piece of data
     // comes from the API rows below.
@@ -588,6 +629,22 @@ pub const ROUTES: &[Route] = &[
     ),
     r(
         "GET",
+        "/s/{id}/images",
+        ShareLink,
+        LinkPass(Retrieve),
+        Data,
+        &["link-use"],
+    ),
+    r(
+        "GET",
+        "/s/{id}/info",
+        ShareLink,
+        LinkPass(Retrieve),
+        Data,
+        &["link-use"],
+    ),
+    r(
+        "GET",
         "/s/{id}/download",
         ShareLink,
         LinkPass(Export),
@@ -668,6 +725,40 @@ pub const ROUTES: &[Route] = &[
         Change,
         &["store"],
     ),
+    // Issue 6: resumable uploads of a user into their own organisation (the Rust tests in
+    // uploads_tests.rs prove what is stored; the matrix proves who is let in).
+    r(
+        "POST",
+        "/api/v1/uploads",
+        NoScope,
+        Caller(Store),
+        Served,
+        NONE,
+    ),
+    r(
+        "GET",
+        "/api/v1/uploads/{upload}",
+        NoScope,
+        Caller(Store),
+        Served,
+        NONE,
+    ),
+    r(
+        "PATCH",
+        "/api/v1/uploads/{upload}",
+        NoScope,
+        Caller(Store),
+        Served,
+        NONE,
+    ),
+    r(
+        "DELETE",
+        "/api/v1/uploads/{upload}",
+        NoScope,
+        Caller(Store),
+        Served,
+        NONE,
+    ),
     // The quarantine inbox.
     r(
         "GET",
@@ -703,6 +794,15 @@ pub const ROUTES: &[Route] = &[
         OnStudy(Reconcile),
         Change,
         &["patient-link"],
+    ),
+    // Key images (issue 6): a Key Object Selection Document in a new series of the study.
+    r(
+        "POST",
+        "/api/v1/studies/{study}/key-images",
+        Study,
+        OnStudy(Annotate),
+        Change,
+        &["key-images"],
     ),
     r(
         "POST",

@@ -3,6 +3,13 @@
 // session is gone: the visitor is sent to the login page, which comes back here afterwards.
 
 let csrf = null;
+/** What a 401 does: the login page, or what a guest page sets (issue 6: share links). */
+let unauthorized = () => location.assign(loginUrl());
+
+/** Replaces what a 401 answer does (a share-link visitor has no login to go to). */
+export function setUnauthorized(fn) {
+  unauthorized = fn;
+}
 
 /** Remembers the session's CSRF token (from `GET /api/v1/auth/me`). */
 export function setCsrf(token) {
@@ -23,14 +30,32 @@ export function loginUrl() {
   return `/login?next=${encodeURIComponent(location.pathname + location.search)}`;
 }
 
+/** GET answers asked ahead of time (`prefetch`), each taken once by `request`. */
+const early = new Map();
+
+/**
+ * Starts a GET now (e.g. the viewer's series list while `/api/v1/auth/me` is under way); the
+ * first `request` of the same URL and Accept takes its answer instead of asking again.
+ */
+export function prefetch(url, accept) {
+  const key = `${accept} ${url}`;
+  if (!early.has(key)) {
+    early.set(key, fetch(url, { headers: { Accept: accept }, credentials: 'same-origin' }));
+  }
+}
+
 /** A request to this server; 401 sends the visitor to log in. */
 export async function request(url, opts = {}) {
   const headers = new Headers(opts.headers || {});
   const method = (opts.method || 'GET').toUpperCase();
   if (!['GET', 'HEAD', 'OPTIONS'].includes(method) && csrf) headers.set('X-CSRF-Token', csrf);
-  const r = await fetch(url, { ...opts, method, headers, credentials: 'same-origin' });
+  const key = `${headers.get('Accept')} ${url}`;
+  const ahead = method === 'GET' && !opts.signal && early.get(key);
+  if (ahead) early.delete(key);
+  const r = await (ahead ? ahead.catch(() => fetch(url, { ...opts, method, headers, credentials: 'same-origin' }))
+    : fetch(url, { ...opts, method, headers, credentials: 'same-origin' }));
   if (r.status === 401) {
-    location.assign(loginUrl());
+    unauthorized();
     throw new ApiError(401, 'unauthorized', 'not logged in');
   }
   return r;

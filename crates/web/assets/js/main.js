@@ -4,8 +4,10 @@
 //   /viewer?requestType=STUDY&studyUID=…[&patientID=…]   IHE Invoke Image Display launch
 //   /viewer?requestType=PATIENT&patientID=…               the patient's studies
 //   /admin, /admin/{section}  the admin console (issue 6, js/admin/console.js)
+//   /upload/{id}/{secret}   a guest upload link's page (no session: the link is the credential)
+//   /s/{id}                 a share link's viewer (no session: the link's pass cookie)
 
-import { ApiError, logout, me, setCsrf } from './api.js';
+import { ApiError, logout, me, prefetch, setCsrf } from './api.js';
 import { clear, h } from './dom.js';
 import { worklist } from './worklist.js';
 import { viewer } from './viewer.js';
@@ -47,6 +49,21 @@ function invokeImageDisplay(q) {
 }
 
 async function boot() {
+  // Guest pages (issue 6) need no session: the server answered the shell after checking the link.
+  // The link pages load their modules only there (the worklist and viewer never need them).
+  if (/^\/upload\/[^/]+\/[^/]+\/?$/.test(location.pathname)) {
+    const { uploadPage } = await import('./upload.js');
+    return uploadPage(app);
+  }
+  if (/^\/s\/[^/]+\/?$/.test(location.pathname)) {
+    const { sharePage } = await import('./share.js');
+    return sharePage(app);
+  }
+  // The viewer's first question (the study's series) goes out with the session check.
+  const viewing = /^\/view\/([^/]+)$/.exec(location.pathname);
+  if (viewing && !new URLSearchParams(location.search).get('peer')) {
+    prefetch(`/dicom-web/studies/${encodeURIComponent(decodeURIComponent(viewing[1]))}/series`, 'application/dicom+json');
+  }
   let who;
   try {
     who = await me();

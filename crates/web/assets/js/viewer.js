@@ -1,12 +1,17 @@
-// The viewer: one study (held here, or at a peer through /dicom-web/peers/{peer}), one series at
-// a time on a canvas. The first image is the server's rendering of the middle slice (/rendered);
-// meanwhile the series' raw frames are fetched (WADO-RS frames, PS3.18 10.4.1.1.5, as
-// `application/octet-stream`), nearest to the slice on screen first, and windowed here: Modality
-// LUT, then the linear VOI LUT (pixels.js). Pixels are drawn as they are (nearest neighbour).
+// The viewer: one study (held here, or at a peer through /dicom-web/peers/{peer}) in one, two
+// or four viewports (viewport.js). The first image is the server's rendering of the middle
+// slice (/rendered); meanwhile the series' raw frames are fetched (WADO-RS frames, PS3.18
+// 10.4.1.1.5, as `application/octet-stream`), nearest to the slice on screen first, and
+// windowed here: Modality LUT, then the linear VOI LUT (pixels.js). Reformats and MIP are
+// computed here from the frames (volume.js); key images are saved by the server as a Key
+// Object Selection Document (keyimages.js).
 
 import { ApiError, errorOf, json, request } from './api.js';
-import { clear, h } from './dom.js';
+import { clear, h, toast } from './dom.js';
 import * as px from './pixels.js';
+import * as vol from './volume.js';
+import { MODES, Viewport } from './viewport.js';
+import { keyImagesOf, markKeyImage } from './keyimages.js';
 
 /** Window presets (Hounsfield units): center and width. */
 export const PRESETS = [
@@ -24,8 +29,15 @@ const TOOLS = [
   { id: 'pan', key: 'p', name: 'Pan' },
   { id: 'zoom', key: 'z', name: 'Zoom' },
   { id: 'measure', key: 'm', name: 'Length' },
+  { id: 'angle', key: 'n', name: 'Angle' },
+  { id: 'ellipse', key: 'e', name: 'Ellipse' },
+  { id: 'rect', key: 'b', name: 'Rectangle' },
 ];
-const SVG = 'http://www.w3.org/2000/svg';
+/** Plane buttons and their keys (Shift + letter). */
+const PLANE_KEYS = { O: 'stack', A: 'axial', C: 'coronal', S: 'sagittal' };
+const PLANE_NAMES = { stack: 'Stack', axial: 'Axial', coronal: 'Coronal', sagittal: 'Sagittal' };
+/** Layouts: [columns, rows]. */
+const LAYOUTS = { '1x1': [1, 1], '1x2': [2, 1], '2x2': [2, 2] };
 /** Cine speed, slices per second. */
 const CINE_FPS = 10;
 /** What a frame request asks for: the frame's native bytes, uncompressed (PS3.18 8.7.3.5.2). */
@@ -34,6 +46,8 @@ const FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"';
 const WORKERS = 4;
 /** Modalities whose series hold no images to stack. */
 const NOT_IMAGES = new Set(['SR', 'KO', 'PR', 'SEG', 'RTSTRUCT', 'DOC']);
+/** Default thick-slab thickness (mm). */
+const DEFAULT_SLAB_MM = 10;
 
 export const SHORTCUTS = [
   ['↓ → j, wheel down', 'next slice'],
@@ -43,8 +57,15 @@ export const SHORTCUTS = [
   ['[ / ]', 'previous / next series'],
   ['1 2 3 4 5 6 7', 'window: brain, subdural, stroke, bone, lung, abdomen, angio'],
   ['0', 'window from the image (DICOM)'],
-  ['w s p z m', 'drag tool: window, scroll, pan, zoom, length'],
-  ['Delete', 'remove the lengths drawn on this slice'],
+  ['w s p z', 'drag tool: window, scroll, pan, zoom'],
+  ['m n e b', 'measure: length, angle (drag one arm, then click the third point), ellipse ROI, rectangle ROI'],
+  ['Delete', 'remove the measurements drawn on this image'],
+  ['Shift+O / A / C / S', 'stack as acquired / axial / coronal / sagittal reformat'],
+  ['Shift+M', 'thick-slab MIP on / off (slab thickness in the toolbar, mm)'],
+  ['l', 'layout: 1×1, 1×2, 2×2'],
+  ['v', 'next viewport'],
+  ['Shift+L', 'linked scrolling on / off'],
+  ['Shift+K', 'mark the image as a key image'],
   ['c', 'cine: play / stop'],
   ['+ / −, Ctrl+wheel, pinch', 'zoom in / out'],
   ['i', 'invert'],
@@ -52,35 +73,40 @@ export const SHORTCUTS = [
   ['?', 'this help'],
 ];
 
-export function viewer(app, { study, peer = '', others = [], expectPatient = '' }) {
+export function viewer(app, { study, peer = '', others = [], expectPatient = '', back = { href: '/worklist', label: '‹ Worklist' }, extra = [] }) {
   const base = peer ? `/dicom-web/peers/${encodeURIComponent(peer)}` : '/dicom-web';
   const studyUrl = `${base}/studies/${encodeURIComponent(study)}`;
   const v = {
-    series: [], cur: -1, idx: 0,
-    window: null, preset: 'default', invert: false,
-    zoom: 1, panX: 0, panY: 0,
+    series: [], viewports: [], active: null, layout: '1x1', link: true, keySops: new Set(),
     tool: matchMedia('(pointer: coarse)').matches ? 'scroll' : 'window',
-    lut: null, lutKey: '', imageKey: '', imageKind: '', broken: false,
+    slab: DEFAULT_SLAB_MM, broken: false, tables: new Map(),
+  };
+  const keyOf = (sl) => `${sl.sop}#${sl.frame}`;
+
+  // --- the host the viewports ask ---------------------------------------------------------
+  const host = {
+    peer, presets: PRESETS,
+    get active() { return v.active; },
+    get broken() { return v.broken; },
+    tool: () => v.tool,
+    slabMm: () => v.slab,
+    pmOf(sl) { if (!sl.pm) sl.pm = px.pixelModule(sl.meta); return sl.pm; },
+    geometry(s) { if (!s.geometry) s.geometry = vol.volumeGeometry(s.slices); return s.geometry; },
+    table(pm) {
+      const k = [pm.bitsAllocated, pm.bitsStored, pm.pixelRepresentation, pm.slope, pm.intercept].join('|');
+      if (!v.tables.has(k)) v.tables.set(k, vol.modalityTable(pm));
+      return v.tables.get(k);
+    },
+    isKey: (sop) => v.keySops.has(sop),
+    layoutCells: () => v.viewports.length,
+    activate, go, schedule,
+    say: (text, kind) => say(text, kind),
   };
 
   // --- the page --------------------------------------------------------------------------
-  const canvas = h('canvas', { id: 'view', class: 'view', tabindex: '0', 'aria-label': 'Image', dataset: { state: 'empty' } });
-  const img = document.createElement('canvas'); // the current slice at its own size
-  const corners = {
-    tl: h('div', { class: 'corner tl', id: 'ov-tl' }), tr: h('div', { class: 'corner tr', id: 'ov-tr' }),
-    bl: h('div', { class: 'corner bl', id: 'ov-bl' }), br: h('div', { class: 'corner br', id: 'ov-br' }),
-  };
-  const edges = {
-    left: h('div', { class: 'edge left', id: 'or-left' }), right: h('div', { class: 'edge right', id: 'or-right' }),
-    top: h('div', { class: 'edge top', id: 'or-top' }), bottom: h('div', { class: 'edge bottom', id: 'or-bottom' }),
-  };
-  const note = h('div', { class: 'note', role: 'status', id: 'viewer-note' });
-  const marks = document.createElementNS(SVG, 'svg');
-  marks.setAttribute('class', 'marks');
-  marks.id = 'marks';
-  const scaleBar = h('div', { class: 'scalebar', id: 'scalebar', hidden: true }, h('span', {}));
-  const stage = h('div', { class: 'stage' }, canvas, marks, scaleBar, Object.values(corners), Object.values(edges), note);
+  const grid = h('div', { class: 'grid', id: 'viewports', dataset: { layout: v.layout } });
   const strip = h('nav', { class: 'strip', 'aria-label': 'Series', id: 'series-strip' });
+  const pressed = (b, on) => b.setAttribute('aria-pressed', String(on));
   const toolButtons = TOOLS.map((t) => h('button', {
     type: 'button', class: 'tool', dataset: { tool: t.id }, title: `${t.name} (${t.key})`,
     onclick: () => setTool(t.id),
@@ -89,45 +115,96 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
     type: 'button', class: 'preset', dataset: { preset: p.id }, title: `${p.name} window (${p.key})`,
     onclick: () => setPreset(p.id),
   }, p.name));
+  const planeButtons = MODES.map((m) => h('button', {
+    type: 'button', class: 'plane', dataset: { plane: m },
+    title: `${PLANE_NAMES[m]} (Shift+${Object.keys(PLANE_KEYS).find((k) => PLANE_KEYS[k] === m)})`,
+    onclick: () => setMode(m),
+  }, PLANE_NAMES[m]));
+  const mipButton = h('button', { type: 'button', dataset: { action: 'mip' }, title: 'Thick-slab MIP (Shift+M)', onclick: () => toggleMip() }, 'MIP');
+  const slabInput = h('input', {
+    type: 'number', id: 'slab', min: '0', max: '500', step: '1', value: String(v.slab), 'aria-label': 'Slab thickness (mm)', title: 'Slab thickness (mm)', class: 'slab',
+    onchange: (e) => {
+      const x = Number(e.target.value);
+      if (Number.isFinite(x) && x >= 0 && x <= 500) { v.slab = x; schedule(); } else e.target.value = String(v.slab);
+    },
+  });
+  const layoutButtons = Object.keys(LAYOUTS).map((l) => h('button', {
+    type: 'button', class: 'layout', dataset: { layout: l }, title: `Layout ${l.replace('x', '×')} (l)`,
+    onclick: () => setLayout(l),
+  }, l.replace('x', '×')));
+  const linkButton = h('button', { type: 'button', dataset: { action: 'link' }, title: 'Linked scrolling (Shift+L)', onclick: () => setLink(!v.link) }, 'Link');
+  const keyButton = h('button', { type: 'button', dataset: { action: 'key-image' }, title: 'Mark as key image (Shift+K)', onclick: () => markKey() }, '★ Key');
   const help = h('aside', { class: 'help', id: 'help', hidden: true, 'aria-label': 'Keyboard shortcuts' },
     h('h2', {}, 'Keyboard and gestures'),
     h('dl', {}, SHORTCUTS.map(([k, what]) => [h('dt', {}, k), h('dd', {}, what)])),
-    h('p', {}, 'Touch: swipe up/down to scroll slices (Scroll tool), pinch to zoom, two fingers to pan.'),
+    h('p', {}, 'Touch: swipe up/down to scroll slices (Scroll tool), pinch to zoom, two fingers to pan. Tap a viewport to make it the active one.'),
     h('button', { type: 'button', onclick: () => toggleHelp(false) }, 'Close'));
   const toolbar = h('div', { class: 'toolbar', role: 'toolbar', 'aria-label': 'Viewer tools' },
-    h('a', { href: '/worklist', class: 'back' }, '‹ Worklist'),
+    back && h('a', { href: back.href, class: 'back' }, back.label),
+    extra,
     h('span', { class: 'group' }, toolButtons),
     h('span', { class: 'group' }, presetButtons),
-    h('button', { type: 'button', dataset: { action: 'invert' }, onclick: () => { v.invert = !v.invert; schedule(); } }, 'Invert'),
-    h('button', { type: 'button', dataset: { action: 'reset' }, onclick: () => reset() }, 'Reset'),
-    h('button', { type: 'button', dataset: { action: 'cine' }, onclick: () => cine() }, 'Cine'),
-    h('button', { type: 'button', dataset: { action: 'help' }, onclick: () => toggleHelp() }, '?'));
+    h('span', { class: 'group' }, planeButtons, mipButton, h('label', { class: 'slab-label' }, slabInput, ' mm')),
+    h('span', { class: 'group' }, layoutButtons, linkButton),
+    h('span', { class: 'group' },
+      h('button', { type: 'button', dataset: { action: 'invert' }, onclick: () => { const vp = v.active; if (vp) { vp.invert = !vp.invert; schedule(); } } }, 'Invert'),
+      h('button', { type: 'button', dataset: { action: 'reset' }, onclick: () => reset() }, 'Reset'),
+      h('button', { type: 'button', dataset: { action: 'cine' }, onclick: () => cine() }, 'Cine'),
+      keyButton,
+      h('button', { type: 'button', dataset: { action: 'help' }, onclick: () => toggleHelp() }, '?')));
   const banner = h('div', { class: 'banners' });
-  clear(app).append(h('section', { class: 'viewer' }, toolbar, banner, h('div', { class: 'body' }, stage, strip), help));
+  clear(app).append(h('section', { class: 'viewer' }, toolbar, banner, h('div', { class: 'body' }, grid, strip), help));
   document.body.classList.add('viewing');
 
-  const say = (text, kind = 'info') => banner.append(h('p', { class: `banner ${kind}`, role: kind === 'error' ? 'alert' : 'status' }, text));
+  function say(text, kind = 'info') {
+    banner.append(h('p', { class: `banner ${kind}`, role: kind === 'error' ? 'alert' : 'status' }, text));
+  }
   if (peer) say(`Held at ${peer}: shown through this site.`, 'info');
   if (others.length) {
     banner.append(h('p', { class: 'banner info' }, 'Also asked for: ',
       others.map((u) => h('a', { href: `/view/${encodeURIComponent(u)}` }, u)).flatMap((a) => [a, ' '])));
   }
 
-  // --- state helpers ---------------------------------------------------------------------
-  const series = () => v.series[v.cur];
-  const keyOf = (sl) => `${sl.sop}#${sl.frame}`;
-  function pmOf(sl) {
-    if (!sl.pm) sl.pm = px.pixelModule(sl.meta);
-    return sl.pm;
+  // --- viewports and layout ---------------------------------------------------------------
+  function addViewport() {
+    const vp = new Viewport(host, v.viewports.length);
+    v.viewports.push(vp);
+    return vp;
   }
-  function instanceUrl(s, sl) {
-    return `${studyUrl}/series/${encodeURIComponent(s.uid)}/instances/${encodeURIComponent(sl.sop)}`;
+
+  /** 1×1, 1×2 or 2×2: new viewports show the next image series (or the active one's). */
+  function setLayout(layout) {
+    if (!LAYOUTS[layout]) return;
+    const [cols, rows] = LAYOUTS[layout];
+    const n = cols * rows;
+    while (v.viewports.length < n) {
+      const vp = addViewport();
+      const shown = new Set(v.viewports.map((x) => x.s).filter(Boolean));
+      const other = v.series.find((s) => !NOT_IMAGES.has(s.modality) && !shown.has(s));
+      const same = !other && v.active && v.active.s && v.active.s.slices && v.active.s.slices.length ? v.active : null;
+      // The active viewport's series again: at its slice, so that linked viewports start together.
+      if (other || same) loadInto(vp, other || same.s, same ? same.idx : undefined).catch((e) => say(`The series could not be opened: ${e.message}`, 'error'));
+    }
+    while (v.viewports.length > n) {
+      const vp = v.viewports.pop();
+      if (v.active === vp) v.active = v.viewports[0];
+    }
+    v.layout = layout;
+    grid.dataset.layout = layout;
+    grid.style.gridTemplateColumns = `repeat(${cols}, 1fr)`;
+    grid.style.gridTemplateRows = `repeat(${rows}, 1fr)`;
+    clear(grid).append(...v.viewports.map((vp) => vp.el));
+    schedule();
   }
-  function defaultWindow(sl, frame) {
-    const pm = pmOf(sl);
-    if (pm.windows.length) return { center: pm.windows[0].center, width: pm.windows[0].width };
-    return frame ? px.autoWindow(frame, pm) : null;
+
+  function activate(vp) {
+    if (v.active === vp) return;
+    v.active = vp;
+    if (vp.s) pump(vp.s);
+    schedule();
   }
+
+  function setLink(on) { v.link = on; schedule(); }
 
   // --- drawing ---------------------------------------------------------------------------
   let frameRequested = false;
@@ -137,177 +214,22 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
     requestAnimationFrame(() => { frameRequested = false; paint(); });
   }
 
-  function sizeCanvas() {
-    const dpr = window.devicePixelRatio || 1;
-    const w = Math.max(1, Math.round(canvas.clientWidth * dpr));
-    const hh = Math.max(1, Math.round(canvas.clientHeight * dpr));
-    if (canvas.width !== w || canvas.height !== hh) { canvas.width = w; canvas.height = hh; }
-  }
-
-  /** Puts the current slice into `img`: its raw frame windowed here, or the server's rendering. */
-  function prepare() {
-    const s = series();
-    if (!s || !s.slices || !s.slices.length) return 'empty';
-    const sl = s.slices[v.idx];
-    const key = keyOf(sl);
-    const raw = s.frames.get(key);
-    const pm = pmOf(sl);
-    if (raw) {
-      if (!v.window) v.window = defaultWindow(sl, raw);
-      const lutKey = [v.window.center, v.window.width, v.invert, pm.slope, pm.intercept, pm.bitsAllocated,
-        pm.bitsStored, pm.pixelRepresentation, pm.photometric].join('|');
-      if (lutKey !== v.lutKey) { v.lut = px.displayLut(pm, v.window.center, v.window.width, v.invert); v.lutKey = lutKey; }
-      const drawKey = `raw|${key}|${lutKey}`;
-      if (v.imageKey !== drawKey) {
-        if (img.width !== pm.columns || img.height !== pm.rows) { img.width = pm.columns; img.height = pm.rows; }
-        const ctx = img.getContext('2d');
-        const data = ctx.createImageData(pm.columns, pm.rows);
-        px.applyLut(raw, v.lut, data.data);
-        ctx.putImageData(data, 0, 0);
-        v.imageKey = drawKey;
-      }
-      return 'raw';
-    }
-    const bmp = s.rendered.get(key);
-    if (bmp) {
-      const drawKey = `rendered|${key}`;
-      if (v.imageKey !== drawKey) {
-        img.width = pm.columns || bmp.width; img.height = pm.rows || bmp.height;
-        img.getContext('2d').drawImage(bmp, 0, 0, img.width, img.height);
-        v.imageKey = drawKey;
-      }
-      return 'rendered';
-    }
-    return 'loading'; // the previous image stays until this one arrives
-  }
-
   function paint() {
-    sizeCanvas();
-    const state = prepare();
-    const ctx = canvas.getContext('2d');
-    ctx.setTransform(1, 0, 0, 1, 0, 0);
-    ctx.fillStyle = '#000';
-    ctx.fillRect(0, 0, canvas.width, canvas.height);
-    const ds = canvas.dataset;
-    if (v.imageKey) {
-      const fit = Math.min(canvas.width / img.width, canvas.height / img.height);
-      const scale = fit * v.zoom;
-      const ox = (canvas.width - img.width * scale) / 2 + v.panX;
-      const oy = (canvas.height - img.height * scale) / 2 + v.panY;
-      ctx.imageSmoothingEnabled = false;
-      ctx.drawImage(img, ox, oy, img.width * scale, img.height * scale);
-      Object.assign(ds, { scale: String(scale), ox: String(ox), oy: String(oy), cols: String(img.width), rows: String(img.height) });
-      v.view = { scale, ox, oy };
-    }
-    const s = series();
-    const sl = s && s.slices && s.slices[v.idx];
-    // A study that could not be opened stays marked so (a later repaint, e.g. on resize, must
-    // not make it look merely empty).
-    ds.state = v.broken ? 'error' : state;
-    if (sl) {
-      canvas.setAttribute('aria-label', `Image ${v.idx + 1} of ${s.slices.length}, series ${s.number ?? ''} ${s.description}`.trim());
-      Object.assign(ds, {
-        slice: String(v.idx + 1), slices: String(s.slices.length), sop: sl.sop, frame: String(sl.frame),
-        series: s.uid, loaded: String(s.frames.size), failed: String(s.failed),
-        center: v.window ? String(v.window.center) : '', width: v.window ? String(v.window.width) : '',
-        preset: v.preset, invert: String(v.invert),
-      });
-    }
-    overlay(state);
-    drawMarks();
-    for (const b of toolButtons) b.setAttribute('aria-pressed', String(b.dataset.tool === v.tool));
-    for (const b of presetButtons) b.setAttribute('aria-pressed', String(b.dataset.preset === v.preset));
-  }
-
-  function overlay(state) {
-    const s = series();
-    const sl = s && s.slices && s.slices[v.idx];
-    if (!sl) return;
-    const m = sl.meta;
-    const lines = (el, ...ls) => clear(el).append(...ls.filter(Boolean).map((t) => h('div', {}, t)));
-    lines(corners.tl, px.personName(px.str(m, px.T.patientName)) || '(no name)',
-      [px.str(m, px.T.patientId), px.isoDate(px.str(m, px.T.birthDate)), px.str(m, px.T.sex)].filter(Boolean).join(' · '),
-      px.str(m, px.T.institution));
-    lines(corners.tr, `${px.isoDate(px.str(m, px.T.studyDate))} ${px.shortTime(px.str(m, px.T.studyTime))}`.trim(),
-      px.str(m, px.T.studyDescription),
-      `S${s.number ?? '?'} ${s.modality} ${s.description}`.trim(),
-      peer ? `at ${peer}` : '');
-    const loc = px.num(m, px.T.sliceLocation);
-    const thick = px.num(m, px.T.sliceThickness);
-    const frames = s.slices.length;
-    lines(corners.bl, `Im ${v.idx + 1}/${frames}${sl.frame > 1 || pmOf(sl).frames > 1 ? ` (frame ${sl.frame})` : ''}`,
-      [loc !== undefined ? `Loc ${loc.toFixed(1)} mm` : '', thick !== undefined ? `Thick ${thick} mm` : ''].filter(Boolean).join(' · '),
-      s.frames.size < frames ? `Loading ${s.frames.size}/${frames}${s.failed ? `, ${s.failed} failed` : ''}` : '',
-      state === 'rendered' ? 'Server rendering' : state === 'loading' ? 'Loading…' : '');
-    // Orientation labels (PS3.3 C.7.6.2.1.1): where the row and column directions point.
-    const o = px.values(m, px.T.imageOrientation).map(Number);
-    const row = o.length === 6 ? px.orientationLabel(o.slice(0, 3)) : '';
-    const col = o.length === 6 ? px.orientationLabel(o.slice(3, 6)) : '';
-    edges.right.textContent = row;
-    edges.left.textContent = px.oppositeLabel(row);
-    edges.bottom.textContent = col;
-    edges.top.textContent = px.oppositeLabel(col);
-    const w = v.window;
-    const presetName = (PRESETS.find((p) => p.id === v.preset) || {}).name || (v.preset === 'default' ? 'DICOM' : 'custom');
-    lines(corners.br, w ? `W ${Math.round(w.width)} L ${Math.round(w.center)} (${presetName})` : '',
-      `Zoom ${(v.zoom * 100).toFixed(0)}%`, v.invert ? 'Inverted' : '',
-      px.str(m, px.T.lossy) === '01' ? 'LOSSY COMPRESSED' : '');
-  }
-
-  // --- lengths and the scale bar ----------------------------------------------------------
-  /** Pixel Spacing (PS3.3 10.7.1.3): [between rows, between columns] in mm, or null. */
-  function spacingOf(sl) {
-    const ps = px.values(sl.meta, px.T.pixelSpacing).map(Number);
-    return ps.length === 2 && ps.every((x) => x > 0) ? ps : null;
-  }
-  /** A point of the canvas (client coordinates) in image pixel coordinates. */
-  function toImage(clientX, clientY) {
-    const r = canvas.getBoundingClientRect();
-    const dpr = window.devicePixelRatio || 1;
-    const { scale, ox, oy } = v.view;
-    return [((clientX - r.left) * dpr - ox) / scale, ((clientY - r.top) * dpr - oy) / scale];
-  }
-  /** An image point in the stage's CSS pixels. */
-  function toStage([x, y]) {
-    const dpr = window.devicePixelRatio || 1;
-    const { scale, ox, oy } = v.view;
-    return [(ox + x * scale) / dpr, (oy + y * scale) / dpr];
-  }
-  /** The length of a line in mm (or image pixels without Pixel Spacing). */
-  function lengthOf(sl, a, b) {
-    const sp = spacingOf(sl);
-    const dx = b[0] - a[0], dy = b[1] - a[1];
-    return sp ? { value: Math.hypot(dx * sp[1], dy * sp[0]), unit: 'mm' } : { value: Math.hypot(dx, dy), unit: 'px' };
-  }
-  function drawMarks() {
-    while (marks.firstChild) marks.firstChild.remove();
-    const s = series();
-    const sl = s && s.slices && s.slices[v.idx];
-    scaleBar.hidden = true;
-    if (!sl || !v.view) return;
-    for (const m of s.marks.get(keyOf(sl)) || []) {
-      const [a, b] = [toStage(m.a), toStage(m.b)];
-      const line = document.createElementNS(SVG, 'line');
-      for (const [k, val] of [['x1', a[0]], ['y1', a[1]], ['x2', b[0]], ['y2', b[1]]]) line.setAttribute(k, String(val));
-      const len = lengthOf(sl, m.a, m.b);
-      const label = document.createElementNS(SVG, 'text');
-      label.setAttribute('x', String(b[0] + 6));
-      label.setAttribute('y', String(b[1] - 6));
-      label.setAttribute('class', 'mark-label');
-      label.textContent = `${len.value.toFixed(1)} ${len.unit}`;
-      marks.append(line, label);
-    }
-    // A scale bar of a round length, at most a fifth of the stage's width.
-    const sp = spacingOf(sl);
-    if (sp) {
-      const dpr = window.devicePixelRatio || 1;
-      const cssPerMm = v.view.scale / dpr / sp[1];
-      const mm = [1, 2, 5, 10, 20, 50, 100, 200].filter((x) => x * cssPerMm <= canvas.clientWidth / 5).pop();
-      if (mm) {
-        scaleBar.hidden = false;
-        scaleBar.style.width = `${mm * cssPerMm}px`;
-        scaleBar.firstChild.textContent = mm >= 10 ? `${mm / 10} cm` : `${mm} mm`;
-      }
+    for (const vp of v.viewports) vp.paint();
+    const vp = v.active;
+    for (const b of toolButtons) pressed(b, b.dataset.tool === v.tool);
+    for (const b of presetButtons) pressed(b, Boolean(vp) && b.dataset.preset === vp.preset);
+    for (const b of planeButtons) pressed(b, Boolean(vp) && b.dataset.plane === vp.mode);
+    for (const b of layoutButtons) pressed(b, b.dataset.layout === v.layout);
+    pressed(mipButton, Boolean(vp && vp.mip));
+    mipButton.disabled = !vp || vp.mode === 'stack';
+    pressed(linkButton, v.link);
+    linkButton.disabled = v.viewports.length < 2;
+    const im = vp && vp.mode === 'stack' && vp.s && vp.s.slices && vp.s.slices[vp.idx];
+    keyButton.disabled = !im || Boolean(peer);
+    pressed(keyButton, Boolean(im && v.keySops.has(im.sop)));
+    for (const b of strip.querySelectorAll('button.series')) {
+      b.setAttribute('aria-current', String(Boolean(vp) && vp.s === v.series[Number(b.dataset.index)]));
     }
   }
 
@@ -318,27 +240,37 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
     cineTimer = null;
     if (on) {
       cineTimer = setInterval(() => {
-        const s = series();
-        if (!s || !s.slices || !s.slices.length) return;
-        go((v.idx + 1) % s.slices.length);
+        const vp = v.active;
+        const n = vp ? vp.count() : 0;
+        if (n) go(vp, (vp.index() + 1) % n);
       }, 1000 / CINE_FPS);
     }
-    canvas.dataset.cine = String(on);
+    for (const vp of v.viewports) vp.canvas.dataset.cine = String(on);
   }
 
   // --- loading ---------------------------------------------------------------------------
+  function instanceUrl(s, sl) {
+    return `${studyUrl}/series/${encodeURIComponent(s.uid)}/instances/${encodeURIComponent(sl.sop)}`;
+  }
+
   async function fetchFrame(s, sl, signal) {
     const r = await request(`${instanceUrl(s, sl)}/frames/${sl.frame}`, { headers: { Accept: FRAME_ACCEPT }, signal });
     if (!r.ok) throw await errorOf(r);
     const bytes = new Uint8Array(await r.arrayBuffer());
-    return px.decodeFrame(px.frameFromAnswer(r.headers.get('content-type'), bytes), pmOf(sl));
+    return px.decodeFrame(px.frameFromAnswer(r.headers.get('content-type'), bytes), host.pmOf(sl));
   }
 
   async function fetchRendered(s, sl, signal) {
-    const path = pmOf(sl).frames > 1 ? `/frames/${sl.frame}/rendered` : '/rendered';
+    const path = host.pmOf(sl).frames > 1 ? `/frames/${sl.frame}/rendered` : '/rendered';
     const r = await request(`${instanceUrl(s, sl)}${path}`, { headers: { Accept: 'image/jpeg' }, signal });
     if (!r.ok) throw await errorOf(r);
     return createImageBitmap(await r.blob());
+  }
+
+  /** The slice index loading should start from: the active viewport's, if it shows `s`. */
+  function focusOf(s) {
+    const vp = [v.active, ...v.viewports].find((x) => x && x.s === s && x.mode === 'stack');
+    return vp ? vp.idx : Math.floor(s.slices.length / 2);
   }
 
   /**
@@ -347,7 +279,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
    */
   function pump(s) {
     while (s.active < WORKERS) {
-      const from = s === series() ? v.idx : 0;
+      const from = focusOf(s);
       const here = keyOf(s.slices[from]);
       if (s.inflight.has(here)) return;
       const i = px.nearestFirst(from, s.slices.length).find((k) => !s.asked.has(keyOf(s.slices[k])));
@@ -356,7 +288,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
       const key = keyOf(sl);
       s.asked.add(key);
       s.active++;
-      const raw = px.windowable(pmOf(sl));
+      const raw = px.windowable(host.pmOf(sl));
       const ctrl = new AbortController();
       s.inflight.set(key, { idx: i, ctrl });
       (raw ? fetchFrame(s, sl, ctrl.signal) : fetchRendered(s, sl, ctrl.signal))
@@ -369,33 +301,50 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
         .finally(() => {
           s.inflight.delete(key);
           s.active--;
-          if (s === series()) schedule();
+          if (v.viewports.some((vp) => vp.s === s)) schedule();
           pump(s);
         });
     }
   }
 
-  async function openSeries(i) {
-    const s = v.series[i];
-    if (!s) return;
-    v.cur = i;
-    v.imageKey = '';
-    for (const b of strip.querySelectorAll('button')) b.setAttribute('aria-current', String(Number(b.dataset.index) === i));
+  async function slicesOf(s) {
     if (!s.slices) {
-      note.textContent = 'Loading the series…';
       const metas = await json(`${studyUrl}/series/${encodeURIComponent(s.uid)}/metadata`, { accept: 'application/dicom+json' });
       s.slices = px.slicesOf(metas || []);
-      note.textContent = '';
       checkPatient(s);
     }
-    if (!s.slices.length) { note.textContent = 'This series has no images.'; schedule(); return; }
-    v.idx = Math.floor(s.slices.length / 2);
-    if (v.preset === 'default') v.window = null;
-    const first = s.slices[v.idx];
-    // The server's rendering of the middle slice at once; the raw frames follow.
-    fetchRendered(s, first).then((bmp) => { s.rendered.set(keyOf(first), bmp); schedule(); }, () => {});
-    pump(s);
+    return s.slices;
+  }
+
+  /** Shows series `s` in viewport `vp`: the server's rendering of the middle slice at once. */
+  async function loadInto(vp, s, idx) {
+    vp.note.textContent = 'Loading the series…';
+    await slicesOf(s);
+    vp.note.textContent = '';
+    if (!s.slices.length) { vp.s = s; vp.note.textContent = 'This series has no images.'; schedule(); return; }
+    vp.show(s, idx);
+    const first = s.slices[vp.idx];
+    if (!s.rendered.has(keyOf(first)) && !s.frames.has(keyOf(first))) {
+      // The raw frames start once the rendering is drawn (or failed, or late): decoding them
+      // would otherwise hold up the page while the first image is on its way.
+      let started = false;
+      const start = () => { if (!started) { started = true; pump(s); } };
+      setTimeout(start, 250);
+      fetchRendered(s, first).then((bmp) => {
+        s.rendered.set(keyOf(first), bmp);
+        schedule();
+        requestAnimationFrame(start);
+      }, start);
+    } else {
+      pump(s);
+    }
     schedule();
+  }
+
+  function openSeries(i) {
+    const s = v.series[i];
+    if (!s || !v.active) return;
+    loadInto(v.active, s).catch((e) => say(`The series could not be opened: ${e.message}`, 'error'));
   }
 
   let patientChecked = false;
@@ -411,193 +360,227 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '' 
   function drawStrip() {
     clear(strip);
     v.series.forEach((s, i) => {
-      strip.append(h('button', { type: 'button', class: 'series', dataset: { index: String(i), series: s.uid }, onclick: () => openSeries(i) },
-        h('img', { src: `${studyUrl}/series/${encodeURIComponent(s.uid)}/thumbnail?viewport=96,96`, alt: '', loading: 'lazy', width: '96', height: '96' }),
-        h('span', {}, `S${s.number ?? '?'} ${s.modality}`), h('small', {}, `${s.description} (${s.count})`)));
+      // Series without images (KO, SR, …) have no thumbnail; a KO goes to the next key image.
+      const picture = NOT_IMAGES.has(s.modality)
+        ? h('span', { class: 'no-thumb', 'aria-hidden': 'true' }, s.modality === 'KO' ? '★' : s.modality)
+        : h('img', { src: `${studyUrl}/series/${encodeURIComponent(s.uid)}/thumbnail?viewport=96,96`, alt: '', loading: 'lazy', width: '96', height: '96' });
+      strip.append(h('button', {
+        type: 'button', class: 'series', dataset: { index: String(i), series: s.uid, modality: s.modality },
+        onclick: () => (s.modality === 'KO' ? nextKeyImage() : openSeries(i)),
+      }, picture, h('span', {}, `S${s.number ?? '?'} ${s.modality}`), h('small', {}, `${s.description} (${s.count})`)));
     });
   }
 
+  /** The active viewport goes to the next key image of its series (after the one shown). */
+  function nextKeyImage() {
+    const vp = v.active;
+    if (!vp || !vp.s || !vp.s.slices) return;
+    const n = vp.s.slices.length;
+    for (let d = 1; d <= n; d++) {
+      const i = (vp.idx + d) % n;
+      if (v.keySops.has(vp.s.slices[i].sop)) {
+        if (vp.mode !== 'stack') vp.setMode('stack');
+        go(vp, i);
+        return;
+      }
+    }
+    toast('No key image in this series.');
+  }
+
+  function seriesOf(r) {
+    return {
+      uid: px.str(r, px.T.seriesUid), number: px.num(r, px.T.seriesNumber), modality: px.str(r, px.T.modality),
+      description: px.str(r, px.T.seriesDescription), count: px.num(r, '00201209', 0, 0),
+      slices: null, frames: new Map(), rendered: new Map(), reformats: new Map(), asked: new Set(), inflight: new Map(),
+      active: 0, failed: 0, marks: new Map(),
+    };
+  }
+
+  /** The study's series (QIDO-RS), keeping what is known of those already listed. */
+  async function listSeries() {
+    const list = await json(`${studyUrl}/series`, { accept: 'application/dicom+json' });
+    const known = new Map(v.series.map((s) => [s.uid, s]));
+    v.series = (list || []).map((r) => known.get(px.str(r, px.T.seriesUid)) || seriesOf(r))
+      .sort((a, b) => (a.number ?? 1e9) - (b.number ?? 1e9));
+  }
+
+  /** Which images key object documents (KO series) of the study flag. */
+  async function loadKeyImages() {
+    for (const s of v.series.filter((x) => x.modality === 'KO')) {
+      try {
+        const metas = await json(`${studyUrl}/series/${encodeURIComponent(s.uid)}/metadata`, { accept: 'application/dicom+json' });
+        for (const sop of keyImagesOf(metas || [])) v.keySops.add(sop);
+      } catch (e) {
+        if (e instanceof ApiError && e.status === 401) return;
+        say(`Key images could not be read: ${e.message}`, 'error');
+      }
+    }
+    schedule();
+  }
+
   async function start() {
-    note.textContent = 'Loading the study…';
-    let list;
+    const first = addViewport();
+    v.active = first;
+    setLayout('1x1');
+    first.note.textContent = 'Loading the study…';
     try {
-      list = await json(`${studyUrl}/series`, { accept: 'application/dicom+json' });
+      await listSeries();
     } catch (e) {
       if (e instanceof ApiError && e.status === 401) return;
-      note.textContent = '';
+      first.note.textContent = '';
       say(e.status === 404 ? 'No such study, or you may not see it.' : `The study could not be opened: ${e.message}`, 'error');
       v.broken = true; schedule();
       return;
     }
-    v.series = (list || []).map((r) => ({
-      uid: px.str(r, px.T.seriesUid), number: px.num(r, px.T.seriesNumber), modality: px.str(r, px.T.modality),
-      description: px.str(r, px.T.seriesDescription), count: px.num(r, '00201209', 0, 0),
-      slices: null, frames: new Map(), rendered: new Map(), asked: new Set(), inflight: new Map(), active: 0, failed: 0, marks: new Map(),
-    })).sort((a, b) => (a.number ?? 1e9) - (b.number ?? 1e9));
-    note.textContent = '';
+    first.note.textContent = '';
     // A study the user may not see answers like a missing one (empty), never differently.
     if (!v.series.length) { say('No such study, or you may not see it.', 'error'); v.broken = true; schedule(); return; }
     drawStrip();
+    loadKeyImages();
     const images = v.series.filter((s) => !NOT_IMAGES.has(s.modality));
     const best = (images.length ? images : v.series).reduce((a, b) => (b.count > a.count ? b : a));
-    await openSeries(v.series.indexOf(best));
+    await loadInto(first, best);
+  }
+
+  // --- key images -------------------------------------------------------------------------
+  async function markKey() {
+    const vp = v.active;
+    const sl = vp && vp.mode === 'stack' && vp.s && vp.s.slices && vp.s.slices[vp.idx];
+    if (peer) { say('Key images of a study held at a peer are not saved here.', 'error'); return; }
+    if (!sl) { say('Key images are acquired images: show the stack (Shift+O) to mark one.', 'error'); return; }
+    keyButton.disabled = true;
+    try {
+      const r = await markKeyImage(study, [sl.sop]);
+      v.keySops.add(sl.sop);
+      toast(`Saved as a key image (series ${r.seriesInstanceUID}).`);
+      await listSeries();
+      drawStrip();
+    } catch (e) {
+      if (!(e instanceof ApiError && e.status === 401)) say(`The key image could not be saved: ${e.message}`, 'error');
+    }
+    schedule();
   }
 
   // --- interaction -----------------------------------------------------------------------
-  function go(i) {
-    const s = series();
-    if (!s || !s.slices || !s.slices.length) return;
-    const n = Math.max(0, Math.min(s.slices.length - 1, i));
-    if (n !== v.idx) { v.idx = n; schedule(); makeRoom(s); pump(s); }
+  /**
+   * Moves viewport `vp` to index `i`; with linked scrolling, the other viewports follow: to
+   * the plane nearest the same position along their normal when they share the Frame of
+   * Reference and their planes are parallel, by the same number of steps when they do not
+   * share it (or lack positions); planes at an angle to this one stay.
+   */
+  function go(vp, i) {
+    const before = vp.index();
+    if (!vp.setIndex(i)) return;
+    const delta = vp.index() - before;
+    if (v.link && v.viewports.length > 1) {
+      const im = vp.current();
+      const here = im.position && im.normal ? im : null;
+      const fo = vp.frameOfReference();
+      for (const other of v.viewports) {
+        if (other === vp || !other.s || !other.s.slices) continue;
+        const same = fo && other.frameOfReference() === fo;
+        if (same && here) {
+          const j = vol.linkedIndex(here.position, here.normal, other.positions());
+          if (j !== null) other.setIndex(j);
+        } else if (!same) {
+          other.setIndex(other.index() + delta);
+        }
+      }
+    }
+    for (const x of v.viewports) {
+      if (x.s && x.mode === 'stack') { makeRoom(x.s, x.idx); pump(x.s); }
+    }
+    schedule();
   }
+
   /**
    * When the slice on screen is neither loaded nor coming, cancels the other fetches (they are
    * asked again later), so it does not share the bandwidth.
    */
-  function makeRoom(s) {
-    const key = keyOf(s.slices[v.idx]);
+  function makeRoom(s, idx) {
+    const key = keyOf(s.slices[idx]);
     if (s.frames.has(key) || s.rendered.has(key) || s.inflight.has(key)) return;
     for (const f of s.inflight.values()) f.ctrl.abort();
   }
-  function setTool(id) { v.tool = id; schedule(); }
+
+  function setTool(id) { v.tool = id; for (const vp of v.viewports) vp.angleOpen = null; schedule(); }
+
   function setPreset(id) {
+    const vp = v.active;
+    if (!vp) return;
     const p = PRESETS.find((x) => x.id === id);
-    v.preset = p ? id : 'default';
-    if (p) v.window = { center: p.center, width: p.width };
+    vp.preset = p ? id : 'default';
+    if (p) vp.window = { center: p.center, width: p.width };
     else {
-      const s = series();
-      const sl = s && s.slices && s.slices[v.idx];
-      v.window = sl ? defaultWindow(sl, s.frames.get(keyOf(sl))) : null;
+      const im = vp.current();
+      vp.window = im.pm ? vp.defaultWindow(im) : null;
     }
     schedule();
   }
-  function reset() { v.zoom = 1; v.panX = 0; v.panY = 0; v.invert = false; setPreset('default'); }
-  function zoomBy(f) { v.zoom = Math.max(0.1, Math.min(40, v.zoom * f)); schedule(); }
+
+  function setMode(mode) {
+    const vp = v.active;
+    if (!vp) return;
+    vp.setMode(mode);
+    if (vp.s) pump(vp.s);
+    schedule();
+  }
+
+  function toggleMip(on) {
+    const vp = v.active;
+    if (!vp) return;
+    if (vp.mode === 'stack') { say('MIP: choose a plane first (axial, coronal or sagittal).', 'error'); return; }
+    vp.mip = on === undefined ? !vp.mip : on;
+    schedule();
+  }
+
+  function reset() { const vp = v.active; if (vp) { vp.reset(); setPreset('default'); } }
   function toggleHelp(show) { help.hidden = show === undefined ? !help.hidden : !show; }
+  function cycleLayout() {
+    const ls = Object.keys(LAYOUTS);
+    setLayout(ls[(ls.indexOf(v.layout) + 1) % ls.length]);
+  }
 
   window.addEventListener('keydown', (e) => {
     if (e.target instanceof HTMLInputElement || e.altKey || e.metaKey || (e.ctrlKey && e.key !== '0')) return;
+    const vp = v.active;
     const preset = PRESETS.find((p) => p.key === e.key);
     const tool = TOOLS.find((t) => t.key === e.key);
     let done = true;
     switch (e.key) {
-      case 'ArrowDown': case 'ArrowRight': case 'j': go(v.idx + 1); break;
-      case 'ArrowUp': case 'ArrowLeft': case 'k': go(v.idx - 1); break;
-      case 'PageDown': go(v.idx + 10); break;
-      case 'PageUp': go(v.idx - 10); break;
-      case 'Home': go(0); break;
-      case 'End': go(Infinity); break;
-      case ']': openSeries(Math.min(v.series.length - 1, v.cur + 1)); break;
-      case '[': openSeries(Math.max(0, v.cur - 1)); break;
-      case '0': setPreset('default'); break;
-      case 'i': v.invert = !v.invert; schedule(); break;
-      case 'c': cine(); break;
-      case 'Delete': case 'Backspace': {
-        const s = series();
-        if (s && s.slices) s.marks.delete(keyOf(s.slices[v.idx]));
-        drawMarks();
+      case 'ArrowDown': case 'ArrowRight': case 'j': if (vp) go(vp, vp.index() + 1); break;
+      case 'ArrowUp': case 'ArrowLeft': case 'k': if (vp) go(vp, vp.index() - 1); break;
+      case 'PageDown': if (vp) go(vp, vp.index() + 10); break;
+      case 'PageUp': if (vp) go(vp, vp.index() - 10); break;
+      case 'Home': if (vp) go(vp, 0); break;
+      case 'End': if (vp) go(vp, Infinity); break;
+      case ']': case '[': {
+        const cur = vp && vp.s ? v.series.indexOf(vp.s) : 0;
+        openSeries(e.key === ']' ? Math.min(v.series.length - 1, cur + 1) : Math.max(0, cur - 1));
         break;
       }
+      case '0': setPreset('default'); break;
+      case 'i': if (vp) { vp.invert = !vp.invert; schedule(); } break;
+      case 'c': cine(); break;
+      case 'Delete': case 'Backspace': if (vp) vp.clearMarks(); break;
       case 'r': reset(); break;
-      case '+': case '=': zoomBy(1.25); break;
-      case '-': zoomBy(0.8); break;
+      case '+': case '=': if (vp) vp.zoomBy(1.25); break;
+      case '-': if (vp) vp.zoomBy(0.8); break;
       case '?': toggleHelp(); break;
-      case 'Escape': toggleHelp(false); break;
+      case 'Escape': toggleHelp(false); for (const x of v.viewports) x.angleOpen = null; schedule(); break;
+      case 'l': cycleLayout(); break;
+      case 'v': activate(v.viewports[(v.viewports.indexOf(vp) + 1) % v.viewports.length]); break;
+      case 'L': setLink(!v.link); break;
+      case 'K': markKey(); break;
+      case 'M': toggleMip(); break;
       default:
-        if (preset) setPreset(preset.id);
+        if (PLANE_KEYS[e.key]) setMode(PLANE_KEYS[e.key]);
+        else if (preset) setPreset(preset.id);
         else if (tool) setTool(tool.id);
         else done = false;
     }
     if (done) e.preventDefault();
   });
-
-  let wheelRest = 0;
-  canvas.addEventListener('wheel', (e) => {
-    e.preventDefault();
-    if (e.ctrlKey) { zoomBy(Math.exp(-e.deltaY / 300)); return; }
-    // A mouse notch is one slice; a touchpad's small deltas add up to one.
-    const d = e.deltaMode === 0 ? e.deltaY : e.deltaY * 40;
-    if (Math.abs(d) >= 40) { go(v.idx + Math.sign(d)); wheelRest = 0; return; }
-    wheelRest += d;
-    if (Math.abs(wheelRest) >= 40) { go(v.idx + Math.sign(wheelRest)); wheelRest = 0; }
-  }, { passive: false });
-
-  const pointers = new Map();
-  let pinch = null;
-  let scrollRest = 0;
-  canvas.addEventListener('contextmenu', (e) => e.preventDefault());
-  canvas.addEventListener('pointerdown', (e) => {
-    canvas.setPointerCapture(e.pointerId);
-    pointers.set(e.pointerId, { x: e.clientX, y: e.clientY, button: e.button });
-    if (pointers.size === 2) {
-      const [a, b] = [...pointers.values()];
-      pinch = { d: Math.hypot(a.x - b.x, a.y - b.y) || 1, mx: (a.x + b.x) / 2, my: (a.y + b.y) / 2, zoom: v.zoom, panX: v.panX, panY: v.panY };
-    }
-    scrollRest = 0;
-    const s = series();
-    if (v.tool === 'measure' && e.button === 0 && pointers.size === 1 && v.view && s && s.slices) {
-      const at = toImage(e.clientX, e.clientY);
-      const key = keyOf(s.slices[v.idx]);
-      const m = { a: at, b: at };
-      s.marks.set(key, [...(s.marks.get(key) || []), m]);
-      v.drawing = { m, id: e.pointerId };
-    }
-  });
-  canvas.addEventListener('pointermove', (e) => {
-    const p = pointers.get(e.pointerId);
-    if (!p) return;
-    const dx = e.clientX - p.x, dy = e.clientY - p.y;
-    p.x = e.clientX; p.y = e.clientY;
-    const dpr = window.devicePixelRatio || 1;
-    if (pinch && pointers.size >= 2) {
-      const [a, b] = [...pointers.values()];
-      v.zoom = Math.max(0.1, Math.min(40, pinch.zoom * (Math.hypot(a.x - b.x, a.y - b.y) / pinch.d)));
-      v.panX = pinch.panX + ((a.x + b.x) / 2 - pinch.mx) * dpr;
-      v.panY = pinch.panY + ((a.y + b.y) / 2 - pinch.my) * dpr;
-      schedule();
-      return;
-    }
-    const tool = p.button === 1 ? 'pan' : p.button === 2 ? 'zoom' : v.tool;
-    if (tool === 'window') {
-      const w = v.window || { center: 40, width: 400 };
-      const k = Math.max(0.5, w.width / 300);
-      v.window = { center: w.center + dy * k, width: Math.max(1, w.width + dx * k) };
-      v.preset = 'custom';
-      schedule();
-    } else if (tool === 'scroll') {
-      const s = series();
-      const n = (s && s.slices && s.slices.length) || 1;
-      const step = Math.max(6, Math.min(30, canvas.clientHeight / n));
-      scrollRest -= dy; // a swipe up goes on to the next slice
-      while (Math.abs(scrollRest) >= step) {
-        go(v.idx + Math.sign(scrollRest));
-        scrollRest -= Math.sign(scrollRest) * step;
-      }
-    } else if (tool === 'pan') {
-      v.panX += dx * dpr; v.panY += dy * dpr; schedule();
-    } else if (tool === 'zoom') {
-      zoomBy(Math.exp(-dy / 150));
-    } else if (tool === 'measure' && v.drawing && v.drawing.id === e.pointerId) {
-      v.drawing.m.b = toImage(e.clientX, e.clientY);
-      drawMarks();
-    }
-  });
-  const up = (e) => {
-    if (v.drawing && v.drawing.id === e.pointerId) {
-      const s = series();
-      const key = s && s.slices ? keyOf(s.slices[v.idx]) : '';
-      const list = (s && s.marks.get(key)) || [];
-      // A click without a drag draws nothing.
-      if (Math.hypot(v.drawing.m.b[0] - v.drawing.m.a[0], v.drawing.m.b[1] - v.drawing.m.a[1]) < 1) list.pop();
-      v.drawing = null;
-      drawMarks();
-    }
-    pointers.delete(e.pointerId);
-    if (pointers.size < 2) pinch = null;
-  };
-  canvas.addEventListener('pointerup', up);
-  canvas.addEventListener('pointercancel', up);
-  new ResizeObserver(() => schedule()).observe(stage);
 
   start().catch((e) => say(`The viewer stopped: ${e.message}`, 'error'));
   return v;

@@ -1,0 +1,543 @@
+//! Key images (issue 6): `POST /api/v1/studies/{study}/key-images` saves a Key Object
+//! Selection Document (PS3.3 A.35.4, SOP class 1.2.840.10008.5.1.4.1.1.88.59) that flags
+//! instances of the study as "Of Interest", in a new series of the same study, so that any
+//! DICOM viewer (and QIDO-RS `Modality=KO`) finds them.
+//!
+//! Body: `{"instances": ["<SOP Instance UID>", ...], "description": "optional text"}` (1 to
+//! [`MAX_INSTANCES`] instances of the study). Answer `201 {"studyInstanceUID",
+//! "seriesInstanceUID", "sopInstanceUID", "referenced"}`.
+//!
+//! Rules:
+//! - the caller must see the study (otherwise 404, like a missing study) and have the
+//!   `annotate` right on it (otherwise 403 `forbidden`): admins, clinicians and radiographers
+//!   of the organisation that owns it; a study seen through a grant from another organisation
+//!   cannot be written to;
+//! - every instance named must be an instance of that copy of the study (otherwise 400
+//!   `bad-request`, nothing stored);
+//! - the document is built here (the browser never encodes DICOM) and goes through the ingest
+//!   path like any other object (durable, routed, announced); the request is audited
+//!   `key-images` with the new SOP Instance UID and the number of references.
+//!
+//! The document (TID 2010 "Key Object Selection"): a CONTAINER titled (113000, DCM, "Of
+//! Interest"), one IMAGE item per instance (Referenced SOP Sequence), a TEXT item (113012, DCM,
+//! "Key Object Description") when a description is given; the Current Requested Procedure
+//! Evidence Sequence lists the instances by series. Patient and study attributes are copied
+//! from the study's stored metadata. Text is UTF-8 (`ISO_IR 192`).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use dicom_core::value::DataSetSequence;
+use dicom_core::{DataElement, Length, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::InMemDicomObject;
+use dicom_object::meta::FileMetaTableBuilder;
+use serde::Deserialize;
+use serde_json::{Value as Json_, json};
+use vesalius_auth::{Action, Caller, Resource};
+use vesalius_core::ErrorKind;
+use vesalius_store::audit::Outcome;
+use vesalius_store::index::InstanceMetadata;
+use vesalius_store::ingest::IngestContext;
+use vesalius_store::query::Scope;
+
+use crate::{ApiError, Services};
+
+/// SOP Class UID of the Key Object Selection Document.
+pub const KEY_OBJECT_SELECTION: &str = "1.2.840.10008.5.1.4.1.1.88.59";
+/// Most instances one document may reference.
+pub const MAX_INSTANCES: usize = 1000;
+/// Longest description accepted (characters; stored as UT).
+pub const MAX_DESCRIPTION: usize = 1024;
+/// Series Number of the new series (PS3.3 C.17.6.1: type 1).
+const SERIES_NUMBER: i32 = 9001;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKeyImages {
+    instances: Vec<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorKind::BadRequest, message)
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorKind::Internal, format!("building the key object: {e}"))
+}
+
+/// A new UID under the `2.25` root (PS3.5 B.2: a UUID as a decimal integer).
+fn new_uid() -> String {
+    format!("2.25.{}", uuid::Uuid::new_v4().as_u128())
+}
+
+/// `POST /api/v1/studies/{study}/key-images`.
+pub(crate) async fn create(
+    State(sv): State<Services>,
+    caller: Option<Extension<Caller>>,
+    Path(study): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let c = crate::caller_of(caller)?;
+    crate::links::check_uid(&study)?;
+    let req: NewKeyImages = serde_json::from_slice(&body)
+        .map_err(|e| bad(format!("the body is not a key-image request: {e}")))?;
+    let mut wanted = req.instances;
+    wanted.sort();
+    wanted.dedup();
+    if wanted.is_empty() || wanted.len() > MAX_INSTANCES {
+        return Err(bad(format!(
+            "instances: 1 to {MAX_INSTANCES} SOP Instance UIDs expected, {} given",
+            wanted.len()
+        )));
+    }
+    for uid in &wanted {
+        crate::links::check_uid(uid)?;
+    }
+    let description = req.description.unwrap_or_default().trim().to_owned();
+    if description.chars().count() > MAX_DESCRIPTION {
+        return Err(bad(format!(
+            "description: at most {MAX_DESCRIPTION} characters"
+        )));
+    }
+
+    // What the caller sees of the study; its own organisation's copy when there are two.
+    let scope = Scope {
+        access: c.access.clone(),
+        ..Scope::study(&study)
+    };
+    let mut metas = sv.ingestor.index().metadata(&scope).await?;
+    let own = metas.iter().any(|m| m.instance.org == c.org());
+    let Some(owner) = metas
+        .iter()
+        .map(|m| m.instance.org.clone())
+        .find(|o| !own || o == c.org())
+    else {
+        return Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!("no study {study}"),
+        ));
+    };
+    metas.retain(|m| m.instance.org == owner);
+    let study_ref = crate::links::study_ref(&sv, &owner, &study).await?;
+    let decide = |action| {
+        let (auth, p, r) = (sv.auth.clone(), c.principal.clone(), study_ref.clone());
+        async move {
+            auth.authorize(&p, action, &Resource::Study(r))
+                .await
+                .map(|d| d.is_allowed())
+                .map_err(|e| ApiError::new(e.kind(), e.to_string()))
+        }
+    };
+    // A study the caller may not see is answered like a missing one.
+    if !decide(Action::Retrieve).await? {
+        return Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!("no study {study}"),
+        ));
+    }
+    if !decide(Action::Annotate).await? {
+        let mut ev = c.event(
+            "key-images",
+            Outcome::Denied,
+            &owner,
+            Some(&study),
+            json!({ "instances": wanted.len() }),
+        );
+        ev.patient = study_ref.patient.clone();
+        audit(&sv, ev).await;
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            format!(
+                "{} may not add key images to this study (organisation {owner:?})",
+                c.principal.actor.name
+            ),
+        ));
+    }
+
+    let by_sop: BTreeMap<&str, &InstanceMetadata> = metas
+        .iter()
+        .map(|m| (m.instance.sop_instance_uid.as_str(), m))
+        .collect();
+    let mut refs = Vec::with_capacity(wanted.len());
+    for uid in &wanted {
+        let Some(m) = by_sop.get(uid.as_str()) else {
+            return Err(bad(format!("{uid} is not an instance of study {study}")));
+        };
+        refs.push(&m.instance);
+    }
+    // Patient and study attributes from the study's stored metadata (any of its instances).
+    let first: Json_ = serde_json::from_str(&metas[0].json).map_err(internal)?;
+    let series_uid = new_uid();
+    let sop_uid = new_uid();
+    let doc = KeyObject {
+        study_uid: &study,
+        series_uid: &series_uid,
+        sop_uid: &sop_uid,
+        source: &first,
+        references: refs
+            .iter()
+            .map(|i| Reference {
+                series_uid: &i.series_uid,
+                sop_class_uid: &i.sop_class_uid,
+                sop_uid: &i.sop_instance_uid,
+            })
+            .collect(),
+        description: &description,
+        now: now_parts(),
+    };
+    let bytes = doc.encode()?;
+
+    let mut spool = sv.ingestor.spool()?;
+    spool.write(&bytes)?;
+    let ctx = IngestContext {
+        org: owner.clone(),
+        source: "api".into(),
+        expected_study: Some(study.clone()),
+        expected_sop_instance: Some(sop_uid.clone()),
+        actor: Some(c.principal.actor.clone()),
+        source_addr: c.source.clone(),
+        user_agent: c.user_agent.clone(),
+        ..Default::default()
+    };
+    let done = sv.ingestor.ingest(spool.finish()?, &ctx).await?;
+    let mut ev = c.event(
+        "key-images",
+        Outcome::Success,
+        &owner,
+        Some(&study),
+        json!({ "series": series_uid, "sop": sop_uid, "instances": refs.len() }),
+    );
+    ev.patient = study_ref.patient.clone();
+    audit(&sv, ev).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "studyInstanceUID": done.instance.study_uid,
+            "seriesInstanceUID": done.instance.series_uid,
+            "sopInstanceUID": done.instance.sop_instance_uid,
+            "referenced": refs.len(),
+        })),
+    )
+        .into_response())
+}
+
+async fn audit(sv: &Services, ev: vesalius_store::audit::AuditEvent) {
+    if let Err(e) = sv.auth.audit_log().append(vec![ev]).await {
+        tracing::error!(error = %e, "key-images audit event not written");
+    }
+}
+
+/// One referenced instance.
+struct Reference<'a> {
+    series_uid: &'a str,
+    sop_class_uid: &'a str,
+    sop_uid: &'a str,
+}
+
+/// The document to encode.
+struct KeyObject<'a> {
+    study_uid: &'a str,
+    series_uid: &'a str,
+    sop_uid: &'a str,
+    /// DICOM JSON of an instance of the study (patient and study attributes).
+    source: &'a Json_,
+    references: Vec<Reference<'a>>,
+    description: &'a str,
+    /// Content date (`YYYYMMDD`) and time (`HHMMSS`), UTC.
+    now: (String, String),
+}
+
+/// Today's date and time (UTC) as DA and TM.
+fn now_parts() -> (String, String) {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let (y, m, d) = vesalius_deid::civil_from_days(days);
+    let s = secs % 86_400;
+    (
+        format!("{y:04}{m:02}{d:02}"),
+        format!("{:02}{:02}{:02}", s / 3600, (s / 60) % 60, s % 60),
+    )
+}
+
+fn text(tag: Tag, vr: VR, value: &str) -> DataElement<InMemDicomObject> {
+    if value.is_empty() {
+        DataElement::new(tag, vr, PrimitiveValue::Empty)
+    } else {
+        DataElement::new(tag, vr, PrimitiveValue::from(value))
+    }
+}
+
+fn seq(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, VR::SQ, DataSetSequence::new(items, Length::UNDEFINED))
+}
+
+/// A coded concept (PS3.3 Table 8.8-1): value, scheme, meaning.
+fn code(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
+    InMemDicomObject::from_element_iter([
+        text(tags::CODE_VALUE, VR::SH, value),
+        text(tags::CODING_SCHEME_DESIGNATOR, VR::SH, scheme),
+        text(tags::CODE_MEANING, VR::LO, meaning),
+    ])
+}
+
+/// The first value of `tag` (8 hex digits) of a DICOM JSON object as text ("" when absent);
+/// person names in their alphabetic form.
+fn json_str(obj: &Json_, tag: &str) -> String {
+    match obj
+        .get(tag)
+        .and_then(|e| e.get("Value"))
+        .and_then(|v| v.get(0))
+    {
+        Some(Json_::String(s)) => s.clone(),
+        Some(Json_::Number(n)) => n.to_string(),
+        Some(Json_::Object(pn)) => pn
+            .get("Alphabetic")
+            .and_then(Json_::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        _ => String::new(),
+    }
+}
+
+impl KeyObject<'_> {
+    /// The data set (PS3.3 A.35.4.3: Patient, General Study, Key Object Document Series,
+    /// General Equipment, Key Object Document, SR Document Content, SOP Common).
+    fn dataset(&self) -> InMemDicomObject {
+        let src = |tag: &str| json_str(self.source, tag);
+        let (date, time) = (&self.now.0, &self.now.1);
+        let mut ds = InMemDicomObject::new_empty();
+        // SOP Common.
+        ds.put(text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"));
+        ds.put(text(tags::SOP_CLASS_UID, VR::UI, KEY_OBJECT_SELECTION));
+        ds.put(text(tags::SOP_INSTANCE_UID, VR::UI, self.sop_uid));
+        // Patient (type 2 attributes present, possibly empty).
+        ds.put(text(tags::PATIENT_NAME, VR::PN, &src("00100010")));
+        ds.put(text(tags::PATIENT_ID, VR::LO, &src("00100020")));
+        let issuer = src("00100021");
+        if !issuer.is_empty() {
+            ds.put(text(tags::ISSUER_OF_PATIENT_ID, VR::LO, &issuer));
+        }
+        ds.put(text(tags::PATIENT_BIRTH_DATE, VR::DA, &src("00100030")));
+        ds.put(text(tags::PATIENT_SEX, VR::CS, &src("00100040")));
+        // General Study.
+        ds.put(text(tags::STUDY_INSTANCE_UID, VR::UI, self.study_uid));
+        ds.put(text(tags::STUDY_DATE, VR::DA, &src("00080020")));
+        ds.put(text(tags::STUDY_TIME, VR::TM, &src("00080030")));
+        ds.put(text(
+            tags::REFERRING_PHYSICIAN_NAME,
+            VR::PN,
+            &src("00080090"),
+        ));
+        ds.put(text(tags::STUDY_ID, VR::SH, &src("00200010")));
+        ds.put(text(tags::ACCESSION_NUMBER, VR::SH, &src("00080050")));
+        let study_description = src("00081030");
+        if !study_description.is_empty() {
+            ds.put(text(tags::STUDY_DESCRIPTION, VR::LO, &study_description));
+        }
+        // Key Object Document Series (PS3.3 C.17.6.1).
+        ds.put(text(tags::MODALITY, VR::CS, "KO"));
+        ds.put(text(tags::SERIES_INSTANCE_UID, VR::UI, self.series_uid));
+        ds.put(DataElement::new(
+            tags::SERIES_NUMBER,
+            VR::IS,
+            PrimitiveValue::from(SERIES_NUMBER.to_string()),
+        ));
+        ds.put(text(tags::SERIES_DESCRIPTION, VR::LO, "Key images"));
+        ds.put(seq(
+            tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE,
+            vec![],
+        ));
+        // General Equipment.
+        ds.put(text(tags::MANUFACTURER, VR::LO, "Vesalius"));
+        // Key Object Document (PS3.3 C.17.6.2).
+        ds.put(DataElement::new(
+            tags::INSTANCE_NUMBER,
+            VR::IS,
+            PrimitiveValue::from("1"),
+        ));
+        ds.put(text(tags::CONTENT_DATE, VR::DA, date));
+        ds.put(text(tags::CONTENT_TIME, VR::TM, time));
+        let mut by_series: BTreeMap<&str, Vec<&Reference>> = BTreeMap::new();
+        for r in &self.references {
+            by_series.entry(r.series_uid).or_default().push(r);
+        }
+        let series_items = by_series
+            .iter()
+            .map(|(series, refs)| {
+                InMemDicomObject::from_element_iter([
+                    seq(
+                        tags::REFERENCED_SOP_SEQUENCE,
+                        refs.iter().map(|r| sop_ref(r)).collect(),
+                    ),
+                    text(tags::SERIES_INSTANCE_UID, VR::UI, series),
+                ])
+            })
+            .collect();
+        ds.put(seq(
+            tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE,
+            vec![InMemDicomObject::from_element_iter([
+                seq(tags::REFERENCED_SERIES_SEQUENCE, series_items),
+                text(tags::STUDY_INSTANCE_UID, VR::UI, self.study_uid),
+            ])],
+        ));
+        // SR Document Content (PS3.3 C.17.3), TID 2010.
+        ds.put(text(tags::VALUE_TYPE, VR::CS, "CONTAINER"));
+        ds.put(seq(
+            tags::CONCEPT_NAME_CODE_SEQUENCE,
+            vec![code("113000", "DCM", "Of Interest")],
+        ));
+        ds.put(text(tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE"));
+        ds.put(seq(
+            tags::CONTENT_TEMPLATE_SEQUENCE,
+            vec![InMemDicomObject::from_element_iter([
+                text(tags::MAPPING_RESOURCE, VR::CS, "DCMR"),
+                text(tags::TEMPLATE_IDENTIFIER, VR::CS, "2010"),
+            ])],
+        ));
+        let mut content = Vec::new();
+        if !self.description.is_empty() {
+            content.push(InMemDicomObject::from_element_iter([
+                text(tags::RELATIONSHIP_TYPE, VR::CS, "CONTAINS"),
+                text(tags::VALUE_TYPE, VR::CS, "TEXT"),
+                seq(
+                    tags::CONCEPT_NAME_CODE_SEQUENCE,
+                    vec![code("113012", "DCM", "Key Object Description")],
+                ),
+                text(tags::TEXT_VALUE, VR::UT, self.description),
+            ]));
+        }
+        for r in &self.references {
+            content.push(InMemDicomObject::from_element_iter([
+                text(tags::RELATIONSHIP_TYPE, VR::CS, "CONTAINS"),
+                text(tags::VALUE_TYPE, VR::CS, "IMAGE"),
+                seq(tags::REFERENCED_SOP_SEQUENCE, vec![sop_ref(r)]),
+            ]));
+        }
+        ds.put(seq(tags::CONTENT_SEQUENCE, content));
+        ds
+    }
+
+    /// The Part 10 bytes (Explicit VR Little Endian).
+    fn encode(&self) -> Result<Vec<u8>, ApiError> {
+        let obj = self
+            .dataset()
+            .with_meta(
+                FileMetaTableBuilder::new()
+                    .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
+                    .media_storage_sop_class_uid(KEY_OBJECT_SELECTION)
+                    .media_storage_sop_instance_uid(self.sop_uid),
+            )
+            .map_err(internal)?;
+        vesalius_deid::coerce::write_object(&obj).map_err(internal)
+    }
+}
+
+fn sop_ref(r: &Reference) -> InMemDicomObject {
+    InMemDicomObject::from_element_iter([
+        text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, r.sop_class_uid),
+        text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, r.sop_uid),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_core::header::Header;
+
+    fn doc_bytes(description: &str) -> Vec<u8> {
+        let source = json!({
+            "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Müller^Zoë"}]},
+            "00100020": {"vr": "LO", "Value": ["MRN7"]},
+            "00080020": {"vr": "DA", "Value": ["20261201"]},
+        });
+        KeyObject {
+            study_uid: "1.2.3",
+            series_uid: "1.2.3.4",
+            sop_uid: "1.2.3.4.5",
+            source: &source,
+            references: vec![
+                Reference {
+                    series_uid: "1.2.3.9",
+                    sop_class_uid: "1.2.840.10008.5.1.4.1.1.2",
+                    sop_uid: "1.2.3.9.1",
+                },
+                Reference {
+                    series_uid: "1.2.3.9",
+                    sop_class_uid: "1.2.840.10008.5.1.4.1.1.2",
+                    sop_uid: "1.2.3.9.2",
+                },
+            ],
+            description,
+            now: ("20261207".into(), "120000".into()),
+        }
+        .encode()
+        .unwrap()
+    }
+
+    fn items(obj: &InMemDicomObject, tag: Tag) -> Vec<InMemDicomObject> {
+        obj.element(tag).unwrap().items().unwrap().to_vec()
+    }
+
+    fn s(obj: &InMemDicomObject, tag: Tag) -> String {
+        obj.element(tag)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches(['\0', ' '])
+            .to_owned()
+    }
+
+    #[test]
+    fn the_document_is_a_tid_2010_key_object_selection() {
+        let obj = vesalius_deid::coerce::read_object(&doc_bytes("two slices")).unwrap();
+        assert_eq!(s(&obj, tags::SOP_CLASS_UID), KEY_OBJECT_SELECTION);
+        assert_eq!(s(&obj, tags::MODALITY), "KO");
+        assert_eq!(s(&obj, tags::PATIENT_NAME), "Müller^Zoë");
+        assert_eq!(s(&obj, tags::PATIENT_ID), "MRN7");
+        assert_eq!(s(&obj, tags::STUDY_DATE), "20261201");
+        // Type 2 attributes are present even when the source has no value.
+        assert_eq!(s(&obj, tags::ACCESSION_NUMBER), "");
+        let title = items(&obj, tags::CONCEPT_NAME_CODE_SEQUENCE);
+        assert_eq!(s(&title[0], tags::CODE_VALUE), "113000");
+        assert_eq!(s(&title[0], tags::CODING_SCHEME_DESIGNATOR), "DCM");
+        let template = items(&obj, tags::CONTENT_TEMPLATE_SEQUENCE);
+        assert_eq!(s(&template[0], tags::TEMPLATE_IDENTIFIER), "2010");
+        let content = items(&obj, tags::CONTENT_SEQUENCE);
+        assert_eq!(content.len(), 3, "a description and two images");
+        assert_eq!(s(&content[0], tags::VALUE_TYPE), "TEXT");
+        assert_eq!(s(&content[0], tags::TEXT_VALUE), "two slices");
+        let image = items(&content[2], tags::REFERENCED_SOP_SEQUENCE);
+        assert_eq!(s(&image[0], tags::REFERENCED_SOP_INSTANCE_UID), "1.2.3.9.2");
+        // The evidence: one series with both instances.
+        let evidence = items(&obj, tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE);
+        let series = items(&evidence[0], tags::REFERENCED_SERIES_SEQUENCE);
+        assert_eq!(series.len(), 1);
+        assert_eq!(items(&series[0], tags::REFERENCED_SOP_SEQUENCE).len(), 2);
+        assert_eq!(
+            obj.meta().transfer_syntax(),
+            uids::EXPLICIT_VR_LITTLE_ENDIAN
+        );
+        assert_eq!(
+            obj.element(tags::CONTENT_SEQUENCE).unwrap().tag(),
+            tags::CONTENT_SEQUENCE
+        );
+    }
+
+    #[test]
+    fn without_a_description_only_images_are_listed() {
+        let obj = vesalius_deid::coerce::read_object(&doc_bytes("")).unwrap();
+        let content = items(&obj, tags::CONTENT_SEQUENCE);
+        assert_eq!(content.len(), 2);
+        assert!(content.iter().all(|c| s(c, tags::VALUE_TYPE) == "IMAGE"));
+    }
+}

@@ -1,0 +1,205 @@
+// Volumes and reformats, without the DOM: the geometry of a stack of slices from Image
+// Position/Orientation (Patient) (PS3.3 C.7.6.2), whether it can be reformatted (one
+// orientation, no gantry tilt, uniform spacing), and axial / coronal / sagittal planes through
+// it, optionally as a thick-slab maximum intensity projection (MIP). Pixels stay the frames'
+// bit patterns (pixels.js windows them with the same LUT as the acquired slices).
+//
+// Voxel coordinates: i along a row (the column index), j down a column (the row index), k the
+// slice in order along the normal. The patient position of voxel (i, j, k) is
+//   origin + i·Δc·row + j·Δr·col + k·Δs·normal
+// (row, col: the two direction cosines of Image Orientation; Δr, Δc: Pixel Spacing's row and
+// column spacing; Δs: the slice spacing; normal = row × col).
+
+import { num, storedValue, T, values } from './pixels.js';
+
+/** Fewest slices a reformat is made from. */
+export const MIN_SLICES = 3;
+
+const dot = (a, b) => a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+const cross = (a, b) => [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]];
+const sub = (a, b) => [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
+const norm = (a) => Math.hypot(a[0], a[1], a[2]);
+const scale = (a, s) => [a[0] * s, a[1] * s, a[2] * s];
+const add = (a, b) => [a[0] + b[0], a[1] + b[1], a[2] + b[2]];
+
+/**
+ * The geometry of a series' slices (`[{meta}]` as pixels.slicesOf gives them), or `{error}`
+ * saying why it cannot be reformatted: too few slices, multi-frame, missing position or
+ * orientation, slices not parallel or of different sizes or pixel encodings, two slices at one
+ * position, irregular spacing (more than 1 % or 0.01 mm off the mean), gantry tilt (a slice
+ * shifted in its own plane by more than 1 % of the spacing).
+ */
+export function volumeGeometry(slices) {
+  const n = slices.length;
+  if (n < MIN_SLICES) return { error: `Too few slices to reformat (${n}; at least ${MIN_SLICES}).` };
+  if (slices.some((sl) => num(sl.meta, T.numberOfFrames, 0, 1) > 1)) {
+    return { error: 'Multi-frame images cannot be reformatted here yet.' };
+  }
+  const m0 = slices[0].meta;
+  const o0 = values(m0, T.imageOrientation).map(Number);
+  if (o0.length !== 6 || o0.some((x) => !Number.isFinite(x))) return { error: 'The images have no Image Orientation (Patient).' };
+  const ps = values(m0, T.pixelSpacing).map(Number);
+  const spacing = ps.length === 2 && ps.every((x) => x > 0) ? ps : null;
+  if (!spacing) return { error: 'The images have no Pixel Spacing.' };
+  const same = [T.rows, T.columns, T.bitsAllocated, T.bitsStored, T.pixelRepresentation, T.rescaleSlope, T.rescaleIntercept];
+  const entries = [];
+  for (let i = 0; i < n; i++) {
+    const m = slices[i].meta;
+    const o = values(m, T.imageOrientation).map(Number);
+    if (o.length !== 6 || o.some((x, c) => Math.abs(x - o0[c]) > 1e-3)) return { error: 'The slices are not parallel (their orientations differ).' };
+    if (same.some((t) => num(m, t, 0, null) !== num(m0, t, 0, null))
+      || values(m, T.pixelSpacing).map(Number).some((x, c) => Math.abs(x - spacing[c]) > 1e-4)) {
+      return { error: 'The slices differ in size, spacing or pixel encoding.' };
+    }
+    const p = values(m, T.imagePosition).map(Number);
+    if (p.length !== 3 || p.some((x) => !Number.isFinite(x))) return { error: 'The images have no Image Position (Patient).' };
+    entries.push({ i, p });
+  }
+  const row = o0.slice(0, 3), col = o0.slice(3, 6);
+  const c = cross(row, col);
+  const normal = scale(c, 1 / (norm(c) || 1));
+  for (const e of entries) e.along = dot(e.p, normal);
+  entries.sort((a, b) => a.along - b.along);
+  const gaps = [];
+  for (let k = 1; k < n; k++) {
+    const d = entries[k].along - entries[k - 1].along;
+    if (d < 1e-3) return { error: 'Two slices are at the same position.' };
+    gaps.push(d);
+    const shift = norm(sub(sub(entries[k].p, entries[k - 1].p), scale(normal, d)));
+    if (shift > 0.01 * d + 1e-3) {
+      return { error: `The slices are shifted in their plane (gantry tilt or a sheared stack: ${shift.toFixed(2)} mm per slice).` };
+    }
+  }
+  const mean = (entries[n - 1].along - entries[0].along) / (n - 1);
+  const lo = Math.min(...gaps), hi = Math.max(...gaps);
+  if (hi - mean > Math.max(0.01 * mean, 0.01) || mean - lo > Math.max(0.01 * mean, 0.01)) {
+    return { error: `Irregular slice spacing (${lo.toFixed(2)} to ${hi.toFixed(2)} mm).` };
+  }
+  return {
+    n, rows: num(m0, T.rows, 0, 0), cols: num(m0, T.columns, 0, 0),
+    order: entries.map((e) => e.i), origin: entries[0].p,
+    row, col, normal,
+    /** [Δr (between rows), Δc (between columns), Δs (between slices)] in mm. */
+    spacing: [spacing[0], spacing[1], mean],
+    frameOfReference: String(values(m0, '00200052')[0] || ''),
+  };
+}
+
+/** The patient directions each plane is shown with: screen right and screen down. */
+export const PLANES = {
+  // Radiological convention: the patient's right on the viewer's left, anterior up (axial),
+  // head up (coronal, sagittal), anterior on the left (sagittal).
+  axial: { right: [1, 0, 0], down: [0, 1, 0], across: [0, 0, 1] },
+  coronal: { right: [1, 0, 0], down: [0, 0, -1], across: [0, 1, 0] },
+  sagittal: { right: [0, 1, 0], down: [0, 0, -1], across: [1, 0, 0] },
+};
+
+/**
+ * How `plane` cuts the volume: the voxel axis held fixed (0: i, 1: j, 2: k), the axes along
+ * the screen's x (`u`) and y (`v`) with their signs (−1: reversed), sizes and spacings, and
+ * the patient directions of the screen's x and y.
+ */
+export function planeAxes(g, plane) {
+  const P = PLANES[plane];
+  if (!P) throw new Error(`no plane ${plane}`);
+  const dirs = [g.row, g.col, g.normal];
+  const dims = [g.cols, g.rows, g.n];
+  const step = [g.spacing[1], g.spacing[0], g.spacing[2]];
+  const fixed = [0, 1, 2].reduce((a, b) => (Math.abs(dot(dirs[b], P.across)) > Math.abs(dot(dirs[a], P.across)) ? b : a));
+  const [a, b] = [0, 1, 2].filter((x) => x !== fixed);
+  const u = Math.abs(dot(dirs[a], P.right)) >= Math.abs(dot(dirs[b], P.right)) ? a : b;
+  const v = u === a ? b : a;
+  const su = dot(dirs[u], P.right) < 0 ? -1 : 1;
+  const sv = dot(dirs[v], P.down) < 0 ? -1 : 1;
+  return {
+    fixed, u, v, su, sv,
+    width: dims[u], height: dims[v], count: dims[fixed],
+    /** [between rows, between columns] of the reformatted image (mm). */
+    spacing: [step[v], step[u]],
+    rowDir: scale(dirs[u], su), colDir: scale(dirs[v], sv),
+    normal: dirs[fixed], step: step[fixed],
+  };
+}
+
+/**
+ * The indices along the fixed axis a slab of `slabMm` around index `f` covers: the slices
+ * whose centres are within `slabMm / 2` of the centre of `f` (just `f` when the slab is
+ * thinner than two slice spacings), clipped to the volume.
+ */
+export function slabRange(count, step, f, slabMm) {
+  const h = slabMm > 0 ? Math.floor(slabMm / (2 * step) + 1e-9) : 0;
+  return [Math.max(0, f - h), Math.min(count - 1, f + h)];
+}
+
+/** Modality values (PS3.3 C.11.1.1.2) of every bit pattern of `pm` (256 or 65536 entries). */
+export function modalityTable(pm) {
+  const size = pm.bitsAllocated === 8 ? 256 : 65536;
+  const t = new Float32Array(size);
+  for (let p = 0; p < size; p++) t[p] = storedValue(p, pm) * pm.slope + pm.intercept;
+  return t;
+}
+
+/**
+ * The plane `plane` at index `f` of the fixed axis from `frames` (the slices' bit patterns in
+ * the volume's order, `g.order` applied), as bit patterns: `{width, height, data, spacing,
+ * rowDir, colDir, normal, position, count, range}`. With `slabMm` and `table` (modalityTable),
+ * each pixel is the one of largest modality value over the slab (MIP).
+ */
+export function reformat(g, frames, plane, f, { slabMm = 0, table = null } = {}) {
+  const ax = planeAxes(g, plane);
+  const { width, height, u, v, su, sv, fixed } = ax;
+  const dims = [g.cols, g.rows, g.n];
+  const range = table ? slabRange(ax.count, ax.step, f, slabMm) : [f, f];
+  const out = new (frames[0].constructor)(width * height);
+  const best = range[0] === range[1] ? null : new Float32Array(width * height).fill(-Infinity);
+  const idx = [0, 0, 0];
+  for (let s = range[0]; s <= range[1]; s++) {
+    idx[fixed] = s;
+    for (let y = 0; y < height; y++) {
+      idx[v] = sv > 0 ? y : dims[v] - 1 - y;
+      for (let x = 0; x < width; x++) {
+        idx[u] = su > 0 ? x : dims[u] - 1 - x;
+        const p = frames[idx[2]][idx[1] * g.cols + idx[0]];
+        const o = y * width + x;
+        if (!best) out[o] = p;
+        else if (table[p] > best[o]) { best[o] = table[p]; out[o] = p; }
+      }
+    }
+  }
+  const position = add(g.origin, scale(ax.normal, ax.step * f));
+  return {
+    width, height, data: out, spacing: ax.spacing, rowDir: ax.rowDir, colDir: ax.colDir,
+    normal: ax.normal, position, count: ax.count, range,
+  };
+}
+
+/** The positions along `normal` of planes 0..count−1 of `plane` (for linked scrolling). */
+export function planePositions(g, plane) {
+  const ax = planeAxes(g, plane);
+  const o = dot(g.origin, ax.normal);
+  return { normal: ax.normal, along: Array.from({ length: ax.count }, (_, f) => o + f * ax.step) };
+}
+
+/**
+ * Linked scrolling: the index in `target` (`{normal, along}`) nearest to the plane through
+ * `point` with normal `normal`, or null when the planes are not parallel (|cos| < 0.99).
+ */
+export function linkedIndex(point, normal, target) {
+  if (!point || !normal || !target || !target.along.length) return null;
+  if (Math.abs(dot(normal, target.normal)) < 0.99) return null;
+  const want = dot(point, target.normal);
+  let bestI = 0;
+  for (let i = 1; i < target.along.length; i++) {
+    if (Math.abs(target.along[i] - want) < Math.abs(target.along[bestI] - want)) bestI = i;
+  }
+  return bestI;
+}
+
+/** The slice normal (unit) and position of an acquired slice's metadata, or nulls. */
+export function slicePlane(meta) {
+  const o = values(meta, T.imageOrientation).map(Number);
+  const p = values(meta, T.imagePosition).map(Number);
+  if (o.length !== 6 || p.length !== 3) return { normal: null, position: null };
+  const c = cross(o.slice(0, 3), o.slice(3, 6));
+  return { normal: scale(c, 1 / (norm(c) || 1)), position: p };
+}
