@@ -7,12 +7,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { ARTIFACTS, PASSWORD, Site, synth } from './site.mjs';
+import { ARTIFACTS, PASSWORD, Site, synth, launch } from './site.mjs';
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--no-first-run'];
 
 let hub;
 let spoke;
@@ -23,7 +19,7 @@ before(async () => {
   spoke = await Site.start('spoke');
   hub.user('default', 'alice');
   hub.peerWith(spoke);
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+  browser = await launch();
 });
 
 after(async () => {
