@@ -122,12 +122,19 @@ impl AlertsConfig {
 pub fn forward_exchange_events(
     exchange: &Exchange,
     alerts: Arc<Alerts>,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     use tokio::sync::broadcast::error::RecvError;
     let mut rx = exchange.subscribe();
     tokio::spawn(async move {
         loop {
-            let signal = match rx.recv().await {
+            // Ends with the site (the exchange's channel outlives it: a `RunningSite::stop` that
+            // waited for the channel to close would wait for ever).
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                e = rx.recv() => e,
+            };
+            let signal = match event {
                 Ok(ExchangeEvent::StudyComplete {
                     org,
                     study_uid,

@@ -106,6 +106,7 @@ pub async fn start_network(dir: &std::path::Path) -> Result<Vec<RunningSite>> {
         sites.push(site);
     }
     let (hub_org, spokes) = (SITES[0].1, &SITES[1..]);
+    stroke_alert(&sites[0], hub_org, &format!("admin-{}", SITES[0].0)).await?;
     // The hub knows each spoke (deliveries land in the hub's organisation); each spoke knows the
     // hub (which may search it) and routes CT heads there.
     let spoke_peers = sites[1..]
@@ -121,6 +122,50 @@ pub async fn start_network(dir: &std::path::Path) -> Result<Vec<RunningSite>> {
             .await?;
     }
     Ok(sites)
+}
+
+/// Issue 6: the hub's administrator is alerted in the app (a beep, a browser notification, a
+/// link to the viewer) when a stroke-priority study arrives: a `stroke-arrival` rule of the
+/// hub's organisation and an in-app subscription (docs/alerts.md).
+async fn stroke_alert(hub: &RunningSite, org: &str, username: &str) -> Result<()> {
+    use vesalius_store::alerts::{AlertChange, AlertKind, AlertRule, Channel, Subscription};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let rule = AlertRule {
+        id: "demo-stroke-arrival".into(),
+        org: org.into(),
+        name: "Stroke-priority study arrived".into(),
+        kind: AlertKind::StrokeArrival,
+        threshold: i64::from(STROKE_PRIORITY),
+        escalation: vec![],
+        escalate_after_ms: 0,
+        enabled: true,
+        created_ms: now,
+    };
+    let sub = Subscription {
+        id: "demo-stroke-arrival-admin".into(),
+        rule_id: rule.id.clone(),
+        org: org.into(),
+        username: username.into(),
+        channel: Channel::InApp,
+        target: String::new(),
+        secret: String::new(),
+        escalation_only: false,
+        created_ms: now,
+    };
+    hub.storage
+        .alerts
+        .store()
+        .apply_alerts(
+            vec![
+                AlertChange::PutRule(rule),
+                AlertChange::PutSubscription(sub),
+            ],
+            vec![],
+        )
+        .await?;
+    Ok(())
 }
 
 /// What sending a study through the network measured.

@@ -64,6 +64,27 @@ async fn r5_ct_head_is_routed_verified_and_complete_at_the_hub() {
     .await
     .unwrap();
     assert_eq!(f.instances, 12);
+    // Issue 6: the demo's rule alerts the hub's administrator, with a link to the viewer.
+    let mut alerted = Vec::new();
+    for _ in 0..100 {
+        alerted = hub
+            .storage
+            .alerts
+            .store()
+            .alerts_of("admin-hub", true, 10)
+            .await
+            .unwrap();
+        if !alerted.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(alerted.len(), 1, "one stroke-arrival alert for admin-hub");
+    assert_eq!(alerted[0].study_uid.as_deref(), Some(f.study_uid.as_str()));
+    assert_eq!(
+        alerted[0].link.as_deref(),
+        Some(format!("/view/{}", f.study_uid).as_str())
+    );
     // Byte-identical copies at the hub, in the hub's organisation.
     let at_spoke = held(spoke, &f.study_uid).await;
     let at_hub = held(hub, &f.study_uid).await;

@@ -593,7 +593,11 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
                 .alerts
                 .set_base_url(&format!("{scheme}://{}", http.local_addr()?));
         }
-        crate::alerts::forward_exchange_events(&storage.exchange, storage.alerts.clone());
+        crate::alerts::forward_exchange_events(
+            &storage.exchange,
+            storage.alerts.clone(),
+            shutdown.clone(),
+        );
         tokio::spawn(storage.alerts.clone().run(shutdown.clone()));
         tokio::spawn(
             crate::alerts::Monitor {

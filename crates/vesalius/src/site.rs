@@ -71,6 +71,7 @@ impl RunningSite {
             tasks.push(crate::alerts::forward_exchange_events(
                 &storage.exchange,
                 storage.alerts.clone(),
+                shutdown.clone(),
             ));
             tasks.push(tokio::spawn(storage.alerts.clone().run(shutdown.clone())));
         }
