@@ -11,7 +11,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { ARTIFACTS, PASSWORD, Site, synth, launch, VIEWPORTS } from './site.mjs';
+import { ARTIFACTS, Site, synth, launch, VIEWPORTS, login } from './site.mjs';
 
 
 let site;
@@ -131,9 +131,7 @@ for (const [name, opts] of Object.entries(VIEWPORTS)) {
     await page.goto(`${site.base}/worklist`);
     await page.waitForURL(/\/login/);
     await check(page, `${name} login`);
-    await page.fill('input[name=username]', 'ada');
-    await page.fill('input[name=password]', PASSWORD);
-    await Promise.all([page.waitForURL(/\/worklist$/), page.click('form button')]);
+    await login(page, 'ada');
     await page.locator(`tr[data-uid="${study}"]`).waitFor();
     await check(page, `${name} worklist`);
     await page.goto(`${site.base}/view/${study}`);

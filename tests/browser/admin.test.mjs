@@ -12,7 +12,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { ARTIFACTS, PASSWORD, Site, synth, launch, VIEWPORTS } from './site.mjs';
+import { ARTIFACTS, PASSWORD, Site, synth, launch, VIEWPORTS, login } from './site.mjs';
 
 const STORESCP = process.env.STORESCP || '/usr/bin/storescp';
 
@@ -71,9 +71,7 @@ async function open(kind, username, path) {
   page.on('dialog', (d) => d.accept());
   await page.goto(`${hub.base}${path}`);
   await page.waitForURL(/\/login/);
-  await page.fill('input[name=username]', username);
-  await page.fill('input[name=password]', PASSWORD);
-  await Promise.all([page.waitForURL((u) => u.pathname === path), page.click('form button')]);
+  await login(page, username, (u) => u.pathname === path);
   return { ctx, page, errors };
 }
 
@@ -170,11 +168,11 @@ test('desktop: an administrator runs the site from the console', async () => {
     await cp.fill('input[name=password]', 'carol has a fine password');
     await Promise.all([cp.waitForLoadState('load'), cp.click('form button')]);
     await carol.close();
-    const login = await fetch(`${hub.base}/api/v1/auth/login`, {
+    const session = await fetch(`${hub.base}/api/v1/auth/login`, {
       method: 'POST', headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ username: 'carol', password: 'carol has a fine password' }),
     });
-    assert.equal(login.status, 200, 'the password link set her password');
+    assert.equal(session.status, 200, 'the password link set her password');
 
     // --- tokens: create one (secret once), it works -----------------------------------------
     await page.click('nav.admin-nav >> text=Tokens');

@@ -7,7 +7,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { ARTIFACTS, PASSWORD, Site, synth, launch } from './site.mjs';
+import { ARTIFACTS, PASSWORD, Site, synth, launch, login } from './site.mjs';
 
 
 let hub;
@@ -64,13 +64,13 @@ test('desktop: a live alert with its viewer link, sound and notification; acknow
   const [st, rule] = await call('POST', `${hub.base}/api/v1/alerts/rules`, { Authorization: `Bearer ${token}` },
     { name: 'Stroke arrivals', kind: 'stroke-arrival' });
   assert.equal(st, 201, JSON.stringify(rule));
-  const login = await fetch(`${hub.base}/api/v1/auth/login`, {
+  const session = await fetch(`${hub.base}/api/v1/auth/login`, {
     method: 'POST', headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ username: 'alice', password: PASSWORD }),
   });
-  assert.equal(login.status, 200);
-  const { csrf } = await login.json();
-  const cookie = login.headers.getSetCookie().find((c) => c.startsWith('vesalius_session=')).split(';')[0];
+  assert.equal(session.status, 200);
+  const { csrf } = await session.json();
+  const cookie = session.headers.getSetCookie().find((c) => c.startsWith('vesalius_session=')).split(';')[0];
   const [st2, sub] = await call('POST', `${hub.base}/api/v1/alerts/subscriptions`, { Cookie: cookie, 'X-CSRF-Token': csrf },
     { rule_id: rule.id, channel: 'in-app' });
   assert.equal(st2, 201, JSON.stringify(sub));
@@ -81,9 +81,7 @@ test('desktop: a live alert with its viewer link, sound and notification; acknow
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
   await page.goto(`${hub.base}/worklist`);
-  await page.fill('input[name=username]', 'alice');
-  await page.fill('input[name=password]', PASSWORD);
-  await Promise.all([page.waitForURL(/\/worklist$/), page.click('form button')]);
+  await login(page, 'alice');
   await page.waitForFunction(() => !document.getElementById('wl-status')?.classList.contains('offline'));
   await page.evaluate(() => { window.__sameDocument = true; });
   assert.equal(await page.locator('.live-alert').count(), 0, 'no alert yet');

@@ -9,7 +9,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { ARTIFACTS, PASSWORD, ROOT, Site, synth, launch } from './site.mjs';
+import { ARTIFACTS, ROOT, Site, synth, launch, login } from './site.mjs';
 
 const DIST = process.env.VESALIUS_OHIF_DIST || join(ROOT, 'target/ohif/dist');
 
@@ -88,9 +88,7 @@ test('OHIF, opened from the worklist, reads the study from Vesalius and draws it
   assert.equal(anon.status(), 401);
   await page.goto(`${site.base}/worklist`);
   await page.waitForURL(/\/login/);
-  await page.fill('input[name=username]', 'alice');
-  await page.fill('input[name=password]', PASSWORD);
-  await Promise.all([page.waitForURL(/\/worklist$/), page.click('form button')]);
+  await login(page, 'alice');
 
   // The worklist offers "Open in OHIF" for the study held here.
   const link = page.locator(`tr[data-uid="${study}"] a.ohif`);

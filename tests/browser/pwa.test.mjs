@@ -5,7 +5,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { ARTIFACTS, PASSWORD, Site, synth, launch } from './site.mjs';
+import { ARTIFACTS, Site, synth, launch, login } from './site.mjs';
 
 
 let site;
@@ -33,9 +33,7 @@ test('phone: installable; the shell opens offline; no study data is ever cached'
   page.on('pageerror', (e) => errors.push(e.message));
   await page.goto(`${site.base}/worklist`);
   await page.waitForURL(/\/login/);
-  await page.fill('input[name=username]', 'alice');
-  await page.fill('input[name=password]', PASSWORD);
-  await Promise.all([page.waitForURL(/\/worklist$/), page.click('form button')]);
+  await login(page, 'alice');
 
   // The manifest: a name, a start URL inside the app, standalone, an icon.
   const href = await page.getAttribute('link[rel=manifest]', 'href');

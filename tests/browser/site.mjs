@@ -27,6 +27,13 @@ export const VIEWPORTS = {
   phone: { viewport: { width: 390, height: 844 }, deviceScaleFactor: 3, isMobile: true, hasTouch: true },
 };
 
+/** Logs in through the login form `page` is on; resolves once the page is at `landing`. */
+export async function login(page, username, landing = /\/worklist$/) {
+  await page.fill('input[name=username]', username);
+  await page.fill('input[name=password]', PASSWORD);
+  await Promise.all([page.waitForURL(landing), page.click('form button')]);
+}
+
 /** Starts the browser. */
 export function launch() {
   return chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });

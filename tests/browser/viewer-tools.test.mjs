@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ARTIFACTS, PASSWORD, ROOT, Site, synth, launch, VIEWPORTS } from './site.mjs';
+import { ARTIFACTS, ROOT, Site, synth, launch, VIEWPORTS, login } from './site.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const PYTHON = process.env.VESALIUS_PYTHON || join(ROOT, '.venv/bin/python');
@@ -166,9 +166,7 @@ for (const [name, options] of Object.entries(VIEWPORTS)) {
 
     await page.goto(`${site.base}/view/${study}`);
     await page.waitForURL(/\/login/);
-    await page.fill('input[name=username]', 'alice');
-    await page.fill('input[name=password]', PASSWORD);
-    await Promise.all([page.waitForURL(/\/view\//), page.click('form button')]);
+    await login(page, 'alice', /\/view\//);
     await waitFor(page, 0, (d) => d.state === 'raw' && d.slices && d.loaded === d.slices, null, 'all slices loaded');
     const middle = Number((await dataset(page)).slice);
 

@@ -6,7 +6,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { ARTIFACTS, PASSWORD, Site, synth, launch, VIEWPORTS } from './site.mjs';
+import { ARTIFACTS, Site, synth, launch, VIEWPORTS, login } from './site.mjs';
 
 
 /** The linear VOI function of PS3.3 C.11.2.1.2.1 to 0..255, written here again on purpose. */
@@ -40,12 +40,6 @@ after(async () => {
 
 async function shot(page, name) {
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`) });
-}
-
-async function login(page, username, landing = /\/worklist$/) {
-  await page.fill('input[name=username]', username);
-  await page.fill('input[name=password]', PASSWORD);
-  await Promise.all([page.waitForURL(landing), page.click('form button')]);
 }
 
 const dataset = (page) => page.$eval('#view', (c) => ({ ...c.dataset }));

@@ -360,11 +360,7 @@ async fn change_user(
     let mut user = find_user(&sv, &c, &name).await?;
     let mut changes = Vec::new();
     let mut events = Vec::new();
-    let first_org = user
-        .memberships
-        .first()
-        .map(|m| m.org.clone())
-        .unwrap_or_default();
+    let first_org = user.home_org();
     if let Some(role) = role {
         let org = b.org.clone().unwrap_or_else(|| c.org().to_owned());
         if !manages(&c, &org) {
@@ -726,17 +722,7 @@ async fn audit_events(
     if let Err(e) = sv.auth.audit_log().append(vec![ev]).await {
         tracing::error!(error = %e, "audit-search event not written");
     }
-    let records: Vec<Value> = found
-        .iter()
-        .map(|r| {
-            let e = &r.event;
-            json!({
-                "seq": r.seq, "time_ms": e.time_ms, "action": e.action, "outcome": e.outcome,
-                "actor": e.actor, "org": e.org, "study_uid": e.study_uid, "patient": e.patient,
-                "source": e.source, "user_agent": e.user_agent, "details": e.details,
-            })
-        })
-        .collect();
+    let records: Vec<Value> = found.iter().map(crate::privacy::record_json).collect();
     Ok(Json(
         json!({ "records": records, "limit": limit, "more": found.len() as u32 >= limit }),
     ))

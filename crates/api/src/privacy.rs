@@ -122,18 +122,18 @@ pub(crate) async fn break_glass(
 }
 
 fn records(rs: &[AuditRecord]) -> Json<serde_json::Value> {
-    let out: Vec<_> = rs
-        .iter()
-        .map(|r| {
-            let e = &r.event;
-            json!({
-                "seq": r.seq, "time_ms": e.time_ms, "action": e.action, "outcome": e.outcome,
-                "actor": e.actor, "org": e.org, "study_uid": e.study_uid, "patient": e.patient,
-                "source": e.source, "user_agent": e.user_agent, "details": e.details,
-            })
-        })
-        .collect();
+    let out: Vec<_> = rs.iter().map(record_json).collect();
     Json(json!({ "records": out }))
+}
+
+/// One audit record as the API shows it (the privacy reports and the admin console's search).
+pub(crate) fn record_json(r: &AuditRecord) -> serde_json::Value {
+    let e = &r.event;
+    json!({
+        "seq": r.seq, "time_ms": e.time_ms, "action": e.action, "outcome": e.outcome,
+        "actor": e.actor, "org": e.org, "study_uid": e.study_uid, "patient": e.patient,
+        "source": e.source, "user_agent": e.user_agent, "details": e.details,
+    })
 }
 
 #[derive(Deserialize, Default)]

@@ -123,6 +123,20 @@ impl DataSet {
         if s.is_empty() { None } else { Some(s) }
     }
 
+    /// The value of `tag` decoded in the object's character set `cs` (person names,
+    /// descriptions), padding removed; empty when absent.
+    pub fn text(&self, cs: &crate::charset::CharacterSet, tag: Tag) -> String {
+        match self.bytes(tag) {
+            Some(b) => cs
+                .decode(b)
+                .text
+                .trim_end_matches(['\0', ' '])
+                .trim_start()
+                .to_owned(),
+            None => String::new(),
+        }
+    }
+
     /// The first unsigned 16-bit value of `tag` (US).
     pub fn u16(&self, tag: Tag) -> Option<u16> {
         let b = self.bytes(tag)?;

@@ -134,22 +134,10 @@ impl RouteInput {
         len: u64,
     ) -> Result<RouteInput, vesalius_core::Error> {
         use vesalius_core::charset::CharacterSet;
-        use vesalius_core::parse::{DataSet, ParseLimits, parse_file};
+        use vesalius_core::parse::{ParseLimits, parse_file};
         use vesalius_core::tag;
         /// Station Name.
         const STATION_NAME: u32 = 0x0008_1010;
-        // A text attribute decoded in the object's character set, padding removed.
-        fn text(ds: &DataSet, cs: &CharacterSet, t: u32) -> String {
-            match ds.bytes(t) {
-                Some(b) => cs
-                    .decode(b)
-                    .text
-                    .trim_end_matches(['\0', ' '])
-                    .trim_start()
-                    .to_owned(),
-                None => String::new(),
-            }
-        }
         let parsed = parse_file(reader, len, &ParseLimits::default())?;
         let ds = &parsed.dataset;
         let cs = CharacterSet::from_value(ds.bytes(tag::SPECIFIC_CHARACTER_SET));
@@ -157,8 +145,8 @@ impl RouteInput {
             modality: ds.str(tag::MODALITY).unwrap_or("").to_owned(),
             sop_class: ds.str(tag::SOP_CLASS_UID).unwrap_or("").to_owned(),
             body_part: ds.str(tag::BODY_PART_EXAMINED).unwrap_or("").to_owned(),
-            study_description: text(ds, &cs, tag::STUDY_DESCRIPTION),
-            station_name: text(ds, &cs, STATION_NAME),
+            study_description: ds.text(&cs, tag::STUDY_DESCRIPTION),
+            station_name: ds.text(&cs, STATION_NAME),
             ..RouteInput::default()
         })
     }

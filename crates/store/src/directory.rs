@@ -123,6 +123,17 @@ pub struct User {
     pub created_ms: i64,
 }
 
+impl User {
+    /// The organisation of the user's first membership (where their audit events are filed);
+    /// empty for a user without any.
+    pub fn home_org(&self) -> String {
+        self.memberships
+            .first()
+            .map(|m| m.org.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// A scoped API token. The secret is shown once; only its hash is kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiToken {

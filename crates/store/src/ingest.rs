@@ -380,18 +380,6 @@ fn required<'a>(ds: &'a DataSet, t: Tag, name: &'static str) -> Result<&'a str> 
     Ok(v)
 }
 
-fn text(ds: &DataSet, cs: &CharacterSet, t: Tag) -> String {
-    match ds.bytes(t) {
-        Some(b) => cs
-            .decode(b)
-            .text
-            .trim_end_matches(['\0', ' '])
-            .trim_start()
-            .to_owned(),
-        None => String::new(),
-    }
-}
-
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -543,8 +531,8 @@ fn build_record(
     };
     let metadata_json =
         serde_json::Value::Object(dataset_to_json(ds, p.pixel_data.as_ref())).to_string();
-    let patient_id = text(ds, &cs, tag::PATIENT_ID);
-    let mut issuer = text(ds, &cs, tag::ISSUER_OF_PATIENT_ID);
+    let patient_id = ds.text(&cs, tag::PATIENT_ID);
+    let mut issuer = ds.text(&cs, tag::ISSUER_OF_PATIENT_ID);
     let mut study_json = level_json(ds, |t| tag::group(t) == 0x0010 || STUDY_TAGS.contains(&t));
     if let Some(d) = ctx.default_issuer.as_deref()
         && issuer.is_empty()
@@ -559,7 +547,7 @@ fn build_record(
         patient: PatientAttrs {
             patient_id,
             issuer,
-            name: text(ds, &cs, tag::PATIENT_NAME),
+            name: ds.text(&cs, tag::PATIENT_NAME),
             birth_date: ds.str(tag::PATIENT_BIRTH_DATE).unwrap_or("").to_owned(),
             sex: ds.str(tag::PATIENT_SEX).unwrap_or("").to_owned(),
         },
@@ -567,16 +555,16 @@ fn build_record(
             study_uid: study_uid.to_owned(),
             date: ds.str(tag::STUDY_DATE).unwrap_or("").replace('.', ""),
             time: ds.str(tag::STUDY_TIME).unwrap_or("").replace(':', ""),
-            accession: text(ds, &cs, tag::ACCESSION_NUMBER),
-            referring_physician: text(ds, &cs, tag::REFERRING_PHYSICIAN_NAME),
-            description: text(ds, &cs, tag::STUDY_DESCRIPTION),
-            study_id: text(ds, &cs, tag::STUDY_ID),
+            accession: ds.text(&cs, tag::ACCESSION_NUMBER),
+            referring_physician: ds.text(&cs, tag::REFERRING_PHYSICIAN_NAME),
+            description: ds.text(&cs, tag::STUDY_DESCRIPTION),
+            study_id: ds.text(&cs, tag::STUDY_ID),
         },
         series: SeriesAttrs {
             series_uid: series_uid.to_owned(),
             modality: ds.str(tag::MODALITY).unwrap_or("").to_owned(),
             number: ds.int(tag::SERIES_NUMBER),
-            description: text(ds, &cs, tag::SERIES_DESCRIPTION),
+            description: ds.text(&cs, tag::SERIES_DESCRIPTION),
             body_part: ds.str(tag::BODY_PART_EXAMINED).unwrap_or("").to_owned(),
         },
         instance: InstanceAttrs {

@@ -118,11 +118,33 @@ impl AlertsConfig {
     }
 }
 
-/// Turns the exchange's events into signals until its broadcast closes.
+/// Starts a site's alert engine when `[alerts] enabled`: links in alerts point at
+/// `[http] public_base_url` or else `local_url`; the exchange's events become signals; the
+/// engine escalates and delivers until `shutdown`. (`serve` adds the [`Monitor`].)
+pub fn start(
+    cfg: &Config,
+    alerts: &Arc<Alerts>,
+    exchange: &Exchange,
+    local_url: &str,
+    shutdown: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    if !cfg.alerts.enabled {
+        return Vec::new();
+    }
+    if cfg.http.public_base_url.is_none() {
+        alerts.set_base_url(local_url);
+    }
+    vec![
+        forward_exchange_events(exchange, alerts.clone(), shutdown.clone()),
+        tokio::spawn(alerts.clone().run(shutdown.clone())),
+    ]
+}
+
+/// Turns the exchange's events into signals until `shutdown`.
 pub fn forward_exchange_events(
     exchange: &Exchange,
     alerts: Arc<Alerts>,
-    shutdown: tokio_util::sync::CancellationToken,
+    shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     use tokio::sync::broadcast::error::RecvError;
     let mut rx = exchange.subscribe();

@@ -587,18 +587,14 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
     forward_arrivals(&storage);
     // Issue 6: alerts: the exchange's events and the monitor raise them, the engine escalates
     // and delivers them.
+    crate::alerts::start(
+        &cfg,
+        &storage.alerts,
+        &storage.exchange,
+        &format!("{scheme}://{}", http.local_addr()?),
+        &shutdown,
+    );
     if cfg.alerts.enabled {
-        if cfg.http.public_base_url.is_none() {
-            storage
-                .alerts
-                .set_base_url(&format!("{scheme}://{}", http.local_addr()?));
-        }
-        crate::alerts::forward_exchange_events(
-            &storage.exchange,
-            storage.alerts.clone(),
-            shutdown.clone(),
-        );
-        tokio::spawn(storage.alerts.clone().run(shutdown.clone()));
         tokio::spawn(
             crate::alerts::Monitor {
                 alerts: storage.alerts.clone(),

@@ -64,17 +64,13 @@ impl RunningSite {
             }
         })];
         // Issue 6: alerts (rules made through the API) are raised, escalated and delivered.
-        if cfg.alerts.enabled {
-            if cfg.http.public_base_url.is_none() {
-                storage.alerts.set_base_url(&format!("http://{http_addr}"));
-            }
-            tasks.push(crate::alerts::forward_exchange_events(
-                &storage.exchange,
-                storage.alerts.clone(),
-                shutdown.clone(),
-            ));
-            tasks.push(tokio::spawn(storage.alerts.clone().run(shutdown.clone())));
-        }
+        tasks.extend(crate::alerts::start(
+            &cfg,
+            &storage.alerts,
+            &storage.exchange,
+            &format!("http://{http_addr}"),
+            &shutdown,
+        ));
         let dimse_opts = vesalius_dimse::DimseServerOptions {
             ae_title: cfg.dicom.ae_title.clone(),
             max_pdu_length: cfg.dicom.max_pdu_length,

@@ -120,16 +120,11 @@ pub fn version() -> &'static str {
     })
 }
 
-/// The shell with the asset version filled in.
-fn shell_html() -> &'static str {
-    static S: OnceLock<String> = OnceLock::new();
-    S.get_or_init(|| SHELL.replace("{{V}}", version()))
-}
-
 /// The shell page with the asset version filled in: the API answers it at the guest upload and
 /// share-link addresses once it has checked the link (`vesalius_api::ApiOptions::app_shell`).
 pub fn shell_page() -> &'static str {
-    shell_html()
+    static S: OnceLock<String> = OnceLock::new();
+    S.get_or_init(|| SHELL.replace("{{V}}", version()))
 }
 
 /// Whether `path` is the app's (its shell routes and assets), served without credentials.
@@ -159,13 +154,8 @@ pub fn router() -> Router {
 
 /// The app's routes (mount at the root).
 pub fn router_with(opts: WebOptions) -> Router {
-    let shell_page = if opts.ohif_dir.is_some() {
-        shell_html().replacen("<body>", "<body data-ohif=\"/ohif/\">", 1)
-    } else {
-        shell_html().to_owned()
-    };
-    let shell_page: &'static str = Box::leak(shell_page.into_boxed_str());
-    let page = move |headers: HeaderMap| async move { shell(headers, shell_page).await };
+    let ohif = opts.ohif_dir.is_some();
+    let page = move |headers: HeaderMap| async move { shell(headers, ohif).await };
     let app = Router::new()
         .route("/", get(page))
         .route("/worklist", get(page))
@@ -205,41 +195,62 @@ async fn pages_css(headers: HeaderMap) -> Response {
         .into_response()
 }
 
-/// The ETag of everything of this version.
-fn etag() -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{}\"", version())).unwrap_or(HeaderValue::from_static("\"\""))
+/// The ETag of everything of this version, and of the shell: `"{version}"`, or
+/// `"{version}-ohif"` for the shell that offers OHIF (the page differs).
+fn tag(ohif: bool) -> &'static str {
+    static TAGS: OnceLock<[String; 2]> = OnceLock::new();
+    let [plain, with_ohif] = TAGS.get_or_init(|| {
+        [
+            format!("\"{}\"", version()),
+            format!("\"{}-ohif\"", version()),
+        ]
+    });
+    if ohif { with_ohif } else { plain }
 }
 
-fn not_modified(headers: &HeaderMap) -> bool {
+/// [`tag`] as a header value.
+fn etag_of(ohif: bool) -> HeaderValue {
+    HeaderValue::from_static(tag(ohif))
+}
+
+/// The ETag of everything of this version.
+fn etag() -> HeaderValue {
+    etag_of(false)
+}
+
+/// Whether the request's `If-None-Match` names `tag`.
+fn names(headers: &HeaderMap, tag: &str) -> bool {
     headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim() == format!("\"{}\"", version()))
-        })
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag))
 }
 
-/// The shell `page`; its ETag is the version's, told apart when OHIF is on (the page differs).
-async fn shell(headers: HeaderMap, page: &'static str) -> Response {
-    let ohif = page.contains("data-ohif");
-    let tag = if ohif {
-        format!("\"{}-ohif\"", version())
+fn not_modified(headers: &HeaderMap) -> bool {
+    names(headers, tag(false))
+}
+
+/// The shell page, with `<body data-ohif>` when OHIF is served (the worklist's "Open in OHIF").
+fn shell_variant(ohif: bool) -> &'static str {
+    static WITH_OHIF: OnceLock<String> = OnceLock::new();
+    if ohif {
+        WITH_OHIF.get_or_init(|| shell_page().replacen("<body>", "<body data-ohif=\"/ohif/\">", 1))
     } else {
-        format!("\"{}\"", version())
-    };
-    let etag = HeaderValue::from_str(&tag).unwrap_or(HeaderValue::from_static("\"\""));
-    let fresh = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
-    if fresh {
+        shell_page()
+    }
+}
+
+/// The shell; its ETag tells the page with OHIF apart from the one without.
+async fn shell(headers: HeaderMap, ohif: bool) -> Response {
+    let etag = etag_of(ohif);
+    if names(&headers, tag(ohif)) {
         return (
             StatusCode::NOT_MODIFIED,
             [(header::ETAG, etag), (header::CACHE_CONTROL, no_cache())],
         )
             .into_response();
     }
+    let page = shell_variant(ohif);
     (
         [
             (

@@ -65,11 +65,7 @@ impl Authenticator {
         };
         user.password_hash = None;
         user.must_change_password = false;
-        let org = user
-            .memberships
-            .first()
-            .map(|m| m.org.clone())
-            .unwrap_or_default();
+        let org = user.home_org();
         let mut ev = self.event(
             actor.actor.clone(),
             "password-link",

@@ -361,11 +361,7 @@ impl Authenticator {
         let params = self.opts.password_params;
         user.password_hash = Some(Self::blocking(move || password::hash(&pw, params)).await??);
         user.must_change_password = false;
-        let org = user
-            .memberships
-            .first()
-            .map(|m| m.org.clone())
-            .unwrap_or_default();
+        let org = user.home_org();
         let mut ev = self.event(
             user_actor(&user, &org, None),
             action,

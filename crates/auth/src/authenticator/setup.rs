@@ -106,11 +106,7 @@ impl Authenticator {
                     .user(&p.user_id)
                     .await?
                     .ok_or_else(|| Error::NotFound(format!("setup user {}", p.user_id)))?;
-                let org = user
-                    .memberships
-                    .first()
-                    .map(|m| m.org.clone())
-                    .unwrap_or_default();
+                let org = user.home_org();
                 (user, org)
             }
             (false, None) => return Ok(None),
@@ -187,11 +183,7 @@ impl Authenticator {
         let (pw, params) = (new_password.to_owned(), self.opts.password_params);
         user.password_hash = Some(Self::blocking(move || password::hash(&pw, params)).await??);
         user.must_change_password = false;
-        let org = user
-            .memberships
-            .first()
-            .map(|m| m.org.clone())
-            .unwrap_or_default();
+        let org = user.home_org();
         let mut ev = self.event(
             user_actor(&user, &org, Some(Role::Admin)),
             "setup-complete",

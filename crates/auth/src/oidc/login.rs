@@ -74,11 +74,7 @@ impl Authenticator {
         }
         let mut linked = user.clone();
         linked.oidc = Some((identity.issuer.clone(), identity.subject.clone()));
-        let org = linked
-            .memberships
-            .first()
-            .map(|m| m.org.clone())
-            .unwrap_or_default();
+        let org = linked.home_org();
         let mut ev = self.event(
             user_actor(&linked, &org, None),
             "oidc-link",

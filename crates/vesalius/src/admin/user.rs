@@ -487,10 +487,7 @@ pub async fn find_user(cx: &AdminContext, username: &str) -> Result<User> {
 
 /// The user's first organisation, the `org` of events about them.
 pub fn first_org(user: &User) -> String {
-    user.memberships
-        .first()
-        .map(|m| m.org.clone())
-        .unwrap_or_default()
+    user.home_org()
 }
 
 async fn set_disabled(cx: &AdminContext, username: &str, disabled: bool) -> Result<()> {
