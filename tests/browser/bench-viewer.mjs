@@ -12,8 +12,10 @@
 // VESALIUS_BIN (scripts/bench uses the release build), VESALIUS_OHIF_DIST,
 // BENCH_SHOTS (folder for the screenshots of what was drawn).
 //
-// Time zero is the navigation's start (performance.timeOrigin of the page); "first image" is
-// Vesalius' canvas showing an image (its `data-state` `rendered` or `raw`) and, for OHIF,
+// Time zero is the navigation's start (performance.timeOrigin of the page); "first image" is,
+// for Vesalius, the first paint of the study's image: the page's own `<img>` of the server's
+// rendering (its Element Timing `renderTime`) or the viewer's canvas showing an image (its
+// `data-state` `rendered` or `raw`), whichever came first (the canvas time is printed too); for OHIF,
 // cornerstone's first CORNERSTONE_IMAGE_RENDERED event; "all" is the last frame's response end
 // (Vesalius: its `data-loaded` reaching `data-slices`; OHIF: N distinct WADO-RS frame
 // responses, which OHIF's stack prefetch fetches).
@@ -65,6 +67,14 @@ function when(page, pred, arg, timeout) {
 async function vesalius(study, throttle, shot) {
   const ctx = await context();
   const page = await ctx.newPage();
+  await page.addInitScript(() => {
+    // When the page's own first image (`<img elementtiming="first-image">`, the server's
+    // thumbnail put into /view/{study}) was painted (W3C Element Timing).
+    window.__painted = null;
+    new PerformanceObserver((l) => {
+      for (const e of l.getEntries()) if (e.identifier === 'first-image' && window.__painted === null) window.__painted = e.renderTime;
+    }).observe({ type: 'element', buffered: true });
+  });
   if (throttle) {
     const cdp = await ctx.newCDPSession(page);
     await cdp.send('Network.enable');
@@ -72,7 +82,9 @@ async function vesalius(study, throttle, shot) {
   }
   const long = throttle ? 600000 : 120000;
   await page.goto(`${site.base}/view/${study}`, { waitUntil: 'commit' });
-  const first = await when(page, () => ['rendered', 'raw'].includes(document.getElementById('view')?.dataset.state) && performance.now(), null, long);
+  const canvas = await when(page, () => ['rendered', 'raw'].includes(document.getElementById('view')?.dataset.state) && performance.now(), null, long);
+  const painted = await page.evaluate(() => window.__painted);
+  const first = painted === null ? canvas : Math.min(painted, canvas);
   if (shot) await page.screenshot({ path: join(SHOTS, `${shot}.png`) });
   let jump = null;
   if (throttle) {
@@ -88,7 +100,7 @@ async function vesalius(study, throttle, shot) {
     all = await when(page, () => { const d = document.getElementById('view')?.dataset; return d && d.slices && d.loaded === d.slices && performance.now(); }, null, long);
   }
   await ctx.close();
-  return { first, all, jump };
+  return { first, canvas, all, jump };
 }
 
 async function ohif(study, throttle, shot) {
@@ -150,14 +162,14 @@ try {
       console.error(`${net} rep ${i + 1}: vesalius ${JSON.stringify(res.vesalius.at(-1))}${WITH_OHIF ? ` ohif ${JSON.stringify(res.ohif.at(-1))}` : ''}`);
     }
     const m = (list, k) => median(list.map((r) => r[k]));
-    rows.push({ net, reps, v: { first: m(res.vesalius, 'first'), all: m(res.vesalius, 'all'), jump: m(res.vesalius, 'jump') },
+    rows.push({ net, reps, v: { first: m(res.vesalius, 'first'), canvas: m(res.vesalius, 'canvas'), all: m(res.vesalius, 'all'), jump: m(res.vesalius, 'jump') },
       o: { first: m(res.ohif, 'first'), all: m(res.ohif, 'all') } });
   }
   console.log(`\nViewer benchmark: ${SLICES}-slice synthetic CT head (512×512, 16 bits), cold browser cache, headless Chromium, median of the runs`);
-  console.log('| Network | Runs | Vesalius first image | OHIF first image | ratio | Vesalius all slices | OHIF all slices | ratio | Vesalius: slice 1 after a jump |');
-  console.log('|---|---|---|---|---|---|---|---|---|');
+  console.log('| Network | Runs | Vesalius first image | (in the viewer canvas) | OHIF first image | ratio | Vesalius all slices | OHIF all slices | ratio | Vesalius: slice 1 after a jump |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
-    console.log(`| ${r.net} | ${r.reps} | ${fmt(r.v.first)} | ${fmt(r.o.first)} | ${ratio(r.v.first, r.o.first)} | ${fmt(r.v.all)} | ${fmt(r.o.all)} | ${ratio(r.v.all, r.o.all)} | ${fmt(r.v.jump)} |`);
+    console.log(`| ${r.net} | ${r.reps} | ${fmt(r.v.first)} | ${fmt(r.v.canvas)} | ${fmt(r.o.first)} | ${ratio(r.v.first, r.o.first)} | ${fmt(r.v.all)} | ${fmt(r.o.all)} | ${ratio(r.v.all, r.o.all)} | ${fmt(r.v.jump)} |`);
   }
   console.log(`\nScreenshots of what was drawn at the first image: ${SHOTS}`);
 } finally {

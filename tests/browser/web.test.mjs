@@ -137,7 +137,17 @@ for (const [name, options] of Object.entries(VIEWPORTS)) {
     const opened = Date.now();
     await page.waitForFunction(() => ['rendered', 'raw'].includes(document.getElementById('view')?.dataset.state));
     const firstImageMs = Date.now() - opened;
-    assert.ok(requests.some((u) => u.endsWith('/rendered')), 'the first image is asked of /rendered');
+    // The first image is the server's: the study thumbnail at natural size, put into the page
+    // itself (an <img> painted before the app runs, removed once the canvas shows the same).
+    const preview = `/dicom-web/studies/${study}/thumbnail?viewport=8192,8192&quality=90`;
+    assert.ok(requests.some((u) => u.endsWith(preview)), `the first image is asked of ${preview}`);
+    const html = await (await page.request.get(`${site.base}/view/${study}`)).text();
+    assert.ok(html.includes(`<img id="preview" class="preview" src="${preview}"`), 'the page carries the first image');
+    assert.equal(await page.locator('#preview').count(), 0, 'the page\'s image gives way to the canvas');
+    const thumb = await page.request.get(`${site.base}${preview}`);
+    assert.equal(thumb.headers()['content-type'], 'image/jpeg');
+    const shownSop = thumb.headers()['content-location'].split('/instances/')[1];
+    assert.equal(ct.images[shownSop].number, Math.floor(24 / 2) + 1, 'the thumbnail is the middle slice');
     await page.waitForFunction(() => {
       const d = document.getElementById('view')?.dataset;
       return d && d.slices && d.loaded === d.slices;

@@ -289,10 +289,58 @@ async fn middle_thumbnail(
     let p = parse_render_params(params)?;
     let format = negotiate_image(headers, params)?;
     let instances = st.ingestor.index().instances(&scope).await?;
-    let Some(inst) = instances.get(instances.len() / 2) else {
+    let Some(inst) = representative(&instances) else {
         return Err(DicomWebError::not_found("nothing to show a thumbnail of"));
     };
-    render(st, inst, 1, &p, format, true).await
+    let mut response = render(st, inst, 1, &p, format, true).await?;
+    // Which instance the image shows (RFC 9110 8.7), so that a viewer can place it: the web
+    // app draws a study's thumbnail as its first image before it has read the metadata.
+    let location = format!(
+        "/dicom-web/studies/{}/series/{}/instances/{}",
+        inst.study_uid, inst.series_uid, inst.sop_instance_uid
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::CONTENT_LOCATION, v);
+    }
+    Ok(response)
+}
+
+/// SOP classes without pixels to show (PS3.4 Annex B: structured reports and key object
+/// selection `…88.*`, presentation states `…11.*`, segmentation/registration `…66.*`,
+/// encapsulated documents `…104.*`, raw data `…66`).
+fn is_image_class(sop_class: &str) -> bool {
+    const NOT_IMAGES: &[&str] = &[
+        "1.2.840.10008.5.1.4.1.1.88.",
+        "1.2.840.10008.5.1.4.1.1.11.",
+        "1.2.840.10008.5.1.4.1.1.66",
+        "1.2.840.10008.5.1.4.1.1.104.",
+    ];
+    !NOT_IMAGES.iter().any(|p| sop_class.starts_with(p))
+}
+
+/// The representative image of instances ordered by series (PS3.18 10.4.1.1.4 leaves the
+/// choice to the origin server): the middle instance of the series with the most images, as
+/// the web viewer opens a study (the first such series on a tie); of all instances when none is
+/// an image.
+fn representative(instances: &[StoredInstance]) -> Option<&StoredInstance> {
+    let images: Vec<&StoredInstance> = instances
+        .iter()
+        .filter(|i| is_image_class(&i.sop_class_uid))
+        .collect();
+    if images.is_empty() {
+        return instances.get(instances.len() / 2);
+    }
+    let mut best: &[&StoredInstance] = &[];
+    let mut start = 0;
+    for end in 1..=images.len() {
+        if end == images.len() || images[end].series_uid != images[start].series_uid {
+            if end - start > best.len() {
+                best = &images[start..end];
+            }
+            start = end;
+        }
+    }
+    best.get(best.len() / 2).copied()
 }
 
 #[cfg(test)]
@@ -304,6 +352,35 @@ mod tests {
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    fn inst(series: &str, sop_class: &str, n: i64) -> StoredInstance {
+        StoredInstance {
+            org: "o".into(),
+            study_uid: "1".into(),
+            series_uid: series.into(),
+            sop_class_uid: sop_class.into(),
+            sop_instance_uid: format!("{series}.{n}"),
+            transfer_syntax: String::new(),
+            blob_key: String::new(),
+            size: 0,
+            sha256: String::new(),
+            number: Some(n),
+        }
+    }
+
+    #[test]
+    fn the_representative_image_is_the_middle_of_the_largest_image_series() {
+        const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
+        const KO: &str = "1.2.840.10008.5.1.4.1.1.88.59";
+        let mut list: Vec<StoredInstance> = (1..=3).map(|n| inst("1.1", CT, n)).collect();
+        list.extend((1..=5).map(|n| inst("1.2", CT, n)));
+        list.extend((1..=9).map(|n| inst("1.3", KO, n)));
+        let r = representative(&list).unwrap();
+        assert_eq!(r.sop_instance_uid, "1.2.3");
+        let kos: Vec<StoredInstance> = (1..=3).map(|n| inst("1.3", KO, n)).collect();
+        assert_eq!(representative(&kos).unwrap().sop_instance_uid, "1.3.2");
+        assert!(representative(&[]).is_none());
     }
 
     #[test]

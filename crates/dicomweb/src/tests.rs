@@ -836,6 +836,13 @@ async fn rendering_and_transcoding_from_a_store_without_files() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
     image::load_from_memory_with_format(&r.body, image::ImageFormat::Jpeg).unwrap();
+    // Which instance the representative image is (the web viewer places it by this).
+    let location = r.headers[header::CONTENT_LOCATION].to_str().unwrap();
+    assert!(
+        location.starts_with(&format!("/dicom-web/studies/{STUDY_A}/series/"))
+            && location.contains("/instances/"),
+        "{location}"
+    );
     assert_eq!(
         h.get(&format!("{inst}/frames/4/rendered"), None)
             .await

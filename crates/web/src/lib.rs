@@ -30,7 +30,7 @@ use std::sync::OnceLock;
 
 use axum::Router;
 use axum::extract::Path;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
@@ -160,7 +160,14 @@ pub fn router_with(opts: WebOptions) -> Router {
         .route("/", get(page))
         .route("/worklist", get(page))
         .route("/viewer", get(page))
-        .route("/view/{study}", get(page))
+        .route(
+            "/view/{study}",
+            get(
+                move |Path(study): Path<String>, uri: Uri, headers: HeaderMap| async move {
+                    view_page(&study, &uri, headers, ohif).await
+                },
+            ),
+        )
         .route("/admin", get(page))
         .route("/admin/{section}", get(page))
         .route("/app/{version}/{*file}", get(asset))
@@ -263,6 +270,49 @@ async fn shell(headers: HeaderMap, ohif: bool) -> Response {
         page,
     )
         .into_response()
+}
+
+/// `/view/{study}`: the shell with the study's first image in it: an `<img>` of the study's
+/// thumbnail at natural size (PS3.18 10.4.1.1.4, the server's representative image: the middle
+/// slice of the largest series), which the browser fetches and paints while it is still
+/// loading the app's modules. The viewer draws the same image into its canvas and removes this
+/// one (js/viewport.js). Not for a study held at a peer (`?peer=`), nor for a path that is not
+/// a UID (nothing is echoed into the page).
+async fn view_page(study: &str, uri: &Uri, headers: HeaderMap, ohif: bool) -> Response {
+    let remote = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("peer=")));
+    let uid = !study.is_empty()
+        && study.len() <= 64
+        && study.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if remote || !uid || names(&headers, tag(ohif)) {
+        return shell(headers, ohif).await;
+    }
+    // `elementtiming` (W3C Element Timing): when the image was painted, for the benchmark.
+    let img = format!(
+        "<img id=\"preview\" class=\"preview\" src=\"{}\" alt=\"\" elementtiming=\"first-image\" fetchpriority=\"high\">\n<main id=\"app\"",
+        preview_url(study)
+    );
+    let page = shell_variant(ohif).replacen("<main id=\"app\"", &img, 1);
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, no_cache()),
+            (header::ETAG, etag_of(ohif)),
+        ],
+        page,
+    )
+        .into_response()
+}
+
+/// Where the viewer finds a study's first image (js/viewer.js asks for the same URL, so the
+/// preloaded answer is used): the study thumbnail at its natural size (`viewport` larger than
+/// any image: thumbnails never enlarge) and the quality of `/rendered`.
+pub fn preview_url(study: &str) -> String {
+    format!("/dicom-web/studies/{study}/thumbnail?viewport=8192,8192&quality=90")
 }
 
 fn no_cache() -> HeaderValue {
@@ -372,6 +422,25 @@ mod tests {
         }
         let (status, _, _) = get("/", Some(&format!("\"{}\"", version()))).await;
         assert_eq!(status, StatusCode::NOT_MODIFIED);
+    }
+
+    #[tokio::test]
+    async fn the_viewer_page_carries_the_studys_first_image() {
+        let (_, _, body) = get("/view/1.2.3", None).await;
+        let text = String::from_utf8(body).unwrap();
+        assert!(text.contains(
+            "<img id=\"preview\" class=\"preview\" src=\"/dicom-web/studies/1.2.3/thumbnail?viewport=8192,8192&quality=90\""
+        ));
+        // Not for a study held at a peer, nor for what is not a UID (nothing echoed).
+        for path in ["/view/1.2.3?peer=hub", "/view/1.2.%3Cb%3E"] {
+            let (status, _, body) = get(path, None).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            let text = String::from_utf8(body).unwrap();
+            assert!(
+                !text.contains("id=\"preview\"") && !text.contains("<b>"),
+                "{path}"
+            );
+        }
     }
 
     #[tokio::test]

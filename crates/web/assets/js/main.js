@@ -10,12 +10,13 @@
 import { ApiError, logout, me, prefetch, setCsrf } from './api.js';
 import { clear, h } from './dom.js';
 import { worklist } from './worklist.js';
-import { viewer } from './viewer.js';
+import { loadPreview, viewer } from './viewer.js';
 import { startAlerts } from './alerts.js';
 
 const app = document.getElementById('app');
 
 function fail(e) {
+  document.getElementById('preview')?.remove(); // the viewer's first image (viewer.css)
   const offline = !navigator.onLine || e instanceof TypeError; // fetch's network failure
   clear(app).append(h('p', { class: 'error', role: 'alert' }, offline
     ? 'You are offline: Vesalius needs the network to show studies (nothing is kept on this device).'
@@ -61,8 +62,11 @@ async function boot() {
   }
   // The viewer's first question (the study's series) goes out with the session check.
   const viewing = /^\/view\/([^/]+)$/.exec(location.pathname);
+  let early = null; // the viewer's first image, on its way
   if (viewing && !new URLSearchParams(location.search).get('peer')) {
-    prefetch(`/dicom-web/studies/${encodeURIComponent(decodeURIComponent(viewing[1]))}/series`, 'application/dicom+json');
+    const studyUrl = `/dicom-web/studies/${encodeURIComponent(decodeURIComponent(viewing[1]))}`;
+    prefetch(`${studyUrl}/series`, 'application/dicom+json');
+    early = loadPreview(studyUrl);
   }
   let who;
   try {
@@ -85,7 +89,7 @@ async function boot() {
   if (path === '/' || path === '/worklist') return worklist(app, q, who);
   if (path.startsWith('/view/')) {
     const study = decodeURIComponent(path.slice('/view/'.length));
-    return viewer(app, { study, peer: q.get('peer') || '', expectPatient: q.get('patientID') || '' });
+    return viewer(app, { study, peer: q.get('peer') || '', expectPatient: q.get('patientID') || '', early });
   }
   if (path === '/viewer') return invokeImageDisplay(q);
   if (path === '/admin' || path.startsWith('/admin/')) {

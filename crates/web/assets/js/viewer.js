@@ -13,6 +13,13 @@ import * as vol from './volume.js';
 import { MODES, Viewport } from './viewport.js';
 import { keyImagesOf, markKeyImage } from './keyimages.js';
 
+/**
+ * A study's first image, relative to the study's URL: its thumbnail (the middle slice of the
+ * largest series) at natural size, at the quality of `/rendered`. The page preloads it
+ * (crates/web/src/lib.rs `preview_url`, the same URL) and main.js asks for it at boot.
+ */
+export const PREVIEW = 'thumbnail?viewport=8192,8192&quality=90';
+
 /** Window presets (Hounsfield units): center and width. */
 export const PRESETS = [
   { id: 'brain', key: '1', name: 'Brain', center: 40, width: 80 },
@@ -73,7 +80,24 @@ export const SHORTCUTS = [
   ['?', 'this help'],
 ];
 
-export function viewer(app, { study, peer = '', others = [], expectPatient = '', back = { href: '/worklist', label: '‹ Worklist' }, extra = [] }) {
+/**
+ * The first image of the study at `studyUrl` ([PREVIEW]), decoded: `{ sop, bitmap }`, or null
+ * when there is none (the viewer then goes the usual way). main.js starts it at boot, before
+ * the session check, so that it is decoded by the time the viewer is built.
+ */
+export async function loadPreview(studyUrl) {
+  try {
+    // No headers of our own: the request must match the page's preload to reuse its answer.
+    const r = await request(`${studyUrl}/${PREVIEW}`);
+    if (!r.ok) return null;
+    const sop = (/\/instances\/([0-9.]+)$/.exec(r.headers.get('content-location') || '') || [])[1];
+    return sop ? { sop, bitmap: await createImageBitmap(await r.blob()) } : null;
+  } catch {
+    return null;
+  }
+}
+
+export function viewer(app, { study, peer = '', others = [], expectPatient = '', back = { href: '/worklist', label: '‹ Worklist' }, extra = [], early = null }) {
   const base = peer ? `/dicom-web/peers/${encodeURIComponent(peer)}` : '/dicom-web';
   const studyUrl = `${base}/studies/${encodeURIComponent(study)}`;
   const v = {
@@ -82,6 +106,10 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     slab: DEFAULT_SLAB_MM, broken: false, tables: new Map(),
   };
   const keyOf = (sl) => `${sl.sop}#${sl.frame}`;
+  // The study's first image, asked for at once: the server's thumbnail of its representative
+  // slice at natural size (the shell preloads the same URL, see crates/web/src/lib.rs
+  // `preview_url`); Content-Location says which instance it is. Drawn before the metadata is in.
+  const preview = peer ? Promise.resolve(null) : (early || loadPreview(studyUrl));
 
   // --- the host the viewports ask ---------------------------------------------------------
   const host = {
@@ -322,6 +350,12 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     await slicesOf(s);
     vp.note.textContent = '';
     if (!s.slices.length) { vp.s = s; vp.note.textContent = 'This series has no images.'; schedule(); return; }
+    if (idx === undefined && vp.preview) {
+      // The preview already on screen is a slice of this series: open the series there.
+      const at = s.slices.findIndex((sl) => sl.sop === vp.preview.sop && sl.frame === 1);
+      if (at >= 0) { idx = at; s.rendered.set(keyOf(s.slices[at]), vp.preview.bitmap); }
+    }
+    vp.preview = null;
     vp.show(s, idx);
     const first = s.slices[vp.idx];
     if (!s.rendered.has(keyOf(first)) && !s.frames.has(keyOf(first))) {
@@ -423,6 +457,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     v.active = first;
     setLayout('1x1');
     first.note.textContent = 'Loading the study…';
+    preview.then((p) => { if (p && !first.s) { first.preview = p; schedule(); } });
     try {
       await listSeries();
     } catch (e) {

@@ -52,6 +52,8 @@ export class Viewport {
     this.el = h('div', { class: 'stage', dataset: { viewport: String(k) } },
       this.canvas, this.marks, this.scaleBar, Object.values(this.corners), Object.values(this.edges), this.note);
     this.s = null;
+    /** `{ sop, bitmap }`: the study's first image, shown until a series is (viewer.js). */
+    this.preview = null;
     this.idx = 0;
     this.mode = 'stack';
     this.pos = {};
@@ -120,6 +122,11 @@ export class Viewport {
    */
   current() {
     const s = this.s;
+    if (this.preview && !s) {
+      // The study's first image before its series is read (viewer.js `fetchPreview`).
+      const b = this.preview.bitmap;
+      return { key: `preview|${this.preview.sop}`, sop: this.preview.sop, bitmap: b, width: b.width, height: b.height };
+    }
     if (!s || !s.slices || !s.slices.length) return { state: 'empty' };
     if (this.mode === 'stack') {
       const sl = s.slices[this.idx];
@@ -253,6 +260,7 @@ export class Viewport {
     }
     const s = this.s;
     ds.state = this.host.broken ? 'error' : state;
+    if (this.host.broken || state === 'rendered' || state === 'raw') document.getElementById('preview')?.remove();
     ds.mode = this.mode;
     ds.mip = String(this.mip && this.mode !== 'stack');
     ds.active = String(this.host.active === this);
