@@ -45,6 +45,9 @@ async function shot(page, name) {
 async function open(kind, username, path) {
   const ctx = await browser.newContext(VIEWPORTS[kind]);
   await ctx.addInitScript(alertStubs);
+  // The strict CSP must hold on these pages too: any violation is reported as an error.
+  await ctx.addInitScript(() => document.addEventListener('securitypolicyviolation',
+    (e) => { throw new Error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`); }));
   const page = await ctx.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
