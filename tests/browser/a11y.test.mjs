@@ -1,6 +1,6 @@
 // Accessibility checks of the app's pages in Debian's Chromium (issue 6: "labels for screen
-// readers, sufficient contrast"): on the worklist, the viewer, the admin console, the login
-// page and a guest upload page, desktop and phone,
+// readers, sufficient contrast"): on the worklist, the viewer, the admin console (and its alert
+// rules), the alerts page, the login page and a guest upload page, desktop and phone,
 // - every visible text has a contrast ratio against its background of at least 4.5:1
 //   (3:1 for large text: 24 px, or 18.66 px bold), WCAG 2.2 success criterion 1.4.3, computed
 //   with WCAG's relative luminance from the computed colours (backgrounds composed up the tree);
@@ -12,6 +12,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { ARTIFACTS, Site, synth, launch, VIEWPORTS, login } from './site.mjs';
+import { lowContrast, unnamed } from './a11y.mjs';
 
 
 let site;
@@ -32,6 +33,13 @@ before(async () => {
   });
   assert.equal(r.status, 201);
   uploadUrl = (await r.json()).url;
+  // An alert rule, so that the alerts page and the console's rules list have rows.
+  const rule = await fetch(`${site.base}/api/v1/alerts/rules`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${site.token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ name: 'Stroke arrivals', kind: 'stroke-arrival' }),
+  });
+  assert.equal(rule.status, 201);
   browser = await launch();
 });
 
@@ -39,75 +47,6 @@ after(async () => {
   if (browser) await browser.close();
   if (site) await site.stop();
 });
-
-/** Text elements whose contrast is below the WCAG 2.2 AA minimum (run in the page). */
-function lowContrast() {
-  const parse = (c) => {
-    const m = c.match(/rgba?\(([^)]+)\)/);
-    if (!m) return null;
-    const [r, g, b, a = 1] = m[1].split(/[ ,/]+/).filter(Boolean).map(Number);
-    return { r, g, b, a };
-  };
-  const over = (top, under) => ({
-    r: top.r * top.a + under.r * (1 - top.a),
-    g: top.g * top.a + under.g * (1 - top.a),
-    b: top.b * top.a + under.b * (1 - top.a),
-    a: 1,
-  });
-  const lum = ({ r, g, b }) => {
-    const f = (v) => { const s = v / 255; return s <= 0.04045 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4; };
-    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
-  };
-  const background = (el) => {
-    const layers = [];
-    for (let e = el; e; e = e.parentElement) {
-      const cs = getComputedStyle(e);
-      if (cs.backgroundImage !== 'none') return null; // gradients and images: not judged here
-      const c = parse(cs.backgroundColor);
-      if (c && c.a > 0) { layers.push(c); if (c.a >= 1) break; }
-    }
-    let bg = { r: 255, g: 255, b: 255, a: 1 };
-    for (const c of layers.reverse()) bg = over(c, bg);
-    return bg;
-  };
-  const bad = [];
-  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-  const seen = new Set();
-  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
-    const el = n.parentElement;
-    if (!el || seen.has(el) || !n.textContent.trim()) continue;
-    seen.add(el);
-    if (el.closest('[hidden], [aria-hidden="true"], canvas, svg, noscript, script, style')) continue;
-    const r = el.getBoundingClientRect();
-    const cs = getComputedStyle(el);
-    if (r.width === 0 || r.height === 0 || cs.visibility === 'hidden' || Number(cs.opacity) === 0) continue;
-    if (el.closest('button:disabled, input:disabled, select:disabled')) continue; // WCAG exempts inactive controls
-    let op = 1;
-    for (let e = el; e; e = e.parentElement) op *= Number(getComputedStyle(e).opacity);
-    const bg = background(el);
-    const fgc = parse(cs.color);
-    if (!bg || !fgc) continue;
-    const fg = over({ ...fgc, a: fgc.a * op }, bg);
-    const [l1, l2] = [lum(fg), lum(bg)].sort((a, b) => b - a);
-    const ratio = (l1 + 0.05) / (l2 + 0.05);
-    const size = parseFloat(cs.fontSize);
-    const large = size >= 24 || (size >= 18.66 && Number(cs.fontWeight) >= 700);
-    if (ratio < (large ? 3 : 4.5)) {
-      bad.push(`${ratio.toFixed(2)}:1 "${n.textContent.trim().slice(0, 40)}" <${el.tagName.toLowerCase()} class="${el.className}"> ${cs.color} on rgb(${Math.round(bg.r)},${Math.round(bg.g)},${Math.round(bg.b)})`);
-    }
-  }
-  return bad;
-}
-
-/** Visible controls without an accessible name, from Chromium's accessibility tree. */
-async function unnamed(page) {
-  const cdp = await page.context().newCDPSession(page);
-  const { nodes } = await cdp.send('Accessibility.getFullAXTree');
-  const roles = new Set(['button', 'textbox', 'combobox', 'searchbox', 'checkbox', 'radio', 'link', 'slider', 'spinbutton', 'listbox', 'switch', 'tab']);
-  return nodes
-    .filter((n) => !n.ignored && roles.has(n.role?.value) && !(n.name?.value || '').trim())
-    .map((n) => `${n.role.value} (backend node ${n.backendDOMNodeId})`);
-}
 
 async function check(page, label) {
   const bad = await page.evaluate(lowContrast);
@@ -143,6 +82,13 @@ for (const [name, opts] of Object.entries(VIEWPORTS)) {
     await page.locator('main h1, main h2').first().waitFor();
     await page.waitForTimeout(500);
     await check(page, `${name} admin`);
+    await page.goto(`${site.base}/admin/alerts`);
+    await page.locator('table[aria-label="Alert rules"]').waitFor();
+    await check(page, `${name} admin alert rules`);
+    await page.goto(`${site.base}/alerts`);
+    await page.locator('form.subscribe').waitFor();
+    await page.locator('table[aria-label="Rules"]').waitFor();
+    await check(page, `${name} alerts page`);
     await ctx.close();
     const guest = await browser.newContext(opts);
     const gp = await guest.newPage();

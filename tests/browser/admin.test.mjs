@@ -372,7 +372,7 @@ test('phone: the console fits 390 px, and ping and C-ECHO work there', async () 
     assert.match(await node.locator('.probe').innerText(), /^OK/);
     assert.ok(await fits(), 'no sideways scrolling on the nodes page');
     await shot(page, 'phone-02-nodes');
-    for (const s of ['health', 'transfers', 'users', 'tokens', 'routes', 'links', 'inbox', 'audit']) {
+    for (const s of ['health', 'transfers', 'users', 'tokens', 'routes', 'alerts', 'links', 'inbox', 'audit']) {
       await page.goto(`${hub.base}/admin/${s}`);
       await page.locator('.section-body > *').first().waitFor({ state: 'attached', timeout: 20000 });
       assert.ok(await fits(), `no sideways scrolling on /admin/${s}`);

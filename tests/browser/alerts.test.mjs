@@ -7,7 +7,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { ARTIFACTS, PASSWORD, Site, synth, launch, login } from './site.mjs';
+import { ARTIFACTS, PASSWORD, Site, synth, launch, login, alertStubs } from './site.mjs';
 
 
 let hub;
@@ -39,25 +39,6 @@ async function call(method, url, headers, body) {
   return [r.status, text ? JSON.parse(text) : null];
 }
 
-/** Stubs the browser's Notification and AudioContext so the test sees what the app asked. */
-function stubs() {
-  window.__seen = { asked: 0, notes: [], contexts: 0, tones: 0 };
-  let permission = 'default';
-  window.Notification = class {
-    constructor(title, opts) { window.__seen.notes.push({ title, ...opts }); }
-    static get permission() { return permission; }
-    static async requestPermission() { window.__seen.asked += 1; permission = 'granted'; return permission; }
-  };
-  window.AudioContext = class {
-    constructor() { window.__seen.contexts += 1; this.state = 'running'; this.currentTime = 0; this.destination = {}; }
-    createOscillator() {
-      return { frequency: { value: 0 }, connect() {}, start() { window.__seen.tones += 1; }, stop() {} };
-    }
-    createGain() { return { gain: { value: 0 }, connect() {} }; }
-    resume() { return Promise.resolve(); }
-  };
-}
-
 test('desktop: a live alert with its viewer link, sound and notification; acknowledged, it stays gone', async () => {
   // An administrator's rule (API token) and alice's in-app subscription (her session).
   const token = JSON.parse(hub.admin('token', 'create', '--org', 'default', '--role', 'admin', '--name', 'alerts-admin', '--json')).token;
@@ -76,7 +57,7 @@ test('desktop: a live alert with its viewer link, sound and notification; acknow
   assert.equal(st2, 201, JSON.stringify(sub));
 
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  await context.addInitScript(stubs);
+  await context.addInitScript(alertStubs);
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));

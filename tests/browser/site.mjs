@@ -34,6 +34,25 @@ export async function login(page, username, landing = /\/worklist$/) {
   await Promise.all([page.waitForURL(landing), page.click('form button')]);
 }
 
+/** (An init script.) Stubs the browser's Notification and AudioContext so the test sees what the app asked. */
+export function alertStubs() {
+  window.__seen = { asked: 0, notes: [], contexts: 0, tones: 0 };
+  let permission = 'default';
+  window.Notification = class {
+    constructor(title, opts) { window.__seen.notes.push({ title, ...opts }); }
+    static get permission() { return permission; }
+    static async requestPermission() { window.__seen.asked += 1; permission = 'granted'; return permission; }
+  };
+  window.AudioContext = class {
+    constructor() { window.__seen.contexts += 1; this.state = 'running'; this.currentTime = 0; this.destination = {}; }
+    createOscillator() {
+      return { frequency: { value: 0 }, connect() {}, start() { window.__seen.tones += 1; }, stop() {} };
+    }
+    createGain() { return { gain: { value: 0 }, connect() {} }; }
+    resume() { return Promise.resolve(); }
+  };
+}
+
 /** Starts the browser. */
 export function launch() {
   return chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });

@@ -181,6 +181,8 @@ retry_max_ms = 1000
 smtp_host = "127.0.0.1"
 smtp_port = {mail.port}
 smtp_from = "alerts@hub.example"
+# The webhook receiver is on loopback (refused by default, docs/configuration.md).
+webhook_allow_private = true
 """
         servers["hub"] = Server(hub_dir, config_text=exchange_config("hub") + alerts, callers=[],
                                 extra_env={"VESALIUS__AUTH__REQUIRED": "true"})
@@ -340,6 +342,13 @@ monitor_interval_secs = 1
             assert status == 201, sub
             status, body = alice.call("POST", "/api/v1/alerts/subscriptions", {"rule_id": rule["id"], "channel": "in-app"})
             assert status == 404, body
+            # By default (no webhook_allow_private) a webhook into the site's network is refused.
+            for target in ("http://127.0.0.1:9/hook", "http://169.254.169.254/latest/meta-data/",
+                           "http://localhost/hook"):
+                status, body = boss.call("POST", "/api/v1/alerts/subscriptions",
+                                         {"rule_id": rule["id"], "channel": "webhook", "target": target})
+                assert status == 400 and body["error"] == "bad-request", body
+                assert "webhook_allow_private" in body["message"], body
         ct = synth(tmp_path / "ct", 43)
         uid = str(pydicom.dcmread(ct[0], stop_before_pixels=True).StudyInstanceUID)
         store(server, ct)

@@ -29,7 +29,7 @@
 //!   whose destination is not in the registry
 //!   (an analysis queue, a deleted record) may be retried by any administrator. "Study
 //!   complete" events (receiver side) go only to the administrators of the receiving
-//!   organisation.
+//!   organisation, "parked" events only to those of the job's organisation.
 //! - Arrivals need [`Action::Query`] in the caller's organisation and list only its arrivals
 //!   (the server itself sees every organisation's).
 //!
@@ -416,7 +416,9 @@ async fn events(
         loop {
             match rx.recv().await {
                 Ok(e) => {
-                    if let ExchangeEvent::StudyComplete { org, .. } = &e
+                    // Events that name their organisation go only to its administrators.
+                    if let ExchangeEvent::StudyComplete { org, .. }
+                    | ExchangeEvent::Parked { org, .. } = &e
                         && !may(&c, Action::ManageOrg, org)
                     {
                         continue;

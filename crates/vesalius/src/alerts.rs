@@ -44,6 +44,12 @@ pub struct AlertsConfig {
     pub max_attempts: u32,
     /// Deadline of one webhook call, ms (default 10000).
     pub webhook_timeout_ms: u64,
+    /// Let webhooks go to loopback, private (RFC 1918, RFC 6598), link-local (cloud metadata)
+    /// and unique-local addresses and `localhost` (default false). Any user may make a webhook,
+    /// and the server sends it from inside the site's network: off, such targets are refused
+    /// when subscribing and, after resolving the name, when sending (DNS rebinding). Turn on
+    /// only when the receivers are on the site's own network.
+    pub webhook_allow_private: bool,
     /// A condition that stays true (disk low, certificate, parked transfers of one study) is
     /// alerted again after this many hours (default 24).
     pub repeat_hours: u64,
@@ -73,6 +79,7 @@ impl Default for AlertsConfig {
             retry_max_ms: 300_000,
             max_attempts: 10,
             webhook_timeout_ms: 10_000,
+            webhook_allow_private: false,
             repeat_hours: 24,
             smtp_host: None,
             smtp_port: 25,
@@ -96,6 +103,7 @@ impl AlertsConfig {
             retry_max: ms(self.retry_max_ms.max(self.retry_base_ms.max(1))),
             max_attempts: self.max_attempts.max(1),
             webhook_timeout: ms(self.webhook_timeout_ms.max(100)),
+            webhook_allow_private: self.webhook_allow_private,
             repeat: Duration::from_secs(self.repeat_hours.max(1) * 3600),
             base_url,
             smtp: self
@@ -412,9 +420,21 @@ mod tests {
         assert_eq!((smtp.host.as_str(), smtp.port), ("mail.example", 25));
         assert_eq!(smtp.helo, cfg.site.name);
         assert_eq!(smtp.username, None, "an empty user name means no AUTH");
-        let parsed: Config =
-            toml::from_str("[alerts]\ntick_ms = 50\nsmtp_port = 2525\n").expect("parses");
+        assert!(
+            !o.webhook_allow_private,
+            "private webhook targets are refused by default"
+        );
+        let parsed: Config = toml::from_str(
+            "[alerts]\ntick_ms = 50\nsmtp_port = 2525\nwebhook_allow_private = true\n",
+        )
+        .expect("parses");
         assert_eq!((parsed.alerts.tick_ms, parsed.alerts.smtp_port), (50, 2525));
+        assert!(
+            parsed
+                .alerts
+                .to_options(&parsed, String::new())
+                .webhook_allow_private
+        );
         assert!(toml::from_str::<Config>("[alerts]\nsmtp_hots = \"x\"\n").is_err());
     }
 

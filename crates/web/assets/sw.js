@@ -5,7 +5,7 @@ const VERSION = '{{V}}';
 const CACHE = `vesalius-app-${VERSION}`;
 const ASSETS = ["{{ASSETS}}"];
 const SHELL = '/worklist';
-const APP_PAGES = /^\/(worklist|viewer|view\/[^/]+)?$/;
+const APP_PAGES = /^\/(worklist|viewer|alerts|view\/[^/]+)?$/;
 
 self.addEventListener('install', (e) => {
   e.waitUntil((async () => {

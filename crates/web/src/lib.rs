@@ -3,8 +3,8 @@
 //! The app talks to the server over HTTP only (`/api/v1`, `/dicom-web`), like any other client;
 //! this crate depends on no other Vesalius crate (docs/architecture.md).
 //!
-//! - `GET /`, `/worklist`, `/view/{study}`, `/admin`, `/admin/{section}` (the admin console)
-//!   and `/viewer` (IHE Invoke Image Display:
+//! - `GET /`, `/worklist`, `/view/{study}`, `/alerts` (the user's alerts and subscriptions),
+//!   `/admin`, `/admin/{section}` (the admin console) and `/viewer` (IHE Invoke Image Display:
 //!   `?requestType=STUDY&studyUID=…`, `?requestType=PATIENT&patientID=…`) answer the same
 //!   shell page; the app's own router (`js/main.js`) picks the screen from the URL.
 //! - `GET /app/{version}/{*file}`: the assets. `{version}` is a hash of every asset, so the URLs
@@ -55,6 +55,11 @@ const ASSETS: &[(&str, &[u8])] = &[
     ("js/dom.js", include_bytes!("../assets/js/dom.js")),
     ("js/worklist.js", include_bytes!("../assets/js/worklist.js")),
     ("js/alerts.js", include_bytes!("../assets/js/alerts.js")),
+    // The alerts page (`/alerts`), loaded by `main.js` there only.
+    (
+        "js/alertspage.js",
+        include_bytes!("../assets/js/alertspage.js"),
+    ),
     ("js/viewer.js", include_bytes!("../assets/js/viewer.js")),
     ("js/pixels.js", include_bytes!("../assets/js/pixels.js")),
     ("js/viewport.js", include_bytes!("../assets/js/viewport.js")),
@@ -84,6 +89,10 @@ const ASSETS: &[(&str, &[u8])] = &[
         "js/admin/records.js",
         include_bytes!("../assets/js/admin/records.js"),
     ),
+    (
+        "js/admin/alerts.js",
+        include_bytes!("../assets/js/admin/alerts.js"),
+    ),
     // Issue 6: the guest upload and share-link pages.
     ("guest.css", include_bytes!("../assets/guest.css")),
     ("js/upload.js", include_bytes!("../assets/js/upload.js")),
@@ -96,7 +105,7 @@ const ASSETS: &[(&str, &[u8])] = &[
 ];
 
 /// Client routes answered with the shell (besides `/view/{study}`).
-const SHELL_PATHS: &[&str] = &["/", "/worklist", "/viewer", "/admin"];
+const SHELL_PATHS: &[&str] = &["/", "/worklist", "/viewer", "/alerts", "/admin"];
 
 /// The asset version: 16 hex digits of a 64-bit FNV-1a hash over every asset's path and bytes
 /// and the shell (a cache key, not a security measure).
@@ -168,6 +177,7 @@ pub fn router_with(opts: WebOptions) -> Router {
                 },
             ),
         )
+        .route("/alerts", get(page))
         .route("/admin", get(page))
         .route("/admin/{section}", get(page))
         .route("/app/{version}/{*file}", get(asset))
@@ -406,8 +416,10 @@ mod tests {
             "/worklist",
             "/viewer?requestType=STUDY",
             "/view/1.2.3",
+            "/alerts",
             "/admin",
             "/admin/users",
+            "/admin/alerts",
         ] {
             let (status, h, body) = get(path, None).await;
             assert_eq!(status, StatusCode::OK, "{path}");
@@ -521,6 +533,7 @@ mod tests {
             "/worklist",
             "/viewer",
             "/view/1.2.3",
+            "/alerts",
             "/admin",
             "/admin/peers",
             "/app/x/js/main.js",
@@ -533,6 +546,7 @@ mod tests {
             "/dicom-web/studies",
             "/api/v1/search",
             "/worklist/x",
+            "/alerts/x",
             "/admin/",
             "/admin/users/x",
             "/appx",

@@ -377,11 +377,7 @@ async fn create_sub(
     match channel {
         Channel::InApp => {}
         Channel::Webhook => {
-            let ok = reqwest::Url::parse(&b.target)
-                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
-            if !ok || b.target.len() > 2000 {
-                return Err(bad("a webhook needs an http(s) URL as its target"));
-            }
+            super::target::check_url(&b.target, st.opts.webhook_allow_private).map_err(bad)?;
             secret = match b.secret {
                 Some(s) if s.len() >= 16 && s.len() <= 256 => s,
                 Some(_) => return Err(bad("a webhook secret has 16 to 256 bytes")),

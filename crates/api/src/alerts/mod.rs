@@ -26,6 +26,7 @@
 
 mod http;
 pub mod smtp;
+pub mod target;
 pub mod webhook;
 
 use std::collections::BTreeSet;
@@ -127,6 +128,9 @@ pub struct AlertOptions {
     pub max_attempts: u32,
     /// Deadline of one webhook call.
     pub webhook_timeout: Duration,
+    /// Whether webhooks may go to loopback, private, link-local and unique-local addresses
+    /// (default false: refused at subscription and at send time, see [`target`]).
+    pub webhook_allow_private: bool,
     /// A condition still true is alerted again after this long.
     pub repeat: Duration,
     /// The site's external base URL, for the absolute links of webhooks and e-mails.
@@ -144,6 +148,7 @@ impl Default for AlertOptions {
             retry_max: Duration::from_secs(300),
             max_attempts: 10,
             webhook_timeout: Duration::from_secs(10),
+            webhook_allow_private: false,
             repeat: Duration::from_secs(24 * 3600),
             base_url: String::new(),
             smtp: None,
@@ -323,10 +328,14 @@ impl Alerts {
         events: Arc<StudyEvents>,
         opts: AlertOptions,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(opts.webhook_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .redirect(reqwest::redirect::Policy::none());
+        if !opts.webhook_allow_private {
+            // Names resolve to public addresses only, checked at each connection (DNS rebinding).
+            http = http.dns_resolver(Arc::new(target::GuardedResolver));
+        }
+        let http = http.build()?;
         Ok(Alerts {
             store,
             directory,
@@ -642,6 +651,9 @@ impl Alerts {
                 v["url"] = json!(url);
                 v["recipient"] = json!(a.username);
                 let body = json!({"type": "alert", "delivery": d.id, "alert": v});
+                // Checked again: the setting may have changed since the subscription.
+                target::check_url(&d.target, self.opts.webhook_allow_private)
+                    .map_err(|e| SendError::permanent(format!("POST {}: {e}", d.target)))?;
                 webhook::post(&self.http, &d.target, &d.secret, &body, self.now() / 1000).await
             }
             Channel::Email => {

@@ -331,6 +331,8 @@ async fn webhooks_are_signed_and_retried_with_capped_backoff() {
         retry_base: Duration::from_millis(100),
         retry_max: Duration::from_millis(150),
         base_url: "https://pacs.example".into(),
+        // The receiver is on loopback.
+        webhook_allow_private: true,
         ..Default::default()
     });
     f.store
@@ -391,6 +393,7 @@ async fn a_refused_webhook_fails_at_once_and_attempts_are_bounded() {
         retry_base: Duration::from_millis(1),
         retry_max: Duration::from_millis(1),
         max_attempts: 3,
+        webhook_allow_private: true,
         ..Default::default()
     });
     f.store
@@ -436,4 +439,160 @@ async fn a_refused_webhook_fails_at_once_and_attempts_are_bounded() {
         (retried.state, retried.attempts),
         (DeliveryState::Failed, 3)
     );
+}
+
+#[tokio::test]
+async fn webhooks_inside_the_network_fail_at_send_time_unless_allowed() {
+    // A subscription made while the site allowed loopback targets, sent after it stopped.
+    let (url, seen) = receiver(vec![]).await;
+    let f = fixture(AlertOptions::default());
+    f.store
+        .apply_alerts(
+            vec![
+                AlertChange::PutRule(rule("r1", AlertKind::StudyComplete, 0)),
+                AlertChange::PutSubscription(sub(
+                    "s1",
+                    "r1",
+                    "alice",
+                    Channel::Webhook,
+                    &url,
+                    false,
+                )),
+            ],
+            vec![],
+        )
+        .await
+        .unwrap();
+    f.alerts.signal(&arrival("org1", 0)).await.unwrap();
+    let alert = f.store.alerts_of("alice", true, 1).await.unwrap().remove(0);
+    assert_eq!(f.alerts.deliver_due().await.unwrap(), 0);
+    let d = f.store.deliveries(&alert.id).await.unwrap().remove(0);
+    assert_eq!((d.state, d.attempts), (DeliveryState::Failed, 1), "at once");
+    assert!(
+        d.last_error.contains("loopback") && d.last_error.contains("webhook_allow_private"),
+        "{}",
+        d.last_error
+    );
+    assert!(seen.lock().unwrap().is_empty(), "nothing was sent");
+
+    // A name that resolves to loopback at send time (DNS rebinding): the guarded resolver
+    // leaves nothing to connect to, and the error says why.
+    let port = url.rsplit(':').next().unwrap().trim_end_matches("/hook");
+    let by_name = format!("http://localhost:{port}/hook");
+    let body = json!({"type": "alert", "delivery": "d1"});
+    let e = webhook::post(&f.alerts.http, &by_name, "0123456789abcdef", &body, 1)
+        .await
+        .unwrap_err();
+    assert!(e.permanent, "{e:?}");
+    assert!(
+        e.message
+            .contains("localhost resolves to 127.0.0.1 (loopback)"),
+        "{}",
+        e.message
+    );
+    assert!(seen.lock().unwrap().is_empty(), "nothing was sent");
+    // The same name with private targets allowed is delivered.
+    let open = fixture(AlertOptions {
+        webhook_allow_private: true,
+        ..Default::default()
+    });
+    webhook::post(&open.alerts.http, &by_name, "0123456789abcdef", &body, 1)
+        .await
+        .unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+/// `POST /api/v1/alerts/subscriptions` as alice (a clinician of org1) through the router.
+async fn subscribe(f: &Fixture, body: Value) -> (StatusCode, Value) {
+    use tower::ServiceExt;
+    let caller = vesalius_auth::Caller {
+        principal: vesalius_auth::Principal::session(
+            "u-alice",
+            "alice",
+            "org1",
+            vesalius_store::directory::Role::Clinician,
+        ),
+        access: None,
+        source: "127.0.0.1:1".into(),
+        user_agent: "test".into(),
+    };
+    let app = router(f.alerts.clone()).layer(axum::Extension(caller));
+    let rq = axum::http::Request::post("/api/v1/alerts/subscriptions")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    let resp = app.oneshot(rq).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_webhook_to_loopback_or_cloud_metadata_is_refused_by_default() {
+    let f = fixture(AlertOptions::default());
+    f.store
+        .apply_alerts(
+            vec![AlertChange::PutRule(rule(
+                "r1",
+                AlertKind::StrokeArrival,
+                50,
+            ))],
+            vec![],
+        )
+        .await
+        .unwrap();
+    for target in [
+        "http://127.0.0.1/hook",
+        "http://127.0.0.1:8080/hook",
+        "http://localhost/hook",
+        "http://[::1]/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.7/hook",
+    ] {
+        let (s, v) = subscribe(
+            &f,
+            json!({"rule_id": "r1", "channel": "webhook", "target": target}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{target}: {v}");
+        assert_eq!(v["error"], "bad-request");
+        let msg = v["message"].as_str().unwrap();
+        assert!(msg.contains("webhook_allow_private"), "{target}: {msg}");
+    }
+    assert!(f.store.subscriptions().await.unwrap().is_empty());
+    let (s, v) = subscribe(
+        &f,
+        json!({"rule_id": "r1", "channel": "webhook", "target": "https://pager.example/hooks/v"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["secret"].as_str().unwrap().len(), 64);
+
+    // A site that allows it (webhook receivers on its own network).
+    let open = fixture(AlertOptions {
+        webhook_allow_private: true,
+        ..Default::default()
+    });
+    open.store
+        .apply_alerts(
+            vec![AlertChange::PutRule(rule(
+                "r1",
+                AlertKind::StrokeArrival,
+                50,
+            ))],
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (s, v) = subscribe(
+        &open,
+        json!({"rule_id": "r1", "channel": "webhook", "target": "http://127.0.0.1/hook"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
 }

@@ -70,7 +70,11 @@ pub(crate) async fn post(
         .body(bytes)
         .send()
         .await
-        .map_err(|e| SendError::retry(format!("POST {url}: {e}")))?;
+        .map_err(|e| match super::target::refused_in(&e) {
+            // The name resolved inside the site's network: retrying cannot help.
+            Some(r) => SendError::permanent(format!("POST {url}: {r}")),
+            None => SendError::retry(format!("POST {url}: {}", chain(&e))),
+        })?;
     let status = res.status();
     if status.is_success() {
         return Ok(());
@@ -81,4 +85,19 @@ pub(crate) async fn post(
     } else {
         Err(SendError::permanent(msg))
     }
+}
+
+/// `e` and its sources, `: `-separated (reqwest's own message names only the URL).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(x) = cur {
+        let m = x.to_string();
+        if !out.contains(&m) {
+            out.push_str(": ");
+            out.push_str(&m);
+        }
+        cur = x.source();
+    }
+    out
 }

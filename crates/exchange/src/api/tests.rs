@@ -500,3 +500,60 @@ async fn prefetch_routes_name_a_node_of_their_organisation() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     assert!(v["message"].as_str().unwrap().contains("max"), "{v}");
 }
+
+/// Reads the event stream's body until `want` appears in it (or 5 s pass); answers what came.
+async fn read_events_until(body: Body, want: &str) -> String {
+    use futures::StreamExt;
+    let mut frames = body.into_data_stream();
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !seen.contains(want) {
+        match tokio::time::timeout_at(deadline, frames.next()).await {
+            Ok(Some(Ok(b))) => seen.push_str(&String::from_utf8_lossy(&b)),
+            _ => break,
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn r6_parked_events_go_only_to_administrators_of_the_jobs_organisation() {
+    let f = fixture();
+    let admin_of = |org: &str| Caller {
+        principal: Principal::session("u-admin", &format!("admin-{org}"), org, Role::Admin),
+        access: None,
+        source: "127.0.0.1:1".into(),
+        user_agent: "test".into(),
+    };
+    let open = |caller: Caller| {
+        let app = router(f.state.clone()).layer(axum::Extension(caller));
+        let rq = Request::get("/api/v1/transfers/events")
+            .body(Body::empty())
+            .unwrap();
+        async move { app.oneshot(rq).await.unwrap() }
+    };
+    // Both streams are subscribed once their answers' heads are back.
+    let b = open(admin_of("b")).await;
+    let a = open(admin_of("a")).await;
+    assert_eq!(b.status(), StatusCode::OK);
+    let parked = |org: &str, study: &str| crate::ExchangeEvent::Parked {
+        org: org.into(),
+        queue: "node:pacs".into(),
+        study_uid: study.into(),
+        error: "association rejected".into(),
+    };
+    f.state.exchange.publish(parked("a", "1.2.840.99.1"));
+    f.state.exchange.publish(parked("b", "1.2.840.99.2"));
+    let seen_b = read_events_until(b.into_body(), "1.2.840.99.2").await;
+    assert!(
+        seen_b.contains("1.2.840.99.2"),
+        "b's own parked job: {seen_b}"
+    );
+    assert!(
+        !seen_b.contains("1.2.840.99.1"),
+        "b's administrator got a's parked job: {seen_b}"
+    );
+    let seen_a = read_events_until(a.into_body(), "1.2.840.99.1").await;
+    assert!(seen_a.contains("event: parked"), "{seen_a}");
+    assert!(seen_a.contains("1.2.840.99.1"), "{seen_a}");
+}

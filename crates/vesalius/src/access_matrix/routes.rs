@@ -343,6 +343,15 @@ pub const ROUTES: &[Route] = &[
         Served,
         NONE,
     ),
+    // The alerts page's shell (issue 6): no data; the alerts API behind it needs a user.
+    r(
+        "GET",
+        "/alerts",
+        NoScope,
+        Need::Open(Open::Ok),
+        Served,
+        NONE,
+    ),
     // The admin console's shell (issue 6): no data; the API behind it refuses non-admins.
     r("GET", "/admin", NoScope, Need::Open(Open::Ok), Served, NONE),
     r(

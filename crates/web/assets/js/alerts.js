@@ -2,7 +2,9 @@
 // (GET /api/v1/alerts) and the new ones the event stream brings (`event: alert`, for this user
 // only) are shown in a panel on every page, each with its link to the viewer and an
 // acknowledge button (POST /api/v1/alerts/{id}/acknowledge). A new alert also beeps (WebAudio,
-// no audio file) and shows a browser notification when the user allows them.
+// no audio file) and shows a browser notification when the user allows them. The panel and the
+// header link lead to the alerts page (`/alerts`, js/alertspage.js), which lists the same
+// alerts itself instead of the panel.
 
 import { json } from './api.js';
 import { h } from './dom.js';
@@ -10,9 +12,37 @@ import { h } from './dom.js';
 let panel = null;
 let audio = null;
 
+/** What each kind of rule watches, and what its threshold means (docs/alerts.md, "Rules"). */
+export const KINDS = {
+  'stroke-arrival': { name: 'Stroke-priority arrival', threshold: 'Route priority at least', default: '50', admin: false },
+  'study-complete': { name: 'Study complete from a peer', threshold: null, admin: false },
+  'transfer-parked': { name: 'Transfer parked', threshold: null, admin: true },
+  'peer-down': { name: 'Peer unreachable', threshold: 'Unreachable for (minutes)', default: '5', admin: true },
+  'disk-low': { name: 'Disk space low', threshold: 'Free space under (bytes)', default: '10000000000 (10 GB)', admin: true },
+  'certificate-expiry': { name: 'HTTPS certificate expiring', threshold: 'Days before it expires', default: '14', admin: true },
+};
+
+/** `Stroke-priority arrival` for `stroke-arrival` (the code itself when unknown). */
+export function kindName(kind) {
+  return KINDS[kind]?.name || kind;
+}
+
+/** A rule's threshold in words: `priority ≥ 100`, `after 5 min`, `under 10.0 GB`, `—`. */
+export function thresholdText(r) {
+  const t = Number(r.threshold);
+  switch (r.kind) {
+    case 'stroke-arrival': return `priority ≥ ${t}`;
+    case 'peer-down': return `after ${t} min`;
+    case 'disk-low': return `under ${(t / 1e9).toFixed(t % 1e9 ? 1 : 0)} GB`;
+    case 'certificate-expiry': return `${t} days before`;
+    default: return '—';
+  }
+}
+
 function box() {
   if (!panel) {
-    panel = h('section', { id: 'live-alerts', class: 'live-alerts', 'aria-label': 'Alerts', 'aria-live': 'assertive' });
+    panel = h('section', { id: 'live-alerts', class: 'live-alerts', 'aria-label': 'Alerts', 'aria-live': 'assertive' },
+      h('a', { class: 'all', href: '/alerts' }, 'All alerts and subscriptions'));
     document.body.append(panel);
   }
   return panel;
@@ -79,23 +109,39 @@ function show(a) {
       el.append(h('small', { class: 'error' }, ` ${e.message}`));
     }
   });
-  list.prepend(el);
+  list.querySelector('a.all').after(el);
   return el;
 }
 
-/** Shows the open alerts and listens for new ones; quiet for users without alerts. */
-export async function startAlerts() {
+/**
+ * Shows the open alerts and listens for new ones; quiet for users without alerts. With
+ * `onAlert` (the alerts page) there is no panel: every alert event, new or acknowledged, goes to
+ * `onAlert(alert)`, and a new one still beeps and notifies.
+ */
+export async function startAlerts({ onAlert } = {}) {
   let open;
   try {
     open = await json('/api/v1/alerts');
   } catch {
     return; // not a user who may have alerts (403), or the server is away
   }
-  for (const a of [...open].reverse()) show(a);
+  const link = document.getElementById('alerts-link');
+  if (link) link.hidden = false;
+  if (!onAlert) for (const a of [...open].reverse()) show(a);
+  const seen = new Set(open.map((a) => a.id));
   const events = new EventSource('/api/v1/events');
   events.addEventListener('alert', (m) => {
     const a = JSON.parse(m.data).alert;
     if (!a) return;
+    if (onAlert) {
+      onAlert(a);
+      if (!a.acknowledged_ms && !seen.has(a.id)) {
+        seen.add(a.id);
+        beep();
+        notify(a);
+      }
+      return;
+    }
     if (a.acknowledged_ms) {
       panel?.querySelector(`[data-id="${CSS.escape(a.id)}"]`)?.remove();
       return;

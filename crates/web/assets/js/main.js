@@ -3,6 +3,7 @@
 //   /view/{study}[?peer=P]  the viewer (a study held here, or at peer P through this site)
 //   /viewer?requestType=STUDY&studyUID=…[&patientID=…]   IHE Invoke Image Display launch
 //   /viewer?requestType=PATIENT&patientID=…               the patient's studies
+//   /alerts                 the user's alerts, subscriptions and rules (issue 6, js/alertspage.js)
 //   /admin, /admin/{section}  the admin console (issue 6, js/admin/console.js)
 //   /upload/{id}/{secret}   a guest upload link's page (no session: the link is the credential)
 //   /s/{id}                 a share link's viewer (no session: the link's pass cookie)
@@ -30,8 +31,28 @@ function showUser(who) {
     const a = h('a', { href: '/admin', id: 'admin-link' }, 'Admin');
     document.getElementById('who-name').after(a);
   }
+  // Shown by startAlerts once the user's alerts answered (users who may have alerts).
+  if (!document.getElementById('alerts-link')) {
+    const a = h('a', { href: '/alerts', id: 'alerts-link', hidden: true,
+      'aria-current': location.pathname === '/alerts' ? 'page' : null }, 'Alerts');
+    document.getElementById('who-name').after(a);
+  }
   document.getElementById('who').hidden = false;
   document.getElementById('logout').addEventListener('click', () => logout());
+  // The header's height (taller on a phone, where its links wrap), for what sits under it: the
+  // alert panel (alerts.css). Set through the CSSOM, which the CSP allows (no style attribute).
+  const bar = document.querySelector('header.bar');
+  if (bar && 'ResizeObserver' in window) {
+    new ResizeObserver(() => document.documentElement.style.setProperty('--bar-h', `${bar.offsetHeight}px`)).observe(bar);
+  }
+}
+
+/** Adds the admin console's stylesheet (tables, forms, cards on a phone) to the page. */
+function adminStyles() {
+  const css = document.createElement('link');
+  css.rel = 'stylesheet';
+  css.href = new URL('../admin.css', import.meta.url).href;
+  document.head.append(css);
 }
 
 /** IHE IID (ITI TF-1 42): `studyUID` (one or more, comma-separated) or `patientID`. */
@@ -82,8 +103,9 @@ async function boot() {
   }
   setCsrf(who.csrf);
   showUser(who);
-  startAlerts(); // issue 6: the user's alerts on every page
   const path = location.pathname;
+  // Issue 6: the user's alerts on every page (the alerts page lists them itself).
+  if (path !== '/alerts') startAlerts();
   const q = new URLSearchParams(location.search);
   if (path === '/') history.replaceState(null, '', `/worklist${location.search}`);
   if (path === '/' || path === '/worklist') return worklist(app, q, who);
@@ -92,12 +114,15 @@ async function boot() {
     return viewer(app, { study, peer: q.get('peer') || '', expectPatient: q.get('patientID') || '', early });
   }
   if (path === '/viewer') return invokeImageDisplay(q);
+  if (path === '/alerts') {
+    // The console's tables and forms, loaded only here and on /admin.
+    adminStyles();
+    const { alertsPage } = await import('./alertspage.js');
+    return alertsPage(app, who);
+  }
   if (path === '/admin' || path.startsWith('/admin/')) {
     // Loaded only here: the console's modules and stylesheet are not part of the other pages.
-    const css = document.createElement('link');
-    css.rel = 'stylesheet';
-    css.href = new URL('../admin.css', import.meta.url).href;
-    document.head.append(css);
+    adminStyles();
     const { adminConsole } = await import('./admin/console.js');
     return adminConsole(app, decodeURIComponent(path.slice('/admin/'.length)), who);
   }

@@ -6,6 +6,7 @@ import { clear, h } from '../dom.js';
 import { orgs, tokens, users } from './directory.js';
 import { nodes, peers, routes, transfers } from './exchange.js';
 import { audit, health, inbox, links } from './records.js';
+import { alertRules } from './alerts.js';
 
 /** `[path segment, title, render(who)]` in menu order. */
 export const SECTIONS = [
@@ -14,6 +15,7 @@ export const SECTIONS = [
   ['peers', 'Peers', peers],
   ['nodes', 'DICOM nodes', nodes],
   ['routes', 'Routes', routes],
+  ['alerts', 'Alert rules', alertRules],
   ['users', 'Users', users],
   ['tokens', 'Tokens', tokens],
   ['orgs', 'Organisations', orgs],
