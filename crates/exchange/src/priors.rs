@@ -802,6 +802,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 104,
             transfer_syntaxes: vec![],
+            retrieve: Default::default(),
             org: "o".into(),
             description: String::new(),
             managed: false,

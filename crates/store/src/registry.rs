@@ -143,6 +143,47 @@ pub struct Peer {
     pub created_ms: i64,
 }
 
+/// How studies are retrieved from a DICOM node (PS3.4 C.4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetrieveMethod {
+    /// C-MOVE to our own AE title (PS3.4 C.4.2): the node opens its own association to our
+    /// DICOM listener, so it must know our AE title, host and port.
+    #[default]
+    Move,
+    /// C-GET (PS3.4 C.4.3): the instances come back as C-STORE sub-operations on our own
+    /// association, so the node needs no address for us (behind NAT, a firewall, a PACS that
+    /// cannot be told new destinations).
+    Get,
+}
+
+impl RetrieveMethod {
+    /// `move` or `get`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetrieveMethod::Move => "move",
+            RetrieveMethod::Get => "get",
+        }
+    }
+
+    /// Parses [`RetrieveMethod::as_str`]'s names.
+    pub fn parse(s: &str) -> Option<RetrieveMethod> {
+        match s {
+            "move" => Some(RetrieveMethod::Move),
+            "get" => Some(RetrieveMethod::Get),
+            _ => None,
+        }
+    }
+
+    /// The DIMSE operation's name, for messages: `C-MOVE` or `C-GET`.
+    pub fn operation(self) -> &'static str {
+        match self {
+            RetrieveMethod::Move => "C-MOVE",
+            RetrieveMethod::Get => "C-GET",
+        }
+    }
+}
+
 /// A legacy DICOM node (PACS, modality, workstation) we send to or query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DicomNode {
@@ -156,6 +197,9 @@ pub struct DicomNode {
     pub port: u16,
     /// Transfer syntaxes it accepts (UIDs); empty: the uncompressed ones.
     pub transfer_syntaxes: Vec<String>,
+    /// How studies are retrieved from it (`node retrieve`, prefetches).
+    #[serde(default)]
+    pub retrieve: RetrieveMethod,
     /// The organisation whose data may be sent there (routes of other organisations cannot).
     pub org: OrgId,
     /// Description.

@@ -451,6 +451,7 @@ async fn r5_prefetch_pulls_a_prior_from_a_dicom_node() {
         host: "127.0.0.1".into(),
         port: pacs.dicom.port(),
         transfer_syntaxes: vec![],
+        retrieve: Default::default(),
         org: "st-marys".into(),
         description: String::new(),
         managed: false,

@@ -96,6 +96,7 @@ async fn put_node(f: &Fixture, name: &str, org: &str) {
                 host: "127.0.0.1".into(),
                 port: 1,
                 transfer_syntaxes: vec![],
+                retrieve: Default::default(),
                 org: org.into(),
                 description: String::new(),
                 managed: false,
