@@ -486,7 +486,8 @@ pub async fn find(
 /// The Study Root study-level keys asking a PACS for a patient's studies (priors): Patient ID
 /// and, when known, Issuer of Patient ID (PS3.4 C.6.2.1.2 optional key, matched by SCPs that
 /// support it), an optional Study Date range (`YYYYMMDD-YYYYMMDD`), and the attributes a list
-/// of studies shows, asked for with empty values.
+/// of studies shows, asked for with empty values, with SOP Classes in Study (the storage
+/// classes a C-GET of the study proposes).
 pub fn study_find_keys(patient_id: &str, issuer: &str, study_date: &str) -> Vec<(u32, String)> {
     let mut keys = vec![(tag::PATIENT_ID, patient_id.to_owned())];
     if !issuer.is_empty() {
@@ -501,6 +502,7 @@ pub fn study_find_keys(patient_id: &str, issuer: &str, study_date: &str) -> Vec<
         tag::STUDY_DESCRIPTION,
         tag::STUDY_INSTANCE_UID,
         tag::NUMBER_OF_STUDY_RELATED_INSTANCES,
+        tag::SOP_CLASSES_IN_STUDY,
     ] {
         keys.push((t, String::new()));
     }
