@@ -59,7 +59,7 @@ use crate::{Error, now_ms};
 pub mod relevance;
 mod retrieve;
 
-pub use relevance::{ArrivingStudy, Selection, choose_priors};
+pub use relevance::{ArrivingStudy, Selection, SeriesInfo, choose_priors};
 
 /// The job kind of a study retrieval from a DICOM node.
 pub const RETRIEVE: &str = "retrieve";
@@ -69,8 +69,9 @@ pub const PREFETCH: &str = "prefetch";
 pub const DEFAULT_PREFETCH_DELAY: Duration = Duration::from_secs(2);
 /// The most studies read from one C-FIND answer (the rest is cancelled).
 pub const MAX_FIND_RESULTS: usize = 1000;
-/// The most series-level C-FINDs one prefetch makes to judge priors by body part (those whose
-/// Study Description names no body region); priors beyond are not relevant.
+/// The most series-level C-FINDs one prefetch makes to judge priors its study-level answer
+/// cannot (no Modalities in Study, a Study Description naming no body region); priors beyond
+/// are not relevant.
 pub const MAX_SERIES_QUERIES: usize = 10;
 
 /// The queue of retrievals from `node`.
@@ -491,23 +492,24 @@ impl Exchange {
             body_part: p.body_part.clone(),
             description: p.description.clone(),
         };
-        // Priors whose description names no body region are judged by their series' Body Part
-        // Examined, asked for one study at a time, most recent first, at most MAX_SERIES_QUERIES.
+        // Priors the study-level answer cannot judge (no Modalities in Study, a description
+        // naming no body region) are judged by their series, asked for one study at a time,
+        // most recent first, at most MAX_SERIES_QUERIES.
         let mut series = std::collections::HashMap::new();
         let selection = loop {
             let sel = choose_priors(&found, &p.study_uid, &arriving, &p.rule, now, &series);
             let Some(uid) = sel.need_series else {
                 break sel;
             };
-            let parts = if series.len() < MAX_SERIES_QUERIES {
-                match self.series_body_parts(node, &uid).await {
-                    Ok(parts) => parts,
+            let info = if series.len() < MAX_SERIES_QUERIES {
+                match self.series_info(node, &uid).await {
+                    Ok(info) => info,
                     Err(e) => return self.fail_job(j, &e.to_string(), false).await,
                 }
             } else {
-                Vec::new()
+                SeriesInfo::default()
             };
-            series.insert(uid, parts);
+            series.insert(uid, info);
         };
         let priors = &selection.chosen;
         let mut wanted = Vec::new();
@@ -561,10 +563,10 @@ impl Exchange {
         self.complete_quietly(j, vec![r]).await;
     }
 
-    /// The Body Part Examined values of the series of `study` at `node` (C-FIND, Study Root,
-    /// series level). A node that cannot be reached is an error (the prefetch is retried); one
-    /// that refuses the query, or answers no body parts, gives none.
-    async fn series_body_parts(&self, node: &DicomNode, study: &str) -> Result<Vec<String>, Error> {
+    /// The Modality and Body Part Examined values of the series of `study` at `node` (C-FIND,
+    /// Study Root, series level). A node that cannot be reached is an error (the prefetch is
+    /// retried); one that refuses the query, or does not answer the keys, gives none.
+    async fn series_info(&self, node: &DicomNode, study: &str) -> Result<SeriesInfo, Error> {
         let keys = vec![
             (tag::STUDY_INSTANCE_UID, study.to_owned()),
             (tag::SERIES_INSTANCE_UID, String::new()),
@@ -587,7 +589,7 @@ impl Exchange {
             }
             Ok(Err(e)) => {
                 tracing::info!("{}: series C-FIND for {study}: {e}", node.name);
-                return Ok(Vec::new());
+                return Ok(SeriesInfo::default());
             }
             Err(_) => {
                 return Err(Error::Unreachable(format!(
@@ -597,21 +599,27 @@ impl Exchange {
                 )));
             }
         };
-        let mut parts: Vec<String> = answers
-            .iter()
-            .filter_map(|a| {
-                a.get(&format!("{:08X}", tag::BODY_PART_EXAMINED))?
-                    .get("Value")?
-                    .as_array()?
-                    .first()?
-                    .as_str()
-                    .map(|v| v.trim().to_owned())
-            })
-            .filter(|v| !v.is_empty())
-            .collect();
-        parts.sort();
-        parts.dedup();
-        Ok(parts)
+        let values = |t: u32| -> Vec<String> {
+            let mut v: Vec<String> = answers
+                .iter()
+                .filter_map(|a| {
+                    a.get(&format!("{t:08X}"))?
+                        .get("Value")?
+                        .as_array()?
+                        .first()?
+                        .as_str()
+                        .map(|v| v.trim().to_owned())
+                })
+                .filter(|v| !v.is_empty())
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        Ok(SeriesInfo {
+            modalities: values(tag::MODALITY),
+            body_parts: values(tag::BODY_PART_EXAMINED),
+        })
     }
 
     fn study_receipt(&self, queue: &str, study: &str, detail: String, size: u64) -> Receipt {

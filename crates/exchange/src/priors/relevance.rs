@@ -1,18 +1,22 @@
 //! Relevant priors: which of a patient's studies at a node matter for the study that arrived
 //! (`prefetch:NODE?match=modality,body-part,description`). Pure functions over what a node
-//! answers at study level (C-FIND, Study Root) and, when a study's description names no body
-//! region, the Body Part Examined (0018,0015) of its series (a series-level C-FIND the caller
-//! makes on demand, [`choose_priors`] says for which study).
+//! answers at study level (C-FIND, Study Root) and, when that does not tell, the Modality
+//! (0008,0060) and Body Part Examined (0018,0015) of the study's series (a series-level C-FIND
+//! the caller makes on demand: [`choose_priors`] says for which study).
 //!
 //! Every criterion of the rule must hold:
 //! - `modality`: the prior's Modalities in Study (0008,0061) include a modality of the arriving
 //!   study (its image modalities: SR, KO, PR and other non-image objects do not count when the
-//!   study has images). A prior whose node answered no modalities is not relevant.
+//!   study has images). When the node does not answer Modalities in Study (an optional key that
+//!   DCMTK's dcmqrscp, for one, does not support), its series' Modality values stand in.
 //! - `body-part`: the prior shows a body region of the arriving study. Regions come from Body
 //!   Part Examined (the defined terms of PS3.16 CID 4031 and their combinations such as
 //!   `HEADNECK`) or from words of a Study Description (`BRAIN` and `SKULL` are the head, `THORAX`
 //!   and `LUNG` the chest, …, [`regions`]). The prior's Study Description decides when it names a
 //!   region; otherwise its series' Body Part Examined do; a prior with neither is not relevant.
+//!
+//! A criterion that is false without the series decides (no query is made); the series are
+//! asked for only when everything else holds.
 //! - `description`: the two Study Descriptions share a keyword (a word of three or more letters
 //!   that is not a modality code or a filler such as `WITH`, `CONTRAST`).
 //!
@@ -221,6 +225,16 @@ impl ArrivingStudy {
     }
 }
 
+/// What a series-level C-FIND of a prior study answered: the distinct Modality and Body Part
+/// Examined values of its series (empty when the node does not return them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeriesInfo {
+    /// Modality (0008,0060) values.
+    pub modalities: Vec<String>,
+    /// Body Part Examined (0018,0015) values.
+    pub body_parts: Vec<String>,
+}
+
 /// Whether `prior` is relevant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -228,28 +242,34 @@ pub enum Verdict {
     Relevant,
     /// Some criterion does not hold.
     NotRelevant,
-    /// Only the body parts of its series can tell (its description names no region).
+    /// Only its series can tell (no Modalities in Study, or a description naming no region).
     NeedSeries,
 }
 
-/// Judges `prior` against `current` by `criteria`; `series_body_parts` are the Body Part
-/// Examined values of the prior's series when they were asked for.
+/// Judges `prior` against `current` by `criteria`; `series` is what its series-level C-FIND
+/// answered, when it was asked for.
 pub fn relevance(
     prior: &NodeStudy,
     current: &ArrivingStudy,
     criteria: &[PriorMatch],
-    series_body_parts: Option<&[String]>,
+    series: Option<&SeriesInfo>,
 ) -> Verdict {
     let mut need_series = false;
     for c in criteria {
         let holds = match c {
             PriorMatch::Modality => {
                 let cur = current.image_modalities();
-                cur.is_empty()
-                    || prior
-                        .modalities
-                        .iter()
-                        .any(|m| cur.contains(&m.trim().to_uppercase()))
+                let has = |m: &String| cur.contains(&m.trim().to_uppercase());
+                if cur.is_empty() {
+                    true
+                } else if !prior.modalities.is_empty() {
+                    prior.modalities.iter().any(has)
+                } else if let Some(s) = series {
+                    s.modalities.iter().any(has)
+                } else {
+                    need_series = true;
+                    true
+                }
             }
             PriorMatch::BodyPart => {
                 let cur = current.regions();
@@ -258,8 +278,8 @@ pub fn relevance(
                     true
                 } else if !named.is_empty() {
                     named.contains("WHOLEBODY") || !named.is_disjoint(&cur)
-                } else if let Some(parts) = series_body_parts {
-                    parts.iter().any(|p| {
+                } else if let Some(s) = series {
+                    s.body_parts.iter().any(|p| {
                         let r = regions(p);
                         r.contains("WHOLEBODY") || !r.is_disjoint(&cur)
                     })
@@ -291,22 +311,22 @@ pub struct Selection {
     pub chosen: Vec<NodeStudy>,
     /// Candidates (other studies within `years`) judged not relevant before `max` was reached.
     pub not_relevant: usize,
-    /// A study whose series' body parts are needed to go on: ask the node, add the answer to
-    /// `series` and call again.
+    /// A study whose series are needed to go on: ask the node, add the answer to `series` and
+    /// call again.
     pub need_series: Option<String>,
 }
 
 /// The priors to hold: the most recent of `found` other than `current_uid`, within
 /// `rule.years` (by Study Date, counted back from `now_ms`) when set, relevant to `current` by
-/// `rule.matching`, at most `rule.max`. Most recent first. `series` holds the body parts of
-/// the series of studies asked for so far (by Study Instance UID).
+/// `rule.matching`, at most `rule.max`. Most recent first. `series` holds what the series-level
+/// C-FINDs made so far answered (by Study Instance UID).
 pub fn choose_priors(
     found: &[NodeStudy],
     current_uid: &str,
     current: &ArrivingStudy,
     rule: &Prefetch,
     now_ms: i64,
-    series: &HashMap<String, Vec<String>>,
+    series: &HashMap<String, SeriesInfo>,
 ) -> Selection {
     let oldest = rule.years.map(|y| years_ago(now_ms, y));
     let mut candidates: Vec<&NodeStudy> = found
@@ -331,8 +351,7 @@ pub fn choose_priors(
         if out.chosen.len() >= rule.max as usize {
             break;
         }
-        let parts = series.get(&s.study_uid).map(Vec::as_slice);
-        match relevance(s, current, &rule.matching, parts) {
+        match relevance(s, current, &rule.matching, series.get(&s.study_uid)) {
             Verdict::Relevant => out.chosen.push(s.clone()),
             Verdict::NotRelevant => out.not_relevant += 1,
             Verdict::NeedSeries => {
@@ -462,6 +481,40 @@ mod tests {
         assert_eq!(s.not_relevant, 2);
     }
 
+    fn parts(p: &[&str]) -> SeriesInfo {
+        SeriesInfo {
+            modalities: vec!["CT".into()],
+            body_parts: p.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    /// A node that answers no Modalities in Study (dcmqrscp): the series' modalities decide,
+    /// asked for only when the description already matches.
+    #[test]
+    fn without_modalities_in_study_the_series_tell() {
+        let found = vec![
+            study("ct", "20260101", &[], "CT HEAD WO CONTRAST"),
+            study("knee", "20260102", &[], "MR KNEE"),
+        ];
+        let r = rule(3, None, &[PriorMatch::Modality, PriorMatch::BodyPart]);
+        let mut series = HashMap::new();
+        let s = choose_priors(&found, "x", &ct_head(), &r, NOW, &series);
+        assert_eq!(
+            s.need_series.as_deref(),
+            Some("ct"),
+            "the knee is decided by its words"
+        );
+        assert_eq!(s.not_relevant, 1);
+        series.insert("ct".to_owned(), parts(&[]));
+        let s = choose_priors(&found, "x", &ct_head(), &r, NOW, &series);
+        assert_eq!((uids(&s), s.need_series.clone()), (vec!["ct"], None));
+        let mut mr = parts(&[]);
+        mr.modalities = vec!["MR".into()];
+        series.insert("ct".to_owned(), mr);
+        let s = choose_priors(&found, "x", &ct_head(), &r, NOW, &series);
+        assert!(s.chosen.is_empty() && s.not_relevant == 2);
+    }
+
     #[test]
     fn a_description_without_a_region_asks_for_the_series() {
         let found = vec![
@@ -473,18 +526,18 @@ mod tests {
         let s = choose_priors(&found, "x", &ct_head(), &r, NOW, &series);
         assert_eq!(s.need_series.as_deref(), Some("vague"));
         assert!(s.chosen.is_empty());
-        series.insert("vague".to_owned(), vec!["BRAIN".to_owned(), String::new()]);
+        series.insert("vague".to_owned(), parts(&["BRAIN", ""]));
         let s = choose_priors(&found, "x", &ct_head(), &r, NOW, &series);
         assert_eq!((uids(&s), s.need_series.clone()), (vec!["vague"], None));
         assert_eq!(s.not_relevant, 1, "the chest is not the head");
         // Series of another region, or none answered: not relevant.
-        series.insert("vague".to_owned(), vec!["ABDOMEN".to_owned()]);
+        series.insert("vague".to_owned(), parts(&["ABDOMEN"]));
         assert!(
             choose_priors(&found, "x", &ct_head(), &r, NOW, &series)
                 .chosen
                 .is_empty()
         );
-        series.insert("vague".to_owned(), vec![]);
+        series.insert("vague".to_owned(), parts(&[]));
         assert!(
             choose_priors(&found, "x", &ct_head(), &r, NOW, &series)
                 .chosen
@@ -516,8 +569,8 @@ mod tests {
             relevance(&prior, &described, &all, None),
             Verdict::NotRelevant
         );
-        // A structured report beside the images does not make an SR prior relevant; a node
-        // that answers no modalities makes none relevant.
+        // A structured report beside the images does not make an SR prior relevant; when the
+        // node answers no modalities, the series decide.
         let with_sr = ArrivingStudy {
             modalities: vec!["CT".into(), "SR".into()],
             ..ct_head()
@@ -526,7 +579,16 @@ mod tests {
         let m = [PriorMatch::Modality];
         assert_eq!(relevance(&sr, &with_sr, &m, None), Verdict::NotRelevant);
         let silent = study("s", "20250101", &[], "CT HEAD");
-        assert_eq!(relevance(&silent, &with_sr, &m, None), Verdict::NotRelevant);
+        assert_eq!(relevance(&silent, &with_sr, &m, None), Verdict::NeedSeries);
+        let reports = SeriesInfo {
+            modalities: vec!["SR".into()],
+            body_parts: vec![],
+        };
+        let got = relevance(&silent, &with_sr, &m, Some(&reports));
+        assert_eq!(got, Verdict::NotRelevant);
+        let nothing = SeriesInfo::default();
+        let got = relevance(&silent, &with_sr, &m, Some(&nothing));
+        assert_eq!(got, Verdict::NotRelevant, "nothing answered: not relevant");
         // Whole-body studies cover every region.
         let pet = study("pet", "20250101", &["PT", "CT"], "PET-CT WHOLEBODY");
         let b = [PriorMatch::BodyPart];
