@@ -246,8 +246,8 @@ pub enum RouteDestination {
     Node(String),
     /// An analysis, by name (run by a later layer).
     Analysis(String),
-    /// Not a destination of the instance: fetch the patient's prior studies from a DICOM node
-    /// (C-FIND, then C-MOVE to us) when a study arrives.
+    /// Not a destination of the instance: fetch the patient's relevant prior studies from a
+    /// DICOM node (C-FIND, then C-MOVE to us or C-GET) when a study arrives.
     Prefetch(Prefetch),
 }
 

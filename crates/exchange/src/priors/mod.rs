@@ -1,20 +1,29 @@
 //! Priors from a legacy PACS (issue 5): a DICOM node as a **source**. Query it (C-FIND, Study
-//! Root), retrieve studies from it (C-MOVE to our own AE title) and prefetch a patient's prior
-//! studies when a new study arrives (`prefetch:NODE` route destinations).
+//! Root), retrieve studies from it (C-MOVE to our own AE title, or C-GET on our own association:
+//! the node's `retrieve` method) and prefetch a patient's relevant prior studies when a new
+//! study arrives (`prefetch:NODE` route destinations).
+//!
+//! Submodules: `retrieve` (running a retrieval job by either method, and what its outcome
+//! means) and [`relevance`] (which priors a `match=` rule keeps).
 //!
 //! ## How the instances come in
-//! A C-MOVE names a Move Destination; here it is always **our own AE title** (`[dicom]
-//! ae_title`). The node opens its own association to our DICOM listener and sends the instances
-//! with C-STORE, so they take the normal ingest path: durable before acknowledged, routed,
-//! audited (`store`, actor the node's AE title), owned by the organisation of the node's AE title
-//! in our directory. Two things must be configured once, outside Vesalius' control:
-//! - at the node: our AE title with our DICOM listener's host and port as a move destination;
-//! - here: the node's AE title as a calling AE title of the node's organisation
-//!   (`vesalius admin ae add NODE_AE --org ORG`), else its associations are refused.
+//! - **C-MOVE**: the Move Destination is always **our own AE title** (`[dicom] ae_title`). The
+//!   node opens its own association to our DICOM listener and sends the instances with C-STORE,
+//!   so they take the normal ingest path: durable before acknowledged, routed, audited (`store`,
+//!   actor the node's AE title), owned by the organisation of the node's AE title in our
+//!   directory. Two things must be configured once, outside Vesalius' control: at the node, our
+//!   AE title with our DICOM listener's host and port as a move destination; here, the node's
+//!   AE title as a calling AE title of the node's organisation (`vesalius admin ae add NODE_AE
+//!   --org ORG`), else its associations are refused.
+//! - **C-GET**: the instances come as C-STORE sub-operations on the association we opened and go
+//!   through the same ingest path (the engine's [`Exchange::set_ingestor`]), in the node's
+//!   organisation, with the node's AE title as the actor; instances of another study than the
+//!   one asked for are refused. Nothing needs configuring here, and the node needs no address
+//!   for us.
 //!
 //! ## Jobs (durable, in the outbox)
 //! - `retrieve` on queue `retrieve:NODE`, one per study (dedupe key: the Study Instance UID):
-//!   one C-MOVE of the study. Completed only when the node's final status is success without
+//!   one C-MOVE or C-GET of the study. Completed only when the node's final status is success without
 //!   failed sub-operations **and** the study is held here in the node's organisation afterwards;
 //!   the receipts are one per instance held (their SHA-256 as stored here; not verified by the
 //!   node: DIMSE has no such confirmation) plus a study receipt. Anything else is a failed
@@ -30,9 +39,10 @@
 //!   that were themselves retrieved from that node (no chain of prefetches). Otherwise it
 //!   C-FINDs the node for the patient's studies (same Patient ID, and Issuer of Patient ID when
 //!   the arriving study has one; answers with another issuer are dropped, for nodes that ignore
-//!   the key), keeps the **N most recent** priors (by Study Date and Time; N = the rule's `max`,
-//!   optionally within `years`), and adds a `retrieve` job for each that is not already held
-//!   here. Its study receipt says what it found.
+//!   the key), keeps the **N most recent relevant** priors (by Study Date and Time; N = the
+//!   rule's `max`, optionally within `years`, relevant by the rule's `match` criteria, asking the
+//!   node for a prior's series when its study-level answer cannot tell), and adds a `retrieve`
+//!   job for each that is not already held here. Its study receipt says what it found.
 //!
 //! ## Crash behaviour
 //! A prefetch that dies after adding its retrieve jobs but before completing runs again: the

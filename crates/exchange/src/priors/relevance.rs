@@ -165,7 +165,7 @@ fn words(text: &str) -> impl Iterator<Item = String> + '_ {
         .map(str::to_uppercase)
 }
 
-/// The body regions a Body Part Examined value or a description names (see [`REGIONS`]).
+/// The body regions a Body Part Examined value or a description names (the table `REGIONS`).
 pub fn regions(text: &str) -> BTreeSet<&'static str> {
     let mut out = BTreeSet::new();
     for w in words(text) {
