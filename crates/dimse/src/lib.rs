@@ -9,7 +9,8 @@
 //!   (PS3.4 Annex C), over the shared query model of `vesalius-store`;
 //! - [`commitment`]: Storage Commitment Push Model SCP (PS3.4 Annex J).
 //!
-//! Client side: [`scu`] (C-ECHO, C-STORE of files, C-FIND) for the CLI and other crates.
+//! Client side: [`scu`] (C-ECHO, C-STORE of files, C-FIND, C-MOVE, C-GET) for the CLI and other
+//! crates.
 //!
 //! Access control (issue 4): every association is admitted by the calling AE title's registration
 //! in the directory and acts as that AE (one organisation) for its lifetime; every operation is

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 use vesalius_store::registry::{
-    DicomNode, Peer, PeerAuth, PeerKind, Route, RouteDestination, RouteMatch,
+    DicomNode, Peer, PeerAuth, PeerKind, RetrieveMethod, Route, RouteDestination, RouteMatch,
 };
 
 use crate::route;
@@ -125,6 +125,10 @@ pub struct NodeSpec {
     /// Transfer syntaxes it accepts (UIDs); empty: the uncompressed ones.
     #[serde(default)]
     pub transfer_syntaxes: Vec<String>,
+    /// How studies are retrieved from it: `move` (default, C-MOVE to our AE title) or `get`
+    /// (C-GET on our own association).
+    #[serde(default)]
+    pub retrieve: RetrieveMethod,
     /// The organisation whose data may go there.
     pub org: String,
     /// Description.
@@ -154,6 +158,7 @@ impl NodeSpec {
             host: self.host.trim().to_owned(),
             port: self.port,
             transfer_syntaxes: self.transfer_syntaxes,
+            retrieve: self.retrieve,
             org: self.org,
             description: self.description,
             managed,
@@ -257,6 +262,34 @@ mod tests {
         assert_eq!(name_of("peer", None, "hub").unwrap(), "hub");
         assert!(name_of("peer", None, "").is_err());
         assert!(name_of("peer", None, "a/b").is_err());
+    }
+
+    #[test]
+    fn a_node_names_its_retrieval_method_or_gets_c_move() {
+        let spec = |extra: serde_json::Value| -> Result<NodeSpec, serde_json::Error> {
+            let mut v = serde_json::json!({
+                "name": "pacs", "ae_title": "PACS", "host": "10.0.0.9", "port": 104, "org": "o"
+            });
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            serde_json::from_value(v)
+        };
+        let n = spec(serde_json::json!({}))
+            .unwrap()
+            .record(None, true, 1)
+            .unwrap();
+        assert_eq!(n.retrieve, RetrieveMethod::Move);
+        let n = spec(serde_json::json!({"retrieve": "get"}))
+            .unwrap()
+            .record(Some("pacs"), false, 1)
+            .unwrap();
+        assert_eq!(n.retrieve, RetrieveMethod::Get);
+        let e = spec(serde_json::json!({"retrieve": "ftp"})).unwrap_err();
+        assert!(
+            e.to_string().contains("move") && e.to_string().contains("get"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -40,7 +40,7 @@ use tokio::sync::{Mutex, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use vesalius_store::outbox::{Job, JobFilter, Receipt, ReceiptFilter, ReceiptKind};
 use vesalius_store::registry::{DicomNode, Peer, PeerKind};
-use vesalius_store::{BlobStore, Index, Outbox, Registry};
+use vesalius_store::{BlobStore, Index, Ingestor, Outbox, Registry};
 
 use crate::client::PeerClient;
 use crate::job::{TRANSFER, TransferJob};
@@ -112,6 +112,10 @@ pub struct Exchange {
     events: broadcast::Sender<ExchangeEvent>,
     started_ms: i64,
     workers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// The ingest path, for C-GET retrievals from DICOM nodes (their instances arrive on our
+    /// own association); set once by the binary, which builds the ingestor after the routing
+    /// observer the engine's registry feeds.
+    ingestor: std::sync::OnceLock<Arc<Ingestor>>,
 }
 
 impl Exchange {
@@ -135,7 +139,19 @@ impl Exchange {
             events: broadcast::channel(1024).0,
             started_ms: now_ms(),
             workers: Mutex::default(),
+            ingestor: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Gives the engine the ingest path C-GET retrievals store through (once; later calls are
+    /// ignored).
+    pub fn set_ingestor(&self, ingestor: Arc<Ingestor>) {
+        let _ = self.ingestor.set(ingestor);
+    }
+
+    /// The ingest path, when given.
+    pub fn ingestor(&self) -> Option<&Arc<Ingestor>> {
+        self.ingestor.get()
     }
 
     /// The event stream (sender and receiver side).

@@ -123,8 +123,8 @@ async fn apply_change(conn: &mut SqliteConnection, change: &RegistryChange) -> R
                 conn,
                 sqlx::query(
                     "INSERT OR REPLACE INTO dicom_nodes (name, ae_title, host, port, \
-                       transfer_syntaxes, org, description, managed, created_ms) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       transfer_syntaxes, org, description, managed, created_ms, retrieve) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(&n.name)
                 .bind(&n.ae_title)
@@ -134,7 +134,8 @@ async fn apply_change(conn: &mut SqliteConnection, change: &RegistryChange) -> R
                 .bind(&n.org)
                 .bind(&n.description)
                 .bind(n.managed)
-                .bind(n.created_ms),
+                .bind(n.created_ms)
+                .bind(n.retrieve.as_str()),
             )
             .await?;
         }
@@ -188,7 +189,7 @@ async fn apply_change(conn: &mut SqliteConnection, change: &RegistryChange) -> R
 const PEER: &str = "SELECT name, base_url, public_key, org, remote_org, may_query, description, \
     managed, created_ms, kind, auth_type, auth_user, auth_secret FROM peers";
 const NODE: &str = "SELECT name, ae_title, host, port, transfer_syntaxes, org, description, \
-    managed, created_ms FROM dicom_nodes";
+    managed, created_ms, retrieve FROM dicom_nodes";
 const ROUTE: &str = "SELECT id, name, org, enabled, sort_order, matcher, destinations, priority, \
     deid, managed, created_ms FROM routes";
 const ARRIVAL: &str = "SELECT org, study_uid, from_peer, priority, manifest_instances, \
@@ -224,6 +225,7 @@ fn peer_from_row(r: &SqliteRow) -> Result<Peer> {
 
 fn node_from_row(r: &SqliteRow) -> Result<DicomNode> {
     let port: i64 = r.get("port");
+    let retrieve: String = r.get("retrieve");
     Ok(DicomNode {
         name: r.get("name"),
         ae_title: r.get("ae_title"),
@@ -231,6 +233,8 @@ fn node_from_row(r: &SqliteRow) -> Result<DicomNode> {
         port: u16::try_from(port)
             .map_err(|_| Error::Index(format!("DICOM node port {port} out of range")))?,
         transfer_syntaxes: from_json("transfer syntaxes", r.get("transfer_syntaxes"))?,
+        retrieve: RetrieveMethod::parse(&retrieve)
+            .ok_or_else(|| Error::Index(format!("DICOM node retrieval {retrieve:?}")))?,
         org: r.get("org"),
         description: r.get("description"),
         managed: r.get("managed"),

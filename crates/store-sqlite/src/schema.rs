@@ -19,6 +19,9 @@
 //!   plain DICOMweb peer (`auth_type`, `auth_user`, `auth_secret`); a version-3 table gets the
 //!   columns added with their defaults, so every existing peer is a Vesalius site without
 //!   credentials.
+//! - **5**: DICOM nodes gain `retrieve` (`move` or `get`: C-MOVE to our AE title or C-GET on our
+//!   own association); a version-4 table gets the column with its default, so every existing
+//!   node goes on being retrieved from by C-MOVE.
 //!
 //! A database with a higher version than [`SCHEMA_VERSION`] was written by a newer Vesalius and
 //! is refused rather than modified.
@@ -30,7 +33,7 @@ use vesalius_store::error::{Error, Result};
 use crate::db_err;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Brings the database to [`SCHEMA_VERSION`] (creating it when empty).
 pub(crate) async fn migrate(conn: &mut SqliteConnection) -> Result<()> {
@@ -126,6 +129,17 @@ async fn migrate_in_transaction(conn: &mut SqliteConnection) -> Result<()> {
         .execute(&mut *conn)
         .await
         .map_err(db_err)?;
+    }
+    // Version 5: a version-4 dicom_nodes table gains the retrieval method.
+    let node_columns: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM pragma_table_info('dicom_nodes')")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    if !node_columns.iter().any(|c| c == "retrieve") {
+        conn.execute("ALTER TABLE dicom_nodes ADD COLUMN retrieve TEXT NOT NULL DEFAULT 'move'")
+            .await
+            .map_err(db_err)?;
     }
     if version != SCHEMA_VERSION {
         sqlx::query(AssertSqlSafe(format!(

@@ -1,4 +1,4 @@
--- Vesalius index schema, version 4 (PRAGMA user_version; see schema.rs for the migrations).
+-- Vesalius index schema, version 5 (PRAGMA user_version; see schema.rs for the migrations).
 -- Applied at every open: every statement is CREATE ... IF NOT EXISTS.
 -- One row per patient, study, series and instance version.
 CREATE TABLE IF NOT EXISTS patients (
@@ -157,6 +157,7 @@ CREATE TABLE IF NOT EXISTS peers (
     auth_secret TEXT NOT NULL DEFAULT ''
 );
 
+-- retrieve: 'move' or 'get' (schema 5), how studies are retrieved from the node.
 CREATE TABLE IF NOT EXISTS dicom_nodes (
     name              TEXT PRIMARY KEY,
     ae_title          TEXT NOT NULL,
@@ -167,7 +168,8 @@ CREATE TABLE IF NOT EXISTS dicom_nodes (
     org               TEXT NOT NULL,
     description       TEXT NOT NULL,
     managed           INTEGER NOT NULL,
-    created_ms        INTEGER NOT NULL
+    created_ms        INTEGER NOT NULL,
+    retrieve          TEXT NOT NULL DEFAULT 'move'
 );
 
 -- sort_order is Route::order (ORDER is an SQL keyword); routes are read whole, in

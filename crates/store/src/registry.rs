@@ -143,6 +143,47 @@ pub struct Peer {
     pub created_ms: i64,
 }
 
+/// How studies are retrieved from a DICOM node (PS3.4 C.4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetrieveMethod {
+    /// C-MOVE to our own AE title (PS3.4 C.4.2): the node opens its own association to our
+    /// DICOM listener, so it must know our AE title, host and port.
+    #[default]
+    Move,
+    /// C-GET (PS3.4 C.4.3): the instances come back as C-STORE sub-operations on our own
+    /// association, so the node needs no address for us (behind NAT, a firewall, a PACS that
+    /// cannot be told new destinations).
+    Get,
+}
+
+impl RetrieveMethod {
+    /// `move` or `get`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetrieveMethod::Move => "move",
+            RetrieveMethod::Get => "get",
+        }
+    }
+
+    /// Parses [`RetrieveMethod::as_str`]'s names.
+    pub fn parse(s: &str) -> Option<RetrieveMethod> {
+        match s {
+            "move" => Some(RetrieveMethod::Move),
+            "get" => Some(RetrieveMethod::Get),
+            _ => None,
+        }
+    }
+
+    /// The DIMSE operation's name, for messages: `C-MOVE` or `C-GET`.
+    pub fn operation(self) -> &'static str {
+        match self {
+            RetrieveMethod::Move => "C-MOVE",
+            RetrieveMethod::Get => "C-GET",
+        }
+    }
+}
+
 /// A legacy DICOM node (PACS, modality, workstation) we send to or query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DicomNode {
@@ -156,6 +197,9 @@ pub struct DicomNode {
     pub port: u16,
     /// Transfer syntaxes it accepts (UIDs); empty: the uncompressed ones.
     pub transfer_syntaxes: Vec<String>,
+    /// How studies are retrieved from it (`node retrieve`, prefetches).
+    #[serde(default)]
+    pub retrieve: RetrieveMethod,
     /// The organisation whose data may be sent there (routes of other organisations cannot).
     pub org: OrgId,
     /// Description.
@@ -202,13 +246,50 @@ pub enum RouteDestination {
     Node(String),
     /// An analysis, by name (run by a later layer).
     Analysis(String),
-    /// Not a destination of the instance: fetch the patient's prior studies from a DICOM node
-    /// (C-FIND, then C-MOVE to us) when a study arrives.
+    /// Not a destination of the instance: fetch the patient's relevant prior studies from a
+    /// DICOM node (C-FIND, then C-MOVE to us or C-GET) when a study arrives.
     Prefetch(Prefetch),
 }
 
-/// A prefetch rule: which node to ask for a patient's priors and how many to fetch. Written
-/// `prefetch:NODE`, `prefetch:NODE?max=N`, `prefetch:NODE?max=N&years=Y`.
+/// What makes a prior study relevant to the arriving one (`prefetch:NODE?match=…`). Every
+/// criterion a rule lists must hold; the matching itself is the exchange's (`priors::relevance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PriorMatch {
+    /// The prior's Modalities in Study include the arriving study's modality.
+    Modality,
+    /// The prior shows the same body region (Body Part Examined of its series, or the region
+    /// its Study Description names).
+    BodyPart,
+    /// The two Study Descriptions share a keyword.
+    Description,
+}
+
+impl PriorMatch {
+    /// Every criterion, in its canonical order.
+    pub const ALL: [PriorMatch; 3] = [
+        PriorMatch::Modality,
+        PriorMatch::BodyPart,
+        PriorMatch::Description,
+    ];
+
+    /// `modality`, `body-part` or `description`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PriorMatch::Modality => "modality",
+            PriorMatch::BodyPart => "body-part",
+            PriorMatch::Description => "description",
+        }
+    }
+
+    /// Parses [`PriorMatch::as_str`]'s names.
+    pub fn parse(s: &str) -> Option<PriorMatch> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+/// A prefetch rule: which node to ask for a patient's priors, how many to fetch and which are
+/// relevant. Written `prefetch:NODE`, with options `?max=N&years=Y&match=modality,body-part`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Prefetch {
     /// The DICOM node, by name.
@@ -219,6 +300,15 @@ pub struct Prefetch {
     /// Only priors of the last this many years (by Study Date); `None`: any age.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub years: Option<u32>,
+    /// Only relevant priors: every criterion listed must hold (sorted, no repeats); empty:
+    /// every prior of the patient is relevant.
+    #[serde(
+        default,
+        rename = "match",
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "Prefetch::matching_de"
+    )]
+    pub matching: Vec<PriorMatch>,
 }
 
 impl Prefetch {
@@ -235,11 +325,13 @@ impl Prefetch {
             node: node.into(),
             max: Self::DEFAULT_MAX,
             years: None,
+            matching: Vec::new(),
         }
     }
 
-    /// Parses `NODE`, `NODE?max=N`, `NODE?years=Y`, `NODE?max=N&years=Y` (the text after
-    /// `prefetch:`); the error names what is wrong.
+    /// Parses `NODE` with options `?max=N` (1-100), `&years=Y` (1-200) and
+    /// `&match=CRITERION[,CRITERION]` (`modality`, `body-part`, `description`; also separated by
+    /// `+`, or `match=` repeated): the text after `prefetch:`. The error names what is wrong.
     pub fn parse(s: &str) -> std::result::Result<Prefetch, String> {
         let (node, query) = s.split_once('?').unwrap_or((s, ""));
         if node.is_empty() {
@@ -248,6 +340,18 @@ impl Prefetch {
         let mut p = Prefetch::new(node);
         for kv in query.split('&').filter(|kv| !kv.is_empty()) {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            if k == "match" {
+                for m in v.split([',', '+']).map(str::trim) {
+                    let m = PriorMatch::parse(m).ok_or_else(|| {
+                        format!(
+                            "prefetch match {m:?} is not a criterion (modality, body-part, \
+                             description)"
+                        )
+                    })?;
+                    p.matching.push(m);
+                }
+                continue;
+            }
             let n: u32 = v
                 .parse()
                 .map_err(|_| format!("prefetch option {k}={v:?} needs a number"))?;
@@ -256,11 +360,43 @@ impl Prefetch {
                 "years" if (1..=200).contains(&n) => p.years = Some(n),
                 "max" => return Err("prefetch max is 1-100".into()),
                 "years" => return Err("prefetch years is 1-200".into()),
-                _ => return Err(format!("unknown prefetch option {k:?} (max, years)")),
+                _ => return Err(format!("unknown prefetch option {k:?} (max, years, match)")),
             }
         }
+        p.matching.sort();
+        p.matching.dedup();
         Ok(p)
     }
+
+    /// The `match` list of the JSON form, sorted and without repeats like the parsed one.
+    fn matching_de<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Vec<PriorMatch>, D::Error> {
+        let mut v = Vec::<PriorMatch>::deserialize(d)?;
+        v.sort();
+        v.dedup();
+        Ok(v)
+    }
+}
+
+/// Splits a comma-separated list of route destinations where a comma starts a new one: a
+/// prefetch's `match=modality,body-part` keeps its comma (`prefetch:pacs?match=modality,body-part,
+/// peer:hub` is two destinations).
+pub fn split_destinations(s: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for piece in s.split(',') {
+        let starts = ["peer:", "node:", "analysis:", "prefetch:"]
+            .iter()
+            .any(|k| piece.trim_start().starts_with(k));
+        match out.last_mut() {
+            Some(last) if !starts && last.contains('?') => {
+                last.push(',');
+                last.push_str(piece);
+            }
+            _ => out.push(piece.to_owned()),
+        }
+    }
+    out
 }
 
 impl RouteDestination {
@@ -287,6 +423,10 @@ impl RouteDestination {
                 if let Some(y) = p.years {
                     opts.push(format!("years={y}"));
                 }
+                if !p.matching.is_empty() {
+                    let m: Vec<&str> = p.matching.iter().map(|m| m.as_str()).collect();
+                    opts.push(format!("match={}", m.join(",")));
+                }
                 if opts.is_empty() {
                     self.queue()
                 } else {
@@ -306,7 +446,8 @@ impl RouteDestination {
         }
     }
 
-    /// Parses `peer:NAME`, `node:NAME`, `analysis:NAME` or `prefetch:NODE[?max=N&years=Y]`.
+    /// Parses `peer:NAME`, `node:NAME`, `analysis:NAME` or
+    /// `prefetch:NODE[?max=N&years=Y&match=CRITERIA]`.
     pub fn parse(s: &str) -> Option<RouteDestination> {
         Self::parse_checked(s).ok()
     }
@@ -316,7 +457,7 @@ impl RouteDestination {
         let bad = || {
             format!(
                 "destination {s:?} is not peer:NAME, node:NAME, analysis:NAME or \
-                 prefetch:NODE[?max=N&years=Y]"
+                 prefetch:NODE[?max=N&years=Y&match=CRITERIA]"
             )
         };
         let (kind, name) = s.split_once(':').ok_or_else(bad)?;
@@ -619,6 +760,61 @@ mod tests {
         assert_eq!(
             RouteDestination::parse("node:pacs").unwrap().text(),
             "node:pacs"
+        );
+    }
+
+    #[test]
+    fn prefetch_match_criteria_parse_print_and_serialise() {
+        let d = RouteDestination::parse("prefetch:pacs?max=3&years=5&match=body-part,modality")
+            .unwrap();
+        let RouteDestination::Prefetch(p) = &d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(p.matching, [PriorMatch::Modality, PriorMatch::BodyPart]);
+        assert_eq!(d.text(), "prefetch:pacs?years=5&match=modality,body-part");
+        // `+` and repeated keys say the same; repeats are dropped.
+        for same in [
+            "prefetch:pacs?years=5&match=modality+body-part",
+            "prefetch:pacs?match=modality&years=5&match=body-part&match=modality",
+        ] {
+            assert_eq!(RouteDestination::parse(same).unwrap(), d, "{same}");
+        }
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(
+            json,
+            r#"{"prefetch":{"node":"pacs","max":3,"years":5,"match":["modality","body-part"]}}"#
+        );
+        let from_api: RouteDestination = serde_json::from_str(
+            r#"{"prefetch":{"node":"pacs","years":5,"match":["body-part","modality","modality"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(from_api, d);
+        assert!(
+            serde_json::from_str::<RouteDestination>(
+                r#"{"prefetch":{"node":"pacs","match":["colour"]}}"#
+            )
+            .is_err()
+        );
+        let e = RouteDestination::parse_checked("prefetch:pacs?match=colour").unwrap_err();
+        assert!(e.contains("modality, body-part, description"), "{e}");
+        assert!(RouteDestination::parse_checked("prefetch:pacs?match=").is_err());
+    }
+
+    #[test]
+    fn destination_lists_keep_the_commas_of_a_match() {
+        assert_eq!(
+            split_destinations("peer:hub,prefetch:pacs?max=2&match=modality,body-part,node:x"),
+            [
+                "peer:hub",
+                "prefetch:pacs?max=2&match=modality,body-part",
+                "node:x"
+            ]
+        );
+        assert_eq!(split_destinations("peer:a,peer:b"), ["peer:a", "peer:b"]);
+        // A stray piece after a destination without options stays a (bad) destination.
+        assert_eq!(
+            split_destinations("peer:a,modality"),
+            ["peer:a", "modality"]
         );
     }
 }

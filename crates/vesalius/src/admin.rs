@@ -100,6 +100,13 @@ pub enum AdminCommand {
         what: peer::PeerCommand,
     },
     /// DICOM nodes routes send to and priors come from: add, list, remove, echo, find, retrieve.
+    ///
+    /// A node is retrieved from by C-MOVE (`--retrieve move`, the default: it must know our AE
+    /// title, host and port, and its AE title must be registered here with `admin ae add`) or by
+    /// C-GET (`--retrieve get`: the instances come back on our own association, so a node that
+    /// cannot reach us works too). Prefetch routes (`admin route add --to
+    /// 'prefetch:NODE?max=3&years=5&match=modality,body-part'`) retrieve a patient's relevant
+    /// priors when a new study arrives (docs/exchange.md, "Priors from a legacy PACS").
     Node {
         /// Data directory (default from the configuration).
         #[arg(long, global = true)]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use vesalius_store::outbox::{JobFilter, ReceiptFilter};
+use vesalius_store::outbox::{JobFilter, ReceiptFilter, ReceiptKind};
 use vesalius_store::query::Scope;
 use vesalius_store::registry::RegistryChange;
 
@@ -451,6 +451,7 @@ async fn r5_prefetch_pulls_a_prior_from_a_dicom_node() {
         host: "127.0.0.1".into(),
         port: pacs.dicom.port(),
         transfer_syntaxes: vec![],
+        retrieve: Default::default(),
         org: "st-marys".into(),
         description: String::new(),
         managed: false,
@@ -578,6 +579,202 @@ async fn r5_prefetch_pulls_a_prior_from_a_dicom_node() {
     assert!(prefetch[0].detail.contains("1 to retrieve"), "{prefetch:?}");
     // The prior arrived as an MR: the CT route does not match it; nothing is left queued.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(outbox.jobs(&JobFilter::default()).await.unwrap().is_empty());
+    pacs.stop().await;
+    here.stop().await;
+}
+
+/// Issue 5, priors by C-GET: the PACS (another Vesalius, its C-GET SCP) does not know our DICOM
+/// address and its AE title is not registered here, so a C-MOVE could not work; the node's
+/// `retrieve = get` brings the prior in on our own association. The prefetch matches on
+/// modality: of the patient's CT head prior and MR at the PACS, only the CT comes, byte for byte
+/// (RLE Lossless as stored, through the context proposed for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r5_prefetch_by_c_get_brings_only_the_relevant_prior() {
+    use vesalius_store::registry::{
+        DicomNode, Prefetch, PriorMatch, RetrieveMethod, RouteDestination, RouteMatch,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pacs = priors_site(dir.path(), "pacs", "radiology", "PACS_AE").await;
+    let here = priors_site(dir.path(), "here", "st-marys", "HERE_AE").await;
+    // The PACS lets us query and retrieve, but has no address for us.
+    put_ae(&pacs, "HERE_AE", "radiology", None).await;
+    put_ae(&pacs, "SEEDER", "radiology", None).await;
+    put_ae(&here, "CT_HERE", "st-marys", None).await;
+    let node = DicomNode {
+        name: "pacs".into(),
+        ae_title: "PACS_AE".into(),
+        host: "127.0.0.1".into(),
+        port: pacs.dicom.port(),
+        transfer_syntaxes: vec![],
+        retrieve: RetrieveMethod::Get,
+        org: "st-marys".into(),
+        description: String::new(),
+        managed: false,
+        created_ms: 0,
+    };
+    let mut rule = Prefetch::new("pacs");
+    rule.matching = vec![PriorMatch::Modality];
+    let route = vesalius_store::registry::Route {
+        id: "ct-priors".into(),
+        name: "relevant priors of CTs".into(),
+        org: "st-marys".into(),
+        enabled: true,
+        order: 0,
+        matcher: RouteMatch {
+            modality: vec!["CT".into()],
+            ..Default::default()
+        },
+        destinations: vec![RouteDestination::Prefetch(rule)],
+        priority: 10,
+        deid: None,
+        managed: false,
+        created_ms: 0,
+    };
+    here.storage
+        .exchange
+        .registry()
+        .apply(vec![RegistryChange::PutNode(node)], vec![])
+        .await
+        .unwrap();
+    here.put_exchange(vec![], vec![route]).await.unwrap();
+
+    let mut opts = vesalius_synth::SynthOptions::new(7);
+    opts.slices = 3;
+    opts.kinds = vec![
+        "ct-head".parse().unwrap(),
+        "mr-brain".parse().unwrap(),
+        "compressed-rle".parse().unwrap(),
+    ];
+    let files = vesalius_synth::write_studies(&opts, &dir.path().join("synth"))
+        .unwrap()
+        .files;
+    let of = |kind: &str| -> Vec<PathBuf> {
+        files
+            .iter()
+            .filter(|p| p.to_string_lossy().contains(&format!("_{kind}/")))
+            .cloned()
+            .collect()
+    };
+    let (ct, prior, mr) = (of("ct-head"), of("ct-head-prior"), of("mr-brain"));
+    assert!(!ct.is_empty() && !prior.is_empty() && !mr.is_empty());
+    let s = vesalius_dimse::scu::store_files(
+        &pacs.dicom.to_string(),
+        "SEEDER",
+        "PACS_AE",
+        [prior.clone(), mr.clone()].concat(),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.failed, 0, "{:?}", s.failures);
+    // The two studies at the PACS, by SOP class: the CT prior and the MR.
+    let at_pacs_all = pacs
+        .storage
+        .ingestor
+        .index()
+        .instances(&Scope::default())
+        .await
+        .unwrap();
+    let study_of = |class: &str| {
+        at_pacs_all
+            .iter()
+            .find(|i| i.sop_class_uid == class)
+            .unwrap()
+            .study_uid
+            .clone()
+    };
+    let prior_study = study_of("1.2.840.10008.5.1.4.1.1.2");
+    let mr_study = study_of("1.2.840.10008.5.1.4.1.1.4");
+    let s = vesalius_dimse::scu::store_files(
+        &here.dicom.to_string(),
+        "CT_HERE",
+        "HERE_AE",
+        ct,
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.failed, 0, "{:?}", s.failures);
+
+    let at_pacs = held_data_sets(&pacs, &prior_study).await;
+    assert_eq!(at_pacs.len(), prior.len());
+    let got = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let h = held_data_sets(&here, &prior_study).await;
+            if h.len() == at_pacs.len() {
+                return h;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the prior CT arrives");
+    assert_eq!(got, at_pacs, "byte-identical data sets");
+    let index = here.storage.ingestor.index();
+    let held = index.instances(&Scope::study(&prior_study)).await.unwrap();
+    assert!(held.iter().all(|i| i.org == "st-marys"));
+    assert!(
+        held.iter()
+            .all(|i| i.transfer_syntax == vesalius_core::uid::RLE_LOSSLESS),
+        "stored as the PACS stored it"
+    );
+    let outbox = here.storage.exchange.outbox();
+    let t = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let r = outbox
+                .receipts(&ReceiptFilter {
+                    queue: Some("retrieve:pacs".into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if r.iter().any(|r| r.kind == ReceiptKind::Study) {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("retrieval receipt");
+    let study = t.iter().find(|r| r.kind == ReceiptKind::Study).unwrap();
+    assert!(
+        study.detail.starts_with("C-GET from pacs (PACS_AE)")
+            && study.detail.contains(&format!("{} held here", prior.len())),
+        "{study:?}"
+    );
+    let prefetch = outbox
+        .receipts(&ReceiptFilter {
+            queue: Some("prefetch:pacs".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Two prefetches: the new CT's, and the retrieved prior's (a CT too), skipped.
+    assert_eq!(prefetch.len(), 2, "{prefetch:?}");
+    let prior_one = prefetch
+        .iter()
+        .find(|r| r.study_uid == prior_study)
+        .unwrap();
+    assert!(prior_one.detail.starts_with("skipped"), "{prefetch:?}");
+    let new_one = prefetch
+        .iter()
+        .find(|r| r.study_uid != prior_study)
+        .unwrap();
+    assert!(
+        new_one.detail.contains(
+            "1 not relevant by modality, 1 most recent kept, 0 already here, 1 to retrieve"
+        ),
+        "{prefetch:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        index
+            .instances(&Scope::study(&mr_study))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(outbox.jobs(&JobFilter::default()).await.unwrap().is_empty());
     pacs.stop().await;
     here.stop().await;

@@ -237,6 +237,7 @@ ae_title = "PACS"
 host = "127.0.0.1"
 port = 11113
 org = "dgh"
+retrieve = "get"
 "#
         );
         if with_route {
@@ -245,7 +246,7 @@ org = "dgh"
 [[exchange.routes]]
 id = "ct-to-hub"
 org = "dgh"
-destinations = ["peer:hub", "node:pacs"]
+destinations = ["peer:hub", "node:pacs", "prefetch:pacs?years=5&match=modality,body-part"]
 priority = 100
 matcher = { modality = ["CT"], body_part = ["HEAD", "BRAIN"] }
 "#,
@@ -279,10 +280,16 @@ matcher = { modality = ["CT"], body_part = ["HEAD", "BRAIN"] }
         );
         let peer = reg.peer("hub").await.unwrap().unwrap();
         assert!(peer.managed && peer.may_query);
-        assert!(reg.node("pacs").await.unwrap().unwrap().managed);
+        let node = reg.node("pacs").await.unwrap().unwrap();
+        assert!(node.managed);
+        assert_eq!(node.retrieve, vesalius_store::registry::RetrieveMethod::Get);
         let routes = reg.routes().await.unwrap();
         assert_eq!(routes.len(), 1);
         assert!(routes[0].managed && routes[0].priority == 100);
+        assert_eq!(
+            routes[0].destinations[2].text(),
+            "prefetch:pacs?years=5&match=modality,body-part"
+        );
         // The same file again changes nothing.
         assert_eq!(
             seed_registry(&cfg, reg.as_ref(), &storage.auth)

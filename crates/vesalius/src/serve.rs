@@ -139,9 +139,12 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
         cfg.alerts
             .to_options(cfg, cfg.http.public_base_url.clone().unwrap_or_default()),
     )?);
+    let ingestor = Arc::new(ingestor);
+    // Issue 5: C-GET retrievals from DICOM nodes store through the same ingest path.
+    exchange.set_ingestor(ingestor.clone());
     Ok(Storage {
         alerts,
-        ingestor: Arc::new(ingestor),
+        ingestor,
         auth,
         site_key,
         identity,

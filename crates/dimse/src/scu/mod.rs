@@ -9,6 +9,8 @@
 //!   when looking for a patient's studies (priors).
 //! - [`move_`]: C-MOVE (PS3.4 C.4.2) to a Move Destination AE title, following pending
 //!   responses and cancelling at a deadline ([`MoveOptions`], [`MoveOutcome`]).
+//! - [`get()`]: C-GET (PS3.4 C.4.3): the instances come back as C-STORE sub-operations on our own
+//!   association and are stored through the ingest path ([`GetOptions`], [`GetOutcome`]).
 //! - [`StoreSession`]: a storage association for callers that stream data sets themselves.
 //!
 //! Every association is requested with `TCP_NODELAY` and the default [`Timeouts`].
@@ -24,8 +26,12 @@ use vesalius_core::parse::implicit_vr;
 use vesalius_core::{tag, uid};
 use vesalius_store::query::Level;
 
+mod get;
 mod move_;
 
+pub use get::{
+    COMMON_STORAGE_CLASSES, GetOptions, GetOutcome, MAX_REFUSALS, Refusal, get, storage_contexts,
+};
 pub use move_::{MoveOptions, MoveOutcome, move_};
 
 use crate::Timeouts;
@@ -61,12 +67,15 @@ fn uncompressed() -> Vec<String> {
     ]
 }
 
+/// True when `c` is the response `rsp_field` to request `id`.
+fn response_matching(c: &Command, id: u16, rsp_field: u16) -> bool {
+    c.command_field() == rsp_field && c.responded_to() == Some(id)
+}
+
 /// Waits for the response to request `id`, failing on anything else.
 async fn response(assoc: &mut Association, id: u16, rsp_field: u16) -> Result<(u8, Command)> {
     match assoc.recv_command().await? {
-        Some((pc, c)) if c.command_field() == rsp_field && c.responded_to() == Some(id) => {
-            Ok((pc, c))
-        }
+        Some((pc, c)) if response_matching(&c, id, rsp_field) => Ok((pc, c)),
         Some((_, c)) => Err(Error::Protocol(format!(
             "unexpected command 0x{:04X}",
             c.command_field()
@@ -445,7 +454,7 @@ pub fn tag_of(key: &str) -> Option<u32> {
     Some((u32::from(t.group()) << 16) | u32::from(t.element()))
 }
 
-/// The identifier of a C-FIND or C-MOVE request (PS3.4 C.4.1.1.3, C.4.2.1.4): the level and the
+/// The identifier of a C-FIND, C-MOVE or C-GET request (PS3.4 C.4.1.1.3, C.4.2.1.4): the level and the
 /// keys, each with its dictionary VR (LO for one the dictionary does not know).
 pub(crate) fn identifier(level: Level, keys: &[(u32, String)]) -> DataSetWriter {
     let mut ident = DataSetWriter::new();
@@ -477,7 +486,8 @@ pub async fn find(
 /// The Study Root study-level keys asking a PACS for a patient's studies (priors): Patient ID
 /// and, when known, Issuer of Patient ID (PS3.4 C.6.2.1.2 optional key, matched by SCPs that
 /// support it), an optional Study Date range (`YYYYMMDD-YYYYMMDD`), and the attributes a list
-/// of studies shows, asked for with empty values.
+/// of studies shows, asked for with empty values, with SOP Classes in Study (the storage
+/// classes a C-GET of the study proposes).
 pub fn study_find_keys(patient_id: &str, issuer: &str, study_date: &str) -> Vec<(u32, String)> {
     let mut keys = vec![(tag::PATIENT_ID, patient_id.to_owned())];
     if !issuer.is_empty() {
@@ -492,6 +502,7 @@ pub fn study_find_keys(patient_id: &str, issuer: &str, study_date: &str) -> Vec<
         tag::STUDY_DESCRIPTION,
         tag::STUDY_INSTANCE_UID,
         tag::NUMBER_OF_STUDY_RELATED_INSTANCES,
+        tag::SOP_CLASSES_IN_STUDY,
     ] {
         keys.push((t, String::new()));
     }

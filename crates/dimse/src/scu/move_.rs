@@ -69,7 +69,8 @@ impl MoveOptions {
     }
 }
 
-/// How a C-MOVE ended.
+/// How a C-MOVE ended (and, as [`super::GetOutcome::retrieve`], what the SCP said of a C-GET:
+/// the responses and statuses are the same, PS3.4 C.4.3.1.4).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MoveOutcome {
     /// The final status.
@@ -117,7 +118,8 @@ impl MoveOutcome {
 pub(crate) struct MoveResponses {
     last: SubOperations,
     pending: u32,
-    cancelled: bool,
+    /// A C-CANCEL-RQ was sent (set by the caller).
+    pub(crate) cancelled: bool,
 }
 
 impl MoveResponses {
@@ -258,7 +260,7 @@ pub async fn move_(
 
 /// The Failed SOP Instance UID List (0008,0058) of an identifier; empty when absent or
 /// unreadable (it is informative: the counters are what the caller acts on).
-fn failed_list(bytes: &[u8], ts: &str) -> Vec<String> {
+pub(crate) fn failed_list(bytes: &[u8], ts: &str) -> Vec<String> {
     let Ok(ds) = dataset::read(bytes, ts) else {
         return Vec::new();
     };

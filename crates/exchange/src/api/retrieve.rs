@@ -154,6 +154,7 @@ pub(super) async fn retrieve(
         expected_instances: None,
         requested_by: c.principal.actor.name.clone(),
         prior_of: None,
+        sop_classes: Vec::new(),
     };
     let queue = priors::retrieve_queue(&node.name);
     let ex = &st.exchange;

@@ -96,6 +96,7 @@ async fn put_node(f: &Fixture, name: &str, org: &str) {
                 host: "127.0.0.1".into(),
                 port: 1,
                 transfer_syntaxes: vec![],
+                retrieve: Default::default(),
                 org: org.into(),
                 description: String::new(),
                 managed: false,
@@ -496,9 +497,44 @@ async fn prefetch_routes_name_a_node_of_their_organisation() {
     let (s, v) = call(&f, &admin, "PUT", "/api/v1/routes/priors2", Some(r.clone())).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     r["destinations"] = json!(["prefetch:pacs?max=0"]);
-    let (s, v) = call(&f, &admin, "PUT", "/api/v1/routes/priors2", Some(r)).await;
+    let (s, v) = call(&f, &admin, "PUT", "/api/v1/routes/priors2", Some(r.clone())).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     assert!(v["message"].as_str().unwrap().contains("max"), "{v}");
+    // Relevant priors: the text and the tagged form say the same.
+    r["destinations"] = json!(["prefetch:pacs?match=body-part,modality"]);
+    let (s, v) = call(&f, &admin, "PUT", "/api/v1/routes/priors3", Some(r.clone())).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let tagged =
+        json!([{"prefetch": {"node": "pacs", "max": 3, "match": ["modality", "body-part"]}}]);
+    assert_eq!(v["destinations"], tagged);
+    r["destinations"] = tagged.clone();
+    let (s, v) = call(&f, &admin, "PUT", "/api/v1/routes/priors3", Some(r.clone())).await;
+    assert_eq!((s, &v["destinations"]), (StatusCode::OK, &tagged), "{v}");
+    r["destinations"] = json!(["prefetch:pacs?match=colour"]);
+    let (s, v) = call(&f, &admin, "PUT", "/api/v1/routes/priors4", Some(r)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("body-part"), "{v}");
+}
+
+#[tokio::test]
+async fn a_node_is_put_with_its_retrieval_method() {
+    let f = fixture();
+    let admin = user(Role::Admin);
+    let body = json!({"ae_title": "PACS", "host": "10.0.0.9", "port": 104, "org": "a",
+                      "retrieve": "get"});
+    let (s, v) = call(&f, &admin, "PUT", "/api/v1/nodes/nat", Some(body.clone())).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["retrieve"], "get");
+    let (_, v) = call(&f, &admin, "GET", "/api/v1/nodes/nat", None).await;
+    assert_eq!(v["retrieve"], "get");
+    let mut plain = body.clone();
+    plain.as_object_mut().unwrap().remove("retrieve");
+    let (_, v) = call(&f, &admin, "PUT", "/api/v1/nodes/nat", Some(plain)).await;
+    assert_eq!(v["retrieve"], "move", "C-MOVE unless said otherwise");
+    let mut bad = body;
+    bad["retrieve"] = json!("ftp");
+    let (s, v) = call(&f, &admin, "PUT", "/api/v1/nodes/nat", Some(bad)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
 }
 
 /// Reads the event stream's body until `want` appears in it (or 5 s pass); answers what came.

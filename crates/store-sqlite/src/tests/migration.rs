@@ -281,7 +281,6 @@ async fn schema_3_peers_become_vesalius_peers_and_dicomweb_peers_fit() {
 
     let idx = SqliteIndex::open(&path).await.unwrap();
     assert_eq!(scalar(&idx, "PRAGMA user_version").await, SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 4);
     assert_eq!(idx.stats().await.unwrap().instances, 1);
     let hub = idx.peer("hub").await.unwrap().unwrap();
     assert_eq!(
@@ -320,4 +319,72 @@ async fn schema_3_peers_become_vesalius_peers_and_dicomweb_peers_fit() {
         !shown.contains("s3cret") && shown.contains("<redacted>"),
         "{shown}"
     );
+}
+
+/// A database as the plain-DICOMweb-peers build left it (schema 4): one DICOM node.
+async fn schema_4_database(path: &Path) {
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::raw_sql(include_str!("schema_v4.sql"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.execute(ONE_INSTANCE).await.unwrap();
+    conn.execute(
+        "INSERT INTO dicom_nodes (name, ae_title, host, port, transfer_syntaxes, org, \
+           description, managed, created_ms) \
+         VALUES ('pacs', 'PACS', '10.0.0.9', 104, '[]', 'a', 'Old PACS', 0, 5); \
+         PRAGMA user_version = 4;",
+    )
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_4_nodes_keep_c_move_and_c_get_nodes_fit() {
+    use vesalius_store::Registry;
+    use vesalius_store::registry::{RegistryChange, RetrieveMethod};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.db");
+    schema_4_database(&path).await;
+
+    let idx = SqliteIndex::open(&path).await.unwrap();
+    assert_eq!(scalar(&idx, "PRAGMA user_version").await, SCHEMA_VERSION);
+    assert_eq!(SCHEMA_VERSION, 5);
+    assert_eq!(idx.stats().await.unwrap().instances, 1);
+    let pacs = idx.node("pacs").await.unwrap().unwrap();
+    assert_eq!(
+        (pacs.retrieve, pacs.ae_title.as_str(), pacs.created_ms),
+        (RetrieveMethod::Move, "PACS", 5)
+    );
+    let mut nat = pacs.clone();
+    nat.name = "behind-nat".into();
+    nat.retrieve = RetrieveMethod::Get;
+    Registry::apply(&idx, vec![RegistryChange::PutNode(nat.clone())], vec![])
+        .await
+        .unwrap();
+    drop(idx);
+
+    // Opening again changes nothing; each node keeps its method.
+    let idx = SqliteIndex::open(&path).await.unwrap();
+    assert_eq!(scalar(&idx, "PRAGMA user_version").await, SCHEMA_VERSION);
+    assert_eq!(idx.node("behind-nat").await.unwrap().unwrap(), nat);
+    assert_eq!(idx.node("pacs").await.unwrap().unwrap(), pacs);
+    // The JSON form names the method; records without it (older clients) mean C-MOVE.
+    assert!(
+        serde_json::to_string(&nat)
+            .unwrap()
+            .contains(r#""retrieve":"get""#)
+    );
+    let mut old = serde_json::to_value(&pacs).unwrap();
+    old.as_object_mut().unwrap().remove("retrieve");
+    let back: vesalius_store::registry::DicomNode = serde_json::from_value(old).unwrap();
+    assert_eq!(back.retrieve, RetrieveMethod::Move);
 }

@@ -40,6 +40,7 @@ fn node(name: &str) -> DicomNode {
             "1.2.840.10008.1.2.4.90".into(),
             "1.2.840.10008.1.2.1".into(),
         ],
+        retrieve: RetrieveMethod::Get,
         org: "a".into(),
         description: String::new(),
         managed: false,

@@ -541,6 +541,7 @@ impl Site {
                 host: "127.0.0.1".into(),
                 port: 1,
                 transfer_syntaxes: Vec::new(),
+                retrieve: Default::default(),
                 org: org.into(),
                 description,
                 managed: false,

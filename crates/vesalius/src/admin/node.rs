@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 use serde_json::json;
 use vesalius_store::Registry;
-use vesalius_store::registry::{DicomNode, RegistryChange, RouteDestination};
+use vesalius_store::registry::{DicomNode, RegistryChange, RetrieveMethod, RouteDestination};
 
 use super::context::{AdminContext, print_json};
 use super::site::{apply_registry_change, check_slug, routes_to};
@@ -38,6 +38,12 @@ pub enum NodeCommand {
         /// Transfer syntax UIDs it accepts, comma separated; default: the uncompressed ones.
         #[arg(long = "ts", value_name = "UID,...", value_delimiter = ',')]
         transfer_syntaxes: Vec<String>,
+        /// How studies are retrieved from it (`node retrieve`, prefetch routes): `move`, a C-MOVE
+        /// to our AE title (the node must know our AE title, host and port, and its AE title
+        /// must be registered here with `admin ae add`), or `get`, a C-GET whose instances come
+        /// back on our own association (the node needs no address for us).
+        #[arg(long, default_value = "move", value_parser = parse_retrieve)]
+        retrieve: RetrieveMethod,
         /// Description, e.g. "Departmental PACS".
         #[arg(long, default_value = "")]
         description: String,
@@ -64,9 +70,10 @@ pub enum NodeCommand {
     /// Search a node for a patient's studies (C-FIND, Study Root), calling as `[dicom]
     /// ae_title`; shows which are held here already.
     Find(super::node_qr::FindArgs),
-    /// Retrieve a study from a node (a durable C-MOVE job, run by the server, to our AE title:
-    /// the node must know it as a move destination, and the node's AE title must be registered
-    /// here with `admin ae add`).
+    /// Retrieve a study from a node: a durable job run by the server, by the node's `--retrieve`
+    /// method (C-MOVE to our AE title: the node must know it as a move destination and the
+    /// node's AE title must be registered here with `admin ae add`; or C-GET on our own
+    /// association).
     Retrieve(super::node_qr::RetrieveArgs),
 }
 
@@ -82,6 +89,7 @@ pub async fn run(cx: &AdminContext, cfg: &Config, cmd: NodeCommand) -> Result<()
             port,
             org,
             transfer_syntaxes,
+            retrieve,
             description,
         } => {
             check_slug("node name", &name)?;
@@ -99,6 +107,7 @@ pub async fn run(cx: &AdminContext, cfg: &Config, cmd: NodeCommand) -> Result<()
                 host,
                 port,
                 transfer_syntaxes,
+                retrieve,
                 org: org.clone(),
                 description: description.trim().to_owned(),
                 managed: false,
@@ -112,6 +121,7 @@ pub async fn run(cx: &AdminContext, cfg: &Config, cmd: NodeCommand) -> Result<()
                 "host": node.host,
                 "port": node.port,
                 "transfer_syntaxes": node.transfer_syntaxes,
+                "retrieve": node.retrieve,
                 "replaced": old.is_some(),
             });
             apply_registry_change(
@@ -123,10 +133,11 @@ pub async fn run(cx: &AdminContext, cfg: &Config, cmd: NodeCommand) -> Result<()
             )
             .await?;
             println!(
-                "{} node {name} ({}@{}) for {org}",
+                "{} node {name} ({}@{}) for {org}, retrieved from by {}",
                 if old.is_some() { "replaced" } else { "added" },
                 node.ae_title,
-                address(&node)
+                address(&node),
+                node.retrieve.operation()
             );
             if old.is_some_and(|o| o.managed) {
                 eprintln!(
@@ -146,11 +157,12 @@ pub async fn run(cx: &AdminContext, cfg: &Config, cmd: NodeCommand) -> Result<()
             }
             for n in &nodes {
                 println!(
-                    "{:<16} {:<16} {:<28} {:<16} {}",
+                    "{:<16} {:<16} {:<28} {:<16} {:<6} {}",
                     n.name,
                     n.ae_title,
                     address(n),
                     n.org,
+                    n.retrieve.as_str(),
                     n.description
                 );
             }
@@ -204,6 +216,12 @@ pub async fn run(cx: &AdminContext, cfg: &Config, cmd: NodeCommand) -> Result<()
             }
         }
     }
+}
+
+/// `--retrieve move|get`.
+fn parse_retrieve(s: &str) -> std::result::Result<RetrieveMethod, String> {
+    RetrieveMethod::parse(s.trim())
+        .ok_or_else(|| format!("{s:?} is not a retrieval method: move (C-MOVE) or get (C-GET)"))
 }
 
 /// `host:port`, or `[v6]:port`.
@@ -276,6 +294,17 @@ mod tests {
     }
 
     #[test]
+    fn retrieval_methods() {
+        assert_eq!(parse_retrieve("get").unwrap(), RetrieveMethod::Get);
+        assert_eq!(parse_retrieve(" move").unwrap(), RetrieveMethod::Move);
+        assert!(
+            parse_retrieve("c-get")
+                .unwrap_err()
+                .contains("move (C-MOVE) or get")
+        );
+    }
+
+    #[test]
     fn transfer_syntaxes() {
         assert_eq!(
             check_transfer_syntaxes(&["1.2.840.10008.1.2.1".into(), " ".into()]).unwrap(),
@@ -292,6 +321,7 @@ mod tests {
             host: "10.0.0.9".into(),
             port: 104,
             transfer_syntaxes: vec![],
+            retrieve: Default::default(),
             org: "o".into(),
             description: String::new(),
             managed: false,

@@ -159,6 +159,7 @@ pub async fn retrieve(cx: &AdminContext, a: RetrieveArgs) -> Result<()> {
         expected_instances: None,
         requested_by: cx.principal.actor.name.clone(),
         prior_of: None,
+        sop_classes: Vec::new(),
     };
     let queue = priors::retrieve_queue(&node.name);
     let ids = Outbox::enqueue(&*cx.index, vec![job.to_job(a.priority)], cx.auth.now_ms()).await?;

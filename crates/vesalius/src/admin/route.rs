@@ -70,9 +70,11 @@ pub struct AddArgs {
     /// The organisation whose data the route sends.
     #[arg(long)]
     org: String,
-    /// Destinations: `peer:NAME`, `node:NAME`, `analysis:NAME`, or `prefetch:NODE[?max=N&years=Y]`
-    /// (when a study arrives, fetch the patient's N most recent priors from that DICOM node).
-    #[arg(long, required = true, value_delimiter = ',', value_name = "DEST,...")]
+    /// Destinations: `peer:NAME`, `node:NAME`, `analysis:NAME`, or
+    /// `prefetch:NODE[?max=N&years=Y&match=CRITERIA]` (when a study arrives, fetch the
+    /// patient's N most recent relevant priors from that DICOM node; CRITERIA are
+    /// `modality`, `body-part`, `description`, comma separated, all must hold).
+    #[arg(long, required = true, value_name = "DEST,...")]
     to: Vec<String>,
     /// Display name (default: the id).
     #[arg(long)]
@@ -328,7 +330,11 @@ fn build_route(a: AddArgs, now_ms: i64) -> Result<Route> {
     };
     let text = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     let mut dests = Vec::new();
-    for t in list(a.to) {
+    let to: Vec<String> =
+        a.to.iter()
+            .flat_map(|t| vesalius_store::registry::split_destinations(t))
+            .collect();
+    for t in list(to) {
         let d = RouteDestination::parse_checked(&t).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
         if !dests.contains(&d) {
             dests.push(d);
@@ -493,11 +499,46 @@ mod tests {
     }
 
     #[test]
+    fn a_prefetch_match_keeps_its_commas() {
+        let r = build_route(
+            add_args(&[
+                "ct-priors",
+                "--org",
+                "o",
+                "--to",
+                "prefetch:pacs?max=3&years=5&match=modality,body-part,peer:hub",
+            ]),
+            0,
+        )
+        .unwrap();
+        let mut rule = vesalius_store::registry::Prefetch::new("pacs");
+        rule.years = Some(5);
+        rule.matching = vec![
+            vesalius_store::registry::PriorMatch::Modality,
+            vesalius_store::registry::PriorMatch::BodyPart,
+        ];
+        assert_eq!(
+            r.destinations,
+            vec![
+                RouteDestination::Prefetch(rule),
+                RouteDestination::Peer("hub".into())
+            ]
+        );
+    }
+
+    #[test]
     fn bad_routes_are_refused() {
         for bad in [
             &["r", "--org", "o", "--to", "hub"][..],
             &["r", "--org", "o", "--to", "peer:"],
             &["r", "--org", "o", "--to", "mail:x"],
+            &[
+                "r",
+                "--org",
+                "o",
+                "--to",
+                "prefetch:pacs?match=modality,colour",
+            ],
             &[
                 "r",
                 "--org",

@@ -1,20 +1,29 @@
 //! Priors from a legacy PACS (issue 5): a DICOM node as a **source**. Query it (C-FIND, Study
-//! Root), retrieve studies from it (C-MOVE to our own AE title) and prefetch a patient's prior
-//! studies when a new study arrives (`prefetch:NODE` route destinations).
+//! Root), retrieve studies from it (C-MOVE to our own AE title, or C-GET on our own association:
+//! the node's `retrieve` method) and prefetch a patient's relevant prior studies when a new
+//! study arrives (`prefetch:NODE` route destinations).
+//!
+//! Submodules: `retrieve` (running a retrieval job by either method, and what its outcome
+//! means) and [`relevance`] (which priors a `match=` rule keeps).
 //!
 //! ## How the instances come in
-//! A C-MOVE names a Move Destination; here it is always **our own AE title** (`[dicom]
-//! ae_title`). The node opens its own association to our DICOM listener and sends the instances
-//! with C-STORE, so they take the normal ingest path: durable before acknowledged, routed,
-//! audited (`store`, actor the node's AE title), owned by the organisation of the node's AE title
-//! in our directory. Two things must be configured once, outside Vesalius' control:
-//! - at the node: our AE title with our DICOM listener's host and port as a move destination;
-//! - here: the node's AE title as a calling AE title of the node's organisation
-//!   (`vesalius admin ae add NODE_AE --org ORG`), else its associations are refused.
+//! - **C-MOVE**: the Move Destination is always **our own AE title** (`[dicom] ae_title`). The
+//!   node opens its own association to our DICOM listener and sends the instances with C-STORE,
+//!   so they take the normal ingest path: durable before acknowledged, routed, audited (`store`,
+//!   actor the node's AE title), owned by the organisation of the node's AE title in our
+//!   directory. Two things must be configured once, outside Vesalius' control: at the node, our
+//!   AE title with our DICOM listener's host and port as a move destination; here, the node's
+//!   AE title as a calling AE title of the node's organisation (`vesalius admin ae add NODE_AE
+//!   --org ORG`), else its associations are refused.
+//! - **C-GET**: the instances come as C-STORE sub-operations on the association we opened and go
+//!   through the same ingest path (the engine's [`Exchange::set_ingestor`]), in the node's
+//!   organisation, with the node's AE title as the actor; instances of another study than the
+//!   one asked for are refused. Nothing needs configuring here, and the node needs no address
+//!   for us.
 //!
 //! ## Jobs (durable, in the outbox)
 //! - `retrieve` on queue `retrieve:NODE`, one per study (dedupe key: the Study Instance UID):
-//!   one C-MOVE of the study. Completed only when the node's final status is success without
+//!   one C-MOVE or C-GET of the study. Completed only when the node's final status is success without
 //!   failed sub-operations **and** the study is held here in the node's organisation afterwards;
 //!   the receipts are one per instance held (their SHA-256 as stored here; not verified by the
 //!   node: DIMSE has no such confirmation) plus a study receipt. Anything else is a failed
@@ -30,9 +39,10 @@
 //!   that were themselves retrieved from that node (no chain of prefetches). Otherwise it
 //!   C-FINDs the node for the patient's studies (same Patient ID, and Issuer of Patient ID when
 //!   the arriving study has one; answers with another issuer are dropped, for nodes that ignore
-//!   the key), keeps the **N most recent** priors (by Study Date and Time; N = the rule's `max`,
-//!   optionally within `years`), and adds a `retrieve` job for each that is not already held
-//!   here. Its study receipt says what it found.
+//!   the key), keeps the **N most recent relevant** priors (by Study Date and Time; N = the
+//!   rule's `max`, optionally within `years`, relevant by the rule's `match` criteria, asking the
+//!   node for a prior's series when its study-level answer cannot tell), and adds a `retrieve`
+//!   job for each that is not already held here. Its study receipt says what it found.
 //!
 //! ## Crash behaviour
 //! A prefetch that dies after adding its retrieve jobs but before completing runs again: the
@@ -46,7 +56,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
 use vesalius_auth::Caller;
 use vesalius_core::tag;
-use vesalius_dimse::scu::{self, MoveOptions, MoveOutcome};
+use vesalius_dimse::scu;
 use vesalius_store::audit::Outcome;
 use vesalius_store::model::{InstanceRecord, StoredInstance};
 use vesalius_store::outbox::{Job, JobFilter, NewJob, Receipt, ReceiptFilter, ReceiptKind};
@@ -54,7 +64,12 @@ use vesalius_store::query::{Access, Level, Scope};
 use vesalius_store::registry::{DicomNode, Prefetch};
 
 use crate::worker::Exchange;
-use crate::{Error, ExchangeEvent, now_ms};
+use crate::{Error, now_ms};
+
+pub mod relevance;
+mod retrieve;
+
+pub use relevance::{ArrivingStudy, Selection, SeriesInfo, choose_priors};
 
 /// The job kind of a study retrieval from a DICOM node.
 pub const RETRIEVE: &str = "retrieve";
@@ -64,6 +79,10 @@ pub const PREFETCH: &str = "prefetch";
 pub const DEFAULT_PREFETCH_DELAY: Duration = Duration::from_secs(2);
 /// The most studies read from one C-FIND answer (the rest is cancelled).
 pub const MAX_FIND_RESULTS: usize = 1000;
+/// The most series-level C-FINDs one prefetch makes to judge priors its study-level answer
+/// cannot (no Modalities in Study, a Study Description naming no body region); priors beyond
+/// are not relevant.
+pub const MAX_SERIES_QUERIES: usize = 10;
 
 /// The queue of retrievals from `node`.
 pub fn retrieve_queue(node: &str) -> String {
@@ -108,6 +127,10 @@ pub struct RetrieveJob {
     /// For a prefetch, the arriving study whose prior this is.
     #[serde(default)]
     pub prior_of: Option<String>,
+    /// SOP Classes in Study the node announced (the storage classes a C-GET proposes); empty
+    /// when unknown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sop_classes: Vec<String>,
 }
 
 impl RetrieveJob {
@@ -140,6 +163,16 @@ pub struct PrefetchJob {
     pub rule: Prefetch,
     /// The route that fired.
     pub route_id: String,
+    /// The arriving study's Modality, Body Part Examined and Study Description (of the
+    /// instance that made the job), which relevant priors are matched against.
+    #[serde(default)]
+    pub modality: String,
+    /// Body Part Examined.
+    #[serde(default)]
+    pub body_part: String,
+    /// Study Description.
+    #[serde(default)]
+    pub description: String,
 }
 
 impl PrefetchJob {
@@ -156,6 +189,9 @@ impl PrefetchJob {
             issuer: record.patient.issuer.trim().to_owned(),
             rule: rule.clone(),
             route_id: route_id.to_owned(),
+            modality: record.series.modality.trim().to_owned(),
+            body_part: record.series.body_part.trim().to_owned(),
+            description: record.study.description.trim().to_owned(),
         })
     }
 
@@ -197,6 +233,9 @@ pub struct NodeStudy {
     pub description: String,
     /// Number of Study Related Instances, when answered.
     pub instances: Option<u64>,
+    /// SOP Classes in Study (0008,0062), when answered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sop_classes: Vec<String>,
 }
 
 impl NodeStudy {
@@ -221,16 +260,20 @@ impl NodeStudy {
                 _ => String::new(),
             }
         };
-        let modalities = answer
-            .get(&format!("{:08X}", tag::MODALITIES_IN_STUDY))
-            .and_then(|e| e.get("Value"))
-            .and_then(Json::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|m| m.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let list = |t: u32| -> Vec<String> {
+            answer
+                .get(&format!("{t:08X}"))
+                .and_then(|e| e.get("Value"))
+                .and_then(Json::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|m| m.as_str().map(|m| m.trim().to_owned()))
+                        .filter(|m| !m.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let modalities = list(tag::MODALITIES_IN_STUDY);
         NodeStudy {
             study_uid: text(tag::STUDY_INSTANCE_UID),
             patient_id: text(tag::PATIENT_ID),
@@ -242,6 +285,7 @@ impl NodeStudy {
             modalities,
             description: text(tag::STUDY_DESCRIPTION),
             instances: text(tag::NUMBER_OF_STUDY_RELATED_INSTANCES).parse().ok(),
+            sop_classes: list(tag::SOP_CLASSES_IN_STUDY),
         }
     }
 }
@@ -294,7 +338,7 @@ pub async fn find_studies(
         .collect())
 }
 
-fn dimse_error(node: &DicomNode, op: &str, e: vesalius_dimse::Error) -> Error {
+pub(crate) fn dimse_error(node: &DicomNode, op: &str, e: vesalius_dimse::Error) -> Error {
     let msg = format!("{} ({}): {op}: {e}", node.name, node.ae_title);
     match e.kind() {
         vesalius_core::ErrorKind::Unavailable => Error::Unreachable(msg),
@@ -310,37 +354,6 @@ pub fn years_ago(now_ms: i64, years: u32) -> String {
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     let d = if m == 2 && d == 29 && !leap { 28 } else { d };
     format!("{y:04}{m:02}{d:02}")
-}
-
-/// The priors to hold: the `rule.max` most recent of `found` other than `current`, within
-/// `rule.years` (by Study Date) when set. Most recent first.
-pub fn choose_priors(
-    found: &[NodeStudy],
-    current: &str,
-    rule: &Prefetch,
-    now_ms: i64,
-) -> Vec<NodeStudy> {
-    let oldest = rule.years.map(|y| years_ago(now_ms, y));
-    let mut priors: Vec<NodeStudy> = found
-        .iter()
-        .filter(|s| s.study_uid != current)
-        .filter(|s| {
-            oldest
-                .as_deref()
-                .is_none_or(|o| !s.study_date.is_empty() && s.study_date.as_str() >= o)
-        })
-        .cloned()
-        .collect();
-    priors.sort_by(|a, b| {
-        (&b.study_date, &b.study_time, &b.study_uid).cmp(&(
-            &a.study_date,
-            &a.study_time,
-            &a.study_uid,
-        ))
-    });
-    priors.dedup_by(|a, b| a.study_uid == b.study_uid);
-    priors.truncate(rule.max as usize);
-    priors
 }
 
 impl Exchange {
@@ -391,99 +404,12 @@ impl Exchange {
     }
 
     /// The current instances of `study` held in `org`.
-    async fn held(&self, org: &str, study: &str) -> Result<Vec<StoredInstance>, Error> {
+    pub(crate) async fn held(&self, org: &str, study: &str) -> Result<Vec<StoredInstance>, Error> {
         let scope = Scope {
             access: Some(Access::orgs([org.to_owned()])),
             ..Scope::study(study)
         };
         Ok(self.index().instances(&scope).await?)
-    }
-
-    async fn retrieve(&self, j: &Job, node: &DicomNode, r: &RetrieveJob) {
-        if node.org != r.org {
-            let msg = format!(
-                "DICOM node {} now belongs to organisation {}, not {}",
-                node.name, node.org, r.org
-            );
-            return self.fail_job(j, &msg, true).await;
-        }
-        let ours = self.options().ae_title.clone();
-        let opts = MoveOptions::new(&ours).timeout(self.options().move_timeout);
-        let study_key = vec![(tag::STUDY_INSTANCE_UID, r.study_uid.clone())];
-        let t0 = std::time::Instant::now();
-        let outcome = scu::move_(
-            &node_addr(node),
-            &ours,
-            &node.ae_title,
-            Level::Study,
-            &study_key,
-            &opts,
-            |_| {},
-        )
-        .await;
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(e) => {
-                return self
-                    .fail_job(j, &dimse_error(node, "C-MOVE", e).to_string(), false)
-                    .await;
-            }
-        };
-        let held = match self.held(&r.org, &r.study_uid).await {
-            Ok(h) => h,
-            Err(e) => return self.fail_job(j, &e.to_string(), false).await,
-        };
-        if let Some((message, park)) = move_problem(node, &ours, &r.org, &outcome, held.len()) {
-            return self.fail_job(j, &message, park).await;
-        }
-        let c = &outcome.suboperations;
-        let detail = format!(
-            "C-MOVE from {} ({}): {} moved, {} warning, {} held here, {} ms",
-            node.name,
-            node.ae_title,
-            c.completed,
-            c.warning,
-            held.len(),
-            t0.elapsed().as_millis()
-        );
-        let now = now_ms();
-        let queue = &j.job.queue;
-        let mut receipts: Vec<Receipt> = held
-            .iter()
-            .map(|i| Receipt {
-                queue: queue.clone(),
-                kind: ReceiptKind::Instance,
-                study_uid: r.study_uid.clone(),
-                sop_instance_uid: i.sop_instance_uid.clone(),
-                sha256: i.sha256.clone(),
-                size: i.size,
-                delivered_ms: now,
-                verified: false,
-                detail: format!("C-MOVE from {}", node.name),
-            })
-            .collect();
-        receipts.push(Receipt::study(
-            queue,
-            &r.study_uid,
-            held.len() as u64,
-            now,
-            false,
-            detail,
-        ));
-        if let Err(e) = self
-            .outbox()
-            .complete(&self.options().owner, &[j.id], receipts)
-            .await
-        {
-            tracing::warn!("{queue}: completing the retrieval of {}: {e}", r.study_uid);
-            return;
-        }
-        metrics::counter!("vesalius_exchange_retrieved_studies_total").increment(1);
-        self.publish(ExchangeEvent::TransferComplete {
-            queue: queue.clone(),
-            study_uid: r.study_uid.clone(),
-            instances: held.len() as u64,
-        });
     }
 
     async fn prefetch(&self, j: &Job, node: &DicomNode, p: &PrefetchJob) {
@@ -571,9 +497,33 @@ impl Exchange {
             Ok(f) => f,
             Err(e) => return self.fail_job(j, &e.to_string(), false).await,
         };
-        let priors = choose_priors(&found, &p.study_uid, &p.rule, now);
+        let arriving = ArrivingStudy {
+            modalities: vec![p.modality.clone()],
+            body_part: p.body_part.clone(),
+            description: p.description.clone(),
+        };
+        // Priors the study-level answer cannot judge (no Modalities in Study, a description
+        // naming no body region) are judged by their series, asked for one study at a time,
+        // most recent first, at most MAX_SERIES_QUERIES.
+        let mut series = std::collections::HashMap::new();
+        let selection = loop {
+            let sel = choose_priors(&found, &p.study_uid, &arriving, &p.rule, now, &series);
+            let Some(uid) = sel.need_series else {
+                break sel;
+            };
+            let info = if series.len() < MAX_SERIES_QUERIES {
+                match self.series_info(node, &uid).await {
+                    Ok(info) => info,
+                    Err(e) => return self.fail_job(j, &e.to_string(), false).await,
+                }
+            } else {
+                SeriesInfo::default()
+            };
+            series.insert(uid, info);
+        };
+        let priors = &selection.chosen;
         let mut wanted = Vec::new();
-        for s in &priors {
+        for s in priors {
             match self.held(&p.org, &s.study_uid).await {
                 Ok(h) if !h.is_empty() => {}
                 Ok(_) => wanted.push(s),
@@ -590,6 +540,7 @@ impl Exchange {
                     expected_instances: s.instances,
                     requested_by: format!("route:{}", p.route_id),
                     prior_of: Some(p.study_uid.clone()),
+                    sop_classes: s.sop_classes.clone(),
                 }
                 .to_job(j.job.priority)
             })
@@ -599,9 +550,19 @@ impl Exchange {
         {
             return self.fail_job(j, &e.to_string(), false).await;
         }
+        let relevant = if p.rule.matching.is_empty() {
+            String::new()
+        } else {
+            let m: Vec<&str> = p.rule.matching.iter().map(|m| m.as_str()).collect();
+            format!(
+                "{} not relevant by {}, ",
+                selection.not_relevant,
+                m.join(" and ")
+            )
+        };
         let detail = format!(
-            "{} other studies of the patient at {}, {} most recent kept, {} already here, {} to \
-             retrieve",
+            "{} other studies of the patient at {}, {relevant}{} most recent kept, {} already \
+             here, {} to retrieve",
             found.iter().filter(|s| s.study_uid != p.study_uid).count(),
             node.name,
             priors.len(),
@@ -610,6 +571,65 @@ impl Exchange {
         );
         let r = self.study_receipt(queue, &p.study_uid, detail, wanted.len() as u64);
         self.complete_quietly(j, vec![r]).await;
+    }
+
+    /// The Modality and Body Part Examined values of the series of `study` at `node` (C-FIND,
+    /// Study Root, series level). A node that cannot be reached is an error (the prefetch is
+    /// retried); one that refuses the query, or does not answer the keys, gives none.
+    async fn series_info(&self, node: &DicomNode, study: &str) -> Result<SeriesInfo, Error> {
+        let keys = vec![
+            (tag::STUDY_INSTANCE_UID, study.to_owned()),
+            (tag::SERIES_INSTANCE_UID, String::new()),
+            (tag::MODALITY, String::new()),
+            (tag::BODY_PART_EXAMINED, String::new()),
+        ];
+        let addr = node_addr(node);
+        let find = scu::find_limited(
+            &addr,
+            &self.options().ae_title,
+            &node.ae_title,
+            Level::Series,
+            &keys,
+            MAX_FIND_RESULTS,
+        );
+        let answers = match tokio::time::timeout(self.options().find_timeout, find).await {
+            Ok(Ok((answers, _))) => answers,
+            Ok(Err(e)) if e.kind() == vesalius_core::ErrorKind::Unavailable => {
+                return Err(dimse_error(node, "C-FIND (series)", e));
+            }
+            Ok(Err(e)) => {
+                tracing::info!("{}: series C-FIND for {study}: {e}", node.name);
+                return Ok(SeriesInfo::default());
+            }
+            Err(_) => {
+                return Err(Error::Unreachable(format!(
+                    "{}: no series C-FIND answer within {} s",
+                    node.name,
+                    self.options().find_timeout.as_secs()
+                )));
+            }
+        };
+        let values = |t: u32| -> Vec<String> {
+            let mut v: Vec<String> = answers
+                .iter()
+                .filter_map(|a| {
+                    a.get(&format!("{t:08X}"))?
+                        .get("Value")?
+                        .as_array()?
+                        .first()?
+                        .as_str()
+                        .map(|v| v.trim().to_owned())
+                })
+                .filter(|v| !v.is_empty())
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        Ok(SeriesInfo {
+            modalities: values(tag::MODALITY),
+            body_parts: values(tag::BODY_PART_EXAMINED),
+        })
     }
 
     fn study_receipt(&self, queue: &str, study: &str, detail: String, size: u64) -> Receipt {
@@ -648,89 +668,9 @@ impl Exchange {
     }
 }
 
-/// Why a finished C-MOVE does not count as a retrieval, and whether retrying cannot help
-/// (`true`: park at once).
-fn move_problem(
-    node: &DicomNode,
-    ours: &str,
-    org: &str,
-    o: &MoveOutcome,
-    held: usize,
-) -> Option<(String, bool)> {
-    let c = &o.suboperations;
-    let who = format!("{} ({})", node.name, node.ae_title);
-    if o.status == 0xA801 {
-        return Some((
-            format!(
-                "{who} does not know our AE title {ours} as a move destination (0xA801): add \
-                 {ours} with the host and port of our DICOM listener to its destinations"
-            ),
-            false,
-        ));
-    }
-    if o.cancelled {
-        return Some((
-            format!(
-                "C-MOVE from {who} timed out and was cancelled: {} moved, {} failed, {} left",
-                c.completed, c.failed, c.remaining
-            ),
-            false,
-        ));
-    }
-    let moved = c.completed + c.warning;
-    if (o.status == 0x0000 || o.status == 0xB000) && moved > 0 && held == 0 {
-        return Some((
-            format!(
-                "{who} reports {moved} instances sent, but none is held in organisation {org}: \
-                 register its AE title here (vesalius admin ae add {} --org {org})",
-                node.ae_title
-            ),
-            false,
-        ));
-    }
-    if o.is_complete() && moved == 0 && held == 0 {
-        return Some((format!("{who} holds no instances of the study"), true));
-    }
-    if !o.is_complete() {
-        let comment = o
-            .comment
-            .as_deref()
-            .map(|c| format!(": {c}"))
-            .unwrap_or_default();
-        let failed = if o.failed_instances.is_empty() {
-            String::new()
-        } else {
-            format!(" (failed: {})", o.failed_instances.join(", "))
-        };
-        // Nothing could be stored here: the usual causes are on our side of the set-up.
-        let hint = if moved == 0 && c.failed > 0 {
-            format!(
-                "; none could be stored here: does {} reach our DICOM listener as {ours}, and is \
-                 its AE title registered here (vesalius admin ae add {} --org {org})?",
-                node.name, node.ae_title
-            )
-        } else {
-            String::new()
-        };
-        return Some((
-            format!(
-                "C-MOVE from {who} ended with status 0x{:04X} ({}{comment}): {} moved, {} \
-                 failed{failed}{hint}",
-                o.status,
-                o.status_meaning(),
-                moved,
-                c.failed
-            ),
-            false,
-        ));
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vesalius_dimse::message::SubOperations;
 
     fn study(uid: &str, date: &str) -> NodeStudy {
         NodeStudy {
@@ -762,18 +702,23 @@ mod tests {
         ];
         let mut rule = Prefetch::new("pacs");
         rule.max = 2;
-        let got: Vec<String> = choose_priors(&found, "current", &rule, 1_709_208_000_000)
-            .into_iter()
-            .map(|s| s.study_uid)
-            .collect();
-        assert_eq!(got, ["recent", "middle"]);
+        let none = std::collections::HashMap::new();
+        let any = ArrivingStudy::default();
+        let chosen = |rule: &Prefetch| -> Vec<String> {
+            choose_priors(&found, "current", &any, rule, 1_709_208_000_000, &none)
+                .chosen
+                .into_iter()
+                .map(|s| s.study_uid)
+                .collect()
+        };
+        assert_eq!(chosen(&rule), ["recent", "middle"]);
         rule.max = 10;
         rule.years = Some(5);
-        let got: Vec<String> = choose_priors(&found, "current", &rule, 1_709_208_000_000)
-            .into_iter()
-            .map(|s| s.study_uid)
-            .collect();
-        assert_eq!(got, ["recent", "middle"], "older than 5 years is left out");
+        assert_eq!(
+            chosen(&rule),
+            ["recent", "middle"],
+            "older than 5 years is left out"
+        );
     }
 
     #[test]
@@ -782,7 +727,8 @@ mod tests {
             r#"{"0020000D":{"vr":"UI","Value":["1.2.3"]},"00100020":{"vr":"LO","Value":["P1"]},
                 "00100010":{"vr":"PN","Value":[{"Alphabetic":"DOE^JO"}]},
                 "00080061":{"vr":"CS","Value":["CT","SR"]},
-                "00201208":{"vr":"IS","Value":[12]},"00080020":{"vr":"DA","Value":["20240101"]}}"#,
+                "00201208":{"vr":"IS","Value":[12]},"00080020":{"vr":"DA","Value":["20240101"]},
+                "00080062":{"vr":"UI","Value":["1.2.840.10008.5.1.4.1.1.2"]}}"#,
         )
         .unwrap();
         let s = NodeStudy::of(&a);
@@ -792,65 +738,6 @@ mod tests {
         assert_eq!(s.instances, Some(12));
         assert_eq!(s.study_date, "20240101");
         assert_eq!(s.issuer, "");
-    }
-
-    #[test]
-    fn move_outcomes_that_are_not_retrievals() {
-        let node = DicomNode {
-            name: "pacs".into(),
-            ae_title: "PACS".into(),
-            host: "127.0.0.1".into(),
-            port: 104,
-            transfer_syntaxes: vec![],
-            org: "o".into(),
-            description: String::new(),
-            managed: false,
-            created_ms: 0,
-        };
-        let ok = |completed| MoveOutcome {
-            status: 0,
-            suboperations: SubOperations {
-                completed,
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        assert!(move_problem(&node, "US", "o", &ok(3), 3).is_none());
-        let (m, park) = move_problem(&node, "US", "o", &ok(3), 0).unwrap();
-        assert!(
-            m.contains("vesalius admin ae add PACS --org o") && !park,
-            "{m}"
-        );
-        let (m, park) = move_problem(&node, "US", "o", &ok(0), 0).unwrap();
-        assert!(m.contains("holds no instances") && park, "{m}");
-        let unknown = MoveOutcome {
-            status: 0xA801,
-            ..Default::default()
-        };
-        let (m, park) = move_problem(&node, "US", "o", &unknown, 0).unwrap();
-        assert!(m.contains("does not know our AE title US") && !park, "{m}");
-        let partial = MoveOutcome {
-            status: 0xB000,
-            suboperations: SubOperations {
-                completed: 2,
-                failed: 1,
-                ..Default::default()
-            },
-            failed_instances: vec!["1.2.9".into()],
-            ..Default::default()
-        };
-        let (m, _) = move_problem(&node, "US", "o", &partial, 2).unwrap();
-        assert!(m.contains("0xB000") && m.contains("1.2.9"), "{m}");
-        assert!(!m.contains("none could be stored"), "{m}");
-        let refused = MoveOutcome {
-            status: 0xA702,
-            suboperations: SubOperations {
-                failed: 3,
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let (m, _) = move_problem(&node, "US", "o", &refused, 0).unwrap();
-        assert!(m.contains("vesalius admin ae add PACS --org o"), "{m}");
+        assert_eq!(s.sop_classes, ["1.2.840.10008.5.1.4.1.1.2"]);
     }
 }
