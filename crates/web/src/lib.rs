@@ -62,6 +62,8 @@ const ASSETS: &[(&str, &[u8])] = &[
     ),
     ("js/viewer.js", include_bytes!("../assets/js/viewer.js")),
     ("js/pixels.js", include_bytes!("../assets/js/pixels.js")),
+    // The viewer's frame fetching worker (module worker, same origin: the CSP allows it).
+    ("js/frames.js", include_bytes!("../assets/js/frames.js")),
     ("js/viewport.js", include_bytes!("../assets/js/viewport.js")),
     ("js/volume.js", include_bytes!("../assets/js/volume.js")),
     ("js/measure.js", include_bytes!("../assets/js/measure.js")),

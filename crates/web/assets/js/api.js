@@ -11,6 +11,11 @@ export function setUnauthorized(fn) {
   unauthorized = fn;
 }
 
+/** Does what a 401 answer does, for answers that came another way (the viewer's frame worker). */
+export function sessionGone() {
+  unauthorized();
+}
+
 /** Remembers the session's CSRF token (from `GET /api/v1/auth/me`). */
 export function setCsrf(token) {
   csrf = token || null;

@@ -108,10 +108,12 @@ export function boundaryOf(contentType) {
 
 function indexOf(hay, needle, from) {
   const first = needle[0];
-  outer: for (let i = from; i <= hay.length - needle.length; i++) {
-    if (hay[i] !== first) continue;
-    for (let j = 1; j < needle.length; j++) if (hay[i + j] !== needle[j]) continue outer;
-    return i;
+  const last = hay.length - needle.length;
+  // The typed array's own indexOf (native) finds the candidates: a frame's body is long.
+  for (let i = hay.indexOf(first, from); i >= 0 && i <= last; i = hay.indexOf(first, i + 1)) {
+    let j = 1;
+    while (j < needle.length && hay[i + j] === needle[j]) j++;
+    if (j === needle.length) return i;
   }
   return -1;
 }
@@ -173,13 +175,15 @@ export function decodeFrame(body, pm) {
   if (body.length < need) throw new Error(`frame has ${body.length} bytes, ${need} expected`);
   if (pm.bitsAllocated === 8) return body.slice(0, need);
   const n = pm.rows * pm.columns;
-  const out = new Uint16Array(n);
   if (littleEndian) {
-    out.set(new Uint16Array(body.slice(0, need).buffer));
-  } else {
-    const dv = new DataView(body.buffer, body.byteOffset, need);
-    for (let i = 0; i < n; i++) out[i] = dv.getUint16(2 * i, true);
+    // One copy (an aligned view is copied directly; an odd offset needs the bytes first).
+    return body.byteOffset % 2 === 0
+      ? new Uint16Array(body.buffer, body.byteOffset, n).slice()
+      : new Uint16Array(body.slice(0, need).buffer);
   }
+  const out = new Uint16Array(n);
+  const dv = new DataView(body.buffer, body.byteOffset, need);
+  for (let i = 0; i < n; i++) out[i] = dv.getUint16(2 * i, true);
   return out;
 }
 

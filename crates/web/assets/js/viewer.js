@@ -6,7 +6,7 @@
 // computed here from the frames (volume.js); key images are saved by the server as a Key
 // Object Selection Document (keyimages.js).
 
-import { ApiError, errorOf, json, request } from './api.js';
+import { ApiError, errorOf, json, request, sessionGone } from './api.js';
 import { clear, h, toast } from './dom.js';
 import * as px from './pixels.js';
 import * as vol from './volume.js';
@@ -19,6 +19,35 @@ import { keyImagesOf, markKeyImage } from './keyimages.js';
  * (crates/web/src/lib.rs `preview_url`, the same URL) and main.js asks for it at boot.
  */
 export const PREVIEW = 'thumbnail?viewport=8192,8192&quality=90';
+
+/**
+ * The frame worker (frames.js): fetches and decodes frames off the main thread. One for the
+ * page; null where module workers are missing (frames are then fetched here).
+ */
+let framesWorker;
+const framesWaiting = new Map();
+let framesNext = 1;
+function frameWorker() {
+  if (framesWorker === undefined) {
+    try {
+      framesWorker = new Worker(new URL('./frames.js', import.meta.url), { type: 'module' });
+      framesWorker.onmessage = (e) => {
+        const done = framesWaiting.get(e.data.id);
+        framesWaiting.delete(e.data.id);
+        if (done) done(e.data);
+      };
+      // A worker that cannot run (its script refused or broken): frames are fetched here.
+      framesWorker.onerror = () => {
+        framesWorker = null;
+        for (const done of framesWaiting.values()) done({ status: 0, error: 'worker' });
+        framesWaiting.clear();
+      };
+    } catch {
+      framesWorker = null;
+    }
+  }
+  return framesWorker;
+}
 
 /** Window presets (Hounsfield units): center and width. */
 export const PRESETS = [
@@ -282,7 +311,22 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
   }
 
   async function fetchFrame(s, sl, signal) {
-    const r = await request(`${instanceUrl(s, sl)}/frames/${sl.frame}`, { headers: { Accept: FRAME_ACCEPT }, signal });
+    const url = `${instanceUrl(s, sl)}/frames/${sl.frame}`;
+    const pm = host.pmOf(sl);
+    const worker = frameWorker();
+    if (worker) {
+      const id = framesNext++;
+      const m = await new Promise((done) => {
+        framesWaiting.set(id, done);
+        const { rows, columns, samplesPerPixel, bitsAllocated } = pm;
+        worker.postMessage({ id, url, accept: FRAME_ACCEPT, pm: { rows, columns, samplesPerPixel, bitsAllocated } });
+        signal.addEventListener('abort', () => worker.postMessage({ cancel: id }), { once: true });
+      });
+      if (m.data) return m.data;
+      if (m.status === 401) sessionGone();
+      if (m.error !== 'worker') throw new ApiError(m.status, m.error, m.message);
+    }
+    const r = await request(url, { headers: { Accept: FRAME_ACCEPT }, signal });
     if (!r.ok) throw await errorOf(r);
     const bytes = new Uint8Array(await r.arrayBuffer());
     return px.decodeFrame(px.frameFromAnswer(r.headers.get('content-type'), bytes), host.pmOf(sl));

@@ -54,6 +54,8 @@ export class Viewport {
     this.s = null;
     /** `{ sop, bitmap }`: the study's first image, shown until a series is (viewer.js). */
     this.preview = null;
+    /** The canvas' CSS size (a ResizeObserver keeps it), or null before the first layout. */
+    this.cssSize = null;
     this.idx = 0;
     this.mode = 'stack';
     this.pos = {};
@@ -190,8 +192,9 @@ export class Viewport {
   // --- drawing ----------------------------------------------------------------------------
   sizeCanvas() {
     const dpr = window.devicePixelRatio || 1;
-    const w = Math.max(1, Math.round(this.canvas.clientWidth * dpr));
-    const hh = Math.max(1, Math.round(this.canvas.clientHeight * dpr));
+    const css = this.cssSize || { width: this.canvas.clientWidth, height: this.canvas.clientHeight };
+    const w = Math.max(1, Math.round(css.width * dpr));
+    const hh = Math.max(1, Math.round(css.height * dpr));
     if (this.canvas.width !== w || this.canvas.height !== hh) { this.canvas.width = w; this.canvas.height = hh; }
   }
 
@@ -409,7 +412,7 @@ export class Viewport {
     if (sp) {
       const dpr = window.devicePixelRatio || 1;
       const cssPerMm = this.view.sx / dpr / sp[1];
-      const mm = [1, 2, 5, 10, 20, 50, 100, 200].filter((x) => x * cssPerMm <= this.canvas.clientWidth / 5).pop();
+      const mm = [1, 2, 5, 10, 20, 50, 100, 200].filter((x) => x * cssPerMm <= this.canvas.width / dpr / 5).pop();
       if (mm) {
         this.scaleBar.hidden = false;
         this.scaleBar.style.width = `${mm * cssPerMm}px`;
@@ -528,6 +531,13 @@ export class Viewport {
     canvas.addEventListener('pointerup', up);
     canvas.addEventListener('pointercancel', up);
     new ResizeObserver(() => host.schedule()).observe(this.el);
+    // The canvas' CSS size, kept here: reading clientWidth in every paint forces a layout after
+    // the overlay's text changed (a paint per loaded frame while the stack streams in).
+    new ResizeObserver((entries) => {
+      const r = entries[entries.length - 1].contentRect;
+      this.cssSize = { width: r.width, height: r.height };
+      host.schedule();
+    }).observe(canvas);
   }
 
   zoomBy(f) { this.zoom = Math.max(0.1, Math.min(40, this.zoom * f)); this.host.schedule(); }

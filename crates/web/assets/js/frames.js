@@ -1,0 +1,42 @@
+// A module worker (viewer.js) that fetches WADO-RS frames (PS3.18 10.4.1.1.5) and turns each
+// answer into the typed array of its stored values, off the page's main thread: 300 CT slices
+// are 150 MB of answers whose bytes would otherwise go through that thread while the user
+// scrolls. Each decoded frame is transferred back (no copy).
+//
+// Messages in: `{ id, url, accept, pm }` (pm: the pixel module fields `decodeFrame` needs) and
+// `{ cancel: id }`. Out: `{ id, data }`, or `{ id, status, error, message }` for an error answer
+// (`status` 0: no answer, or cancelled).
+
+import { decodeFrame, frameFromAnswer } from './pixels.js';
+
+const running = new Map();
+
+self.onmessage = async (e) => {
+  const m = e.data;
+  if (m.cancel !== undefined) {
+    running.get(m.cancel)?.abort();
+    return;
+  }
+  const ctrl = new AbortController();
+  running.set(m.id, ctrl);
+  try {
+    const r = await fetch(m.url, { headers: { Accept: m.accept }, credentials: 'same-origin', signal: ctrl.signal });
+    if (!r.ok) {
+      let error = `http-${r.status}`, message = r.statusText;
+      try {
+        const b = await r.json();
+        error = b.error || error;
+        message = b.message || message;
+      } catch { /* not JSON */ }
+      self.postMessage({ id: m.id, status: r.status, error, message });
+      return;
+    }
+    const bytes = new Uint8Array(await r.arrayBuffer());
+    const data = decodeFrame(frameFromAnswer(r.headers.get('content-type'), bytes), m.pm);
+    self.postMessage({ id: m.id, data }, [data.buffer]);
+  } catch (err) {
+    self.postMessage({ id: m.id, status: 0, error: ctrl.signal.aborted ? 'cancelled' : 'network', message: String(err && err.message || err) });
+  } finally {
+    running.delete(m.id);
+  }
+};
