@@ -510,19 +510,25 @@ async fn merge_level(st: &Ctx, answers: &mut [Answer], level: Level, key: Key) -
 }
 
 fn add_retrieve_url(url: &ServiceUrl, level: Level, a: &mut Answer) {
-    let study = uid_of(a, tag::STUDY_INSTANCE_UID);
-    let series = uid_of(a, tag::SERIES_INSTANCE_UID);
-    let sop = uid_of(a, tag::SOP_INSTANCE_UID);
-    let u = match (level, study, series, sop) {
-        (Level::Study | Level::Patient, Some(s), _, _) => url.study(&s),
-        (Level::Series, Some(s), Some(se), _) => url.series(&s, &se),
-        (Level::Image, Some(s), Some(se), Some(i)) => url.instance(&s, &se, &i),
-        _ => return,
+    // Only the UIDs the level needs: each lookup reads the answer's stored JSON again.
+    let Some(study) = uid_of(a, tag::STUDY_INSTANCE_UID) else {
+        return;
     };
-    a.insert(
-        tag::RETRIEVE_URL,
-        &serde_json::json!({"vr": "UR", "Value": [u]}),
-    );
+    let u = match level {
+        Level::Study | Level::Patient => url.study(&study),
+        Level::Series => match uid_of(a, tag::SERIES_INSTANCE_UID) {
+            Some(se) => url.series(&study, &se),
+            None => return,
+        },
+        Level::Image => match (
+            uid_of(a, tag::SERIES_INSTANCE_UID),
+            uid_of(a, tag::SOP_INSTANCE_UID),
+        ) {
+            (Some(se), Some(i)) => url.instance(&study, &se, &i),
+            _ => return,
+        },
+    };
+    a.insert_strings(tag::RETRIEVE_URL, "UR", &[u]);
 }
 
 /// The keys an answer keeps, or `None` for all (`includefield=all`).

@@ -282,32 +282,102 @@ fn push_fuzzy(q: &mut Sql, col: &str, query: &str) {
     q.push(")");
 }
 
+/// One field of a packed answer row (see [`find`]): `-` for NULL, else `{bytes}:{text}`.
+fn packed(expr: &str) -> String {
+    format!(
+        "CASE WHEN ({expr}) IS NULL THEN '-' ELSE length(CAST(({expr}) AS BLOB)) || ':' || ({expr}) END"
+    )
+}
+
+/// The fields of a packed answer row, in order.
+const PACKED_FIELDS: usize = 6;
+
+/// Splits [`find`]'s packed answers: `PACKED_FIELDS` fields per row, each `-` (NULL) or
+/// `{bytes}:{text}`.
+fn unpack(packed: &str, rows: usize) -> Option<Vec<[Option<&str>; PACKED_FIELDS]>> {
+    let mut out = Vec::with_capacity(rows);
+    let mut rest = packed;
+    while !rest.is_empty() {
+        let mut row = [None; PACKED_FIELDS];
+        for f in &mut row {
+            if let Some(r) = rest.strip_prefix('-') {
+                rest = r;
+                continue;
+            }
+            let (len, r) = rest.split_once(':')?;
+            let len: usize = len.parse().ok()?;
+            *f = Some(r.get(..len)?);
+            rest = &r[len..];
+        }
+        out.push(row);
+    }
+    (out.len() == rows).then_some(out)
+}
+
 /// Runs a query at its level.
+///
+/// The matching rows come back as **one** row: each answer's columns packed into a string
+/// (lengths and text) and the answers concatenated in order by `group_concat(… ORDER BY …)`.
+/// sqlx hands every result row from its connection thread to the async side on its own, a
+/// thread wake-up per row; a 1000-study answer spent more time in those hand-offs than in
+/// SQLite (docs/benchmarks.md, "QIDO on 1M instances").
 pub(crate) async fn find(pool: &sqlx::SqlitePool, query: &Query) -> Result<Vec<Answer>> {
-    let (select, from) = match query.level {
+    // The answer's columns (attrs, modalities, SOP classes, related studies, series,
+    // instances) and its order.
+    let (fields, from, order): ([&str; PACKED_FIELDS], &str, [(&str, bool); 2]) = match query.level
+    {
         Level::Patient => (
-            "SELECT (SELECT attrs FROM studies WHERE patient_pk = p.id ORDER BY id DESC LIMIT 1) AS attrs, \
-               (SELECT count(*) FROM studies WHERE patient_pk = p.id AND num_instances > 0) AS n_studies, \
-               (SELECT coalesce(sum(num_series), 0) FROM studies WHERE patient_pk = p.id) AS n_series, \
-               (SELECT coalesce(sum(num_instances), 0) FROM studies WHERE patient_pk = p.id) AS n_instances",
+            [
+                "(SELECT attrs FROM studies WHERE patient_pk = p.id ORDER BY id DESC LIMIT 1)",
+                "NULL",
+                "NULL",
+                "(SELECT count(*) FROM studies WHERE patient_pk = p.id AND num_instances > 0)",
+                "(SELECT coalesce(sum(num_series), 0) FROM studies WHERE patient_pk = p.id)",
+                "(SELECT coalesce(sum(num_instances), 0) FROM studies WHERE patient_pk = p.id)",
+            ],
             " FROM patients p WHERE EXISTS (SELECT 1 FROM studies WHERE patient_pk = p.id AND num_instances > 0)",
+            [("p.id", false), ("p.id", false)],
         ),
         Level::Study => (
-            "SELECT s.attrs, s.modalities, s.sop_classes, s.num_series AS n_series, s.num_instances AS n_instances",
+            [
+                "s.attrs",
+                "s.modalities",
+                "s.sop_classes",
+                "NULL",
+                "s.num_series",
+                "s.num_instances",
+            ],
             " FROM studies s JOIN patients p ON p.id = s.patient_pk WHERE s.num_instances > 0",
+            [("s.date", true), ("s.id", true)],
         ),
         Level::Series => (
-            "SELECT se.attrs, se.num_instances AS n_instances",
+            [
+                "se.attrs",
+                "NULL",
+                "NULL",
+                "NULL",
+                "NULL",
+                "se.num_instances",
+            ],
             " FROM series se JOIN studies s ON s.id = se.study_pk JOIN patients p ON p.id = s.patient_pk \
               WHERE se.num_instances > 0",
+            [("se.number", false), ("se.id", false)],
         ),
         Level::Image => (
-            "SELECT i.attrs",
+            ["i.attrs", "NULL", "NULL", "NULL", "NULL", "NULL"],
             " FROM instances i JOIN series se ON se.id = i.series_pk JOIN studies s ON s.id = se.study_pk \
               JOIN patients p ON p.id = s.patient_pk WHERE i.status = 0",
+            [("i.number", false), ("i.id", false)],
         ),
     };
-    let mut q = Sql::new(select);
+    let row: Vec<String> = fields.iter().map(|f| packed(f)).collect();
+    let select = format!(
+        "SELECT {} AS r, {} AS k1, {} AS k2",
+        row.join(" || "),
+        order[0].0,
+        order[1].0
+    );
+    let mut q = Sql::new(&select);
     q.push(from);
     if let Some(access) = &query.access {
         let study = (query.level != Level::Patient).then_some("s");
@@ -345,19 +415,32 @@ pub(crate) async fn find(pool: &sqlx::SqlitePool, query: &Query) -> Result<Vec<A
             None => push_condition(&mut q, *key, m, query.fuzzy),
         }
     }
-    match query.level {
-        Level::Study => q.push(" ORDER BY s.date DESC, s.id DESC"),
-        Level::Series => q.push(" ORDER BY se.number, se.id"),
-        Level::Image => q.push(" ORDER BY i.number, i.id"),
-        Level::Patient => q.push(" ORDER BY p.id"),
-    };
+    let direction = |desc: bool| if desc { " DESC" } else { "" };
+    let order_by =
+        |a: &str, b: &str| format!("{a}{}, {b}{}", direction(order[0].1), direction(order[1].1));
+    q.push(&format!(" ORDER BY {}", order_by(order[0].0, order[1].0)));
     q.push(" LIMIT ").bind_i64(query.limit as i64);
     q.push(" OFFSET ").bind_i64(query.offset as i64);
-    let rows = sqlx::query_with(AssertSqlSafe(q.text), q.args)
-        .fetch_all(pool)
+    // The inner query pages (its ORDER BY decides which rows are in); the aggregate's own
+    // ORDER BY (SQLite 3.44+) decides the order of the concatenation.
+    q.text = format!(
+        "SELECT group_concat(r, '' ORDER BY {}) AS packed, count(*) AS n FROM ({})",
+        order_by("k1", "k2"),
+        q.text
+    );
+    let row = sqlx::query_with(AssertSqlSafe(q.text), q.args)
+        .fetch_one(pool)
         .await
         .map_err(db_err)?;
-    let list = |s: Option<String>| -> Vec<String> {
+    let n: i64 = row.try_get("n").map_err(db_err)?;
+    let packed: String = row
+        .try_get::<Option<String>, _>("packed")
+        .map_err(db_err)?
+        .unwrap_or_default();
+    let rows = unpack(&packed, n as usize).ok_or_else(|| {
+        vesalius_store::error::Error::Index("malformed packed query answer".into())
+    })?;
+    let list = |s: Option<&str>| -> Vec<String> {
         let mut v: Vec<String> = s
             .unwrap_or_default()
             .split('\\')
@@ -367,20 +450,51 @@ pub(crate) async fn find(pool: &sqlx::SqlitePool, query: &Query) -> Result<Vec<A
         v.sort();
         v
     };
+    let int = |s: Option<&str>| s.and_then(|x| x.parse::<u64>().ok());
     Ok(rows
-        .iter()
-        .map(|r| {
-            let attrs: String = r.try_get("attrs").unwrap_or_default();
-            let computed = Computed {
-                modalities: list(r.try_get("modalities").ok()),
-                sop_classes: list(r.try_get("sop_classes").ok()),
-                studies: r.try_get::<i64, _>("n_studies").ok().map(|n| n as u64),
-                series: r.try_get::<i64, _>("n_series").ok().map(|n| n as u64),
-                instances: r.try_get::<i64, _>("n_instances").ok().map(|n| n as u64),
-            };
-            let mut a = answer(query.level, &[], &computed);
-            a.merge_owned(attrs);
-            a
-        })
+        .into_iter()
+        .map(
+            |[attrs, modalities, sop_classes, studies, series, instances]| {
+                let computed = Computed {
+                    modalities: list(modalities),
+                    sop_classes: list(sop_classes),
+                    studies: int(studies),
+                    series: int(series),
+                    instances: int(instances),
+                };
+                let mut a = answer(query.level, &[], &computed);
+                a.merge_owned(attrs.unwrap_or_default().to_owned());
+                a
+            },
+        )
         .collect())
+}
+
+#[cfg(test)]
+mod packing_tests {
+    use super::unpack;
+
+    #[test]
+    fn packed_answers_unpack_by_byte_length() {
+        // Lengths are bytes (SQLite `length(CAST(x AS BLOB))`): multi-byte text, and text that
+        // looks like the packing itself, come back whole.
+        let a = r#"{"00100010":{"vr":"PN","Value":[{"Alphabetic":"Dö^J-1:2"}]}}"#;
+        let packed = format!("{}:{a}3:\\CT-2:12-3:340{}:{a}--1:0-1:5", a.len(), a.len());
+        let rows = unpack(&packed, 2).unwrap();
+        assert_eq!(
+            rows[0],
+            [Some(a), Some("\\CT"), None, Some("12"), None, Some("340")]
+        );
+        assert_eq!(rows[1], [Some(a), None, None, Some("0"), None, Some("5")]);
+        assert_eq!(unpack("", 0).unwrap().len(), 0);
+        // A wrong count, a cut field, a length beyond the text: refused, never misread.
+        assert!(unpack(&packed, 3).is_none());
+        assert!(unpack("5:ab", 1).is_none());
+        assert!(unpack("x:ab-----", 1).is_none());
+        assert!(
+            unpack("1:ö-----", 1).is_none(),
+            "a length inside a character"
+        );
+        assert_eq!(unpack("2:ö-----", 1).unwrap()[0][0], Some("ö"));
+    }
 }

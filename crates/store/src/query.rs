@@ -526,7 +526,159 @@ pub struct Answer {
     /// Attributes set one by one, as `(8-hex-digit tag, raw JSON value)`; they win over layers.
     set: BTreeMap<String, String>,
     /// Stored JSON objects, highest priority first.
-    layers: Vec<String>,
+    layers: Vec<Layer>,
+}
+
+/// One stored DICOM JSON object and where its top-level attributes are in its text, found
+/// once when it is added (lookups and the final write then read the spans, not the text).
+#[derive(Debug, Clone, Default)]
+struct Layer {
+    text: String,
+    /// `(key start, key end, value start, value end)` byte offsets into `text`.
+    spans: Vec<(u32, u32, u32, u32)>,
+}
+
+/// The key of a tag in DICOM JSON: 8 upper-case hex digits (PS3.18 F.2.1.1.2).
+fn tag_key(t: Tag) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    (0..8)
+        .map(|i| HEX[((t >> (28 - 4 * i)) & 0xF) as usize] as char)
+        .collect()
+}
+
+/// Appends `v` as a JSON string.
+fn push_json_str(out: &mut String, v: &str) {
+    if v.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(v);
+        out.push('"');
+    } else {
+        out.push_str(&Json::from(v).to_string());
+    }
+}
+
+/// The spans of the top-level members of a compact JSON object as `serde_json` writes it
+/// (what the index stores); `None` for anything else, which the caller then parses fully.
+fn scan_members(text: &str) -> Option<Vec<(u32, u32, u32, u32)>> {
+    let b = text.as_bytes();
+    let ws = |i: &mut usize| {
+        while *i < b.len() && matches!(b[*i], b' ' | b'\t' | b'\n' | b'\r') {
+            *i += 1;
+        }
+    };
+    // The end of the string starting at `i` (on its opening quote): after its closing quote.
+    let string_end = |mut i: usize| -> Option<usize> {
+        i += 1;
+        while i < b.len() {
+            match b[i] {
+                b'"' => return Some(i + 1),
+                b'\\' => i += 2,
+                _ => i += 1,
+            }
+        }
+        None
+    };
+    let mut out = Vec::with_capacity(24);
+    let mut i = 0;
+    ws(&mut i);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    ws(&mut i);
+    if b.get(i) == Some(&b'}') {
+        return Some(out);
+    }
+    loop {
+        ws(&mut i);
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(i)?;
+        let key = (i + 1, key_end - 1);
+        if text[key.0..key.1].contains('\\') {
+            return None; // an escaped key: let serde decode it
+        }
+        i = key_end;
+        ws(&mut i);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i += 1;
+        ws(&mut i);
+        let start = i;
+        match b.get(i)? {
+            b'"' => i = string_end(i)?,
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                loop {
+                    match b.get(i)? {
+                        b'"' => {
+                            i = string_end(i)?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                i += 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+            }
+            _ => {
+                while i < b.len() && !matches!(b[i], b',' | b'}' | b' ' | b'\t' | b'\n' | b'\r') {
+                    i += 1;
+                }
+            }
+        }
+        out.push((key.0 as u32, key.1 as u32, start as u32, i as u32));
+        ws(&mut i);
+        match b.get(i)? {
+            b',' => i += 1,
+            b'}' => return Some(out),
+            _ => return None,
+        }
+    }
+}
+
+impl Layer {
+    fn new(text: String) -> Self {
+        if text.len() < u32::MAX as usize
+            && let Some(spans) = scan_members(&text)
+        {
+            return Layer { text, spans };
+        }
+        let base = text.as_ptr() as usize;
+        // Borrowed keys and raw values point into `text`: their offsets are what we keep.
+        let at = |p: *const u8| (p as usize - base) as u32;
+        let spans = pairs(&text)
+            .into_iter()
+            .map(|(k, v)| {
+                let (ks, vs) = (at(k.as_ptr()), at(v.get().as_ptr()));
+                (ks, ks + k.len() as u32, vs, vs + v.get().len() as u32)
+            })
+            .collect();
+        Layer { text, spans }
+    }
+
+    /// The `(key, raw value)` pairs, in the object's order.
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.spans.iter().map(|&(ks, ke, vs, ve)| {
+            (
+                &self.text[ks as usize..ke as usize],
+                &self.text[vs as usize..ve as usize],
+            )
+        })
+    }
+
+    fn get(&self, k: &str) -> Option<&str> {
+        self.pairs().find(|(lk, _)| *lk == k).map(|(_, v)| v)
+    }
 }
 
 /// The top-level `(key, raw value)` pairs of a JSON object, borrowed from its text.
@@ -564,12 +716,12 @@ fn pairs(text: &str) -> Vec<(&str, &RawValue)> {
 impl Answer {
     /// Adds a stored DICOM JSON object whose attributes win over those added before.
     pub fn merge_text(&mut self, text: &str) {
-        self.layers.insert(0, text.to_owned());
+        self.layers.insert(0, Layer::new(text.to_owned()));
     }
 
     /// Adds a stored DICOM JSON object, owned, whose attributes win over those added before.
     pub fn merge_owned(&mut self, text: String) {
-        self.layers.insert(0, text);
+        self.layers.insert(0, Layer::new(text));
     }
 
     /// Adds the attributes of another answer that this one lacks.
@@ -584,34 +736,52 @@ impl Answer {
 
     /// Sets one attribute from a DICOM JSON value (`{"vr": …, "Value": […]}`).
     pub fn insert(&mut self, t: Tag, value: &Json) {
-        self.set.insert(format!("{t:08X}"), value.to_string());
+        self.set.insert(tag_key(t), value.to_string());
+    }
+
+    /// Sets one attribute to `{"vr": vr, "Value": values}` (`values`: a JSON array's text).
+    pub fn insert_values(&mut self, t: Tag, vr: &str, values: &str) {
+        let mut v = String::with_capacity(20 + vr.len() + values.len());
+        v.push_str("{\"vr\":\"");
+        v.push_str(vr);
+        v.push_str("\",\"Value\":");
+        v.push_str(values);
+        v.push('}');
+        self.set.insert(tag_key(t), v);
+    }
+
+    /// Sets one attribute to a list of strings (UIDs, code strings, a URL).
+    pub fn insert_strings<S: AsRef<str>>(&mut self, t: Tag, vr: &str, values: &[S]) {
+        let mut list = String::from("[");
+        for (n, v) in values.iter().enumerate() {
+            if n > 0 {
+                list.push(',');
+            }
+            push_json_str(&mut list, v.as_ref());
+        }
+        list.push(']');
+        self.insert_values(t, vr, &list);
     }
 
     fn contains_key(&self, k: &str) -> bool {
-        self.set.contains_key(k)
-            || self
-                .layers
-                .iter()
-                .any(|l| pairs(l).iter().any(|(lk, _)| *lk == k))
+        self.set.contains_key(k) || self.layers.iter().any(|l| l.get(k).is_some())
     }
 
     /// Whether the attribute is present.
     pub fn contains(&self, t: Tag) -> bool {
-        self.contains_key(&format!("{t:08X}"))
+        self.contains_key(&tag_key(t))
     }
 
     /// One attribute, parsed.
     pub fn get(&self, t: Tag) -> Option<Json> {
-        let k = format!("{t:08X}");
+        let k = tag_key(t);
         if let Some(v) = self.set.get(&k) {
             return serde_json::from_str(v).ok();
         }
-        self.layers.iter().find_map(|l| {
-            pairs(l)
-                .into_iter()
-                .find(|(lk, _)| *lk == k)
-                .and_then(|(_, v)| serde_json::from_str(v.get()).ok())
-        })
+        self.layers
+            .iter()
+            .find_map(|l| l.get(&k))
+            .and_then(|v| serde_json::from_str(v).ok())
     }
 
     /// The first value of a string attribute (a UID).
@@ -628,7 +798,7 @@ impl Answer {
         let mut all: Vec<(&str, usize, &str)> = Vec::with_capacity(32);
         all.extend(self.set.iter().map(|(k, v)| (k.as_str(), 0, v.as_str())));
         for (n, l) in self.layers.iter().enumerate() {
-            all.extend(pairs(l).into_iter().map(|(k, v)| (k, n + 1, v.get())));
+            all.extend(l.pairs().map(|(k, v)| (k, n + 1, v)));
         }
         all.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
         all.dedup_by(|later, first| later.0 == first.0);
@@ -671,7 +841,7 @@ impl Answer {
 
     /// True without attributes.
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.layers.iter().all(|l| pairs(l).is_empty())
+        self.set.is_empty() && self.layers.iter().all(|l| l.spans.is_empty())
     }
 }
 
@@ -682,9 +852,10 @@ pub fn answer(level: Level, stored: &[&str], computed: &Computed) -> Answer {
     for s in stored {
         m.merge_text(s);
     }
+    // Raw JSON text, not `Json` trees: this runs for every answer of a query.
     let put_int = |m: &mut Answer, t: Tag, n: Option<u64>| {
         if let Some(n) = n {
-            m.insert(t, &serde_json::json!({"vr": "IS", "Value": [n]}));
+            m.insert_values(t, "IS", &format!("[{n}]"));
         }
     };
     match level {
@@ -707,16 +878,10 @@ pub fn answer(level: Level, stored: &[&str], computed: &Computed) -> Answer {
         }
         Level::Study => {
             if !computed.modalities.is_empty() {
-                m.insert(
-                    tag::MODALITIES_IN_STUDY,
-                    &serde_json::json!({"vr": "CS", "Value": computed.modalities}),
-                );
+                m.insert_strings(tag::MODALITIES_IN_STUDY, "CS", &computed.modalities);
             }
             if !computed.sop_classes.is_empty() {
-                m.insert(
-                    tag::SOP_CLASSES_IN_STUDY,
-                    &serde_json::json!({"vr": "UI", "Value": computed.sop_classes}),
-                );
+                m.insert_strings(tag::SOP_CLASSES_IN_STUDY, "UI", &computed.sop_classes);
             }
             put_int(&mut m, tag::NUMBER_OF_STUDY_RELATED_SERIES, computed.series);
             put_int(
@@ -734,16 +899,49 @@ pub fn answer(level: Level, stored: &[&str], computed: &Computed) -> Answer {
         }
         Level::Image => {}
     }
-    m.insert(
-        tag::INSTANCE_AVAILABILITY,
-        &serde_json::json!({"vr": "CS", "Value": ["ONLINE"]}),
-    );
+    m.insert_values(tag::INSTANCE_AVAILABILITY, "CS", "[\"ONLINE\"]");
     m
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_member_scanner_agrees_with_serde() {
+        for text in [
+            r#"{}"#,
+            r#" { } "#,
+            r#"{"00100010":{"vr":"PN","Value":[{"Alphabetic":"Doe^J}]\"o"}]},"00201208":{"vr":"IS","Value":[23]}}"#,
+            r#"{ "0020000D" : {"vr":"UI","Value":["1.2.3"]} , "00081115":{"vr":"SQ","Value":[{"0020000E":{"vr":"UI","Value":["1.2"]}},{}]},"7FE00010":{"vr":"OW","BulkDataURI":"x[{"},"x":true,"y":null,"z":-1.5e3}"#,
+        ] {
+            let scanned = scan_members(text).unwrap();
+            let want: Vec<(&str, &str)> =
+                pairs(text).into_iter().map(|(k, v)| (k, v.get())).collect();
+            let layer = Layer::new(text.to_owned());
+            assert_eq!(layer.spans, scanned, "{text}");
+            let got: Vec<(&str, &str)> = layer.pairs().collect();
+            assert_eq!(got, want, "{text}");
+        }
+        // Not an object, cut short, an escaped key: left to serde.
+        for text in [
+            r#"[]"#,
+            r#"{"a":"#,
+            r#"{"a":1"#,
+            r#"{"\u0061":1}"#,
+            r#"{"a" 1}"#,
+        ] {
+            assert!(scan_members(text).is_none(), "{text}");
+        }
+        assert_eq!(tag_key(0x0020_000D), "0020000D");
+        assert_eq!(tag_key(0x7FE0_0010), "7FE00010");
+        let mut a = Answer::default();
+        a.insert_strings(tag::RETRIEVE_URL, "UR", &["http://h/a\"b"]);
+        assert_eq!(
+            a.get(tag::RETRIEVE_URL).unwrap()["Value"][0],
+            "http://h/a\"b"
+        );
+    }
 
     fn m(key: Key, raw: &str) -> Matcher {
         Matcher::parse(key, raw).unwrap().unwrap()
