@@ -394,7 +394,7 @@ async fn aim(site: &Site, links: &Links, route: &Route, target: Target, cred: &C
             let name = site.registry_records(org).await;
             // A retry needs a parked job to the organisation's node, made afresh per cell.
             let link = if route.path.starts_with("/api/v1/transfers/jobs/") {
-                site.parked_job(&name).await.to_string()
+                site.parked_job(&name, org).await.to_string()
             } else {
                 name
             };
