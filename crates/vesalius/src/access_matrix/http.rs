@@ -424,6 +424,10 @@ async fn aim(site: &Site, links: &Links, route: &Route, target: Target, cred: &C
                     "matrix-new-{}",
                     vesalius_auth::secret::random_id(10).to_lowercase()
                 ),
+                ("POST", "/api/v1/orgs") => format!(
+                    "matrix-org-{}",
+                    vesalius_auth::secret::random_id(10).to_lowercase()
+                ),
                 _ => String::new(),
             };
             Aim {
@@ -471,6 +475,7 @@ async fn allowed(site: &Site, route: &Route, cred: &Credential, aim: &Aim) -> bo
         Need::Study(action) => decide(site, p, action, &study()).await,
         Need::Caller(action) => decide(site, p, action, &Resource::org(p.org_str())).await,
         Need::TargetOrg(action) => decide(site, p, action, &Resource::org(aim.org.clone())).await,
+        Need::Site(action) => decide(site, p, action, &Resource::Site).await,
         Need::Ingest => {
             let action = if cred.who == Who::UploadLink {
                 Action::Upload
