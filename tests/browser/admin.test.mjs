@@ -3,7 +3,10 @@
 // pings it, adds a DICOM node pointing at DCMTK's storescp and C-ECHOes it, adds a route and
 // tests a synthetic file against it, sees the transfer the route makes and its receipt,
 // revokes a share link, accepts a guest upload from the quarantine inbox and searches the
-// audit trail for a patient; an ordinary user is refused. Desktop and phone viewports.
+// audit trail for a patient; an ordinary user is refused. The users list and the audit search
+// are paged (by keyboard on the desktop, by tap on a phone); a third server serving anonymous
+// requests as the server itself ("site", the site level) creates organisations in the console
+// and lists their members, which no organisation's administrator may. Desktop and phone viewports.
 // Run: `scripts/test-browser`. Screenshots: target/browser-artifacts/admin-*.png.
 
 import { after, before, test } from 'node:test';
@@ -15,9 +18,12 @@ import { join } from 'node:path';
 import { ARTIFACTS, PASSWORD, Site, synth, launch, VIEWPORTS, login } from './site.mjs';
 
 const STORESCP = process.env.STORESCP || '/usr/bin/storescp';
+/** Users made for paging (with root, alice, the first-start admin and carol: two pages of ten). */
+const PAGER_USERS = 12;
 
 let hub;
 let spoke;
+let site; // `[auth] required = false`: the console acts as the server itself
 let browser;
 let storescp;
 let storePort;
@@ -37,9 +43,19 @@ function freePort() {
 }
 
 before(async () => {
-  [hub, spoke] = await Promise.all([Site.start('hub'), Site.start('spoke')]);
+  [hub, spoke, site] = await Promise.all([Site.start('hub'), Site.start('spoke'),
+    Site.start('site', { authRequired: false })]);
   hub.user('default', 'root', 'admin');
   hub.user('default', 'alice', 'clinician');
+  // Enough users for two pages of ten (created through the API, without passwords).
+  for (let i = 1; i <= PAGER_USERS; i++) {
+    const r = await fetch(`${hub.base}/api/v1/users`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${adminToken()}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ username: `pager-${String(i).padStart(2, '0')}`, role: 'clinician' }),
+    });
+    assert.equal(r.status, 201, await r.text());
+  }
   // The spoke knows the hub (so that the hub's signed pings and deliveries are accepted); the
   // hub's side of the link is made in the console.
   spoke.admin('peer', 'add', 'hub', '--url', hub.base, '--public-key', hub.publicKey(), '--org', 'default');
@@ -55,7 +71,7 @@ before(async () => {
 after(async () => {
   if (browser) await browser.close();
   if (storescp) storescp.kill('SIGTERM');
-  await Promise.all([hub?.stop(), spoke?.stop()]);
+  await Promise.all([hub?.stop(), spoke?.stop(), site?.stop()]);
 });
 
 async function shot(page, name) {
@@ -329,6 +345,17 @@ test('desktop: an administrator runs the site from the console', async () => {
     sec = await loaded(page, 'Organisations');
     assert.match(await sec.innerText(), /default/);
     assert.match(await sec.innerText(), /vesalius admin org create/);
+    assert.equal(await sec.locator('form[aria-label="New organisation"]').count(), 0,
+      'an organisation\'s administrator may not create organisations');
+    const refusedOrg = await page.evaluate(async () => {
+      const me = await (await fetch('/api/v1/auth/me')).json();
+      const r = await fetch('/api/v1/orgs', {
+        method: 'POST', headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': me.csrf },
+        body: JSON.stringify({ id: 'sneaky' }),
+      });
+      return r.status;
+    });
+    assert.equal(refusedOrg, 403, 'and the API refuses it');
     assert.deepEqual(errors, [], 'no script error');
   } finally {
     await ctx.close();
@@ -378,6 +405,184 @@ test('phone: the console fits 390 px, and ping and C-ECHO work there', async () 
       assert.ok(await fits(), `no sideways scrolling on /admin/${s}`);
     }
     await shot(page, 'phone-03-audit');
+    assert.deepEqual(errors, []);
+  } finally {
+    await ctx.close();
+  }
+});
+
+/** A page of `kind` on the site-level server (no login: it serves everyone as the server). */
+async function openSite(kind, path) {
+  const ctx = await browser.newContext(VIEWPORTS[kind]);
+  const page = await ctx.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('dialog', (d) => d.accept());
+  await page.goto(`${site.base}${path}`);
+  return { ctx, page, errors };
+}
+
+/** The text of the users pager's status (`Users 1–10 of 16`). */
+async function usersStatus(sec) {
+  return (await sec.locator('nav.pager .pager-status').innerText()).trim();
+}
+
+/** Every username listed on the current page of the users section. */
+async function listedUsers(sec) {
+  return sec.locator('table[aria-label=Users] tbody tr td:first-child strong').allInnerTexts();
+}
+
+test('desktop: the site creates an organisation and sees its members', async () => {
+  const { ctx, page, errors } = await openSite('desktop', '/admin/orgs');
+  try {
+    const sec = await loaded(page, 'Organisations');
+    assert.match(await page.locator('.admin-console h1').innerText(), /the whole site/);
+    const create = sec.locator('form[aria-label="New organisation"]');
+    await fillForm(create, { 'Id (lower-case letters, digits, -)': 'east', Name: 'East Hospital' });
+    await create.locator('button[type=submit]').click();
+    const row = sec.locator('table[aria-label=Organisations] tr', { hasText: 'East Hospital' });
+    await row.waitFor();
+    assert.match(await row.innerText(), /east/);
+    assert.match(await row.innerText(), /0 members/);
+    assert.match(await sec.locator('p.result').first().innerText(), /Created organisation east/);
+    // An id that exists: the server's answer is shown under the form.
+    const again = sec.locator('form[aria-label="New organisation"]');
+    await fillForm(again, { 'Id (lower-case letters, digits, -)': 'east' });
+    await again.locator('button[type=submit]').click();
+    await again.locator('.result.error').waitFor();
+    assert.match(await again.locator('.result.error').innerText(), /conflict: organisation "east" already exists/);
+    // Its members: none yet; a first administrator created there.
+    await row.getByRole('link', { name: /Members of East Hospital/ }).click();
+    await page.waitForURL(/\/admin\/users\?org=east$/);
+    const members = await loaded(page, 'Members of east');
+    assert.match(await members.innerText(), /No members of east/);
+    const newUser = members.locator('form[aria-label="New user"]');
+    assert.equal(await newUser.getByLabel('Organisation', { exact: true }).inputValue(), 'east');
+    await fillForm(newUser, { Username: 'eve', Role: 'admin' });
+    await newUser.locator('button[type=submit]').click();
+    const eve = members.locator('table[aria-label=Users] tr', { hasText: 'eve' });
+    await eve.waitFor();
+    assert.match(await eve.innerText(), /admin in east/);
+    assert.equal((await listedUsers(members)).join(','), 'eve', 'only east\'s members');
+    await shot(page, 'desktop-12-site-orgs');
+    await page.goto(`${site.base}/admin/orgs`);
+    const orgsAgain = await loaded(page, 'Organisations');
+    await orgsAgain.locator('tr', { hasText: 'East Hospital' }).filter({ hasText: '1 member' }).waitFor();
+    const made = await (await fetch(`${site.base}/api/v1/orgs`)).json();
+    assert.ok(made.orgs.some((o) => o.id === 'east' && o.name === 'East Hospital'), 'the API has it');
+    assert.deepEqual(errors, []);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('desktop: the users list and the audit search page by keyboard', async () => {
+  const { ctx, page, errors } = await open('desktop', 'root', '/admin/users');
+  try {
+    const sec = await loaded(page, 'Users and roles');
+    await sec.getByLabel('Users per page').selectOption('10');
+    await page.waitForFunction(() => /^Users 1–10 of \d+$/.test(document.querySelector('nav.pager .pager-status')?.textContent || ''));
+    const total = Number(/of (\d+)/.exec(await usersStatus(sec))[1]);
+    assert.ok(total > 10 && total <= 20, `two pages of users (${total})`);
+    const first = await listedUsers(sec);
+    assert.equal(first.length, 10);
+    assert.doesNotMatch(await sec.innerText(), /\bnull\b|undefined/, 'no stray "null" text');
+    assert.ok(await sec.locator('nav.pager button[data-rel=prev]').isDisabled(), 'no page before the first');
+    // Next by keyboard: Tab to the button, Enter; the focus stays on the pager.
+    await sec.locator('nav.pager button[data-rel=next]').focus();
+    await page.keyboard.press('Enter');
+    await page.waitForFunction((t) => (document.querySelector('nav.pager .pager-status')?.textContent || '') === `Users 11–${t} of ${t}`, total);
+    const second = await listedUsers(sec);
+    assert.equal(second.length, total - 10);
+    assert.equal(new Set([...first, ...second]).size, total, 'every user once');
+    assert.deepEqual([...first, ...second], [...first, ...second].slice().sort(), 'by username');
+    for (let i = 1; i <= PAGER_USERS; i++) assert.ok([...first, ...second].includes(`pager-${String(i).padStart(2, '0')}`));
+    assert.equal(await page.evaluate(() => document.activeElement?.dataset.rel), 'prev',
+      'on the last page the focus moves to Previous');
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => /^Users 1–10 of/.test(document.querySelector('nav.pager .pager-status')?.textContent || ''));
+    assert.deepEqual(await listedUsers(sec), first);
+    await shot(page, 'desktop-13-users-paged');
+
+    // The audit search: the user-create events, ten at a time, "Older events" by keyboard.
+    const all = await (await fetch(`${hub.base}/api/v1/audit/events?action=user-create&limit=1000`, {
+      headers: { Authorization: `Bearer ${adminToken()}` },
+    })).json();
+    const want = all.records.length;
+    assert.ok(want > 10 && !all.more, `more than a page of user-create events (${want})`);
+    await page.click('nav.admin-nav >> text=Audit');
+    const audit = await loaded(page, 'Audit');
+    const search = audit.locator('form[aria-label="Search the audit trail"]');
+    await fillForm(search, { Action: 'user-create', 'Per page': '10' });
+    await search.locator('button[type=submit]').click();
+    const rows = audit.locator('table[aria-label="Audit events"] tbody tr');
+    await audit.locator('table[aria-label="Audit events"]').waitFor();
+    assert.equal(await rows.count(), 10);
+    assert.match(await audit.locator('.audit-results .status').innerText(), /10 event\(s\).*and older ones/);
+    let pages = 1;
+    while (await audit.locator('nav[aria-label="Audit pages"] button').count()) {
+      const before = await rows.count();
+      await audit.locator('nav[aria-label="Audit pages"] button').focus();
+      await page.keyboard.press('Enter');
+      await page.waitForFunction((n) => document.querySelectorAll('table[aria-label="Audit events"] tbody tr').length > n, before);
+      pages += 1;
+      // The focus is on the first row of the page just added.
+      assert.equal(await page.evaluate(() => [...document.querySelectorAll('table[aria-label="Audit events"] tbody tr')]
+        .indexOf(document.activeElement)), before);
+    }
+    assert.equal(await rows.count(), want, 'every event once, over the pages');
+    assert.equal(pages, Math.ceil(want / 10));
+    assert.doesNotMatch(await audit.locator('.audit-results').innerText(), /\bnull\b|undefined/);
+    const whenShown = await rows.locator('td[data-label=When]').allInnerTexts();
+    assert.deepEqual(whenShown, whenShown.slice().sort().reverse(), 'newest first');
+    await shot(page, 'desktop-14-audit-paged');
+    assert.deepEqual(errors, []);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('phone: organisations, users and audit pages by tap, within 390 px', async () => {
+  const fits = (page) => page.evaluate(() => document.scrollingElement.scrollWidth <= window.innerWidth + 1);
+  const tall = (loc) => loc.evaluate((b) => b.getBoundingClientRect().height);
+  let { ctx, page, errors } = await openSite('phone', '/admin/orgs');
+  try {
+    const sec = await loaded(page, 'Organisations');
+    const create = sec.locator('form[aria-label="New organisation"]');
+    await fillForm(create, { 'Id (lower-case letters, digits, -)': 'west', Name: 'West Hospital' });
+    await create.locator('button[type=submit]').tap();
+    await sec.locator('table[aria-label=Organisations] tr', { hasText: 'West Hospital' }).waitFor();
+    assert.ok(await fits(page), 'no sideways scrolling on the organisations page');
+    await shot(page, 'phone-04-site-orgs');
+    assert.deepEqual(errors, []);
+  } finally {
+    await ctx.close();
+  }
+  ({ ctx, page, errors } = await open('phone', 'root', '/admin/users'));
+  try {
+    const sec = await loaded(page, 'Users and roles');
+    await sec.getByLabel('Users per page').selectOption('10');
+    await page.waitForFunction(() => /^Users 1–10 of/.test(document.querySelector('nav.pager .pager-status')?.textContent || ''));
+    const next = sec.locator('nav.pager button[data-rel=next]');
+    assert.ok(await tall(next) >= 44, 'Next is big enough to tap');
+    await next.tap();
+    await page.waitForFunction(() => /^Users 11–/.test(document.querySelector('nav.pager .pager-status')?.textContent || ''));
+    assert.ok(await fits(page), 'no sideways scrolling on the second page of users');
+    await shot(page, 'phone-05-users-paged');
+    await page.goto(`${hub.base}/admin/audit`);
+    const audit = await loaded(page, 'Audit');
+    const search = audit.locator('form[aria-label="Search the audit trail"]');
+    await fillForm(search, { Action: 'user-create', 'Per page': '10' });
+    await search.locator('button[type=submit]').tap();
+    const rows = audit.locator('table[aria-label="Audit events"] tbody tr');
+    await audit.locator('table[aria-label="Audit events"]').waitFor();
+    assert.equal(await rows.count(), 10);
+    const older = audit.locator('nav[aria-label="Audit pages"] button');
+    assert.ok(await tall(older) >= 44, 'Older events is big enough to tap');
+    await older.tap();
+    await page.waitForFunction(() => document.querySelectorAll('table[aria-label="Audit events"] tbody tr').length > 10);
+    assert.ok(await fits(page), 'no sideways scrolling with two pages of audit events');
+    await shot(page, 'phone-06-audit-paged');
     assert.deepEqual(errors, []);
   } finally {
     await ctx.close();

@@ -85,15 +85,19 @@ export function synth(dir, seed, slices, patients = 1) {
 }
 
 export class Site {
-  /** Starts the server on a fresh data directory; `name`: its `[site] name`. */
-  static async start(name = 'vesalius') {
+  /**
+   * Starts the server on a fresh data directory; `name`: its `[site] name`. `authRequired:
+   * false` serves anonymous requests as the server itself (`[auth] required = false`: the site
+   * level, the only caller that may create organisations).
+   */
+  static async start(name = 'vesalius', { authRequired = true } = {}) {
     const s = new Site();
     s.name = name;
     s.tmp = mkdtempSync(join(tmpdir(), 'vesalius-web-'));
     s.data = join(s.tmp, 'data');
     mkdirSync(ARTIFACTS, { recursive: true });
     s.proc = spawn(BIN, ['serve', '--data-dir', s.data, '--dicom-addr', '127.0.0.1:0', '--http-addr', '127.0.0.1:0'], {
-      env: { ...process.env, VESALIUS__LIMITS__MIN_FREE_BYTES: '0', VESALIUS__AUTH__REQUIRED: 'true', VESALIUS__SITE__NAME: name, RUST_LOG: process.env.RUST_LOG || 'warn' },
+      env: { ...process.env, VESALIUS__LIMITS__MIN_FREE_BYTES: '0', VESALIUS__AUTH__REQUIRED: String(authRequired), VESALIUS__SITE__NAME: name, RUST_LOG: process.env.RUST_LOG || 'warn' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     s.base = await new Promise((ok, fail) => {

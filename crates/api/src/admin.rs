@@ -2,9 +2,11 @@
 //! tokens, an audit search and the system's health. The same changes the `vesalius admin` CLI
 //! makes, through the same [`Authenticator`] calls, for administrators in the browser.
 //!
-//! - `GET /api/v1/orgs`: the organisations the caller administers.
-//! - `GET /api/v1/users`: users with a membership in an organisation the caller administers
-//!   (only those memberships are shown). `POST /api/v1/users` `{"username", "role", "org"?,
+//! - `GET /api/v1/orgs`: the organisations the caller administers, with their number of
+//!   members. `POST /api/v1/orgs` `{"id", "name"?}`: a new organisation (site level, below).
+//! - `GET /api/v1/users?org=&limit=&offset=`: users with a membership in an organisation the
+//!   caller administers (only those memberships are shown; `org`: of that one only), by
+//!   username, a page at a time. `POST /api/v1/users` `{"username", "role", "org"?,
 //!   "display_name"?, "email"?, "service"?}`: a person gets no password but a one-time
 //!   **password link** (`/setup?token=…`, shown once); a service account gets neither (it acts
 //!   through tokens).
@@ -15,8 +17,9 @@
 //! - `GET /api/v1/tokens`: the tokens of the organisations the caller administers (never their
 //!   secrets). `POST /api/v1/tokens` `{"username", "role", "name", "org"?, "ttl_days"?}`: the
 //!   token text is in the answer once. `DELETE /api/v1/tokens/{id}`: revoke.
-//! - `GET /api/v1/audit/events?patient_id=&issuer=&study=&user=&action=&since_ms=&until_ms=&limit=`:
-//!   the caller's organisation's audit trail, newest first (`user`: a username, which finds
+//! - `GET /api/v1/audit/events?patient_id=&issuer=&study=&user=&action=&since_ms=&until_ms=&limit=&before=`:
+//!   the caller's organisation's audit trail, newest first, a page at a time (`before`: the
+//!   `next_before` of the previous page; `user`: a username, which finds
 //!   what they did in sessions and with each of their tokens, or any actor id; `patient_id`
 //!   without `issuer`: under every issuer the organisation holds that ID with, and none).
 //! - `GET /api/v1/system`: version, free disk space and its watermark, index counts.
@@ -26,12 +29,15 @@
 //! server itself), except the audit search, which needs [`Action::ReadAudit`] there
 //! (administrators and auditors). A change to a user needs `ManageOrg` on the organisation it
 //! concerns; disabling a user or issuing their password link needs it on **every** organisation
-//! the user belongs to (either takes the whole account). Creating organisations is for the
-//! server itself (the policy's `Resource::Site`): `vesalius admin org create`. Users outside
-//! the caller's organisations answer 404, like missing ones.
+//! the user belongs to (either takes the whole account). Creating an organisation is a
+//! site-level change: it needs `ManageOrg` on [`Resource::Site`], which the policy gives to the
+//! server itself only (the `vesalius admin org create` command; over HTTP, a site whose
+//! `[auth] required` is off serves anonymous requests as the server). No role of an
+//! organisation reaches it, administrators included. Users outside the caller's organisations
+//! answer 404, like missing ones.
 //!
 //! Every change is audited (`user-create`, `token-create`, `token-revoke`, `password-link`
-//! by the authenticator; `admin-change` with `details.change` `membership-set`,
+//! by the authenticator; `admin-change` with `details.change` `org-create`, `membership-set`,
 //! `user-disable`, `user-enable` here); an audit search is itself audited (`audit-search`).
 
 use std::sync::Arc;
@@ -48,20 +54,25 @@ use vesalius_auth::{Action, Authenticator, Caller, Origin, Resource};
 use vesalius_core::ErrorKind;
 use vesalius_store::Ingestor;
 use vesalius_store::audit::{AuditFilter, Outcome};
-use vesalius_store::directory::{ApiToken, DirectoryChange, Membership, Role, User};
+use vesalius_store::directory::{ApiToken, DirectoryChange, Membership, Org, Role, User};
 
 use crate::links::base_url;
 use crate::{ApiError, ApiOptions, Services, caller_of};
 
 /// The most records one audit search returns.
 const MAX_AUDIT_RECORDS: u32 = 1000;
+/// Users per page of the list: by default, and at most.
+const DEFAULT_USERS: usize = 100;
+const MAX_USERS: usize = 500;
+/// The longest organisation name, in characters.
+const MAX_ORG_NAME: usize = 200;
 /// The longest token lifetime the console issues, in days (ten years).
 const MAX_TOKEN_DAYS: i64 = 3650;
 
 /// The administration routes (mount at the root).
 pub fn router(auth: Arc<Authenticator>, ingestor: Arc<Ingestor>, options: ApiOptions) -> Router {
     Router::new()
-        .route("/api/v1/orgs", get(orgs))
+        .route("/api/v1/orgs", get(orgs).post(create_org))
         .route("/api/v1/users", get(users).post(create_user))
         .route("/api/v1/users/{name}", patch(change_user))
         .route("/api/v1/users/{name}/password-link", post(password_link))
@@ -136,28 +147,119 @@ fn parse_role(s: &str) -> Result<Role> {
 // ---------------------------------------------------------------------------------------------
 // Organisations.
 
+/// Whether the caller may make site-level changes (create organisations): `ManageOrg` on the
+/// whole site, which the policy gives to the server itself only.
+fn site_admin(c: &Caller) -> bool {
+    vesalius_auth::authorize(
+        &c.principal,
+        Action::ManageOrg,
+        &Resource::Site,
+        &[],
+        vesalius_auth::now_ms(),
+    )
+    .is_allowed()
+}
+
 async fn orgs(
     State(sv): State<Services>,
     caller: Option<Extension<Caller>>,
 ) -> Result<Json<Value>> {
     let c = admin(caller)?;
-    let list: Vec<Value> = sv
-        .auth
-        .directory()
+    let dir = sv.auth.directory();
+    let users = dir.users().await?;
+    let list: Vec<Value> = dir
         .orgs()
         .await?
         .into_iter()
         .filter(|o| manages(&c, &o.id))
         .map(|o| {
+            let members = users
+                .iter()
+                .filter(|u| u.memberships.iter().any(|m| m.org == o.id))
+                .count();
             json!({
                 "id": o.id, "name": o.name, "created_ms": o.created_ms,
-                "current": o.id == c.org(),
+                "current": o.id == c.org(), "members": members,
             })
         })
         .collect();
-    Ok(Json(
-        json!({ "orgs": list, "may_create": c.principal.is_system() }),
-    ))
+    Ok(Json(json!({ "orgs": list, "may_create": site_admin(&c) })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateOrg {
+    id: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+async fn create_org(
+    State(sv): State<Services>,
+    caller: Option<Extension<Caller>>,
+    bytes: axum::body::Bytes,
+) -> Result<Response> {
+    let c = caller_of(caller)?;
+    // Refused before the body is read: whether an organisation exists is not theirs to learn.
+    if !site_admin(&c) {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            format!(
+                "{} may not create organisations: that is a site-level change \
+                 (`vesalius admin org create ID` on the server)",
+                c.principal.actor.name
+            ),
+        ));
+    }
+    let b: CreateOrg = body(&bytes)?;
+    let id = b.id.trim();
+    if !Org::valid_id(id) {
+        return Err(bad(format!(
+            "organisation ids are 1-64 lower-case letters, digits and '-', not starting with \
+             '-', not {id:?}"
+        )));
+    }
+    let name = b
+        .name
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| id.to_owned());
+    if name.chars().count() > MAX_ORG_NAME || name.chars().any(char::is_control) {
+        return Err(bad(format!(
+            "an organisation's name is at most {MAX_ORG_NAME} characters, without control \
+             characters"
+        )));
+    }
+    let dir = sv.auth.directory();
+    if dir.org(id).await?.is_some() {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!("organisation {id:?} already exists"),
+        ));
+    }
+    let org = Org {
+        id: id.to_owned(),
+        name,
+        created_ms: sv.auth.now_ms(),
+    };
+    // The same change and event as `vesalius admin org create`.
+    let ev = c.event(
+        "admin-change",
+        Outcome::Success,
+        &org.id,
+        None,
+        json!({"change": "org-create", "org_id": org.id, "name": org.name}),
+    );
+    dir.apply(vec![DirectoryChange::PutOrg(org.clone())], vec![ev])
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "org": {"id": org.id, "name": org.name, "created_ms": org.created_ms,
+                    "current": org.id == c.org(), "members": 0},
+        })),
+    )
+        .into_response())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -222,21 +324,67 @@ async fn find_user(sv: &Services, c: &Caller, name: &str) -> Result<User> {
     }
 }
 
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct UsersQuery {
+    org: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
 async fn users(
     State(sv): State<Services>,
     caller: Option<Extension<Caller>>,
+    q: std::result::Result<Query<UsersQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>> {
     let c = admin(caller)?;
-    let list: Vec<UserView> = sv
+    let Query(q) = q.map_err(|e| bad(e.body_text()))?;
+    let limit = match q.limit {
+        None => DEFAULT_USERS,
+        Some(l) if (1..=MAX_USERS).contains(&l) => l,
+        Some(l) => return Err(bad(format!("limit is 1-{MAX_USERS}, not {l}"))),
+    };
+    let offset = q.offset.unwrap_or(0);
+    let org = nonempty(q.org);
+    if let Some(o) = &org {
+        // Refused before looking, like creating a user there.
+        if !manages(&c, o) {
+            return Err(ApiError::new(
+                ErrorKind::Forbidden,
+                format!("{} may not administer {o:?}", c.principal.actor.name),
+            ));
+        }
+        if sv.auth.directory().org(o).await?.is_none() {
+            return Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!("no organisation {o:?}"),
+            ));
+        }
+    }
+    let mut all: Vec<User> = sv
         .auth
         .directory()
         .users()
         .await?
-        .iter()
+        .into_iter()
         .filter(|u| visible(&c, u))
+        .filter(|u| {
+            org.as_ref()
+                .is_none_or(|o| u.memberships.iter().any(|m| &m.org == o))
+        })
+        .collect();
+    all.sort_by(|a, b| a.username.cmp(&b.username).then(a.id.cmp(&b.id)));
+    let total = all.len();
+    let page: Vec<UserView> = all
+        .iter()
+        .skip(offset)
+        .take(limit)
         .map(|u| view(&c, u))
         .collect();
-    Ok(Json(json!({ "users": list })))
+    Ok(Json(json!({
+        "users": page, "total": total, "limit": limit, "offset": offset,
+        "more": offset.saturating_add(limit) < total,
+    })))
 }
 
 #[derive(Deserialize)]
@@ -590,6 +738,7 @@ struct AuditQuery {
     since_ms: Option<i64>,
     until_ms: Option<i64>,
     limit: Option<u32>,
+    before: Option<u64>,
 }
 
 fn nonempty(s: Option<String>) -> Option<String> {
@@ -676,13 +825,20 @@ async fn audit_events(
         (None, _) => None,
     };
     let limit = q.limit.unwrap_or(200).clamp(1, MAX_AUDIT_RECORDS);
+    if q.before == Some(0) {
+        return Err(bad(
+            "before= is the next_before of a previous page (1 or more)",
+        ));
+    }
     let filter = AuditFilter {
         org: (!c.principal.is_system()).then(|| c.org().to_owned()),
         action: nonempty(q.action),
         study_uid: nonempty(q.study),
         since_ms: q.since_ms,
         until_ms: q.until_ms,
-        limit,
+        before_seq: q.before,
+        // One more than a page: whether there is a next page is then known, not guessed.
+        limit: limit + 1,
         ..Default::default()
     };
     // One search per (actor, patient) asked for, merged newest first.
@@ -707,7 +863,13 @@ async fn audit_events(
     }
     found.sort_by_key(|r| std::cmp::Reverse(r.seq));
     found.dedup_by_key(|r| r.seq);
+    let more = found.len() > limit as usize;
     found.truncate(limit as usize);
+    let next_before = if more {
+        found.last().map(|r| r.seq)
+    } else {
+        None
+    };
     // Reading the trail is itself recorded (what was asked, not what was found).
     let ev = c.event(
         "audit-search",
@@ -716,16 +878,17 @@ async fn audit_events(
         filter.study_uid.as_deref(),
         json!({
             "patients": patients, "actors": actors, "action": filter.action,
-            "since_ms": filter.since_ms, "until_ms": filter.until_ms, "found": found.len(),
+            "since_ms": filter.since_ms, "until_ms": filter.until_ms,
+            "before": filter.before_seq, "found": found.len(),
         }),
     );
     if let Err(e) = sv.auth.audit_log().append(vec![ev]).await {
         tracing::error!(error = %e, "audit-search event not written");
     }
     let records: Vec<Value> = found.iter().map(crate::privacy::record_json).collect();
-    Ok(Json(
-        json!({ "records": records, "limit": limit, "more": found.len() as u32 >= limit }),
-    ))
+    Ok(Json(json!({
+        "records": records, "limit": limit, "more": more, "next_before": next_before,
+    })))
 }
 
 // ---------------------------------------------------------------------------------------------

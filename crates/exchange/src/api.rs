@@ -22,14 +22,20 @@
 //!   users); replacing a record with one of another organisation needs it on both. Lists show
 //!   only the records the caller may manage. Records the caller may not manage answer 404 to
 //!   reads, like missing ones.
-//! - Transfer summaries, receipts, jobs and the event stream carry no organisation, so they are
-//!   for administrators of any organisation and the server itself (`ManageOrg` in the caller's
-//!   own organisation). Retrying a job needs `ManageOrg` on the organisation of its destination
-//!   (the peer or node record of its queue, also for `retrieve:` and `prefetch:` queues); a job
-//!   whose destination is not in the registry
-//!   (an analysis queue, a deleted record) may be retried by any administrator. "Study
-//!   complete" events (receiver side) go only to the administrators of the receiving
-//!   organisation, "parked" events only to those of the job's organisation.
+//! - Transfers, receipts, jobs and the event stream need `ManageOrg` in the caller's own
+//!   organisation (administrators, the server itself), and show only what concerns an
+//!   organisation the caller administers: every summary, receipt, job and [`ExchangeEvent`]
+//!   names its organisation (a job's is its payload's `org`, [`NewJob::org`]: the sending
+//!   organisation whose route or request made it; receipts, summaries and the sender-side
+//!   events carry the job's; "study complete" the receiving one). Lists are filtered in the
+//!   outbox (so `limit` counts only the caller's), events as they are streamed. Things of no
+//!   organisation (receipts written before schema 6 whose study no single organisation held,
+//!   jobs without one) are for the server itself only.
+//! - Retrying a job needs `ManageOrg` on its organisation; a job of no organisation needs it on
+//!   the organisation of its destination (the peer or node record of its queue, also for
+//!   `retrieve:` and `prefetch:` queues), and one whose destination is not in the registry (an
+//!   analysis queue, a deleted record) may be retried by any administrator. Another
+//!   organisation's job answers 404, like a missing one.
 //! - Arrivals need [`Action::Query`] in the caller's organisation and list only its arrivals
 //!   (the server itself sees every organisation's).
 //!
@@ -64,7 +70,7 @@ use tokio::sync::broadcast::error::RecvError;
 use vesalius_auth::{Action, Caller, Resource, authorize};
 use vesalius_core::ErrorKind;
 use vesalius_store::audit::Outcome;
-use vesalius_store::outbox::{JobFilter, JobState, ReceiptFilter};
+use vesalius_store::outbox::{JobFilter, JobState, NewJob, ReceiptFilter, TransferFilter};
 use vesalius_store::registry::{
     DicomNode, Peer, PeerKind, RegistryChange, Route, RouteDestination,
 };
@@ -234,6 +240,24 @@ fn require_admin(c: &Caller) -> ApiResult<()> {
     }
 }
 
+/// The organisation whose transfers the caller sees: its own (the only one `ManageOrg` is ever
+/// allowed on for a member), or every organisation for the server itself.
+fn transfer_scope(c: &Caller) -> Option<String> {
+    (!c.principal.is_system()).then(|| c.org().to_owned())
+}
+
+/// Whether the caller may see `e`: only administrators of the organisation an event concerns
+/// (the server itself: all).
+fn may_see(c: &Caller, e: &ExchangeEvent) -> bool {
+    let org = match e {
+        ExchangeEvent::StudyComplete { org, .. }
+        | ExchangeEvent::Delivered { org, .. }
+        | ExchangeEvent::TransferComplete { org, .. }
+        | ExchangeEvent::Parked { org, .. } => org,
+    };
+    c.principal.is_system() || (!org.is_empty() && may(c, Action::ManageOrg, org))
+}
+
 fn limit_of(limit: Option<usize>) -> usize {
     limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
 }
@@ -295,8 +319,15 @@ async fn transfers(
     caller: Option<Extension<Caller>>,
     Query(p): Query<ListParams>,
 ) -> ApiResult<Json<Value>> {
-    require_admin(&caller_of(caller)?)?;
-    let t = st.outbox().transfers(limit_of(p.limit)).await?;
+    let c = caller_of(caller)?;
+    require_admin(&c)?;
+    let t = st
+        .outbox()
+        .transfers(&TransferFilter {
+            org: transfer_scope(&c),
+            limit: limit_of(p.limit),
+        })
+        .await?;
     Ok(json_of(&t))
 }
 
@@ -305,10 +336,12 @@ async fn receipts(
     caller: Option<Extension<Caller>>,
     Query(p): Query<ListParams>,
 ) -> ApiResult<Json<Value>> {
-    require_admin(&caller_of(caller)?)?;
+    let c = caller_of(caller)?;
+    require_admin(&c)?;
     let r = st
         .outbox()
         .receipts(&ReceiptFilter {
+            org: transfer_scope(&c),
             queue: p.queue,
             study_uid: p.study,
             limit: limit_of(p.limit),
@@ -322,7 +355,8 @@ async fn jobs(
     caller: Option<Extension<Caller>>,
     Query(p): Query<ListParams>,
 ) -> ApiResult<Json<Value>> {
-    require_admin(&caller_of(caller)?)?;
+    let c = caller_of(caller)?;
+    require_admin(&c)?;
     let state = match p.state.as_deref() {
         None | Some("") => None,
         Some(s) => Some(JobState::parse(s).ok_or_else(|| {
@@ -335,6 +369,7 @@ async fn jobs(
     let j = st
         .outbox()
         .jobs(&JobFilter {
+            org: transfer_scope(&c),
             queue: p.queue,
             study_uid: p.study,
             state,
@@ -373,7 +408,15 @@ async fn retry(
         .into_iter()
         .find(|j| j.id == id)
         .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("no job {id}")))?;
-    let org = queue_org(&st, &found.job.queue).await?;
+    let job_org = NewJob::org(&found.job);
+    let org = if job_org.is_empty() {
+        queue_org(&st, &found.job.queue).await?
+    } else if may(&c, Action::ManageOrg, &job_org) {
+        Some(job_org)
+    } else {
+        // Hidden like a missing job: the lists do not show it either.
+        return Err(ApiError::new(ErrorKind::NotFound, format!("no job {id}")));
+    };
     if let Some(org) = &org {
         require_manage(&c, org)?;
     }
@@ -416,11 +459,8 @@ async fn events(
         loop {
             match rx.recv().await {
                 Ok(e) => {
-                    // Events that name their organisation go only to its administrators.
-                    if let ExchangeEvent::StudyComplete { org, .. }
-                    | ExchangeEvent::Parked { org, .. } = &e
-                        && !may(&c, Action::ManageOrg, org)
-                    {
+                    // Every event names its organisation and goes only to its administrators.
+                    if !may_see(&c, &e) {
                         continue;
                     }
                     return Some((Ok(sse_event(&e)), (rx, c)));

@@ -79,6 +79,8 @@ pub enum ExchangeEvent {
     },
     /// Sender side: instances delivered to a destination.
     Delivered {
+        /// The sending organisation (the delivered jobs' owner).
+        org: String,
         /// The destination queue.
         queue: String,
         /// The study.
@@ -86,8 +88,11 @@ pub enum ExchangeEvent {
         /// How many in this step.
         instances: u64,
     },
-    /// Sender side: the destination confirmed the whole study (study receipt).
+    /// Sender side: the destination confirmed the whole study (study receipt); for a
+    /// retrieval, the study arrived here.
     TransferComplete {
+        /// The sending organisation (for a retrieval: the one it was for).
+        org: String,
         /// The destination queue.
         queue: String,
         /// The study.
@@ -97,7 +102,7 @@ pub enum ExchangeEvent {
     },
     /// Sender side: a job was parked after too many attempts.
     Parked {
-        /// The sending organisation (the job's owner; for alerts, issue 6).
+        /// The sending organisation (the job's owner).
         org: String,
         /// The destination queue.
         queue: String,

@@ -243,7 +243,11 @@ impl Exchange {
     /// pending: their final manifest is due, `(study, priority)`.
     async fn unfinished_studies(&self) -> HashMap<String, Vec<(String, i32)>> {
         let mut out: HashMap<String, Vec<(String, i32)>> = HashMap::new();
-        match self.outbox.transfers(1000).await {
+        match self
+            .outbox
+            .transfers(&vesalius_store::outbox::TransferFilter::limit(1000))
+            .await
+        {
             Ok(t) => {
                 for t in t {
                     if t.complete_ms < t.last_delivered_ms && t.pending == 0 {
@@ -492,11 +496,8 @@ impl Exchange {
             Ok(Some(vesalius_store::outbox::JobState::Parked)) => {
                 metrics::counter!("vesalius_exchange_parked_total").increment(1);
                 self.publish(ExchangeEvent::Parked {
-                    // Transfer and prefetch payloads name their organisation.
-                    org: serde_json::from_str::<serde_json::Value>(&j.job.payload)
-                        .ok()
-                        .and_then(|v| v["org"].as_str().map(str::to_owned))
-                        .unwrap_or_default(),
+                    // Transfer, retrieval and prefetch payloads name their organisation.
+                    org: j.job.org(),
                     queue: j.job.queue.clone(),
                     study_uid: j.job.study_uid.clone(),
                     error: error.to_owned(),
@@ -810,6 +811,7 @@ impl Exchange {
         let receipts: Vec<Receipt> = done
             .iter()
             .map(|(j, e)| Receipt {
+                org: j.job.org(),
                 queue: queue.to_owned(),
                 kind: ReceiptKind::Instance,
                 study_uid: j.job.study_uid.clone(),
@@ -827,11 +829,20 @@ impl Exchange {
             return;
         }
         metrics::counter!("vesalius_exchange_delivered_total").increment(ids.len() as u64);
-        self.publish(ExchangeEvent::Delivered {
-            queue: queue.to_owned(),
-            study_uid: study.to_owned(),
-            instances: ids.len() as u64,
-        });
+        // One event per sending organisation (a Vesalius peer's queue carries every
+        // organisation's transfers to it), so each goes only to its own administrators.
+        let mut per_org: BTreeMap<String, u64> = BTreeMap::new();
+        for (j, _) in done {
+            *per_org.entry(j.job.org()).or_default() += 1;
+        }
+        for (org, instances) in per_org {
+            self.publish(ExchangeEvent::Delivered {
+                org,
+                queue: queue.to_owned(),
+                study_uid: study.to_owned(),
+                instances,
+            });
+        }
     }
 
     /// Sends the final manifest of `study` and writes the study receipt from the answer.
@@ -858,7 +869,7 @@ impl Exchange {
             .receipts(&ReceiptFilter {
                 queue: Some(queue.to_owned()),
                 study_uid: Some(study.to_owned()),
-                limit: 0,
+                ..Default::default()
             })
             .await
         {
@@ -868,41 +879,63 @@ impl Exchange {
                 return false;
             }
         };
-        // Newest receipt per instance (a re-sent instance has several).
+        // Newest receipt per instance (a re-sent instance has several), with the organisation
+        // that sent it.
         let dicomweb = peer.kind == PeerKind::Dicomweb;
-        let mut latest: BTreeMap<String, ManifestEntry> = BTreeMap::new();
+        let mut latest: BTreeMap<String, (ManifestEntry, String)> = BTreeMap::new();
         for r in receipts
             .iter()
             .filter(|r| r.kind == ReceiptKind::Instance && (r.verified || dicomweb))
         {
-            latest
-                .entry(r.sop_instance_uid.clone())
-                .or_insert_with(|| ManifestEntry {
-                    sop_instance_uid: r.sop_instance_uid.clone(),
-                    sha256: r.sha256.clone(),
-                    size: r.size,
-                });
+            latest.entry(r.sop_instance_uid.clone()).or_insert_with(|| {
+                (
+                    ManifestEntry {
+                        sop_instance_uid: r.sop_instance_uid.clone(),
+                        sha256: r.sha256.clone(),
+                        size: r.size,
+                    },
+                    r.org.clone(),
+                )
+            });
         }
         if latest.is_empty() {
             return true;
         }
-        if dicomweb {
-            // No manifest to ask: the study receipt sums up the STOW-RS answers.
-            let n = latest.len() as u64;
-            let r = Receipt::study(
-                queue,
-                study,
-                n,
-                now_ms(),
-                false,
-                format!("{n} instances stored (STOW-RS answers, no manifest)"),
-            );
-            match self.outbox.complete(&self.opts.owner, &[], vec![r]).await {
-                Ok(_) => self.publish(ExchangeEvent::TransferComplete {
+        // The study at the peer is one, whoever sent its instances: the manifest covers them
+        // all, and each sending organisation gets its own study receipt and event (with the
+        // count of instances it sent), so its summary completes and only its administrators
+        // hear of it. Usually there is one.
+        let mut orgs: BTreeMap<String, u64> = BTreeMap::new();
+        for (_, org) in latest.values() {
+            *orgs.entry(org.clone()).or_default() += 1;
+        }
+        let instances: Vec<ManifestEntry> = latest.into_values().map(|(e, _)| e).collect();
+        let n = instances.len() as u64;
+        let study_receipts = |verified: bool, detail: &str| -> Vec<Receipt> {
+            orgs.iter()
+                .map(|(org, k)| {
+                    Receipt::study(org, queue, study, *k, now_ms(), verified, detail.to_owned())
+                })
+                .collect()
+        };
+        let announce = |this: &Self| {
+            for (org, k) in &orgs {
+                this.publish(ExchangeEvent::TransferComplete {
+                    org: org.clone(),
                     queue: queue.to_owned(),
                     study_uid: study.to_owned(),
-                    instances: n,
-                }),
+                    instances: *k,
+                });
+            }
+        };
+        if dicomweb {
+            // No manifest to ask: the study receipt sums up the STOW-RS answers.
+            let rs = study_receipts(
+                false,
+                &format!("{n} instances stored (STOW-RS answers, no manifest)"),
+            );
+            match self.outbox.complete(&self.opts.owner, &[], rs).await {
+                Ok(_) => announce(self),
                 Err(e) => {
                     tracing::warn!("{queue}: study receipt of {study}: {e}");
                     return false;
@@ -914,9 +947,8 @@ impl Exchange {
             study_uid: study.to_owned(),
             priority,
             final_: true,
-            instances: latest.into_values().collect(),
+            instances,
         };
-        let n = m.instances.len() as u64;
         match self.client.manifest(&peer, &m).await {
             Ok(a) => {
                 let detail = if a.complete {
@@ -928,16 +960,12 @@ impl Exchange {
                         a.mismatched.len()
                     )
                 };
-                let r = Receipt::study(queue, study, n, now_ms(), a.complete, detail);
-                if let Err(e) = self.outbox.complete(&self.opts.owner, &[], vec![r]).await {
+                let rs = study_receipts(a.complete, &detail);
+                if let Err(e) = self.outbox.complete(&self.opts.owner, &[], rs).await {
                     tracing::warn!("{queue}: study receipt of {study}: {e}");
                 }
                 if a.complete {
-                    self.publish(ExchangeEvent::TransferComplete {
-                        queue: queue.to_owned(),
-                        study_uid: study.to_owned(),
-                        instances: n,
-                    });
+                    announce(self);
                 }
                 true
             }

@@ -188,6 +188,9 @@ async fn search(pool: &SqlitePool, f: &AuditFilter) -> Result<Vec<AuditRecord>> 
     if f.until_ms.is_some() {
         sql.push_str(" AND time_ms < ?");
     }
+    if f.before_seq.is_some() {
+        sql.push_str(" AND seq < ?");
+    }
     sql.push_str(" ORDER BY seq DESC LIMIT ?");
     let mut q = sqlx::query(AssertSqlSafe(sql.as_str()));
     for (_, v) in equal {
@@ -195,6 +198,9 @@ async fn search(pool: &SqlitePool, f: &AuditFilter) -> Result<Vec<AuditRecord>> 
     }
     for t in [f.since_ms, f.until_ms].into_iter().flatten() {
         q = q.bind(t);
+    }
+    if let Some(b) = f.before_seq {
+        q = q.bind(sql_int(b));
     }
     let rows = q
         .bind(i64::from(f.effective_limit()))

@@ -26,10 +26,13 @@
 //! ## Layout
 //! `outbox` (one row per job; `state` is `ready`/`leased`/`parked`; indexes `outbox_lease`
 //! (queue, state, priority DESC, id), `outbox_dedupe`, `outbox_owner`, `outbox_study`) and
-//! `receipts` (append-only proof of deliveries; indexes by transfer, study and delivery time).
-//! [`Outbox::transfers`] is computed in SQL over the most recently active (queue, study) pairs
-//! only; it mirrors [`summarize`](vesalius_store::outbox::summarize) and the model test checks
-//! the two agree.
+//! `receipts` (append-only proof of deliveries, each with the sending organisation since schema
+//! 6; indexes by transfer, study, delivery time and organisation). A job's organisation is not a
+//! column: it is its payload's `org` ([`JOB_ORG`], the rule of
+//! [`payload_org`](vesalius_store::outbox::payload_org)); the outbox holds pending work only, so
+//! filtering it by an expression stays cheap. [`Outbox::transfers`] is computed in SQL over the
+//! most recently active (org, queue, study) triples only; it mirrors
+//! [`summarize`](vesalius_store::outbox::summarize) and the model test checks the two agree.
 //!
 //! ## Crash behaviour
 //! A job is durable when its transaction commits (an ingest's with its instance). A crash of the
@@ -44,7 +47,8 @@ use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::watch;
 use vesalius_store::error::{Error, Result};
 use vesalius_store::outbox::{
-    Job, JobFilter, JobState, NewJob, Outbox, Receipt, ReceiptFilter, ReceiptKind, TransferSummary,
+    Job, JobFilter, JobState, NewJob, Outbox, Receipt, ReceiptFilter, ReceiptKind, TransferFilter,
+    TransferSummary,
 };
 
 use crate::write::{Done, Tx, WriteOp, done};
@@ -170,6 +174,11 @@ const JOB: &str = "SELECT id, kind, queue, study_uid, payload, priority, not_bef
 const JOB_RETURNING: &str = "RETURNING id, kind, queue, study_uid, payload, priority, \
     not_before_ms, dedupe_key, state, attempts, lease_owner, lease_until_ms, last_error, created_ms";
 
+/// A job's organisation in SQL, the rule of [`vesalius_store::outbox::payload_org`]: the text
+/// `org` of a JSON object payload, "" otherwise.
+const JOB_ORG: &str = "(CASE WHEN json_valid(payload) AND json_type(payload, '$.org') = 'text' \
+    THEN json_extract(payload, '$.org') ELSE '' END)";
+
 fn job_from_row(r: &SqliteRow) -> Result<Job> {
     let state: &str = r.get("state");
     Ok(Job {
@@ -207,6 +216,7 @@ fn receipt_from_row(r: &SqliteRow) -> Result<Receipt> {
         k => return Err(Error::Index(format!("unknown receipt kind {k:?}"))),
     };
     Ok(Receipt {
+        org: r.get("org"),
         queue: r.get("queue"),
         kind,
         study_uid: r.get("study_uid"),
@@ -350,9 +360,10 @@ async fn complete(
     }
     for r in receipts {
         sqlx::query(
-            "INSERT INTO receipts (queue, kind, study_uid, sop_uid, sha256, size, delivered_ms, \
-               verified, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO receipts (org, queue, kind, study_uid, sop_uid, sha256, size, \
+               delivered_ms, verified, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
+        .bind(&r.org)
         .bind(&r.queue)
         .bind(receipt_kind(r.kind))
         .bind(&r.study_uid)
@@ -438,77 +449,107 @@ async fn retry(conn: &mut SqliteConnection, id: i64, now_ms: i64) -> Result<bool
 /// Per (queue, study) aggregates of the candidate pairs (a JSON array of `[queue, study]`), the
 /// same quantities [`summarize`](vesalius_store::outbox::summarize) adds up, each floored at 0
 /// as its defaults are. `touched` is the newest job creation or delivery.
-const TRANSFERS: &str = "WITH keys(queue, study_uid) AS ( \
-      SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)), \
-    j AS (SELECT o.queue, o.study_uid, max(o.priority) AS priority, \
-        sum(o.state <> 'parked') AS pending, sum(o.state = 'parked') AS parked, \
-        max(o.created_ms) AS touched, \
-        (SELECT e.last_error FROM outbox e WHERE e.queue = o.queue AND e.study_uid = o.study_uid \
-           AND e.last_error <> '' ORDER BY e.id DESC LIMIT 1) AS last_error \
-      FROM outbox o JOIN keys k ON k.queue = o.queue AND k.study_uid = o.study_uid \
-      GROUP BY o.queue, o.study_uid), \
-    r AS (SELECT r.queue, r.study_uid, sum(r.kind = 'instance') AS delivered, \
-        sum(CASE WHEN r.kind = 'instance' THEN r.size ELSE 0 END) AS delivered_bytes, \
-        sum(r.kind = 'instance' AND r.verified) AS verified, \
-        max(CASE WHEN r.kind = 'study' THEN r.delivered_ms END) AS complete_ms, \
-        max(r.delivered_ms) AS last_delivered_ms \
-      FROM receipts r JOIN keys k ON k.queue = r.queue AND k.study_uid = r.study_uid \
-      GROUP BY r.queue, r.study_uid) \
-    SELECT k.queue, k.study_uid, \
-      max(coalesce(j.priority, 0), 0) AS priority, \
-      coalesce(j.pending, 0) AS pending, coalesce(j.parked, 0) AS parked, \
-      coalesce(r.delivered, 0) AS delivered, coalesce(r.delivered_bytes, 0) AS delivered_bytes, \
-      coalesce(r.verified, 0) AS verified, \
-      max(coalesce(r.complete_ms, 0), 0) AS complete_ms, \
-      max(coalesce(r.last_delivered_ms, 0), 0) AS last_delivered_ms, \
-      coalesce(j.last_error, '') AS last_error, \
-      max(coalesce(j.touched, 0), coalesce(r.last_delivered_ms, 0), 0) AS touched \
-    FROM keys k LEFT JOIN j ON j.queue = k.queue AND j.study_uid = k.study_uid \
-      LEFT JOIN r ON r.queue = k.queue AND r.study_uid = k.study_uid \
-    WHERE j.queue IS NOT NULL OR r.queue IS NOT NULL";
+/// The summaries of the (org, queue, study) triples bound as a JSON array of arrays.
+fn transfers_sql() -> String {
+    format!(
+        "WITH keys(org, queue, study_uid) AS ( \
+          SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+            json_extract(value, '$[2]') FROM json_each(?)), \
+        o AS (SELECT *, {JOB_ORG} AS org FROM outbox), \
+        j AS (SELECT o.org, o.queue, o.study_uid, max(o.priority) AS priority, \
+            sum(o.state <> 'parked') AS pending, sum(o.state = 'parked') AS parked, \
+            max(o.created_ms) AS touched, \
+            (SELECT e.last_error FROM o e WHERE e.org = o.org AND e.queue = o.queue \
+               AND e.study_uid = o.study_uid AND e.last_error <> '' ORDER BY e.id DESC LIMIT 1) \
+              AS last_error \
+          FROM o JOIN keys k ON k.org = o.org AND k.queue = o.queue AND k.study_uid = o.study_uid \
+          GROUP BY o.org, o.queue, o.study_uid), \
+        r AS (SELECT r.org, r.queue, r.study_uid, sum(r.kind = 'instance') AS delivered, \
+            sum(CASE WHEN r.kind = 'instance' THEN r.size ELSE 0 END) AS delivered_bytes, \
+            sum(r.kind = 'instance' AND r.verified) AS verified, \
+            max(CASE WHEN r.kind = 'study' THEN r.delivered_ms END) AS complete_ms, \
+            max(r.delivered_ms) AS last_delivered_ms \
+          FROM receipts r JOIN keys k \
+            ON k.org = r.org AND k.queue = r.queue AND k.study_uid = r.study_uid \
+          GROUP BY r.org, r.queue, r.study_uid) \
+        SELECT k.org, k.queue, k.study_uid, \
+          max(coalesce(j.priority, 0), 0) AS priority, \
+          coalesce(j.pending, 0) AS pending, coalesce(j.parked, 0) AS parked, \
+          coalesce(r.delivered, 0) AS delivered, \
+          coalesce(r.delivered_bytes, 0) AS delivered_bytes, \
+          coalesce(r.verified, 0) AS verified, \
+          max(coalesce(r.complete_ms, 0), 0) AS complete_ms, \
+          max(coalesce(r.last_delivered_ms, 0), 0) AS last_delivered_ms, \
+          coalesce(j.last_error, '') AS last_error, \
+          max(coalesce(j.touched, 0), coalesce(r.last_delivered_ms, 0), 0) AS touched \
+        FROM keys k \
+          LEFT JOIN j ON j.org = k.org AND j.queue = k.queue AND j.study_uid = k.study_uid \
+          LEFT JOIN r ON r.org = k.org AND r.queue = k.queue AND r.study_uid = k.study_uid \
+        WHERE j.queue IS NOT NULL OR r.queue IS NOT NULL"
+    )
+}
+
+/// One transfer: (organisation, queue, study).
+type Triple = (String, String, String);
 
 impl SqliteIndex {
-    /// The (queue, study) pairs that can be among the `limit` most recently active: the
-    /// `limit` newest by job creation and the `limit` newest by delivery (a pair in the answer
-    /// is newest by one of the two). Every pair when `limit` is 0.
-    async fn transfer_candidates(&self, limit: usize) -> Result<Vec<(String, String)>> {
-        let mut pairs: Vec<(String, String)> = Vec::new();
+    /// The (org, queue, study) triples that can be among the `limit` most recently active of
+    /// `org` (every organisation when `None`): the `limit` newest by job creation and the
+    /// `limit` newest by delivery (a triple in the answer is newest by one of the two). Every
+    /// triple when `limit` is 0.
+    async fn transfer_candidates(&self, org: Option<&str>, limit: usize) -> Result<Vec<Triple>> {
+        let triple = |r: &SqliteRow| -> Triple { (r.get(0), r.get(1), r.get(2)) };
+        let job_where = if org.is_some() {
+            format!(" WHERE {JOB_ORG} = ?1")
+        } else {
+            String::new()
+        };
+        let receipt_where = if org.is_some() { " WHERE org = ?1" } else { "" };
+        let mut pairs: Vec<Triple> = Vec::new();
         if limit == 0 {
-            let rows = sqlx::query(
-                "SELECT queue, study_uid FROM outbox UNION SELECT queue, study_uid FROM receipts",
-            )
+            let sql = format!(
+                "SELECT {JOB_ORG}, queue, study_uid FROM outbox{job_where} \
+                 UNION SELECT org, queue, study_uid FROM receipts{receipt_where}"
+            );
+            let rows = sqlx::query(AssertSqlSafe(sql))
+                .bind(org.unwrap_or_default())
+                .fetch_all(&self.read)
+                .await
+                .map_err(db_err)?;
+            return Ok(rows.iter().map(triple).collect());
+        }
+        // The outbox holds pending work only: grouping all of it is cheap.
+        let sql = format!(
+            "SELECT {JOB_ORG} AS org, queue, study_uid, max(max(created_ms), 0) AS t FROM outbox\
+             {job_where} GROUP BY 1, 2, 3 ORDER BY t DESC, queue, study_uid, org LIMIT ?2"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(org.unwrap_or_default())
+            .bind(sql_limit(limit))
             .fetch_all(&self.read)
             .await
             .map_err(db_err)?;
-            return Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect());
-        }
-        // The outbox holds pending work only: grouping all of it is cheap.
-        let rows = sqlx::query(
-            "SELECT queue, study_uid, max(max(created_ms), 0) AS t FROM outbox \
-             GROUP BY queue, study_uid ORDER BY t DESC, queue, study_uid LIMIT ?",
-        )
-        .bind(sql_limit(limit))
-        .fetch_all(&self.read)
-        .await
-        .map_err(db_err)?;
-        pairs.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
-        // Receipts grow without bound: walk `receipts_time` from the newest and stop at the
-        // `limit`-th distinct pair. (Times at or below 0 all count as 0 in the summary and
-        // rank by name; if the walk gets there, it reads on to the end to rank them.)
-        let mut seen: Vec<(String, String)> = Vec::new();
-        let mut rows = sqlx::query(
-            "SELECT queue, study_uid, delivered_ms FROM receipts \
-             ORDER BY delivered_ms DESC, queue, study_uid",
-        )
-        .fetch(&self.read);
+        pairs.extend(rows.iter().map(triple));
+        // Receipts grow without bound: walk `receipts_time_org` (or `receipts_org_time` for one
+        // organisation) from the newest and stop at the `limit`-th distinct triple. (Times at or
+        // below 0 all count as 0 in the summary and rank by name; if the walk gets there, it
+        // reads on to the end to rank them.)
+        let mut seen: Vec<Triple> = Vec::new();
+        let sql = format!(
+            "SELECT org, queue, study_uid, delivered_ms FROM receipts{receipt_where} \
+             ORDER BY delivered_ms DESC, queue, study_uid, org"
+        );
+        let mut rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(org.unwrap_or_default())
+            .fetch(&self.read);
         while let Some(r) = rows.try_next().await.map_err(db_err)? {
-            let t: i64 = r.get(2);
+            let t: i64 = r.get(3);
             if seen.len() >= limit && t > 0 {
                 break;
             }
-            let pair: (String, String) = (r.get(0), r.get(1));
-            if !seen.contains(&pair) {
-                seen.push(pair);
+            let p = triple(&r);
+            if !seen.contains(&p) {
+                seen.push(p);
             }
         }
         drop(rows);
@@ -637,6 +678,10 @@ impl Outbox for SqliteIndex {
     async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>> {
         let mut sql = format!("{JOB} WHERE 1");
         let mut params: Vec<&str> = Vec::new();
+        if let Some(o) = &filter.org {
+            sql.push_str(&format!(" AND {JOB_ORG} = ?"));
+            params.push(o);
+        }
         if let Some(q) = &filter.queue {
             sql.push_str(" AND queue = ?");
             params.push(q);
@@ -673,10 +718,14 @@ impl Outbox for SqliteIndex {
 
     async fn receipts(&self, filter: &ReceiptFilter) -> Result<Vec<Receipt>> {
         let mut sql = String::from(
-            "SELECT queue, kind, study_uid, sop_uid, sha256, size, delivered_ms, verified, \
+            "SELECT org, queue, kind, study_uid, sop_uid, sha256, size, delivered_ms, verified, \
              detail FROM receipts WHERE 1",
         );
         let mut params: Vec<&str> = Vec::new();
+        if let Some(o) = &filter.org {
+            sql.push_str(" AND org = ?");
+            params.push(o);
+        }
         if let Some(q) = &filter.queue {
             sql.push_str(" AND queue = ?");
             params.push(q);
@@ -698,13 +747,16 @@ impl Outbox for SqliteIndex {
         rows.iter().map(receipt_from_row).collect()
     }
 
-    async fn transfers(&self, limit: usize) -> Result<Vec<TransferSummary>> {
-        let pairs = self.transfer_candidates(limit).await?;
+    async fn transfers(&self, filter: &TransferFilter) -> Result<Vec<TransferSummary>> {
+        let limit = filter.limit;
+        let pairs = self
+            .transfer_candidates(filter.org.as_deref(), limit)
+            .await?;
         if pairs.is_empty() {
             return Ok(Vec::new());
         }
         let keys = serde_json::to_string(&pairs).map_err(|e| Error::Index(e.to_string()))?;
-        let rows = sqlx::query(TRANSFERS)
+        let rows = sqlx::query(AssertSqlSafe(transfers_sql()))
             .bind(keys)
             .fetch_all(&self.read)
             .await
@@ -714,6 +766,7 @@ impl Outbox for SqliteIndex {
             .iter()
             .map(|r| {
                 let s = TransferSummary {
+                    org: r.get("org"),
                     queue: r.get("queue"),
                     study_uid: r.get("study_uid"),
                     priority: r.get("priority"),
@@ -734,6 +787,7 @@ impl Outbox for SqliteIndex {
             b.0.cmp(&a.0)
                 .then_with(|| a.1.queue.cmp(&b.1.queue))
                 .then_with(|| a.1.study_uid.cmp(&b.1.study_uid))
+                .then_with(|| a.1.org.cmp(&b.1.org))
         });
         if limit > 0 {
             out.truncate(limit);

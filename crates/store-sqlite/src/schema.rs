@@ -22,6 +22,12 @@
 //! - **5**: DICOM nodes gain `retrieve` (`move` or `get`: C-MOVE to our AE title or C-GET on our
 //!   own association); a version-4 table gets the column with its default, so every existing
 //!   node goes on being retrieved from by C-MOVE.
+//! - **6**: receipts gain `org`, the sending organisation, so that transfers, receipts and
+//!   their live events go only to that organisation's administrators. A version-5 receipt gets
+//!   the organisation that holds its study when exactly one does (the sender kept its copy);
+//!   otherwise it stays "" and only the server itself (`vesalius transfers`, the CLI) lists it.
+//!   The delivery-time index `receipts_time` is replaced by `receipts_time_org` (the same order,
+//!   covering the organisation) and `receipts_org_time` (one organisation's, newest first).
 //!
 //! A database with a higher version than [`SCHEMA_VERSION`] was written by a newer Vesalius and
 //! is refused rather than modified.
@@ -33,7 +39,7 @@ use vesalius_store::error::{Error, Result};
 use crate::db_err;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Brings the database to [`SCHEMA_VERSION`] (creating it when empty).
 pub(crate) async fn migrate(conn: &mut SqliteConnection) -> Result<()> {
@@ -141,6 +147,35 @@ async fn migrate_in_transaction(conn: &mut SqliteConnection) -> Result<()> {
             .await
             .map_err(db_err)?;
     }
+    // Version 6: a version-5 receipts table gains the sending organisation (module doc).
+    let receipt_columns: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM pragma_table_info('receipts')")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    if !receipt_columns.iter().any(|c| c == "org") {
+        sqlx::raw_sql(
+            "ALTER TABLE receipts ADD COLUMN org TEXT NOT NULL DEFAULT ''; \
+             UPDATE receipts SET org = (SELECT min(s.org) FROM studies s \
+                 WHERE s.study_uid = receipts.study_uid) \
+               WHERE (SELECT count(*) FROM studies s WHERE s.study_uid = receipts.study_uid) = 1; \
+             DROP INDEX IF EXISTS receipts_time;",
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    }
+    // Outbox::transfers walks these from the newest delivery and stops (covering: it never
+    // visits the table), over every organisation or one.
+    sqlx::raw_sql(
+        "CREATE INDEX IF NOT EXISTS receipts_time_org \
+           ON receipts (delivered_ms DESC, queue, study_uid, org); \
+         CREATE INDEX IF NOT EXISTS receipts_org_time \
+           ON receipts (org, delivered_ms DESC, queue, study_uid);",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
     if version != SCHEMA_VERSION {
         sqlx::query(AssertSqlSafe(format!(
             "PRAGMA user_version = {SCHEMA_VERSION}"

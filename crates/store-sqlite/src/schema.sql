@@ -1,4 +1,4 @@
--- Vesalius index schema, version 5 (PRAGMA user_version; see schema.rs for the migrations).
+-- Vesalius index schema, version 6 (PRAGMA user_version; see schema.rs for the migrations).
 -- Applied at every open: every statement is CREATE ... IF NOT EXISTS.
 -- One row per patient, study, series and instance version.
 CREATE TABLE IF NOT EXISTS patients (
@@ -115,8 +115,11 @@ CREATE INDEX IF NOT EXISTS outbox_study ON outbox (study_uid);
 
 -- Proof of deliveries, kept after their jobs are gone; append-only for the product.
 -- kind: 'instance' | 'study' (ReceiptKind). "Newest first" is id order (insertion).
+-- org: the sending organisation (the job's payload `org`; schema 6). Its indexes are made by
+-- schema.rs after the column exists (a version-5 table gains it there).
 CREATE TABLE IF NOT EXISTS receipts (
     id           INTEGER PRIMARY KEY,
+    org          TEXT NOT NULL DEFAULT '',
     queue        TEXT NOT NULL,
     kind         TEXT NOT NULL,
     study_uid    TEXT NOT NULL,
@@ -130,9 +133,6 @@ CREATE TABLE IF NOT EXISTS receipts (
 -- One transfer's receipts (queue, study), newest first through the implicit trailing rowid.
 CREATE INDEX IF NOT EXISTS receipts_transfer ON receipts (queue, study_uid);
 CREATE INDEX IF NOT EXISTS receipts_study ON receipts (study_uid);
--- Outbox::transfers reads the most recently delivered (queue, study) pairs first and stops:
--- this order, covering, so it never visits the table.
-CREATE INDEX IF NOT EXISTS receipts_time ON receipts (delivered_ms DESC, queue, study_uid);
 
 -- ---- Registry (vesalius_store::registry): peers, DICOM nodes, routes, arrivals. ----
 -- Written only by the writer task (Registry::apply, with its audit events in one savepoint).

@@ -182,6 +182,10 @@ pub struct AuditFilter {
     pub since_ms: Option<i64>,
     /// Before this time (ms, exclusive).
     pub until_ms: Option<i64>,
+    /// Only records older than this one (`seq` below it): the next page of a search, newest
+    /// first, after a page whose last record had this `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_seq: Option<u64>,
     /// At most this many records (newest first); 0 means a backend default (1000).
     pub limit: u32,
 }

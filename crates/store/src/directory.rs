@@ -40,6 +40,19 @@ pub struct Org {
     pub created_ms: i64,
 }
 
+impl Org {
+    /// Whether `id` may name an organisation: a slug of 1-64 lower-case ASCII letters, digits
+    /// and '-', not starting with '-' (ids name folders of the blob store, appear in URLs and in
+    /// every record the organisation owns). The CLI and the API check it alike.
+    pub fn valid_id(id: &str) -> bool {
+        (1..=64).contains(&id.len())
+            && id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !id.starts_with('-')
+    }
+}
+
 /// What a member of an organisation may do. Decisions are made by `vesalius_auth::policy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -105,6 +105,7 @@ impl AuditLog for MemoryAuditLog {
             .records
             .iter()
             .rev()
+            .filter(|r| filter.before_seq.is_none_or(|b| r.seq < b))
             .filter(|r| filter.matches(&r.event))
             .take(filter.effective_limit() as usize)
             .cloned()

@@ -60,6 +60,24 @@ pub struct NewJob {
     pub dedupe_key: Option<String>,
 }
 
+impl NewJob {
+    /// The organisation the job belongs to, see [`payload_org`].
+    pub fn org(&self) -> String {
+        payload_org(&self.payload)
+    }
+}
+
+/// The organisation a job belongs to: the `org` field of its JSON payload (transfer, retrieval
+/// and prefetch payloads name the sending organisation, the one whose route or request made
+/// the job), "" when the payload has none. Every backend filters by this same rule
+/// ([`JobFilter::org`]).
+pub fn payload_org(payload: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v.get("org").and_then(|o| o.as_str()).map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// Where a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -125,6 +143,10 @@ pub enum ReceiptKind {
 /// Proof of one delivery, kept for the sender (API, `vesalius transfers`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
+    /// The organisation whose transfer it is: the delivered job's ([`NewJob::org`]). "" for
+    /// receipts written before schema 6 whose study no single organisation held.
+    #[serde(default)]
+    pub org: String,
     /// The destination queue (`peer:hub`, `node:PACS`).
     pub queue: String,
     /// Instance or study.
@@ -147,8 +169,10 @@ pub struct Receipt {
 }
 
 impl Receipt {
-    /// The receipt of a whole study at `queue`: `size` instances, delivered at `delivered_ms`.
+    /// The receipt of `org`'s whole study at `queue`: `size` instances, delivered at
+    /// `delivered_ms`.
     pub fn study(
+        org: &str,
         queue: &str,
         study_uid: &str,
         size: u64,
@@ -157,6 +181,7 @@ impl Receipt {
         detail: String,
     ) -> Receipt {
         Receipt {
+            org: org.to_owned(),
             queue: queue.to_owned(),
             kind: ReceiptKind::Study,
             study_uid: study_uid.to_owned(),
@@ -173,6 +198,8 @@ impl Receipt {
 /// Which jobs to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFilter {
+    /// Only jobs of this organisation ([`NewJob::org`]).
+    pub org: Option<String>,
     /// Only this queue.
     pub queue: Option<String>,
     /// Only this study.
@@ -186,6 +213,8 @@ pub struct JobFilter {
 /// Which receipts to list (newest first).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReceiptFilter {
+    /// Only receipts of this organisation.
+    pub org: Option<String>,
     /// Only this queue.
     pub queue: Option<String>,
     /// Only this study.
@@ -194,9 +223,28 @@ pub struct ReceiptFilter {
     pub limit: usize,
 }
 
-/// One study's transfer to one destination, summarised from jobs and receipts.
+/// Which transfer summaries to list (the most recently active first).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransferFilter {
+    /// Only transfers of this organisation.
+    pub org: Option<String>,
+    /// At most this many (0: no limit).
+    pub limit: usize,
+}
+
+impl TransferFilter {
+    /// Every organisation's transfers, at most `limit` (0: all).
+    pub fn limit(limit: usize) -> Self {
+        TransferFilter { org: None, limit }
+    }
+}
+
+/// One organisation's transfer of one study to one destination, summarised from its jobs and
+/// receipts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransferSummary {
+    /// The sending organisation (the jobs' [`NewJob::org`], the receipts' `org`).
+    pub org: String,
     /// The destination queue.
     pub queue: String,
     /// The study.
@@ -272,8 +320,9 @@ pub trait Outbox: Send + Sync + 'static {
     /// Receipts, newest first.
     async fn receipts(&self, filter: &ReceiptFilter) -> Result<Vec<Receipt>>;
 
-    /// Per (queue, study) summaries, the most recently active first, at most `limit`.
-    async fn transfers(&self, limit: usize) -> Result<Vec<TransferSummary>>;
+    /// Per (organisation, queue, study) summaries, the most recently active first, as
+    /// `filter` says.
+    async fn transfers(&self, filter: &TransferFilter) -> Result<Vec<TransferSummary>>;
 
     /// A counter that moves whenever jobs are added or made ready on this node.
     fn changes(&self) -> watch::Receiver<u64>;
@@ -282,10 +331,11 @@ pub trait Outbox: Send + Sync + 'static {
 /// Summaries from jobs and receipts: the one definition every backend can share (the SQLite
 /// backend loads the rows of the studies concerned and calls it).
 pub fn summarize(jobs: &[Job], receipts: &[Receipt], limit: usize) -> Vec<TransferSummary> {
-    let mut m: BTreeMap<(String, String), TransferSummary> = BTreeMap::new();
-    let mut touched: BTreeMap<(String, String), i64> = BTreeMap::new();
+    type Key = (String, String, String);
+    let mut m: BTreeMap<Key, TransferSummary> = BTreeMap::new();
+    let mut touched: BTreeMap<Key, i64> = BTreeMap::new();
     for j in jobs {
-        let key = (j.job.queue.clone(), j.job.study_uid.clone());
+        let key = (j.job.org(), j.job.queue.clone(), j.job.study_uid.clone());
         let s = m.entry(key.clone()).or_default();
         s.priority = s.priority.max(j.job.priority);
         match j.state {
@@ -299,7 +349,7 @@ pub fn summarize(jobs: &[Job], receipts: &[Receipt], limit: usize) -> Vec<Transf
         *t = (*t).max(j.created_ms);
     }
     for r in receipts {
-        let key = (r.queue.clone(), r.study_uid.clone());
+        let key = (r.org.clone(), r.queue.clone(), r.study_uid.clone());
         let s = m.entry(key.clone()).or_default();
         match r.kind {
             ReceiptKind::Instance => {
@@ -315,10 +365,9 @@ pub fn summarize(jobs: &[Job], receipts: &[Receipt], limit: usize) -> Vec<Transf
     }
     let mut out: Vec<(i64, TransferSummary)> = m
         .into_iter()
-        .map(|((queue, study_uid), mut s)| {
-            let t = touched[&(queue.clone(), study_uid.clone())];
-            s.queue = queue;
-            s.study_uid = study_uid;
+        .map(|(key, mut s)| {
+            let t = touched[&key];
+            (s.org, s.queue, s.study_uid) = key;
             (t, s)
         })
         .collect();
@@ -326,6 +375,7 @@ pub fn summarize(jobs: &[Job], receipts: &[Receipt], limit: usize) -> Vec<Transf
         b.0.cmp(&a.0)
             .then_with(|| a.1.queue.cmp(&b.1.queue))
             .then_with(|| a.1.study_uid.cmp(&b.1.study_uid))
+            .then_with(|| a.1.org.cmp(&b.1.org))
     });
     if limit > 0 {
         out.truncate(limit);
@@ -542,6 +592,7 @@ impl Outbox for MemoryOutbox {
         let mut out: Vec<Job> = st
             .jobs
             .values()
+            .filter(|j| filter.org.as_ref().is_none_or(|o| &j.job.org() == o))
             .filter(|j| filter.queue.as_ref().is_none_or(|q| &j.job.queue == q))
             .filter(|j| {
                 filter
@@ -577,6 +628,7 @@ impl Outbox for MemoryOutbox {
             .receipts
             .iter()
             .rev()
+            .filter(|r| filter.org.as_ref().is_none_or(|o| &r.org == o))
             .filter(|r| filter.queue.as_ref().is_none_or(|q| &r.queue == q))
             .filter(|r| filter.study_uid.as_ref().is_none_or(|s| &r.study_uid == s))
             .cloned()
@@ -587,10 +639,22 @@ impl Outbox for MemoryOutbox {
         Ok(out)
     }
 
-    async fn transfers(&self, limit: usize) -> Result<Vec<TransferSummary>> {
+    async fn transfers(&self, filter: &TransferFilter) -> Result<Vec<TransferSummary>> {
         let st = self.state.lock().expect("lock");
-        let jobs: Vec<Job> = st.jobs.values().cloned().collect();
-        Ok(summarize(&jobs, &st.receipts, limit))
+        let ours = |o: &str| filter.org.as_deref().is_none_or(|f| f == o);
+        let jobs: Vec<Job> = st
+            .jobs
+            .values()
+            .filter(|j| ours(&j.job.org()))
+            .cloned()
+            .collect();
+        let receipts: Vec<Receipt> = st
+            .receipts
+            .iter()
+            .filter(|r| ours(&r.org))
+            .cloned()
+            .collect();
+        Ok(summarize(&jobs, &receipts, filter.limit))
     }
 
     fn changes(&self) -> watch::Receiver<u64> {

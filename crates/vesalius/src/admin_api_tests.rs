@@ -34,8 +34,15 @@ enum As<'a> {
 
 impl Fixture {
     async fn start() -> Fixture {
+        Fixture::start_with(true).await
+    }
+
+    /// A site whose HTTP requests need credentials (`required`), or one that serves anonymous
+    /// requests as the server itself (`[auth] required = false`).
+    async fn start_with(required: bool) -> Fixture {
         let dir = tempfile::tempdir().expect("dir");
         let mut cfg = Config::default();
+        cfg.auth.required = required;
         cfg.storage.data_dir = dir.path().join("data");
         cfg.storage.org = NORTH.into();
         cfg.dicom.addr = "127.0.0.1:0".parse().expect("address");
@@ -744,5 +751,328 @@ async fn r6_route_test_audit_search_and_system() {
     assert_eq!(v["stats"]["instances"], 1);
     assert!(v["disk"]["free_bytes"].as_u64().unwrap() > 0);
     assert_eq!(v["index"]["ok"], true);
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r6_only_the_site_creates_organisations() {
+    // With credentials required, nobody over HTTP is the site: an organisation's administrator
+    // may not create one (the policy keeps it for the server), nor anyone else.
+    let f = Fixture::start().await;
+    let east = json!({"id": "east", "name": "East Hospital"});
+    assert_eq!(
+        f.json(As::Nobody, "POST", "/api/v1/orgs", east.clone())
+            .await
+            .0,
+        401
+    );
+    for who in [ADMIN, CLINICIAN, As::Role(SOUTH, Role::Admin)] {
+        let r = f.json(who, "POST", "/api/v1/orgs", east.clone()).await;
+        refused(&r, 403, "forbidden");
+    }
+    // Refused before the body is read: a bad one is still 403, not 400.
+    let r = f
+        .call(
+            ADMIN,
+            "POST",
+            "/api/v1/orgs",
+            Some(("application/json", b"{".to_vec())),
+        )
+        .await;
+    refused(&r, 403, "forbidden");
+    let dir = f.site.storage.auth.directory();
+    assert!(dir.org("east").await.unwrap().is_none());
+    let (_, v) = f.get(ADMIN, "/api/v1/orgs").await;
+    assert_eq!(v["may_create"], false);
+    f.stop().await;
+
+    // A site serving anonymous requests as the server itself: the site creates them.
+    let f = Fixture::start_with(false).await;
+    let site = As::Nobody;
+    let (s, v) = f.get(site, "/api/v1/orgs").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["may_create"], true);
+    let (s, v) = f.json(site, "POST", "/api/v1/orgs", east.clone()).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        (v["org"]["id"].as_str(), v["org"]["name"].as_str()),
+        (Some("east"), Some("East Hospital"))
+    );
+    let made = f
+        .site
+        .storage
+        .auth
+        .directory()
+        .org("east")
+        .await
+        .unwrap()
+        .expect("east");
+    assert_eq!(made.name, "East Hospital");
+    // The same id again: 409; bad ids, names and bodies: 400 with a code.
+    refused(
+        &f.json(site, "POST", "/api/v1/orgs", east.clone()).await,
+        409,
+        "conflict",
+    );
+    for bad in [
+        json!({"id": "East"}),
+        json!({"id": "-east"}),
+        json!({"id": "a/b"}),
+        json!({"id": ""}),
+        json!({"id": "x".repeat(65)}),
+        json!({"name": "no id"}),
+        json!({"id": "west", "colour": "blue"}),
+        json!({"id": "west", "name": "w".repeat(201)}),
+        json!({"id": "west", "name": "line\nbreak"}),
+    ] {
+        refused(
+            &f.json(site, "POST", "/api/v1/orgs", bad.clone()).await,
+            400,
+            "bad-request",
+        );
+    }
+    refused(
+        &f.call(
+            site,
+            "POST",
+            "/api/v1/orgs",
+            Some(("application/json", b"not json".to_vec())),
+        )
+        .await,
+        400,
+        "bad-request",
+    );
+    assert!(
+        f.site
+            .storage
+            .auth
+            .directory()
+            .org("west")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Without a name the id is the name.
+    let (s, v) = f
+        .json(site, "POST", "/api/v1/orgs", json!({"id": "west"}))
+        .await;
+    assert_eq!((s, v["org"]["name"].as_str()), (201, Some("west")));
+    // Its members: a first administrator, listed with the organisation.
+    let (s, v) = f
+        .json(
+            site,
+            "POST",
+            "/api/v1/users",
+            json!({"username": "eve", "role": "admin", "org": "east"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (_, v) = f.get(site, "/api/v1/users?org=east").await;
+    let names: Vec<&str> = v["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["eve"]);
+    assert_eq!(
+        v["users"][0]["memberships"],
+        json!([{"org": "east", "role": "admin"}])
+    );
+    let (_, v) = f.get(site, "/api/v1/orgs").await;
+    let east_row = v["orgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["id"] == "east")
+        .cloned();
+    assert_eq!(east_row.map(|o| o["members"].clone()), Some(json!(1)));
+    refused(
+        &f.get(site, "/api/v1/users?org=nowhere").await,
+        404,
+        "not-found",
+    );
+    // Audited as the CLI's change is.
+    let events = f
+        .site
+        .storage
+        .auth
+        .audit_log()
+        .search(&vesalius_store::audit::AuditFilter {
+            action: Some("admin-change".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let created: Vec<&str> = events
+        .iter()
+        .filter(|r| r.event.details["change"] == "org-create")
+        .map(|r| r.event.org.as_str())
+        .collect();
+    assert_eq!(created, ["west", "east"]);
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r6_users_and_audit_searches_come_a_page_at_a_time() {
+    let f = Fixture::start().await;
+    for i in 0..7 {
+        let (s, v) = f
+            .json(
+                ADMIN,
+                "POST",
+                "/api/v1/users",
+                json!({"username": format!("pager-{i}"), "role": "clinician"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    // Users by username, three at a time: every one once, `more` until the last page.
+    let (_, all) = f.get(ADMIN, "/api/v1/users?limit=500").await;
+    let total = all["total"].as_u64().unwrap() as usize;
+    assert_eq!(total, all["users"].as_array().unwrap().len());
+    assert!(total >= 10, "north's three and seven pagers: {total}");
+    let mut paged: Vec<String> = Vec::new();
+    let mut offset = 0;
+    loop {
+        let (s, v) = f
+            .get(ADMIN, &format!("/api/v1/users?limit=3&offset={offset}"))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["total"].as_u64(), Some(total as u64));
+        let page = v["users"].as_array().unwrap();
+        assert!(page.len() <= 3);
+        paged.extend(
+            page.iter()
+                .map(|u| u["username"].as_str().unwrap().to_owned()),
+        );
+        offset += 3;
+        assert_eq!(v["more"], offset < total, "{v}");
+        if v["more"] == false {
+            break;
+        }
+    }
+    let mut sorted = paged.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(paged, sorted, "by username, none twice");
+    assert_eq!(paged.len(), total);
+    assert!(!paged.iter().any(|n| n.starts_with("south")));
+    // Past the end: an empty page.
+    let (_, v) = f.get(ADMIN, "/api/v1/users?offset=1000").await;
+    assert_eq!(
+        (v["users"].as_array().map(Vec::len), v["more"].as_bool()),
+        (Some(0), Some(false))
+    );
+    // One organisation's members; another's is refused; bad parameters are 400.
+    let (_, v) = f.get(ADMIN, "/api/v1/users?org=north&limit=2").await;
+    assert_eq!(
+        (v["users"].as_array().map(Vec::len), v["more"].as_bool()),
+        (Some(2), Some(true))
+    );
+    refused(
+        &f.get(ADMIN, "/api/v1/users?org=south").await,
+        403,
+        "forbidden",
+    );
+    refused(
+        &f.get(ADMIN, "/api/v1/users?org=nowhere").await,
+        403,
+        "forbidden",
+    );
+    for bad in ["limit=0", "limit=501", "limit=many", "offset=-1", "page=2"] {
+        refused(
+            &f.get(ADMIN, &format!("/api/v1/users?{bad}")).await,
+            400,
+            "bad-request",
+        );
+    }
+    assert_eq!(f.get(As::Nobody, "/api/v1/users?limit=3").await.0, 401);
+    refused(
+        &f.get(CLINICIAN, "/api/v1/users?limit=3").await,
+        403,
+        "forbidden",
+    );
+
+    // The audit search: the ten user-create events (the fixture's three and the seven pagers),
+    // three at a time, newest first.
+    let (_, whole) = f
+        .get(ADMIN, "/api/v1/audit/events?action=user-create&limit=100")
+        .await;
+    let want: Vec<u64> = whole["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(want.len(), 10, "{whole}");
+    assert_eq!(
+        (whole["more"].as_bool(), whole["next_before"].as_u64()),
+        (Some(false), None)
+    );
+    let mut got: Vec<u64> = Vec::new();
+    let mut before: Option<u64> = None;
+    for page in 0.. {
+        let path = match before {
+            None => "/api/v1/audit/events?action=user-create&limit=3".to_owned(),
+            Some(b) => format!("/api/v1/audit/events?action=user-create&limit=3&before={b}"),
+        };
+        let (s, v) = f.get(ADMIN, &path).await;
+        assert_eq!(s, 200, "{v}");
+        let seqs: Vec<u64> = v["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["seq"].as_u64().unwrap())
+            .collect();
+        got.extend(&seqs);
+        if page < 3 {
+            assert_eq!(seqs.len(), 3);
+            assert_eq!(v["more"], true);
+            assert_eq!(v["next_before"].as_u64(), seqs.last().copied());
+            before = v["next_before"].as_u64();
+        } else {
+            assert_eq!((seqs.len(), v["more"].as_bool()), (1, Some(false)), "{v}");
+            assert!(v["next_before"].is_null());
+            break;
+        }
+    }
+    assert_eq!(
+        got, want,
+        "the pages together are the whole search, newest first"
+    );
+    // South's administrator pages through nothing of north's.
+    let (_, v) = f
+        .get(
+            As::Role(SOUTH, Role::Admin),
+            &format!(
+                "/api/v1/audit/events?action=user-create&limit=3&before={}",
+                want[0] + 1
+            ),
+        )
+        .await;
+    let orgs: Vec<&str> = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["org"].as_str().unwrap())
+        .collect();
+    assert_eq!(orgs, [SOUTH, SOUTH], "south's own two users only: {v}");
+    for bad in ["before=0", "before=soon", "before=-3"] {
+        refused(
+            &f.get(ADMIN, &format!("/api/v1/audit/events?{bad}")).await,
+            400,
+            "bad-request",
+        );
+    }
+    assert_eq!(
+        f.get(As::Nobody, "/api/v1/audit/events?before=5").await.0,
+        401
+    );
+    refused(
+        &f.get(CLINICIAN, "/api/v1/audit/events?before=5").await,
+        403,
+        "forbidden",
+    );
     f.stop().await;
 }

@@ -152,6 +152,7 @@ pub async fn run(args: AuditArgs, cfg: Config) -> Result<()> {
                 patient,
                 since_ms: since,
                 until_ms: until,
+                before_seq: None,
                 limit: limit.max(1),
             };
             let records = cx.index.search(&filter).await?;

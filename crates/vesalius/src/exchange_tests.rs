@@ -108,7 +108,10 @@ async fn r5_ct_head_is_routed_verified_and_complete_at_the_hub() {
     let outbox = spoke.storage.exchange.outbox();
     let t = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let t = outbox.transfers(10).await.unwrap();
+            let t = outbox
+                .transfers(&vesalius_store::outbox::TransferFilter::limit(10))
+                .await
+                .unwrap();
             if t.first().is_some_and(|t| t.complete_ms > 0) {
                 return t;
             }
@@ -322,7 +325,10 @@ async fn r5_a_final_manifest_without_answer_is_sent_again() {
     let outbox = spoke.storage.exchange.outbox().clone();
     let delivered = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            let t = outbox.transfers(10).await.unwrap();
+            let t = outbox
+                .transfers(&vesalius_store::outbox::TransferFilter::limit(10))
+                .await
+                .unwrap();
             if t.first().is_some_and(|t| t.verified == 4) {
                 return t;
             }
@@ -340,7 +346,14 @@ async fn r5_a_final_manifest_without_answer_is_sent_again() {
     hub.stop().await;
     // The final manifest falls due while the hub is away and gets no answer.
     tokio::time::sleep(Duration::from_millis(4_000)).await;
-    assert_eq!(outbox.transfers(10).await.unwrap()[0].complete_ms, 0);
+    assert_eq!(
+        outbox
+            .transfers(&vesalius_store::outbox::TransferFilter::limit(10))
+            .await
+            .unwrap()[0]
+            .complete_ms,
+        0
+    );
     let hub = RunningSite::start(hub_cfg).await.unwrap();
     let mut events = hub.storage.exchange.subscribe();
     point_at_hub(&spoke, &hub).await;
@@ -554,7 +567,10 @@ async fn r5_prefetch_pulls_a_prior_from_a_dicom_node() {
     let outbox = here.storage.exchange.outbox();
     let t = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let t = outbox.transfers(10).await.unwrap();
+            let t = outbox
+                .transfers(&vesalius_store::outbox::TransferFilter::limit(10))
+                .await
+                .unwrap();
             if t.iter()
                 .any(|t| t.queue == "retrieve:pacs" && t.complete_ms > 0)
             {
@@ -778,4 +794,167 @@ async fn r5_prefetch_by_c_get_brings_only_the_relevant_prior() {
     assert!(outbox.jobs(&JobFilter::default()).await.unwrap().is_empty());
     pacs.stop().await;
     here.stop().await;
+}
+
+/// An API token of administrator `username` in `org` on `site`.
+async fn admin_token(site: &RunningSite, org: &str, username: &str) -> String {
+    let auth = &site.storage.auth;
+    let user = auth
+        .directory()
+        .user_by_name(username)
+        .await
+        .unwrap()
+        .expect("the administrator");
+    auth.create_token(
+        &vesalius_auth::Principal::system(),
+        &user.id,
+        org,
+        vesalius_store::directory::Role::Admin,
+        "test",
+        None,
+        vesalius_auth::Origin::default(),
+    )
+    .await
+    .unwrap()
+    .1
+}
+
+/// Reads a server-sent event stream until `want` appears in it (or `wait` passes).
+async fn read_until(resp: &mut reqwest::Response, want: &str, wait: Duration) -> String {
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while !seen.contains(want) {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(b))) => seen.push_str(&String::from_utf8_lossy(&b)),
+            _ => break,
+        }
+    }
+    seen
+}
+
+/// Issue 6: a transfer's live events (`delivered`, `transfer-complete`) and its summary,
+/// receipts and jobs reach the administrators of the sending organisation only: an
+/// administrator of another organisation on the same site sees none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r6_transfer_events_and_lists_reach_only_the_sending_organisations_administrators() {
+    let dir = tempfile::tempdir().unwrap();
+    let sites = demo::start_network(dir.path()).await.unwrap();
+    let (hub, spoke) = (&sites[0], &sites[1]);
+    let ours = spoke.cfg.storage.org.clone();
+    spoke
+        .create_org_admin(
+            "other",
+            "Another hospital",
+            "admin-other",
+            "a fine test password",
+        )
+        .await
+        .unwrap();
+    let token_a = admin_token(spoke, &ours, "admin-spoke-a").await;
+    let token_b = admin_token(spoke, "other", "admin-other").await;
+    let http = reqwest::Client::new();
+    let get = |token: &str, path: &str| {
+        http.get(format!("{}{path}", spoke.base_url()))
+            .bearer_auth(token)
+            .send()
+    };
+    let mut stream_a = get(&token_a, "/api/v1/transfers/events").await.unwrap();
+    let mut stream_b = get(&token_b, "/api/v1/transfers/events").await.unwrap();
+    assert_eq!(
+        (stream_a.status().as_u16(), stream_b.status().as_u16()),
+        (200, 200)
+    );
+    let mut spoke_events = spoke.storage.exchange.subscribe();
+    let f = demo::send_and_wait(
+        spoke,
+        "CT_SPOKE_A",
+        ct_head(dir.path(), 6, 5),
+        hub.storage.exchange.subscribe(),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    // The administrator of the sending organisation is told of the deliveries and the study
+    // receipt.
+    let seen_a = read_until(
+        &mut stream_a,
+        "event: transfer-complete",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(seen_a.contains("event: delivered"), "{seen_a}");
+    assert!(seen_a.contains("event: transfer-complete"), "{seen_a}");
+    assert!(seen_a.contains(&f.study_uid), "{seen_a}");
+    assert!(seen_a.contains(&format!("\"org\":\"{ours}\"")), "{seen_a}");
+    // Every sender-side event the worker raised names the sending organisation.
+    let mut kinds = Vec::new();
+    while let Ok(e) = spoke_events.try_recv() {
+        match e {
+            vesalius_exchange::ExchangeEvent::Delivered { org, .. } => kinds.push(("d", org)),
+            vesalius_exchange::ExchangeEvent::TransferComplete { org, .. } => {
+                kinds.push(("c", org))
+            }
+            _ => {}
+        }
+    }
+    assert!(kinds.iter().any(|(k, _)| *k == "d"), "{kinds:?}");
+    assert!(kinds.iter().any(|(k, _)| *k == "c"), "{kinds:?}");
+    assert!(kinds.iter().all(|(_, o)| *o == ours), "{kinds:?}");
+    // The other organisation's administrator: everything up to a marker event of their own
+    // (published after the transfer was complete) holds nothing of it.
+    spoke
+        .storage
+        .exchange
+        .publish(vesalius_exchange::ExchangeEvent::Parked {
+            org: "other".into(),
+            queue: "node:marker".into(),
+            study_uid: "1.2.826.0.1.3680043.10.1137.777".into(),
+            error: "marker".into(),
+        });
+    let seen_b = read_until(
+        &mut stream_b,
+        "1.2.826.0.1.3680043.10.1137.777",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(seen_b.contains("event: parked"), "{seen_b}");
+    assert!(
+        !seen_b.contains(&f.study_uid)
+            && !seen_b.contains("event: delivered")
+            && !seen_b.contains("event: transfer-complete"),
+        "another organisation's administrator got the transfer's events: {seen_b}"
+    );
+    // The lists follow the same rule.
+    for path in [
+        "/api/v1/transfers",
+        "/api/v1/transfers/receipts",
+        "/api/v1/transfers/jobs",
+    ] {
+        let b: serde_json::Value = get(&token_b, path).await.unwrap().json().await.unwrap();
+        assert_eq!(b, serde_json::json!([]), "{path} for another organisation");
+    }
+    let a: serde_json::Value = get(&token_a, "/api/v1/transfers")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(a[0]["study_uid"], f.study_uid.as_str(), "{a}");
+    assert_eq!(a[0]["org"], ours.as_str(), "{a}");
+    assert_eq!(a[0]["delivered"], 5, "{a}");
+    let r: serde_json::Value = get(&token_a, "/api/v1/transfers/receipts")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.as_array().map(Vec::len),
+        Some(6),
+        "five instances and the study: {r}"
+    );
+    drop((stream_a, stream_b));
+    for s in sites {
+        s.stop().await;
+    }
 }

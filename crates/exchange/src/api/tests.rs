@@ -59,6 +59,16 @@ fn user(role: Role) -> Caller {
     }
 }
 
+/// An administrator of `org`.
+fn admin_of(org: &str) -> Caller {
+    Caller {
+        principal: Principal::session("u-admin", &format!("admin-{org}"), org, Role::Admin),
+        access: None,
+        source: "127.0.0.1:1".into(),
+        user_agent: "test".into(),
+    }
+}
+
 /// Sends one request as `caller`; answers status and JSON body.
 async fn call(
     f: &Fixture,
@@ -251,7 +261,7 @@ async fn a_parked_job_is_retried_and_the_transfer_is_summarised() {
         kind: "transfer".into(),
         queue: "node:pacs".into(),
         study_uid: study.into(),
-        payload: "{}".into(),
+        payload: r#"{"org":"a"}"#.into(),
         priority: 100,
         not_before_ms: 0,
         dedupe_key: None,
@@ -267,6 +277,7 @@ async fn a_parked_job_is_retried_and_the_transfer_is_summarised() {
             "nobody",
             &[],
             vec![Receipt {
+                org: "a".into(),
                 queue: "node:pacs".into(),
                 kind: ReceiptKind::Instance,
                 study_uid: "1.2.3".into(),
@@ -312,7 +323,22 @@ async fn a_parked_job_is_retried_and_the_transfer_is_summarised() {
     .await;
     assert_eq!(v[0]["sop_instance_uid"], "1.2.3.1");
 
+    // Another organisation's administrator sees none of it (issue 6) and cannot retry it.
+    let admin_b = admin_of("b");
+    for list in [
+        "/api/v1/transfers",
+        "/api/v1/transfers/jobs",
+        "/api/v1/transfers/receipts",
+        "/api/v1/transfers/receipts?study=1.2.3",
+    ] {
+        let (s, v) = call(&f, &admin_b, "GET", list, None).await;
+        assert_eq!(s, StatusCode::OK, "{list}");
+        assert_eq!(v, json!([]), "b's administrator sees a's {list}");
+    }
     let uri = format!("/api/v1/transfers/jobs/{}/retry", ids[0]);
+    let (s, v) = call(&f, &admin_b, "POST", &uri, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(v["error"], "not-found");
     let (s, _) = call(&f, &user(Role::Clinician), "POST", &uri, None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, v) = call(&f, &admin, "POST", &uri, None).await;
@@ -550,6 +576,78 @@ async fn read_events_until(body: Body, want: &str) -> String {
         }
     }
     seen
+}
+
+#[tokio::test]
+async fn r6_transfer_events_go_only_to_administrators_of_the_sending_organisation() {
+    let f = fixture();
+    let open = |caller: Caller| {
+        let app = router(f.state.clone()).layer(axum::Extension(caller));
+        let rq = Request::get("/api/v1/transfers/events")
+            .body(Body::empty())
+            .unwrap();
+        async move { app.oneshot(rq).await.unwrap() }
+    };
+    // Both streams are subscribed once their answers' heads are back.
+    let b = open(admin_of("b")).await;
+    let a = open(admin_of("a")).await;
+    assert_eq!((a.status(), b.status()), (StatusCode::OK, StatusCode::OK));
+    let a_study = "1.2.840.99.10";
+    let events = |org: &str, study: &str| {
+        [
+            crate::ExchangeEvent::Delivered {
+                org: org.into(),
+                queue: "peer:hub".into(),
+                study_uid: study.into(),
+                instances: 3,
+            },
+            crate::ExchangeEvent::TransferComplete {
+                org: org.into(),
+                queue: "peer:hub".into(),
+                study_uid: study.into(),
+                instances: 3,
+            },
+            crate::ExchangeEvent::Parked {
+                org: org.into(),
+                queue: "peer:hub".into(),
+                study_uid: study.into(),
+                error: "refused".into(),
+            },
+        ]
+    };
+    // a's events first, then b's own (and one of no organisation, for the server only): when
+    // b's last one arrives, a's had their turn.
+    for e in events("a", a_study) {
+        f.state.exchange.publish(e);
+    }
+    f.state.exchange.publish(crate::ExchangeEvent::Delivered {
+        org: String::new(),
+        queue: "analysis:x".into(),
+        study_uid: "1.2.840.99.12".into(),
+        instances: 1,
+    });
+    for e in events("b", "1.2.840.99.11") {
+        f.state.exchange.publish(e);
+    }
+    let seen_b = read_events_until(b.into_body(), "event: parked").await;
+    for kind in ["delivered", "transfer-complete", "parked"] {
+        assert!(seen_b.contains(&format!("event: {kind}")), "{seen_b}");
+    }
+    assert!(seen_b.contains("1.2.840.99.11"), "{seen_b}");
+    assert!(
+        !seen_b.contains(a_study) && !seen_b.contains("\"org\":\"a\""),
+        "b's administrator got a's events: {seen_b}"
+    );
+    assert!(!seen_b.contains("1.2.840.99.12"), "{seen_b}");
+    let seen_a = read_events_until(a.into_body(), "event: parked").await;
+    for kind in ["delivered", "transfer-complete", "parked"] {
+        assert!(seen_a.contains(&format!("event: {kind}")), "{seen_a}");
+    }
+    assert!(seen_a.contains(a_study), "{seen_a}");
+    assert!(
+        !seen_a.contains("1.2.840.99.11") && !seen_a.contains("1.2.840.99.12"),
+        "{seen_a}"
+    );
 }
 
 #[tokio::test]

@@ -448,6 +448,7 @@ impl Exchange {
         };
         if from_node {
             let r = self.study_receipt(
+                &p.org,
                 queue,
                 &p.study_uid,
                 format!("skipped: the study was retrieved from {}", node.name),
@@ -569,7 +570,7 @@ impl Exchange {
             priors.len() - wanted.len(),
             wanted.len()
         );
-        let r = self.study_receipt(queue, &p.study_uid, detail, wanted.len() as u64);
+        let r = self.study_receipt(&p.org, queue, &p.study_uid, detail, wanted.len() as u64);
         self.complete_quietly(j, vec![r]).await;
     }
 
@@ -632,8 +633,15 @@ impl Exchange {
         })
     }
 
-    fn study_receipt(&self, queue: &str, study: &str, detail: String, size: u64) -> Receipt {
-        Receipt::study(queue, study, size, now_ms(), false, detail)
+    fn study_receipt(
+        &self,
+        org: &str,
+        queue: &str,
+        study: &str,
+        detail: String,
+        size: u64,
+    ) -> Receipt {
+        Receipt::study(org, queue, study, size, now_ms(), false, detail)
     }
 
     /// Whether `queue` has a receipt for `study` (only study receipts when `study_only`).
@@ -643,7 +651,7 @@ impl Exchange {
             .receipts(&ReceiptFilter {
                 queue: Some(queue.to_owned()),
                 study_uid: Some(study.to_owned()),
-                limit: 0,
+                ..Default::default()
             })
             .await?;
         Ok(r.iter()

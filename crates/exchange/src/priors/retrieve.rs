@@ -103,6 +103,7 @@ impl Exchange {
         let mut receipts: Vec<Receipt> = held
             .iter()
             .map(|i| Receipt {
+                org: r.org.clone(),
                 queue: queue.clone(),
                 kind: ReceiptKind::Instance,
                 study_uid: r.study_uid.clone(),
@@ -115,6 +116,7 @@ impl Exchange {
             })
             .collect();
         receipts.push(Receipt::study(
+            &r.org,
             queue,
             &r.study_uid,
             held.len() as u64,
@@ -132,6 +134,7 @@ impl Exchange {
         }
         metrics::counter!("vesalius_exchange_retrieved_studies_total").increment(1);
         self.publish(ExchangeEvent::TransferComplete {
+            org: r.org.clone(),
             queue: queue.clone(),
             study_uid: r.study_uid.clone(),
             instances: held.len() as u64,

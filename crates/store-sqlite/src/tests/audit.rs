@@ -439,6 +439,30 @@ async fn search_filters_like_the_reference_model() {
             },
             0,
         ),
+        // Paging (issue 6): records older than seq 30, then the page after 5 of them.
+        (
+            AuditFilter {
+                before_seq: Some(30),
+                ..f()
+            },
+            29,
+        ),
+        (
+            AuditFilter {
+                action: Some("login".into()),
+                before_seq: Some(30),
+                limit: 4,
+                ..f()
+            },
+            4,
+        ),
+        (
+            AuditFilter {
+                before_seq: Some(1),
+                ..f()
+            },
+            0,
+        ),
     ];
     for (filter, n) in filters {
         let got = sql.search(&filter).await.unwrap();
@@ -448,6 +472,7 @@ async fn search_filters_like_the_reference_model() {
         // Newest first, and exactly the newest matching records.
         let mut expected: Vec<u64> = (1..=40u64)
             .rev()
+            .filter(|s| filter.before_seq.is_none_or(|b| *s < b))
             .filter(|s| filter.matches(&events[*s as usize - 1]))
             .collect();
         expected.truncate(filter.effective_limit() as usize);

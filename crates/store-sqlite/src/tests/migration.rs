@@ -357,7 +357,6 @@ async fn schema_4_nodes_keep_c_move_and_c_get_nodes_fit() {
 
     let idx = SqliteIndex::open(&path).await.unwrap();
     assert_eq!(scalar(&idx, "PRAGMA user_version").await, SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 5);
     assert_eq!(idx.stats().await.unwrap().instances, 1);
     let pacs = idx.node("pacs").await.unwrap().unwrap();
     assert_eq!(
@@ -387,4 +386,91 @@ async fn schema_4_nodes_keep_c_move_and_c_get_nodes_fit() {
     old.as_object_mut().unwrap().remove("retrieve");
     let back: vesalius_store::registry::DicomNode = serde_json::from_value(old).unwrap();
     assert_eq!(back.retrieve, RetrieveMethod::Move);
+}
+
+/// A database as the C-GET build left it (schema 5): receipts without their organisation, of a
+/// study one organisation holds (`1.2.3`, of `default`) and of one nobody holds.
+async fn schema_5_database(path: &Path) {
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::raw_sql(include_str!("schema_v5.sql"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.execute(ONE_INSTANCE).await.unwrap();
+    conn.execute(
+        "INSERT INTO receipts (queue, kind, study_uid, sop_uid, sha256, size, delivered_ms, \
+           verified, detail) VALUES \
+           ('peer:hub', 'instance', '1.2.3', '1.2.3.1', 'h', 10, 100, 1, 'ok'), \
+           ('peer:hub', 'study', '1.2.3', '', '', 1, 110, 1, 'manifest 1/1'), \
+           ('peer:hub', 'instance', '9.9', '9.9.1', 'h', 10, 120, 1, 'ok'); \
+         PRAGMA user_version = 5;",
+    )
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_5_receipts_gain_the_organisation_holding_their_study() {
+    use vesalius_store::Outbox;
+    use vesalius_store::outbox::{ReceiptFilter, TransferFilter};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.db");
+    schema_5_database(&path).await;
+
+    let idx = SqliteIndex::open(&path).await.unwrap();
+    assert_eq!(scalar(&idx, "PRAGMA user_version").await, SCHEMA_VERSION);
+    assert_eq!(SCHEMA_VERSION, 6);
+    let all = idx.receipts(&ReceiptFilter::default()).await.unwrap();
+    let orgs: Vec<(&str, &str)> = all
+        .iter()
+        .map(|r| (r.study_uid.as_str(), r.org.as_str()))
+        .collect();
+    assert_eq!(
+        orgs,
+        [("9.9", ""), ("1.2.3", "default"), ("1.2.3", "default")]
+    );
+    let of_default = idx
+        .transfers(&TransferFilter {
+            org: Some("default".into()),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        of_default
+            .iter()
+            .map(|s| (s.study_uid.as_str(), s.delivered, s.complete_ms))
+            .collect::<Vec<_>>(),
+        [("1.2.3", 1, 110)]
+    );
+    // The old delivery-time index made way for the two that cover the organisation.
+    assert_eq!(
+        scalar(
+            &idx,
+            "SELECT count(*) FROM sqlite_master WHERE name IN \
+               ('receipts_time_org', 'receipts_org_time')"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        scalar(
+            &idx,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'receipts_time'"
+        )
+        .await,
+        0
+    );
+    drop(idx);
+    // Opening again changes nothing.
+    let idx = SqliteIndex::open(&path).await.unwrap();
+    assert_eq!(idx.receipts(&ReceiptFilter::default()).await.unwrap(), all);
 }

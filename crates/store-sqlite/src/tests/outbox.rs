@@ -17,11 +17,21 @@ use super::{commit, record};
 use crate::SqliteIndex;
 
 fn job(queue: &str, study: &str, priority: i32) -> NewJob {
+    of_org("a", queue, study, priority)
+}
+
+/// A job of organisation `org` (its payload's `org`; "" leaves it out).
+fn of_org(org: &str, queue: &str, study: &str, priority: i32) -> NewJob {
+    let payload = if org.is_empty() {
+        format!(r#"{{"study":"{study}"}}"#)
+    } else {
+        format!(r#"{{"org":"{org}","study":"{study}"}}"#)
+    };
     NewJob {
         kind: "transfer".into(),
         queue: queue.into(),
         study_uid: study.into(),
-        payload: format!(r#"{{"study":"{study}"}}"#),
+        payload,
         priority,
         not_before_ms: 0,
         dedupe_key: None,
@@ -37,6 +47,7 @@ fn deduped(queue: &str, study: &str, key: &str) -> NewJob {
 
 fn receipt(queue: &str, study: &str, sop: &str, size: u64, t: i64, verified: bool) -> Receipt {
     Receipt {
+        org: "a".into(),
         queue: queue.into(),
         kind: if sop.is_empty() {
             ReceiptKind::Study
@@ -212,8 +223,14 @@ async fn script(o: &dyn Outbox) -> Vec<String> {
     );
     t.note("parked", &parked);
     t.note("active", &o.active_queues().await.unwrap());
-    t.note("transfers", &o.transfers(0).await.unwrap());
-    t.note("transfers 2", &o.transfers(2).await.unwrap());
+    t.note(
+        "transfers",
+        &o.transfers(&TransferFilter::limit(0)).await.unwrap(),
+    );
+    t.note(
+        "transfers 2",
+        &o.transfers(&TransferFilter::limit(2)).await.unwrap(),
+    );
     t.note("retry leased", &o.retry(4, 3_000).await.unwrap());
     t.note("retry missing", &o.retry(42, 3_000).await.unwrap());
     assert!(o.retry(3, 3_000).await.unwrap());
@@ -269,6 +286,7 @@ async fn script(o: &dyn Outbox) -> Vec<String> {
             queue: Some(hub.into()),
             study_uid: Some("1.1".into()),
             limit: 2,
+            ..Default::default()
         })
         .await
         .unwrap(),
@@ -282,7 +300,7 @@ async fn script(o: &dyn Outbox) -> Vec<String> {
         .await
         .unwrap(),
     );
-    let tr = o.transfers(0).await.unwrap();
+    let tr = o.transfers(&TransferFilter::limit(0)).await.unwrap();
     let s11 = tr.iter().find(|s| s.study_uid == "1.1" && s.queue == hub);
     assert_eq!(
         s11.map(|s| (s.delivered, s.delivered_bytes, s.verified, s.complete_ms)),
@@ -290,8 +308,87 @@ async fn script(o: &dyn Outbox) -> Vec<String> {
     );
     t.note("transfers", &tr);
     for limit in [1, 2, 3, 10] {
-        t.note("transfers limit", &o.transfers(limit).await.unwrap());
+        t.note(
+            "transfers limit",
+            &o.transfers(&TransferFilter::limit(limit)).await.unwrap(),
+        );
     }
+
+    // Organisations (schema 6): b's job of a study a also sends to the same peer is b's own
+    // transfer; filters by organisation see only theirs; a payload that is not JSON, or whose
+    // `org` is not text, belongs to no organisation.
+    let mut odd = job(pacs, "1.9", 0);
+    odd.payload = "not json".into();
+    let mut numeric = job(pacs, "1.9", 0);
+    numeric.payload = r#"{"org": 7}"#.into();
+    let d = o
+        .enqueue(
+            vec![
+                of_org("b", hub, "1.1", 7),
+                of_org("b", hub, "1.4", 0),
+                odd,
+                numeric,
+            ],
+            4_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(d, [7, 8, 9, 10]);
+    let l8 = o.lease(hub, "w7", 1, 4_100, 1_000).await.unwrap();
+    assert_eq!(ids(&l8), [7]);
+    let mut rb = receipt(hub, "1.1", "1.1.1", 100, 4_200, true);
+    rb.org = "b".into();
+    assert_eq!(o.complete("w7", &[7], vec![rb]).await.unwrap(), 1);
+    let of = |org: &str| JobFilter {
+        org: Some(org.into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(&o.jobs(&of("b")).await.unwrap()), [8]);
+    assert_eq!(ids(&o.jobs(&of("")).await.unwrap()), [9, 10]);
+    assert!(!ids(&o.jobs(&of("a")).await.unwrap()).contains(&8));
+    t.note("jobs of b", &o.jobs(&of("b")).await.unwrap());
+    t.note("jobs of none", &o.jobs(&of("")).await.unwrap());
+    t.note("jobs of a", &o.jobs(&of("a")).await.unwrap());
+    let rb = o
+        .receipts(&ReceiptFilter {
+            org: Some("b".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rb.len(), 1);
+    assert_eq!((rb[0].org.as_str(), rb[0].delivered_ms), ("b", 4_200));
+    t.note("receipts of b", &rb);
+    let all = o.transfers(&TransferFilter::limit(0)).await.unwrap();
+    let hub11: Vec<(&str, u64)> = all
+        .iter()
+        .filter(|s| s.queue == hub && s.study_uid == "1.1")
+        .map(|s| (s.org.as_str(), s.delivered))
+        .collect();
+    assert_eq!(hub11, [("b", 1), ("a", 2)]);
+    t.note("transfers of all", &all);
+    for (org, limit) in [("a", 0), ("b", 0), ("b", 1), ("", 0), ("c", 0)] {
+        let f = TransferFilter {
+            org: Some(org.into()),
+            limit,
+        };
+        let ts = o.transfers(&f).await.unwrap();
+        assert!(ts.iter().all(|s| s.org == org), "{org}: {ts:?}");
+        t.note("transfers of org", &ts);
+    }
+    let tb = o
+        .transfers(&TransferFilter {
+            org: Some("b".into()),
+            limit: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        tb.iter()
+            .map(|s| (s.study_uid.as_str(), s.pending, s.delivered))
+            .collect::<Vec<_>>(),
+        [("1.1", 0, 1), ("1.4", 1, 0)]
+    );
     t.0
 }
 
@@ -344,7 +441,7 @@ enum Op {
     Retry(i64, i64),
     Jobs(JobFilter),
     Receipts(ReceiptFilter),
-    Transfers(usize),
+    Transfers(TransferFilter),
     ActiveQueues,
 }
 
@@ -359,7 +456,7 @@ async fn exec(o: &dyn Outbox, op: &Op) -> String {
         Op::Retry(id, now) => format!("{:?}", o.retry(id, now).await),
         Op::Jobs(f) => format!("{:?}", o.jobs(&f).await),
         Op::Receipts(f) => format!("{:?}", o.receipts(&f).await),
-        Op::Transfers(limit) => format!("{:?}", o.transfers(limit).await),
+        Op::Transfers(f) => format!("{:?}", o.transfers(&f).await),
         Op::ActiveQueues => format!("{:?}", o.active_queues().await),
     }
 }
@@ -367,6 +464,8 @@ async fn exec(o: &dyn Outbox, op: &Op) -> String {
 const QUEUES: [&str; 3] = ["peer:hub", "peer:b", "node:pacs"];
 const STUDIES: [&str; 4] = ["1.1", "1.2", "1.3", ""];
 const OWNERS: [&str; 3] = ["w1", "w2", "w3"];
+/// Organisations of jobs and receipts ("": a payload without one).
+const ORGS: [&str; 3] = ["a", "b", ""];
 
 /// The next random operation, aimed at the model's current jobs most of the time.
 fn random_op(rng: &mut Rng, now: i64, jobs: &[Job]) -> Op {
@@ -404,7 +503,13 @@ fn random_op(rng: &mut Rng, now: i64, jobs: &[Job]) -> Op {
             let n = rng.below(4) as usize;
             let batch = (0..n)
                 .map(|_| {
-                    let mut j = job(&queue(rng), &study(rng), rng.below(5) as i32 * 50 - 50);
+                    let org = rng.pick(&ORGS).to_string();
+                    let mut j = of_org(
+                        &org,
+                        &queue(rng),
+                        &study(rng),
+                        rng.below(5) as i32 * 50 - 50,
+                    );
                     if rng.chance(30) {
                         j.dedupe_key = Some(format!("k{}", rng.below(4)));
                     }
@@ -432,20 +537,32 @@ fn random_op(rng: &mut Rng, now: i64, jobs: &[Job]) -> Op {
             let mut receipts = Vec::new();
             for id in &ids {
                 if let Some(j) = jobs.iter().find(|j| j.id == *id) {
+                    let org = j.job.org();
+                    let mark = |mut r: Receipt| {
+                        r.org = org.clone();
+                        r
+                    };
                     for k in 0..rng.below(3) {
                         let sop = format!("{}.{id}.{k}", j.job.study_uid);
                         let t = now - rng.below(3) as i64;
-                        receipts.push(receipt(
+                        receipts.push(mark(receipt(
                             &j.job.queue,
                             &j.job.study_uid,
                             &sop,
                             rng.below(1_000),
                             t,
                             rng.chance(50),
-                        ));
+                        )));
                     }
                     if rng.chance(20) {
-                        receipts.push(receipt(&j.job.queue, &j.job.study_uid, "", 3, now, true));
+                        receipts.push(mark(receipt(
+                            &j.job.queue,
+                            &j.job.study_uid,
+                            "",
+                            3,
+                            now,
+                            true,
+                        )));
                     }
                 }
             }
@@ -465,6 +582,7 @@ fn random_op(rng: &mut Rng, now: i64, jobs: &[Job]) -> Op {
         69..=71 => Op::Release(rng.pick(&OWNERS).to_string()),
         72..=77 => Op::Retry(some_id(rng), now),
         78..=84 => Op::Jobs(JobFilter {
+            org: rng.chance(30).then(|| rng.pick(&ORGS).to_string()),
             queue: rng.chance(40).then(|| queue(rng)),
             study_uid: rng.chance(30).then(|| study(rng)),
             state: rng
@@ -473,11 +591,15 @@ fn random_op(rng: &mut Rng, now: i64, jobs: &[Job]) -> Op {
             limit: rng.below(4) as usize,
         }),
         85..=89 => Op::Receipts(ReceiptFilter {
+            org: rng.chance(30).then(|| rng.pick(&ORGS).to_string()),
             queue: rng.chance(40).then(|| queue(rng)),
             study_uid: rng.chance(40).then(|| study(rng)),
             limit: rng.below(6) as usize,
         }),
-        90..=96 => Op::Transfers(rng.below(5) as usize),
+        90..=96 => Op::Transfers(TransferFilter {
+            org: rng.chance(40).then(|| rng.pick(&ORGS).to_string()),
+            limit: rng.below(5) as usize,
+        }),
         _ => Op::ActiveQueues,
     }
 }
@@ -527,9 +649,9 @@ async fn random_run(seed: u64, steps: usize) {
     for op in [
         Op::Jobs(JobFilter::default()),
         Op::Receipts(ReceiptFilter::default()),
-        Op::Transfers(0),
-        Op::Transfers(1),
-        Op::Transfers(3),
+        Op::Transfers(TransferFilter::limit(0)),
+        Op::Transfers(TransferFilter::limit(1)),
+        Op::Transfers(TransferFilter::limit(3)),
         Op::ActiveQueues,
     ] {
         assert_eq!(exec(&mem, &op).await, exec(&sql, &op).await, "{op:?}");

@@ -571,8 +571,8 @@ impl Site {
         name
     }
 
-    /// A job to node `name` parked after a failed attempt; returns its id.
-    pub async fn parked_job(&self, name: &str) -> i64 {
+    /// A job of `org` to its node `name` parked after a failed attempt; returns its id.
+    pub async fn parked_job(&self, name: &str, org: &str) -> i64 {
         let outbox = self.storage.exchange.outbox();
         let queue = format!("node:{name}");
         let now = self.storage.auth.now_ms();
@@ -582,7 +582,8 @@ impl Site {
                     kind: "transfer".into(),
                     queue: queue.clone(),
                     study_uid: self.own.sample.study.clone(),
-                    payload: "{}".into(),
+                    // Jobs name their (sending) organisation, as routing's do.
+                    payload: serde_json::json!({ "org": org }).to_string(),
                     priority: 0,
                     not_before_ms: 0,
                     dedupe_key: None,

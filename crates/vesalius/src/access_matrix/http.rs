@@ -394,7 +394,7 @@ async fn aim(site: &Site, links: &Links, route: &Route, target: Target, cred: &C
             let name = site.registry_records(org).await;
             // A retry needs a parked job to the organisation's node, made afresh per cell.
             let link = if route.path.starts_with("/api/v1/transfers/jobs/") {
-                site.parked_job(&name).await.to_string()
+                site.parked_job(&name, org).await.to_string()
             } else {
                 name
             };
@@ -422,6 +422,10 @@ async fn aim(site: &Site, links: &Links, route: &Route, target: Target, cred: &C
                 (_, "/api/v1/tokens/{id}") => site.fresh_token().await,
                 ("POST", "/api/v1/users") => format!(
                     "matrix-new-{}",
+                    vesalius_auth::secret::random_id(10).to_lowercase()
+                ),
+                ("POST", "/api/v1/orgs") => format!(
+                    "matrix-org-{}",
                     vesalius_auth::secret::random_id(10).to_lowercase()
                 ),
                 _ => String::new(),
@@ -471,6 +475,7 @@ async fn allowed(site: &Site, route: &Route, cred: &Credential, aim: &Aim) -> bo
         Need::Study(action) => decide(site, p, action, &study()).await,
         Need::Caller(action) => decide(site, p, action, &Resource::org(p.org_str())).await,
         Need::TargetOrg(action) => decide(site, p, action, &Resource::org(aim.org.clone())).await,
+        Need::Site(action) => decide(site, p, action, &Resource::Site).await,
         Need::Ingest => {
             let action = if cred.who == Who::UploadLink {
                 Action::Upload

@@ -233,6 +233,12 @@ pub(super) async fn effects(
             }
         }
         // The admin console's API (issue 6): the user or token of the cell.
+        ("POST", "/api/v1/orgs") => {
+            let made = dir.org(&aim.link).await.expect("org").is_some();
+            if made != allowed {
+                out.push(format!("organisation created: {made}, allowed: {allowed}"));
+            }
+        }
         ("POST", "/api/v1/users") => {
             let made = site.user_named(&aim.link).await.is_some();
             if made != allowed {

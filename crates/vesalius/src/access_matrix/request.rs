@@ -200,6 +200,7 @@ fn body(route: &Route, aim: &Aim, n: usize) -> (Option<String>, Vec<u8>) {
         ("POST", "/api/v1/users") => {
             json(serde_json::json!({"username": aim.link, "role": "clinician"}))
         }
+        ("POST", "/api/v1/orgs") => json(serde_json::json!({"id": aim.link, "name": "Matrix"})),
         ("PATCH", "/api/v1/users/{name}") => json(serde_json::json!({"role": "radiographer"})),
         ("POST", "/api/v1/tokens") => json(serde_json::json!({
             "username": "a-clinician", "role": "clinician", "name": format!("matrix {n}"),

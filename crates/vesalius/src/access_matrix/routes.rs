@@ -36,6 +36,9 @@ pub enum Need {
     Caller(Action),
     /// `action` on the organisation owning the target (link, inbox study).
     TargetOrg(Action),
+    /// `action` on the whole site (creating organisations): the policy gives it to the server
+    /// itself only, so no principal of the matrix has it.
+    Site(Action),
     /// Storing into the caller's organisation: `store`, or `upload` for a guest upload link.
     Ingest,
     /// A share-link page: the visitor's pass must be for the target link, and `action` allowed
@@ -1077,6 +1080,15 @@ pub const ROUTES: &[Route] = &[
         Caller(ManageOrg),
         Listing,
         NONE,
+    ),
+    // A new organisation (named by the cell): a site-level change.
+    r(
+        "POST",
+        "/api/v1/orgs",
+        NoScope,
+        Need::Site(ManageOrg),
+        Change,
+        ADMIN_CHANGE,
     ),
     r(
         "GET",

@@ -196,7 +196,7 @@ pub async fn retrieve(cx: &AdminContext, a: RetrieveArgs) -> Result<()> {
                     .receipts(&ReceiptFilter {
                         queue: Some(queue.clone()),
                         study_uid: Some(study.clone()),
-                        limit: 0,
+                        ..Default::default()
                     })
                     .await?;
                 match receipts.iter().find(|r| r.kind == ReceiptKind::Study) {

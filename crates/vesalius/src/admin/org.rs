@@ -77,12 +77,7 @@ pub async fn run(cx: &AdminContext, cmd: OrgCommand) -> Result<()> {
 
 /// Organisation ids are slugs: they appear in blob keys and URLs.
 fn check_org_id(id: &str) -> Result<()> {
-    let ok = (1..=64).contains(&id.len())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !id.starts_with('-');
-    if !ok {
+    if !Org::valid_id(id) {
         bail!(
             "organisation ids are 1-64 lower-case letters, digits and '-', not starting with '-'"
         );

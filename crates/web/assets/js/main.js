@@ -27,7 +27,8 @@ function fail(e) {
 function showUser(who) {
   const name = (who.actor && (who.actor.name || who.actor.id)) || 'unknown';
   document.getElementById('who-name').textContent = `${name} · ${who.org || ''}${who.role ? ` (${who.role})` : ''}`;
-  if (who.role === 'admin' && !document.getElementById('admin-link')) {
+  // Administrators, and the server itself on a site without required credentials.
+  if ((who.role === 'admin' || who.actor?.kind === 'system') && !document.getElementById('admin-link')) {
     const a = h('a', { href: '/admin', id: 'admin-link' }, 'Admin');
     document.getElementById('who-name').after(a);
   }

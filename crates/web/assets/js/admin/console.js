@@ -24,11 +24,20 @@ export const SECTIONS = [
   ['audit', 'Audit', audit],
 ];
 
+/**
+ * Whether `who` may use the console: an administrator of the organisation the session acts in,
+ * or the server itself (a site serving anonymous requests as the server, `[auth] required =
+ * false`; the only caller that may create organisations).
+ */
+export function consoleUser(who) {
+  return who.role === 'admin' || (who.actor && who.actor.kind === 'system');
+}
+
 /** Shows the console's `section` (default: the system's health) in `app`. */
 export function adminConsole(app, section, who) {
   document.title = 'Vesalius · Admin';
   document.body.classList.add('admin');
-  if (who.role !== 'admin') {
+  if (!consoleUser(who)) {
     clear(app).append(h('section', { class: 'admin-refused', role: 'alert' },
       h('h1', {}, 'Admin console'),
       h('p', {}, `The admin console is for administrators. You are ${who.role || 'not'} in ${who.org || 'no organisation'}.`),
@@ -42,5 +51,5 @@ export function adminConsole(app, section, who) {
     }, title)));
   const main = found ? found[2](who) : h('p', { class: 'error', role: 'alert' }, `No section “${section}”.`);
   clear(app).append(h('div', { class: 'admin-console' },
-    h('h1', {}, `Admin · ${who.org}`), nav, main));
+    h('h1', {}, `Admin · ${who.org || 'the whole site'}`), nav, main));
 }

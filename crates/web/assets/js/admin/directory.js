@@ -3,25 +3,44 @@
 
 import { json } from '../api.js';
 import { clear, h, toast } from '../dom.js';
-import { act, field, form, list, once, section, send, table, time } from './ui.js';
+import { act, field, form, list, once, pager, section, send, table, time } from './ui.js';
 
 export const ROLES = ['admin', 'clinician', 'radiographer', 'referrer', 'auditor', 'service'];
 const roleOptions = ROLES.map((r) => [r, r]);
 
 export function orgs(who) {
-  return section('Organisations', async (body) => {
+  // What the last creation did, kept across the reload that follows it.
+  const created = h('p', { class: 'result', role: 'status', 'aria-live': 'polite' });
+  return section('Organisations', async (body, reload) => {
     const r = await json('/api/v1/orgs');
-    clear(body).append(
-      table([
-        ['Id', (o) => o.id],
-        ['Name', (o) => o.name],
-        ['Created', (o) => time(o.created_ms)],
-        ['', (o) => (o.current ? h('span', { class: 'badge' }, 'you act here') : '')],
-      ], r.orgs, 'No organisation you administer.'),
-      h('p', { class: 'note-text' }, r.may_create
-        ? 'You may create organisations.'
-        : `Creating an organisation is a site-level change: run \`vesalius admin org create ID\` on the server. You act in ${who.org}.`),
-    );
+    const rows = table([
+      ['Id', (o) => o.id],
+      ['Name', (o) => o.name],
+      ['Members', (o) => h('a', {
+        href: `/admin/users?org=${encodeURIComponent(o.id)}`,
+        'aria-label': `Members of ${o.name} (${o.members})`,
+      }, `${o.members} member${o.members === 1 ? '' : 's'}`)],
+      ['Created', (o) => time(o.created_ms)],
+      ['', (o) => (o.current ? h('span', { class: 'badge' }, 'you act here') : '')],
+    ], r.orgs, 'No organisation you administer.', { 'aria-label': 'Organisations' });
+    if (!r.may_create) {
+      clear(body).append(rows, h('p', { class: 'note-text' },
+        `Creating an organisation is a site-level change that no organisation's administrator may make: run \`vesalius admin org create ID --name NAME\` on the server. You act in ${who.org}.`));
+      return;
+    }
+    const create = form('New organisation', [
+      field('Id (lower-case letters, digits, -)', 'id', {
+        required: true, pattern: '[a-z0-9][a-z0-9-]{0,63}', placeholder: 'st-marys', autocapitalize: 'none',
+        hint: 'It names the organisation in every record it owns and cannot be changed.',
+      }),
+      field('Name', 'name', { placeholder: "St Mary's Hospital", maxlength: 200 }),
+    ], 'Create organisation', async (v, f) => {
+      const res = await send('POST', '/api/v1/orgs', { id: v.id, name: v.name || undefined });
+      f.reset();
+      created.textContent = `Created organisation ${res.org.id} (${res.org.name}). Add its first administrator under its members.`;
+      await reload(body, reload);
+    });
+    clear(body).append(created, rows, create);
   });
 }
 
@@ -29,21 +48,36 @@ function roleText(u) {
   return list(u.memberships.map((m) => `${m.role} in ${m.org}`));
 }
 
+/** Users per page of the console's list: the choices, and the first. */
+const PAGE_SIZES = [10, 25, 50, 100];
+
 export function users(who) {
   // Secrets shown once survive the reload that follows their creation.
   const shown = h('div', { class: 'once-box', 'aria-live': 'polite' });
-  return section('Users and roles', async (body, reload) => {
-    const r = await json('/api/v1/users');
+  // `/admin/users?org=ID`: the members of one organisation (the Organisations section links here).
+  const only = new URLSearchParams(location.search).get('org') || '';
+  const state = { offset: 0, limit: PAGE_SIZES[1], focus: null };
+  return section(only ? `Members of ${only}` : 'Users and roles', async (body, reload) => {
+    const q = new URLSearchParams({ limit: String(state.limit), offset: String(state.offset) });
+    if (only) q.set('org', only);
+    const [r, o] = await Promise.all([json(`/api/v1/users?${q}`), json('/api/v1/orgs')]);
+    if (!r.users.length && r.total && state.offset) {
+      // The page emptied (users of the last page were removed): show the last one there is.
+      state.offset = Math.max(0, Math.floor((r.total - 1) / state.limit) * state.limit);
+      return reload(body, reload);
+    }
+    const home = only || who.org || (o.orgs[0] && o.orgs[0].id) || '';
     const create = form('New user', [
       field('Username', 'username', { required: true, pattern: '[A-Za-z0-9._@-]{1,64}' }),
       field('Display name', 'display_name'),
       field('E-mail', 'email', { type: 'email' }),
       field('Role', 'role', { options: roleOptions, value: 'clinician' }),
+      o.orgs.length > 1 ? field('Organisation', 'org', { options: o.orgs.map((x) => [x.id, `${x.name} (${x.id})`]), value: home }) : null,
       field('Service account (tokens only, no password)', 'service', { type: 'checkbox' }),
     ], 'Create user', async (v, f, out) => {
       const res = await send('POST', '/api/v1/users', {
         username: v.username, display_name: v.display_name, email: v.email,
-        role: v.service ? 'service' : v.role, service: v.service, org: who.org,
+        role: v.service ? 'service' : v.role, service: v.service, org: v.org || home,
       });
       f.reset();
       out.textContent = `Created ${res.user.username}.`;
@@ -58,22 +92,47 @@ export function users(who) {
         u.service ? h('span', { class: 'badge' }, 'service') : null,
         !u.service && !u.has_password && !u.oidc_linked ? h('span', { class: 'badge' }, 'no password yet') : null]],
       ['Created', (u) => time(u.created_ms)],
-      ['Actions', (u) => userActions(u, who, shown, () => reload(body, reload))],
-    ], r.users, 'No users.', { 'aria-label': 'Users' });
-    clear(body).append(shown, rows, create);
+      ['Actions', (u) => userActions(u, only || who.org, shown, () => reload(body, reload))],
+    ], r.users, only ? `No members of ${only}.` : 'No users.', { 'aria-label': 'Users' });
+    const go = (offset, focus) => () => {
+      state.offset = offset;
+      state.focus = focus;
+      return reload(body, reload);
+    };
+    const from = r.users.length ? r.offset + 1 : 0;
+    const pages = pager('Users', {
+      status: `Users ${from}–${r.offset + r.users.length} of ${r.total}`,
+      prev: r.offset > 0 ? go(Math.max(0, r.offset - r.limit), 'prev') : null,
+      next: r.more ? go(r.offset + r.limit, 'next') : null,
+      focus: state.focus,
+    });
+    state.focus = null;
+    const size = h('select', { 'aria-label': 'Users per page', class: 'page-size' },
+      PAGE_SIZES.map((n) => h('option', { value: n, selected: n === state.limit }, `${n} per page`)));
+    size.addEventListener('change', () => {
+      state.limit = Number(size.value);
+      state.offset = 0;
+      reload(body, reload);
+    });
+    // (`append` would write a null as the text "null".)
+    clear(body).append(...[
+      only ? h('p', {}, h('a', { href: '/admin/users' }, 'All users')) : null,
+      shown, rows, h('div', { class: 'pager-row' }, pages, size), create,
+    ].filter(Boolean));
   });
 }
 
-function userActions(u, who, shown, reload) {
-  const mine = u.memberships.find((m) => m.org === who.org);
+/** The actions on user `u`; roles are set in organisation `org` (the one shown, or the caller's). */
+function userActions(u, org, shown, reload) {
+  const mine = u.memberships.find((m) => m.org === org) || (u.memberships.length === 1 ? u.memberships[0] : null);
   const box = h('div', { class: 'row-actions' });
   if (mine) {
-    const sel = h('select', { 'aria-label': `Role of ${u.username} in ${who.org}` },
+    const sel = h('select', { 'aria-label': `Role of ${u.username} in ${mine.org}` },
       ROLES.filter((r) => (u.service ? r === 'service' : r !== 'service'))
         .map((r) => h('option', { value: r, selected: r === mine.role }, r)));
     box.append(sel, act('Set role', async () => {
-      await send('PATCH', `/api/v1/users/${encodeURIComponent(u.username)}`, { org: who.org, role: sel.value });
-      toast(`${u.username} is ${sel.value} in ${who.org}`);
+      await send('PATCH', `/api/v1/users/${encodeURIComponent(u.username)}`, { org: mine.org, role: sel.value });
+      toast(`${u.username} is ${sel.value} in ${mine.org}`);
     }, { after: reload }));
   }
   box.append(act(u.disabled ? 'Enable' : 'Disable', () =>
@@ -94,7 +153,7 @@ export function tokens(who) {
   // Secrets shown once survive the reload that follows their creation.
   const shown = h('div', { class: 'once-box', 'aria-live': 'polite' });
   return section('API tokens', async (body, reload) => {
-    const [t, u] = await Promise.all([json('/api/v1/tokens'), json('/api/v1/users')]);
+    const [t, u] = await Promise.all([json('/api/v1/tokens'), json('/api/v1/users?limit=500')]);
     const people = u.users.filter((x) => !x.disabled && x.memberships.some((m) => m.org === who.org));
     const create = form('New token', [
       field('For user', 'username', { options: people.map((x) => [x.username, x.username]), required: true }),

@@ -119,6 +119,9 @@ function localMs(v) {
   return Number.isFinite(t) ? t : undefined;
 }
 
+/** Audit events per page: the choices of the search form. */
+const AUDIT_PAGES = [10, 50, 200];
+
 function auditTable(records, label) {
   return table([
     ['When', (r) => time(r.time_ms)],
@@ -141,15 +144,39 @@ export function audit(who) {
       field('Action', 'action', { placeholder: 'retrieve, login, delete…' }),
       field('From', 'since', { type: 'datetime-local' }),
       field('Until', 'until', { type: 'datetime-local' }),
+      field('Per page', 'limit', { options: AUDIT_PAGES.map((n) => [n, String(n)]), value: 50 }),
     ], 'Search', async (v) => {
       const q = new URLSearchParams();
-      for (const k of ['patient_id', 'issuer', 'study', 'user', 'action']) if (v[k]) q.set(k, v[k]);
+      for (const k of ['patient_id', 'issuer', 'study', 'user', 'action', 'limit']) if (v[k]) q.set(k, v[k]);
       const since = localMs(v.since), until = localMs(v.until);
       if (since !== undefined) q.set('since_ms', String(since));
       if (until !== undefined) q.set('until_ms', String(until));
-      const r = await json(`/api/v1/audit/events?${q}`);
-      clear(results).append(h('p', { class: 'status' }, `${r.records.length} event(s)${r.more ? ` (the newest ${r.limit}; narrow the search)` : ''} in ${who.org}'s trail.`),
-        auditTable(r.records, 'Audit events'));
+      // Newest first, a page at a time: "Older events" asks for the page before the oldest
+      // shown (the answer's `next_before`) and adds it under the others.
+      const shown = [];
+      const page = async (before) => {
+        if (before) q.set('before', String(before));
+        const r = await json(`/api/v1/audit/events?${q}`);
+        const first = shown.length;
+        shown.push(...r.records);
+        const older = r.more
+          ? act('Older events', () => page(r.next_before), { cls: 'pager-btn' })
+          : null;
+        clear(results).append(
+          h('p', { class: 'status', role: 'status', 'aria-live': 'polite' },
+            `${shown.length} event(s) in ${who.org || 'the site'}'s trail${r.more ? ', and older ones' : ''}.`),
+          auditTable(shown, 'Audit events'));
+        if (older) results.append(h('nav', { class: 'pager', 'aria-label': 'Audit pages' }, older));
+        if (before) {
+          // Keyboard users go on where they were: the first row of the new page (or the button).
+          const row = results.querySelectorAll('table[aria-label="Audit events"] tbody tr')[first];
+          if (row) {
+            row.tabIndex = -1;
+            row.focus();
+          }
+        }
+      };
+      await page(null);
     });
     const whoSaw = form('Who saw this patient or study?', [
       field('Patient ID', 'patient_id'),

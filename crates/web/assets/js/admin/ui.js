@@ -131,6 +131,29 @@ export function list(xs) {
   return xs && xs.length ? xs.join(', ') : '—';
 }
 
+/**
+ * "Previous" and "Next" of a paged list with where it stands (`status`, announced politely):
+ * plain buttons, so keyboards and taps work alike. `prev`/`next` run on click (absent: the
+ * button is disabled). `focus` (`'prev'` or `'next'`) puts the focus back on that button after
+ * a page was drawn anew, or on the other one when it ended (first or last page).
+ */
+export function pager(label, { status, prev, next, focus }) {
+  const button = (rel, text, fn) => h('button', {
+    type: 'button', class: 'pager-btn', 'data-rel': rel, disabled: !fn, onclick: fn || null,
+  }, text);
+  const p = button('prev', 'Previous', prev);
+  const n = button('next', 'Next', next);
+  const nav = h('nav', { class: 'pager', 'aria-label': `${label} pages` },
+    p, h('span', { class: 'pager-status', role: 'status', 'aria-live': 'polite' }, status), n);
+  if (focus) {
+    const want = focus === 'prev' ? p : n;
+    const other = focus === 'prev' ? n : p;
+    // After the section's body holds the new page (the caller appends `nav` first).
+    queueMicrotask(() => (want.disabled ? other : want).focus());
+  }
+  return nav;
+}
+
 /** A secret shown once, with a copy button. */
 export function once(label, text) {
   const code = h('code', { class: 'secret' }, text);
