@@ -34,7 +34,7 @@ use vesalius_store::Ingestor;
 use vesalius_store::ingest::IngestContext;
 use vesalius_store::query::Level;
 
-use super::move_::{MoveOutcome, MoveResponses, cancel_request, failed_list};
+use super::move_::{MoveOutcome, MoveResponses, cancel_request, response_failed};
 use super::{request_options, response_matching, uncompressed};
 use crate::association::Association;
 use crate::dataset;
@@ -313,14 +313,7 @@ pub async fn get(
                 }
             }
             field::C_GET_RSP if response_matching(&cmd, id, field::C_GET_RSP) => {
-                let failed = if cmd.has_data_set() {
-                    let bytes = assoc
-                        .recv_data_set(rpc, dataset::MAX_IDENTIFIER_BYTES)
-                        .await?;
-                    failed_list(&bytes, &pc.transfer_syntax)
-                } else {
-                    Vec::new()
-                };
+                let failed = response_failed(&mut assoc, &cmd, rpc, &pc.transfer_syntax).await?;
                 match responses.on_response(&cmd, failed) {
                     None => progress(responses.last()),
                     Some(o) => {

@@ -240,14 +240,7 @@ pub async fn move_(
                 return Err(Error::Timeout("waiting for the end of a cancelled C-MOVE"));
             }
         };
-        let failed = if rsp.has_data_set() {
-            let bytes = assoc
-                .recv_data_set(rpc, dataset::MAX_IDENTIFIER_BYTES)
-                .await?;
-            failed_list(&bytes, &pc.transfer_syntax)
-        } else {
-            Vec::new()
-        };
+        let failed = response_failed(&mut assoc, &rsp, rpc, &pc.transfer_syntax).await?;
         match responses.on_response(&rsp, failed) {
             None => progress(responses.last()),
             Some(outcome) => {
@@ -256,6 +249,24 @@ pub async fn move_(
             }
         }
     }
+}
+
+/// The Failed SOP Instance UID List of a C-MOVE or C-GET response (PS3.4 C.4.2.1.4,
+/// C.4.3.1.4), read from the identifier that follows it on presentation context `pc`, if the
+/// response has one.
+pub(crate) async fn response_failed(
+    assoc: &mut crate::association::Association,
+    rsp: &crate::message::Command,
+    pc: u8,
+    ts: &str,
+) -> crate::error::Result<Vec<String>> {
+    if !rsp.has_data_set() {
+        return Ok(Vec::new());
+    }
+    let bytes = assoc
+        .recv_data_set(pc, dataset::MAX_IDENTIFIER_BYTES)
+        .await?;
+    Ok(failed_list(&bytes, ts))
 }
 
 /// The Failed SOP Instance UID List (0008,0058) of an identifier; empty when absent or
