@@ -370,13 +370,22 @@ pub(crate) async fn find(pool: &sqlx::SqlitePool, query: &Query) -> Result<Vec<A
             [("i.number", false), ("i.id", false)],
         ),
     };
-    let row: Vec<String> = fields.iter().map(|f| packed(f)).collect();
+    // The inner query selects the columns once (`c0`…); the outer one packs them, so that a
+    // column (a correlated subquery at patient level) is not evaluated once per use in `packed`.
+    let columns: Vec<String> = fields
+        .iter()
+        .enumerate()
+        .map(|(n, f)| format!("{f} AS c{n}"))
+        .collect();
     let select = format!(
-        "SELECT {} AS r, {} AS k1, {} AS k2",
-        row.join(" || "),
+        "SELECT {}, {} AS k1, {} AS k2",
+        columns.join(", "),
         order[0].0,
         order[1].0
     );
+    let row: Vec<String> = (0..PACKED_FIELDS)
+        .map(|n| packed(&format!("c{n}")))
+        .collect();
     let mut q = Sql::new(&select);
     q.push(from);
     if let Some(access) = &query.access {
@@ -424,7 +433,8 @@ pub(crate) async fn find(pool: &sqlx::SqlitePool, query: &Query) -> Result<Vec<A
     // The inner query pages (its ORDER BY decides which rows are in); the aggregate's own
     // ORDER BY (SQLite 3.44+) decides the order of the concatenation.
     q.text = format!(
-        "SELECT group_concat(r, '' ORDER BY {}) AS packed, count(*) AS n FROM ({})",
+        "SELECT group_concat({}, '' ORDER BY {}) AS packed, count(*) AS n FROM ({})",
+        row.join(" || "),
         order_by("k1", "k2"),
         q.text
     );

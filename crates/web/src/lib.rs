@@ -26,6 +26,7 @@
 pub mod ohif;
 mod sw;
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use axum::Router;
@@ -261,15 +262,24 @@ fn shell_variant(ohif: bool) -> &'static str {
 
 /// The shell; its ETag tells the page with OHIF apart from the one without.
 async fn shell(headers: HeaderMap, ohif: bool) -> Response {
+    html_page(&headers, ohif, || Cow::Borrowed(shell_variant(ohif)))
+}
+
+/// A page of the shell (`page` makes the shell or a variant of it, unless the browser's copy is
+/// current), revalidated by the shell's ETag.
+fn html_page(
+    headers: &HeaderMap,
+    ohif: bool,
+    page: impl FnOnce() -> Cow<'static, str>,
+) -> Response {
     let etag = etag_of(ohif);
-    if names(&headers, tag(ohif)) {
+    if names(headers, tag(ohif)) {
         return (
             StatusCode::NOT_MODIFIED,
             [(header::ETAG, etag), (header::CACHE_CONTROL, no_cache())],
         )
             .into_response();
     }
-    let page = shell_variant(ohif);
     (
         [
             (
@@ -279,7 +289,7 @@ async fn shell(headers: HeaderMap, ohif: bool) -> Response {
             (header::CACHE_CONTROL, no_cache()),
             (header::ETAG, etag),
         ],
-        page,
+        page(),
     )
         .into_response()
 }
@@ -297,31 +307,22 @@ async fn view_page(study: &str, uri: &Uri, headers: HeaderMap, ohif: bool) -> Re
     let uid = !study.is_empty()
         && study.len() <= 64
         && study.bytes().all(|b| b.is_ascii_digit() || b == b'.');
-    if remote || !uid || names(&headers, tag(ohif)) {
+    if remote || !uid {
         return shell(headers, ohif).await;
     }
-    // `elementtiming` (W3C Element Timing): when the image was painted, for the benchmark.
-    let img = format!(
-        "<img id=\"preview\" class=\"preview\" src=\"{}\" alt=\"\" elementtiming=\"first-image\" fetchpriority=\"high\">\n<main id=\"app\"",
-        preview_url(study)
-    );
-    let page = shell_variant(ohif).replacen("<main id=\"app\"", &img, 1);
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            ),
-            (header::CACHE_CONTROL, no_cache()),
-            (header::ETAG, etag_of(ohif)),
-        ],
-        page,
-    )
-        .into_response()
+    html_page(&headers, ohif, || {
+        // `elementtiming` (W3C Element Timing): when the image was painted, for the benchmark.
+        let img = format!(
+            "<img id=\"preview\" class=\"preview\" src=\"{}\" alt=\"\" elementtiming=\"first-image\" fetchpriority=\"high\">\n<main id=\"app\"",
+            preview_url(study)
+        );
+        Cow::Owned(shell_variant(ohif).replacen("<main id=\"app\"", &img, 1))
+    })
 }
 
-/// Where the viewer finds a study's first image (js/viewer.js asks for the same URL, so the
-/// preloaded answer is used): the study thumbnail at its natural size (`viewport` larger than
+/// Where the viewer finds a study's first image (js/viewer.js `PREVIEW` names the same URL, so
+/// the app's own request at boot finds it in the browser's memory cache or the server's render
+/// cache): the study thumbnail at its natural size (`viewport` larger than
 /// any image: thumbnails never enlarge) and the quality of `/rendered`.
 pub fn preview_url(study: &str) -> String {
     format!("/dicom-web/studies/{study}/thumbnail?viewport=8192,8192&quality=90")

@@ -279,16 +279,7 @@ fn move_problem(
         return Some((format!("{who} holds no instances of the study"), true));
     }
     if !o.is_complete() {
-        let comment = o
-            .comment
-            .as_deref()
-            .map(|c| format!(": {c}"))
-            .unwrap_or_default();
-        let failed = if o.failed_instances.is_empty() {
-            String::new()
-        } else {
-            format!(" (failed: {})", o.failed_instances.join(", "))
-        };
+        let (comment, failed) = comment_and_failed(o, usize::MAX);
         // Nothing could be stored here: the usual causes are on our side of the set-up.
         let hint = if moved == 0 && c.failed > 0 {
             format!(
@@ -312,6 +303,34 @@ fn move_problem(
         ));
     }
     None
+}
+
+/// The parts of a failed retrieval's message: the status comment (`: …`) and the Failed SOP
+/// Instance UID List (` (failed: …)`, at most `max_listed` UIDs named, then how many more).
+fn comment_and_failed(o: &MoveOutcome, max_listed: usize) -> (String, String) {
+    let comment = o
+        .comment
+        .as_deref()
+        .map(|c| format!(": {c}"))
+        .unwrap_or_default();
+    let n = o.failed_instances.len();
+    let failed = if n == 0 {
+        String::new()
+    } else {
+        let shown: Vec<&str> = o
+            .failed_instances
+            .iter()
+            .take(max_listed)
+            .map(String::as_str)
+            .collect();
+        let more = if n > max_listed {
+            format!(" and {} more", n - max_listed)
+        } else {
+            String::new()
+        };
+        format!(" (failed: {}{more})", shown.join(", "))
+    };
+    (comment, failed)
 }
 
 /// Why a finished C-GET does not count as a retrieval, and whether retrying cannot help.
@@ -356,31 +375,7 @@ fn get_problem(node: &DicomNode, g: &GetOutcome, held: usize) -> Option<(String,
     if o.is_complete() {
         return None;
     }
-    let comment = o
-        .comment
-        .as_deref()
-        .map(|c| format!(": {c}"))
-        .unwrap_or_default();
-    let failed = if o.failed_instances.is_empty() {
-        String::new()
-    } else {
-        let n = o.failed_instances.len();
-        let shown: Vec<&str> = o
-            .failed_instances
-            .iter()
-            .take(5)
-            .map(String::as_str)
-            .collect();
-        format!(
-            " (failed: {}{})",
-            shown.join(", "),
-            if n > 5 {
-                format!(" and {} more", n - 5)
-            } else {
-                String::new()
-            }
-        )
-    };
+    let (comment, failed) = comment_and_failed(o, 5);
     // Failed at the node without reaching us: the usual cause is negotiation.
     let hint = if g.stored == 0 && g.refused == 0 && c.failed > 0 {
         format!(

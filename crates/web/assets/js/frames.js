@@ -7,6 +7,7 @@
 // `{ cancel: id }`. Out: `{ id, data }`, or `{ id, status, error, message }` for an error answer
 // (`status` 0: no answer, or cancelled).
 
+import { errorOf } from './api.js';
 import { decodeFrame, frameFromAnswer } from './pixels.js';
 
 const running = new Map();
@@ -22,13 +23,8 @@ self.onmessage = async (e) => {
   try {
     const r = await fetch(m.url, { headers: { Accept: m.accept }, credentials: 'same-origin', signal: ctrl.signal });
     if (!r.ok) {
-      let error = `http-${r.status}`, message = r.statusText;
-      try {
-        const b = await r.json();
-        error = b.error || error;
-        message = b.message || message;
-      } catch { /* not JSON */ }
-      self.postMessage({ id: m.id, status: r.status, error, message });
+      const e = await errorOf(r);
+      self.postMessage({ id: m.id, status: r.status, error: e.code, message: e.message });
       return;
     }
     const bytes = new Uint8Array(await r.arrayBuffer());
