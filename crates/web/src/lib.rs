@@ -104,6 +104,8 @@ const ASSETS: &[(&str, &[u8])] = &[
         include_bytes!("../assets/js/dicomscan.js"),
     ),
     ("js/unzip.js", include_bytes!("../assets/js/unzip.js")),
+    ("js/dicomdir.js", include_bytes!("../assets/js/dicomdir.js")),
+    ("js/charset.js", include_bytes!("../assets/js/charset.js")),
     ("js/share.js", include_bytes!("../assets/js/share.js")),
 ];
 
@@ -493,6 +495,8 @@ mod tests {
             ("js/pixels.js", "text/javascript; charset=utf-8"),
             ("js/upload.js", "text/javascript; charset=utf-8"),
             ("js/dicomscan.js", "text/javascript; charset=utf-8"),
+            ("js/dicomdir.js", "text/javascript; charset=utf-8"),
+            ("js/charset.js", "text/javascript; charset=utf-8"),
             ("app.css", "text/css; charset=utf-8"),
             ("guest.css", "text/css; charset=utf-8"),
             ("pages.css", "text/css; charset=utf-8"),

@@ -16,8 +16,8 @@ export const TS = {
 export const DICOMDIR_CLASS = '1.2.840.10008.1.3.10';
 
 /** VRs with a 2-byte reserved field and a 4-byte length in Explicit VR (PS3.5 7.1.2). */
-const LONG_VR = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'SV', 'UC', 'UN', 'UR', 'UT', 'UV']);
-const UNDEFINED = 0xffffffff;
+export const LONG_VR = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'SV', 'UC', 'UN', 'UR', 'UT', 'UV']);
+export const UNDEFINED = 0xffffffff;
 
 /** The attributes kept, by tag (gggg,eeee as a number). */
 const WANTED = {
@@ -31,9 +31,11 @@ const WANTED = {
 /** Past this group nothing wanted follows (Pixel Data is 7FE0). */
 const LAST_GROUP = 0x0028;
 
-class Short extends Error {}
+/** Thrown when an element goes past the bytes given. */
+export class Short extends Error {}
 
-class Reader {
+/** A cursor over `bytes` in one byte order. */
+export class Reader {
   constructor(bytes, littleEndian = true) {
     this.b = bytes;
     this.v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -69,7 +71,7 @@ function decodeText(bytes) {
  * One element header at `r.pos`: `{tag, vr, length}` (vr '' in Implicit VR). Items and
  * delimiters (FFFE) never have a VR.
  */
-function elementHeader(r, explicit) {
+export function elementHeader(r, explicit) {
   const group = r.u16();
   const elem = r.u16();
   const tag = ((group << 16) | elem) >>> 0;

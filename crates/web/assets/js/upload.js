@@ -1,13 +1,15 @@
 // The guest upload page (`/upload/{id}/{secret}`, issue 6): someone outside with a CD and no
-// account drops files, folders, zip archives or a CD's DICOMDIR folder; the page reads every
-// file's DICOM header here (dicomscan.js), lists the patients, studies and series it found (and
-// what it skips) BEFORE anything is sent, then sends each file in chunks through the link's
+// account drops files, folders, zip archives or a CD's DICOMDIR folder; the page reads a CD's
+// DICOMDIR records (dicomdir.js) and every other file's DICOM header here (dicomscan.js), lists
+// the patients, studies and series it found (what the DICOMDIR names but is missing, and what it
+// skips) BEFORE anything is sent, then sends each file in chunks through the link's
 // resumable upload API (crates/api/src/uploads.rs): a dropped connection is retried and resumed
 // from the offset the server reports. Each file ends with the server's result.
 
 import { clear, h } from './dom.js';
 import { scanHeader, summarize } from './dicomscan.js';
 import { readZip } from './unzip.js';
+import { MAX_DICOMDIR_BYTES, dicomdirFiles, isDicomdirPath, normalPath } from './dicomdir.js';
 
 /** Bytes read from each file for its header (the header stops before Pixel Data). */
 const HEAD_BYTES = 1 << 20;
@@ -99,7 +101,7 @@ export async function uploadPage(app) {
       h('p', {}, 'This server takes files through ', h('a', { href: `${base}?basic` }, 'the simple form'), ' only.')));
     return;
   }
-  const state = { items: [], skipped: [], scanning: false, sending: false, resumes: 0, resumedMidChunk: 0, remembered: 0, resumedAfterReload: 0 };
+  const state = { items: [], skipped: [], cds: [], scanning: false, sending: false, resumes: 0, resumedMidChunk: 0, remembered: 0, resumedAfterReload: 0 };
   const allowance = h('span', { id: 'allowance' });
   const showAllowance = () => { allowance.textContent = `${mb(info.remaining_bytes)} more`; };
   showAllowance();
@@ -144,7 +146,7 @@ export async function uploadPage(app) {
   }
 
   function reset() {
-    state.items = []; state.skipped = [];
+    state.items = []; state.skipped = []; state.cds = [];
     clear(found); clear(results); status.textContent = ''; barText.textContent = '';
     bar.hidden = true; sendButton.hidden = true; clearButton.hidden = true;
   }
@@ -171,8 +173,10 @@ export async function uploadPage(app) {
         sources.push(fileSource(path, file));
       }
     }
+    const claimed = await readDicomdirs(sources, known);
     let n = 0;
     for (const src of sources) {
+      if (claimed.has(src)) continue;
       n += 1;
       if (n % 20 === 0 || n === sources.length) status.textContent = `Reading ${n} of ${sources.length} files…`;
       if (known.has(src.path)) continue;
@@ -190,6 +194,58 @@ export async function uploadPage(app) {
     }
     state.scanning = false;
     draw();
+  }
+
+  /**
+   * The CDs among `sources`: each DICOMDIR's records are read (PS3.3 F.5), the files they name
+   * are listed from the records (their headers are not read) and sent; what they name but was not
+   * dropped is reported missing; other files in the DICOMDIR's folder are reported as extras and
+   * not sent. Returns the sources dealt with here (the others are scanned one by one).
+   */
+  async function readDicomdirs(sources, known) {
+    const claimed = new Set();
+    const byPath = new Map(sources.map((s) => [normalPath(s.path), s]));
+    const cds = [];
+    for (const src of sources.filter((s) => isDicomdirPath(s.path))) {
+      if (known.has(src.path)) { claimed.add(src); continue; }
+      known.add(src.path);
+      claimed.add(src);
+      let index;
+      try {
+        if (src.size > MAX_DICOMDIR_BYTES) throw new Error(`larger than ${mb(MAX_DICOMDIR_BYTES)}`);
+        index = dicomdirFiles(await src.head(src.size));
+      } catch (err) {
+        state.skipped.push({ path: src.path, reason: `DICOMDIR not read (${err.message}): the files are read one by one` });
+        continue;
+      }
+      const dir = src.path.includes('/') ? src.path.slice(0, src.path.lastIndexOf('/')) : '';
+      const cd = { path: src.path, dir, records: index.records, named: index.files.length, found: 0, missing: [], extras: [] };
+      for (const f of index.files) {
+        const path = (dir ? `${dir}/` : '') + f.fileId.join('/');
+        const hit = byPath.get(normalPath(path));
+        if (!hit) { cd.missing.push(path); continue; }
+        if (claimed.has(hit)) continue; // named twice
+        claimed.add(hit);
+        cd.found += 1;
+        if (known.has(hit.path)) continue;
+        known.add(hit.path);
+        if (hit.size > info.max_file_bytes) { state.skipped.push({ path: hit.path, reason: `larger than ${mb(info.max_file_bytes)}` }); continue; }
+        const { fileId, type, ...attrs } = f;
+        state.items.push({ src: hit, scan: { dicom: true, dicomdir: false, fromDicomdir: true, ...attrs }, size: hit.size, sent: 0, result: null, row: null });
+      }
+      cds.push(cd);
+    }
+    // Files in a CD's folder that its DICOMDIR does not name: extras, not sent.
+    for (const cd of cds) {
+      const under = cd.dir ? `${normalPath(cd.dir)}/` : '';
+      for (const s of sources) {
+        if (claimed.has(s) || !normalPath(s.path).startsWith(under)) continue;
+        claimed.add(s);
+        cd.extras.push(s.path);
+      }
+      state.cds.push(cd);
+    }
+    return claimed;
   }
 
   function draw() {
@@ -212,6 +268,15 @@ export async function uploadPage(app) {
             h('thead', {}, h('tr', {}, h('th', {}, 'Series'), h('th', {}, 'Modality'), h('th', {}, 'Description'), h('th', {}, 'Images'), h('th', {}, 'Size'))),
             h('tbody', {}, st.series.map((se) => h('tr', { dataset: { seriesUid: se.uid, images: String(se.images) } },
               h('td', {}, se.number), h('td', {}, se.modality), h('td', {}, se.description), h('td', { class: 'count' }, String(se.images)), h('td', {}, mb(se.bytes))))))))));
+    }
+    for (const cd of state.cds) {
+      found.append(h('section', { class: 'cd-index', dataset: { path: cd.path, named: String(cd.named), found: String(cd.found), missing: String(cd.missing.length), extras: String(cd.extras.length) } },
+        h('p', {}, h('b', {}, 'CD index '), h('code', {}, cd.path), `: ${cd.records} record(s) naming ${cd.named} file(s); ${cd.found} found, ${cd.missing.length} missing, ${cd.extras.length} extra file(s).`),
+        cd.missing.length ? h('p', { class: 'error', role: 'alert' }, `${cd.missing.length} file(s) the DICOMDIR names are not among the files dropped: the copy of the CD may be incomplete. The others can still be sent.`) : null,
+        cd.missing.length ? h('details', { class: 'missing' }, h('summary', {}, `${cd.missing.length} missing file(s)`),
+          h('ul', {}, cd.missing.map((p) => h('li', {}, h('code', {}, p))))) : null,
+        cd.extras.length ? h('details', { class: 'extras' }, h('summary', {}, `${cd.extras.length} extra file(s) the DICOMDIR does not name (not sent)`),
+          h('ul', {}, cd.extras.map((p) => h('li', {}, h('code', {}, p))))) : null));
     }
     if (state.skipped.length) {
       found.append(h('details', { class: 'skipped', id: 'skipped' },
