@@ -13,7 +13,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { scanHeader, summarize, TS, DICOMDIR_CLASS } from '../../crates/web/assets/js/dicomscan.js';
+import { scanFile, scanHeader, summarize, TS, DICOMDIR_CLASS } from '../../crates/web/assets/js/dicomscan.js';
 import { readZip, MAX_RATIO } from '../../crates/web/assets/js/unzip.js';
 import { BIN, ROOT } from './site.mjs';
 
@@ -122,13 +122,32 @@ test('bare data sets (no preamble), cut-short headers, not DICOM, a DICOMDIR', (
   const dir = scanHeader(part10(TS.explicitLE, ex(0x0004, 0x1130, 'CS', 'CD'), DICOMDIR_CLASS));
   assert.equal(dir.dicom, true);
   assert.equal(dir.dicomdir, true);
-  // Big endian: recognised from the file meta, its header not read.
-  const be = scanHeader(part10(TS.explicitBE, new Uint8Array(16)));
+  // Big endian (PS3.5 A.3): the data set read in its byte order.
+  const be16 = (x) => new Uint8Array([x >> 8, x & 255]);
+  const exBE = (g, el, vr, v) => { const b = pad(v); return cat(be16(g), be16(el), enc.encode(vr), be16(b.length), b); };
+  const be = scanHeader(part10(TS.explicitBE, cat(exBE(8, 0x60, 'CS', 'MR'), exBE(0x10, 0x10, 'PN', 'Big^Endian'), exBE(0x20, 0x11, 'IS', '7'))));
   assert.equal(be.dicom, true);
-  assert.equal(be.headerUnread, true);
+  assert.equal(be.partial, false);
+  assert.deepEqual([be.modality, be.patientName, be.seriesNumber], ['MR', 'Big^Endian', '7']);
   // Garbage after a plausible start: an error message, not an exception.
   const bad = cat(ex(8, 0x16, 'UI', '1.2'), u16(8), u16(0x18), enc.encode('zz'), u16(2), enc.encode('12'));
   assert.equal(scanHeader(bad).dicom, false);
+});
+
+test('deflated data sets (PS3.5 A.5): inflated and read, also when only their first bytes are given', async () => {
+  const pixels = ex(0x7fe0, 0x0010, 'OW', new Uint8Array(200000).map((_, i) => (i * 31) % 256));
+  const body = cat(attrs((g, el, vr, v) => ex(g, el, vr, v)), ex(0x0028, 0x0010, 'US', u16(512)), pixels);
+  const file = part10(TS.deflated, new Uint8Array(deflateRawSync(body)));
+  const head = scanHeader(file);
+  assert.equal(head.headerUnread, true);
+  assert.ok(head.deflatedAt > 132);
+  for (const bytes of [file, file.subarray(0, 1500)]) {
+    const s = await scanFile(bytes);
+    assert.equal(s.dicom, true, s.reason);
+    assert.deepEqual([s.patientName, s.patientId, s.studyUid, s.modality, s.transferSyntax], ['Doe^Jane', 'PID-1', '1.2.3', 'CT', TS.deflated]);
+  }
+  // A "deflated" file whose data set is not DEFLATE at all.
+  assert.equal((await scanFile(part10(TS.deflated, new Uint8Array(64).fill(0xff)))).dicom, false);
 });
 
 test('summary: patients, studies, series with image counts (frames counted)', () => {

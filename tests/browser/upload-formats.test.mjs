@@ -193,3 +193,142 @@ test('desktop: a CD with its DICOMDIR (dcmmkdir), one file missing and two extra
   await context.close();
 });
 
+// --- character sets (PS3.5 6.1.2.5, Annexes H, I, J, K) -----------------------------------------
+/** The standard's examples: [where, Specific Character Set, bytes (hex), the text, VR]. */
+const VECTORS = [
+  ['PS3.5 H.3.1 (ISO 2022 IR 87)', '\\ISO 2022 IR 87',
+    '59616d6164615e5461726f753d1b24423b3345441b28425e1b244242404f3a1b28423d1b244224642' +
+    '45e24401b28425e1b2442243f246d24261b2842', 'Yamada^Tarou=山田^太郎=やまだ^たろう'],
+  ['PS3.5 H.3.2 (ISO 2022 IR 13, ISO 2022 IR 87)', 'ISO 2022 IR 13\\ISO 2022 IR 87',
+    'd4cfc0de5ec0dbb33d1b24423b3345441b284a5e1b244242404f3a1b284a3d1b24422464245e24401b284a5e1b2442243f246d24261b284a',
+    'ﾔﾏﾀﾞ^ﾀﾛｳ=山田^太郎=やまだ^たろう'],
+  ['PS3.5 I.2 (ISO 2022 IR 149)', '\\ISO 2022 IR 149',
+    '486f6e675e47696c646f6e673d1b242943fbf35e1b242943d1ced4d73d1b242943c8ab5e1b242943b1e6b5bf',
+    'Hong^Gildong=洪^吉洞=홍^길동'],
+  ['PS3.5 J.1 (ISO_IR 192)', 'ISO_IR 192', '57616e675e5869616f446f6e673de78e8b5ee5b08fe69db13d', 'Wang^XiaoDong=王^小東='],
+  ['PS3.5 J.3 (GB18030)', 'GB18030', '57616e675e5869616f446f6e673dcdf55ed0a1b6ab3d', 'Wang^XiaoDong=王^小东='],
+  ['PS3.5 K.2 (ISO 2022 IR 58)', '\\ISO 2022 IR 58',
+    '5a68616e675e5869616f446f6e673d1b242941d5c55e1b242941d0a1b6ab3d20', 'Zhang^XiaoDong=张^小东='],
+  ['PS3.5 J.2 (ISO_IR 192, LT)', 'ISO_IR 192',
+    '546865206669727374206c696e6520696e636c75646573e4b8ade696872e0d0a546865207365636f6e64206c696e6520696e636c75646573e4b8ade696872c20746f6f2e0d0a546865207468697264206c696e652e0d0a',
+    'The first line includes中文.\r\nThe second line includes中文, too.\r\nThe third line.\r\n', 'LT'],
+  ['PS3.5 J.4 (GB18030, LT)', 'GB18030',
+    '546865206669727374206c696e6520696e636c75646573d6d0cec42e0d0a546865207365636f6e64206c696e6520696e636c75646573d6d0cec42c20746f6f2e0d0a546865207468697264206c696e652e0d0a',
+    'The first line includes中文.\r\nThe second line includes中文, too.\r\nThe third line.\r\n', 'LT'],
+  ['PS3.5 K.3 (ISO 2022 IR 58, LT: G1 designated again on each line)', '\\ISO 2022 IR 58',
+    '312e1b242941b5dad2bbd0d0cec4d7d6a1a30d0a322e1b242941b5dab6fed0d0cec4d7d6a1a30d0a332e1b242941b5dac8fdd0d0cec4d7d6a1a30d0a',
+    '1.第一行文字。\r\n2.第二行文字。\r\n3.第三行文字。\r\n', 'LT'],
+];
+
+
+test('character sets: the standard\'s examples and pydicom\'s charset files decoded in the browser', async () => {
+  // pydicom's bundled charset files (the standard's examples among them): raw bytes of the
+  // Patient Name, the Specific Character Set, and pydicom's decoding.
+  const py = `
+import json, pydicom
+from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.data import get_charset_files
+out = []
+for f in sorted(get_charset_files('*.dcm')):
+    d = pydicom.dcmread(f)
+    if 'PatientName' not in d:
+        continue
+    cs = d.get('SpecificCharacterSet', '')
+    cs = list(cs) if isinstance(cs, pydicom.multival.MultiValue) else [cs]
+    raw = d.get_item((0x10, 0x10)).value
+    # The whole value as pydicom decodes it (str() of a PersonName drops empty groups).
+    text = decode_bytes(raw, convert_encodings(cs), {0x5e, 0x3d}).rstrip(' \\0')
+    out.append([f.split('/')[-1], cs, raw.hex(), text])
+print(json.dumps(out))`;
+  const files = JSON.parse(execFileSync(PYTHON, ['-c', py], { encoding: 'utf8' }));
+  assert.ok(files.length >= 14, `pydicom's charset files: ${files.length}`);
+  const { context, page, errors } = await unitPage();
+  const got = await page.evaluate(async ({ vectors, files, hex }) => {
+    const m = await import('/js/charset.js');
+    const bytes = (h) => Uint8Array.from(h.match(/../g) || [], (x) => parseInt(x, 16));
+    const labels = {};
+    for (const term of m.SUPPORTED) {
+      try { m.decodeText(new Uint8Array([0x41, 0xa1, 0xa2]), term.startsWith('ISO 2022') ? `\\${term}` : term); labels[term] = 'ok'; } catch (e) { labels[term] = e.message; }
+    }
+    return {
+      vectors: vectors.map(([where, cs, h, , vr]) => [where, m.decodeText(bytes(h), cs, vr || 'PN')]),
+      files: files.map(([name, cs, h]) => [name, m.decodeText(bytes(h), cs, 'PN')]),
+      labels,
+    };
+  }, { vectors: VECTORS, files });
+  for (const [i, [where, text]] of got.vectors.entries()) assert.equal(text, VECTORS[i][3], where);
+  for (const [i, [name, text]] of got.files.entries()) assert.equal(text, files[i][3], `${name} (${files[i][1].join('\\')})`);
+  for (const [term, r] of Object.entries(got.labels)) assert.equal(r, 'ok', `Chromium decodes ${term}`);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('desktop: names in ISO 2022 (Japanese, in files and a DICOMDIR; Korean) and ISO 8859-5 listed as written (pydicom, dcmmkdir)', async () => {
+  await server();
+  const tmp = join(site.tmp, 'charsets');
+  // Three patients (`vesalius synth`), their names and study descriptions rewritten by pydicom
+  // in three character sets; pydicom writes the ISO 2022 escape sequences.
+  const people = [
+    [81, 3, ['', 'ISO 2022 IR 87'], 'Yamada^Tarou=山田^太郎=やまだ^たろう', '頭部単純CT'],
+    [82, 2, ['', 'ISO 2022 IR 149'], 'Hong^Gildong=洪^吉洞=홍^길동', '두부 CT'],
+    [83, 2, 'ISO_IR 144', 'Люксембург^Иван', 'КТ головы'],
+  ];
+  const dirs = [];
+  for (const [seed, n, cs, name, description] of people) {
+    const src = synth(join(site.tmp, `charset-src${seed}`), seed, n);
+    execFileSync(PYTHON, ['-c', `
+import json, sys, pydicom
+cs, name, description = json.loads(sys.argv[1])
+for p in sys.argv[2:]:
+    d = pydicom.dcmread(p)
+    d.SpecificCharacterSet = cs
+    d.PatientName = name
+    d.StudyDescription = description
+    d.save_as(p)
+    check = pydicom.dcmread(p)
+    assert str(check.PatientName) == name, (str(check.PatientName), name)
+`, JSON.stringify([cs, name, description]), ...src.paths]);
+    dirs.push(src);
+  }
+  // The Japanese patient as a CD whose DICOMDIR (dcmmkdir) carries the name in its PATIENT
+  // record, with the record's Specific Character Set (PS3.3 F.5); the others as folders.
+  makeCd(join(tmp, 'JP'), dirs[0]);
+  for (const src of dirs.slice(1)) {
+    const to = join(tmp, `P${src.paths.length}${dirs.indexOf(src)}`);
+    mkdirSync(to, { recursive: true });
+    src.paths.forEach((p, i) => copyFileSync(p, join(to, `${i}.dcm`)));
+  }
+  // The bytes pydicom wrote for the Japanese name hold the escape sequences (ESC $ B).
+  const raw = execFileSync(PYTHON, ['-c', 'import sys, pydicom; print(pydicom.dcmread(sys.argv[1]).get_item((0x10, 0x10)).value.hex())', dirs[0].paths[0]], { encoding: 'utf8' }).trim();
+  assert.match(raw, /1b2442/, 'ISO 2022 escape sequences in the file');
+
+  const link = await api('/api/v1/upload-links', { method: 'POST', body: JSON.stringify({ label: 'character sets', max_bytes: 100e6 }) });
+  const context = await browser.newContext(VIEWPORTS.desktop);
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(link.body.url);
+  await page.waitForSelector('#dropzone');
+  await page.setInputFiles('#pick-folder', tmp);
+  await page.waitForFunction(() => document.getElementById('scan-status')?.dataset.files === '7', null, { timeout: 30000 });
+  const cd = await page.evaluate(() => ({ ...document.querySelector('.cd-index').dataset }));
+  assert.deepEqual([cd.named, cd.found, cd.missing], ['3', '3', '0'], 'the Japanese CD read by its DICOMDIR');
+  const l = await page.evaluate(() => [...document.querySelectorAll('#found .patient')].map((p) => ({
+    name: p.querySelector('h2').firstChild.textContent,
+    studies: [...p.querySelectorAll('.study h3')].map((h) => h.textContent),
+  })));
+  await page.screenshot({ path: join(ARTIFACTS, 'upload-charsets-listed.png'), fullPage: true });
+  const byName = new Map(l.map((p) => [p.name, p.studies]));
+  for (const [, , , name, description] of people) {
+    const shown = name.replace(/\^/g, ' ');
+    assert.ok(byName.has(shown), `${shown} listed: ${JSON.stringify(l)}`);
+    assert.match(byName.get(shown)[0], new RegExp(`${description}$`));
+  }
+  await page.click('#send');
+  await page.waitForFunction(() => document.getElementById('progress-text')?.dataset.finished === 'true', null, { timeout: 120000 });
+  const rows = await page.evaluate(() => [...document.querySelectorAll('#result-table tbody tr')].map((r) => ({ ...r.dataset })));
+  assert.equal(rows.length, 7);
+  for (const r of rows) assert.equal(r.outcome, 'stored', JSON.stringify(r));
+  assert.deepEqual(errors, []);
+  await context.close();
+});

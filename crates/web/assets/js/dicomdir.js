@@ -179,8 +179,8 @@ function bySequence(dir) {
 
 /** A record's text attribute decoded with the record's Specific Character Set (PS3.3 F.5). */
 function text(rec, name) {
-  const raw = rec.raw[name];
-  return raw ? decodeText(raw, rec.charset || '') : (rec[name] || '');
+  const raw = rec.raw && rec.raw[name];
+  return raw ? decodeText(raw, rec.charset || '', name === 'patientName' ? 'PN' : 'LO') : (rec[name] || '');
 }
 
 /**

@@ -2,8 +2,14 @@
 // Pixel Data, in the browser, from the file's first bytes. Part 10 files (PS3.10 7.1: 128-byte
 // preamble, "DICM", the File Meta Information in Explicit VR Little Endian), and bare data sets
 // (no preamble, as some CDs carry) in Implicit or Explicit VR Little Endian (PS3.5 7.1).
-// Sequences are skipped (defined and undefined lengths, PS3.5 7.5). Explicit VR Big Endian and
-// deflated data sets are recognised as DICOM with their File Meta only. No pixel data is read.
+// Explicit VR Big Endian data sets (PS3.5 A.3, retired but still on old CDs) are read in their
+// byte order; Deflated Explicit VR Little Endian data sets (PS3.5 A.5: everything after the File
+// Meta Information is a raw DEFLATE stream, RFC 1951) are inflated by the browser's
+// DecompressionStream('deflate-raw') up to what the header needs (`scanFile`). Sequences are
+// skipped (defined and undefined lengths, PS3.5 7.5). Names and descriptions are decoded by the
+// Specific Character Set (0008,0005) (charset.js). No pixel data is read.
+
+import { decodeText } from './charset.js';
 
 /** Transfer syntaxes (PS3.5 A.1, A.2, A.3, A.5). */
 export const TS = {
@@ -21,13 +27,15 @@ export const UNDEFINED = 0xffffffff;
 
 /** The attributes kept, by tag (gggg,eeee as a number). */
 const WANTED = {
-  0x00020002: 'mediaSopClass', 0x00020003: 'mediaSopInstance', 0x00020010: 'transferSyntax',
+  0x00080005: 'charset', 0x00020002: 'mediaSopClass', 0x00020003: 'mediaSopInstance', 0x00020010: 'transferSyntax',
   0x00080016: 'sopClass', 0x00080018: 'sopInstanceUid', 0x00080020: 'studyDate',
   0x00080060: 'modality', 0x00081030: 'studyDescription', 0x0008103e: 'seriesDescription',
   0x00100010: 'patientName', 0x00100020: 'patientId', 0x00100030: 'birthDate',
   0x0020000d: 'studyUid', 0x0020000e: 'seriesUid', 0x00200011: 'seriesNumber',
   0x00200013: 'instanceNumber', 0x00280008: 'numberOfFrames',
 };
+/** The wanted attributes whose values the Specific Character Set applies to, with their VR. */
+const TEXT_VR = { patientName: 'PN', patientId: 'LO', studyDescription: 'LO', seriesDescription: 'LO' };
 /** Past this group nothing wanted follows (Pixel Data is 7FE0). */
 const LAST_GROUP = 0x0028;
 
@@ -54,17 +62,11 @@ export class Reader {
   }
 }
 
-/** A value as text: trailing spaces and NULs trimmed (PS3.5 6.2). Bytes as Latin-1. */
-function valueText(raw) {
+/** A value of the default repertoire as text: trailing spaces and NULs trimmed (PS3.5 6.2). */
+function valueText(bytes) {
+  let raw = '';
+  for (const b of bytes) raw += String.fromCharCode(b);
   return raw.replace(/[\0 ]+$/, '').replace(/^ +/, '');
-}
-
-function decodeText(bytes) {
-  try {
-    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-  } catch {
-    return new TextDecoder('latin1').decode(bytes);
-  }
 }
 
 /**
@@ -123,8 +125,11 @@ function readDataSet(r, explicit, out, stopAfterGroup2 = false) {
       r.need(el.length);
       const name = WANTED[el.tag];
       if (name) {
-        // Every wanted attribute is text (UI, DA, CS, LO, PN, IS).
-        out[name] = valueText(decodeText(r.b.subarray(r.pos, r.pos + el.length)));
+        // Every wanted attribute is text (UI, DA, CS, LO, PN, IS); names and descriptions are
+        // decoded at the end, with the Specific Character Set (which comes first, 0008,0005).
+        const bytes = r.b.subarray(r.pos, r.pos + el.length);
+        if (TEXT_VR[name]) (out.raw ||= {})[name] = bytes;
+        else out[name] = valueText(bytes);
       }
       r.pos += el.length;
     }
@@ -137,9 +142,11 @@ function readDataSet(r, explicit, out, stopAfterGroup2 = false) {
 
 /**
  * What the first bytes of a file say: `{dicom: false, reason}` or `{dicom: true, ...attributes,
- * dicomdir, partial}` (`partial`: the header went on past the bytes given).
+ * dicomdir, partial}` (`partial`: the header went on past the bytes given). A deflated data set
+ * is read from `inflated` (its first bytes inflated) when given; else the answer has
+ * `deflatedAt` (where the DEFLATE stream starts) and the File Meta Information only.
  */
-export function scanHeader(bytes) {
+export function scanHeader(bytes, inflated = null) {
   const out = {};
   let r = new Reader(bytes, true);
   let explicit = true;
@@ -153,7 +160,15 @@ export function scanHeader(bytes) {
     }
     if (meta === 'short') return { dicom: true, partial: true, ...finish(out) };
     const ts = out.transferSyntax || TS.explicitLE;
-    if (ts === TS.explicitBE || ts === TS.deflated) return { dicom: true, headerUnread: true, ...finish(out) };
+    if (ts === TS.deflated) {
+      if (!inflated) return { dicom: true, headerUnread: true, deflatedAt: r.pos, ...finish(out) };
+      r = new Reader(inflated, true);
+    } else if (ts === TS.explicitBE) {
+      // PS3.5 A.3: the data set after the File Meta Information is in big endian order.
+      const at = r.pos;
+      r = new Reader(bytes, false);
+      r.pos = at;
+    }
     explicit = ts !== TS.implicitLE;
   } else {
     // A bare data set: it must start with a plausible element of group 0008 (PS3.10 7.1 says
@@ -172,7 +187,61 @@ export function scanHeader(bytes) {
   return { dicom: true, partial: state === 'short', ...finish(out) };
 }
 
-function finish(out) {
+/** Most bytes inflated from a deflated data set for its header. */
+export const INFLATE_HEAD_BYTES = 1 << 20;
+
+/**
+ * The first `limit` bytes that the raw DEFLATE stream `bytes` inflates to. The stream may be
+ * cut short (only the file's first bytes were read): what it gave until then is kept.
+ */
+export async function inflateHead(bytes, limit = INFLATE_HEAD_BYTES) {
+  const ds = new DecompressionStream('deflate-raw');
+  const writer = ds.writable.getWriter();
+  const reader = ds.readable.getReader();
+  // Written in pieces, so what each piece inflates to is handed out before a cut-short end
+  // fails the stream (written whole, nothing may come out before the error).
+  (async () => {
+    try {
+      for (let i = 0; i < bytes.length; i += 16384) await writer.write(bytes.subarray(i, i + 16384));
+      await writer.close();
+    } catch { /* the reader failed or stopped: nothing more to write */ }
+  })();
+  const parts = [];
+  let got = 0;
+  try {
+    while (got < limit) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      parts.push(value);
+      got += value.length;
+    }
+  } catch {
+    // The end of the bytes given is not the end of the stream: keep what came out.
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+  const out = new Uint8Array(Math.min(got, limit));
+  let at = 0;
+  for (const p of parts) {
+    const take = Math.min(p.length, out.length - at);
+    out.set(p.subarray(0, take), at);
+    at += take;
+  }
+  return out;
+}
+
+/** As scanHeader, with a deflated data set inflated (PS3.5 A.5) and read. */
+export async function scanFile(bytes) {
+  const s = scanHeader(bytes);
+  if (s.deflatedAt === undefined) return s;
+  const inflated = await inflateHead(bytes.subarray(s.deflatedAt));
+  if (!inflated.length) return { dicom: false, reason: 'a deflated data set that does not inflate' };
+  return scanHeader(bytes, inflated);
+}
+
+function finish(found) {
+  const { raw, ...out } = found;
+  for (const [name, bytes] of Object.entries(raw || {})) out[name] = decodeText(bytes, out.charset || '', TEXT_VR[name]);
   const sopClass = out.sopClass || out.mediaSopClass || '';
   return {
     ...out,
