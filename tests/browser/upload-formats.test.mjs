@@ -5,6 +5,10 @@
 //   agree with pydicom's reading of the files; on the upload page (a real `vesalius serve`) the
 //   CD is listed by its records, the missing file and the extras are reported, and the files the
 //   DICOMDIR names and that are present are sent and stored.
+// - character sets (js/charset.js): the decoder on the examples of PS3.5 Annexes H, I, J and K
+//   byte for byte, and on pydicom's charset files against pydicom's decoding; on the page,
+//   names in ISO 2022 IR 87 (also from a DICOMDIR record), ISO 2022 IR 149 and ISO_IR 144.
+// - Explicit VR Big Endian and deflated files (DCMTK dcmconv) listed by patient and stored.
 // The modules are loaded by a page whose origin is routed to crates/web/assets (unit tests in
 // the browser, no server), or served by the real binary (page tests).
 
@@ -328,6 +332,47 @@ for p in sys.argv[2:]:
   await page.waitForFunction(() => document.getElementById('progress-text')?.dataset.finished === 'true', null, { timeout: 120000 });
   const rows = await page.evaluate(() => [...document.querySelectorAll('#result-table tbody tr')].map((r) => ({ ...r.dataset })));
   assert.equal(rows.length, 7);
+  for (const r of rows) assert.equal(r.outcome, 'stored', JSON.stringify(r));
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('desktop: Explicit VR Big Endian and Deflated Explicit VR Little Endian files (DCMTK dcmconv) listed by patient', async () => {
+  await server();
+  const tmp = join(site.tmp, 'syntaxes');
+  const src = synth(join(site.tmp, 'syntaxes-src'), 91, 4);
+  mkdirSync(tmp, { recursive: true });
+  // Two files rewritten in Explicit VR Big Endian (+tb), two deflated (+td), by DCMTK.
+  src.paths.forEach((p, i) => execFileSync('/usr/bin/dcmconv', [i < 2 ? '+tb' : '+td', p, join(tmp, `IM${i}`)]));
+  const syntaxes = execFileSync(PYTHON, ['-c', 'import sys, pydicom; print(" ".join(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID for p in sys.argv[1:]))',
+    ...[0, 1, 2, 3].map((i) => join(tmp, `IM${i}`))], { encoding: 'utf8' }).trim().split(' ');
+  assert.deepEqual(syntaxes, ['1.2.840.10008.1.2.2', '1.2.840.10008.1.2.2', '1.2.840.10008.1.2.1.99', '1.2.840.10008.1.2.1.99']);
+  const want = pydicomView(src.paths, site.tmp)[0];
+
+  const link = await api('/api/v1/upload-links', { method: 'POST', body: JSON.stringify({ label: 'old syntaxes', max_bytes: 100e6 }) });
+  const context = await browser.newContext(VIEWPORTS.desktop);
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(link.body.url);
+  await page.waitForSelector('#dropzone');
+  await page.setInputFiles('#pick-folder', tmp);
+  await page.waitForFunction(() => document.getElementById('scan-status')?.dataset.files === '4', null, { timeout: 30000 });
+  const l = await page.evaluate(() => ({
+    patients: [...document.querySelectorAll('#found .patient')].map((p) => [p.querySelector('h2').firstChild.textContent, p.dataset.patientId]),
+    studies: [...document.querySelectorAll('#found .study')].map((s) => s.dataset.studyUid),
+    series: [...document.querySelectorAll('#found tr[data-series-uid]')].map((r) => [r.dataset.seriesUid, Number(r.dataset.images)]),
+    skipped: [...document.querySelectorAll('#skipped li')].map((li) => li.textContent),
+  }));
+  await page.screenshot({ path: join(ARTIFACTS, 'upload-syntaxes-listed.png'), fullPage: true });
+  assert.deepEqual(l.patients, [[want[2].replace(/\^/g, ' '), want[3]]]);
+  assert.deepEqual(l.studies, [want[4]]);
+  assert.deepEqual(l.series, [[want[5], 4]]);
+  assert.deepEqual(l.skipped, []);
+  await page.click('#send');
+  await page.waitForFunction(() => document.getElementById('progress-text')?.dataset.finished === 'true', null, { timeout: 120000 });
+  const rows = await page.evaluate(() => [...document.querySelectorAll('#result-table tbody tr')].map((r) => ({ ...r.dataset, text: r.textContent })));
+  assert.equal(rows.length, 4);
   for (const r of rows) assert.equal(r.outcome, 'stored', JSON.stringify(r));
   assert.deepEqual(errors, []);
   await context.close();

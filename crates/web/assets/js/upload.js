@@ -7,7 +7,7 @@
 // from the offset the server reports. Each file ends with the server's result.
 
 import { clear, h } from './dom.js';
-import { scanHeader, summarize } from './dicomscan.js';
+import { scanFile, summarize } from './dicomscan.js';
 import { readZip } from './unzip.js';
 import { MAX_DICOMDIR_BYTES, dicomdirFiles, isDicomdirPath, normalPath } from './dicomdir.js';
 
@@ -183,7 +183,8 @@ export async function uploadPage(app) {
       known.add(src.path);
       let scan;
       try {
-        scan = scanHeader(await src.head(HEAD_BYTES));
+        // A deflated data set (PS3.5 A.5) is inflated here, up to what its header needs.
+        scan = await scanFile(await src.head(HEAD_BYTES));
       } catch (err) {
         scan = { dicom: false, reason: err.message };
       }
