@@ -9,12 +9,17 @@
 //   byte for byte, and on pydicom's charset files against pydicom's decoding; on the page,
 //   names in ISO 2022 IR 87 (also from a DICOMDIR record), ISO 2022 IR 149 and ISO_IR 144.
 // - Explicit VR Big Endian and deflated files (DCMTK dcmconv) listed by patient and stored.
+// - zip (js/unzip.js): a ZIP64 archive built byte by byte and one of 65 600 entries (Python's
+//   zipfile) read in the browser; entries streamed in bounded pieces, hashed (js/sha256.js)
+//   and checked against their CRC-32; on the page a `force_zip64` zip of a study sent from
+//   the stream and stored byte for byte.
 // The modules are loaded by a page whose origin is routed to crates/web/assets (unit tests in
 // the browser, no server), or served by the real binary (page tests).
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ARTIFACTS, ROOT, Site, launch, synth, VIEWPORTS } from './site.mjs';
@@ -53,12 +58,19 @@ async function api(path, opts = {}) {
   return { status: r.status, body: text ? JSON.parse(text) : null };
 }
 
-/** A page of an origin routed to the app's assets on disk, for unit tests in the browser. */
-async function unitPage() {
+/**
+ * A page of an origin routed to the app's assets on disk, for unit tests in the browser;
+ * `/fixtures/NAME` is the file NAME of `fixtures` (a directory).
+ */
+async function unitPage(fixtures = null) {
   const context = await browser.newContext();
   await context.route('http://vesalius.test/**', (route) => {
     const path = new URL(route.request().url()).pathname;
     if (path === '/') return route.fulfill({ contentType: 'text/html', body: '<!doctype html><title>unit tests</title>' });
+    if (fixtures && path.startsWith('/fixtures/')) {
+      const file = resolve(fixtures, path.slice('/fixtures/'.length));
+      return route.fulfill({ contentType: 'application/octet-stream', body: readFileSync(file) });
+    }
     const file = resolve(ASSETS, `.${path}`);
     if (!file.startsWith(ASSETS) || !existsSync(file)) return route.fulfill({ status: 404, body: '' });
     return route.fulfill({ contentType: 'text/javascript', body: readFileSync(file) });
@@ -374,6 +386,193 @@ test('desktop: Explicit VR Big Endian and Deflated Explicit VR Little Endian fil
   const rows = await page.evaluate(() => [...document.querySelectorAll('#result-table tbody tr')].map((r) => ({ ...r.dataset, text: r.textContent })));
   assert.equal(rows.length, 4);
   for (const r of rows) assert.equal(r.outcome, 'stored', JSON.stringify(r));
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+// --- ZIP64 archives and streamed entries (APPNOTE 4.3.14–4.3.15, 4.5.3) ---------------------------
+/** A ZIP64 archive built byte by byte (every size and offset in ZIP64 fields), checked by Python's zipfile. */
+const ZIP64_BY_HAND = `
+import struct, sys, zlib, zipfile, hashlib, json
+out, *paths = sys.argv[1:]
+body, central = b'', b''
+for i, p in enumerate(paths):
+    data = open(p, 'rb').read()
+    method = 8 if i % 2 == 0 else 0
+    if method == 8:
+        c = zlib.compressobj(6, zlib.DEFLATED, -15)
+        comp = c.compress(data) + c.flush()
+    else:
+        comp = data
+    name = ('CD/IMG%d' % i).encode()
+    crc = zlib.crc32(data)
+    offset = len(body)
+    extra = struct.pack('<HHQQ', 1, 16, len(data), len(comp))
+    body += struct.pack('<IHHHHHIIIHH', 0x04034b50, 45, 0x800, method, 0, 0, crc, 0xffffffff, 0xffffffff, len(name), len(extra)) + name + extra + comp
+    cextra = struct.pack('<HHQQQ', 1, 24, len(data), len(comp), offset)
+    central += struct.pack('<IHHHHHHIIIHHHHHII', 0x02014b50, 45, 45, 0x800, method, 0, 0, crc, 0xffffffff, 0xffffffff,
+                           len(name), len(cextra), 0, 0, 0, 0, 0xffffffff) + name + cextra
+n = len(paths)
+cd_offset = len(body)
+end64 = struct.pack('<IQHHIIQQQQ', 0x06064b50, 44, 45, 45, 0, 0, n, n, len(central), cd_offset)
+locator = struct.pack('<IIQI', 0x07064b50, 0, cd_offset + len(central), 1)
+end = struct.pack('<IHHHHIIH', 0x06054b50, 0, 0, 0xffff, 0xffff, 0xffffffff, 0xffffffff, 0)
+open(out, 'wb').write(body + central + end64 + locator + end)
+z = zipfile.ZipFile(out)
+assert z.testzip() is None
+print(json.dumps([[i.filename, i.file_size, hashlib.sha256(z.read(i)).hexdigest()] for i in z.infolist()]))
+`;
+
+test('ZIP64 in the browser: a hand-made ZIP64 archive, one of >65 535 entries (Python zipfile), entries streamed and hashed', async () => {
+  const tmp = join(ARTIFACTS, 'formats-zip64-unit');
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  const src = synth(join(tmp, 'src'), 95, 3);
+  const byHand = JSON.parse(execFileSync(PYTHON, ['-c', ZIP64_BY_HAND, join(tmp, 'hand.zip'), ...src.paths], { encoding: 'utf8' }));
+  // 65 600 tiny entries: Python writes the ZIP64 end of central directory record and locator.
+  const many = 65600;
+  execFileSync(PYTHON, ['-c', `
+import sys, zipfile, struct
+with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_STORED) as z:
+    for i in range(int(sys.argv[2])):
+        z.writestr('F/%05d' % i, b'entry %d' % i)
+data = open(sys.argv[1], 'rb').read()
+assert data.rfind(struct.pack('<I', 0x06064b50)) > 0, 'no ZIP64 end of central directory'
+`, join(tmp, 'many.zip'), String(many)]);
+  // A stored entry of 24 MB to stream (the hash and ranges checked against node's reading).
+  const big = Buffer.alloc(24 << 20);
+  for (let i = 0; i < big.length; i += 4096) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+  writeFileSync(join(tmp, 'big.bin'), big);
+  execFileSync(PYTHON, ['-c', `
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z:
+    z.write(sys.argv[2], 'BIG/big.bin')
+    with z.open('BIG/forced', 'w', force_zip64=True) as w:
+        w.write(open(sys.argv[2], 'rb').read()[:3000000])
+`, join(tmp, 'big.zip'), join(tmp, 'big.bin')]);
+  const sha = (b) => createHash('sha256').update(b).digest('hex');
+
+  const { context, page, errors } = await unitPage(tmp);
+  const got = await page.evaluate(async () => {
+    const { readZip } = await import('/js/unzip.js');
+    const blob = async (name) => (await fetch(`/fixtures/${name}`)).blob();
+    const hand = await readZip(await blob('hand.zip'));
+    const handOut = [];
+    for (const e of hand) handOut.push([e.name, e.size, e.zip64, e.problem, await e.hash(), [...await e.head(132)].slice(128).map((c) => String.fromCharCode(c)).join('')]);
+    const t0 = performance.now();
+    const many = await readZip(await blob('many.zip'));
+    const manyMs = performance.now() - t0;
+    const last = many[many.length - 1];
+    const bigZip = await readZip(await blob('big.zip'));
+    const e = bigZip[0];
+    // The stream hands out pieces of at most 1 MB; ranges read front to back, then one again
+    // from before (a chunk sent again), as the upload page does.
+    let largest = 0, pieces = 0;
+    const reader = e.stream().getReader();
+    for (;;) { const { done, value } = await reader.read(); if (done) break; largest = Math.max(largest, value.length); pieces += 1; }
+    const s = e.slicer();
+    const a = await s.read(0, 2 << 20);
+    const b = await s.read(2 << 20, 5 << 20);
+    const again = await s.read(1 << 20, 3 << 20);
+    const tail = await s.read(e.size - 10, e.size);
+    s.close();
+    // (crypto.subtle exists in secure contexts only; this origin is not one.)
+    const { Sha256 } = await import('/js/sha256.js');
+    const hex = async (u8) => new Sha256().update(u8).hex();
+    return {
+      hand: handOut, many: [many.length, many[0].name, last.name, new TextDecoder().decode(await last.head(100)), manyMs],
+      big: { names: bigZip.map((x) => [x.name, x.size]), hash: await e.hash(), forced: await bigZip[1].hash(), largest, pieces,
+        a: await hex(a), b: await hex(b), again: await hex(again), tail: [...tail] },
+    };
+  });
+  assert.deepEqual(got.hand.map(([n, size, zip64, problem, hash, dicm]) => [n, size, hash, zip64, problem, dicm]),
+    byHand.map(([n, size, hash]) => [n, size, hash, true, '', 'DICM']));
+  assert.equal(got.many[0], many);
+  assert.deepEqual(got.many.slice(1, 4), ['F/00000', `F/${many - 1}`, `entry ${many - 1}`]);
+  console.log(`readZip of ${many} entries: ${Math.round(got.many[4])} ms`);
+  assert.deepEqual(got.big.names, [['BIG/big.bin', big.length], ['BIG/forced', 3000000]]);
+  assert.equal(got.big.hash, sha(big));
+  assert.equal(got.big.forced, sha(big.subarray(0, 3000000)));
+  assert.ok(got.big.largest <= 1 << 20 && got.big.pieces >= 24, `streamed in pieces: ${got.big.pieces}, the largest ${got.big.largest} bytes`);
+  assert.equal(got.big.a, sha(big.subarray(0, 2 << 20)));
+  assert.equal(got.big.b, sha(big.subarray(2 << 20, 5 << 20)));
+  assert.equal(got.big.again, sha(big.subarray(1 << 20, 3 << 20)));
+  assert.deepEqual(got.big.tail, [...big.subarray(big.length - 10)]);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('a zip entry whose bytes do not match its CRC-32 is not sent', async () => {
+  const tmp = join(ARTIFACTS, 'formats-zip-crc');
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  execFileSync(PYTHON, ['-c', `
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_STORED) as z:
+    z.writestr('A', b'the right bytes' * 100)
+data = bytearray(open(sys.argv[1], 'rb').read())
+at = data.find(b'the right bytes')
+data[at] ^= 0x20
+open(sys.argv[1], 'wb').write(bytes(data))
+`, join(tmp, 'crc.zip')]);
+  const { context, page } = await unitPage(tmp);
+  const message = await page.evaluate(async () => {
+    const { readZip } = await import('/js/unzip.js');
+    const [e] = await readZip(await (await fetch('/fixtures/crc.zip')).blob());
+    try { await e.hash(); return 'hashed'; } catch (err) { return err.message; }
+  });
+  assert.match(message, /do not match the archive's CRC-32/);
+  await context.close();
+});
+
+test('phone: a ZIP64 zip (Python zipfile, force_zip64) of a study: listed, streamed, stored byte for byte', async () => {
+  await server();
+  const src = synth(join(site.tmp, 'zip64-src'), 96, 5);
+  const zipPath = join(site.tmp, 'study64.zip');
+  const check = execFileSync(PYTHON, ['-c', `
+import sys, os, zipfile, struct
+with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z:
+    for p in sys.argv[2:]:
+        with open(p, 'rb') as f, z.open('EXPORT/' + os.path.basename(p), 'w', force_zip64=True) as w:
+            w.write(f.read())
+    z.writestr('EXPORT/notes.txt', 'not an image')
+data = open(sys.argv[1], 'rb').read()
+# The first local header: sizes 0xFFFFFFFF and a ZIP64 extended information extra field (ID 1).
+sig, _, _, _, _, _, _, csize, size, nlen, xlen = struct.unpack('<IHHHHHIIIHH', data[:30])
+xid = struct.unpack('<H', data[30 + nlen:32 + nlen])[0]
+print(csize == 0xffffffff and size == 0xffffffff and xid == 1)
+`, zipPath, ...src.paths], { encoding: 'utf8' }).trim();
+  assert.equal(check, 'True', 'the archive has ZIP64 local headers');
+  const link = await api('/api/v1/upload-links', { method: 'POST', body: JSON.stringify({ label: 'zip64', max_bytes: 100e6 }) });
+  const context = await browser.newContext(VIEWPORTS.phone);
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(`${link.body.url}?chunk=262144`);
+  await page.waitForSelector('#dropzone');
+  await page.setInputFiles('#pick-files', zipPath);
+  await page.waitForFunction(() => document.getElementById('scan-status')?.dataset.files === '5', null, { timeout: 30000 });
+  const l = await page.evaluate(() => ({
+    series: [...document.querySelectorAll('#found tr[data-series-uid]')].map((r) => Number(r.dataset.images)),
+    skipped: [...document.querySelectorAll('#skipped li')].map((li) => li.textContent),
+  }));
+  assert.deepEqual(l.series, [5]);
+  assert.equal(l.skipped.length, 1);
+  assert.match(l.skipped[0], /notes\.txt/);
+  await page.click('#send');
+  await page.waitForFunction(() => document.getElementById('progress-text')?.dataset.finished === 'true', null, { timeout: 120000 });
+  await page.screenshot({ path: join(ARTIFACTS, 'upload-zip64-sent.png'), fullPage: true });
+  const rows = await page.evaluate(() => [...document.querySelectorAll('#result-table tbody tr')].map((r) => ({ ...r.dataset, text: r.textContent })));
+  const sha = (b) => createHash('sha256').update(b).digest('hex');
+  const want = new Set(src.paths.map((p) => sha(readFileSync(p))));
+  assert.equal(rows.length, 5);
+  for (const r of rows) {
+    assert.equal(r.outcome, 'stored', JSON.stringify(r));
+    assert.ok(want.has(r.sha256), `${r.path}: stored bytes differ`);
+  }
+  const study = pydicomView(src.paths.slice(0, 1), site.tmp)[0][4];
+  const inbox = await api('/api/v1/inbox');
+  assert.equal(Number(inbox.body.studies.find((s) => s.study_uid === study).instances), 5);
   assert.deepEqual(errors, []);
   await context.close();
 });

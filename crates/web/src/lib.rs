@@ -106,6 +106,7 @@ const ASSETS: &[(&str, &[u8])] = &[
     ("js/unzip.js", include_bytes!("../assets/js/unzip.js")),
     ("js/dicomdir.js", include_bytes!("../assets/js/dicomdir.js")),
     ("js/charset.js", include_bytes!("../assets/js/charset.js")),
+    ("js/sha256.js", include_bytes!("../assets/js/sha256.js")),
     ("js/share.js", include_bytes!("../assets/js/share.js")),
 ];
 
@@ -497,6 +498,7 @@ mod tests {
             ("js/dicomscan.js", "text/javascript; charset=utf-8"),
             ("js/dicomdir.js", "text/javascript; charset=utf-8"),
             ("js/charset.js", "text/javascript; charset=utf-8"),
+            ("js/sha256.js", "text/javascript; charset=utf-8"),
             ("app.css", "text/css; charset=utf-8"),
             ("guest.css", "text/css; charset=utf-8"),
             ("pages.css", "text/css; charset=utf-8"),

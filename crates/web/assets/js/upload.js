@@ -52,11 +52,25 @@ async function fromDataTransfer(dt) {
   return out;
 }
 
-/** A source of bytes: a File, or an entry of a zip. `key`: the same file chosen again. */
+/**
+ * A source of bytes: a File, or an entry of a zip. `key`: the same file chosen again; `head(n)`:
+ * its first bytes; `hash()`: its SHA-256 (hex) or undefined; `slicer()`: `{read(start, end),
+ * close()}`, its bytes range by range (a zip entry is inflated front to back as it is sent).
+ */
 function fileSource(path, file) {
   return {
     path, size: file.size, key: `${path}|${file.size}|${file.lastModified}`,
-    head: async (n) => new Uint8Array(await file.slice(0, n).arrayBuffer()), blob: async () => file,
+    head: async (n) => new Uint8Array(await file.slice(0, n).arrayBuffer()),
+    hash: async () => (file.size <= HASH_BYTES && crypto.subtle ? hex(await crypto.subtle.digest('SHA-256', await file.arrayBuffer())) : undefined),
+    slicer: () => ({ read: async (start, end) => file.slice(start, end), close() {} }),
+  };
+}
+
+/** A zip entry as a source (readZip's entry: streamed, hashed as a stream). */
+function zipSource(path, file, e) {
+  return {
+    path: `${path}/${e.name}`, size: e.size, key: `${path}|${file.size}|${file.lastModified}|${e.name}|${e.size}`,
+    head: e.head, hash: e.hash, slicer: e.slicer,
   };
 }
 
@@ -161,8 +175,10 @@ export async function uploadPage(app) {
     for (const { path, file } of list) {
       if (/\.zip$/i.test(path)) {
         try {
-          for (const e of await readZip(file, { maxEntryBytes: info.max_file_bytes })) {
-            const src = { path: `${path}/${e.name}`, size: e.size, head: e.head, blob: e.blob, key: `${path}|${file.size}|${file.lastModified}|${e.name}|${e.size}` };
+          // Limits as the server's: an entry at most its instance limit, all of them at most
+          // what the link still accepts.
+          for (const e of await readZip(file, { maxEntryBytes: info.max_file_bytes, maxTotalBytes: Math.max(0, info.remaining_bytes) })) {
+            const src = zipSource(path, file, e);
             if (e.problem) state.skipped.push({ path: src.path, reason: e.problem });
             else sources.push(src);
           }
@@ -380,15 +396,19 @@ export async function uploadPage(app) {
     const known = memory.get(base, it);
     if (known && known.result) { state.remembered += 1; barText.dataset.remembered = String(state.remembered); return { ...known.result, before: true }; }
     if (known && known.url && !it.upload) it.upload = known.url;
-    const blob = await it.src.blob();
-    if (blob.size !== it.size) it.size = blob.size;
+    const size = it.src.size;
+    it.row.textContent = 'checking';
     let sha256;
-    if (blob.size <= HASH_BYTES && crypto.subtle) sha256 = hex(await crypto.subtle.digest('SHA-256', await blob.arrayBuffer()));
+    try {
+      sha256 = await it.src.hash();
+    } catch (e) {
+      return { outcome: 'failed', reason: e.message };
+    }
     it.row.textContent = 'sending';
     if (!it.upload) {
       const r = await withRetry('starting', () => fetch(`${base}/files`, {
         method: 'POST', headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ name: it.src.path.slice(-255), length: blob.size, sha256 }),
+        body: JSON.stringify({ name: it.src.path.slice(-255), length: size, sha256 }),
       }));
       const body = await r.json().catch(() => ({}));
       if (!r.ok) return { outcome: 'refused', reason: body.message || r.statusText };
@@ -406,16 +426,27 @@ export async function uploadPage(app) {
       return sendOne(it);
     }
     if (known && known.url) { state.resumedAfterReload += 1; barText.dataset.resumedAfterReload = String(state.resumedAfterReload); }
+    const slicer = it.src.slicer();
+    try {
+      return await sendChunks(it, slicer, size, chunk, offset);
+    } finally {
+      slicer.close();
+    }
+  }
+
+  /** Sends `it` from `offset` on in chunks of `chunk` bytes; its result. */
+  async function sendChunks(it, slicer, size, chunk, offset) {
     for (;;) {
       if (offset.done) { memory.set(base, it, { url: it.upload, result: offset.done }); return offset.done; }
       const at = offset.at;
-      const end = Math.min(blob.size, at + chunk);
+      const end = Math.min(size, at + chunk);
+      const body = await slicer.read(at, end);
       let r;
       try {
         r = await fetch(it.upload, {
           method: 'PATCH',
           headers: { 'Upload-Offset': String(at), 'Content-Type': 'application/offset+octet-stream' },
-          body: blob.slice(at, end),
+          body,
         });
       } catch {
         // The connection dropped: ask the server where it got to, then go on from there.
@@ -423,7 +454,7 @@ export async function uploadPage(app) {
         note(offset, at, end);
         continue;
       }
-      const body = await r.json().catch(() => ({}));
+      const answer = await r.json().catch(() => ({}));
       if (r.status === 409 || r.status >= 500) {
         // Not where the server is (the browser may have re-sent a request whose connection was
         // cut after part of it arrived), or a server failure: ask, and go on from there.
@@ -432,11 +463,11 @@ export async function uploadPage(app) {
         continue;
       }
       if (r.status === 404) { it.upload = null; memory.forget(base, it); return { outcome: 'failed', reason: 'the server lost this upload: send it again' }; }
-      if (!r.ok) return { outcome: 'failed', reason: body.message || r.statusText };
-      it.sent = body.offset;
+      if (!r.ok) return { outcome: 'failed', reason: answer.message || r.statusText };
+      it.sent = answer.offset;
       if (state.progress) state.progress();
-      if (body.state === 'done') { memory.set(base, it, { url: it.upload, result: body.result }); return body.result; }
-      offset = { at: body.offset };
+      if (answer.state === 'done') { memory.set(base, it, { url: it.upload, result: answer.result }); return answer.result; }
+      offset = { at: answer.offset };
     }
   }
 
