@@ -13,6 +13,7 @@
 //   zipfile) read in the browser; entries streamed in bounded pieces, hashed (js/sha256.js)
 //   and checked against their CRC-32; on the page a `force_zip64` zip of a study sent from
 //   the stream and stored byte for byte.
+// - a zip of a CD: listed by its DICOMDIR (read from the zip entry).
 // The modules are loaded by a page whose origin is routed to crates/web/assets (unit tests in
 // the browser, no server), or served by the real binary (page tests).
 
@@ -573,6 +574,38 @@ print(csize == 0xffffffff and size == 0xffffffff and xid == 1)
   const study = pydicomView(src.paths.slice(0, 1), site.tmp)[0][4];
   const inbox = await api('/api/v1/inbox');
   assert.equal(Number(inbox.body.studies.find((s) => s.study_uid === study).instances), 5);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('phone: a zip of a CD with its DICOMDIR is listed by the DICOMDIR\'s records', async () => {
+  await server();
+  const src = synth(join(site.tmp, 'zipcd-src'), 97, 3);
+  const cd = makeCd(join(site.tmp, 'zipcd', 'CD'), src);
+  const zipPath = join(site.tmp, 'cd.zip');
+  execFileSync(PYTHON, ['-c', `
+import sys, os, zipfile
+root = sys.argv[2]
+with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z:
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            z.write(p, os.path.relpath(p, os.path.dirname(root)))
+`, zipPath, cd]);
+  const link = await api('/api/v1/upload-links', { method: 'POST', body: JSON.stringify({ label: 'zipped CD', max_bytes: 100e6 }) });
+  const context = await browser.newContext(VIEWPORTS.phone);
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(link.body.url);
+  await page.waitForSelector('#dropzone');
+  await page.setInputFiles('#pick-files', zipPath);
+  await page.waitForFunction(() => document.getElementById('scan-status')?.dataset.files === '3', null, { timeout: 30000 });
+  const index = await page.evaluate(() => ({ ...document.querySelector('.cd-index').dataset }));
+  assert.deepEqual([index.path, index.named, index.found, index.missing, index.extras], ['cd.zip/CD/DICOMDIR', '3', '3', '0', '0']);
+  const want = pydicomView(src.paths, site.tmp)[0];
+  const series = await page.evaluate(() => [...document.querySelectorAll('#found tr[data-series-uid]')].map((r) => [r.dataset.seriesUid, Number(r.dataset.images)]));
+  assert.deepEqual(series, [[want[5], 3]]);
   assert.deepEqual(errors, []);
   await context.close();
 });
