@@ -21,8 +21,10 @@ import { Sha256, crc32 } from './sha256.js';
 
 export const MAX_ENTRIES = 200000;
 export const MAX_RATIO = 1000;
-/** Bytes handed on at a time when an entry is streamed. */
+/** Most bytes handed on at a time when an entry is streamed. */
 const PIECE = 1 << 20;
+/** Compressed bytes fed to the inflater at a time. */
+const IN_PIECE = 16 << 10;
 
 export class ZipError extends Error {}
 
@@ -192,7 +194,7 @@ function entryStream(blob, entry) {
       if (!reader) {
         const start = await dataStart(blob, entry);
         const raw = blob.slice(start, start + entry.compressedSize);
-        reader = (entry.method === 0 ? raw.stream() : raw.stream().pipeThrough(new DecompressionStream('deflate-raw'))).getReader();
+        reader = entry.method === 0 ? raw.stream().getReader() : inflater(raw);
       }
       let r;
       try {
@@ -215,6 +217,29 @@ function entryStream(blob, entry) {
     },
     cancel() { if (reader) reader.cancel().catch(() => {}); },
   });
+}
+
+/**
+ * A reader of what `raw` (raw DEFLATE) inflates to. The compressed bytes are written IN_PIECE
+ * at a time, each once the inflated side has room (the stream's backpressure), so what is held
+ * at once is what one piece inflates to: at most IN_PIECE × MAX_RATIO, a few tens of KB for
+ * DICOM images (a Blob's own stream hands out 64 KB and more per piece).
+ */
+function inflater(raw) {
+  const ds = new DecompressionStream('deflate-raw');
+  const writer = ds.writable.getWriter();
+  (async () => {
+    try {
+      for (let at = 0; at < raw.size; at += IN_PIECE) {
+        await writer.ready;
+        await writer.write(new Uint8Array(await raw.slice(at, at + IN_PIECE).arrayBuffer()));
+      }
+      await writer.close();
+    } catch {
+      // The reader was cancelled, or the data do not inflate: the reader reports it.
+    }
+  })();
+  return ds.readable.getReader();
 }
 
 /** The entry's first `limit` bytes (at most). */

@@ -205,7 +205,7 @@ export async function uploadPage(app) {
         scan = { dicom: false, reason: err.message };
       }
       if (!scan.dicom) state.skipped.push({ path: src.path, reason: scan.reason });
-      else if (scan.dicomdir) state.skipped.push({ path: src.path, reason: 'DICOMDIR: the CD\'s index (its images are sent from their own files)' });
+      else if (scan.dicomdir) state.skipped.push({ path: src.path, reason: 'a DICOMDIR under another name than DICOMDIR: not read as the CD\'s index (the files are read one by one)' });
       else if (src.size > info.max_file_bytes) state.skipped.push({ path: src.path, reason: `larger than ${mb(info.max_file_bytes)}` });
       else state.items.push({ src, scan, size: src.size, sent: 0, result: null, row: null });
     }
