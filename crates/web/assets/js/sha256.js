@@ -3,7 +3,7 @@
 // large entry would hold it whole in memory). And CRC-32 (the zip's own check of an entry,
 // APPNOTE 4.4.7; ISO 3309 polynomial, reflected).
 
-const K = new Uint32Array([
+const K = new Int32Array([
   0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
   0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
   0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
@@ -21,7 +21,7 @@ export class Sha256 {
     this.block = new Uint8Array(64);
     this.fill = 0;
     this.length = 0;
-    this.w = new Uint32Array(64);
+    this.w = new Int32Array(64);
   }
 
   update(bytes) {
@@ -50,7 +50,8 @@ export class Sha256 {
       const s1 = ((y >>> 17) | (y << 15)) ^ ((y >>> 19) | (y << 13)) ^ (y >>> 10);
       w[t] = (w[t - 16] + s0 + w[t - 7] + s1) | 0;
     }
-    let [a, bb, c, d, e, f, g, h] = this.h;
+    const H = this.h;
+    let a = H[0] | 0, bb = H[1] | 0, c = H[2] | 0, d = H[3] | 0, e = H[4] | 0, f = H[5] | 0, g = H[6] | 0, h = H[7] | 0;
     for (let t = 0; t < 64; t++) {
       const S1 = ((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7));
       const t1 = (h + S1 + ((e & f) ^ (~e & g)) + K[t] + w[t]) | 0;
@@ -58,7 +59,6 @@ export class Sha256 {
       const t2 = (S0 + ((a & bb) ^ (a & c) ^ (bb & c))) | 0;
       h = g; g = f; f = e; e = (d + t1) | 0; d = c; c = bb; bb = a; a = (t1 + t2) | 0;
     }
-    const H = this.h;
     H[0] += a; H[1] += bb; H[2] += c; H[3] += d; H[4] += e; H[5] += f; H[6] += g; H[7] += h;
   }
 
