@@ -14,6 +14,7 @@
 //   and checked against their CRC-32; on the page a `force_zip64` zip of a study sent from
 //   the stream and stored byte for byte.
 // - a zip of a CD: listed by its DICOMDIR (read from the zip entry).
+// - sha256.js and its CRC-32 against node.s crypto and zlib at the padding edges.
 // The modules are loaded by a page whose origin is routed to crates/web/assets (unit tests in
 // the browser, no server), or served by the real binary (page tests).
 
@@ -606,6 +607,30 @@ with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z:
   const want = pydicomView(src.paths, site.tmp)[0];
   const series = await page.evaluate(() => [...document.querySelectorAll('#found tr[data-series-uid]')].map((r) => [r.dataset.seriesUid, Number(r.dataset.images)]));
   assert.deepEqual(series, [[want[5], 3]]);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('sha256.js and crc32 in the browser equal node\'s crypto and zlib at every padding edge', async () => {
+  const lengths = [0, 1, 3, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129, 1000, 65537];
+  const bytes = (n) => Uint8Array.from({ length: n }, (_, i) => (i * 131 + 7) & 255);
+  const { context, page, errors } = await unitPage();
+  const got = await page.evaluate(async (lengths) => {
+    const { Sha256, crc32 } = await import('/js/sha256.js');
+    return lengths.map((n) => {
+      const b = Uint8Array.from({ length: n }, (_, i) => (i * 131 + 7) & 255);
+      // Fed in uneven pieces, as a stream hands them out.
+      const h = new Sha256();
+      let c = 0;
+      for (let i = 0; i < n; i += 37) { h.update(b.subarray(i, i + 37)); c = crc32(b.subarray(i, i + 37), c); }
+      return [h.hex(), c];
+    });
+  }, lengths);
+  const { crc32 } = await import('node:zlib');
+  lengths.forEach((n, i) => {
+    assert.equal(got[i][0], createHash('sha256').update(bytes(n)).digest('hex'), `SHA-256 of ${n} bytes`);
+    if (crc32) assert.equal(got[i][1], crc32(bytes(n)), `CRC-32 of ${n} bytes`);
+  });
   assert.deepEqual(errors, []);
   await context.close();
 });
