@@ -48,7 +48,8 @@ pub mod secret;
 pub mod token;
 
 pub use authenticator::{
-    AuthOptions, Authenticator, LinkKey, Origin, ShareLinkOptions, parse_upload_token, upload_token,
+    AuthOptions, Authenticator, DEFAULT_AUDIT_READ_BATCH_MS, LinkKey, Origin, ShareLinkOptions,
+    parse_upload_token, upload_token,
 };
 pub use caller::Caller;
 

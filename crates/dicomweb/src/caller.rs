@@ -102,22 +102,15 @@ impl Ctx {
                     return;
                 }
             }
-            let log = auth.audit_log();
-            if let Err(e) = log.append(vec![ev]).await {
-                tracing::error!(error = %e, "audit append failed");
-            }
+            auth.audit_later(vec![ev]);
         });
     }
 
-    /// Appends one event in the background (never on the response path).
+    /// Appends one event in the background (never on the response path), batched with other
+    /// read events ([`vesalius_auth::Authenticator::audit_later`]).
     pub fn append(&self, ev: vesalius_store::audit::AuditEvent) {
         if let Some(auth) = &self.st.auth {
-            let log = auth.audit_log().clone();
-            tokio::spawn(async move {
-                if let Err(e) = log.append(vec![ev]).await {
-                    tracing::error!(error = %e, "audit append failed");
-                }
-            });
+            auth.audit_later(vec![ev]);
         }
     }
 }

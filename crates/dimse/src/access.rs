@@ -254,9 +254,7 @@ impl Peer {
             for ev in &mut events {
                 ev.patient = patient_of(index.as_ref(), &ev.org, ev.study_uid.as_deref()).await;
             }
-            if let Err(e) = auth.audit_log().append(events).await {
-                tracing::error!(error = %e, "audit append failed");
-            }
+            auth.audit_later(events);
         });
     }
 }
@@ -278,12 +276,8 @@ async fn patient_of(
     Some((issuer, id))
 }
 
-/// Appends events in a spawned task (never on the response path); a failure is logged.
+/// Appends events off the response path, batched with other read events
+/// ([`Authenticator::audit_later`]).
 pub(crate) fn append(auth: &Arc<Authenticator>, events: Vec<AuditEvent>) {
-    let log = auth.audit_log().clone();
-    tokio::spawn(async move {
-        if let Err(e) = log.append(events).await {
-            tracing::error!(error = %e, "audit append failed");
-        }
-    });
+    auth.audit_later(events);
 }

@@ -495,12 +495,7 @@ pub(crate) fn require_user(c: &Caller, actions: &[Action], what: &str) -> ApiRes
 
 /// Appends `ev` to the audit trail off the response path.
 pub(crate) fn audit_in_background(auth: &Authenticator, ev: vesalius_store::audit::AuditEvent) {
-    let log = auth.audit_log().clone();
-    tokio::spawn(async move {
-        if let Err(e) = log.append(vec![ev]).await {
-            tracing::error!(error = %e, "audit append failed");
-        }
-    });
+    auth.audit_later(vec![ev]);
 }
 
 /// Splits off `scope` from a query string: `(scope, the rest)`.

@@ -20,6 +20,7 @@
 
 pub mod alerts;
 pub mod audit;
+pub mod audit_batch;
 pub mod blob;
 pub mod directory;
 pub mod error;

@@ -587,6 +587,11 @@ pub struct AuditConfig {
     /// `vesalius audit checkpoint`). A checkpoint proves the trail up to it existed then: cutting
     /// records off the end is found by `vesalius audit verify` down to the last checkpoint.
     pub checkpoint_interval_secs: u64,
+    /// Longest time, ms, a read event (a query, a retrieval) waits to be appended to the trail
+    /// together with others in one transaction (default 250; 0: each on its own). Events of data
+    /// changes are committed with the change itself and never wait. At most this much of read
+    /// events is lost if the process dies; shutdown appends what is waiting.
+    pub read_batch_ms: u64,
     /// Forwarding of the audit trail to an audit record repository as DICOM audit messages over
     /// syslog (PS3.15 A.5-A.7); off until `addr` is set.
     pub syslog: SyslogConfig,
@@ -596,6 +601,7 @@ impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
             checkpoint_interval_secs: 3600,
+            read_batch_ms: vesalius_auth::DEFAULT_AUDIT_READ_BATCH_MS,
             syslog: SyslogConfig::default(),
         }
     }

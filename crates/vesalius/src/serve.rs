@@ -67,6 +67,7 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
             index.clone(),
             AuthOptions::new()
                 .secure_cookies(secure)
+                .audit_read_batch_ms(cfg.audit.read_batch_ms)
                 .local_ae_titles([cfg.dicom.ae_title.clone()])
                 // Share-link passes survive restarts and hold on every node sharing the site key.
                 .link_key(site_key.derive_key("share-link-pass")),
@@ -657,6 +658,10 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
             Ok(Err(e)) => tracing::error!(error = %e, "DICOM server"),
             Err(e) => tracing::error!(error = %e, "DICOM server task"),
         }
+    }
+    // Read events still waiting for their batch (vesalius_store::audit_batch).
+    if let Err(e) = storage.auth.flush_audit().await {
+        tracing::error!(error = %e, "audit append at shutdown failed");
     }
     syslog_stop.cancel();
     if let Some(task) = syslog_task {

@@ -43,6 +43,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use serde_json::{Value as Json, json};
 use vesalius_store::audit::{Actor, ActorKind, AuditEvent, Outcome};
+use vesalius_store::audit_batch::BatchedAuditLog;
 use vesalius_store::directory::{Grant, Role, User};
 use vesalius_store::query::Access;
 use vesalius_store::{AuditLog, Directory, Registry};
@@ -94,6 +95,9 @@ impl fmt::Debug for Clock {
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
 
+/// Default of [`AuthOptions::audit_read_batch_ms`].
+pub const DEFAULT_AUDIT_READ_BATCH_MS: u64 = 250;
+
 /// Settings of the [`Authenticator`]; [`AuthOptions::new`] gives the safe defaults.
 #[derive(Debug, Clone)]
 pub struct AuthOptions {
@@ -129,6 +133,9 @@ pub struct AuthOptions {
     pub local_ae_titles: Vec<String>,
     /// Window within which repeated reads of a study by one actor are audited once, ms.
     pub audit_dedupe_ms: i64,
+    /// Longest time a read event (query, retrieval) waits to be appended with others in one
+    /// batch, ms ([`vesalius_store::audit_batch`]); 0 appends each on its own.
+    pub audit_read_batch_ms: u64,
     /// The key that signs share-link passes (the cookie a visitor gets once a link's passcode
     /// or birth date was checked). Every node of a site must share it.
     pub link_key: LinkKey,
@@ -173,6 +180,7 @@ impl Default for AuthOptions {
             password_params: PasswordParams::OWASP,
             local_ae_titles: Vec::new(),
             audit_dedupe_ms: crate::dedupe::DEFAULT_WINDOW_MS,
+            audit_read_batch_ms: DEFAULT_AUDIT_READ_BATCH_MS,
             link_key: LinkKey::random(),
             clock: Clock::system(),
         }
@@ -194,6 +202,12 @@ impl AuthOptions {
     /// Sets the argon2id parameters.
     pub fn password_params(mut self, params: PasswordParams) -> Self {
         self.password_params = params;
+        self
+    }
+
+    /// Sets how long read events may wait to be appended in one batch, ms (0: each alone).
+    pub fn audit_read_batch_ms(mut self, ms: u64) -> Self {
+        self.audit_read_batch_ms = ms;
         self
     }
 
@@ -241,7 +255,9 @@ impl<'a> Origin<'a> {
 /// Decides who a request is, and records what it did.
 pub struct Authenticator {
     dir: Arc<dyn Directory>,
+    /// `later` as a plain log: reads through it see deferred events too.
     audit: Arc<dyn AuditLog>,
+    later: Arc<BatchedAuditLog>,
     opts: AuthOptions,
     dedupe: AccessDedupe,
     /// The peer registry: who may call with a peer token ([`Self::authenticate_peer`]).
@@ -254,9 +270,14 @@ impl Authenticator {
     /// An authenticator over a directory and the audit log it shares a database with.
     pub fn new(dir: Arc<dyn Directory>, audit: Arc<dyn AuditLog>, opts: AuthOptions) -> Self {
         let dedupe = AccessDedupe::new(opts.audit_dedupe_ms);
+        let later = Arc::new(BatchedAuditLog::new(
+            audit,
+            std::time::Duration::from_millis(opts.audit_read_batch_ms),
+        ));
         Authenticator {
             dir,
-            audit,
+            audit: later.clone(),
+            later,
             opts,
             dedupe,
             registry: None,
@@ -301,6 +322,18 @@ impl Authenticator {
     /// The audit log.
     pub fn audit_log(&self) -> &Arc<dyn AuditLog> {
         &self.audit
+    }
+
+    /// Appends read events (queries, retrievals) off the response path, batched with others
+    /// for at most [`AuthOptions::audit_read_batch_ms`]. Events of data changes do not come
+    /// here: they are committed with the change.
+    pub fn audit_later(&self, events: Vec<AuditEvent>) {
+        self.later.append_later(events);
+    }
+
+    /// Appends every deferred event now (at shutdown).
+    pub async fn flush_audit(&self) -> vesalius_store::Result<()> {
+        self.later.flush().await
     }
 
     /// The read-event dedupe the protocol layers share (one event per study per actor per
