@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use vesalius_core::{ErrorKind, uid};
 use vesalius_store::Ingestor;
 use vesalius_store::ingest::IngestContext;
-use vesalius_store::query::Level;
+use vesalius_store::query::{Level, QueryModel};
 
 use super::move_::{MoveOutcome, MoveResponses, cancel_request, response_failed};
 use super::{request_options, response_matching, uncompressed};
@@ -103,6 +103,9 @@ pub struct GetOptions {
     pub cancel_grace: Duration,
     /// The storage SOP classes to propose for the sub-operations; empty: the common ones.
     pub storage_classes: Vec<String>,
+    /// The information model of the C-GET SOP class (PS3.4 C.6): Study Root by default; Patient
+    /// Root needs the Patient ID among the keys of a STUDY-level request.
+    pub model: QueryModel,
 }
 
 impl Default for GetOptions {
@@ -118,6 +121,7 @@ impl GetOptions {
             timeout: Duration::from_secs(600),
             cancel_grace: Duration::from_secs(10),
             storage_classes: Vec::new(),
+            model: QueryModel::Study,
         }
     }
 
@@ -136,6 +140,13 @@ impl GetOptions {
     /// Sets the storage SOP classes to expect (e.g. the study's SOP Classes in Study).
     pub fn storage_classes(mut self, classes: Vec<String>) -> Self {
         self.storage_classes = classes;
+        self
+    }
+
+    /// Sets the information model (Patient Root GET, 1.2.840.10008.5.1.4.1.2.1.3, or Study
+    /// Root GET, …2.2.3).
+    pub fn model(mut self, model: QueryModel) -> Self {
+        self.model = model;
         self
     }
 }
@@ -218,10 +229,9 @@ pub async fn get(
     ctx: &IngestContext,
     mut progress: impl FnMut(&SubOperations),
 ) -> Result<GetOutcome> {
-    let model = if level == Level::Patient {
-        sop_class::PATIENT_ROOT_GET
-    } else {
-        sop_class::STUDY_ROOT_GET
+    let model = match opts.model.at(level) {
+        QueryModel::Patient => sop_class::PATIENT_ROOT_GET,
+        QueryModel::Study => sop_class::STUDY_ROOT_GET,
     };
     let storage = storage_contexts(&opts.storage_classes);
     let mut classes: Vec<String> = Vec::new();
