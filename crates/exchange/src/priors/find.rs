@@ -235,7 +235,23 @@ pub fn audit_model(node: &DicomNode) -> &'static str {
 }
 
 pub(crate) fn dimse_error(node: &DicomNode, op: &str, e: vesalius_dimse::Error) -> Error {
-    let msg = format!("{} ({}): {op}: {e}", node.name, node.ae_title);
+    let mut msg = format!("{} ({}): {op}: {e}", node.name, node.ae_title);
+    if matches!(e, vesalius_dimse::Error::NoPresentationContext(_)) {
+        // The usual cause: a PACS that answers only the other information model.
+        msg.push_str(&format!(
+            " (the node does not accept the {} SOP class: if it answers only {}, set its query \
+             model to {})",
+            node.query_model.name(),
+            match node.query_model {
+                QueryModel::Study => "Patient Root",
+                QueryModel::Patient => "Study Root",
+            },
+            match node.query_model {
+                QueryModel::Study => "patient",
+                QueryModel::Patient => "study",
+            },
+        ));
+    }
     match e.kind() {
         vesalius_core::ErrorKind::Unavailable => Error::Unreachable(msg),
         _ => Error::Dimse(msg),

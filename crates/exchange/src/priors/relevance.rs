@@ -664,6 +664,7 @@ mod tests {
             modalities: vec!["CT".into()],
             anatomic_region: coded(&[("SCT", "49076000")]),
             description: "CT HEAD".into(),
+            ..Default::default()
         };
         let s = choose_priors(&found, "x", &coded_knee, &r, NOW, &series);
         assert_eq!(uids(&s), ["knee"], "the codes win over the description");
