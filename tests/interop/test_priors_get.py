@@ -182,6 +182,10 @@ def test_c_get_from_dcmqrscp_which_cannot_reach_us(tmp_path, qr, studies):
         assert r.returncode == 0, r.stdout + r.stderr + server.log_path.read_text()[-3000:]
         n = len(studies["mr-knee-2025"])
         assert "retrieved: C-GET from qr (DCMQR)" in r.stdout and f"{n} held here" in r.stdout, r.stdout
+        # dcmqrscp answers neither SOP Classes in Study nor Modalities in Study: the storage
+        # classes proposed are those of its series' modality (MR, Enhanced MR, Secondary Capture),
+        # each with every compressed syntax, not the common set of 26.
+        assert 'proposing 3 storage classes for modalities ["MR"]' in server.log_path.read_text()
         # Byte for byte what the PACS holds (it stored the implicit-VR MR as explicit VR).
         at_pacs = qr.held(knee)
         assert len(at_pacs) == n and held(server.data_dir, knee) == at_pacs

@@ -208,3 +208,4 @@ def test_priors_matched_by_coded_anatomic_region(tmp_path, studies):
     finally:
         server.kill()
         orthanc.stop()
+

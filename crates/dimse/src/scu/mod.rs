@@ -32,7 +32,8 @@ mod get;
 mod move_;
 
 pub use get::{
-    COMMON_STORAGE_CLASSES, GetOptions, GetOutcome, MAX_REFUSALS, Refusal, get, storage_contexts,
+    COMMON_STORAGE_CLASSES, GetOptions, GetOutcome, MAX_REFUSALS, Refusal, get,
+    storage_classes_for_modalities, storage_contexts,
 };
 pub use move_::{MoveOptions, MoveOutcome, move_};
 

@@ -192,7 +192,7 @@ impl Exchange {
         };
         let ours = &self.options().ae_title;
         let classes = if r.sop_classes.is_empty() {
-            self.study_sop_classes(node, study_key).await
+            self.study_sop_classes(node, r, study_key).await
         } else {
             r.sop_classes.clone()
         };
@@ -226,16 +226,22 @@ impl Exchange {
         .await
     }
 
-    /// The study's SOP Classes in Study (0008,0062) as the node answers a C-FIND for it (named
-    /// by `study_key`, in the node's model); empty when it does not say (the C-GET then
+    /// The storage SOP classes to propose for the study's C-GET: its SOP Classes in Study
+    /// (0008,0062) as the node answers a C-FIND for it (named by `study_key`, in the node's
+    /// model); when the node does not say (an optional key: DCMTK's dcmqrscp does not support
+    /// it), the classes of its modalities (Modalities in Study from the same answer, else its
+    /// series' Modality values, [`scu::storage_classes_for_modalities`]), so that each class gets
+    /// a context for every compressed syntax; empty when neither is known (the C-GET then
     /// proposes the common storage classes).
     async fn study_sop_classes(
         &self,
         node: &DicomNode,
+        r: &RetrieveJob,
         study_key: &[(u32, String)],
     ) -> Vec<String> {
         let mut keys = study_key.to_vec();
         keys.push((tag::SOP_CLASSES_IN_STUDY, String::new()));
+        keys.push((tag::MODALITIES_IN_STUDY, String::new()));
         let addr = node_addr(node);
         let find = scu::find_limited(
             &addr,
@@ -246,13 +252,34 @@ impl Exchange {
             &keys,
             1,
         );
-        match tokio::time::timeout(self.options().find_timeout, find).await {
-            Ok(Ok((answers, _))) => answers
-                .first()
-                .map(|a| super::NodeStudy::of(a).sop_classes)
-                .unwrap_or_default(),
-            _ => Vec::new(),
+        let study = match tokio::time::timeout(self.options().find_timeout, find).await {
+            Ok(Ok((answers, _))) => answers.first().map(super::NodeStudy::of),
+            _ => None,
         }
+        .unwrap_or_default();
+        if !study.sop_classes.is_empty() {
+            return study.sop_classes;
+        }
+        let modalities = if study.modalities.is_empty() {
+            match self.series_info(node, &r.patient_id, &r.study_uid).await {
+                Ok(s) => s.modalities,
+                Err(_) => Vec::new(),
+            }
+        } else {
+            study.modalities
+        };
+        let classes = scu::storage_classes_for_modalities(&modalities);
+        let proposed = if classes.is_empty() {
+            "the common".to_owned()
+        } else {
+            classes.len().to_string()
+        };
+        tracing::info!(
+            node = %node.name,
+            study = %r.study_uid,
+            "no SOP Classes in Study: proposing {proposed} storage classes for modalities {modalities:?}"
+        );
+        classes
     }
 }
 
