@@ -105,7 +105,7 @@ const ANNEX_L: &[(&str, &[&str], &str)] = &[
     ("CALCANEUS", &["80144004"], "T-12770"),
     ("CAROTID", &["69105007"], "T-45010"),
     ("CEREBELLUM", &["113305005"], "T-A6000"),
-    ("CHEST", &["43799004", "51185008"], "T-D3000"),
+    ("CHEST", &["816094009", "43799004", "51185008"], "T-D3000"),
     ("CHESTABDOMEN", &["416550000"], "R-FAB55"),
     ("CHESTABDPELVIS", &["416775004"], "R-FAB56"),
     ("CIRCLEOFWILLIS", &["11453005"], "T-45526"),
@@ -113,7 +113,7 @@ const ANNEX_L: &[(&str, &[&str], &str)] = &[
     ("COCCYX", &["64688005"], "T-11BF0"),
     ("CORONARYARTERY", &["41801008"], "T-43000"),
     ("CSPINE", &["122494005"], "T-11501"),
-    ("ELBOW", &["16953009", "76248009"], "T-D8300"),
+    ("ELBOW", &["16953009", "76248009"], "T-15430"),
     ("FACE", &["89545001"], "T-D1200"),
     ("FEMUR", &["71341001"], "T-12710"),
     ("FINGER", &["7569003"], "T-D8800"),
@@ -144,7 +144,7 @@ const ANNEX_L: &[(&str, &[&str], &str)] = &[
     ("SCAPULA", &["79601000"], "T-12280"),
     ("SHOULDER", &["16982005"], "T-D2220"),
     ("SKULL", &["89546000"], "T-11100"),
-    ("SPINE", &["421060004"], "T-11500"),
+    ("SPINE", &["421060004"], "T-D04FF"),
     ("SPLEEN", &["78961009"], "T-C3000"),
     ("STERNUM", &["56873002"], "T-11210"),
     ("THIGH", &["68367000"], "T-D9100"),
@@ -172,6 +172,8 @@ mod tests {
         assert_eq!(srt("T-A0100"), Some("BRAIN"));
         assert_eq!(sct("51185008"), Some("CHEST"));
         assert_eq!(sct("43799004"), Some("CHEST"));
+        assert_eq!(sct("816094009"), Some("CHEST"));
+        assert_eq!(srt("T-D04FF"), Some("SPINE"));
         assert_eq!(srt("T-D3000"), Some("CHEST"));
         assert_eq!(sct("818981001"), Some("ABDOMEN"));
         assert_eq!(sct("113345001"), Some("ABDOMEN"));
