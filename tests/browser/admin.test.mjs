@@ -227,10 +227,14 @@ test('desktop: an administrator runs the site from the console', async () => {
     await page.click('nav.admin-nav >> text=DICOM nodes');
     sec = await loaded(page, 'DICOM nodes');
     const nodeForm = sec.locator('form[aria-label="Add or change a DICOM node"]');
-    await fillForm(nodeForm, { Name: 'dcmtk', 'AE title': 'STORESCP', Host: '127.0.0.1', Port: storePort, Description: 'DCMTK storescp' });
+    await fillForm(nodeForm, {
+      Name: 'dcmtk', 'AE title': 'STORESCP', Host: '127.0.0.1', Port: storePort, Description: 'DCMTK storescp',
+      'Retrieve by': 'get', 'Query model': 'patient',
+    });
     await nodeForm.locator('button[type=submit]').click();
     const nodeRow = sec.locator('tr', { hasText: 'DCMTK storescp' });
     await nodeRow.waitFor();
+    assert.match(await nodeRow.innerText(), /C-GET · Patient Root/, 'the retrieval method and query model are saved');
     await nodeRow.locator('button', { hasText: 'C-ECHO' }).click();
     await page.waitForFunction(() => /OK|Failed/.test(document.querySelector('.probe[data-node=dcmtk]')?.textContent || ''));
     assert.match(await nodeRow.locator('.probe').innerText(), /^OK · \d+ ms$/, 'storescp answered the C-ECHO');

@@ -89,21 +89,23 @@ def studies(tmp_path_factory):
 
 class Dcmqrscp:
     """DCMTK's reference Q/R SCP (C-FIND, C-MOVE, C-GET) with one AE title and a storage area; it
-    knows no move destinations."""
+    knows no move destinations unless `hosts` names some (`AE: (host, port)`), and takes extra
+    command line `args` (e.g. `-QS`: Patient Root models only)."""
 
     AE = "DCMQR"
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, args=(), hosts=None):
         self.port = free_port()
         self.store_dir = workdir / "store"
         self.store_dir.mkdir(parents=True)
         cfg = workdir / "dcmqrscp.cfg"
+        hosts_table = "".join(f"{ae.lower()} = ({ae}, {h}, {p})\n" for ae, (h, p) in (hosts or {}).items())
         cfg.write_text(f"""NetworkTCPPort  = {self.port}
 MaxPDUSize      = 16384
 MaxAssociations = 16
 
 HostTable BEGIN
-HostTable END
+{hosts_table}HostTable END
 
 VendorTable BEGIN
 VendorTable END
@@ -115,7 +117,7 @@ AETable END
         self.log_path = workdir / "dcmqrscp.log"
         self.log = open(self.log_path, "w")
         # Its own session: it forks a child per association, ended with it (by its group id).
-        self.proc = subprocess.Popen([dcmtk("dcmqrscp"), "-c", str(cfg), "-v"], stdout=self.log,
+        self.proc = subprocess.Popen([dcmtk("dcmqrscp"), "-c", str(cfg), "-v", *args], stdout=self.log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=TCP,
                                      start_new_session=True)
         deadline = time.time() + 20
@@ -180,6 +182,10 @@ def test_c_get_from_dcmqrscp_which_cannot_reach_us(tmp_path, qr, studies):
         assert r.returncode == 0, r.stdout + r.stderr + server.log_path.read_text()[-3000:]
         n = len(studies["mr-knee-2025"])
         assert "retrieved: C-GET from qr (DCMQR)" in r.stdout and f"{n} held here" in r.stdout, r.stdout
+        # dcmqrscp answers neither SOP Classes in Study nor Modalities in Study: the storage
+        # classes proposed are those of its series' modality (MR, Enhanced MR, Secondary Capture),
+        # each with every compressed syntax, not the common set of 26.
+        assert 'proposing 3 storage classes for modalities ["MR"]' in server.log_path.read_text()
         # Byte for byte what the PACS holds (it stored the implicit-VR MR as explicit VR).
         at_pacs = qr.held(knee)
         assert len(at_pacs) == n and held(server.data_dir, knee) == at_pacs

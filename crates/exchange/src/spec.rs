@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 use vesalius_store::registry::{
-    DicomNode, Peer, PeerAuth, PeerKind, RetrieveMethod, Route, RouteDestination, RouteMatch,
+    DicomNode, Peer, PeerAuth, PeerKind, QueryModel, RetrieveMethod, Route, RouteDestination,
+    RouteMatch,
 };
 
 use crate::route;
@@ -129,6 +130,10 @@ pub struct NodeSpec {
     /// (C-GET on our own association).
     #[serde(default)]
     pub retrieve: RetrieveMethod,
+    /// The Query/Retrieve Information Model it is asked in: `study` (default, Study Root) or
+    /// `patient` (Patient Root, for a PACS that answers only that one, PS3.4 C.6.1).
+    #[serde(default)]
+    pub query_model: QueryModel,
     /// The organisation whose data may go there.
     pub org: String,
     /// Description.
@@ -159,6 +164,7 @@ impl NodeSpec {
             port: self.port,
             transfer_syntaxes: self.transfer_syntaxes,
             retrieve: self.retrieve,
+            query_model: self.query_model,
             org: self.org,
             description: self.description,
             managed,
@@ -288,6 +294,17 @@ mod tests {
         let e = spec(serde_json::json!({"retrieve": "ftp"})).unwrap_err();
         assert!(
             e.to_string().contains("move") && e.to_string().contains("get"),
+            "{e}"
+        );
+        assert_eq!(n.query_model, QueryModel::Study);
+        let n = spec(serde_json::json!({"query_model": "patient"}))
+            .unwrap()
+            .record(None, true, 1)
+            .unwrap();
+        assert_eq!(n.query_model, QueryModel::Patient);
+        let e = spec(serde_json::json!({"query_model": "patient-root"})).unwrap_err();
+        assert!(
+            e.to_string().contains("study") && e.to_string().contains("patient"),
             "{e}"
         );
     }

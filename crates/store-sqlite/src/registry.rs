@@ -123,8 +123,9 @@ async fn apply_change(conn: &mut SqliteConnection, change: &RegistryChange) -> R
                 conn,
                 sqlx::query(
                     "INSERT OR REPLACE INTO dicom_nodes (name, ae_title, host, port, \
-                       transfer_syntaxes, org, description, managed, created_ms, retrieve) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       transfer_syntaxes, org, description, managed, created_ms, retrieve, \
+                       query_model) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(&n.name)
                 .bind(&n.ae_title)
@@ -135,7 +136,8 @@ async fn apply_change(conn: &mut SqliteConnection, change: &RegistryChange) -> R
                 .bind(&n.description)
                 .bind(n.managed)
                 .bind(n.created_ms)
-                .bind(n.retrieve.as_str()),
+                .bind(n.retrieve.as_str())
+                .bind(n.query_model.as_str()),
             )
             .await?;
         }
@@ -189,7 +191,7 @@ async fn apply_change(conn: &mut SqliteConnection, change: &RegistryChange) -> R
 const PEER: &str = "SELECT name, base_url, public_key, org, remote_org, may_query, description, \
     managed, created_ms, kind, auth_type, auth_user, auth_secret FROM peers";
 const NODE: &str = "SELECT name, ae_title, host, port, transfer_syntaxes, org, description, \
-    managed, created_ms, retrieve FROM dicom_nodes";
+    managed, created_ms, retrieve, query_model FROM dicom_nodes";
 const ROUTE: &str = "SELECT id, name, org, enabled, sort_order, matcher, destinations, priority, \
     deid, managed, created_ms FROM routes";
 const ARRIVAL: &str = "SELECT org, study_uid, from_peer, priority, manifest_instances, \
@@ -226,6 +228,7 @@ fn peer_from_row(r: &SqliteRow) -> Result<Peer> {
 fn node_from_row(r: &SqliteRow) -> Result<DicomNode> {
     let port: i64 = r.get("port");
     let retrieve: String = r.get("retrieve");
+    let model: String = r.get("query_model");
     Ok(DicomNode {
         name: r.get("name"),
         ae_title: r.get("ae_title"),
@@ -235,6 +238,8 @@ fn node_from_row(r: &SqliteRow) -> Result<DicomNode> {
         transfer_syntaxes: from_json("transfer syntaxes", r.get("transfer_syntaxes"))?,
         retrieve: RetrieveMethod::parse(&retrieve)
             .ok_or_else(|| Error::Index(format!("DICOM node retrieval {retrieve:?}")))?,
+        query_model: QueryModel::parse(&model)
+            .ok_or_else(|| Error::Index(format!("DICOM node query model {model:?}")))?,
         org: r.get("org"),
         description: r.get("description"),
         managed: r.get("managed"),

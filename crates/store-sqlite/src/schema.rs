@@ -28,6 +28,10 @@
 //!   otherwise it stays "" and only the server itself (`vesalius transfers`, the CLI) lists it.
 //!   The delivery-time index `receipts_time` is replaced by `receipts_time_org` (the same order,
 //!   covering the organisation) and `receipts_org_time` (one organisation's, newest first).
+//! - **7**: DICOM nodes gain `query_model` (`study` or `patient`: the Query/Retrieve
+//!   Information Model they are queried and retrieved from in, PS3.4 C.6); a version-6 table
+//!   gets the column with its default, so every existing node goes on being asked in Study
+//!   Root.
 //!
 //! A database with a higher version than [`SCHEMA_VERSION`] was written by a newer Vesalius and
 //! is refused rather than modified.
@@ -39,7 +43,7 @@ use vesalius_store::error::{Error, Result};
 use crate::db_err;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Brings the database to [`SCHEMA_VERSION`] (creating it when empty).
 pub(crate) async fn migrate(conn: &mut SqliteConnection) -> Result<()> {
@@ -146,6 +150,14 @@ async fn migrate_in_transaction(conn: &mut SqliteConnection) -> Result<()> {
         conn.execute("ALTER TABLE dicom_nodes ADD COLUMN retrieve TEXT NOT NULL DEFAULT 'move'")
             .await
             .map_err(db_err)?;
+    }
+    // Version 7: a version-6 dicom_nodes table gains the query model.
+    if !node_columns.iter().any(|c| c == "query_model") {
+        conn.execute(
+            "ALTER TABLE dicom_nodes ADD COLUMN query_model TEXT NOT NULL DEFAULT 'study'",
+        )
+        .await
+        .map_err(db_err)?;
     }
     // Version 6: a version-5 receipts table gains the sending organisation (module doc).
     let receipt_columns: Vec<String> =

@@ -169,7 +169,9 @@ CREATE TABLE IF NOT EXISTS dicom_nodes (
     description       TEXT NOT NULL,
     managed           INTEGER NOT NULL,
     created_ms        INTEGER NOT NULL,
-    retrieve          TEXT NOT NULL DEFAULT 'move'
+    retrieve          TEXT NOT NULL DEFAULT 'move',
+    -- Query/Retrieve Information Model: 'study' (Study Root) or 'patient' (Patient Root).
+    query_model       TEXT NOT NULL DEFAULT 'study'
 );
 
 -- sort_order is Route::order (ORDER is an SQL keyword); routes are read whole, in

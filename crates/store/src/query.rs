@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use dicom_core::VR;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 use vesalius_core::tag::{self, Tag};
@@ -47,6 +48,59 @@ impl Level {
             Level::Study => "STUDY",
             Level::Series => "SERIES",
             Level::Image => "IMAGE",
+        }
+    }
+}
+
+/// The Query/Retrieve Information Model a node is queried and retrieved from in (PS3.4 C.6):
+/// which C-FIND, C-MOVE and C-GET SOP classes are proposed, and which keys each level needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueryModel {
+    /// Study Root (PS3.4 C.6.2): STUDY, SERIES and IMAGE levels; a study is found by its own
+    /// keys, patient attributes among them.
+    #[default]
+    Study,
+    /// Patient Root (PS3.4 C.6.1): PATIENT, STUDY, SERIES and IMAGE levels. The search is
+    /// hierarchical (C.4.1.3.1): a query below PATIENT level carries the Patient ID, the unique
+    /// key of the level above, and so does a C-MOVE or C-GET of a study (C.4.2.2.1). Some PACS
+    /// answer only this model.
+    Patient,
+}
+
+impl QueryModel {
+    /// `study` or `patient`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryModel::Study => "study",
+            QueryModel::Patient => "patient",
+        }
+    }
+
+    /// Parses [`QueryModel::as_str`]'s names.
+    pub fn parse(s: &str) -> Option<QueryModel> {
+        match s {
+            "study" => Some(QueryModel::Study),
+            "patient" => Some(QueryModel::Patient),
+            _ => None,
+        }
+    }
+
+    /// Its name in the standard, for messages: `Study Root` or `Patient Root`.
+    pub fn name(self) -> &'static str {
+        match self {
+            QueryModel::Study => "Study Root",
+            QueryModel::Patient => "Patient Root",
+        }
+    }
+
+    /// The model a request at `level` uses: Study Root has no PATIENT level, so a PATIENT-level
+    /// request is always a Patient Root one.
+    pub fn at(self, level: Level) -> QueryModel {
+        if level == Level::Patient {
+            QueryModel::Patient
+        } else {
+            self
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
 use crate::memory_directory::MemoryAuditLog;
 use crate::model::OrgId;
+pub use crate::query::QueryModel;
 
 /// What kind of site a peer is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -200,6 +201,10 @@ pub struct DicomNode {
     /// How studies are retrieved from it (`node retrieve`, prefetches).
     #[serde(default)]
     pub retrieve: RetrieveMethod,
+    /// The Query/Retrieve Information Model it is queried and retrieved from in: Study Root
+    /// (default) or Patient Root, for a PACS that answers only that one (PS3.4 C.6.1).
+    #[serde(default)]
+    pub query_model: QueryModel,
     /// The organisation whose data may be sent there (routes of other organisations cannot).
     pub org: OrgId,
     /// Description.

@@ -238,6 +238,7 @@ host = "127.0.0.1"
 port = 11113
 org = "dgh"
 retrieve = "get"
+query_model = "patient"
 "#
         );
         if with_route {
@@ -283,6 +284,10 @@ matcher = { modality = ["CT"], body_part = ["HEAD", "BRAIN"] }
         let node = reg.node("pacs").await.unwrap().unwrap();
         assert!(node.managed);
         assert_eq!(node.retrieve, vesalius_store::registry::RetrieveMethod::Get);
+        assert_eq!(
+            node.query_model,
+            vesalius_store::registry::QueryModel::Patient
+        );
         let routes = reg.routes().await.unwrap();
         assert_eq!(routes.len(), 1);
         assert!(routes[0].managed && routes[0].priority == 100);

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use vesalius_core::{ErrorKind, uid};
 use vesalius_store::Ingestor;
 use vesalius_store::ingest::IngestContext;
-use vesalius_store::query::Level;
+use vesalius_store::query::{Level, QueryModel};
 
 use super::move_::{MoveOutcome, MoveResponses, cancel_request, response_failed};
 use super::{request_options, response_matching, uncompressed};
@@ -72,6 +72,77 @@ pub const COMMON_STORAGE_CLASSES: &[&str] = &[
     "1.2.840.10008.5.1.4.1.1.481.3", // RT Structure Set
 ];
 
+/// The storage SOP classes of [`COMMON_STORAGE_CLASSES`] an object of each Modality (0008,0060)
+/// defined term is stored in (PS3.3 C.7.3.1.1.1 and the IODs of PS3.3 A).
+const MODALITY_CLASSES: &[(&str, &[&str])] = &[
+    (
+        "CT",
+        &["1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1"],
+    ),
+    (
+        "MR",
+        &["1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1"],
+    ),
+    ("CR", &["1.2.840.10008.5.1.4.1.1.1"]),
+    ("DX", &["1.2.840.10008.5.1.4.1.1.1.1"]),
+    ("MG", &["1.2.840.10008.5.1.4.1.1.1.2"]),
+    (
+        "US",
+        &["1.2.840.10008.5.1.4.1.1.6.1", "1.2.840.10008.5.1.4.1.1.3.1"],
+    ),
+    ("XA", &["1.2.840.10008.5.1.4.1.1.12.1"]),
+    ("RF", &["1.2.840.10008.5.1.4.1.1.12.2"]),
+    ("NM", &["1.2.840.10008.5.1.4.1.1.20"]),
+    ("PT", &["1.2.840.10008.5.1.4.1.1.128"]),
+    (
+        "SR",
+        &[
+            "1.2.840.10008.5.1.4.1.1.88.11",
+            "1.2.840.10008.5.1.4.1.1.88.22",
+            "1.2.840.10008.5.1.4.1.1.88.33",
+        ],
+    ),
+    ("KO", &["1.2.840.10008.5.1.4.1.1.88.59"]),
+    ("PR", &["1.2.840.10008.5.1.4.1.1.11.1"]),
+    ("DOC", &["1.2.840.10008.5.1.4.1.1.104.1"]),
+    ("SEG", &["1.2.840.10008.5.1.4.1.1.66.4"]),
+    (
+        "OT",
+        &["1.2.840.10008.5.1.4.1.1.7.2", "1.2.840.10008.5.1.4.1.1.7.4"],
+    ),
+    ("RTIMAGE", &["1.2.840.10008.5.1.4.1.1.481.1"]),
+    ("RTDOSE", &["1.2.840.10008.5.1.4.1.1.481.2"]),
+    ("RTSTRUCT", &["1.2.840.10008.5.1.4.1.1.481.3"]),
+];
+
+/// The storage SOP classes to propose for a study whose SOP Classes in Study are unknown but
+/// whose modalities are (Modalities in Study, or its series' Modality): those of
+/// [`COMMON_STORAGE_CLASSES`] the modalities are stored in, and Secondary Capture, which any
+/// modality may produce. With far fewer classes than the common set, each gets a context for
+/// every compressed syntax (about 4 contexts per class for the common set: uncompressed and 3
+/// compressed syntaxes, so an SCP holding another compressed syntax would have to transcode).
+/// Empty (propose the common set) when `modalities` is empty or names one not listed here.
+pub fn storage_classes_for_modalities(modalities: &[String]) -> Vec<String> {
+    let mut out = vec!["1.2.840.10008.5.1.4.1.1.7".to_owned()];
+    let mut any = false;
+    for m in modalities {
+        let m = m.trim().to_ascii_uppercase();
+        if m.is_empty() {
+            continue;
+        }
+        let Some((_, classes)) = MODALITY_CLASSES.iter().find(|(t, _)| *t == m) else {
+            return Vec::new();
+        };
+        any = true;
+        for c in *classes {
+            if !out.iter().any(|o| o == c) {
+                out.push((*c).to_owned());
+            }
+        }
+    }
+    if any { out } else { Vec::new() }
+}
+
 /// Compressed syntaxes offered for the sub-operations, one context each, most common in PACS
 /// first; as many per SOP class as fit (see [`storage_contexts`]).
 const COMPRESSED: &[&str] = &[
@@ -103,6 +174,9 @@ pub struct GetOptions {
     pub cancel_grace: Duration,
     /// The storage SOP classes to propose for the sub-operations; empty: the common ones.
     pub storage_classes: Vec<String>,
+    /// The information model of the C-GET SOP class (PS3.4 C.6): Study Root by default; Patient
+    /// Root needs the Patient ID among the keys of a STUDY-level request.
+    pub model: QueryModel,
 }
 
 impl Default for GetOptions {
@@ -118,6 +192,7 @@ impl GetOptions {
             timeout: Duration::from_secs(600),
             cancel_grace: Duration::from_secs(10),
             storage_classes: Vec::new(),
+            model: QueryModel::Study,
         }
     }
 
@@ -136,6 +211,13 @@ impl GetOptions {
     /// Sets the storage SOP classes to expect (e.g. the study's SOP Classes in Study).
     pub fn storage_classes(mut self, classes: Vec<String>) -> Self {
         self.storage_classes = classes;
+        self
+    }
+
+    /// Sets the information model (Patient Root GET, 1.2.840.10008.5.1.4.1.2.1.3, or Study
+    /// Root GET, …2.2.3).
+    pub fn model(mut self, model: QueryModel) -> Self {
+        self.model = model;
         self
     }
 }
@@ -218,10 +300,9 @@ pub async fn get(
     ctx: &IngestContext,
     mut progress: impl FnMut(&SubOperations),
 ) -> Result<GetOutcome> {
-    let model = if level == Level::Patient {
-        sop_class::PATIENT_ROOT_GET
-    } else {
-        sop_class::STUDY_ROOT_GET
+    let model = match opts.model.at(level) {
+        QueryModel::Patient => sop_class::PATIENT_ROOT_GET,
+        QueryModel::Study => sop_class::STUDY_ROOT_GET,
     };
     let storage = storage_contexts(&opts.storage_classes);
     let mut classes: Vec<String> = Vec::new();
@@ -501,5 +582,40 @@ mod tests {
         let ctx = storage_contexts(&many);
         assert_eq!(ctx.len(), MAX_STORAGE_CONTEXTS);
         assert!(ctx.iter().all(|(_, t)| *t == uncompressed()));
+    }
+
+    #[test]
+    fn a_study_of_known_modalities_gets_every_compressed_syntax() {
+        let mr = storage_classes_for_modalities(&["MR".into()]);
+        assert_eq!(
+            mr,
+            [
+                "1.2.840.10008.5.1.4.1.1.7",
+                "1.2.840.10008.5.1.4.1.1.4",
+                "1.2.840.10008.5.1.4.1.1.4.1"
+            ]
+        );
+        let ctx = storage_contexts(&mr);
+        assert_eq!(ctx.len(), mr.len() * (1 + COMPRESSED.len()));
+        for c in &mr {
+            for ts in COMPRESSED {
+                assert!(ctx.iter().any(|(k, t)| k == c && t == &[*ts]), "{c} {ts}");
+            }
+        }
+        // Several modalities, in any case and with blanks; every class is one of the common set.
+        let ct_sr = storage_classes_for_modalities(&[" ct".into(), "SR".into(), "".into()]);
+        assert_eq!(ct_sr.len(), 1 + 2 + 3);
+        assert!(
+            ct_sr
+                .iter()
+                .all(|c| COMMON_STORAGE_CLASSES.contains(&c.as_str()))
+        );
+        for (_, classes) in MODALITY_CLASSES {
+            assert!(classes.iter().all(|c| COMMON_STORAGE_CLASSES.contains(c)));
+        }
+        // A modality not listed, or none: the common set (empty).
+        assert!(storage_classes_for_modalities(&["CT".into(), "XC".into()]).is_empty());
+        assert!(storage_classes_for_modalities(&[]).is_empty());
+        assert!(storage_classes_for_modalities(&[" ".into()]).is_empty());
     }
 }

@@ -5,8 +5,10 @@
 //!   SOP class/transfer syntax pairs), each file's data set streamed from disk after its meta
 //!   group; per-file failures are collected, not fatal.
 //! - [`find`]: C-FIND in the Study Root model (Patient Root at PATIENT level), answers as DICOM
-//!   JSON objects like QIDO-RS returns. [`study_find_keys`] lists the Study Root keys asked for
-//!   when looking for a patient's studies (priors).
+//!   JSON objects like QIDO-RS returns; [`find_limited`] in either model with a cap on the
+//!   answers. [`study_find_keys`] lists the Study Root keys asked for when looking for a
+//!   patient's studies (priors); [`patient_find_keys`] and [`patient_root_study_keys`] the
+//!   PATIENT-level and STUDY-level keys of the same search under Patient Root.
 //! - [`move_`]: C-MOVE (PS3.4 C.4.2) to a Move Destination AE title, following pending
 //!   responses and cancelling at a deadline ([`MoveOptions`], [`MoveOutcome`]).
 //! - [`get()`]: C-GET (PS3.4 C.4.3): the instances come back as C-STORE sub-operations on our own
@@ -24,13 +26,14 @@ use serde_json::{Map, Value as Json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 use vesalius_core::parse::implicit_vr;
 use vesalius_core::{tag, uid};
-use vesalius_store::query::Level;
+use vesalius_store::query::{Level, QueryModel};
 
 mod get;
 mod move_;
 
 pub use get::{
-    COMMON_STORAGE_CLASSES, GetOptions, GetOutcome, MAX_REFUSALS, Refusal, get, storage_contexts,
+    COMMON_STORAGE_CLASSES, GetOptions, GetOutcome, MAX_REFUSALS, Refusal, get,
+    storage_classes_for_modalities, storage_contexts,
 };
 pub use move_::{MoveOptions, MoveOutcome, move_};
 
@@ -478,9 +481,17 @@ pub async fn find(
     level: Level,
     keys: &[(u32, String)],
 ) -> Result<Vec<Map<String, Json>>> {
-    Ok(find_limited(addr, calling, called, level, keys, usize::MAX)
-        .await?
-        .0)
+    Ok(find_limited(
+        addr,
+        calling,
+        called,
+        QueryModel::Study,
+        level,
+        keys,
+        usize::MAX,
+    )
+    .await?
+    .0)
 }
 
 /// The Study Root study-level keys asking a PACS for a patient's studies (priors): Patient ID
@@ -512,21 +523,45 @@ pub fn study_find_keys(patient_id: &str, issuer: &str, study_date: &str) -> Vec<
     keys
 }
 
-/// [`find`] keeping at most `max_results` matches: when more arrive, a C-CANCEL-RQ is sent
-/// (PS3.7 9.3.2.3) and the rest is drained unread. Returns the matches and whether the answer
-/// was cut.
+/// The Patient Root PATIENT-level keys of a search for one patient (PS3.4 C.6.1.1.2): Patient
+/// ID and, when known, Issuer of Patient ID, with Patient's Name (and the issuer when not given)
+/// asked for.
+pub fn patient_find_keys(patient_id: &str, issuer: &str) -> Vec<(u32, String)> {
+    vec![
+        (tag::PATIENT_ID, patient_id.to_owned()),
+        (tag::ISSUER_OF_PATIENT_ID, issuer.to_owned()),
+        (tag::PATIENT_NAME, String::new()),
+    ]
+}
+
+/// The Patient Root STUDY-level keys of the studies of one patient (PS3.4 C.6.1.1.3): the
+/// Patient ID as the unique key of the level above (C.4.1.3.1: a hierarchical search names
+/// nothing else of that level), an optional Study Date range and the study attributes
+/// [`study_find_keys`] asks for.
+pub fn patient_root_study_keys(patient_id: &str, study_date: &str) -> Vec<(u32, String)> {
+    study_find_keys(patient_id, "", study_date)
+        .into_iter()
+        .filter(|(t, _)| tag::group(*t) != 0x0010 || *t == tag::PATIENT_ID)
+        .collect()
+}
+
+/// [`find`] in the information model `model` (Patient Root whatever `model` at PATIENT level),
+/// keeping at most `max_results` matches: when more arrive, a C-CANCEL-RQ is sent (PS3.7
+/// 9.3.2.3) and the rest is drained unread. Returns the matches and whether the answer was cut.
+/// Under Patient Root the search is hierarchical (PS3.4 C.4.1.3.1): below PATIENT level, `keys`
+/// must carry the Patient ID ([`patient_root_study_keys`]).
 pub async fn find_limited(
     addr: &str,
     calling: &str,
     called: &str,
+    model: QueryModel,
     level: Level,
     keys: &[(u32, String)],
     max_results: usize,
 ) -> Result<(Vec<Map<String, Json>>, bool)> {
-    let model = if level == Level::Patient {
-        sop_class::PATIENT_ROOT_FIND
-    } else {
-        sop_class::STUDY_ROOT_FIND
+    let model = match model.at(level) {
+        QueryModel::Patient => sop_class::PATIENT_ROOT_FIND,
+        QueryModel::Study => sop_class::STUDY_ROOT_FIND,
     };
     let ctx = vec![(model.to_owned(), uncompressed())];
     let mut assoc = Association::request(addr, &request_options(calling, called, ctx)).await?;

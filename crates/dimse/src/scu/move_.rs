@@ -3,7 +3,8 @@
 //! its end.
 //!
 //! Contract:
-//! - One association, one C-MOVE-RQ (Study Root, or Patient Root at PATIENT level), Priority
+//! - One association, one C-MOVE-RQ (Study Root, or Patient Root at PATIENT level or when
+//!   [`MoveOptions::model`] says so), Priority
 //!   MEDIUM. The instances travel on **other** associations the SCP opens to the destination:
 //!   this function only sees the counters.
 //! - Pending responses (0xFF00) carry the sub-operation counters (PS3.4 C.4.2.1.4); each is
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use vesalius_core::tag;
-use vesalius_store::query::Level;
+use vesalius_store::query::{Level, QueryModel};
 
 use super::{request_options, response, uncompressed};
 use crate::association::Association;
@@ -44,6 +45,9 @@ pub struct MoveOptions {
     pub timeout: Duration,
     /// How long to wait for the final response after a C-CANCEL-RQ before aborting.
     pub cancel_grace: Duration,
+    /// The information model of the C-MOVE SOP class (PS3.4 C.6): Study Root by default;
+    /// Patient Root needs the Patient ID among the keys of a STUDY-level request.
+    pub model: QueryModel,
 }
 
 impl MoveOptions {
@@ -53,6 +57,7 @@ impl MoveOptions {
             destination: destination.into(),
             timeout: Duration::from_secs(600),
             cancel_grace: Duration::from_secs(10),
+            model: QueryModel::Study,
         }
     }
 
@@ -65,6 +70,13 @@ impl MoveOptions {
     /// Sets how long a cancelled operation may take to answer.
     pub fn cancel_grace(mut self, d: Duration) -> Self {
         self.cancel_grace = d;
+        self
+    }
+
+    /// Sets the information model (Patient Root MOVE, 1.2.840.10008.5.1.4.1.2.1.2, or Study
+    /// Root MOVE, …2.2.2).
+    pub fn model(mut self, model: QueryModel) -> Self {
+        self.model = model;
         self
     }
 }
@@ -197,10 +209,9 @@ pub async fn move_(
             opts.destination
         )));
     }
-    let model = if level == Level::Patient {
-        sop_class::PATIENT_ROOT_MOVE
-    } else {
-        sop_class::STUDY_ROOT_MOVE
+    let model = match opts.model.at(level) {
+        QueryModel::Patient => sop_class::PATIENT_ROOT_MOVE,
+        QueryModel::Study => sop_class::STUDY_ROOT_MOVE,
     };
     let mut ro = request_options(calling, called, vec![(model.to_owned(), uncompressed())]);
     // Our own deadline governs: the association must not give up on a quiet SCP before it

@@ -1,14 +1,17 @@
 //! Query/retrieve from a DICOM node of the registry ([`crate::priors`]):
 //!
 //! - `GET /api/v1/nodes/{name}/studies?PatientID=&IssuerOfPatientID=&StudyDate=`: a C-FIND
-//!   (Study Root, study level) at the node, calling as our AE title; the answer lists each study
+//!   at the node in its information model (Study Root at study level, or Patient Root at
+//!   patient then study level: [`crate::priors::find_studies`]), calling as our AE title; the answer lists each study
 //!   with the instances held here of it (`held_instances`, in the node's organisation).
 //!   PatientID is required (a node is not browsed whole); StudyDate is `YYYYMMDD` or a range
 //!   `YYYYMMDD-YYYYMMDD` with either side open. Audited as `query` (operation C-FIND, the node,
 //!   the keys, the number of results; a failed C-FIND with outcome failure).
-//! - `POST /api/v1/nodes/{name}/retrieve` `{"study_uid": "…", "priority": 0}`: adds a durable
-//!   `retrieve` job (queue `retrieve:NAME`, one per study: asking again while one is pending
-//!   answers the same job) that C-MOVEs the study to our AE title; 202 with the job id. Its
+//! - `POST /api/v1/nodes/{name}/retrieve` `{"study_uid": "…", "patient_id": "…", "priority":
+//!   0}`: adds a durable `retrieve` job (queue `retrieve:NAME`, one per study: asking again
+//!   while one is pending answers the same job) that C-MOVEs the study to our AE title (or
+//!   C-GETs it); 202 with the job id. `patient_id` is required for a node queried in Patient
+//!   Root (its C-MOVE and C-GET name the patient, PS3.4 C.4.2.2.1), optional otherwise. Its
 //!   progress and receipts are those of the transfers API. Audited as `admin-change`
 //!   (`node-retrieve`).
 //!
@@ -25,7 +28,7 @@ use serde_json::{Value, json};
 use vesalius_auth::Caller;
 use vesalius_core::ErrorKind;
 use vesalius_store::audit::Outcome;
-use vesalius_store::query::{Access, Scope};
+use vesalius_store::query::{Access, QueryModel, Scope};
 
 use super::{ApiError, ApiResult, ApiState, body, caller_of, visible_node};
 use crate::now_ms;
@@ -94,7 +97,7 @@ pub(super) async fn studies(
     let ex = &st.exchange;
     let found = priors::find_studies(&node, &st.ae_title, &q, ex.options().find_timeout).await;
     let details = json!({
-        "operation": "C-FIND", "model": "study-root", "node": node.name,
+        "operation": "C-FIND", "model": crate::priors::audit_model(&node), "node": node.name,
         "keys": {"PatientID": q.patient_id, "IssuerOfPatientID": q.issuer,
                  "StudyDate": q.study_date},
         "results": found.as_ref().map(Vec::len).ok(),
@@ -128,6 +131,8 @@ pub(super) async fn studies(
 struct RetrieveInput {
     study_uid: String,
     #[serde(default)]
+    patient_id: String,
+    #[serde(default)]
     priority: i32,
 }
 
@@ -147,6 +152,23 @@ pub(super) async fn retrieve(
             format!("study_uid {:?} is not a UID", input.study_uid),
         ));
     }
+    let patient_id = input.patient_id.trim().to_owned();
+    if !patient_id.is_empty() && !valid_text_key(&patient_id, 64) {
+        return Err(ApiError::new(
+            ErrorKind::BadRequest,
+            "patient_id: 1-64 characters without backslash".to_owned(),
+        ));
+    }
+    if node.query_model == QueryModel::Patient && patient_id.is_empty() {
+        return Err(ApiError::new(
+            ErrorKind::BadRequest,
+            format!(
+                "node {} is queried in Patient Root: give the study's patient_id (its C-MOVE \
+                 and C-GET name the patient)",
+                node.name
+            ),
+        ));
+    }
     let job = RetrieveJob {
         org: node.org.clone(),
         node: node.name.clone(),
@@ -155,6 +177,7 @@ pub(super) async fn retrieve(
         requested_by: c.principal.actor.name.clone(),
         prior_of: None,
         sop_classes: Vec::new(),
+        patient_id,
     };
     let queue = priors::retrieve_queue(&node.name);
     let ex = &st.exchange;

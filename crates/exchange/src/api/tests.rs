@@ -107,6 +107,7 @@ async fn put_node(f: &Fixture, name: &str, org: &str) {
                 port: 1,
                 transfer_syntaxes: vec![],
                 retrieve: Default::default(),
+                query_model: Default::default(),
                 org: org.into(),
                 description: String::new(),
                 managed: false,

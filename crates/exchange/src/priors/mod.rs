@@ -1,10 +1,12 @@
-//! Priors from a legacy PACS (issue 5): a DICOM node as a **source**. Query it (C-FIND, Study
-//! Root), retrieve studies from it (C-MOVE to our own AE title, or C-GET on our own association:
+//! Priors from a legacy PACS (issue 5): a DICOM node as a **source**. Query it (C-FIND, in
+//! Study Root or Patient Root: the node's `query_model`), retrieve studies from it (C-MOVE to our own AE title, or C-GET on our own association:
 //! the node's `retrieve` method) and prefetch a patient's relevant prior studies when a new
 //! study arrives (`prefetch:NODE` route destinations).
 //!
-//! Submodules: `retrieve` (running a retrieval job by either method, and what its outcome
-//! means) and [`relevance`] (which priors a `match=` rule keeps).
+//! Submodules: `find` (C-FIND of a patient's studies and of a study's series, in either
+//! information model), `retrieve` (running a retrieval job by either method, and what its
+//! outcome means), [`relevance`] (which priors a `match=` rule keeps) and [`anatomy`] (coded
+//! anatomic regions read as body parts).
 //!
 //! ## How the instances come in
 //! - **C-MOVE**: the Move Destination is always **our own AE title** (`[dicom] ae_title`). The
@@ -56,19 +58,22 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
 use vesalius_auth::Caller;
 use vesalius_core::tag;
-use vesalius_dimse::scu;
 use vesalius_store::audit::Outcome;
 use vesalius_store::model::{InstanceRecord, StoredInstance};
 use vesalius_store::outbox::{Job, JobFilter, NewJob, Receipt, ReceiptFilter, ReceiptKind};
-use vesalius_store::query::{Access, Level, Scope};
+use vesalius_store::query::{Access, Scope};
 use vesalius_store::registry::{DicomNode, Prefetch};
 
 use crate::worker::Exchange;
 use crate::{Error, now_ms};
 
+pub mod anatomy;
+mod find;
 pub mod relevance;
 mod retrieve;
 
+pub(crate) use find::dimse_error;
+pub use find::{NodeQuery, NodeStudy, audit_model, find_studies, study_keys};
 pub use relevance::{ArrivingStudy, Selection, SeriesInfo, choose_priors};
 
 /// The job kind of a study retrieval from a DICOM node.
@@ -131,6 +136,10 @@ pub struct RetrieveJob {
     /// when unknown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sop_classes: Vec<String>,
+    /// The study's Patient ID at the node: a Patient Root C-MOVE or C-GET names it beside the
+    /// Study Instance UID (PS3.4 C.4.2.2.1). Empty when unknown (Study Root needs none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub patient_id: String,
 }
 
 impl RetrieveJob {
@@ -170,6 +179,9 @@ pub struct PrefetchJob {
     /// Body Part Examined.
     #[serde(default)]
     pub body_part: String,
+    /// The codes of its Anatomic Region Sequence (0008,2218).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anatomic_region: Vec<anatomy::AnatomicCode>,
     /// Study Description.
     #[serde(default)]
     pub description: String,
@@ -191,6 +203,7 @@ impl PrefetchJob {
             route_id: route_id.to_owned(),
             modality: record.series.modality.trim().to_owned(),
             body_part: record.series.body_part.trim().to_owned(),
+            anatomic_region: anatomic_region_of(&record.metadata_json),
             description: record.study.description.trim().to_owned(),
         })
     }
@@ -210,139 +223,15 @@ impl PrefetchJob {
     }
 }
 
-/// One study a node answered with (C-FIND, study level).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeStudy {
-    /// Study Instance UID.
-    pub study_uid: String,
-    /// Patient ID.
-    pub patient_id: String,
-    /// Issuer of Patient ID.
-    pub issuer: String,
-    /// Patient's Name.
-    pub patient_name: String,
-    /// Study Date.
-    pub study_date: String,
-    /// Study Time.
-    pub study_time: String,
-    /// Accession Number.
-    pub accession: String,
-    /// Modalities in Study.
-    pub modalities: Vec<String>,
-    /// Study Description.
-    pub description: String,
-    /// Number of Study Related Instances, when answered.
-    pub instances: Option<u64>,
-    /// SOP Classes in Study (0008,0062), when answered.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub sop_classes: Vec<String>,
-}
-
-impl NodeStudy {
-    /// Reads a C-FIND answer (DICOM JSON).
-    pub fn of(answer: &Map<String, Json>) -> NodeStudy {
-        let first = |t: u32| -> Option<&Json> {
-            answer
-                .get(&format!("{t:08X}"))?
-                .get("Value")?
-                .as_array()?
-                .first()
-        };
-        let text = |t: u32| -> String {
-            match first(t) {
-                Some(Json::String(s)) => s.trim().to_owned(),
-                Some(Json::Number(n)) => n.to_string(),
-                Some(Json::Object(o)) => o
-                    .get("Alphabetic")
-                    .and_then(Json::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
-                _ => String::new(),
-            }
-        };
-        let list = |t: u32| -> Vec<String> {
-            answer
-                .get(&format!("{t:08X}"))
-                .and_then(|e| e.get("Value"))
-                .and_then(Json::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|m| m.as_str().map(|m| m.trim().to_owned()))
-                        .filter(|m| !m.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let modalities = list(tag::MODALITIES_IN_STUDY);
-        NodeStudy {
-            study_uid: text(tag::STUDY_INSTANCE_UID),
-            patient_id: text(tag::PATIENT_ID),
-            issuer: text(tag::ISSUER_OF_PATIENT_ID),
-            patient_name: text(tag::PATIENT_NAME),
-            study_date: text(tag::STUDY_DATE),
-            study_time: text(tag::STUDY_TIME),
-            accession: text(tag::ACCESSION_NUMBER),
-            modalities,
-            description: text(tag::STUDY_DESCRIPTION),
-            instances: text(tag::NUMBER_OF_STUDY_RELATED_INSTANCES).parse().ok(),
-            sop_classes: list(tag::SOP_CLASSES_IN_STUDY),
-        }
+/// The codes of the Anatomic Region Sequence (0008,2218) in an instance's metadata (DICOM JSON);
+/// the metadata is parsed only when it has the attribute.
+fn anatomic_region_of(metadata_json: &str) -> Vec<anatomy::AnatomicCode> {
+    if !metadata_json.contains("\"00082218\"") {
+        return Vec::new();
     }
-}
-
-/// What to ask a node for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NodeQuery {
-    /// Patient ID (required: a node is not browsed whole).
-    pub patient_id: String,
-    /// Issuer of Patient ID, "" for any.
-    pub issuer: String,
-    /// Study Date: `YYYYMMDD`, or a range `YYYYMMDD-YYYYMMDD` (either side may be open).
-    pub study_date: String,
-}
-
-/// Queries `node` for studies (C-FIND, Study Root, study level), calling as `calling`, within
-/// `timeout`; at most [`MAX_FIND_RESULTS`]. Answers whose Patient ID differs, or whose issuer
-/// differs from a given one, are dropped (for nodes that match loosely or ignore the issuer).
-pub async fn find_studies(
-    node: &DicomNode,
-    calling: &str,
-    q: &NodeQuery,
-    timeout: Duration,
-) -> Result<Vec<NodeStudy>, Error> {
-    let keys = scu::study_find_keys(&q.patient_id, &q.issuer, &q.study_date);
-    let addr = node_addr(node);
-    let find = scu::find_limited(
-        &addr,
-        calling,
-        &node.ae_title,
-        Level::Study,
-        &keys,
-        MAX_FIND_RESULTS,
-    );
-    let (answers, _) = tokio::time::timeout(timeout, find)
-        .await
-        .map_err(|_| {
-            Error::Unreachable(format!(
-                "{}: no C-FIND answer within {} s",
-                node.name,
-                timeout.as_secs()
-            ))
-        })?
-        .map_err(|e| dimse_error(node, "C-FIND", e))?;
-    Ok(answers
-        .iter()
-        .map(NodeStudy::of)
-        .filter(|s| !s.study_uid.is_empty() && s.patient_id == q.patient_id)
-        .filter(|s| q.issuer.is_empty() || s.issuer.is_empty() || s.issuer == q.issuer)
-        .collect())
-}
-
-pub(crate) fn dimse_error(node: &DicomNode, op: &str, e: vesalius_dimse::Error) -> Error {
-    let msg = format!("{} ({}): {op}: {e}", node.name, node.ae_title);
-    match e.kind() {
-        vesalius_core::ErrorKind::Unavailable => Error::Unreachable(msg),
-        _ => Error::Dimse(msg),
+    match serde_json::from_str::<Map<String, Json>>(metadata_json) {
+        Ok(m) => anatomy::codes(&m, tag::ANATOMIC_REGION_SEQUENCE),
+        Err(_) => Vec::new(),
     }
 }
 
@@ -480,7 +369,7 @@ impl Exchange {
         )
         .await;
         let details = json!({
-            "operation": "C-FIND", "model": "study-root", "node": node.name,
+            "operation": "C-FIND", "model": audit_model(node), "node": node.name,
             "keys": {"PatientID": q.patient_id, "IssuerOfPatientID": q.issuer,
                      "StudyDate": q.study_date},
             "prefetch_for": p.study_uid, "route": p.route_id,
@@ -501,6 +390,7 @@ impl Exchange {
         let arriving = ArrivingStudy {
             modalities: vec![p.modality.clone()],
             body_part: p.body_part.clone(),
+            anatomic_region: p.anatomic_region.clone(),
             description: p.description.clone(),
         };
         // Priors the study-level answer cannot judge (no Modalities in Study, a description
@@ -513,7 +403,7 @@ impl Exchange {
                 break sel;
             };
             let info = if series.len() < MAX_SERIES_QUERIES {
-                match self.series_info(node, &uid).await {
+                match self.series_info(node, &p.patient_id, &uid).await {
                     Ok(info) => info,
                     Err(e) => return self.fail_job(j, &e.to_string(), false).await,
                 }
@@ -542,6 +432,7 @@ impl Exchange {
                     requested_by: format!("route:{}", p.route_id),
                     prior_of: Some(p.study_uid.clone()),
                     sop_classes: s.sop_classes.clone(),
+                    patient_id: s.patient_id.clone(),
                 }
                 .to_job(j.job.priority)
             })
@@ -572,65 +463,6 @@ impl Exchange {
         );
         let r = self.study_receipt(&p.org, queue, &p.study_uid, detail, wanted.len() as u64);
         self.complete_quietly(j, vec![r]).await;
-    }
-
-    /// The Modality and Body Part Examined values of the series of `study` at `node` (C-FIND,
-    /// Study Root, series level). A node that cannot be reached is an error (the prefetch is
-    /// retried); one that refuses the query, or does not answer the keys, gives none.
-    async fn series_info(&self, node: &DicomNode, study: &str) -> Result<SeriesInfo, Error> {
-        let keys = vec![
-            (tag::STUDY_INSTANCE_UID, study.to_owned()),
-            (tag::SERIES_INSTANCE_UID, String::new()),
-            (tag::MODALITY, String::new()),
-            (tag::BODY_PART_EXAMINED, String::new()),
-        ];
-        let addr = node_addr(node);
-        let find = scu::find_limited(
-            &addr,
-            &self.options().ae_title,
-            &node.ae_title,
-            Level::Series,
-            &keys,
-            MAX_FIND_RESULTS,
-        );
-        let answers = match tokio::time::timeout(self.options().find_timeout, find).await {
-            Ok(Ok((answers, _))) => answers,
-            Ok(Err(e)) if e.kind() == vesalius_core::ErrorKind::Unavailable => {
-                return Err(dimse_error(node, "C-FIND (series)", e));
-            }
-            Ok(Err(e)) => {
-                tracing::info!("{}: series C-FIND for {study}: {e}", node.name);
-                return Ok(SeriesInfo::default());
-            }
-            Err(_) => {
-                return Err(Error::Unreachable(format!(
-                    "{}: no series C-FIND answer within {} s",
-                    node.name,
-                    self.options().find_timeout.as_secs()
-                )));
-            }
-        };
-        let values = |t: u32| -> Vec<String> {
-            let mut v: Vec<String> = answers
-                .iter()
-                .filter_map(|a| {
-                    a.get(&format!("{t:08X}"))?
-                        .get("Value")?
-                        .as_array()?
-                        .first()?
-                        .as_str()
-                        .map(|v| v.trim().to_owned())
-                })
-                .filter(|v| !v.is_empty())
-                .collect();
-            v.sort();
-            v.dedup();
-            v
-        };
-        Ok(SeriesInfo {
-            modalities: values(tag::MODALITY),
-            body_parts: values(tag::BODY_PART_EXAMINED),
-        })
     }
 
     fn study_receipt(
@@ -727,25 +559,5 @@ mod tests {
             ["recent", "middle"],
             "older than 5 years is left out"
         );
-    }
-
-    #[test]
-    fn node_study_from_a_find_answer() {
-        let a: Map<String, Json> = serde_json::from_str(
-            r#"{"0020000D":{"vr":"UI","Value":["1.2.3"]},"00100020":{"vr":"LO","Value":["P1"]},
-                "00100010":{"vr":"PN","Value":[{"Alphabetic":"DOE^JO"}]},
-                "00080061":{"vr":"CS","Value":["CT","SR"]},
-                "00201208":{"vr":"IS","Value":[12]},"00080020":{"vr":"DA","Value":["20240101"]},
-                "00080062":{"vr":"UI","Value":["1.2.840.10008.5.1.4.1.1.2"]}}"#,
-        )
-        .unwrap();
-        let s = NodeStudy::of(&a);
-        assert_eq!(s.study_uid, "1.2.3");
-        assert_eq!(s.patient_name, "DOE^JO");
-        assert_eq!(s.modalities, ["CT", "SR"]);
-        assert_eq!(s.instances, Some(12));
-        assert_eq!(s.study_date, "20240101");
-        assert_eq!(s.issuer, "");
-        assert_eq!(s.sop_classes, ["1.2.840.10008.5.1.4.1.1.2"]);
     }
 }

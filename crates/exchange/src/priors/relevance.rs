@@ -11,9 +11,13 @@
 //!   DCMTK's dcmqrscp, for one, does not support), its series' Modality values stand in.
 //! - `body-part`: the prior shows a body region of the arriving study. Regions come from Body
 //!   Part Examined (the defined terms of PS3.16 CID 4031 and their combinations such as
-//!   `HEADNECK`) or from words of a Study Description (`BRAIN` and `SKULL` are the head, `THORAX`
-//!   and `LUNG` the chest, …, [`regions`]). The prior's Study Description decides when it names a
-//!   region; otherwise its series' Body Part Examined do; a prior with neither is not relevant.
+//!   `HEADNECK`), from the codes of the Anatomic Region Sequence (0008,2218: SNOMED CT or SRT
+//!   concepts of CID 4031, read as the Body Part Examined term PS3.16 Annex L gives them,
+//!   [`super::anatomy`]) or from words of a Study Description (`BRAIN` and `SKULL` are the head,
+//!   `THORAX` and `LUNG` the chest, …, [`regions`]). The arriving study's regions are those of
+//!   its Body Part Examined and coded anatomy, else its description's. The prior's Study
+//!   Description decides when it names a region; otherwise its series' Body Part Examined and
+//!   Anatomic Region Sequence do; a prior with none of these is not relevant.
 //!
 //! A criterion that is false without the series decides (no query is made); the series are
 //! asked for only when everything else holds.
@@ -27,6 +31,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use vesalius_store::registry::{Prefetch, PriorMatch};
 
+use super::anatomy::{self, AnatomicCode};
 use super::{NodeStudy, years_ago};
 
 /// Modalities of objects that are not images of the patient (PS3.3 C.7.3.1.1.1): they do not
@@ -41,8 +46,23 @@ const REGIONS: &[(&str, &[&str])] = &[
     (
         "HEAD",
         &[
-            "HEAD", "BRAIN", "SKULL", "CRANIUM", "CRANIAL", "CEREBRAL", "NEURO", "HEADNECK",
-            "ORBIT", "SINUS", "SINUSES", "IAC", "FACE", "JAW", "TMJ",
+            "HEAD",
+            "BRAIN",
+            "SKULL",
+            "CRANIUM",
+            "CRANIAL",
+            "CEREBRAL",
+            "CEREBELLUM",
+            "CIRCLEOFWILLIS",
+            "NEURO",
+            "HEADNECK",
+            "ORBIT",
+            "SINUS",
+            "SINUSES",
+            "IAC",
+            "FACE",
+            "JAW",
+            "TMJ",
         ],
     ),
     (
@@ -68,7 +88,10 @@ const REGIONS: &[(&str, &[&str])] = &[
             "TSPINE",
         ],
     ),
-    ("HEART", &["HEART", "CARDIAC", "CORONARY", "AORTA"]),
+    (
+        "HEART",
+        &["HEART", "CARDIAC", "CORONARY", "CORONARYARTERY", "AORTA"],
+    ),
     ("BREAST", &["BREAST", "BREASTS", "MAMMO", "MAMMOGRAPHY"]),
     (
         "ABDOMEN",
@@ -82,6 +105,7 @@ const REGIONS: &[(&str, &[&str])] = &[
             "KIDNEYS",
             "RENAL",
             "SPLEEN",
+            "ADRENAL",
             "ABDOMENPELVIS",
             "CHESTABDOMEN",
             "CHESTABDPELVIS",
@@ -193,6 +217,8 @@ pub struct ArrivingStudy {
     pub modalities: Vec<String>,
     /// Body Part Examined (0018,0015).
     pub body_part: String,
+    /// The codes of its Anatomic Region Sequence (0008,2218).
+    pub anatomic_region: Vec<AnatomicCode>,
     /// Study Description (0008,1030).
     pub description: String,
 }
@@ -214,9 +240,11 @@ impl ArrivingStudy {
         if images.is_empty() { all } else { images }
     }
 
-    /// Its body regions: Body Part Examined's, else its description's.
+    /// Its body regions: those of Body Part Examined and of the Anatomic Region Sequence, else
+    /// its description's.
     fn regions(&self) -> BTreeSet<&'static str> {
-        let r = regions(&self.body_part);
+        let mut r = regions(&self.body_part);
+        r.extend(regions(&anatomy::body_parts(&self.anatomic_region)));
         if r.is_empty() {
             regions(&self.description)
         } else {
@@ -225,14 +253,16 @@ impl ArrivingStudy {
     }
 }
 
-/// What a series-level C-FIND of a prior study answered: the distinct Modality and Body Part
-/// Examined values of its series (empty when the node does not return them).
+/// What a series-level C-FIND of a prior study answered: the distinct Modality, Body Part
+/// Examined and Anatomic Region values of its series (empty when the node does not return them).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SeriesInfo {
     /// Modality (0008,0060) values.
     pub modalities: Vec<String>,
     /// Body Part Examined (0018,0015) values.
     pub body_parts: Vec<String>,
+    /// The codes of the Anatomic Region Sequence (0008,2218) items.
+    pub anatomic_regions: Vec<AnatomicCode>,
 }
 
 /// Whether `prior` is relevant.
@@ -279,7 +309,8 @@ pub fn relevance(
                 } else if !named.is_empty() {
                     named.contains("WHOLEBODY") || !named.is_disjoint(&cur)
                 } else if let Some(s) = series {
-                    s.body_parts.iter().any(|p| {
+                    let coded = anatomy::body_parts(&s.anatomic_regions);
+                    s.body_parts.iter().chain([&coded]).any(|p| {
                         let r = regions(p);
                         r.contains("WHOLEBODY") || !r.is_disjoint(&cur)
                     })
@@ -383,6 +414,7 @@ mod tests {
             modalities: vec!["CT".into()],
             body_part: "HEAD".into(),
             description: "CT HEAD WO CONTRAST".into(),
+            ..Default::default()
         }
     }
 
@@ -485,6 +517,7 @@ mod tests {
         SeriesInfo {
             modalities: vec!["CT".into()],
             body_parts: p.iter().map(|p| p.to_string()).collect(),
+            ..Default::default()
         }
     }
 
@@ -557,6 +590,7 @@ mod tests {
             modalities: vec!["CT".into()],
             body_part: String::new(),
             description: "Emergency".into(),
+            ..Default::default()
         };
         let all = [PriorMatch::Modality, PriorMatch::BodyPart];
         assert_eq!(relevance(&prior, &unknown, &all, None), Verdict::Relevant);
@@ -582,7 +616,7 @@ mod tests {
         assert_eq!(relevance(&silent, &with_sr, &m, None), Verdict::NeedSeries);
         let reports = SeriesInfo {
             modalities: vec!["SR".into()],
-            body_parts: vec![],
+            ..Default::default()
         };
         let got = relevance(&silent, &with_sr, &m, Some(&reports));
         assert_eq!(got, Verdict::NotRelevant);
@@ -593,5 +627,60 @@ mod tests {
         let pet = study("pet", "20250101", &["PT", "CT"], "PET-CT WHOLEBODY");
         let b = [PriorMatch::BodyPart];
         assert_eq!(relevance(&pet, &ct_head(), &b, None), Verdict::Relevant);
+    }
+
+    fn coded(codes: &[(&str, &str)]) -> Vec<AnatomicCode> {
+        codes.iter().map(|(s, v)| AnatomicCode::new(s, v)).collect()
+    }
+
+    /// A prior with a coded Anatomic Region only (no Body Part Examined, a description naming
+    /// no region): its series' codes decide, against the arriving study's body part or codes.
+    #[test]
+    fn coded_anatomy_of_the_prior_series() {
+        let found = vec![
+            study("brain", "20260101", &["CT"], "Study 1"),
+            study("knee", "20250101", &["CT"], "Study 2"),
+        ];
+        let r = rule(3, None, &[PriorMatch::Modality, PriorMatch::BodyPart]);
+        let mut series = HashMap::new();
+        let coded_series = |codes: &[(&str, &str)]| SeriesInfo {
+            modalities: vec!["CT".into()],
+            anatomic_regions: coded(codes),
+            ..Default::default()
+        };
+        series.insert("brain".to_owned(), coded_series(&[("SCT", "12738006")]));
+        series.insert("knee".to_owned(), coded_series(&[("SRT", "T-D9200")]));
+        let s = choose_priors(&found, "x", &ct_head(), &r, NOW, &series);
+        assert_eq!((uids(&s), s.not_relevant), (vec!["brain"], 1));
+        // The arriving study coded too (no Body Part Examined, no description).
+        let coded_head = ArrivingStudy {
+            modalities: vec!["CT".into()],
+            anatomic_region: coded(&[("SRT", "T-D1100")]),
+            ..Default::default()
+        };
+        let s = choose_priors(&found, "x", &coded_head, &r, NOW, &series);
+        assert_eq!(uids(&s), ["brain"]);
+        let coded_knee = ArrivingStudy {
+            modalities: vec!["CT".into()],
+            anatomic_region: coded(&[("SCT", "49076000")]),
+            description: "CT HEAD".into(),
+            ..Default::default()
+        };
+        let s = choose_priors(&found, "x", &coded_knee, &r, NOW, &series);
+        assert_eq!(uids(&s), ["knee"], "the codes win over the description");
+        // Codes of another scheme or not in the table say nothing: the prior has no region.
+        series.insert("brain".to_owned(), coded_series(&[("FMA", "50801")]));
+        let s = choose_priors(&found, "x", &ct_head(), &r, NOW, &series);
+        assert!(s.chosen.is_empty(), "{s:?}");
+        // Body Part Examined and codes of one series both count.
+        let mut both = coded_series(&[("SCT", "72696002")]);
+        both.body_parts = vec!["HEAD".into()];
+        series.insert("brain".to_owned(), both);
+        let s = choose_priors(&found, "x", &ct_head(), &r, NOW, &series);
+        assert_eq!(uids(&s), ["brain"]);
+        // Coded whole body covers every region.
+        series.insert("knee".to_owned(), coded_series(&[("SCT", "38266002")]));
+        let s = choose_priors(&found, "x", &ct_head(), &r, NOW, &series);
+        assert_eq!(uids(&s), ["brain", "knee"]);
     }
 }

@@ -51,13 +51,27 @@ impl Exchange {
             );
             return self.fail_job(j, &msg, true).await;
         }
+        let Some(study_key) = super::study_keys(node, &r.patient_id, &r.study_uid) else {
+            let msg = format!(
+                "DICOM node {} is queried in Patient Root: retrieving study {} needs its Patient \
+                 ID (PS3.4 C.4.2.2.1), which this job does not have; ask again with the Patient ID",
+                node.name, r.study_uid
+            );
+            return self.fail_job(j, &msg, true).await;
+        };
         let ours = self.options().ae_title.clone();
         let op = node.retrieve.operation();
         let t0 = std::time::Instant::now();
         let done = match node.retrieve {
-            RetrieveMethod::Move => self.retrieve_by_move(node, r).await.map(Retrieval::Move),
+            RetrieveMethod::Move => self
+                .retrieve_by_move(node, &study_key)
+                .await
+                .map(Retrieval::Move),
             RetrieveMethod::Get => match self.ingestor() {
-                Some(_) => self.retrieve_by_get(node, r).await.map(Retrieval::Get),
+                Some(_) => self
+                    .retrieve_by_get(node, r, &study_key)
+                    .await
+                    .map(Retrieval::Get),
                 None => {
                     let msg = "C-GET needs the ingest path, which this engine was not given";
                     return self.fail_job(j, msg, true).await;
@@ -141,21 +155,23 @@ impl Exchange {
         });
     }
 
-    /// One C-MOVE of the study to our own AE title.
+    /// One C-MOVE of the study (named by `study_key`, [`super::study_keys`]) to our own AE
+    /// title, in the node's information model.
     async fn retrieve_by_move(
         &self,
         node: &DicomNode,
-        r: &RetrieveJob,
+        study_key: &[(u32, String)],
     ) -> Result<MoveOutcome, vesalius_dimse::Error> {
         let ours = &self.options().ae_title;
-        let opts = MoveOptions::new(ours).timeout(self.options().move_timeout);
-        let study_key = vec![(tag::STUDY_INSTANCE_UID, r.study_uid.clone())];
+        let opts = MoveOptions::new(ours)
+            .timeout(self.options().move_timeout)
+            .model(node.query_model);
         scu::move_(
             &node_addr(node),
             ours,
             &node.ae_title,
             Level::Study,
-            &study_key,
+            study_key,
             &opts,
             |_| {},
         )
@@ -169,19 +185,21 @@ impl Exchange {
         &self,
         node: &DicomNode,
         r: &RetrieveJob,
+        study_key: &[(u32, String)],
     ) -> Result<GetOutcome, vesalius_dimse::Error> {
         let Some(ingestor) = self.ingestor() else {
             return Err(vesalius_dimse::Error::Protocol("no ingest path".into()));
         };
         let ours = &self.options().ae_title;
         let classes = if r.sop_classes.is_empty() {
-            self.study_sop_classes(node, &r.study_uid).await
+            self.study_sop_classes(node, r, study_key).await
         } else {
             r.sop_classes.clone()
         };
         let opts = GetOptions::new()
             .timeout(self.options().move_timeout)
-            .storage_classes(classes);
+            .storage_classes(classes)
+            .model(node.query_model);
         let addr = node_addr(node);
         let ctx = IngestContext {
             org: node.org.clone(),
@@ -194,13 +212,12 @@ impl Exchange {
             source_addr: addr.clone(),
             ..Default::default()
         };
-        let study_key = vec![(tag::STUDY_INSTANCE_UID, r.study_uid.clone())];
         scu::get(
             &addr,
             ours,
             &node.ae_title,
             Level::Study,
-            &study_key,
+            study_key,
             &opts,
             ingestor,
             &ctx,
@@ -209,29 +226,60 @@ impl Exchange {
         .await
     }
 
-    /// The study's SOP Classes in Study (0008,0062) as the node answers a C-FIND for it; empty
-    /// when it does not say (the C-GET then proposes the common storage classes).
-    async fn study_sop_classes(&self, node: &DicomNode, study: &str) -> Vec<String> {
-        let keys = vec![
-            (tag::STUDY_INSTANCE_UID, study.to_owned()),
-            (tag::SOP_CLASSES_IN_STUDY, String::new()),
-        ];
+    /// The storage SOP classes to propose for the study's C-GET: its SOP Classes in Study
+    /// (0008,0062) as the node answers a C-FIND for it (named by `study_key`, in the node's
+    /// model); when the node does not say (an optional key: DCMTK's dcmqrscp does not support
+    /// it), the classes of its modalities (Modalities in Study from the same answer, else its
+    /// series' Modality values, [`scu::storage_classes_for_modalities`]), so that each class gets
+    /// a context for every compressed syntax; empty when neither is known (the C-GET then
+    /// proposes the common storage classes).
+    async fn study_sop_classes(
+        &self,
+        node: &DicomNode,
+        r: &RetrieveJob,
+        study_key: &[(u32, String)],
+    ) -> Vec<String> {
+        let mut keys = study_key.to_vec();
+        keys.push((tag::SOP_CLASSES_IN_STUDY, String::new()));
+        keys.push((tag::MODALITIES_IN_STUDY, String::new()));
         let addr = node_addr(node);
         let find = scu::find_limited(
             &addr,
             &self.options().ae_title,
             &node.ae_title,
+            node.query_model,
             Level::Study,
             &keys,
             1,
         );
-        match tokio::time::timeout(self.options().find_timeout, find).await {
-            Ok(Ok((answers, _))) => answers
-                .first()
-                .map(|a| super::NodeStudy::of(a).sop_classes)
-                .unwrap_or_default(),
-            _ => Vec::new(),
+        let study = match tokio::time::timeout(self.options().find_timeout, find).await {
+            Ok(Ok((answers, _))) => answers.first().map(super::NodeStudy::of),
+            _ => None,
         }
+        .unwrap_or_default();
+        if !study.sop_classes.is_empty() {
+            return study.sop_classes;
+        }
+        let modalities = if study.modalities.is_empty() {
+            match self.series_info(node, &r.patient_id, &r.study_uid).await {
+                Ok(s) => s.modalities,
+                Err(_) => Vec::new(),
+            }
+        } else {
+            study.modalities
+        };
+        let classes = scu::storage_classes_for_modalities(&modalities);
+        let proposed = if classes.is_empty() {
+            "the common".to_owned()
+        } else {
+            classes.len().to_string()
+        };
+        tracing::info!(
+            node = %node.name,
+            study = %r.study_uid,
+            "no SOP Classes in Study: proposing {proposed} storage classes for modalities {modalities:?}"
+        );
+        classes
     }
 }
 
@@ -414,6 +462,7 @@ mod tests {
             port: 104,
             transfer_syntaxes: vec![],
             retrieve: Default::default(),
+            query_model: Default::default(),
             org: "o".into(),
             description: String::new(),
             managed: false,
@@ -475,6 +524,7 @@ mod tests {
             port: 104,
             transfer_syntaxes: vec![],
             retrieve: RetrieveMethod::Get,
+            query_model: Default::default(),
             org: "o".into(),
             description: String::new(),
             managed: false,

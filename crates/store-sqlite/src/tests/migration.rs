@@ -427,7 +427,6 @@ async fn schema_5_receipts_gain_the_organisation_holding_their_study() {
 
     let idx = SqliteIndex::open(&path).await.unwrap();
     assert_eq!(scalar(&idx, "PRAGMA user_version").await, SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 6);
     let all = idx.receipts(&ReceiptFilter::default()).await.unwrap();
     let orgs: Vec<(&str, &str)> = all
         .iter()
@@ -473,4 +472,90 @@ async fn schema_5_receipts_gain_the_organisation_holding_their_study() {
     // Opening again changes nothing.
     let idx = SqliteIndex::open(&path).await.unwrap();
     assert_eq!(idx.receipts(&ReceiptFilter::default()).await.unwrap(), all);
+}
+
+/// A database as the receipts-of-an-organisation build left it (schema 6): one DICOM node.
+async fn schema_6_database(path: &Path) {
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::raw_sql(include_str!("schema_v6.sql"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.execute(ONE_INSTANCE).await.unwrap();
+    conn.execute(
+        "INSERT INTO dicom_nodes (name, ae_title, host, port, transfer_syntaxes, org, \
+           description, managed, created_ms, retrieve) \
+         VALUES ('pacs', 'PACS', '10.0.0.9', 104, '[]', 'a', 'Old PACS', 0, 5, 'get'); \
+         PRAGMA user_version = 6;",
+    )
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_6_nodes_keep_study_root_and_patient_root_nodes_fit() {
+    use vesalius_store::Registry;
+    use vesalius_store::registry::{QueryModel, RegistryChange, RetrieveMethod};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.db");
+    schema_6_database(&path).await;
+
+    let idx = SqliteIndex::open(&path).await.unwrap();
+    assert_eq!(scalar(&idx, "PRAGMA user_version").await, SCHEMA_VERSION);
+    assert_eq!(SCHEMA_VERSION, 7);
+    assert_eq!(idx.stats().await.unwrap().instances, 1);
+    let pacs = idx.node("pacs").await.unwrap().unwrap();
+    assert_eq!(
+        (pacs.query_model, pacs.retrieve, pacs.created_ms),
+        (QueryModel::Study, RetrieveMethod::Get, 5)
+    );
+    let mut old_pacs = pacs.clone();
+    old_pacs.name = "patient-root".into();
+    old_pacs.query_model = QueryModel::Patient;
+    Registry::apply(
+        &idx,
+        vec![RegistryChange::PutNode(old_pacs.clone())],
+        vec![],
+    )
+    .await
+    .unwrap();
+    drop(idx);
+
+    // Opening again changes nothing; each node keeps its model.
+    let idx = SqliteIndex::open(&path).await.unwrap();
+    assert_eq!(scalar(&idx, "PRAGMA user_version").await, SCHEMA_VERSION);
+    assert_eq!(idx.node("patient-root").await.unwrap().unwrap(), old_pacs);
+    assert_eq!(idx.node("pacs").await.unwrap().unwrap(), pacs);
+    // The JSON form names the model; records without it (older clients) mean Study Root.
+    assert!(
+        serde_json::to_string(&old_pacs)
+            .unwrap()
+            .contains(r#""query_model":"patient""#)
+    );
+    let mut old = serde_json::to_value(&pacs).unwrap();
+    old.as_object_mut().unwrap().remove("query_model");
+    let back: vesalius_store::registry::DicomNode = serde_json::from_value(old).unwrap();
+    assert_eq!(back.query_model, QueryModel::Study);
+    // A value this build does not know is an error, not a silent Study Root.
+    drop(idx);
+    let mut conn = SqliteConnectOptions::new()
+        .filename(&path)
+        .connect()
+        .await
+        .unwrap();
+    conn.execute("UPDATE dicom_nodes SET query_model = 'series' WHERE name = 'pacs'")
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let idx = SqliteIndex::open(&path).await.unwrap();
+    let e = idx.node("pacs").await.unwrap_err();
+    assert!(e.to_string().contains("query model"), "{e}");
 }

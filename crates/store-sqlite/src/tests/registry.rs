@@ -41,6 +41,7 @@ fn node(name: &str) -> DicomNode {
             "1.2.840.10008.1.2.1".into(),
         ],
         retrieve: RetrieveMethod::Get,
+        query_model: QueryModel::Patient,
         org: "a".into(),
         description: String::new(),
         managed: false,

@@ -542,6 +542,7 @@ impl Site {
                 port: 1,
                 transfer_syntaxes: Vec::new(),
                 retrieve: Default::default(),
+                query_model: Default::default(),
                 org: org.into(),
                 description,
                 managed: false,

@@ -9,7 +9,9 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 use serde_json::json;
 use vesalius_store::Registry;
-use vesalius_store::registry::{DicomNode, RegistryChange, RetrieveMethod, RouteDestination};
+use vesalius_store::registry::{
+    DicomNode, QueryModel, RegistryChange, RetrieveMethod, RouteDestination,
+};
 
 use super::context::{AdminContext, print_json};
 use super::site::{apply_registry_change, check_slug, routes_to};
@@ -44,6 +46,11 @@ pub enum NodeCommand {
         /// back on our own association (the node needs no address for us).
         #[arg(long, default_value = "move", value_parser = parse_retrieve)]
         retrieve: RetrieveMethod,
+        /// The Query/Retrieve Information Model it is queried and retrieved from in: `study`
+        /// (Study Root) or `patient` (Patient Root: PATIENT then STUDY level queries, C-MOVE and
+        /// C-GET with the Patient ID; for a PACS that answers only Patient Root).
+        #[arg(long, default_value = "study", value_parser = parse_query_model)]
+        query_model: QueryModel,
         /// Description, e.g. "Departmental PACS".
         #[arg(long, default_value = "")]
         description: String,
@@ -90,6 +97,7 @@ pub async fn run(cx: &AdminContext, cfg: &Config, cmd: NodeCommand) -> Result<()
             org,
             transfer_syntaxes,
             retrieve,
+            query_model,
             description,
         } => {
             check_slug("node name", &name)?;
@@ -108,6 +116,7 @@ pub async fn run(cx: &AdminContext, cfg: &Config, cmd: NodeCommand) -> Result<()
                 port,
                 transfer_syntaxes,
                 retrieve,
+                query_model,
                 org: org.clone(),
                 description: description.trim().to_owned(),
                 managed: false,
@@ -122,6 +131,7 @@ pub async fn run(cx: &AdminContext, cfg: &Config, cmd: NodeCommand) -> Result<()
                 "port": node.port,
                 "transfer_syntaxes": node.transfer_syntaxes,
                 "retrieve": node.retrieve,
+                "query_model": node.query_model,
                 "replaced": old.is_some(),
             });
             apply_registry_change(
@@ -133,11 +143,12 @@ pub async fn run(cx: &AdminContext, cfg: &Config, cmd: NodeCommand) -> Result<()
             )
             .await?;
             println!(
-                "{} node {name} ({}@{}) for {org}, retrieved from by {}",
+                "{} node {name} ({}@{}) for {org}, retrieved from by {}, queried in {}",
                 if old.is_some() { "replaced" } else { "added" },
                 node.ae_title,
                 address(&node),
-                node.retrieve.operation()
+                node.retrieve.operation(),
+                node.query_model.name()
             );
             if old.is_some_and(|o| o.managed) {
                 eprintln!(
@@ -157,12 +168,13 @@ pub async fn run(cx: &AdminContext, cfg: &Config, cmd: NodeCommand) -> Result<()
             }
             for n in &nodes {
                 println!(
-                    "{:<16} {:<16} {:<28} {:<16} {:<6} {}",
+                    "{:<16} {:<16} {:<28} {:<16} {:<6} {:<8} {}",
                     n.name,
                     n.ae_title,
                     address(n),
                     n.org,
                     n.retrieve.as_str(),
+                    n.query_model.as_str(),
                     n.description
                 );
             }
@@ -222,6 +234,13 @@ pub async fn run(cx: &AdminContext, cfg: &Config, cmd: NodeCommand) -> Result<()
 fn parse_retrieve(s: &str) -> std::result::Result<RetrieveMethod, String> {
     RetrieveMethod::parse(s.trim())
         .ok_or_else(|| format!("{s:?} is not a retrieval method: move (C-MOVE) or get (C-GET)"))
+}
+
+/// `--query-model study|patient`.
+fn parse_query_model(s: &str) -> std::result::Result<QueryModel, String> {
+    QueryModel::parse(s.trim()).ok_or_else(|| {
+        format!("{s:?} is not a query model: study (Study Root) or patient (Patient Root)")
+    })
 }
 
 /// `host:port`, or `[v6]:port`.
@@ -305,6 +324,17 @@ mod tests {
     }
 
     #[test]
+    fn query_models() {
+        assert_eq!(parse_query_model("patient").unwrap(), QueryModel::Patient);
+        assert_eq!(parse_query_model(" study").unwrap(), QueryModel::Study);
+        assert!(
+            parse_query_model("patient-root")
+                .unwrap_err()
+                .contains("study (Study Root) or patient (Patient Root)")
+        );
+    }
+
+    #[test]
     fn transfer_syntaxes() {
         assert_eq!(
             check_transfer_syntaxes(&["1.2.840.10008.1.2.1".into(), " ".into()]).unwrap(),
@@ -322,6 +352,7 @@ mod tests {
             port: 104,
             transfer_syntaxes: vec![],
             retrieve: Default::default(),
+            query_model: Default::default(),
             org: "o".into(),
             description: String::new(),
             managed: false,

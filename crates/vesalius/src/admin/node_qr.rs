@@ -16,7 +16,7 @@ use serde_json::json;
 use vesalius_exchange::priors::{self, NodeQuery, RetrieveJob};
 use vesalius_store::audit::Outcome;
 use vesalius_store::outbox::{JobFilter, JobState, ReceiptFilter, ReceiptKind};
-use vesalius_store::query::{Access, Scope};
+use vesalius_store::query::{Access, QueryModel, Scope};
 use vesalius_store::registry::DicomNode;
 use vesalius_store::{Index, Outbox, Registry};
 
@@ -53,6 +53,10 @@ pub struct RetrieveArgs {
     /// Study Instance UID.
     #[arg(long)]
     study: String,
+    /// The study's Patient ID at the node: required for a node queried in Patient Root (its
+    /// C-MOVE and C-GET name the patient), ignored otherwise.
+    #[arg(long, default_value = "")]
+    patient_id: String,
     /// Job priority (higher first; 100 = stroke).
     #[arg(long, default_value_t = 0)]
     priority: i32,
@@ -88,7 +92,8 @@ pub async fn find(cx: &AdminContext, cfg: &Config, a: FindArgs) -> Result<()> {
         "query",
         &node.org,
         json!({
-            "operation": "C-FIND", "model": "study-root", "node": node.name,
+            "operation": "C-FIND", "node": node.name,
+            "model": priors::audit_model(&node),
             "keys": {"PatientID": q.patient_id, "IssuerOfPatientID": q.issuer,
                      "StudyDate": q.study_date},
             "results": found.as_ref().map(Vec::len).ok(),
@@ -152,6 +157,17 @@ pub async fn retrieve(cx: &AdminContext, a: RetrieveArgs) -> Result<()> {
     if !vesalius_core::uid::is_valid_uid(&study) {
         bail!("--study {:?} is not a UID", a.study);
     }
+    let patient_id = a.patient_id.trim().to_owned();
+    if patient_id.contains('\\') || patient_id.chars().count() > 64 {
+        bail!("--patient-id: 1-64 characters without backslash");
+    }
+    if node.query_model == QueryModel::Patient && patient_id.is_empty() {
+        bail!(
+            "node {} is queried in Patient Root: give the study's --patient-id (its C-MOVE and \
+             C-GET name the patient; `node find` lists it)",
+            node.name
+        );
+    }
     let job = RetrieveJob {
         org: node.org.clone(),
         node: node.name.clone(),
@@ -160,6 +176,7 @@ pub async fn retrieve(cx: &AdminContext, a: RetrieveArgs) -> Result<()> {
         requested_by: cx.principal.actor.name.clone(),
         prior_of: None,
         sop_classes: Vec::new(),
+        patient_id,
     };
     let queue = priors::retrieve_queue(&node.name);
     let ids = Outbox::enqueue(&*cx.index, vec![job.to_job(a.priority)], cx.auth.now_ms()).await?;

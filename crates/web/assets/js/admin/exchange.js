@@ -93,10 +93,15 @@ export function nodes(who) {
       field('Host', 'host', { required: true }),
       field('Port', 'port', { required: true, type: 'number', min: 1, max: 65535 }),
       field('Organisation', 'org', { value: who.org, required: true }),
+      // How studies are retrieved from it and the Query/Retrieve Information Model it answers
+      // (docs/exchange-admin.md, "DICOM nodes").
+      field('Retrieve by', 'retrieve', { options: [['move', 'C-MOVE to us'], ['get', 'C-GET']], value: 'move' }),
+      field('Query model', 'query_model', { options: [['study', 'Study Root'], ['patient', 'Patient Root']], value: 'study' }),
       field('Description', 'description'),
     ], 'Save node', async (v, f, out) => {
       const n = await send('PUT', `/api/v1/nodes/${enc(v.name)}`, {
         ae_title: v.ae_title, host: v.host, port: Number(v.port), org: v.org, description: v.description,
+        retrieve: v.retrieve, query_model: v.query_model,
       });
       out.textContent = `Saved node ${n.name}.`;
       f.reset();
@@ -107,6 +112,7 @@ export function nodes(who) {
       ['AE title', (n) => h('code', {}, n.ae_title)],
       ['Address', (n) => `${n.host}:${n.port}`],
       ['Organisation', (n) => n.org],
+      ['Retrieval', (n) => `${n.retrieve === 'get' ? 'C-GET' : 'C-MOVE'} · ${n.query_model === 'patient' ? 'Patient Root' : 'Study Root'}`],
       ['Description', (n) => n.description || ''],
       ['C-ECHO', (n) => echoCell(n)],
       ['', (n) => h('div', { class: 'row-actions' },
