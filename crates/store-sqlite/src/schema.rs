@@ -28,6 +28,9 @@
 //!   otherwise it stays "" and only the server itself (`vesalius transfers`, the CLI) lists it.
 //!   The delivery-time index `receipts_time` is replaced by `receipts_time_org` (the same order,
 //!   covering the organisation) and `receipts_org_time` (one organisation's, newest first).
+//! - **7**: users gain `site_admin` (issue 6: a person who may create organisations); a
+//!   version-6 table gets the column with its default, so nobody is a site administrator until
+//!   one is named (`vesalius admin user site-admin`).
 //!
 //! A database with a higher version than [`SCHEMA_VERSION`] was written by a newer Vesalius and
 //! is refused rather than modified.
@@ -39,7 +42,7 @@ use vesalius_store::error::{Error, Result};
 use crate::db_err;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Brings the database to [`SCHEMA_VERSION`] (creating it when empty).
 pub(crate) async fn migrate(conn: &mut SqliteConnection) -> Result<()> {
@@ -176,6 +179,17 @@ async fn migrate_in_transaction(conn: &mut SqliteConnection) -> Result<()> {
     .execute(&mut *conn)
     .await
     .map_err(db_err)?;
+    // Version 7: a version-6 users table gains the site-administrator flag (module doc).
+    let user_columns: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM pragma_table_info('users')")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    if !user_columns.iter().any(|c| c == "site_admin") {
+        conn.execute("ALTER TABLE users ADD COLUMN site_admin INTEGER NOT NULL DEFAULT 0")
+            .await
+            .map_err(db_err)?;
+    }
     if version != SCHEMA_VERSION {
         sqlx::query(AssertSqlSafe(format!(
             "PRAGMA user_version = {SCHEMA_VERSION}"
