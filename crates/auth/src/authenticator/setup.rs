@@ -13,8 +13,8 @@ use vesalius_store::audit::Outcome;
 use vesalius_store::directory::{DirectoryChange, Membership, Org, Role, User};
 use vesalius_store::model::DEFAULT_ORG;
 
-use super::{Authenticator, LoginOk, Origin, normalize_username, user_actor};
 use super::sessions::check_username;
+use super::{Authenticator, LoginOk, Origin, normalize_username, user_actor};
 use crate::error::{Error, Result};
 use crate::password;
 use crate::policy::{Action, Resource};
@@ -175,15 +175,18 @@ impl Authenticator {
                 Error::BadCredentials
             } else {
                 Error::Conflict(
-                    "this link was used already or is unknown (the first start is complete)"
-                        .into(),
+                    "this link was used already or is unknown (the first start is complete)".into(),
                 )
             });
         };
         if self.now_ms() >= p.expires_ms {
             return Err(Error::Expired("setup token"));
         }
-        let user = self.dir.user(&p.user_id).await?.ok_or(Error::BadCredentials)?;
+        let user = self
+            .dir
+            .user(&p.user_id)
+            .await?
+            .ok_or(Error::BadCredentials)?;
         Ok(SetupInfo {
             first_start: true,
             username: user.username,

@@ -508,7 +508,10 @@ async fn schema_6_users_become_site_admins_only_when_named() {
     assert_eq!(scalar(&idx, "PRAGMA user_version").await, SCHEMA_VERSION);
     assert_eq!(SCHEMA_VERSION, 7);
     let mut alice = idx.user("u1").await.unwrap().expect("kept");
-    assert_eq!((alice.username.as_str(), alice.site_admin), ("alice", false));
+    assert_eq!(
+        (alice.username.as_str(), alice.site_admin),
+        ("alice", false)
+    );
     alice.site_admin = true;
     idx.apply(vec![DirectoryChange::PutUser(alice)], vec![])
         .await
