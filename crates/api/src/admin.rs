@@ -36,9 +36,10 @@
 //! `[auth] required` is off serves anonymous requests as the server) and to a **site
 //! administrator** logged in with a session (issue 6: the first administrator of set-up, and
 //! whoever `vesalius admin user site-admin` or a site administrator names, `PATCH
-//! /api/v1/users/{username}` `{"site_admin": true}`); the site administrator then administers
-//! the new organisation (an `admin` membership, audited `membership-set`). No role of an
-//! organisation reaches it, administrators included (403). Users outside the caller's
+//! /api/v1/users/{username}` `{"site_admin": true}`). A site administrator also administers
+//! every organisation (`ManageOrg` on each: its users, tokens, links), so the console lists them
+//! all and gives the new one its first administrator; not its images or audit trail. No role of
+//! an organisation reaches site-level changes, administrators included (403). Users outside the caller's
 //! organisations answer 404, like missing ones.
 //!
 //! Every change is audited (`user-create`, `token-create`, `token-revoke`, `password-link`
@@ -250,35 +251,15 @@ async fn create_org(
         created_ms: sv.auth.now_ms(),
     };
     // The same change and event as `vesalius admin org create`.
-    let mut events = vec![c.event(
+    let events = vec![c.event(
         "admin-change",
         Outcome::Success,
         &org.id,
         None,
         json!({"change": "org-create", "org_id": org.id, "name": org.name}),
     )];
-    let mut changes = vec![DirectoryChange::PutOrg(org.clone())];
-    // A site administrator (a person, issue 6) administers what they created, so that the
-    // console can add its users at once; the server itself joins nothing.
-    let mut members = 0;
-    if let Some(user_id) = c.principal.user_id.as_deref()
-        && let Some(mut me) = dir.user(user_id).await?
-    {
-        me.memberships.push(Membership {
-            org: org.id.clone(),
-            role: Role::Admin,
-        });
-        events.push(c.event(
-            "admin-change",
-            Outcome::Success,
-            &org.id,
-            None,
-            json!({"change": "membership-set", "user_id": me.id, "username": me.username,
-                   "org": org.id, "role": Role::Admin.as_str()}),
-        ));
-        changes.push(DirectoryChange::PutUser(me));
-        members = 1;
-    }
+    let changes = vec![DirectoryChange::PutOrg(org.clone())];
+    let members = 0;
     dir.apply(changes, events).await?;
     Ok((
         StatusCode::CREATED,

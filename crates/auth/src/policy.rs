@@ -30,7 +30,10 @@
 //! organisations ([`Action::ManageOrg`] on [`Resource::Site`]) is for the system and for a
 //! **site administrator** logged in with a session (issue 6: [`Principal::site_admin`], a flag
 //! of the user, not a role of an organisation; an API token of the same user does not carry
-//! it, and neither does any organisation role, administrators included).
+//! it, and neither does any organisation role, administrators included). A site
+//! administrator also has [`Action::ManageOrg`] on every organisation (so that the one they
+//! created gets its first users from the console), and nothing else beyond their role: no
+//! images or audit trail of an organisation they are not a member of.
 //!
 //! # The access matrix
 //! This table is the test: `policy::tests::matrix_matches_the_documented_table` computes every
@@ -527,14 +530,18 @@ fn user(
     grants: &[Grant],
     now_ms: i64,
 ) -> Decision {
+    // A site administrator in a session administers the site and every organisation on it.
+    if action == Action::ManageOrg
+        && p.site_admin
+        && matches!(p.kind, PrincipalKind::Session { .. })
+    {
+        return Decision::Allow(Basis::SiteAdmin);
+    }
     let study = match resource {
         Resource::Site => {
             let reads = r.own.contains(&Action::Query) || r.granted.contains(&Action::Query);
-            let session = matches!(p.kind, PrincipalKind::Session { .. });
             return if action == Action::Query && reads {
                 Decision::Allow(Basis::Role)
-            } else if action == Action::ManageOrg && p.site_admin && session {
-                Decision::Allow(Basis::SiteAdmin)
             } else {
                 Decision::Deny(DenyReason::SiteOnly)
             };

@@ -1212,7 +1212,8 @@ async fn r6_site_administrators_set_up_log_in_and_create_organisations() {
         (Some("chief"), Some(true))
     );
 
-    // The site administrator creates an organisation and administers it.
+    // The site administrator creates an organisation, sees it listed and gives it its first
+    // administrator (they administer every organisation), without becoming its member.
     let (s, v) = in_session(
         &http,
         &base,
@@ -1223,21 +1224,33 @@ async fn r6_site_administrators_set_up_log_in_and_create_organisations() {
     )
     .await;
     assert_eq!(s, 201, "{v}");
-    assert_eq!(v["org"]["members"], 1);
+    assert_eq!(v["org"]["members"], 0);
+    let (_, v) = in_session(&http, &base, &chief, "GET", "/api/v1/orgs", None).await;
+    assert_eq!(v["may_create"], true);
+    let ids: Vec<&str> = v["orgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["default", "east"], "{v}");
+    let (s, v) = in_session(
+        &http,
+        &base,
+        &chief,
+        "POST",
+        "/api/v1/users",
+        Some(json!({"username": "eve", "role": "admin", "org": "east"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
     let chief_user = auth
         .directory()
         .user_by_name("chief")
         .await
         .unwrap()
         .unwrap();
-    assert!(
-        chief_user
-            .memberships
-            .iter()
-            .any(|m| m.org == "east" && m.role == Role::Admin)
-    );
-    let (_, v) = in_session(&http, &base, &chief, "GET", "/api/v1/orgs", None).await;
-    assert_eq!(v["may_create"], true);
+    assert!(chief_user.memberships.iter().all(|m| m.org == "default"));
     // Their own API token carries no site rights.
     let (_, token) = auth
         .create_token(
@@ -1374,7 +1387,7 @@ async fn r6_site_administrators_set_up_log_in_and_create_organisations() {
     for want in [
         ("setup-complete", ""),
         ("admin-change", "org-create"),
-        ("admin-change", "membership-set"),
+        ("user-create", ""),
         ("admin-change", "site-admin-grant"),
         ("login-failed", ""),
         ("login-locked", ""),

@@ -375,8 +375,9 @@ fn the_rules_of_the_brief() {
 }
 
 /// Issue 6: a logged-in site administrator may create organisations (`ManageOrg` on the site)
-/// and nothing else more than their role gives; their tokens, and every organisation role
-/// without the flag, may not; nor before a required password change.
+/// and administer every organisation, and nothing else more than their role gives; their
+/// tokens, and every organisation role without the flag, may not; nor before a required
+/// password change.
 #[test]
 fn site_administrators_create_organisations_in_sessions_only() {
     let g = grants();
@@ -403,7 +404,8 @@ fn site_administrators_create_organisations_in_sessions_only() {
         // Nothing else changes: every other cell is the plain session's.
         for a in Action::ALL {
             for (_, r) in situations().iter().chain([("site", Resource::Site)].iter()) {
-                if a == Action::ManageOrg && *r == Resource::Site {
+                if a == Action::ManageOrg {
+                    assert!(authorize(&sa, a, r, &g, NOW).is_allowed(), "{role:?} {r:?}");
                     continue;
                 }
                 assert_eq!(
@@ -420,10 +422,12 @@ fn site_administrators_create_organisations_in_sessions_only() {
             Decision::Deny(DenyReason::PasswordChangeRequired)
         );
     }
-    // The whole site's audit trail stays the server's.
+    // The whole site's audit trail stays the server's; another organisation's is theirs.
     let mut sa = Principal::session("u1", "alice", "a", Role::Admin);
     sa.site_admin = true;
     assert!(!authorize(&sa, Action::ReadAudit, &Resource::Site, &g, NOW).is_allowed());
+    assert!(!authorize(&sa, Action::ReadAudit, &Resource::org("b"), &g, NOW).is_allowed());
+    assert!(authorize(&sa, Action::ManageOrg, &Resource::org("b"), &g, NOW).is_allowed());
 }
 
 #[test]
