@@ -157,7 +157,10 @@ export async function setupPage(app, q) {
   let err = screen(app, 'Set up Vesalius', h('p', { class: 'loading' }, 'Checking the link…'));
   let info;
   try {
-    info = await json(`/api/v1/auth/setup?token=${encodeURIComponent(token)}`);
+    // Not api.js's `json`: a 401 here is a wrong token, not a session to log in for.
+    const r = await fetch(`/api/v1/auth/setup?token=${encodeURIComponent(token)}`, { headers: { Accept: 'application/json' } });
+    if (!r.ok) throw await errorOf(r);
+    info = await r.json();
   } catch (e) {
     const why = !token ? 'This address has no set-up token: open the whole link you were given.'
       : e.status === 409 ? 'This link was used already: it works once. Log in with the password you chose.'
