@@ -102,8 +102,6 @@ export async function loginPage(app, q) {
   }).catch(() => { /* password login still works */ });
   const user = form.querySelector('#username');
   const pass = form.querySelector('#password');
-  const error = q.get('error'); // the OpenID Connect callback's refusal, if it sent one here
-  if (error) say(err, `Logging in through the identity provider failed: ${error}`);
   user.focus();
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
