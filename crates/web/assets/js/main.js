@@ -30,7 +30,8 @@ function showUser(who) {
   const name = (who.actor && (who.actor.name || who.actor.id)) || 'unknown';
   document.getElementById('who-name').textContent = `${name} · ${who.org || ''}${who.role ? ` (${who.role})` : ''}`;
   // Administrators, and the server itself on a site without required credentials.
-  if ((who.role === 'admin' || who.actor?.kind === 'system') && !document.getElementById('admin-link')) {
+  // Site administrators (issue 6) administer every organisation, whatever their role here.
+  if ((who.role === 'admin' || who.site_admin || who.actor?.kind === 'system') && !document.getElementById('admin-link')) {
     const a = h('a', { href: '/admin', id: 'admin-link' }, 'Admin');
     document.getElementById('who-name').after(a);
   }
