@@ -176,13 +176,18 @@ test('desktop: an administrator runs the site from the console', async () => {
     await carolRow.locator('button', { hasText: 'Set role' }).click();
     await sec.locator('tr', { hasText: 'clinician in default' }).filter({ hasText: 'carol' }).waitFor();
     await shot(page, 'desktop-02-users');
-    // The password link works: Carol sets her password on the set-up page.
+    // The password link works: Carol sets her password on the app's set-up screen (issue 6:
+    // her username shown, not editable; the password twice), which logs her in.
     const url = await link.innerText();
     const carol = await browser.newContext(VIEWPORTS.desktop);
     const cp = await carol.newPage();
     await cp.goto(url);
+    await cp.getByRole('heading', { name: 'Choose your password' }).waitFor();
+    assert.equal(await cp.getByLabel('Username').inputValue(), 'carol');
+    assert.equal(await cp.getByLabel('Username').getAttribute('readonly'), '');
     await cp.fill('input[name=password]', 'carol has a fine password');
-    await Promise.all([cp.waitForLoadState('load'), cp.click('form button')]);
+    await cp.getByLabel('Password again').fill('carol has a fine password');
+    await Promise.all([cp.waitForURL(/\/worklist$/), cp.click('form button')]);
     await carol.close();
     const session = await fetch(`${hub.base}/api/v1/auth/login`, {
       method: 'POST', headers: { 'Content-Type': 'application/json' },

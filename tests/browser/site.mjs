@@ -107,6 +107,9 @@ export class Site {
       lines.on('line', (line) => {
         const m = /DICOMweb\s+:\s+(http:\/\/127\.0\.0\.1:\d+)\/dicom-web/.exec(line);
         if (m) base = m[1];
+        // Issue 6: the first start's set-up link (the app's set-up screen), printed once.
+        const setup = /(https?:\/\/\S+\/setup\?token=\S+)/.exec(line);
+        if (setup) s.setupUrl = setup[1];
         // The fresh directory's first organisation is made after the addresses are printed:
         // `admin` commands must wait for it (they failed with `no organisation "default"`).
         if (base && /^\s*first start\s+:/.test(line)) { clearTimeout(timer); ok(base); }

@@ -36,10 +36,15 @@ def test_credentials_are_required_and_a_session_works(tmp_path):
         r = requests.get(f"{srv.dicomweb}/studies", cookies={"vesalius_session": "forged"})
         assert r.status_code == 401
 
-        # The set-up page is a plain form; posting the token and a password logs the admin in.
+        # The set-up link opens the app's set-up screen (issue 6), which asks what the token is
+        # for; posting the token and a password logs the admin in.
         token = link.split("token=", 1)[1]
         page = requests.get(link)
-        assert page.status_code == 200 and token in page.text and "<form" in page.text
+        assert page.status_code == 200 and "/js/main.js" in page.text
+        info = requests.get(f"{srv.base}/api/v1/auth/setup", params={"token": token}).json()
+        assert info["first_start"] is True and info["username"] == "admin", info
+        r = requests.get(f"{srv.base}/api/v1/auth/setup", params={"token": "nope"})
+        assert r.status_code == 401 and r.json()["error"] == "unauthorized"
         r = requests.post(f"{srv.base}/api/v1/auth/setup", json={"token": token, "password": "short"})
         assert r.status_code == 400, r.text
         r = requests.post(f"{srv.base}/api/v1/auth/setup",

@@ -408,9 +408,15 @@ def test_next_must_stay_on_the_site(site):
 
 
 def test_the_login_page_offers_the_provider(site):
+    # Issue 6: the login screen is the app's (its shell), which asks how one logs in here and
+    # offers the provider's button, labelled as configured, leading into the flow above.
     page = requests.get(f"{site['base']}/login?next=/s/x", timeout=30)
-    assert page.status_code == 200
-    assert "St Mary&#39;s login" in page.text and "/api/v1/auth/oidc/login?next=/s/x" in page.text
+    assert page.status_code == 200 and "/js/main.js" in page.text
+    methods = requests.get(f"{site['base']}/api/v1/auth/methods", timeout=30).json()
+    assert methods["password"] is True
+    assert methods["oidc"] == {"label": "St Mary's login", "login": "/api/v1/auth/oidc/login"}
+    r = requests.get(f"{site['base']}{methods['oidc']['login']}?next=/s/x", allow_redirects=False, timeout=30)
+    assert r.status_code in (302, 303) and r.headers["Location"].startswith(site["issuer"]), r.headers
 
 
 def test_an_administrator_links_an_identity_by_subject(site):

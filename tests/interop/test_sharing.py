@@ -352,12 +352,16 @@ def test_deidentified_export(site):
 def test_login_and_password_pages(site):
     base = site["srv"].base
     s = requests.Session()
+    # Issue 6: the login screen is the app's (its shell; tests/browser/login.test.mjs drives it).
     page = s.get(f"{base}/login")
-    assert page.status_code == 200 and "<form" in page.text and "password" in page.text
-    assert "oidc" not in page.text  # no identity provider configured: no button
+    assert page.status_code == 200 and "/js/main.js" in page.text
+    # No identity provider configured: no button.
+    assert s.get(f"{base}/api/v1/auth/methods").json() == {"password": True, "oidc": None}
     # A stale session cookie or link pass does not lock anybody out of the login page.
     stale = requests.get(f"{base}/login", cookies={"vesalius_session": "gone", "vesalius_link": "x.1.y"})
-    assert stale.status_code == 200 and "<form" in stale.text
+    assert stale.status_code == 200 and "/js/main.js" in stale.text
+    assert requests.get(f"{base}/api/v1/auth/methods",
+                        cookies={"vesalius_session": "gone"}).status_code == 200
     assert requests.get(f"{base}/dicom-web/studies", cookies={"vesalius_session": "gone"}).status_code == 401
     r = s.post(f"{base}/login?next=//evil.example/", data={"username": "nrad", "password": "nope nope"},
                allow_redirects=False)
@@ -375,6 +379,23 @@ def test_login_and_password_pages(site):
     assert r.status_code == 200 and "changed" in r.text, r.text
     r = requests.post(f"{base}/api/v1/auth/login", json={"username": "nrad", "password": new})
     assert r.status_code == 200
+    # The app's password screen: the JSON endpoint, with the session's CSRF token only.
+    js = requests.Session()
+    csrf = js.post(f"{base}/api/v1/auth/login", json={"username": "nrad", "password": new}).json()["csrf"]
+    newer = "an even newer passphrase"
+    r = js.post(f"{base}/api/v1/auth/password", json={"current": new, "new": newer})
+    assert r.status_code == 403 and r.json()["error"] == "forbidden"
+    r = js.post(f"{base}/api/v1/auth/password", json={"current": "wrong wrong wrong", "new": newer},
+                headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+    r = js.post(f"{base}/api/v1/auth/password", json={"current": new, "new": "short"},
+                headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 400 and r.json()["error"] == "bad-request"
+    r = js.post(f"{base}/api/v1/auth/password", json={"current": new, "new": newer},
+                headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200 and r.json() == {"status": "changed"}
+    assert requests.post(f"{base}/api/v1/auth/login",
+                         json={"username": "nrad", "password": newer}).status_code == 200
 
 
 def test_stow_into_another_of_the_users_organisations(site):

@@ -10,8 +10,9 @@
 //!   "display_name"?, "email"?, "service"?}`: a person gets no password but a one-time
 //!   **password link** (`/setup?token=…`, shown once); a service account gets neither (it acts
 //!   through tokens).
-//! - `PATCH /api/v1/users/{username}` `{"org"?, "role"?, "disabled"?}`: change the user's role
-//!   in one organisation (default: the caller's), disable or enable them.
+//! - `PATCH /api/v1/users/{username}` `{"org"?, "role"?, "disabled"?, "site_admin"?}`: change
+//!   the user's role in one organisation (default: the caller's), disable or enable them, make
+//!   them a site administrator or no longer one (site administrators only).
 //!   `POST /api/v1/users/{username}/password-link`: a new password link; the user's password
 //!   stops working at once.
 //! - `GET /api/v1/tokens`: the tokens of the organisations the caller administers (never their
@@ -31,10 +32,15 @@
 //! concerns; disabling a user or issuing their password link needs it on **every** organisation
 //! the user belongs to (either takes the whole account). Creating an organisation is a
 //! site-level change: it needs `ManageOrg` on [`Resource::Site`], which the policy gives to the
-//! server itself only (the `vesalius admin org create` command; over HTTP, a site whose
-//! `[auth] required` is off serves anonymous requests as the server). No role of an
-//! organisation reaches it, administrators included. Users outside the caller's organisations
-//! answer 404, like missing ones.
+//! server itself (the `vesalius admin org create` command; over HTTP, a site whose
+//! `[auth] required` is off serves anonymous requests as the server) and to a **site
+//! administrator** logged in with a session (issue 6: the first administrator of set-up, and
+//! whoever `vesalius admin user site-admin` or a site administrator names, `PATCH
+//! /api/v1/users/{username}` `{"site_admin": true}`). A site administrator also administers
+//! every organisation (`ManageOrg` on each: its users, tokens, links), so the console lists them
+//! all and gives the new one its first administrator; not its images or audit trail. No role of
+//! an organisation reaches site-level changes, administrators included (403). Users outside the caller's
+//! organisations answer 404, like missing ones.
 //!
 //! Every change is audited (`user-create`, `token-create`, `token-revoke`, `password-link`
 //! by the authenticator; `admin-change` with `details.change` `org-create`, `membership-set`,
@@ -147,8 +153,9 @@ fn parse_role(s: &str) -> Result<Role> {
 // ---------------------------------------------------------------------------------------------
 // Organisations.
 
-/// Whether the caller may make site-level changes (create organisations): `ManageOrg` on the
-/// whole site, which the policy gives to the server itself only.
+/// Whether the caller may make site-level changes (create organisations, name site
+/// administrators): `ManageOrg` on the whole site, which the policy gives to the server itself
+/// and to logged-in site administrators (issue 6).
 fn site_admin(c: &Caller) -> bool {
     vesalius_auth::authorize(
         &c.principal,
@@ -205,8 +212,9 @@ async fn create_org(
         return Err(ApiError::new(
             ErrorKind::Forbidden,
             format!(
-                "{} may not create organisations: that is a site-level change \
-                 (`vesalius admin org create ID` on the server)",
+                "{} may not create organisations: that is a site-level change, for site \
+                 administrators (`vesalius admin user site-admin NAME`) and \
+                 `vesalius admin org create ID` on the server",
                 c.principal.actor.name
             ),
         ));
@@ -243,20 +251,21 @@ async fn create_org(
         created_ms: sv.auth.now_ms(),
     };
     // The same change and event as `vesalius admin org create`.
-    let ev = c.event(
+    let events = vec![c.event(
         "admin-change",
         Outcome::Success,
         &org.id,
         None,
         json!({"change": "org-create", "org_id": org.id, "name": org.name}),
-    );
-    dir.apply(vec![DirectoryChange::PutOrg(org.clone())], vec![ev])
-        .await?;
+    )];
+    let changes = vec![DirectoryChange::PutOrg(org.clone())];
+    let members = 0;
+    dir.apply(changes, events).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
             "org": {"id": org.id, "name": org.name, "created_ms": org.created_ms,
-                    "current": org.id == c.org(), "members": 0},
+                    "current": org.id == c.org(), "members": members},
         })),
     )
         .into_response())
@@ -280,6 +289,7 @@ struct UserView {
     oidc_linked: bool,
     must_change_password: bool,
     created_ms: i64,
+    site_admin: bool,
 }
 
 fn view(c: &Caller, u: &User) -> UserView {
@@ -300,6 +310,7 @@ fn view(c: &Caller, u: &User) -> UserView {
         oidc_linked: u.oidc.is_some(),
         must_change_password: u.must_change_password,
         created_ms: u.created_ms,
+        site_admin: u.site_admin,
     }
 }
 
@@ -491,6 +502,10 @@ struct ChangeUser {
     role: Option<String>,
     #[serde(default)]
     disabled: Option<bool>,
+    /// Issue 6: make the user a site administrator, or no longer one (site administrators
+    /// only).
+    #[serde(default)]
+    site_admin: Option<bool>,
 }
 
 async fn change_user(
@@ -501,8 +516,19 @@ async fn change_user(
 ) -> Result<Json<Value>> {
     let c = admin(caller)?;
     let b: ChangeUser = body(&bytes)?;
-    if b.role.is_none() && b.disabled.is_none() {
-        return Err(bad("nothing to change: give \"role\" or \"disabled\""));
+    if b.role.is_none() && b.disabled.is_none() && b.site_admin.is_none() {
+        return Err(bad(
+            "nothing to change: give \"role\", \"disabled\" or \"site_admin\"",
+        ));
+    }
+    if b.site_admin.is_some() && !site_admin(&c) {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            format!(
+                "{} may not name site administrators: only a site administrator may",
+                c.principal.actor.name
+            ),
+        ));
     }
     let role = b.role.as_deref().map(parse_role).transpose()?;
     let mut user = find_user(&sv, &c, &name).await?;
@@ -584,6 +610,14 @@ async fn change_user(
     if !events.is_empty() {
         changes.push(DirectoryChange::PutUser(user.clone()));
         sv.auth.directory().apply(changes, events).await?;
+    }
+    if let Some(on) = b.site_admin {
+        // Audited `admin-change` `site-admin-grant` / `site-admin-revoke` by the authenticator.
+        user = sv
+            .auth
+            .set_site_admin(&c.principal, &user.id, on, origin(&c))
+            .await
+            .map_err(auth_error)?;
     }
     Ok(Json(json!({ "user": view(&c, &user) })))
 }

@@ -84,6 +84,7 @@ fn open_path(path: &str) -> bool {
             | "/api/v1/auth/login"
             | "/api/v1/auth/logout"
             | "/api/v1/auth/setup"
+            | "/api/v1/auth/methods"
             | "/api/v1/auth/oidc/login"
             | "/api/v1/auth/oidc/callback"
             | "/setup"

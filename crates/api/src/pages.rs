@@ -1,7 +1,15 @@
-//! Minimal server-rendered pages (issue 4): login and password change, plus the HTML helpers
-//! the share-link and guest-upload pages use. Plain forms, no script; the web app issue replaces
-//! them. Forms post same-origin, which the authentication layer accepts instead of a CSRF header
-//! (`Sec-Fetch-Site: same-origin`).
+//! Login and password change for the web app's screens (issue 6), plus the HTML helpers the
+//! share-link and guest-upload pages use.
+//!
+//! - `GET /api/v1/auth/methods`: how one logs in here, for the app's login screen:
+//!   `{"password": true, "oidc": {"label", "login"} | null}` (served to anybody).
+//! - `POST /api/v1/auth/password` `{"current", "new"}`: the caller changes their own password
+//!   (the app's password screen; also the way out of "must change password"). A wrong current
+//!   password counts as a failed login (throttling, lockout, audit), 401; a weak new one 400.
+//! - `POST /login?next=` and `POST /account/password` (issue 4's forms) stay for clients
+//!   without script: `GET /login` and `GET /account` (where `GET /account/password` now
+//!   leads) are the app's screens (`vesalius_web`), whose forms name these as their `action`. Forms post same-origin, which
+//!   the authentication layer accepts instead of a CSRF header (`Sec-Fetch-Site: same-origin`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,9 +17,10 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::get;
-use axum::{Extension, Form, Router};
+use axum::routing::{get, post};
+use axum::{Extension, Form, Json, Router};
 use serde::Deserialize;
+use serde_json::json;
 use vesalius_auth::{Authenticator, Caller, Origin};
 
 use crate::session::{agent, source};
@@ -61,12 +70,18 @@ struct PagesState {
     oidc_button: Option<Arc<str>>,
 }
 
-/// The routes: `GET/POST /login`, `GET/POST /account/password`. `oidc_button` labels the
-/// OpenID Connect login link, shown only when the site has a provider.
+/// The routes: `POST /login`, `POST /account/password`, `GET /api/v1/auth/methods`,
+/// `POST /api/v1/auth/password`. `oidc_button` labels the OpenID Connect login, offered only
+/// when the site has a provider.
 pub fn router(auth: Arc<Authenticator>, oidc_button: Option<String>) -> Router {
     Router::new()
-        .route("/login", get(login_page).post(login_form))
-        .route("/account/password", get(password_page).post(password_form))
+        .route("/login", post(login_form))
+        .route(
+            "/account/password",
+            get(|| async { Redirect::to("/account") }).post(password_form),
+        )
+        .route("/api/v1/auth/methods", get(methods))
+        .route("/api/v1/auth/password", post(password_json))
         .with_state(PagesState {
             auth,
             oidc_button: oidc_button.map(Into::into),
@@ -121,11 +136,14 @@ pub fn urlencode(s: &str) -> String {
     out
 }
 
-async fn login_page(State(ps): State<PagesState>, Query(q): Query<NextQuery>) -> Html<String> {
-    page(
-        "Log in",
-        &login_body(&q.next, None, ps.oidc_button.as_deref()),
-    )
+async fn methods(State(ps): State<PagesState>) -> Json<serde_json::Value> {
+    Json(json!({
+        "password": true,
+        "oidc": ps.oidc_button.as_deref().map(|label| json!({
+            "label": label,
+            "login": crate::oidc::LOGIN_PATH,
+        })),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -185,12 +203,57 @@ fn password_body(error: Option<&str>, done: bool) -> String {
     )
 }
 
-async fn password_page(caller: Option<Extension<Caller>>) -> Response {
-    match caller {
-        Some(Extension(c)) if c.principal.user_id.is_some() => {
-            page("Change password", &password_body(None, false)).into_response()
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current: String,
+    new: String,
+}
+
+async fn password_json(
+    State(ps): State<PagesState>,
+    caller: Option<Extension<Caller>>,
+    bytes: axum::body::Bytes,
+) -> Response {
+    let Some((c, user_id)) = caller.and_then(|Extension(c)| {
+        let id = c.principal.user_id.clone()?;
+        Some((c, id))
+    }) else {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": "forbidden", "message": "only a logged-in user has a password"})),
+        )
+            .into_response();
+    };
+    // Sessions only: an API token does not change its user's password.
+    if !matches!(
+        c.principal.kind,
+        vesalius_auth::PrincipalKind::Session { .. }
+    ) {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": "forbidden", "message": "log in to change your password"})),
+        )
+            .into_response();
+    }
+    let b: PasswordChange = match serde_json::from_slice(&bytes) {
+        Ok(b) => b,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "bad-request", "message": format!("unreadable body: {e}")})),
+            )
+                .into_response();
         }
-        _ => Redirect::to("/login?next=/account/password").into_response(),
+    };
+    let origin = Origin::new(&c.source, &c.user_agent);
+    match ps
+        .auth
+        .change_password(&user_id, &b.current, &b.new, origin)
+        .await
+    {
+        Ok(()) => Json(json!({"status": "changed"})).into_response(),
+        Err(e) => crate::session::error(e),
     }
 }
 

@@ -1,13 +1,19 @@
-//! Login, logout, "who am I" and the first-start set-up (issue 4), as JSON endpoints plus the
-//! minimal server-rendered set-up page the start-up banner links to (the web app issue replaces
-//! the page).
+//! Login, logout, "who am I" and the first-start set-up (issue 4), as JSON endpoints. The
+//! screens that use them are the web app's (issue 6: `/login`, `/setup?token=…`,
+//! `/account/password` answer the app's shell, `vesalius_web`).
 //!
 //! - `POST /api/v1/auth/login` `{"username", "password"}` → `Set-Cookie: vesalius_session=…`
-//!   (HttpOnly, SameSite=Strict, Secure on TLS) and `{"csrf": …}` for `X-CSRF-Token`.
+//!   (HttpOnly, SameSite=Strict, Secure on TLS) and `{"csrf": …}` for `X-CSRF-Token`. The
+//!   same throttling, lockout and audit as every login (`Authenticator::login`): a wrong
+//!   password is 401 `unauthorized`, a locked username or address 429 `locked`.
 //! - `POST /api/v1/auth/logout`, `GET /api/v1/auth/me` (with the session's CSRF token, for pages
-//!   reached through a browser login).
-//! - `GET /setup?token=…` (a form, no script) → `POST /api/v1/auth/setup` (form or JSON
-//!   `{"token", "password"}`) sets the first administrator's password and logs them in.
+//!   reached through a browser login, and `site_admin`).
+//! - `GET /api/v1/auth/setup?token=…`: what a set-up or password link is for, without using it
+//!   (`{"first_start", "username", "expires_ms"}`; a used one 409, a wrong one 401, an expired
+//!   one 401 `expired`).
+//! - `POST /api/v1/auth/setup` (JSON `{"token", "password", "username"?}`; `PUT` and
+//!   `POST /setup` take the same as a form, for clients without script) sets the first
+//!   administrator's username and password, or a password link's password, and logs them in.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,8 +52,11 @@ pub fn router(auth: Arc<Authenticator>) -> Router {
         .route("/api/v1/auth/login", post(login))
         .route("/api/v1/auth/logout", post(logout))
         .route("/api/v1/auth/me", get(me))
-        .route("/api/v1/auth/setup", post(setup_json).put(setup_form))
-        .route("/setup", get(setup_page).post(setup_form))
+        .route(
+            "/api/v1/auth/setup",
+            get(setup_info).post(setup_json).put(setup_form),
+        )
+        .route("/setup", post(setup_form))
         .with_state(auth)
 }
 
@@ -128,6 +137,7 @@ async fn me(
         "org": p.org,
         "role": p.role.map(|r| r.as_str()),
         "must_change_password": p.must_change_password,
+        "site_admin": p.site_admin,
         "csrf": csrf,
     }))
     .into_response()
@@ -137,11 +147,19 @@ async fn me(
 struct Setup {
     token: String,
     password: String,
+    /// The first administrator's username (issue 6; default `admin`).
+    #[serde(default)]
+    username: Option<String>,
 }
 
 async fn setup(auth: &Authenticator, src: &str, ua: &str, s: Setup) -> Response {
     match auth
-        .complete_setup(&s.token, &s.password, Origin::new(src, ua))
+        .complete_setup_as(
+            &s.token,
+            s.username.as_deref(),
+            &s.password,
+            Origin::new(src, ua),
+        )
         .await
     {
         Ok(ok) => (
@@ -191,18 +209,17 @@ struct SetupQuery {
     token: String,
 }
 
-async fn setup_page(Query(q): Query<SetupQuery>) -> Html<String> {
-    let token: String = q
-        .token
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect();
-    Html(format!(
-        "<!doctype html><meta charset=utf-8><meta name=viewport content='width=device-width'>\
-         <title>Vesalius set-up</title><h1>Vesalius: first start</h1>\
-         <form method=post action=/setup><input type=hidden name=token value='{token}'>\
-         <label>New administrator password (12 characters or more) \
-         <input type=password name=password minlength=12 required autocomplete=new-password>\
-         </label><button>Set password</button></form>"
-    ))
+async fn setup_info(
+    State(auth): State<Arc<Authenticator>>,
+    Query(q): Query<SetupQuery>,
+) -> Response {
+    match auth.setup_info(&q.token).await {
+        Ok(i) => Json(json!({
+            "first_start": i.first_start,
+            "username": i.username,
+            "expires_ms": i.expires_ms,
+        }))
+        .into_response(),
+        Err(e) => error(e),
+    }
 }

@@ -25,8 +25,15 @@
 //!
 //! Organisation-level actions ([`Action::Store`], [`Action::Upload`], [`Action::ManageOrg`],
 //! [`Action::ReadAudit`], [`Action::CreateUploadLink`]) on a [`Resource::Study`] are decided for
-//! the organisation owning that study. Creating organisations and reading the whole site's audit
-//! trail ([`Resource::Site`]) is for the system (the `vesalius admin` command) only.
+//! the organisation owning that study. Reading the whole site's audit trail
+//! ([`Resource::Site`]) is for the system (the `vesalius admin` command) only; creating
+//! organisations ([`Action::ManageOrg`] on [`Resource::Site`]) is for the system and for a
+//! **site administrator** logged in with a session (issue 6: [`Principal::site_admin`], a flag
+//! of the user, not a role of an organisation; an API token of the same user does not carry
+//! it, and neither does any organisation role, administrators included). A site
+//! administrator also has [`Action::ManageOrg`] on every organisation (so that the one they
+//! created gets its first users from the console), and nothing else beyond their role: no
+//! images or audit trail of an organisation they are not a member of.
 //!
 //! # The access matrix
 //! This table is the test: `policy::tests::matrix_matches_the_documented_table` computes every
@@ -201,6 +208,8 @@ pub enum Basis {
     Link,
     /// The role may do this regardless of data ownership (querying at all, breaking glass).
     Role,
+    /// A logged-in site administrator making a site-level change (creating an organisation).
+    SiteAdmin,
 }
 
 /// Why an action is refused.
@@ -220,7 +229,8 @@ pub enum DenyReason {
     DownloadNotAllowed,
     /// Break-glass on a study the principal can already see.
     AlreadyVisible,
-    /// Only the server itself may act on the whole site.
+    /// Only the server itself (and, for creating organisations, a logged-in site
+    /// administrator) may act on the whole site.
     SiteOnly,
     /// The action needs a study (break-glass, share links) or an organisation.
     WrongResource,
@@ -520,6 +530,13 @@ fn user(
     grants: &[Grant],
     now_ms: i64,
 ) -> Decision {
+    // A site administrator in a session administers the site and every organisation on it.
+    if action == Action::ManageOrg
+        && p.site_admin
+        && matches!(p.kind, PrincipalKind::Session { .. })
+    {
+        return Decision::Allow(Basis::SiteAdmin);
+    }
     let study = match resource {
         Resource::Site => {
             let reads = r.own.contains(&Action::Query) || r.granted.contains(&Action::Query);

@@ -72,6 +72,11 @@ pub struct Principal {
     pub user_id: Option<UserId>,
     /// The user must change their password first: the policy refuses everything until then.
     pub must_change_password: bool,
+    /// A logged-in site administrator (issue 6, [`vesalius_store::directory::User::site_admin`]):
+    /// may also make site-level changes. Set for sessions only, never for API tokens (a token
+    /// can be issued by an organisation's administrator, who must not get site rights that
+    /// way).
+    pub site_admin: bool,
 }
 
 impl Principal {
@@ -90,6 +95,7 @@ impl Principal {
             role: None,
             user_id: None,
             must_change_password: false,
+            site_admin: false,
         }
     }
 
@@ -110,6 +116,7 @@ impl Principal {
             role: Some(role),
             user_id: Some(user_id.into()),
             must_change_password: false,
+            site_admin: false,
         }
     }
 
@@ -131,6 +138,7 @@ impl Principal {
             role: Some(role),
             user_id: Some(user_id.into()),
             must_change_password: false,
+            site_admin: false,
         }
     }
 
@@ -152,6 +160,7 @@ impl Principal {
             role: Some(Role::Service),
             user_id: None,
             must_change_password: false,
+            site_admin: false,
         }
     }
 
@@ -174,6 +183,7 @@ impl Principal {
             role: None,
             user_id: None,
             must_change_password: false,
+            site_admin: false,
         }
     }
 
@@ -194,6 +204,7 @@ impl Principal {
             role: None,
             user_id: None,
             must_change_password: false,
+            site_admin: false,
         }
     }
 
@@ -216,6 +227,7 @@ impl Principal {
             role: Some(Role::Service),
             user_id: None,
             must_change_password: false,
+            site_admin: false,
         }
     }
 

@@ -123,6 +123,7 @@ mod tests {
             disabled: false,
             must_change_password: false,
             created_ms: 0,
+            site_admin: false,
         }
     }
 

@@ -250,10 +250,10 @@ async fn put_user(conn: &mut SqliteConnection, u: &User) -> Result<()> {
     for sql in [
         "UPDATE users SET username = ?2, display_name = ?3, email = ?4, memberships = ?5, \
            password_hash = ?6, oidc_issuer = ?7, oidc_subject = ?8, service = ?9, disabled = ?10, \
-           must_change_password = ?11, created_ms = ?12 WHERE id = ?1",
+           must_change_password = ?11, created_ms = ?12, site_admin = ?13 WHERE id = ?1",
         "INSERT INTO users (id, username, display_name, email, memberships, password_hash, \
-           oidc_issuer, oidc_subject, service, disabled, must_change_password, created_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+           oidc_issuer, oidc_subject, service, disabled, must_change_password, created_ms, \
+           site_admin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     ] {
         let n = sqlx::query(sql)
             .bind(&u.id)
@@ -268,6 +268,7 @@ async fn put_user(conn: &mut SqliteConnection, u: &User) -> Result<()> {
             .bind(u.disabled)
             .bind(u.must_change_password)
             .bind(u.created_ms)
+            .bind(u.site_admin)
             .execute(&mut *conn)
             .await
             .map_err(write_err("user"))?
@@ -392,7 +393,8 @@ pub(crate) async fn throttle_reset(conn: &mut SqliteConnection, key: &str) -> Re
 }
 
 const USER: &str = "SELECT id, username, display_name, email, memberships, password_hash, \
-    oidc_issuer, oidc_subject, service, disabled, must_change_password, created_ms FROM users";
+    oidc_issuer, oidc_subject, service, disabled, must_change_password, created_ms, site_admin \
+    FROM users";
 const TOKEN: &str = "SELECT id, secret_hash, user_id, org, role, name, created_ms, expires_ms, \
     revoked FROM api_tokens";
 const SESSION: &str = "SELECT id_hash, user_id, org, csrf, created_ms, expires_ms FROM sessions";
@@ -426,6 +428,7 @@ fn user_from_row(r: &SqliteRow) -> Result<User> {
         disabled: r.get("disabled"),
         must_change_password: r.get("must_change_password"),
         created_ms: r.get("created_ms"),
+        site_admin: r.get("site_admin"),
     })
 }
 

@@ -32,6 +32,9 @@
 //!   Information Model they are queried and retrieved from in, PS3.4 C.6); a version-6 table
 //!   gets the column with its default, so every existing node goes on being asked in Study
 //!   Root.
+//!   Users gain `site_admin` (issue 6: a person who may create organisations); a
+//!   version-6 table gets the column with its default, so nobody is a site administrator until
+//!   one is named (`vesalius admin user site-admin`).
 //!
 //! A database with a higher version than [`SCHEMA_VERSION`] was written by a newer Vesalius and
 //! is refused rather than modified.
@@ -188,6 +191,17 @@ async fn migrate_in_transaction(conn: &mut SqliteConnection) -> Result<()> {
     .execute(&mut *conn)
     .await
     .map_err(db_err)?;
+    // Version 7: a version-6 users table gains the site-administrator flag (module doc).
+    let user_columns: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM pragma_table_info('users')")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    if !user_columns.iter().any(|c| c == "site_admin") {
+        conn.execute("ALTER TABLE users ADD COLUMN site_admin INTEGER NOT NULL DEFAULT 0")
+            .await
+            .map_err(db_err)?;
+    }
     if version != SCHEMA_VERSION {
         sqlx::query(AssertSqlSafe(format!(
             "PRAGMA user_version = {SCHEMA_VERSION}"

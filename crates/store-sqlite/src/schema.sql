@@ -1,4 +1,4 @@
--- Vesalius index schema, version 6 (PRAGMA user_version; see schema.rs for the migrations).
+-- Vesalius index schema, version 7 (PRAGMA user_version; see schema.rs for the migrations).
 -- Applied at every open: every statement is CREATE ... IF NOT EXISTS.
 -- One row per patient, study, series and instance version.
 CREATE TABLE IF NOT EXISTS patients (
@@ -230,7 +230,9 @@ CREATE TABLE IF NOT EXISTS users (
     service       INTEGER NOT NULL,
     disabled      INTEGER NOT NULL,
     must_change_password INTEGER NOT NULL,
-    created_ms    INTEGER NOT NULL
+    created_ms    INTEGER NOT NULL,
+    -- Version 7: a site administrator (may create organisations, issue 6).
+    site_admin    INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS users_oidc ON users (oidc_issuer, oidc_subject)
     WHERE oidc_issuer IS NOT NULL;

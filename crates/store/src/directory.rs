@@ -134,6 +134,10 @@ pub struct User {
     pub must_change_password: bool,
     /// Creation time, ms.
     pub created_ms: i64,
+    /// A site administrator (issue 6): besides their roles in their organisations, may make
+    /// site-level changes (create organisations) when logged in (`vesalius_auth::policy`).
+    #[serde(default)]
+    pub site_admin: bool,
 }
 
 impl User {

@@ -1076,3 +1076,328 @@ async fn r6_users_and_audit_searches_come_a_page_at_a_time() {
     );
     f.stop().await;
 }
+
+/// A browser-like session over the JSON API: its cookie and CSRF token.
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+/// `POST /api/v1/auth/login` (or `/api/v1/auth/setup` with `body`): status, body and the
+/// session when it answered one.
+async fn post_session(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: Value,
+) -> (u16, Value, Option<Session>) {
+    let r = http
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .map(str::to_owned);
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    let session = cookie.map(|cookie| Session {
+        cookie,
+        csrf: v["csrf"].as_str().unwrap_or("").to_owned(),
+    });
+    (status, v, session)
+}
+
+/// A request in a session (with its CSRF token).
+async fn in_session(
+    http: &reqwest::Client,
+    base: &str,
+    s: &Session,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut rq = http
+        .request(method.parse().expect("method"), format!("{base}{path}"))
+        .header("cookie", &s.cookie)
+        .header("x-csrf-token", &s.csrf);
+    if let Some(b) = body {
+        rq = rq.json(&b);
+    }
+    let r = rq.send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Issue 6: the first start's link names the first administrator (a site administrator) once;
+/// a site administrator logged in creates organisations and names others, an organisation's
+/// administrator may not (403 JSON), nor the site administrator's own API token; logins
+/// through the JSON API are throttled and locked out like the form's, and audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r6_site_administrators_set_up_log_in_and_create_organisations() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut cfg = Config::default();
+    cfg.storage.data_dir = dir.path().join("data");
+    cfg.dicom.addr = "127.0.0.1:0".parse().expect("address");
+    cfg.http.addr = "127.0.0.1:0".parse().expect("address");
+    cfg.limits.min_free_bytes = 0;
+    cfg.exchange.enabled = false;
+    let site = RunningSite::start(cfg).await.expect("site");
+    let auth = &site.storage.auth;
+    let link = auth.first_start(None).await.unwrap().expect("a fresh site");
+    let base = site.base_url();
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let r = http.get(format!("{base}{path}")).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+
+    // The app's set-up screen asks first; a wrong token is refused, the right one named.
+    let (s, v) = get(format!("/api/v1/auth/setup?token={}", link.token)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["first_start"].as_bool(), v["username"].as_str()),
+        (Some(true), Some("admin"))
+    );
+    refused(
+        &get("/api/v1/auth/setup?token=nope".into()).await,
+        401,
+        "unauthorized",
+    );
+    // A weak password or a bad username leaves the token usable.
+    let setup = |username: &str, password: &str| json!({"token": link.token, "username": username, "password": password});
+    let (s, v, _) = post_session(&http, &base, "/api/v1/auth/setup", setup("chief", "short")).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("bad-request")), "{v}");
+    let (s, _, _) = post_session(
+        &http,
+        &base,
+        "/api/v1/auth/setup",
+        setup("two words", PW_CHIEF),
+    )
+    .await;
+    assert_eq!(s, 400);
+    let (s, v, chief) =
+        post_session(&http, &base, "/api/v1/auth/setup", setup("chief", PW_CHIEF)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["username"], "chief");
+    let chief = chief.expect("a session");
+    // Single use: asked or used again, a conflict.
+    let (s, v, again) = post_session(
+        &http,
+        &base,
+        "/api/v1/auth/setup",
+        setup("chief2", "another fine pw!"),
+    )
+    .await;
+    assert_eq!((s, v["error"].as_str()), (409, Some("conflict")), "{v}");
+    assert!(again.is_none());
+    refused(
+        &get(format!("/api/v1/auth/setup?token={}", link.token)).await,
+        409,
+        "conflict",
+    );
+    let (s, me) = in_session(&http, &base, &chief, "GET", "/api/v1/auth/me", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        (me["actor"]["name"].as_str(), me["site_admin"].as_bool()),
+        (Some("chief"), Some(true))
+    );
+
+    // The site administrator creates an organisation, sees it listed and gives it its first
+    // administrator (they administer every organisation), without becoming its member.
+    let (s, v) = in_session(
+        &http,
+        &base,
+        &chief,
+        "POST",
+        "/api/v1/orgs",
+        Some(json!({"id": "east", "name": "East Hospital"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["org"]["members"], 0);
+    let (_, v) = in_session(&http, &base, &chief, "GET", "/api/v1/orgs", None).await;
+    assert_eq!(v["may_create"], true);
+    let ids: Vec<&str> = v["orgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["default", "east"], "{v}");
+    let (s, v) = in_session(
+        &http,
+        &base,
+        &chief,
+        "POST",
+        "/api/v1/users",
+        Some(json!({"username": "eve", "role": "admin", "org": "east"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let chief_user = auth
+        .directory()
+        .user_by_name("chief")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(chief_user.memberships.iter().all(|m| m.org == "default"));
+    // Their own API token carries no site rights.
+    let (_, token) = auth
+        .create_token(
+            &Principal::system(),
+            &chief_user.id,
+            "default",
+            Role::Admin,
+            "t",
+            None,
+            Origin::default(),
+        )
+        .await
+        .unwrap();
+    let r = http
+        .post(format!("{base}/api/v1/orgs"))
+        .bearer_auth(&token)
+        .json(&json!({"id": "west"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "forbidden");
+
+    // An organisation's administrator (a session too) may not create one, nor name site
+    // administrators; the site administrator may name them.
+    auth.create_user(
+        &Principal::system(),
+        NewUser {
+            username: "olga",
+            display_name: "Olga",
+            email: "",
+            memberships: &[Membership {
+                org: "default".into(),
+                role: Role::Admin,
+            }],
+            password: Some(PW_CHIEF),
+            service: false,
+            must_change_password: false,
+        },
+        Origin::default(),
+    )
+    .await
+    .unwrap();
+    let (s, _, olga) = post_session(
+        &http,
+        &base,
+        "/api/v1/auth/login",
+        json!({"username": "olga", "password": PW_CHIEF}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let olga = olga.expect("a session");
+    let r = in_session(
+        &http,
+        &base,
+        &olga,
+        "POST",
+        "/api/v1/orgs",
+        Some(json!({"id": "west"})),
+    )
+    .await;
+    refused(&r, 403, "forbidden");
+    let r = in_session(
+        &http,
+        &base,
+        &olga,
+        "PATCH",
+        "/api/v1/users/olga",
+        Some(json!({"site_admin": true})),
+    )
+    .await;
+    refused(&r, 403, "forbidden");
+    assert!(auth.directory().org("west").await.unwrap().is_none());
+    let (s, v) = in_session(
+        &http,
+        &base,
+        &chief,
+        "PATCH",
+        "/api/v1/users/olga",
+        Some(json!({"site_admin": true})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["user"]["site_admin"], true);
+    let (s, v) = in_session(
+        &http,
+        &base,
+        &olga,
+        "POST",
+        "/api/v1/orgs",
+        Some(json!({"id": "west"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+
+    // The JSON login: a wrong password 401, then a lockout (429) even for the right one.
+    let login = |password: &str| json!({"username": "olga", "password": password});
+    let (s, v, none) =
+        post_session(&http, &base, "/api/v1/auth/login", login("wrong password!")).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("unauthorized")), "{v}");
+    assert!(none.is_none());
+    let mut locked = None;
+    for _ in 0..10 {
+        let (s, v, _) =
+            post_session(&http, &base, "/api/v1/auth/login", login("wrong password!")).await;
+        if s == 429 {
+            locked = Some(v);
+            break;
+        }
+        assert_eq!(s, 401);
+    }
+    let locked = locked.expect("locked out after repeated failures");
+    assert!(
+        locked["message"].as_str().unwrap().contains("locked until"),
+        "{locked}"
+    );
+    let (s, _, none) = post_session(&http, &base, "/api/v1/auth/login", login(PW_CHIEF)).await;
+    assert_eq!(s, 429);
+    assert!(none.is_none());
+
+    // Audited: the set-up, the organisations and memberships, the site administrator named,
+    // the failures and the lockout.
+    let log = auth.audit_log();
+    let actions: Vec<(String, String)> = log
+        .search(&vesalius_store::audit::AuditFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            let change = r.event.details["change"].as_str().unwrap_or("").to_owned();
+            (r.event.action, change)
+        })
+        .collect();
+    for want in [
+        ("setup-complete", ""),
+        ("admin-change", "org-create"),
+        ("user-create", ""),
+        ("admin-change", "site-admin-grant"),
+        ("login-failed", ""),
+        ("login-locked", ""),
+    ] {
+        assert!(
+            actions.iter().any(|(a, c)| a == want.0 && c == want.1),
+            "{want:?} in {actions:?}"
+        );
+    }
+    site.stop().await;
+}
+
+const PW_CHIEF: &str = "chief's fine password";

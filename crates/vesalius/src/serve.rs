@@ -482,8 +482,8 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
     );
     if let Some(link) = first_start {
         println!(
-            "  first start    : set the password of {:?} (organisation {:?}) at {scheme}://{}{}",
-            link.username,
+            "  first start    : create the first administrator (organisation {:?}) at \
+             {scheme}://{}{}",
             link.org,
             http.local_addr()?,
             link.path()

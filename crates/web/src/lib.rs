@@ -6,7 +6,10 @@
 //! - `GET /`, `/worklist`, `/view/{study}`, `/alerts` (the user's alerts and subscriptions),
 //!   `/admin`, `/admin/{section}` (the admin console) and `/viewer` (IHE Invoke Image Display:
 //!   `?requestType=STUDY&studyUID=…`, `?requestType=PATIENT&patientID=…`) answer the same
-//!   shell page; the app's own router (`js/main.js`) picks the screen from the URL.
+//!   shell page; the app's own router (`js/main.js`) picks the screen from the URL. So do the
+//!   screens a visitor without a session sees (issue 6, `js/login.js`): `/login?next=…` (local
+//!   login and OpenID Connect), `/setup?token=…` (the first start's administrator, or a
+//!   password link) and `/account` (changing one's password).
 //! - `GET /app/{version}/{*file}`: the assets. `{version}` is a hash of every asset, so the URLs
 //!   change whenever an asset does and the assets can be cached for a year (`immutable`); an
 //!   asset of another version is 404. The shell is revalidated (`no-cache` with an `ETag`).
@@ -108,10 +111,21 @@ const ASSETS: &[(&str, &[u8])] = &[
     ("js/charset.js", include_bytes!("../assets/js/charset.js")),
     ("js/sha256.js", include_bytes!("../assets/js/sha256.js")),
     ("js/share.js", include_bytes!("../assets/js/share.js")),
+    // Issue 6: logging in, first start and password links, the password screen.
+    ("js/login.js", include_bytes!("../assets/js/login.js")),
 ];
 
 /// Client routes answered with the shell (besides `/view/{study}`).
-const SHELL_PATHS: &[&str] = &["/", "/worklist", "/viewer", "/alerts", "/admin"];
+const SHELL_PATHS: &[&str] = &[
+    "/",
+    "/worklist",
+    "/viewer",
+    "/alerts",
+    "/admin",
+    "/login",
+    "/setup",
+    "/account",
+];
 
 /// The asset version: 16 hex digits of a 64-bit FNV-1a hash over every asset's path and bytes
 /// and the shell (a cache key, not a security measure).
@@ -184,6 +198,9 @@ pub fn router_with(opts: WebOptions) -> Router {
             ),
         )
         .route("/alerts", get(page))
+        .route("/login", get(page))
+        .route("/setup", get(page))
+        .route("/account", get(page))
         .route("/admin", get(page))
         .route("/admin/{section}", get(page))
         .route("/app/{version}/{*file}", get(asset))
@@ -545,6 +562,9 @@ mod tests {
             "/alerts",
             "/admin",
             "/admin/peers",
+            "/login",
+            "/setup",
+            "/account",
             "/app/x/js/main.js",
         ] {
             assert!(is_app_path(p), "{p}");
@@ -558,6 +578,7 @@ mod tests {
             "/alerts/x",
             "/admin/",
             "/admin/users/x",
+            "/account/password",
             "/appx",
         ] {
             assert!(!is_app_path(p), "{p}");

@@ -56,7 +56,7 @@ pub use links::{
 pub use peers::PEER_MAX_SKEW_MS;
 pub use reset::RESET_SETTING_PREFIX;
 pub use sessions::{LoginOk, NewUser};
-pub use setup::{FIRST_ADMIN, SETUP_SETTING, SetupLink};
+pub use setup::{FIRST_ADMIN, SETUP_SETTING, SetupInfo, SetupLink};
 
 use crate::dedupe::AccessDedupe;
 use crate::error::{Error, Result};

@@ -97,6 +97,33 @@ impl Authenticator {
 
     /// Completes a password link, if `token` is one: `None` when it is not (the caller then
     /// refuses it like any wrong token).
+    /// The user and expiry of a pending password link `token`, or `None` when it is no
+    /// (longer a) password link. Nothing is used up.
+    pub(super) async fn reset_info(
+        &self,
+        token: &str,
+    ) -> Result<Option<(vesalius_store::directory::User, i64)>> {
+        if token.len() > 128 {
+            return Ok(None);
+        }
+        let key = format!("{RESET_SETTING_PREFIX}{}", sha256_hex(token));
+        let Some(pending) = self
+            .dir
+            .setting(&key)
+            .await?
+            .and_then(|v| serde_json::from_str::<PendingReset>(&v).ok())
+        else {
+            return Ok(None);
+        };
+        if self.now_ms() >= pending.expires_ms {
+            return Err(Error::Expired("password link"));
+        }
+        match self.dir.user(&pending.user_id).await? {
+            Some(u) if !u.disabled => Ok(Some((u, pending.expires_ms))),
+            _ => Ok(None),
+        }
+    }
+
     pub(super) async fn complete_reset(
         &self,
         token: &str,

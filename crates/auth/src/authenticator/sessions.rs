@@ -278,6 +278,7 @@ impl Authenticator {
             .ok_or(Error::Revoked("membership"))?;
         let mut p = Principal::session(&user.id, &user.username, &session.org, role);
         p.must_change_password = user.must_change_password;
+        p.site_admin = user.site_admin;
         Ok((p, session))
     }
 
@@ -311,6 +312,7 @@ impl Authenticator {
             .ok_or_else(|| Error::Forbidden(format!("not a member of {org}")))?;
         let mut p = Principal::session(&user.id, &user.username, org, role);
         p.must_change_password = user.must_change_password;
+        p.site_admin = user.site_admin;
         Ok(p)
     }
 
@@ -395,16 +397,7 @@ impl Authenticator {
                 .await?;
         }
         let username = normalize_username(new.username);
-        if username.is_empty()
-            || username.len() > 64
-            || !username
-                .chars()
-                .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'))
-        {
-            return Err(Error::BadRequest(
-                "usernames are 1-64 letters, digits, '.', '-', '_' or '@'".into(),
-            ));
-        }
+        check_username(&username)?;
         let password_hash = match new.password {
             Some(pw) => {
                 password::check_policy(pw, &username)?;
@@ -426,6 +419,7 @@ impl Authenticator {
             disabled: false,
             must_change_password: new.must_change_password,
             created_ms: self.now_ms(),
+            site_admin: false,
         };
         let mut ev = self.event(
             actor.actor.clone(),
@@ -464,6 +458,21 @@ impl Authenticator {
         self.audit.append(vec![ev]).await?;
         Ok(())
     }
+}
+
+/// Refuses a (normalised) username that is not 1-64 letters, digits, '.', '-', '_' or '@'.
+pub(super) fn check_username(username: &str) -> Result<()> {
+    if username.is_empty()
+        || username.len() > 64
+        || !username
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'))
+    {
+        return Err(Error::BadRequest(
+            "usernames are 1-64 letters, digits, '.', '-', '_' or '@'".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// What [`Authenticator::create_user`] needs.

@@ -13,9 +13,11 @@ use vesalius_store::audit::Outcome;
 use vesalius_store::directory::{DirectoryChange, Membership, Org, Role, User};
 use vesalius_store::model::DEFAULT_ORG;
 
-use super::{Authenticator, LoginOk, Origin, user_actor};
+use super::sessions::check_username;
+use super::{Authenticator, LoginOk, Origin, normalize_username, user_actor};
 use crate::error::{Error, Result};
 use crate::password;
+use crate::policy::{Action, Resource};
 use crate::principal::Principal;
 use crate::secret::{constant_time_eq, random_secret, sha256_hex};
 
@@ -78,6 +80,7 @@ impl Authenticator {
                             role: Role::Admin,
                         }];
                         u.must_change_password = true;
+                        u.site_admin = true;
                         u
                     }
                     None => User {
@@ -95,6 +98,8 @@ impl Authenticator {
                         disabled: false,
                         must_change_password: true,
                         created_ms: now,
+                        // Issue 6: the first administrator also administers the site.
+                        site_admin: true,
                     },
                 };
                 changes.push(DirectoryChange::PutUser(user.clone()));
@@ -148,6 +153,47 @@ impl Authenticator {
             .and_then(|v| serde_json::from_str(&v).ok()))
     }
 
+    /// What a set-up or password link's `token` is for, without using it (the app's set-up
+    /// screen asks before showing its form): the first start's administrator, or a password
+    /// link of a user. A used, unknown or expired token is an error (409 when the first start
+    /// is complete and the token is no password link).
+    pub async fn setup_info(&self, token: &str) -> Result<SetupInfo> {
+        let pending = self.pending_setup().await?;
+        let first_start = pending
+            .as_ref()
+            .is_some_and(|p| token.len() <= 128 && constant_time_eq(sha256_hex(token), &p.hash));
+        let setup_pending = pending.is_some();
+        let Some(p) = pending.filter(|_| first_start) else {
+            if let Some((user, expires_ms)) = self.reset_info(token).await? {
+                return Ok(SetupInfo {
+                    first_start: false,
+                    username: user.username,
+                    expires_ms,
+                });
+            }
+            return Err(if setup_pending {
+                Error::BadCredentials
+            } else {
+                Error::Conflict(
+                    "this link was used already or is unknown (the first start is complete)".into(),
+                )
+            });
+        };
+        if self.now_ms() >= p.expires_ms {
+            return Err(Error::Expired("setup token"));
+        }
+        let user = self
+            .dir
+            .user(&p.user_id)
+            .await?
+            .ok_or(Error::BadCredentials)?;
+        Ok(SetupInfo {
+            first_start: true,
+            username: user.username,
+            expires_ms: p.expires_ms,
+        })
+    }
+
     /// Completes first-start setup: sets the administrator's password, consumes the token and
     /// logs them in. Audited `setup-complete` and `login`.
     pub async fn complete_setup(
@@ -156,11 +202,35 @@ impl Authenticator {
         new_password: &str,
         origin: Origin<'_>,
     ) -> Result<LoginOk> {
+        self.complete_setup_as(token, None, new_password, origin)
+            .await
+    }
+
+    /// [`Self::complete_setup`], naming the first administrator `username` (issue 6: the app's
+    /// set-up screen asks for it; default [`FIRST_ADMIN`]). A password link's user keeps their
+    /// username: another one is refused (400).
+    pub async fn complete_setup_as(
+        &self,
+        token: &str,
+        username: Option<&str>,
+        new_password: &str,
+        origin: Origin<'_>,
+    ) -> Result<LoginOk> {
+        let username = username.map(normalize_username).filter(|u| !u.is_empty());
         let pending = self.pending_setup().await?;
         let first_start = pending
             .as_ref()
             .is_some_and(|p| token.len() <= 128 && constant_time_eq(sha256_hex(token), &p.hash));
         if !first_start {
+            if let Some(name) = &username
+                && let Some((user, _)) = self.reset_info(token).await?
+                && *name != user.username
+            {
+                return Err(Error::BadRequest(format!(
+                    "this password link is {}'s: the username cannot change",
+                    user.username
+                )));
+            }
             // Issue 6: a password link an administrator issued (`reset.rs`) uses this page too.
             if let Some(ok) = self.complete_reset(token, new_password, origin).await? {
                 return Ok(ok);
@@ -179,6 +249,17 @@ impl Authenticator {
             .user(&pending.user_id)
             .await?
             .ok_or(Error::BadCredentials)?;
+        let renamed = match username {
+            Some(name) if name != user.username => {
+                check_username(&name)?;
+                if self.dir.user_by_name(&name).await?.is_some() {
+                    return Err(Error::Conflict(format!("the username {name:?} is taken")));
+                }
+                let old = std::mem::replace(&mut user.username, name);
+                Some(old)
+            }
+            _ => None,
+        };
         password::check_policy(new_password, &user.username)?;
         let (pw, params) = (new_password.to_owned(), self.opts.password_params);
         user.password_hash = Some(Self::blocking(move || password::hash(&pw, params)).await??);
@@ -189,7 +270,10 @@ impl Authenticator {
             "setup-complete",
             Outcome::Success,
             origin,
-            json!({}),
+            match &renamed {
+                Some(old) => json!({ "username": user.username, "renamed_from": old }),
+                None => json!({ "username": user.username }),
+            },
         );
         ev.org = org;
         let changes = vec![
@@ -206,4 +290,71 @@ impl Authenticator {
         )
         .await
     }
+}
+
+impl Authenticator {
+    /// Makes `user_id` a site administrator or no longer one (issue 6). `actor` must be allowed
+    /// site-level changes ([`Action::ManageOrg`] on [`Resource::Site`]: the server itself or a
+    /// logged-in site administrator). Audited `admin-change` with `details.change`
+    /// `site-admin-grant` or `site-admin-revoke`. Nobody takes the flag from themselves (the
+    /// site must not lose its last administrator by a slip); the server may.
+    pub async fn set_site_admin(
+        &self,
+        actor: &Principal,
+        user_id: &str,
+        site_admin: bool,
+        origin: Origin<'_>,
+    ) -> Result<vesalius_store::directory::User> {
+        self.require(actor, Action::ManageOrg, &Resource::Site)
+            .await?;
+        let mut user = self
+            .dir
+            .user(user_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("user {user_id}")))?;
+        if !site_admin && actor.user_id.as_deref() == Some(user.id.as_str()) {
+            return Err(Error::Conflict(
+                "a site administrator cannot remove their own site administration".into(),
+            ));
+        }
+        if user.service && site_admin {
+            return Err(Error::Conflict(format!(
+                "{} is a service account: it acts through tokens, which carry no site rights",
+                user.username
+            )));
+        }
+        if user.site_admin == site_admin {
+            return Ok(user);
+        }
+        user.site_admin = site_admin;
+        let change = if site_admin {
+            "site-admin-grant"
+        } else {
+            "site-admin-revoke"
+        };
+        let mut ev = self.event(
+            actor.actor.clone(),
+            "admin-change",
+            Outcome::Success,
+            origin,
+            json!({ "change": change, "user_id": user.id, "username": user.username }),
+        );
+        ev.org = user.home_org();
+        self.dir
+            .apply(vec![DirectoryChange::PutUser(user.clone())], vec![ev])
+            .await?;
+        Ok(user)
+    }
+}
+
+/// What a set-up or password link is for ([`Authenticator::setup_info`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupInfo {
+    /// The first start's link (the first administrator, whose username may still be chosen),
+    /// rather than a password link.
+    pub first_start: bool,
+    /// The user whose password the link sets.
+    pub username: String,
+    /// When the link expires, ms.
+    pub expires_ms: i64,
 }

@@ -345,6 +345,7 @@ async fn hashes_are_upgraded_at_login() {
         disabled: false,
         must_change_password: false,
         created_ms: 0,
+        site_admin: false,
     };
     dir.apply(vec![DirectoryChange::PutUser(u.clone())], vec![])
         .await
@@ -882,6 +883,110 @@ async fn setup_tokens_expire_and_orgs_can_be_named() {
             .await,
         Err(Error::Expired(_))
     ));
+}
+
+/// Issue 6: the app's set-up screen asks what a link is for (without using it), names the
+/// first administrator, who is a site administrator; the token is single-use; site
+/// administration is given and taken only by those who have it, audited.
+#[tokio::test]
+async fn setup_names_the_first_administrator_a_site_administrator() {
+    let log = Arc::new(MemoryAuditLog::new());
+    let dir = Arc::new(MemoryDirectory::new(log.clone()));
+    let opts = AuthOptions::new().password_params(PasswordParams::INSECURE_FOR_TESTS);
+    let auth = Authenticator::new(dir.clone(), log.clone(), opts);
+    let link = auth.first_start(None).await.unwrap().unwrap();
+    let info = auth.setup_info(&link.token).await.unwrap();
+    assert!(info.first_start && info.username == "admin");
+    assert!(matches!(
+        auth.setup_info("not-the-token").await,
+        Err(Error::BadCredentials)
+    ));
+    // A bad username is refused and leaves the token usable.
+    assert!(matches!(
+        auth.complete_setup_as(&link.token, Some("no spaces"), "a fine password", HERE)
+            .await,
+        Err(Error::BadRequest(_))
+    ));
+    let ok = auth
+        .complete_setup_as(&link.token, Some(" Chief "), "a fine password", HERE)
+        .await
+        .unwrap();
+    assert_eq!(ok.user.username, "chief");
+    assert!(ok.user.site_admin);
+    let (p, _) = auth.from_session(&ok.cookie_secret).await.unwrap();
+    assert!(p.site_admin && p.role == Some(Role::Admin));
+    assert!(dir.user_by_name("admin").await.unwrap().is_none());
+    // Used: a clear refusal, both when asked and when used again.
+    assert!(matches!(
+        auth.setup_info(&link.token).await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        auth.complete_setup_as(&link.token, None, "another fine password", HERE)
+            .await,
+        Err(Error::Conflict(_))
+    ));
+    // A token of the same user carries no site rights.
+    let (_, token) = auth
+        .create_token(&p, &ok.user.id, "default", Role::Admin, "t", None, HERE)
+        .await
+        .unwrap();
+    let tp = auth.from_bearer(&token).await.unwrap();
+    assert!(!tp.site_admin);
+    // An organisation administrator may not name site administrators; the site admin may.
+    let bob = auth
+        .create_user(
+            &p,
+            NewUser {
+                username: "bob",
+                display_name: "Bob",
+                email: "",
+                memberships: &[Membership {
+                    org: "default".into(),
+                    role: Role::Admin,
+                }],
+                password: Some("bob's fine password"),
+                service: false,
+                must_change_password: false,
+            },
+            HERE,
+        )
+        .await
+        .unwrap();
+    let bob_p = Principal::session(&bob.id, "bob", "default", Role::Admin);
+    assert!(matches!(
+        auth.set_site_admin(&bob_p, &bob.id, true, HERE).await,
+        Err(Error::Forbidden(_))
+    ));
+    assert!(
+        auth.set_site_admin(&p, &bob.id, true, HERE)
+            .await
+            .unwrap()
+            .site_admin
+    );
+    assert!(matches!(
+        auth.set_site_admin(&p, &ok.user.id, false, HERE).await,
+        Err(Error::Conflict(_))
+    ));
+    let changes: Vec<String> = log
+        .search(&AuditFilter {
+            action: Some("admin-change".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event.details["change"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(changes, ["site-admin-grant"]);
+    let complete = log
+        .search(&AuditFilter {
+            action: Some("setup-complete".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(complete[0].event.details["renamed_from"], "admin");
 }
 
 #[tokio::test]

@@ -137,6 +137,7 @@ fn user(id: &str, email: &str) -> User {
         disabled: false,
         must_change_password: false,
         created_ms: 0,
+        site_admin: false,
     }
 }
 

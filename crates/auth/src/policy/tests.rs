@@ -374,6 +374,62 @@ fn the_rules_of_the_brief() {
     assert!(ok(&user(Role::Referrer), Action::Query, &Resource::Site));
 }
 
+/// Issue 6: a logged-in site administrator may create organisations (`ManageOrg` on the site)
+/// and administer every organisation, and nothing else more than their role gives; their
+/// tokens, and every organisation role without the flag, may not; nor before a required
+/// password change.
+#[test]
+fn site_administrators_create_organisations_in_sessions_only() {
+    let g = grants();
+    for role in Role::ALL {
+        let mut sa = Principal::session("u1", "alice", "a", role);
+        sa.site_admin = true;
+        assert_eq!(
+            authorize(&sa, Action::ManageOrg, &Resource::Site, &g, NOW),
+            Decision::Allow(Basis::SiteAdmin),
+            "{role:?}"
+        );
+        let plain = Principal::session("u1", "alice", "a", role);
+        assert_eq!(
+            authorize(&plain, Action::ManageOrg, &Resource::Site, &g, NOW),
+            Decision::Deny(DenyReason::SiteOnly)
+        );
+        // The same user's token: no site rights.
+        let mut token = Principal::token("tok000000001", "u1", "alice", "a", role);
+        token.site_admin = true;
+        assert_eq!(
+            authorize(&token, Action::ManageOrg, &Resource::Site, &g, NOW),
+            Decision::Deny(DenyReason::SiteOnly)
+        );
+        // Nothing else changes: every other cell is the plain session's.
+        for a in Action::ALL {
+            for (_, r) in situations().iter().chain([("site", Resource::Site)].iter()) {
+                if a == Action::ManageOrg {
+                    assert!(authorize(&sa, a, r, &g, NOW).is_allowed(), "{role:?} {r:?}");
+                    continue;
+                }
+                assert_eq!(
+                    authorize(&sa, a, r, &g, NOW),
+                    authorize(&plain, a, r, &g, NOW),
+                    "{role:?} {a:?} {r:?}"
+                );
+            }
+        }
+        assert_eq!(access(&sa, &g, NOW), access(&plain, &g, NOW));
+        sa.must_change_password = true;
+        assert_eq!(
+            authorize(&sa, Action::ManageOrg, &Resource::Site, &g, NOW),
+            Decision::Deny(DenyReason::PasswordChangeRequired)
+        );
+    }
+    // The whole site's audit trail stays the server's; another organisation's is theirs.
+    let mut sa = Principal::session("u1", "alice", "a", Role::Admin);
+    sa.site_admin = true;
+    assert!(!authorize(&sa, Action::ReadAudit, &Resource::Site, &g, NOW).is_allowed());
+    assert!(!authorize(&sa, Action::ReadAudit, &Resource::org("b"), &g, NOW).is_allowed());
+    assert!(authorize(&sa, Action::ManageOrg, &Resource::org("b"), &g, NOW).is_allowed());
+}
+
 #[test]
 fn peers_store_into_their_org_and_read_only_when_allowed() {
     let g = grants();

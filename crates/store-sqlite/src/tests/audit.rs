@@ -54,6 +54,7 @@ fn user(id: &str, username: &str) -> User {
         disabled: false,
         must_change_password: false,
         created_ms: 0,
+        site_admin: false,
     }
 }
 

@@ -54,6 +54,7 @@ fn user(id: &str, username: &str, org: &str, role: Role) -> User {
         disabled: false,
         must_change_password: false,
         created_ms: 10,
+        site_admin: false,
     }
 }
 

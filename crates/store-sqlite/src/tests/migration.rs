@@ -559,3 +559,51 @@ async fn schema_6_nodes_keep_study_root_and_patient_root_nodes_fit() {
     let e = idx.node("pacs").await.unwrap_err();
     assert!(e.to_string().contains("query model"), "{e}");
 }
+
+/// Issue 6: a database of schema 6 with a user (no `site_admin` column): the user is kept and is
+/// no site administrator until named one, and the flag then round-trips.
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_6_users_become_site_admins_only_when_named() {
+    use vesalius_store::directory::DirectoryChange;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.db");
+    let mut conn = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::raw_sql(include_str!("schema_v6.sql"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.execute(
+        "INSERT INTO users (id, username, display_name, email, memberships, password_hash, \
+           service, disabled, must_change_password, created_ms) VALUES \
+           ('u1', 'alice', 'Alice', '', '[{\"org\":\"default\",\"role\":\"admin\"}]', 'h', \
+            0, 0, 0, 5); \
+         PRAGMA user_version = 6;",
+    )
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let idx = SqliteIndex::open(&path).await.unwrap();
+    assert_eq!(scalar(&idx, "PRAGMA user_version").await, SCHEMA_VERSION);
+    assert_eq!(SCHEMA_VERSION, 7);
+    let mut alice = idx.user("u1").await.unwrap().expect("kept");
+    assert_eq!(
+        (alice.username.as_str(), alice.site_admin),
+        ("alice", false)
+    );
+    alice.site_admin = true;
+    idx.apply(vec![DirectoryChange::PutUser(alice)], vec![])
+        .await
+        .unwrap();
+    drop(idx);
+    // Opening again keeps the flag.
+    let idx = SqliteIndex::open(&path).await.unwrap();
+    assert!(idx.user_by_name("alice").await.unwrap().unwrap().site_admin);
+}

@@ -1,3 +1,5 @@
+-- The schema as version 6 left it (before DICOM nodes had a query model and users could be
+-- site administrators): a fixture of the migration tests, never applied by the product.
 -- Vesalius index schema, version 6 (PRAGMA user_version; see schema.rs for the migrations).
 -- Applied at every open: every statement is CREATE ... IF NOT EXISTS.
 -- One row per patient, study, series and instance version.

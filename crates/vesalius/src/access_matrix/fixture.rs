@@ -287,6 +287,7 @@ impl Site {
                         disabled: false,
                         must_change_password: false,
                         created_ms: now,
+                        site_admin: false,
                     },
                 )
             })

@@ -113,6 +113,9 @@ fn body(route: &Route, aim: &Aim, n: usize) -> (Option<String>, Vec<u8>) {
             form(format!("token=bogus&password={wrong}"))
         }
         ("POST", "/account/password") => form(format!("current={wrong}&new={wrong}-2")),
+        ("POST", "/api/v1/auth/password") => {
+            json(serde_json::json!({"current": wrong, "new": format!("{wrong}-2")}))
+        }
         ("POST", "/s/{id}/{secret}") => form("passcode=0000".into()),
         ("POST", "/upload/{id}/{secret}") => {
             let mut b = format!(

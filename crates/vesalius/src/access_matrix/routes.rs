@@ -37,7 +37,8 @@ pub enum Need {
     /// `action` on the organisation owning the target (link, inbox study).
     TargetOrg(Action),
     /// `action` on the whole site (creating organisations): the policy gives it to the server
-    /// itself only, so no principal of the matrix has it.
+    /// itself and to logged-in site administrators (issue 6); no principal of the matrix is
+    /// either, so none has it.
     Site(Action),
     /// Storing into the caller's organisation: `store`, or `upload` for a guest upload link.
     Ingest,
@@ -219,7 +220,34 @@ pub const ROUTES: &[Route] = &[
         Served,
         NONE,
     ),
+    // The app's set-up screen (issue 6) asks what a link is for; a bogus token is refused.
+    r(
+        "GET",
+        "/api/v1/auth/setup",
+        NoScope,
+        Need::Open(Open::Refused),
+        Served,
+        NONE,
+    ),
+    // How one logs in here (the app's login screen: OpenID Connect offered or not).
+    r(
+        "GET",
+        "/api/v1/auth/methods",
+        NoScope,
+        Need::Open(Open::Ok),
+        Served,
+        NONE,
+    ),
+    // The app's screens of issue 6 (login, set-up, password): the shell, no data.
     r("GET", "/setup", NoScope, Need::Open(Open::Ok), Served, NONE),
+    r(
+        "GET",
+        "/account",
+        NoScope,
+        Need::Open(Open::Ok),
+        Served,
+        NONE,
+    ),
     r(
         "POST",
         "/setup",
@@ -429,6 +457,8 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/api/v1/auth/me", NoScope, Any, Served, NONE),
     r("GET", "/account/password", NoScope, Any, Served, NONE),
     r("POST", "/account/password", NoScope, Any, Served, NONE),
+    // The app's password screen (issue 6): the caller's own password, a wrong current one here.
+    r("POST", "/api/v1/auth/password", NoScope, Any, Served, NONE),
     // Site-wide counts (studies, instances, bytes of every organisation) for any principal,
     // share-link visitors and guest upload links included: no policy action covers them yet.
     r(

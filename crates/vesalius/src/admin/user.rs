@@ -83,6 +83,10 @@ pub enum UserCommand {
         /// A service account (machines, scripts, peers): no password, API tokens only.
         #[arg(long, conflicts_with_all = ["password_stdin", "password_env", "must_change_password"])]
         service: bool,
+        /// Also a site administrator: may create organisations from the admin console when
+        /// logged in (issue 6).
+        #[arg(long, conflicts_with = "service")]
+        site_admin: bool,
         /// Print the user (and a generated temporary password) as JSON.
         #[arg(long)]
         json: bool,
@@ -126,6 +130,16 @@ pub enum UserCommand {
         /// The organisation.
         #[arg(long)]
         org: String,
+    },
+    /// Make a user a site administrator (issue 6: when logged in, they may create
+    /// organisations, e.g. from the admin console, and name other site administrators), or no
+    /// longer one (`--revoke`). Audited `admin-change`.
+    SiteAdmin {
+        /// Login name.
+        username: String,
+        /// Take site administration away instead.
+        #[arg(long)]
+        revoke: bool,
     },
     /// Lift a login lockout (too many wrong passwords) before it expires.
     Unlock {
@@ -186,6 +200,8 @@ pub struct UserView {
     pub must_change_password: bool,
     /// Creation time, ms.
     pub created_ms: i64,
+    /// A site administrator (issue 6).
+    pub site_admin: bool,
 }
 
 impl From<&User> for UserView {
@@ -202,6 +218,7 @@ impl From<&User> for UserView {
             oidc_linked: u.oidc.is_some(),
             must_change_password: u.must_change_password,
             created_ms: u.created_ms,
+            site_admin: u.site_admin,
         }
     }
 }
@@ -219,6 +236,7 @@ pub async fn run(cx: &AdminContext, cmd: UserCommand) -> Result<()> {
             must_change_password,
             no_password,
             service,
+            site_admin,
             json,
         } => {
             cx.require_org(&org).await?;
@@ -252,6 +270,14 @@ pub async fn run(cx: &AdminContext, cmd: UserCommand) -> Result<()> {
                 )
                 .await
                 .context("creating the user")?;
+            let user = if site_admin {
+                cx.auth
+                    .set_site_admin(&cx.principal, &user.id, true, cx.origin())
+                    .await
+                    .context("making the user a site administrator")?
+            } else {
+                user
+            };
             if json {
                 let mut v = serde_json::to_value(UserView::from(&user))?;
                 if let Some(t) = &temporary {
@@ -429,6 +455,19 @@ pub async fn run(cx: &AdminContext, cmd: UserCommand) -> Result<()> {
                 Some((i, s)) => println!("linked {} to {s} at {i}", user.username),
                 None => println!("unlinked {}", user.username),
             }
+            Ok(())
+        }
+        UserCommand::SiteAdmin { username, revoke } => {
+            let user = find_user(cx, &username).await?;
+            let user = cx
+                .auth
+                .set_site_admin(&cx.principal, &user.id, !revoke, cx.origin())
+                .await?;
+            println!(
+                "{} is {}a site administrator",
+                user.username,
+                if user.site_admin { "" } else { "no longer " }
+            );
             Ok(())
         }
         UserCommand::Unlock { username } => {

@@ -7,6 +7,8 @@
 //   /admin, /admin/{section}  the admin console (issue 6, js/admin/console.js)
 //   /upload/{id}/{secret}   a guest upload link's page (no session: the link is the credential)
 //   /s/{id}                 a share link's viewer (no session: the link's pass cookie)
+//   /login?next=, /setup?token=, /account   logging in, first start and password links, the
+//                           password screen (issue 6, js/login.js)
 
 import { ApiError, logout, me, prefetch, setCsrf } from './api.js';
 import { clear, h } from './dom.js';
@@ -28,7 +30,8 @@ function showUser(who) {
   const name = (who.actor && (who.actor.name || who.actor.id)) || 'unknown';
   document.getElementById('who-name').textContent = `${name} · ${who.org || ''}${who.role ? ` (${who.role})` : ''}`;
   // Administrators, and the server itself on a site without required credentials.
-  if ((who.role === 'admin' || who.actor?.kind === 'system') && !document.getElementById('admin-link')) {
+  // Site administrators (issue 6) administer every organisation, whatever their role here.
+  if ((who.role === 'admin' || who.site_admin || who.actor?.kind === 'system') && !document.getElementById('admin-link')) {
     const a = h('a', { href: '/admin', id: 'admin-link' }, 'Admin');
     document.getElementById('who-name').after(a);
   }
@@ -82,6 +85,12 @@ async function boot() {
     const { sharePage } = await import('./share.js');
     return sharePage(app);
   }
+  // Logging in, setting up and the password screen (issue 6): before (and without) a session.
+  const screens = { '/login': 'loginPage', '/setup': 'setupPage', '/account': 'accountPage' };
+  if (screens[location.pathname]) {
+    const mod = await import('./login.js');
+    return mod[screens[location.pathname]](app, new URLSearchParams(location.search));
+  }
   // The viewer's first question (the study's series) goes out with the session check.
   const viewing = /^\/view\/([^/]+)$/.exec(location.pathname);
   let early = null; // the viewer's first image, on its way
@@ -99,7 +108,7 @@ async function boot() {
     return;
   }
   if (who.must_change_password) {
-    location.assign('/account/password');
+    location.assign(`/account?next=${encodeURIComponent(location.pathname + location.search)}`);
     return;
   }
   setCsrf(who.csrf);

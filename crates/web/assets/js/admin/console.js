@@ -30,7 +30,7 @@ export const SECTIONS = [
  * false`; the only caller that may create organisations).
  */
 export function consoleUser(who) {
-  return who.role === 'admin' || (who.actor && who.actor.kind === 'system');
+  return who.role === 'admin' || who.site_admin === true || (who.actor && who.actor.kind === 'system');
 }
 
 /** Shows the console's `section` (default: the system's health) in `app`. */

@@ -25,7 +25,7 @@ export function orgs(who) {
     ], r.orgs, 'No organisation you administer.', { 'aria-label': 'Organisations' });
     if (!r.may_create) {
       clear(body).append(rows, h('p', { class: 'note-text' },
-        `Creating an organisation is a site-level change that no organisation's administrator may make: run \`vesalius admin org create ID --name NAME\` on the server. You act in ${who.org}.`));
+        `Creating an organisation is a site-level change for site administrators, which no organisation's administrator is: a site administrator creates it here, or run \`vesalius admin org create ID --name NAME\` on the server. You act in ${who.org}.`));
       return;
     }
     const create = form('New organisation', [
