@@ -1,7 +1,7 @@
 // Paging in real Chromium against a real `vesalius serve`: the Alerts page's history (issue 6,
 // docs/alerts.md "The Alerts page") with more alerts than one page, by the "Older alerts"
-// button. The alerts are rows written into the site's index database with the sqlite3 command
-// line tool (what the alert engine writes when it raises; raising 120 through real events would
+// button. The alerts are rows written into the site's index database with Python's sqlite3 module
+// (what the alert engine writes when it raises; raising 120 through real events would
 // take minutes).
 // Run: `scripts/test-browser` (or `node --test paging.test.mjs`).
 
@@ -9,7 +9,9 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { ARTIFACTS, Site, launch, VIEWPORTS, login, alertStubs } from './site.mjs';
+import { ARTIFACTS, ROOT, Site, launch, VIEWPORTS, login, alertStubs } from './site.mjs';
+
+const PYTHON = process.env.VESALIUS_PYTHON || join(ROOT, '.venv/bin/python');
 
 let site;
 let browser;
@@ -33,7 +35,8 @@ function alerts(user, n) {
     SELECT printf('alert-%03d', x), printf('alert-%03d', x), 'default', 'r1', 'disk-low', '${user}',
       printf('Paging test alert %03d', x), NULL, '/worklist', '{}', 1796600000000 + x * 60000, 0, NULL,
       CASE WHEN x % 3 = 0 THEN 1796700000000 END, CASE WHEN x % 3 = 0 THEN '${user}' ELSE '' END FROM i;`;
-  execFileSync('sqlite3', [join(site.data, 'index.db')], { input: `PRAGMA busy_timeout = 10000;\n${sql}\n` });
+  execFileSync(PYTHON, ['-c', 'import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], timeout=10)\nc.executescript(sys.stdin.read())\nc.commit()',
+    join(site.data, 'index.db')], { input: sql });
 }
 
 test('the Alerts page pages 120 alerts by "Older alerts", newest first, each once', async () => {
