@@ -198,7 +198,7 @@ test('desktop: rules made in the console, a subscription on the Alerts page, the
   const done = history.locator('tr.alert-row.acknowledged');
   await done.waitFor();
   assert.match(await done.innerText(), /Acknowledged by alice/);
-  assert.deepEqual(await page.evaluate(() => fetch('/api/v1/alerts').then((r) => r.json())), [], 'none open');
+  assert.deepEqual(await page.evaluate(() => fetch('/api/v1/alerts').then((r) => r.json())), { alerts: [], more: false, next_before: null }, 'none open');
   await page.reload();
   await history.locator('tr.alert-row.acknowledged').waitFor();
   assert.equal(await history.locator('tr.alert-row.open').count(), 0);

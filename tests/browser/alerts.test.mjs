@@ -96,7 +96,7 @@ test('desktop: a live alert with its viewer link, sound and notification; acknow
   await alert.waitFor({ state: 'detached' });
   const listed = page.waitForResponse((r) => r.url().endsWith('/api/v1/alerts') && r.status() === 200);
   await page.reload();
-  const open = await (await listed).json();
+  const open = (await (await listed).json()).alerts;
   assert.deepEqual(open, [], 'no open alerts after the acknowledgement');
   await page.locator('tr.study').first().waitFor();
   assert.equal(await page.locator('.live-alert').count(), 0);

@@ -243,7 +243,7 @@ def test_alerts_by_mail_and_webhook_escalate_unless_acknowledged(network, tmp_pa
     ds = pydicom.dcmread(ct[0], stop_before_pixels=True)
     uid, patient = str(ds.StudyInstanceUID), str(ds.PatientName)
     store(spoke, ct)
-    alerts = wait_for("alice's alert", lambda: alice.call("GET", "/api/v1/alerts")[1])
+    alerts = wait_for("alice's alert", lambda: alice.call("GET", "/api/v1/alerts")[1]["alerts"])
     assert len(alerts) == 1
     a = alerts[0]
     assert a["kind"] == "stroke-arrival" and a["study_uid"] == uid and a["link"] == f"/view/{uid}", a
@@ -282,19 +282,20 @@ def test_alerts_by_mail_and_webhook_escalate_unless_acknowledged(network, tmp_pa
     bob_mail = wait_for("bob's escalation mail", lambda: mail.to("bob@hub.example"), timeout=ESCALATE_MS / 1000 + 20)
     assert viewer in bob_mail[0].get_content()
     status, bobs = bob.call("GET", "/api/v1/alerts")
+    bobs = bobs["alerts"]
     assert [(x["study_uid"], x["step"], x["chain"]) for x in bobs] == [(uid, 1, a["chain"])], bobs
     # Another user cannot acknowledge alice's alert; bob acknowledges his, the chain is done.
     status, body = bob.call("POST", f"/api/v1/alerts/{a['id']}/acknowledge")
     assert status == 404, body
     status, body = bob.call("POST", f"/api/v1/alerts/{bobs[0]['id']}/acknowledge")
     assert status == 200 and body["acknowledged"] is True and body["alert"]["acknowledged_by"] == "bob", body
-    assert alice.call("GET", "/api/v1/alerts")[1] == [], "acknowledged for everyone in the chain"
+    assert alice.call("GET", "/api/v1/alerts")[1]["alerts"] == [], "acknowledged for everyone in the chain"
 
     # A second stroke CT, acknowledged by alice at once: it does not escalate.
     ct2 = synth(tmp_path / "ct2", 42)
     uid2 = str(pydicom.dcmread(ct2[0], stop_before_pixels=True).StudyInstanceUID)
     store(spoke, ct2)
-    second = wait_for("the second alert", lambda: alice.call("GET", "/api/v1/alerts")[1])
+    second = wait_for("the second alert", lambda: alice.call("GET", "/api/v1/alerts")[1]["alerts"])
     assert second[0]["study_uid"] == uid2
     status, body = alice.call("POST", f"/api/v1/alerts/{second[0]['id']}/acknowledge")
     assert status == 200 and body["acknowledged"] is True, body
@@ -303,7 +304,7 @@ def test_alerts_by_mail_and_webhook_escalate_unless_acknowledged(network, tmp_pa
     wait_for("alice's second mail", lambda: len(mail.to("alice@hub.example")) >= 2)
     time.sleep(ESCALATE_MS / 1000 + 2)
     assert len(mail.to("bob@hub.example")) == 1, "the acknowledged alert was not escalated"
-    assert len(bob.call("GET", "/api/v1/alerts?all=true")[1]) == 1
+    assert len(bob.call("GET", "/api/v1/alerts?all=true")[1]["alerts"]) == 1
 
     # The acknowledgements are in the audit trail.
     con = sqlite3.connect(f"file:{hub.data_dir / 'index.db'}?mode=ro", uri=True)
@@ -354,7 +355,7 @@ monitor_interval_secs = 1
         store(server, ct)
 
         def kinds():
-            return {a["kind"]: a for a in boss.call("GET", "/api/v1/alerts")[1]}
+            return {a["kind"]: a for a in boss.call("GET", "/api/v1/alerts")[1]["alerts"]}
         got = wait_for("the three alerts", lambda: (lambda k: k if len(k) == 3 else None)(kinds()), timeout=60)
         assert got["peer-down"]["title"].startswith("Peer gone unreachable for"), got
         assert got["peer-down"]["details"]["peer"] == "gone" and got["peer-down"]["link"] == "/worklist"
@@ -363,8 +364,8 @@ monitor_interval_secs = 1
         assert got["transfer-parked"]["study_uid"] == uid and got["transfer-parked"]["link"] == f"/view/{uid}"
         # Seen again at the next rounds, each is still one alert.
         time.sleep(2.5)
-        assert sorted(a["kind"] for a in boss.call("GET", "/api/v1/alerts")[1]) == \
+        assert sorted(a["kind"] for a in boss.call("GET", "/api/v1/alerts")[1]["alerts"]) == \
             ["disk-low", "peer-down", "transfer-parked"]
-        assert alice.call("GET", "/api/v1/alerts")[1] == []
+        assert alice.call("GET", "/api/v1/alerts")[1]["alerts"] == []
     finally:
         server.kill()

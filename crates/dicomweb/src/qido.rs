@@ -29,7 +29,7 @@ use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_dictionary_std::StandardDataDictionary;
 
 use vesalius_core::tag::{self, Tag};
-use vesalius_store::query::{Key, Level, Matcher, Query, Scope};
+use vesalius_store::query::{Key, Level, Matcher, Query, Scope, StudyOrder};
 
 use crate::caller::Ctx;
 use crate::error::{DicomWebError, Result};
@@ -183,6 +183,7 @@ struct Request {
     include: BTreeSet<Tag>,
     limit: Option<usize>,
     offset: usize,
+    order: StudyOrder,
     fuzzy: bool,
     warnings: Vec<String>,
     accept: Vec<String>,
@@ -221,6 +222,7 @@ async fn run(
         fuzzy: req.fuzzy,
         offset: req.offset,
         limit: if probe { limit + 1 } else { limit },
+        order: req.order,
     };
     let mut answers = st.ingestor.index().find(&query).await?;
     // Issue 4: every search is audited (what was asked, how many answers), off the response path.
@@ -303,6 +305,14 @@ fn parse_params(params: &[(String, String)]) -> Result<Request> {
             }
             "limit" => req.limit = Some(number(name, value)?),
             "offset" => req.offset = number(name, value)?,
+            // Not in PS3.18: our vendor sort of study-level answers (StudyOrder).
+            "orderby" => {
+                req.order = StudyOrder::parse(value).ok_or_else(|| {
+                    DicomWebError::bad_request(format!(
+                        "orderby must be -StudyDate, StudyDate or PatientName, not {value:?}"
+                    ))
+                })?
+            }
             "fuzzymatching" => {
                 req.fuzzy = match value.as_str() {
                     "true" => true,
@@ -493,6 +503,7 @@ async fn merge_level(st: &Ctx, answers: &mut [Answer], level: Level, key: Key) -
             fuzzy: false,
             offset: 0,
             limit: chunk.len(),
+            order: Default::default(),
         };
         for found in st.ingestor.index().find(&q).await? {
             if let Some(u) = uid_of(&found, key.tag()) {

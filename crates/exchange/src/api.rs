@@ -2,9 +2,10 @@
 //! parked jobs and their retry, a live event stream, and the registry of peers, DICOM nodes,
 //! routes and arrivals.
 //!
-//! - `GET /api/v1/transfers?limit=`: per (destination, study) summaries, most recently active
-//!   first; `GET /api/v1/transfers/receipts?study=&queue=&limit=`;
-//!   `GET /api/v1/transfers/jobs?state=&queue=&study=&limit=`;
+//! - `GET /api/v1/transfers?limit=&offset=`: per (destination, study) summaries, most recently
+//!   active first; `GET /api/v1/transfers/receipts?study=&queue=&limit=&offset=`;
+//!   `GET /api/v1/transfers/jobs?state=&queue=&study=&limit=&offset=` (pages by `offset`, at
+//!   most [`MAX_OFFSET`]);
 //!   `POST /api/v1/transfers/jobs/{id}/retry` (a parked job becomes ready now);
 //!   `GET /api/v1/transfers/events`: server-sent events, one per [`ExchangeEvent`] (`event:` is
 //!   its `type`, `data:` its JSON), a keep-alive comment every 15 s.
@@ -84,6 +85,9 @@ use crate::{ExchangeEvent, now_ms};
 /// Default and largest `limit` of the lists.
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
+/// The deepest `offset` of the transfer lists: a page is read as the first `offset + limit`
+/// and cut, so deep pages cost what they skip (filter by study or queue instead).
+pub const MAX_OFFSET: usize = 10_000;
 /// How long a C-ECHO may take.
 const ECHO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Keep-alive comments of the event stream (proxies close idle connections).
@@ -262,6 +266,24 @@ fn limit_of(limit: Option<usize>) -> usize {
     limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
 }
 
+/// A page of a transfer list: `(offset, offset + limit)` rows to read, the first `offset`
+/// skipped. Over [`MAX_OFFSET`] is 400.
+fn page_of(p: &ListParams) -> ApiResult<(usize, usize)> {
+    let offset = p.offset.unwrap_or(0);
+    if offset > MAX_OFFSET {
+        return Err(bad_request(format!(
+            "offset is at most {MAX_OFFSET}, not {offset}; filter by study or queue instead"
+        )));
+    }
+    Ok((offset, offset + limit_of(p.limit)))
+}
+
+/// `rows` without the first `offset`.
+fn skip<T>(mut rows: Vec<T>, offset: usize) -> Vec<T> {
+    rows.drain(..offset.min(rows.len()));
+    rows
+}
+
 fn json_of<T: serde::Serialize>(v: &T) -> Json<Value> {
     Json(serde_json::to_value(v).unwrap_or(Value::Null))
 }
@@ -309,6 +331,7 @@ async fn commit(
 #[serde(default)]
 struct ListParams {
     limit: Option<usize>,
+    offset: Option<usize>,
     study: Option<String>,
     queue: Option<String>,
     state: Option<String>,
@@ -321,14 +344,15 @@ async fn transfers(
 ) -> ApiResult<Json<Value>> {
     let c = caller_of(caller)?;
     require_admin(&c)?;
+    let (offset, upto) = page_of(&p)?;
     let t = st
         .outbox()
         .transfers(&TransferFilter {
             org: transfer_scope(&c),
-            limit: limit_of(p.limit),
+            limit: upto,
         })
         .await?;
-    Ok(json_of(&t))
+    Ok(json_of(&skip(t, offset)))
 }
 
 async fn receipts(
@@ -338,16 +362,17 @@ async fn receipts(
 ) -> ApiResult<Json<Value>> {
     let c = caller_of(caller)?;
     require_admin(&c)?;
+    let (offset, upto) = page_of(&p)?;
     let r = st
         .outbox()
         .receipts(&ReceiptFilter {
             org: transfer_scope(&c),
             queue: p.queue,
             study_uid: p.study,
-            limit: limit_of(p.limit),
+            limit: upto,
         })
         .await?;
-    Ok(json_of(&r))
+    Ok(json_of(&skip(r, offset)))
 }
 
 async fn jobs(
@@ -357,6 +382,7 @@ async fn jobs(
 ) -> ApiResult<Json<Value>> {
     let c = caller_of(caller)?;
     require_admin(&c)?;
+    let (offset, upto) = page_of(&p)?;
     let state = match p.state.as_deref() {
         None | Some("") => None,
         Some(s) => Some(JobState::parse(s).ok_or_else(|| {
@@ -373,10 +399,10 @@ async fn jobs(
             queue: p.queue,
             study_uid: p.study,
             state,
-            limit: limit_of(p.limit),
+            limit: upto,
         })
         .await?;
-    Ok(json_of(&j))
+    Ok(json_of(&skip(j, offset)))
 }
 
 /// The organisation of the destination of `queue`, when it is in the registry.

@@ -48,6 +48,7 @@ use vesalius_core::ErrorKind;
 use vesalius_core::lru::{Lru, Weigh};
 use vesalius_store::Index;
 use vesalius_store::audit::Outcome;
+use vesalius_store::query::StudyOrder;
 use vesalius_store::registry::Peer;
 
 use crate::api::{ApiError, ApiResult, caller_of, may};
@@ -667,8 +668,31 @@ pub async fn search(
     let mut only: Option<Vec<String>> = None;
     let mut network = true;
     let mut qido: Vec<(String, String)> = Vec::new();
+    let mut page = SearchPage::default();
     for (k, v) in params {
         match k.as_str() {
+            "limit" | "offset" => {
+                let n: usize = v.parse().map_err(|_| {
+                    ApiError::new(
+                        ErrorKind::BadRequest,
+                        format!("{k} must be a whole number, not {v:?}"),
+                    )
+                })?;
+                if k == "limit" {
+                    page.limit = n;
+                } else {
+                    page.offset = n;
+                }
+            }
+            "orderby" => {
+                page.order = StudyOrder::parse(&v).ok_or_else(|| {
+                    ApiError::new(
+                        ErrorKind::BadRequest,
+                        format!("orderby must be -StudyDate, StudyDate or PatientName, not {v:?}"),
+                    )
+                })?;
+                page.orderby = v;
+            }
             "peers" => {
                 only = Some(
                     v.split(',')
@@ -691,8 +715,23 @@ pub async fn search(
             _ => qido.push((k, v)),
         }
     }
+    if page.limit == 0 || page.offset + page.limit > MAX_SEARCH_DEPTH {
+        return Err(ApiError::new(
+            ErrorKind::BadRequest,
+            format!(
+                "limit must be at least 1 and offset + limit at most {MAX_SEARCH_DEPTH} (narrow the filters)"
+            ),
+        ));
+    }
     for extra in ["IssuerOfPatientID", "ModalitiesInStudy", "StudyDescription"] {
         qido.push(("includefield".into(), extra.into()));
+    }
+    // Every site answers its first offset + limit in the page's order, and one more to tell
+    // whether it holds more: the merged page is in there (see `SearchPage`).
+    let depth = page.offset + page.limit;
+    qido.push(("limit".into(), (depth + 1).to_string()));
+    if !page.orderby.is_empty() {
+        qido.push(("orderby".into(), page.orderby.clone()));
     }
     let query = serde_urlencoded::to_string(&qido)
         .map_err(|e| ApiError::new(ErrorKind::BadRequest, e.to_string()))?;
@@ -729,7 +768,10 @@ pub async fn search(
     };
     let mut answers = vec![local];
     answers.extend(remote);
+    // A site that answered more than the depth may hold more than we know of.
+    let cut = answers.iter().any(|a| a.results.len() > depth);
     for a in &mut answers {
+        a.results.truncate(depth);
         a.count = a.results.len();
     }
     if network {
@@ -737,17 +779,80 @@ pub async fn search(
     }
     let service = local_service(fed.opts.public_base_url.as_deref(), &headers);
     let merged = merge("0020000D", &answers, &service);
-    let studies: Vec<Value> = merged
+    let mut studies: Vec<Value> = merged
         .iter()
         .map(|s| study_summary(s, fed.site_name()))
+        .collect();
+    page.sort(&mut studies);
+    let known = studies.len();
+    let studies: Vec<Value> = studies
+        .into_iter()
+        .skip(page.offset)
+        .take(page.limit)
         .collect();
     let complete = answers.iter().all(|a| a.status == SiteStatus::Ok);
     Ok(Json(json!({
         "studies": studies,
         "sites": answers,
         "complete": complete,
+        "offset": page.offset,
+        "limit": page.limit,
+        "more": cut || known > depth,
+        // Exact when no site was cut: every matching study of the sites that answered.
+        "total": if cut { Value::Null } else { json!(known) },
     }))
     .into_response())
+}
+
+/// The deepest a federated search pages: `offset + limit` (each site is asked that many).
+pub const MAX_SEARCH_DEPTH: usize = 500;
+
+/// A page of the federated search (`GET /api/v1/search?limit=&offset=&orderby=`).
+///
+/// Semantics: every site is asked for its first `offset + limit` (+ 1) studies in the page's
+/// order (QIDO-RS `limit` and our vendor `orderby`, see [`StudyOrder`]); the answers are
+/// merged (a study held by several sites once), sorted again in that order, and
+/// `[offset, offset + limit)` of the merge is the page. The first `offset + limit` of the merged
+/// order are always among the sites' first `offset + limit`, so a page is exact whatever the
+/// number of sites, at the cost of asking deeper for later pages ([`MAX_SEARCH_DEPTH`]). The
+/// sort is stable: studies equal in the key (same date, same name) keep each site's order,
+/// and ties between sites may order differently from page to page. A plain DICOMweb peer that
+/// ignores `orderby` answers in its own order; its studies are still sorted within what it sent.
+#[derive(Debug, Clone)]
+struct SearchPage {
+    offset: usize,
+    limit: usize,
+    order: StudyOrder,
+    /// The `orderby` as given (passed on to the sites), empty when absent.
+    orderby: String,
+}
+
+impl Default for SearchPage {
+    fn default() -> Self {
+        SearchPage {
+            offset: 0,
+            limit: 500,
+            order: StudyOrder::DateDesc,
+            orderby: String::new(),
+        }
+    }
+}
+
+impl SearchPage {
+    /// Sorts study summaries in the page's order (stable; the index's keys: the study date,
+    /// the upper-cased patient name).
+    fn sort(&self, studies: &mut [Value]) {
+        let text = |s: &Value, k: &str| s[k].as_str().unwrap_or("").to_owned();
+        match self.order {
+            StudyOrder::DateDesc => {
+                studies.sort_by_key(|s| std::cmp::Reverse(text(s, "study_date")))
+            }
+            StudyOrder::DateAsc => studies.sort_by_key(|s| text(s, "study_date")),
+            StudyOrder::PatientName => {
+                studies.sort_by_key(|s| text(s, "patient_name").to_uppercase())
+            }
+        }
+    }
 }
 
 /// A study of a federated answer as flat JSON.

@@ -460,16 +460,37 @@ impl AlertStore for SqliteIndex {
             .await
     }
 
-    async fn alerts_of(&self, username: &str, open_only: bool, limit: usize) -> Result<Vec<Alert>> {
+    async fn alerts_page(
+        &self,
+        username: &str,
+        open_only: bool,
+        after: Option<&AlertCursor>,
+        limit: usize,
+    ) -> Result<Vec<Alert>> {
         let open = if open_only {
             "AND acknowledged_ms IS NULL"
         } else {
             ""
         };
         let limit = i64::try_from(limit).unwrap_or(-1);
-        let sql =
-            format!("{ALERT} WHERE username = ? {open} ORDER BY created_ms DESC, id LIMIT {limit}");
-        read(&self.read, &sql, &[username], alert_from_row).await
+        // The cursor's values are ours (an i64, an id checked by the API), bound all the same.
+        let (keyset, created, id) = match after {
+            Some(c) => (
+                "AND (created_ms < CAST(? AS INTEGER) OR (created_ms = CAST(? AS INTEGER) AND id > ?))",
+                c.created_ms.to_string(),
+                c.id.clone(),
+            ),
+            None => ("", String::new(), String::new()),
+        };
+        let sql = format!(
+            "{ALERT} WHERE username = ? {open} {keyset} ORDER BY created_ms DESC, id LIMIT {limit}"
+        );
+        let args: Vec<&str> = if after.is_some() {
+            vec![username, &created, &created, &id]
+        } else {
+            vec![username]
+        };
+        read(&self.read, &sql, &args, alert_from_row).await
     }
 
     async fn alert(&self, id: &str) -> Result<Option<Alert>> {

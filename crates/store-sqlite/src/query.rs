@@ -4,7 +4,9 @@
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Arguments, AssertSqlSafe, Executor, Row, Sqlite};
 use vesalius_store::error::Result;
-use vesalius_store::query::{Access, Answer, Computed, Key, Level, Matcher, Query, Scope, answer};
+use vesalius_store::query::{
+    Access, Answer, Computed, Key, Level, Matcher, Query, Scope, StudyOrder, answer,
+};
 
 use crate::db_err;
 use crate::write::pad_time;
@@ -348,7 +350,11 @@ pub(crate) async fn find(pool: &sqlx::SqlitePool, query: &Query) -> Result<Vec<A
                 "s.num_instances",
             ],
             " FROM studies s JOIN patients p ON p.id = s.patient_pk WHERE s.num_instances > 0",
-            [("s.date", true), ("s.id", true)],
+            match query.order {
+                StudyOrder::DateDesc => [("s.date", true), ("s.id", true)],
+                StudyOrder::DateAsc => [("s.date", false), ("s.id", false)],
+                StudyOrder::PatientName => [("p.name_norm", false), ("s.id", true)],
+            },
         ),
         Level::Series => (
             [

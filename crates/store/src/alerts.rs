@@ -284,7 +284,19 @@ pub trait AlertStore: Send + Sync + 'static {
     async fn raise(&self, key: &str, alerts: Vec<Alert>, deliveries: Vec<Delivery>)
     -> Result<bool>;
     /// `username`'s alerts, newest first, only unacknowledged ones when `open_only`.
-    async fn alerts_of(&self, username: &str, open_only: bool, limit: usize) -> Result<Vec<Alert>>;
+    async fn alerts_of(&self, username: &str, open_only: bool, limit: usize) -> Result<Vec<Alert>> {
+        self.alerts_page(username, open_only, None, limit).await
+    }
+    /// A page of `username`'s alerts in the order of [`sort_alerts`] (newest first, then by
+    /// id): the first `limit` after `after` (the last alert of the previous page), or from the
+    /// newest when `None`. A keyset cursor: alerts raised meanwhile do not shift the pages.
+    async fn alerts_page(
+        &self,
+        username: &str,
+        open_only: bool,
+        after: Option<&AlertCursor>,
+        limit: usize,
+    ) -> Result<Vec<Alert>>;
     /// One alert.
     async fn alert(&self, id: &str) -> Result<Option<Alert>>;
     /// Every alert of a chain, oldest first (then by id).
@@ -329,6 +341,31 @@ pub trait AlertStore: Send + Sync + 'static {
     ) -> Result<()>;
     /// The deliveries of an alert, by creation then id.
     async fn deliveries(&self, alert_id: &str) -> Result<Vec<Delivery>>;
+}
+
+/// Where a page of alerts ends: the last alert's `created_ms` and `id` (the order of
+/// [`sort_alerts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertCursor {
+    /// The last alert's raise time, ms.
+    pub created_ms: i64,
+    /// The last alert's id.
+    pub id: String,
+}
+
+impl AlertCursor {
+    /// The cursor after `a`.
+    pub fn after(a: &Alert) -> Self {
+        AlertCursor {
+            created_ms: a.created_ms,
+            id: a.id.clone(),
+        }
+    }
+
+    /// Whether `a` comes after the cursor in the order of [`sort_alerts`].
+    pub fn precedes(&self, a: &Alert) -> bool {
+        a.created_ms < self.created_ms || (a.created_ms == self.created_ms && a.id > self.id)
+    }
 }
 
 /// Sorts alerts newest first, then by id: the order every backend answers in.
@@ -423,12 +460,19 @@ impl AlertStore for MemoryAlertStore {
         Ok(true)
     }
 
-    async fn alerts_of(&self, username: &str, open_only: bool, limit: usize) -> Result<Vec<Alert>> {
+    async fn alerts_page(
+        &self,
+        username: &str,
+        open_only: bool,
+        after: Option<&AlertCursor>,
+        limit: usize,
+    ) -> Result<Vec<Alert>> {
         let mut v: Vec<Alert> = self
             .lock()
             .alerts
             .values()
             .filter(|a| a.username == username && (!open_only || a.acknowledged_ms.is_none()))
+            .filter(|a| after.is_none_or(|c| c.precedes(a)))
             .cloned()
             .collect();
         sort_alerts(&mut v);
@@ -740,6 +784,57 @@ pub mod contract {
         // Newest first.
         let mut newest = s.alerts_of("alice", false, 10).await.unwrap();
         assert_eq!(newest.remove(0).id, "c1");
+        // Pages by a keyset cursor: seven of dave's, three at one instant (ties by id).
+        for (i, t) in [
+            (1, 500),
+            (2, 500),
+            (3, 500),
+            (4, 400),
+            (5, 300),
+            (6, 300),
+            (7, 100),
+        ] {
+            let a = alert(&format!("p{i}"), &format!("p{i}"), "dave", t, None);
+            assert!(s.raise(&format!("kp{i}"), vec![a], vec![]).await.unwrap());
+        }
+        let whole: Vec<String> = s
+            .alerts_of("dave", false, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(whole, ["p1", "p2", "p3", "p4", "p5", "p6", "p7"]);
+        let (mut paged, mut after) = (Vec::new(), None::<AlertCursor>);
+        loop {
+            let page = s
+                .alerts_page("dave", false, after.as_ref(), 3)
+                .await
+                .unwrap();
+            assert!(page.len() <= 3);
+            let Some(last) = page.last() else { break };
+            after = Some(AlertCursor::after(last));
+            paged.extend(page.into_iter().map(|a| a.id));
+        }
+        assert_eq!(paged, whole, "every alert once, in order");
+        // A newer alert raised meanwhile does not shift a page already begun.
+        let cursor = AlertCursor {
+            created_ms: 500,
+            id: "p2".into(),
+        };
+        assert!(
+            s.raise("kp8", vec![alert("p8", "p8", "dave", 900, None)], vec![])
+                .await
+                .unwrap()
+        );
+        let next: Vec<String> = s
+            .alerts_page("dave", false, Some(&cursor), 2)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(next, ["p3", "p4"]);
 
         // Deliveries: leased, retried, finished.
         assert_eq!(s.next_delivery_ms().await.unwrap(), Some(10));

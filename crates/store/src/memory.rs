@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::index::{Index, IndexStats, IndexedBlob, InstanceMetadata};
 use crate::memory_directory::MemoryAuditLog;
 use crate::model::*;
-use crate::query::{Access, Answer, Computed, Key, Level, Query, Scope, answer};
+use crate::query::{Access, Answer, Computed, Key, Level, Query, Scope, StudyOrder, answer};
 
 /// Blobs in a map.
 #[derive(Default)]
@@ -277,7 +277,23 @@ impl Index for MemoryIndex {
             groups.entry(group_key(r)).or_default().push(r);
         }
         let mut out = Vec::new();
-        for members in groups.values() {
+        // Study level: the order of `q.order` (the SQLite index's, ties by the latest stored).
+        let mut groups: Vec<&Vec<&InstanceRecord>> = groups.values().collect();
+        if q.level == Level::Study {
+            groups.sort_by(|a, b| {
+                let (a, b) = (a[a.len() - 1], b[b.len() - 1]);
+                match q.order {
+                    StudyOrder::DateDesc => b.study.date.cmp(&a.study.date),
+                    StudyOrder::DateAsc => a.study.date.cmp(&b.study.date),
+                    StudyOrder::PatientName => a
+                        .patient
+                        .name
+                        .to_uppercase()
+                        .cmp(&b.patient.name.to_uppercase()),
+                }
+            });
+        }
+        for members in groups {
             let ok = q.filters.iter().all(|(k, m)| {
                 // A level's key matches if any member matches (e.g. ModalitiesInStudy).
                 members

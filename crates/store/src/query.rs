@@ -425,6 +425,32 @@ pub fn wildcard_match(p: &[u8], v: &[u8]) -> bool {
     pi == p.len()
 }
 
+/// The order of study-level answers, so that pages (`offset`, `limit`) follow a sort the
+/// client chose. QIDO-RS (PS3.18 8.3.4) defines no sort: our vendor parameter `orderby`
+/// (`-StudyDate`, `StudyDate`, `PatientName`) selects one; other levels keep their order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StudyOrder {
+    /// Newest study date first (then the most recently stored): the default.
+    #[default]
+    DateDesc,
+    /// Oldest study date first (then the first stored).
+    DateAsc,
+    /// Patient name (case-insensitive), then the most recently stored.
+    PatientName,
+}
+
+impl StudyOrder {
+    /// The `orderby` value: `-StudyDate`, `StudyDate` or `PatientName`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "-StudyDate" => Some(StudyOrder::DateDesc),
+            "StudyDate" => Some(StudyOrder::DateAsc),
+            "PatientName" => Some(StudyOrder::PatientName),
+            _ => None,
+        }
+    }
+}
+
 /// A query over the index.
 #[derive(Debug, Clone)]
 pub struct Query {
@@ -440,6 +466,8 @@ pub struct Query {
     pub offset: usize,
     /// The most results to return.
     pub limit: usize,
+    /// The order of study-level answers.
+    pub order: StudyOrder,
 }
 
 impl Query {
@@ -452,6 +480,7 @@ impl Query {
             fuzzy: false,
             offset: 0,
             limit: 1000,
+            order: StudyOrder::DateDesc,
         }
     }
 

@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use vesalius_api::alerts::{AlertOptions, AlertSignal, Alerts, SmtpOptions};
+use vesalius_api::alerts::{AlertOptions, AlertSignal, Alerts, SmtpOptions, SmtpTls};
 use vesalius_exchange::{Exchange, ExchangeEvent};
 use vesalius_store::alerts::AlertKind;
 use vesalius_store::registry::PeerKind;
@@ -55,11 +56,20 @@ pub struct AlertsConfig {
     pub repeat_hours: u64,
     /// The SMTP server's host; e-mail alerts are off until it is set.
     pub smtp_host: Option<String>,
-    /// The SMTP server's port (default 25).
-    pub smtp_port: u16,
+    /// The SMTP server's port (default by `smtp_tls`: 25 for `none`, 587 for `starttls`, 465
+    /// for `tls`).
+    pub smtp_port: Option<u16>,
+    /// How the SMTP connection is protected: `none` (plain text, a relay on the same host or
+    /// network; no credentials allowed), `starttls` (RFC 3207, required: a server that does not
+    /// offer it fails the delivery) or `tls` (implicit TLS, RFC 8314). Default `none`.
+    pub smtp_tls: SmtpTlsMode,
+    /// PEM file of the CA certificate(s) the SMTP server's certificate must chain to, instead
+    /// of the system's roots (default none: the system's roots).
+    pub smtp_ca_file: Option<PathBuf>,
     /// The sender address (default `vesalius@localhost`).
     pub smtp_from: String,
-    /// `AUTH PLAIN` user name (default none: no authentication).
+    /// `AUTH PLAIN` user name (default none: no authentication). Needs `smtp_tls`: the server
+    /// refuses to start with a user name and `smtp_tls = "none"`.
     pub smtp_username: Option<String>,
     /// `AUTH PLAIN` password (`config dump` redacts it).
     pub smtp_password: Option<String>,
@@ -82,7 +92,9 @@ impl Default for AlertsConfig {
             webhook_allow_private: false,
             repeat_hours: 24,
             smtp_host: None,
-            smtp_port: 25,
+            smtp_port: None,
+            smtp_tls: SmtpTlsMode::None,
+            smtp_ca_file: None,
             smtp_from: "vesalius@localhost".into(),
             smtp_username: None,
             smtp_password: None,
@@ -92,11 +104,105 @@ impl Default for AlertsConfig {
     }
 }
 
+/// `[alerts] smtp_tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTlsMode {
+    /// Plain SMTP.
+    #[default]
+    None,
+    /// `STARTTLS` after `EHLO`.
+    Starttls,
+    /// TLS from the first byte.
+    Tls,
+}
+
 impl AlertsConfig {
+    /// The SMTP connection's TLS: a rustls client (ring) trusting `smtp_ca_file` or else the
+    /// system's roots. A user name without TLS is refused here, so a misconfigured site does
+    /// not start rather than send its password in clear.
+    fn smtp_tls_client(&self) -> Result<SmtpTls> {
+        if self.smtp_tls == SmtpTlsMode::None {
+            if self.smtp_username.as_ref().is_some_and(|u| !u.is_empty()) {
+                anyhow::bail!(
+                    "[alerts] smtp_username is set but smtp_tls = \"none\": the password would \
+                     be sent in clear; set smtp_tls = \"starttls\" or \"tls\""
+                );
+            }
+            return Ok(SmtpTls::None);
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.smtp_ca_file {
+            Some(path) => {
+                let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                    .with_context(|| format!("[alerts] smtp_ca_file {}", path.display()))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .with_context(|| format!("[alerts] smtp_ca_file {}", path.display()))?;
+                if certs.is_empty() {
+                    anyhow::bail!(
+                        "[alerts] smtp_ca_file {}: no PEM certificate found",
+                        path.display()
+                    );
+                }
+                for c in certs {
+                    roots.add(c).with_context(|| {
+                        format!("[alerts] smtp_ca_file {}: a CA certificate", path.display())
+                    })?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                for e in &found.errors {
+                    tracing::warn!("system CA certificates: {e}");
+                }
+                let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+                if added == 0 {
+                    anyhow::bail!(
+                        "[alerts] smtp_tls is set but no system CA certificate was found; set \
+                         smtp_ca_file"
+                    );
+                }
+            }
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let config = Arc::new(config);
+        Ok(match self.smtp_tls {
+            SmtpTlsMode::Starttls => SmtpTls::StartTls(config),
+            _ => SmtpTls::Implicit(config),
+        })
+    }
+
     /// The engine's options; `base_url` is the site's external address (absolute links).
-    pub fn to_options(&self, cfg: &Config, base_url: String) -> AlertOptions {
+    /// Fails on an SMTP set-up that cannot work or would leak the password (see `smtp_tls`).
+    pub fn to_options(&self, cfg: &Config, base_url: String) -> Result<AlertOptions> {
         let ms = Duration::from_millis;
-        AlertOptions {
+        let smtp = match self.smtp_host.as_ref().filter(|h| !h.is_empty()) {
+            None => None,
+            Some(host) => Some(SmtpOptions {
+                host: host.clone(),
+                port: self.smtp_port.unwrap_or(match self.smtp_tls {
+                    SmtpTlsMode::None => 25,
+                    SmtpTlsMode::Starttls => 587,
+                    SmtpTlsMode::Tls => 465,
+                }),
+                from: self.smtp_from.clone(),
+                username: self.smtp_username.clone().filter(|u| !u.is_empty()),
+                password: self.smtp_password.clone(),
+                helo: self
+                    .smtp_helo
+                    .clone()
+                    .unwrap_or_else(|| cfg.site.name.clone()),
+                timeout: ms(self.smtp_timeout_ms.max(100)),
+                tls: self.smtp_tls_client()?,
+            }),
+        };
+        Ok(AlertOptions {
             tick: ms(self.tick_ms.max(10)),
             lease: ms(self.webhook_timeout_ms.max(self.smtp_timeout_ms) + 30_000),
             retry_base: ms(self.retry_base_ms.max(1)),
@@ -106,23 +212,8 @@ impl AlertsConfig {
             webhook_allow_private: self.webhook_allow_private,
             repeat: Duration::from_secs(self.repeat_hours.max(1) * 3600),
             base_url,
-            smtp: self
-                .smtp_host
-                .as_ref()
-                .filter(|h| !h.is_empty())
-                .map(|host| SmtpOptions {
-                    host: host.clone(),
-                    port: self.smtp_port,
-                    from: self.smtp_from.clone(),
-                    username: self.smtp_username.clone().filter(|u| !u.is_empty()),
-                    password: self.smtp_password.clone(),
-                    helo: self
-                        .smtp_helo
-                        .clone()
-                        .unwrap_or_else(|| cfg.site.name.clone()),
-                    timeout: ms(self.smtp_timeout_ms.max(100)),
-                }),
-        }
+            smtp,
+        })
     }
 }
 
@@ -415,7 +506,7 @@ mod tests {
             dumped.contains("smtp_password = \"<redacted>\""),
             "{dumped}"
         );
-        let o = cfg.alerts.to_options(&cfg, "http://x".into());
+        let o = cfg.alerts.to_options(&cfg, "http://x".into()).unwrap();
         let smtp = o.smtp.expect("smtp on");
         assert_eq!((smtp.host.as_str(), smtp.port), ("mail.example", 25));
         assert_eq!(smtp.helo, cfg.site.name);
@@ -428,14 +519,66 @@ mod tests {
             "[alerts]\ntick_ms = 50\nsmtp_port = 2525\nwebhook_allow_private = true\n",
         )
         .expect("parses");
-        assert_eq!((parsed.alerts.tick_ms, parsed.alerts.smtp_port), (50, 2525));
+        assert_eq!(
+            (parsed.alerts.tick_ms, parsed.alerts.smtp_port),
+            (50, Some(2525))
+        );
         assert!(
             parsed
                 .alerts
                 .to_options(&parsed, String::new())
+                .unwrap()
                 .webhook_allow_private
         );
         assert!(toml::from_str::<Config>("[alerts]\nsmtp_hots = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn smtp_tls_takes_the_ca_file_and_refuses_a_password_in_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::tls::self_signed(dir.path(), &[], 30, false).unwrap();
+        let mut cfg = Config::default();
+        cfg.alerts.smtp_host = Some("mail.example".into());
+        cfg.alerts.smtp_username = Some("vesalius".into());
+        cfg.alerts.smtp_password = Some("pw".into());
+        let e = cfg.alerts.to_options(&cfg, String::new()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("smtp_username is set but smtp_tls = \"none\""),
+            "{e:#}"
+        );
+        cfg.alerts.smtp_tls = SmtpTlsMode::Starttls;
+        cfg.alerts.smtp_ca_file = Some(dir.path().join("cert.pem"));
+        let smtp = cfg
+            .alerts
+            .to_options(&cfg, String::new())
+            .unwrap()
+            .smtp
+            .unwrap();
+        assert_eq!(smtp.port, 587, "submission port by default for STARTTLS");
+        assert!(matches!(smtp.tls, SmtpTls::StartTls(_)));
+        cfg.alerts.smtp_tls = SmtpTlsMode::Tls;
+        let smtp = cfg
+            .alerts
+            .to_options(&cfg, String::new())
+            .unwrap()
+            .smtp
+            .unwrap();
+        assert_eq!(
+            smtp.port, 465,
+            "submissions port by default for implicit TLS"
+        );
+        assert!(matches!(smtp.tls, SmtpTls::Implicit(_)));
+        // A file without a certificate, or no file: a clear error at start.
+        cfg.alerts.smtp_ca_file = Some(dir.path().join("key.pem"));
+        let e = cfg.alerts.to_options(&cfg, String::new()).unwrap_err();
+        assert!(e.to_string().contains("no PEM certificate"), "{e:#}");
+        cfg.alerts.smtp_ca_file = Some(dir.path().join("missing.pem"));
+        let e = cfg.alerts.to_options(&cfg, String::new()).unwrap_err();
+        assert!(e.to_string().contains("missing.pem"), "{e:#}");
+        let parsed: Config = toml::from_str("[alerts]\nsmtp_tls = \"starttls\"\n").unwrap();
+        assert_eq!(parsed.alerts.smtp_tls, SmtpTlsMode::Starttls);
+        assert!(toml::from_str::<Config>("[alerts]\nsmtp_tls = \"ssl\"\n").is_err());
     }
 
     #[test]

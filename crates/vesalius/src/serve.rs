@@ -138,7 +138,7 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
         auth.directory().clone(),
         study_events.clone(),
         cfg.alerts
-            .to_options(cfg, cfg.http.public_base_url.clone().unwrap_or_default()),
+            .to_options(cfg, cfg.http.public_base_url.clone().unwrap_or_default())?,
     )?);
     let ingestor = Arc::new(ingestor);
     // Issue 5: C-GET retrievals from DICOM nodes store through the same ingest path.

@@ -1,7 +1,9 @@
 //! The alerts API (docs/alerts.md):
 //!
-//! - `GET /api/v1/alerts[?all=true]`: the caller's alerts, newest first (open ones only unless
-//!   `all`), at most 200.
+//! - `GET /api/v1/alerts[?all=true][&limit=][&before=]`: the caller's alerts, newest first
+//!   (open ones only unless `all`), a page at a time: `{"alerts", "more", "next_before"}`, the
+//!   cursor `next_before` given as `before` answering the next page (keyset paging, as the
+//!   audit search's `before`).
 //! - `POST /api/v1/alerts/{id}/acknowledge`: acknowledges the alert's chain (its recipient, or
 //!   an administrator of its organisation); audited (`alert-acknowledge`).
 //! - `GET /api/v1/alerts/{id}/deliveries`: its webhook and e-mail deliveries (no secrets).
@@ -16,6 +18,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
@@ -24,7 +27,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use vesalius_auth::{Action, Caller};
 use vesalius_core::ErrorKind;
-use vesalius_store::alerts::{AlertChange, AlertKind, AlertRule, Channel, Subscription};
+use vesalius_store::alerts::{
+    AlertChange, AlertCursor, AlertKind, AlertRule, Channel, Subscription,
+};
 use vesalius_store::audit::Outcome;
 
 use super::{Alerts, alert_json, new_id, smtp};
@@ -86,24 +91,71 @@ fn admin(caller: Option<Extension<Caller>>) -> Res<Caller> {
     Ok(c)
 }
 
+/// Alerts per page unless `limit` says otherwise, and the most one page holds.
+const PAGE_DEFAULT: usize = 200;
+const PAGE_MAX: usize = 500;
+
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListQuery {
     #[serde(default)]
     all: bool,
+    limit: Option<String>,
+    before: Option<String>,
 }
 
-async fn list(st: St, caller: Option<Extension<Caller>>, q: Query<ListQuery>) -> Res<Json<Value>> {
+/// `before`: `{created_ms}.{id}` of the last alert of the previous page.
+fn parse_cursor(s: &str) -> Option<AlertCursor> {
+    let (ms, id) = s.split_once('.')?;
+    let ok_id = !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    Some(AlertCursor {
+        created_ms: ms.parse().ok()?,
+        id: ok_id.then(|| id.to_owned())?,
+    })
+}
+
+async fn list(
+    st: St,
+    caller: Option<Extension<Caller>>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Res<Json<Value>> {
     let c = user(caller)?;
-    let v = st
+    let Query(q) = q.map_err(|e| bad(e.body_text()))?;
+    let limit = match q.limit.as_deref() {
+        None => PAGE_DEFAULT,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=PAGE_MAX).contains(n))
+            .ok_or_else(|| bad(format!("limit must be a number from 1 to {PAGE_MAX}")))?,
+    };
+    let after = match q.before.as_deref() {
+        None => None,
+        Some(b) => Some(parse_cursor(b).ok_or_else(|| {
+            bad("before must be the next_before of a previous page ({created_ms}.{id})")
+        })?),
+    };
+    // One more than the page, to know whether another follows.
+    let mut v = st
         .store
-        .alerts_of(&c.principal.actor.name, !q.all, 200)
+        .alerts_page(&c.principal.actor.name, !q.all, after.as_ref(), limit + 1)
         .await?;
-    Ok(Json(Value::Array(
-        v.iter()
-            .filter(|a| a.org == c.org())
-            .map(alert_json)
-            .collect(),
-    )))
+    let more = v.len() > limit;
+    v.truncate(limit);
+    let next = more
+        .then(|| v.last().map(AlertCursor::after))
+        .flatten()
+        .map(|c| format!("{}.{}", c.created_ms, c.id));
+    let alerts: Vec<Value> = v
+        .iter()
+        .filter(|a| a.org == c.org())
+        .map(alert_json)
+        .collect();
+    Ok(Json(
+        json!({"alerts": alerts, "more": more, "next_before": next}),
+    ))
 }
 
 /// The alert `id` if the caller may see it (its recipient, or an administrator of its org).

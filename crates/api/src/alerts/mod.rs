@@ -94,10 +94,22 @@ pub enum AlertSignal {
     },
 }
 
+/// How the SMTP connection is protected (`[alerts] smtp_tls`).
+#[derive(Debug, Clone, Default)]
+pub enum SmtpTls {
+    /// Plain text (a relay on the same host or network); no credentials are ever sent.
+    #[default]
+    None,
+    /// `STARTTLS` (RFC 3207) after the first `EHLO`; required, never skipped.
+    StartTls(Arc<rustls::ClientConfig>),
+    /// TLS from the first byte (RFC 8314 3.3, port 465).
+    Implicit(Arc<rustls::ClientConfig>),
+}
+
 /// The SMTP client's settings (`[alerts] smtp_*`).
 #[derive(Debug, Clone)]
 pub struct SmtpOptions {
-    /// Server host.
+    /// Server host (also the name its TLS certificate must carry).
     pub host: String,
     /// Server port.
     pub port: u16,
@@ -111,6 +123,8 @@ pub struct SmtpOptions {
     pub helo: String,
     /// Deadline of one whole conversation.
     pub timeout: Duration,
+    /// TLS, with the roots its certificate is verified against.
+    pub tls: SmtpTls,
 }
 
 /// Settings of the alert engine.

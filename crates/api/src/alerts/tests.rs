@@ -504,6 +504,115 @@ async fn webhooks_inside_the_network_fail_at_send_time_unless_allowed() {
 
 /// `POST /api/v1/alerts/subscriptions` as alice (a clinician of org1) through the router.
 async fn subscribe(f: &Fixture, body: Value) -> (StatusCode, Value) {
+    let rq = axum::http::Request::post("/api/v1/alerts/subscriptions")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    as_alice(f, rq).await
+}
+
+/// `GET uri` as alice through the router.
+async fn get_as_alice(f: &Fixture, uri: &str) -> (StatusCode, Value) {
+    let rq = axum::http::Request::get(uri)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    as_alice(f, rq).await
+}
+
+/// Alice's 450 alerts (and 5 of bob's), with ties of `created_ms` (ordered by id), every
+/// tenth acknowledged: the API pages them all, newest first, each once.
+#[tokio::test]
+async fn more_than_200_alerts_are_paged_by_a_cursor() {
+    let f = fixture(AlertOptions::default());
+    for i in 0..450 {
+        let mut a = contract::alert(
+            &format!("a{i:03}"),
+            &format!("a{i:03}"),
+            "alice",
+            1000 + i / 3,
+            None,
+        );
+        if i % 10 == 0 {
+            a.acknowledged_ms = Some(5000);
+            a.acknowledged_by = "alice".into();
+        }
+        assert!(
+            f.store
+                .raise(&format!("k{i}"), vec![a], vec![])
+                .await
+                .unwrap()
+        );
+    }
+    for i in 0..5 {
+        let a = contract::alert(&format!("b{i}"), &format!("b{i}"), "bob", 2000 + i, None);
+        assert!(
+            f.store
+                .raise(&format!("kb{i}"), vec![a], vec![])
+                .await
+                .unwrap()
+        );
+    }
+    let mut want: Vec<Alert> = f.store.alerts_of("alice", false, 1000).await.unwrap();
+    sort_alerts(&mut want);
+    let want: Vec<String> = want.into_iter().map(|a| a.id).collect();
+    assert_eq!(want.len(), 450);
+
+    // Default pages of 200: 200, 200, 50; the cursor of each answers the next.
+    let (mut got, mut uri, mut sizes) = (Vec::new(), "/api/v1/alerts?all=true".to_string(), vec![]);
+    loop {
+        let (s, v) = get_as_alice(&f, &uri).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let page = v["alerts"].as_array().unwrap();
+        sizes.push(page.len());
+        got.extend(page.iter().map(|a| a["id"].as_str().unwrap().to_owned()));
+        if !v["more"].as_bool().unwrap() {
+            assert!(v["next_before"].is_null());
+            break;
+        }
+        let next = v["next_before"].as_str().unwrap();
+        uri = format!("/api/v1/alerts?all=true&before={next}");
+    }
+    assert_eq!(sizes, [200, 200, 50]);
+    assert_eq!(got, want, "every alert once, newest first; none of bob's");
+
+    // Open ones only, 100 at a time: 405 in five pages.
+    let (mut open, mut before) = (0, None::<String>);
+    for n in 1.. {
+        let uri = match &before {
+            Some(b) => format!("/api/v1/alerts?limit=100&before={b}"),
+            None => "/api/v1/alerts?limit=100".into(),
+        };
+        let (s, v) = get_as_alice(&f, &uri).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let page = v["alerts"].as_array().unwrap();
+        assert!(page.iter().all(|a| a["acknowledged_ms"].is_null()));
+        open += page.len();
+        before = v["next_before"].as_str().map(str::to_owned);
+        if before.is_none() {
+            assert_eq!(n, 5);
+            break;
+        }
+    }
+    assert_eq!(open, 405);
+
+    // Bad paging parameters: 400 with a message.
+    for uri in [
+        "/api/v1/alerts?limit=0",
+        "/api/v1/alerts?limit=501",
+        "/api/v1/alerts?limit=ten",
+        "/api/v1/alerts?before=1000",
+        "/api/v1/alerts?before=x.a001",
+        "/api/v1/alerts?before=1000.a%27%20OR%201",
+        "/api/v1/alerts?page=2",
+    ] {
+        let (s, v) = get_as_alice(&f, uri).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {v}");
+        assert_eq!(v["error"], "bad-request", "{uri}: {v}");
+    }
+}
+
+/// `rq` through the router as alice (a clinician of org1).
+async fn as_alice(f: &Fixture, rq: axum::http::Request<axum::body::Body>) -> (StatusCode, Value) {
     use tower::ServiceExt;
     let caller = vesalius_auth::Caller {
         principal: vesalius_auth::Principal::session(
@@ -517,10 +626,6 @@ async fn subscribe(f: &Fixture, body: Value) -> (StatusCode, Value) {
         user_agent: "test".into(),
     };
     let app = router(f.alerts.clone()).layer(axum::Extension(caller));
-    let rq = axum::http::Request::post("/api/v1/alerts/subscriptions")
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(body.to_string()))
-        .unwrap();
     let resp = app.oneshot(rq).await.unwrap();
     let status = resp.status();
     let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)

@@ -354,6 +354,97 @@ async fn a_parked_job_is_retried_and_the_transfer_is_summarised() {
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
+/// 130 studies to one node (a parked job each, and a receipt each): the three lists page by
+/// `limit` and `offset`, every row once in the lists' order; deep and bad offsets are 400.
+#[tokio::test]
+async fn transfer_lists_page_by_limit_and_offset() {
+    let f = fixture();
+    put_node(&f, "pacs", "a").await;
+    for i in 0..130i64 {
+        let study = format!("1.2.{i}");
+        let ids = f
+            .outbox
+            .enqueue(
+                vec![NewJob {
+                    kind: "transfer".into(),
+                    queue: "node:pacs".into(),
+                    study_uid: study.clone(),
+                    payload: r#"{"org":"a"}"#.into(),
+                    priority: 100,
+                    not_before_ms: 0,
+                    dedupe_key: None,
+                }],
+                i,
+            )
+            .await
+            .unwrap();
+        f.outbox.lease("node:pacs", "w", 1, i, 1000).await.unwrap();
+        f.outbox.fail("w", ids[0], "refused", i, 1).await.unwrap();
+        let receipt = Receipt {
+            org: "a".into(),
+            queue: "node:pacs".into(),
+            kind: ReceiptKind::Instance,
+            study_uid: study.clone(),
+            sop_instance_uid: format!("{study}.1"),
+            sha256: "ab".into(),
+            size: 10,
+            delivered_ms: 1000 + i,
+            verified: true,
+            detail: "C-STORE 0x0000".into(),
+        };
+        f.outbox
+            .complete("nobody", &[], vec![receipt])
+            .await
+            .unwrap();
+    }
+    let admin = user(Role::Admin);
+    for (list, key) in [
+        ("/api/v1/transfers", "study_uid"),
+        ("/api/v1/transfers/jobs?state=parked", "id"),
+        ("/api/v1/transfers/receipts", "sop_instance_uid"),
+    ] {
+        let sep = if list.contains('?') { '&' } else { '?' };
+        let (s, whole) = call(&f, &admin, "GET", &format!("{list}{sep}limit=1000"), None).await;
+        assert_eq!(s, StatusCode::OK);
+        let whole = whole.as_array().unwrap().clone();
+        assert_eq!(whole.len(), 130, "{list}");
+        let mut paged = Vec::new();
+        for offset in (0..).step_by(50) {
+            let uri = format!("{list}{sep}limit=50&offset={offset}");
+            let (s, v) = call(&f, &admin, "GET", &uri, None).await;
+            assert_eq!(s, StatusCode::OK, "{uri}");
+            let page = v.as_array().unwrap().clone();
+            let n = page.len();
+            paged.extend(page);
+            if n < 50 {
+                assert_eq!(n, 30, "{uri}: the last page");
+                break;
+            }
+        }
+        assert_eq!(paged, whole, "{list}: every row once, in order");
+        let keys: std::collections::BTreeSet<String> =
+            paged.iter().map(|r| r[key].to_string()).collect();
+        assert_eq!(keys.len(), 130, "{list}");
+        let (s, v) = call(&f, &admin, "GET", &format!("{list}{sep}offset=10001"), None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{list}");
+        assert_eq!(v["error"], "bad-request");
+        let (s, _) = call(&f, &admin, "GET", &format!("{list}{sep}offset=-1"), None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{list}");
+        let (_, v) = call(&f, &admin, "GET", &format!("{list}{sep}offset=200"), None).await;
+        assert_eq!(v, json!([]), "{list}: past the end");
+    }
+    // Most recently active first: the newest study leads the summaries.
+    let (_, v) = call(
+        &f,
+        &admin,
+        "GET",
+        "/api/v1/transfers?limit=2&offset=1",
+        None,
+    )
+    .await;
+    assert_eq!(v[0]["study_uid"], "1.2.128");
+}
+
 #[tokio::test]
 async fn peers_are_validated_and_an_unreachable_one_is_reported() {
     let f = fixture();

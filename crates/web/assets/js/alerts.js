@@ -121,7 +121,8 @@ function show(a) {
 export async function startAlerts({ onAlert } = {}) {
   let open;
   try {
-    open = await json('/api/v1/alerts');
+    // The newest open alerts (a page of 200; older open ones are on the Alerts page).
+    open = (await json('/api/v1/alerts')).alerts;
   } catch {
     return; // not a user who may have alerts (403), or the server is away
   }

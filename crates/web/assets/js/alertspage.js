@@ -1,5 +1,6 @@
 // The alerts page (/alerts, issue 6, docs/alerts.md "In the app"), for every user who may have
-// alerts: their alerts (open and acknowledged: GET /api/v1/alerts?all=true) with the viewer
+// alerts: their alerts (open and acknowledged: GET /api/v1/alerts?all=true, 50 at a time,
+// "Older alerts" adding the next page by the answer's cursor) with the viewer
 // link, acknowledge and the webhook / e-mail deliveries; their subscriptions with unsubscribe;
 // a form to subscribe to one of the organisation's rules (in the app, a webhook or e-mail), a
 // new webhook's secret shown once; and the rules they may subscribe to (administrators' kinds
@@ -76,32 +77,62 @@ export function alertsPage(app, who) {
   });
 }
 
+/** Alerts per page of "My alerts"; a reload asks again for as many as were shown (≤ 500). */
+const PAGE = 50;
+
 function historySection(expose) {
+  let wanted = PAGE;
   const root = section('My alerts', async (body, reload) => {
     expose(reload);
-    const all = await json('/api/v1/alerts?all=true');
-    const open = all.filter((a) => !a.acknowledged_ms).length;
-    const rows = table([
-      ['When', (a) => time(a.created_ms)],
-      ['Alert', (a) => h('span', {}, h('strong', { class: 'title' }, a.title),
-        h('small', {}, `${kindName(a.kind)}${a.step ? ` · escalated to you (step ${a.step})` : ''}`))],
-      ['Study', (a) => (a.link
-        ? h('a', { class: 'open', href: a.link, 'aria-label': `${a.study_uid ? 'Open the study in the viewer' : 'Open the worklist'}: ${a.title}` },
-          a.study_uid ? 'Open in viewer' : 'Worklist')
-        : '—')],
-      ['State', (a) => (a.acknowledged_ms
-        ? h('span', { class: 'state-ack' }, `Acknowledged by ${a.acknowledged_by || '?'} at ${time(a.acknowledged_ms)}`)
-        : h('span', { class: 'state-open' }, 'Open'))],
-      ['', (a) => actions(a, reload)],
-    ], all, 'No alerts yet.', { 'aria-label': 'My alerts' });
-    // Rows carry their state, for the eye (a coloured edge) and for tests.
-    rows.querySelectorAll('tbody tr').forEach((tr, i) => {
-      const a = all[i];
-      tr.className = `alert-row ${a.acknowledged_ms ? 'acknowledged' : 'open'} kind-${a.kind}`;
-      tr.dataset.id = a.id;
-    });
-    clear(body).append(h('p', { class: 'status', role: 'status' },
-      `${open} open, ${all.length - open} acknowledged (at most the newest 200).`), rows);
+    // Newest first, a page at a time: "Older alerts" asks for the page after the oldest shown
+    // (the answer's `next_before`) and adds it under the others, like the audit search.
+    const shown = [];
+    const load = async (before) => {
+      const q = new URLSearchParams({ all: 'true', limit: String(before ? PAGE : wanted) });
+      if (before) q.set('before', before);
+      const r = await json(`/api/v1/alerts?${q}`);
+      const first = shown.length;
+      shown.push(...r.alerts);
+      wanted = Math.min(500, Math.max(PAGE, shown.length));
+      render(r.more ? r.next_before : null);
+      if (before) {
+        // Keyboard users go on where they were: the first row of the new page.
+        const row = body.querySelectorAll('table[aria-label="My alerts"] tbody tr')[first];
+        if (row) {
+          row.tabIndex = -1;
+          row.focus();
+        }
+      }
+    };
+    const render = (next) => {
+      const open = shown.filter((a) => !a.acknowledged_ms).length;
+      const rows = table([
+        ['When', (a) => time(a.created_ms)],
+        ['Alert', (a) => h('span', {}, h('strong', { class: 'title' }, a.title),
+          h('small', {}, `${kindName(a.kind)}${a.step ? ` · escalated to you (step ${a.step})` : ''}`))],
+        ['Study', (a) => (a.link
+          ? h('a', { class: 'open', href: a.link, 'aria-label': `${a.study_uid ? 'Open the study in the viewer' : 'Open the worklist'}: ${a.title}` },
+            a.study_uid ? 'Open in viewer' : 'Worklist')
+          : '—')],
+        ['State', (a) => (a.acknowledged_ms
+          ? h('span', { class: 'state-ack' }, `Acknowledged by ${a.acknowledged_by || '?'} at ${time(a.acknowledged_ms)}`)
+          : h('span', { class: 'state-open' }, 'Open'))],
+        ['', (a) => actions(a, reload)],
+      ], shown, 'No alerts yet.', { 'aria-label': 'My alerts' });
+      // Rows carry their state, for the eye (a coloured edge) and for tests.
+      rows.querySelectorAll('tbody tr').forEach((tr, i) => {
+        const a = shown[i];
+        tr.className = `alert-row ${a.acknowledged_ms ? 'acknowledged' : 'open'} kind-${a.kind}`;
+        tr.dataset.id = a.id;
+      });
+      clear(body).append(h('p', { class: 'status', role: 'status', 'aria-live': 'polite' },
+        `${shown.length} alert${shown.length === 1 ? '' : 's'} shown: ${open} open, ${shown.length - open} acknowledged${next ? '; older ones follow' : ''}.`), rows);
+      if (next) {
+        body.append(h('nav', { class: 'pager', 'aria-label': 'Older alerts' },
+          act('Older alerts', () => load(next), { cls: 'pager-btn older' })));
+      }
+    };
+    await load(null);
   });
   return root;
 }

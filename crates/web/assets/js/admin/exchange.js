@@ -3,7 +3,7 @@
 
 import { errorOf, json, request } from '../api.js';
 import { clear, h, toast } from '../dom.js';
-import { act, bytes, field, form, list, section, send, showError, table, time } from './ui.js';
+import { act, bytes, field, form, list, pager, section, send, showError, table, time } from './ui.js';
 
 const enc = encodeURIComponent;
 
@@ -251,18 +251,50 @@ function routeTest(who) {
 
 // --- transfers -------------------------------------------------------------------------------
 
+/** Rows per page of the transfers page's lists. */
+const PAGES = { transfers: 50, parked: 50, receipts: 50 };
+
 export function transfers() {
   let es = null;
   const log = h('ol', { class: 'event-log', 'aria-label': 'Live events' });
   const live = h('p', { class: 'status' }, 'Connecting to live events…');
   let timer = null;
+  // Each list is paged by limit/offset (docs/api-exchange.md); one row more than the page is
+  // asked for, to know whether a next page exists. A live reload keeps the pages shown.
+  const at = { transfers: 0, parked: 0, receipts: 0 };
+  let focus = null; // [list, 'prev'|'next'] after a page turn
   const root = section('Transfers', async (body, reload) => {
+    const page = (url, key, size) => json(`${url}${url.includes('?') ? '&' : '?'}limit=${size + 1}&offset=${at[key]}`);
     const [t, parked, receipts] = await Promise.all([
-      json('/api/v1/transfers?limit=100'),
-      json('/api/v1/transfers/jobs?state=parked&limit=100'),
-      json('/api/v1/transfers/receipts?limit=50'),
+      page('/api/v1/transfers', 'transfers', PAGES.transfers),
+      page('/api/v1/transfers/jobs?state=parked', 'parked', PAGES.parked),
+      page('/api/v1/transfers/receipts', 'receipts', PAGES.receipts),
     ]);
-    clear(body).append(
+    /** The rows of one page of `list` and its pager ("Transfers 51–100", Previous, Next). */
+    const paged = (key, label, rows) => {
+      const size = PAGES[key];
+      const more = rows.length > size;
+      const shown = rows.slice(0, size);
+      const go = (offset, rel) => () => {
+        at[key] = offset;
+        focus = [key, rel];
+        return reload();
+      };
+      const nav = at[key] > 0 || more
+        ? pager(label, {
+          status: shown.length ? `${label} ${at[key] + 1}–${at[key] + shown.length}${more ? '' : ' (the last)'}` : `No ${label.toLowerCase()} here`,
+          prev: at[key] > 0 ? go(Math.max(0, at[key] - size), 'prev') : null,
+          next: more ? go(at[key] + size, 'next') : null,
+          focus: focus && focus[0] === key ? focus[1] : null,
+        })
+        : null;
+      return [shown, nav];
+    };
+    const [tRows, tNav] = paged('transfers', 'Transfers', t);
+    const [pRows, pNav] = paged('parked', 'Parked jobs', parked);
+    const [rRows, rNav] = paged('receipts', 'Receipts', receipts);
+    focus = null;
+    clear(body).append(...[
       live, log,
       h('h3', {}, 'Outbox'),
       table([
@@ -273,7 +305,8 @@ export function transfers() {
         ['Sent', (x) => bytes(x.delivered_bytes)],
         ['Complete', (x) => (x.complete_ms ? time(x.complete_ms) : 'not yet')],
         ['Last error', (x) => x.last_error || ''],
-      ], t, 'Nothing sent yet.', { 'aria-label': 'Transfers' }),
+      ], tRows, 'Nothing sent yet.', { 'aria-label': 'Transfers' }),
+      tNav,
       h('h3', {}, 'Parked jobs'),
       table([
         ['Job', (j) => String(j.id)],
@@ -285,7 +318,8 @@ export function transfers() {
           await send('POST', `/api/v1/transfers/jobs/${j.id}/retry`);
           toast(`Job ${j.id} will be retried now`);
         }, { after: reload })],
-      ], parked, 'No parked jobs.', { 'aria-label': 'Parked jobs' }),
+      ], pRows, 'No parked jobs.', { 'aria-label': 'Parked jobs' }),
+      pNav,
       h('h3', {}, 'Receipts'),
       table([
         ['When', (x) => time(x.delivered_ms)],
@@ -294,8 +328,9 @@ export function transfers() {
         ['Study', (x) => h('code', { class: 'uid' }, x.study_uid)],
         ['Verified', (x) => (x.verified ? 'yes' : 'no')],
         ['Detail', (x) => x.detail],
-      ], receipts, 'No receipts yet.', { 'aria-label': 'Receipts' }),
-    );
+      ], rRows, 'No receipts yet.', { 'aria-label': 'Receipts' }),
+      rNav,
+    ].filter(Boolean));
     if (!es) {
       es = new EventSource('/api/v1/transfers/events');
       es.onopen = () => { live.textContent = 'Live: transfers update as they happen.'; live.className = 'status'; };
