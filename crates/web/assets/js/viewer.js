@@ -97,7 +97,7 @@ export const SHORTCUTS = [
   ['m n e b', 'measure: length, angle (drag one arm, then click the third point), ellipse ROI, rectangle ROI'],
   ['Delete', 'remove the measurements drawn on this image'],
   ['Shift+O / A / C / S', 'stack as acquired / axial / coronal / sagittal reformat'],
-  ['Shift+M', 'thick-slab MIP on / off (slab thickness in the toolbar, mm)'],
+  ['Shift+M / Shift+N / Shift+V', 'thick slab on / off: MIP, MinIP, average (slab thickness in the toolbar, mm)'],
   ['l', 'layout: 1×1, 1×2, 2×2'],
   ['v', 'next viewport'],
   ['Shift+L', 'linked scrolling on / off'],
@@ -177,7 +177,8 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     title: `${PLANE_NAMES[m]} (Shift+${Object.keys(PLANE_KEYS).find((k) => PLANE_KEYS[k] === m)})`,
     onclick: () => setMode(m),
   }, PLANE_NAMES[m]));
-  const mipButton = h('button', { type: 'button', dataset: { action: 'mip' }, title: 'Thick-slab MIP (Shift+M)', onclick: () => toggleMip() }, 'MIP');
+  const SLABS = [['max', 'mip', 'MIP', 'Thick-slab maximum intensity projection (Shift+M)'], ['min', 'minip', 'MinIP', 'Thick-slab minimum intensity projection (Shift+N)'], ['mean', 'average', 'Avg', 'Thick-slab average (Shift+V)']];
+  const slabButtons = SLABS.map(([proj, action, label, title]) => h('button', { type: 'button', dataset: { action, projection: proj }, title, onclick: () => toggleMip(undefined, proj) }, label));
   const slabInput = h('input', {
     type: 'number', id: 'slab', min: '0', max: '500', step: '1', value: String(v.slab), 'aria-label': 'Slab thickness (mm)', title: 'Slab thickness (mm)', class: 'slab',
     onchange: (e) => {
@@ -201,7 +202,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     extra,
     h('span', { class: 'group' }, toolButtons),
     h('span', { class: 'group' }, presetButtons),
-    h('span', { class: 'group' }, planeButtons, mipButton, h('label', { class: 'slab-label' }, slabInput, ' mm')),
+    h('span', { class: 'group' }, planeButtons, slabButtons, h('label', { class: 'slab-label' }, slabInput, ' mm')),
     h('span', { class: 'group' }, layoutButtons, linkButton),
     h('span', { class: 'group' },
       h('button', { type: 'button', dataset: { action: 'invert' }, onclick: () => { const vp = v.active; if (vp) { vp.invert = !vp.invert; schedule(); } } }, 'Invert'),
@@ -278,8 +279,10 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     for (const b of presetButtons) pressed(b, Boolean(vp) && b.dataset.preset === vp.preset);
     for (const b of planeButtons) pressed(b, Boolean(vp) && b.dataset.plane === vp.mode);
     for (const b of layoutButtons) pressed(b, b.dataset.layout === v.layout);
-    pressed(mipButton, Boolean(vp && vp.mip));
-    mipButton.disabled = !vp || vp.mode === 'stack';
+    for (const b of slabButtons) {
+      pressed(b, Boolean(vp && vp.mip && vp.projection === b.dataset.projection));
+      b.disabled = !vp || vp.mode === 'stack';
+    }
     pressed(linkButton, v.link);
     linkButton.disabled = v.viewports.length < 2;
     const im = vp && vp.mode === 'stack' && vp.s && vp.s.slices && vp.s.slices[vp.idx];
@@ -605,11 +608,14 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     schedule();
   }
 
-  function toggleMip(on) {
+  /** The thick slab on or off (a projection other than the one shown: switched to it). */
+  function toggleMip(on, projection = 'max') {
     const vp = v.active;
     if (!vp) return;
-    if (vp.mode === 'stack') { say('MIP: choose a plane first (axial, coronal or sagittal).', 'error'); return; }
-    vp.mip = on === undefined ? !vp.mip : on;
+    if (vp.mode === 'stack') { say('Thick slab: choose a plane first (axial, coronal or sagittal).', 'error'); return; }
+    const same = vp.projection === projection;
+    vp.mip = on === undefined ? !(vp.mip && same) : on;
+    vp.projection = projection;
     schedule();
   }
 
@@ -652,6 +658,8 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
       case 'L': setLink(!v.link); break;
       case 'K': markKey(); break;
       case 'M': toggleMip(); break;
+      case 'N': toggleMip(undefined, 'min'); break;
+      case 'V': toggleMip(undefined, 'mean'); break;
       default:
         if (PLANE_KEYS[e.key]) setMode(PLANE_KEYS[e.key]);
         else if (preset) setPreset(preset.id);
