@@ -64,16 +64,16 @@ struct NewKeyImages {
     description: Option<String>,
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
+pub(crate) fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::BadRequest, message)
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorKind::Internal, format!("building the key object: {e}"))
 }
 
 /// A new UID under the `2.25` root (PS3.5 B.2: a UUID as a decimal integer).
-fn new_uid() -> String {
+pub(crate) fn new_uid() -> String {
     format!("2.25.{}", uuid::Uuid::new_v4().as_u128())
 }
 
@@ -292,7 +292,7 @@ struct KeyObject<'a> {
 }
 
 /// Today's date and time (UTC) as DA and TM.
-fn now_parts() -> (String, String) {
+pub(crate) fn now_parts() -> (String, String) {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -306,7 +306,7 @@ fn now_parts() -> (String, String) {
     )
 }
 
-fn text(tag: Tag, vr: VR, value: &str) -> DataElement<InMemDicomObject> {
+pub(crate) fn text(tag: Tag, vr: VR, value: &str) -> DataElement<InMemDicomObject> {
     if value.is_empty() {
         DataElement::new(tag, vr, PrimitiveValue::Empty)
     } else {
@@ -314,12 +314,12 @@ fn text(tag: Tag, vr: VR, value: &str) -> DataElement<InMemDicomObject> {
     }
 }
 
-fn seq(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
+pub(crate) fn seq(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
     DataElement::new(tag, VR::SQ, DataSetSequence::new(items, Length::UNDEFINED))
 }
 
 /// A coded concept (PS3.3 Table 8.8-1): value, scheme, meaning.
-fn code(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
+pub(crate) fn code(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
     InMemDicomObject::from_element_iter([
         text(tags::CODE_VALUE, VR::SH, value),
         text(tags::CODING_SCHEME_DESIGNATOR, VR::SH, scheme),
@@ -329,7 +329,7 @@ fn code(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
 
 /// The first value of `tag` (8 hex digits) of a DICOM JSON object as text ("" when absent);
 /// person names in their alphabetic form.
-fn json_str(obj: &Json_, tag: &str) -> String {
+pub(crate) fn json_str(obj: &Json_, tag: &str) -> String {
     match obj
         .get(tag)
         .and_then(|e| e.get("Value"))
