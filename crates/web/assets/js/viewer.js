@@ -12,6 +12,7 @@ import * as px from './pixels.js';
 import * as vol from './volume.js';
 import { MODES, Viewport } from './viewport.js';
 import { keyImagesOf, markKeyImage } from './keyimages.js';
+import { measurementsOf, newestReport, saveMeasurements } from './reports.js';
 
 /**
  * A study's first image, relative to the study's URL: its thumbnail (the middle slice of the
@@ -133,6 +134,9 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     series: [], viewports: [], active: null, layout: '1x1', link: true, keySops: new Set(),
     tool: matchMedia('(pointer: coarse)').matches ? 'scroll' : 'window',
     slab: DEFAULT_SLAB_MM, broken: false, tables: new Map(),
+    // Measurements of every series, by image (`sop#frame`) or reformatted plane
+    // (`series|plane|index|slab`); those of acquired images are saved (reports.js).
+    marks: new Map(), marksLoaded: null, saveTimer: 0,
   };
   const keyOf = (sl) => `${sl.sop}#${sl.frame}`;
   // The study's first image, asked for at once: the server's thumbnail of its representative
@@ -155,6 +159,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
       return v.tables.get(k);
     },
     isKey: (sop) => v.keySops.has(sop),
+    marksChanged: () => saveSoon(),
     layoutCells: () => v.viewports.length,
     activate, go, schedule,
     say: (text, kind) => say(text, kind),
@@ -473,7 +478,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
       uid: px.str(r, px.T.seriesUid), number: px.num(r, px.T.seriesNumber), modality: px.str(r, px.T.modality),
       description: px.str(r, px.T.seriesDescription), count: px.num(r, '00201209', 0, 0),
       slices: null, frames: new Map(), rendered: new Map(), reformats: new Map(), asked: new Set(), inflight: new Map(),
-      active: 0, failed: 0, marks: new Map(),
+      active: 0, failed: 0, marks: v.marks,
     };
   }
 
@@ -499,6 +504,60 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     schedule();
   }
 
+  // --- saved measurements (a TID 1500 Comprehensive SR, reports.js) ----------------------
+  /** Draws the measurements of the study's newest Measurement Report. */
+  async function loadMeasurements() {
+    let n = 0;
+    for (const s of v.series.filter((x) => x.modality === 'SR')) {
+      try {
+        const metas = await json(`${studyUrl}/series/${encodeURIComponent(s.uid)}/metadata`, { accept: 'application/dicom+json' });
+        const newest = newestReport([...(metas || []), ...(v.report ? [v.report] : [])]);
+        if (newest) v.report = newest;
+      } catch (e) {
+        if (e instanceof ApiError && e.status === 401) return;
+        say(`Measurements could not be read: ${e.message}`, 'error');
+      }
+    }
+    if (v.report) {
+      for (const { sop, frame, mark } of measurementsOf(v.report)) {
+        const key = `${sop}#${frame}`;
+        v.marks.set(key, [...(v.marks.get(key) || []), mark]);
+        n++;
+      }
+    }
+    document.body.dataset.measurementsLoaded = String(n);
+    schedule();
+  }
+
+  /** Saves every measurement of acquired images, shortly after the last change. */
+  function saveSoon() {
+    if (peer) return;
+    clearTimeout(v.saveTimer);
+    v.saveTimer = setTimeout(async () => {
+      await v.marksLoaded;
+      const list = [];
+      for (const [key, marks] of v.marks) {
+        if (key.includes('|')) continue; // a reformatted plane: not saved
+        const [sop, frame] = key.split('#');
+        for (const m of marks) {
+          if (!m.values) continue;
+          list.push({
+            instance: sop, ...(Number(frame) > 1 ? { frame: Number(frame) } : {}), kind: m.type,
+            points: [m.a, m.b, m.c].filter(Boolean), ...m.values, ...(m.unit !== undefined ? { unit: m.unit } : {}),
+          });
+        }
+      }
+      document.body.dataset.measurementsSaved = 'saving';
+      try {
+        await saveMeasurements(study, list);
+        document.body.dataset.measurementsSaved = String(list.length);
+      } catch (e) {
+        document.body.dataset.measurementsSaved = 'error';
+        if (!(e instanceof ApiError && e.status === 401)) say(`The measurements could not be saved: ${e.message}`, 'error');
+      }
+    }, 400);
+  }
+
   async function start() {
     const first = addViewport();
     v.active = first;
@@ -519,6 +578,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     if (!v.series.length) { say('No such study, or you may not see it.', 'error'); v.broken = true; schedule(); return; }
     drawStrip();
     loadKeyImages();
+    v.marksLoaded = loadMeasurements();
     const images = v.series.filter((s) => !NOT_IMAGES.has(s.modality));
     const best = (images.length ? images : v.series).reduce((a, b) => (b.count > a.count ? b : a));
     await loadInto(first, best);

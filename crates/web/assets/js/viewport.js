@@ -163,7 +163,7 @@ export class Viewport {
       if (s.reformats.size > REFORMAT_CACHE) s.reformats.delete(s.reformats.keys().next().value);
     }
     return {
-      key: `${s.uid}|${key}`, markKey: key, meta: sl0.meta, pm, data: r.data,
+      key: `${s.uid}|${key}`, markKey: `${s.uid}|${key}`, meta: sl0.meta, pm, data: r.data,
       width: r.width, height: r.height, spacing: r.spacing, rowDir: r.rowDir, colDir: r.colDir,
       normal: r.normal, position: r.position, range: r.range, count: r.count,
     };
@@ -359,6 +359,31 @@ export class Viewport {
   clearMarks() {
     if (this.s && this.shown && this.shown.markKey) this.s.marks.delete(this.shown.markKey);
     this.drawMarks();
+    this.host.marksChanged();
+  }
+
+  /**
+   * A mark just completed on the image shown: its values kept with it (in mm, degrees,
+   * modality values) for saving (viewer.js, reports.js). Saved are marks of acquired images
+   * with Pixel Spacing; those of reformats stay while the viewer is open.
+   */
+  finished(m) {
+    const im = this.shown;
+    if (!im || this.mode !== 'stack' || !im.sop || !im.spacing) return;
+    const sp = im.spacing;
+    if (m.type === 'length') m.values = { length: ms.length(m.a, m.b, sp).value };
+    else if (m.type === 'angle') {
+      const d = ms.angle(m.a, m.b, m.c, sp);
+      if (!Number.isFinite(d)) return;
+      m.values = { angle: d };
+    } else {
+      if (!im.data) return;
+      const st = ms.roiStats(im.data, im.width, im.height, this.host.table(im.pm), m.type, m.a, m.b, sp);
+      if (!st.n) return;
+      m.values = { mean: st.mean, sd: st.sd, min: st.min, max: st.max, area: st.area };
+      m.unit = px.str(im.meta, px.T.modality) === 'CT' || this.s.modality === 'CT' ? 'HU' : '';
+    }
+    this.host.marksChanged();
   }
 
   /** What a mark measures, on the image shown. */
@@ -520,12 +545,15 @@ export class Viewport {
         this.drawing = null;
         if (d.third) {
           this.angleOpen = null; // the angle is complete
+          this.finished(d.m);
         } else if (Math.hypot(d.m.b[0] - d.m.a[0], d.m.b[1] - d.m.a[1]) < 1) {
           // A click without a drag draws nothing.
           const list = this.s.marks.get(d.key) || [];
           list.splice(list.indexOf(d.m), 1);
         } else if (d.m.type === 'angle') {
           this.angleOpen = d.m; // the first arm is drawn (a to the vertex b); now the third point
+        } else {
+          this.finished(d.m);
         }
         this.drawMarks();
       }
