@@ -86,11 +86,13 @@ async function checkImage(page, k, label, points, expect, plane = null) {
   const bad = [];
   let between = 0;
   pts.forEach((p, i) => {
-    const x = expect(p.u, p.v);
-    const want = linearVoi(x, c, w);
+    // One value, or the values any of which is right (an interpolated or averaged value is
+    // stored as one of the two integers around it).
+    const xs = [expect(p.u, p.v)].flat();
+    const wants = xs.map((x) => linearVoi(x, c, w));
     const [r, g, b] = got[i];
-    if (want > 0 && want < 255) between++;
-    if (Math.abs(r - want) > 1 || r !== g || g !== b) bad.push(`(${p.u},${p.v}) value ${x}: drawn ${r}, expected ${want.toFixed(2)}`);
+    if (wants.some((want) => want > 0 && want < 255)) between++;
+    if (wants.every((want) => Math.abs(r - want) > 1) || r !== g || g !== b) bad.push(`(${p.u},${p.v}) value ${xs.join(' or ')}: drawn ${r}, expected ${wants.map((x) => x.toFixed(2)).join(' or ')}`);
   });
   const after = await dataset(page, k);
   assert.equal(after.slice, d.slice, `${label}: the plane did not change while being read`);
@@ -98,6 +100,25 @@ async function checkImage(page, k, label, points, expect, plane = null) {
   assert.deepEqual(bad, [], `${label}: canvas pixels differ from the windowed pydicom values (${JSON.stringify(d)})`);
   assert.ok(between >= 3, `${label}: ${between} points between black and white`);
   return pts.length;
+}
+
+/** The position in slices (from the first, feet) of row y of a coronal/sagittal plane sampled every `step` mm from the head. */
+function slicePos(y, step) {
+  return vol.n - 1 - (y * step) / vol.spacing[2];
+}
+
+/**
+ * The linear interpolation, at row y, of `at(k)` between the two slices around it: the
+ * integers either side (the viewer stores the rounded value), or the slice's value on a slice.
+ */
+function interpolated(y, step, at) {
+  const t = slicePos(y, step);
+  let k0 = Math.floor(t + 1e-9);
+  k0 = Math.max(0, Math.min(vol.n - 1, k0));
+  const w = t - k0;
+  if (w < 1e-9 || k0 === vol.n - 1) return at(k0);
+  const x = at(k0) + w * (at(k0 + 1) - at(k0));
+  return [Math.floor(x), Math.ceil(x)];
 }
 
 /** A grid over a width×height image plus points in several value ranges. */
@@ -108,7 +129,7 @@ function samplePoints(width, height, value) {
     let found = 0;
     for (let v = 0; v < height && found < 3; v += 3) {
       for (let u = 0; u < width && found < 3; u += 37) {
-        const x = value(u, v);
+        const x = [value(u, v)].flat()[0];
         if (x >= lo && x < hi) { pts.push([u, v]); found++; }
       }
     }
@@ -234,12 +255,25 @@ for (const [name, options] of Object.entries(VIEWPORTS)) {
       const d = await dataset(page);
       const j = Number(d.slice) - 1; // the coronal plane holds the row index fixed
       assert.equal(Number(d.slices), vol.rows);
-      assert.equal(Number(d.cols), vol.cols); assert.equal(Number(d.rows), vol.n);
-      // Aspect: an image pixel is slice spacing high and column spacing wide.
+      // Interpolated between slices: the slice axis sampled every min(slice spacing, column
+      // spacing) from the top (head) slice, so the drawn pixels are square.
+      const dz = Math.min(vol.spacing[2], vol.spacing[1]);
+      const height = Math.floor(((vol.n - 1) * vol.spacing[2]) / dz + 1e-6) + 1;
+      assert.equal(Number(d.cols), vol.cols); assert.equal(Number(d.rows), height);
       const aspect = Number(d.scaleY) / Number(d.scale);
-      assert.ok(Math.abs(aspect - vol.spacing[2] / vol.spacing[1]) < 1e-6, `coronal aspect ${aspect}`);
-      const value = (u, v) => vol.at(vol.n - 1 - v, j, u); // head at the top, patient's left on the right
-      await checkImage(page, 0, `${name} coronal ${j + 1}`, samplePoints(vol.cols, vol.n, value), value, d.slice);
+      assert.ok(Math.abs(aspect - dz / vol.spacing[1]) < 1e-6, `coronal aspect ${aspect}`);
+      const value = (u, y) => interpolated(y, dz, (k) => vol.at(k, j, u)); // head at the top, patient's left on the right
+      const pts = samplePoints(vol.cols, height, value);
+      if (vol.spacing[2] > vol.spacing[1]) {
+        // Rows between two slices: the value is neither slice's.
+        const between = pts.filter(([u, y]) => { const t = slicePos(y, dz); return t % 1 > 0.1 && t % 1 < 0.9 && Math.abs(vol.at(Math.floor(t), j, u) - vol.at(Math.ceil(t), j, u)) > 20; });
+        assert.ok(between.length >= 5, `${between.length} sample points between two slices of different values`);
+        for (let y = 0; y < height && pts.length < 200; y++) {
+          const t = slicePos(y, dz);
+          if (t % 1 > 0.2 && t % 1 < 0.8) for (let u = 8; u < vol.cols; u += 61) pts.push([u, y]);
+        }
+      }
+      await checkImage(page, 0, `${name} coronal ${j + 1}`, pts, value, d.slice);
     }
     assert.deepEqual(await page.$$eval('#or-left, #or-right, #or-top, #or-bottom', (es) => es.map((e) => e.textContent)), ['R', 'L', 'H', 'F']);
     await shot(page, `${name}-02-coronal`);
@@ -248,9 +282,11 @@ for (const [name, options] of Object.entries(VIEWPORTS)) {
     {
       const d = await dataset(page);
       const i = Number(d.slice) - 1;
-      assert.equal(Number(d.cols), vol.rows); assert.equal(Number(d.rows), vol.n);
-      const value = (u, v) => vol.at(vol.n - 1 - v, u, i); // anterior on the left
-      await checkImage(page, 0, `${name} sagittal ${i + 1}`, samplePoints(vol.rows, vol.n, value), value, d.slice);
+      const step = Math.min(vol.spacing[2], vol.spacing[0]);
+      const height = Math.floor(((vol.n - 1) * vol.spacing[2]) / step + 1e-6) + 1;
+      assert.equal(Number(d.cols), vol.rows); assert.equal(Number(d.rows), height);
+      const value = (u, y) => interpolated(y, step, (k) => vol.at(k, u, i)); // anterior on the left
+      await checkImage(page, 0, `${name} sagittal ${i + 1}`, samplePoints(vol.rows, height, value), value, d.slice);
     }
     assert.deepEqual(await page.$$eval('#or-left, #or-right, #or-top, #or-bottom', (es) => es.map((e) => e.textContent)), ['A', 'P', 'H', 'F']);
     await shot(page, `${name}-03-sagittal`);
@@ -276,7 +312,28 @@ for (const [name, options] of Object.entries(VIEWPORTS)) {
       await checkImage(page, 0, `${name} MIP`, pts, value, d.slice);
     }
     await shot(page, `${name}-04-mip`);
-    await press(page, phone, 'button[data-action="mip"]');
+    // MinIP and average of the same slab.
+    for (const [action, proj] of [['minip', 'min'], ['average', 'mean']]) {
+      await press(page, phone, `button[data-action="${action}"]`);
+      await waitFor(page, 0, (d, a) => d.projection === a && d.state === 'raw' && d.range, proj, proj);
+      const d = await dataset(page);
+      const k = Number(d.slice) - 1;
+      const [lo, hi] = d.range.split('-').map((x) => Number(x) - 1);
+      const h = Math.floor(20 / (2 * vol.spacing[2]));
+      assert.deepEqual([lo, hi], [Math.max(0, k - h), Math.min(vol.n - 1, k + h)]);
+      const over = (u, v) => { const xs = []; for (let s = lo; s <= hi; s++) xs.push(vol.at(s, v, u)); return xs; };
+      const value = proj === 'min'
+        ? (u, v) => Math.min(...over(u, v))
+        : (u, v) => { const xs = over(u, v); const m = xs.reduce((a, b) => a + b, 0) / xs.length; return [Math.floor(m), Math.ceil(m)]; };
+      const pts = samplePoints(vol.cols, vol.rows, value);
+      const differs = pts.filter(([u, v]) => Math.abs([value(u, v)].flat()[0] - vol.at(k, v, u)) > 2).length;
+      assert.ok(differs >= 5, `${differs} sample points where the ${proj} slab differs from the slice itself`);
+      await checkImage(page, 0, `${name} ${proj} slab`, pts, value, d.slice);
+      assert.match(await page.$eval('#ov-bl', (e) => e.textContent), proj === 'min' ? /MinIP 20 mm/ : /Average 20 mm/);
+    }
+    await shot(page, `${name}-04b-minip-average`);
+    await press(page, phone, 'button[data-action="average"]');
+    await waitFor(page, 0, (d) => d.mip === 'false', null, 'slab off');
 
     // --- angle along the image axes: 90° ---------------------------------------------------
     await press(page, phone, 'button[data-plane="stack"]');

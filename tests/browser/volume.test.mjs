@@ -138,13 +138,83 @@ test('thick-slab MIP: the largest modality value over the slab, signed values', 
   assert.deepEqual(vol.slabRange(5, 2, 2, 4), [1, 3]);
   assert.deepEqual(vol.slabRange(5, 2, 2, 3.9), [2, 2]);
   assert.deepEqual(vol.slabRange(5, 2, 0, 100), [0, 4]);
-  const mip = vol.reformat(g, f, 'axial', 2, { slabMm: 4, table });
+  const mip = vol.reformat(g, f, 'axial', 2, { slabMm: 4, table, pm });
   assert.deepEqual(mip.range, [1, 3]);
   assert.equal(mip.data[0], 100, 'max(k1: 100, k2: −1, k3: 5) is 100');
   assert.equal(mip.data[1], 301);
-  const cor = vol.reformat(g, f, 'coronal', 1, { slabMm: 2, table });
+  const cor = vol.reformat(g, f, 'coronal', 1, { slabMm: 2, table, pm: { ...pm, pixelRepresentation: 0 } });
   assert.deepEqual(cor.range, [0, 2]);
   assert.equal(cor.data[0], 420, 'coronal MIP over rows 0..2 at the top slice');
+});
+
+test('MinIP and average slabs: the smallest and the mean modality value over the slab', () => {
+  const g = vol.volumeGeometry(axial());
+  const pm = { bitsAllocated: 16, bitsStored: 16, pixelRepresentation: 1, slope: 1, intercept: -1024 };
+  const table = vol.modalityTable(pm);
+  const f = frames(g);
+  f[2][0] = 0xffff; // stored −1: the smallest
+  f[3][0] = 5;
+  const min = vol.reformat(g, f, 'axial', 2, { slabMm: 4, projection: 'min', table, pm });
+  assert.deepEqual(min.range, [1, 3]);
+  assert.equal(min.projection, 'min');
+  assert.equal(min.data[0], 0xffff, 'min(k1: 100, k2: −1, k3: 5) is −1 (pattern 0xFFFF)');
+  assert.equal(min.data[1], 101);
+  const mean = vol.reformat(g, f, 'axial', 2, { slabMm: 4, projection: 'mean', table, pm });
+  // (100 − 1 + 5) / 3 = 34.67 stored → 35; pixel 1: (101 + 201 + 301) / 3 = 201.
+  assert.equal(mean.data[0], 35);
+  assert.equal(mean.data[1], 201);
+  assert.equal(table[mean.data[5]], (table[f[1][5]] + table[f[2][5]] + table[f[3][5]]) / 3);
+  assert.throws(() => vol.reformat(g, f, 'axial', 2, { slabMm: 4, projection: 'median', table, pm }));
+});
+
+test('toPattern: the inverse of the Modality LUT, rounded and clamped', () => {
+  const s12 = { bitsAllocated: 16, bitsStored: 12, pixelRepresentation: 1, slope: 1, intercept: 0 };
+  assert.equal(vol.toPattern(-1, s12), 0xfff);
+  assert.equal(vol.toPattern(-5000, s12), 0x800, 'clamped to −2048');
+  assert.equal(vol.toPattern(5000, s12), 0x7ff, 'clamped to 2047');
+  const u = { bitsAllocated: 16, bitsStored: 16, pixelRepresentation: 0, slope: 2, intercept: -1000 };
+  assert.equal(vol.toPattern(-1000, u), 0);
+  assert.equal(vol.toPattern(-995, u), 3, '2.5 rounds up');
+  assert.equal(vol.toPattern(-2000, u), 0);
+  const t = vol.modalityTable(s12);
+  for (const p of [0, 1, 0x7ff, 0x800, 0xfff]) assert.equal(vol.toPattern(t[p], s12), p);
+});
+
+test('coronal and sagittal planes interpolated between slices 2 mm apart (square pixels)', () => {
+  const g = vol.volumeGeometry(axial());
+  const pm = { bitsAllocated: 16, bitsStored: 16, pixelRepresentation: 0, slope: 1, intercept: -1024 };
+  const table = vol.modalityTable(pm);
+  const f = frames(g);
+  // Coronal: columns 0.8 mm apart, so the slices (2 mm) are sampled every 0.8 mm from the
+  // top (k = 4): 4 · 2 / 0.8 + 1 = 11 rows.
+  const cor = vol.reformat(g, f, 'coronal', 2, { table, pm });
+  assert.equal(cor.width, COLS); assert.equal(cor.height, 11);
+  assert.deepEqual(cor.spacing, [0.8, 0.8]);
+  for (let y = 0; y < cor.height; y++) {
+    const t = 4 - (y * 0.8) / 2;
+    const k0 = Math.floor(t + 1e-9), w = t - k0;
+    for (let x = 0; x < COLS; x++) {
+      const a = 100 * k0 + 20 + x, b = 100 * Math.min(4, k0 + 1) + 20 + x;
+      assert.equal(cor.data[y * COLS + x], Math.round(a + w * (b - a)), `coronal (${x}, ${y})`);
+    }
+  }
+  assert.equal(cor.data[COLS], 380, 'row 1: 0.8 mm below slice 4, 40 % of the way to slice 3 (420 − 40)');
+  // Sagittal: rows 0.5 mm apart; 4 · 2 / 0.5 + 1 = 17 rows.
+  const sag = vol.reformat(g, f, 'sagittal', 3, { table, pm });
+  assert.equal(sag.width, ROWS); assert.equal(sag.height, 17);
+  assert.deepEqual(sag.spacing, [0.5, 0.5]);
+  assert.equal(sag.data[0], 403);
+  assert.equal(sag.data[1 * ROWS + 1], 388, '0.5 mm below k = 4: 413 − 25');
+  assert.equal(sag.data[16 * ROWS + 2], 23);
+  // A slab across the resampled plane: the MIP of interpolated planes.
+  const mip = vol.reformat(g, f, 'coronal', 1, { slabMm: 2, table, pm });
+  assert.deepEqual(mip.range, [0, 2]);
+  assert.equal(mip.data[COLS], 380, 'the largest of rows 0..2 (j = 2) at 0.8 mm below the top');
+  // Slices thinner than the pixels are not resampled.
+  const thin = vol.volumeGeometry(axial(5, 0.4));
+  const c2 = vol.reformat(thin, frames(thin), 'coronal', 2, { table, pm });
+  assert.equal(c2.height, 5);
+  assert.ok(Math.abs(c2.spacing[0] - 0.4) < 1e-9 && c2.spacing[1] === 0.8, `${c2.spacing}`);
 });
 
 test('linked scrolling: nearest parallel plane, none for orthogonal planes', () => {

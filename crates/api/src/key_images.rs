@@ -64,16 +64,16 @@ struct NewKeyImages {
     description: Option<String>,
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
+pub(crate) fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::BadRequest, message)
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorKind::Internal, format!("building the key object: {e}"))
 }
 
 /// A new UID under the `2.25` root (PS3.5 B.2: a UUID as a decimal integer).
-fn new_uid() -> String {
+pub(crate) fn new_uid() -> String {
     format!("2.25.{}", uuid::Uuid::new_v4().as_u128())
 }
 
@@ -107,59 +107,14 @@ pub(crate) async fn create(
         )));
     }
 
-    // What the caller sees of the study; its own organisation's copy when there are two.
-    let scope = Scope {
-        access: c.access.clone(),
-        ..Scope::study(&study)
-    };
-    let mut metas = sv.ingestor.index().metadata(&scope).await?;
-    let own = metas.iter().any(|m| m.instance.org == c.org());
-    let Some(owner) = metas
-        .iter()
-        .map(|m| m.instance.org.clone())
-        .find(|o| !own || o == c.org())
-    else {
-        return Err(ApiError::new(
-            ErrorKind::NotFound,
-            format!("no study {study}"),
-        ));
-    };
-    metas.retain(|m| m.instance.org == owner);
-    let study_ref = crate::links::study_ref(&sv, &owner, &study).await?;
-    let decide = |action| {
-        let (auth, p, r) = (sv.auth.clone(), c.principal.clone(), study_ref.clone());
-        async move {
-            auth.authorize(&p, action, &Resource::Study(r))
-                .await
-                .map(|d| d.is_allowed())
-                .map_err(|e| ApiError::new(e.kind(), e.to_string()))
-        }
-    };
-    // A study the caller may not see is answered like a missing one.
-    if !decide(Action::Retrieve).await? {
-        return Err(ApiError::new(
-            ErrorKind::NotFound,
-            format!("no study {study}"),
-        ));
-    }
-    if !decide(Action::Annotate).await? {
-        let mut ev = c.event(
-            "key-images",
-            Outcome::Denied,
-            &owner,
-            Some(&study),
-            json!({ "instances": wanted.len() }),
-        );
-        ev.patient = study_ref.patient.clone();
-        audit(&sv, ev).await;
-        return Err(ApiError::new(
-            ErrorKind::Forbidden,
-            format!(
-                "{} may not add key images to this study (organisation {owner:?})",
-                c.principal.actor.name
-            ),
-        ));
-    }
+    let (owner, metas, study_ref) = writable_study(
+        &sv,
+        &c,
+        &study,
+        "key-images",
+        json!({ "instances": wanted.len() }),
+    )
+    .await?;
 
     let by_sop: BTreeMap<&str, &InstanceMetadata> = metas
         .iter()
@@ -194,19 +149,7 @@ pub(crate) async fn create(
     };
     let bytes = doc.encode()?;
 
-    let mut spool = sv.ingestor.spool()?;
-    spool.write(&bytes)?;
-    let ctx = IngestContext {
-        org: owner.clone(),
-        source: "api".into(),
-        expected_study: Some(study.clone()),
-        expected_sop_instance: Some(sop_uid.clone()),
-        actor: Some(c.principal.actor.clone()),
-        source_addr: c.source.clone(),
-        user_agent: c.user_agent.clone(),
-        ..Default::default()
-    };
-    let done = sv.ingestor.ingest(spool.finish()?, &ctx).await?;
+    let done = ingest_document(&sv, &c, &owner, &study, &sop_uid, &bytes).await?;
     let mut ev = c.event(
         "key-images",
         Outcome::Success,
@@ -228,7 +171,101 @@ pub(crate) async fn create(
         .into_response())
 }
 
-async fn audit(sv: &Services, ev: vesalius_store::audit::AuditEvent) {
+/// The study `study` as the caller may annotate it (issue 6: key images, measurements): its
+/// owner organisation (the caller's own copy when two organisations hold one), the instances
+/// of that copy and its reference. A study the caller may not see is 404 (like a missing
+/// one); without the `annotate` right 403, audited `kind` denied with `detail`.
+pub(crate) async fn writable_study(
+    sv: &Services,
+    c: &Caller,
+    study: &str,
+    kind: &str,
+    detail: Json_,
+) -> Result<
+    (
+        String,
+        Vec<InstanceMetadata>,
+        vesalius_auth::policy::StudyRef,
+    ),
+    ApiError,
+> {
+    // What the caller sees of the study; its own organisation's copy when there are two.
+    let scope = Scope {
+        access: c.access.clone(),
+        ..Scope::study(study)
+    };
+    let mut metas = sv.ingestor.index().metadata(&scope).await?;
+    let own = metas.iter().any(|m| m.instance.org == c.org());
+    let Some(owner) = metas
+        .iter()
+        .map(|m| m.instance.org.clone())
+        .find(|o| !own || o == c.org())
+    else {
+        return Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!("no study {study}"),
+        ));
+    };
+    metas.retain(|m| m.instance.org == owner);
+    let study_ref = crate::links::study_ref(sv, &owner, study).await?;
+    let decide = |action| {
+        let (auth, p, r) = (sv.auth.clone(), c.principal.clone(), study_ref.clone());
+        async move {
+            auth.authorize(&p, action, &Resource::Study(r))
+                .await
+                .map(|d| d.is_allowed())
+                .map_err(|e| ApiError::new(e.kind(), e.to_string()))
+        }
+    };
+    // A study the caller may not see is answered like a missing one.
+    if !decide(Action::Retrieve).await? {
+        return Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!("no study {study}"),
+        ));
+    }
+    if !decide(Action::Annotate).await? {
+        let mut ev = c.event(kind, Outcome::Denied, &owner, Some(study), detail);
+        ev.patient = study_ref.patient.clone();
+        audit(sv, ev).await;
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            format!(
+                "{} may not annotate this study (organisation {owner:?})",
+                c.principal.actor.name
+            ),
+        ));
+    }
+
+    Ok((owner, metas, study_ref))
+}
+
+/// Ingests a document the server built into the study (durable before the answer, routed,
+/// announced on the event stream), as the caller.
+pub(crate) async fn ingest_document(
+    sv: &Services,
+    c: &Caller,
+    owner: &str,
+    study: &str,
+    sop_uid: &str,
+    bytes: &[u8],
+) -> Result<vesalius_store::ingest::Ingested, ApiError> {
+    let mut spool = sv.ingestor.spool()?;
+    spool.write(bytes)?;
+    let ctx = IngestContext {
+        org: owner.to_owned(),
+        source: "api".into(),
+        expected_study: Some(study.to_owned()),
+        expected_sop_instance: Some(sop_uid.to_owned()),
+        actor: Some(c.principal.actor.clone()),
+        source_addr: c.source.clone(),
+        user_agent: c.user_agent.clone(),
+        ..Default::default()
+    };
+    Ok(sv.ingestor.ingest(spool.finish()?, &ctx).await?)
+}
+
+pub(crate) async fn audit(sv: &Services, ev: vesalius_store::audit::AuditEvent) {
     if let Err(e) = sv.auth.audit_log().append(vec![ev]).await {
         tracing::error!(error = %e, "key-images audit event not written");
     }
@@ -255,7 +292,7 @@ struct KeyObject<'a> {
 }
 
 /// Today's date and time (UTC) as DA and TM.
-fn now_parts() -> (String, String) {
+pub(crate) fn now_parts() -> (String, String) {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -269,7 +306,7 @@ fn now_parts() -> (String, String) {
     )
 }
 
-fn text(tag: Tag, vr: VR, value: &str) -> DataElement<InMemDicomObject> {
+pub(crate) fn text(tag: Tag, vr: VR, value: &str) -> DataElement<InMemDicomObject> {
     if value.is_empty() {
         DataElement::new(tag, vr, PrimitiveValue::Empty)
     } else {
@@ -277,12 +314,12 @@ fn text(tag: Tag, vr: VR, value: &str) -> DataElement<InMemDicomObject> {
     }
 }
 
-fn seq(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
+pub(crate) fn seq(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
     DataElement::new(tag, VR::SQ, DataSetSequence::new(items, Length::UNDEFINED))
 }
 
 /// A coded concept (PS3.3 Table 8.8-1): value, scheme, meaning.
-fn code(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
+pub(crate) fn code(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
     InMemDicomObject::from_element_iter([
         text(tags::CODE_VALUE, VR::SH, value),
         text(tags::CODING_SCHEME_DESIGNATOR, VR::SH, scheme),
@@ -292,7 +329,7 @@ fn code(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
 
 /// The first value of `tag` (8 hex digits) of a DICOM JSON object as text ("" when absent);
 /// person names in their alphabetic form.
-fn json_str(obj: &Json_, tag: &str) -> String {
+pub(crate) fn json_str(obj: &Json_, tag: &str) -> String {
     match obj
         .get(tag)
         .and_then(|e| e.get("Value"))

@@ -24,6 +24,7 @@ mod guest;
 mod inbox;
 mod key_images;
 mod links;
+mod measurements;
 pub mod oidc;
 pub mod pages;
 mod patients;
@@ -179,6 +180,10 @@ pub fn access_router(
         .route(
             "/api/v1/studies/{study}/key-images",
             post(key_images::create),
+        )
+        .route(
+            "/api/v1/studies/{study}/measurements",
+            post(measurements::create),
         )
         .route("/api/v1/patients/merge", post(patients::merge))
         .route("/api/v1/patients/split", post(patients::split))

@@ -75,6 +75,7 @@ const ASSETS: &[(&str, &[u8])] = &[
         "js/keyimages.js",
         include_bytes!("../assets/js/keyimages.js"),
     ),
+    ("js/reports.js", include_bytes!("../assets/js/reports.js")),
     ("viewer.css", include_bytes!("../assets/viewer.css")),
     // The admin console (issue 6), loaded by `main.js` on `/admin` only.
     ("admin.css", include_bytes!("../assets/admin.css")),

@@ -345,6 +345,37 @@ pub(super) async fn effects(
                 }
             }
         }
+        ("POST", "/api/v1/studies/{study}/measurements") => {
+            if let Some(placed) = &aim.placed {
+                // Measurement reports (Comprehensive SR) made in the study; removed again, so the next
+                // cell starts without.
+                let kos: Vec<_> = site
+                    .instances_in(&placed.org, &placed.sample.study)
+                    .await
+                    .into_iter()
+                    .filter(|i| i.sop_class_uid == "1.2.840.10008.5.1.4.1.1.88.33")
+                    .collect();
+                if kos.is_empty() == allowed {
+                    out.push(format!(
+                        "measurement reports made: {}, allowed: {allowed}",
+                        kos.len()
+                    ));
+                }
+                for ko in kos {
+                    let scope = vesalius_store::query::Scope::instance(
+                        &ko.study_uid,
+                        &ko.series_uid,
+                        &ko.sop_instance_uid,
+                    );
+                    site.storage
+                        .ingestor
+                        .index()
+                        .delete(&scope)
+                        .await
+                        .expect("delete");
+                }
+            }
+        }
         ("DELETE", p) if p.starts_with("/api/v1/studies/") => {
             if let Some(placed) = &aim.placed {
                 let left = !site

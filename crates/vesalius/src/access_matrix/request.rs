@@ -143,6 +143,11 @@ fn body(route: &Route, aim: &Aim, n: usize) -> (Option<String>, Vec<u8>) {
         ("POST", "/api/v1/studies/{study}/key-images") => {
             json(serde_json::json!({"instances": [aim.sop], "description": format!("matrix {n}")}))
         }
+        ("POST", "/api/v1/studies/{study}/measurements") => {
+            json(serde_json::json!({"measurements": [
+                {"instance": aim.sop, "kind": "length", "points": [[1, 1], [10 + n, 1]], "length": 9 + n}
+            ]}))
+        }
         ("POST", "/api/v1/patients/merge") => {
             let (issuer, pid) = aim
                 .study_ref

@@ -846,6 +846,15 @@ pub const ROUTES: &[Route] = &[
         Change,
         &["key-images"],
     ),
+    // Saved measurements (issue 6): a TID 1500 Comprehensive SR in a new series of the study.
+    r(
+        "POST",
+        "/api/v1/studies/{study}/measurements",
+        Study,
+        OnStudy(Annotate),
+        Change,
+        &["measurements"],
+    ),
     r(
         "POST",
         "/api/v1/patients/merge",

@@ -12,6 +12,7 @@ import * as px from './pixels.js';
 import * as vol from './volume.js';
 import { MODES, Viewport } from './viewport.js';
 import { keyImagesOf, markKeyImage } from './keyimages.js';
+import { measurementsOf, newestReport, saveMeasurements } from './reports.js';
 
 /**
  * A study's first image, relative to the study's URL: its thumbnail (the middle slice of the
@@ -97,7 +98,7 @@ export const SHORTCUTS = [
   ['m n e b', 'measure: length, angle (drag one arm, then click the third point), ellipse ROI, rectangle ROI'],
   ['Delete', 'remove the measurements drawn on this image'],
   ['Shift+O / A / C / S', 'stack as acquired / axial / coronal / sagittal reformat'],
-  ['Shift+M', 'thick-slab MIP on / off (slab thickness in the toolbar, mm)'],
+  ['Shift+M / Shift+N / Shift+V', 'thick slab on / off: MIP, MinIP, average (slab thickness in the toolbar, mm)'],
   ['l', 'layout: 1×1, 1×2, 2×2'],
   ['v', 'next viewport'],
   ['Shift+L', 'linked scrolling on / off'],
@@ -133,6 +134,9 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     series: [], viewports: [], active: null, layout: '1x1', link: true, keySops: new Set(),
     tool: matchMedia('(pointer: coarse)').matches ? 'scroll' : 'window',
     slab: DEFAULT_SLAB_MM, broken: false, tables: new Map(),
+    // Measurements of every series, by image (`sop#frame`) or reformatted plane
+    // (`series|plane|index|slab`); those of acquired images are saved (reports.js).
+    marks: new Map(), marksLoaded: null, saveTimer: 0,
   };
   const keyOf = (sl) => `${sl.sop}#${sl.frame}`;
   // The study's first image, asked for at once: the server's thumbnail of its representative
@@ -155,6 +159,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
       return v.tables.get(k);
     },
     isKey: (sop) => v.keySops.has(sop),
+    marksChanged: () => saveSoon(),
     layoutCells: () => v.viewports.length,
     activate, go, schedule,
     say: (text, kind) => say(text, kind),
@@ -177,7 +182,8 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     title: `${PLANE_NAMES[m]} (Shift+${Object.keys(PLANE_KEYS).find((k) => PLANE_KEYS[k] === m)})`,
     onclick: () => setMode(m),
   }, PLANE_NAMES[m]));
-  const mipButton = h('button', { type: 'button', dataset: { action: 'mip' }, title: 'Thick-slab MIP (Shift+M)', onclick: () => toggleMip() }, 'MIP');
+  const SLABS = [['max', 'mip', 'MIP', 'Thick-slab maximum intensity projection (Shift+M)'], ['min', 'minip', 'MinIP', 'Thick-slab minimum intensity projection (Shift+N)'], ['mean', 'average', 'Avg', 'Thick-slab average (Shift+V)']];
+  const slabButtons = SLABS.map(([proj, action, label, title]) => h('button', { type: 'button', dataset: { action, projection: proj }, title, onclick: () => toggleMip(undefined, proj) }, label));
   const slabInput = h('input', {
     type: 'number', id: 'slab', min: '0', max: '500', step: '1', value: String(v.slab), 'aria-label': 'Slab thickness (mm)', title: 'Slab thickness (mm)', class: 'slab',
     onchange: (e) => {
@@ -201,7 +207,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     extra,
     h('span', { class: 'group' }, toolButtons),
     h('span', { class: 'group' }, presetButtons),
-    h('span', { class: 'group' }, planeButtons, mipButton, h('label', { class: 'slab-label' }, slabInput, ' mm')),
+    h('span', { class: 'group' }, planeButtons, slabButtons, h('label', { class: 'slab-label' }, slabInput, ' mm')),
     h('span', { class: 'group' }, layoutButtons, linkButton),
     h('span', { class: 'group' },
       h('button', { type: 'button', dataset: { action: 'invert' }, onclick: () => { const vp = v.active; if (vp) { vp.invert = !vp.invert; schedule(); } } }, 'Invert'),
@@ -278,8 +284,10 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     for (const b of presetButtons) pressed(b, Boolean(vp) && b.dataset.preset === vp.preset);
     for (const b of planeButtons) pressed(b, Boolean(vp) && b.dataset.plane === vp.mode);
     for (const b of layoutButtons) pressed(b, b.dataset.layout === v.layout);
-    pressed(mipButton, Boolean(vp && vp.mip));
-    mipButton.disabled = !vp || vp.mode === 'stack';
+    for (const b of slabButtons) {
+      pressed(b, Boolean(vp && vp.mip && vp.projection === b.dataset.projection));
+      b.disabled = !vp || vp.mode === 'stack';
+    }
     pressed(linkButton, v.link);
     linkButton.disabled = v.viewports.length < 2;
     const im = vp && vp.mode === 'stack' && vp.s && vp.s.slices && vp.s.slices[vp.idx];
@@ -470,7 +478,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
       uid: px.str(r, px.T.seriesUid), number: px.num(r, px.T.seriesNumber), modality: px.str(r, px.T.modality),
       description: px.str(r, px.T.seriesDescription), count: px.num(r, '00201209', 0, 0),
       slices: null, frames: new Map(), rendered: new Map(), reformats: new Map(), asked: new Set(), inflight: new Map(),
-      active: 0, failed: 0, marks: new Map(),
+      active: 0, failed: 0, marks: v.marks,
     };
   }
 
@@ -496,6 +504,60 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     schedule();
   }
 
+  // --- saved measurements (a TID 1500 Comprehensive SR, reports.js) ----------------------
+  /** Draws the measurements of the study's newest Measurement Report. */
+  async function loadMeasurements() {
+    let n = 0;
+    for (const s of v.series.filter((x) => x.modality === 'SR')) {
+      try {
+        const metas = await json(`${studyUrl}/series/${encodeURIComponent(s.uid)}/metadata`, { accept: 'application/dicom+json' });
+        const newest = newestReport([...(metas || []), ...(v.report ? [v.report] : [])]);
+        if (newest) v.report = newest;
+      } catch (e) {
+        if (e instanceof ApiError && e.status === 401) return;
+        say(`Measurements could not be read: ${e.message}`, 'error');
+      }
+    }
+    if (v.report) {
+      for (const { sop, frame, mark } of measurementsOf(v.report)) {
+        const key = `${sop}#${frame}`;
+        v.marks.set(key, [...(v.marks.get(key) || []), mark]);
+        n++;
+      }
+    }
+    document.body.dataset.measurementsLoaded = String(n);
+    schedule();
+  }
+
+  /** Saves every measurement of acquired images, shortly after the last change. */
+  function saveSoon() {
+    if (peer) return;
+    clearTimeout(v.saveTimer);
+    v.saveTimer = setTimeout(async () => {
+      await v.marksLoaded;
+      const list = [];
+      for (const [key, marks] of v.marks) {
+        if (key.includes('|')) continue; // a reformatted plane: not saved
+        const [sop, frame] = key.split('#');
+        for (const m of marks) {
+          if (!m.values) continue;
+          list.push({
+            instance: sop, ...(Number(frame) > 1 ? { frame: Number(frame) } : {}), kind: m.type,
+            points: [m.a, m.b, m.c].filter(Boolean), ...m.values, ...(m.unit !== undefined ? { unit: m.unit } : {}),
+          });
+        }
+      }
+      document.body.dataset.measurementsSaved = 'saving';
+      try {
+        await saveMeasurements(study, list);
+        document.body.dataset.measurementsSaved = String(list.length);
+      } catch (e) {
+        document.body.dataset.measurementsSaved = 'error';
+        if (!(e instanceof ApiError && e.status === 401)) say(`The measurements could not be saved: ${e.message}`, 'error');
+      }
+    }, 400);
+  }
+
   async function start() {
     const first = addViewport();
     v.active = first;
@@ -516,6 +578,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     if (!v.series.length) { say('No such study, or you may not see it.', 'error'); v.broken = true; schedule(); return; }
     drawStrip();
     loadKeyImages();
+    v.marksLoaded = loadMeasurements();
     const images = v.series.filter((s) => !NOT_IMAGES.has(s.modality));
     const best = (images.length ? images : v.series).reduce((a, b) => (b.count > a.count ? b : a));
     await loadInto(first, best);
@@ -605,11 +668,14 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     schedule();
   }
 
-  function toggleMip(on) {
+  /** The thick slab on or off (a projection other than the one shown: switched to it). */
+  function toggleMip(on, projection = 'max') {
     const vp = v.active;
     if (!vp) return;
-    if (vp.mode === 'stack') { say('MIP: choose a plane first (axial, coronal or sagittal).', 'error'); return; }
-    vp.mip = on === undefined ? !vp.mip : on;
+    if (vp.mode === 'stack') { say('Thick slab: choose a plane first (axial, coronal or sagittal).', 'error'); return; }
+    const same = vp.projection === projection;
+    vp.mip = on === undefined ? !(vp.mip && same) : on;
+    vp.projection = projection;
     schedule();
   }
 
@@ -652,6 +718,8 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
       case 'L': setLink(!v.link); break;
       case 'K': markKey(); break;
       case 'M': toggleMip(); break;
+      case 'N': toggleMip(undefined, 'min'); break;
+      case 'V': toggleMip(undefined, 'mean'); break;
       default:
         if (PLANE_KEYS[e.key]) setMode(PLANE_KEYS[e.key]);
         else if (preset) setPreset(preset.id);

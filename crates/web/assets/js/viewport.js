@@ -16,6 +16,7 @@ import * as ms from './measure.js';
 const SVG = 'http://www.w3.org/2000/svg';
 export const MODES = ['stack', 'axial', 'coronal', 'sagittal'];
 const MODE_NAMES = { stack: 'Stack', axial: 'Axial', coronal: 'Coronal', sagittal: 'Sagittal' };
+const PROJECTION_NAMES = { max: 'MIP', min: 'MinIP', mean: 'Average' };
 /** Reformatted images kept per series (each up to a slice's size). */
 const REFORMAT_CACHE = 8;
 
@@ -60,6 +61,8 @@ export class Viewport {
     this.mode = 'stack';
     this.pos = {};
     this.mip = false;
+    /** The thick slab's projection: 'max' (MIP), 'min' (MinIP), 'mean' (average). */
+    this.projection = 'max';
     this.window = null;
     this.preset = 'default';
     this.invert = false;
@@ -147,7 +150,7 @@ export class Viewport {
     if (g.error) return { state: 'error', message: g.error };
     const f = this.index();
     const slab = this.mip ? this.host.slabMm() : 0;
-    const key = `${this.mode}|${f}|${slab}`;
+    const key = `${this.mode}|${f}|${slab ? `${this.projection}${slab}` : 0}`;
     const sl0 = s.slices[g.order[0]];
     const pm = this.host.pmOf(sl0);
     let r = s.reformats.get(key);
@@ -155,12 +158,12 @@ export class Viewport {
       const frames = g.order.map((i) => s.frames.get(keyOf(s.slices[i])));
       const missing = frames.filter((x) => !x).length;
       if (missing) return { state: 'loading', message: `Loading the volume: ${frames.length - missing}/${frames.length} slices` };
-      r = vol.reformat(g, frames, this.mode, f, slab ? { slabMm: slab, table: this.host.table(pm) } : {});
+      r = vol.reformat(g, frames, this.mode, f, { slabMm: slab, projection: this.projection, table: this.host.table(pm), pm });
       s.reformats.set(key, r);
       if (s.reformats.size > REFORMAT_CACHE) s.reformats.delete(s.reformats.keys().next().value);
     }
     return {
-      key: `${s.uid}|${key}`, markKey: key, meta: sl0.meta, pm, data: r.data,
+      key: `${s.uid}|${key}`, markKey: `${s.uid}|${key}`, meta: sl0.meta, pm, data: r.data,
       width: r.width, height: r.height, spacing: r.spacing, rowDir: r.rowDir, colDir: r.colDir,
       normal: r.normal, position: r.position, range: r.range, count: r.count,
     };
@@ -266,6 +269,7 @@ export class Viewport {
     if (this.host.broken || state === 'rendered' || state === 'raw') document.getElementById('preview')?.remove();
     ds.mode = this.mode;
     ds.mip = String(this.mip && this.mode !== 'stack');
+    ds.projection = this.mip && this.mode !== 'stack' ? this.projection : '';
     ds.active = String(this.host.active === this);
     this.note.textContent = im.message || '';
     if (s && s.slices && s.slices.length) {
@@ -310,7 +314,7 @@ export class Viewport {
       const g = this.host.geometry(s);
       const step = g.error ? 0 : vol.planeAxes(g, this.mode).step;
       bl.push(`${MODE_NAMES[this.mode]} ${i + 1}/${n}${step ? ` · ${step.toFixed(2)} mm apart` : ''}`,
-        this.mip ? `MIP ${this.host.slabMm()} mm${im.range ? ` (${im.range[1] - im.range[0] + 1} planes)` : ''}` : 'Reformat');
+        this.mip ? `${PROJECTION_NAMES[this.projection]} ${this.host.slabMm()} mm${im.range ? ` (${im.range[1] - im.range[0] + 1} planes)` : ''}` : 'Reformat');
     }
     const total = s.slices.length;
     bl.push(s.frames.size < total ? `Loading ${s.frames.size}/${total}${s.failed ? `, ${s.failed} failed` : ''}` : '',
@@ -355,6 +359,31 @@ export class Viewport {
   clearMarks() {
     if (this.s && this.shown && this.shown.markKey) this.s.marks.delete(this.shown.markKey);
     this.drawMarks();
+    this.host.marksChanged();
+  }
+
+  /**
+   * A mark just completed on the image shown: its values kept with it (in mm, degrees,
+   * modality values) for saving (viewer.js, reports.js). Saved are marks of acquired images
+   * with Pixel Spacing; those of reformats stay while the viewer is open.
+   */
+  finished(m) {
+    const im = this.shown;
+    if (!im || this.mode !== 'stack' || !im.sop || !im.spacing) return;
+    const sp = im.spacing;
+    if (m.type === 'length') m.values = { length: ms.length(m.a, m.b, sp).value };
+    else if (m.type === 'angle') {
+      const d = ms.angle(m.a, m.b, m.c, sp);
+      if (!Number.isFinite(d)) return;
+      m.values = { angle: d };
+    } else {
+      if (!im.data) return;
+      const st = ms.roiStats(im.data, im.width, im.height, this.host.table(im.pm), m.type, m.a, m.b, sp);
+      if (!st.n) return;
+      m.values = { mean: st.mean, sd: st.sd, min: st.min, max: st.max, area: st.area };
+      m.unit = px.str(im.meta, px.T.modality) === 'CT' || this.s.modality === 'CT' ? 'HU' : '';
+    }
+    this.host.marksChanged();
   }
 
   /** What a mark measures, on the image shown. */
@@ -516,12 +545,15 @@ export class Viewport {
         this.drawing = null;
         if (d.third) {
           this.angleOpen = null; // the angle is complete
+          this.finished(d.m);
         } else if (Math.hypot(d.m.b[0] - d.m.a[0], d.m.b[1] - d.m.a[1]) < 1) {
           // A click without a drag draws nothing.
           const list = this.s.marks.get(d.key) || [];
           list.splice(list.indexOf(d.m), 1);
         } else if (d.m.type === 'angle') {
           this.angleOpen = d.m; // the first arm is drawn (a to the vertex b); now the third point
+        } else {
+          this.finished(d.m);
         }
         this.drawMarks();
       }

@@ -1,8 +1,9 @@
 // Volumes and reformats, without the DOM: the geometry of a stack of slices from Image
 // Position/Orientation (Patient) (PS3.3 C.7.6.2), whether it can be reformatted (one
 // orientation, no gantry tilt, uniform spacing), and axial / coronal / sagittal planes through
-// it, optionally as a thick-slab maximum intensity projection (MIP). Pixels stay the frames'
-// bit patterns (pixels.js windows them with the same LUT as the acquired slices).
+// it, linearly interpolated between slices, optionally as a thick-slab projection (maximum,
+// minimum or mean: MIP, MinIP, average). Pixels are given back as the frames' bit patterns
+// (pixels.js windows them with the same LUT as the acquired slices).
 //
 // Voxel coordinates: i along a row (the column index), j down a column (the row index), k the
 // slice in order along the normal. The patient position of voxel (i, j, k) is
@@ -140,36 +141,124 @@ export function modalityTable(pm) {
 }
 
 /**
+ * The bit pattern (as pixels.storedValue reads it) whose modality value is nearest to `x`:
+ * the inverse of the Modality LUT (PS3.3 C.11.1.1.2), rounded and clamped to the range Bits
+ * Stored and Pixel Representation allow. Interpolated and averaged values go back through it
+ * so reformats are windowed by the same LUT as the acquired slices.
+ */
+export function toPattern(x, pm) {
+  const bits = pm.bitsStored;
+  const s = Math.round((x - pm.intercept) / (pm.slope || 1));
+  const signed = pm.pixelRepresentation === 1;
+  const lo = signed ? -(2 ** (bits - 1)) : 0;
+  const hi = signed ? 2 ** (bits - 1) - 1 : 2 ** bits - 1;
+  const c = Math.min(hi, Math.max(lo, Number.isFinite(s) ? s : 0));
+  return c < 0 ? c + 2 ** bits : c;
+}
+
+/** Thick-slab projections: maximum (MIP), minimum (MinIP) and mean (average). */
+export const PROJECTIONS = ['max', 'min', 'mean'];
+
+/**
+ * The samples of one screen axis: the voxel index of screen position x (`i0`), and when the
+ * axis runs across the slices and is resampled, the next slice (`i1`) and the weight of the
+ * next one (`w`, linear interpolation).
+ */
+function axisSamples(n, dim, sign, resample) {
+  const i0 = new Int32Array(n), i1 = new Int32Array(n), w = new Float64Array(n);
+  for (let x = 0; x < n; x++) {
+    if (!resample) {
+      i0[x] = i1[x] = sign > 0 ? x : dim - 1 - x;
+      continue;
+    }
+    // `resample` = output step / slice spacing: the position in slices from the first (or,
+    // reversed, from the last) slice.
+    const t = sign > 0 ? x * resample : dim - 1 - x * resample;
+    let a = Math.floor(t + 1e-6);
+    let f = t - a;
+    if (f < 1e-6) f = 0;
+    a = Math.max(0, Math.min(dim - 1, a));
+    i0[x] = a; i1[x] = Math.min(dim - 1, a + 1); w[x] = i1[x] === a ? 0 : f;
+  }
+  return { i0, i1, w };
+}
+
+/**
  * The plane `plane` at index `f` of the fixed axis from `frames` (the slices' bit patterns in
  * the volume's order, `g.order` applied), as bit patterns: `{width, height, data, spacing,
- * rowDir, colDir, normal, position, count, range}`. With `slabMm` and `table` (modalityTable),
- * each pixel is the one of largest modality value over the slab (MIP).
+ * rowDir, colDir, normal, position, count, range, projection}`.
+ *
+ * With `table` (modalityTable) and `pm` (the pixel module), a plane that runs across the
+ * slices is **linearly interpolated** between them: when the slice spacing is larger than the
+ * in-plane spacing along the other screen axis, the slice axis is resampled at that spacing
+ * (square pixels) and each sample is (1 − w)·a + w·b of the modality values of the two slices
+ * around it, then turned back into a bit pattern (toPattern). With `slabMm`, each pixel is
+ * the `projection` of the modality values over the planes whose centres lie within half the
+ * slab: `max` (MIP), `min` (MinIP) or `mean` (average). Without `table`, nearest voxel.
  */
-export function reformat(g, frames, plane, f, { slabMm = 0, table = null } = {}) {
+export function reformat(g, frames, plane, f, { slabMm = 0, projection = 'max', table = null, pm = null } = {}) {
+  if (!PROJECTIONS.includes(projection)) throw new Error(`no projection ${projection}`);
   const ax = planeAxes(g, plane);
-  const { width, height, u, v, su, sv, fixed } = ax;
+  const { u, v, su, sv, fixed } = ax;
   const dims = [g.cols, g.rows, g.n];
+  const step = [g.spacing[1], g.spacing[0], g.spacing[2]];
+  const spacing = [step[v], step[u]];
+  let width = dims[u], height = dims[v];
+  // Resampling across the slices (only with the modality values to interpolate).
+  let ru = 0, rv = 0;
+  if (table && pm && fixed !== 2) {
+    const other = u === 2 ? step[v] : step[u];
+    if (step[2] > other * (1 + 1e-6)) {
+      const m = Math.floor(((g.n - 1) * step[2]) / other + 1e-6) + 1;
+      if (u === 2) { ru = other / step[2]; width = m; spacing[1] = other; } else { rv = other / step[2]; height = m; spacing[0] = other; }
+    }
+  }
+  const U = axisSamples(width, dims[u], su, ru), V = axisSamples(height, dims[v], sv, rv);
   const range = table ? slabRange(ax.count, ax.step, f, slabMm) : [f, f];
   const out = new (frames[0].constructor)(width * height);
-  const best = range[0] === range[1] ? null : new Float32Array(width * height).fill(-Infinity);
+  const cols = g.cols;
   const idx = [0, 0, 0];
-  for (let s = range[0]; s <= range[1]; s++) {
-    idx[fixed] = s;
+  if (!table || !pm) {
+    // Bit patterns as they are: nearest voxel, one plane.
+    idx[fixed] = f;
     for (let y = 0; y < height; y++) {
-      idx[v] = sv > 0 ? y : dims[v] - 1 - y;
+      idx[v] = V.i0[y];
       for (let x = 0; x < width; x++) {
-        idx[u] = su > 0 ? x : dims[u] - 1 - x;
-        const p = frames[idx[2]][idx[1] * g.cols + idx[0]];
-        const o = y * width + x;
-        if (!best) out[o] = p;
-        else if (table[p] > best[o]) { best[o] = table[p]; out[o] = p; }
+        idx[u] = U.i0[x];
+        out[y * width + x] = frames[idx[2]][idx[1] * cols + idx[0]];
       }
     }
+  } else {
+    const acc = new Float64Array(width * height);
+    const kOnU = u === 2, kOnV = v === 2;
+    for (let s = range[0]; s <= range[1]; s++) {
+      idx[fixed] = s;
+      const first = s === range[0];
+      for (let y = 0; y < height; y++) {
+        idx[v] = V.i0[y];
+        for (let x = 0; x < width; x++) {
+          idx[u] = U.i0[x];
+          const off = idx[1] * cols + idx[0];
+          let val = table[frames[idx[2]][off]];
+          const w = kOnU ? U.w[x] : kOnV ? V.w[y] : 0;
+          if (w) {
+            const k1 = kOnU ? U.i1[x] : V.i1[y];
+            val += w * (table[frames[k1][off]] - val);
+          }
+          const o = y * width + x;
+          if (first) acc[o] = val;
+          else if (projection === 'max') { if (val > acc[o]) acc[o] = val; } else if (projection === 'min') { if (val < acc[o]) acc[o] = val; } else acc[o] += val;
+        }
+      }
+    }
+    const nPlanes = range[1] - range[0] + 1;
+    const div = projection === 'mean' ? nPlanes : 1;
+    for (let o = 0; o < acc.length; o++) out[o] = toPattern(acc[o] / div, pm);
   }
   const position = add(g.origin, scale(ax.normal, ax.step * f));
   return {
-    width, height, data: out, spacing: ax.spacing, rowDir: ax.rowDir, colDir: ax.colDir,
-    normal: ax.normal, position, count: ax.count, range,
+    width, height, data: out, spacing, rowDir: ax.rowDir, colDir: ax.colDir,
+    normal: ax.normal, position, count: ax.count, range, projection,
   };
 }
 
