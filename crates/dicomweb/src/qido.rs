@@ -253,7 +253,7 @@ async fn run(
             body.push(',');
         }
         match &allowed {
-            Some(allowed) => a.write_json(&mut body, |k| allowed.contains(k)),
+            Some(allowed) => a.write_json(&mut body, |t| t.is_some_and(|t| allowed.contains(&t))),
             None => a.write_json(&mut body, |_| true),
         }
     }
@@ -391,10 +391,6 @@ fn check_accept(header: Option<&str>, params: &[String]) -> Result<()> {
     Err(DicomWebError::not_acceptable(
         "QIDO-RS answers application/dicom+json only",
     ))
-}
-
-fn tag_key(t: Tag) -> String {
-    format!("{t:08X}")
 }
 
 fn uid_of(a: &Answer, t: Tag) -> Option<String> {
@@ -543,7 +539,7 @@ fn add_retrieve_url(url: &ServiceUrl, level: Level, a: &mut Answer) {
 }
 
 /// The keys an answer keeps, or `None` for all (`includefield=all`).
-fn allowed_tags(target: &Target, req: &Request) -> Option<BTreeSet<String>> {
+fn allowed_tags(target: &Target, req: &Request) -> Option<BTreeSet<Tag>> {
     if req.include_all {
         return None;
     }
@@ -562,7 +558,7 @@ fn allowed_tags(target: &Target, req: &Request) -> Option<BTreeSet<String>> {
     }
     tags.extend(&req.include);
     tags.extend(&req.keys);
-    Some(tags.into_iter().map(tag_key).collect())
+    Some(tags)
 }
 
 #[cfg(test)]

@@ -5,8 +5,6 @@
 //! evaluates it the same way; [`Matcher::matches`] is the reference semantics (the in-memory
 //! index uses it directly; SQL backends translate it and are tested against it).
 
-use std::collections::BTreeMap;
-
 use dicom_core::VR;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -606,8 +604,9 @@ pub struct Computed {
 /// most of their time in that round trip and its allocations (docs/benchmarks.md).
 #[derive(Debug, Clone, Default)]
 pub struct Answer {
-    /// Attributes set one by one, as `(8-hex-digit tag, raw JSON value)`; they win over layers.
-    set: BTreeMap<String, String>,
+    /// Attributes set one by one, as `(tag, raw JSON value)` sorted by tag; they win over
+    /// layers.
+    set: Vec<(Tag, String)>,
     /// Stored JSON objects, highest priority first.
     layers: Vec<Layer>,
 }
@@ -617,16 +616,46 @@ pub struct Answer {
 #[derive(Debug, Clone, Default)]
 struct Layer {
     text: String,
-    /// `(key start, key end, value start, value end)` byte offsets into `text`.
+    /// `(key start, key end, value start, value end)` byte offsets into `text`, in key order.
     spans: Vec<(u32, u32, u32, u32)>,
+    /// The order key of each span ([`key_order`]), in the same order.
+    keys: Vec<u64>,
 }
 
 /// The key of a tag in DICOM JSON: 8 upper-case hex digits (PS3.18 F.2.1.1.2).
-fn tag_key(t: Tag) -> String {
+fn tag_key(t: Tag) -> [u8; 8] {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    (0..8)
-        .map(|i| HEX[((t >> (28 - 4 * i)) & 0xF) as usize] as char)
-        .collect()
+    std::array::from_fn(|i| HEX[((t >> (28 - 4 * i)) & 0xF) as usize])
+}
+
+/// Where a member key sorts: its tag for 8 hex digits (in the same order as the text, PS3.18
+/// F.2.1.1.2), after every tag for anything else (`2^32 + n`, in the order met).
+fn key_order(key: &str, n: usize) -> u64 {
+    match key_tag(key) {
+        Some(t) => u64::from(t),
+        None => (1 << 32) + n as u64,
+    }
+}
+
+/// The tag of an 8-hex-digit member key (either case).
+fn key_tag(key: &str) -> Option<Tag> {
+    let b = key.as_bytes();
+    if b.len() != 8 {
+        return None;
+    }
+    b.iter().try_fold(0u32, |acc, &c| {
+        let d = (c as char).to_digit(16)?;
+        Some(acc << 4 | d)
+    })
+}
+
+/// The first value of a raw DICOM JSON string attribute (`{"vr":…,"Value":["…",…]}`) without
+/// parsing it, when it holds no escape; `None` sends the caller to the full parse.
+fn first_plain_string(raw: &str) -> Option<&str> {
+    let at = raw.find("\"Value\":[\"")? + 10;
+    let rest = &raw[at..];
+    let end = rest.find(['"', '\\'])?;
+    (rest.as_bytes()[end] == b'"').then(|| &rest[..end])
 }
 
 /// Appends `v` as a JSON string.
@@ -731,22 +760,32 @@ fn scan_members(text: &str) -> Option<Vec<(u32, u32, u32, u32)>> {
 
 impl Layer {
     fn new(text: String) -> Self {
-        if text.len() < u32::MAX as usize
-            && let Some(spans) = scan_members(&text)
-        {
-            return Layer { text, spans };
-        }
-        let base = text.as_ptr() as usize;
-        // Borrowed keys and raw values point into `text`: their offsets are what we keep.
-        let at = |p: *const u8| (p as usize - base) as u32;
-        let spans = pairs(&text)
+        let spans = match scan_members(&text) {
+            Some(spans) if text.len() < u32::MAX as usize => spans,
+            _ => {
+                let base = text.as_ptr() as usize;
+                // Borrowed keys and raw values point into `text`: their offsets are what we keep.
+                let at = |p: *const u8| (p as usize - base) as u32;
+                pairs(&text)
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let (ks, vs) = (at(k.as_ptr()), at(v.get().as_ptr()));
+                        (ks, ks + k.len() as u32, vs, vs + v.get().len() as u32)
+                    })
+                    .collect()
+            }
+        };
+        let mut keyed: Vec<(u64, (u32, u32, u32, u32))> = spans
             .into_iter()
-            .map(|(k, v)| {
-                let (ks, vs) = (at(k.as_ptr()), at(v.get().as_ptr()));
-                (ks, ks + k.len() as u32, vs, vs + v.get().len() as u32)
-            })
+            .enumerate()
+            .map(|(n, sp)| (key_order(&text[sp.0 as usize..sp.1 as usize], n), sp))
             .collect();
-        Layer { text, spans }
+        // What the index stores is in tag order already; anything else is put in order once.
+        if !keyed.is_sorted_by_key(|k| k.0) {
+            keyed.sort_by_key(|k| k.0);
+        }
+        let (keys, spans) = keyed.into_iter().unzip();
+        Layer { text, spans, keys }
     }
 
     /// The `(key, raw value)` pairs, in the object's order.
@@ -759,8 +798,11 @@ impl Layer {
         })
     }
 
-    fn get(&self, k: &str) -> Option<&str> {
-        self.pairs().find(|(lk, _)| *lk == k).map(|(_, v)| v)
+    /// The raw value of the member whose order key is `k`.
+    fn get(&self, k: u64) -> Option<&str> {
+        let n = self.keys.binary_search(&k).ok()?;
+        let (_, _, vs, ve) = self.spans[n];
+        Some(&self.text[vs as usize..ve as usize])
     }
 }
 
@@ -809,17 +851,25 @@ impl Answer {
 
     /// Adds the attributes of another answer that this one lacks.
     pub fn merge_missing(&mut self, other: &Answer) {
-        for (k, v) in &other.set {
-            if !self.contains_key(k) {
-                self.set.insert(k.clone(), v.clone());
+        for (t, v) in &other.set {
+            if !self.contains(*t) {
+                self.set_raw(*t, v.clone());
             }
         }
         self.layers.extend(other.layers.iter().cloned());
     }
 
+    /// Sets one attribute's raw JSON value, keeping `set` in tag order.
+    fn set_raw(&mut self, t: Tag, v: String) {
+        match self.set.binary_search_by_key(&t, |e| e.0) {
+            Ok(n) => self.set[n].1 = v,
+            Err(n) => self.set.insert(n, (t, v)),
+        }
+    }
+
     /// Sets one attribute from a DICOM JSON value (`{"vr": …, "Value": […]}`).
     pub fn insert(&mut self, t: Tag, value: &Json) {
-        self.set.insert(tag_key(t), value.to_string());
+        self.set_raw(t, value.to_string());
     }
 
     /// Sets one attribute to `{"vr": vr, "Value": values}` (`values`: a JSON array's text).
@@ -830,71 +880,92 @@ impl Answer {
         v.push_str("\",\"Value\":");
         v.push_str(values);
         v.push('}');
-        self.set.insert(tag_key(t), v);
+        self.set_raw(t, v);
     }
 
     /// Sets one attribute to a list of strings (UIDs, code strings, a URL).
     pub fn insert_strings<S: AsRef<str>>(&mut self, t: Tag, vr: &str, values: &[S]) {
-        let mut list = String::from("[");
-        for (n, v) in values.iter().enumerate() {
+        let len: usize = values.iter().map(|v| v.as_ref().len() + 3).sum();
+        let mut v = String::with_capacity(22 + vr.len() + len);
+        v.push_str("{\"vr\":\"");
+        v.push_str(vr);
+        v.push_str("\",\"Value\":[");
+        for (n, s) in values.iter().enumerate() {
             if n > 0 {
-                list.push(',');
+                v.push(',');
             }
-            push_json_str(&mut list, v.as_ref());
+            push_json_str(&mut v, s.as_ref());
         }
-        list.push(']');
-        self.insert_values(t, vr, &list);
+        v.push_str("]}");
+        self.set_raw(t, v);
     }
 
-    fn contains_key(&self, k: &str) -> bool {
-        self.set.contains_key(k) || self.layers.iter().any(|l| l.get(k).is_some())
+    /// The raw JSON value of an attribute (the highest-priority one).
+    fn raw(&self, t: Tag) -> Option<&str> {
+        if let Ok(n) = self.set.binary_search_by_key(&t, |e| e.0) {
+            return Some(&self.set[n].1);
+        }
+        self.layers.iter().find_map(|l| l.get(u64::from(t)))
     }
 
     /// Whether the attribute is present.
     pub fn contains(&self, t: Tag) -> bool {
-        self.contains_key(&tag_key(t))
+        self.raw(t).is_some()
     }
 
     /// One attribute, parsed.
     pub fn get(&self, t: Tag) -> Option<Json> {
-        let k = tag_key(t);
-        if let Some(v) = self.set.get(&k) {
-            return serde_json::from_str(v).ok();
-        }
-        self.layers
-            .iter()
-            .find_map(|l| l.get(&k))
-            .and_then(|v| serde_json::from_str(v).ok())
+        serde_json::from_str(self.raw(t)?).ok()
     }
 
     /// The first value of a string attribute (a UID).
     pub fn first_str(&self, t: Tag) -> Option<String> {
-        self.get(t)?
+        let raw = self.raw(t)?;
+        if let Some(v) = first_plain_string(raw) {
+            return Some(v.to_owned());
+        }
+        serde_json::from_str::<Json>(raw)
+            .ok()?
             .get("Value")?
             .get(0)?
             .as_str()
             .map(str::to_owned)
     }
 
-    /// Every attribute once (the highest-priority value), in tag order.
-    fn merged(&self) -> Vec<(&str, &str)> {
-        let mut all: Vec<(&str, usize, &str)> = Vec::with_capacity(32);
-        all.extend(self.set.iter().map(|(k, v)| (k.as_str(), 0, v.as_str())));
+    /// Every attribute once (the highest-priority value), in tag order, as `(tag or None for a
+    /// key that is not a tag, the key's text when stored, raw value)`.
+    fn merged(&self) -> Vec<(Option<Tag>, Option<&str>, &str)> {
+        let mut all: Vec<(u64, usize, Option<&str>, &str)> = Vec::with_capacity(40);
+        all.extend(
+            self.set
+                .iter()
+                .map(|(t, v)| (u64::from(*t), 0, None, v.as_str())),
+        );
         for (n, l) in self.layers.iter().enumerate() {
-            all.extend(l.pairs().map(|(k, v)| (k, n + 1, v)));
+            all.extend(
+                l.keys
+                    .iter()
+                    .zip(l.pairs())
+                    .map(|(k, (kt, v))| (*k, n + 1, Some(kt), v)),
+            );
         }
-        all.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
-        all.dedup_by(|later, first| later.0 == first.0);
-        all.into_iter().map(|(k, _, v)| (k, v)).collect()
+        all.sort_unstable_by_key(|e| (e.0, e.1));
+        // Keys that are not tags are told apart by their text.
+        all.dedup_by(|later, first| {
+            later.0 == first.0 && (later.0 < 1 << 32 || later.2 == first.2)
+        });
+        all.into_iter()
+            .map(|(k, _, kt, v)| (u32::try_from(k).ok(), kt, v))
+            .collect()
     }
 
     /// Appends the answer as one DICOM JSON object, attributes in tag order (PS3.18 F.2), keeping
-    /// only the keys `keep` accepts.
-    pub fn write_json(&self, out: &mut String, mut keep: impl FnMut(&str) -> bool) {
+    /// only the attributes `keep` accepts (it is given `None` for a key that is not a tag).
+    pub fn write_json(&self, out: &mut String, mut keep: impl FnMut(Option<Tag>) -> bool) {
         out.push('{');
         let mut first = true;
-        for (k, v) in self.merged() {
-            if !keep(k) {
+        for (t, kt, v) in self.merged() {
+            if !keep(t) {
                 continue;
             }
             if !first {
@@ -902,7 +973,12 @@ impl Answer {
             }
             first = false;
             out.push('"');
-            out.push_str(k);
+            match (t, kt) {
+                // Tag keys are written upper-case, whatever the stored text had.
+                (Some(t), _) => out.push_str(std::str::from_utf8(&tag_key(t)).expect("hex")),
+                (None, Some(k)) => out.push_str(k),
+                (None, None) => {}
+            }
             out.push_str("\":");
             out.push_str(v);
         }
@@ -913,7 +989,13 @@ impl Answer {
     pub fn to_map(&self) -> Map<String, Json> {
         self.merged()
             .into_iter()
-            .filter_map(|(k, v)| Some((k.to_owned(), serde_json::from_str(v).ok()?)))
+            .filter_map(|(t, kt, v)| {
+                let k = match t {
+                    Some(t) => String::from_utf8(tag_key(t).to_vec()).expect("hex"),
+                    None => kt?.to_owned(),
+                };
+                Some((k, serde_json::from_str(v).ok()?))
+            })
             .collect()
     }
 
@@ -991,6 +1073,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn answers_merge_layers_and_set_values_in_tag_order() {
+        let mut a = Answer::default();
+        // A layer out of tag order, with a lower-case key and a key that is not a tag.
+        a.merge_text(r#"{"00100020":{"vr":"LO","Value":["old"]},"0008005a":{"vr":"CS"},"zz":1}"#);
+        a.merge_text(r#"{"00100020":{"vr":"LO","Value":["new"]},"00100010":{"vr":"PN"}}"#);
+        a.insert_strings(0x0020_000D, "UI", &["1.2.3"]);
+        a.insert_values(0x0008_0061, "CS", "[\"CT\"]");
+        a.insert_values(0x0008_0061, "CS", "[\"MR\"]"); // replaces
+        let mut out = String::new();
+        a.write_json(&mut out, |_| true);
+        assert_eq!(
+            out,
+            r#"{"0008005A":{"vr":"CS"},"00080061":{"vr":"CS","Value":["MR"]},"00100010":{"vr":"PN"},"00100020":{"vr":"LO","Value":["new"]},"0020000D":{"vr":"UI","Value":["1.2.3"]},"zz":1}"#
+        );
+        assert_eq!(a.first_str(0x0010_0020).as_deref(), Some("new"));
+        assert_eq!(a.first_str(0x0020_000D).as_deref(), Some("1.2.3"));
+        assert!(a.contains(0x0008_005A) && !a.contains(0x0008_0050));
+        let mut only = String::new();
+        a.write_json(&mut only, |t| t == Some(0x0010_0010));
+        assert_eq!(only, r#"{"00100010":{"vr":"PN"}}"#);
+        let serde: Json = serde_json::from_str(&out).unwrap();
+        assert_eq!(Json::Object(a.to_map()), serde);
+    }
+
+    #[test]
     fn the_member_scanner_agrees_with_serde() {
         for text in [
             r#"{}"#,
@@ -998,10 +1105,14 @@ mod tests {
             r#"{"00100010":{"vr":"PN","Value":[{"Alphabetic":"Doe^J}]\"o"}]},"00201208":{"vr":"IS","Value":[23]}}"#,
             r#"{ "0020000D" : {"vr":"UI","Value":["1.2.3"]} , "00081115":{"vr":"SQ","Value":[{"0020000E":{"vr":"UI","Value":["1.2"]}},{}]},"7FE00010":{"vr":"OW","BulkDataURI":"x[{"},"x":true,"y":null,"z":-1.5e3}"#,
         ] {
-            let scanned = scan_members(text).unwrap();
-            let want: Vec<(&str, &str)> =
+            let mut scanned = scan_members(text).unwrap();
+            let mut want: Vec<(&str, &str)> =
                 pairs(text).into_iter().map(|(k, v)| (k, v.get())).collect();
             let layer = Layer::new(text.to_owned());
+            // The layer keeps its members in tag order (here also the text's order: tags
+            // begin with digits, the other keys with letters).
+            scanned.sort_by_key(|sp| &text[sp.0 as usize..sp.1 as usize]);
+            want.sort();
             assert_eq!(layer.spans, scanned, "{text}");
             let got: Vec<(&str, &str)> = layer.pairs().collect();
             assert_eq!(got, want, "{text}");
@@ -1016,8 +1127,18 @@ mod tests {
         ] {
             assert!(scan_members(text).is_none(), "{text}");
         }
-        assert_eq!(tag_key(0x0020_000D), "0020000D");
-        assert_eq!(tag_key(0x7FE0_0010), "7FE00010");
+        assert_eq!(&tag_key(0x0020_000D), b"0020000D");
+        assert_eq!(&tag_key(0x7FE0_0010), b"7FE00010");
+        assert_eq!(key_tag("0020000d"), Some(0x0020_000D));
+        assert_eq!(key_tag("7FE00010"), Some(0x7FE0_0010));
+        assert_eq!(key_tag("7FE0001"), None);
+        assert_eq!(key_tag("7FE0001G"), None);
+        assert_eq!(
+            first_plain_string(r#"{"vr":"UI","Value":["1.2.3","4"]}"#),
+            Some("1.2.3")
+        );
+        assert_eq!(first_plain_string(r#"{"vr":"LO","Value":["a\"b"]}"#), None);
+        assert_eq!(first_plain_string(r#"{"vr":"UI"}"#), None);
         let mut a = Answer::default();
         a.insert_strings(tag::RETRIEVE_URL, "UR", &["http://h/a\"b"]);
         assert_eq!(
