@@ -329,6 +329,31 @@ pub(crate) fn code(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject
 
 /// The first value of `tag` (8 hex digits) of a DICOM JSON object as text ("" when absent);
 /// person names in their alphabetic form.
+/// The Patient and General Study modules (PS3.3 C.7.1.1, C.7.2.1; type 2 attributes present,
+/// possibly empty) of a new object of the study, from the study's stored attributes `source`
+/// (Study Description apart: each object decides).
+pub(crate) fn put_patient_and_study(ds: &mut InMemDicomObject, source: &Json_, study_uid: &str) {
+    let src = |tag: &str| json_str(source, tag);
+    ds.put(text(tags::PATIENT_NAME, VR::PN, &src("00100010")));
+    ds.put(text(tags::PATIENT_ID, VR::LO, &src("00100020")));
+    let issuer = src("00100021");
+    if !issuer.is_empty() {
+        ds.put(text(tags::ISSUER_OF_PATIENT_ID, VR::LO, &issuer));
+    }
+    ds.put(text(tags::PATIENT_BIRTH_DATE, VR::DA, &src("00100030")));
+    ds.put(text(tags::PATIENT_SEX, VR::CS, &src("00100040")));
+    ds.put(text(tags::STUDY_INSTANCE_UID, VR::UI, study_uid));
+    ds.put(text(tags::STUDY_DATE, VR::DA, &src("00080020")));
+    ds.put(text(tags::STUDY_TIME, VR::TM, &src("00080030")));
+    ds.put(text(
+        tags::REFERRING_PHYSICIAN_NAME,
+        VR::PN,
+        &src("00080090"),
+    ));
+    ds.put(text(tags::STUDY_ID, VR::SH, &src("00200010")));
+    ds.put(text(tags::ACCESSION_NUMBER, VR::SH, &src("00080050")));
+}
+
 pub(crate) fn json_str(obj: &Json_, tag: &str) -> String {
     match obj
         .get(tag)
@@ -357,26 +382,7 @@ impl KeyObject<'_> {
         ds.put(text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"));
         ds.put(text(tags::SOP_CLASS_UID, VR::UI, KEY_OBJECT_SELECTION));
         ds.put(text(tags::SOP_INSTANCE_UID, VR::UI, self.sop_uid));
-        // Patient (type 2 attributes present, possibly empty).
-        ds.put(text(tags::PATIENT_NAME, VR::PN, &src("00100010")));
-        ds.put(text(tags::PATIENT_ID, VR::LO, &src("00100020")));
-        let issuer = src("00100021");
-        if !issuer.is_empty() {
-            ds.put(text(tags::ISSUER_OF_PATIENT_ID, VR::LO, &issuer));
-        }
-        ds.put(text(tags::PATIENT_BIRTH_DATE, VR::DA, &src("00100030")));
-        ds.put(text(tags::PATIENT_SEX, VR::CS, &src("00100040")));
-        // General Study.
-        ds.put(text(tags::STUDY_INSTANCE_UID, VR::UI, self.study_uid));
-        ds.put(text(tags::STUDY_DATE, VR::DA, &src("00080020")));
-        ds.put(text(tags::STUDY_TIME, VR::TM, &src("00080030")));
-        ds.put(text(
-            tags::REFERRING_PHYSICIAN_NAME,
-            VR::PN,
-            &src("00080090"),
-        ));
-        ds.put(text(tags::STUDY_ID, VR::SH, &src("00200010")));
-        ds.put(text(tags::ACCESSION_NUMBER, VR::SH, &src("00080050")));
+        put_patient_and_study(&mut ds, self.source, self.study_uid);
         let study_description = src("00081030");
         if !study_description.is_empty() {
             ds.put(text(tags::STUDY_DESCRIPTION, VR::LO, &study_description));

@@ -52,7 +52,8 @@ use vesalius_store::audit::Outcome;
 use vesalius_store::index::InstanceMetadata;
 
 use crate::key_images::{
-    audit, bad, code, ingest_document, internal, json_str, new_uid, seq, text, writable_study,
+    audit, bad, code, ingest_document, internal, new_uid, put_patient_and_study, seq, text,
+    writable_study,
 };
 use crate::{ApiError, Services};
 
@@ -502,31 +503,11 @@ impl Report<'_> {
     /// The data set (PS3.3 A.35.3: Patient, General Study, SR Document Series, General
     /// Equipment, SR Document General, SR Document Content, SOP Common).
     fn dataset(&self) -> InMemDicomObject {
-        let src = |tag: &str| json_str(self.source, tag);
         let mut ds = InMemDicomObject::new_empty();
         ds.put(text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"));
         ds.put(text(tags::SOP_CLASS_UID, VR::UI, COMPREHENSIVE_SR));
         ds.put(text(tags::SOP_INSTANCE_UID, VR::UI, self.sop_uid));
-        // Patient.
-        ds.put(text(tags::PATIENT_NAME, VR::PN, &src("00100010")));
-        ds.put(text(tags::PATIENT_ID, VR::LO, &src("00100020")));
-        let issuer = src("00100021");
-        if !issuer.is_empty() {
-            ds.put(text(tags::ISSUER_OF_PATIENT_ID, VR::LO, &issuer));
-        }
-        ds.put(text(tags::PATIENT_BIRTH_DATE, VR::DA, &src("00100030")));
-        ds.put(text(tags::PATIENT_SEX, VR::CS, &src("00100040")));
-        // General Study.
-        ds.put(text(tags::STUDY_INSTANCE_UID, VR::UI, self.study_uid));
-        ds.put(text(tags::STUDY_DATE, VR::DA, &src("00080020")));
-        ds.put(text(tags::STUDY_TIME, VR::TM, &src("00080030")));
-        ds.put(text(
-            tags::REFERRING_PHYSICIAN_NAME,
-            VR::PN,
-            &src("00080090"),
-        ));
-        ds.put(text(tags::STUDY_ID, VR::SH, &src("00200010")));
-        ds.put(text(tags::ACCESSION_NUMBER, VR::SH, &src("00080050")));
+        put_patient_and_study(&mut ds, self.source, self.study_uid);
         // SR Document Series (PS3.3 C.17.1).
         ds.put(text(tags::MODALITY, VR::CS, "SR"));
         ds.put(text(tags::SERIES_INSTANCE_UID, VR::UI, self.series_uid));
