@@ -235,11 +235,23 @@ test('desktop: an administrator runs the site from the console', async () => {
     await fillForm(nodeForm, {
       Name: 'dcmtk', 'AE title': 'STORESCP', Host: '127.0.0.1', Port: storePort, Description: 'DCMTK storescp',
       'Retrieve by': 'get', 'Query model': 'patient',
+      'Transfer syntaxes (UIDs, comma separated)': '1.2.840.10008.1.2.4.80, 1.2.840.10008.1.2.1',
     });
     await nodeForm.locator('button[type=submit]').click();
-    const nodeRow = sec.locator('tr', { hasText: 'DCMTK storescp' });
+    let nodeRow = sec.locator('tr', { hasText: 'DCMTK storescp' });
     await nodeRow.waitFor();
     assert.match(await nodeRow.innerText(), /C-GET · Patient Root/, 'the retrieval method and query model are saved');
+    const nodeSyntaxes = () => page.evaluate(async () =>
+      (await (await fetch('/api/v1/nodes')).json()).find((n) => n.name === 'dcmtk').transfer_syntaxes);
+    assert.deepEqual(await nodeSyntaxes(), ['1.2.840.10008.1.2.4.80', '1.2.840.10008.1.2.1'], 'the accepted syntaxes are saved');
+    // Edited and saved again (only the description changed): the node keeps its syntaxes.
+    await nodeRow.locator('button', { hasText: 'Edit' }).click();
+    await fillForm(nodeForm, { Description: 'DCMTK storescp (edited)' });
+    await nodeForm.locator('button[type=submit]').click();
+    nodeRow = sec.locator('tr', { hasText: 'DCMTK storescp (edited)' });
+    await nodeRow.waitFor();
+    assert.deepEqual(await nodeSyntaxes(), ['1.2.840.10008.1.2.4.80', '1.2.840.10008.1.2.1'], 'editing keeps the accepted syntaxes');
+    assert.match(await nodeRow.innerText(), /1\.2\.840\.10008\.1\.2\.4\.80/);
     await nodeRow.locator('button', { hasText: 'C-ECHO' }).click();
     await page.waitForFunction(() => /OK|Failed/.test(document.querySelector('.probe[data-node=dcmtk]')?.textContent || ''));
     assert.match(await nodeRow.locator('.probe').innerText(), /^OK · \d+ ms$/, 'storescp answered the C-ECHO');

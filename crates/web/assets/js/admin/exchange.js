@@ -97,11 +97,15 @@ export function nodes(who) {
       // (docs/exchange-admin.md, "DICOM nodes").
       field('Retrieve by', 'retrieve', { options: [['move', 'C-MOVE to us'], ['get', 'C-GET']], value: 'move' }),
       field('Query model', 'query_model', { options: [['study', 'Study Root'], ['patient', 'Patient Root']], value: 'study' }),
+      // The transfer syntaxes it accepts (UIDs); empty: the uncompressed ones. Saving the form
+      // replaces the node, so an edited node keeps what it had only if they are in the form.
+      field('Transfer syntaxes (UIDs, comma separated)', 'transfer_syntaxes'),
       field('Description', 'description'),
     ], 'Save node', async (v, f, out) => {
       const n = await send('PUT', `/api/v1/nodes/${enc(v.name)}`, {
         ae_title: v.ae_title, host: v.host, port: Number(v.port), org: v.org, description: v.description,
         retrieve: v.retrieve, query_model: v.query_model,
+        transfer_syntaxes: String(v.transfer_syntaxes || '').split(/[\s,]+/).filter(Boolean),
       });
       out.textContent = `Saved node ${n.name}.`;
       f.reset();
@@ -113,6 +117,7 @@ export function nodes(who) {
       ['Address', (n) => `${n.host}:${n.port}`],
       ['Organisation', (n) => n.org],
       ['Retrieval', (n) => `${n.retrieve === 'get' ? 'C-GET' : 'C-MOVE'} · ${n.query_model === 'patient' ? 'Patient Root' : 'Study Root'}`],
+      ['Accepts', (n) => (n.transfer_syntaxes?.length ? n.transfer_syntaxes.join(', ') : 'uncompressed')],
       ['Description', (n) => n.description || ''],
       ['C-ECHO', (n) => echoCell(n)],
       ['', (n) => h('div', { class: 'row-actions' },
