@@ -354,6 +354,48 @@ pub(crate) fn put_patient_and_study(ds: &mut InMemDicomObject, source: &Json_, s
     ds.put(text(tags::ACCESSION_NUMBER, VR::SH, &src("00080050")));
 }
 
+/// The Current Requested Procedure Evidence Sequence (PS3.3 C.17.2.3) of a document about one
+/// study: for each series, the Referenced SOP Sequence items of its instances.
+pub(crate) fn evidence<'a>(
+    study_uid: &str,
+    series: impl Iterator<Item = (&'a str, Vec<InMemDicomObject>)>,
+) -> DataElement<InMemDicomObject> {
+    let series_items = series
+        .map(|(series, refs)| {
+            InMemDicomObject::from_element_iter([
+                seq(tags::REFERENCED_SOP_SEQUENCE, refs),
+                text(tags::SERIES_INSTANCE_UID, VR::UI, series),
+            ])
+        })
+        .collect();
+    seq(
+        tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE,
+        vec![InMemDicomObject::from_element_iter([
+            seq(tags::REFERENCED_SERIES_SEQUENCE, series_items),
+            text(tags::STUDY_INSTANCE_UID, VR::UI, study_uid),
+        ])],
+    )
+}
+
+/// The root content item of an SR document (PS3.3 C.17.3): a CONTAINER named `concept`, with
+/// SEPARATE continuity, made from DCMR template `template`.
+pub(crate) fn put_root_container(
+    ds: &mut InMemDicomObject,
+    concept: InMemDicomObject,
+    template: &str,
+) {
+    ds.put(text(tags::VALUE_TYPE, VR::CS, "CONTAINER"));
+    ds.put(seq(tags::CONCEPT_NAME_CODE_SEQUENCE, vec![concept]));
+    ds.put(text(tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE"));
+    ds.put(seq(
+        tags::CONTENT_TEMPLATE_SEQUENCE,
+        vec![InMemDicomObject::from_element_iter([
+            text(tags::MAPPING_RESOURCE, VR::CS, "DCMR"),
+            text(tags::TEMPLATE_IDENTIFIER, VR::CS, template),
+        ])],
+    ));
+}
+
 pub(crate) fn json_str(obj: &Json_, tag: &str) -> String {
     match obj
         .get(tag)
@@ -414,39 +456,14 @@ impl KeyObject<'_> {
         for r in &self.references {
             by_series.entry(r.series_uid).or_default().push(r);
         }
-        let series_items = by_series
-            .iter()
-            .map(|(series, refs)| {
-                InMemDicomObject::from_element_iter([
-                    seq(
-                        tags::REFERENCED_SOP_SEQUENCE,
-                        refs.iter().map(|r| sop_ref(r)).collect(),
-                    ),
-                    text(tags::SERIES_INSTANCE_UID, VR::UI, series),
-                ])
-            })
-            .collect();
-        ds.put(seq(
-            tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE,
-            vec![InMemDicomObject::from_element_iter([
-                seq(tags::REFERENCED_SERIES_SEQUENCE, series_items),
-                text(tags::STUDY_INSTANCE_UID, VR::UI, self.study_uid),
-            ])],
+        ds.put(evidence(
+            self.study_uid,
+            by_series
+                .iter()
+                .map(|(series, refs)| (*series, refs.iter().map(|r| sop_ref(r)).collect())),
         ));
         // SR Document Content (PS3.3 C.17.3), TID 2010.
-        ds.put(text(tags::VALUE_TYPE, VR::CS, "CONTAINER"));
-        ds.put(seq(
-            tags::CONCEPT_NAME_CODE_SEQUENCE,
-            vec![code("113000", "DCM", "Of Interest")],
-        ));
-        ds.put(text(tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE"));
-        ds.put(seq(
-            tags::CONTENT_TEMPLATE_SEQUENCE,
-            vec![InMemDicomObject::from_element_iter([
-                text(tags::MAPPING_RESOURCE, VR::CS, "DCMR"),
-                text(tags::TEMPLATE_IDENTIFIER, VR::CS, "2010"),
-            ])],
-        ));
+        put_root_container(&mut ds, code("113000", "DCM", "Of Interest"), "2010");
         let mut content = Vec::new();
         if !self.description.is_empty() {
             content.push(InMemDicomObject::from_element_iter([

@@ -52,8 +52,8 @@ use vesalius_store::audit::Outcome;
 use vesalius_store::index::InstanceMetadata;
 
 use crate::key_images::{
-    audit, bad, code, ingest_document, internal, new_uid, put_patient_and_study, seq, text,
-    writable_study,
+    audit, bad, code, evidence, ingest_document, internal, new_uid, put_patient_and_study,
+    put_root_container, seq, text, writable_study,
 };
 use crate::{ApiError, Services};
 
@@ -542,40 +542,19 @@ impl Report<'_> {
                 .insert(&r.sop_uid, r);
         }
         if !by_series.is_empty() {
-            let series_items = by_series
-                .iter()
-                .map(|(series, refs)| {
-                    InMemDicomObject::from_element_iter([
-                        seq(
-                            tags::REFERENCED_SOP_SEQUENCE,
-                            refs.values().map(|r| sop_ref(r, None)).collect(),
-                        ),
-                        text(tags::SERIES_INSTANCE_UID, VR::UI, series),
-                    ])
-                })
-                .collect();
-            ds.put(seq(
-                tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE,
-                vec![InMemDicomObject::from_element_iter([
-                    seq(tags::REFERENCED_SERIES_SEQUENCE, series_items),
-                    text(tags::STUDY_INSTANCE_UID, VR::UI, self.study_uid),
-                ])],
+            ds.put(evidence(
+                self.study_uid,
+                by_series.iter().map(|(series, refs)| {
+                    (*series, refs.values().map(|r| sop_ref(r, None)).collect())
+                }),
             ));
         }
         // SR Document Content (PS3.3 C.17.3), TID 1500.
-        ds.put(text(tags::VALUE_TYPE, VR::CS, "CONTAINER"));
-        ds.put(seq(
-            tags::CONCEPT_NAME_CODE_SEQUENCE,
-            vec![code("126000", "DCM", "Imaging Measurement Report")],
-        ));
-        ds.put(text(tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE"));
-        ds.put(seq(
-            tags::CONTENT_TEMPLATE_SEQUENCE,
-            vec![InMemDicomObject::from_element_iter([
-                text(tags::MAPPING_RESOURCE, VR::CS, "DCMR"),
-                text(tags::TEMPLATE_IDENTIFIER, VR::CS, "1500"),
-            ])],
-        ));
+        put_root_container(
+            &mut ds,
+            code("126000", "DCM", "Imaging Measurement Report"),
+            "1500",
+        );
         let mut content = vec![
             code_item(
                 "HAS CONCEPT MOD",
