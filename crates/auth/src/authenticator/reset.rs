@@ -103,16 +103,7 @@ impl Authenticator {
         &self,
         token: &str,
     ) -> Result<Option<(vesalius_store::directory::User, i64)>> {
-        if token.len() > 128 {
-            return Ok(None);
-        }
-        let key = format!("{RESET_SETTING_PREFIX}{}", sha256_hex(token));
-        let Some(pending) = self
-            .dir
-            .setting(&key)
-            .await?
-            .and_then(|v| serde_json::from_str::<PendingReset>(&v).ok())
-        else {
+        let Some((_, pending)) = self.pending_reset(token).await? else {
             return Ok(None);
         };
         if self.now_ms() >= pending.expires_ms {
@@ -124,23 +115,28 @@ impl Authenticator {
         }
     }
 
+    /// The pending password link of `token` and the key of its setting, when there is one.
+    /// The setting is found by the token's hash: no comparison of secrets in this process.
+    async fn pending_reset(&self, token: &str) -> Result<Option<(String, PendingReset)>> {
+        if token.len() > 128 {
+            return Ok(None);
+        }
+        let key = format!("{RESET_SETTING_PREFIX}{}", sha256_hex(token));
+        let pending = self
+            .dir
+            .setting(&key)
+            .await?
+            .and_then(|v| serde_json::from_str::<PendingReset>(&v).ok());
+        Ok(pending.map(|p| (key, p)))
+    }
+
     pub(super) async fn complete_reset(
         &self,
         token: &str,
         new_password: &str,
         origin: Origin<'_>,
     ) -> Result<Option<LoginOk>> {
-        if token.len() > 128 {
-            return Ok(None);
-        }
-        // The setting is found by the token's hash: no comparison of secrets in this process.
-        let key = format!("{RESET_SETTING_PREFIX}{}", sha256_hex(token));
-        let Some(pending) = self
-            .dir
-            .setting(&key)
-            .await?
-            .and_then(|v| serde_json::from_str::<PendingReset>(&v).ok())
-        else {
+        let Some((key, pending)) = self.pending_reset(token).await? else {
             return Ok(None);
         };
         if self.now_ms() >= pending.expires_ms {
