@@ -235,6 +235,46 @@ impl BlobStore for ObjectBlobStore {
     fn local_path(&self, key: &str) -> Option<PathBuf> {
         self.local_root.as_ref().map(|r| r.join(key))
     }
+
+    fn persist_unsynced(
+        &self,
+        spool: &Path,
+        key: &str,
+    ) -> Option<Result<(Persisted, Vec<PathBuf>)>> {
+        let root = self.local_root.as_ref()?;
+        Some(link_unsynced(root, spool, key))
+    }
+}
+
+/// A hard link from the synced spool file to the key's path, creating directories as needed,
+/// without any sync (the ingest journal's checkpoint syncs the directories returned: the key's
+/// directory and, when directories were created, each of them and the one that holds the first).
+/// The spool entry itself is kept: it is the journal file.
+fn link_unsynced(root: &Path, spool: &Path, key: &str) -> Result<(Persisted, Vec<PathBuf>)> {
+    ObjectBlobStore::path(key)?;
+    let to = root.join(key);
+    let parent = to.parent().unwrap_or(root).to_owned();
+    let mut dirs = Vec::new();
+    if !parent.is_dir() {
+        // The directories to create, from the deepest up to the first that exists.
+        let mut missing = Vec::new();
+        let mut d = parent.as_path();
+        while !d.is_dir() && d != root {
+            missing.push(d.to_owned());
+            d = d.parent().unwrap_or(root);
+        }
+        dirs.push(d.to_owned());
+        std::fs::create_dir_all(&parent).map_err(|e| Error::blob(key, e))?;
+        dirs.extend(missing.into_iter().rev());
+    } else {
+        dirs.push(parent);
+    }
+    let persisted = match std::fs::hard_link(spool, &to) {
+        Ok(()) => Persisted::Created,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Persisted::AlreadyExisted,
+        Err(e) => return Err(Error::blob(key, e)),
+    };
+    Ok((persisted, dirs))
 }
 
 fn not_found_or(key: &str, e: std::io::Error) -> Error {

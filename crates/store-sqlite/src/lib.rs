@@ -17,6 +17,11 @@
 //!   (group commit). Each caller is answered only after that commit.
 //! - The audit chain is extended only by that writer, inside its transaction (`audit.rs`), so
 //!   `seq` has no gaps and every record links to the one before.
+//! - The ingest journal (`vesalius_store::journal`) commits instances with
+//!   [`Index::commit_unsynced`]: a batch made only of those commits with `synchronous=NORMAL`
+//!   (no WAL fsync; the journal file is the durable redo record until then), and
+//!   [`Index::sync`] commits a one-row write (`sync_marks`) with `synchronous=FULL`, whose WAL
+//!   fsync makes every earlier frame durable.
 //! - Reads use a separate pool of connections, which WAL lets run beside the writer.
 //! - The writer moves [`Outbox::changes`](vesalius_store::Outbox::changes) only after a commit
 //!   that added outbox jobs or made some ready, before answering its callers (`outbox.rs`).
@@ -159,7 +164,17 @@ pub(crate) fn stored_from_row(r: &SqliteRow) -> StoredInstance {
 #[async_trait]
 impl Index for SqliteIndex {
     async fn commit(&self, commit: IngestCommit) -> Result<IngestOutcome> {
-        self.send(|tx| WriteOp::Commit(Box::new(commit), tx)).await
+        self.send(|tx| WriteOp::Commit(Box::new(commit), true, tx))
+            .await
+    }
+
+    async fn commit_unsynced(&self, commit: IngestCommit) -> Result<IngestOutcome> {
+        self.send(|tx| WriteOp::Commit(Box::new(commit), false, tx))
+            .await
+    }
+
+    async fn sync(&self) -> Result<()> {
+        self.send(WriteOp::Sync).await
     }
 
     async fn find(&self, q: &Query) -> Result<Vec<Answer>> {

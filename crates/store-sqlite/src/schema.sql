@@ -322,6 +322,14 @@ CREATE TABLE IF NOT EXISTS upload_links (
 );
 CREATE INDEX IF NOT EXISTS upload_links_org ON upload_links (org);
 
+-- One row, rewritten by Index::sync with synchronous=FULL: its WAL fsync makes the ingest
+-- journal's unsynced commits durable (lib.rs). Added without a version bump: older builds of
+-- schema 7 never read it and open the file as before.
+CREATE TABLE IF NOT EXISTS sync_marks (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    at_ms INTEGER NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL

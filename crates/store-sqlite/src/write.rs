@@ -26,8 +26,12 @@ pub(crate) type Tx<T> = oneshot::Sender<Result<T>>;
 
 /// One request to the writer task, with the channel its answer goes back on.
 pub(crate) enum WriteOp {
-    /// An ingested instance with its side records ([`vesalius_store::Index::commit`]).
-    Commit(Box<IngestCommit>, Tx<IngestOutcome>),
+    /// An ingested instance with its side records ([`vesalius_store::Index::commit`]); `true`
+    /// when the caller needs it durable at once, `false` for
+    /// [`vesalius_store::Index::commit_unsynced`] (the ingest journal keeps its redo record).
+    Commit(Box<IngestCommit>, bool, Tx<IngestOutcome>),
+    /// Makes every earlier commit durable ([`vesalius_store::Index::sync`]).
+    Sync(Tx<()>),
     /// Index rows in scope ([`vesalius_store::Index::delete`]).
     Delete(
         Scope,
@@ -67,11 +71,12 @@ impl WriteOp {
     fn fail(self, e: &Error) {
         let e = clone_err(e);
         match self {
-            WriteOp::Commit(_, tx) => drop(tx.send(Err(e))),
+            WriteOp::Commit(_, _, tx) => drop(tx.send(Err(e))),
             WriteOp::Delete(_, _, tx) => drop(tx.send(Err(e))),
             WriteOp::Apply(_, _, tx)
             | WriteOp::Registry(_, _, tx)
             | WriteOp::Append(_, tx)
+            | WriteOp::Sync(tx)
             | WriteOp::Checkpoint(_, tx)
             | WriteOp::ThrottleReset(_, tx) => drop(tx.send(Err(e))),
             WriteOp::ThrottleFail { tx, .. } => drop(tx.send(Err(e))),
@@ -116,7 +121,8 @@ pub(crate) fn done<T: Send + 'static>(tx: Tx<T>, r: Result<T>) -> Done {
 /// Runs one request inside the open transaction.
 async fn run(conn: &mut SqliteConnection, chain: &mut Chain, op: WriteOp) -> Done {
     match op {
-        WriteOp::Commit(c, tx) => {
+        WriteOp::Sync(tx) => done(tx, mark_synced(conn).await),
+        WriteOp::Commit(c, _, tx) => {
             let r = apply_commit(conn, chain, &c).await;
             let wakes = matches!(r, Ok(o) if o != IngestOutcome::Duplicate)
                 && c.side.iter().any(|s| matches!(s, SideRecord::Outbox(_)));
@@ -152,12 +158,41 @@ async fn run(conn: &mut SqliteConnection, chain: &mut Chain, op: WriteOp) -> Don
 /// How often the writer refreshes planner statistics (`PRAGMA optimize`).
 const OPTIMIZE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// A write that a `synchronous=FULL` commit turns into a WAL fsync (a transaction that changes
+/// nothing writes no frame and syncs nothing), making every frame before it durable.
+async fn mark_synced(conn: &mut SqliteConnection) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO sync_marks (id, at_ms) VALUES (1, ?) \
+         ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms",
+    )
+    .bind(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// Whether every request of a batch is an unsynced ingest commit: the batch then commits with
+/// `synchronous=NORMAL` (no WAL fsync; durable at the next FULL commit, see `WriteOp::Sync`).
+fn unsynced_batch(batch: &[WriteOp]) -> bool {
+    batch
+        .iter()
+        .all(|op| matches!(op, WriteOp::Commit(_, false, _)))
+}
+
 pub(crate) async fn writer_task(
     mut conn: SqliteConnection,
     mut rx: mpsc::Receiver<WriteOp>,
     changes: watch::Sender<u64>,
 ) {
     let mut last_optimize = std::time::Instant::now();
+    // The connection opens with synchronous=FULL.
+    let mut full = true;
     while let Some(first) = rx.recv().await {
         if last_optimize.elapsed() > OPTIMIZE_EVERY {
             let _ = conn.execute("PRAGMA optimize").await;
@@ -168,6 +203,28 @@ pub(crate) async fn writer_task(
             match rx.try_recv() {
                 Ok(op) => batch.push(op),
                 Err(_) => break,
+            }
+        }
+        let want_full = !unsynced_batch(&batch);
+        if want_full != full {
+            let pragma = if want_full {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            };
+            match conn.execute(pragma).await {
+                Ok(_) => full = want_full,
+                Err(e) => {
+                    // Stay as it was; FULL is never weakened by a failure.
+                    tracing::error!(error = %e, "changing synchronous failed");
+                    if !full {
+                        let e = db_err(e);
+                        for op in batch {
+                            op.fail(&e);
+                        }
+                        continue;
+                    }
+                }
             }
         }
         run_batch(&mut conn, batch, &changes).await;
@@ -220,7 +277,8 @@ pub(crate) async fn run_batch(
         }
         return;
     }
-    // Durable here (WAL + synchronous=FULL): only now may anyone acknowledge.
+    // Durable here (WAL + synchronous=FULL): only now may anyone acknowledge. A batch of
+    // unsynced ingest commits only (synchronous=NORMAL) is durable at the next FULL commit.
     let committed = conn.execute("COMMIT").await.map_err(db_err);
     if let Err(e) = &committed {
         let _ = conn.execute("ROLLBACK").await;

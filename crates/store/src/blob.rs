@@ -69,6 +69,20 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Lists every blob (for consistency checks and sweeping orphans).
     async fn list(&self) -> Result<Vec<BlobEntry>>;
 
+    /// Links the already-synced local spool file to `key` **without** syncing any directory
+    /// (blocking: call from a blocking thread), for the ingest journal ([`crate::journal`]):
+    /// returns the directories whose entries the journal's checkpoint must fsync (the key's
+    /// directory, and every directory that had to be created with the one holding it). `None`
+    /// when the store does not keep blobs as local files; the caller then uses
+    /// [`BlobStore::persist`].
+    fn persist_unsynced(
+        &self,
+        _spool: &Path,
+        _key: &str,
+    ) -> Option<Result<(Persisted, Vec<std::path::PathBuf>)>> {
+        None
+    }
+
     /// A local file path for the blob when the store keeps blobs as local files (lets callers
     /// hand it to decoders or sendfile); `None` for remote stores.
     fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {

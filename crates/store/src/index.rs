@@ -58,6 +58,19 @@ pub trait Index: Send + Sync + 'static {
     /// Commits an ingested instance durably (group-committed with concurrent callers).
     async fn commit(&self, commit: IngestCommit) -> Result<IngestOutcome>;
 
+    /// [`Index::commit`] that may return before the commit is durable, for a caller that keeps
+    /// what it needs to redo it (the ingest journal, [`crate::journal`]); the commit is durable
+    /// after the next [`Index::sync`]. Visible to reads when it returns, like `commit`. The
+    /// default commits durably.
+    async fn commit_unsynced(&self, commit: IngestCommit) -> Result<IngestOutcome> {
+        self.commit(commit).await
+    }
+
+    /// Makes every commit that has returned durable (after [`Index::commit_unsynced`]).
+    async fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Runs a query; answers are DICOM JSON objects of the requested level.
     async fn find(&self, query: &Query) -> Result<Vec<Answer>>;
 

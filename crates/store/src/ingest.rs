@@ -27,6 +27,7 @@ use vesalius_core::uid;
 use crate::blob::{BlobStore, instance_key};
 use crate::error::{Error, Result};
 use crate::index::Index;
+use crate::journal::{self, JOURNAL_EXT, Journal};
 use crate::model::*;
 use crate::spool::{SpoolWriter, SpooledFile};
 
@@ -57,8 +58,10 @@ impl Default for IngestLimits {
     }
 }
 
-/// Who sent an object and what they said it is.
-#[derive(Debug, Clone, Default)]
+/// Who sent an object and what they said it is (kept in the seal of a journal file, so an
+/// instance is ingested again with it after a crash: [`crate::journal`]).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct IngestContext {
     /// Owning organisation.
     pub org: OrgId,
@@ -89,6 +92,9 @@ pub struct IngestContext {
     pub default_issuer: Option<String>,
 }
 
+/// The extension a sealed journal file gets when it cannot be ingested again at start-up.
+pub const FAILED_EXT: &str = "journal-failed";
+
 /// What an ingest produced.
 #[derive(Debug, Clone)]
 pub struct Ingested {
@@ -105,6 +111,18 @@ pub struct Ingestor {
     observers: Vec<Arc<dyn IngestObserver>>,
     limits: IngestLimits,
     spool_dir: PathBuf,
+    journal: Option<Arc<Journal>>,
+}
+
+/// What [`Ingestor::recover`] found in the journal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Sealed journal files ingested again.
+    pub replayed: usize,
+    /// Unsealed or torn journal files removed (never acknowledged).
+    pub discarded: usize,
+    /// Sealed files that could not be ingested again, kept as `*.journal-failed`.
+    pub failed: usize,
 }
 
 impl Ingestor {
@@ -116,10 +134,17 @@ impl Ingestor {
         limits: IngestLimits,
     ) -> Result<Self> {
         std::fs::create_dir_all(&spool_dir).map_err(Error::Spool)?;
-        // Anything left in the spool was never acknowledged (see the module doc).
+        // Anything left in the spool was never acknowledged (see the module doc), except
+        // journal files, which [`Ingestor::recover`] reads (and failed ones, kept for a person).
         if let Ok(rd) = std::fs::read_dir(&spool_dir) {
             for e in rd.flatten() {
-                let _ = std::fs::remove_file(e.path());
+                let ext = e
+                    .path()
+                    .extension()
+                    .map(|x| x.to_string_lossy().into_owned());
+                if !matches!(ext.as_deref(), Some(JOURNAL_EXT | FAILED_EXT)) {
+                    let _ = std::fs::remove_file(e.path());
+                }
             }
         }
         Ok(Ingestor {
@@ -128,7 +153,76 @@ impl Ingestor {
             observers: Vec::new(),
             limits,
             spool_dir,
+            journal: None,
         })
+    }
+
+    /// Spools into the journal's files from now on: one flush per instance (see
+    /// [`crate::journal`]). The journal must live in this ingestor's spool directory.
+    pub fn with_journal(mut self, journal: Arc<Journal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// The journal, when there is one.
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
+        self.journal.as_ref()
+    }
+
+    /// Makes every acknowledged instance durable without its journal file (a journal
+    /// checkpoint); a no-op without a journal. Deletions call it first, since a journal file
+    /// ingested again after a crash would bring a deleted instance back.
+    pub async fn checkpoint(&self) -> Result<()> {
+        match &self.journal {
+            Some(j) => j.checkpoint().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Ingests again every sealed journal file left by a crash, in sealing order, and removes
+    /// unsealed or torn ones (see [`crate::journal`]); call once at start-up, after the
+    /// observers are added and before serving. A sealed file that fails is renamed
+    /// `*.journal-failed` and kept.
+    pub async fn recover(&self) -> Result<Recovered> {
+        let dir = self.spool_dir.clone();
+        let found = tokio::task::spawn_blocking(move || journal::scan(&dir))
+            .await
+            .map_err(|e| Error::Unavailable(format!("journal scan: {e}")))?;
+        let mut r = Recovered::default();
+        for f in found {
+            match f {
+                journal::Found::Unsealed(p) => {
+                    if self.journal.as_ref().is_some_and(|j| j.is_free(&p)) {
+                        continue;
+                    }
+                    // Empty: a free file of an earlier run's pool; else never acknowledged.
+                    let empty = std::fs::metadata(&p).is_ok_and(|m| m.len() == 0);
+                    let _ = std::fs::remove_file(&p);
+                    r.discarded += usize::from(!empty);
+                }
+                journal::Found::Sealed(p, seal) => {
+                    let spooled = SpooledFile::from_journal(p.clone(), seal.size, seal.sha256);
+                    match self.ingest(spooled, &seal.ctx).await {
+                        Ok(done) => {
+                            r.replayed += 1;
+                            tracing::info!(
+                                sop = %done.instance.sop_instance_uid,
+                                outcome = ?done.outcome,
+                                file = %p.display(),
+                                "journal: instance ingested again after a crash"
+                            );
+                        }
+                        Err(e) => {
+                            r.failed += 1;
+                            let _ = std::fs::rename(&p, p.with_extension(FAILED_EXT));
+                            tracing::error!(file = %p.display(), error = %e, "journal: a sealed file could not be ingested again; kept as .journal-failed");
+                        }
+                    }
+                }
+            }
+        }
+        self.checkpoint().await?;
+        Ok(r)
     }
 
     /// Adds an observer called inside every ingest transaction.
@@ -155,7 +249,17 @@ impl Ingestor {
     /// Opens a spool file for a new object; refused when the disk is below its watermark.
     pub fn spool(&self) -> Result<SpoolWriter> {
         self.check_free_space()?;
-        SpoolWriter::create(&self.spool_dir, self.limits.max_instance_bytes)
+        let max = self.limits.max_instance_bytes;
+        if let Some(path) = self.journal.as_ref().and_then(|j| j.take()) {
+            match SpoolWriter::journal(path.clone(), max) {
+                Ok(w) => return Ok(w),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "journal file unusable");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        SpoolWriter::create(&self.spool_dir, max)
     }
 
     /// Free bytes on the filesystem of the spool (and so of the blobs beside it).
@@ -196,12 +300,17 @@ impl Ingestor {
         Ok(w)
     }
 
-    /// Parses, persists and commits a spooled object; returns once it is durable.
+    /// Parses, persists and commits a spooled object; returns once it is durable (or, for a
+    /// journal file, once its journal file is sealed and synced: [`crate::journal`]).
     pub async fn ingest(&self, spooled: SpooledFile, ctx: &IngestContext) -> Result<Ingested> {
         let started = std::time::Instant::now();
         let limits = self.limits.parse;
         let ctx_owned = ctx.clone();
-        // One blocking hop: parse with limits, validate, precompute, then fsync the spool file.
+        let journal = self.journal.clone().filter(|_| spooled.is_journal());
+        let recovering = spooled.is_recovered();
+        let blobs = self.blobs.clone();
+        // One blocking hop: parse with limits, validate, precompute, then fsync the spool file
+        // (sealed first when it is a journal file, then linked to its key without syncs).
         let (spooled, built) = tokio::task::spawn_blocking(move || {
             let mut spooled = spooled;
             let built = parse_spooled(spooled.path(), spooled.size, &limits)
@@ -210,17 +319,34 @@ impl Ingestor {
                     let source = ctx_owned.source.clone();
                     build_record(&parsed, &spooled, &ctx_owned, org, source)
                 })
-                .and_then(|built| spooled.sync().map(|_| built));
+                .and_then(|built| {
+                    let linked = journaled_link(
+                        &mut spooled,
+                        journal.as_deref(),
+                        &*blobs,
+                        &built.0.blob_key,
+                        &ctx_owned,
+                    )?;
+                    Ok((built, linked))
+                });
             (spooled, built)
         })
         .await
         .map_err(|e| Error::Unavailable(format!("ingest task: {e}")))?;
-        let (record, rejects) = built?;
+        let ((record, rejects), linked) = built?;
         let parsed_at = started.elapsed();
 
-        // Durable blob first: an index row must never point at a blob that could vanish.
+        // Durable blob first: an index row must never point at a blob that could vanish (with
+        // the journal: its journal file is that durable copy until the checkpoint).
         let key = record.blob_key.clone();
-        self.blobs.persist(spooled.path(), &key).await?;
+        let journal_file = spooled.path().to_owned();
+        let journaled = match linked {
+            Some(dirs) => Some(dirs),
+            None => {
+                self.blobs.persist(spooled.path(), &key).await?;
+                None
+            }
+        };
         let persisted_at = started.elapsed();
         spooled.disarm();
 
@@ -241,14 +367,28 @@ impl Ingestor {
             sha256: record.sha256.clone(),
             number: record.instance.number,
         };
-        let outcome = self
-            .index
-            .commit(IngestCommit {
-                record,
-                side,
-                rejects,
-            })
-            .await?;
+        let commit = IngestCommit {
+            record,
+            side,
+            rejects,
+        };
+        let outcome = match (journaled, &self.journal) {
+            (Some(dirs), Some(j)) => match self.index.commit_unsynced(commit).await {
+                Ok(o) => {
+                    j.committed(journal_file, dirs);
+                    o
+                }
+                Err(e) => {
+                    // Not acknowledged: the journal file must not be ingested again (unless it
+                    // was acknowledged before a crash: then it is kept, see `recover`).
+                    if !recovering {
+                        j.discard(&journal_file);
+                    }
+                    return Err(e);
+                }
+            },
+            _ => self.index.commit(commit).await?,
+        };
         tracing::debug!(
             sop = %instance.sop_instance_uid,
             parse_and_sync_us = parsed_at.as_micros() as u64,
@@ -265,6 +405,31 @@ impl Ingestor {
         metrics::histogram!("vesalius_ingest_latency_seconds", "source" => kind)
             .record(started.elapsed().as_secs_f64());
         Ok(Ingested { outcome, instance })
+    }
+}
+
+/// Syncs a spooled file; with a journal, seals it first and links it to `key` without syncs,
+/// returning the directories the checkpoint must sync (`None`: the caller persists it).
+fn journaled_link(
+    spooled: &mut SpooledFile,
+    journal: Option<&Journal>,
+    blobs: &dyn BlobStore,
+    key: &str,
+    ctx: &IngestContext,
+) -> Result<Option<Vec<PathBuf>>> {
+    let Some(j) = journal else {
+        spooled.sync()?;
+        return Ok(None);
+    };
+    let (size, sha256) = (spooled.size, spooled.sha256.clone());
+    let sealed = j.seal(spooled.file()?, size, &sha256, ctx)?;
+    spooled.sync()?;
+    if !sealed {
+        return Ok(None);
+    }
+    match blobs.persist_unsynced(spooled.path(), key) {
+        Some(r) => r.map(|(_, dirs)| Some(dirs)),
+        None => Ok(None),
     }
 }
 

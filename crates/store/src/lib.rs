@@ -5,6 +5,7 @@
 //! - [`index`]: [`Index`], the database of patients/studies/series/instances, with group commit.
 //! - [`query`]: the query model shared by QIDO-RS and C-FIND (PS3.4 C.2.2.2 matching).
 //! - [`ingest`]: [`Ingestor`], the one path by which an instance enters the archive.
+//! - [`journal`]: the ingest journal, one flush per acknowledgement on local storage.
 //! - [`directory`]: [`Directory`], organisations, users, credentials, grants, AE titles, links.
 //! - [`audit`]: [`AuditLog`], the hash-chained audit trail.
 //! - [`alerts`]: [`AlertStore`], alert rules, subscriptions, alerts and their deliveries (issue 6).
@@ -26,6 +27,7 @@ pub mod directory;
 pub mod error;
 pub mod index;
 pub mod ingest;
+pub mod journal;
 pub mod memory;
 pub mod memory_directory;
 pub mod model;

@@ -23,6 +23,8 @@ pub struct SpoolWriter {
     max_size: u64,
     /// Bytes already handed to the kernel's writeback (see [`WRITEBACK_CHUNK`]).
     written_back: u64,
+    /// A journal file (see [`crate::journal`]) rather than a fresh spool file.
+    journal: bool,
 }
 
 /// Every this many bytes, writeback of the spool file is started in the background
@@ -54,14 +56,29 @@ impl SpoolWriter {
             .create_new(true)
             .open(&path)
             .map_err(Error::Spool)?;
-        Ok(SpoolWriter {
+        Ok(Self::over(file, path, max_size, false))
+    }
+
+    /// Writes into `path`, an empty journal file taken from the journal's pool
+    /// ([`crate::journal::Journal::take`]); removed like a spool file when dropped unfinished.
+    pub fn journal(path: PathBuf, max_size: u64) -> Result<Self> {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(Error::Spool)?;
+        Ok(Self::over(file, path, max_size, true))
+    }
+
+    fn over(file: File, path: PathBuf, max_size: u64, journal: bool) -> Self {
+        SpoolWriter {
             file: Some(std::io::BufWriter::with_capacity(256 << 10, file)),
             path,
             hasher: Sha256::new(),
             size: 0,
             max_size,
             written_back: 0,
-        })
+            journal,
+        }
     }
 
     /// Appends bytes. Fails with [`Error::TooLarge`] past the limit (the file is then removed
@@ -108,6 +125,8 @@ impl SpoolWriter {
             file: Some(file),
             size: self.size,
             sha256: hex::encode(hasher.finalize()),
+            journal: self.journal,
+            recovered: false,
         })
     }
 }
@@ -128,6 +147,10 @@ pub struct SpooledFile {
     pub size: u64,
     /// SHA-256 of the bytes, hex.
     pub sha256: String,
+    /// A journal file (see [`crate::journal`]).
+    journal: bool,
+    /// Found sealed at start-up: never removed on drop (a failed second ingest keeps it).
+    recovered: bool,
 }
 
 impl SpooledFile {
@@ -138,7 +161,39 @@ impl SpooledFile {
             file: None,
             size,
             sha256,
+            journal: false,
+            recovered: false,
         }
+    }
+
+    /// A journal file found sealed at start-up, to be ingested again (see [`crate::journal`]).
+    pub fn from_journal(path: PathBuf, size: u64, sha256: String) -> Self {
+        let mut f = Self::from_parts(path, size, sha256);
+        f.journal = true;
+        f.recovered = true;
+        f
+    }
+
+    /// Whether this journal file was found sealed at start-up ([`SpooledFile::from_journal`]).
+    pub fn is_recovered(&self) -> bool {
+        self.recovered
+    }
+
+    /// Whether this is a journal file (see [`crate::journal`]).
+    pub fn is_journal(&self) -> bool {
+        self.journal
+    }
+
+    /// The open file, opened for writing when it is not (blocking).
+    pub fn file(&mut self) -> Result<&File> {
+        if self.file.is_none() {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&self.path)
+                .map_err(Error::Spool)?;
+            self.file = Some(f);
+        }
+        Ok(self.file.as_ref().expect("just opened"))
     }
 
     /// The spool file path.
@@ -164,7 +219,7 @@ impl SpooledFile {
 
 impl Drop for SpooledFile {
     fn drop(&mut self) {
-        if !self.path.as_os_str().is_empty() {
+        if !self.path.as_os_str().is_empty() && !self.recovered {
             let _ = std::fs::remove_file(&self.path);
         }
     }

@@ -164,13 +164,27 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     /// The organisation objects received by this site belong to (until organisations arrive).
     pub org: String,
+    /// The ingest journal (vesalius_store::journal): one flush before each acknowledgement
+    /// instead of three. Default true; false: every acknowledgement waits for the spool file,
+    /// its directory entry and the index to be synced.
+    pub journal: bool,
+    /// Journal files kept ready (at most this many instances in flight or awaiting their
+    /// checkpoint use the journal; more take the three syncs). Default 128.
+    pub journal_files: usize,
+    /// The longest an instance's journal file waits for the checkpoint that makes its blob
+    /// entry and index row durable on their own, in ms. Default 100.
+    pub journal_checkpoint_ms: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
+        let j = vesalius_store::journal::JournalConfig::default();
         StorageConfig {
             data_dir: PathBuf::from("./vesalius-data"),
             org: "default".into(),
+            journal: true,
+            journal_files: j.files,
+            journal_checkpoint_ms: j.checkpoint_ms,
         }
     }
 }

@@ -17,6 +17,8 @@ mod exchange_tests;
 mod federation_tests;
 mod import;
 #[cfg(test)]
+mod journal_tests;
+#[cfg(test)]
 mod patients_tests;
 mod registry_seed;
 mod send;

@@ -99,12 +99,40 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
     // Issue 6: the web app's worklist hears of stored studies.
     let study_events = Arc::new(vesalius_api::events::StudyEvents::new());
     // Issue 4: every stored study leaves a `store` audit event in its instance's transaction.
-    let ingestor = Ingestor::new(index.clone(), blobs.clone(), spool, limits)?
+    let mut ingestor = Ingestor::new(index.clone(), blobs.clone(), spool.clone(), limits)?
         .with_observer(Arc::new(crate::audit_observer::AuditObserver::new(
             auth.clone(),
         )))
         .with_observer(routes.clone())
         .with_observer(study_events.clone());
+    // One flush per acknowledgement (vesalius_store::journal); instances acknowledged before
+    // a crash and not yet checkpointed are ingested again before anything is served.
+    if cfg.storage.journal {
+        let journal_config = vesalius_store::journal::JournalConfig {
+            files: cfg.storage.journal_files,
+            checkpoint_ms: cfg.storage.journal_checkpoint_ms,
+        };
+        let index: Arc<dyn vesalius_store::Index> = index.clone();
+        if let Some(j) = vesalius_store::journal::Journal::open(&spool, index, journal_config)
+            .context("opening the ingest journal")?
+        {
+            let j = Arc::new(j);
+            j.spawn_checkpointer();
+            ingestor = ingestor.with_journal(j);
+        }
+    }
+    let recovered = ingestor
+        .recover()
+        .await
+        .context("ingesting the journal again")?;
+    if recovered != Default::default() {
+        tracing::warn!(
+            replayed = recovered.replayed,
+            discarded = recovered.discarded,
+            failed = recovered.failed,
+            "ingest journal recovered after an unclean stop"
+        );
+    }
     let x = &cfg.exchange;
     let ms = std::time::Duration::from_millis;
     let client = vesalius_exchange::PeerClient::new(identity.clone(), ms(x.request_timeout_ms))?
@@ -658,6 +686,10 @@ pub async fn run(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<()> {
             Ok(Err(e)) => tracing::error!(error = %e, "DICOM server"),
             Err(e) => tracing::error!(error = %e, "DICOM server task"),
         }
+    }
+    // Acknowledged instances still waiting for their journal checkpoint.
+    if let Err(e) = storage.ingestor.checkpoint().await {
+        tracing::error!(error = %e, "journal checkpoint at shutdown failed");
     }
     // Read events still waiting for their batch (vesalius_store::audit_batch).
     if let Err(e) = storage.auth.flush_audit().await {

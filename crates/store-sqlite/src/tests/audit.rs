@@ -244,7 +244,7 @@ async fn a_failing_request_rolls_back_its_changes_and_events_alone() {
                 tx2,
             ),
             WriteOp::Append(vec![admin_event(4, "a", "x")], tx3),
-            WriteOp::Commit(Box::new(commit(record(0, 0, 0, 0, "ef"))), tx4),
+            WriteOp::Commit(Box::new(commit(record(0, 0, 0, 0, "ef"))), true, tx4),
             WriteOp::Apply(
                 vec![put("u3", "carol")],
                 vec![admin_event(5, "a", "x")],
