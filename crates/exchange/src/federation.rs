@@ -710,6 +710,13 @@ pub async fn search(
                     ))
                 })?)
             }
+            "count" => {
+                page.count = match v.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(bad(format!("count must be true or false, not {v:?}"))),
+                }
+            }
             "site" if !v.trim().is_empty() => filter.site = Some(v.trim().to_owned()),
             "site" => {}
             "peers" => {
@@ -778,6 +785,9 @@ struct SearchPage {
     /// `orderby=priority`: arrivals at a priority above 0 first ([`worklist`]); the sites
     /// are asked newest first.
     priority: bool,
+    /// `count=true`: every site is asked at least [`MAX_SEARCH_DEPTH`] deep, so that `total`
+    /// is known whenever none holds more (the worklist's "Studies 26–50 of 73").
+    count: bool,
 }
 
 impl Default for SearchPage {
@@ -788,6 +798,7 @@ impl Default for SearchPage {
             order: StudyOrder::DateDesc,
             orderby: String::new(),
             priority: false,
+            count: false,
         }
     }
 }

@@ -658,7 +658,23 @@ async fn r6_worklist_filters_and_priority_order_are_paged_by_the_server() {
         "site=hub is scope=local"
     );
 
+    // `count=true`: the first page knows the total (every site asked 500 deep).
+    let (_, _, counted) = hub
+        .get_json("/api/v1/search?orderby=priority&limit=3&count=true")
+        .await;
+    assert_eq!(
+        (counted["total"].as_u64(), counted["more"].as_bool()),
+        (Some(n as u64), Some(true)),
+        "{counted}"
+    );
+    assert_eq!(uids(&counted), uids(&prio)[..3]);
+    let (_, _, uncounted) = hub
+        .get_json("/api/v1/search?orderby=priority&limit=3")
+        .await;
+    assert!(uncounted["total"].is_null(), "{uncounted}");
+
     for (bad, want) in [
+        ("/api/v1/search?count=yes", 400),
         ("/api/v1/search?status=here", 400),
         ("/api/v1/search?priority=high", 400),
         ("/api/v1/search?orderby=Priority", 400),

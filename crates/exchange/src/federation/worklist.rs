@@ -366,8 +366,13 @@ impl Federation {
                 ),
             )));
         }
-        // Every member site answers its first `depth` in the page's order, and one more to
-        // tell whether it holds more (see `SearchPage`).
+        // Every member site answers its first `depth` in the page's order (deeper to count),
+        // and one more to tell whether it holds more (see `SearchPage`).
+        let depth = if ask.page.count {
+            depth.max(super::MAX_SEARCH_DEPTH)
+        } else {
+            depth
+        };
         let mut q = ask.qido.clone();
         q.push(("limit".into(), (depth + 1).to_string()));
         if !ask.page.orderby.is_empty() {

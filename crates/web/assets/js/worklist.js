@@ -76,6 +76,8 @@ export function searchQuery(f, sort, page) {
   p.set('orderby', ORDERBY[sort] || 'priority');
   p.set('limit', String(PAGE));
   p.set('offset', String(page * PAGE));
+  // Every site is asked 500 deep, so the total is known unless a site holds more.
+  p.set('count', 'true');
   return p.toString();
 }
 
@@ -259,6 +261,9 @@ export function worklist(app, q, who) {
     const line = siteLine();
     status.textContent = `${count()}. ${line.text}`;
     status.classList.toggle('warn', line.down.length > 0);
+    // What is shown (for scripts and tests: the sort and page of the rows drawn).
+    list.dataset.sort = st.sort;
+    list.dataset.page = String(st.page);
     clear(list);
     if (!shown.length) {
       list.append(h('p', { class: 'empty' }, 'No studies match.'));
