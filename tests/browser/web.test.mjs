@@ -354,19 +354,22 @@ test('desktop: the worklist shows a new study without a reload; filters and sort
   await page.locator(`tr.study[data-uid="${study}"]`).waitFor();
   await page.click('th button[data-sort=name]');
   assert.equal(await page.locator('select[name=sort]').inputValue(), 'name');
+  await page.locator('#worklist[data-sort=name]:not([aria-busy])').waitFor();
   const names = await page.locator('tr.study a.open').allInnerTexts();
   assert.deepEqual(names, [...names].sort((a, b) => a.localeCompare(b)));
   await page.selectOption('select[name=sort]', 'date-asc');
+  await page.locator('#worklist[data-sort=date-asc]:not([aria-busy])').waitFor();
   const dates = await page.locator('tr.study td[data-label=Date]').allInnerTexts();
   assert.deepEqual(dates, [...dates].sort());
-  // Paging: 25 a page.
+  // Paging: 25 a page, each page asked of the server (docs/web.md, "Worklist").
   const many = synth(join(site.tmp, 'many'), 21, 1, 26);
   const total = new Set(Object.values(many.images).map((i) => i.study)).size + 2;
   site.import(many.dir);
   await page.waitForFunction((t) => document.getElementById('wl-status').textContent.startsWith(`${t} studies`), total, { timeout: 20000 });
   assert.equal(await page.locator('tr.study').count(), 25);
-  assert.match(await page.locator('nav.pager').innerText(), new RegExp(`1–25 of ${total}`));
+  assert.match(await page.locator('nav.pager').innerText(), new RegExp(`Studies 1–25 of ${total}`));
   await page.click('nav.pager button:has-text("Next")');
+  await page.locator('nav.pager .pager-status', { hasText: `Studies 26–${total} of ${total}` }).waitFor();
   assert.equal(await page.locator('tr.study').count(), total - 25);
   await shot(page, 'desktop-09b-paging');
   await context.close();

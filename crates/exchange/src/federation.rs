@@ -30,7 +30,6 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -40,7 +39,6 @@ use futures::StreamExt;
 use futures::future::join_all;
 use serde::Serialize;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 use vesalius_auth::peer::OnBehalf;
 use vesalius_auth::principal::PrincipalKind;
 use vesalius_auth::{Action, Authenticator, Caller};
@@ -54,6 +52,8 @@ use vesalius_store::registry::Peer;
 use crate::api::{ApiError, ApiResult, caller_of, may};
 use crate::client::transport;
 use crate::worker::Exchange;
+
+mod worklist;
 
 /// Private creator of the labels this site adds to federated answers (PS3.5 7.8.1): the block
 /// `(0009,10xx)`.
@@ -650,9 +650,10 @@ async fn local_answer(
 
 /// `GET /api/v1/search?…`: studies across this site and its peers, as JSON for people and
 /// apps. Parameters are QIDO-RS study-level ones (`PatientID`, `PatientName`, `StudyDate`,
-/// `ModalitiesInStudy`, `AccessionNumber`, `StudyDescription`, `limit`, `offset`,
-/// `fuzzymatching`, …) plus `peers=a,b` (only these peers) and `scope=local|network`
-/// (default network). `limit` and `offset` apply at each site.
+/// `ModalitiesInStudy`, `AccessionNumber`, `StudyDescription`, `fuzzymatching`, …) plus
+/// `peers=a,b` (only these peers), `scope=local|network` (default network), a page of the
+/// merged list (`orderby`, `limit`, `offset`: [`SearchPage`]) and the worklist's `priority`,
+/// `status` and `site` ([`worklist`]).
 pub async fn search(
     State(fed): State<Arc<Federation>>,
     caller: Option<Extension<Caller>>,
@@ -669,30 +670,55 @@ pub async fn search(
     let mut network = true;
     let mut qido: Vec<(String, String)> = Vec::new();
     let mut page = SearchPage::default();
+    let mut filter = worklist::WorklistFilter::default();
+    let bad = |m: String| ApiError::new(ErrorKind::BadRequest, m);
     for (k, v) in params {
         match k.as_str() {
             "limit" | "offset" => {
-                let n: usize = v.parse().map_err(|_| {
-                    ApiError::new(
-                        ErrorKind::BadRequest,
-                        format!("{k} must be a whole number, not {v:?}"),
-                    )
-                })?;
+                let n: usize = v
+                    .parse()
+                    .map_err(|_| bad(format!("{k} must be a whole number, not {v:?}")))?;
                 if k == "limit" {
                     page.limit = n;
                 } else {
                     page.offset = n;
                 }
             }
+            "orderby" if v == "priority" => {
+                page.priority = true;
+                page.order = StudyOrder::DateDesc;
+                page.orderby = "-StudyDate".into();
+            }
             "orderby" => {
                 page.order = StudyOrder::parse(&v).ok_or_else(|| {
-                    ApiError::new(
-                        ErrorKind::BadRequest,
-                        format!("orderby must be -StudyDate, StudyDate or PatientName, not {v:?}"),
-                    )
+                    bad(format!(
+                        "orderby must be -StudyDate, StudyDate, PatientName or priority, not {v:?}"
+                    ))
                 })?;
                 page.orderby = v;
             }
+            "priority" => {
+                filter.min_priority = Some(
+                    v.parse()
+                        .map_err(|_| bad(format!("priority must be a whole number, not {v:?}")))?,
+                )
+            }
+            "status" => {
+                filter.status = Some(worklist::Delivery::parse(&v).ok_or_else(|| {
+                    bad(format!(
+                        "status must be arriving, complete or none, not {v:?}"
+                    ))
+                })?)
+            }
+            "count" => {
+                page.count = match v.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(bad(format!("count must be true or false, not {v:?}"))),
+                }
+            }
+            "site" if !v.trim().is_empty() => filter.site = Some(v.trim().to_owned()),
+            "site" => {}
             "peers" => {
                 only = Some(
                     v.split(',')
@@ -706,102 +732,33 @@ pub async fn search(
                 "network" => network = true,
                 "local" => network = false,
                 other => {
-                    return Err(ApiError::new(
-                        ErrorKind::BadRequest,
-                        format!("scope must be local or network, not {other:?}"),
-                    ));
+                    return Err(bad(format!(
+                        "scope must be local or network, not {other:?}"
+                    )));
                 }
             },
             _ => qido.push((k, v)),
         }
     }
     if page.limit == 0 || page.offset + page.limit > MAX_SEARCH_DEPTH {
-        return Err(ApiError::new(
-            ErrorKind::BadRequest,
-            format!(
-                "limit must be at least 1 and offset + limit at most {MAX_SEARCH_DEPTH} (narrow the filters)"
-            ),
-        ));
+        return Err(bad(format!(
+            "limit must be at least 1 and offset + limit at most {MAX_SEARCH_DEPTH} (narrow the filters)"
+        )));
     }
     for extra in ["IssuerOfPatientID", "ModalitiesInStudy", "StudyDescription"] {
         qido.push(("includefield".into(), extra.into()));
     }
-    // Every site answers its first offset + limit in the page's order, and one more to tell
-    // whether it holds more: the merged page is in there (see `SearchPage`).
-    let depth = page.offset + page.limit;
-    qido.push(("limit".into(), (depth + 1).to_string()));
-    if !page.orderby.is_empty() {
-        qido.push(("orderby".into(), page.orderby.clone()));
-    }
-    let query = serde_urlencoded::to_string(&qido)
-        .map_err(|e| ApiError::new(ErrorKind::BadRequest, e.to_string()))?;
-    let local = fed
-        .local
-        .get()
-        .cloned()
-        .ok_or_else(|| ApiError::new(ErrorKind::Unavailable, "search is not wired"))?;
-    let mut req = Request::builder()
-        .method(Method::GET)
-        .uri(format!("/studies?{query}"))
-        .body(Body::empty())
-        .map_err(|e| ApiError::new(ErrorKind::BadRequest, e.to_string()))?;
-    for name in [header::HOST, header::ACCEPT_LANGUAGE] {
-        if let Some(v) = headers.get(&name) {
-            req.headers_mut().insert(name, v.clone());
-        }
-    }
-    req.extensions_mut().insert(caller.clone());
-    let peers = if network {
-        fed.peers_for(&caller, only.as_deref()).await?
-    } else {
-        Vec::new()
+    let ask = worklist::Ask {
+        qido,
+        page,
+        filter,
+        network,
+        only,
     };
-    let pq = format!("/dicom-web/studies?{query}");
-    let local_resp = async move { local.oneshot(req).await.unwrap_or_else(|e| match e {}) };
-    let (local, remote) = tokio::join!(
-        local_answer(local_resp, fed.site_name(), fed.opts.max_json_bytes),
-        fed.ask_all(&peers, &caller, &pq)
-    );
-    let local = match local {
-        Ok(a) => a,
-        Err(resp) => return Ok(resp),
-    };
-    let mut answers = vec![local];
-    answers.extend(remote);
-    // A site that answered more than the depth may hold more than we know of.
-    let cut = answers.iter().any(|a| a.results.len() > depth);
-    for a in &mut answers {
-        a.results.truncate(depth);
-        a.count = a.results.len();
-    }
-    if network {
-        fed.audit_search(&caller, &query, &answers);
-    }
-    let service = local_service(fed.opts.public_base_url.as_deref(), &headers);
-    let merged = merge("0020000D", &answers, &service);
-    let mut studies: Vec<Value> = merged
-        .iter()
-        .map(|s| study_summary(s, fed.site_name()))
-        .collect();
-    page.sort(&mut studies);
-    let known = studies.len();
-    let studies: Vec<Value> = studies
-        .into_iter()
-        .skip(page.offset)
-        .take(page.limit)
-        .collect();
-    let complete = answers.iter().all(|a| a.status == SiteStatus::Ok);
-    Ok(Json(json!({
-        "studies": studies,
-        "sites": answers,
-        "complete": complete,
-        "offset": page.offset,
-        "limit": page.limit,
-        "more": cut || known > depth,
-        // Exact when no site was cut: every matching study of the sites that answered.
-        "total": if cut { Value::Null } else { json!(known) },
-    }))
-    .into_response())
+    Ok(match fed.search_page(&caller, &headers, ask).await {
+        Ok(v) => Json(v).into_response(),
+        Err(resp) => *resp,
+    })
 }
 
 /// The deepest a federated search pages: `offset + limit` (each site is asked that many).
@@ -825,6 +782,12 @@ struct SearchPage {
     order: StudyOrder,
     /// The `orderby` as given (passed on to the sites), empty when absent.
     orderby: String,
+    /// `orderby=priority`: arrivals at a priority above 0 first ([`worklist`]); the sites
+    /// are asked newest first.
+    priority: bool,
+    /// `count=true`: every site is asked at least [`MAX_SEARCH_DEPTH`] deep, so that `total`
+    /// is known whenever none holds more (the worklist's "Studies 26–50 of 73").
+    count: bool,
 }
 
 impl Default for SearchPage {
@@ -834,6 +797,8 @@ impl Default for SearchPage {
             limit: 500,
             order: StudyOrder::DateDesc,
             orderby: String::new(),
+            priority: false,
+            count: false,
         }
     }
 }

@@ -461,3 +461,231 @@ async fn r6_federated_search_is_sorted_and_paged_by_the_server() {
         s.stop().await;
     }
 }
+
+/// Issue 6: the worklist's filters and order that come from the hub's arrivals (`priority`,
+/// `status`, `orderby=priority`) and its site filter (`site`) are applied by the server before
+/// paging: page after page (3 a page), every study once, in order, with an exact total. A CT
+/// head routed from spoke A (a real delivery, priority 100) is held at both and labelled so
+/// under an arrival filter; the hub's own studies get arrivals written into its registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r6_worklist_filters_and_priority_order_are_paged_by_the_server() {
+    use vesalius_store::registry::{Arrival, RegistryChange};
+    let dir = tempfile::tempdir().unwrap();
+    let sites = demo::start_network(dir.path()).await.unwrap();
+    // CT heads and MRs at the hub (no routes there); MRs only at the spokes (their route sends
+    // CT heads to the hub, and only the one below should go).
+    let mut n = 0;
+    for (i, site) in sites.iter().enumerate() {
+        let mut opts = vesalius_synth::SynthOptions::new(80 + i as u64);
+        opts.slices = 1;
+        opts.patients = 4;
+        opts.kinds = if i == 0 {
+            vec!["ct-head".parse().unwrap(), "mr-brain".parse().unwrap()]
+        } else {
+            vec!["mr-brain".parse().unwrap()]
+        };
+        let w = vesalius_synth::write_studies(&opts, &dir.path().join(format!("wl-{i}")))
+            .expect("synth");
+        n += w.studies.len();
+        store(site, ["CT_HUB", "CT_SPOKE_A", "CT_SPOKE_B"][i], w.files).await;
+    }
+    let (ct, _) = synth(dir.path(), 11, "ct-head", 2);
+    let routed = demo::send_and_wait(
+        &sites[1],
+        "CT_SPOKE_A",
+        ct,
+        sites[0].storage.exchange.subscribe(),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+    .study_uid;
+    n += 1;
+    let hub = Session::login(&sites[0], "admin-hub").await;
+    let uids = |v: &Value| -> Vec<String> {
+        v["studies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["study_instance_uid"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, _, local) = hub.get_json("/api/v1/search?scope=local&limit=500").await;
+    let own: Vec<String> = uids(&local).into_iter().filter(|u| *u != routed).collect();
+    assert!(own.len() >= 6, "{local}");
+    // Arrivals at the hub for four of its own studies.
+    let arrival = |uid: &str, priority: i32, complete_ms: i64, from: &str| {
+        RegistryChange::PutArrival(Arrival {
+            org: "csc".into(),
+            study_uid: uid.into(),
+            from_peer: from.into(),
+            priority,
+            manifest_instances: 1,
+            complete_ms,
+            updated_ms: 1,
+        })
+    };
+    sites[0]
+        .storage
+        .exchange
+        .registry()
+        .apply(
+            vec![
+                arrival(&own[0], 100, 5, "spoke-a"),
+                arrival(&own[1], 100, 0, "spoke-b"),
+                arrival(&own[2], 0, 5, "spoke-a"),
+                arrival(&own[3], 20, 5, "spoke-b"),
+            ],
+            vec![],
+        )
+        .await
+        .unwrap();
+
+    // The whole list (one page of 500) and the same by pages of 3 must agree.
+    let paged = |query: &'static str| {
+        let hub = &hub;
+        async move {
+            let (status, _, whole) = hub
+                .get_json(&format!("/api/v1/search?{query}&limit=500"))
+                .await;
+            assert_eq!(status, 200, "{query}: {whole}");
+            let mut pages: Vec<String> = Vec::new();
+            for offset in (0..).step_by(3) {
+                let (status, _, page) = hub
+                    .get_json(&format!("/api/v1/search?{query}&limit=3&offset={offset}"))
+                    .await;
+                assert_eq!(status, 200, "{query}: {page}");
+                let got = uids(&page);
+                let more = page["more"].as_bool().unwrap();
+                if more {
+                    assert_eq!(got.len(), 3, "{query} at {offset}: a full page");
+                }
+                pages.extend(got);
+                if !more {
+                    assert_eq!(page["total"], pages.len(), "{query}: {page}");
+                    break;
+                }
+            }
+            assert_eq!(pages, uids(&whole), "{query}: the pages are the whole list");
+            assert_eq!(whole["total"], pages.len(), "{query}");
+            whole
+        }
+    };
+    let set = |v: &Value| -> std::collections::BTreeSet<String> { uids(v).into_iter().collect() };
+    let of = |xs: &[&String]| -> std::collections::BTreeSet<String> {
+        xs.iter().map(|s| (*s).clone()).collect()
+    };
+
+    let stroke = paged("priority=50").await;
+    assert_eq!(set(&stroke), of(&[&own[0], &own[1], &routed]), "{stroke}");
+    let both = by_uid(stroke["studies"].as_array().unwrap(), &routed);
+    assert_eq!(
+        both["sites"],
+        json!(["hub", "spoke-a"]),
+        "labelled by the peers"
+    );
+    assert_eq!(both["arrival"]["from_peer"], "spoke-a");
+    assert_eq!(
+        by_uid(stroke["studies"].as_array().unwrap(), &own[1])["arrival"]["complete_ms"],
+        0
+    );
+    let complete = paged("status=complete").await;
+    assert_eq!(
+        set(&complete),
+        of(&[&own[0], &own[2], &own[3], &routed]),
+        "{complete}"
+    );
+    assert_eq!(set(&paged("status=arriving").await), of(&[&own[1]]));
+    assert_eq!(
+        set(&paged("status=complete&site=spoke-b").await),
+        of(&[&own[3]]),
+        "delivered by spoke B"
+    );
+    assert!(uids(&paged("status=arriving&priority=101").await).is_empty());
+    let none = paged("status=none").await;
+    assert_eq!(none["total"], n - 5, "{none}");
+    assert!(
+        none["studies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["arrival"].is_null())
+    );
+
+    // Priority, then newest: 100 (newest first), 20, then every other study newest first.
+    let prio = paged("orderby=priority").await;
+    assert_eq!(prio["total"], n);
+    let rows = prio["studies"].as_array().unwrap();
+    let key = |s: &Value| {
+        (
+            std::cmp::Reverse(s["arrival"]["priority"].as_i64().unwrap_or(0).max(0)),
+            std::cmp::Reverse(s["study_date"].as_str().unwrap_or("").to_owned()),
+        )
+    };
+    let keys: Vec<_> = rows.iter().map(key).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "{prio}");
+    assert_eq!(
+        rows[3]["study_instance_uid"],
+        own[3].as_str(),
+        "priority 20 fourth"
+    );
+    // With a filter the search matches, the head keeps only what matches.
+    let mr = paged("orderby=priority&ModalitiesInStudy=MR").await;
+    assert!(
+        mr["studies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["modalities"] == json!(["MR"])),
+        "{mr}"
+    );
+
+    // A peer's studies only, labelled with the hub where it holds them too; this site's name
+    // is the local scope.
+    let at_a = paged("site=spoke-a&orderby=PatientName").await;
+    let rows = at_a["studies"].as_array().unwrap();
+    assert!(
+        rows.iter()
+            .all(|s| s["sites"].as_array().unwrap().contains(&json!("spoke-a")))
+    );
+    assert_eq!(by_uid(rows, &routed)["sites"], json!(["hub", "spoke-a"]));
+    assert_eq!(by_uid(rows, &routed)["local"], true);
+    assert_eq!(
+        set(&paged("site=hub").await),
+        set(&local),
+        "site=hub is scope=local"
+    );
+
+    // `count=true`: the first page knows the total (every site asked 500 deep).
+    let (_, _, counted) = hub
+        .get_json("/api/v1/search?orderby=priority&limit=3&count=true")
+        .await;
+    assert_eq!(
+        (counted["total"].as_u64(), counted["more"].as_bool()),
+        (Some(n as u64), Some(true)),
+        "{counted}"
+    );
+    assert_eq!(uids(&counted), uids(&prio)[..3]);
+    let (_, _, uncounted) = hub
+        .get_json("/api/v1/search?orderby=priority&limit=3")
+        .await;
+    assert!(uncounted["total"].is_null(), "{uncounted}");
+
+    for (bad, want) in [
+        ("/api/v1/search?count=yes", 400),
+        ("/api/v1/search?status=here", 400),
+        ("/api/v1/search?priority=high", 400),
+        ("/api/v1/search?orderby=Priority", 400),
+        ("/api/v1/search?site=spoke-a&scope=local", 400),
+        ("/api/v1/search?site=nowhere", 404),
+    ] {
+        let (status, _, body) = hub.get_json(bad).await;
+        assert_eq!(status, want, "{bad}: {body}");
+        assert!(body["error"].is_string(), "{bad}: JSON error {body}");
+    }
+    for s in sites {
+        s.stop().await;
+    }
+}

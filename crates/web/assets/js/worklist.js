@@ -1,16 +1,18 @@
 // The worklist: studies the user may see, here and at the peer sites (GET /api/v1/search,
-// docs/api-exchange.md "Federated search"), with filters, sort and paging; arrivals from peers
-// (GET /api/v1/arrivals) flag stroke-priority studies; a server-sent event stream
-// (GET /api/v1/events) reloads the list when studies of the user's organisation change.
+// docs/api-exchange.md "Federated search"), with filters, sort and paging, all done by the
+// server: each page asks the search for that page only. Each row carries its study's arrival
+// from a peer (`arrival`), which flags stroke-priority studies; a server-sent event stream
+// (GET /api/v1/events) reloads the page shown when studies of the user's organisation change.
 
-import { ApiError, json } from './api.js';
+import { json } from './api.js';
 import { clear, h, toast } from './dom.js';
 import { isoDate, personName, shortTime } from './pixels.js';
+import { pager } from './admin/ui.js';
 
 /** Rows per page. */
 const PAGE = 25;
-/** Results asked of each site (the search's `limit`, applied at every site). */
-const PER_SITE = 500;
+/** The deepest the search pages (`offset + limit`, docs/api-exchange.md). */
+const DEEPEST = 500;
 /** Arrivals with this route priority or more stand out (stroke routes use 100). */
 export const URGENT_PRIORITY = 50;
 const MODALITIES = ['CT', 'MR', 'CR', 'DX', 'US', 'PT', 'NM', 'XA', 'MG', 'RF', 'OT'];
@@ -20,6 +22,8 @@ const SORTS = [
   ['date-asc', 'Oldest first'],
   ['name', 'Patient name'],
 ];
+/** The search's `orderby` of each sort. */
+const ORDERBY = { priority: 'priority', 'date-desc': '-StudyDate', 'date-asc': 'StudyDate', name: 'PatientName' };
 
 /** `2026-12-07` → `20261207`. */
 function dicomDate(iso) {
@@ -45,51 +49,36 @@ function filtersFrom(q) {
   };
 }
 
-/** Delivery states of the status filter, from `GET /api/v1/arrivals`. */
+/**
+ * Delivery states of the status filter (the search's `status`: this site's arrivals from
+ * peers; the page's `here` is the search's `none`).
+ */
 const STATUSES = [
   ['arriving', 'Arriving from a peer'],
   ['complete', 'Received complete'],
   ['here', 'Not received from a peer'],
 ];
 
-/** Whether study `s` is in delivery state `status` (see [`STATUSES`]). */
-export function hasStatus(s, status, arrivals) {
-  const a = arrivals.get(s.study_instance_uid);
-  switch (status) {
-    case 'arriving': return Boolean(a && !a.complete_ms);
-    case 'complete': return Boolean(a && a.complete_ms);
-    case 'here': return !a;
-    default: return true;
-  }
-}
-
-/** The search's query string for `f`. */
-export function searchQuery(f) {
+/**
+ * The search's query string for filters `f`, sort `sort` and page `page` (from 0). The server
+ * filters (also by priority, status and site), sorts and pages: docs/web.md, "Worklist".
+ */
+export function searchQuery(f, sort, page) {
   const p = new URLSearchParams();
   if (f.patientName) p.set('PatientName', prefix(f.patientName));
   if (f.patientID) p.set('PatientID', prefix(f.patientID));
   if (f.from || f.to) p.set('StudyDate', `${dicomDate(f.from)}-${dicomDate(f.to)}`);
   if (f.modality) p.set('ModalitiesInStudy', f.modality);
-  // `priority` and `status` are applied here, to the arrivals (the search knows neither).
+  if (f.priority === 'stroke') p.set('priority', String(URGENT_PRIORITY));
+  if (f.status) p.set('status', f.status === 'here' ? 'none' : f.status);
   if (f.site === 'local') p.set('scope', 'local');
-  else if (f.site) p.set('peers', f.site);
-  p.set('limit', String(PER_SITE));
+  else if (f.site) p.set('site', f.site);
+  p.set('orderby', ORDERBY[sort] || 'priority');
+  p.set('limit', String(PAGE));
+  p.set('offset', String(page * PAGE));
+  // Every site is asked 500 deep, so the total is known unless a site holds more.
+  p.set('count', 'true');
   return p.toString();
-}
-
-function when(s) {
-  return `${s.study_date || ''}${s.study_time || ''}`;
-}
-
-function sorter(sort, arrivals) {
-  const prio = (s) => arrivals.get(s.study_instance_uid)?.priority ?? -1;
-  const byDate = (a, b) => when(b).localeCompare(when(a));
-  switch (sort) {
-    case 'date-asc': return (a, b) => -byDate(a, b);
-    case 'name': return (a, b) => (a.patient_name || '').localeCompare(b.patient_name || '') || byDate(a, b);
-    case 'date-desc': return byDate;
-    default: return (a, b) => (prio(b) - prio(a)) || byDate(a, b);
-  }
 }
 
 /**
@@ -115,7 +104,10 @@ export function worklist(app, q, who) {
     studies: [],
     sites: [],
     complete: true,
-    arrivals: new Map(),
+    total: null,
+    more: false,
+    // Which pager button had the focus when a page was asked (kept there when it is drawn).
+    focus: null,
     fresh: new Set(),
     siteNames: new Set(),
     seq: 0,
@@ -148,12 +140,12 @@ export function worklist(app, q, who) {
   const status = h('p', { class: 'status', id: 'wl-status', role: 'status' });
   const alerts = h('div', { class: 'alerts', id: 'wl-alerts' });
   const list = h('div', { class: 'list', id: 'worklist' });
-  const pager = h('nav', { class: 'pager', 'aria-label': 'Pages' });
+  const pages = h('div', { class: 'pager-row', id: 'wl-pages' });
   // On a phone the filters fold away unless some are set.
   const anySet = Object.values(st.f).some(Boolean);
   const filters = h('details', { class: 'filterbox', open: anySet || !matchMedia('(max-width: 720px)').matches },
     h('summary', {}, 'Filters'), form);
-  clear(app).append(h('section', { class: 'worklist' }, h('h1', {}, 'Worklist'), filters, alerts, status, list, pager));
+  clear(app).append(h('section', { class: 'worklist' }, h('h1', {}, 'Worklist'), filters, alerts, status, list, pages));
 
   function readForm() {
     const d = new FormData(form);
@@ -165,30 +157,30 @@ export function worklist(app, q, who) {
     history.replaceState(null, '', `/worklist${p.toString() ? `?${p}` : ''}`);
   }
   form.addEventListener('submit', (e) => { e.preventDefault(); readForm(); st.page = 0; load(); });
-  for (const sel of [sort, priority, statusSel]) sel.addEventListener('change', () => { readForm(); st.page = 0; draw(); });
-  for (const sel of [modality, site]) sel.addEventListener('change', () => { readForm(); st.page = 0; load(); });
-
-  // --- loading ---------------------------------------------------------------------------
-  async function loadArrivals() {
-    try {
-      const a = await json('/api/v1/arrivals?limit=1000');
-      st.arrivals = new Map((a || []).map((x) => [x.study_uid, x]));
-    } catch (e) {
-      if (!(e instanceof ApiError) || e.status !== 403) throw e;
-      st.arrivals = new Map(); // not allowed to see arrivals: nothing stands out
-    }
+  for (const sel of [sort, priority, statusSel, modality, site]) {
+    sel.addEventListener('change', () => { readForm(); st.page = 0; load(); });
   }
 
+  // --- loading ---------------------------------------------------------------------------
+  /** Asks the search for the page shown (`st.page`); a page emptied by changes goes back to the last one. */
   async function load() {
     const seq = ++st.seq;
     status.textContent = 'Searching…';
     list.setAttribute('aria-busy', 'true');
     try {
-      const [res] = await Promise.all([json(`/api/v1/search?${searchQuery(st.f)}`), loadArrivals()]);
+      const res = await json(`/api/v1/search?${searchQuery(st.f, st.sort, st.page)}`);
       if (seq !== st.seq) return; // a newer search is under way
+      if (!(res.studies || []).length && st.page > 0) {
+        // Studies left the list (or the filters changed): show the last page there is.
+        st.page = res.total ? Math.floor((res.total - 1) / PAGE) : 0;
+        load();
+        return;
+      }
       st.studies = res.studies || [];
       st.sites = res.sites || [];
       st.complete = res.complete !== false;
+      st.total = typeof res.total === 'number' ? res.total : null;
+      st.more = Boolean(res.more);
       for (const s of st.sites) if (!s.local) st.siteNames.add(s.site);
       refreshSites();
       draw();
@@ -209,16 +201,6 @@ export function worklist(app, q, who) {
   }
 
   // --- drawing ---------------------------------------------------------------------------
-  function visible() {
-    let rows = st.studies;
-    if (st.f.site && st.f.site !== 'local') rows = rows.filter((s) => (s.sites || []).includes(st.f.site));
-    if (st.f.priority === 'stroke') {
-      rows = rows.filter((s) => (st.arrivals.get(s.study_instance_uid)?.priority ?? -1) >= URGENT_PRIORITY);
-    }
-    if (st.f.status) rows = rows.filter((s) => hasStatus(s, st.f.status, st.arrivals));
-    return [...rows].sort(sorter(st.sort, st.arrivals));
-  }
-
   function siteLine() {
     const down = st.sites.filter((s) => s.status !== 'ok');
     const here = st.sites.find((s) => s.local);
@@ -227,13 +209,11 @@ export function worklist(app, q, who) {
     for (const s of st.sites.filter((x) => !x.local && x.status === 'ok')) parts.push(s.site);
     const line = [`Sites searched: ${parts.join(', ') || 'none'}`];
     if (down.length) line.push(`not answering: ${down.map((s) => `${s.site} (${s.status})`).join(', ')}`);
-    const full = st.sites.filter((s) => s.count >= PER_SITE).map((s) => s.site);
-    if (full.length) line.push(`more than ${PER_SITE} studies at ${full.join(', ')}: narrow the filters`);
     return { text: line.join(' · '), down };
   }
 
   function row(s) {
-    const arrival = st.arrivals.get(s.study_instance_uid);
+    const arrival = s.arrival;
     const urgent = arrival && arrival.priority >= URGENT_PRIORITY;
     const name = personName(s.patient_name) || '(no name)';
     const arriving = arrival && !arrival.complete_ms;
@@ -261,16 +241,31 @@ export function worklist(app, q, who) {
       (s.sites || []).length > 1 ? h('small', {}, ` also ${(s.sites || []).slice(1).join(', ')}`) : ''));
   }
 
+  /** How many studies match, as far as the search knows. */
+  function count() {
+    const shown = st.page * PAGE + st.studies.length;
+    if (st.total === null) return `More than ${shown} studies`;
+    return `${st.total} ${st.total === 1 ? 'study' : 'studies'}${st.complete ? '' : ' or more'}`;
+  }
+
+  /** "Studies 26–50 of 73" (or "of more than 50" when the total is not known). */
+  function where() {
+    const from = st.page * PAGE + 1;
+    const to = st.page * PAGE + st.studies.length;
+    if (st.total === null) return `Studies ${from}–${to} of more than ${to}`;
+    return `Studies ${from}–${to} of ${st.total}${st.complete ? '' : ' or more (a site did not answer)'}`;
+  }
+
   function draw() {
-    const rows = visible();
-    const pages = Math.max(1, Math.ceil(rows.length / PAGE));
-    st.page = Math.min(st.page, pages - 1);
-    const shown = rows.slice(st.page * PAGE, (st.page + 1) * PAGE);
+    const shown = st.studies;
     const line = siteLine();
-    status.textContent = `${rows.length} ${rows.length === 1 ? 'study' : 'studies'}. ${line.text}`;
+    status.textContent = `${count()}. ${line.text}`;
     status.classList.toggle('warn', line.down.length > 0);
+    // What is shown (for scripts and tests: the sort and page of the rows drawn).
+    list.dataset.sort = st.sort;
+    list.dataset.page = String(st.page);
     clear(list);
-    if (!rows.length) {
+    if (!shown.length) {
       list.append(h('p', { class: 'empty' }, 'No studies match.'));
     } else {
       list.append(h('table', { class: 'studies' },
@@ -278,16 +273,23 @@ export function worklist(app, q, who) {
           ['Description'], ['Images'], ['Site']].map(([t, by]) => h('th', {
           scope: 'col', 'aria-sort': by && st.sort === by ? (by === 'name' ? 'ascending' : 'descending') : null,
         }, by ? h('button', { type: 'button', class: 'sort', dataset: { sort: by }, title: `Sort by ${t || 'priority'}`,
-          onclick: () => { sort.value = by; readForm(); st.page = 0; draw(); } }, t || 'Priority') : t)))),
+          onclick: () => { sort.value = by; readForm(); st.page = 0; load(); } }, t || 'Priority') : t)))),
         h('tbody', {}, shown.map(row))));
     }
-    clear(pager);
-    if (pages > 1) {
-      pager.append(
-        h('button', { type: 'button', disabled: st.page === 0, onclick: () => { st.page--; draw(); } }, '‹ Previous'),
-        h('span', {}, `${st.page * PAGE + 1}–${st.page * PAGE + shown.length} of ${rows.length}`),
-        h('button', { type: 'button', disabled: st.page >= pages - 1, onclick: () => { st.page++; draw(); } }, 'Next ›'));
+    clear(pages);
+    // The search pages at most 500 deep: beyond, the filters must narrow the list.
+    const deeper = (st.page + 2) * PAGE <= DEEPEST;
+    if (st.page > 0 || st.more) {
+      const go = (page, focus) => () => { st.page = page; st.focus = focus; load(); };
+      pages.append(pager('Studies', {
+        status: where(),
+        prev: st.page > 0 ? go(st.page - 1, 'prev') : null,
+        next: st.more && deeper ? go(st.page + 1, 'next') : null,
+        focus: st.focus,
+      }));
+      if (st.more && !deeper) pages.append(h('p', { class: 'note-text' }, `Only the first ${DEEPEST} studies are paged: narrow the filters.`));
     }
+    st.focus = null;
   }
 
   // --- live updates ----------------------------------------------------------------------

@@ -90,9 +90,10 @@ export function users(who) {
       ['Roles', roleText],
       ['State', (u) => [u.disabled ? h('span', { class: 'badge warn' }, 'disabled') : h('span', { class: 'badge ok' }, 'active'),
         u.service ? h('span', { class: 'badge' }, 'service') : null,
+        u.site_admin ? h('span', { class: 'badge site-admin' }, 'site administrator') : null,
         !u.service && !u.has_password && !u.oidc_linked ? h('span', { class: 'badge' }, 'no password yet') : null]],
       ['Created', (u) => time(u.created_ms)],
-      ['Actions', (u) => userActions(u, only || who.org, shown, () => reload(body, reload))],
+      ['Actions', (u) => userActions(u, only || who.org, who, shown, () => reload(body, reload))],
     ], r.users, only ? `No members of ${only}.` : 'No users.', { 'aria-label': 'Users' });
     const go = (offset, focus) => () => {
       state.offset = offset;
@@ -122,8 +123,13 @@ export function users(who) {
   });
 }
 
-/** The actions on user `u`; roles are set in organisation `org` (the one shown, or the caller's). */
-function userActions(u, org, shown, reload) {
+/**
+ * The actions on user `u`; roles are set in organisation `org` (the one shown, or the
+ * caller's). Site administrators (`who.site_admin`) also name and remove site administrators
+ * (`PATCH /api/v1/users/{username}` `{"site_admin"}`; not service accounts, and not
+ * themselves: the server refuses both).
+ */
+function userActions(u, org, who, shown, reload) {
   const mine = u.memberships.find((m) => m.org === org) || (u.memberships.length === 1 ? u.memberships[0] : null);
   const box = h('div', { class: 'row-actions' });
   if (mine) {
@@ -140,6 +146,18 @@ function userActions(u, org, shown, reload) {
     confirmText: u.disabled ? null : `Disable ${u.username}? Their sessions and tokens stop working.`,
     after: reload,
   }));
+  if (who.site_admin === true && !u.service && !(u.site_admin && u.username === who.actor?.name)) {
+    const on = !u.site_admin;
+    box.append(act(on ? 'Make site administrator' : 'Remove site administration', async () => {
+      await send('PATCH', `/api/v1/users/${encodeURIComponent(u.username)}`, { site_admin: on });
+      toast(on ? `${u.username} is a site administrator` : `${u.username} is no longer a site administrator`);
+    }, {
+      confirmText: on
+        ? `Make ${u.username} a site administrator? They will create organisations and administer every organisation of this site.`
+        : `Remove ${u.username}'s site administration?`,
+      after: reload,
+    }));
+  }
   if (!u.service) {
     box.append(act('Password link', async () => {
       const r = await send('POST', `/api/v1/users/${encodeURIComponent(u.username)}/password-link`);
