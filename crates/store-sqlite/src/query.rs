@@ -291,8 +291,55 @@ fn packed(expr: &str) -> String {
     )
 }
 
-/// The fields of a packed answer row, in order.
-const PACKED_FIELDS: usize = 6;
+/// The answer's own fields of a packed row: attrs, modalities, SOP classes, related studies,
+/// series and instances.
+const ANSWER_FIELDS: usize = 6;
+/// The fields of a packed answer row, in order: the answer's, then its two order keys.
+const PACKED_FIELDS: usize = ANSWER_FIELDS + 2;
+
+/// One key of a query's order: the SQL expression, descending, and whether it is an integer
+/// column (else text in SQLite's BINARY collation, i.e. byte order).
+#[derive(Debug, Clone, Copy)]
+struct OrderKey {
+    expr: &'static str,
+    desc: bool,
+    integer: bool,
+}
+
+const fn key(expr: &'static str, desc: bool, integer: bool) -> OrderKey {
+    OrderKey {
+        expr,
+        desc,
+        integer,
+    }
+}
+
+/// Compares two values of one order key as SQLite's `ORDER BY` does: NULL first, integers by
+/// value (before any text, as in SQLite), text by bytes.
+fn compare_key(k: &OrderKey, a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let o = match (a, b) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Less,
+        (Some(_), None) => Ordering::Greater,
+        (Some(a), Some(b)) if k.integer => match (a.parse::<i64>(), b.parse::<i64>()) {
+            (Ok(x), Ok(y)) => x.cmp(&y),
+            (Ok(_), Err(_)) => Ordering::Less,
+            (Err(_), Ok(_)) => Ordering::Greater,
+            (Err(_), Err(_)) => a.cmp(b),
+        },
+        (Some(a), Some(b)) => a.as_bytes().cmp(b.as_bytes()),
+    };
+    if k.desc { o.reverse() } else { o }
+}
+
+/// Puts unpacked answers in the query's order by the two keys each carries (its last fields).
+fn sort_answers(rows: &mut [[Option<&str>; PACKED_FIELDS]], order: &[OrderKey; 2]) {
+    rows.sort_by(|a, b| {
+        compare_key(&order[0], a[ANSWER_FIELDS], b[ANSWER_FIELDS])
+            .then_with(|| compare_key(&order[1], a[ANSWER_FIELDS + 1], b[ANSWER_FIELDS + 1]))
+    });
+}
 
 /// Splits [`find`]'s packed answers: `PACKED_FIELDS` fields per row, each `-` (NULL) or
 /// `{bytes}:{text}`.
@@ -326,8 +373,7 @@ fn unpack(packed: &str, rows: usize) -> Option<Vec<[Option<&str>; PACKED_FIELDS]
 pub(crate) async fn find(pool: &sqlx::SqlitePool, query: &Query) -> Result<Vec<Answer>> {
     // The answer's columns (attrs, modalities, SOP classes, related studies, series,
     // instances) and its order.
-    let (fields, from, order): ([&str; PACKED_FIELDS], &str, [(&str, bool); 2]) = match query.level
-    {
+    let (fields, from, order): ([&str; ANSWER_FIELDS], &str, [OrderKey; 2]) = match query.level {
         Level::Patient => (
             [
                 "(SELECT attrs FROM studies WHERE patient_pk = p.id ORDER BY id DESC LIMIT 1)",
@@ -338,7 +384,7 @@ pub(crate) async fn find(pool: &sqlx::SqlitePool, query: &Query) -> Result<Vec<A
                 "(SELECT coalesce(sum(num_instances), 0) FROM studies WHERE patient_pk = p.id)",
             ],
             " FROM patients p WHERE EXISTS (SELECT 1 FROM studies WHERE patient_pk = p.id AND num_instances > 0)",
-            [("p.id", false), ("p.id", false)],
+            [key("p.id", false, true), key("p.id", false, true)],
         ),
         Level::Study => (
             [
@@ -351,9 +397,11 @@ pub(crate) async fn find(pool: &sqlx::SqlitePool, query: &Query) -> Result<Vec<A
             ],
             " FROM studies s JOIN patients p ON p.id = s.patient_pk WHERE s.num_instances > 0",
             match query.order {
-                StudyOrder::DateDesc => [("s.date", true), ("s.id", true)],
-                StudyOrder::DateAsc => [("s.date", false), ("s.id", false)],
-                StudyOrder::PatientName => [("p.name_norm", false), ("s.id", true)],
+                StudyOrder::DateDesc => [key("s.date", true, false), key("s.id", true, true)],
+                StudyOrder::DateAsc => [key("s.date", false, false), key("s.id", false, true)],
+                StudyOrder::PatientName => {
+                    [key("p.name_norm", false, false), key("s.id", true, true)]
+                }
             },
         ),
         Level::Series => (
@@ -367,13 +415,13 @@ pub(crate) async fn find(pool: &sqlx::SqlitePool, query: &Query) -> Result<Vec<A
             ],
             " FROM series se JOIN studies s ON s.id = se.study_pk JOIN patients p ON p.id = s.patient_pk \
               WHERE se.num_instances > 0",
-            [("se.number", false), ("se.id", false)],
+            [key("se.number", false, true), key("se.id", false, true)],
         ),
         Level::Image => (
             ["i.attrs", "NULL", "NULL", "NULL", "NULL", "NULL"],
             " FROM instances i JOIN series se ON se.id = i.series_pk JOIN studies s ON s.id = se.study_pk \
               JOIN patients p ON p.id = s.patient_pk WHERE i.status = 0",
-            [("i.number", false), ("i.id", false)],
+            [key("i.number", false, true), key("i.id", false, true)],
         ),
     };
     // The inner query selects the columns once (`c0`…); the outer one packs them, so that a
@@ -384,10 +432,11 @@ pub(crate) async fn find(pool: &sqlx::SqlitePool, query: &Query) -> Result<Vec<A
         .map(|(n, f)| format!("{f} AS c{n}"))
         .collect();
     let select = format!(
-        "SELECT {}, {} AS k1, {} AS k2",
+        "SELECT {}, {} AS c{ANSWER_FIELDS}, {} AS c{}",
         columns.join(", "),
-        order[0].0,
-        order[1].0
+        order[0].expr,
+        order[1].expr,
+        ANSWER_FIELDS + 1
     );
     let row: Vec<String> = (0..PACKED_FIELDS)
         .map(|n| packed(&format!("c{n}")))
@@ -431,17 +480,22 @@ pub(crate) async fn find(pool: &sqlx::SqlitePool, query: &Query) -> Result<Vec<A
         }
     }
     let direction = |desc: bool| if desc { " DESC" } else { "" };
-    let order_by =
-        |a: &str, b: &str| format!("{a}{}, {b}{}", direction(order[0].1), direction(order[1].1));
-    q.push(&format!(" ORDER BY {}", order_by(order[0].0, order[1].0)));
+    q.push(&format!(
+        " ORDER BY {}{}, {}{}",
+        order[0].expr,
+        direction(order[0].desc),
+        order[1].expr,
+        direction(order[1].desc)
+    ));
     q.push(" LIMIT ").bind_i64(query.limit as i64);
     q.push(" OFFSET ").bind_i64(query.offset as i64);
-    // The inner query pages (its ORDER BY decides which rows are in); the aggregate's own
-    // ORDER BY (SQLite 3.44+) decides the order of the concatenation.
+    // The inner query pages (its ORDER BY decides which rows are in). The concatenation has no
+    // ORDER BY of its own: SQLite would build a temporary B-tree of every packed answer for it
+    // (over 40 % of a 1000-study query's instructions, docs/benchmarks.md); each answer
+    // carries its two order keys instead and is put in order here (`sort_answers`).
     q.text = format!(
-        "SELECT group_concat({}, '' ORDER BY {}) AS packed, count(*) AS n FROM ({})",
+        "SELECT group_concat({}, '') AS packed, count(*) AS n FROM ({})",
         row.join(" || "),
-        order_by("k1", "k2"),
         q.text
     );
     let row = sqlx::query_with(AssertSqlSafe(q.text), q.args)
@@ -453,9 +507,10 @@ pub(crate) async fn find(pool: &sqlx::SqlitePool, query: &Query) -> Result<Vec<A
         .try_get::<Option<String>, _>("packed")
         .map_err(db_err)?
         .unwrap_or_default();
-    let rows = unpack(&packed, n as usize).ok_or_else(|| {
+    let mut rows = unpack(&packed, n as usize).ok_or_else(|| {
         vesalius_store::error::Error::Index("malformed packed query answer".into())
     })?;
+    sort_answers(&mut rows, &order);
     let list = |s: Option<&str>| -> Vec<String> {
         let mut v: Vec<String> = s
             .unwrap_or_default()
@@ -470,7 +525,16 @@ pub(crate) async fn find(pool: &sqlx::SqlitePool, query: &Query) -> Result<Vec<A
     Ok(rows
         .into_iter()
         .map(
-            |[attrs, modalities, sop_classes, studies, series, instances]| {
+            |[
+                attrs,
+                modalities,
+                sop_classes,
+                studies,
+                series,
+                instances,
+                _,
+                _,
+            ]| {
                 let computed = Computed {
                     modalities: list(modalities),
                     sop_classes: list(sop_classes),
@@ -488,29 +552,97 @@ pub(crate) async fn find(pool: &sqlx::SqlitePool, query: &Query) -> Result<Vec<A
 
 #[cfg(test)]
 mod packing_tests {
-    use super::unpack;
+    use super::{PACKED_FIELDS, key, sort_answers, unpack};
 
     #[test]
     fn packed_answers_unpack_by_byte_length() {
         // Lengths are bytes (SQLite `length(CAST(x AS BLOB))`): multi-byte text, and text that
         // looks like the packing itself, come back whole.
         let a = r#"{"00100010":{"vr":"PN","Value":[{"Alphabetic":"Dö^J-1:2"}]}}"#;
-        let packed = format!("{}:{a}3:\\CT-2:12-3:340{}:{a}--1:0-1:5", a.len(), a.len());
+        let packed = format!(
+            "{}:{a}3:\\CT-2:12-3:340--{}:{a}--1:0-1:5--",
+            a.len(),
+            a.len()
+        );
         let rows = unpack(&packed, 2).unwrap();
         assert_eq!(
             rows[0],
-            [Some(a), Some("\\CT"), None, Some("12"), None, Some("340")]
+            [
+                Some(a),
+                Some("\\CT"),
+                None,
+                Some("12"),
+                None,
+                Some("340"),
+                None,
+                None
+            ]
         );
-        assert_eq!(rows[1], [Some(a), None, None, Some("0"), None, Some("5")]);
+        assert_eq!(
+            rows[1],
+            [Some(a), None, None, Some("0"), None, Some("5"), None, None]
+        );
         assert_eq!(unpack("", 0).unwrap().len(), 0);
         // A wrong count, a cut field, a length beyond the text: refused, never misread.
         assert!(unpack(&packed, 3).is_none());
         assert!(unpack("5:ab", 1).is_none());
-        assert!(unpack("x:ab-----", 1).is_none());
+        assert!(unpack("x:ab-------", 1).is_none());
         assert!(
-            unpack("1:ö-----", 1).is_none(),
+            unpack("1:ö-------", 1).is_none(),
             "a length inside a character"
         );
-        assert_eq!(unpack("2:ö-----", 1).unwrap()[0][0], Some("ö"));
+        assert_eq!(unpack("2:ö-------", 1).unwrap()[0][0], Some("ö"));
+    }
+
+    #[test]
+    fn answers_are_ordered_like_sqlite_orders_their_keys() {
+        fn row(
+            k1: Option<&'static str>,
+            k2: &'static str,
+        ) -> [Option<&'static str>; PACKED_FIELDS] {
+            [None, None, None, None, None, None, k1, Some(k2)]
+        }
+        // Newest first, then highest id: NULL dates last (they sort first ascending).
+        let mut rows = vec![
+            row(Some("20240101"), "1"),
+            row(None, "9"),
+            row(Some("20250101"), "2"),
+            row(Some("20240101"), "10"),
+        ];
+        sort_answers(
+            &mut rows,
+            &[key("s.date", true, false), key("s.id", true, true)],
+        );
+        let ids: Vec<_> = rows.iter().map(|r| r[7].unwrap()).collect();
+        assert_eq!(
+            ids,
+            ["2", "10", "1", "9"],
+            "ids compare as integers, 10 > 1"
+        );
+        // Series numbers ascending: NULL first, integers by value, then ids.
+        let mut rows = vec![
+            row(Some("10"), "1"),
+            row(Some("9"), "2"),
+            row(None, "3"),
+            row(Some("9"), "0"),
+        ];
+        sort_answers(
+            &mut rows,
+            &[key("se.number", false, true), key("se.id", false, true)],
+        );
+        let ids: Vec<_> = rows.iter().map(|r| r[7].unwrap()).collect();
+        assert_eq!(ids, ["3", "0", "2", "1"]);
+        // Names by bytes (BINARY collation): "Z" < "a" < "é".
+        let mut rows = vec![
+            row(Some("é"), "1"),
+            row(Some("a"), "2"),
+            row(Some("Z"), "3"),
+        ];
+        sort_answers(
+            &mut rows,
+            &[key("p.name_norm", false, false), key("s.id", true, true)],
+        );
+        let ids: Vec<_> = rows.iter().map(|r| r[7].unwrap()).collect();
+        assert_eq!(ids, ["3", "2", "1"]);
     }
 }
