@@ -309,30 +309,62 @@ impl Ingestor {
         let journal = self.journal.clone().filter(|_| spooled.is_journal());
         let recovering = spooled.is_recovered();
         let blobs = self.blobs.clone();
-        // One blocking hop: parse with limits, validate, precompute, then fsync the spool file
-        // (sealed first when it is a journal file, then linked to its key without syncs).
-        let (spooled, built) = tokio::task::spawn_blocking(move || {
-            let mut spooled = spooled;
-            let built = parse_spooled(spooled.path(), spooled.size, &limits)
-                .and_then(|parsed| {
-                    let org = ctx_owned.org.clone();
-                    let source = ctx_owned.source.clone();
-                    build_record(&parsed, &spooled, &ctx_owned, org, source)
-                })
-                .and_then(|built| {
-                    let linked = journaled_link(
-                        &mut spooled,
-                        journal.as_deref(),
-                        &*blobs,
-                        &built.0.blob_key,
-                        &ctx_owned,
-                    )?;
-                    Ok((built, linked))
+        let (spooled, built) = match journal {
+            // Two blocking tasks at once: one seals and fsyncs the journal file while the other
+            // parses it (so the parse costs no time of its own before the acknowledgement); the
+            // first links it to its key once both are done: a blob is never published before its
+            // bytes are durable.
+            Some(j) => {
+                let (key_tx, key_rx) = std::sync::mpsc::sync_channel::<Option<String>>(1);
+                let (path, size, sha256) = (
+                    spooled.path().to_owned(),
+                    spooled.size,
+                    spooled.sha256.clone(),
+                );
+                let ctx_seal = ctx_owned.clone();
+                let sealing = tokio::task::spawn_blocking(move || {
+                    let mut spooled = spooled;
+                    let r = seal_then_link(&mut spooled, &j, &*blobs, &ctx_seal, &key_rx);
+                    (spooled, r)
                 });
-            (spooled, built)
-        })
-        .await
-        .map_err(|e| Error::Unavailable(format!("ingest task: {e}")))?;
+                let parsing = tokio::task::spawn_blocking(move || {
+                    let built = parse_spooled(&path, size, &limits).and_then(|parsed| {
+                        let org = ctx_owned.org.clone();
+                        let source = ctx_owned.source.clone();
+                        build_record(&parsed, size, &sha256, &ctx_owned, org, source)
+                    });
+                    let _ = key_tx.send(built.as_ref().ok().map(|b| b.0.blob_key.clone()));
+                    built
+                });
+                let (sealed, parsed) = tokio::join!(sealing, parsing);
+                let task =
+                    |e: tokio::task::JoinError| Error::Unavailable(format!("ingest task: {e}"));
+                let (spooled, linked) = sealed.map_err(task)?;
+                let built = parsed.map_err(task)?;
+                (spooled, built.and_then(|b| Ok((b, linked?))))
+            }
+            // One blocking hop: parse with limits, validate, precompute, then fsync.
+            None => tokio::task::spawn_blocking(move || {
+                let mut spooled = spooled;
+                let built = parse_spooled(spooled.path(), spooled.size, &limits)
+                    .and_then(|parsed| {
+                        let org = ctx_owned.org.clone();
+                        let source = ctx_owned.source.clone();
+                        build_record(
+                            &parsed,
+                            spooled.size,
+                            &spooled.sha256,
+                            &ctx_owned,
+                            org,
+                            source,
+                        )
+                    })
+                    .and_then(|built| spooled.sync().map(|_| (built, None)));
+                (spooled, built)
+            })
+            .await
+            .map_err(|e| Error::Unavailable(format!("ingest task: {e}")))?,
+        };
         let ((record, rejects), linked) = built?;
         let parsed_at = started.elapsed();
 
@@ -408,26 +440,26 @@ impl Ingestor {
     }
 }
 
-/// Syncs a spooled file; with a journal, seals it first and links it to `key` without syncs,
-/// returning the directories the checkpoint must sync (`None`: the caller persists it).
-fn journaled_link(
+/// Seals and fsyncs a journal file, then, once the parse sends its blob key (`None`: the parse
+/// failed), links it to that key without syncs; returns the directories the checkpoint must
+/// sync (`None`: not linked, the caller persists it the usual way).
+fn seal_then_link(
     spooled: &mut SpooledFile,
-    journal: Option<&Journal>,
+    journal: &Journal,
     blobs: &dyn BlobStore,
-    key: &str,
     ctx: &IngestContext,
+    key: &std::sync::mpsc::Receiver<Option<String>>,
 ) -> Result<Option<Vec<PathBuf>>> {
-    let Some(j) = journal else {
-        spooled.sync()?;
+    let (size, sha256) = (spooled.size, spooled.sha256.clone());
+    let sealed = journal.seal(spooled.file()?, size, &sha256, ctx)?;
+    spooled.sync()?;
+    let Ok(Some(key)) = key.recv() else {
         return Ok(None);
     };
-    let (size, sha256) = (spooled.size, spooled.sha256.clone());
-    let sealed = j.seal(spooled.file()?, size, &sha256, ctx)?;
-    spooled.sync()?;
     if !sealed {
         return Ok(None);
     }
-    match blobs.persist_unsynced(spooled.path(), key) {
+    match blobs.persist_unsynced(spooled.path(), &key) {
         Some(r) => r.map(|(_, dirs)| Some(dirs)),
         None => Ok(None),
     }
@@ -643,7 +675,8 @@ fn with_issuer(json: &str, issuer: &str) -> String {
 
 fn build_record(
     p: &ParsedObject,
-    spooled: &SpooledFile,
+    size: u64,
+    sha256: &str,
     ctx: &IngestContext,
     org: OrgId,
     source: String,
@@ -741,9 +774,9 @@ fn build_record(
             columns: ds.u16(tag::COLUMNS),
             frames,
         },
-        blob_key: instance_key(&org, study_uid, series_uid, sop_instance, &spooled.sha256),
-        size: spooled.size,
-        sha256: spooled.sha256.clone(),
+        blob_key: instance_key(&org, study_uid, series_uid, sop_instance, sha256),
+        size,
+        sha256: sha256.to_owned(),
         metadata_json,
         study_json,
         series_json: level_json(ds, |t| SERIES_TAGS.contains(&t)),
