@@ -8,7 +8,9 @@
 //!   delivery of the study is complete here (the exchange's `study-complete`).
 //! - `event: alert`, `data: {"type": "alert", "alert": {…}}`: an alert for the subscriber
 //!   itself (issue 6, `crate::alerts`); sent to that user only, never debounced.
-//! - `event: lagged`, `data: {"missed": n}`: the client was too slow; it should reload.
+//! - `event: lagged`, `data: {"type": "lagged"}`: the client was too slow; it should reload.
+//!   How many events it missed is not said: the broadcast carries every organisation's events,
+//!   so the count would tell one organisation how busy the others are.
 //! - A `: keep-alive` comment every 15 s.
 //!
 //! Events name studies only (no patient data): the client reloads what it shows through the
@@ -213,9 +215,10 @@ fn sse(o: &Outgoing) -> Event {
         Outgoing::Event(e) => Event::default()
             .event(e.name())
             .data(serde_json::to_string(e).unwrap_or_default()),
-        Outgoing::Lagged(n) => Event::default()
+        // No count: it would include other organisations' events (module doc).
+        Outgoing::Lagged(_) => Event::default()
             .event("lagged")
-            .data(json!({"type": "lagged", "missed": n}).to_string()),
+            .data(json!({"type": "lagged"}).to_string()),
     }
 }
 
@@ -323,6 +326,13 @@ mod tests {
         for i in 0..CAPACITY + 10 {
             ev.send(study("a", &format!("1.{i}")));
         }
-        assert_eq!(sub.next().await, Some(Outgoing::Lagged(10)));
+        let lagged = sub.next().await.expect("an event");
+        assert_eq!(lagged, Outgoing::Lagged(10));
+        // What the client is sent says it lagged, not by how many of everyone's events.
+        let text = format!("{:?}", sse(&lagged));
+        assert!(
+            text.contains("lagged") && !text.contains("missed"),
+            "{text}"
+        );
     }
 }

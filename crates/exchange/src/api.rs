@@ -491,10 +491,12 @@ async fn events(
                     }
                     return Some((Ok(sse_event(&e)), (rx, c)));
                 }
-                Err(RecvError::Lagged(n)) => {
+                Err(RecvError::Lagged(_)) => {
+                    // No count: the broadcast carries every organisation's events, and the
+                    // count would tell an organisation's administrators how busy the others are.
                     let ev = Event::default()
                         .event("lagged")
-                        .data(json!({"type": "lagged", "missed": n}).to_string());
+                        .data(json!({"type": "lagged"}).to_string());
                     return Some((Ok(ev), (rx, c)));
                 }
                 Err(RecvError::Closed) => return None,

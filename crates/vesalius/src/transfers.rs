@@ -209,7 +209,7 @@ fn progress(event: &str, data: &serde_json::Value, now: Option<&Summary>) -> Str
             data["priority"].as_i64().unwrap_or(0)
         ),
         "parked" => format!("parked: {}", data["error"].as_str().unwrap_or("")),
-        "lagged" => format!("{} events missed", data["missed"].as_u64().unwrap_or(0)),
+        "lagged" => "events missed (too slow to keep up): the lists above may be stale".to_owned(),
         other => other.to_owned(),
     };
     let mut line = format!(
