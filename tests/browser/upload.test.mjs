@@ -231,11 +231,18 @@ test('desktop: a page reloaded half-way resumes the files it was sending and ski
   await page.goto(`${link.body.url}?chunk=65536`);
   await page.setInputFiles('#pick-folder', src.dir);
   await page.waitForFunction(() => document.getElementById('scan-status')?.dataset.files === '10', null, { timeout: 30000 });
+  // Chunks are held back a little before the reload, so that files are still half-sent when it
+  // comes (on a fast or a busy machine the ones in flight could otherwise all finish first).
+  const slowChunks = (r) => (r.request().method() === 'PATCH'
+    ? new Promise((res) => setTimeout(() => r.continue().then(res, res), 150))
+    : r.continue());
+  await page.route('**/files/**', slowChunks);
   await page.click('#send');
   await page.waitForFunction(() => Number(document.getElementById('progress-text')?.dataset.done || 0) >= 3, null, { timeout: 60000 });
   const doneBefore = Number(await page.$eval('#progress-text', (e) => e.dataset.done));
   // The page goes away half-way (a reload: the same as closing it and opening the link again).
   await page.reload();
+  await page.unroute('**/files/**', slowChunks);
   const creates = [];
   page.on('request', (r) => { if (r.method() === 'POST' && r.url().endsWith('/files')) creates.push(r.url()); });
   await page.setInputFiles('#pick-folder', src.dir);
