@@ -112,6 +112,9 @@ pub struct Ingestor {
     limits: IngestLimits,
     spool_dir: PathBuf,
     journal: Option<Arc<Journal>>,
+    /// Held when this process owns the spool (`None`: another process, such as a running
+    /// server, does; then the spool is neither emptied nor recovered here).
+    spool_lock: Option<crate::spool::SpoolLock>,
 }
 
 /// What [`Ingestor::recover`] found in the journal.
@@ -134,15 +137,21 @@ impl Ingestor {
         limits: IngestLimits,
     ) -> Result<Self> {
         std::fs::create_dir_all(&spool_dir).map_err(Error::Spool)?;
+        let spool_lock = crate::spool::SpoolLock::try_acquire(&spool_dir)?;
         // Anything left in the spool was never acknowledged (see the module doc), except
         // journal files, which [`Ingestor::recover`] reads (and failed ones, kept for a person).
-        if let Ok(rd) = std::fs::read_dir(&spool_dir) {
+        // Only the owner of the spool cleans it: another process's files may be in flight.
+        if spool_lock.is_none() {
+            tracing::info!(spool = %spool_dir.display(), "the spool belongs to another process (a running server): left alone");
+        } else if let Ok(rd) = std::fs::read_dir(&spool_dir) {
             for e in rd.flatten() {
                 let ext = e
                     .path()
                     .extension()
                     .map(|x| x.to_string_lossy().into_owned());
-                if !matches!(ext.as_deref(), Some(JOURNAL_EXT | FAILED_EXT)) {
+                let keep = matches!(ext.as_deref(), Some(JOURNAL_EXT | FAILED_EXT))
+                    || e.file_name() == crate::spool::LOCK_FILE;
+                if !keep {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -154,7 +163,14 @@ impl Ingestor {
             limits,
             spool_dir,
             journal: None,
+            spool_lock,
         })
+    }
+
+    /// Whether this process owns the spool directory (see [`crate::spool::SpoolLock`]): only
+    /// then may it use a journal there and recover one.
+    pub fn owns_spool(&self) -> bool {
+        self.spool_lock.is_some()
     }
 
     /// Spools into the journal's files from now on: one flush per instance (see
@@ -182,8 +198,12 @@ impl Ingestor {
     /// Ingests again every sealed journal file left by a crash, in sealing order, and removes
     /// unsealed or torn ones (see [`crate::journal`]); call once at start-up, after the
     /// observers are added and before serving. A sealed file that fails is renamed
-    /// `*.journal-failed` and kept.
+    /// `*.journal-failed` and kept. Nothing is done when another process owns the spool.
     pub async fn recover(&self) -> Result<Recovered> {
+        if !self.owns_spool() {
+            // A running server owns these files; it recovered them at its own start.
+            return Ok(Recovered::default());
+        }
         let dir = self.spool_dir.clone();
         let found = tokio::task::spawn_blocking(move || journal::scan(&dir))
             .await

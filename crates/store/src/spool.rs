@@ -14,6 +14,43 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
+/// The lock file of a spool directory (see [`SpoolLock`]).
+pub const LOCK_FILE: &str = ".lock";
+
+/// An exclusive `flock` on a spool directory's [`LOCK_FILE`], held for a process's lifetime:
+/// only its holder empties the spool at start-up, fills it with journal files and ingests
+/// leftover journal files again (`crate::journal`). Another process opening the same data
+/// directory while a server runs (`vesalius admin check`) gets none and leaves the spool alone.
+pub struct SpoolLock {
+    /// The open lock file: the lock lasts as long as it is open.
+    _held: File,
+}
+
+impl SpoolLock {
+    /// Takes the lock, or `None` when another process holds it.
+    #[allow(unsafe_code)]
+    pub fn try_acquire(dir: &Path) -> Result<Option<SpoolLock>> {
+        use std::os::fd::AsRawFd;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .map_err(Error::Spool)?;
+        // SAFETY: a valid open descriptor; flock only changes the lock on its open file.
+        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r == 0 {
+            return Ok(Some(SpoolLock { _held: f }));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Ok(None)
+        } else {
+            Err(Error::Spool(e))
+        }
+    }
+}
+
 /// Streams one object to a spool file.
 pub struct SpoolWriter {
     file: Option<std::io::BufWriter<File>>,

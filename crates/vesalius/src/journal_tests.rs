@@ -220,6 +220,34 @@ async fn a_torn_journal_file_is_not_ingested() {
     );
 }
 
+#[tokio::test]
+async fn a_second_process_on_the_same_directory_leaves_the_journal_alone() {
+    let files = instances(2);
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let server = open_storage(&config(&data)).await.expect("open");
+    ingest_all(&server, &files).await;
+    let spool = data.join("blobs").join(".spool");
+    let before = journal_files(&spool);
+    // `vesalius admin check` opens the same data directory while the server runs: it neither
+    // journals, nor ingests the server's waiting journal files again, nor removes its free ones.
+    let tool = open_storage(&config(&data)).await.expect("second open");
+    assert!(!tool.ingestor.owns_spool());
+    assert!(tool.ingestor.journal().is_none());
+    assert_eq!(
+        journal_files(&spool),
+        before,
+        "the server's journal files untouched"
+    );
+    drop(tool);
+    // The server goes on: its checkpoint retires its files.
+    let journal = server.ingestor.journal().expect("journal").clone();
+    assert_eq!(journal.waiting(), 2);
+    server.ingestor.checkpoint().await.expect("checkpoint");
+    assert_eq!(journal.waiting(), 0);
+    assert_eq!(stored_bytes(&server).await.len(), 2);
+}
+
 /// Files under `root`, the spool excluded.
 fn walk(root: &Path) -> usize {
     let mut n = 0;

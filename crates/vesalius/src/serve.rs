@@ -107,7 +107,8 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
         .with_observer(study_events.clone());
     // One flush per acknowledgement (vesalius_store::journal); instances acknowledged before
     // a crash and not yet checkpointed are ingested again before anything is served.
-    if cfg.storage.journal {
+    // Only the process owning the spool (the server; not `admin check` beside it) journals.
+    if cfg.storage.journal && ingestor.owns_spool() {
         let journal_config = vesalius_store::journal::JournalConfig {
             files: cfg.storage.journal_files,
             checkpoint_ms: cfg.storage.journal_checkpoint_ms,
