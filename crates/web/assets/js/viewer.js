@@ -79,14 +79,18 @@ const LAYOUTS = { '1x1': [1, 1], '1x2': [2, 1], '2x2': [2, 2] };
 const CINE_FPS = 10;
 /** What a frame request asks for: the frame's native bytes, uncompressed (PS3.18 8.7.3.5.2). */
 const FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"';
-/** Requests for frames at the same time. */
+/** Requests for single frames (or renderings) at the same time. */
 const WORKERS = 4;
 /**
- * Frames asked for in one request (the series frames request, docs/api-dicomweb.md): one
- * request per slice cost Chromium more than the bytes (300 requests took 2.1–2.3 s to read on
- * loopback, 10 of 32 frames 0.8 s). Studies held at a peer are asked frame by frame.
+ * Frames asked for in one request (the series frames request, docs/web.md), and such requests
+ * at a time: one request per slice cost Chromium more than the bytes (reading 300 frames one
+ * request each, four at a time, took 2.1–2.3 s on loopback; 10 requests of 32 frames 0.7–0.9
+ * s; 5 of 64, two at a time, 0.45 s); two at a time rather than four, so that on a slow link
+ * the frames nearest the one on screen share the bandwidth with fewer others. Studies held at
+ * a peer are asked frame by frame, WORKERS at a time.
  */
-const BATCH = 32;
+const BATCH = 64;
+const BATCH_WORKERS = 2;
 /** What a request for several frames asks for: uncompressed, decoded by the server if need be. */
 const BATCH_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1';
 /** Modalities whose series hold no images to stack. */
@@ -390,12 +394,13 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
   }
 
   /**
-   * Starts fetches until WORKERS run; each picks the missing slices nearest to the one shown:
-   * up to BATCH raw frames in one request (streamed, nearest first), else one slice. While
-   * the slice on screen is missing it is fetched first (its request's first frame), alone.
+   * Starts fetches, each for the missing slices nearest to the one shown: up to BATCH raw
+   * frames in one request (streamed, nearest first; BATCH_WORKERS such requests at a time),
+   * else one slice (WORKERS at a time). While the slice on screen is missing it is fetched
+   * alone (first in its request).
    */
   function pump(s) {
-    while (s.active < WORKERS) {
+    for (;;) {
       const from = focusOf(s);
       const here = keyOf(s.slices[from]);
       if (s.inflight.has(here)) return;
@@ -405,7 +410,9 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
       const sl = s.slices[i];
       const key = keyOf(sl);
       const raw = px.windowable(host.pmOf(sl));
-      if (raw && !peer && !s.single.has(key)) {
+      const batch = raw && !peer && !s.single.has(key);
+      if (s.active >= (batch ? BATCH_WORKERS : WORKERS)) return;
+      if (batch) {
         const list = order.map((k) => s.slices[k])
           .filter((x) => px.windowable(host.pmOf(x)) && !s.single.has(keyOf(x))).slice(0, BATCH);
         pumpBatch(s, list);
@@ -415,8 +422,9 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
       s.active++;
       const ctrl = new AbortController();
       s.inflight.set(key, { idx: i, ctrl });
+      if (raw) markFrames(s, 'start');
       (raw ? fetchFrame(s, sl, ctrl.signal) : fetchRendered(s, sl, ctrl.signal))
-        .then((x) => (raw ? s.frames : s.rendered).set(key, x), (e) => {
+        .then((x) => { (raw ? s.frames : s.rendered).set(key, x); if (raw) markFrames(s, 'all'); }, (e) => {
           if (ctrl.signal.aborted) { s.asked.delete(key); return; } // cancelled: asked again later
           if (e instanceof ApiError && e.status === 401) return;
           s.failed++;
@@ -431,8 +439,19 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     }
   }
 
+  /**
+   * Performance marks (User Timing) for measurements (tests/browser/bench-viewer.mjs): the
+   * first request for a series' raw frames, and all of its raw frames in; once per page.
+   */
+  function markFrames(s, what) {
+    const name = `vesalius-frames-${what}`;
+    if (what === 'all' && s.frames.size < s.slices.length) return;
+    if (!performance.getEntriesByName(name).length) performance.mark(name, { detail: { series: s.uid } });
+  }
+
   /** One request for the raw frames of `list` (pump). */
   function pumpBatch(s, list) {
+    markFrames(s, 'start');
     const ctrl = new AbortController();
     for (const sl of list) { s.asked.add(keyOf(sl)); s.inflight.set(keyOf(sl), { ctrl }); }
     s.active++;
@@ -442,6 +461,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
       s.frames.set(key, data);
       s.inflight.delete(key);
       got++;
+      markFrames(s, 'all');
       if (v.viewports.some((vp) => vp.s === s)) schedule();
       pump(s); // the frame on screen in: the next requests may start
     })
