@@ -97,6 +97,28 @@ test('frames of several instances, read as they stream: exact values whatever th
   await assert.rejects(px.readFrames(streamed(bytes, 'application/octet-stream', 5), want, () => {}), /not multipart/);
 });
 
+test('colour: RGB interleaved 8-bit windowed per sample, exact with the identity window; others not', () => {
+  const rgb = { rows: 1, columns: 2, samplesPerPixel: 3, photometric: 'RGB', bitsAllocated: 8, bitsStored: 8, pixelRepresentation: 0, slope: 1, intercept: 0, planar: 0, windows: [] };
+  assert.ok(px.isColour(rgb) && px.windowable(rgb));
+  assert.ok(!px.windowable({ ...rgb, planar: 1 }), 'colour-by-plane: the server renders it');
+  assert.ok(!px.windowable({ ...rgb, photometric: 'YBR_FULL_422' }));
+  assert.ok(!px.windowable({ ...rgb, bitsAllocated: 16, bitsStored: 16 }));
+  assert.equal(px.frameBytes(rgb), 6);
+  const frame = new Uint8Array([0, 127, 255, 1, 128, 254]);
+  const out = new Uint8Array(8);
+  const { center, width } = px.COLOUR_IDENTITY;
+  assert.deepEqual(px.autoWindow(frame, rgb), { center, width });
+  px.applyLutColour(frame, px.displayLut(rgb, center, width), out);
+  assert.deepEqual([...out], [0, 127, 255, 255, 1, 128, 254, 255]);
+  px.applyLutColour(frame, px.displayLut(rgb, center, width, true), out);
+  assert.deepEqual([...out], [255, 128, 0, 255, 254, 127, 1, 255]);
+  px.applyLutColour(frame, px.displayLut(rgb, 128, 2), out);
+  assert.deepEqual([...out], [0, 0, 255, 255, 0, 255, 255, 255]);
+  const meta = { '00280002': { vr: 'US', Value: [3] }, '00280004': { vr: 'CS', Value: ['RGB'] }, '00280006': { vr: 'US', Value: [1] }, '00280010': { vr: 'US', Value: [2] }, '00280011': { vr: 'US', Value: [2] }, '00280100': { vr: 'US', Value: [8] }, '00280101': { vr: 'US', Value: [8] } };
+  assert.equal(px.pixelModule(meta).planar, 1);
+  assert.ok(!px.windowable(px.pixelModule(meta)));
+});
+
 test('native frames decode little endian; a short frame is an error', () => {
   const pm = { rows: 1, columns: 2, samplesPerPixel: 1, bitsAllocated: 16 };
   const f = px.decodeFrame(new Uint8Array([0x34, 0x12, 0xff, 0xff]), pm);

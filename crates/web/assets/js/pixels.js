@@ -54,7 +54,7 @@ export const T = {
   rows: '00280010', columns: '00280011', pixelSpacing: '00280030', bitsAllocated: '00280100',
   bitsStored: '00280101', pixelRepresentation: '00280103', windowCenter: '00281050',
   windowWidth: '00281051', rescaleIntercept: '00281052', rescaleSlope: '00281053',
-  windowExplanation: '00281055', lossy: '00282110', institution: '00080080',
+  windowExplanation: '00281055', lossy: '00282110', institution: '00080080', planar: '00280006',
 };
 
 /**
@@ -74,6 +74,7 @@ export function pixelModule(meta) {
     slope: num(meta, T.rescaleSlope, 0, 1),
     intercept: num(meta, T.rescaleIntercept, 0, 0),
     frames: Math.max(1, num(meta, T.numberOfFrames, 0, 1)),
+    planar: num(meta, T.planar, 0, 0),
     windows: [],
   };
   const centers = values(meta, T.windowCenter), widths = values(meta, T.windowWidth);
@@ -87,13 +88,34 @@ export function pixelModule(meta) {
   return pm;
 }
 
-/** Whether the browser can window this image itself (monochrome, 8 or 16 bits per sample). */
+/**
+ * Whether this is a colour image the browser shows from its raw frames: RGB, 8 bits per
+ * sample, interleaved (Planar Configuration 0: the layout of both the stored native bytes and
+ * the server's decoding of compressed ones). Other colour images (YBR, colour-by-plane, 16-bit
+ * samples, palette colour) are shown as the server's renderings.
+ */
+export function isColour(pm) {
+  return pm.samplesPerPixel === 3 && pm.photometric === 'RGB' && pm.bitsAllocated === 8
+    && pm.bitsStored === 8 && pm.planar === 0 && pm.rows > 0 && pm.columns > 0;
+}
+
+/**
+ * Whether the browser can window this image itself: monochrome, 8 or 16 bits per sample; or
+ * colour as [isColour] says (each of R, G and B through the same window, below).
+ */
 export function windowable(pm) {
+  if (isColour(pm)) return true;
   return pm.samplesPerPixel === 1 && pm.rows > 0 && pm.columns > 0
     && (pm.photometric === 'MONOCHROME1' || pm.photometric === 'MONOCHROME2')
     && (pm.bitsAllocated === 8 || pm.bitsAllocated === 16)
     && pm.bitsStored >= 1 && pm.bitsStored <= pm.bitsAllocated;
 }
+
+/**
+ * The window that shows a colour image as stored: the linear VOI function with center 128 and
+ * width 256 maps each sample value 0–255 to itself.
+ */
+export const COLOUR_IDENTITY = Object.freeze({ center: 128, width: 256 });
 
 /** Bytes of one native frame. */
 export function frameBytes(pm) {
@@ -369,8 +391,21 @@ export function applyLut(frame, lut, out) {
   }
 }
 
+/**
+ * Writes an interleaved RGB frame (8 bits per sample) into RGBA `out`, each sample through
+ * `lut` (a [displayLut] of the image: the VOI function on each of R, G and B; PS3.3 defines
+ * VOI LUTs for grey scale only, so this is a viewer's brightness/contrast on colour, exact
+ * with [COLOUR_IDENTITY]).
+ */
+export function applyLutColour(frame, lut, out) {
+  for (let i = 0, j = 0; j < out.length; i += 3, j += 4) {
+    out[j] = lut[frame[i]]; out[j + 1] = lut[frame[i + 1]]; out[j + 2] = lut[frame[i + 2]]; out[j + 3] = 255;
+  }
+}
+
 /** A window covering a frame's modality values (for images without a VOI window). */
 export function autoWindow(frame, pm) {
+  if (isColour(pm)) return { ...COLOUR_IDENTITY };
   let lo = Infinity, hi = -Infinity;
   for (let i = 0; i < frame.length; i += 7) {
     const v = storedValue(frame[i], pm) * pm.slope + pm.intercept;
