@@ -381,6 +381,38 @@ test('desktop: the worklist shows a new study without a reload; filters and sort
   await context.close();
 });
 
+test('desktop, slow link: a slice late in a request in flight comes first when jumped to', async () => {
+  const context = await browser.newContext(VIEWPORTS.desktop);
+  const page = await context.newPage();
+  await page.goto(`${site.base}/worklist`);
+  await page.waitForURL(/\/login/);
+  await login(page, 'alice');
+  // 4 Mbit/s: each 512×512 16-bit frame takes about a second, the 24 of the study 25 s.
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Network.enable');
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 20, downloadThroughput: 4e6 / 8, uploadThroughput: 4e6 / 8 });
+  const requests = [];
+  context.on('request', (r) => requests.push(r.url()));
+  await page.goto(`${site.base}/view/${study}`);
+  // The middle slice's raw frame in: the other 23 follow in the same request, nearest first,
+  // slice 1 last.
+  await page.waitForFunction(() => Number(document.getElementById('view')?.dataset.loaded) >= 1, null, { timeout: 60000 });
+  const batches = () => requests.filter((u) => /\/frames\?instances=/.test(u))
+    .map((u) => decodeURIComponent(new URL(u).searchParams.get('instances')).split(',').map((x) => ct.images[x.split(':')[0]].number));
+  assert.equal(batches().length, 1, 'one request for all 24 slices');
+  assert.equal(batches()[0].at(-1), 1);
+  await page.keyboard.press('Home');
+  const t = Date.now();
+  await waitSlice(page, 1);
+  const ms = Date.now() - t;
+  const loaded = Number((await dataset(page)).loaded);
+  assert.ok(loaded < 16, `slice 1 came before most of the others (${loaded} of 24 loaded, ${ms} ms after the jump)`);
+  // The request in flight was cancelled and a new one asked for slice 1 first.
+  assert.ok(batches().length >= 2);
+  assert.equal(batches()[1][0], 1, `second request: ${batches()[1].slice(0, 5)}`);
+  await context.close();
+});
+
 test('desktop: another organisation\'s user sees neither the study nor its images', async () => {
   const context = await browser.newContext(VIEWPORTS.desktop);
   const page = await context.newPage();

@@ -453,7 +453,9 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
   function pumpBatch(s, list) {
     markFrames(s, 'start');
     const ctrl = new AbortController();
-    for (const sl of list) { s.asked.add(keyOf(sl)); s.inflight.set(keyOf(sl), { ctrl }); }
+    // Frames arrive in the order asked: `got` of them so far, `list[got]` the next one.
+    const batch = { got: 0 };
+    list.forEach((sl, at) => { s.asked.add(keyOf(sl)); s.inflight.set(keyOf(sl), { ctrl, batch, at }); });
     s.active++;
     let got = 0;
     fetchFrames(s, list, ctrl.signal, (i, data) => {
@@ -461,6 +463,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
       s.frames.set(key, data);
       s.inflight.delete(key);
       got++;
+      batch.got = i + 1;
       markFrames(s, 'all');
       if (v.viewports.some((vp) => vp.s === s)) schedule();
       pump(s); // the frame on screen in: the next requests may start
@@ -736,13 +739,17 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
   }
 
   /**
-   * When the slice on screen is neither loaded nor coming, cancels the other fetches (they are
-   * asked again later), so it does not share the bandwidth.
+   * When the slice on screen is neither loaded nor coming next (alone, or the next frame of
+   * its request: one later in a request waits for those before it), cancels the fetches in
+   * flight (what they had not delivered is asked again later), so that it is fetched first,
+   * with the whole bandwidth.
    */
   function makeRoom(s, idx) {
     const key = keyOf(s.slices[idx]);
-    if (s.frames.has(key) || s.rendered.has(key) || s.inflight.has(key)) return;
-    for (const f of s.inflight.values()) f.ctrl.abort();
+    if (s.frames.has(key) || s.rendered.has(key)) return;
+    const f = s.inflight.get(key);
+    if (f && (!f.batch || f.at === f.batch.got)) return;
+    for (const g of s.inflight.values()) g.ctrl.abort();
   }
 
   function setTool(id) { v.tool = id; for (const vp of v.viewports) vp.angleOpen = null; schedule(); }
