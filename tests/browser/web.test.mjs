@@ -413,6 +413,26 @@ test('desktop, slow link: a slice late in a request in flight comes first when j
   await context.close();
 });
 
+test('desktop: where the series frames request is refused (an older server), frames come one per request', async () => {
+  const context = await browser.newContext(VIEWPORTS.desktop);
+  // The worker's requests too: as an older Vesalius would answer the unknown route.
+  await context.route(/\/frames\?instances=/, (r) => r.fulfill({ status: 404, contentType: 'application/json', body: '{"error":"not-found","message":"no such route"}' }));
+  const page = await context.newPage();
+  const requests = [];
+  context.on('request', (r) => requests.push(r.url()));
+  await page.goto(`${site.base}/worklist`);
+  await page.waitForURL(/\/login/);
+  await login(page, 'alice');
+  await page.goto(`${site.base}/view/${study}`);
+  await page.waitForFunction(() => { const d = document.getElementById('view')?.dataset; return d && d.slices && d.loaded === d.slices; }, null, { timeout: 30000 });
+  const n = Number((await dataset(page)).slices);
+  assert.equal(requests.filter((u) => /\/frames\?instances=/.test(u)).length, 1, 'asked once');
+  assert.ok(requests.filter((u) => /\/instances\/[0-9.]+\/frames\/1$/.test(u)).length >= n, 'then every frame on its own');
+  await waitSlice(page, 13);
+  await checkPixels(page, 'fallback, slice 13');
+  await context.close();
+});
+
 test('desktop: another organisation\'s user sees neither the study nor its images', async () => {
   const context = await browser.newContext(VIEWPORTS.desktop);
   const page = await context.newPage();

@@ -458,6 +458,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     list.forEach((sl, at) => { s.asked.add(keyOf(sl)); s.inflight.set(keyOf(sl), { ctrl, batch, at }); });
     s.active++;
     let got = 0;
+    let again = true;
     fetchFrames(s, list, ctrl.signal, (i, data) => {
       const key = keyOf(list[i]);
       s.frames.set(key, data);
@@ -469,7 +470,8 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
       pump(s); // the frame on screen in: the next requests may start
     })
       .catch((e) => {
-        if (ctrl.signal.aborted || (e instanceof ApiError && e.status === 401)) return;
+        if (ctrl.signal.aborted) return;
+        if (e instanceof ApiError && e.status === 401) { again = false; return; } // logged out
         // The frames not received are asked for one by one (each failing on its own, if so):
         // the series frames request is this server's (a proxy or an older one may lack it).
         for (const sl of list) if (!s.frames.has(keyOf(sl))) s.single.add(keyOf(sl));
@@ -478,11 +480,11 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
         }
       })
       .finally(() => {
-        // Not received (cancelled, failed): asked again later.
+        // Not received (cancelled, failed): asked again later (unless the session is gone).
         for (const sl of list) {
           const key = keyOf(sl);
           if (s.inflight.get(key)?.ctrl === ctrl) s.inflight.delete(key);
-          if (!s.frames.has(key)) s.asked.delete(key);
+          if (!s.frames.has(key) && again) s.asked.delete(key);
         }
         s.active--;
         if (v.viewports.some((vp) => vp.s === s)) schedule();
