@@ -92,7 +92,9 @@ async function vesalius(study, throttle, shot) {
   let jump = null;
   if (throttle) {
     // Jump to the first slice (the stack loads outwards from the middle): the time until it
-    // is shown from its raw frame.
+    // is shown from its raw frame. Once the series is open: a key pressed while the page shows
+    // only its first image (no series yet) does nothing, and slice 1 would never be shown.
+    await when(page, () => Boolean(document.getElementById('view')?.dataset.slices), null, long);
     await page.keyboard.press('Home');
     const t = await page.evaluate(() => performance.now());
     const shown = await when(page, () => { const d = document.getElementById('view').dataset; return d.slice === '1' && d.state === 'raw' && performance.now(); }, null, long);
