@@ -67,6 +67,9 @@ function when(page, pred, arg, timeout) {
 async function vesalius(study, throttle, shot) {
   const ctx = await context();
   const page = await ctx.newPage();
+  // Requests for raw frames (the worker's too): one per slice, or several slices per request.
+  let frameRequests = 0;
+  ctx.on('request', (r) => { if (/\/frames(\/\d+|\?instances=)/.test(r.url()) && !/\/rendered/.test(r.url())) frameRequests++; });
   await page.addInitScript(() => {
     // When the page's own first image (`<img elementtiming="first-image">`, the server's
     // thumbnail put into /view/{study}) was painted (W3C Element Timing).
@@ -89,7 +92,9 @@ async function vesalius(study, throttle, shot) {
   let jump = null;
   if (throttle) {
     // Jump to the first slice (the stack loads outwards from the middle): the time until it
-    // is shown from its raw frame.
+    // is shown from its raw frame. Once the series is open: a key pressed while the page shows
+    // only its first image (no series yet) does nothing, and slice 1 would never be shown.
+    await when(page, () => Boolean(document.getElementById('view')?.dataset.slices), null, long);
     await page.keyboard.press('Home');
     const t = await page.evaluate(() => performance.now());
     const shown = await when(page, () => { const d = document.getElementById('view').dataset; return d.slice === '1' && d.state === 'raw' && performance.now(); }, null, long);
@@ -99,8 +104,15 @@ async function vesalius(study, throttle, shot) {
   if (!throttle || THROTTLED_ALL) {
     all = await when(page, () => { const d = document.getElementById('view')?.dataset; return d && d.slices && d.loaded === d.slices && performance.now(); }, null, long);
   }
+  // The browser's part of the stack: from the viewer's first request for raw frames to the
+  // last frame in (its User Timing marks; null for a build without them).
+  const frames = all === null ? null : await page.evaluate(() => {
+    const [a] = performance.getEntriesByName('vesalius-frames-start');
+    const [b] = performance.getEntriesByName('vesalius-frames-all');
+    return a && b ? b.startTime - a.startTime : null;
+  });
   await ctx.close();
-  return { first, canvas, all, jump };
+  return { first, canvas, all, jump, frames, requests: all === null ? null : frameRequests };
 }
 
 async function ohif(study, throttle, shot) {
@@ -162,7 +174,7 @@ try {
       console.error(`${net} rep ${i + 1}: vesalius ${JSON.stringify(res.vesalius.at(-1))}${WITH_OHIF ? ` ohif ${JSON.stringify(res.ohif.at(-1))}` : ''}`);
     }
     const m = (list, k) => median(list.map((r) => r[k]));
-    rows.push({ net, reps, v: { first: m(res.vesalius, 'first'), canvas: m(res.vesalius, 'canvas'), all: m(res.vesalius, 'all'), jump: m(res.vesalius, 'jump') },
+    rows.push({ net, reps, v: { first: m(res.vesalius, 'first'), canvas: m(res.vesalius, 'canvas'), all: m(res.vesalius, 'all'), jump: m(res.vesalius, 'jump'), frames: m(res.vesalius, 'frames'), requests: m(res.vesalius, 'requests') },
       o: { first: m(res.ohif, 'first'), all: m(res.ohif, 'all') } });
   }
   console.log(`\nViewer benchmark: ${SLICES}-slice synthetic CT head (512×512, 16 bits), cold browser cache, headless Chromium, median of the runs`);
@@ -170,6 +182,9 @@ try {
   console.log('|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     console.log(`| ${r.net} | ${r.reps} | ${fmt(r.v.first)} | ${fmt(r.v.canvas)} | ${fmt(r.o.first)} | ${ratio(r.v.first, r.o.first)} | ${fmt(r.v.all)} | ${fmt(r.o.all)} | ${ratio(r.v.all, r.o.all)} | ${fmt(r.v.jump)} |`);
+  }
+  for (const r of rows) {
+    if (r.v.all !== null) console.log(`\n${r.net}: Vesalius' raw frames from the first request to the last frame in: ${fmt(r.v.frames)}, in ${r.v.requests ?? '-'} requests`);
   }
   console.log(`\nScreenshots of what was drawn at the first image: ${SHOTS}`);
 } finally {

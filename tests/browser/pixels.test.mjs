@@ -39,6 +39,86 @@ test('multipart answers: boundary, parts, bodies that contain CRLF and dashes', 
   assert.deepEqual([...px.frameFromAnswer('application/octet-stream', new Uint8Array([9]))], [9]);
 });
 
+/** A series frames answer as the server writes it: each part with its Content-Location. */
+function framesAnswer(boundary, frames, { pad = 0, preamble = '' } = {}) {
+  const chunks = [enc.encode(preamble)];
+  frames.forEach(({ sop, n, body }, i) => {
+    chunks.push(enc.encode(`${i ? '\r\n' : ''}--${boundary}\r\nContent-Type: application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1\r\nContent-Location: http://h/dicom-web/studies/1/series/2/instances/${sop}/frames/${n}\r\n\r\n`), body, new Uint8Array(pad));
+  });
+  chunks.push(enc.encode(`\r\n--${boundary}--\r\n`));
+  const out = new Uint8Array(chunks.reduce((k, c) => k + c.length, 0));
+  let at = 0;
+  for (const c of chunks) { out.set(c, at); at += c.length; }
+  return out;
+}
+
+/** A fetch Response whose body arrives in pieces of `size` bytes. */
+function streamed(bytes, contentType, size) {
+  let at = 0;
+  const body = new ReadableStream({
+    pull(c) {
+      if (at >= bytes.length) { c.close(); return; }
+      c.enqueue(bytes.slice(at, at + size));
+      at += size;
+    },
+  });
+  return new Response(body, { headers: { 'content-type': contentType } });
+}
+
+test('frames of several instances, read as they stream: exact values whatever the chunking', async () => {
+  const pm16 = { rows: 3, columns: 2, samplesPerPixel: 1, bitsAllocated: 16 };
+  const pm8 = { rows: 1, columns: 3, samplesPerPixel: 1, bitsAllocated: 8 };
+  // Bodies full of CR, LF and dashes: the boundary is never searched for inside a body.
+  const a = new Uint16Array([0x0a0d, 0x2d2d, 0xffff, 0, 0x2d0a, 1234]);
+  const b = new Uint16Array([1, 2, 3, 0x8000, 0x7fff, 0x0d0a]);
+  const c = new Uint8Array([0x2d, 0x0d, 0x0a]);
+  const want = [{ sop: '1.2.3', frame: 1, pm: pm16 }, { sop: '1.2.4', frame: 2, pm: pm16 }, { sop: '1.2.5', frame: 1, pm: pm8 }];
+  const frames = [{ sop: '1.2.3', n: 1, body: new Uint8Array(a.buffer) }, { sop: '1.2.4', n: 2, body: new Uint8Array(b.buffer) }, { sop: '1.2.5', n: 1, body: c }];
+  const ct = 'multipart/related; type="application/octet-stream"; boundary=vesalius-x';
+  for (const [opts, label] of [[{}, 'plain'], [{ pad: 1, preamble: 'preamble\r\n' }, 'padded, with a preamble']]) {
+    const bytes = framesAnswer('vesalius-x', frames, opts);
+    for (const size of [1, 2, 3, 7, 64, bytes.length]) {
+      const got = [];
+      await px.readFrames(streamed(bytes, ct, size), want, (i, values) => got.push([i, values]));
+      assert.deepEqual(got.map(([i]) => i), [0, 1, 2], `${label}, chunks of ${size}`);
+      assert.ok(got[0][1] instanceof Uint16Array && got[2][1] instanceof Uint8Array);
+      assert.deepEqual([...got[0][1]], [...a], `${label}, chunks of ${size}`);
+      assert.deepEqual([...got[1][1]], [...b], `${label}, chunks of ${size}`);
+      assert.deepEqual([...got[2][1]], [...c], `${label}, chunks of ${size}`);
+    }
+  }
+  const bytes = framesAnswer('vesalius-x', frames);
+  // Cut short, a part other than the one asked for, or fewer parts than asked: errors.
+  await assert.rejects(px.readFrames(streamed(bytes.subarray(0, bytes.length - 20), ct, 5), want, () => {}), /cut short/);
+  await assert.rejects(px.readFrames(streamed(bytes, ct, 5), [want[1], want[0], want[2]], () => {}), /not frame 2 of 1\.2\.4/);
+  await assert.rejects(px.readFrames(streamed(bytes, ct, 5), want.slice(0, 2), () => {}), /more parts/);
+  const short = framesAnswer('vesalius-x', [frames[0], { ...frames[1], body: new Uint8Array(b.buffer).subarray(0, 10) }, frames[2]]);
+  await assert.rejects(px.readFrames(streamed(short, ct, 5), want, () => {}));
+  await assert.rejects(px.readFrames(streamed(bytes, 'application/octet-stream', 5), want, () => {}), /not multipart/);
+});
+
+test('colour: RGB interleaved 8-bit windowed per sample, exact with the identity window; others not', () => {
+  const rgb = { rows: 1, columns: 2, samplesPerPixel: 3, photometric: 'RGB', bitsAllocated: 8, bitsStored: 8, pixelRepresentation: 0, slope: 1, intercept: 0, planar: 0, windows: [] };
+  assert.ok(px.isColour(rgb) && px.windowable(rgb));
+  assert.ok(!px.windowable({ ...rgb, planar: 1 }), 'colour-by-plane: the server renders it');
+  assert.ok(!px.windowable({ ...rgb, photometric: 'YBR_FULL_422' }));
+  assert.ok(!px.windowable({ ...rgb, bitsAllocated: 16, bitsStored: 16 }));
+  assert.equal(px.frameBytes(rgb), 6);
+  const frame = new Uint8Array([0, 127, 255, 1, 128, 254]);
+  const out = new Uint8Array(8);
+  const { center, width } = px.COLOUR_IDENTITY;
+  assert.deepEqual(px.autoWindow(frame, rgb), { center, width });
+  px.applyLutColour(frame, px.displayLut(rgb, center, width), out);
+  assert.deepEqual([...out], [0, 127, 255, 255, 1, 128, 254, 255]);
+  px.applyLutColour(frame, px.displayLut(rgb, center, width, true), out);
+  assert.deepEqual([...out], [255, 128, 0, 255, 254, 127, 1, 255]);
+  px.applyLutColour(frame, px.displayLut(rgb, 128, 2), out);
+  assert.deepEqual([...out], [0, 0, 255, 255, 0, 255, 255, 255]);
+  const meta = { '00280002': { vr: 'US', Value: [3] }, '00280004': { vr: 'CS', Value: ['RGB'] }, '00280006': { vr: 'US', Value: [1] }, '00280010': { vr: 'US', Value: [2] }, '00280011': { vr: 'US', Value: [2] }, '00280100': { vr: 'US', Value: [8] }, '00280101': { vr: 'US', Value: [8] } };
+  assert.equal(px.pixelModule(meta).planar, 1);
+  assert.ok(!px.windowable(px.pixelModule(meta)));
+});
+
 test('native frames decode little endian; a short frame is an error', () => {
   const pm = { rows: 1, columns: 2, samplesPerPixel: 1, bitsAllocated: 16 };
   const f = px.decodeFrame(new Uint8Array([0x34, 0x12, 0xff, 0xff]), pm);

@@ -155,12 +155,18 @@ for (const [name, options] of Object.entries(VIEWPORTS)) {
     const allMs = Date.now() - opened;
     const n = Number((await dataset(page)).slices);
     assert.equal(n, 24);
-    assert.ok(requests.filter((u) => /\/frames\/1$/.test(u)).length >= n, 'every frame was fetched raw');
-    // Nearest first: the middle slice (shown first) is fetched first, then its neighbours.
-    const order = requests.filter((u) => /\/frames\/1$/.test(u))
-      .map((u) => ct.images[decodeURIComponent(u.split('/instances/')[1].split('/')[0])].number);
+    // Raw frames come several per request (the series frames request, nearest first), not
+    // one request per slice: the 24 slices in one or two.
+    const single = requests.filter((u) => /\/frames\/1$/.test(u));
+    assert.deepEqual(single, [], 'no frame was asked for on its own');
+    const batches = requests.filter((u) => /\/series\/[0-9.]+\/frames\?instances=/.test(u));
+    assert.ok(batches.length >= 1 && batches.length <= 2, `${batches.length} frames requests for ${n} slices`);
+    const order = batches.flatMap((u) => decodeURIComponent(new URL(u).searchParams.get('instances')).split(','))
+      .map((sop) => ct.images[sop.split(':')[0]].number);
+    assert.equal(new Set(order).size, n, 'every frame was fetched raw');
+    // Nearest first: the middle slice (shown first) is asked for first, then its neighbours.
     const middle = Math.floor(n / 2) + 1;
-    assert.equal(order[0], middle, `first frame fetched: ${order.slice(0, 6)}`);
+    assert.equal(order[0], middle, `first frame asked for: ${order.slice(0, 6)}`);
     assert.ok(order.slice(0, 5).every((k) => Math.abs(k - middle) <= 2), `first frames: ${order.slice(0, 6)}`);
     await step('03-viewer');
     console.log(`${name}: first image ${firstImageMs} ms, all ${n} slices ${allMs} ms (loopback, debug build)`);
@@ -372,6 +378,58 @@ test('desktop: the worklist shows a new study without a reload; filters and sort
   await page.locator('nav.pager .pager-status', { hasText: `Studies 26–${total} of ${total}` }).waitFor();
   assert.equal(await page.locator('tr.study').count(), total - 25);
   await shot(page, 'desktop-09b-paging');
+  await context.close();
+});
+
+test('desktop, slow link: a slice late in a request in flight comes first when jumped to', async () => {
+  const context = await browser.newContext(VIEWPORTS.desktop);
+  const page = await context.newPage();
+  await page.goto(`${site.base}/worklist`);
+  await page.waitForURL(/\/login/);
+  await login(page, 'alice');
+  // 4 Mbit/s: each 512×512 16-bit frame takes about a second, the 24 of the study 25 s.
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Network.enable');
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 20, downloadThroughput: 4e6 / 8, uploadThroughput: 4e6 / 8 });
+  const requests = [];
+  context.on('request', (r) => requests.push(r.url()));
+  await page.goto(`${site.base}/view/${study}`);
+  // The middle slice's raw frame in: the other 23 follow in the same request, nearest first,
+  // slice 1 last.
+  await page.waitForFunction(() => Number(document.getElementById('view')?.dataset.loaded) >= 1, null, { timeout: 60000 });
+  const batches = () => requests.filter((u) => /\/frames\?instances=/.test(u))
+    .map((u) => decodeURIComponent(new URL(u).searchParams.get('instances')).split(',').map((x) => ct.images[x.split(':')[0]].number));
+  assert.equal(batches().length, 1, 'one request for all 24 slices');
+  assert.equal(batches()[0].at(-1), 1);
+  await page.keyboard.press('Home');
+  const t = Date.now();
+  await waitSlice(page, 1);
+  const ms = Date.now() - t;
+  const loaded = Number((await dataset(page)).loaded);
+  assert.ok(loaded < 16, `slice 1 came before most of the others (${loaded} of 24 loaded, ${ms} ms after the jump)`);
+  // The request in flight was cancelled and a new one asked for slice 1 first.
+  assert.ok(batches().length >= 2);
+  assert.equal(batches()[1][0], 1, `second request: ${batches()[1].slice(0, 5)}`);
+  await context.close();
+});
+
+test('desktop: where the series frames request is refused (an older server), frames come one per request', async () => {
+  const context = await browser.newContext(VIEWPORTS.desktop);
+  // The worker's requests too: as an older Vesalius would answer the unknown route.
+  await context.route(/\/frames\?instances=/, (r) => r.fulfill({ status: 404, contentType: 'application/json', body: '{"error":"not-found","message":"no such route"}' }));
+  const page = await context.newPage();
+  const requests = [];
+  context.on('request', (r) => requests.push(r.url()));
+  await page.goto(`${site.base}/worklist`);
+  await page.waitForURL(/\/login/);
+  await login(page, 'alice');
+  await page.goto(`${site.base}/view/${study}`);
+  await page.waitForFunction(() => { const d = document.getElementById('view')?.dataset; return d && d.slices && d.loaded === d.slices; }, null, { timeout: 30000 });
+  const n = Number((await dataset(page)).slices);
+  assert.equal(requests.filter((u) => /\/frames\?instances=/.test(u)).length, 1, 'asked once');
+  assert.ok(requests.filter((u) => /\/instances\/[0-9.]+\/frames\/1$/.test(u)).length >= n, 'then every frame on its own');
+  await waitSlice(page, 13);
+  await checkPixels(page, 'fallback, slice 13');
   await context.close();
 });
 

@@ -161,6 +161,10 @@ pub fn router(
             get(qido::series_instances),
         )
         .route(
+            "/studies/{study}/series/{series}/frames",
+            get(wado::series_frames),
+        )
+        .route(
             "/studies/{study}/series/{series}/thumbnail",
             get(rendered::series_thumbnail),
         )

@@ -755,6 +755,97 @@ async fn metadata_bulkdata_and_frames() {
 }
 
 #[tokio::test]
+async fn frames_of_several_instances_in_one_answer() {
+    let (h, _) = loaded().await;
+    let ct = uid(STUDY_A, 1);
+    let mr = uid(STUDY_A, 2);
+    let (one, two, three) = (uid(STUDY_A, 101), uid(STUDY_A, 102), uid(STUDY_A, 103));
+    let series = format!("/dicom-web/studies/{STUDY_A}/series/{ct}");
+    let accept =
+        "multipart/related; type=\"application/octet-stream\"; transfer-syntax=1.2.840.10008.1.2.1";
+    // In the order asked, each part naming its frame.
+    let r = h
+        .get(
+            &format!("{series}/frames?instances={two},{one}:1"),
+            Some(accept),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(
+        r.content_type()
+            .contains("type=\"application/octet-stream\"")
+    );
+    let parts = r.parts();
+    assert_eq!(parts.len(), 2);
+    let frame = dicom::native_frames(4, 5, 1);
+    assert_eq!(parts[0].1, frame);
+    assert_eq!(parts[1].1, frame);
+    assert!(
+        parts[0].0.contains(&format!(
+            "Content-Location: http://{HOST}{series}/instances/{two}/frames/1"
+        )),
+        "{}",
+        parts[0].0
+    );
+    assert!(parts[1].0.contains(&format!("/instances/{one}/frames/1")));
+    assert!(parts[0].0.contains("transfer-syntax=1.2.840.10008.1.2.1"));
+    // The same bytes as one instance's frames; frames of a multi-frame instance by number.
+    let mr_series = format!("/dicom-web/studies/{STUDY_A}/series/{mr}");
+    let r = h
+        .get(
+            &format!("{mr_series}/frames?instances={three}:3,{three}:1"),
+            None,
+        )
+        .await;
+    let parts = r.parts();
+    let all = dicom::native_frames(4, 5, 3);
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[0].1, all[80..120].to_vec());
+    assert_eq!(parts[1].1, all[0..40].to_vec());
+    let single = h
+        .get(&format!("{mr_series}/instances/{three}/frames/3"), None)
+        .await
+        .parts();
+    assert_eq!(single[0].1, parts[0].1);
+    // An instance of another series, a frame beyond the last: 404 naming it.
+    let r = h
+        .get(&format!("{series}/frames?instances={one},{three}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.json()["message"].as_str().unwrap().contains(&three));
+    let r = h
+        .get(&format!("{mr_series}/frames?instances={three}:4"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Bad requests: no list, an empty one, a bad UID or frame number, too many.
+    for q in [
+        String::new(),
+        "?instances=".into(),
+        "?instances=1.2.x".into(),
+        format!("?instances={one}:0"),
+        format!("?instances={one}:a"),
+        format!("?instances={}", vec![one.as_str(); 501].join(",")),
+    ] {
+        let r = h.get(&format!("{series}/frames{q}"), None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}");
+        assert!(r.content_type().contains("json"), "{q}");
+    }
+    // Only octet-stream parts.
+    let r = h
+        .get(
+            &format!("{series}/frames?instances={one}"),
+            Some("multipart/related; type=\"image/jpeg\""),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE);
+}
+
+#[tokio::test]
 async fn qido_cuts_at_the_maximum_with_a_warning() {
     let h = harness(DicomWebOptions::new("default").max_query_results(2));
     let files: Vec<Vec<u8>> = fixtures().into_iter().map(|(_, b)| b).collect();

@@ -374,6 +374,38 @@ async fn compressed_frames_as_stored_or_decoded() {
     let frames = native_frames(16, 16, 2);
     assert_eq!(parts[0].1, frames[512..]);
     assert_eq!(parts[1].1, frames[..512]);
+    // Frames of several instances in one answer (the viewer's request): decoded the same way;
+    // the compressed bit streams are not sent that way (406).
+    let series = format!("{}/studies/{STUDY}/series/{}", srv.dicomweb, uid(7));
+    let octet =
+        "multipart/related; type=\"application/octet-stream\"; transfer-syntax=1.2.840.10008.1.2.1";
+    let sop = uid(700);
+    let parts = multipart_of(
+        http.get(format!("{series}/frames?instances={sop}:2,{sop}"))
+            .header(ACCEPT, octet)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[0].1, frames[512..]);
+    assert_eq!(parts[1].1, frames[..512]);
+    assert!(
+        parts[0].0.contains(&format!("/instances/{sop}/frames/2")),
+        "{}",
+        parts[0].0
+    );
+    let r = http
+        .get(format!("{series}/frames?instances={sop}"))
+        .header(
+            ACCEPT,
+            "multipart/related; type=\"application/octet-stream\"",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 406);
     // Stored as received; transcoded to Explicit VR Little Endian on request.
     let parts = multipart_of(http.get(&inst).send().await.unwrap()).await;
     assert_eq!(parts[0].1, compressed);

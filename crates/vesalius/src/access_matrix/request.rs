@@ -38,11 +38,15 @@ pub(super) async fn send(
         ),
         "/api/v1/audit/who-saw" => format!("?study={}", aim.study),
         "/api/v1/nodes/{name}/studies" => "?PatientID=MATRIX".into(),
+        "/dicom-web/studies/{study}/series/{series}/frames" => format!("?instances={}", aim.sop),
         _ => String::new(),
     };
     let accept = if route.path.contains("/rendered") || route.path.contains("/thumbnail") {
         Some("image/jpeg")
-    } else if route.path.contains("/frames/") || route.path.contains("/bulkdata/") {
+    } else if route.path.contains("/frames/")
+        || route.path.ends_with("/frames")
+        || route.path.contains("/bulkdata/")
+    {
         Some("multipart/related; type=\"application/octet-stream\"")
     } else if route.path.ends_with("/metadata") || route.shows == Shows::Listing {
         Some("application/dicom+json")

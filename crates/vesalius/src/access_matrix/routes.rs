@@ -567,6 +567,15 @@ pub const ROUTES: &[Route] = &[
         Data,
         RETRIEVE,
     ),
+    // Issue 6: the frames of several instances of a series in one answer (the viewer's).
+    r(
+        "GET",
+        "/dicom-web/studies/{study}/series/{series}/frames",
+        Study,
+        OnStudy(Retrieve),
+        Data,
+        RETRIEVE,
+    ),
     r(
         "GET",
         "/dicom-web/studies/{study}/series/{series}/instances/{sop}",

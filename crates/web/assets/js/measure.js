@@ -44,6 +44,16 @@ export function inRoi(shape, a, b, c, r) {
   return dx * dx + dy * dy <= 1;
 }
 
+/** The pixels in the ROI (see inRoi) of a `width`×`height` image: count and area. */
+export function roiArea(width, height, shape, a, b, spacing) {
+  const c0 = Math.max(0, Math.floor(Math.min(a[0], b[0]))), c1 = Math.min(width - 1, Math.ceil(Math.max(a[0], b[0])));
+  const r0 = Math.max(0, Math.floor(Math.min(a[1], b[1]))), r1 = Math.min(height - 1, Math.ceil(Math.max(a[1], b[1])));
+  let n = 0;
+  for (let r = r0; r <= r1; r++) for (let c = c0; c <= c1; c++) if (inRoi(shape, a, b, c, r)) n++;
+  const [rs, cs] = spacing || [1, 1];
+  return { n, area: n * rs * cs, areaUnit: spacing ? 'mm²' : 'px²' };
+}
+
 /**
  * Statistics of the pixels in the ROI (see inRoi) of a `width`×`height` image of bit patterns
  * `data`, through `table` (bit pattern → modality value): count, mean, population standard

@@ -54,7 +54,7 @@ export const T = {
   rows: '00280010', columns: '00280011', pixelSpacing: '00280030', bitsAllocated: '00280100',
   bitsStored: '00280101', pixelRepresentation: '00280103', windowCenter: '00281050',
   windowWidth: '00281051', rescaleIntercept: '00281052', rescaleSlope: '00281053',
-  windowExplanation: '00281055', lossy: '00282110', institution: '00080080',
+  windowExplanation: '00281055', lossy: '00282110', institution: '00080080', planar: '00280006',
 };
 
 /**
@@ -74,6 +74,7 @@ export function pixelModule(meta) {
     slope: num(meta, T.rescaleSlope, 0, 1),
     intercept: num(meta, T.rescaleIntercept, 0, 0),
     frames: Math.max(1, num(meta, T.numberOfFrames, 0, 1)),
+    planar: num(meta, T.planar, 0, 0),
     windows: [],
   };
   const centers = values(meta, T.windowCenter), widths = values(meta, T.windowWidth);
@@ -87,13 +88,34 @@ export function pixelModule(meta) {
   return pm;
 }
 
-/** Whether the browser can window this image itself (monochrome, 8 or 16 bits per sample). */
+/**
+ * Whether this is a colour image the browser shows from its raw frames: RGB, 8 bits per
+ * sample, interleaved (Planar Configuration 0: the layout of both the stored native bytes and
+ * the server's decoding of compressed ones). Other colour images (YBR, colour-by-plane, 16-bit
+ * samples, palette colour) are shown as the server's renderings.
+ */
+export function isColour(pm) {
+  return pm.samplesPerPixel === 3 && pm.photometric === 'RGB' && pm.bitsAllocated === 8
+    && pm.bitsStored === 8 && pm.planar === 0 && pm.rows > 0 && pm.columns > 0;
+}
+
+/**
+ * Whether the browser can window this image itself: monochrome, 8 or 16 bits per sample; or
+ * colour as [isColour] says (each of R, G and B through the same window, below).
+ */
 export function windowable(pm) {
+  if (isColour(pm)) return true;
   return pm.samplesPerPixel === 1 && pm.rows > 0 && pm.columns > 0
     && (pm.photometric === 'MONOCHROME1' || pm.photometric === 'MONOCHROME2')
     && (pm.bitsAllocated === 8 || pm.bitsAllocated === 16)
     && pm.bitsStored >= 1 && pm.bitsStored <= pm.bitsAllocated;
 }
+
+/**
+ * The window that shows a colour image as stored: the linear VOI function with center 128 and
+ * width 256 maps each sample value 0–255 to itself.
+ */
+export const COLOUR_IDENTITY = Object.freeze({ center: 128, width: 256 });
 
 /** Bytes of one native frame. */
 export function frameBytes(pm) {
@@ -165,6 +187,144 @@ export function frameFromAnswer(contentType, bytes) {
 
 const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
+const CRLF2 = new Uint8Array([13, 10, 13, 10]);
+const NOTHING = new Uint8Array(0);
+
+function headersOf(bytes) {
+  const headers = {};
+  for (const line of new TextDecoder().decode(bytes).split('\r\n')) {
+    const i = line.indexOf(':');
+    if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+  }
+  return headers;
+}
+
+/**
+ * A multipart answer of frames read as it streams in (RFC 2046 5.1.1), without holding it
+ * whole: `push` each chunk as it arrives, `end` after the last. Part `i`'s body is copied once,
+ * straight from the chunks, into a new buffer of `sizes[i]` bytes (the frame's size, known from
+ * the metadata), then handed to `onPart(i, headers, bytes)`; bytes after it up to the next
+ * delimiter (padding) are skipped, so the body is never searched for the boundary. Throws on
+ * a part shorter than its size (its bytes then hold the next delimiter: caught by `end`, or by
+ * the caller's check of the parts' Content-Location), more parts than sizes, or an answer
+ * cut short.
+ */
+export class FrameParts {
+  constructor(boundary, sizes, onPart) {
+    const enc = new TextEncoder();
+    this.first = enc.encode(`--${boundary}`);
+    this.delim = enc.encode(`\r\n--${boundary}`);
+    this.sizes = sizes;
+    this.onPart = onPart;
+    this.count = 0;
+    this.state = 'delim';
+    this.pend = NOTHING;
+    this.body = null;
+    this.filled = 0;
+    this.headers = null;
+  }
+
+  push(chunk) {
+    let src = chunk, at = 0;
+    if (this.pend.length) { src = new Uint8Array(this.pend.length + chunk.length); src.set(this.pend); src.set(chunk, this.pend.length); this.pend = NOTHING; }
+    while (at < src.length) {
+      switch (this.state) {
+        case 'body': {
+          const k = Math.min(src.length - at, this.body.length - this.filled);
+          this.body.set(src.subarray(at, at + k), this.filled);
+          this.filled += k;
+          at += k;
+          if (this.filled === this.body.length) {
+            const body = this.body;
+            this.body = null;
+            this.state = 'delim';
+            this.onPart(this.count++, this.headers, body);
+          }
+          break;
+        }
+        case 'delim': {
+          // The first delimiter may follow a preamble; the others follow a body's CRLF.
+          const d = this.count === 0 ? this.first : this.delim;
+          const i = indexOf(src, d, at);
+          if (i < 0) { this.pend = src.slice(Math.max(at, src.length - d.length + 1)); return; }
+          at = i + d.length;
+          this.state = 'line';
+          break;
+        }
+        case 'line': // after a delimiter: `--` closes the answer, else padding and CRLF
+          if (src.length - at < 2) { this.pend = src.slice(at); return; }
+          if (src[at] === 0x2d && src[at + 1] === 0x2d) { this.state = 'done'; return; }
+          {
+            const lf = src.indexOf(0x0a, at);
+            if (lf < 0) { this.pend = src.slice(at); return; }
+            at = lf + 1;
+          }
+          this.state = 'head';
+          break;
+        case 'head': {
+          if (src.length - at < 2) { this.pend = src.slice(at); return; }
+          if (src[at] === 13 && src[at + 1] === 10) {
+            this.headers = {};
+            at += 2;
+          } else {
+            const e = indexOf(src, CRLF2, at);
+            if (e < 0) { this.pend = src.slice(at); return; }
+            this.headers = headersOf(src.subarray(at, e));
+            at = e + 4;
+          }
+          if (this.count >= this.sizes.length) throw new Error(`more parts than the ${this.sizes.length} frames asked for`);
+          this.body = new Uint8Array(this.sizes[this.count]);
+          this.filled = 0;
+          this.state = 'body';
+          break;
+        }
+        default: return; // 'done': the epilogue is ignored
+      }
+    }
+  }
+
+  end() {
+    if (this.state !== 'done') throw new Error('multipart answer cut short');
+    if (this.count !== this.sizes.length) throw new Error(`${this.count} frames in the answer, ${this.sizes.length} asked for`);
+  }
+}
+
+/**
+ * The stored values of a frame whose `frameBytes(pm)` bytes are in a buffer of their own (a
+ * [FrameParts] body): the same typed arrays as [decodeFrame], without a copy on little endian
+ * machines.
+ */
+export function framePixels(bytes, pm) {
+  if (pm.bitsAllocated === 8) return bytes;
+  if (littleEndian) return new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.length >> 1);
+  return decodeFrame(bytes, pm);
+}
+
+/**
+ * Reads a `fetch` answer of several frames (the series frames request, docs/api-dicomweb.md)
+ * as it streams: calls `onFrame(i, values)` for frame `i` of `want` (`[{ sop, frame, pm }]`,
+ * in the order asked) as soon as its bytes are in. Each part's `Content-Location`, when
+ * present, must name the frame asked for at its place.
+ */
+export async function readFrames(response, want, onFrame) {
+  const boundary = boundaryOf(response.headers.get('content-type'));
+  if (!boundary) throw new Error('the frames answer is not multipart');
+  const parts = new FrameParts(boundary, want.map((w) => frameBytes(w.pm)), (i, headers, bytes) => {
+    const w = want[i];
+    const loc = headers['content-location'];
+    if (loc && !loc.endsWith(`/instances/${w.sop}/frames/${w.frame}`)) throw new Error(`part ${i + 1} is ${loc}, not frame ${w.frame} of ${w.sop}`);
+    onFrame(i, framePixels(bytes, w.pm));
+  });
+  const reader = response.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    parts.push(value);
+  }
+  parts.end();
+}
+
+
 /**
  * The stored values of a native frame as a typed array of bit patterns (Uint8Array for 8 bits,
  * Uint16Array for 16), copied so the answer's buffer can go. Explicit VR Little Endian bytes
@@ -231,8 +391,21 @@ export function applyLut(frame, lut, out) {
   }
 }
 
+/**
+ * Writes an interleaved RGB frame (8 bits per sample) into RGBA `out`, each sample through
+ * `lut` (a [displayLut] of the image: the VOI function on each of R, G and B; PS3.3 defines
+ * VOI LUTs for grey scale only, so this is a viewer's brightness/contrast on colour, exact
+ * with [COLOUR_IDENTITY]).
+ */
+export function applyLutColour(frame, lut, out) {
+  for (let i = 0, j = 0; j < out.length; i += 3, j += 4) {
+    out[j] = lut[frame[i]]; out[j + 1] = lut[frame[i + 1]]; out[j + 2] = lut[frame[i + 2]]; out[j + 3] = 255;
+  }
+}
+
 /** A window covering a frame's modality values (for images without a VOI window). */
 export function autoWindow(frame, pm) {
+  if (isColour(pm)) return { ...COLOUR_IDENTITY };
   let lo = Infinity, hi = -Infinity;
   for (let i = 0; i < frame.length; i += 7) {
     const v = storedValue(frame[i], pm) * pm.slope + pm.intercept;

@@ -221,7 +221,8 @@ export class Viewport {
         if (this.img.width !== im.width || this.img.height !== im.height) { this.img.width = im.width; this.img.height = im.height; }
         const ctx = this.img.getContext('2d');
         const data = ctx.createImageData(im.width, im.height);
-        px.applyLut(im.data, this.lut, data.data);
+        if (px.isColour(pm)) px.applyLutColour(im.data, this.lut, data.data);
+        else px.applyLut(im.data, this.lut, data.data);
         ctx.putImageData(data, 0, 0);
         this.imageKey = drawKey;
         this.shown = im;
@@ -377,7 +378,7 @@ export class Viewport {
       if (!Number.isFinite(d)) return;
       m.values = { angle: d };
     } else {
-      if (!im.data) return;
+      if (!im.data || px.isColour(im.pm)) return; // a colour ROI has no values to save
       const st = ms.roiStats(im.data, im.width, im.height, this.host.table(im.pm), m.type, m.a, m.b, sp);
       if (!st.n) return;
       m.values = { mean: st.mean, sd: st.sd, min: st.min, max: st.max, area: st.area };
@@ -400,6 +401,11 @@ export class Viewport {
       return { text: Number.isFinite(d) ? `${d.toFixed(1)}°` : '', data: { angle: Number.isFinite(d) ? d.toFixed(3) : '' } };
     }
     if (!im.data) return { text: 'no raw pixels yet', data: {} };
+    if (px.isColour(im.pm)) {
+      // Colour samples are not measurements (no modality values): the area only.
+      const a = ms.roiArea(im.width, im.height, m.type, m.a, m.b, sp);
+      return { text: `${a.area.toFixed(1)} ${a.areaUnit} (colour: no values)`, data: { n: String(a.n), area: String(a.area) } };
+    }
     const st = ms.roiStats(im.data, im.width, im.height, this.host.table(im.pm), m.type, m.a, m.b, sp);
     const unit = px.str(im.meta, px.T.modality) === 'CT' || this.s.modality === 'CT' ? ' HU' : '';
     const data = { n: String(st.n), mean: String(st.mean), sd: String(st.sd), min: String(st.min), max: String(st.max), area: String(st.area) };

@@ -36,6 +36,9 @@ export function volumeGeometry(slices) {
   if (slices.some((sl) => num(sl.meta, T.numberOfFrames, 0, 1) > 1)) {
     return { error: 'Multi-frame images cannot be reformatted here yet.' };
   }
+  if (slices.some((sl) => num(sl.meta, T.samplesPerPixel, 0, 1) !== 1)) {
+    return { error: 'Colour images are not reformatted.' };
+  }
   const m0 = slices[0].meta;
   const o0 = values(m0, T.imageOrientation).map(Number);
   if (o0.length !== 6 || o0.some((x) => !Number.isFinite(x))) return { error: 'The images have no Image Orientation (Patient).' };
