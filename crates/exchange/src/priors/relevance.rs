@@ -305,7 +305,8 @@ pub enum Verdict {
     Relevant,
     /// Some criterion does not hold.
     NotRelevant,
-    /// Only its series can tell (no Modalities in Study, or a description naming no region).
+    /// Only its series can tell (no Modalities in Study, or a description naming no region or,
+    /// for `laterality`, no side).
     NeedSeries,
 }
 
