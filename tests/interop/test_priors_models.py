@@ -12,6 +12,15 @@ matched by coded anatomy.
   region): SNOMED CT "Brain" and "Knee joint". A new CT coded "Head" (SRT T-D1100, likewise no
   Body Part Examined) arrives with a `match=modality,body-part` prefetch route: only the brain
   prior is retrieved.
+- Orthanc (it returns the Procedure Code Sequence (0008,1032) at study level and Laterality
+  (0020,0060) at series level) holds four MR priors of the patient; a left knee MR coded LOINC
+  36510-6 arrives with a `match=modality,body-part,procedure,laterality` route: the prior with
+  the same code but a leg body part is retrieved, and so is the left knee; the right knee (its
+  series say R) and a leg MR with another code are not.
+- The same route against DCMTK `dcmqrscp`, whose index returns neither sequences nor
+  Laterality: the sides its Study Descriptions name decide (`MR KNEE RIGHT` dropped, `MR KNEE
+  LEFT` kept), while a prior whose side is only in its Laterality attribute is kept (no side
+  known) and one related only by its procedure code is not (no code known).
 """
 
 import json
@@ -47,6 +56,35 @@ def recode(files, out: Path, tag: str, study_date: str, description: str, code):
     return result
 
 
+def mr_prior(files, out: Path, tag: str, study_date: str, description: str, body_part: str,
+             laterality: str = "", code=None):
+    """Copies of an MR study with new UIDs, and the given Study Date, Study Description, Body
+    Part Examined, Laterality (0020,0060, none when empty) and Procedure Code Sequence of one
+    item `code` = (value, scheme, meaning), none when `None`."""
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    result = []
+    for p in derive(files, out, tag, StudyDate=study_date, StudyDescription=description,
+                    BodyPartExamined=body_part):
+        ds = pydicom.dcmread(p)
+        for k in ("Laterality", "ImageLaterality", "ProcedureCodeSequence"):
+            if k in ds:
+                delattr(ds, k)
+        if laterality:
+            ds.Laterality = laterality
+        if code:
+            item = Dataset()
+            item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code
+            ds.ProcedureCodeSequence = Sequence([item])
+        ds.save_as(p, enforce_file_format=True)
+        result.append(p)
+    return result
+
+
+MR_KNEE = ("36510-6", "LN", "MR Knee")
+
+
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
@@ -69,6 +107,17 @@ def studies(tmp_path_factory):
                               ("12738006", "SCT", "Brain")),
         "coded-knee": recode(ct, d / "coded-knee", "coded-knee", "20250105", "Study 2",
                              ("49076000", "SCT", "Knee joint")),
+        "left-knee-new": mr_prior(mr, d / "lk-new", "lk-new", "20261201", "MR KNEE", "KNEE",
+                                  "L", MR_KNEE),
+        "right-knee": mr_prior(mr, d / "rk", "rk", "20250901", "MR KNEE", "KNEE", "R"),
+        "same-code": mr_prior(mr, d / "same", "same", "20250301", "MR LE jt", "LEG", "",
+                              MR_KNEE),
+        "left-knee": mr_prior(mr, d / "lk", "lk", "20240601", "MR KNEE", "KNEE", "L"),
+        "rk-text": mr_prior(mr, d / "rk-text", "rk-text", "20250901", "MR KNEE RIGHT", "KNEE", "R"),
+        "lk-text": mr_prior(mr, d / "lk-text", "lk-text", "20240601", "MR KNEE LEFT", "KNEE", "L"),
+        "knee-r-attr": mr_prior(mr, d / "kra", "kra", "20240301", "MR KNEE", "KNEE", "R"),
+        "other-code": mr_prior(mr, d / "other", "other", "20240101", "MR LE jt", "LEG", "",
+                               ("24590-2", "LN", "MR Lower leg")),
     }
 
 
@@ -209,3 +258,75 @@ def test_priors_matched_by_coded_anatomic_region(tmp_path, studies):
         server.kill()
         orthanc.stop()
 
+
+def test_priors_matched_by_procedure_code_and_laterality(tmp_path, studies):
+    if not Path(ORTHANC).exists():
+        pytest.skip("Orthanc not installed")
+    server = Server(tmp_path / "data", extra_env=EXCHANGE_ENV)
+    orthanc = Orthanc(tmp_path / "orthanc", {"vesalius": ["VESALIUS", "127.0.0.1", free_port()]})
+    try:
+        names = ("right-knee", "same-code", "left-knee", "other-code")
+        orthanc.store([f for n in names for f in studies[n]])
+        uid = {n: study_uid(studies[n]) for n in names}
+        r = admin(server.data_dir, "node", "add", "pacs", "--ae-title", "ORTHANC", "--host", "127.0.0.1",
+                  "--port", str(orthanc.dicom_port), "--org", "default", "--retrieve", "get")
+        assert r.returncode == 0, r.stderr
+        r = admin(server.data_dir, "route", "add", "mr-priors", "--org", "default", "--modality", "MR",
+                  "--to", "prefetch:pacs?max=3&match=modality,body-part,procedure,laterality")
+        assert r.returncode == 0, r.stdout + r.stderr
+        time.sleep(1.0)
+        new = studies["left-knee-new"]
+        r = subprocess.run([dcmtk("storescu"), "-aet", "STORESCU", "-aec", "VESALIUS", "127.0.0.1",
+                            str(server.dicom_port), *map(str, new)], env=TCP,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        auth = {"Authorization": f"Bearer {token(server)}"}
+        for n in ("same-code", "left-knee"):
+            wait_for(lambda: len(held(server.data_dir, uid[n])) == len(studies[n]), 90,
+                     f"the {n} prior: {server.log_path.read_text()[-3000:]}")
+        wait_for(lambda: settled(server, auth, ("prefetch:pacs", "retrieve:pacs")), 30, "the prefetch jobs")
+        assert held(server.data_dir, uid["right-knee"]) == [], "the right knee is the other side"
+        assert held(server.data_dir, uid["other-code"]) == [], "another code, a leg: not the knee"
+        detail = study_receipt(server, auth, "prefetch:pacs", study_uid(new))
+        assert ("4 other studies of the patient at pacs, 2 not relevant by modality and body-part "
+                "and procedure and laterality, 2 most recent kept, 0 already here, 2 to retrieve"
+                ) in detail, detail
+    finally:
+        server.kill()
+        orthanc.stop()
+
+
+def test_laterality_from_descriptions_at_a_node_without_the_keys(tmp_path, studies):
+    server = Server(tmp_path / "data", extra_env=EXCHANGE_ENV)
+    qr = Dcmqrscp(tmp_path / "dcmqrscp")
+    try:
+        names = ("rk-text", "same-code", "lk-text", "knee-r-attr")
+        qr.store([f for n in names for f in studies[n]])
+        uid = {n: study_uid(studies[n]) for n in names}
+        r = admin(server.data_dir, "node", "add", "qr", "--ae-title", qr.AE, "--host", "127.0.0.1",
+                  "--port", str(qr.port), "--org", "default", "--retrieve", "get")
+        assert r.returncode == 0, r.stderr
+        r = admin(server.data_dir, "route", "add", "mr-priors", "--org", "default", "--modality", "MR",
+                  "--to", "prefetch:qr?max=3&match=modality,body-part,procedure,laterality")
+        assert r.returncode == 0, r.stdout + r.stderr
+        time.sleep(1.0)
+        new = studies["left-knee-new"]
+        r = subprocess.run([dcmtk("storescu"), "-aet", "STORESCU", "-aec", "VESALIUS", "127.0.0.1",
+                            str(server.dicom_port), *map(str, new)], env=TCP,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        auth = {"Authorization": f"Bearer {token(server)}"}
+        for n in ("lk-text", "knee-r-attr"):
+            assert len(qr.held(uid[n])) == len(studies[n])
+            wait_for(lambda: held(server.data_dir, uid[n]) == qr.held(uid[n]), 90,
+                     f"the {n} prior: {server.log_path.read_text()[-3000:]}")
+        wait_for(lambda: settled(server, auth, ("prefetch:qr", "retrieve:qr")), 30, "the prefetch jobs")
+        assert held(server.data_dir, uid["rk-text"]) == [], "its description says right"
+        assert held(server.data_dir, uid["same-code"]) == [], "dcmqrscp returns no procedure codes"
+        detail = study_receipt(server, auth, "prefetch:qr", study_uid(new))
+        assert ("4 other studies of the patient at qr, 2 not relevant by modality and body-part "
+                "and procedure and laterality, 2 most recent kept, 0 already here, 2 to retrieve"
+                ) in detail, detail
+    finally:
+        server.kill()
+        qr.stop()

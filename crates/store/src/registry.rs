@@ -268,22 +268,32 @@ pub enum PriorMatch {
     BodyPart,
     /// The two Study Descriptions share a keyword.
     Description,
+    /// The prior shares a coded procedure (scheme and code value) with the arriving study; with
+    /// `body-part` or `description`, a shared code makes those hold, else they decide.
+    Procedure,
+    /// The prior is not of the other side: a left study's priors are left, bilateral or of no
+    /// stated side, never right only.
+    Laterality,
 }
 
 impl PriorMatch {
     /// Every criterion, in its canonical order.
-    pub const ALL: [PriorMatch; 3] = [
+    pub const ALL: [PriorMatch; 5] = [
         PriorMatch::Modality,
         PriorMatch::BodyPart,
         PriorMatch::Description,
+        PriorMatch::Procedure,
+        PriorMatch::Laterality,
     ];
 
-    /// `modality`, `body-part` or `description`.
+    /// `modality`, `body-part`, `description`, `procedure` or `laterality`.
     pub fn as_str(self) -> &'static str {
         match self {
             PriorMatch::Modality => "modality",
             PriorMatch::BodyPart => "body-part",
             PriorMatch::Description => "description",
+            PriorMatch::Procedure => "procedure",
+            PriorMatch::Laterality => "laterality",
         }
     }
 
@@ -335,7 +345,8 @@ impl Prefetch {
     }
 
     /// Parses `NODE` with options `?max=N` (1-100), `&years=Y` (1-200) and
-    /// `&match=CRITERION[,CRITERION]` (`modality`, `body-part`, `description`; also separated by
+    /// `&match=CRITERION[,CRITERION]` (`modality`, `body-part`, `description`, `procedure`,
+    /// `laterality`; also separated by
     /// `+`, or `match=` repeated): the text after `prefetch:`. The error names what is wrong.
     pub fn parse(s: &str) -> std::result::Result<Prefetch, String> {
         let (node, query) = s.split_once('?').unwrap_or((s, ""));
@@ -350,7 +361,7 @@ impl Prefetch {
                     let m = PriorMatch::parse(m).ok_or_else(|| {
                         format!(
                             "prefetch match {m:?} is not a criterion (modality, body-part, \
-                             description)"
+                             description, procedure, laterality)"
                         )
                     })?;
                     p.matching.push(m);
@@ -802,6 +813,30 @@ mod tests {
         );
         let e = RouteDestination::parse_checked("prefetch:pacs?match=colour").unwrap_err();
         assert!(e.contains("modality, body-part, description"), "{e}");
+        assert!(e.contains("procedure, laterality"), "{e}");
+        // The coded-procedure and laterality criteria, in canonical order.
+        let d =
+            RouteDestination::parse("prefetch:pacs?match=laterality,procedure,body-part").unwrap();
+        let RouteDestination::Prefetch(p) = &d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(
+            p.matching,
+            [
+                PriorMatch::BodyPart,
+                PriorMatch::Procedure,
+                PriorMatch::Laterality
+            ]
+        );
+        assert_eq!(
+            d.text(),
+            "prefetch:pacs?match=body-part,procedure,laterality"
+        );
+        let json = serde_json::to_string(&d).unwrap();
+        assert!(
+            json.contains(r#""match":["body-part","procedure","laterality"]"#),
+            "{json}"
+        );
         assert!(RouteDestination::parse_checked("prefetch:pacs?match=").is_err());
     }
 

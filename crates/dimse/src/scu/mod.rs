@@ -514,6 +514,9 @@ pub fn study_find_keys(patient_id: &str, issuer: &str, study_date: &str) -> Vec<
         tag::STUDY_INSTANCE_UID,
         tag::NUMBER_OF_STUDY_RELATED_INSTANCES,
         tag::SOP_CLASSES_IN_STUDY,
+        // General Study module (PS3.3 C.7.2.1); a zero-length sequence asks for the whole
+        // sequence (PS3.4 C.2.2.2.6). Relevant-prior matching compares its codes.
+        tag::PROCEDURE_CODE_SEQUENCE,
     ] {
         keys.push((t, String::new()));
     }

@@ -90,6 +90,148 @@ pub fn body_parts(codes: &[AnatomicCode]) -> String {
     terms.join(" ")
 }
 
+/// Whether two codes are the same concept: the same Coding Scheme Designator (compared without
+/// regard to case) and Code Value (PS3.3 8.8: a code is identified by the pair; Code Meaning
+/// is display text and does not count).
+pub fn same_code(a: &AnatomicCode, b: &AnatomicCode) -> bool {
+    a.scheme.eq_ignore_ascii_case(&b.scheme) && a.value == b.value
+}
+
+/// The coded procedures of an instance (DICOM JSON): Procedure Code Sequence (0008,1032, General
+/// Study module, PS3.3 C.7.2.1), Requested Procedure Code Sequence (0032,1064) at the top level
+/// and in the items of the Request Attributes Sequence (0040,0275, PS3.3 Table 10-9), without
+/// repeats.
+pub fn procedure_codes(object: &Map<String, Json>) -> Vec<AnatomicCode> {
+    let mut out = codes(object, tag::PROCEDURE_CODE_SEQUENCE);
+    out.extend(codes(object, tag::REQUESTED_PROCEDURE_CODE_SEQUENCE));
+    for item in items(object, tag::REQUEST_ATTRIBUTES_SEQUENCE) {
+        out.extend(codes(item, tag::REQUESTED_PROCEDURE_CODE_SEQUENCE));
+    }
+    out.sort_by_key(|c| (c.scheme.to_ascii_uppercase(), c.value.clone()));
+    out.dedup_by(|a, b| same_code(a, b));
+    out
+}
+
+/// The items of sequence `seq` of a DICOM JSON object.
+fn items(object: &Map<String, Json>, seq: u32) -> impl Iterator<Item = &Map<String, Json>> {
+    object
+        .get(&format!("{seq:08X}"))
+        .and_then(|e| e.get("Value"))
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Json::as_object)
+}
+
+/// A side of the body a study shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Side {
+    /// Left (`L`).
+    Left,
+    /// Right (`R`).
+    Right,
+    /// Both sides (`B`, bilateral).
+    Both,
+    /// An unpaired body part (`U`): no side.
+    Unpaired,
+}
+
+impl Side {
+    /// A Laterality (0020,0060: `R` or `L` of a paired body part, General Series module, PS3.3
+    /// C.7.3.1) or Image Laterality (0020,0062: `R`, `L`, `U` unpaired, `B` both, e.g. the DX
+    /// Anatomy Imaged and Mammography Image modules, PS3.3 C.8.11.2 and C.8.11.7) value.
+    pub fn of_attribute(value: &str) -> Option<Side> {
+        match value.trim().to_ascii_uppercase().as_str() {
+            "L" => Some(Side::Left),
+            "R" => Some(Side::Right),
+            "B" => Some(Side::Both),
+            "U" => Some(Side::Unpaired),
+            _ => None,
+        }
+    }
+
+    /// A laterality code of an Anatomic Region Modifier Sequence (0008,2220) item: the concepts
+    /// of PS3.16 CID 244 "Laterality" (also in CID 2 "Anatomic Modifier"), in SNOMED CT
+    /// (`SCT`) or their SNOMED-RT form (`SRT`, `SNM3`, `99SDM`). Unilateral (66459002, G-A103)
+    /// says no side.
+    pub fn of_code(code: &AnatomicCode) -> Option<Side> {
+        let table: &[(&str, &str, Side)] = &[
+            ("7771000", "G-A101", Side::Left),
+            ("24028007", "G-A100", Side::Right),
+            ("51440002", "G-A102", Side::Both),
+        ];
+        let value = code.value.as_str();
+        match code.scheme.to_ascii_uppercase().as_str() {
+            "SCT" => table.iter().find(|r| r.0 == value).map(|r| r.2),
+            "SRT" | "SNM3" | "99SDM" => table.iter().find(|r| r.1 == value).map(|r| r.2),
+            _ => None,
+        }
+    }
+
+    /// The sides the words of a text name: `LEFT`/`LT`, `RIGHT`/`RT`, `BILATERAL`/`BILAT`/`BOTH`
+    /// (single letters are too ambiguous in free text).
+    pub fn of_text(text: &str) -> Vec<Side> {
+        let mut out: Vec<Side> = text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter_map(|w| match w.to_uppercase().as_str() {
+                "LEFT" | "LT" => Some(Side::Left),
+                "RIGHT" | "RT" => Some(Side::Right),
+                "BILATERAL" | "BILAT" | "BOTH" => Some(Side::Both),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// The side that `sides` (of one study, from any source) add up to: both when they include both
+/// or left and right, else the one side named; `None` when they name no side (nothing, or
+/// unpaired only).
+pub fn side(sides: &[Side]) -> Option<Side> {
+    let has = |s| sides.contains(&s);
+    match (has(Side::Left), has(Side::Right)) {
+        _ if has(Side::Both) => Some(Side::Both),
+        (true, true) => Some(Side::Both),
+        (true, false) => Some(Side::Left),
+        (false, true) => Some(Side::Right),
+        (false, false) => None,
+    }
+}
+
+/// The sides an instance or a C-FIND answer (DICOM JSON) states: Laterality (0020,0060), Image
+/// Laterality (0020,0062) and the laterality codes of the Anatomic Region Modifier Sequence
+/// (0008,2220) in the items of its Anatomic Region Sequence (0008,2218, PS3.3 10.5), without
+/// repeats.
+pub fn sides(object: &Map<String, Json>) -> Vec<Side> {
+    let text = |t: u32| -> String {
+        object
+            .get(&format!("{t:08X}"))
+            .and_then(|e| e.get("Value"))
+            .and_then(Json::as_array)
+            .and_then(|v| v.first())
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut out: Vec<Side> = [tag::LATERALITY, tag::IMAGE_LATERALITY]
+        .into_iter()
+        .filter_map(|t| Side::of_attribute(&text(t)))
+        .collect();
+    for region in items(object, tag::ANATOMIC_REGION_SEQUENCE) {
+        out.extend(
+            codes(region, tag::ANATOMIC_REGION_MODIFIER_SEQUENCE)
+                .iter()
+                .filter_map(Side::of_code),
+        );
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// PS3.16 Annex L, for the terms relevant-prior matching knows a region of: (Body Part
 /// Examined defined term, SNOMED CT concept ids, SNOMED-RT style code or "").
 const ANNEX_L: &[(&str, &[&str], &str)] = &[
@@ -233,5 +375,88 @@ mod tests {
         let empty: Map<String, Json> =
             serde_json::from_str(r#"{"00082218": {"vr": "SQ"}}"#).unwrap();
         assert!(codes(&empty, tag::ANATOMIC_REGION_SEQUENCE).is_empty());
+    }
+
+    #[test]
+    fn sides_from_attributes_codes_and_words() {
+        assert_eq!(Side::of_attribute(" l"), Some(Side::Left));
+        assert_eq!(Side::of_attribute("R"), Some(Side::Right));
+        assert_eq!(Side::of_attribute("B"), Some(Side::Both));
+        assert_eq!(Side::of_attribute("U"), Some(Side::Unpaired));
+        assert_eq!(Side::of_attribute(""), None);
+        assert_eq!(Side::of_attribute("LEFT"), None);
+        let code = |s: &str, v: &str| Side::of_code(&AnatomicCode::new(s, v));
+        assert_eq!(code("SCT", "7771000"), Some(Side::Left));
+        assert_eq!(code("SCT", "24028007"), Some(Side::Right));
+        assert_eq!(code("SCT", "51440002"), Some(Side::Both));
+        assert_eq!(code("SRT", "G-A101"), Some(Side::Left));
+        assert_eq!(code("SNM3", "G-A100"), Some(Side::Right));
+        assert_eq!(code("SCT", "66459002"), None, "unilateral names no side");
+        assert_eq!(code("SCT", "G-A101"), None);
+        assert_eq!(code("FMA", "7771000"), None);
+        assert_eq!(Side::of_text("MR Knee left"), [Side::Left]);
+        assert_eq!(Side::of_text("XR HANDS BILAT"), [Side::Both]);
+        assert_eq!(Side::of_text("RT and LT"), [Side::Left, Side::Right]);
+        assert!(Side::of_text("MR L KNEE, BRIGHT").is_empty());
+        assert_eq!(side(&[Side::Left]), Some(Side::Left));
+        assert_eq!(side(&[Side::Right, Side::Unpaired]), Some(Side::Right));
+        assert_eq!(side(&[Side::Left, Side::Right]), Some(Side::Both));
+        assert_eq!(side(&[Side::Left, Side::Both]), Some(Side::Both));
+        assert_eq!(side(&[Side::Unpaired]), None);
+        assert_eq!(side(&[]), None);
+    }
+
+    #[test]
+    fn sides_and_procedures_from_dicom_json() {
+        let o: Map<String, Json> = serde_json::from_str(
+            r#"{"00200060": {"vr": "CS", "Value": ["L"]},
+                "00082218": {"vr": "SQ", "Value": [
+                  {"00080100": {"vr": "SH", "Value": ["72696002"]},
+                   "00080102": {"vr": "SH", "Value": ["SCT"]},
+                   "00082220": {"vr": "SQ", "Value": [
+                     {"00080100": {"vr": "SH", "Value": ["24028007"]},
+                      "00080102": {"vr": "SH", "Value": ["SCT"]}}]}}]},
+                "00081032": {"vr": "SQ", "Value": [
+                  {"00080100": {"vr": "SH", "Value": ["36510-6"]},
+                   "00080102": {"vr": "SH", "Value": ["LN"]},
+                   "00080104": {"vr": "LO", "Value": ["MR Knee"]}}]},
+                "00400275": {"vr": "SQ", "Value": [
+                  {"00321064": {"vr": "SQ", "Value": [
+                    {"00080100": {"vr": "SH", "Value": ["MRKNEE"]},
+                     "00080102": {"vr": "SH", "Value": ["99LOCAL"]}},
+                    {"00080100": {"vr": "SH", "Value": ["36510-6"]},
+                     "00080102": {"vr": "SH", "Value": ["ln"]}}]}}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(sides(&o), [Side::Left, Side::Right]);
+        assert_eq!(side(&sides(&o)), Some(Side::Both));
+        let p = procedure_codes(&o);
+        assert_eq!(
+            p,
+            [
+                AnatomicCode::new("99LOCAL", "MRKNEE"),
+                AnatomicCode::new("LN", "36510-6")
+            ],
+            "nested codes read, the same code in another case once"
+        );
+        assert!(same_code(
+            &AnatomicCode::new("ln", "36510-6"),
+            &AnatomicCode::new("LN", "36510-6")
+        ));
+        assert!(!same_code(
+            &AnatomicCode::new("LN", "36510-6"),
+            &AnatomicCode::new("LN", "36510-7")
+        ));
+        let i: Map<String, Json> = serde_json::from_str(
+            r#"{"00200062": {"vr": "CS", "Value": ["B"]},
+                "00321064": {"vr": "SQ", "Value": [
+                  {"00080100": {"vr": "SH", "Value": ["X1"]},
+                   "00080102": {"vr": "SH", "Value": ["99L"]}}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(sides(&i), [Side::Both]);
+        assert_eq!(procedure_codes(&i), [AnatomicCode::new("99L", "X1")]);
+        assert!(sides(&Map::new()).is_empty());
+        assert!(procedure_codes(&Map::new()).is_empty());
     }
 }

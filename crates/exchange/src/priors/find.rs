@@ -54,6 +54,9 @@ pub struct NodeStudy {
     /// SOP Classes in Study (0008,0062), when answered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sop_classes: Vec<String>,
+    /// The codes of its Procedure Code Sequence (0008,1032), when answered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub procedures: Vec<AnatomicCode>,
 }
 
 impl NodeStudy {
@@ -104,6 +107,7 @@ impl NodeStudy {
             description: text(tag::STUDY_DESCRIPTION),
             instances: text(tag::NUMBER_OF_STUDY_RELATED_INSTANCES).parse().ok(),
             sop_classes: list(tag::SOP_CLASSES_IN_STUDY),
+            procedures: anatomy::procedure_codes(answer),
         }
     }
 }
@@ -259,7 +263,8 @@ pub(crate) fn dimse_error(node: &DicomNode, op: &str, e: vesalius_dimse::Error) 
 }
 
 impl Exchange {
-    /// The Modality, Body Part Examined and Anatomic Region Sequence (0008,2218) values of the
+    /// The Modality, Body Part Examined, Anatomic Region Sequence (0008,2218) and laterality
+    /// (Laterality (0020,0060), Anatomic Region Modifier Sequence (0008,2220)) values of the
     /// series of `study` (of patient `patient_id`) at `node` (C-FIND, SERIES level, in the
     /// node's model). A node that cannot be reached is an error (the prefetch is retried); one
     /// that refuses the query, or does not answer the keys, gives none (an SCP returns no value
@@ -279,6 +284,8 @@ impl Exchange {
             (tag::BODY_PART_EXAMINED, String::new()),
             // A zero-length sequence asks for the whole sequence (PS3.4 C.2.2.2.6).
             (tag::ANATOMIC_REGION_SEQUENCE, String::new()),
+            // General Series module (PS3.3 C.7.3.1), an optional series-level key.
+            (tag::LATERALITY, String::new()),
         ]);
         let addr = node_addr(node);
         let find = scu::find_limited(
@@ -330,10 +337,14 @@ impl Exchange {
             .collect();
         codes.sort();
         codes.dedup();
+        let mut sides: Vec<anatomy::Side> = answers.iter().flat_map(anatomy::sides).collect();
+        sides.sort();
+        sides.dedup();
         Ok(SeriesInfo {
             modalities: values(tag::MODALITY),
             body_parts: values(tag::BODY_PART_EXAMINED),
             anatomic_regions: codes,
+            sides,
         })
     }
 }
@@ -397,7 +408,9 @@ mod tests {
                 "00100010":{"vr":"PN","Value":[{"Alphabetic":"DOE^JO"}]},
                 "00080061":{"vr":"CS","Value":["CT","SR"]},
                 "00201208":{"vr":"IS","Value":[12]},"00080020":{"vr":"DA","Value":["20240101"]},
-                "00080062":{"vr":"UI","Value":["1.2.840.10008.5.1.4.1.1.2"]}}"#,
+                "00080062":{"vr":"UI","Value":["1.2.840.10008.5.1.4.1.1.2"]},
+                "00081032":{"vr":"SQ","Value":[{"00080100":{"vr":"SH","Value":["36510-6"]},
+                                               "00080102":{"vr":"SH","Value":["LN"]}}]}}"#,
         )
         .unwrap();
         let s = NodeStudy::of(&a);
@@ -408,5 +421,8 @@ mod tests {
         assert_eq!(s.study_date, "20240101");
         assert_eq!(s.issuer, "");
         assert_eq!(s.sop_classes, ["1.2.840.10008.5.1.4.1.1.2"]);
+        assert_eq!(s.procedures, [AnatomicCode::new("LN", "36510-6")]);
+        let none = NodeStudy::of(&Map::new());
+        assert!(none.procedures.is_empty());
     }
 }

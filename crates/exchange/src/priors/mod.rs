@@ -185,6 +185,12 @@ pub struct PrefetchJob {
     /// Study Description.
     #[serde(default)]
     pub description: String,
+    /// Its coded procedures ([`anatomy::procedure_codes`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub procedures: Vec<anatomy::AnatomicCode>,
+    /// The sides it states ([`anatomy::sides`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sides: Vec<anatomy::Side>,
 }
 
 impl PrefetchJob {
@@ -194,6 +200,7 @@ impl PrefetchJob {
         if patient_id.is_empty() {
             return None;
         }
+        let coded = coded_of(&record.metadata_json);
         Some(PrefetchJob {
             org: record.org.clone(),
             study_uid: record.study.study_uid.clone(),
@@ -203,8 +210,10 @@ impl PrefetchJob {
             route_id: route_id.to_owned(),
             modality: record.series.modality.trim().to_owned(),
             body_part: record.series.body_part.trim().to_owned(),
-            anatomic_region: anatomic_region_of(&record.metadata_json),
+            anatomic_region: coded.anatomic_region,
             description: record.study.description.trim().to_owned(),
+            procedures: coded.procedures,
+            sides: coded.sides,
         })
     }
 
@@ -223,15 +232,39 @@ impl PrefetchJob {
     }
 }
 
-/// The codes of the Anatomic Region Sequence (0008,2218) in an instance's metadata (DICOM JSON);
-/// the metadata is parsed only when it has the attribute.
-fn anatomic_region_of(metadata_json: &str) -> Vec<anatomy::AnatomicCode> {
-    if !metadata_json.contains("\"00082218\"") {
-        return Vec::new();
+/// What an instance codes of its anatomy, procedures and side.
+#[derive(Debug, Default)]
+struct Coded {
+    anatomic_region: Vec<anatomy::AnatomicCode>,
+    procedures: Vec<anatomy::AnatomicCode>,
+    sides: Vec<anatomy::Side>,
+}
+
+/// The codes of the Anatomic Region Sequence (0008,2218), the coded procedures and the sides
+/// in an instance's metadata (DICOM JSON); the metadata is parsed only when it has one of the
+/// attributes.
+fn coded_of(metadata_json: &str) -> Coded {
+    let keys = [
+        tag::ANATOMIC_REGION_SEQUENCE,
+        tag::PROCEDURE_CODE_SEQUENCE,
+        tag::REQUESTED_PROCEDURE_CODE_SEQUENCE,
+        tag::REQUEST_ATTRIBUTES_SEQUENCE,
+        tag::LATERALITY,
+        tag::IMAGE_LATERALITY,
+    ];
+    if !keys
+        .iter()
+        .any(|t| metadata_json.contains(&format!("\"{t:08X}\"")))
+    {
+        return Coded::default();
     }
     match serde_json::from_str::<Map<String, Json>>(metadata_json) {
-        Ok(m) => anatomy::codes(&m, tag::ANATOMIC_REGION_SEQUENCE),
-        Err(_) => Vec::new(),
+        Ok(m) => Coded {
+            anatomic_region: anatomy::codes(&m, tag::ANATOMIC_REGION_SEQUENCE),
+            procedures: anatomy::procedure_codes(&m),
+            sides: anatomy::sides(&m),
+        },
+        Err(_) => Coded::default(),
     }
 }
 
@@ -392,6 +425,8 @@ impl Exchange {
             body_part: p.body_part.clone(),
             anatomic_region: p.anatomic_region.clone(),
             description: p.description.clone(),
+            procedures: p.procedures.clone(),
+            sides: p.sides.clone(),
         };
         // Priors the study-level answer cannot judge (no Modalities in Study, a description
         // naming no body region) are judged by their series, asked for one study at a time,
@@ -519,6 +554,29 @@ mod tests {
             study_date: date.into(),
             ..Default::default()
         }
+    }
+
+    /// The arriving study's codes and sides come from its metadata; a job queued before they
+    /// existed still reads.
+    #[test]
+    fn coded_procedures_and_sides_of_the_arriving_instance() {
+        let c = coded_of(
+            r#"{"00200060":{"vr":"CS","Value":["L"]},
+                "00081032":{"vr":"SQ","Value":[{"00080100":{"vr":"SH","Value":["36510-6"]},
+                                               "00080102":{"vr":"SH","Value":["LN"]}}]}}"#,
+        );
+        assert_eq!(c.sides, [anatomy::Side::Left]);
+        assert_eq!(c.procedures, [anatomy::AnatomicCode::new("LN", "36510-6")]);
+        assert!(c.anatomic_region.is_empty());
+        let none = coded_of(r#"{"00100020":{"vr":"LO","Value":["P1"]}}"#);
+        assert!(none.sides.is_empty() && none.procedures.is_empty());
+        assert!(coded_of("{not json \"00200060\"").sides.is_empty());
+        let old: PrefetchJob = serde_json::from_str(
+            r#"{"org":"o","study_uid":"1.2","patient_id":"P1","issuer":"",
+                "rule":{"node":"pacs"},"route_id":"r1","modality":"MR"}"#,
+        )
+        .unwrap();
+        assert!(old.procedures.is_empty() && old.sides.is_empty());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Relevant priors: which of a patient's studies at a node matter for the study that arrived
-//! (`prefetch:NODE?match=modality,body-part,description`). Pure functions over what a node
-//! answers at study level (C-FIND, Study Root) and, when that does not tell, the Modality
-//! (0008,0060) and Body Part Examined (0018,0015) of the study's series (a series-level C-FIND
-//! the caller makes on demand: [`choose_priors`] says for which study).
+//! (`prefetch:NODE?match=modality,body-part,description,procedure,laterality`). Pure functions
+//! over what a node answers at study level (C-FIND, Study Root) and, when that does not tell,
+//! the Modality (0008,0060), Body Part Examined (0018,0015), Anatomic Region Sequence and
+//! Laterality (0020,0060) of the study's series (a series-level C-FIND the caller makes on
+//! demand: [`choose_priors`] says for which study).
 //!
 //! Every criterion of the rule must hold:
 //! - `modality`: the prior's Modalities in Study (0008,0061) include a modality of the arriving
@@ -19,10 +20,28 @@
 //!   Description decides when it names a region; otherwise its series' Body Part Examined and
 //!   Anatomic Region Sequence do; a prior with none of these is not relevant.
 //!
-//! A criterion that is false without the series decides (no query is made); the series are
-//! asked for only when everything else holds.
 //! - `description`: the two Study Descriptions share a keyword (a word of three or more letters
 //!   that is not a modality code or a filler such as `WITH`, `CONTRAST`).
+//! - `procedure`: the prior shares a coded procedure with the arriving study: the same Coding
+//!   Scheme Designator and Code Value (PS3.3 8.8) among the prior's Procedure Code Sequence
+//!   (0008,1032, General Study module, PS3.3 C.7.2.1; a study-level C-FIND return key) and the
+//!   arriving study's Procedure Code Sequence and Requested Procedure Code Sequence (0032,1064,
+//!   also in the items of its Request Attributes Sequence (0040,0275), PS3.3 Table 10-9). A
+//!   shared code makes `body-part` and `description` hold whatever the texts say (the same
+//!   examination shows the same anatomy); without one, they decide when listed, and `procedure`
+//!   listed without them keeps only priors sharing a code (a prior whose node answers no
+//!   codes, such as DCMTK's `dcmqrscp`, then is not relevant).
+//! - `laterality`: the prior is not of the other side. The arriving study's side comes from
+//!   Laterality (0020,0060, PS3.3 C.7.3.1), Image Laterality (0020,0062) and the laterality
+//!   codes (PS3.16 CID 244: left 7771000, right 24028007, both 51440002, or their SNOMED-RT
+//!   form) of the Anatomic Region Modifier Sequence (0008,2220) inside its Anatomic Region
+//!   Sequence, else from its description (`LEFT`, `LT`, `RIGHT`, `RT`, `BILATERAL`); the
+//!   prior's from its Study Description, else from its series (Laterality and the modifier
+//!   codes). A left study keeps left, bilateral and side-less priors and drops right ones (and
+//!   the other way round); a bilateral or unpaired (`U`) arriving study keeps every side.
+//!
+//! A criterion that is false without the series decides (no query is made); the series are
+//! asked for only when everything else holds.
 //!
 //! A criterion the arriving study gives nothing to compare with (no body part and no region in
 //! its description; no description keywords) is not applied: missing data never hides priors.
@@ -31,7 +50,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use vesalius_store::registry::{Prefetch, PriorMatch};
 
-use super::anatomy::{self, AnatomicCode};
+use super::anatomy::{self, AnatomicCode, Side};
 use super::{NodeStudy, years_ago};
 
 /// Modalities of objects that are not images of the patient (PS3.3 C.7.3.1.1.1): they do not
@@ -221,9 +240,20 @@ pub struct ArrivingStudy {
     pub anatomic_region: Vec<AnatomicCode>,
     /// Study Description (0008,1030).
     pub description: String,
+    /// Its coded procedures: Procedure Code Sequence (0008,1032) and Requested Procedure Code
+    /// Sequence (0032,1064) ([`anatomy::procedure_codes`]).
+    pub procedures: Vec<AnatomicCode>,
+    /// The sides it states: Laterality (0020,0060), Image Laterality (0020,0062), Anatomic
+    /// Region Modifier Sequence (0008,2220) ([`anatomy::sides`]).
+    pub sides: Vec<Side>,
 }
 
 impl ArrivingStudy {
+    /// Its side: the one its attributes state, else the one its description names.
+    fn side(&self) -> Option<Side> {
+        anatomy::side(&self.sides).or_else(|| anatomy::side(&Side::of_text(&self.description)))
+    }
+
     /// The image modalities (all of them when it has only non-image objects).
     fn image_modalities(&self) -> BTreeSet<String> {
         let all: BTreeSet<String> = self
@@ -263,6 +293,9 @@ pub struct SeriesInfo {
     pub body_parts: Vec<String>,
     /// The codes of the Anatomic Region Sequence (0008,2218) items.
     pub anatomic_regions: Vec<AnatomicCode>,
+    /// The sides of its series: Laterality (0020,0060) and the Anatomic Region Modifier
+    /// Sequence (0008,2220) of their Anatomic Region Sequence items.
+    pub sides: Vec<Side>,
 }
 
 /// Whether `prior` is relevant.
@@ -272,7 +305,8 @@ pub enum Verdict {
     Relevant,
     /// Some criterion does not hold.
     NotRelevant,
-    /// Only its series can tell (no Modalities in Study, or a description naming no region).
+    /// Only its series can tell (no Modalities in Study, or a description naming no region or,
+    /// for `laterality`, no side).
     NeedSeries,
 }
 
@@ -285,6 +319,13 @@ pub fn relevance(
     series: Option<&SeriesInfo>,
 ) -> Verdict {
     let mut need_series = false;
+    // The same coded procedure (PS3.3 C.7.2.1 Procedure Code Sequence): the prior is an
+    // instance of the same examination, whatever its text says of the anatomy.
+    let same_procedure = criteria.contains(&PriorMatch::Procedure)
+        && prior
+            .procedures
+            .iter()
+            .any(|p| current.procedures.iter().any(|c| anatomy::same_code(p, c)));
     for c in criteria {
         let holds = match c {
             PriorMatch::Modality => {
@@ -301,6 +342,7 @@ pub fn relevance(
                     true
                 }
             }
+            PriorMatch::BodyPart | PriorMatch::Description if same_procedure => true,
             PriorMatch::BodyPart => {
                 let cur = current.regions();
                 let named = regions(&prior.description);
@@ -323,6 +365,37 @@ pub fn relevance(
                 let cur = keywords(&current.description);
                 cur.is_empty() || !keywords(&prior.description).is_disjoint(&cur)
             }
+            PriorMatch::Procedure => {
+                // Alone it must hold; beside `body-part` or `description` a prior without a
+                // shared code is left to them.
+                current.procedures.is_empty()
+                    || same_procedure
+                    || criteria
+                        .iter()
+                        .any(|m| matches!(m, PriorMatch::BodyPart | PriorMatch::Description))
+            }
+            PriorMatch::Laterality => match current.side() {
+                // Nothing to compare with, or both sides: any prior will do.
+                None | Some(Side::Both) | Some(Side::Unpaired) => true,
+                Some(side) => {
+                    let named = anatomy::side(&Side::of_text(&prior.description));
+                    let prior_side = match (named, series) {
+                        (Some(s), _) => Some(s),
+                        (None, Some(info)) => anatomy::side(&info.sides),
+                        (None, None) => {
+                            need_series = true;
+                            None
+                        }
+                    };
+                    // Only the other side alone is not relevant: a bilateral prior shows this
+                    // side too, and one of no stated side may.
+                    match prior_side {
+                        Some(Side::Left) => side == Side::Left,
+                        Some(Side::Right) => side == Side::Right,
+                        _ => true,
+                    }
+                }
+            },
         };
         if !holds {
             return Verdict::NotRelevant;
@@ -682,5 +755,206 @@ mod tests {
         series.insert("knee".to_owned(), coded_series(&[("SCT", "38266002")]));
         let s = choose_priors(&found, "x", &ct_head(), &r, NOW, &series);
         assert_eq!(uids(&s), ["brain", "knee"]);
+    }
+
+    fn with_codes(mut s: NodeStudy, codes: &[(&str, &str)]) -> NodeStudy {
+        s.procedures = coded(codes);
+        s
+    }
+
+    /// (a) Coded procedures: the same scheme and code value make `body-part` and `description`
+    /// hold whatever the texts say; alone, `procedure` keeps only priors sharing a code.
+    #[test]
+    fn coded_procedures() {
+        let knee = ArrivingStudy {
+            modalities: vec!["MR".into()],
+            body_part: "KNEE".into(),
+            description: "MR KNEE WO".into(),
+            procedures: coded(&[("LN", "36510-6"), ("99LOCAL", "MRKNEE")]),
+            ..Default::default()
+        };
+        // Same code, a description naming no region (and another body region's word).
+        let same = with_codes(
+            study("same", "20250101", &["MR"], "MR LE jt"),
+            &[("ln", "36510-6")],
+        );
+        let other = with_codes(
+            study("other", "20250101", &["MR"], "MR HEAD"),
+            &[("LN", "24590-2")],
+        );
+        let knee_text = with_codes(
+            study("text", "20250101", &["MR"], "MR KNEE"),
+            &[("LN", "1")],
+        );
+        let uncoded = study("uncoded", "20250101", &["MR"], "MR KNEE");
+        use PriorMatch::{BodyPart, Description, Modality, Procedure};
+        let bp = [BodyPart, Procedure];
+        assert_eq!(relevance(&same, &knee, &bp, None), Verdict::Relevant);
+        // Without `procedure` the codes are not read: the description names no region.
+        assert_eq!(
+            relevance(&same, &knee, &[BodyPart], None),
+            Verdict::NeedSeries
+        );
+        assert_eq!(relevance(&other, &knee, &bp, None), Verdict::NotRelevant);
+        // A different code leaves the decision to `body-part`.
+        assert_eq!(relevance(&knee_text, &knee, &bp, None), Verdict::Relevant);
+        assert_eq!(relevance(&uncoded, &knee, &bp, None), Verdict::Relevant);
+        // `description` too.
+        let d = [Description, Procedure];
+        assert_eq!(relevance(&same, &knee, &d, None), Verdict::Relevant);
+        assert_eq!(
+            relevance(&same, &knee, &[Description], None),
+            Verdict::NotRelevant
+        );
+        // Alone: a shared code or nothing.
+        let p = [Procedure];
+        assert_eq!(relevance(&same, &knee, &p, None), Verdict::Relevant);
+        assert_eq!(relevance(&knee_text, &knee, &p, None), Verdict::NotRelevant);
+        assert_eq!(relevance(&uncoded, &knee, &p, None), Verdict::NotRelevant);
+        // The modality still applies.
+        let ct = with_codes(study("ct", "20250101", &["CT"], "CT"), &[("LN", "36510-6")]);
+        assert_eq!(
+            relevance(&ct, &knee, &[Modality, Procedure], None),
+            Verdict::NotRelevant
+        );
+        // The same value in another scheme is another code.
+        let scheme = with_codes(study("s", "20250101", &["MR"], "MR"), &[("SCT", "36510-6")]);
+        assert_eq!(relevance(&scheme, &knee, &p, None), Verdict::NotRelevant);
+        // An arriving study without codes: not applied.
+        let plain = ArrivingStudy {
+            procedures: vec![],
+            ..knee.clone()
+        };
+        assert_eq!(relevance(&uncoded, &plain, &p, None), Verdict::Relevant);
+        assert_eq!(relevance(&other, &plain, &bp, None), Verdict::NotRelevant);
+        // In a selection: the coded prior counts without a series query.
+        let found = vec![same.clone(), other.clone()];
+        let r = rule(3, None, &[Modality, BodyPart, Procedure]);
+        let s = choose_priors(&found, "x", &knee, &r, NOW, &HashMap::new());
+        assert_eq!(
+            (uids(&s), s.not_relevant, s.need_series.clone()),
+            (vec!["same"], 1, None)
+        );
+    }
+
+    fn sided(sides: &[Side], description: &str) -> ArrivingStudy {
+        ArrivingStudy {
+            modalities: vec!["MR".into()],
+            body_part: "KNEE".into(),
+            description: description.into(),
+            sides: sides.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    /// (b) Laterality: a left knee keeps left, bilateral and side-less priors, not right ones.
+    #[test]
+    fn laterality() {
+        let l = [PriorMatch::Laterality];
+        let left = sided(&[Side::Left], "MR KNEE");
+        let prior = |d: &str| study("p", "20250101", &["MR"], d);
+        assert_eq!(
+            relevance(&prior("MR KNEE LEFT"), &left, &l, None),
+            Verdict::Relevant
+        );
+        assert_eq!(
+            relevance(&prior("MR knee (Lt)"), &left, &l, None),
+            Verdict::Relevant
+        );
+        assert_eq!(
+            relevance(&prior("MR KNEE RIGHT"), &left, &l, None),
+            Verdict::NotRelevant
+        );
+        assert_eq!(
+            relevance(&prior("MR KNEE RT"), &left, &l, None),
+            Verdict::NotRelevant
+        );
+        assert_eq!(
+            relevance(&prior("MR KNEES BILATERAL"), &left, &l, None),
+            Verdict::Relevant
+        );
+        assert_eq!(
+            relevance(&prior("MR KNEE LEFT RIGHT"), &left, &l, None),
+            Verdict::Relevant
+        );
+        // The description names no side: the series tell.
+        let unsaid = prior("MR KNEE");
+        assert_eq!(relevance(&unsaid, &left, &l, None), Verdict::NeedSeries);
+        let series = |sides: &[Side]| SeriesInfo {
+            sides: sides.to_vec(),
+            ..Default::default()
+        };
+        let got = |sides: &[Side]| relevance(&unsaid, &left, &l, Some(&series(sides)));
+        assert_eq!(got(&[Side::Right]), Verdict::NotRelevant);
+        assert_eq!(got(&[Side::Left]), Verdict::Relevant);
+        assert_eq!(got(&[Side::Left, Side::Right]), Verdict::Relevant);
+        assert_eq!(got(&[Side::Both]), Verdict::Relevant);
+        assert_eq!(
+            got(&[Side::Unpaired]),
+            Verdict::Relevant,
+            "no side: may show it"
+        );
+        assert_eq!(
+            got(&[]),
+            Verdict::Relevant,
+            "nothing answered: no side known"
+        );
+        // A right study: the mirror image; from its description when its attributes are silent.
+        let right = sided(&[], "MR KNEE RT");
+        assert_eq!(
+            relevance(&prior("MR KNEE LEFT"), &right, &l, None),
+            Verdict::NotRelevant
+        );
+        assert_eq!(
+            relevance(&prior("MR KNEE RIGHT"), &right, &l, None),
+            Verdict::Relevant
+        );
+        // The attributes win over the description.
+        let attr = sided(&[Side::Left], "MR KNEE RIGHT");
+        assert_eq!(
+            relevance(&prior("MR KNEE RIGHT"), &attr, &l, None),
+            Verdict::NotRelevant
+        );
+        // Bilateral, unpaired or no side: every prior, no series asked for.
+        for cur in [
+            sided(&[Side::Both], ""),
+            sided(&[Side::Left, Side::Right], ""),
+            sided(&[Side::Unpaired], "MR PELVIS"),
+            sided(&[], "MR KNEE"),
+        ] {
+            for d in ["MR KNEE RIGHT", "MR KNEE LEFT", "MR KNEE"] {
+                assert_eq!(
+                    relevance(&prior(d), &cur, &l, None),
+                    Verdict::Relevant,
+                    "{cur:?} {d}"
+                );
+            }
+        }
+        // With the other criteria: a left knee arrives; the right knee and the left head are
+        // dropped, the left knee and a knee whose series say left are kept.
+        let found = vec![
+            study("right-knee", "20260601", &["MR"], "MR KNEE RIGHT"),
+            study("left-head", "20260501", &["MR"], "MR BRAIN LEFT"),
+            study("left-knee", "20250101", &["MR"], "MR KNEE LEFT"),
+            study("knee", "20240101", &["MR"], "MR KNEE"),
+        ];
+        let r = rule(
+            3,
+            None,
+            &[
+                PriorMatch::Modality,
+                PriorMatch::BodyPart,
+                PriorMatch::Laterality,
+            ],
+        );
+        let s = choose_priors(&found, "x", &left, &r, NOW, &HashMap::new());
+        assert_eq!(s.need_series.as_deref(), Some("knee"));
+        let mut info = HashMap::new();
+        info.insert("knee".to_owned(), series(&[Side::Left]));
+        let s = choose_priors(&found, "x", &left, &r, NOW, &info);
+        assert_eq!((uids(&s), s.not_relevant), (vec!["left-knee", "knee"], 2));
+        info.insert("knee".to_owned(), series(&[Side::Right]));
+        let s = choose_priors(&found, "x", &left, &r, NOW, &info);
+        assert_eq!((uids(&s), s.not_relevant), (vec!["left-knee"], 3));
     }
 }

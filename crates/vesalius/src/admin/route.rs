@@ -73,7 +73,8 @@ pub struct AddArgs {
     /// Destinations: `peer:NAME`, `node:NAME`, `analysis:NAME`, or
     /// `prefetch:NODE[?max=N&years=Y&match=CRITERIA]` (when a study arrives, fetch the
     /// patient's N most recent relevant priors from that DICOM node; CRITERIA are
-    /// `modality`, `body-part`, `description`, comma separated, all must hold).
+    /// `modality`, `body-part`, `description`, `procedure`, `laterality`, comma separated,
+    /// all must hold).
     #[arg(long, required = true, value_name = "DEST,...")]
     to: Vec<String>,
     /// Display name (default: the id).
