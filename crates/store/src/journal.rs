@@ -284,13 +284,16 @@ impl Journal {
         })
     }
 
+    /// Journal files to create to bring the free and waiting ones back to the pool's size.
+    fn missing(&self) -> usize {
+        let s = self.state.lock().expect("journal state");
+        self.config
+            .files
+            .saturating_sub(s.free.len() + s.waiting.len())
+    }
+
     async fn refill_async(&self) -> Result<()> {
-        let missing = {
-            let s = self.state.lock().expect("journal state");
-            self.config
-                .files
-                .saturating_sub(s.free.len() + s.waiting.len())
-        };
+        let missing = self.missing();
         if missing == 0 {
             return Ok(());
         }
@@ -303,13 +306,7 @@ impl Journal {
     }
 
     fn refill(&self) -> Result<()> {
-        let missing = {
-            let s = self.state.lock().expect("journal state");
-            self.config
-                .files
-                .saturating_sub(s.free.len() + s.waiting.len())
-        };
-        let made = create_files(&self.dir, missing)?;
+        let made = create_files(&self.dir, self.missing())?;
         self.state.lock().expect("journal state").free.extend(made);
         Ok(())
     }
