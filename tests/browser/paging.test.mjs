@@ -7,11 +7,9 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { ARTIFACTS, ROOT, Site, launch, VIEWPORTS, login, alertStubs } from './site.mjs';
+import { ARTIFACTS, Site, launch, VIEWPORTS, login, alertStubs } from './site.mjs';
 
-const PYTHON = process.env.VESALIUS_PYTHON || join(ROOT, '.venv/bin/python');
 
 let site;
 let browser;
@@ -28,11 +26,6 @@ after(async () => {
   await site?.stop();
 });
 
-/** Runs `sql` on the site's index database (Python's sqlite3; the server keeps running). */
-function sqlite(sql) {
-  execFileSync(PYTHON, ['-c', 'import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], timeout=10)\nc.executescript(sys.stdin.read())\nc.commit()',
-    join(site.data, 'index.db')], { input: sql });
-}
 
 /** Writes `n` alerts for `user`, alert-000 the oldest; every third acknowledged. */
 function alerts(user, n) {
@@ -42,7 +35,7 @@ function alerts(user, n) {
     SELECT printf('alert-%03d', x), printf('alert-%03d', x), 'default', 'r1', 'disk-low', '${user}',
       printf('Paging test alert %03d', x), NULL, '/worklist', '{}', 1796600000000 + x * 60000, 0, NULL,
       CASE WHEN x % 3 = 0 THEN 1796700000000 END, CASE WHEN x % 3 = 0 THEN '${user}' ELSE '' END FROM i;`;
-  sqlite(sql);
+  site.sql(sql);
 }
 
 test('the Alerts page pages 120 alerts by "Older alerts", newest first, each once', async () => {
@@ -84,7 +77,7 @@ test('the Alerts page pages 120 alerts by "Older alerts", newest first, each onc
 
 test('the transfers page pages 60 transfers and their receipts by Previous and Next', async () => {
   // 60 delivered studies (one receipt each) to one node, study 1.2.999.59 the newest.
-  sqlite(`WITH RECURSIVE i(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM i WHERE x < 59)
+  site.sql(`WITH RECURSIVE i(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM i WHERE x < 59)
     INSERT INTO receipts (org, queue, kind, study_uid, sop_uid, sha256, size, delivered_ms, verified, detail)
     SELECT 'default', 'node:pacs', 'instance', '1.2.999.' || x, '1.2.999.' || x || '.1', 'ab', 10,
       1796600000000 + x * 1000, 1, 'C-STORE 0x0000' FROM i;`);

@@ -90,6 +90,12 @@ export class Site {
    * false` serves anonymous requests as the server itself (`[auth] required = false`: the site
    * level, the only caller that may create organisations).
    */
+  /** Runs `sql` on the site's index database (Python's sqlite3; the server keeps running). */
+  sql(sql) {
+    execFileSync(PYTHON, ['-c', 'import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], timeout=10)\nc.executescript(sys.stdin.read())\nc.commit()',
+      join(this.data, 'index.db')], { input: sql });
+  }
+
   static async start(name = 'vesalius', { authRequired = true } = {}) {
     const s = new Site();
     s.name = name;

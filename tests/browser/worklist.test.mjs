@@ -8,11 +8,9 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { ARTIFACTS, ROOT, Site, launch, VIEWPORTS, login, synth } from './site.mjs';
+import { ARTIFACTS, Site, launch, VIEWPORTS, login, synth } from './site.mjs';
 
-const PYTHON = process.env.VESALIUS_PYTHON || join(ROOT, '.venv/bin/python');
 
 let site;
 let browser;
@@ -37,7 +35,7 @@ before(async () => {
   arriving = uids.slice(3, 5);
   routine = uids.slice(5, 33);
   const row = (uid, priority, complete) => `('default', '${uid}', 'spoke', ${priority}, 1, ${complete}, 1796600000000)`;
-  sqlite(`INSERT INTO arrivals (org, study_uid, from_peer, priority, manifest_instances, complete_ms, updated_ms) VALUES
+  site.sql(`INSERT INTO arrivals (org, study_uid, from_peer, priority, manifest_instances, complete_ms, updated_ms) VALUES
     ${[...stroke.map((u) => row(u, 100, 1796600000000)), ...arriving.map((u) => row(u, 100, 0)),
     ...routine.map((u) => row(u, 0, 1796600000000))].join(',\n')};`);
   browser = await launch();
@@ -48,11 +46,6 @@ after(async () => {
   await site?.stop();
 });
 
-/** Runs `sql` on the site's index database (Python's sqlite3; the server keeps running). */
-function sqlite(sql) {
-  execFileSync(PYTHON, ['-c', 'import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], timeout=10)\nc.executescript(sys.stdin.read())\nc.commit()',
-    join(site.data, 'index.db')], { input: sql });
-}
 
 async function open(kind, username, path) {
   const ctx = await browser.newContext(VIEWPORTS[kind]);
