@@ -489,17 +489,26 @@ impl KeyObject<'_> {
 
     /// The Part 10 bytes (Explicit VR Little Endian).
     fn encode(&self) -> Result<Vec<u8>, ApiError> {
-        let obj = self
-            .dataset()
-            .with_meta(
-                FileMetaTableBuilder::new()
-                    .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-                    .media_storage_sop_class_uid(KEY_OBJECT_SELECTION)
-                    .media_storage_sop_instance_uid(self.sop_uid),
-            )
-            .map_err(internal)?;
-        vesalius_deid::coerce::write_object(&obj).map_err(internal)
+        part10(self.dataset(), KEY_OBJECT_SELECTION, self.sop_uid)
     }
+}
+
+/// A document the server built as Part 10 bytes (PS3.10 7.1 file meta, Explicit VR Little
+/// Endian): the Key Object Selection here and the measurement report (`crate::measurements`).
+pub(crate) fn part10(
+    ds: InMemDicomObject,
+    sop_class: &str,
+    sop_uid: &str,
+) -> Result<Vec<u8>, ApiError> {
+    let obj = ds
+        .with_meta(
+            FileMetaTableBuilder::new()
+                .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
+                .media_storage_sop_class_uid(sop_class)
+                .media_storage_sop_instance_uid(sop_uid),
+        )
+        .map_err(internal)?;
+    vesalius_deid::coerce::write_object(&obj).map_err(internal)
 }
 
 fn sop_ref(r: &Reference) -> InMemDicomObject {

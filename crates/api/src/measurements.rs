@@ -42,9 +42,8 @@ use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dicom_core::{DataElement, PrimitiveValue, VR};
-use dicom_dictionary_std::{tags, uids};
+use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
-use dicom_object::meta::FileMetaTableBuilder;
 use serde::Deserialize;
 use serde_json::{Value as Json_, json};
 use vesalius_auth::Caller;
@@ -52,7 +51,7 @@ use vesalius_store::audit::Outcome;
 use vesalius_store::index::InstanceMetadata;
 
 use crate::key_images::{
-    audit, bad, code, evidence, ingest_document, internal, new_uid, put_patient_and_study,
+    audit, bad, code, evidence, ingest_document, internal, new_uid, part10, put_patient_and_study,
     put_root_container, seq, text, writable_study,
 };
 use crate::{ApiError, Services};
@@ -618,16 +617,7 @@ impl Report<'_> {
 
     /// The Part 10 bytes (Explicit VR Little Endian).
     fn encode(&self) -> Result<Vec<u8>, ApiError> {
-        let obj = self
-            .dataset()
-            .with_meta(
-                FileMetaTableBuilder::new()
-                    .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-                    .media_storage_sop_class_uid(COMPREHENSIVE_SR)
-                    .media_storage_sop_instance_uid(self.sop_uid),
-            )
-            .map_err(internal)?;
-        vesalius_deid::coerce::write_object(&obj).map_err(internal)
+        part10(self.dataset(), COMPREHENSIVE_SR, self.sop_uid)
     }
 }
 

@@ -410,22 +410,22 @@ pub(crate) fn parse_frame_list(list: &str) -> Result<Vec<u32>> {
     }
 }
 
-/// `GET /studies/{s}/series/{se}/instances/{i}/frames/{list}`.
-pub(crate) async fn frames(
-    st: Ctx,
-    Path((study, series, sop, list)): Path<(String, String, String, String)>,
-    headers: HeaderMap,
-) -> Result<Response> {
-    check_uids(&[&study, &series, &sop])?;
-    let nums = parse_frame_list(&list)?;
-    let scope = st.scope(&study, Some(&series), Some(&sop));
+/// The instance in `scope`, its frame index and how its frames `nums` are sent to a client
+/// accepting `accept`: 404 for an unknown instance or a frame past its last.
+async fn frames_of(
+    st: &Ctx,
+    scope: &Scope,
+    accept: &[MediaType],
+    sop: &str,
+    nums: &[u32],
+) -> Result<(StoredInstance, FrameIndex, FrameMode)> {
     let (inst, index) = st
         .ingestor
         .index()
-        .frames(&scope)
+        .frames(scope)
         .await?
-        .ok_or_else(|| DicomWebError::not_found(describe(&scope)))?;
-    let mut mode = negotiate_frames(&accept_entries(&headers), &inst.transfer_syntax)?;
+        .ok_or_else(|| DicomWebError::not_found(describe(scope)))?;
+    let mut mode = negotiate_frames(accept, &inst.transfer_syntax)?;
     if index.frames.is_empty() {
         // Not indexed (deflated data sets): decode, which also finds out whether there are pixels.
         mode = FrameMode::Decode;
@@ -435,6 +435,20 @@ pub(crate) async fn frames(
             index.frames.len()
         )));
     }
+    Ok((inst, index, mode))
+}
+
+/// `GET /studies/{s}/series/{se}/instances/{i}/frames/{list}`.
+pub(crate) async fn frames(
+    st: Ctx,
+    Path((study, series, sop, list)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    check_uids(&[&study, &series, &sop])?;
+    let nums = parse_frame_list(&list)?;
+    let scope = st.scope(&study, Some(&series), Some(&sop));
+    let (inst, index, mode) =
+        frames_of(&st, &scope, &accept_entries(&headers), &sop, &nums).await?;
     let blobs = st.ingestor.blobs().clone();
     let body = match mode {
         FrameMode::AsStored(media) => {
@@ -534,22 +548,7 @@ pub(crate) async fn series_frames(
     let mut plan = Vec::with_capacity(wanted.len());
     for (sop, n) in wanted {
         let scope = st.scope(&study, Some(&series), Some(&sop));
-        let (inst, index) = st
-            .ingestor
-            .index()
-            .frames(&scope)
-            .await?
-            .ok_or_else(|| DicomWebError::not_found(describe(&scope)))?;
-        let mut mode = negotiate_frames(&accept, &inst.transfer_syntax)?;
-        if index.frames.is_empty() {
-            // Not indexed (deflated data sets): decoded, as for one instance's frames.
-            mode = FrameMode::Decode;
-        } else if n as usize > index.frames.len() {
-            return Err(DicomWebError::not_found(format!(
-                "frame {n} of instance {sop}, which has {} frame(s)",
-                index.frames.len()
-            )));
-        }
+        let (inst, index, mode) = frames_of(&st, &scope, &accept, &sop, &[n]).await?;
         let native = !uid::encoding_of(&inst.transfer_syntax).is_some_and(|e| e.encapsulated);
         let location = format!("{}/frames/{n}", url.instance(&study, &series, &sop));
         let part = match mode {
