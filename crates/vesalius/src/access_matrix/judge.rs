@@ -316,63 +316,21 @@ pub(super) async fn effects(
         }
         ("POST", "/api/v1/studies/{study}/key-images") => {
             if let Some(placed) = &aim.placed {
-                // Key Object Selection Documents made in the study; removed again, so the next
-                // cell starts without.
-                let kos: Vec<_> = site
-                    .instances_in(&placed.org, &placed.sample.study)
-                    .await
-                    .into_iter()
-                    .filter(|i| i.sop_class_uid == "1.2.840.10008.5.1.4.1.1.88.59")
-                    .collect();
-                if kos.is_empty() == allowed {
-                    out.push(format!(
-                        "key objects made: {}, allowed: {allowed}",
-                        kos.len()
-                    ));
-                }
-                for ko in kos {
-                    let scope = vesalius_store::query::Scope::instance(
-                        &ko.study_uid,
-                        &ko.series_uid,
-                        &ko.sop_instance_uid,
-                    );
-                    site.storage
-                        .ingestor
-                        .index()
-                        .delete(&scope)
-                        .await
-                        .expect("delete");
+                // Key Object Selection Documents made in the study.
+                let made = take_made(site, placed, "1.2.840.10008.5.1.4.1.1.88.59").await;
+                if (made == 0) == allowed {
+                    out.push(format!("key objects made: {made}, allowed: {allowed}"));
                 }
             }
         }
         ("POST", "/api/v1/studies/{study}/measurements") => {
             if let Some(placed) = &aim.placed {
-                // Measurement reports (Comprehensive SR) made in the study; removed again, so the next
-                // cell starts without.
-                let kos: Vec<_> = site
-                    .instances_in(&placed.org, &placed.sample.study)
-                    .await
-                    .into_iter()
-                    .filter(|i| i.sop_class_uid == "1.2.840.10008.5.1.4.1.1.88.33")
-                    .collect();
-                if kos.is_empty() == allowed {
+                // Measurement reports (Comprehensive SR) made in the study.
+                let made = take_made(site, placed, "1.2.840.10008.5.1.4.1.1.88.33").await;
+                if (made == 0) == allowed {
                     out.push(format!(
-                        "measurement reports made: {}, allowed: {allowed}",
-                        kos.len()
+                        "measurement reports made: {made}, allowed: {allowed}"
                     ));
-                }
-                for ko in kos {
-                    let scope = vesalius_store::query::Scope::instance(
-                        &ko.study_uid,
-                        &ko.series_uid,
-                        &ko.sop_instance_uid,
-                    );
-                    site.storage
-                        .ingestor
-                        .index()
-                        .delete(&scope)
-                        .await
-                        .expect("delete");
                 }
             }
         }
@@ -390,4 +348,29 @@ pub(super) async fn effects(
         _ => {}
     }
     out
+}
+
+/// How many instances of `sop_class` a call made in the placed sample's study; they are
+/// removed again, so the next cell starts without.
+async fn take_made(site: &Site, placed: &super::fixture::Placed, sop_class: &str) -> usize {
+    let made: Vec<_> = site
+        .instances_in(&placed.org, &placed.sample.study)
+        .await
+        .into_iter()
+        .filter(|i| i.sop_class_uid == sop_class)
+        .collect();
+    for i in &made {
+        let scope = vesalius_store::query::Scope::instance(
+            &i.study_uid,
+            &i.series_uid,
+            &i.sop_instance_uid,
+        );
+        site.storage
+            .ingestor
+            .index()
+            .delete(&scope)
+            .await
+            .expect("delete");
+    }
+    made.len()
 }
