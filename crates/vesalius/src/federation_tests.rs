@@ -378,18 +378,10 @@ async fn r5_pull_to_local_copies_a_remote_study_with_the_transfer_engine() {
 async fn r6_federated_search_is_sorted_and_paged_by_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let sites = demo::start_network(dir.path()).await.unwrap();
-    let mut n = 0;
-    for (i, site) in sites.iter().enumerate() {
-        let mut opts = vesalius_synth::SynthOptions::new(60 + i as u64);
-        opts.slices = 1;
-        opts.patients = 4;
-        opts.kinds = vec!["ct-head".parse().unwrap(), "mr-brain".parse().unwrap()];
-        let w = vesalius_synth::write_studies(&opts, &dir.path().join(format!("paged-{i}")))
-            .expect("synth");
-        n += w.studies.len();
-        let scanner = ["CT_HUB", "CT_SPOKE_A", "CT_SPOKE_B"][i];
-        store(site, scanner, w.files).await;
-    }
+    let n = fill_sites(&sites, dir.path(), "paged", 60, |_| {
+        &["ct-head", "mr-brain"]
+    })
+    .await;
     assert!(n >= 12, "{n} studies");
     let hub = Session::login(&sites[0], "admin-hub").await;
     let key = |s: &Value, k: &str| s[k].as_str().unwrap_or("").to_owned();
@@ -474,21 +466,14 @@ async fn r6_worklist_filters_and_priority_order_are_paged_by_the_server() {
     let sites = demo::start_network(dir.path()).await.unwrap();
     // CT heads and MRs at the hub (no routes there); MRs only at the spokes (their route sends
     // CT heads to the hub, and only the one below should go).
-    let mut n = 0;
-    for (i, site) in sites.iter().enumerate() {
-        let mut opts = vesalius_synth::SynthOptions::new(80 + i as u64);
-        opts.slices = 1;
-        opts.patients = 4;
-        opts.kinds = if i == 0 {
-            vec!["ct-head".parse().unwrap(), "mr-brain".parse().unwrap()]
+    let mut n = fill_sites(&sites, dir.path(), "wl", 80, |i| {
+        if i == 0 {
+            &["ct-head", "mr-brain"]
         } else {
-            vec!["mr-brain".parse().unwrap()]
-        };
-        let w = vesalius_synth::write_studies(&opts, &dir.path().join(format!("wl-{i}")))
-            .expect("synth");
-        n += w.studies.len();
-        store(site, ["CT_HUB", "CT_SPOKE_A", "CT_SPOKE_B"][i], w.files).await;
-    }
+            &["mr-brain"]
+        }
+    })
+    .await;
     let (ct, _) = synth(dir.path(), 11, "ct-head", 2);
     let routed = demo::send_and_wait(
         &sites[1],
@@ -688,4 +673,28 @@ async fn r6_worklist_filters_and_priority_order_are_paged_by_the_server() {
     for s in sites {
         s.stop().await;
     }
+}
+
+/// Stores synthetic studies (4 patients, one slice each, of the kinds `kinds(i)` names) into
+/// every site `i` of the network, as its own scanner, from seed `seed + i`; the number of
+/// studies stored.
+async fn fill_sites(
+    sites: &[RunningSite],
+    dir: &Path,
+    name: &str,
+    seed: u64,
+    kinds: impl Fn(usize) -> &'static [&'static str],
+) -> usize {
+    let mut n = 0;
+    for (i, site) in sites.iter().enumerate() {
+        let mut opts = vesalius_synth::SynthOptions::new(seed + i as u64);
+        opts.slices = 1;
+        opts.patients = 4;
+        opts.kinds = kinds(i).iter().map(|k| k.parse().unwrap()).collect();
+        let w =
+            vesalius_synth::write_studies(&opts, &dir.join(format!("{name}-{i}"))).expect("synth");
+        n += w.studies.len();
+        store(site, ["CT_HUB", "CT_SPOKE_A", "CT_SPOKE_B"][i], w.files).await;
+    }
+    n
 }
