@@ -111,9 +111,7 @@ async fn remove(sv: &Services, org: &str, study: &str) -> Result<usize, ApiError
         access: Some(Access::orgs([inbox_org(org)])),
         ..Scope::study(study)
     };
-    // A journal file ingested again after a crash would bring the study back.
-    sv.ingestor.checkpoint().await?;
-    let gone = sv.ingestor.index().delete(&scope).await?;
+    let gone = sv.ingestor.delete(&scope).await?;
     for g in &gone {
         if let Err(e) = sv.ingestor.blobs().delete(&g.blob_key).await {
             tracing::warn!(key = %g.blob_key, error = %e, "inbox blob left behind");

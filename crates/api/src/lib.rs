@@ -390,12 +390,13 @@ async fn remove(
             })
             .collect::<Vec<_>>()
     };
-    // A journal file ingested again after a crash would bring a deleted instance back.
-    st.ingestor.checkpoint().await?;
-    let index = st.ingestor.index();
-    let gone = match index.delete_audited(&scope, Box::new(make.clone())).await {
+    let gone = match st
+        .ingestor
+        .delete_audited(&scope, Box::new(make.clone()))
+        .await
+    {
         Err(vesalius_store::Error::Unavailable(_)) => {
-            let gone = index.delete(&scope).await?;
+            let gone = st.ingestor.delete(&scope).await?;
             st.audit(make(&gone)).await;
             gone
         }

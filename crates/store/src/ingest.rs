@@ -29,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::journal::{self, JOURNAL_EXT, Journal};
 use crate::model::*;
+use crate::query::Scope;
 use crate::spool::{SpoolWriter, SpooledFile};
 
 /// Called inside the ingest transaction: adds outbox rows, audit events and the like.
@@ -193,6 +194,25 @@ impl Ingestor {
             Some(j) => j.checkpoint().await,
             None => Ok(()),
         }
+    }
+
+    /// Deletes the index rows in scope ([`Index::delete`]) after a journal checkpoint: a
+    /// journal file ingested again after a crash would bring a deleted instance back. The
+    /// caller deletes the blobs of what it returns.
+    pub async fn delete(&self, scope: &Scope) -> Result<Vec<StoredInstance>> {
+        self.checkpoint().await?;
+        self.index.delete(scope).await
+    }
+
+    /// [`Ingestor::delete`] with the audit events of what was removed in the same transaction
+    /// ([`Index::delete_audited`]).
+    pub async fn delete_audited(
+        &self,
+        scope: &Scope,
+        audit: crate::index::DeleteAudit,
+    ) -> Result<Vec<StoredInstance>> {
+        self.checkpoint().await?;
+        self.index.delete_audited(scope, audit).await
     }
 
     /// Ingests again every sealed journal file left by a crash, in sealing order, and removes
