@@ -88,22 +88,18 @@ export class Site {
   /**
    * Starts the server on a fresh data directory; `name`: its `[site] name`. `authRequired:
    * false` serves anonymous requests as the server itself (`[auth] required = false`: the site
-   * level, the only caller that may create organisations).
+   * level, the only caller that may create organisations). `httpAddr`: the HTTP address (a
+   * test that must know the port before the start, e.g. an OpenID Connect redirect URL, picks
+   * a free one); `env`: more environment for the server.
    */
-  /** Runs `sql` on the site's index database (Python's sqlite3; the server keeps running). */
-  sql(sql) {
-    execFileSync(PYTHON, ['-c', 'import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], timeout=10)\nc.executescript(sys.stdin.read())\nc.commit()',
-      join(this.data, 'index.db')], { input: sql });
-  }
-
-  static async start(name = 'vesalius', { authRequired = true } = {}) {
+  static async start(name = 'vesalius', { authRequired = true, httpAddr = '127.0.0.1:0', env = {} } = {}) {
     const s = new Site();
     s.name = name;
     s.tmp = mkdtempSync(join(tmpdir(), 'vesalius-web-'));
     s.data = join(s.tmp, 'data');
     mkdirSync(ARTIFACTS, { recursive: true });
-    s.proc = spawn(BIN, ['serve', '--data-dir', s.data, '--dicom-addr', '127.0.0.1:0', '--http-addr', '127.0.0.1:0'], {
-      env: { ...process.env, VESALIUS__LIMITS__MIN_FREE_BYTES: '0', VESALIUS__AUTH__REQUIRED: String(authRequired), VESALIUS__SITE__NAME: name, RUST_LOG: process.env.RUST_LOG || 'warn' },
+    s.proc = spawn(BIN, ['serve', '--data-dir', s.data, '--dicom-addr', '127.0.0.1:0', '--http-addr', httpAddr], {
+      env: { ...process.env, VESALIUS__LIMITS__MIN_FREE_BYTES: '0', VESALIUS__AUTH__REQUIRED: String(authRequired), VESALIUS__SITE__NAME: name, RUST_LOG: process.env.RUST_LOG || 'warn', ...env },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     s.base = await new Promise((ok, fail) => {
@@ -123,6 +119,12 @@ export class Site {
       s.proc.on('exit', (code) => fail(new Error(`the server exited (${code})`)));
     });
     return s;
+  }
+
+  /** Runs `sql` on the site's index database (Python's sqlite3; the server keeps running). */
+  sql(sql) {
+    execFileSync(PYTHON, ['-c', 'import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], timeout=10)\nc.executescript(sys.stdin.read())\nc.commit()',
+      join(this.data, 'index.db')], { input: sql });
   }
 
   admin(...args) {

@@ -186,10 +186,16 @@ fn refusal(e: &Error, want: Want, secure: bool) -> Response {
     let message = e.to_string();
     let clear = AppendHeaders([(header::SET_COOKIE, clear_pending_cookie(secure))]);
     if want == Want::Html {
+        // A browser moves on to the app's login screen, which says what happened in the app's
+        // own words for the code (only a code crosses: a message in the address would let
+        // anyone put text of their choosing on the login screen). The page says it too, for a
+        // browser that does not follow the refresh.
         let page = format!(
             "<!doctype html><meta charset=utf-8><title>Vesalius: login refused</title>\
+             <meta http-equiv=refresh content=\"0;url=/login?refused={code}\">\
              <h1>Login refused</h1><p>{}</p><p><a href=\"{LOGIN_PATH}\">Try again</a></p>",
-            escape(&message)
+            escape(&message),
+            code = kind.code(),
         );
         (status, clear, Html(page)).into_response()
     } else {

@@ -28,6 +28,26 @@ export function safeNext(next) {
   return u.pathname + u.search + u.hash;
 }
 
+/**
+ * What the login screen says when the server's OpenID Connect callback refused a login
+ * (`/login?refused=CODE`, crates/api/src/oidc.rs): only the error code crosses, the words are
+ * the app's own.
+ */
+export function refusedMessage(code, provider) {
+  switch (code) {
+    case 'forbidden':
+      return `${provider} signed you in, but no active Vesalius user matches that identity. `
+        + 'An administrator can create your user with the e-mail address your provider vouches for, or re-enable it.';
+    case 'unavailable':
+      return `${provider} cannot be reached just now. Log in with your password, or try again later.`;
+    case 'unauthorized':
+    case 'bad-request':
+      return `The login with ${provider} did not complete (it was cancelled, took too long or was refused). Try again.`;
+    default:
+      return `The login with ${provider} failed. Try again, or ask an administrator.`;
+  }
+}
+
 /** A labelled field: `<label for>` and its input (screen readers read the label). */
 function field(id, label, attrs, hint) {
   const hintId = hint ? `${id}-hint` : null;
@@ -94,11 +114,13 @@ export async function loginPage(app, q) {
     h('button', { type: 'submit', class: 'primary' }, 'Log in'));
   section.append(form);
   // OpenID Connect, when the site has a provider: the server's flow, back to `next`.
+  const refused = q.get('refused');
   json('/api/v1/auth/methods').then((m) => {
     if (!m?.oidc) return;
     section.append(h('div', { class: 'auth-alt' },
       h('p', { class: 'or' }, 'or'),
       h('a', { class: 'button', id: 'oidc-login', href: `${m.oidc.login}?next=${encodeURIComponent(next)}` }, m.oidc.label)));
+    if (refused) say(err, refusedMessage(refused, m.oidc.label));
   }).catch(() => { /* password login still works */ });
   const user = form.querySelector('#username');
   const pass = form.querySelector('#password');
