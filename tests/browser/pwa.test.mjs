@@ -4,8 +4,11 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ARTIFACTS, Site, synth, launch, login } from './site.mjs';
+import { chromium } from 'playwright-core';
+import { ARTIFACTS, CHROMIUM, FLAGS, Site, VIEWPORTS, synth, launch, login } from './site.mjs';
 
 
 let site;
@@ -72,4 +75,65 @@ test('phone: installable; the shell opens offline; no study data is ever cached'
   await page.locator(`tr[data-uid="${study}"]`).waitFor({ timeout: 20000 });
   assert.deepEqual(errors, [], 'no script error');
   await ctx.close();
+});
+
+/** Every file under `dir`. */
+function walk(dir) {
+  const out = [];
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    const st = statSync(p, { throwIfNoEntry: false });
+    if (!st) continue;
+    if (st.isDirectory()) out.push(...walk(p));
+    else out.push(p);
+  }
+  return out;
+}
+
+test("a browser profile on disk keeps no study data: every API and DICOMweb answer is no-store", async () => {
+  // A persistent profile, as on a phone (the other tests' contexts keep their HTTP cache in
+  // memory): after the worklist and the whole study were shown, nothing of them is in the
+  // profile's files (HTTP disk cache, code cache, service worker storage).
+  const profile = mkdtempSync(join(tmpdir(), 'vesalius-profile-'));
+  try {
+    const ctx = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS, ...VIEWPORTS.phone });
+    const page = ctx.pages()[0] || await ctx.newPage();
+    const noStore = [];
+    page.on('response', (r) => {
+      const path = new URL(r.url()).pathname;
+      if (/^\/(dicom-web|api)\//.test(path) && r.request().method() === 'GET' && r.status() === 200) {
+        // The event stream is never cached by a browser (axum's `no-cache` is kept).
+        if (!(r.headers()['content-type'] || '').startsWith('text/event-stream')) noStore.push([path, r.headers()['cache-control'] || '']);
+      }
+    });
+    await page.goto(`${site.base}/worklist`);
+    await page.waitForURL(/\/login/);
+    await login(page, 'alice');
+    await page.locator(`tr[data-uid="${study}"] a.open`).click();
+    await page.waitForURL(/\/view\//);
+    await page.waitForFunction(() => { const d = document.getElementById('view')?.dataset; return d && d.slices && d.loaded === d.slices; }, null, { timeout: 30000 });
+    // Back to the worklist and to the study again: a browser that kept them would reuse them.
+    await page.goto(`${site.base}/worklist`);
+    await page.locator(`tr[data-uid="${study}"]`).waitFor();
+    await ctx.close();
+    assert.ok(noStore.some(([p]) => p.includes('/frames')), `the viewer fetched frames: ${noStore.map(([p]) => p).join(' ')}`);
+    assert.ok(noStore.some(([p]) => p.includes('/rendered') || p.includes('/thumbnail')), 'and renderings');
+    // What the profile's caches hold, by the addresses their entries are keyed by (Chromium's
+    // simple cache: each entry file starts with a header and its key, the URL): the app's shell
+    // and assets only. Before `no-store` the HTTP disk cache held the worklist's search, the
+    // study's metadata, its renderings and frames.
+    const keys = walk(profile)
+      .filter((f) => /\/(Cache|Code Cache|Service Worker)\//.test(f.slice(profile.length)) && /_0$/.test(f))
+      .map((f) => {
+        const m = /https?:\/\/127\.0\.0\.1:\d+(\/[\x21-\x7e]*)/.exec(readFileSync(f).subarray(0, 4096).toString('latin1'));
+        return m ? m[1] : null;
+      })
+      .filter(Boolean);
+    assert.ok(keys.some((k) => k.startsWith('/app/')), `the cache entries were read: ${keys.join(' ')}`);
+    const data = keys.filter((k) => /^\/(dicom-web|api)\//.test(k));
+    assert.deepEqual(data, [], 'no API or DICOMweb answer is kept in the profile');
+    for (const [p, cc] of noStore) assert.match(cc, /no-store/, `${p}: Cache-Control ${cc}`);
+  } finally {
+    rmSync(profile, { recursive: true, force: true });
+  }
 });

@@ -18,7 +18,7 @@ export const PASSWORD = 'correct horse battery staple';
 
 /** Debian's Chromium (never a downloaded browser), headless, with the flags every test uses. */
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
+export const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--no-first-run'];
 
 /** The two viewports every page is tested in: a desktop and a phone (touch). */

@@ -193,6 +193,11 @@ pub async fn security_headers(State(tls): State<bool>, mut res: Response) -> Res
         header::CONTENT_SECURITY_POLICY,
         if html { HTML_CSP } else { DEFAULT_CSP },
     );
+    // Issue 6: images and patient data are never kept on the device. Without a Cache-Control a
+    // browser writes a 200 answer to its disk cache (a phone's profile then holds the frames,
+    // metadata and worklists it was shown), so every answer that does not choose its own (the
+    // app's versioned assets and shell do) is `no-store` (RFC 9111 5.2.2.5).
+    set_default(h, header::CACHE_CONTROL, "no-store");
     if tls {
         set_default(h, header::STRICT_TRANSPORT_SECURITY, HSTS);
     }
@@ -356,6 +361,15 @@ mod tests {
                 "/page",
                 axum::routing::get(|| async { axum::response::Html("<p>hi</p>") }),
             )
+            .route(
+                "/asset",
+                axum::routing::get(|| async {
+                    (
+                        [(header::CACHE_CONTROL, "public, max-age=31536000, immutable")],
+                        "x",
+                    )
+                }),
+            )
             .layer(axum::middleware::map_response_with_state(
                 tls,
                 security_headers,
@@ -375,6 +389,7 @@ mod tests {
             assert_eq!(h["referrer-policy"], "no-referrer");
             assert_eq!(h["x-frame-options"], "DENY");
             assert!(!h.contains_key("strict-transport-security"));
+            assert_eq!(h["cache-control"], "no-store", "{path}");
             let csp = h["content-security-policy"].to_str().unwrap();
             assert!(csp.contains("frame-ancestors 'none'"));
             assert_eq!(
@@ -385,6 +400,9 @@ mod tests {
         }
         let h = headers(app(true), "/json").await;
         assert_eq!(h["strict-transport-security"], HSTS);
+        // A handler's own caching (the app's versioned assets) wins over `no-store`.
+        let h = headers(app(false), "/asset").await;
+        assert_eq!(h["cache-control"], "public, max-age=31536000, immutable");
     }
 
     #[test]

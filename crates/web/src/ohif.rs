@@ -136,6 +136,11 @@ async fn ohif_headers(mut res: Response) -> Response {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(OHIF_CSP),
     );
+    // OHIF's own files hold no data: kept and revalidated by their ETag (the server's default
+    // for everything else is `no-store`, crates/vesalius/src/tls.rs).
+    res.headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-cache"));
     res
 }
 
