@@ -39,6 +39,22 @@ export function thresholdText(r) {
   }
 }
 
+/** Open alerts the floating panel shows at once (newest first); the rest are counted. */
+export const PANEL_MAX = 3;
+
+/**
+ * Shows the newest PANEL_MAX alerts of the panel and hides the others (a phone's screen or a
+ * night of arrivals would otherwise be covered by them); the panel's link says how many more
+ * are open.
+ */
+function fit() {
+  if (!panel) return;
+  const items = [...panel.querySelectorAll('.live-alert')];
+  items.forEach((el, i) => { el.hidden = i >= PANEL_MAX; });
+  const more = Math.max(0, items.length - PANEL_MAX);
+  panel.querySelector('a.all').textContent = more ? `All alerts and subscriptions (${more} more open)` : 'All alerts and subscriptions';
+}
+
 function box() {
   if (!panel) {
     panel = h('section', { id: 'live-alerts', class: 'live-alerts', 'aria-label': 'Alerts', 'aria-live': 'assertive' },
@@ -104,12 +120,14 @@ function show(a) {
     try {
       await json(`/api/v1/alerts/${encodeURIComponent(a.id)}/acknowledge`, { method: 'POST' });
       for (const x of list.querySelectorAll(`[data-chain="${CSS.escape(a.chain)}"]`)) x.remove();
+      fit();
     } catch (e) {
       ack.disabled = false;
       el.append(h('small', { class: 'error' }, ` ${e.message}`));
     }
   });
   list.querySelector('a.all').after(el);
+  fit();
   return el;
 }
 
@@ -145,6 +163,7 @@ export async function startAlerts({ onAlert } = {}) {
     }
     if (a.acknowledged_ms) {
       panel?.querySelector(`[data-id="${CSS.escape(a.id)}"]`)?.remove();
+      fit();
       return;
     }
     if (show(a)) {
