@@ -40,6 +40,7 @@ Knobs (environment):
 
 import json
 import os
+import resource
 import re
 import shutil
 import sqlite3
@@ -135,6 +136,7 @@ def storescu_timed(server, ct_dir):
     env["TCP_NODELAY"] = "1"
     cmd = [B.STORESCU, "-v", "-aec", server.ae, "+sd", "+r", "127.0.0.1", str(server.dicom_port),
            str(ct_dir)]
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          bufsize=1)
@@ -146,6 +148,10 @@ def storescu_timed(server, ct_dir):
         tail = (tail + [line])[-40:]
     p.wait()
     t_exit = time.time()
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # storescu's CPU time (the only child reaped meanwhile: servers are reaped when stopped).
+    global LAST_STORESCU_CPU
+    LAST_STORESCU_CPU = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
     out = "".join(tail)
     if p.returncode != 0 or re.search(r"^[EF]:", out, re.M):
         raise RuntimeError(f"storescu to {server.name} failed (rc {p.returncode}):\n{out[-2000:]}")
@@ -270,6 +276,7 @@ def run_vesalius(work, rep, ct_dir, study_uid, n, proxy_script=None):
         complete = Poller(lambda: arrival_complete_ms(hub, study_uid, n) is not None)
         all_in.start()
         complete.start()
+        cpu0 = (B.cpu_seconds(spoke.proc.pid), B.cpu_seconds(hub.proc.pid))
         t0, t_last, _ = storescu_timed(spoke, ct_dir)
         all_in.fast.set()
         complete.fast.set()
@@ -279,9 +286,13 @@ def run_vesalius(work, rep, ct_dir, study_uid, n, proxy_script=None):
             raise RuntimeError(f"vesalius rep {rep}: the hub did not get the study "
                                f"({all_in.error or complete.error})")
         t_complete = arrival_complete_ms(hub, study_uid, n)
+        # CPU seconds each process spent from the first C-STORE to the study complete (the
+        # poll's own requests to the hub included: a few ms).
+        cpu = {"spoke": B.cpu_seconds(spoke.proc.pid) - cpu0[0], "hub": B.cpu_seconds(hub.proc.pid) - cpu0[1],
+               "storescu": LAST_STORESCU_CPU}
         stats = proxy.stop() if proxy else {}
         return {"t0": t0, "last": t_last, "all_in": all_in.at, "complete": t_complete,
-                "wire_bytes": stats.get("bytes_client_to_target")}
+                "wire_bytes": stats.get("bytes_client_to_target"), "cpu": cpu}
     finally:
         if proxy:
             proxy.stop()
@@ -325,13 +336,19 @@ def run_orthanc(work, rep, ct_dir, n, proxy_script=None):
                 shutil.rmtree(d, ignore_errors=True)
 
 
+LAST_STORESCU_CPU = float("nan")
+ALONE_CPU = []  # per run_alone: CPU seconds of the lone spoke and of storescu
+
+
 def run_alone(work, side, rep, ct_dir):
     """The spoke's own ingest: storescu into a lone server (no route, no peer)."""
     srv = (VesaliusSite(work / f"v-alone-{rep}", SPOKE) if side == "vesalius"
            else B.Orthanc(work / f"o-alone-{rep}"))
     srv.start()
     try:
+        c0 = B.cpu_seconds(srv.proc.pid)
         t0, t_last, _ = storescu_timed(srv, ct_dir)
+        ALONE_CPU.append({"spoke": B.cpu_seconds(srv.proc.pid) - c0, "storescu": LAST_STORESCU_CPU})
         return t_last - t0
     finally:
         srv.stop()
@@ -379,6 +396,7 @@ def main():
     log(f"data: {n} files, {total / 1e6:.1f} MB, study {study_uid}")
 
     R = {s: {"lag_all": [], "lag_complete": [], "e2e": [], "alone": []} for s in SIDES}
+    CPU = {"forward": [], "alone": []}
     for rep in range(REPS):
         for side in SIDES:
             alone = run_alone(work, side, rep, ct_dir)
@@ -390,6 +408,9 @@ def main():
             R[side]["lag_all"].append(r["all_in"] - r["last"])
             R[side]["lag_complete"].append(r["complete"] - r["last"])
             R[side]["e2e"].append(r["complete"] - r["t0"])
+            if side == "vesalius":
+                CPU["forward"].append(r["cpu"])
+                CPU["alone"].append(ALONE_CPU[-1])
             log(f"  rep {rep + 1}/{REPS} {side:8}: ingest alone {alone:.2f} s, sent in "
                 f"{r['last'] - r['t0']:.2f} s, lag all-in {r['all_in'] - r['last']:.3f} s, "
                 f"lag complete {r['complete'] - r['last']:.3f} s, end to end {r['complete'] - r['t0']:.2f} s")
@@ -449,6 +470,17 @@ def main():
         verdict.append(f"Vesalius end to end / own ingest = {e:.2f}× p50, {e95:.2f}× p95 (target ≤ 1.2×): "
                        f"{'met' if e <= 1.2 else 'MISSED'}")
     lines.extend(verdict)
+    if CPU["forward"]:
+        # Where the time goes on this machine: the CPU seconds of every process against the
+        # cores there are. End to end cannot be shorter than their sum over the cores.
+        med = lambda rows, k: B.median([r[k] for r in rows])  # noqa: E731
+        f, a = CPU["forward"], CPU["alone"]
+        tot_f = B.median([r["spoke"] + r["hub"] + r["storescu"] for r in f])
+        tot_a = B.median([r["spoke"] + r["storescu"] for r in a])
+        cores = os.cpu_count() or 1
+        lines.append(f"Vesalius CPU seconds (median), forwarding: spoke {med(f, 'spoke'):.2f} + hub {med(f, 'hub'):.2f}"
+                     f" + storescu {med(f, 'storescu'):.2f} = {tot_f:.2f} s (≥ {tot_f / cores:.2f} s of wall time on {cores} cores);"
+                     f" alone: spoke {med(a, 'spoke'):.2f} + storescu {med(a, 'storescu'):.2f} = {tot_a:.2f} s")
     if any(W.values()):
         lines.append(f"WAN ({WAN_DELAY_MS} ms each way, {WAN_MBIT} Mbit/s; netproxy), {WAN_REPS} repetitions: "
                      f"raw bytes need {raw_s:.2f} s")
@@ -465,7 +497,7 @@ def main():
     text = "\n".join(lines)
     log("\n" + text)
     raw = {s: {k: [round(x, 4) for x in v] for k, v in R[s].items()} for s in SIDES}
-    (work / "results.json").write_text(json.dumps({"loopback": raw, "wan": {
+    (work / "results.json").write_text(json.dumps({"loopback": raw, "cpu": CPU, "wan": {
         s: [{k: v for k, v in r.items()} for r in W[s]] for s in SIDES}}, indent=1))
     if DOC:
         cmd = "".join(f"{k}={os.environ[k]} " for k in sorted(os.environ)

@@ -16,7 +16,8 @@ matched by coded anatomy.
   (0020,0060) at series level) holds four MR priors of the patient; a left knee MR coded LOINC
   36510-6 arrives with a `match=modality,body-part,procedure,laterality` route: the prior with
   the same code but a leg body part is retrieved, and so is the left knee; the right knee (its
-  series say R) and a leg MR with another code are not.
+  series say R) and a leg MR with another code are not. Likewise when the arriving left knee is
+  an Enhanced MR whose side is only in its Frame Laterality (0020,9072).
 - The same route against DCMTK `dcmqrscp`, whose index returns neither sequences nor
   Laterality: the sides its Study Descriptions name decide (`MR KNEE RIGHT` dropped, `MR KNEE
   LEFT` kept), while a prior whose side is only in its Laterality attribute is kept (no side
@@ -57,10 +58,12 @@ def recode(files, out: Path, tag: str, study_date: str, description: str, code):
 
 
 def mr_prior(files, out: Path, tag: str, study_date: str, description: str, body_part: str,
-             laterality: str = "", code=None):
+             laterality: str = "", code=None, frame_laterality: str = ""):
     """Copies of an MR study with new UIDs, and the given Study Date, Study Description, Body
     Part Examined, Laterality (0020,0060, none when empty) and Procedure Code Sequence of one
-    item `code` = (value, scheme, meaning), none when `None`."""
+    item `code` = (value, scheme, meaning), none when `None`. With `frame_laterality`: an
+    Enhanced MR Image (one frame) whose side is only in the Frame Laterality (0020,9072) of its
+    Shared Functional Groups' Frame Anatomy (PS3.3 C.7.6.16.2.8)."""
     import pydicom
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
@@ -77,6 +80,17 @@ def mr_prior(files, out: Path, tag: str, study_date: str, description: str, body
             item = Dataset()
             item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code
             ds.ProcedureCodeSequence = Sequence([item])
+        if frame_laterality:
+            ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"
+            ds.NumberOfFrames = 1
+            anatomy = Dataset()
+            anatomy.FrameLaterality = frame_laterality
+            region = Dataset()
+            region.CodeValue, region.CodingSchemeDesignator, region.CodeMeaning = ("72696002", "SCT", "Knee")
+            anatomy.AnatomicRegionSequence = Sequence([region])
+            shared = Dataset()
+            shared.FrameAnatomySequence = Sequence([anatomy])
+            ds.SharedFunctionalGroupsSequence = Sequence([shared])
         ds.save_as(p, enforce_file_format=True)
         result.append(p)
     return result
@@ -109,6 +123,8 @@ def studies(tmp_path_factory):
                              ("49076000", "SCT", "Knee joint")),
         "left-knee-new": mr_prior(mr, d / "lk-new", "lk-new", "20261201", "MR KNEE", "KNEE",
                                   "L", MR_KNEE),
+        "left-knee-enhanced-new": mr_prior(mr, d / "lke-new", "lke-new", "20261201", "MR KNEE",
+                                           "KNEE", "", MR_KNEE, frame_laterality="L"),
         "right-knee": mr_prior(mr, d / "rk", "rk", "20250901", "MR KNEE", "KNEE", "R"),
         "same-code": mr_prior(mr, d / "same", "same", "20250301", "MR LE jt", "LEG", "",
                               MR_KNEE),
@@ -259,7 +275,10 @@ def test_priors_matched_by_coded_anatomic_region(tmp_path, studies):
         orthanc.stop()
 
 
-def test_priors_matched_by_procedure_code_and_laterality(tmp_path, studies):
+# The arriving left knee states its side in Laterality, or (an Enhanced MR) only in Frame
+# Laterality.
+@pytest.mark.parametrize("arriving", ["left-knee-new", "left-knee-enhanced-new"])
+def test_priors_matched_by_procedure_code_and_laterality(tmp_path, studies, arriving):
     if not Path(ORTHANC).exists():
         pytest.skip("Orthanc not installed")
     server = Server(tmp_path / "data", extra_env=EXCHANGE_ENV)
@@ -275,7 +294,7 @@ def test_priors_matched_by_procedure_code_and_laterality(tmp_path, studies):
                   "--to", "prefetch:pacs?max=3&match=modality,body-part,procedure,laterality")
         assert r.returncode == 0, r.stdout + r.stderr
         time.sleep(1.0)
-        new = studies["left-knee-new"]
+        new = studies[arriving]
         r = subprocess.run([dcmtk("storescu"), "-aet", "STORESCU", "-aec", "VESALIUS", "127.0.0.1",
                             str(server.dicom_port), *map(str, new)], env=TCP,
                            capture_output=True, text=True, timeout=120)
@@ -310,7 +329,7 @@ def test_laterality_from_descriptions_at_a_node_without_the_keys(tmp_path, studi
                   "--to", "prefetch:qr?max=3&match=modality,body-part,procedure,laterality")
         assert r.returncode == 0, r.stdout + r.stderr
         time.sleep(1.0)
-        new = studies["left-knee-new"]
+        new = studies[arriving]
         r = subprocess.run([dcmtk("storescu"), "-aet", "STORESCU", "-aec", "VESALIUS", "127.0.0.1",
                             str(server.dicom_port), *map(str, new)], env=TCP,
                            capture_output=True, text=True, timeout=120)

@@ -203,24 +203,24 @@ pub fn side(sides: &[Side]) -> Option<Side> {
 
 /// The sides an instance or a C-FIND answer (DICOM JSON) states: Laterality (0020,0060), Image
 /// Laterality (0020,0062) and the laterality codes of the Anatomic Region Modifier Sequence
-/// (0008,2220) in the items of its Anatomic Region Sequence (0008,2218, PS3.3 10.5), without
-/// repeats.
+/// (0008,2220) in the items of its Anatomic Region Sequence (0008,2218, PS3.3 10.5); for an
+/// enhanced multi-frame object also Frame Laterality (0020,9072) and the Anatomic Region
+/// Sequence of its Frame Anatomy (see [`frame_anatomy`]); without repeats.
 pub fn sides(object: &Map<String, Json>) -> Vec<Side> {
-    let text = |t: u32| -> String {
-        object
-            .get(&format!("{t:08X}"))
-            .and_then(|e| e.get("Value"))
-            .and_then(Json::as_array)
-            .and_then(|v| v.first())
-            .and_then(Json::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
     let mut out: Vec<Side> = [tag::LATERALITY, tag::IMAGE_LATERALITY]
         .into_iter()
-        .filter_map(|t| Side::of_attribute(&text(t)))
+        .filter_map(|t| Side::of_attribute(&first_text(object, t)))
         .collect();
-    for region in items(object, tag::ANATOMIC_REGION_SEQUENCE) {
+    let mut regions: Vec<&Map<String, Json>> =
+        items(object, tag::ANATOMIC_REGION_SEQUENCE).collect();
+    for frame in frame_anatomy(object) {
+        out.extend(Side::of_attribute(&first_text(
+            frame,
+            tag::FRAME_LATERALITY,
+        )));
+        regions.extend(items(frame, tag::ANATOMIC_REGION_SEQUENCE));
+    }
+    for region in regions {
         out.extend(
             codes(region, tag::ANATOMIC_REGION_MODIFIER_SEQUENCE)
                 .iter()
@@ -230,6 +230,28 @@ pub fn sides(object: &Map<String, Json>) -> Vec<Side> {
     out.sort();
     out.dedup();
     out
+}
+
+/// The Frame Anatomy Sequence (0020,9071) items of an enhanced multi-frame object (PS3.3
+/// C.7.6.16.2.8, Frame Anatomy Functional Group: Frame Laterality (0020,9072) and the Anatomic
+/// Region Sequence of the frames), in its Shared Functional Groups Sequence (5200,9229) and in
+/// each item of its Per-frame Functional Groups Sequence (5200,9230).
+pub fn frame_anatomy(object: &Map<String, Json>) -> impl Iterator<Item = &Map<String, Json>> {
+    items(object, tag::SHARED_FUNCTIONAL_GROUPS_SEQUENCE)
+        .chain(items(object, tag::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE))
+        .flat_map(|group| items(group, tag::FRAME_ANATOMY_SEQUENCE))
+}
+
+/// The first value of `t` in `object` as text ("" when absent).
+fn first_text(object: &Map<String, Json>, t: u32) -> String {
+    object
+        .get(&format!("{t:08X}"))
+        .and_then(|e| e.get("Value"))
+        .and_then(Json::as_array)
+        .and_then(|v| v.first())
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// PS3.16 Annex L, for the terms relevant-prior matching knows a region of: (Body Part
@@ -458,5 +480,39 @@ mod tests {
         assert_eq!(procedure_codes(&i), [AnatomicCode::new("99L", "X1")]);
         assert!(sides(&Map::new()).is_empty());
         assert!(procedure_codes(&Map::new()).is_empty());
+    }
+
+    #[test]
+    fn sides_of_enhanced_multi_frame_objects_from_frame_anatomy() {
+        // An enhanced MR of the left knee: no Laterality, no Image Laterality; Frame Laterality
+        // in the shared functional groups (PS3.3 C.7.6.16.2.8).
+        let shared: Map<String, Json> = serde_json::from_str(
+            r#"{"52009229": {"vr": "SQ", "Value": [
+                  {"00209071": {"vr": "SQ", "Value": [
+                    {"00209072": {"vr": "CS", "Value": ["L"]},
+                     "00082218": {"vr": "SQ", "Value": [
+                       {"00080100": {"vr": "SH", "Value": ["72696002"]},
+                        "00080102": {"vr": "SH", "Value": ["SCT"]}}]}}]}}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(sides(&shared), [Side::Left]);
+        assert_eq!(frame_anatomy(&shared).count(), 1);
+        // Per frame: one frame right, one left (a bilateral acquisition), the side of one
+        // coded in its region's modifier beside a Frame Laterality `U` (unpaired: no side).
+        let per_frame: Map<String, Json> = serde_json::from_str(
+            r#"{"52009230": {"vr": "SQ", "Value": [
+                  {"00209071": {"vr": "SQ", "Value": [{"00209072": {"vr": "CS", "Value": ["R"]}}]}},
+                  {"00209071": {"vr": "SQ", "Value": [
+                    {"00209072": {"vr": "CS", "Value": ["U"]},
+                     "00082218": {"vr": "SQ", "Value": [
+                       {"00080100": {"vr": "SH", "Value": ["72696002"]},
+                        "00080102": {"vr": "SH", "Value": ["SCT"]},
+                        "00082220": {"vr": "SQ", "Value": [
+                          {"00080100": {"vr": "SH", "Value": ["7771000"]},
+                           "00080102": {"vr": "SH", "Value": ["SCT"]}}]}}]}}]}}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(sides(&per_frame), [Side::Left, Side::Right, Side::Unpaired]);
+        assert_eq!(side(&sides(&per_frame)), Some(Side::Both));
     }
 }

@@ -251,6 +251,7 @@ fn coded_of(metadata_json: &str) -> Coded {
         tag::REQUEST_ATTRIBUTES_SEQUENCE,
         tag::LATERALITY,
         tag::IMAGE_LATERALITY,
+        tag::FRAME_ANATOMY_SEQUENCE,
     ];
     if !keys
         .iter()
@@ -260,7 +261,16 @@ fn coded_of(metadata_json: &str) -> Coded {
     }
     match serde_json::from_str::<Map<String, Json>>(metadata_json) {
         Ok(m) => Coded {
-            anatomic_region: anatomy::codes(&m, tag::ANATOMIC_REGION_SEQUENCE),
+            anatomic_region: {
+                // An enhanced multi-frame object codes its region per frame (PS3.3 C.7.6.16.2.8).
+                let mut codes = anatomy::codes(&m, tag::ANATOMIC_REGION_SEQUENCE);
+                for frame in anatomy::frame_anatomy(&m) {
+                    codes.extend(anatomy::codes(frame, tag::ANATOMIC_REGION_SEQUENCE));
+                }
+                let mut seen = std::collections::HashSet::new();
+                codes.retain(|c| seen.insert(c.clone()));
+                codes
+            },
             procedures: anatomy::procedure_codes(&m),
             sides: anatomy::sides(&m),
         },
