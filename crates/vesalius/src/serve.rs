@@ -244,13 +244,14 @@ pub fn http_app(
         max_query_results: cfg.limits.max_query_results,
         public_base_url: cfg.http.public_base_url.clone(),
     };
-    let api_opts = vesalius_api::ApiOptions {
+    let mut api_opts = vesalius_api::ApiOptions {
         org: cfg.storage.org.clone(),
         public_base_url: cfg.http.public_base_url.clone(),
         oidc_button: cfg.auth.oidc.as_ref().map(|o| o.display_name.clone()),
         // Issue 6: resumable guest uploads, and the app's upload and share pages.
         upload_dir: Some(cfg.storage.data_dir.join("uploads")),
         app_shell: Some(vesalius_web::shell_page),
+        peer_studies: None,
     };
     // Issue 5: federated search (QIDO-RS `scope=network`, /api/v1/search), remote viewing
     // (/dicom-web/peers/{peer}/…) and pulls, for users.
@@ -265,6 +266,10 @@ pub fn http_app(
             ..Default::default()
         },
     );
+    // Issue 6: key images and measurements on a peer's study are stored at the peer.
+    api_opts.peer_studies = Some(vesalius_api::annotate::PeerStudiesHook(Arc::new(
+        crate::peer_studies::FederatedStudies(federation.clone()),
+    )));
     let dicomweb =
         vesalius_dicomweb::router(ingestor.clone(), web_opts.clone(), Some(auth.clone()));
     federation.set_local(dicomweb.clone());
