@@ -54,6 +54,7 @@ use crate::client::transport;
 use crate::worker::Exchange;
 
 mod annotate;
+mod outgoing;
 mod worklist;
 
 /// Private creator of the labels this site adds to federated answers (PS3.5 7.8.1): the block
