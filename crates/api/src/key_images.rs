@@ -5,7 +5,9 @@
 //!
 //! Body: `{"instances": ["<SOP Instance UID>", ...], "description": "optional text"}` (1 to
 //! [`MAX_INSTANCES`] instances of the study). Answer `201 {"studyInstanceUID",
-//! "seriesInstanceUID", "sopInstanceUID", "referenced"}`.
+//! "seriesInstanceUID", "sopInstanceUID", "referenced"}`. With `?peer=NAME` the study is one
+//! held at that peer and the document is stored there ([`crate::annotate`]); the rules below
+//! are then the peer's, and this site's are in that module.
 //!
 //! Rules:
 //! - the caller must see the study (otherwise 404, like a missing study) and have the

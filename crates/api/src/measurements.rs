@@ -5,7 +5,8 @@
 //! series of the study, the way OHIF saves its measurements. The viewer reads the newest such
 //! document of the study when it opens and draws what it holds; every save carries the whole
 //! set (so a removed measurement stays removed), and any DICOM system reading TID 1500 finds
-//! the values as coded numbers with UCUM units.
+//! the values as coded numbers with UCUM units. With `?peer=NAME` the study is one held at that
+//! peer and the report is stored there ([`crate::annotate`]).
 //!
 //! Body: `{"measurements": [{"instance": "<SOP Instance UID>", "frame": 1, "kind":
 //! "length" | "angle" | "ellipse" | "rect", "points": [[x, y], ...], "length": mm, "angle":
