@@ -196,6 +196,8 @@ def test_key_images_and_measurements_on_a_peers_study_are_stored_at_the_peer(sit
                        {"instances": [sop_c]})
     assert status == 404 and err["error"] == "not-found" and "peer" in err["message"], err
     assert DICOMwebClient(url=c.dicomweb).search_for_series(study_c, search_filters={"Modality": "KO"}) == []
+    failed = audit_events(hub, study_c, "key-images")
+    assert [(e["outcome"], e["details"]["peer"]) for e in failed] == [("failure", "spoke-c")], failed
     # An unknown peer is 404, like elsewhere.
     status, err = call(hub, "POST", f"/api/v1/studies/{study}/key-images?peer=nowhere", cookie,
                        {"instances": [sop]})

@@ -150,7 +150,23 @@ pub(crate) async fn annotated_study(
         ));
     }
     let hook = hook(sv)?;
-    let metas = hook.0.metadata(c, peer, study).await?;
+    let metas = match hook.0.metadata(c, peer, study).await {
+        Ok(m) => m,
+        Err(e) => {
+            // The peer's refusal to show the study (or its absence) is this request's answer,
+            // audited here like a refused write.
+            let mut d = detail;
+            d["peer"] = json!(peer);
+            d["error"] = json!(e.message);
+            let outcome = if e.kind == ErrorKind::Forbidden {
+                Outcome::Denied
+            } else {
+                Outcome::Failure
+            };
+            audit(sv, c.event(kind, outcome, c.org(), Some(study), d)).await;
+            return Err(e);
+        }
+    };
     let mut images = BTreeMap::new();
     for m in &metas {
         let (series_uid, sop_class_uid, sop_uid) = (
@@ -217,11 +233,8 @@ impl Annotated {
         let study = self.study.as_str();
         let (org, patient, result) = match &self.home {
             Home::Here { owner, patient } => {
-                let r = ingest_document(sv, c, owner, study, sop_uid, &bytes)
-                    .await
-                    .map(|_| ());
                 // The ingest path's error is the answer; only successes are audited here.
-                r?;
+                ingest_document(sv, c, owner, study, sop_uid, &bytes).await?;
                 (owner.clone(), patient.clone(), Ok(()))
             }
             Home::Peer(peer) => {
