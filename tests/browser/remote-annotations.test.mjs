@@ -1,7 +1,9 @@
 // Issue 6 in real Chromium: a key image marked in the viewer on a study held at a peer (two
 // `vesalius serve`, "hub" and "spoke", linked as peers) is stored at the spoke, and the hub's
 // viewer shows the image as a key image after a reload (read back through the hub's proxy,
-// whose cached metadata of the study was dropped after the write). Run by scripts/test-browser.
+// whose cached metadata of the study was dropped after the write); a length drawn there is
+// saved as a measurement report at the spoke and drawn again after a reload. Run by
+// scripts/test-browser.
 // Screenshots: target/browser-artifacts/remote-*.png.
 
 import { after, before, test } from 'node:test';
@@ -43,9 +45,26 @@ async function waitView(page, pred, arg, what) {
   throw new Error(`${what}: timed out; ${JSON.stringify(d)}; messages: ${JSON.stringify(banners)}`);
 }
 
+async function cssOf(page, x, y) {
+  const d = await dataset(page);
+  const box = await page.locator('#view').boundingBox();
+  const dpr = await page.evaluate(() => window.devicePixelRatio);
+  return [box.x + (Number(d.ox) + x * Number(d.scale)) / dpr, box.y + (Number(d.oy) + y * Number(d.scaleY)) / dpr];
+}
+
+async function drag(page, from, to) {
+  await page.mouse.move(from[0], from[1]);
+  await page.mouse.down();
+  for (let s = 1; s <= 6; s++) await page.mouse.move(from[0] + ((to[0] - from[0]) * s) / 6, from[1] + ((to[1] - from[1]) * s) / 6);
+  await page.mouse.up();
+}
+
 /** The KO series of the study at the spoke itself (QIDO-RS with the spoke's own token). */
-async function kosAtSpoke(page) {
-  const r = await page.request.get(`${spoke.base}/dicom-web/studies/${uid}/series?Modality=KO`, {
+const kosAtSpoke = (page) => seriesAtSpoke(page, 'KO');
+
+/** The series of one modality of the study at the spoke itself (QIDO-RS, the spoke's token). */
+async function seriesAtSpoke(page, modality) {
+  const r = await page.request.get(`${spoke.base}/dicom-web/studies/${uid}/series?Modality=${modality}`, {
     headers: { Accept: 'application/dicom+json', Authorization: `Bearer ${spoke.token}` },
   });
   assert.ok(r.status() === 200 || r.status() === 204, `QIDO at the spoke: ${r.status()}`);
@@ -53,7 +72,7 @@ async function kosAtSpoke(page) {
   return t ? JSON.parse(t) : [];
 }
 
-test('desktop: a key image marked on a study held at a peer is stored there and shown after a reload', async () => {
+test('desktop: a key image and a length on a study held at a peer are stored there and shown after a reload', async () => {
   const context = await browser.newContext(VIEWPORTS.desktop);
   const page = await context.newPage();
   const errors = [];
@@ -96,6 +115,32 @@ test('desktop: a key image marked on a study held at a peer is stored there and 
   await waitView(page, (d, a) => d.sop === a && d.key === 'true', marked, 'the key image is flagged after reopening');
   assert.match(await page.textContent('#ov-bl'), /Key image/);
   await page.screenshot({ path: join(ARTIFACTS, 'remote-02-after-reload.png') });
+
+  // A length on the remote study: saved as a TID 1500 report at the spoke, back after a reload.
+  await page.waitForFunction(() => document.body.dataset.measurementsLoaded === '0');
+  await page.keyboard.press('m');
+  await drag(page, await cssOf(page, 100, 150), await cssOf(page, 300, 250));
+  await page.waitForFunction(() => document.body.dataset.measurementsSaved === '1', null, { timeout: 15000 });
+  const shown = Number((await page.$eval('#marks g.mark.length', (g) => g.dataset.length)));
+  const srs = await seriesAtSpoke(page, 'SR');
+  assert.equal(srs.length, 1, 'one SR series at the spoke');
+  const sr = (await (await page.request.get(`${spoke.base}/dicom-web/studies/${uid}/series/${srs[0]['0020000E'].Value[0]}/metadata`, {
+    headers: { Accept: 'application/dicom+json', Authorization: `Bearer ${spoke.token}` },
+  })).json())[0];
+  const lengths = [];
+  const walk = (items) => {
+    for (const it of items || []) {
+      const code = it['0040A043']?.Value?.[0]?.['00080100']?.Value?.[0];
+      if (code === '410668003') lengths.push(Number(it['0040A300'].Value[0]['0040A30A'].Value[0]));
+      walk(it['0040A730']?.Value);
+    }
+  };
+  walk(sr['0040A730'].Value);
+  assert.equal(lengths.length, 1);
+  assert.ok(Math.abs(lengths[0] - shown) < 0.01, `the report's length ${lengths[0]}, shown ${shown}`);
+  await page.reload();
+  await waitView(page, (d) => d.state === 'raw', null, 'reopened again');
+  await page.waitForFunction(() => document.body.dataset.measurementsLoaded === '1', null, { timeout: 15000 });
   assert.deepEqual(errors, [], 'no script errors');
   await context.close();
 });
