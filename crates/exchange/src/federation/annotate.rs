@@ -64,10 +64,7 @@ impl Federation {
             .await
             .map_err(peer_error)?;
         if !status.is_success() {
-            return Err(peer_error(crate::Error::Refused {
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
-            }));
+            return Err(refused(&peer.name, status.as_u16(), &body));
         }
         match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Array(items)) if !items.is_empty() => Ok(items),
@@ -133,10 +130,7 @@ impl Federation {
             .map_err(peer_error)?;
         // PS3.18 10.5.3: 200 stored, 202 some failed, 409 none stored.
         if !matches!(status.as_u16(), 200 | 202 | 409) {
-            return Err(peer_error(crate::Error::Refused {
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&answer[..answer.len().min(512)]).into_owned(),
-            }));
+            return Err(refused(&peer.name, status.as_u16(), &answer));
         }
         let outcome = parse_stow_answer(&answer).ok_or_else(|| {
             ApiError::new(
@@ -182,6 +176,30 @@ impl Federation {
     }
 }
 
+/// The peer's refusal as the user reads it: the kind of its status (401/403 `forbidden`, 404
+/// `not-found`, anything else `peer-unavailable`) and its own message when its body is the
+/// usual `{"error", "message"}`.
+fn refused(peer: &str, status: u16, body: &[u8]) -> ApiError {
+    let said = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned());
+    match status {
+        401 | 403 => ApiError::new(
+            ErrorKind::Forbidden,
+            format!("the peer refused: {peer} answered {status}: {said}"),
+        ),
+        404 => ApiError::new(
+            ErrorKind::NotFound,
+            format!("the peer has no such study for you: {peer} answered 404: {said}"),
+        ),
+        _ => ApiError::new(
+            ErrorKind::PeerUnavailable,
+            format!("peer {peer} answered {status}: {said}"),
+        ),
+    }
+}
+
 fn check_uid(uid: &str) -> ApiResult<()> {
     if vesalius_core::uid::is_valid_uid(uid) {
         Ok(())
@@ -190,5 +208,26 @@ fn check_uid(uid: &str) -> ApiResult<()> {
             ErrorKind::BadRequest,
             format!("{uid:?} is not a valid UID"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_says_who_refused_and_why() {
+        let e = refused(
+            "spoke-a",
+            403,
+            br#"{"error":"forbidden","message":"peer:hub for dr (csc) may not annotate"}"#,
+        );
+        assert_eq!(e.kind, ErrorKind::Forbidden);
+        assert_eq!(
+            e.message,
+            "the peer refused: spoke-a answered 403: peer:hub for dr (csc) may not annotate"
+        );
+        assert_eq!(refused("p", 404, b"gone").kind, ErrorKind::NotFound);
+        assert_eq!(refused("p", 500, b"").kind, ErrorKind::PeerUnavailable);
     }
 }
