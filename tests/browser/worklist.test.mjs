@@ -231,3 +231,73 @@ test('desktop: a site administrator names and removes site administrators in the
   assert.deepEqual(other.errors, []);
   await other.ctx.close();
 });
+
+// Issue 6: outgoing transfers on the sender's worklist. A spoke routes every CT to a hub that
+// does not know it yet (the hub refuses its signed requests: the spoke's jobs wait and retry),
+// so the row shows the study leaving and waiting ("sending to hub 0/6"); once the hub registers
+// the spoke, the transfer completes and the row says "delivered to hub ✓ verified" with the
+// hub's receipt, without a reload.
+test('desktop: a study routed from a spoke shows its transfer, then delivered, on the spoke\'s worklist', async () => {
+  // Retries at most 1 s apart (the default backs off to 5 minutes) and never parked while the
+  // hub refuses (the default parks after 10 attempts).
+  const env = { VESALIUS__EXCHANGE__BACKOFF_MAX_MS: '1000', VESALIUS__EXCHANGE__MAX_ATTEMPTS: '100000' };
+  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
+  let hub;
+  let spoke;
+  try {
+    Object.assign(process.env, env);
+    hub = await Site.start('hub');
+    spoke = await Site.start('spoke');
+  } finally {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k]; else process.env[k] = v;
+    }
+  }
+  try {
+    spoke.admin('peer', 'add', 'hub', '--url', hub.base, '--public-key', hub.publicKey(), '--org', 'default');
+    spoke.admin('route', 'add', 'to-hub', '--org', 'default', '--to', 'peer:hub', '--modality', 'CT');
+    spoke.user('default', 'rita', 'radiographer');
+    await new Promise((r) => setTimeout(r, 2500)); // the spoke reloads its routes every 2 s
+    const ctx = await browser.newContext(VIEWPORTS.desktop);
+    const page = await ctx.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.goto(`${spoke.base}/worklist`);
+    await login(page, 'rita');
+    await page.waitForFunction(() => !document.getElementById('wl-status').classList.contains('offline'));
+    await page.evaluate(() => { window.__sameDocument = true; });
+
+    const ct = synth(join(spoke.tmp, 'routed'), 41, 6);
+    const uid = Object.values(ct.images)[0].study;
+    spoke.import(ct.dir);
+    const row = page.locator(`tr.study[data-uid="${uid}"]`);
+    const sending = row.locator('.outgoing.sending[data-to="hub"]');
+    await sending.waitFor({ timeout: 30000 });
+    await page.waitForFunction((u) => /sending to hub 0\/6/.test(document.querySelector(`tr.study[data-uid="${u}"] .outgoing`)?.textContent || ''), uid, { timeout: 30000 });
+    const bar = sending.locator('progress');
+    assert.equal(await bar.getAttribute('max'), '6');
+    assert.equal(await bar.getAttribute('value'), '0');
+    assert.equal(await bar.getAttribute('aria-label'), '0 of 6 images sent to hub');
+    await page.screenshot({ path: join(ARTIFACTS, 'worklist-outgoing-sending.png') });
+
+    // The hub learns the spoke: the next retry is accepted and the study is delivered.
+    hub.admin('peer', 'add', 'spoke', '--url', spoke.base, '--public-key', spoke.publicKey(), '--org', 'default');
+    const done = row.locator('.outgoing.delivered[data-to="hub"]');
+    await done.waitFor({ timeout: 60000 });
+    assert.match(await done.innerText(), /delivered to hub ✓ verified/);
+    assert.equal(await row.locator('.outgoing.sending').count(), 0);
+    assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the page was not reloaded');
+    await page.screenshot({ path: join(ARTIFACTS, 'worklist-outgoing-delivered.png') });
+
+    // The hub's user sees the study delivered there; outgoing rows are the sender's only.
+    const r = await page.request.get(`${spoke.base}/api/v1/search?scope=local`);
+    const found = (await r.json()).studies.find((s) => s.study_instance_uid === uid);
+    assert.deepEqual(found.outgoing.map((o) => [o.to, o.state, o.delivered, o.verified, o.total]), [['hub', 'delivered', 6, 6, 6]]);
+    assert.ok(found.outgoing[0].complete_ms > 0, 'the hub\'s study receipt');
+    assert.deepEqual(errors, []);
+    await ctx.close();
+  } finally {
+    await hub?.stop();
+    await spoke?.stop();
+  }
+});

@@ -6,6 +6,10 @@
 //!   event per study per [`DEBOUNCE`].
 //! - `event: arrival`, `data: {"study_uid", "from_peer", "priority", "instances"}`: a peer's
 //!   delivery of the study is complete here (the exchange's `study-complete`).
+//! - `event: transfer`, `data: {"type": "transfer", "study_uid", "to", "state"}`: one of this
+//!   site's outgoing transfers of the study moved (`sending`: instances delivered, debounced
+//!   like `study`; `delivered`: the receiver confirmed the whole study; `stopped`: a job was
+//!   parked). The organisation's users see the counts in the search's `outgoing`.
 //! - `event: alert`, `data: {"type": "alert", "alert": {…}}`: an alert for the subscriber
 //!   itself (issue 6, `crate::alerts`); sent to that user only, never debounced.
 //! - `event: lagged`, `data: {"type": "lagged"}`: the client was too slow; it should reload.
@@ -78,6 +82,20 @@ pub enum StudyEvent {
         /// Instances in the delivery.
         instances: u64,
     },
+    /// Progress of one of this site's outgoing transfers of the study (issue 6: the worklist's
+    /// "sending to hub", then "delivered"); the client reads the counts through the search.
+    Transfer {
+        /// The sending organisation (not sent to clients).
+        #[serde(skip)]
+        org: String,
+        /// The study.
+        study_uid: String,
+        /// The destination's name (a peer or DICOM node).
+        to: String,
+        /// `sending` (instances delivered), `delivered` (the receiver confirmed the whole
+        /// study) or `stopped` (a job was parked).
+        state: String,
+    },
     /// An alert for one user (issue 6: `crate::alerts`).
     Alert {
         /// The alert's organisation (not sent to clients).
@@ -96,6 +114,7 @@ impl StudyEvent {
         match self {
             StudyEvent::Study { org, .. }
             | StudyEvent::Arrival { org, .. }
+            | StudyEvent::Transfer { org, .. }
             | StudyEvent::Alert { org, .. } => org,
         }
     }
@@ -104,6 +123,7 @@ impl StudyEvent {
         match self {
             StudyEvent::Study { .. } => "study",
             StudyEvent::Arrival { .. } => "arrival",
+            StudyEvent::Transfer { .. } => "transfer",
             StudyEvent::Alert { .. } => "alert",
         }
     }
@@ -192,17 +212,26 @@ impl Subscriber {
             {
                 continue;
             }
-            if let StudyEvent::Study { study_uid, .. } = &e {
+            // Stored instances and transfer steps are debounced per study (a transfer's end
+            // or stop is always sent: it is the state the worklist must end on).
+            let debounced = match &e {
+                StudyEvent::Study { study_uid, .. } => Some(study_uid.clone()),
+                StudyEvent::Transfer {
+                    study_uid, state, ..
+                } if state == "sending" => Some(format!("transfer\n{study_uid}")),
+                _ => None,
+            };
+            if let Some(key) = debounced {
                 let now = Instant::now();
                 if self
                     .sent
-                    .get(study_uid)
+                    .get(&key)
                     .is_some_and(|t| now.duration_since(*t) < DEBOUNCE)
                 {
                     continue;
                 }
                 self.sent.retain(|_, t| now.duration_since(*t) < DEBOUNCE);
-                self.sent.insert(study_uid.clone(), now);
+                self.sent.insert(key, now);
             }
             return Some(Outgoing::Event(e));
         }
@@ -285,6 +314,16 @@ mod tests {
         };
         ev.send(alert("bob"));
         ev.send(alert("alice"));
+        let transfer = |org: &str, state: &str| StudyEvent::Transfer {
+            org: org.into(),
+            study_uid: "1.4".into(),
+            to: "hub".into(),
+            state: state.into(),
+        };
+        ev.send(transfer("a", "sending"));
+        ev.send(transfer("a", "sending"));
+        ev.send(transfer("b", "delivered"));
+        ev.send(transfer("a", "delivered"));
         drop(ev);
         let mut got = Vec::new();
         while let Some(o) = sub.next().await {
@@ -296,6 +335,8 @@ mod tests {
                 Outgoing::Event(study("a", "1.2")),
                 Outgoing::Event(arrival.clone()),
                 Outgoing::Event(alert("alice")),
+                Outgoing::Event(transfer("a", "sending")),
+                Outgoing::Event(transfer("a", "delivered")),
             ]
         );
         // The data names the study, never the organisation.

@@ -5,7 +5,9 @@
 //!
 //! Body: `{"instances": ["<SOP Instance UID>", ...], "description": "optional text"}` (1 to
 //! [`MAX_INSTANCES`] instances of the study). Answer `201 {"studyInstanceUID",
-//! "seriesInstanceUID", "sopInstanceUID", "referenced"}`.
+//! "seriesInstanceUID", "sopInstanceUID", "referenced"}`. With `?peer=NAME` the study is one
+//! held at that peer and the document is stored there ([`crate::annotate`]); the rules below
+//! are then the peer's, and this site's are in that module.
 //!
 //! Rules:
 //! - the caller must see the study (otherwise 404, like a missing study) and have the
@@ -28,7 +30,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dicom_core::value::DataSetSequence;
@@ -45,6 +47,7 @@ use vesalius_store::index::InstanceMetadata;
 use vesalius_store::ingest::IngestContext;
 use vesalius_store::query::Scope;
 
+use crate::annotate::{AtPeer, annotated_study};
 use crate::{ApiError, Services};
 
 /// SOP Class UID of the Key Object Selection Document.
@@ -82,6 +85,7 @@ pub(crate) async fn create(
     State(sv): State<Services>,
     caller: Option<Extension<Caller>>,
     Path(study): Path<String>,
+    Query(at): Query<AtPeer>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let c = crate::caller_of(caller)?;
@@ -107,64 +111,51 @@ pub(crate) async fn create(
         )));
     }
 
-    let (owner, metas, study_ref) = writable_study(
+    let target = annotated_study(
         &sv,
         &c,
         &study,
+        at.peer.as_deref(),
         "key-images",
         json!({ "instances": wanted.len() }),
     )
     .await?;
-
-    let by_sop: BTreeMap<&str, &InstanceMetadata> = metas
-        .iter()
-        .map(|m| (m.instance.sop_instance_uid.as_str(), m))
-        .collect();
-    let mut refs = Vec::with_capacity(wanted.len());
-    for uid in &wanted {
-        let Some(m) = by_sop.get(uid.as_str()) else {
-            return Err(bad(format!("{uid} is not an instance of study {study}")));
-        };
-        refs.push(&m.instance);
-    }
-    // Patient and study attributes from the study's stored metadata (any of its instances).
-    let first: Json_ = serde_json::from_str(&metas[0].json).map_err(internal)?;
+    let refs = target.images(wanted.iter().map(String::as_str))?;
     let series_uid = new_uid();
     let sop_uid = new_uid();
     let doc = KeyObject {
         study_uid: &study,
         series_uid: &series_uid,
         sop_uid: &sop_uid,
-        source: &first,
+        source: &target.source,
         references: refs
             .iter()
             .map(|i| Reference {
                 series_uid: &i.series_uid,
                 sop_class_uid: &i.sop_class_uid,
-                sop_uid: &i.sop_instance_uid,
+                sop_uid: &i.sop_uid,
             })
             .collect(),
         description: &description,
         now: now_parts(),
     };
     let bytes = doc.encode()?;
-
-    let done = ingest_document(&sv, &c, &owner, &study, &sop_uid, &bytes).await?;
-    let mut ev = c.event(
-        "key-images",
-        Outcome::Success,
-        &owner,
-        Some(&study),
-        json!({ "series": series_uid, "sop": sop_uid, "instances": refs.len() }),
-    );
-    ev.patient = study_ref.patient.clone();
-    audit(&sv, ev).await;
+    target
+        .save(
+            &sv,
+            &c,
+            &sop_uid,
+            bytes,
+            "key-images",
+            json!({ "series": series_uid, "sop": sop_uid, "instances": refs.len() }),
+        )
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
-            "studyInstanceUID": done.instance.study_uid,
-            "seriesInstanceUID": done.instance.series_uid,
-            "sopInstanceUID": done.instance.sop_instance_uid,
+            "studyInstanceUID": study,
+            "seriesInstanceUID": series_uid,
+            "sopInstanceUID": sop_uid,
             "referenced": refs.len(),
         })),
     )

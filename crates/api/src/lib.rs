@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod annotate;
 pub mod authn;
 pub mod events;
 mod export;
@@ -131,6 +132,10 @@ pub struct ApiOptions {
     /// `GET /s/{id}` once the link is checked, so the app's upload and share pages run there;
     /// without it those addresses answer the server-rendered pages of issue 4.
     pub app_shell: Option<fn() -> &'static str>,
+    /// Studies held at peers (issue 6): key images and measurement reports on a study viewed
+    /// through the federation proxy are stored at the peer ([`annotate`]); without it
+    /// `?peer=` on those endpoints answers 404.
+    pub peer_studies: Option<annotate::PeerStudiesHook>,
 }
 
 /// What the access-control endpoints work with.

@@ -5,7 +5,8 @@
 //! series of the study, the way OHIF saves its measurements. The viewer reads the newest such
 //! document of the study when it opens and draws what it holds; every save carries the whole
 //! set (so a removed measurement stays removed), and any DICOM system reading TID 1500 finds
-//! the values as coded numbers with UCUM units.
+//! the values as coded numbers with UCUM units. With `?peer=NAME` the study is one held at that
+//! peer and the report is stored there ([`crate::annotate`]).
 //!
 //! Body: `{"measurements": [{"instance": "<SOP Instance UID>", "frame": 1, "kind":
 //! "length" | "angle" | "ellipse" | "rect", "points": [[x, y], ...], "length": mm, "angle":
@@ -38,7 +39,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dicom_core::{DataElement, PrimitiveValue, VR};
@@ -47,12 +48,10 @@ use dicom_object::InMemDicomObject;
 use serde::Deserialize;
 use serde_json::{Value as Json_, json};
 use vesalius_auth::Caller;
-use vesalius_store::audit::Outcome;
-use vesalius_store::index::InstanceMetadata;
 
+use crate::annotate::{AtPeer, annotated_study};
 use crate::key_images::{
-    audit, bad, code, evidence, ingest_document, internal, new_uid, part10, put_patient_and_study,
-    put_root_container, seq, text, writable_study,
+    bad, code, evidence, new_uid, part10, put_patient_and_study, put_root_container, seq, text,
 };
 use crate::{ApiError, Services};
 
@@ -165,6 +164,7 @@ pub(crate) async fn create(
     State(sv): State<Services>,
     caller: Option<Extension<Caller>>,
     Path(study): Path<String>,
+    Query(at): Query<AtPeer>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let c = crate::caller_of(caller)?;
@@ -180,61 +180,52 @@ pub(crate) async fn create(
     for (i, m) in req.measurements.iter().enumerate() {
         m.check(i)?;
     }
-    let (owner, metas, study_ref) = writable_study(
+    let target = annotated_study(
         &sv,
         &c,
         &study,
+        at.peer.as_deref(),
         "measurements",
         json!({ "measurements": req.measurements.len() }),
     )
     .await?;
-    let by_sop: BTreeMap<&str, &InstanceMetadata> = metas
-        .iter()
-        .map(|m| (m.instance.sop_instance_uid.as_str(), m))
+    let refs: Vec<ImageRef> = target
+        .images(req.measurements.iter().map(|m| m.instance.as_str()))?
+        .into_iter()
+        .map(|i| ImageRef {
+            series_uid: i.series_uid.clone(),
+            sop_class_uid: i.sop_class_uid.clone(),
+            sop_uid: i.sop_uid.clone(),
+        })
         .collect();
-    let mut refs = Vec::with_capacity(req.measurements.len());
-    for m in &req.measurements {
-        let Some(meta) = by_sop.get(m.instance.as_str()) else {
-            return Err(bad(format!(
-                "{} is not an instance of study {study}",
-                m.instance
-            )));
-        };
-        refs.push(ImageRef {
-            series_uid: meta.instance.series_uid.clone(),
-            sop_class_uid: meta.instance.sop_class_uid.clone(),
-            sop_uid: meta.instance.sop_instance_uid.clone(),
-        });
-    }
-    let first: Json_ = serde_json::from_str(&metas[0].json).map_err(internal)?;
     let series_uid = new_uid();
     let sop_uid = new_uid();
     let report = Report {
         study_uid: &study,
         series_uid: &series_uid,
         sop_uid: &sop_uid,
-        source: &first,
+        source: &target.source,
         observer: &c.principal.actor.name,
         items: req.measurements.iter().zip(refs.iter()).collect(),
         now: now_micros(),
     };
     let bytes = report.encode()?;
-    let done = ingest_document(&sv, &c, &owner, &study, &sop_uid, &bytes).await?;
-    let mut ev = c.event(
-        "measurements",
-        Outcome::Success,
-        &owner,
-        Some(&study),
-        json!({ "series": series_uid, "sop": sop_uid, "measurements": req.measurements.len() }),
-    );
-    ev.patient = study_ref.patient.clone();
-    audit(&sv, ev).await;
+    target
+        .save(
+            &sv,
+            &c,
+            &sop_uid,
+            bytes,
+            "measurements",
+            json!({ "series": series_uid, "sop": sop_uid, "measurements": req.measurements.len() }),
+        )
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
-            "studyInstanceUID": done.instance.study_uid,
-            "seriesInstanceUID": done.instance.series_uid,
-            "sopInstanceUID": done.instance.sop_instance_uid,
+            "studyInstanceUID": study,
+            "seriesInstanceUID": series_uid,
+            "sopInstanceUID": sop_uid,
             "measurements": req.measurements.len(),
         })),
     )

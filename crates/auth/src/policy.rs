@@ -20,7 +20,9 @@
 //! - Peer sites ([`crate::peer`]) act like calling AE titles: a service in the local
 //!   organisation they are registered with, storing into it, and searching and retrieving what it
 //!   holds only when registered with `may_query`; grants never apply to them and nothing
-//!   administrative is theirs.
+//!   administrative is theirs. A peer registered with `may_query` whose request names one of
+//!   its users (a search, view or write for that user) may also annotate the organisation's
+//!   studies: store a key image or measurement document into a study it holds (issue 6).
 //! - A user who must change their password may do nothing else first.
 //!
 //! Organisation-level actions ([`Action::Store`], [`Action::Upload`], [`Action::ManageOrg`],
@@ -461,6 +463,23 @@ pub fn authorize(
             }
         }
         // Services of the organisation: DICOM devices and peer sites.
+        // A peer acting for one of its users (a signed `sub`) may also annotate what it may
+        // read (issue 6: key images and measurement reports saved at the study's home).
+        PrincipalKind::Peer {
+            may_query: true,
+            for_user: true,
+            ..
+        } => member(
+            principal,
+            &[
+                Action::Query,
+                Action::Retrieve,
+                Action::Store,
+                Action::Annotate,
+            ],
+            action,
+            resource,
+        ),
         PrincipalKind::Ae { may_query, .. } | PrincipalKind::Peer { may_query, .. } => {
             let allowed: &[Action] = if *may_query {
                 &[Action::Query, Action::Retrieve, Action::Store]

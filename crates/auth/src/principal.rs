@@ -52,6 +52,11 @@ pub enum PrincipalKind {
         /// Whether it may search and retrieve (federated search, remote viewing), not only
         /// store.
         may_query: bool,
+        /// The request names one of the peer's users it is made for (the signed token's
+        /// `sub` claims, [`crate::peer::OnBehalf`]): a federated search, a remote view, or a
+        /// key image or measurement report that user saves into a study held here (issue 6),
+        /// which a peer registered with `may_query` may do ([`crate::Action::Annotate`]).
+        for_user: bool,
     },
     /// The server itself and local administration (`vesalius admin` on the data directory).
     System,
@@ -222,6 +227,7 @@ impl Principal {
             kind: PrincipalKind::Peer {
                 name: name.into(),
                 may_query,
+                for_user: false,
             },
             org: Some(org.into()),
             role: Some(Role::Service),

@@ -87,6 +87,19 @@ impl<V: Weigh + Clone> Lru<V> {
         }
     }
 
+    /// Drops every entry whose key `stale` says is out of date (e.g. after a write to what it
+    /// caches); answers how many were dropped.
+    pub fn invalidate(&self, stale: impl Fn(&str) -> bool) -> usize {
+        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let keys: Vec<String> = c.entries.keys().filter(|k| stale(k)).cloned().collect();
+        for k in &keys {
+            if let Some((v, _)) = c.entries.remove(k) {
+                c.bytes -= v.weight();
+            }
+        }
+        keys.len()
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).bytes
@@ -111,6 +124,17 @@ impl<V: Weigh + Clone> Lru<V> {
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    #[test]
+    fn invalidate_drops_only_the_matching_entries() {
+        let c = Lru::<Bytes>::new(4000);
+        c.put("p\n/studies/1.2/metadata".into(), Bytes::from(vec![0; 100]));
+        c.put("p\n/studies/1.3/metadata".into(), Bytes::from(vec![0; 50]));
+        assert_eq!(c.invalidate(|k| k.contains("/studies/1.2/")), 1);
+        assert!(c.get("p\n/studies/1.2/metadata").is_none());
+        assert!(c.get("p\n/studies/1.3/metadata").is_some());
+        assert_eq!(c.bytes(), 50);
+    }
 
     #[test]
     fn evicts_least_recently_used_within_the_bound() {

@@ -74,6 +74,31 @@ pub(crate) async fn store_in_study(
     stow(st, url, Some(study), req).await
 }
 
+/// The study `uid` of organisation `org` as a resource to annotate, with its patient; 404 when
+/// `org` holds no such study (a peer's user annotates studies held here, never creates them).
+async fn annotated_study(st: &Ctx, org: &str, uid: &str) -> Result<vesalius_auth::Resource> {
+    use vesalius_store::query::{Access, Key, Level, Matcher, Query};
+    let mut q = Query::new(Level::Study).with(Key::StudyInstanceUid, Matcher::Single(uid.into()));
+    q.access = Some(Access::orgs([org]));
+    q.limit = 1;
+    let found = st.ingestor.index().find(&q).await?;
+    let Some(a) = found.first() else {
+        return Err(DicomWebError::new(
+            ErrorKind::NotFound,
+            format!("no study {uid} here"),
+        ));
+    };
+    let pid = a.first_str(Key::PatientId.tag()).unwrap_or_default();
+    let issuer = a
+        .first_str(Key::IssuerOfPatientId.tag())
+        .unwrap_or_default();
+    Ok(if pid.is_empty() {
+        vesalius_auth::Resource::study(org, uid)
+    } else {
+        vesalius_auth::Resource::study_of(org, uid, issuer, pid)
+    })
+}
+
 /// The outcome of one part.
 enum PartResult {
     Stored(StoredInstance),
@@ -115,25 +140,47 @@ async fn stow(st: Ctx, url: ServiceUrl, study: Option<String>, req: Request) -> 
     } else {
         (principal.org_str().to_owned(), vesalius_auth::Action::Store)
     };
-    let decision = vesalius_auth::authorize(
-        &principal,
-        action,
-        &vesalius_auth::Resource::org(org.clone()),
-        &[],
-        vesalius_auth::now_ms(),
+    // Issue 6: a peer writing for one of its users (a key image or measurement report saved
+    // on a study held here) annotates an existing study of its organisation, named in the
+    // path; it does not deliver new studies.
+    let for_user = matches!(
+        principal.kind,
+        vesalius_auth::PrincipalKind::Peer { for_user: true, .. }
     );
+    let (action, resource) = if for_user {
+        let Some(uid) = study.as_deref() else {
+            return Err(DicomWebError::forbidden(
+                "a peer storing for one of its users names the study (POST /studies/{study})"
+                    .to_owned(),
+            ));
+        };
+        let resource = annotated_study(&st, &org, uid).await?;
+        (vesalius_auth::Action::Annotate, resource)
+    } else {
+        (action, vesalius_auth::Resource::org(org.clone()))
+    };
+    let decision =
+        vesalius_auth::authorize(&principal, action, &resource, &[], vesalius_auth::now_ms());
     if !decision.is_allowed() {
         st.append(st.caller.event(
             "store",
             vesalius_store::audit::Outcome::Denied,
             &org,
             study.as_deref(),
-            serde_json::json!({ "reason": format!("{decision:?}") }),
+            serde_json::json!({ "reason": format!("{decision:?}"), "action": action.as_str() }),
         ));
-        return Err(DicomWebError::forbidden(format!(
-            "{} may not store into organisation {org:?}",
-            st.caller.principal.actor.name
-        )));
+        return Err(DicomWebError::forbidden(if for_user {
+            format!(
+                "{} may not annotate this study here (the site's registration of the peer \
+                 does not allow its users to read and annotate)",
+                st.caller.principal.actor.name
+            )
+        } else {
+            format!(
+                "{} may not store into organisation {org:?}",
+                st.caller.principal.actor.name
+            )
+        }));
     }
     let boundary = boundary(req.headers())?;
     // RFC 9110 8.4: a coded body is decoded as it streams; every limit below applies to the

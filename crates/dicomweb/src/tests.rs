@@ -1073,3 +1073,98 @@ async fn callers_see_only_what_their_access_allows() {
     let r = radiographer.get("/dicom-web/studies", None).await;
     assert_eq!(r.json().as_array().unwrap().len(), 1, "only its own copy");
 }
+
+/// Issue 6: a peer writing for one of its users (a key image or measurement report of a study
+/// held here) may store only into an existing study of its organisation, named in the path,
+/// and only when registered with `may_query`; a peer's plain delivery is unchanged.
+#[tokio::test]
+async fn a_peer_writing_for_a_user_annotates_existing_studies_only() {
+    use vesalius_auth::{Caller, Principal, PrincipalKind};
+    use vesalius_store::query::Access;
+    let (h, _) = loaded().await;
+    let peer = |may_query: bool, for_user: bool| {
+        let mut principal = Principal::peer("hub", "default", may_query);
+        if let PrincipalKind::Peer { for_user: f, .. } = &mut principal.kind {
+            *f = for_user;
+        }
+        let access = if may_query {
+            Access::orgs(["default"])
+        } else {
+            Access::default()
+        };
+        Harness {
+            app: app_as(
+                &h.ingestor,
+                &h.opts,
+                Some(Caller {
+                    principal,
+                    access: Some(access),
+                    source: "127.0.0.1:1".into(),
+                    user_agent: "test".into(),
+                }),
+            ),
+            ingestor: h.ingestor.clone(),
+            opts: h.opts.clone(),
+            _dir: tempfile::tempdir().unwrap(),
+        }
+    };
+    let doc = |n: u32| {
+        Obj::new(STUDY_A, &uid(STUDY_A, 90), &uid(STUDY_A, 900 + n))
+            .text(0x0008_0060, "CS", "KO")
+            .encode()
+    };
+    let reader = peer(true, true);
+    let r = reader
+        .stow(&format!("/dicom-web/studies/{STUDY_A}"), &[doc(1)])
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let r = reader
+        .get(
+            &format!("/dicom-web/studies/{STUDY_A}/series?Modality=KO"),
+            None,
+        )
+        .await;
+    assert_eq!(values(&r.json(), "0020000E"), vec![uid(STUDY_A, 90)]);
+    // Not a new study, and not without naming the study.
+    let unknown = "1.2.826.0.1.3680043.10.1.99";
+    let other = Obj::new(unknown, &uid(unknown, 1), &uid(unknown, 2)).encode();
+    let r = reader
+        .stow(&format!("/dicom-web/studies/{unknown}"), &[other])
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let r = reader.stow("/dicom-web/studies", &[doc(2)]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // A peer registered without `may_query` may not write for its users.
+    let r = peer(false, true)
+        .stow(&format!("/dicom-web/studies/{STUDY_A}"), &[doc(3)])
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("annotate"),
+        "{:?}",
+        r.json()
+    );
+    // A delivery (no user named) stores as before.
+    let r = peer(false, false)
+        .stow("/dicom-web/studies", &[doc(4)])
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+}

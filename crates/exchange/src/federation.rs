@@ -53,6 +53,8 @@ use crate::api::{ApiError, ApiResult, caller_of, may};
 use crate::client::transport;
 use crate::worker::Exchange;
 
+mod annotate;
+mod outgoing;
 mod worklist;
 
 /// Private creator of the labels this site adds to federated answers (PS3.5 7.8.1): the block

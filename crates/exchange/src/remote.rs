@@ -231,7 +231,7 @@ fn cached_response(c: Cached) -> Response {
     r
 }
 
-fn peer_error(e: crate::Error) -> ApiError {
+pub(crate) fn peer_error(e: crate::Error) -> ApiError {
     match e {
         crate::Error::Refused {
             status: 401 | 403,

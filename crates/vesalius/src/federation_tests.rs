@@ -370,6 +370,80 @@ async fn r5_pull_to_local_copies_a_remote_study_with_the_transfer_engine() {
     }
 }
 
+/// Issue 6: the sender's worklist rows carry its outgoing transfers. A CT head stored at spoke
+/// A is routed to the hub (the demo's stroke route): the users' event stream at the spoke
+/// announces the transfer's steps and its end, and spoke A's search row of the study says
+/// delivered to the hub, every instance verified, with the hub's study receipt; the hub's row
+/// of the same study (a delivery it received) lists no outgoing transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r6_outgoing_transfers_show_on_the_senders_worklist_rows() {
+    use vesalius_api::events::StudyEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let sites = demo::start_network(dir.path()).await.unwrap();
+    let (ct, ct_uid) = synth(dir.path(), 51, "ct-head", 4);
+    let n = ct.len() as u64;
+    let mut user_events = sites[1].storage.study_events.subscribe();
+    store(&sites[1], "CT_SPOKE_A", ct).await;
+    let mut states = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let Ok(StudyEvent::Transfer {
+                study_uid,
+                to,
+                state,
+                ..
+            }) = user_events.recv().await
+                && study_uid == ct_uid
+            {
+                assert_eq!(to, "hub");
+                states.push(state.clone());
+                if state == "delivered" {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the transfer to the hub is announced to spoke A's users");
+    assert_eq!(
+        states.first().map(String::as_str),
+        Some("sending"),
+        "{states:?}"
+    );
+    let a = Session::login(&sites[1], "admin-spoke-a").await;
+    let (status, _, found) = a
+        .get_json(&format!(
+            "/api/v1/search?scope=local&StudyInstanceUID={ct_uid}"
+        ))
+        .await;
+    assert_eq!(status, 200, "{found}");
+    let row = by_uid(found["studies"].as_array().unwrap(), &ct_uid);
+    let out = row["outgoing"].as_array().expect("outgoing");
+    assert_eq!(out.len(), 1, "{row}");
+    assert_eq!(
+        (
+            out[0]["to"].as_str(),
+            out[0]["state"].as_str(),
+            out[0]["delivered"].as_u64(),
+            out[0]["verified"].as_u64(),
+            out[0]["total"].as_u64()
+        ),
+        (Some("hub"), Some("delivered"), Some(n), Some(n), Some(n))
+    );
+    assert!(out[0]["complete_ms"].as_i64().unwrap() > 0);
+    let hub = Session::login(&sites[0], "admin-hub").await;
+    let (_, _, at_hub) = hub
+        .get_json(&format!(
+            "/api/v1/search?scope=local&StudyInstanceUID={ct_uid}"
+        ))
+        .await;
+    let row = by_uid(at_hub["studies"].as_array().unwrap(), &ct_uid);
+    assert_eq!(row["outgoing"], json!([]), "{row}");
+    for s in sites {
+        s.stop().await;
+    }
+}
+
 /// Issue 6: the worklist's pages come from the server. Studies at the hub and both spokes
 /// (several patients each): `/api/v1/search` sorted by `orderby` and paged by `limit` and
 /// `offset` gives, page after page, exactly the whole merged list in that order, with a

@@ -20,6 +20,7 @@ mod import;
 mod journal_tests;
 #[cfg(test)]
 mod patients_tests;
+mod peer_studies;
 mod registry_seed;
 mod send;
 mod serve;

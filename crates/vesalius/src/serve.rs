@@ -184,8 +184,30 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
     })
 }
 
-/// Forwards the exchange's "study complete" events (a peer's delivery is whole here) to the
-/// users' event stream, until the exchange's broadcast closes.
+/// Announces a step of an outgoing transfer on the users' event stream: only transfers to a
+/// peer or a DICOM node (not retrievals or analyses), of an organisation.
+fn send_transfer(
+    events: &vesalius_api::events::StudyEvents,
+    org: String,
+    queue: &str,
+    study_uid: String,
+    state: &str,
+) {
+    if let Some(("peer" | "node", to)) = queue.split_once(':')
+        && !org.is_empty()
+    {
+        events.send(vesalius_api::events::StudyEvent::Transfer {
+            org,
+            study_uid,
+            to: to.to_owned(),
+            state: state.to_owned(),
+        });
+    }
+}
+
+/// Forwards the exchange's "study complete" events (a peer's delivery is whole here) and the
+/// progress of this site's outgoing transfers to the users' event stream, until the
+/// exchange's broadcast closes.
 pub fn forward_arrivals(storage: &Storage) -> tokio::task::JoinHandle<()> {
     use tokio::sync::broadcast::error::RecvError;
     use vesalius_api::events::StudyEvent;
@@ -208,7 +230,26 @@ pub fn forward_arrivals(storage: &Storage) -> tokio::task::JoinHandle<()> {
                     priority,
                     instances,
                 }),
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                // Issue 6: this site's outgoing transfers, for the worklist's rows.
+                Ok(ExchangeEvent::Delivered {
+                    org,
+                    queue,
+                    study_uid,
+                    ..
+                }) => send_transfer(&events, org, &queue, study_uid, "sending"),
+                Ok(ExchangeEvent::TransferComplete {
+                    org,
+                    queue,
+                    study_uid,
+                    ..
+                }) => send_transfer(&events, org, &queue, study_uid, "delivered"),
+                Ok(ExchangeEvent::Parked {
+                    org,
+                    queue,
+                    study_uid,
+                    ..
+                }) => send_transfer(&events, org, &queue, study_uid, "stopped"),
+                Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return,
             }
         }
@@ -244,13 +285,14 @@ pub fn http_app(
         max_query_results: cfg.limits.max_query_results,
         public_base_url: cfg.http.public_base_url.clone(),
     };
-    let api_opts = vesalius_api::ApiOptions {
+    let mut api_opts = vesalius_api::ApiOptions {
         org: cfg.storage.org.clone(),
         public_base_url: cfg.http.public_base_url.clone(),
         oidc_button: cfg.auth.oidc.as_ref().map(|o| o.display_name.clone()),
         // Issue 6: resumable guest uploads, and the app's upload and share pages.
         upload_dir: Some(cfg.storage.data_dir.join("uploads")),
         app_shell: Some(vesalius_web::shell_page),
+        peer_studies: None,
     };
     // Issue 5: federated search (QIDO-RS `scope=network`, /api/v1/search), remote viewing
     // (/dicom-web/peers/{peer}/…) and pulls, for users.
@@ -265,6 +307,10 @@ pub fn http_app(
             ..Default::default()
         },
     );
+    // Issue 6: key images and measurements on a peer's study are stored at the peer.
+    api_opts.peer_studies = Some(vesalius_api::annotate::PeerStudiesHook(Arc::new(
+        crate::peer_studies::FederatedStudies(federation.clone()),
+    )));
     let dicomweb =
         vesalius_dicomweb::router(ingestor.clone(), web_opts.clone(), Some(auth.clone()));
     federation.set_local(dicomweb.clone());

@@ -45,6 +45,9 @@ impl Authenticator {
             principal.actor.id = format!("{}/{}", rec.name, user.sub);
             principal.actor.name =
                 format!("peer:{} for {} ({})", rec.name, user.sub_name, user.sub_org);
+            if let crate::principal::PrincipalKind::Peer { for_user, .. } = &mut principal.kind {
+                *for_user = true;
+            }
         }
         let access = self.access(&principal).await?;
         let caller = Caller {

@@ -479,6 +479,36 @@ fn peers_store_into_their_org_and_read_only_when_allowed() {
     assert!(access(&store_only, &g, NOW).unwrap().is_empty());
 }
 
+/// Issue 6: a peer acting for one of its users annotates (key images, measurement reports)
+/// the studies it may read, and only when registered with `may_query`.
+#[test]
+fn a_reading_peer_acting_for_a_user_may_annotate_its_orgs_studies() {
+    let g = grants();
+    let own = Resource::study_of("a", "1.1", "A", "p1");
+    let other = Resource::study_of("b", "2.1", "B", "q1");
+    let granted_org = Resource::study_of("b", "2.3", "B", "q3");
+    let ok = |p: &Principal, a, r: &Resource| authorize(p, a, r, &g, NOW).is_allowed();
+    let for_user = |may_query| {
+        let mut p = Principal::peer("hub", "a", may_query);
+        if let PrincipalKind::Peer { for_user, .. } = &mut p.kind {
+            *for_user = true;
+        }
+        p
+    };
+    let (reader, store_only) = (for_user(true), for_user(false));
+    assert!(ok(&reader, Action::Annotate, &own));
+    assert!(!ok(&reader, Action::Annotate, &other) && !ok(&reader, Action::Annotate, &granted_org));
+    assert!(!ok(&store_only, Action::Annotate, &own));
+    for a in [
+        Action::Delete,
+        Action::Export,
+        Action::ManageOrg,
+        Action::Reconcile,
+    ] {
+        assert!(!ok(&reader, a, &own), "{a:?}");
+    }
+}
+
 #[test]
 fn patient_grants_need_the_patient() {
     let g = grants();

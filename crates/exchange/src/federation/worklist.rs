@@ -23,8 +23,9 @@
 //!   `scope=local`.
 //!
 //! Without these parameters a page is made as [`super::SearchPage`] says. Every page's rows
-//! carry the arrival of their study at this site (`arrival`, or `null`), so the worklist
-//! needs no second request for its badges.
+//! carry the arrival of their study at this site (`arrival`, or `null`) and this site's
+//! transfers of it (`outgoing`, [`super::outgoing`]), so the worklist needs no second request
+//! for its badges and progress.
 
 use std::collections::{HashMap, HashSet};
 
@@ -249,6 +250,7 @@ impl Federation {
             Vec::new()
         };
         let arrivals = self.arrivals_of(caller).await?;
+        let outgoing = self.outgoing_of(caller).await;
         let service = local_service(self.opts.public_base_url.as_deref(), headers);
         let made = if ask.filter.positive() {
             self.delivered_page(caller, headers, &ask, &peers, &arrivals)
@@ -272,6 +274,11 @@ impl Federation {
                            "complete_ms": a.complete_ms, "updated_ms": a.updated_ms})
                     })
                     .unwrap_or(Value::Null);
+                // Issue 6: this site's transfers of a study held here (`super::outgoing`).
+                s["outgoing"] = match s["local"].as_bool() {
+                    Some(true) => json!(outgoing.get(&uid_of(&s)).cloned().unwrap_or_default()),
+                    _ => json!([]),
+                };
                 s
             })
             .collect();

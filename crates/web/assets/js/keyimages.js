@@ -28,9 +28,13 @@ export function keyImagesOf(metas) {
   return out;
 }
 
-/** Saves `sops` (instances of `study`) as key images; answers the new document's UIDs. */
-export function markKeyImage(study, sops, description = '') {
-  return json(`/api/v1/studies/${encodeURIComponent(study)}/key-images`, {
+/**
+ * Saves `sops` (instances of `study`) as key images; answers the new document's UIDs. With
+ * `peer`, the study is held at that peer and the document is stored there.
+ */
+export function markKeyImage(study, sops, description = '', peer = '') {
+  const at = peer ? `?peer=${encodeURIComponent(peer)}` : '';
+  return json(`/api/v1/studies/${encodeURIComponent(study)}/key-images${at}`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ instances: sops, description }),

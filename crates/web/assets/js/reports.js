@@ -96,9 +96,13 @@ export function measurementsOf(meta) {
   return out;
 }
 
-/** Saves the study's measurements (the whole set: `[{instance, frame?, kind, points, …}]`). */
-export function saveMeasurements(study, measurements) {
-  return json(`/api/v1/studies/${encodeURIComponent(study)}/measurements`, {
+/**
+ * Saves the study's measurements (the whole set: `[{instance, frame?, kind, points, …}]`);
+ * with `peer`, at that peer, which holds the study.
+ */
+export function saveMeasurements(study, measurements, peer = '') {
+  const at = peer ? `?peer=${encodeURIComponent(peer)}` : '';
+  return json(`/api/v1/studies/${encodeURIComponent(study)}/measurements${at}`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ measurements }),

@@ -303,7 +303,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     pressed(linkButton, v.link);
     linkButton.disabled = v.viewports.length < 2;
     const im = vp && vp.mode === 'stack' && vp.s && vp.s.slices && vp.s.slices[vp.idx];
-    keyButton.disabled = !im || Boolean(peer);
+    keyButton.disabled = !im;
     pressed(keyButton, Boolean(im && v.keySops.has(im.sop)));
     for (const b of strip.querySelectorAll('button.series')) {
       b.setAttribute('aria-current', String(Boolean(vp) && vp.s === v.series[Number(b.dataset.index)]));
@@ -636,7 +636,6 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
 
   /** Saves every measurement of acquired images, shortly after the last change. */
   function saveSoon() {
-    if (peer) return;
     clearTimeout(v.saveTimer);
     v.saveTimer = setTimeout(async () => {
       await v.marksLoaded;
@@ -654,7 +653,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
       }
       document.body.dataset.measurementsSaved = 'saving';
       try {
-        await saveMeasurements(study, list);
+        await saveMeasurements(study, list, peer);
         document.body.dataset.measurementsSaved = String(list.length);
       } catch (e) {
         document.body.dataset.measurementsSaved = 'error';
@@ -693,13 +692,12 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
   async function markKey() {
     const vp = v.active;
     const sl = vp && vp.mode === 'stack' && vp.s && vp.s.slices && vp.s.slices[vp.idx];
-    if (peer) { say('Key images of a study held at a peer are not saved here.', 'error'); return; }
     if (!sl) { say('Key images are acquired images: show the stack (Shift+O) to mark one.', 'error'); return; }
     keyButton.disabled = true;
     try {
-      const r = await markKeyImage(study, [sl.sop]);
+      const r = await markKeyImage(study, [sl.sop], '', peer);
       v.keySops.add(sl.sop);
-      toast(`Saved as a key image (series ${r.seriesInstanceUID}).`);
+      toast(peer ? `Saved as a key image at ${peer} (series ${r.seriesInstanceUID}).` : `Saved as a key image (series ${r.seriesInstanceUID}).`);
       await listSeries();
       drawStrip();
     } catch (e) {

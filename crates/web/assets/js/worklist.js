@@ -212,6 +212,29 @@ export function worklist(app, q, who) {
     return { text: line.join(' · '), down };
   }
 
+  /**
+   * This site's transfers of the study (`outgoing`, docs/web.md "Worklist"): "sending to hub
+   * 120/300" with a bar, "delivered to hub ✓ verified" once the receiver confirmed the study,
+   * "sending to hub stopped" when a job was parked.
+   */
+  function outgoing(s) {
+    return (s.outgoing || []).map((o) => {
+      const to = o.to || o.queue;
+      if (o.state === 'delivered') {
+        const verified = o.verified >= o.delivered ? ' ✓ verified' : ' ✓';
+        return h('small', { class: 'outgoing delivered', dataset: { to, state: o.state }, title: `${o.delivered} images, receipt from ${to}` },
+          ` delivered to ${to}${verified}`);
+      }
+      const stopped = o.state === 'stopped';
+      return h('small', { class: `outgoing ${o.state}`, dataset: { to, state: o.state }, title: o.error || '' },
+        stopped ? ` sending to ${to} stopped (${o.parked} not delivered)` : ` sending to ${to} ${o.delivered}/${o.total}`,
+        stopped ? '' : h('progress', {
+          max: String(o.total || 1), value: String(o.delivered),
+          'aria-label': `${o.delivered} of ${o.total} images sent to ${to}`,
+        }));
+    });
+  }
+
   function row(s) {
     const arrival = s.arrival;
     const urgent = arrival && arrival.priority >= URGENT_PRIORITY;
@@ -235,7 +258,8 @@ export function worklist(app, q, who) {
         arriving && arrival.manifest_instances ? h('progress', {
           max: String(arrival.manifest_instances), value: String(Math.min(s.instances || 0, arrival.manifest_instances)),
           'aria-label': `${s.instances || 0} of ${arrival.manifest_instances} images received`,
-        }) : ''),
+        }) : '',
+        ...outgoing(s)),
       h('td', { 'data-label': 'Site' }, h('span', { class: s.local ? 'site here' : 'site remote' },
         s.local ? `${s.site || ''} (here)` : (s.site || '')),
       (s.sites || []).length > 1 ? h('small', {}, ` also ${(s.sites || []).slice(1).join(', ')}`) : ''));
@@ -293,10 +317,12 @@ export function worklist(app, q, who) {
   }
 
   // --- live updates ----------------------------------------------------------------------
+  // At most one search per 0.7 s while events keep coming (a transfer's steps, a study
+  // arriving): the first event schedules it, the following ones wait for it.
   let reloadTimer = null;
   function soon() {
-    clearTimeout(reloadTimer);
-    reloadTimer = setTimeout(load, 700);
+    if (reloadTimer) return;
+    reloadTimer = setTimeout(() => { reloadTimer = null; load(); }, 700);
   }
   function urgentAlert(d) {
     const link = h('a', { href: `/view/${encodeURIComponent(d.study_uid)}` }, 'open');
@@ -314,6 +340,12 @@ export function worklist(app, q, who) {
     st.fresh.add(d.study_uid);
     if (d.priority >= URGENT_PRIORITY) urgentAlert(d);
     else toast(`Study complete from ${d.from_peer}`);
+    soon();
+  });
+  events.addEventListener('transfer', (m) => {
+    const d = JSON.parse(m.data);
+    if (d.state === 'delivered') toast(`Delivered to ${d.to}`);
+    else if (d.state === 'stopped') toast(`Sending to ${d.to} stopped`);
     soon();
   });
   events.addEventListener('open', () => status.classList.remove('offline'));

@@ -120,7 +120,8 @@ async fn a_registered_peer_is_a_caller_in_its_org() {
         caller.principal.kind,
         PrincipalKind::Peer {
             name: "hub".into(),
-            may_query: true
+            may_query: true,
+            for_user: false
         }
     );
     assert_eq!(caller.org(), "a");
