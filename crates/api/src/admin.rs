@@ -292,6 +292,9 @@ struct UserView {
     display_name: String,
     email: String,
     memberships: Vec<Membership>,
+    /// Whether the user also belongs to organisations the caller does not administer (which
+    /// are not shown): the console offers to take them out of one of the shown only then.
+    memberships_elsewhere: bool,
     service: bool,
     disabled: bool,
     has_password: bool,
@@ -313,6 +316,7 @@ fn view(c: &Caller, u: &User) -> UserView {
             .filter(|m| manages(c, &m.org))
             .cloned()
             .collect(),
+        memberships_elsewhere: u.memberships.iter().any(|m| !manages(c, &m.org)),
         service: u.service,
         disabled: u.disabled,
         has_password: u.password_hash.is_some(),
