@@ -133,8 +133,8 @@ export function users(who) {
 function memberships(u, managed, who, reload) {
   const box = h('div', { class: 'row-actions memberships' });
   const several = u.memberships.length > 1 || u.memberships_elsewhere;
+  // (The roles themselves are the Roles column.)
   for (const m of u.memberships) {
-    box.append(h('span', { class: 'membership' }, `${m.role} in ${m.org}`));
     if (several) {
       box.append(act(`Remove from ${m.org}`, async () => {
         await send('DELETE', `/api/v1/users/${encodeURIComponent(u.username)}/memberships/${encodeURIComponent(m.org)}`);
