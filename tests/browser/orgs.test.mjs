@@ -9,6 +9,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { ARTIFACTS, Site, VIEWPORTS, launch, login, synth } from './site.mjs';
+import { lowContrast, unnamed } from './a11y.mjs';
 
 let site;
 let browser;
@@ -63,6 +64,8 @@ for (const [kind, viewport] of Object.entries(VIEWPORTS)) {
       assert.equal(await row(page, uid.south).count(), 0, "south's study is not listed in default");
       assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1),
         'the header with its switcher fits the viewport');
+      assert.deepEqual(await page.evaluate(lowContrast), [], 'contrast (WCAG AA) with the switcher');
+      assert.deepEqual(await unnamed(page), [], 'every control named, the switcher included');
       await page.screenshot({ path: join(ARTIFACTS, `orgs-${kind}-default.png`) });
 
       // Switch in the header: the page loads again, for south.
