@@ -119,7 +119,10 @@ impl Authenticator {
         self.dir
             .apply(
                 vec![
-                    DirectoryChange::PutSession(moved.clone()),
+                    DirectoryChange::SetSessionOrg {
+                        id_hash: session.id_hash.clone(),
+                        org: org.to_owned(),
+                    },
                     DirectoryChange::PutSetting {
                         key: format!("{LAST_ORG_SETTING_PREFIX}{}", user.id),
                         value: org.to_owned(),
