@@ -130,7 +130,12 @@ impl Authenticator {
                 ],
                 vec![ev],
             )
-            .await?;
+            .await
+            // Logged out meanwhile: the session stays gone.
+            .map_err(|e| match e {
+                vesalius_store::Error::NotFound(_) => Error::BadCredentials,
+                e => e.into(),
+            })?;
         let mut p = Principal::session(&user.id, &user.username, org, role);
         p.must_change_password = user.must_change_password;
         p.site_admin = user.site_admin;
