@@ -232,6 +232,16 @@ async fn r6_a_reader_of_two_organisations_switches_between_them() {
     }
     assert_eq!(studies(&http, &site, &s).await, vec![north.clone()]);
 
+    // The app's event stream, opened in north (another tab, say).
+    let mut events = http
+        .get(format!("{}/api/v1/events", site.base_url()))
+        .header("cookie", format!("vesalius_session={cookie}"))
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(events.status().as_u16(), 200);
+    let opened = std::time::Instant::now();
+
     // Switched to south: south's study, not north's, and administrator there.
     let (status, body) = call(
         &http,
@@ -265,9 +275,41 @@ async fn r6_a_reader_of_two_organisations_switches_between_them() {
         "only south's memberships are shown to south's administrator: {users}"
     );
 
+    // A study arriving in north after the switch is not announced on the stream opened in
+    // north: the stream re-checks its session (at most every second) and ends.
+    tokio::time::sleep(vesalius_api::events::RECHECK.saturating_sub(opened.elapsed())).await;
+    let (late, files) = study(dir.path(), 73);
+    for b in &files {
+        let ing = &site.storage.ingestor;
+        let mut spool = ing.spool().expect("spool");
+        spool.write(b).expect("spool");
+        let ctx = IngestContext {
+            org: "north".into(),
+            source: "test".into(),
+            ..Default::default()
+        };
+        ing.ingest(spool.finish().expect("spool"), &ctx)
+            .await
+            .expect("ingest");
+    }
+    let mut heard = String::new();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(chunk) = events.chunk().await.expect("stream") {
+            heard.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ended; it sent {heard:?}");
+    assert!(
+        !heard.contains(&late),
+        "north's new study not announced: {heard:?}"
+    );
+
     // The token stays in north, and cannot switch.
     let t = Cred::Token(&token);
-    assert_eq!(studies(&http, &site, &t).await, vec![north.clone()]);
+    let mut in_north = vec![north.clone(), late.clone()];
+    in_north.sort();
+    assert_eq!(studies(&http, &site, &t).await, in_north);
     assert_eq!(metadata(&http, &site, &t, &south).await, 404);
     let (status, _) = call(
         &http,
