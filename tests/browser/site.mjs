@@ -151,12 +151,18 @@ export class Site {
     this.admin('user', 'create', '--org', org, '--role', role, '--username', username, '--password-env', 'VES_PW');
   }
 
-  /** Imports `dir` through the running server (`vesalius import` with an admin's token). */
-  import(dir) {
-    if (!this.token) {
-      this.token = JSON.parse(this.admin('token', 'create', '--org', 'default', '--role', 'admin', '--name', 'browser-tests', '--json')).token;
+  /**
+   * Imports `dir` through the running server (`vesalius import` with an admin's token) into
+   * organisation `org` (a token of `org`: tokens are bound to theirs).
+   */
+  import(dir, org = 'default') {
+    this.tokens = this.tokens || {};
+    if (!this.tokens[org]) {
+      const name = org === 'default' ? 'browser-tests' : `browser-tests-${org}`;
+      this.tokens[org] = JSON.parse(this.admin('token', 'create', '--org', org, '--role', 'admin', '--name', name, '--json')).token;
     }
-    return run(['import', '--server', this.base, dir], { VESALIUS_TOKEN: this.token });
+    if (org === 'default') this.token = this.tokens[org];
+    return run(['import', '--server', this.base, dir], { VESALIUS_TOKEN: this.tokens[org] });
   }
 
   /** Stops the server and removes its temporary directory (VESALIUS_KEEP=1 keeps it). */

@@ -15,6 +15,8 @@
 //!   them a site administrator or no longer one (site administrators only).
 //!   `POST /api/v1/users/{username}/password-link`: a new password link; the user's password
 //!   stops working at once.
+//! - `PUT /api/v1/users/{username}/memberships/{org}` `{"role"}`, `DELETE` the same: the user
+//!   joins an organisation (or their role there changes), or leaves it (issue 6, [`members`]).
 //! - `GET /api/v1/tokens`: the tokens of the organisations the caller administers (never their
 //!   secrets). `POST /api/v1/tokens` `{"username", "role", "name", "org"?, "ttl_days"?}`: the
 //!   token text is in the answer once. `DELETE /api/v1/tokens/{id}`: revoke.
@@ -43,7 +45,8 @@
 //! organisations answer 404, like missing ones.
 //!
 //! Every change is audited (`user-create`, `token-create`, `token-revoke`, `password-link`
-//! by the authenticator; `admin-change` with `details.change` `org-create`, `membership-set`,
+//! by the authenticator; `admin-change` with `details.change` `membership-add`, `membership-set`,
+//! `membership-remove` by the authenticator too; `org-create`, `membership-set` (PATCH),
 //! `user-disable`, `user-enable` here); an audit search is itself audited (`audit-search`).
 
 use std::sync::Arc;
@@ -63,6 +66,8 @@ use vesalius_store::audit::{AuditFilter, Outcome};
 use vesalius_store::directory::{ApiToken, DirectoryChange, Membership, Org, Role, User};
 
 use crate::links::base_url;
+
+mod members;
 use crate::{ApiError, ApiOptions, Services, caller_of};
 
 /// The most records one audit search returns.
@@ -82,6 +87,10 @@ pub fn router(auth: Arc<Authenticator>, ingestor: Arc<Ingestor>, options: ApiOpt
         .route("/api/v1/users", get(users).post(create_user))
         .route("/api/v1/users/{name}", patch(change_user))
         .route("/api/v1/users/{name}/password-link", post(password_link))
+        .route(
+            "/api/v1/users/{name}/memberships/{org}",
+            axum::routing::put(members::join).delete(members::leave),
+        )
         .route("/api/v1/tokens", get(tokens).post(create_token))
         .route("/api/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/api/v1/audit/events", get(audit_events))
@@ -283,6 +292,9 @@ struct UserView {
     display_name: String,
     email: String,
     memberships: Vec<Membership>,
+    /// Whether the user also belongs to organisations the caller does not administer (which
+    /// are not shown): the console offers to take them out of one of the shown only then.
+    memberships_elsewhere: bool,
     service: bool,
     disabled: bool,
     has_password: bool,
@@ -304,6 +316,7 @@ fn view(c: &Caller, u: &User) -> UserView {
             .filter(|m| manages(c, &m.org))
             .cloned()
             .collect(),
+        memberships_elsewhere: u.memberships.iter().any(|m| !manages(c, &m.org)),
         service: u.service,
         disabled: u.disabled,
         has_password: u.password_hash.is_some(),

@@ -17,6 +17,11 @@
 //!   so the count would tell one organisation how busy the others are.
 //! - A `: keep-alive` comment every 15 s.
 //!
+//! A stream re-checks its credentials before it sends an event, at most every [`RECHECK`]
+//! (issue 6): a session that switched organisation (in another tab), logged out or whose
+//! user was disabled, and a revoked token, end their stream instead of hearing more of the
+//! organisation; the app reconnects with what it is now.
+//!
 //! Events name studies only (no patient data): the client reloads what it shows through the
 //! API, which applies the caller's access. Only the caller's own organisation's studies are
 //! announced (not studies granted from another organisation, nor the guest inbox). Any user
@@ -34,15 +39,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
+use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::{Extension, Router};
 use futures::Stream;
+use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
-use vesalius_auth::{Action, Caller};
+use vesalius_auth::{Action, Authenticator, Caller, PrincipalKind, cookie};
 use vesalius_core::ErrorKind;
 use vesalius_store::ingest::{IngestContext, IngestObserver};
 use vesalius_store::model::{InstanceRecord, SideRecord};
@@ -170,11 +177,25 @@ impl IngestObserver for StudyEvents {
     }
 }
 
+/// How often, at most, an open stream checks that its credentials still act in its
+/// organisation (module documentation).
+pub const RECHECK: Duration = Duration::from_secs(1);
+
+/// Whether a stream's credentials still act in the subscriber's organisation.
+type StillValid = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
+
+/// What the route needs: the broadcast, and the authenticator to re-check credentials with.
+#[derive(Clone)]
+struct Streams {
+    events: Arc<StudyEvents>,
+    auth: Arc<Authenticator>,
+}
+
 /// The route `GET /api/v1/events` (mount at the root).
-pub fn router(events: Arc<StudyEvents>) -> Router {
+pub fn router(events: Arc<StudyEvents>, auth: Arc<Authenticator>) -> Router {
     Router::new()
         .route("/api/v1/events", get(stream))
-        .with_state(events)
+        .with_state(Streams { events, auth })
 }
 
 /// What one subscriber has been sent recently (for the debounce).
@@ -184,6 +205,12 @@ struct Subscriber {
     /// The subscriber's username (alerts are for it alone).
     user: String,
     sent: HashMap<String, Instant>,
+    /// Re-checks the credentials (none: nothing to re-check).
+    still: Option<StillValid>,
+    /// When they were last found valid.
+    checked: Instant,
+    /// [`RECHECK`] (tests: zero).
+    recheck: Duration,
 }
 
 /// What a subscriber is sent next.
@@ -233,6 +260,14 @@ impl Subscriber {
                 self.sent.retain(|_, t| now.duration_since(*t) < DEBOUNCE);
                 self.sent.insert(key, now);
             }
+            if let Some(still) = &self.still
+                && self.checked.elapsed() >= self.recheck
+            {
+                if !still().await {
+                    return None;
+                }
+                self.checked = Instant::now();
+            }
             return Some(Outgoing::Event(e));
         }
     }
@@ -251,9 +286,40 @@ fn sse(o: &Outgoing) -> Event {
     }
 }
 
+/// How the stream's credentials are checked again: the session cookie (still valid and still
+/// acting in `org`) or the bearer token (still valid) the request was authenticated with.
+fn recheck_of(c: &Caller, headers: &HeaderMap, auth: &Arc<Authenticator>) -> Option<StillValid> {
+    let org = c.org().to_owned();
+    let auth = auth.clone();
+    match c.principal.kind {
+        PrincipalKind::Session { .. } => {
+            let cookies = crate::authn::header_str(headers, header::COOKIE.as_str());
+            let secret = cookie::session_secret(cookies)?.to_owned();
+            Some(Arc::new(move || {
+                let (auth, secret, org) = (auth.clone(), secret.clone(), org.clone());
+                Box::pin(async move {
+                    auth.from_session(&secret)
+                        .await
+                        .is_ok_and(|(p, _)| p.org.as_deref() == Some(org.as_str()))
+                })
+            }))
+        }
+        PrincipalKind::Token { .. } => {
+            let authz = crate::authn::header_str(headers, header::AUTHORIZATION.as_str());
+            let token = cookie::bearer_token(authz)?.to_owned();
+            Some(Arc::new(move || {
+                let (auth, token) = (auth.clone(), token.clone());
+                Box::pin(async move { auth.from_bearer(&token).await.is_ok() })
+            }))
+        }
+        _ => None,
+    }
+}
+
 async fn stream(
-    State(events): State<Arc<StudyEvents>>,
+    State(st): State<Streams>,
     caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let c = caller_of(caller)?;
     if c.principal.is_system() || !allowed_in_own_org(&c, Action::Query) || c.org().is_empty() {
@@ -263,10 +329,13 @@ async fn stream(
         ));
     }
     let sub = Subscriber {
-        rx: events.subscribe(),
+        rx: st.events.subscribe(),
         org: c.org().to_owned(),
         user: c.principal.actor.name.clone(),
         sent: HashMap::new(),
+        still: recheck_of(&c, &headers, &st.auth),
+        checked: Instant::now(),
+        recheck: RECHECK,
     };
     let stream = futures::stream::unfold(sub, |mut s| async move {
         let o = s.next().await?;
@@ -294,6 +363,9 @@ mod tests {
             org: "a".into(),
             user: "alice".into(),
             sent: HashMap::new(),
+            still: None,
+            checked: Instant::now(),
+            recheck: RECHECK,
         };
         let arrival = StudyEvent::Arrival {
             org: "a".into(),
@@ -363,6 +435,9 @@ mod tests {
             org: "a".into(),
             user: "alice".into(),
             sent: HashMap::new(),
+            still: None,
+            checked: Instant::now(),
+            recheck: RECHECK,
         };
         for i in 0..CAPACITY + 10 {
             ev.send(study("a", &format!("1.{i}")));
@@ -375,5 +450,31 @@ mod tests {
             text.contains("lagged") && !text.contains("missed"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_when_its_credentials_no_longer_act_in_its_organisation() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let ev = StudyEvents::new();
+        let valid = Arc::new(AtomicBool::new(true));
+        let v = valid.clone();
+        let mut sub = Subscriber {
+            rx: ev.subscribe(),
+            org: "a".into(),
+            user: "alice".into(),
+            sent: HashMap::new(),
+            still: Some(Arc::new(move || {
+                let ok = v.load(Ordering::SeqCst);
+                Box::pin(async move { ok })
+            })),
+            checked: Instant::now(),
+            recheck: Duration::ZERO,
+        };
+        ev.send(study("a", "1.1"));
+        assert_eq!(sub.next().await, Some(Outgoing::Event(study("a", "1.1"))));
+        // The session switched organisation (or ended): the next event is not sent.
+        valid.store(false, Ordering::SeqCst);
+        ev.send(study("a", "1.2"));
+        assert_eq!(sub.next().await, None);
     }
 }

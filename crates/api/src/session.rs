@@ -6,8 +6,15 @@
 //!   (HttpOnly, SameSite=Strict, Secure on TLS) and `{"csrf": …}` for `X-CSRF-Token`. The
 //!   same throttling, lockout and audit as every login (`Authenticator::login`): a wrong
 //!   password is 401 `unauthorized`, a locked username or address 429 `locked`.
+//!   The session starts in the organisation the user last switched to, else their first.
 //! - `POST /api/v1/auth/logout`, `GET /api/v1/auth/me` (with the session's CSRF token, for pages
-//!   reached through a browser login, and `site_admin`).
+//!   reached through a browser login, `site_admin`, and `orgs`: the organisations a session's
+//!   user may switch to, `[{"id", "name", "role", "current"}]`; a token's own organisation only).
+//! - `POST /api/v1/auth/session/org` `{"org"}` (issue 6): the session acts in another of its
+//!   user's organisations from the next request on, with their role there
+//!   (`Authenticator::switch_org`, audited `org-switch`); answers like `me`. An organisation the
+//!   user is not a member of (or that does not exist) is 403 `forbidden`; API tokens stay bound
+//!   to their organisation (403); the session's CSRF token is required.
 //! - `GET /api/v1/auth/setup?token=…`: what a set-up or password link is for, without using it
 //!   (`{"first_start", "username", "expires_ms"}`; a used one 409, a wrong one 401, an expired
 //!   one 401 `expired`).
@@ -52,6 +59,7 @@ pub fn router(auth: Arc<Authenticator>) -> Router {
         .route("/api/v1/auth/login", post(login))
         .route("/api/v1/auth/logout", post(logout))
         .route("/api/v1/auth/me", get(me))
+        .route("/api/v1/auth/session/org", post(switch_org))
         .route(
             "/api/v1/auth/setup",
             get(setup_info).post(setup_json).put(setup_form),
@@ -125,22 +133,120 @@ async fn me(
         )
             .into_response();
     };
-    let p = &c.principal;
     // A page reached through a browser login (OpenID Connect) learns its CSRF token here.
     let cookies = crate::authn::header_str(&headers, header::COOKIE.as_str());
     let csrf = match cookie::session_secret(cookies) {
         Some(secret) => auth.from_session(secret).await.ok().map(|(_, s)| s.csrf),
         None => None,
     };
-    Json(json!({
+    match who(&auth, &c.principal, csrf).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(e),
+    }
+}
+
+/// `me`'s answer for `p`: who, where, with which role, and where else a session may act.
+async fn who(
+    auth: &Authenticator,
+    p: &vesalius_auth::Principal,
+    csrf: Option<String>,
+) -> vesalius_auth::Result<serde_json::Value> {
+    let dir = auth.directory();
+    let current = p.org.as_deref().unwrap_or("");
+    // Only a session switches (tokens stay bound to their organisation): its user's
+    // memberships, in the user's order.
+    let memberships = match (&p.kind, &p.user_id) {
+        (vesalius_auth::PrincipalKind::Session { .. }, Some(id)) => dir
+            .user(id)
+            .await?
+            .map(|u| u.memberships)
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let mut orgs = Vec::new();
+    for m in memberships {
+        let name = dir
+            .org(&m.org)
+            .await?
+            .map_or_else(|| m.org.clone(), |o| o.name);
+        orgs.push(json!({
+            "id": m.org, "name": name, "role": m.role.as_str(), "current": m.org == current,
+        }));
+    }
+    if orgs.is_empty() && !current.is_empty() {
+        let name = dir
+            .org(current)
+            .await?
+            .map_or_else(|| current.to_owned(), |o| o.name);
+        orgs.push(json!({
+            "id": current, "name": name, "role": p.role.map(|r| r.as_str()), "current": true,
+        }));
+    }
+    Ok(json!({
         "actor": p.actor,
         "org": p.org,
         "role": p.role.map(|r| r.as_str()),
         "must_change_password": p.must_change_password,
         "site_admin": p.site_admin,
         "csrf": csrf,
+        "orgs": orgs,
     }))
-    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchOrg {
+    org: String,
+}
+
+async fn switch_org(
+    State(auth): State<Arc<Authenticator>>,
+    caller: Option<Extension<Caller>>,
+    ci: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let refuse = |status: StatusCode, code: &str, message: &str| {
+        (status, Json(json!({"error": code, "message": message}))).into_response()
+    };
+    let Some(Extension(c)) = caller else {
+        return refuse(StatusCode::UNAUTHORIZED, "unauthorized", "not logged in");
+    };
+    // The authentication layer resolved the caller from the session cookie (and checked the
+    // CSRF token) unless other credentials came first: those never switch.
+    let cookies = crate::authn::header_str(&headers, header::COOKIE.as_str());
+    let secret = match (&c.principal.kind, cookie::session_secret(cookies)) {
+        (vesalius_auth::PrincipalKind::Session { .. }, Some(s)) => s,
+        _ => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "only a logged-in session switches organisation: API tokens stay bound to the \
+                 organisation they were issued for",
+            );
+        }
+    };
+    let b: SwitchOrg = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                &format!("unreadable body: {e}"),
+            );
+        }
+    };
+    let src = source(&ci);
+    match auth
+        .switch_org(secret, b.org.trim(), Origin::new(&src, agent(&headers)))
+        .await
+    {
+        Ok((p, s)) => match who(&auth, &p, Some(s.csrf)).await {
+            Ok(v) => Json(v).into_response(),
+            Err(e) => error(e),
+        },
+        Err(e) => error(e),
+    }
 }
 
 #[derive(Deserialize)]

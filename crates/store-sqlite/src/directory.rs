@@ -144,6 +144,16 @@ async fn apply_change(conn: &mut SqliteConnection, change: &DirectoryChange) -> 
             )
             .await?;
         }
+        C::SetSessionOrg { id_hash, org } => {
+            let n = exec(
+                conn,
+                sqlx::query("UPDATE sessions SET org = ? WHERE id_hash = ?")
+                    .bind(org)
+                    .bind(id_hash),
+            )
+            .await?;
+            one(n, "session", id_hash)?;
+        }
         C::PutGrant(g) => put_grant(conn, g).await?,
         C::RevokeGrant(id) => revoke(conn, "grants", "grant", id).await?,
         C::PutAe(a) => {

@@ -344,7 +344,8 @@ pub struct ThrottleState {
 /// One change to the directory, applied atomically with the audit events that record it.
 ///
 /// `Put*` inserts or replaces the record with the same key. Changes naming a record (`Delete*`,
-/// `Revoke*`, [`AddUploadBytes`](DirectoryChange::AddUploadBytes)) fail with
+/// `Revoke*`, [`AddUploadBytes`](DirectoryChange::AddUploadBytes),
+/// [`SetSessionOrg`](DirectoryChange::SetSessionOrg)) fail with
 /// [`Error::NotFound`](crate::Error::NotFound) when it does not exist, except
 /// [`DeleteSession`](DirectoryChange::DeleteSession) and
 /// [`DeleteSetting`](DirectoryChange::DeleteSetting), which are idempotent (a second logout is
@@ -366,6 +367,15 @@ pub enum DirectoryChange {
     PutSession(Session),
     /// Deletes a session by `id_hash`; nothing happens when it is already gone.
     DeleteSession(String),
+    /// Moves a session to another organisation (issue 6: a user of several switching). Fails
+    /// with `NotFound` when the session is gone, so a switch racing a logout (or the user's
+    /// deletion) cannot bring the session back, as a `PutSession` would.
+    SetSessionOrg {
+        /// SHA-256 hex of the session secret.
+        id_hash: String,
+        /// The organisation it acts in from now on.
+        org: OrgId,
+    },
     /// Creates or replaces a grant (by id).
     PutGrant(Grant),
     /// Marks a grant revoked.

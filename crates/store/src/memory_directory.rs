@@ -206,6 +206,12 @@ impl State {
             C::DeleteSession(id_hash) => {
                 self.sessions.remove(&id_hash);
             }
+            C::SetSessionOrg { id_hash, org } => {
+                self.sessions
+                    .get_mut(&id_hash)
+                    .ok_or_else(|| missing("session", &id_hash))?
+                    .org = org;
+            }
             C::PutGrant(g) => {
                 self.grants.insert(g.id.clone(), g);
             }

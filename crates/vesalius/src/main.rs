@@ -19,6 +19,8 @@ mod import;
 #[cfg(test)]
 mod journal_tests;
 #[cfg(test)]
+mod orgs_tests;
+#[cfg(test)]
 mod patients_tests;
 mod peer_studies;
 mod registry_seed;

@@ -347,7 +347,10 @@ pub fn http_app(
         .merge(receiver)
         .merge(vesalius_exchange::api::router(exchange_api))
         .merge(vesalius_exchange::remote::pull_router(federation))
-        .merge(vesalius_api::events::router(storage.study_events.clone()))
+        .merge(vesalius_api::events::router(
+            storage.study_events.clone(),
+            auth.clone(),
+        ))
         .merge(vesalius_api::alerts::router(storage.alerts.clone()))
         // Issue 6: the app, and OHIF as a second viewer when `scripts/ohif` prepared it.
         .merge(vesalius_web::router_with(vesalius_web::WebOptions {

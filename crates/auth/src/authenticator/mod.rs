@@ -10,6 +10,7 @@
 //! | share link id + secret (+ passcode, birth date) | [`Authenticator::share_link_open`] | `ShareLink` |
 //! | upload link id + secret | [`Authenticator::upload_link_open`] | `UploadLink` |
 //! | one-time setup token | [`Authenticator::complete_setup`] → session | — |
+//! | session cookie + organisation | [`Authenticator::switch_org`] (issue 6, `memberships`) | `Session` there |
 //! | `Authorization: Vesalius-Peer …` (a peer site) | [`Authenticator::authenticate_peer`] | `Peer` |
 //!
 //! # Invariants
@@ -28,12 +29,15 @@
 mod ae;
 mod glass;
 mod links;
+mod memberships;
 mod peers;
 mod reset;
 mod sessions;
 mod setup;
 mod tokens;
 
+#[cfg(test)]
+mod memberships_tests;
 #[cfg(test)]
 mod tests;
 
@@ -53,6 +57,7 @@ pub use glass::READ_ACTIONS;
 pub use links::{
     LINK_PASS_MS, ShareLinkOptions, UPLOAD_TOKEN_PREFIX, parse_upload_token, upload_token,
 };
+pub use memberships::{LAST_ORG_SETTING_PREFIX, MembershipChange};
 pub use peers::PEER_MAX_SKEW_MS;
 pub use reset::RESET_SETTING_PREFIX;
 pub use sessions::{LoginOk, NewUser};

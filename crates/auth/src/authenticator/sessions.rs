@@ -176,7 +176,8 @@ impl Authenticator {
         Ok(Error::BadCredentials)
     }
 
-    /// Creates a session for `user` in their first organisation, committing `changes` and
+    /// Creates a session for `user` in the organisation they last switched to, else their first
+    /// ([`Self::login_membership`]), committing `changes` and
     /// `events` with it and an `action` event with `details` (plus the session's expiry).
     pub(crate) async fn start_session(
         &self,
@@ -188,12 +189,7 @@ impl Authenticator {
         mut events: Vec<AuditEvent>,
     ) -> Result<LoginOk> {
         let now = self.now_ms();
-        let Some(Membership { org, role }) = user.memberships.first().cloned() else {
-            return Err(Error::Forbidden(format!(
-                "user {} belongs to no organisation",
-                user.username
-            )));
-        };
+        let Membership { org, role } = self.login_membership(&user).await?;
         let secret = random_secret();
         let session = Session {
             id_hash: sha256_hex(&secret),
@@ -290,8 +286,9 @@ impl Authenticator {
         }
     }
 
-    /// The same user acting in another of their organisations (STOW-RS `?org=`, switching in
-    /// the app). Only sessions and tokens of users; the role is the user's role there.
+    /// The same user acting in another of their organisations for one request (STOW-RS
+    /// `?org=`; a session's lasting switch is [`Self::switch_org`]). Only sessions: tokens stay
+    /// bound to their organisation. The role is the user's role there.
     pub async fn act_in(&self, principal: &Principal, org: &str) -> Result<Principal> {
         if principal.org.as_deref() == Some(org) {
             return Ok(principal.clone());

@@ -15,13 +15,13 @@ use crate::policy::{Action, Resource, StudyRef};
 use crate::principal::PrincipalKind;
 
 const T0: i64 = 1_700_000_000_000;
-const PW: &str = "correct horse battery";
+pub(super) const PW: &str = "correct horse battery";
 
-struct Env {
-    auth: Authenticator,
-    dir: Arc<MemoryDirectory>,
-    log: Arc<MemoryAuditLog>,
-    now: Arc<AtomicI64>,
+pub(super) struct Env {
+    pub(super) auth: Authenticator,
+    pub(super) dir: Arc<MemoryDirectory>,
+    pub(super) log: Arc<MemoryAuditLog>,
+    pub(super) now: Arc<AtomicI64>,
 }
 
 impl Env {
@@ -45,7 +45,7 @@ impl Env {
             .collect()
     }
 
-    async fn count(&self, action: &str, outcome: Outcome) -> usize {
+    pub(super) async fn count(&self, action: &str, outcome: Outcome) -> usize {
         self.audited()
             .await
             .iter()
@@ -53,7 +53,12 @@ impl Env {
             .count()
     }
 
-    async fn user(&self, name: &str, org: &str, role: Role) -> vesalius_store::directory::User {
+    pub(super) async fn user(
+        &self,
+        name: &str,
+        org: &str,
+        role: Role,
+    ) -> vesalius_store::directory::User {
         self.auth
             .create_user(
                 &Principal::system(),
@@ -76,12 +81,12 @@ impl Env {
     }
 }
 
-const HERE: Origin<'static> = Origin {
+pub(super) const HERE: Origin<'static> = Origin {
     source: "10.0.0.5:40000",
     user_agent: "test",
 };
 
-async fn env() -> Env {
+pub(super) async fn env() -> Env {
     let log = Arc::new(MemoryAuditLog::new());
     let dir = Arc::new(MemoryDirectory::new(log.clone()));
     let now = Arc::new(AtomicI64::new(T0));
@@ -540,7 +545,7 @@ async fn clinician(e: &Env, org: &str) -> Principal {
     Principal::session(&u.id, &u.username, org, Role::Clinician)
 }
 
-fn study(org: &str, uid: &str) -> StudyRef {
+pub(super) fn study(org: &str, uid: &str) -> StudyRef {
     StudyRef {
         org: org.into(),
         study_uid: uid.into(),

@@ -273,6 +273,34 @@ async fn script(dir: &dyn Directory, log: &dyn AuditLog) -> Vec<String> {
     );
     t.note("session s1", &dir.session("s1").await);
     t.note("session s2", &dir.session("s2").await);
+    // Issue 6: a session moves to another organisation; a deleted one is not brought back.
+    t.note(
+        "session s1 to north",
+        &dir.apply(
+            vec![C::SetSessionOrg {
+                id_hash: "s1".into(),
+                org: "north".into(),
+            }],
+            vec![],
+        )
+        .await,
+    );
+    assert_eq!(
+        dir.session("s1").await.unwrap().map(|s| s.org),
+        Some("north".to_owned())
+    );
+    let r = dir
+        .apply(
+            vec![C::SetSessionOrg {
+                id_hash: "s2".into(),
+                org: "north".into(),
+            }],
+            vec![],
+        )
+        .await;
+    assert_eq!(kind(&r), Some(ErrorKind::NotFound));
+    t.note("session s2 moved after its logout", &r);
+    assert_eq!(dir.session("s2").await.unwrap(), None);
 
     // Deleting a user takes their tokens and sessions along.
     t.note(

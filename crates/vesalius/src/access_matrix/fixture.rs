@@ -652,6 +652,24 @@ impl Site {
         name
     }
 
+    /// A fresh clinician of `a` and `b` (a target of leaving `a`, issue 6); their username.
+    pub async fn fresh_user_of_both(&self) -> String {
+        let name = self.fresh_user().await;
+        let u = self.user_named(&name).await.expect("fresh user");
+        self.storage
+            .auth
+            .set_membership(
+                &Principal::system(),
+                &u.id,
+                ORG_B,
+                Role::Clinician,
+                Origin::default(),
+            )
+            .await
+            .expect("second membership");
+        name
+    }
+
     /// A fresh token of `a`'s clinician (a target of `DELETE /api/v1/tokens/{id}`); its id.
     pub async fn fresh_token(&self) -> String {
         let (rec, _) = self

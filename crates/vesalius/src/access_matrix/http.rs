@@ -419,6 +419,11 @@ async fn aim(site: &Site, links: &Links, route: &Route, target: Target, cred: &C
                 (_, "/api/v1/users/{name}" | "/api/v1/users/{name}/password-link") => {
                     site.fresh_user().await
                 }
+                ("PUT", "/api/v1/users/{name}/memberships/{org}") => site.fresh_user().await,
+                // Leaving `a` needs another organisation to stay in.
+                ("DELETE", "/api/v1/users/{name}/memberships/{org}") => {
+                    site.fresh_user_of_both().await
+                }
                 (_, "/api/v1/tokens/{id}") => site.fresh_token().await,
                 ("POST", "/api/v1/users") => format!(
                     "matrix-new-{}",
@@ -485,6 +490,7 @@ async fn allowed(site: &Site, route: &Route, cred: &Credential, aim: &Aim) -> bo
             decide(site, p, action, &Resource::org(p.org_str())).await
         }
         Need::Peer => matches!(p.kind, PrincipalKind::Peer { .. }),
+        Need::Session => matches!(p.kind, PrincipalKind::Session { .. }),
         Need::LinkPass(action) => {
             let pass_for_target = matches!(
                 &p.kind,

@@ -252,6 +252,20 @@ pub(super) async fn effects(
                 out.push(format!("role changed: {changed}, allowed: {allowed}"));
             }
         }
+        ("PUT", "/api/v1/users/{name}/memberships/{org}") => {
+            let u = site.user_named(&aim.link).await.expect("target user");
+            let changed = u.memberships.iter().any(|m| m.role == Role::Radiographer);
+            if changed != allowed {
+                out.push(format!("role set: {changed}, allowed: {allowed}"));
+            }
+        }
+        ("DELETE", "/api/v1/users/{name}/memberships/{org}") => {
+            let u = site.user_named(&aim.link).await.expect("target user");
+            let left = !u.memberships.iter().any(|m| m.org == ORG_A);
+            if left != allowed {
+                out.push(format!("left a: {left}, allowed: {allowed}"));
+            }
+        }
         ("POST", "/api/v1/users/{name}/password-link") => {
             let u = site.user_named(&aim.link).await.expect("target user");
             let reset = u.password_hash.is_none();

@@ -28,6 +28,8 @@ pub(super) async fn send(
         .replace("{upload}", "MATRIXUPLOAD0000")
         .replace("{*rest}", "studies/1.2.826.0.1.3680043.10.1/metadata")
         .replace("{section}", "users")
+        // Issue 6: memberships are tried in the caller's own organisation.
+        .replace("{org}", super::fixture::ORG_A)
         .replace("{version}", vesalius_web::version())
         .replace("{*file}", "js/main.js")
         .replace("{*path}", "viewer");
@@ -214,6 +216,12 @@ fn body(route: &Route, aim: &Aim, n: usize) -> (Option<String>, Vec<u8>) {
         }
         ("POST", "/api/v1/orgs") => json(serde_json::json!({"id": aim.link, "name": "Matrix"})),
         ("PATCH", "/api/v1/users/{name}") => json(serde_json::json!({"role": "radiographer"})),
+        ("PUT", "/api/v1/users/{name}/memberships/{org}") => {
+            json(serde_json::json!({"role": "radiographer"}))
+        }
+        ("POST", "/api/v1/auth/session/org") => {
+            json(serde_json::json!({"org": super::fixture::ORG_B}))
+        }
         ("POST", "/api/v1/tokens") => json(serde_json::json!({
             "username": "a-clinician", "role": "clinician", "name": format!("matrix {n}"),
         })),

@@ -45,6 +45,9 @@ pub enum Need {
     /// A share-link page: the visitor's pass must be for the target link, and `action` allowed
     /// on its study.
     LinkPass(Action),
+    /// Logged-in sessions only (switching the organisation a session acts in, issue 6): no
+    /// policy action; none of the matrix's principals is a session, so every cell is refused.
+    Session,
     /// Peer sites only (the receiving side of the exchange, `Authorization: Vesalius-Peer`):
     /// no policy action; none of the matrix's principals is a peer, so every cell is refused.
     Peer,
@@ -459,6 +462,16 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/account/password", NoScope, Any, Served, NONE),
     // The app's password screen (issue 6): the caller's own password, a wrong current one here.
     r("POST", "/api/v1/auth/password", NoScope, Any, Served, NONE),
+    // Issue 6: a logged-in session switches organisation; the matrix's principals have no
+    // session (tokens stay bound to their organisation), so every cell is refused.
+    r(
+        "POST",
+        "/api/v1/auth/session/org",
+        NoScope,
+        Need::Session,
+        Change,
+        NONE,
+    ),
     // Site-wide counts (studies, instances, bytes of every organisation) for any principal,
     // share-link visitors and guest upload links included: no policy action covers them yet.
     r(
@@ -1169,6 +1182,24 @@ pub const ROUTES: &[Route] = &[
         Caller(ManageOrg),
         Change,
         &["password-link"],
+    ),
+    // Issue 6: joining and leaving an organisation, tried on the caller's own (`{org}` is `a`):
+    // a role set for a member of `a`, a member of `a` and `b` leaving `a`.
+    r(
+        "PUT",
+        "/api/v1/users/{name}/memberships/{org}",
+        NoScope,
+        Caller(ManageOrg),
+        Change,
+        ADMIN_CHANGE,
+    ),
+    r(
+        "DELETE",
+        "/api/v1/users/{name}/memberships/{org}",
+        NoScope,
+        Caller(ManageOrg),
+        Change,
+        ADMIN_CHANGE,
     ),
     r(
         "GET",

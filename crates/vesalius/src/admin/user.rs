@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::json;
-use vesalius_auth::authenticator::{NewUser, normalize_username};
+use vesalius_auth::authenticator::{MembershipChange, NewUser, normalize_username};
 use vesalius_auth::password;
 use vesalius_store::directory::{DirectoryChange, Membership, Role, User};
 
@@ -111,25 +111,41 @@ pub enum UserCommand {
         username: String,
     },
     /// Give a user a role in another organisation (or change their role in one), e.g.
-    /// `user join alice --org north --role clinician`.
+    /// `user join alice north --role clinician` (or `--org north`). A user of several
+    /// organisations acts in one at a time and switches in the app's header.
     Join {
         /// Login name.
         username: String,
+        /// The organisation (or `--org`).
+        #[arg(
+            value_name = "ORG",
+            required_unless_present = "org",
+            conflicts_with = "org"
+        )]
+        org_arg: Option<String>,
         /// The organisation.
         #[arg(long)]
-        org: String,
+        org: Option<String>,
         /// The role held there.
         #[arg(long, value_parser = parse_role)]
         role: Role,
     },
     /// Remove a user from one organisation (the user keeps their other memberships; to stop a
     /// person altogether, `disable` them: users are never deleted, the audit trail names them).
+    /// Their API tokens of that organisation are revoked.
     Leave {
         /// Login name.
         username: String,
+        /// The organisation (or `--org`).
+        #[arg(
+            value_name = "ORG",
+            required_unless_present = "org",
+            conflicts_with = "org"
+        )]
+        org_arg: Option<String>,
         /// The organisation.
         #[arg(long)]
-        org: String,
+        org: Option<String>,
     },
     /// Make a user a site administrator (issue 6: when logged in, they may create
     /// organisations, e.g. from the admin console, and name other site administrators), or no
@@ -351,58 +367,39 @@ pub async fn run(cx: &AdminContext, cmd: UserCommand) -> Result<()> {
         UserCommand::Enable { username } => set_disabled(cx, &username, false).await,
         UserCommand::Join {
             username,
+            org_arg,
             org,
             role,
         } => {
+            let org = org_arg.or(org).unwrap_or_default();
             cx.require_org(&org).await?;
-            let mut user = find_user(cx, &username).await?;
-            if user.service && role != Role::Service {
-                bail!("service accounts hold the service role only");
+            let user = find_user(cx, &username).await?;
+            // The rules and the audit (`membership-add` / `membership-set`) are the
+            // authenticator's, shared with the console's API.
+            let (user, change) = cx
+                .auth
+                .set_membership(&cx.principal, &user.id, &org, role, cx.origin())
+                .await?;
+            let r = role.as_str();
+            match change {
+                MembershipChange::Unchanged => {
+                    println!("{} already is {r} in {org}", user.username)
+                }
+                _ => println!("{} is {r} in {org}", user.username),
             }
-            let before = user.memberships.clone();
-            user.memberships.retain(|m| m.org != org);
-            user.memberships.push(Membership {
-                org: org.clone(),
-                role,
-            });
-            if user.memberships.len() == before.len()
-                && before.iter().any(|m| m.org == org && m.role == role)
-            {
-                println!("{} already is {} in {org}", user.username, role.as_str());
-                return Ok(());
-            }
-            let details = json!({ "user_id": user.id, "username": user.username, "org": org, "role": role.as_str() });
-            cx.apply_admin_change(
-                vec![DirectoryChange::PutUser(user.clone())],
-                "membership-set",
-                &org,
-                details,
-            )
-            .await?;
-            println!("{} is {} in {org}", user.username, role.as_str());
             Ok(())
         }
-        UserCommand::Leave { username, org } => {
-            let mut user = find_user(cx, &username).await?;
-            if !user.memberships.iter().any(|m| m.org == org) {
-                bail!("{} is not a member of {org:?}", user.username);
-            }
-            if user.memberships.len() == 1 {
-                bail!(
-                    "{org} is {}'s only organisation: disable the user instead (users are \
-                     never deleted; the audit trail names them)",
-                    user.username
-                );
-            }
-            user.memberships.retain(|m| m.org != org);
-            let details = json!({ "user_id": user.id, "username": user.username, "org": org });
-            cx.apply_admin_change(
-                vec![DirectoryChange::PutUser(user.clone())],
-                "membership-remove",
-                &org,
-                details,
-            )
-            .await?;
+        UserCommand::Leave {
+            username,
+            org_arg,
+            org,
+        } => {
+            let org = org_arg.or(org).unwrap_or_default();
+            let user = find_user(cx, &username).await?;
+            let user = cx
+                .auth
+                .remove_membership(&cx.principal, &user.id, &org, cx.origin())
+                .await?;
             println!("{} left {org}", user.username);
             Ok(())
         }

@@ -10,8 +10,8 @@
 //   /login?next=, /setup?token=, /account   logging in, first start and password links, the
 //                           password screen (issue 6, js/login.js)
 
-import { ApiError, logout, me, prefetch, setCsrf } from './api.js';
-import { clear, h } from './dom.js';
+import { ApiError, json, logout, me, prefetch, setCsrf } from './api.js';
+import { clear, h, toast } from './dom.js';
 import { worklist } from './worklist.js';
 import { loadPreview, viewer } from './viewer.js';
 import { startAlerts } from './alerts.js';
@@ -26,9 +26,39 @@ function fail(e) {
     : `Vesalius: ${e.message || e}`));
 }
 
+/**
+ * Issue 6: a user of several organisations acts in one at a time; the header's switcher moves
+ * the session to another (`POST /api/v1/auth/session/org`), then the page loads again for it
+ * (the worklist lists the new organisation's studies; a study on screen may not be visible
+ * there, so the viewer goes back to the worklist).
+ */
+function orgSwitcher(who) {
+  const label = h('label', { for: 'org-switch', class: 'visually-hidden' }, 'Organisation');
+  const select = h('select', { id: 'org-switch', class: 'org-switch' },
+    who.orgs.map((o) => h('option', { value: o.id, selected: o.current }, `${o.name} (${o.role})`)));
+  select.addEventListener('change', async () => {
+    select.disabled = true;
+    try {
+      await json('/api/v1/auth/session/org', {
+        method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ org: select.value }),
+      });
+      if (location.pathname.startsWith('/view/') || location.pathname === '/viewer') location.assign('/worklist');
+      else location.reload();
+    } catch (e) {
+      select.value = who.org;
+      select.disabled = false;
+      toast(`Could not switch organisation: ${e.message || e}`, 'error');
+    }
+  });
+  return [label, select];
+}
+
 function showUser(who) {
   const name = (who.actor && (who.actor.name || who.actor.id)) || 'unknown';
-  document.getElementById('who-name').textContent = `${name} · ${who.org || ''}${who.role ? ` (${who.role})` : ''}`;
+  const several = Array.isArray(who.orgs) && who.orgs.length > 1;
+  document.getElementById('who-name').textContent = several
+    ? `${name} ·`
+    : `${name} · ${who.org || ''}${who.role ? ` (${who.role})` : ''}`;
   // Administrators, and the server itself on a site without required credentials.
   // Site administrators (issue 6) administer every organisation, whatever their role here.
   if ((who.role === 'admin' || who.site_admin || who.actor?.kind === 'system') && !document.getElementById('admin-link')) {
@@ -41,6 +71,8 @@ function showUser(who) {
       'aria-current': location.pathname === '/alerts' ? 'page' : null }, 'Alerts');
     document.getElementById('who-name').after(a);
   }
+  // Right after the name: "name · [organisation (role)]".
+  if (several && !document.getElementById('org-switch')) document.getElementById('who-name').after(...orgSwitcher(who));
   document.getElementById('who').hidden = false;
   document.getElementById('logout').addEventListener('click', () => logout());
   // The header's height (taller on a phone, where its links wrap), for what sits under it: the

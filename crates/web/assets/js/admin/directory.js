@@ -93,6 +93,7 @@ export function users(who) {
         u.site_admin ? h('span', { class: 'badge site-admin' }, 'site administrator') : null,
         !u.service && !u.has_password && !u.oidc_linked ? h('span', { class: 'badge' }, 'no password yet') : null]],
       ['Created', (u) => time(u.created_ms)],
+      ['Organisations', (u) => memberships(u, o.orgs, who, () => reload(body, reload))],
       ['Actions', (u) => userActions(u, only || who.org, who, shown, () => reload(body, reload))],
     ], r.users, only ? `No members of ${only}.` : 'No users.', { 'aria-label': 'Users' });
     const go = (offset, focus) => () => {
@@ -121,6 +122,42 @@ export function users(who) {
       shown, rows, h('div', { class: 'pager-row' }, pages, size), create,
     ].filter(Boolean));
   });
+}
+
+/**
+ * Issue 6: the organisations of user `u` the caller administers, each with a button to take
+ * them out of it (`DELETE /api/v1/users/{name}/memberships/{org}`; not their last one: the
+ * server refuses it, and only offered when they belong to another), and a form to add them
+ * to another organisation the caller administers (`PUT …/memberships/{org}` `{"role"}`).
+ */
+function memberships(u, managed, who, reload) {
+  const box = h('div', { class: 'row-actions memberships' });
+  const several = u.memberships.length > 1 || u.memberships_elsewhere;
+  // (The roles themselves are the Roles column.)
+  for (const m of u.memberships) {
+    if (several) {
+      box.append(act(`Remove from ${m.org}`, async () => {
+        await send('DELETE', `/api/v1/users/${encodeURIComponent(u.username)}/memberships/${encodeURIComponent(m.org)}`);
+        toast(`${u.username} left ${m.org}`);
+      }, {
+        confirmText: `Remove ${u.username} from ${m.org}? Their tokens of ${m.org} are revoked, and a session of theirs there ends.`,
+        after: reload,
+      }));
+    }
+  }
+  const others = managed.filter((x) => !u.memberships.some((m) => m.org === x.id));
+  if (others.length) {
+    const org = h('select', { 'aria-label': `Organisation to add ${u.username} to` },
+      others.map((x) => h('option', { value: x.id }, `${x.name} (${x.id})`)));
+    const role = h('select', { 'aria-label': `Role of ${u.username} there` },
+      ROLES.filter((r) => (u.service ? r === 'service' : r !== 'service'))
+        .map((r) => h('option', { value: r, selected: r === (u.service ? 'service' : 'clinician') }, r)));
+    box.append(org, role, act('Add to organisation', async () => {
+      await send('PUT', `/api/v1/users/${encodeURIComponent(u.username)}/memberships/${encodeURIComponent(org.value)}`, { role: role.value });
+      toast(`${u.username} is ${role.value} in ${org.value}`);
+    }, { after: reload }));
+  }
+  return box;
 }
 
 /**
