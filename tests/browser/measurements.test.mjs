@@ -209,7 +209,7 @@ function onePart(type, bytes) {
   return buf.subarray(start, end);
 }
 
-test('a length on a coronal reformat: saved as an SCOORD3D in patient space, back on the coronal after a reload', async () => {
+test('a length on a coronal reformat: saved as an SCOORD3D in patient space, back on the coronal after a reload; one on the axial back on its acquired slice', async () => {
   const geo = ctGeometry();
   const [dr, dc] = geo[0].spacing;
   assert.deepEqual(geo[0].iop, [1, 0, 0, 0, 1, 0], 'the synthetic CT is axial');
@@ -300,6 +300,38 @@ test('a length on a coronal reformat: saved as an SCOORD3D in patient space, bac
   // Deleted there, it is gone from the saved set.
   await page.keyboard.press('Delete');
   await page.waitForFunction((n) => document.body.dataset.measurementsSaved === String(n), n0, { timeout: 10000 });
+
+  // A length on the axial reformat (the plane through the slice shown) lies on that acquired
+  // slice: after a reload the stack shows it there, with the same value.
+  const plane = async (name) => {
+    await page.click(`button[data-plane="${name}"]`);
+    await page.waitForFunction((m) => { const x = document.querySelector('#view').dataset; return x.mode === m && x.state === 'raw'; }, name, { timeout: 20000 });
+    return dataset(page);
+  };
+  const stackSop = (await plane('stack')).sop;
+  await plane('axial');
+  await page.keyboard.press('m');
+  await drag(page, await cssOf(page, 100.5, 120.5), await cssOf(page, 300.5, 200.5));
+  await page.waitForFunction((n) => document.body.dataset.measurementsSaved === String(n), n0 + 1, { timeout: 10000 });
+  const axialMark = (await marks(page)).find((m) => m.type === 'length');
+  await page.reload();
+  await open(page, null);
+  const st = await dataset(page);
+  assert.equal(st.mode, 'stack');
+  assert.equal(st.sop, stackSop);
+  // (The slice also holds the first test's length.)
+  const near = (m) => Math.abs(Number(m.length) - Number(axialMark.length)) < 0.01;
+  await page.waitForFunction((want) => [...document.querySelectorAll('#marks g.length')].some((g) => Math.abs(Number(g.dataset.length) - want) < 0.01),
+    Number(axialMark.length), { timeout: 10000 });
+  const onSlice = (await marks(page)).find(near);
+  JSON.parse(onSlice.points).forEach((q, i) => assert.ok(Math.hypot(q[0] - JSON.parse(axialMark.points)[i][0], q[1] - JSON.parse(axialMark.points)[i][1]) < 0.01));
+  // Deleted on the slice (with what else is on it), it is gone from the axial plane too, and
+  // from the saved set.
+  const onThisSlice = (await marks(page)).length;
+  await page.keyboard.press('Delete');
+  await page.waitForFunction((n) => document.body.dataset.measurementsSaved === String(n), n0 + 1 - onThisSlice, { timeout: 10000 });
+  await plane('axial');
+  assert.equal(await page.$$eval('#marks g.mark', (g) => g.length), 0);
   assert.deepEqual(errors, []);
   await context.close();
 });

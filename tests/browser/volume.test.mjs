@@ -242,6 +242,17 @@ test('patient coordinates of reformat points and back (saved reformat measuremen
   const c = vol.planeMapping(g, 'coronal');
   assert.deepEqual(vol.toPatient(g, 'coronal', 1, [0.5, 0.5]), [-10, -20 + 0.5, 30]);
   assert.deepEqual(vol.toPatient(g, 'coronal', 1, [c.width - 0.5, c.height - 0.5]), [-10 + 3 * 0.8, -20 + 0.5, 22]);
+  // The axial planes of an axial stack are its slices: the same image coordinates on the
+  // acquired slice (its own metadata), none on the slice next to it.
+  const slices = axial();
+  const pts = [[0.5, 0.5], [2.25, 1.75]];
+  for (let f = 0; f < g.n; f++) {
+    const world = pts.map((p) => vol.toPatient(g, 'axial', f, p));
+    const back = vol.onSlice(slices[g.order[f]].meta, world, 0.1);
+    assert.ok(back, `slice ${f}`);
+    back.forEach((p, i) => assert.ok(Math.hypot(p[0] - pts[i][0], p[1] - pts[i][1]) < 1e-9, `slice ${f}: ${p}`));
+    assert.equal(vol.onSlice(slices[g.order[(f + 1) % g.n]].meta, world, 0.1), null);
+  }
   // A point off every plane, or points on two planes, are on none.
   assert.equal(vol.onPlane(g, 'coronal', [[-10, -20.25, 30]]), null);
   assert.equal(vol.onPlane(g, 'coronal', [[-10, -20, 30], [-10, -19.5, 30]]), null);

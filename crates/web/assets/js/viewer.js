@@ -173,7 +173,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     },
     isKey: (sop) => v.keySops.has(sop),
     marksChanged: () => saveSoon(),
-    placeWorldMarks, forgetWorldMarks,
+    placeWorldMarks, forgetWorldMarks, hasWorldMarks: () => v.worldMarks.length > 0,
     layoutCells: () => v.viewports.length,
     activate, go, schedule,
     say: (text, kind) => say(text, kind),
@@ -641,28 +641,37 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
   /**
    * Puts the saved measurements of reformats of series `s` (volume geometry `g`) on the planes
    * they lie on (volume.js onPlane: axial, coronal, sagittal; a line may lie on two), each
-   * with its slab, as marks in that plane's image coordinates sharing the saved `world`.
+   * with its slab, and, without a slab, on the acquired slices they lie on (within 5 % of the
+   * slice spacing: volume.js onSlice), as marks in that image's coordinates sharing the saved
+   * `world`.
    */
   function placeWorldMarks(s, g) {
-    if (s.worldPlaced === v.worldVersion) return;
+    if (s.worldPlaced === v.worldVersion || !s.slices) return;
     s.worldPlaced = v.worldVersion;
+    const put = (key, w, p) => {
+      const m = { ...w.mark, world: w.world };
+      if (m.type === 'length' || m.type === 'angle') [m.a, m.b, m.c] = p;
+      else {
+        m.a = [Math.min(...p.map((q) => q[0])), Math.min(...p.map((q) => q[1]))];
+        m.b = [Math.max(...p.map((q) => q[0])), Math.max(...p.map((q) => q[1]))];
+      }
+      if (!m.c) delete m.c;
+      v.marks.set(key, [...(v.marks.get(key) || []), m]);
+      v.placedMarks = (v.placedMarks || 0) + 1;
+      document.body.dataset.measurementsPlaced = String(v.placedMarks); // (for tests)
+    };
     for (const w of v.worldMarks) {
       if (w.placed || w.world.series !== s.uid || w.world.frameOfReference !== g.frameOfReference) continue;
       w.placed = true;
       for (const plane of ['axial', 'coronal', 'sagittal']) {
         const at = vol.onPlane(g, plane, w.world.points);
-        if (!at) continue;
-        const p = at.points;
-        const m = { ...w.mark, world: w.world };
-        if (m.type === 'length' || m.type === 'angle') [m.a, m.b, m.c] = p;
-        else {
-          m.a = [Math.min(...p.map((q) => q[0])), Math.min(...p.map((q) => q[1]))];
-          m.b = [Math.max(...p.map((q) => q[0])), Math.max(...p.map((q) => q[1]))];
-        }
-        if (!m.c) delete m.c;
         const slab = w.world.slab ? `${w.world.slab.projection}${w.world.slab.thickness}` : 0;
-        const key = `${s.uid}|${plane}|${at.f}|${slab}`;
-        v.marks.set(key, [...(v.marks.get(key) || []), m]);
+        if (at) put(`${s.uid}|${plane}|${at.f}|${slab}`, w, at.points);
+      }
+      if (w.world.slab) continue;
+      for (const sl of s.slices) {
+        const p = vol.onSlice(sl.meta, w.world.points, 0.05 * g.spacing[2]);
+        if (p) put(keyOf(sl), w, p);
       }
     }
   }

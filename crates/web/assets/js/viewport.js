@@ -151,6 +151,11 @@ export class Viewport {
     }
     if (!s || !s.slices || !s.slices.length) return { state: 'empty' };
     if (this.mode === 'stack') {
+      // Saved measurements of this series' reformats that lie on its slices.
+      if (this.host.hasWorldMarks()) {
+        const g = this.host.geometry(s);
+        if (!g.error) this.host.placeWorldMarks(s, g);
+      }
       const sl = s.slices[this.idx];
       const key = keyOf(sl);
       const pm = this.host.pmOf(sl);

@@ -344,6 +344,28 @@ export function linkedIndex(point, normal, target) {
   return bestI;
 }
 
+/**
+ * Where patient points `pts` lie on an acquired slice (its metadata): their image coordinates
+ * (pixel (c, r)'s centre at (c + 0.5, r + 0.5): Image Position (Patient) is the first pixel's
+ * centre, PS3.3 C.7.6.2.1.1) when every one is within `tolMm` of the slice's plane, else null.
+ */
+export function onSlice(meta, pts, tolMm) {
+  const o = values(meta, T.imageOrientation).map(Number);
+  const p0 = values(meta, T.imagePosition).map(Number);
+  const ps = values(meta, T.pixelSpacing).map(Number);
+  if (o.length !== 6 || p0.length !== 3 || ps.length !== 2 || !(ps[0] > 0 && ps[1] > 0)) return null;
+  const row = o.slice(0, 3), col = o.slice(3, 6);
+  const c = cross(row, col);
+  const n = scale(c, 1 / (norm(c) || 1));
+  const out = [];
+  for (const p of pts) {
+    const d = sub(p, p0);
+    if (Math.abs(dot(d, n)) > tolMm) return null;
+    out.push([dot(d, row) / ps[1] + 0.5, dot(d, col) / ps[0] + 0.5]);
+  }
+  return out;
+}
+
 /** The slice normal (unit) and position of an acquired slice's metadata, or nulls. */
 export function slicePlane(meta) {
   const o = values(meta, T.imageOrientation).map(Number);
