@@ -1,13 +1,16 @@
-// Colour images in the viewer (issue 6): RGB frames (8 bits, interleaved) are fetched raw, in
-// one request for the frames of a multi-frame instance, and drawn exactly as stored; a window
-// (preset) acts on each of R, G and B; colour-by-plane RGB stays the server's rendering. The
-// images are written here with pydicom (not by Vesalius), so the expected values are known.
+// Colour images in the viewer (issue 6): RGB frames (8 bits, by pixel or by plane) are fetched
+// raw, in one request for the frames of a multi-frame instance, and drawn exactly as stored; a
+// window (preset) acts on each of R, G and B. YBR_FULL (by pixel, by plane), native
+// YBR_FULL_422, JPEG baseline 4:2:2 (DCMTK's dcmcjpeg) and RLE YBR_FULL (dcmcrle) are drawn
+// from raw frames too, turned into RGB in the browser where they arrive as YBR (PS3.3
+// C.7.6.3.1.2). The images are written here with pydicom (not by Vesalius), so the expected
+// values are known.
 // Run: `scripts/test-browser` (target/debug/vesalius built, .venv with pydicom).
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ARTIFACTS, PASSWORD, ROOT, Site, launch } from './site.mjs';
 
@@ -77,8 +80,11 @@ after(async () => {
 
 const dataset = (page) => page.$eval('#view', (c) => ({ ...c.dataset }));
 
-/** Canvas pixels over sample points of frame `f` against `want(rgb)` (±`tol`). */
-async function checkColour(page, f, want, tol, label) {
+/**
+ * Canvas pixels over sample points of frame `f` against `want(rgb)` (±`tol`), `rgb` the
+ * picture's colour at (column, row): `at(c, r)`, by default the stored sample.
+ */
+async function checkColour(page, f, want, tol, label, at = (c, r) => sample(f, c, r)) {
   const d = await dataset(page);
   const [scale, ox, oy] = [Number(d.scale), Number(d.ox), Number(d.oy)];
   const pts = [];
@@ -86,14 +92,14 @@ async function checkColour(page, f, want, tol, label) {
   const got = await page.$eval('#view', (cv, ps) => ps.map((p) => Array.from(cv.getContext('2d').getImageData(p.x, p.y, 1, 1).data)), pts);
   const bad = [];
   pts.forEach((p, i) => {
-    const exp = want(sample(f, p.c, p.r));
+    const exp = want(at(p.c, p.r));
     if (exp.some((v, k) => Math.abs(got[i][k] - v) > tol) || got[i][3] !== 255) bad.push(`(${p.c},${p.r}): drawn ${got[i]}, expected ${exp.map((v) => v.toFixed(1))}`);
   });
   assert.ok(pts.length >= 40, `${label}: ${pts.length} points`);
   assert.deepEqual(bad, [], `${label}: canvas pixels differ from the stored colours`);
 }
 
-test('desktop: RGB frames drawn exactly as stored, windowed per channel; colour-by-plane is the server\'s rendering', async () => {
+test('desktop: RGB frames drawn exactly as stored, windowed per channel, by pixel and by plane', async () => {
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const r = await ctx.request.post(`${site.base}/api/v1/auth/login`, { data: { username: 'alice', password: PASSWORD } });
   assert.ok(r.ok());
@@ -158,11 +164,111 @@ test('desktop: RGB frames drawn exactly as stored, windowed per channel; colour-
   await page.keyboard.press('Shift+C');
   await page.waitForFunction(() => /Colour images are not reformatted|Multi-frame/.test(document.querySelector('.viewport')?.innerText || document.body.innerText));
   await page.keyboard.press('Shift+O');
-  // Series 2 (RGB, colour-by-plane): the server's rendering, not raw frames.
+  // Series 2 (RGB, colour-by-plane): its raw frame too, the planes put back together.
   await page.keyboard.press(']');
-  await page.waitForFunction(() => { const x = document.getElementById('view').dataset; return x.series && x.series.endsWith('.2') && x.state === 'rendered'; }, null, { timeout: 20000 });
-  assert.ok(!requests.some((u) => u.includes(`${STUDY}.2.1`) && /\/frames(\/\d+$|\?)/.test(u)), 'no raw frame of the colour-by-plane image');
-  await page.screenshot({ path: join(ARTIFACTS, 'colour-02-planar-rendered.png') });
+  await page.waitForFunction(() => { const x = document.getElementById('view').dataset; return x.series && x.series.endsWith('.2') && x.state === 'raw'; }, null, { timeout: 20000 });
+  assert.ok(requests.some((u) => u.includes(`${STUDY}.2.1`) && /\/frames(\/\d+$|\?)/.test(u)), 'the colour-by-plane image\'s raw frame');
+  await checkColour(page, 0, (rgb) => rgb, 0, 'colour by plane');
+  await page.screenshot({ path: join(ARTIFACTS, 'colour-02-planar.png') });
+  assert.deepEqual(errors, []);
+  await ctx.close();
+});
+
+// --- YBR colour (PS3.3 C.7.6.3.1.2) ---------------------------------------------------------
+const YBR_STUDY = '1.2.826.0.1.3680043.10.1.78';
+
+/**
+ * Writes YBR_FULL (interleaved and by plane) and native YBR_FULL_422 images of the same RGB
+ * picture (frame 0 of `sample`; the 4:2:2 one twice, as two frames), and an RGB copy that DCMTK's dcmcjpeg turns into JPEG baseline
+ * (YBR_FULL_422, 4:2:2) and an YBR_FULL copy dcmcrle turns into RLE; `expected-*.json` hold the
+ * RGB each should show: PS3.3 C.7.6.3.1.2's equations applied to the stored samples, here in
+ * numpy (the browser's code is not used).
+ */
+const WRITE_YBR = `
+import json, sys
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+out, study, rows, cols = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+r = np.arange(rows).reshape(-1, 1)
+c = np.arange(cols).reshape(1, -1)
+rgb = np.stack([(c * 4 + 0 * r) % 256, (r * 5 + 0 * c) % 256, (c + r * 3) % 256], axis=-1).astype(float)
+R, G, B = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+# PS3.3 C.7.6.3.1.2, YBR_FULL from RGB.
+Y = .2990 * R + .5870 * G + .1140 * B
+Cb = -.1687 * R - .3313 * G + .5000 * B + 128
+Cr = .5000 * R - .4187 * G - .0813 * B + 128
+q = lambda a: np.clip(np.round(a), 0, 255).astype(np.uint8)
+ybr = np.stack([q(Y), q(Cb), q(Cr)], axis=-1)
+def to_rgb(y, cb, cr):
+    y, cb, cr = (np.asarray(a, dtype=float) for a in (y, cb, cr))
+    return np.stack([y + 1.402 * (cr - 128), y - 0.344136 * (cb - 128) - 0.714136 * (cr - 128), y + 1.772 * (cb - 128)], axis=-1).clip(0, 255)
+def write(name, series, number, pi, planar, data, expected, frames=1):
+    sop = series + '.1'
+    cls = '1.2.840.10008.5.1.4.1.1.3.1' if frames > 1 else '1.2.840.10008.5.1.4.1.1.7'
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = cls
+    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = cls, sop
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+    ds.PatientName, ds.PatientID, ds.StudyDate, ds.Modality = 'YBR^TEST', 'YBR1', '20240101', 'US'
+    ds.SeriesNumber, ds.InstanceNumber, ds.SeriesDescription = number, 1, name
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, pi, planar
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = rows, cols, 8, 8, 7, 0
+    ds.PixelSpacing = [0.5, 0.5]
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.PixelData = data.tobytes() * frames
+    ds.save_as(f'{out}/{name}.dcm', enforce_file_format=True)
+    if expected is not None:
+        json.dump(np.round(expected).astype(int).tolist(), open(f'{out}/expected-{name}.json', 'w'))
+write('ybr', study + '.1', 1, 'YBR_FULL', 0, ybr, to_rgb(ybr[..., 0], ybr[..., 1], ybr[..., 2]))
+write('ybrplanes', study + '.2', 2, 'YBR_FULL', 1, np.moveaxis(ybr, -1, 0), to_rgb(ybr[..., 0], ybr[..., 1], ybr[..., 2]))
+# YBR_FULL_422: per two pixels of a row Y1 Y2 Cb Cr, the chroma of the pair (PS3.3 C.7.6.3.1.2).
+cb2 = q((Cb[:, 0::2] + Cb[:, 1::2]) / 2)
+cr2 = q((Cr[:, 0::2] + Cr[:, 1::2]) / 2)
+packed = np.stack([ybr[:, 0::2, 0], ybr[:, 1::2, 0], cb2, cr2], axis=-1)
+# Two frames: a frame of native 4:2:2 is 2 bytes a pixel, not Samples per Pixel's 3.
+write('ybr422', study + '.3', 3, 'YBR_FULL_422', 0, packed, to_rgb(ybr[..., 0], np.repeat(cb2, 2, axis=1), np.repeat(cr2, 2, axis=1)), 2)
+write('jpeg-source', study + '.4', 4, 'RGB', 0, q(rgb), None)
+write('rle-source', study + '.5', 5, 'YBR_FULL', 0, ybr, to_rgb(ybr[..., 0], ybr[..., 1], ybr[..., 2]))
+json.dump(q(rgb).astype(int).tolist(), open(f'{out}/expected-jpeg.json', 'w'))
+`;
+
+test('YBR_FULL, YBR_FULL by plane, native YBR_FULL_422, JPEG baseline 4:2:2 and RLE YBR_FULL: converted to RGB in the browser', async () => {
+  const src = join(site.tmp, 'ybr-src'), dir = join(site.tmp, 'ybr');
+  mkdirSync(src, { recursive: true });
+  mkdirSync(dir, { recursive: true });
+  execFileSync(PYTHON, ['-c', WRITE_YBR, src, YBR_STUDY, String(ROWS), String(COLS)]);
+  for (const n of ['ybr', 'ybrplanes', 'ybr422']) copyFileSync(join(src, `${n}.dcm`), join(dir, `${n}.dcm`));
+  // DCMTK makes the compressed ones: JPEG baseline (YCbCr, 4:2:2 by default) and RLE.
+  execFileSync('dcmcjpeg', ['+eb', join(src, 'jpeg-source.dcm'), join(dir, 'jpeg.dcm')]);
+  execFileSync('dcmcrle', [join(src, 'rle-source.dcm'), join(dir, 'rle.dcm')]);
+  const pi = (f) => execFileSync('dcmdump', ['+P', '0028,0004', '+P', '0002,0010', f], { encoding: 'utf8' });
+  assert.match(pi(join(dir, 'jpeg.dcm')), /JPEGBaseline/);
+  assert.match(pi(join(dir, 'jpeg.dcm')), /YBR_FULL_422/);
+  assert.match(pi(join(dir, 'rle.dcm')), /YBR_FULL\b/);
+  site.import(dir);
+  const expected = (n) => JSON.parse(readFileSync(join(src, `expected-${n}.json`), 'utf8'));
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  assert.ok((await ctx.request.post(`${site.base}/api/v1/auth/login`, { data: { username: 'alice', password: PASSWORD } })).ok());
+  const page = await ctx.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`${site.base}/view/${YBR_STUDY}`);
+  // Series in order; the expected RGB of each and the tolerance: rounding for the equations,
+  // more for JPEG (lossy, and decoders upsample 4:2:2 chroma differently).
+  const cases = [['.1', 'ybr', 1], ['.2', 'ybrplanes', 1], ['.3', 'ybr422', 1], ['.4', 'jpeg', 12], ['.5', 'rle-source', 1]];
+  for (const [i, [suffix, name, tol]] of cases.entries()) {
+    if (i) await page.keyboard.press(']');
+    await page.waitForFunction((s) => { const x = document.getElementById('view')?.dataset; return x && x.series && x.series.endsWith(s) && x.state === 'raw'; }, suffix, { timeout: 30000 })
+      .catch(async (e) => { throw new Error(`${name}: not drawn from raw frames (${JSON.stringify(await dataset(page))}): ${e.message}`); });
+    const want = expected(name);
+    await checkColour(page, 0, (rgb) => rgb, tol, name, (c, r) => want[r][c]);
+  }
+  await page.screenshot({ path: join(ARTIFACTS, 'colour-03-ybr.png') });
   assert.deepEqual(errors, []);
   await ctx.close();
 });

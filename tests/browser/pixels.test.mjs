@@ -100,7 +100,8 @@ test('frames of several instances, read as they stream: exact values whatever th
 test('colour: RGB interleaved 8-bit windowed per sample, exact with the identity window; others not', () => {
   const rgb = { rows: 1, columns: 2, samplesPerPixel: 3, photometric: 'RGB', bitsAllocated: 8, bitsStored: 8, pixelRepresentation: 0, slope: 1, intercept: 0, planar: 0, windows: [] };
   assert.ok(px.isColour(rgb) && px.windowable(rgb));
-  assert.ok(!px.windowable({ ...rgb, planar: 1 }), 'colour-by-plane: the server renders it');
+  // Without knowing how it is stored (a peer's metadata), only RGB by pixel is trusted.
+  assert.ok(!px.windowable({ ...rgb, planar: 1 }), 'colour-by-plane of unknown storage: the server renders it');
   assert.ok(!px.windowable({ ...rgb, photometric: 'YBR_FULL_422' }));
   assert.ok(!px.windowable({ ...rgb, bitsAllocated: 16, bitsStored: 16 }));
   assert.equal(px.frameBytes(rgb), 6);
@@ -117,6 +118,34 @@ test('colour: RGB interleaved 8-bit windowed per sample, exact with the identity
   const meta = { '00280002': { vr: 'US', Value: [3] }, '00280004': { vr: 'CS', Value: ['RGB'] }, '00280006': { vr: 'US', Value: [1] }, '00280010': { vr: 'US', Value: [2] }, '00280011': { vr: 'US', Value: [2] }, '00280100': { vr: 'US', Value: [8] }, '00280101': { vr: 'US', Value: [8] } };
   assert.equal(px.pixelModule(meta).planar, 1);
   assert.ok(!px.windowable(px.pixelModule(meta)));
+  meta['00083002'] = { vr: 'UI', Value: ['1.2.840.10008.1.2.1'] };
+  assert.ok(px.windowable(px.pixelModule(meta)), 'native RGB by plane: raw frames');
+});
+
+test('colour: the form frames arrive in (PS3.3 C.7.6.3.1.2) and YBR_FULL turned into RGB', () => {
+  const pm = (photometric, transferSyntax, planar = 0) => ({ rows: 1, columns: 2, samplesPerPixel: 3, photometric, bitsAllocated: 8, bitsStored: 8, pixelRepresentation: 0, slope: 1, intercept: 0, planar, transferSyntax });
+  const got = (...a) => px.receivedColour(pm(...a));
+  assert.deepEqual(got('YBR_FULL', '1.2.840.10008.1.2.1', 1), { photometric: 'YBR_FULL', planar: 1 });
+  assert.deepEqual(got('YBR_FULL_422', '1.2.840.10008.1.2.1'), { photometric: 'YBR_FULL', planar: 0 }, 'native 4:2:2: the server expands it');
+  assert.deepEqual(got('YBR_FULL_422', '1.2.840.10008.1.2.4.50'), { photometric: 'RGB', planar: 0 }, 'JPEG baseline: decoded to RGB');
+  assert.deepEqual(got('YBR_ICT', '1.2.840.10008.1.2.4.91'), { photometric: 'RGB', planar: 0 });
+  assert.deepEqual(got('YBR_FULL', '1.2.840.10008.1.2.5', 1), { photometric: 'YBR_FULL', planar: 0 }, 'RLE: decoded, interleaved, YBR kept');
+  assert.equal(got('RGB', '', 1), null);
+  assert.ok(!px.isColour(pm('YBR_PARTIAL_420', '1.2.840.10008.1.2.4.100')));
+  assert.ok(px.isColour(pm('YBR_FULL_422', '1.2.840.10008.1.2.4.50')));
+  // Grey, a saturated red and blue as YBR_FULL (Y, Cb, Cr by the standard's forward equations),
+  // by pixel and by plane; the identity window draws the RGB back (±1 for rounding).
+  const ybr = (r, g, b) => [0.299 * r + 0.587 * g + 0.114 * b, -0.1687 * r - 0.3313 * g + 0.5 * b + 128, 0.5 * r - 0.4187 * g - 0.0813 * b + 128].map((x) => Math.min(255, Math.round(x)));
+  const want = [[128, 128, 128], [255, 0, 0], [0, 0, 255], [30, 200, 90]];
+  const byPixel = new Uint8Array(want.flatMap((c) => ybr(...c)));
+  const byPlane = new Uint8Array([0, 1, 2].flatMap((k) => want.map((c) => ybr(...c)[k])));
+  const lut = px.displayLut(pm('RGB', ''), 128, 256);
+  for (const [frame, planar] of [[byPixel, 0], [byPlane, 1]]) {
+    const out = new Uint8Array(16);
+    px.applyLutColour(frame, lut, out, pm('YBR_FULL', '1.2.840.10008.1.2.1', planar));
+    want.forEach((c, i) => c.forEach((v, k) => assert.ok(Math.abs(out[4 * i + k] - v) <= 1, `planar ${planar} pixel ${i}: ${[...out.subarray(4 * i, 4 * i + 3)]} for ${c}`)));
+    assert.deepEqual([3, 7, 11, 15].map((i) => out[i]), [255, 255, 255, 255]);
+  }
 });
 
 test('native frames decode little endian; a short frame is an error', () => {

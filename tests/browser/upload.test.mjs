@@ -8,6 +8,8 @@
 //   file's result; then through the API: the inbox holds the study with every instance once,
 //   and each stored instance's SHA-256 (the server's hash of what it stored) is the file's.
 // - desktop: a zip through the same proxy: entries sent from the inflating stream, resumed.
+// - desktop: a file over the limit of crypto.subtle's one-piece hash (lowered by `?subtle=`)
+//   is hashed as a stream; the SHA-256 sent is the file's and the server's.
 // - phone: a zip of another synthetic study dropped on the page (DataTransfer), listed, sent,
 //   stored; the same zip again is all "already there".
 // - both: a share link with a passcode (wrong one refused, right one shows the study in the
@@ -261,6 +263,40 @@ test('desktop: a page reloaded half-way resumes the files it was sending and ski
   assert.equal(Number(inbox.body.studies.find((s) => s.study_uid === study).instances), 10);
   const used = (await api('/api/v1/upload-links')).body.upload_links.find((x) => x.id === link.body.id).used_bytes;
   assert.equal(used, src.paths.reduce((n, p) => n + statSync(p).size, 0), 'each file counted once');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('desktop: a file over the crypto.subtle limit is hashed as a stream, and the hash sent is the server\'s', async () => {
+  const link = await api('/api/v1/upload-links', { method: 'POST', body: JSON.stringify({ label: 'large file hash', max_bytes: 100e6 }) });
+  const src = synth(join(site.tmp, 'hash-src'), 45, 2);
+  const [small, large] = [...src.paths].sort((a, b) => statSync(a).size - statSync(b).size);
+  // The limit set just under the larger file (`?subtle=BYTES`, standing in for 256 MB): it is
+  // one byte over and goes through the streamed SHA-256; the other, at the limit or under, through crypto.subtle.
+  const limit = statSync(large).size - 1;
+  assert.ok(statSync(small).size <= limit);
+  const context = await browser.newContext(VIEWPORTS.desktop);
+  const page = await context.newPage();
+  const errors = watchErrors(page);
+  const sent = new Map();
+  page.on('request', (r) => {
+    if (r.method() === 'POST' && r.url().endsWith('/files')) { const b = JSON.parse(r.postData()); sent.set(b.name, b); }
+  });
+  await page.goto(`${link.body.url}?subtle=${limit}`);
+  await page.setInputFiles('#pick-files', [small, large]);
+  await page.waitForFunction(() => document.getElementById('scan-status')?.dataset.files === '2', null, { timeout: 30000 });
+  await page.click('#send');
+  const rows = await waitSent(page, 2);
+  const by = new Map(rows.map((r) => [r.path.split('/').pop(), r]));
+  for (const [file, how] of [[large, 'stream'], [small, 'subtle']]) {
+    const name = file.split('/').pop();
+    const r = by.get(name);
+    assert.equal(r.outcome, 'stored', `${name}: ${r.text}`);
+    assert.equal(r.hashed, how, `${name} hashed by ${r.hashed}`);
+    const want = sha(readFileSync(file));
+    assert.equal(sent.get(name).sha256, want, `${name}: the SHA-256 sent`);
+    assert.equal(r.sha256, want, `${name}: the server's SHA-256 of what it stored`);
+  }
   assert.deepEqual(errors, []);
   await context.close();
 });

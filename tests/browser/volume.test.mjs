@@ -217,6 +217,48 @@ test('coronal and sagittal planes interpolated between slices 2 mm apart (square
   assert.ok(Math.abs(c2.spacing[0] - 0.4) < 1e-9 && c2.spacing[1] === 0.8, `${c2.spacing}`);
 });
 
+test('patient coordinates of reformat points and back (saved reformat measurements)', () => {
+  // Axial slices 2 mm apart, pixels 0.5 × 0.8 mm: coronal and sagittal resampled across slices.
+  const g = vol.volumeGeometry(axial());
+  for (const plane of ['axial', 'coronal', 'sagittal']) {
+    const mp = vol.planeMapping(g, plane);
+    const { count } = vol.planeAxes(g, plane);
+    for (let f = 0; f < count; f++) {
+      const pts = [[0.5, 0.5], [mp.width - 0.5, mp.height - 0.5], [1.3, 2.7]];
+      const world = pts.map((p) => vol.toPatient(g, plane, f, p));
+      const back = vol.onPlane(g, plane, world);
+      assert.ok(back, `${plane} ${f}`);
+      assert.equal(back.f, f);
+      back.points.forEach((p, i) => { assert.ok(Math.hypot(p[0] - pts[i][0], p[1] - pts[i][1]) < 1e-9, `${plane} ${f} ${p} ${pts[i]}`); });
+      // Lengths in mm are the same in the image (its spacing) and in patient space.
+      const [a, b] = pts;
+      const mm = ms.length(a, b, mp.spacing).value;
+      const d = Math.hypot(...world[1].map((x, c) => x - world[0][c]));
+      assert.ok(Math.abs(mm - d) < 1e-9, `${plane}: ${mm} vs ${d}`);
+    }
+  }
+  // Pixel centres are voxel centres: the coronal's top-left pixel is the head's first voxel
+  // (slice z = 30, the patient's right, i.e. x = −10), its bottom-right the feet's last.
+  const c = vol.planeMapping(g, 'coronal');
+  assert.deepEqual(vol.toPatient(g, 'coronal', 1, [0.5, 0.5]), [-10, -20 + 0.5, 30]);
+  assert.deepEqual(vol.toPatient(g, 'coronal', 1, [c.width - 0.5, c.height - 0.5]), [-10 + 3 * 0.8, -20 + 0.5, 22]);
+  // The axial planes of an axial stack are its slices: the same image coordinates on the
+  // acquired slice (its own metadata), none on the slice next to it.
+  const slices = axial();
+  const pts = [[0.5, 0.5], [2.25, 1.75]];
+  for (let f = 0; f < g.n; f++) {
+    const world = pts.map((p) => vol.toPatient(g, 'axial', f, p));
+    const back = vol.onSlice(slices[g.order[f]].meta, world, 0.1);
+    assert.ok(back, `slice ${f}`);
+    back.forEach((p, i) => assert.ok(Math.hypot(p[0] - pts[i][0], p[1] - pts[i][1]) < 1e-9, `slice ${f}: ${p}`));
+    assert.equal(vol.onSlice(slices[g.order[(f + 1) % g.n]].meta, world, 0.1), null);
+  }
+  // A point off every plane, or points on two planes, are on none.
+  assert.equal(vol.onPlane(g, 'coronal', [[-10, -20.25, 30]]), null);
+  assert.equal(vol.onPlane(g, 'coronal', [[-10, -20, 30], [-10, -19.5, 30]]), null);
+  assert.equal(vol.onPlane(g, 'coronal', [[-10, -30, 30]]), null);
+});
+
 test('linked scrolling: nearest parallel plane, none for orthogonal planes', () => {
   const g = vol.volumeGeometry(axial());
   const pos = vol.planePositions(g, 'axial');

@@ -73,6 +73,9 @@ pub(crate) struct Image {
     pub(crate) series_uid: String,
     pub(crate) sop_class_uid: String,
     pub(crate) sop_uid: String,
+    /// Frame of Reference UID (0020,0052), "" when none: a reformat's measurement names the
+    /// frame of reference of its series (PS3.3 C.18.9 SCOORD3D).
+    pub(crate) frame_of_reference: String,
 }
 
 /// Where the study lives.
@@ -108,20 +111,20 @@ pub(crate) async fn annotated_study(
     let Some(peer) = peer.filter(|p| !p.is_empty()) else {
         let (owner, metas, study_ref) = writable_study(sv, c, study, kind, detail).await?;
         let source = serde_json::from_str(&metas[0].json).map_err(crate::key_images::internal)?;
-        let images = metas
-            .into_iter()
-            .map(|m| {
-                let i = m.instance;
-                (
-                    i.sop_instance_uid.clone(),
-                    Image {
-                        series_uid: i.series_uid,
-                        sop_class_uid: i.sop_class_uid,
-                        sop_uid: i.sop_instance_uid,
-                    },
-                )
-            })
-            .collect();
+        let mut images = BTreeMap::new();
+        for m in metas {
+            let json: Json_ = serde_json::from_str(&m.json).map_err(crate::key_images::internal)?;
+            let i = m.instance;
+            images.insert(
+                i.sop_instance_uid.clone(),
+                Image {
+                    series_uid: i.series_uid,
+                    sop_class_uid: i.sop_class_uid,
+                    sop_uid: i.sop_instance_uid,
+                    frame_of_reference: json_str(&json, "00200052"),
+                },
+            );
+        }
         return Ok(Annotated {
             study: study.to_owned(),
             home: Home::Here {
@@ -183,6 +186,7 @@ pub(crate) async fn annotated_study(
                 series_uid,
                 sop_class_uid,
                 sop_uid,
+                frame_of_reference: json_str(m, "00200052"),
             },
         );
     }

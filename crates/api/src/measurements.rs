@@ -34,6 +34,25 @@
 //!   (56851009, SCT) in `[hnsf'U]` (CT) or `1`, and Area (42798000, SCT) in `mm2`;
 //!
 //! each SCOORD has a SELECTED FROM IMAGE child referencing the instance (and frame).
+//!
+//! **Measurements on reformats** (coronal, sagittal, axial planes computed from a series'
+//! volume, and thick slabs: MIP, MinIP, average) are image-independent: `{"frameOfReference":
+//! "<Frame of Reference UID>", "series": "<the volume's Series Instance UID>", "kind", "points":
+//! [[x, y, z], ...], values..., "slab"?: {"projection": "max" | "min" | "mean", "thickness":
+//! mm}}` with points in the patient coordinate system (mm, PS3.3 C.7.6.2.1.1): a length 2, an
+//! angle 3, an ellipse 4 (major axis' ends, then minor axis', coplanar: C.18.9.1.2), a
+//! rectangle its 4 corners in order. Their geometry is an **SCOORD3D** item (PS3.3 C.18.9:
+//! Graphic Data as (x, y, z) triplets, Referenced Frame of Reference UID) in place of the
+//! SCOORD, without an image reference; a rectangle is a closed POLYGON (first point
+//! repeated). A slab measurement's group also carries how the plane was made: HAS CONCEPT MOD
+//! Measurement Method (370129005, SCT) = Maximum intensity projection (113078, DCM), Minimum
+//! intensity projection (113079, DCM) or Pixel by pixel mean (113049, DCM) (CID 7203), and
+//! HAS ACQ CONTEXT NUM Slice Thickness (112225, DCM) in `mm`: the slab. Every reformat
+//! measurement's group names the series (HAS ACQ CONTEXT UIDREF Source series for
+//! segmentation, 121232 DCM), where the viewer shows it again. The Image Library and
+//! the evidence list the series' instances. A document holding SCOORD3D items is a
+//! **Comprehensive 3D SR** (PS3.3 A.35.13, 1.2.840.10008.5.1.4.1.1.88.34: SCOORD3D is not
+//! allowed in a Comprehensive SR), with the Enhanced General Equipment module (C.7.5.2).
 
 use std::collections::BTreeMap;
 
@@ -49,7 +68,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json_, json};
 use vesalius_auth::Caller;
 
-use crate::annotate::{AtPeer, annotated_study};
+use crate::annotate::{AtPeer, Image, annotated_study};
 use crate::key_images::{
     bad, code, evidence, new_uid, part10, put_patient_and_study, put_root_container, seq, text,
 };
@@ -57,6 +76,8 @@ use crate::{ApiError, Services};
 
 /// SOP Class UID of the Comprehensive SR.
 pub const COMPREHENSIVE_SR: &str = "1.2.840.10008.5.1.4.1.1.88.33";
+/// SOP Class UID of the Comprehensive 3D SR (SCOORD3D allowed).
+pub const COMPREHENSIVE_3D_SR: &str = "1.2.840.10008.5.1.4.1.1.88.34";
 /// Most measurements one document holds.
 pub const MAX_MEASUREMENTS: usize = 500;
 /// Series Number of the new series.
@@ -73,11 +94,19 @@ struct NewMeasurements {
 #[derive(Deserialize, Clone, Debug)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Measurement {
-    instance: String,
+    /// The image measured (image coordinates), or none for a reformat's measurement.
+    #[serde(default)]
+    instance: Option<String>,
     #[serde(default)]
     frame: Option<u32>,
+    /// A reformat's measurement: the Frame of Reference of its patient coordinates.
+    #[serde(default, rename = "frameOfReference")]
+    frame_of_reference: Option<String>,
+    /// A reformat's measurement: the series whose volume was reformatted.
+    #[serde(default)]
+    series: Option<String>,
     kind: String,
-    points: Vec<[f64; 2]>,
+    points: Vec<Vec<f64>>,
     #[serde(default)]
     length: Option<f64>,
     #[serde(default)]
@@ -94,6 +123,19 @@ pub(crate) struct Measurement {
     area: Option<f64>,
     #[serde(default)]
     unit: Option<String>,
+    /// A thick slab's projection and thickness (reformats only).
+    #[serde(default)]
+    slab: Option<Slab>,
+}
+
+/// The thick slab a reformat's measurement was made on.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Slab {
+    /// `max` (MIP), `min` (MinIP) or `mean` (average).
+    projection: String,
+    /// mm.
+    thickness: f64,
 }
 
 impl Measurement {
@@ -135,7 +177,29 @@ impl Measurement {
                 )));
             }
         };
+        // A reformat's ROI is given by its whole outline (4 points), an image's by 2 corners.
+        let (points, dims, what) = match (&self.instance, &self.frame_of_reference) {
+            (Some(_), None) if self.series.is_none() && self.slab.is_none() => {
+                (points, 2, "image coordinates")
+            }
+            (None, Some(_)) if self.series.is_some() && self.frame.is_none() => (
+                if matches!(self.kind.as_str(), "ellipse" | "rect") {
+                    4
+                } else {
+                    points
+                },
+                3,
+                "patient coordinates",
+            ),
+            _ => {
+                return Err(bad(format!(
+                    "measurements[{i}]: either an instance (and frame), or a frameOfReference \
+                     and series (and slab)"
+                )));
+            }
+        };
         if self.points.len() != points
+            || self.points.iter().any(|p| p.len() != dims)
             || self
                 .points
                 .iter()
@@ -143,7 +207,7 @@ impl Measurement {
                 .any(|x| !x.is_finite() || x.abs() > 1e6)
         {
             return Err(bad(format!(
-                "measurements[{i}]: a {} has {points} points (image coordinates)",
+                "measurements[{i}]: a {} has {points} points ({what})",
                 self.kind
             )));
         }
@@ -155,7 +219,23 @@ impl Measurement {
         if !matches!(self.unit.as_deref(), None | Some("") | Some("HU")) {
             return Err(bad(format!("measurements[{i}]: unit is \"HU\" or \"\"")));
         }
-        crate::links::check_uid(&self.instance)
+        if let Some(slab) = &self.slab
+            && !(matches!(slab.projection.as_str(), "max" | "min" | "mean")
+                && slab.thickness.is_finite()
+                && slab.thickness > 0.0
+                && slab.thickness <= 1e4)
+        {
+            return Err(bad(format!(
+                "measurements[{i}]: slab is {{\"projection\": \"max\" | \"min\" | \"mean\", \"thickness\": mm}}"
+            )));
+        }
+        for uid in [&self.instance, &self.frame_of_reference, &self.series]
+            .into_iter()
+            .flatten()
+        {
+            crate::links::check_uid(uid)?;
+        }
+        Ok(())
     }
 }
 
@@ -189,15 +269,42 @@ pub(crate) async fn create(
         json!({ "measurements": req.measurements.len() }),
     )
     .await?;
-    let refs: Vec<ImageRef> = target
-        .images(req.measurements.iter().map(|m| m.instance.as_str()))?
-        .into_iter()
-        .map(|i| ImageRef {
-            series_uid: i.series_uid.clone(),
-            sop_class_uid: i.sop_class_uid.clone(),
-            sop_uid: i.sop_uid.clone(),
-        })
-        .collect();
+    let image_ref = |i: &Image| ImageRef {
+        series_uid: i.series_uid.clone(),
+        sop_class_uid: i.sop_class_uid.clone(),
+        sop_uid: i.sop_uid.clone(),
+    };
+    let mut sources = Vec::with_capacity(req.measurements.len());
+    for m in &req.measurements {
+        if let Some(instance) = &m.instance {
+            let image = target.images(std::iter::once(instance.as_str()))?[0];
+            sources.push(Source::Image(image_ref(image)));
+            continue;
+        }
+        // A reformat's: the series is the study's, and of that Frame of Reference.
+        let (series, fr) = (
+            m.series.as_deref().unwrap_or_default(),
+            m.frame_of_reference.as_deref().unwrap_or_default(),
+        );
+        let mut images: Vec<ImageRef> = Vec::new();
+        for image in target.images.values().filter(|x| x.series_uid == series) {
+            if image.frame_of_reference != fr {
+                return Err(bad(format!(
+                    "series {series} is not of Frame of Reference {fr}"
+                )));
+            }
+            images.push(image_ref(image));
+        }
+        if images.is_empty() {
+            return Err(bad(format!("{series} is not a series of study {study}")));
+        }
+        images.sort_by(|a, b| a.sop_uid.cmp(&b.sop_uid));
+        sources.push(Source::Volume {
+            frame_of_reference: fr.to_owned(),
+            series_uid: series.to_owned(),
+            images,
+        });
+    }
     let series_uid = new_uid();
     let sop_uid = new_uid();
     let report = Report {
@@ -206,7 +313,7 @@ pub(crate) async fn create(
         sop_uid: &sop_uid,
         source: &target.source,
         observer: &c.principal.actor.name,
-        items: req.measurements.iter().zip(refs.iter()).collect(),
+        items: req.measurements.iter().zip(sources.iter()).collect(),
         now: now_micros(),
     };
     let bytes = report.encode()?;
@@ -239,6 +346,26 @@ pub(crate) struct ImageRef {
     sop_uid: String,
 }
 
+/// What a measurement was made on: an image, or a reformat of a series' volume (patient
+/// coordinates in a Frame of Reference; the images of the series).
+pub(crate) enum Source {
+    Image(ImageRef),
+    Volume {
+        frame_of_reference: String,
+        series_uid: String,
+        images: Vec<ImageRef>,
+    },
+}
+
+impl Source {
+    fn images(&self) -> &[ImageRef] {
+        match self {
+            Source::Image(r) => std::slice::from_ref(r),
+            Source::Volume { images, .. } => images,
+        }
+    }
+}
+
 /// The document to encode.
 struct Report<'a> {
     study_uid: &'a str,
@@ -247,7 +374,7 @@ struct Report<'a> {
     /// DICOM JSON of an instance of the study (patient and study attributes).
     source: &'a Json_,
     observer: &'a str,
-    items: Vec<(&'a Measurement, &'a ImageRef)>,
+    items: Vec<(&'a Measurement, &'a Source)>,
     /// Content date (`YYYYMMDD`) and time (`HHMMSS.FFFFFF`), UTC: the viewer takes the newest.
     now: (String, String),
 }
@@ -366,6 +493,70 @@ fn scoord(
     o
 }
 
+/// An SCOORD3D item (PS3.3 C.18.9): (x, y, z) triplets in the patient coordinate system of
+/// `frame_of_reference`, referencing no image.
+fn scoord3d(
+    relationship: &str,
+    concept: Option<InMemDicomObject>,
+    graphic_type: &str,
+    points: &[Vec<f64>],
+    frame_of_reference: &str,
+) -> InMemDicomObject {
+    let mut o = match concept {
+        Some(c) => named(relationship, "SCOORD3D", c),
+        None => item(relationship, "SCOORD3D"),
+    };
+    let data: Vec<f32> = points.iter().flatten().map(|&x| x as f32).collect();
+    o.put(DataElement::new(
+        tags::GRAPHIC_DATA,
+        VR::FL,
+        PrimitiveValue::F32(data.into()),
+    ));
+    o.put(text(tags::GRAPHIC_TYPE, VR::CS, graphic_type));
+    o.put(text(
+        tags::REFERENCED_FRAME_OF_REFERENCE_UID,
+        VR::UI,
+        frame_of_reference,
+    ));
+    o
+}
+
+/// The geometry item of a measurement: an SCOORD on its image, or an SCOORD3D in patient
+/// space.
+fn geometry_item(
+    relationship: &str,
+    concept: Option<InMemDicomObject>,
+    m: &Measurement,
+    source: &Source,
+) -> InMemDicomObject {
+    match source {
+        Source::Image(image) => {
+            let (kind, pts) = graphic(m);
+            scoord(relationship, concept, kind, &pts, image, m.frame)
+        }
+        Source::Volume {
+            frame_of_reference, ..
+        } => {
+            let (kind, pts) = graphic3d(m);
+            scoord3d(relationship, concept, kind, &pts, frame_of_reference)
+        }
+    }
+}
+
+/// The points of a reformat measurement's SCOORD3D: as given (a polyline; an ellipse's axes'
+/// ends, C.18.9.1.2), a rectangle's corners closed into a POLYGON.
+fn graphic3d(m: &Measurement) -> (&'static str, Vec<Vec<f64>>) {
+    match m.kind.as_str() {
+        "ellipse" => ("ELLIPSE", m.points.clone()),
+        "rect" => {
+            let mut pts = m.points.clone();
+            pts.push(m.points[0].clone());
+            ("POLYGON", pts)
+        }
+        _ => ("POLYLINE", m.points.clone()),
+    }
+}
+
 /// A NUM item: concept, value, UCUM unit (PS3.3 C.18.1).
 fn num(concept: InMemDicomObject, value: f64, unit: (&str, &str)) -> InMemDicomObject {
     let mut o = named("CONTAINS", "NUM", concept);
@@ -385,9 +576,10 @@ fn num(concept: InMemDicomObject, value: f64, unit: (&str, &str)) -> InMemDicomO
 /// The points of a measurement's SCOORD: polyline points as given; an ellipse as the ends of
 /// its major then minor axis (C.18.6.1.2); a rectangle as a closed polygon.
 fn graphic(m: &Measurement) -> (&'static str, Vec<[f64; 2]>) {
+    let p2 = |p: &Vec<f64>| [p[0], p[1]];
     match m.kind.as_str() {
         "ellipse" | "rect" => {
-            let [a, b] = [m.points[0], m.points[1]];
+            let [a, b] = [p2(&m.points[0]), p2(&m.points[1])];
             let (x0, x1) = (a[0].min(b[0]), a[0].max(b[0]));
             let (y0, y1) = (a[1].min(b[1]), a[1].max(b[1]));
             if m.kind == "rect" {
@@ -406,12 +598,12 @@ fn graphic(m: &Measurement) -> (&'static str, Vec<[f64; 2]>) {
             };
             ("ELLIPSE", pts)
         }
-        _ => ("POLYLINE", m.points.clone()),
+        _ => ("POLYLINE", m.points.iter().map(p2).collect()),
     }
 }
 
 impl Report<'_> {
-    fn group(&self, n: usize, m: &Measurement, image: &ImageRef) -> InMemDicomObject {
+    fn group(&self, n: usize, m: &Measurement, source: &Source) -> InMemDicomObject {
         let mut content = Vec::new();
         let mut id = named(
             "HAS OBS CONTEXT",
@@ -431,7 +623,36 @@ impl Report<'_> {
         );
         uid.put(text(tags::UID, VR::UI, &new_uid()));
         content.push(uid);
-        let (kind, pts) = graphic(m);
+        if let Source::Volume { series_uid, .. } = source {
+            // The series whose volume was reformatted (the viewer shows the measurement there).
+            let mut series = named(
+                "HAS ACQ CONTEXT",
+                "UIDREF",
+                code("121232", "DCM", "Source series for segmentation"),
+            );
+            series.put(text(tags::UID, VR::UI, series_uid));
+            content.push(series);
+        }
+        if let Some(slab) = &m.slab {
+            // How the plane measured was made (CID 7203 Image Derivation) and its thickness.
+            let method = match slab.projection.as_str() {
+                "max" => code("113078", "DCM", "Maximum intensity projection"),
+                "min" => code("113079", "DCM", "Minimum intensity projection"),
+                _ => code("113049", "DCM", "Pixel by pixel mean"),
+            };
+            content.push(code_item(
+                "HAS CONCEPT MOD",
+                code("370129005", "SCT", "Measurement Method"),
+                method,
+            ));
+            let mut thickness = num(
+                code("112225", "DCM", "Slice Thickness"),
+                slab.thickness,
+                ("mm", "millimeter"),
+            );
+            thickness.put(text(tags::RELATIONSHIP_TYPE, VR::CS, "HAS ACQ CONTEXT"));
+            content.push(thickness);
+        }
         match m.kind.as_str() {
             "length" | "angle" => {
                 let (concept, value, unit) = if m.kind == "length" {
@@ -450,18 +671,16 @@ impl Report<'_> {
                 let mut v = num(concept, value, unit);
                 v.put(seq(
                     tags::CONTENT_SEQUENCE,
-                    vec![scoord("INFERRED FROM", None, kind, &pts, image, m.frame)],
+                    vec![geometry_item("INFERRED FROM", None, m, source)],
                 ));
                 content.push(v);
             }
             _ => {
-                content.push(scoord(
+                content.push(geometry_item(
                     "CONTAINS",
                     Some(code("111030", "DCM", "Image Region")),
-                    kind,
-                    &pts,
-                    image,
-                    m.frame,
+                    m,
+                    source,
                 ));
                 let unit = if m.unit.as_deref() == Some("HU") {
                     ("[hnsf'U]", "Hounsfield unit")
@@ -492,10 +711,24 @@ impl Report<'_> {
 
     /// The data set (PS3.3 A.35.3: Patient, General Study, SR Document Series, General
     /// Equipment, SR Document General, SR Document Content, SOP Common).
+    /// Comprehensive 3D SR when a measurement is in patient coordinates (SCOORD3D), else
+    /// Comprehensive SR.
+    fn sop_class(&self) -> &'static str {
+        if self
+            .items
+            .iter()
+            .any(|(_, s)| matches!(s, Source::Volume { .. }))
+        {
+            COMPREHENSIVE_3D_SR
+        } else {
+            COMPREHENSIVE_SR
+        }
+    }
+
     fn dataset(&self) -> InMemDicomObject {
         let mut ds = InMemDicomObject::new_empty();
         ds.put(text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"));
-        ds.put(text(tags::SOP_CLASS_UID, VR::UI, COMPREHENSIVE_SR));
+        ds.put(text(tags::SOP_CLASS_UID, VR::UI, self.sop_class()));
         ds.put(text(tags::SOP_INSTANCE_UID, VR::UI, self.sop_uid));
         put_patient_and_study(&mut ds, self.source, self.study_uid);
         // SR Document Series (PS3.3 C.17.1).
@@ -511,8 +744,18 @@ impl Report<'_> {
             tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE,
             vec![],
         ));
-        // General Equipment.
+        // General Equipment; the Enhanced General Equipment module (PS3.3 C.7.5.2) of the
+        // Comprehensive 3D SR asks for the model, serial number and software version too.
         ds.put(text(tags::MANUFACTURER, VR::LO, "Vesalius"));
+        if self.sop_class() == COMPREHENSIVE_3D_SR {
+            ds.put(text(tags::MANUFACTURER_MODEL_NAME, VR::LO, "Vesalius"));
+            ds.put(text(tags::DEVICE_SERIAL_NUMBER, VR::LO, "1"));
+            ds.put(text(
+                tags::SOFTWARE_VERSIONS,
+                VR::LO,
+                env!("CARGO_PKG_VERSION"),
+            ));
+        }
         // SR Document General (PS3.3 C.17.2).
         ds.put(DataElement::new(
             tags::INSTANCE_NUMBER,
@@ -525,7 +768,7 @@ impl Report<'_> {
         ds.put(text(tags::CONTENT_TIME, VR::TM, &self.now.1));
         ds.put(seq(tags::PERFORMED_PROCEDURE_CODE_SEQUENCE, vec![]));
         let mut by_series: BTreeMap<&str, BTreeMap<&str, &ImageRef>> = BTreeMap::new();
-        for (_, r) in &self.items {
+        for r in self.items.iter().flat_map(|(_, s)| s.images()) {
             by_series
                 .entry(&r.series_uid)
                 .or_default()
@@ -574,13 +817,11 @@ impl Report<'_> {
         let images = self
             .items
             .iter()
-            .filter(|(m, r)| seen.insert((r.sop_uid.clone(), m.frame)))
-            .map(|(m, r)| {
+            .flat_map(|(m, s)| s.images().iter().map(move |r| (m.frame, r)))
+            .filter(|(frame, r)| seen.insert((r.sop_uid.clone(), *frame)))
+            .map(|(frame, r)| {
                 let mut img = item("CONTAINS", "IMAGE");
-                img.put(seq(
-                    tags::REFERENCED_SOP_SEQUENCE,
-                    vec![sop_ref(r, m.frame)],
-                ));
+                img.put(seq(tags::REFERENCED_SOP_SEQUENCE, vec![sop_ref(r, frame)]));
                 img
             })
             .collect();
@@ -608,7 +849,7 @@ impl Report<'_> {
 
     /// The Part 10 bytes (Explicit VR Little Endian).
     fn encode(&self) -> Result<Vec<u8>, ApiError> {
-        part10(self.dataset(), COMPREHENSIVE_SR, self.sop_uid)
+        part10(self.dataset(), self.sop_class(), self.sop_uid)
     }
 }
 
@@ -691,7 +932,7 @@ mod tests {
             "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Müller^Zoë"}]},
             "00100020": {"vr": "LO", "Value": ["MRN7"]},
         });
-        let img = image();
+        let img = Source::Image(image());
         let ms = [
             m(
                 json!({"instance": "1.2.3.9.7", "kind": "length", "points": [[10.5, 20.5], [110.5, 20.5]], "length": 48.828125}),
@@ -805,9 +1046,97 @@ mod tests {
     }
 
     #[test]
+    fn a_reformat_measurement_is_an_scoord3d_in_a_comprehensive_3d_sr() {
+        let source = json!({"00100020": {"vr": "LO", "Value": ["MRN7"]}});
+        let vol = Source::Volume {
+            frame_of_reference: "1.2.3.77".into(),
+            series_uid: "1.2.3.9".into(),
+            images: vec![image(), {
+                let mut i = image();
+                i.sop_uid = "1.2.3.9.8".into();
+                i
+            }],
+        };
+        let ms = [
+            m(
+                json!({"frameOfReference": "1.2.3.77", "series": "1.2.3.9", "kind": "length",
+                "points": [[-10.5, 20.25, 30], [15.5, 20.25, -12]], "length": 49.3}),
+            ),
+            m(
+                json!({"frameOfReference": "1.2.3.77", "series": "1.2.3.9", "kind": "rect",
+                "points": [[0, 5, 0], [10, 5, 0], [10, 5, -8], [0, 5, -8]],
+                "mean": 40, "sd": 2, "min": 35, "max": 47, "area": 80, "unit": "HU",
+                "slab": {"projection": "max", "thickness": 10}}),
+            ),
+        ];
+        let report = Report {
+            study_uid: "1.2.3",
+            series_uid: "1.2.3.4",
+            sop_uid: "1.2.3.4.5",
+            source: &source,
+            observer: "alice",
+            items: ms.iter().map(|x| (x, &vol)).collect(),
+            now: ("20261207".into(), "120000.123456".into()),
+        };
+        let obj = vesalius_deid::coerce::read_object(&report.encode().unwrap()).unwrap();
+        assert_eq!(s(&obj, tags::SOP_CLASS_UID), COMPREHENSIVE_3D_SR);
+        assert_eq!(s(&obj, tags::SOFTWARE_VERSIONS), env!("CARGO_PKG_VERSION"));
+        let root = items(&obj, tags::CONTENT_SEQUENCE);
+        // The library and the evidence list the series' images (once each).
+        let library = find(&root, "111028");
+        let group = &items(&library, tags::CONTENT_SEQUENCE)[0];
+        assert_eq!(items(group, tags::CONTENT_SEQUENCE).len(), 2);
+        let ev = &items(&obj, tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE)[0];
+        let series = &items(ev, tags::REFERENCED_SERIES_SEQUENCE)[0];
+        assert_eq!(items(series, tags::REFERENCED_SOP_SEQUENCE).len(), 2);
+        let groups = items(&find(&root, "126010"), tags::CONTENT_SEQUENCE);
+        // The length: INFERRED FROM an SCOORD3D POLYLINE in the Frame of Reference, no image.
+        let g = items(&groups[0], tags::CONTENT_SEQUENCE);
+        let len = find(&g, "410668003");
+        assert_eq!(value(&len), (49.3, "mm".into()));
+        let sc = &items(&len, tags::CONTENT_SEQUENCE)[0];
+        assert_eq!(s(sc, tags::VALUE_TYPE), "SCOORD3D");
+        assert_eq!(s(sc, tags::GRAPHIC_TYPE), "POLYLINE");
+        assert_eq!(s(sc, tags::REFERENCED_FRAME_OF_REFERENCE_UID), "1.2.3.77");
+        assert_eq!(
+            sc.element(tags::GRAPHIC_DATA)
+                .unwrap()
+                .to_multi_float32()
+                .unwrap(),
+            vec![-10.5, 20.25, 30.0, 15.5, 20.25, -12.0]
+        );
+        assert!(sc.element(tags::CONTENT_SEQUENCE).is_err());
+        assert_eq!(s(&find(&g, "121232"), tags::UID), "1.2.3.9");
+        // The slab ROI: a closed POLYGON, its projection and thickness.
+        let g = items(&groups[1], tags::CONTENT_SEQUENCE);
+        let region = find(&g, "111030");
+        assert_eq!(s(&region, tags::VALUE_TYPE), "SCOORD3D");
+        assert_eq!(s(&region, tags::GRAPHIC_TYPE), "POLYGON");
+        assert_eq!(
+            region
+                .element(tags::GRAPHIC_DATA)
+                .unwrap()
+                .to_multi_float32()
+                .unwrap()
+                .len(),
+            15
+        );
+        let method = find(&g, "370129005");
+        assert_eq!(s(&method, tags::RELATIONSHIP_TYPE), "HAS CONCEPT MOD");
+        let c = &items(&method, tags::CONCEPT_CODE_SEQUENCE)[0];
+        assert_eq!(s(c, tags::CODE_VALUE), "113078");
+        let thick = find(&g, "112225");
+        assert_eq!(s(&thick, tags::RELATIONSHIP_TYPE), "HAS ACQ CONTEXT");
+        assert_eq!(value(&thick), (10.0, "mm".into()));
+        assert_eq!(value(&find(&g, "373098007")), (40.0, "[hnsf'U]".into()));
+    }
+
+    #[test]
     fn measurements_are_checked() {
         let ok = |v: Json_| m(v).check(0);
         assert!(ok(json!({"instance": "1.2.3", "kind": "length", "points": [[0, 0], [1, 1]], "length": 1.4})).is_ok());
+        assert!(ok(json!({"frameOfReference": "1.2", "series": "1.3", "kind": "ellipse", "points": [[0, 0, 0], [2, 0, 0], [1, 0, 1], [1, 0, -1]],
+            "mean": 1, "sd": 0, "min": 1, "max": 1, "area": 1, "slab": {"projection": "mean", "thickness": 5}})).is_ok());
         for bad in [
             json!({"instance": "1.2.3", "kind": "length", "points": [[0, 0]], "length": 1.4}),
             json!({"instance": "1.2.3", "kind": "length", "points": [[0, 0], [1, 1]]}),
@@ -817,6 +1146,14 @@ mod tests {
             json!({"instance": "x y", "kind": "length", "points": [[0, 0], [1, 1]], "length": 1}),
             json!({"instance": "1.2.3", "frame": 0, "kind": "length", "points": [[0, 0], [1, 1]], "length": 1}),
             json!({"instance": "1.2.3", "kind": "rect", "points": [[0, 0], [1, 1]], "mean": 1, "sd": 0, "min": 1, "max": 1, "area": 1, "unit": "mSv"}),
+            // Reformats: 3D points, a series, never with an instance; slabs checked.
+            json!({"frameOfReference": "1.2", "series": "1.3", "kind": "length", "points": [[0, 0], [1, 1]], "length": 1}),
+            json!({"frameOfReference": "1.2", "kind": "length", "points": [[0, 0, 0], [1, 1, 1]], "length": 1}),
+            json!({"instance": "1.2.3", "frameOfReference": "1.2", "series": "1.3", "kind": "length", "points": [[0, 0, 0], [1, 1, 1]], "length": 1}),
+            json!({"frameOfReference": "1.2", "series": "1.3", "kind": "rect", "points": [[0, 0, 0], [1, 1, 1]], "mean": 1, "sd": 0, "min": 1, "max": 1, "area": 1}),
+            json!({"frameOfReference": "1.2", "series": "1.3", "kind": "length", "points": [[0, 0, 0], [1, 1, 1]], "length": 1, "slab": {"projection": "sum", "thickness": 5}}),
+            json!({"frameOfReference": "1.2", "series": "1.3", "kind": "length", "points": [[0, 0, 0], [1, 1, 1]], "length": 1, "slab": {"projection": "max", "thickness": 0}}),
+            json!({"instance": "1.2.3", "kind": "length", "points": [[0, 0], [1, 1]], "length": 1, "slab": {"projection": "max", "thickness": 5}}),
         ] {
             assert!(ok(bad.clone()).is_err(), "{bad}");
         }

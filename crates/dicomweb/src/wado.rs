@@ -313,10 +313,32 @@ async fn metadata(
         }
         let i = &m.instance;
         let base = url.instance(&i.study_uid, &i.series_uid, &i.sop_instance_uid);
-        body.push_str(&absolutize_bulk_uris(&m.json, &base));
+        body.push_str(&with_available_transfer_syntax(
+            &absolutize_bulk_uris(&m.json, &base),
+            &i.transfer_syntax,
+        ));
     }
     body.push(']');
     Ok(([(header::CONTENT_TYPE, "application/dicom+json")], body).into_response())
+}
+
+/// An instance's DICOM JSON with Available Transfer Syntax UID (0008,3002): the transfer
+/// syntax it is stored in (PS3.18 10.6.3.3.1 lists it among the instance's attributes), so a
+/// client knows what frames asked for uncompressed will be (the web viewer reads from it
+/// which colour space decoded frames arrive in). Added when absent; the stored JSON is kept.
+fn with_available_transfer_syntax(json: &str, ts: &str) -> String {
+    let ts = ts.trim_end_matches(['\0', ' ']);
+    let uid = !ts.is_empty() && ts.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if !uid || json.contains("\"00083002\"") || !json.starts_with('{') {
+        return json.to_owned();
+    }
+    let rest = &json[1..];
+    let sep = if rest.trim_start().starts_with('}') {
+        ""
+    } else {
+        ","
+    };
+    format!("{{\"00083002\":{{\"vr\":\"UI\",\"Value\":[\"{ts}\"]}}{sep}{rest}")
 }
 
 /// The media type of the compressed bit streams of a transfer syntax (PS3.18 Table 8.7.3-2).
@@ -777,6 +799,26 @@ fn bulk_single(entries: &[MediaType]) -> Result<bool> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn metadata_names_the_stored_transfer_syntax() {
+        use super::with_available_transfer_syntax as with;
+        let ts = "1.2.840.10008.1.2.4.50";
+        let j: serde_json::Value = serde_json::from_str(&with(
+            r#"{"00280004":{"vr":"CS","Value":["YBR_FULL_422"]}}"#,
+            ts,
+        ))
+        .unwrap();
+        assert_eq!(j["00083002"]["Value"][0], ts);
+        assert_eq!(j["00280004"]["Value"][0], "YBR_FULL_422");
+        assert_eq!(
+            with("{}", ts),
+            format!(r#"{{"00083002":{{"vr":"UI","Value":["{ts}"]}}}}"#)
+        );
+        let given = r#"{"00083002":{"vr":"UI","Value":["1.2.840.10008.1.2"]}}"#;
+        assert_eq!(with(given, ts), given);
+        assert_eq!(with("{}", "1.2\"x"), "{}");
+    }
+
     use super::*;
 
     fn acc(s: &str) -> Vec<MediaType> {

@@ -840,6 +840,13 @@ fn frame_index(ds: &DataSet, p: &ParsedObject) -> FrameIndex {
     }
     let n = ds.int(tag::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as usize;
     match &px.value {
+        // Native YBR_FULL_422 stores two samples per pixel on average (PS3.3 C.7.6.3.1.2), not
+        // Samples per Pixel: not indexed, its frames are decoded (expanded to YBR_FULL).
+        Value::Bulk { .. }
+            if ds.str(tag::PHOTOMETRIC_INTERPRETATION).map(str::trim) == Some("YBR_FULL_422") =>
+        {
+            FrameIndex::default()
+        }
         Value::Bulk { offset, length } => {
             let rows = u64::from(ds.u16(tag::ROWS).unwrap_or(0));
             let cols = u64::from(ds.u16(tag::COLUMNS).unwrap_or(0));

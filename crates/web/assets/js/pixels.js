@@ -54,7 +54,7 @@ export const T = {
   rows: '00280010', columns: '00280011', pixelSpacing: '00280030', bitsAllocated: '00280100',
   bitsStored: '00280101', pixelRepresentation: '00280103', windowCenter: '00281050',
   windowWidth: '00281051', rescaleIntercept: '00281052', rescaleSlope: '00281053',
-  windowExplanation: '00281055', lossy: '00282110', institution: '00080080', planar: '00280006',
+  windowExplanation: '00281055', availableTransferSyntax: '00083002', lossy: '00282110', institution: '00080080', planar: '00280006',
 };
 
 /**
@@ -75,6 +75,9 @@ export function pixelModule(meta) {
     intercept: num(meta, T.rescaleIntercept, 0, 0),
     frames: Math.max(1, num(meta, T.numberOfFrames, 0, 1)),
     planar: num(meta, T.planar, 0, 0),
+    // The transfer syntax the instance is stored in (PS3.18 Available Transfer Syntax UID):
+    // which colour space its frames arrive in (receivedColour).
+    transferSyntax: str(meta, T.availableTransferSyntax),
     windows: [],
   };
   const centers = values(meta, T.windowCenter), widths = values(meta, T.windowWidth);
@@ -88,15 +91,39 @@ export function pixelModule(meta) {
   return pm;
 }
 
+/** Native transfer syntaxes whose frames the server sends as stored (PS3.5 8.2). */
+const NATIVE = new Set(['1.2.840.10008.1.2', '1.2.840.10008.1.2.1', '1.2.840.10008.1.2.2']);
+/** JPEG lossy syntaxes: their decoder turns YCbCr into RGB (crates/codec `decoder_converts_to_rgb`). */
+const JPEG_LOSSY = new Set(['1.2.840.10008.1.2.4.50', '1.2.840.10008.1.2.4.51']);
+
 /**
- * Whether this is a colour image the browser shows from its raw frames: RGB, 8 bits per
- * sample, interleaved (Planar Configuration 0: the layout of both the stored native bytes and
- * the server's decoding of compressed ones). Other colour images (YBR, colour-by-plane, 16-bit
- * samples, palette colour) are shown as the server's renderings.
+ * The colour space and sample layout of the frames the viewer receives (uncompressed Explicit
+ * VR Little Endian): `{photometric, planar}`, from how the instance is stored. Native frames
+ * arrive as stored (RGB or YBR_FULL, by pixel or by plane), except native YBR_FULL_422, which
+ * the server does not index by frame and decodes, expanded to YBR_FULL. Encapsulated (and
+ * deflated) ones are decoded by the server (crates/codec, "Pixel form"): interleaved; JPEG
+ * lossy and YBR_ICT / YBR_RCT (JPEG 2000) in RGB; the others in the stored colour space,
+ * YBR_FULL_422 expanded to YBR_FULL. When the metadata does not say how the instance is
+ * stored (a peer's), only RGB by pixel is trusted (the same either way). Null: not known.
+ */
+export function receivedColour(pm) {
+  const ts = pm.transferSyntax, stored = pm.photometric;
+  if (!ts) return stored === 'RGB' && pm.planar === 0 ? { photometric: 'RGB', planar: 0 } : null;
+  if (NATIVE.has(ts) && stored !== 'YBR_FULL_422') return { photometric: stored, planar: pm.planar };
+  if (JPEG_LOSSY.has(ts) || stored === 'YBR_ICT' || stored === 'YBR_RCT') return { photometric: 'RGB', planar: 0 };
+  return { photometric: stored === 'YBR_FULL_422' ? 'YBR_FULL' : stored, planar: 0 };
+}
+
+/**
+ * Whether this is a colour image the browser shows from its raw frames: 8 bits per sample,
+ * received (receivedColour) as RGB or YBR_FULL, by pixel or by plane; YBR_FULL is turned
+ * into RGB here (PS3.3 C.7.6.3.1.2). Other colour images (16-bit samples, palette colour,
+ * YBR_PARTIAL) are shown as the server's renderings.
  */
 export function isColour(pm) {
-  return pm.samplesPerPixel === 3 && pm.photometric === 'RGB' && pm.bitsAllocated === 8
-    && pm.bitsStored === 8 && pm.planar === 0 && pm.rows > 0 && pm.columns > 0;
+  if (pm.samplesPerPixel !== 3 || pm.bitsAllocated !== 8 || pm.bitsStored !== 8 || !(pm.rows > 0 && pm.columns > 0)) return false;
+  const c = receivedColour(pm);
+  return !!c && (c.photometric === 'RGB' || c.photometric === 'YBR_FULL') && (c.planar === 0 || c.planar === 1);
 }
 
 /**
@@ -392,14 +419,28 @@ export function applyLut(frame, lut, out) {
 }
 
 /**
- * Writes an interleaved RGB frame (8 bits per sample) into RGBA `out`, each sample through
- * `lut` (a [displayLut] of the image: the VOI function on each of R, G and B; PS3.3 defines
- * VOI LUTs for grey scale only, so this is a viewer's brightness/contrast on colour, exact
- * with [COLOUR_IDENTITY]).
+ * Writes a colour frame (8 bits per sample, as receivedColour says: RGB or YBR_FULL, by pixel
+ * or by plane) into RGBA `out`, each of R, G and B through `lut` (a [displayLut] of the image:
+ * the VOI function on each; PS3.3 defines VOI LUTs for grey scale only, so this is a viewer's
+ * brightness/contrast on colour, exact with [COLOUR_IDENTITY]). YBR_FULL is first turned into
+ * RGB by the inverse of PS3.3 C.7.6.3.1.2's equations (rounded, clamped to 0–255):
+ * R = Y + 1.402 (Cr − 128), G = Y − 0.344136 (Cb − 128) − 0.714136 (Cr − 128),
+ * B = Y + 1.772 (Cb − 128).
  */
-export function applyLutColour(frame, lut, out) {
-  for (let i = 0, j = 0; j < out.length; i += 3, j += 4) {
-    out[j] = lut[frame[i]]; out[j + 1] = lut[frame[i + 1]]; out[j + 2] = lut[frame[i + 2]]; out[j + 3] = 255;
+export function applyLutColour(frame, lut, out, pm = null) {
+  const c = pm ? receivedColour(pm) : { photometric: 'RGB', planar: 0 };
+  const n = out.length / 4;
+  // Sample s of pixel i: interleaved at 3i + s, by plane at s·n + i.
+  const [d0, d1, d2, step] = c.planar === 1 ? [0, n, 2 * n, 1] : [0, 1, 2, 3];
+  const ybr = c.photometric === 'YBR_FULL';
+  const clamp = (x) => (x <= 0 ? 0 : x >= 255 ? 255 : Math.round(x));
+  for (let i = 0, k = 0, j = 0; i < n; i++, k += step, j += 4) {
+    let r = frame[k + d0], g = frame[k + d1], b = frame[k + d2];
+    if (ybr) {
+      const y = r, cb = g - 128, cr = b - 128;
+      r = clamp(y + 1.402 * cr); g = clamp(y - 0.344136 * cb - 0.714136 * cr); b = clamp(y + 1.772 * cb);
+    }
+    out[j] = lut[r]; out[j + 1] = lut[g]; out[j + 2] = lut[b]; out[j + 3] = 255;
   }
 }
 

@@ -9,6 +9,7 @@
 import { clear, h } from './dom.js';
 import { scanFile, summarize } from './dicomscan.js';
 import { readZip } from './unzip.js';
+import { Sha256 } from './sha256.js';
 import { MAX_DICOMDIR_BYTES, dicomdirFiles, isDicomdirPath, normalPath } from './dicomdir.js';
 
 /** Bytes read from each file for its header (the header stops before Pixel Data). */
@@ -17,8 +18,15 @@ const HEAD_BYTES = 1 << 20;
 const PARALLEL = 2;
 /** Tries per chunk before a file is given up (the wait grows to 15 s between tries). */
 const MAX_TRIES = 40;
-/** Files up to this size are hashed (SHA-256) so the server checks they arrived intact. */
-const HASH_BYTES = 256 << 20;
+/**
+ * Every file is hashed (SHA-256) so the server checks it arrived intact. Files up to this size
+ * are hashed by `crypto.subtle.digest` (native, fast, but it takes all the bytes at once);
+ * larger ones are read a piece at a time through the streamed SHA-256 (sha256.js), so memory
+ * holds one piece whatever the file's size. `?subtle=BYTES` lowers the limit (tests).
+ */
+const SUBTLE_HASH_BYTES = 256 << 20;
+/** The pieces a large file is read in for its hash. */
+const HASH_PIECE_BYTES = 4 << 20;
 
 const mb = (n) => `${(n / 1e6).toFixed(1)} MB`;
 const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
@@ -61,16 +69,39 @@ function fileSource(path, file) {
   return {
     path, size: file.size, key: `${path}|${file.size}|${file.lastModified}`,
     head: async (n) => new Uint8Array(await file.slice(0, n).arrayBuffer()),
-    hash: async () => (file.size <= HASH_BYTES && crypto.subtle ? hex(await crypto.subtle.digest('SHA-256', await file.arrayBuffer())) : undefined),
+    // `hashedBy`: how it was hashed ('subtle' or 'stream'), shown on its line for tests.
+    async hash() { const { sha256, by } = await hashFile(file); this.hashedBy = by; return sha256; },
     slicer: () => ({ read: async (start, end) => file.slice(start, end), close() {} }),
   };
+}
+
+/** The largest file `crypto.subtle` hashes in one piece (`?subtle=BYTES` lowers it). */
+function subtleLimit() {
+  const q = new URLSearchParams(location.search);
+  const asked = Number(q.get('subtle'));
+  return q.has('subtle') && Number.isFinite(asked) && asked >= 0 ? Math.min(asked, SUBTLE_HASH_BYTES) : SUBTLE_HASH_BYTES;
+}
+
+/**
+ * A file's SHA-256: `{sha256 (hex), by}`, by crypto.subtle when small enough ('subtle'), else
+ * streamed piece by piece ('stream').
+ */
+async function hashFile(file) {
+  if (file.size <= subtleLimit() && crypto.subtle) {
+    return { sha256: hex(await crypto.subtle.digest('SHA-256', await file.arrayBuffer())), by: 'subtle' };
+  }
+  const sha = new Sha256();
+  for (let at = 0; at < file.size; at += HASH_PIECE_BYTES) {
+    sha.update(new Uint8Array(await file.slice(at, Math.min(file.size, at + HASH_PIECE_BYTES)).arrayBuffer()));
+  }
+  return { sha256: sha.hex(), by: 'stream' };
 }
 
 /** A zip entry as a source (readZip's entry: streamed, hashed as a stream). */
 function zipSource(path, file, e) {
   return {
     path: `${path}/${e.name}`, size: e.size, key: `${path}|${file.size}|${file.lastModified}|${e.name}|${e.size}`,
-    head: e.head, hash: e.hash, slicer: e.slicer,
+    head: e.head, hash: e.hash, slicer: e.slicer, hashedBy: 'stream',
   };
 }
 
@@ -401,6 +432,7 @@ export async function uploadPage(app) {
     let sha256;
     try {
       sha256 = await it.src.hash();
+      it.row.parentElement.dataset.hashed = sha256 ? it.src.hashedBy : 'none';
     } catch (e) {
       return { outcome: 'failed', reason: e.message };
     }

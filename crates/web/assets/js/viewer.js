@@ -147,8 +147,9 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     tool: matchMedia('(pointer: coarse)').matches ? 'scroll' : 'window',
     slab: DEFAULT_SLAB_MM, broken: false, tables: new Map(),
     // Measurements of every series, by image (`sop#frame`) or reformatted plane
-    // (`series|plane|index|slab`); those of acquired images are saved (reports.js).
-    marks: new Map(), marksLoaded: null, saveTimer: 0,
+    // (`series|plane|index|slab`), all saved (reports.js); `worldMarks`: the saved measurements
+    // of reformats (patient coordinates), placed on their series' planes once its volume is in.
+    marks: new Map(), marksLoaded: null, saveTimer: 0, worldMarks: [], worldVersion: 0,
   };
   const keyOf = (sl) => `${sl.sop}#${sl.frame}`;
   // The study's first image, asked for at once: the server's thumbnail of its representative
@@ -172,6 +173,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     },
     isKey: (sop) => v.keySops.has(sop),
     marksChanged: () => saveSoon(),
+    placeWorldMarks, forgetWorldMarks, hasWorldMarks: () => v.worldMarks.length > 0,
     layoutCells: () => v.viewports.length,
     activate, go, schedule,
     say: (text, kind) => say(text, kind),
@@ -624,33 +626,92 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
       }
     }
     if (v.report) {
-      for (const { sop, frame, mark } of measurementsOf(v.report)) {
+      for (const { sop, frame, mark, world } of measurementsOf(v.report)) {
+        n++;
+        if (world) { v.worldMarks.push({ world, mark, placed: false }); continue; }
         const key = `${sop}#${frame}`;
         v.marks.set(key, [...(v.marks.get(key) || []), mark]);
-        n++;
       }
+      v.worldVersion++;
     }
     document.body.dataset.measurementsLoaded = String(n);
     schedule();
   }
 
-  /** Saves every measurement of acquired images, shortly after the last change. */
+  /**
+   * Puts the saved measurements of reformats of series `s` (volume geometry `g`) on the planes
+   * they lie on (volume.js onPlane: axial, coronal, sagittal; a line may lie on two), each
+   * with its slab, and, without a slab, on the acquired slices they lie on (within 5 % of the
+   * slice spacing: volume.js onSlice), as marks in that image's coordinates sharing the saved
+   * `world`.
+   */
+  function placeWorldMarks(s, g) {
+    if (s.worldPlaced === v.worldVersion || !s.slices) return;
+    s.worldPlaced = v.worldVersion;
+    const put = (key, w, p) => {
+      const m = { ...w.mark, world: w.world };
+      if (m.type === 'length' || m.type === 'angle') [m.a, m.b, m.c] = p;
+      else {
+        m.a = [Math.min(...p.map((q) => q[0])), Math.min(...p.map((q) => q[1]))];
+        m.b = [Math.max(...p.map((q) => q[0])), Math.max(...p.map((q) => q[1]))];
+      }
+      if (!m.c) delete m.c;
+      v.marks.set(key, [...(v.marks.get(key) || []), m]);
+      v.placedMarks = (v.placedMarks || 0) + 1;
+      document.body.dataset.measurementsPlaced = String(v.placedMarks); // (for tests)
+    };
+    for (const w of v.worldMarks) {
+      if (w.placed || w.world.series !== s.uid || w.world.frameOfReference !== g.frameOfReference) continue;
+      w.placed = true;
+      for (const plane of ['axial', 'coronal', 'sagittal']) {
+        const at = vol.onPlane(g, plane, w.world.points);
+        const slab = w.world.slab ? `${w.world.slab.projection}${w.world.slab.thickness}` : 0;
+        if (at) put(`${s.uid}|${plane}|${at.f}|${slab}`, w, at.points);
+      }
+      if (w.world.slab) continue;
+      for (const sl of s.slices) {
+        const p = vol.onSlice(sl.meta, w.world.points, 0.05 * g.spacing[2]);
+        if (p) put(keyOf(sl), w, p);
+      }
+    }
+  }
+
+  /** Removes the reformat measurements `worlds` from every plane they were shown on. */
+  function forgetWorldMarks(worlds) {
+    for (const [key, list] of v.marks) {
+      if (list.some((m) => worlds.has(m.world))) v.marks.set(key, list.filter((m) => !worlds.has(m.world)));
+    }
+    v.worldMarks = v.worldMarks.filter((w) => !worlds.has(w.world));
+  }
+
+  /** Saves every measurement, shortly after the last change. */
   function saveSoon() {
     clearTimeout(v.saveTimer);
     v.saveTimer = setTimeout(async () => {
       await v.marksLoaded;
       const list = [];
+      const seen = new Set();
+      const values = (m) => ({ kind: m.type, ...m.values, ...(m.unit !== undefined ? { unit: m.unit } : {}) });
+      const world = (m) => {
+        if (seen.has(m.world)) return;
+        seen.add(m.world);
+        const { frameOfReference, series, points, slab } = m.world;
+        list.push({ frameOfReference, series, ...values(m), points, ...(slab ? { slab } : {}) });
+      };
       for (const [key, marks] of v.marks) {
-        if (key.includes('|')) continue; // a reformatted plane: not saved
         const [sop, frame] = key.split('#');
         for (const m of marks) {
           if (!m.values) continue;
+          if (m.world) { world(m); continue; }
+          if (key.includes('|')) continue; // a reformat without a Frame of Reference: not saved
           list.push({
-            instance: sop, ...(Number(frame) > 1 ? { frame: Number(frame) } : {}), kind: m.type,
-            points: [m.a, m.b, m.c].filter(Boolean), ...m.values, ...(m.unit !== undefined ? { unit: m.unit } : {}),
+            instance: sop, ...(Number(frame) > 1 ? { frame: Number(frame) } : {}),
+            ...values(m), points: [m.a, m.b, m.c].filter(Boolean),
           });
         }
       }
+      // Saved measurements of reformats not shown yet (their series' volume not opened).
+      for (const w of v.worldMarks) if (!w.placed) world({ ...w.mark, world: w.world });
       document.body.dataset.measurementsSaved = 'saving';
       try {
         await saveMeasurements(study, list, peer);

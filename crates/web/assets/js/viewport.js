@@ -34,6 +34,23 @@ export function spacingOf(meta) {
   return ps.length === 2 && ps.every((x) => x > 0) ? ps : null;
 }
 
+/**
+ * The patient coordinates of mark `m` on reformat image `im` (volume.js toPatient): a line's
+ * or an angle's points; a rectangle's 4 corners in order; an ellipse's major axis' ends then
+ * its minor axis' (PS3.3 C.18.9.1.2), in mm.
+ */
+function worldPoints(im, m) {
+  const at = (p) => vol.toPatient(im.g, im.plane, im.f, p);
+  if (m.type === 'length' || m.type === 'angle') return [m.a, m.b, m.c].filter(Boolean).map(at);
+  const x0 = Math.min(m.a[0], m.b[0]), x1 = Math.max(m.a[0], m.b[0]);
+  const y0 = Math.min(m.a[1], m.b[1]), y1 = Math.max(m.a[1], m.b[1]);
+  if (m.type === 'rect') return [[x0, y0], [x1, y0], [x1, y1], [x0, y1]].map(at);
+  const xc = (x0 + x1) / 2, yc = (y0 + y1) / 2;
+  const across = [[x0, yc], [x1, yc]], down = [[xc, y0], [xc, y1]];
+  const wide = (x1 - x0) * im.spacing[1] >= (y1 - y0) * im.spacing[0];
+  return (wide ? [...across, ...down] : [...down, ...across]).map(at);
+}
+
 export class Viewport {
   /** `host`: the viewer; `k`: this viewport's number (0 is the first, with the plain ids). */
   constructor(host, k) {
@@ -134,6 +151,11 @@ export class Viewport {
     }
     if (!s || !s.slices || !s.slices.length) return { state: 'empty' };
     if (this.mode === 'stack') {
+      // Saved measurements of this series' reformats that lie on its slices.
+      if (this.host.hasWorldMarks()) {
+        const g = this.host.geometry(s);
+        if (!g.error) this.host.placeWorldMarks(s, g);
+      }
       const sl = s.slices[this.idx];
       const key = keyOf(sl);
       const pm = this.host.pmOf(sl);
@@ -148,6 +170,7 @@ export class Viewport {
     }
     const g = this.host.geometry(s);
     if (g.error) return { state: 'error', message: g.error };
+    this.host.placeWorldMarks(s, g);
     const f = this.index();
     const slab = this.mip ? this.host.slabMm() : 0;
     const key = `${this.mode}|${f}|${slab ? `${this.projection}${slab}` : 0}`;
@@ -166,6 +189,7 @@ export class Viewport {
       key: `${s.uid}|${key}`, markKey: `${s.uid}|${key}`, meta: sl0.meta, pm, data: r.data,
       width: r.width, height: r.height, spacing: r.spacing, rowDir: r.rowDir, colDir: r.colDir,
       normal: r.normal, position: r.position, range: r.range, count: r.count,
+      plane: this.mode, f, g, slab: slab ? { projection: this.projection, thickness: Number(slab) } : null,
     };
   }
 
@@ -221,7 +245,7 @@ export class Viewport {
         if (this.img.width !== im.width || this.img.height !== im.height) { this.img.width = im.width; this.img.height = im.height; }
         const ctx = this.img.getContext('2d');
         const data = ctx.createImageData(im.width, im.height);
-        if (px.isColour(pm)) px.applyLutColour(im.data, this.lut, data.data);
+        if (px.isColour(pm)) px.applyLutColour(im.data, this.lut, data.data, pm);
         else px.applyLut(im.data, this.lut, data.data);
         ctx.putImageData(data, 0, 0);
         this.imageKey = drawKey;
@@ -358,19 +382,27 @@ export class Viewport {
   }
 
   clearMarks() {
-    if (this.s && this.shown && this.shown.markKey) this.s.marks.delete(this.shown.markKey);
+    if (this.s && this.shown && this.shown.markKey) {
+      // A reformat's mark may be shown on several planes (a line lies on more than one):
+      // removed from all of them.
+      const worlds = new Set((this.s.marks.get(this.shown.markKey) || []).map((m) => m.world).filter(Boolean));
+      this.s.marks.delete(this.shown.markKey);
+      if (worlds.size) this.host.forgetWorldMarks(worlds);
+    }
     this.drawMarks();
     this.host.marksChanged();
   }
 
   /**
    * A mark just completed on the image shown: its values kept with it (in mm, degrees,
-   * modality values) for saving (viewer.js, reports.js). Saved are marks of acquired images
-   * with Pixel Spacing; those of reformats stay while the viewer is open.
+   * modality values) for saving (viewer.js, reports.js). Saved are marks with Pixel Spacing
+   * of acquired images (image coordinates) and of reformats (`m.world`: the points in patient
+   * coordinates, the series, its Frame of Reference and the slab).
    */
   finished(m) {
     const im = this.shown;
-    if (!im || this.mode !== 'stack' || !im.sop || !im.spacing) return;
+    if (!im || !im.spacing) return;
+    if (this.mode === 'stack' ? !im.sop : !(im.g && im.g.frameOfReference)) return;
     const sp = im.spacing;
     if (m.type === 'length') m.values = { length: ms.length(m.a, m.b, sp).value };
     else if (m.type === 'angle') {
@@ -383,6 +415,9 @@ export class Viewport {
       if (!st.n) return;
       m.values = { mean: st.mean, sd: st.sd, min: st.min, max: st.max, area: st.area };
       m.unit = px.str(im.meta, px.T.modality) === 'CT' || this.s.modality === 'CT' ? 'HU' : '';
+    }
+    if (this.mode !== 'stack') {
+      m.world = { frameOfReference: im.g.frameOfReference, series: this.s.uid, points: worldPoints(im, m), slab: im.slab };
     }
     this.host.marksChanged();
   }

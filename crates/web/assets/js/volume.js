@@ -201,21 +201,10 @@ function axisSamples(n, dim, sign, resample) {
  */
 export function reformat(g, frames, plane, f, { slabMm = 0, projection = 'max', table = null, pm = null } = {}) {
   if (!PROJECTIONS.includes(projection)) throw new Error(`no projection ${projection}`);
-  const ax = planeAxes(g, plane);
+  const mp = planeMapping(g, plane, !!(table && pm));
+  const { ax, ru, rv, width, height, spacing } = mp;
   const { u, v, su, sv, fixed } = ax;
   const dims = [g.cols, g.rows, g.n];
-  const step = [g.spacing[1], g.spacing[0], g.spacing[2]];
-  const spacing = [step[v], step[u]];
-  let width = dims[u], height = dims[v];
-  // Resampling across the slices (only with the modality values to interpolate).
-  let ru = 0, rv = 0;
-  if (table && pm && fixed !== 2) {
-    const other = u === 2 ? step[v] : step[u];
-    if (step[2] > other * (1 + 1e-6)) {
-      const m = Math.floor(((g.n - 1) * step[2]) / other + 1e-6) + 1;
-      if (u === 2) { ru = other / step[2]; width = m; spacing[1] = other; } else { rv = other / step[2]; height = m; spacing[0] = other; }
-    }
-  }
   const U = axisSamples(width, dims[u], su, ru), V = axisSamples(height, dims[v], sv, rv);
   const range = table ? slabRange(ax.count, ax.step, f, slabMm) : [f, f];
   const out = new (frames[0].constructor)(width * height);
@@ -265,6 +254,74 @@ export function reformat(g, frames, plane, f, { slabMm = 0, projection = 'max', 
   };
 }
 
+/**
+ * How the images of `plane` map onto the volume: the plane's axes (planeAxes), the resampling
+ * of the screen axis that runs across the slices (`ru`, `rv`: output step ÷ slice spacing, 0
+ * when not resampled; only when `interpolated`, as reformat does with a modality table), the
+ * image's size and [row, column] spacing.
+ */
+export function planeMapping(g, plane, interpolated = true) {
+  const ax = planeAxes(g, plane);
+  const { u, v, fixed } = ax;
+  const dims = [g.cols, g.rows, g.n];
+  const step = [g.spacing[1], g.spacing[0], g.spacing[2]];
+  const spacing = [step[v], step[u]];
+  let width = dims[u], height = dims[v];
+  let ru = 0, rv = 0;
+  if (interpolated && fixed !== 2) {
+    const other = u === 2 ? step[v] : step[u];
+    if (step[2] > other * (1 + 1e-6)) {
+      const m = Math.floor(((g.n - 1) * step[2]) / other + 1e-6) + 1;
+      if (u === 2) { ru = other / step[2]; width = m; spacing[1] = other; } else { rv = other / step[2]; height = m; spacing[0] = other; }
+    }
+  }
+  return { ax, ru, rv, width, height, spacing };
+}
+
+/**
+ * The patient coordinates (mm, PS3.3 C.7.6.2.1.1) of image point `[x, y]` of plane index `f`
+ * of `plane` (image coordinates as measure.js uses them: pixel (c, r)'s centre at
+ * (c + 0.5, r + 0.5)).
+ */
+export function toPatient(g, plane, f, [x, y]) {
+  const { ax, ru, rv } = planeMapping(g, plane);
+  const dims = [g.cols, g.rows, g.n];
+  const step = [g.spacing[1], g.spacing[0], g.spacing[2]];
+  const dirs = [g.row, g.col, g.normal];
+  const along = (t, dim, sign, r) => (sign > 0 ? (t - 0.5) * (r || 1) : dim - 1 - (t - 0.5) * (r || 1));
+  const idx = [0, 0, 0];
+  idx[ax.fixed] = f;
+  idx[ax.u] = along(x, dims[ax.u], ax.su, ru);
+  idx[ax.v] = along(y, dims[ax.v], ax.sv, rv);
+  let p = g.origin;
+  for (let a = 0; a < 3; a++) p = add(p, scale(dirs[a], idx[a] * step[a]));
+  return p;
+}
+
+/**
+ * Where patient points `pts` lie on `plane`: `{f, points}` (the plane's index and the points'
+ * image coordinates) when they all lie on one of its planes (within 5 % of the spacing
+ * between them), else null. The inverse of toPatient.
+ */
+export function onPlane(g, plane, pts) {
+  const { ax, ru, rv } = planeMapping(g, plane);
+  const dims = [g.cols, g.rows, g.n];
+  const step = [g.spacing[1], g.spacing[0], g.spacing[2]];
+  const dirs = [g.row, g.col, g.normal];
+  const back = (i, dim, sign, r) => (sign > 0 ? i : dim - 1 - i) / (r || 1) + 0.5;
+  let f = null;
+  const out = [];
+  for (const p of pts) {
+    const d = sub(p, g.origin);
+    const idx = [0, 1, 2].map((a) => dot(d, dirs[a]) / step[a]);
+    const k = Math.round(idx[ax.fixed]);
+    if (Math.abs(idx[ax.fixed] - k) > 0.05 || k < 0 || k >= ax.count || (f !== null && k !== f)) return null;
+    f = k;
+    out.push([back(idx[ax.u], dims[ax.u], ax.su, ru), back(idx[ax.v], dims[ax.v], ax.sv, rv)]);
+  }
+  return f === null ? null : { f, points: out };
+}
+
 /** The positions along `normal` of planes 0..count−1 of `plane` (for linked scrolling). */
 export function planePositions(g, plane) {
   const ax = planeAxes(g, plane);
@@ -285,6 +342,28 @@ export function linkedIndex(point, normal, target) {
     if (Math.abs(target.along[i] - want) < Math.abs(target.along[bestI] - want)) bestI = i;
   }
   return bestI;
+}
+
+/**
+ * Where patient points `pts` lie on an acquired slice (its metadata): their image coordinates
+ * (pixel (c, r)'s centre at (c + 0.5, r + 0.5): Image Position (Patient) is the first pixel's
+ * centre, PS3.3 C.7.6.2.1.1) when every one is within `tolMm` of the slice's plane, else null.
+ */
+export function onSlice(meta, pts, tolMm) {
+  const o = values(meta, T.imageOrientation).map(Number);
+  const p0 = values(meta, T.imagePosition).map(Number);
+  const ps = values(meta, T.pixelSpacing).map(Number);
+  if (o.length !== 6 || p0.length !== 3 || ps.length !== 2 || !(ps[0] > 0 && ps[1] > 0)) return null;
+  const row = o.slice(0, 3), col = o.slice(3, 6);
+  const c = cross(row, col);
+  const n = scale(c, 1 / (norm(c) || 1));
+  const out = [];
+  for (const p of pts) {
+    const d = sub(p, p0);
+    if (Math.abs(dot(d, n)) > tolMm) return null;
+    out.push([dot(d, row) / ps[1] + 0.5, dot(d, col) / ps[0] + 0.5]);
+  }
+  return out;
 }
 
 /** The slice normal (unit) and position of an acquired slice's metadata, or nulls. */
