@@ -314,7 +314,7 @@ class Perf:
         self.proc = None
         if PERF and shutil.which("perf"):
             self.proc = subprocess.Popen(
-                ["perf", "record", "-F", "999", "-p", str(pid), "-o", str(out)],
+                ["perf", "record", "-F", "999", "-g", "-p", str(pid), "-o", str(out)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.3)
 

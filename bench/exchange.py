@@ -33,6 +33,7 @@ Knobs (environment):
   BENCH_POLL_MS=5          poll interval of the hub after the last C-STORE response
   BENCH_ENCODING=gzip      [exchange] content_encoding of the Vesalius spoke (gzip | identity)
   BENCH_ONLY=              "vesalius" or "orthanc" to run one side only
+  BENCH_PERF=0             1: perf profiles (cpu-clock) of the Vesalius spoke and hub per repetition
   BENCH_DOC=1              append the results to docs/benchmarks.md (0: print only)
   BENCH_KEEP=0             1: keep the work directory
   VESALIUS_BIN=            the binary (default target/release/vesalius)
@@ -277,6 +278,9 @@ def run_vesalius(work, rep, ct_dir, study_uid, n, proxy_script=None):
         all_in.start()
         complete.start()
         cpu0 = (B.cpu_seconds(spoke.proc.pid), B.cpu_seconds(hub.proc.pid))
+        # BENCH_PERF=1: perf profiles of both sites over the send (bench.Perf).
+        perfs = [B.Perf(site.proc.pid, site.data_dir.parent / f"perf-{site.site}-{rep}.data")
+                 for site in (spoke, hub)] if B.PERF else []
         t0, t_last, _ = storescu_timed(spoke, ct_dir)
         all_in.fast.set()
         complete.fast.set()
@@ -286,6 +290,8 @@ def run_vesalius(work, rep, ct_dir, study_uid, n, proxy_script=None):
             raise RuntimeError(f"vesalius rep {rep}: the hub did not get the study "
                                f"({all_in.error or complete.error})")
         t_complete = arrival_complete_ms(hub, study_uid, n)
+        for p in perfs:
+            p.finish()
         # CPU seconds each process spent from the first C-STORE to the study complete (the
         # poll's own requests to the hub included: a few ms).
         cpu = {"spoke": B.cpu_seconds(spoke.proc.pid) - cpu0[0], "hub": B.cpu_seconds(hub.proc.pid) - cpu0[1],
