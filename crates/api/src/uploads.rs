@@ -22,7 +22,8 @@
 //!   `PATCH` at `offset == length`) and is told the same, without a second ingest. A declared
 //!   `sha256` that does not match is `rejected` (`sha256-mismatch`), not ingested. A failure of
 //!   the server (disk full, database unavailable) leaves the upload complete but not done: an
-//!   empty `PATCH` at `offset == length` tries again.
+//!   empty `PATCH` at `offset == length` tries again. A client gone meanwhile does not cancel
+//!   the ingest (it runs in a task of its own until its result is recorded).
 //! - `DELETE …/files/{upload}`: abandons it (204).
 //! - Users who may store into their organisation use the same protocol at `POST
 //!   /api/v1/uploads` and `/api/v1/uploads/{upload}`: into the organisation itself (not the
@@ -707,9 +708,24 @@ async fn append_to(
     if written < meta.length {
         return state_response(StatusCode::OK, &meta, written);
     }
-    match finish(sv, meta, principal, src, ua).await {
-        Ok(done) => state_response(StatusCode::OK, &done, done.length),
-        Err(e) => e.into_response(),
+    // The ingest runs to its end in a task of its own, holding the upload's lock: a client that
+    // goes away meanwhile (a page reloaded while its last chunk was being answered: the server
+    // drops the request's future) must not cancel it between the ingest and the record of its
+    // result, or the resumed upload would find the file complete but not done and ingest it
+    // again (a duplicate, its bytes counted twice). A resumed request waits for the lock and is
+    // told the result.
+    let task = tokio::spawn({
+        let (sv, principal, src, ua) =
+            (sv.clone(), principal.clone(), src.to_owned(), ua.to_owned());
+        async move {
+            let _held = _held;
+            finish(&sv, meta, &principal, &src, &ua).await
+        }
+    });
+    match task.await {
+        Ok(Ok(done)) => state_response(StatusCode::OK, &done, done.length),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => internal(format!("finishing an upload: {e}")).into_response(),
     }
 }
 

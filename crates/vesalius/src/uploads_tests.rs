@@ -539,3 +539,91 @@ async fn users_upload_into_their_own_organisation_and_see_only_their_uploads() {
     drop(http);
     site.stop().await;
 }
+
+/// A client that goes away while its last chunk is being ingested (a page reloaded half-way:
+/// the browser drops the request, the server the request's future) does not cancel the ingest
+/// between the archive's answer and the record of the result: the upload is done, told the
+/// same when asked again, in the inbox once and counted once. Before, the resumed page found it
+/// complete but not done and ingested it again ("already there", its bytes counted twice).
+#[tokio::test(flavor = "multi_thread")]
+async fn r6_a_client_gone_during_the_last_chunk_leaves_the_upload_done_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let files = files(dir.path());
+    let f = &files[0];
+    let (site, link_id, base) = site_with_link(config(dir.path()), f.len() as u64 + 10).await;
+    let http = reqwest::Client::new();
+    let origin = site.base_url();
+    let (st, up) = create(
+        &http,
+        &base,
+        json!({"name": "IM0", "length": f.len(), "sha256": vesalius_auth::secret::sha256_hex(f)}),
+    )
+    .await;
+    assert_eq!(st, 201, "{up}");
+    let path = up["url"].as_str().expect("url").to_owned();
+    let url = format!("{origin}{path}");
+    let id = path.rsplit('/').next().expect("id");
+    let data = dir.path().join("data/uploads").join(format!("{id}.data"));
+
+    // The whole file in one PATCH on a connection of our own, reset (RST) as soon as its bytes
+    // are on disk, that is while the server ingests them.
+    let host = origin.trim_start_matches("http://").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&host)
+        .await
+        .expect("connect");
+    let head = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: {host}\r\nUpload-Offset: 0\r\n\
+         Content-Type: application/offset+octet-stream\r\nContent-Length: {}\r\n\r\n",
+        f.len()
+    );
+    tcp.write_all(head.as_bytes()).await.expect("head");
+    tcp.write_all(f).await.expect("body");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0) < f.len() as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bytes never reached the disk"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tcp.set_zero_linger().expect("linger");
+    drop(tcp);
+
+    // The resumed page asks where the upload stands: done, stored (not complete-but-not-done).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let v = loop {
+        let v: Value = http
+            .get(&url)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        if v["state"] == "done" {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload stayed {v} after its client went away"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(v["result"]["outcome"], "stored", "{v}");
+    // The page's empty PATCH at the end is told the same, without a second ingest.
+    let (st, again) = patch(&http, &url, f.len() as u64, &[]).await;
+    assert_eq!(st, 200, "{again}");
+    assert_eq!(again["result"], v["result"]);
+    assert_eq!(used_bytes(&site, &link_id).await, f.len() as u64);
+    let inbox = site
+        .storage
+        .ingestor
+        .index()
+        .instances(&Scope {
+            access: Some(Access::orgs([vesalius_store::model::inbox_org(ORG)])),
+            ..Scope::default()
+        })
+        .await
+        .expect("instances");
+    assert_eq!(inbox.len(), 1);
+}
