@@ -329,7 +329,7 @@ def test_laterality_from_descriptions_at_a_node_without_the_keys(tmp_path, studi
                   "--to", "prefetch:qr?max=3&match=modality,body-part,procedure,laterality")
         assert r.returncode == 0, r.stdout + r.stderr
         time.sleep(1.0)
-        new = studies[arriving]
+        new = studies["left-knee-new"]
         r = subprocess.run([dcmtk("storescu"), "-aet", "STORESCU", "-aec", "VESALIUS", "127.0.0.1",
                             str(server.dicom_port), *map(str, new)], env=TCP,
                            capture_output=True, text=True, timeout=120)
