@@ -218,6 +218,7 @@ async fn stow(st: Ctx, url: ServiceUrl, study: Option<String>, req: Request) -> 
     };
     let mut rx = Receiver {
         org,
+        annotating: for_user,
         st,
         study,
         in_flight: FuturesOrdered::new(),
@@ -275,6 +276,10 @@ async fn stow(st: Ctx, url: ServiceUrl, study: Option<String>, req: Request) -> 
 /// Receives the parts of one request.
 struct Receiver {
     org: String,
+    /// A peer writing for one of its users: each part must be a new document about the study's
+    /// images (a Key Object Selection or a Structured Report), never an image nor a new version
+    /// of an instance held here.
+    annotating: bool,
     st: Ctx,
     study: Option<String>,
     in_flight: FuturesOrdered<BoxFuture<'static, PartResult>>,
@@ -323,6 +328,23 @@ impl Receiver {
         if spool.size == 0 {
             return self.push(failed(ErrorKind::InvalidDicom, &head)).await;
         }
+        let (mut expected_sop_class, mut expected_sop_instance) = (None, None);
+        if self.annotating {
+            let (class, instance) = sniff_uids(&head);
+            if !class.as_deref().is_some_and(is_annotation_class) {
+                tracing::warn!(sop_class = ?class, "a peer writing for a user sent no KO or SR");
+                return self.push(failed(ErrorKind::Forbidden, &head)).await;
+            }
+            let Some(sop) = instance else {
+                return self.push(failed(ErrorKind::InvalidDicom, &head)).await;
+            };
+            if held(&self.st, &self.org, &sop).await? {
+                tracing::warn!(sop, "a peer writing for a user sent an instance held here");
+                return self.push(failed(ErrorKind::Conflict, &head)).await;
+            }
+            // The ingest checks the data set against what the header declared (0xA900).
+            (expected_sop_class, expected_sop_instance) = (class, Some(sop));
+        }
         let spooled = match spool.finish().await {
             Ok(s) => s,
             Err(e) => {
@@ -335,6 +357,8 @@ impl Receiver {
             org: self.org.clone(),
             source: "stow".into(),
             expected_study: self.study.clone(),
+            expected_sop_class,
+            expected_sop_instance,
             actor: (!self.st.caller.principal.is_system())
                 .then(|| self.st.caller.principal.actor.clone()),
             source_addr: self.st.caller.source.clone(),
@@ -372,6 +396,21 @@ impl Receiver {
         }
         Ok(())
     }
+}
+
+/// Whether organisation `org` holds an instance `sop`.
+async fn held(st: &Ctx, org: &str, sop: &str) -> Result<bool> {
+    use vesalius_store::query::{Access, Key, Level, Matcher, Query};
+    let mut q = Query::new(Level::Image).with(Key::SopInstanceUid, Matcher::Single(sop.into()));
+    q.access = Some(Access::orgs([org]));
+    q.limit = 1;
+    Ok(!st.ingestor.index().find(&q).await?.is_empty())
+}
+
+/// Whether `class` is a Structured Report or Key Object Selection Document storage SOP Class
+/// (PS3.4 B.5: `1.2.840.10008.5.1.4.1.1.88.*`; KO is `.88.59`; PS3.3 A.35).
+fn is_annotation_class(class: &str) -> bool {
+    class.starts_with("1.2.840.10008.5.1.4.1.1.88.")
 }
 
 fn failed(kind: ErrorKind, head: &[u8]) -> BoxFuture<'static, PartResult> {

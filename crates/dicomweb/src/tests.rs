@@ -1108,11 +1108,14 @@ async fn a_peer_writing_for_a_user_annotates_existing_studies_only() {
             _dir: tempfile::tempdir().unwrap(),
         }
     };
-    let doc = |n: u32| {
-        Obj::new(STUDY_A, &uid(STUDY_A, 90), &uid(STUDY_A, 900 + n))
+    // A Key Object Selection Document (PS3.4 B.5).
+    let ko = |sop: &str| {
+        Obj::new(STUDY_A, &uid(STUDY_A, 90), sop)
+            .text(0x0008_0016, "UI", "1.2.840.10008.5.1.4.1.1.88.59")
             .text(0x0008_0060, "CS", "KO")
             .encode()
     };
+    let doc = |n: u32| ko(&uid(STUDY_A, 900 + n));
     let reader = peer(true, true);
     let r = reader
         .stow(&format!("/dicom-web/studies/{STUDY_A}"), &[doc(1)])
@@ -1144,6 +1147,43 @@ async fn a_peer_writing_for_a_user_annotates_existing_studies_only() {
     );
     let r = reader.stow("/dicom-web/studies", &[doc(2)]).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // Documents about the images only: not an image, and never a new version of an instance
+    // held here (an image's SOP Instance UID, or the document just stored).
+    let failure = |r: &Reply| r.json()["00081198"]["Value"][0]["00081197"]["Value"][0].clone();
+    let image = Obj::new(STUDY_A, &uid(STUDY_A, 91), &uid(STUDY_A, 950)).encode();
+    let r = reader
+        .stow(&format!("/dicom-web/studies/{STUDY_A}"), &[image])
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CONFLICT,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(failure(&r), 0x0124, "refused: not authorized");
+    for sop in [uid(STUDY_A, 101), uid(STUDY_A, 901)] {
+        let r = reader
+            .stow(&format!("/dicom-web/studies/{STUDY_A}"), &[ko(&sop)])
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CONFLICT,
+            "{sop}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(failure(&r), 0x0110, "{sop}");
+    }
+    let r = reader
+        .get(
+            &format!("/dicom-web/studies/{STUDY_A}/series?Modality=KO"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        values(&r.json(), "0020000E"),
+        vec![uid(STUDY_A, 90)],
+        "nothing more stored"
+    );
     // A peer registered without `may_query` may not write for its users.
     let r = peer(false, true)
         .stow(&format!("/dicom-web/studies/{STUDY_A}"), &[doc(3)])
