@@ -464,6 +464,28 @@ fn sop_ref(r: &ImageRef, frame: Option<u32>) -> InMemDicomObject {
     o
 }
 
+/// What SCOORD and SCOORD3D items share: the value type (with a concept name, or none), the
+/// Graphic Data (0070,0022) and the Graphic Type (0070,0023).
+fn coordinates(
+    relationship: &str,
+    value_type: &str,
+    concept: Option<InMemDicomObject>,
+    graphic_type: &str,
+    data: Vec<f32>,
+) -> InMemDicomObject {
+    let mut o = match concept {
+        Some(c) => named(relationship, value_type, c),
+        None => item(relationship, value_type),
+    };
+    o.put(DataElement::new(
+        tags::GRAPHIC_DATA,
+        VR::FL,
+        PrimitiveValue::F32(data.into()),
+    ));
+    o.put(text(tags::GRAPHIC_TYPE, VR::CS, graphic_type));
+    o
+}
+
 /// An SCOORD item (PS3.3 C.18.6) with its SELECTED FROM IMAGE child.
 fn scoord(
     relationship: &str,
@@ -473,17 +495,8 @@ fn scoord(
     image: &ImageRef,
     frame: Option<u32>,
 ) -> InMemDicomObject {
-    let mut o = match concept {
-        Some(c) => named(relationship, "SCOORD", c),
-        None => item(relationship, "SCOORD"),
-    };
-    let data: Vec<f32> = points.iter().flatten().map(|&x| x as f32).collect();
-    o.put(DataElement::new(
-        tags::GRAPHIC_DATA,
-        VR::FL,
-        PrimitiveValue::F32(data.into()),
-    ));
-    o.put(text(tags::GRAPHIC_TYPE, VR::CS, graphic_type));
+    let data = points.iter().flatten().map(|&x| x as f32).collect();
+    let mut o = coordinates(relationship, "SCOORD", concept, graphic_type, data);
     let mut img = item("SELECTED FROM", "IMAGE");
     img.put(seq(
         tags::REFERENCED_SOP_SEQUENCE,
@@ -502,17 +515,8 @@ fn scoord3d(
     points: &[Vec<f64>],
     frame_of_reference: &str,
 ) -> InMemDicomObject {
-    let mut o = match concept {
-        Some(c) => named(relationship, "SCOORD3D", c),
-        None => item(relationship, "SCOORD3D"),
-    };
-    let data: Vec<f32> = points.iter().flatten().map(|&x| x as f32).collect();
-    o.put(DataElement::new(
-        tags::GRAPHIC_DATA,
-        VR::FL,
-        PrimitiveValue::F32(data.into()),
-    ));
-    o.put(text(tags::GRAPHIC_TYPE, VR::CS, graphic_type));
+    let data = points.iter().flatten().map(|&x| x as f32).collect();
+    let mut o = coordinates(relationship, "SCOORD3D", concept, graphic_type, data);
     o.put(text(
         tags::REFERENCED_FRAME_OF_REFERENCE_UID,
         VR::UI,
