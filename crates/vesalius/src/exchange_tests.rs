@@ -761,14 +761,26 @@ async fn r5_prefetch_by_c_get_brings_only_the_relevant_prior() {
             && study.detail.contains(&format!("{} held here", prior.len())),
         "{study:?}"
     );
-    let prefetch = outbox
-        .receipts(&ReceiptFilter {
-            queue: Some("prefetch:pacs".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    // Two prefetches: the new CT's, and the retrieved prior's (a CT too), skipped.
+    // Two prefetches: the new CT's, and the retrieved prior's (a CT too), skipped. The second
+    // runs after the prior's arrival, so it may still be under way when the retrieval's
+    // receipt is written.
+    let prefetch = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let r = outbox
+                .receipts(&ReceiptFilter {
+                    queue: Some("prefetch:pacs".into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if r.len() >= 2 {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the prior's own prefetch receipt");
     assert_eq!(prefetch.len(), 2, "{prefetch:?}");
     let prior_one = prefetch
         .iter()
