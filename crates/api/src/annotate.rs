@@ -73,9 +73,32 @@ pub(crate) struct Image {
     pub(crate) series_uid: String,
     pub(crate) sop_class_uid: String,
     pub(crate) sop_uid: String,
-    /// Frame of Reference UID (0020,0052), "" when none: a reformat's measurement names the
-    /// frame of reference of its series (PS3.3 C.18.9 SCOORD3D).
-    pub(crate) frame_of_reference: String,
+    /// Where its Frame of Reference UID (0020,0052) is read from (a reformat's measurement
+    /// names the frame of reference of its series, PS3.3 C.18.9 SCOORD3D): see
+    /// [`Image::frame_of_reference`].
+    pub(crate) frame: FrameOf,
+}
+
+/// An image's Frame of Reference UID: known (read from a peer's parsed metadata), or in the
+/// stored DICOM JSON text of an instance held here, parsed only when asked (a key image or a
+/// measurement on an acquired image never needs it).
+pub(crate) enum FrameOf {
+    Known(String),
+    Metadata(String),
+}
+
+impl Image {
+    /// The image's Frame of Reference UID, "" when none.
+    pub(crate) fn frame_of_reference(&self) -> Result<String, ApiError> {
+        match &self.frame {
+            FrameOf::Known(uid) => Ok(uid.clone()),
+            FrameOf::Metadata(text) => {
+                let json: Json_ =
+                    serde_json::from_str(text).map_err(crate::key_images::internal)?;
+                Ok(json_str(&json, "00200052"))
+            }
+        }
+    }
 }
 
 /// Where the study lives.
@@ -111,20 +134,19 @@ pub(crate) async fn annotated_study(
     let Some(peer) = peer.filter(|p| !p.is_empty()) else {
         let (owner, metas, study_ref) = writable_study(sv, c, study, kind, detail).await?;
         let source = serde_json::from_str(&metas[0].json).map_err(crate::key_images::internal)?;
-        let mut images = BTreeMap::new();
-        for m in metas {
-            let json: Json_ = serde_json::from_str(&m.json).map_err(crate::key_images::internal)?;
-            let i = m.instance;
-            images.insert(
-                i.sop_instance_uid.clone(),
-                Image {
+        let images = metas
+            .into_iter()
+            .map(|m| {
+                let i = m.instance;
+                let image = Image {
                     series_uid: i.series_uid,
                     sop_class_uid: i.sop_class_uid,
-                    sop_uid: i.sop_instance_uid,
-                    frame_of_reference: json_str(&json, "00200052"),
-                },
-            );
-        }
+                    sop_uid: i.sop_instance_uid.clone(),
+                    frame: FrameOf::Metadata(m.json),
+                };
+                (i.sop_instance_uid, image)
+            })
+            .collect();
         return Ok(Annotated {
             study: study.to_owned(),
             home: Home::Here {
@@ -186,7 +208,7 @@ pub(crate) async fn annotated_study(
                 series_uid,
                 sop_class_uid,
                 sop_uid,
-                frame_of_reference: json_str(m, "00200052"),
+                frame: FrameOf::Known(json_str(m, "00200052")),
             },
         );
     }

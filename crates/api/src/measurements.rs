@@ -288,7 +288,7 @@ pub(crate) async fn create(
         );
         let mut images: Vec<ImageRef> = Vec::new();
         for image in target.images.values().filter(|x| x.series_uid == series) {
-            if image.frame_of_reference != fr {
+            if image.frame_of_reference()? != fr {
                 return Err(bad(format!(
                     "series {series} is not of Frame of Reference {fr}"
                 )));
@@ -862,6 +862,24 @@ mod tests {
     use super::*;
     use dicom_core::Tag;
 
+    /// The Part 10 document of `ms`, all made on `src`, read back.
+    fn encoded(
+        source: &Json_,
+        ms: &[Measurement],
+        src: &Source,
+    ) -> dicom_object::FileDicomObject<InMemDicomObject> {
+        let report = Report {
+            study_uid: "1.2.3",
+            series_uid: "1.2.3.4",
+            sop_uid: "1.2.3.4.5",
+            source,
+            observer: "alice",
+            items: ms.iter().map(|x| (x, src)).collect(),
+            now: ("20261207".into(), "120000.123456".into()),
+        };
+        vesalius_deid::coerce::read_object(&report.encode().unwrap()).unwrap()
+    }
+
     fn image() -> ImageRef {
         ImageRef {
             series_uid: "1.2.3.9".into(),
@@ -953,16 +971,7 @@ mod tests {
                 "mean": -1000, "sd": 0, "min": -1000, "max": -1000, "area": 7.5, "unit": ""}),
             ),
         ];
-        let report = Report {
-            study_uid: "1.2.3",
-            series_uid: "1.2.3.4",
-            sop_uid: "1.2.3.4.5",
-            source: &source,
-            observer: "alice",
-            items: ms.iter().map(|x| (x, &img)).collect(),
-            now: ("20261207".into(), "120000.123456".into()),
-        };
-        let obj = vesalius_deid::coerce::read_object(&report.encode().unwrap()).unwrap();
+        let obj = encoded(&source, &ms, &img);
         assert_eq!(s(&obj, tags::SOP_CLASS_UID), COMPREHENSIVE_SR);
         assert_eq!(s(&obj, tags::MODALITY), "SR");
         assert_eq!(s(&obj, tags::SERIES_DESCRIPTION), "Measurements");
@@ -1073,16 +1082,7 @@ mod tests {
                 "slab": {"projection": "max", "thickness": 10}}),
             ),
         ];
-        let report = Report {
-            study_uid: "1.2.3",
-            series_uid: "1.2.3.4",
-            sop_uid: "1.2.3.4.5",
-            source: &source,
-            observer: "alice",
-            items: ms.iter().map(|x| (x, &vol)).collect(),
-            now: ("20261207".into(), "120000.123456".into()),
-        };
-        let obj = vesalius_deid::coerce::read_object(&report.encode().unwrap()).unwrap();
+        let obj = encoded(&source, &ms, &vol);
         assert_eq!(s(&obj, tags::SOP_CLASS_UID), COMPREHENSIVE_3D_SR);
         assert_eq!(s(&obj, tags::SOFTWARE_VERSIONS), env!("CARGO_PKG_VERSION"));
         let root = items(&obj, tags::CONTENT_SEQUENCE);

@@ -77,12 +77,8 @@ pub(crate) async fn store_in_study(
 /// The study `uid` of organisation `org` as a resource to annotate, with its patient; 404 when
 /// `org` holds no such study (a peer's user annotates studies held here, never creates them).
 async fn annotated_study(st: &Ctx, org: &str, uid: &str) -> Result<vesalius_auth::Resource> {
-    use vesalius_store::query::{Access, Key, Level, Matcher, Query};
-    let mut q = Query::new(Level::Study).with(Key::StudyInstanceUid, Matcher::Single(uid.into()));
-    q.access = Some(Access::orgs([org]));
-    q.limit = 1;
-    let found = st.ingestor.index().find(&q).await?;
-    let Some(a) = found.first() else {
+    use vesalius_store::query::{Key, Level};
+    let Some(a) = find_one(st, org, Level::Study, Key::StudyInstanceUid, uid).await? else {
         return Err(DicomWebError::new(
             ErrorKind::NotFound,
             format!("no study {uid} here"),
@@ -400,11 +396,25 @@ impl Receiver {
 
 /// Whether organisation `org` holds an instance `sop`.
 async fn held(st: &Ctx, org: &str, sop: &str) -> Result<bool> {
-    use vesalius_store::query::{Access, Key, Level, Matcher, Query};
-    let mut q = Query::new(Level::Image).with(Key::SopInstanceUid, Matcher::Single(sop.into()));
+    use vesalius_store::query::{Key, Level};
+    Ok(find_one(st, org, Level::Image, Key::SopInstanceUid, sop)
+        .await?
+        .is_some())
+}
+
+/// The first answer at `level` of organisation `org` whose `key` is `uid`.
+async fn find_one(
+    st: &Ctx,
+    org: &str,
+    level: vesalius_store::query::Level,
+    key: vesalius_store::query::Key,
+    uid: &str,
+) -> Result<Option<vesalius_store::query::Answer>> {
+    use vesalius_store::query::{Access, Matcher, Query};
+    let mut q = Query::new(level).with(key, Matcher::Single(uid.into()));
     q.access = Some(Access::orgs([org]));
     q.limit = 1;
-    Ok(!st.ingestor.index().find(&q).await?.is_empty())
+    Ok(st.ingestor.index().find(&q).await?.into_iter().next())
 }
 
 /// Whether `class` is a Structured Report or Key Object Selection Document storage SOP Class
