@@ -147,11 +147,11 @@ pub(crate) async fn run(
         } => {
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             let sql = format!(
-                "{DELIVERY} WHERE state = 'pending' AND next_ms <= ? ORDER BY next_ms, id LIMIT ?"
+                "{DELIVERY} WHERE state = 'pending' AND next_ms <= ? ORDER BY next_ms, id \
+                 LIMIT {limit}"
             );
             let rows = sqlx::query(AssertSqlSafe(sql))
                 .bind(now_ms)
-                .bind(limit)
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(db_err)?;

@@ -191,7 +191,8 @@ async fn search(pool: &SqlitePool, f: &AuditFilter) -> Result<Vec<AuditRecord>> 
     if f.before_seq.is_some() {
         sql.push_str(" AND seq < ?");
     }
-    sql.push_str(" ORDER BY seq DESC LIMIT ?");
+    // Written, not bound (see `crate::outbox::sql_limit`).
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT {}", f.effective_limit()));
     let mut q = sqlx::query(AssertSqlSafe(sql.as_str()));
     for (_, v) in equal {
         q = q.bind(v);
@@ -202,11 +203,7 @@ async fn search(pool: &SqlitePool, f: &AuditFilter) -> Result<Vec<AuditRecord>> 
     if let Some(b) = f.before_seq {
         q = q.bind(sql_int(b));
     }
-    let rows = q
-        .bind(i64::from(f.effective_limit()))
-        .fetch_all(pool)
-        .await
-        .map_err(db_err)?;
+    let rows = q.fetch_all(pool).await.map_err(db_err)?;
     records_from_rows(&rows)
 }
 

@@ -21,7 +21,9 @@
 //!   [`Index::commit_unsynced`]: a batch made only of those commits with `synchronous=NORMAL`
 //!   (no WAL fsync; the journal file is the durable redo record until then), and
 //!   [`Index::sync`] commits a one-row write (`sync_marks`) with `synchronous=FULL`, whose WAL
-//!   fsync makes every earlier frame durable.
+//!   fsync makes every earlier frame durable. Outbox workers' progress (leases, heartbeats,
+//!   completions, failures) commits the same way when batched alone or with such commits
+//!   (`outbox.rs`, "Crash behaviour": losing it only repeats safe work).
 //! - Reads use a separate pool of connections, which WAL lets run beside the writer.
 //! - The writer moves [`Outbox::changes`](vesalius_store::Outbox::changes) only after a commit
 //!   that added outbox jobs or made some ready, before answering its callers (`outbox.rs`).

@@ -39,6 +39,10 @@
 //! process leaves leased jobs `leased` in the file; after the restart they are handed out again
 //! once their lease expires (at least once delivery). A crash between a delivery and
 //! [`Outbox::complete`] therefore repeats the delivery, which receivers treat as a no-op.
+//! Progress writes (lease, heartbeat, complete, fail, release: [`OutboxOp::progress_only`])
+//! commit without a WAL fsync when nothing else in their batch needs one: a process crash keeps
+//! them (the WAL is written), a power cut may lose the last ones, which puts those jobs back
+//! where they were before: the same as a crash before them.
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -97,6 +101,17 @@ pub(crate) enum OutboxOp {
 }
 
 impl OutboxOp {
+    /// Whether it only records a worker's progress (lease, heartbeat, completion, failure,
+    /// release): such a write may commit without a WAL fsync (`synchronous=NORMAL`, durable at
+    /// the next synced commit), because losing it to a power cut only repeats work the
+    /// exchange already makes safe to repeat: a lost lease or heartbeat leaves the job to be
+    /// leased again, a lost completion or failure leaves it leased until its lease expires,
+    /// then resumed with a manifest (what the peer holds is not sent again). Enqueue and an
+    /// administrator's retry are synced (their callers are told the work is queued).
+    pub(crate) fn progress_only(&self) -> bool {
+        !matches!(self, OutboxOp::Enqueue(..) | OutboxOp::Retry(..))
+    }
+
     /// Answers `e` without running.
     pub(crate) fn fail(self, e: Error) {
         match self {
@@ -229,8 +244,11 @@ fn receipt_from_row(r: &SqliteRow) -> Result<Receipt> {
     })
 }
 
-/// A `LIMIT` value: 0 and anything beyond `i64` mean "no limit" (-1 in SQLite).
-fn sql_limit(limit: usize) -> i64 {
+/// A `LIMIT` value: 0 and anything beyond `i64` mean "no limit" (-1 in SQLite). It is written
+/// into the SQL text, never bound: SQLite (3.51, `computeLimitRegisters`) plans with a bound
+/// LIMIT's value and so marks the statement expired at every new binding, re-preparing it at
+/// each run (a statement cached per distinct limit is prepared once).
+pub(crate) fn sql_limit(limit: usize) -> i64 {
     if limit == 0 {
         -1
     } else {
@@ -280,16 +298,21 @@ async fn enqueue(conn: &mut SqliteConnection, jobs: &[NewJob], now_ms: i64) -> R
 
 /// The ids of `queue`'s leasable jobs in hand-out order, at most `max`: ready jobs due by `now`
 /// and leased jobs whose lease expired ([`vesalius_store::outbox::leasable`]), each state walked
-/// along `outbox_lease` and stopped at `max`, then merged.
-const LEASABLE: &str = "SELECT id FROM ( \
-      SELECT id, priority FROM (SELECT id, priority FROM outbox \
-        WHERE queue = ?1 AND state = 'ready' AND not_before_ms <= ?2 \
-        ORDER BY priority DESC, id LIMIT ?3) \
-      UNION ALL \
-      SELECT id, priority FROM (SELECT id, priority FROM outbox \
-        WHERE queue = ?1 AND state = 'leased' AND lease_until_ms < ?2 \
-        ORDER BY priority DESC, id LIMIT ?3) \
-      ORDER BY priority DESC, id LIMIT ?3)";
+/// along `outbox_lease` and stopped at `max`, then merged. `?1` is the queue, `?2` now.
+fn leasable(max: usize) -> String {
+    let limit = sql_limit(max);
+    format!(
+        "SELECT id FROM ( \
+          SELECT id, priority FROM (SELECT id, priority FROM outbox \
+            WHERE queue = ?1 AND state = 'ready' AND not_before_ms <= ?2 \
+            ORDER BY priority DESC, id LIMIT {limit}) \
+          UNION ALL \
+          SELECT id, priority FROM (SELECT id, priority FROM outbox \
+            WHERE queue = ?1 AND state = 'leased' AND lease_until_ms < ?2 \
+            ORDER BY priority DESC, id LIMIT {limit}) \
+          ORDER BY priority DESC, id LIMIT {limit})"
+    )
+}
 
 async fn lease(
     conn: &mut SqliteConnection,
@@ -300,13 +323,13 @@ async fn lease(
     lease_until_ms: i64,
 ) -> Result<Vec<Job>> {
     let sql = format!(
-        "UPDATE outbox SET state = 'leased', lease_owner = ?4, lease_until_ms = ?5 \
-         WHERE id IN ({LEASABLE}) {JOB_RETURNING}"
+        "UPDATE outbox SET state = 'leased', lease_owner = ?3, lease_until_ms = ?4 \
+         WHERE id IN ({}) {JOB_RETURNING}",
+        leasable(max)
     );
     let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(queue)
         .bind(now_ms)
-        .bind(sql_limit(max))
         .bind(owner)
         .bind(lease_until_ms)
         .fetch_all(&mut *conn)
@@ -521,11 +544,11 @@ impl SqliteIndex {
         // The outbox holds pending work only: grouping all of it is cheap.
         let sql = format!(
             "SELECT {JOB_ORG} AS org, queue, study_uid, max(max(created_ms), 0) AS t FROM outbox\
-             {job_where} GROUP BY 1, 2, 3 ORDER BY t DESC, queue, study_uid, org LIMIT ?2"
+             {job_where} GROUP BY 1, 2, 3 ORDER BY t DESC, queue, study_uid, org LIMIT {}",
+            sql_limit(limit)
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(org.unwrap_or_default())
-            .bind(sql_limit(limit))
             .fetch_all(&self.read)
             .await
             .map_err(db_err)?;
@@ -586,13 +609,13 @@ impl Outbox for SqliteIndex {
         // Workers poll every queue; most polls find nothing. Asking the read pool first keeps
         // those off the writer (no write lock, no queueing behind ingest). A job committed
         // after this read is found by the next poll or wake-up.
-        let any: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!("{LEASABLE} LIMIT 1")))
-            .bind(queue)
-            .bind(now_ms)
-            .bind(1_i64)
-            .fetch_optional(&self.read)
-            .await
-            .map_err(db_err)?;
+        let any: Option<i64> =
+            sqlx::query_scalar(AssertSqlSafe(format!("{} LIMIT 1", leasable(1))))
+                .bind(queue)
+                .bind(now_ms)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(db_err)?;
         if any.is_none() {
             return Ok(Vec::new());
         }
@@ -694,16 +717,12 @@ impl Outbox for SqliteIndex {
             sql.push_str(" AND state = ?");
             params.push(s.as_str());
         }
-        sql.push_str(" ORDER BY id LIMIT ?");
+        sql.push_str(&format!(" ORDER BY id LIMIT {}", sql_limit(filter.limit)));
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for p in params {
             q = q.bind(p);
         }
-        let rows = q
-            .bind(sql_limit(filter.limit))
-            .fetch_all(&self.read)
-            .await
-            .map_err(db_err)?;
+        let rows = q.fetch_all(&self.read).await.map_err(db_err)?;
         rows.iter().map(job_from_row).collect()
     }
 
@@ -734,16 +753,15 @@ impl Outbox for SqliteIndex {
             sql.push_str(" AND study_uid = ?");
             params.push(s);
         }
-        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        sql.push_str(&format!(
+            " ORDER BY id DESC LIMIT {}",
+            sql_limit(filter.limit)
+        ));
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for p in params {
             q = q.bind(p);
         }
-        let rows = q
-            .bind(sql_limit(filter.limit))
-            .fetch_all(&self.read)
-            .await
-            .map_err(db_err)?;
+        let rows = q.fetch_all(&self.read).await.map_err(db_err)?;
         rows.iter().map(receipt_from_row).collect()
     }
 

@@ -487,7 +487,9 @@ pub(crate) async fn find(pool: &sqlx::SqlitePool, query: &Query) -> Result<Vec<A
         order[1].expr,
         direction(order[1].desc)
     ));
-    q.push(" LIMIT ").bind_i64(query.limit as i64);
+    // Written, not bound (see `crate::outbox::sql_limit`): a bound LIMIT re-prepares the
+    // statement at every query.
+    q.push(&format!(" LIMIT {}", query.limit as i64));
     q.push(" OFFSET ").bind_i64(query.offset as i64);
     // The inner query pages (its ORDER BY decides which rows are in). The concatenation has no
     // ORDER BY of its own: SQLite would build a temporary B-tree of every packed answer for it

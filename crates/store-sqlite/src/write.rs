@@ -177,12 +177,16 @@ async fn mark_synced(conn: &mut SqliteConnection) -> Result<()> {
     Ok(())
 }
 
-/// Whether every request of a batch is an unsynced ingest commit: the batch then commits with
-/// `synchronous=NORMAL` (no WAL fsync; durable at the next FULL commit, see `WriteOp::Sync`).
+/// Whether every request of a batch is an unsynced ingest commit or an outbox worker's progress
+/// ([`OutboxOp::progress_only`](crate::outbox::OutboxOp::progress_only)): the batch then commits
+/// with `synchronous=NORMAL` (no WAL fsync; durable at the next FULL commit, see
+/// `WriteOp::Sync`).
 fn unsynced_batch(batch: &[WriteOp]) -> bool {
-    batch
-        .iter()
-        .all(|op| matches!(op, WriteOp::Commit(_, false, _)))
+    batch.iter().all(|op| match op {
+        WriteOp::Commit(_, synced, _) => !synced,
+        WriteOp::Outbox(o) => o.progress_only(),
+        _ => false,
+    })
 }
 
 pub(crate) async fn writer_task(
