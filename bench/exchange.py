@@ -31,7 +31,7 @@ Knobs (environment):
   BENCH_WAN_MBIT=100       proxy bandwidth each direction
   BENCH_SLICES=300         CT slices
   BENCH_POLL_MS=5          poll interval of the hub after the last C-STORE response
-  BENCH_ENCODING=gzip      [exchange] content_encoding of the Vesalius spoke (gzip | identity)
+  BENCH_ENCODING=auto      [exchange] content_encoding of the Vesalius spoke (auto | gzip | identity)
   BENCH_ONLY=              "vesalius" or "orthanc" to run one side only
   BENCH_PERF=0             1: perf profiles (cpu-clock) of the Vesalius spoke and hub per repetition
   BENCH_DOC=1              append the results to docs/benchmarks.md (0: print only)
@@ -63,7 +63,7 @@ WAN_REPS = B.env_int("BENCH_WAN_REPS", 3)
 WAN_DELAY_MS = B.env_int("BENCH_WAN_DELAY_MS", 20)
 WAN_MBIT = B.env_int("BENCH_WAN_MBIT", 100)
 POLL_S = B.env_int("BENCH_POLL_MS", 5) / 1000.0
-ENCODING = os.environ.get("BENCH_ENCODING", "gzip").strip()
+ENCODING = os.environ.get("BENCH_ENCODING", "auto").strip()
 ONLY = os.environ.get("BENCH_ONLY", "").strip().lower()
 SIDES = [s for s in ("vesalius", "orthanc") if not ONLY or ONLY == s]
 DOC = B.env_int("BENCH_DOC", 1)

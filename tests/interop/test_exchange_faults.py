@@ -41,7 +41,7 @@ HUB_DOWN_S = float(os.environ.get("VESALIUS_TEST_HUB_DOWN_S", "3"))
 DEADLINE_S = 45
 
 
-def exchange_config(site, lease_ms=60000, settle_ms=50, content_encoding="gzip"):
+def exchange_config(site, lease_ms=60000, settle_ms=50, content_encoding="gzip", extra=""):
     """Short waits: retries after 0.1–1 s, routes reloaded every 0.2 s, never parked."""
     return f"""
 [site]
@@ -57,7 +57,7 @@ max_attempts = 10000
 request_timeout_ms = 20000
 route_refresh_ms = 200
 settle_ms = {settle_ms}
-"""
+{extra}"""
 
 
 def admin(data_dir, site, *args):
@@ -146,8 +146,9 @@ class Network:
     at the proxy, and its route sends every CT to the hub at stroke priority."""
 
     def __init__(self, tmp_path, options, spoke_lease_ms=60000, spoke_settle_ms=50, seed=None,
-                 content_encoding="gzip"):
+                 content_encoding="gzip", extra_spoke_config=""):
         self.hub_dir, self.spoke_dir = tmp_path / "hub", tmp_path / "spoke"
+        self.extra_spoke_config = extra_spoke_config
         self.spoke_lease_ms = spoke_lease_ms
         self.spoke_settle_ms = spoke_settle_ms
         self.content_encoding = content_encoding
@@ -180,7 +181,7 @@ class Network:
     def start_spoke(self):
         keep_log(self.spoke)
         return Server(self.spoke_dir, config_text=exchange_config(SPOKE, self.spoke_lease_ms, self.spoke_settle_ms,
-                                                                  self.content_encoding),
+                                                                  self.content_encoding, self.extra_spoke_config),
                       callers=[caller("STORESCU", org=SPOKE_ORG)])
 
     def send(self, files):
@@ -390,3 +391,33 @@ def test_a_final_manifest_lost_to_the_link_is_sent_again(tmp_path):
         net.check_delivered_once(study, len(files))
     finally:
         net.close()
+
+
+def test_auto_coding_compresses_over_a_slow_link_only(tmp_path):
+    # `content_encoding = "auto"` (the default): gzip to a peer whose round trip is at least
+    # `compress_min_rtt_ms`, plain otherwise. The threshold is raised here so that the Python
+    # proxy's own latency on a loaded machine stays well below it: 0 ms added → plain bodies
+    # (the link carries at least the study's bytes); 25 ms each way → gzip (the synthetic CT
+    # compresses to ~0.6×).
+    files, study = ct_head(tmp_path, 16, seed=24)
+    for delay_ms, coded in ((0, False), (25, True)):
+        case = tmp_path / f"delay{delay_ms}"
+        case.mkdir()
+        net = Network(case, ProxyOptions(delay_ms=delay_ms), content_encoding="auto",
+                      extra_spoke_config="compress_min_rtt_ms = 40\n")
+        try:
+            t0 = time.time()
+            net.send(files)
+            net.wait_complete(study, t0 + DEADLINE_S)
+            size = net.check_delivered_once(study, len(files))
+            ratio = net.proxy.stats()["bytes_client_to_target"] / size
+            figures(f"auto-coding-delay-{delay_ms}ms", study_bytes=size, ratio=round(ratio, 4))
+            log = net.spoke.log_path.read_text()
+            if coded:
+                assert ratio < 0.8, f"{ratio:.3f}× of the study crossed a slow link: not compressed"
+                assert "gzip-coded (slow link)" in log
+            else:
+                assert ratio >= 1.0, f"{ratio:.3f}× of the study crossed a fast link: compressed"
+                assert "sent plain (fast link)" in log
+        finally:
+            net.close()

@@ -12,15 +12,21 @@
 //! a bearer token, [`PeerAuth`]), no signature and no manifest.
 //!
 //! STOW-RS bodies go out with `Content-Encoding: gzip` (RFC 9110 8.4.1.3) when
-//! [`ContentEncoding::Gzip`] is chosen (`[exchange] content_encoding`): the multipart body is
-//! compressed as it streams (flate2's fastest level), never held whole twice. The instances'
-//! bytes are unchanged, so the receiver stores, and manifests hash, exactly what was sent. A peer
-//! that answers 415 to a coded body is sent plain from then on (RFC 9110 15.5.16). Plain
-//! DICOMweb peers are always sent plain (Orthanc ignores the header and stores nothing).
+//! [`ContentEncoding::Gzip`] is chosen (`[exchange] content_encoding`), or, with
+//! [`ContentEncoding::Auto`] (the default), when the link to the peer is slow: its round trip,
+//! the shortest of the signed requests of the last minute (pings, manifests; two pings are sent
+//! first when there is none), is at least `compress_min_rtt` (5 ms) or unknown. A LAN or the
+//! same machine answers well below that and gets plain bodies: there, compressing costs more
+//! CPU time (~6 ms per MB at both ends together) than it saves on the wire; a regional link is
+//! far above it. The multipart body is compressed as it streams (flate2's fastest level), never
+//! held whole twice. The instances' bytes are unchanged, so the receiver stores, and manifests
+//! hash, exactly what was sent. A peer that answers 415 to a coded body is sent plain from then
+//! on (RFC 9110 15.5.16). Plain DICOMweb peers are always sent plain (Orthanc ignores the
+//! header and stores nothing).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_compression::Level;
 use async_compression::tokio::bufread::GzipEncoder;
@@ -76,20 +82,61 @@ pub struct QidoPing {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ContentEncoding {
-    /// gzip at the fastest level (RFC 9110 8.4.1.3).
+    /// gzip when the link to the peer is slow (its round trip at least the client's
+    /// `compress_min_rtt`, or not known), as is otherwise.
     #[default]
+    Auto,
+    /// gzip at the fastest level (RFC 9110 8.4.1.3), always.
     Gzip,
-    /// As is.
+    /// As is, always.
     Identity,
 }
 
 impl ContentEncoding {
-    /// `gzip` or `identity`.
+    /// `auto`, `gzip` or `identity`.
     pub fn as_str(self) -> &'static str {
         match self {
+            ContentEncoding::Auto => "auto",
             ContentEncoding::Gzip => "gzip",
             ContentEncoding::Identity => "identity",
         }
+    }
+}
+
+/// How long a round-trip sample counts for [`ContentEncoding::Auto`].
+const RTT_WINDOW: Duration = Duration::from_secs(60);
+/// Samples kept per peer.
+const RTT_SAMPLES: usize = 16;
+/// The default round trip from which [`ContentEncoding::Auto`] compresses.
+pub const COMPRESS_MIN_RTT: Duration = Duration::from_millis(5);
+
+/// Round trips of recent signed requests, per peer: the shortest of them estimates the link's
+/// own (the others include the peer's work and queueing).
+#[derive(Default)]
+struct Links {
+    samples: HashMap<String, VecDeque<(Instant, Duration)>>,
+    /// The last choice per peer, to log its changes.
+    coded: HashMap<String, bool>,
+}
+
+impl Links {
+    fn record(&mut self, peer: &str, rtt: Duration) {
+        let q = self.samples.entry(peer.to_owned()).or_default();
+        if q.len() == RTT_SAMPLES {
+            q.pop_front();
+        }
+        q.push_back((Instant::now(), rtt));
+    }
+
+    /// The shortest round trip of the window, if any.
+    fn rtt(&self, peer: &str) -> Option<Duration> {
+        let now = Instant::now();
+        self.samples
+            .get(peer)?
+            .iter()
+            .filter(|(at, _)| now.duration_since(*at) < RTT_WINDOW)
+            .map(|(_, d)| *d)
+            .min()
     }
 }
 
@@ -102,8 +149,12 @@ pub struct PeerClient {
     http: reqwest::Client,
     identity: Arc<SiteIdentity>,
     encoding: ContentEncoding,
+    /// [`ContentEncoding::Auto`] compresses from this round trip on.
+    compress_min_rtt: Duration,
     /// Peers that refused a coded body (415): sent plain from then on.
     plain_only: Arc<Mutex<HashSet<String>>>,
+    /// Round trips seen per peer ([`ContentEncoding::Auto`]).
+    links: Arc<Mutex<Links>>,
 }
 
 impl PeerClient {
@@ -120,14 +171,59 @@ impl PeerClient {
             http,
             identity,
             encoding: ContentEncoding::default(),
+            compress_min_rtt: COMPRESS_MIN_RTT,
             plain_only: Arc::default(),
+            links: Arc::default(),
         })
     }
 
-    /// Sets the content coding of STOW-RS bodies (default gzip).
+    /// Sets the content coding of STOW-RS bodies (default auto).
     pub fn content_encoding(mut self, encoding: ContentEncoding) -> Self {
         self.encoding = encoding;
         self
+    }
+
+    /// Sets the round trip from which [`ContentEncoding::Auto`] compresses (default 5 ms).
+    pub fn compress_min_rtt(mut self, rtt: Duration) -> Self {
+        self.compress_min_rtt = rtt;
+        self
+    }
+
+    /// The shortest round trip to `peer` of the last minute's signed requests, if any.
+    pub fn rtt(&self, peer: &str) -> Option<Duration> {
+        self.links.lock().expect("lock").rtt(peer)
+    }
+
+    /// Whether STOW-RS bodies to `peer` (a Vesalius site) are gzip-coded now.
+    async fn compress_for(&self, peer: &Peer) -> bool {
+        let auto = match self.encoding {
+            ContentEncoding::Gzip => true,
+            ContentEncoding::Identity => false,
+            ContentEncoding::Auto => {
+                if self.rtt(&peer.name).is_none() {
+                    // Two pings: the shorter is the sample (one may wait behind other work).
+                    for _ in 0..2 {
+                        if self.ping(peer).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                let coded = self
+                    .rtt(&peer.name)
+                    .is_none_or(|rtt| rtt >= self.compress_min_rtt);
+                let mut links = self.links.lock().expect("lock");
+                if links.coded.insert(peer.name.clone(), coded) != Some(coded) {
+                    tracing::info!(
+                        peer = %peer.name,
+                        rtt_us = links.rtt(&peer.name).map(|d| d.as_micros() as u64),
+                        "STOW-RS bodies to this peer are {}",
+                        if coded { "gzip-coded (slow link)" } else { "sent plain (fast link)" }
+                    );
+                }
+                coded
+            }
+        };
+        auto && !self.plain_only.lock().expect("lock").contains(&peer.name)
     }
 
     /// This site's identity.
@@ -197,7 +293,12 @@ impl PeerClient {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(b);
         }
+        let sent = Instant::now();
         let resp = rb.send().await.map_err(|e| transport(peer, e))?;
+        self.links
+            .lock()
+            .expect("lock")
+            .record(&peer.name, sent.elapsed());
         let status = resp.status();
         let sig = resp
             .headers()
@@ -295,9 +396,7 @@ impl PeerClient {
         // Plain DICOMweb servers are sent plain: PS3.18 does not require decoding request
         // content codings, and Orthanc 1.10 (with its DICOMweb plug-in) ignores
         // `Content-Encoding: gzip`, answering 200 with nothing stored.
-        let coded = self.encoding == ContentEncoding::Gzip
-            && peer.kind == PeerKind::Vesalius
-            && !self.plain_only.lock().expect("lock").contains(&peer.name);
+        let coded = peer.kind == PeerKind::Vesalius && self.compress_for(peer).await;
         match self
             .stow_once(peer, study_uid, priority, &parts, coded)
             .await
@@ -467,6 +566,23 @@ pub fn parse_stow_answer(bytes: &[u8]) -> Option<StowOutcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_link_round_trip_is_the_shortest_recent_sample() {
+        let mut l = Links::default();
+        assert_eq!(l.rtt("hub"), None);
+        for ms in [9, 3, 12] {
+            l.record("hub", Duration::from_millis(ms));
+        }
+        l.record("other", Duration::from_millis(1));
+        assert_eq!(l.rtt("hub"), Some(Duration::from_millis(3)));
+        // Only the newest RTT_SAMPLES count: a link that got slow is seen as slow.
+        for _ in 0..RTT_SAMPLES {
+            l.record("hub", Duration::from_millis(40));
+        }
+        assert_eq!(l.rtt("hub"), Some(Duration::from_millis(40)));
+        assert_eq!(l.rtt("other"), Some(Duration::from_millis(1)));
+    }
 
     #[test]
     fn plain_http_only_on_loopback() {

@@ -98,9 +98,15 @@ pub struct ExchangeConfig {
     /// `vesalius admin`), ms. Default 2000.
     pub route_refresh_ms: u64,
     /// Content coding of STOW-RS bodies sent to peers (RFC 9110 8.4): `gzip` (flate2's fastest
-    /// level, compressed as it streams; the stored bytes and their hashes are unchanged) or
-    /// `identity`. A peer that refuses gzip (415) is sent plain. Default `gzip`.
+    /// level, compressed as it streams; the stored bytes and their hashes are unchanged),
+    /// `identity`, or `auto`: gzip only to a peer whose round trip is at least
+    /// `compress_min_rtt_ms` (a slow link), plain on a LAN or the same machine, where
+    /// compressing costs more CPU time than the wire saves. A peer that refuses gzip (415) is
+    /// sent plain. Default `auto`.
     pub content_encoding: vesalius_exchange::client::ContentEncoding,
+    /// `content_encoding = "auto"` compresses to peers whose round trip (the shortest of the
+    /// last minute's signed requests) is at least this, ms. Default 5.
+    pub compress_min_rtt_ms: u64,
     /// The longest one C-MOVE from a DICOM node (a retrieval, a prior) may take before it is
     /// cancelled, ms. Default 600000.
     pub move_timeout_ms: u64,
@@ -143,7 +149,8 @@ impl Default for ExchangeConfig {
             settle_ms: 50,
             request_timeout_ms: 60_000,
             route_refresh_ms: 2000,
-            content_encoding: vesalius_exchange::client::ContentEncoding::Gzip,
+            content_encoding: vesalius_exchange::client::ContentEncoding::Auto,
+            compress_min_rtt_ms: 5,
             move_timeout_ms: 600_000,
             find_timeout_ms: 60_000,
             prefetch_delay_ms: 2000,

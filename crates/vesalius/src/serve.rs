@@ -137,7 +137,8 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
     let x = &cfg.exchange;
     let ms = std::time::Duration::from_millis;
     let client = vesalius_exchange::PeerClient::new(identity.clone(), ms(x.request_timeout_ms))?
-        .content_encoding(x.content_encoding);
+        .content_encoding(x.content_encoding)
+        .compress_min_rtt(ms(x.compress_min_rtt_ms));
     let exchange = vesalius_exchange::Exchange::new(
         index.clone(),
         index.clone(),
