@@ -69,6 +69,13 @@ use crate::principal::Principal;
 pub const AUTH_SCHEME: &str = "Vesalius-Peer";
 /// The header carrying an answer's signature (lower case, as HTTP/2 sends it).
 pub const SIGNATURE_HEADER: &str = "x-vesalius-signature";
+/// Private Creator (0009,0010) of the block whose (0009,1001) holds a stored instance's SHA-256
+/// in a site's STOW-RS answers to peers (PS3.5 7.8.1; signed with [`SIGNATURE_HEADER`]).
+pub const HASH_CREATOR: &str = "VESALIUS 1.0";
+/// The DICOM JSON key of [`HASH_CREATOR`]'s Private Creator element.
+pub const HASH_CREATOR_TAG: &str = "00090010";
+/// The DICOM JSON key of the SHA-256 element (LO, 64 hex digits).
+pub const HASH_TAG: &str = "00091001";
 /// The purpose under which the peer key's seed is derived from the site key.
 pub const KEY_PURPOSE: &str = "peer-ed25519";
 /// Prefix of public keys.

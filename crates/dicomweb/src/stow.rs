@@ -21,6 +21,12 @@
 //! ([`crate::encoding`]); every limit here and in ingest applies to the decoded bytes, so a
 //! compressed body is stored byte for byte as if it had been sent plain.
 //!
+//! To a peer site (Vesalius-Peer authentication, issue 5) each Referenced SOP Sequence item also
+//! carries the stored instance's SHA-256 in a private element ([`HASH_CREATOR`](vesalius_auth::peer::HASH_CREATOR) reserving
+//! (0009,10xx), PS3.5 7.8.1; the hash in (0009,1001), LO: 64 hex digits), and the exchange
+//! layer signs the answer: the sender completes its transfer on that signed statement without
+//! asking again by manifest (docs/exchange.md).
+//!
 //! Request-level failures answer a JSON error instead, after the parts already handed to ingest
 //! have finished (they stay stored): 415 for a body that is not `multipart/related` of
 //! `application/dicom` or has an unknown content coding (with `Accept-Encoding`), 413 when the
@@ -42,6 +48,8 @@ use vesalius_core::{ErrorKind, tag};
 use vesalius_store::ingest::IngestContext;
 use vesalius_store::model::StoredInstance;
 use vesalius_store::spool::{SpoolWriter, SpooledFile};
+
+use vesalius_auth::peer::{HASH_CREATOR, HASH_CREATOR_TAG, HASH_TAG};
 
 use crate::caller::Ctx;
 use crate::encoding;
@@ -266,7 +274,11 @@ async fn stow(st: Ctx, url: ServiceUrl, study: Option<String>, req: Request) -> 
         }
         return Err(e);
     }
-    response(&url, rx.study.as_deref(), rx.results)
+    let to_peer = matches!(
+        rx.st.caller.principal.kind,
+        vesalius_auth::PrincipalKind::Peer { .. }
+    );
+    response(&url, rx.study.as_deref(), rx.results, to_peer)
 }
 
 /// Receives the parts of one request.
@@ -636,7 +648,13 @@ fn key(t: u32) -> String {
 }
 
 /// The STOW-RS response (PS3.18 10.5.3).
-fn response(url: &ServiceUrl, study: Option<&str>, results: Vec<PartResult>) -> Result<Response> {
+/// The answer; `hashes`: each stored instance's SHA-256 in its item (to a peer site).
+fn response(
+    url: &ServiceUrl,
+    study: Option<&str>,
+    results: Vec<PartResult>,
+    hashes: bool,
+) -> Result<Response> {
     if results.is_empty() {
         return Err(DicomWebError::bad_request(
             "the multipart body holds no parts",
@@ -658,6 +676,13 @@ fn response(url: &ServiceUrl, study: Option<&str>, results: Vec<PartResult>) -> 
                     key(tag::RETRIEVE_URL),
                     ur(&url.instance(&i.study_uid, &i.series_uid, &i.sop_instance_uid)),
                 );
+                if hashes {
+                    item.insert(
+                        HASH_CREATOR_TAG.into(),
+                        json!({"vr": "LO", "Value": [HASH_CREATOR]}),
+                    );
+                    item.insert(HASH_TAG.into(), json!({"vr": "LO", "Value": [i.sha256]}));
+                }
                 if !studies.contains(&i.study_uid) {
                     studies.push(i.study_uid);
                 }

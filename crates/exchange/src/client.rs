@@ -36,7 +36,7 @@ use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio_util::io::{ReaderStream, StreamReader};
-use vesalius_auth::peer::{self, OnBehalf, SiteIdentity};
+use vesalius_auth::peer::{self, HASH_CREATOR, HASH_CREATOR_TAG, HASH_TAG, OnBehalf, SiteIdentity};
 use vesalius_store::registry::{Peer, PeerAuth, PeerKind};
 
 use crate::manifest::{Manifest, ManifestAnswer};
@@ -67,6 +67,10 @@ pub struct StowOutcome {
     pub stored: Vec<String>,
     /// `(SOP Instance UID, FailureReason)` it refused (FailedSOPSequence).
     pub failed: Vec<(String, u16)>,
+    /// `(SOP Instance UID, SHA-256)` of what a Vesalius peer stored, from its answer's private
+    /// hash elements ([`HASH_TAG`]); filled only when the answer's
+    /// signature verified against the peer's key, so it is the peer's own statement.
+    pub hashes: Vec<(String, String)>,
 }
 
 /// What a plain DICOMweb peer answered to a QIDO-RS ping.
@@ -454,12 +458,12 @@ impl PeerClient {
         } else {
             reqwest::Body::wrap_stream(plain)
         };
-        let mut rb = match peer.kind {
-            PeerKind::Vesalius => self
-                .request(peer, Method::POST, url, None)
-                .0
-                .header(PRIORITY_HEADER, priority.to_string()),
-            PeerKind::Dicomweb => self.plain_request(peer, Method::POST, url),
+        let (mut rb, jti) = match peer.kind {
+            PeerKind::Vesalius => {
+                let (rb, jti) = self.request(peer, Method::POST, url, None);
+                (rb.header(PRIORITY_HEADER, priority.to_string()), Some(jti))
+            }
+            PeerKind::Dicomweb => (self.plain_request(peer, Method::POST, url), None),
         };
         if coded {
             rb = rb.header(reqwest::header::CONTENT_ENCODING, "gzip");
@@ -475,6 +479,11 @@ impl PeerClient {
             .await
             .map_err(|e| transport(peer, e))?;
         let status = resp.status();
+        let sig = resp
+            .headers()
+            .get(peer::SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let bytes = resp.bytes().await.map_err(|e| transport(peer, e))?;
         // PS3.18 10.5.3: 200 all stored, 202 some failed, 409 none stored; other statuses are
         // the request's failure (authentication, size, server trouble).
@@ -484,8 +493,23 @@ impl PeerClient {
                 body: String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned(),
             });
         }
-        parse_stow_answer(&bytes)
-            .ok_or_else(|| Error::Peer(format!("peer {}: unreadable STOW-RS answer", peer.name)))
+        let mut outcome = parse_stow_answer(&bytes)
+            .ok_or_else(|| Error::Peer(format!("peer {}: unreadable STOW-RS answer", peer.name)))?;
+        // A Vesalius peer signs its answer: the hashes count only when the signature verifies
+        // (an unsigned answer, from an older peer, leaves the verification to a manifest).
+        match (jti, sig) {
+            (Some(jti), Some(sig)) => {
+                peer::verify_response(&peer.public_key, &jti, &bytes, &sig).map_err(|e| {
+                    Error::Peer(format!(
+                        "peer {}: the STOW-RS answer's signature does not verify ({})",
+                        peer.name,
+                        e.code()
+                    ))
+                })?;
+            }
+            _ => outcome.hashes.clear(),
+        }
+        Ok(outcome)
     }
 }
 
@@ -546,6 +570,12 @@ pub fn parse_stow_answer(bytes: &[u8]) -> Option<StowOutcome> {
     let mut out = StowOutcome::default();
     for it in items("00081199") {
         if let Some(uid) = text(&it, "00081155") {
+            // The receiving site's private hash element, under its own Private Creator only.
+            if text(&it, HASH_CREATOR_TAG).as_deref() == Some(HASH_CREATOR)
+                && let Some(sha) = text(&it, HASH_TAG)
+            {
+                out.hashes.push((uid.clone(), sha));
+            }
             out.stored.push(uid);
         }
     }
@@ -566,6 +596,25 @@ pub fn parse_stow_answer(bytes: &[u8]) -> Option<StowOutcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stow_answer_hashes_are_read_under_our_private_creator_only() {
+        let sha = "ab".repeat(32);
+        let answer = serde_json::json!({
+            "00081199": {"vr": "SQ", "Value": [
+                {"00081155": {"vr": "UI", "Value": ["1.2.3"]},
+                 "00090010": {"vr": "LO", "Value": ["VESALIUS 1.0"]},
+                 "00091001": {"vr": "LO", "Value": [sha]}},
+                {"00081155": {"vr": "UI", "Value": ["1.2.4"]},
+                 "00090010": {"vr": "LO", "Value": ["SOMEONE ELSE"]},
+                 "00091001": {"vr": "LO", "Value": [sha]}},
+                {"00081155": {"vr": "UI", "Value": ["1.2.5"]}}
+            ]}
+        });
+        let o = parse_stow_answer(answer.to_string().as_bytes()).expect("parsed");
+        assert_eq!(o.stored, ["1.2.3", "1.2.4", "1.2.5"]);
+        assert_eq!(o.hashes, [("1.2.3".to_owned(), sha)]);
+    }
 
     #[test]
     fn the_link_round_trip_is_the_shortest_recent_sample() {

@@ -8,7 +8,9 @@
 //!
 //! Both answers are signed (`X-Vesalius-Signature`, `vesalius_auth::peer`) over the request's
 //! `jti` and the body, so the sender can prove who answered. Instances themselves arrive by
-//! standard STOW-RS under the same peer authentication.
+//! standard STOW-RS under the same peer authentication; [`sign_peer_answers`] signs the answers
+//! to a peer's STOW-RS the same way (they name each stored instance's SHA-256, so the sender
+//! needs no manifest to verify a batch).
 
 use std::sync::Arc;
 
@@ -75,6 +77,47 @@ pub(crate) fn peer_of(caller: Option<&Caller>) -> Result<String, Box<Response>> 
             "unauthorized",
             "peer authentication required",
         ))),
+    }
+}
+
+/// Largest answer [`sign_peer_answers`] signs (a STOW-RS answer is ~300 bytes per instance).
+const MAX_SIGNED_ANSWER: usize = 64 << 20;
+
+/// Middleware: the answer to a peer site's `POST` (STOW-RS under `/dicom-web`) is signed with our
+/// identity over the request's `jti` and the body (`X-Vesalius-Signature`), like the exchange
+/// API's answers; other requests and callers pass untouched.
+pub async fn sign_peer_answers(
+    State(identity): State<Arc<SiteIdentity>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = (req.method() == axum::http::Method::POST)
+        .then(|| req.extensions().get::<PeerRequest>().cloned())
+        .flatten();
+    let resp = next.run(req).await;
+    let Some(peer) = peer else {
+        return resp;
+    };
+    if resp.headers().contains_key(SIGNATURE_HEADER) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    match axum::body::to_bytes(body, MAX_SIGNED_ANSWER).await {
+        Ok(bytes) => {
+            let sig = identity.sign_response(&peer.jti, &bytes);
+            if let Ok(v) = HeaderValue::from_str(&sig) {
+                parts.headers.insert(SIGNATURE_HEADER, v);
+            }
+            Response::from_parts(parts, axum::body::Body::from(bytes))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "answer to a peer not signed: unreadable or too large");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the answer could not be signed",
+            )
+        }
     }
 }
 

@@ -2,9 +2,11 @@
 //! manifests) or a DICOM node (C-STORE SCU).
 //!
 //! ## Invariants (with the outbox's own, `vesalius_store::outbox`)
-//! - A job is completed only after the destination confirmed it: for a peer, its signed manifest
-//!   answer lists the instance as held **with the same SHA-256** (the receipt is `verified`); for
-//!   a DICOM node, a success or warning C-STORE status.
+//! - A job is completed only after the destination confirmed it: for a peer, a signed answer
+//!   names the instance as held **with the same SHA-256** (the receipt is `verified`): the
+//!   STOW-RS answer itself (signed, each stored instance's hash in a private element,
+//!   `vesalius_auth::peer::HASH_TAG`) or, when that does not settle it (an older peer, another
+//!   hash), a manifest answer; for a DICOM node, a success or warning C-STORE status.
 //! - Streaming forward: a worker leases whatever is ready as soon as the outbox signals new jobs
 //!   (or at the poll interval), so instances leave while the study is still arriving. Leasing
 //!   to a peer is pipelined: up to `concurrency` leased batches are being sent at once, new jobs are
@@ -721,7 +723,32 @@ impl Exchange {
         if plain.is_empty() {
             return;
         }
-        // Verification: the peer answers, signed, which instances it holds with these hashes.
+        // Verification: the peer's signed STOW-RS answer names the SHA-256 of what it stored;
+        // those stored with ours are done. Anything else (an older peer's unsigned answer, a
+        // hash that differs, e.g. a version the peer superseded itself) is asked by manifest.
+        let signed: HashMap<&str, &str> = outcome
+            .hashes
+            .iter()
+            .map(|(u, h)| (u.as_str(), h.as_str()))
+            .collect();
+        let (by_answer, plain): (Vec<_>, Vec<_>) = plain.into_iter().partition(|(_, _, e)| {
+            signed
+                .get(e.sop_instance_uid.as_str())
+                .is_some_and(|h| h.eq_ignore_ascii_case(&e.sha256))
+        });
+        let by_answer: Vec<(Job, ManifestEntry)> =
+            by_answer.into_iter().map(|(j, _, e)| (j, e)).collect();
+        self.complete(
+            queue,
+            study,
+            &by_answer,
+            true,
+            "stored (STOW-RS), hash verified (signed answer)",
+        )
+        .await;
+        if plain.is_empty() {
+            return;
+        }
         let m = Manifest {
             study_uid: study.to_owned(),
             priority,
@@ -744,8 +771,14 @@ impl Exchange {
                         .await;
                     }
                 }
-                self.complete(queue, study, &done, true, "stored (STOW-RS), hash verified")
-                    .await;
+                self.complete(
+                    queue,
+                    study,
+                    &done,
+                    true,
+                    "stored (STOW-RS), hash verified (manifest)",
+                )
+                .await;
             }
             Err(e) => {
                 self.fail_all(

@@ -124,6 +124,26 @@ async fn r5_ct_head_is_routed_verified_and_complete_at_the_hub() {
     assert_eq!(t[0].queue, "peer:hub");
     assert_eq!((t[0].delivered, t[0].verified, t[0].pending), (12, 12, 0));
     assert!(t[0].complete_ms > 0);
+    // Verified by the hub's signed STOW-RS answers (each instance's SHA-256 in it), without a
+    // manifest per batch.
+    let receipts = outbox
+        .receipts(&vesalius_store::outbox::ReceiptFilter {
+            study_uid: Some(f.study_uid.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let instance_receipts: Vec<_> = receipts
+        .iter()
+        .filter(|r| r.kind == vesalius_store::outbox::ReceiptKind::Instance)
+        .collect();
+    assert_eq!(instance_receipts.len(), 12);
+    assert!(
+        instance_receipts
+            .iter()
+            .all(|r| r.verified && r.detail == "stored (STOW-RS), hash verified (signed answer)"),
+        "{instance_receipts:?}"
+    );
     // Spoke B routed nothing; nothing of spoke A's reached it.
     assert!(held(&sites[2], &f.study_uid).await.is_empty());
     // An MR does not match the CT head route: no job.

@@ -320,6 +320,11 @@ pub fn http_app(
         .layer(axum::middleware::from_fn_with_state(
             federation.clone(),
             vesalius_exchange::federation::network_scope,
+        ))
+        // Issue 5: a peer's STOW-RS answer (with each instance's SHA-256) is signed.
+        .layer(axum::middleware::from_fn_with_state(
+            storage.identity.clone(),
+            vesalius_exchange::http::sign_peer_answers,
         ));
     let mut app = Router::new()
         .nest("/dicom-web", dicomweb)
