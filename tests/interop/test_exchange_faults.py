@@ -395,7 +395,7 @@ def test_a_final_manifest_lost_to_the_link_is_sent_again(tmp_path):
 
 def test_auto_coding_compresses_over_a_slow_link_only(tmp_path):
     # `content_encoding = "auto"` (the default): gzip to a peer whose round trip is at least
-    # `compress_min_rtt_ms`, plain otherwise. The threshold is raised here so that the Python
+    # `slow_link_rtt_ms`, plain otherwise. The threshold is raised here so that the Python
     # proxy's own latency on a loaded machine stays well below it: 0 ms added → plain bodies
     # (the link carries at least the study's bytes); 25 ms each way → gzip (the synthetic CT
     # compresses to ~0.6×).
@@ -404,7 +404,7 @@ def test_auto_coding_compresses_over_a_slow_link_only(tmp_path):
         case = tmp_path / f"delay{delay_ms}"
         case.mkdir()
         net = Network(case, ProxyOptions(delay_ms=delay_ms), content_encoding="auto",
-                      extra_spoke_config="compress_min_rtt_ms = 40\n")
+                      extra_spoke_config="slow_link_rtt_ms = 40\n")
         try:
             t0 = time.time()
             net.send(files)
@@ -415,9 +415,9 @@ def test_auto_coding_compresses_over_a_slow_link_only(tmp_path):
             log = net.spoke.log_path.read_text()
             if coded:
                 assert ratio < 0.8, f"{ratio:.3f}× of the study crossed a slow link: not compressed"
-                assert "gzip-coded (slow link)" in log
+                assert "slow link to this peer" in log
             else:
                 assert ratio >= 1.0, f"{ratio:.3f}× of the study crossed a fast link: compressed"
-                assert "sent plain (fast link)" in log
+                assert "fast link to this peer" in log
         finally:
             net.close()

@@ -13,9 +13,10 @@
 //!
 //! STOW-RS bodies go out with `Content-Encoding: gzip` (RFC 9110 8.4.1.3) when
 //! [`ContentEncoding::Gzip`] is chosen (`[exchange] content_encoding`), or, with
-//! [`ContentEncoding::Auto`] (the default), when the link to the peer is slow: its round trip,
-//! the shortest of the signed requests of the last minute (pings, manifests; two pings are sent
-//! first when there is none), is at least `compress_min_rtt` (5 ms) or unknown. A LAN or the
+//! [`ContentEncoding::Auto`] (the default), when the link to the peer is slow
+//! ([`PeerClient::fast_link`]): its round trip, the shortest of the signed requests of the last
+//! minute (pings, manifests; two pings are sent first when there is none), is at least
+//! `slow_link_rtt` (5 ms) or unknown. A LAN or the
 //! same machine answers well below that and gets plain bodies: there, compressing costs more
 //! CPU time (~6 ms per MB at both ends together) than it saves on the wire; a regional link is
 //! far above it. The multipart body is compressed as it streams (flate2's fastest level), never
@@ -86,8 +87,7 @@ pub struct QidoPing {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ContentEncoding {
-    /// gzip when the link to the peer is slow (its round trip at least the client's
-    /// `compress_min_rtt`, or not known), as is otherwise.
+    /// gzip when the link to the peer is slow ([`PeerClient::fast_link`]), as is otherwise.
     #[default]
     Auto,
     /// gzip at the fastest level (RFC 9110 8.4.1.3), always.
@@ -111,16 +111,16 @@ impl ContentEncoding {
 const RTT_WINDOW: Duration = Duration::from_secs(60);
 /// Samples kept per peer.
 const RTT_SAMPLES: usize = 16;
-/// The default round trip from which [`ContentEncoding::Auto`] compresses.
-pub const COMPRESS_MIN_RTT: Duration = Duration::from_millis(5);
+/// The default round trip from which a link is slow (see [`PeerClient::fast_link`]).
+pub const SLOW_LINK_RTT: Duration = Duration::from_millis(5);
 
 /// Round trips of recent signed requests, per peer: the shortest of them estimates the link's
 /// own (the others include the peer's work and queueing).
 #[derive(Default)]
 struct Links {
     samples: HashMap<String, VecDeque<(Instant, Duration)>>,
-    /// The last choice per peer, to log its changes.
-    coded: HashMap<String, bool>,
+    /// The last classification per peer, to log its changes.
+    fast: HashMap<String, bool>,
 }
 
 impl Links {
@@ -153,8 +153,8 @@ pub struct PeerClient {
     http: reqwest::Client,
     identity: Arc<SiteIdentity>,
     encoding: ContentEncoding,
-    /// [`ContentEncoding::Auto`] compresses from this round trip on.
-    compress_min_rtt: Duration,
+    /// A link is slow from this round trip on.
+    slow_link_rtt: Duration,
     /// Peers that refused a coded body (415): sent plain from then on.
     plain_only: Arc<Mutex<HashSet<String>>>,
     /// Round trips seen per peer ([`ContentEncoding::Auto`]).
@@ -175,7 +175,7 @@ impl PeerClient {
             http,
             identity,
             encoding: ContentEncoding::default(),
-            compress_min_rtt: COMPRESS_MIN_RTT,
+            slow_link_rtt: SLOW_LINK_RTT,
             plain_only: Arc::default(),
             links: Arc::default(),
         })
@@ -187,9 +187,9 @@ impl PeerClient {
         self
     }
 
-    /// Sets the round trip from which [`ContentEncoding::Auto`] compresses (default 5 ms).
-    pub fn compress_min_rtt(mut self, rtt: Duration) -> Self {
-        self.compress_min_rtt = rtt;
+    /// Sets the round trip from which a link is slow (default 5 ms).
+    pub fn slow_link_rtt(mut self, rtt: Duration) -> Self {
+        self.slow_link_rtt = rtt;
         self
     }
 
@@ -198,34 +198,50 @@ impl PeerClient {
         self.links.lock().expect("lock").rtt(peer)
     }
 
+    /// Whether the link to `peer` is fast: a Vesalius peer whose round trip (the shortest of the
+    /// last minute's signed requests; two pings first when there is none) is below
+    /// `slow_link_rtt`, as a LAN or the same machine is. A slow link (a regional one, or not
+    /// known, or a plain DICOMweb peer, which is not pinged) gets gzip-coded bodies
+    /// ([`ContentEncoding::Auto`]) and the small requests a cut costs little of.
+    pub async fn fast_link(&self, peer: &Peer) -> bool {
+        if peer.kind != PeerKind::Vesalius {
+            return false;
+        }
+        if self.rtt(&peer.name).is_none() {
+            // Two pings: the shorter is the sample (one may wait behind other work).
+            for _ in 0..2 {
+                if self.ping(peer).await.is_err() {
+                    break;
+                }
+            }
+        }
+        let fast = self
+            .rtt(&peer.name)
+            .is_some_and(|rtt| rtt < self.slow_link_rtt);
+        let mut links = self.links.lock().expect("lock");
+        if links.fast.insert(peer.name.clone(), fast) != Some(fast) {
+            tracing::info!(
+                peer = %peer.name,
+                rtt_us = links.rtt(&peer.name).map(|d| d.as_micros() as u64),
+                "{}",
+                if fast {
+                    "fast link to this peer: STOW-RS bodies sent plain (with content_encoding \
+                     auto), large requests"
+                } else {
+                    "slow link to this peer: STOW-RS bodies gzip-coded (with content_encoding \
+                     auto), small requests"
+                }
+            );
+        }
+        fast
+    }
+
     /// Whether STOW-RS bodies to `peer` (a Vesalius site) are gzip-coded now.
     async fn compress_for(&self, peer: &Peer) -> bool {
         let auto = match self.encoding {
             ContentEncoding::Gzip => true,
             ContentEncoding::Identity => false,
-            ContentEncoding::Auto => {
-                if self.rtt(&peer.name).is_none() {
-                    // Two pings: the shorter is the sample (one may wait behind other work).
-                    for _ in 0..2 {
-                        if self.ping(peer).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-                let coded = self
-                    .rtt(&peer.name)
-                    .is_none_or(|rtt| rtt >= self.compress_min_rtt);
-                let mut links = self.links.lock().expect("lock");
-                if links.coded.insert(peer.name.clone(), coded) != Some(coded) {
-                    tracing::info!(
-                        peer = %peer.name,
-                        rtt_us = links.rtt(&peer.name).map(|d| d.as_micros() as u64),
-                        "STOW-RS bodies to this peer are {}",
-                        if coded { "gzip-coded (slow link)" } else { "sent plain (fast link)" }
-                    );
-                }
-                coded
-            }
+            ContentEncoding::Auto => !self.fast_link(peer).await,
         };
         auto && !self.plain_only.lock().expect("lock").contains(&peer.name)
     }

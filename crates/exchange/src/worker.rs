@@ -60,8 +60,10 @@ pub struct ExchangeOptions {
     pub lease: Duration,
     /// Most jobs leased at once per queue.
     pub batch_jobs: usize,
-    /// Most bytes in one STOW-RS request (at least one instance per request).
+    /// Most bytes in one STOW-RS request (at least one instance per request) over a slow link.
     pub batch_bytes: u64,
+    /// The same over a fast link ([`PeerClient::fast_link`]).
+    pub fast_batch_bytes: u64,
     /// STOW-RS requests in flight per destination.
     pub concurrency: usize,
     /// Attempts before a job is parked.
@@ -90,6 +92,7 @@ impl Default for ExchangeOptions {
             lease: Duration::from_secs(60),
             batch_jobs: 64,
             batch_bytes: 1 << 20,
+            fast_batch_bytes: 4 << 20,
             concurrency: 4,
             max_attempts: 10,
             backoff_base: Duration::from_secs(1),
@@ -606,11 +609,17 @@ impl Exchange {
                     }
                 }
             }
-            // Batches of at most batch_bytes (at least one instance each), several in flight.
+            // Batches of at most batch_bytes (at least one instance each; larger on a fast
+            // link, where a resent request costs little), several in flight.
+            let max = if self.client.fast_link(peer).await {
+                self.opts.fast_batch_bytes
+            } else {
+                self.opts.batch_bytes
+            };
             let mut batches: Vec<Vec<(Job, TransferJob)>> = Vec::new();
             let mut size = 0u64;
             for it in items {
-                if batches.is_empty() || size + it.1.size > self.opts.batch_bytes {
+                if batches.is_empty() || size + it.1.size > max {
                     batches.push(Vec::new());
                     size = 0;
                 }

@@ -79,7 +79,7 @@ pub struct ExchangeConfig {
     pub lease_ms: u64,
     /// Most jobs a worker leases at once. Default 64.
     pub batch_jobs: usize,
-    /// Most bytes in one STOW-RS request to a peer (a cut connection costs at most one). Default
+    /// Most bytes in one STOW-RS request to a peer over a slow link (a cut connection costs at most one). Default
     /// 1048576.
     pub batch_bytes: u64,
     /// STOW-RS requests in flight per peer. Default 4.
@@ -99,14 +99,19 @@ pub struct ExchangeConfig {
     pub route_refresh_ms: u64,
     /// Content coding of STOW-RS bodies sent to peers (RFC 9110 8.4): `gzip` (flate2's fastest
     /// level, compressed as it streams; the stored bytes and their hashes are unchanged),
-    /// `identity`, or `auto`: gzip only to a peer whose round trip is at least
-    /// `compress_min_rtt_ms` (a slow link), plain on a LAN or the same machine, where
-    /// compressing costs more CPU time than the wire saves. A peer that refuses gzip (415) is
-    /// sent plain. Default `auto`.
+    /// `identity`, or `auto`: gzip only over a slow link (`slow_link_rtt_ms`), plain on a LAN
+    /// or the same machine, where compressing costs more CPU time than the wire saves. A peer
+    /// that refuses gzip (415) is sent plain. Default `auto`.
     pub content_encoding: vesalius_exchange::client::ContentEncoding,
-    /// `content_encoding = "auto"` compresses to peers whose round trip (the shortest of the
-    /// last minute's signed requests) is at least this, ms. Default 5.
-    pub compress_min_rtt_ms: u64,
+    /// A peer whose round trip (the shortest of the last minute's signed requests) is at least
+    /// this is on a slow link, ms: `content_encoding = "auto"` compresses to it and its
+    /// STOW-RS requests are at most `batch_bytes`; on a fast link they are up to
+    /// `fast_batch_bytes`. Default 5.
+    pub slow_link_rtt_ms: u64,
+    /// Most bytes in one STOW-RS request to a peer on a fast link (a LAN, the same machine:
+    /// fewer, larger requests cost less CPU time at both ends, and a resent one little time).
+    /// Default 4194304.
+    pub fast_batch_bytes: u64,
     /// The longest one C-MOVE from a DICOM node (a retrieval, a prior) may take before it is
     /// cancelled, ms. Default 600000.
     pub move_timeout_ms: u64,
@@ -150,7 +155,8 @@ impl Default for ExchangeConfig {
             request_timeout_ms: 60_000,
             route_refresh_ms: 2000,
             content_encoding: vesalius_exchange::client::ContentEncoding::Auto,
-            compress_min_rtt_ms: 5,
+            slow_link_rtt_ms: 5,
+            fast_batch_bytes: 4 << 20,
             move_timeout_ms: 600_000,
             find_timeout_ms: 60_000,
             prefetch_delay_ms: 2000,

@@ -138,7 +138,7 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
     let ms = std::time::Duration::from_millis;
     let client = vesalius_exchange::PeerClient::new(identity.clone(), ms(x.request_timeout_ms))?
         .content_encoding(x.content_encoding)
-        .compress_min_rtt(ms(x.compress_min_rtt_ms));
+        .slow_link_rtt(ms(x.slow_link_rtt_ms));
     let exchange = vesalius_exchange::Exchange::new(
         index.clone(),
         index.clone(),
@@ -150,6 +150,7 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
             lease: ms(x.lease_ms),
             batch_jobs: x.batch_jobs.max(1),
             batch_bytes: x.batch_bytes,
+            fast_batch_bytes: x.fast_batch_bytes.max(x.batch_bytes),
             concurrency: x.concurrency.max(1),
             max_attempts: x.max_attempts.max(1),
             backoff_base: ms(x.backoff_base_ms),
