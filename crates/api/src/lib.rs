@@ -187,7 +187,7 @@ pub fn access_router(
             post(key_images::create),
         )
         .route(
-            "/api/v1/studies/{study}/key-images/{instance}",
+            "/api/v1/studies/{study}/key-images/{sop}",
             delete(key_images::unmark),
         )
         .route(
