@@ -271,7 +271,7 @@ async fn users_unmark_their_own_key_images_and_never_hide_an_image() {
     let (status, v) = unmark("boss", s2).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["rejected"], json!([b2]));
-    assert_eq!(f.key_images(&study).await, [s1.clone()]);
+    assert_eq!(f.key_images(&study).await, std::slice::from_ref(s1));
 
     // The last key image: no new document (a KO references at least one instance), the
     // rejection note alone withdraws it.
