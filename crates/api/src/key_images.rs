@@ -21,10 +21,26 @@
 //!   `key-images` with the new SOP Instance UID and the number of references.
 //!
 //! The document (TID 2010 "Key Object Selection"): a CONTAINER titled (113000, DCM, "Of
-//! Interest"), one IMAGE item per instance (Referenced SOP Sequence), a TEXT item (113012, DCM,
-//! "Key Object Description") when a description is given; the Current Requested Procedure
-//! Evidence Sequence lists the instances by series. Patient and study attributes are copied
-//! from the study's stored metadata. Text is UTF-8 (`ISO_IR 192`).
+//! Interest"), the observer context (TID 1002 / 1003: Observer Type person, Person Observer
+//! Name, Person Observer's Login Name (128774, DCM) = the creator, see
+//! `vesalius_store::key_objects`), one IMAGE item per instance (Referenced SOP Sequence), a
+//! TEXT item (113012, DCM, "Key Object Description") when a description is given; the Current
+//! Requested Procedure Evidence Sequence lists the instances by series. Patient and study
+//! attributes are copied from the study's stored metadata. Text is UTF-8 (`ISO_IR 192`).
+//!
+//! Unmarking: `DELETE /api/v1/studies/{study}/key-images/{sop}` (`?peer=NAME` for a study held
+//! at a peer). Instances are never changed: the caller's key image documents that reference
+//! `sop` (anyone's for an administrator of the organisation holding the study here) are
+//! withdrawn by an IHE IOCM rejection note (a KO titled (113001, DCM, "Rejected for Quality
+//! Reasons"), PS3.16 CID 7011, series 9002, listing them in its evidence and as COMPOSITE
+//! items), which the archive honours by hiding them; when they flagged other images too, a new
+//! key image document for those (same creator) is stored first. The last key image is
+//! unmarked by the rejection note alone (a KO references at least one instance). Answer `200
+//! {"studyInstanceUID", "unmarked", "rejected", "rejectionNote", "replacements"}`; an image no
+//! document of the caller flags: `200` withdrawing nothing; one flagged only by others'
+//! documents (or other systems'): 403 `forbidden`, audited denied. The ingest refuses any
+//! rejection but of that creator's key image documents ([`key_objects::Rejections`]), so this
+//! never hides an image. Audited `key-images` (`details.unmark`, `rejects`, `replaces`).
 
 use std::collections::BTreeMap;
 
