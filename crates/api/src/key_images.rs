@@ -36,7 +36,8 @@
 //! items), which the archive honours by hiding them; when they flagged other images too, a new
 //! key image document for those (same creator) is stored first. The last key image is
 //! unmarked by the rejection note alone (a KO references at least one instance). Answer `200
-//! {"studyInstanceUID", "unmarked", "rejected", "rejectionNote", "replacements"}`; an image no
+//! {"studyInstanceUID", "unmarked", "rejected", "rejectionNote", "replacements",
+//! "stillFlaggedBy"}` (documents of others that still flag it); an image no
 //! document of the caller flags: `200` withdrawing nothing; one flagged only by others'
 //! documents (or other systems'): 403 `forbidden`, audited denied. The ingest refuses any
 //! rejection but of that creator's key image documents ([`key_objects::Rejections`]), so this
@@ -400,6 +401,8 @@ pub(crate) async fn unmark(
             "rejected": rejected,
             "rejectionNote": note,
             "replacements": replacements,
+            // Documents that still flag the image (another user's, another system's).
+            "stillFlaggedBy": others,
         })),
     )
         .into_response())

@@ -267,6 +267,7 @@ async fn users_unmark_their_own_key_images_and_never_hide_an_image() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["rejected"], json!([a2]));
     assert_eq!(v["replacements"], json!([]));
+    assert_eq!(v["stillFlaggedBy"], 1, "Bob's document");
     assert_eq!(f.key_images(&study).await, [s1.clone(), s2.clone()]);
     let (status, v) = unmark("boss", s2).await;
     assert_eq!(status, 200, "{v}");

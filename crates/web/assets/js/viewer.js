@@ -767,8 +767,9 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     const unmark = v.keySops.has(sl.sop);
     try {
       if (unmark) {
-        await unmarkKeyImage(study, sl.sop, peer);
+        const r = await unmarkKeyImage(study, sl.sop, peer);
         toast(peer ? `Key image unmarked at ${peer}.` : 'Key image unmarked.');
+        if (r && r.stillFlaggedBy > 0) say(`Your mark is withdrawn, but ${r.stillFlaggedBy} other document(s) (another user's or another system's) still flag this image.`, 'info');
       } else {
         const r = await markKeyImage(study, [sl.sop], '', peer);
         v.keySops.add(sl.sop);
