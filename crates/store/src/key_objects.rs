@@ -144,3 +144,66 @@ pub fn refusal(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn code(value: &str) -> Value {
+        json!({"00080100": {"vr": "SH", "Value": [value]}, "00080102": {"vr": "SH", "Value": ["DCM"]}})
+    }
+
+    /// A key image document (DICOM JSON) titled `title` by `creator`, flagging image "9.1".
+    fn ko(title: &str, maker: &str, creator: &str) -> Value {
+        json!({
+            "00080016": {"vr": "UI", "Value": [KEY_OBJECT_SELECTION]},
+            "00080070": {"vr": "LO", "Value": [maker]},
+            "0040A043": {"vr": "SQ", "Value": [code(title)]},
+            "0040A730": {"vr": "SQ", "Value": [
+                {"0040A010": {"vr": "CS", "Value": ["HAS OBS CONTEXT"]},
+                 "0040A040": {"vr": "CS", "Value": ["TEXT"]},
+                 "0040A043": {"vr": "SQ", "Value": [code(LOGIN_NAME.0)]},
+                 "0040A160": {"vr": "UT", "Value": [creator]}},
+                {"0040A010": {"vr": "CS", "Value": ["CONTAINS"]},
+                 "0040A040": {"vr": "CS", "Value": ["IMAGE"]},
+                 "00081199": {"vr": "SQ", "Value": [{"00081155": {"vr": "UI", "Value": ["9.1"]}}]}}
+            ]},
+        })
+    }
+
+    #[test]
+    fn only_the_creators_key_image_documents_may_be_rejected() {
+        let note = ko("113001", MANUFACTURER, "alice");
+        assert!(is_rejection_note(&note));
+        let alices = ko("113000", MANUFACTURER, "alice");
+        let bobs = ko("113000", MANUFACTURER, "bob");
+        let image = json!({"00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.2"]}});
+        let foreign = ko("113000", "OtherVendor", "alice");
+        assert_eq!(key_image_creator(&alices).as_deref(), Some("alice"));
+        assert_eq!(key_image_creator(&foreign), None, "made elsewhere");
+        assert_eq!(
+            key_image_creator(&note),
+            None,
+            "a note is no key image document"
+        );
+        assert_eq!(referenced_images(&alices), ["9.1"]);
+        let one = |doc: &Value| vec![("1.1".to_owned(), Some(doc.clone()))];
+        assert_eq!(refusal(&note, Some("alice"), &one(&alices)), None);
+        for (doc, who) in [
+            (&bobs, Some("alice")),
+            (&image, Some("alice")),
+            (&image, None),
+            (&foreign, None),
+            (&note, None),
+        ] {
+            assert!(refusal(&note, who, &one(doc)).is_some(), "{doc} by {who:?}");
+        }
+        // An administrator (any creator) withdraws Bob's; nobody rejects what is not held.
+        assert_eq!(refusal(&note, None, &one(&bobs)), None);
+        assert!(refusal(&note, None, &[("1.1".into(), None)]).is_some());
+        // A key image document in another's name.
+        assert!(refusal(&bobs, Some("alice"), &[]).is_some());
+        assert_eq!(refusal(&bobs, None, &[]), None);
+    }
+}
