@@ -9,7 +9,7 @@
 //! readers find them, not in a copy here. Unmarking a key image there
 //! (`DELETE …/key-images/{sop}?peer=NAME`) stores a rejection note (and a replacement key
 //! image document) the same way; the peer lets a peer's user withdraw only the key image
-//! documents it stored for that user ([`Annotated::creator`], `vesalius_store::key_objects`).
+//! documents it stored for that user (`Annotated::creator`, `vesalius_store::key_objects`).
 //!
 //! Rights for a peer's study: here, the user must be a user (session or token) whose role may
 //! annotate their own organisation's studies (403 `forbidden` otherwise, audited denied); the
