@@ -2,7 +2,8 @@
 // `vesalius serve`, "hub" and "spoke", linked as peers) is stored at the spoke, and the hub's
 // viewer shows the image as a key image after a reload (read back through the hub's proxy,
 // whose cached metadata of the study was dropped after the write); a length drawn there is
-// saved as a measurement report at the spoke and drawn again after a reload. Run by
+// saved as a measurement report at the spoke and drawn again after a reload; the key image is
+// then unmarked (a rejection note stored at the spoke hides the KO there). Run by
 // scripts/test-browser.
 // Screenshots: target/browser-artifacts/remote-*.png.
 
@@ -72,7 +73,7 @@ async function seriesAtSpoke(page, modality) {
   return t ? JSON.parse(t) : [];
 }
 
-test('desktop: a key image and a length on a study held at a peer are stored there and shown after a reload', async () => {
+test('desktop: a key image and a length on a study held at a peer are stored there and shown after a reload; the key image unmarked', async () => {
   const context = await browser.newContext(VIEWPORTS.desktop);
   const page = await context.newPage();
   const errors = [];
@@ -141,6 +142,34 @@ test('desktop: a key image and a length on a study held at a peer are stored the
   await page.reload();
   await waitView(page, (d) => d.state === 'raw', null, 'reopened again');
   await page.waitForFunction(() => document.body.dataset.measurementsLoaded === '1', null, { timeout: 15000 });
+
+  // Unmarked with the same key: at the spoke, an IHE IOCM rejection note (113001, DCM) made
+  // for the user withdraws the KO, which the spoke then hides; the image stays.
+  const ko = metas[0]['00080018'].Value[0];
+  await page.keyboard.press('End');
+  await waitView(page, (d, a) => d.sop === a && d.key === 'true', marked, 'back at the key image');
+  await page.keyboard.press('Shift+K');
+  await page.locator('.toast', { hasText: /Key image unmarked at spoke/ }).waitFor();
+  await waitView(page, (d, a) => d.sop === a && d.key === 'false', marked, 'unmarked');
+  await page.screenshot({ path: join(ARTIFACTS, 'remote-03-unmarked.png') });
+  const left = await kosAtSpoke(page);
+  assert.ok(!left.some((x) => x['0020000E'].Value[0] === series), 'the KO series is hidden at the spoke');
+  assert.equal(left.length, 1, 'one KO series at the spoke: the rejection note');
+  const note = (await (await page.request.get(`${spoke.base}/dicom-web/studies/${uid}/series/${left[0]['0020000E'].Value[0]}/metadata`, {
+    headers: { Accept: 'application/dicom+json', Authorization: `Bearer ${spoke.token}` },
+  })).json())[0];
+  assert.equal(note['0040A043'].Value[0]['00080100'].Value[0], '113001', 'Rejected for Quality Reasons');
+  const withdrawn = note['0040A730'].Value.filter((i) => i['0040A040'].Value[0] === 'COMPOSITE')
+    .map((i) => i['00081199'].Value[0]['00081155'].Value[0]);
+  assert.deepEqual(withdrawn, [ko]);
+  const image = await page.request.get(`${spoke.base}/dicom-web/studies/${uid}/instances?SOPInstanceUID=${marked}`, {
+    headers: { Accept: 'application/dicom+json', Authorization: `Bearer ${spoke.token}` },
+  });
+  assert.equal((await image.json()).length, 1, 'the image is still at the spoke');
+  await page.reload();
+  await waitView(page, (d) => d.state === 'raw', null, 'reopened after the unmark');
+  await page.keyboard.press('End');
+  await waitView(page, (d, a) => d.sop === a && d.key === 'false', marked, 'not a key image after a reload');
   assert.deepEqual(errors, [], 'no script errors');
   await context.close();
 });

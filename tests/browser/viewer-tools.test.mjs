@@ -1,7 +1,8 @@
 // The viewer's tools in real Chromium (issue 6): layouts with linked scrolling, coronal and
 // sagittal reformats and a thick-slab MIP checked pixel by pixel against the pydicom volume
 // (expected.py --volume), an angle of known geometry, ROI statistics against numpy's over the
-// same mask (expected.py --roi), and a key image saved as a KO document found through QIDO.
+// same mask (expected.py --roi), and a key image saved as a KO document found through QIDO,
+// then unmarked (an IOCM rejection note hides that KO).
 // Desktop (mouse, keys) and phone (touch, buttons). Run by scripts/test-browser.
 // Screenshots: target/browser-artifacts/tools-*.png.
 
@@ -136,6 +137,13 @@ function samplePoints(width, height, value) {
   }
   return pts;
 }
+
+/** The code value of a document's title (Concept Name Code Sequence). */
+const title = (m) => m['0040A043'].Value[0]['00080100'].Value[0];
+/** The SOP Instance UIDs a KO's IMAGE items reference. */
+const imageRefs = (m) => m['0040A730'].Value
+  .filter((i) => i['0040A040'].Value[0] === 'IMAGE')
+  .map((i) => i['00081199'].Value[0]['00081155'].Value[0]);
 
 async function shot(page, name) {
   await page.screenshot({ path: join(ARTIFACTS, `tools-${name}.png`) });
@@ -416,15 +424,18 @@ for (const [name, options] of Object.entries(VIEWPORTS)) {
     const kos = await r.json();
     assert.equal(kos.length, known + 1, 'one more KO series');
     const refs = [];
+    const markedBy = []; // the KOs that flag the marked image
     for (const s of kos) {
       const uid = s['0020000E'].Value[0];
       const metas = await (await page.request.get(`${site.base}/dicom-web/studies/${study}/series/${uid}/metadata`, { headers: { Accept: 'application/dicom+json' } })).json();
       for (const m of metas) {
         assert.equal(m['00080016'].Value[0], KO_CLASS);
-        assert.equal(m['0040A043'].Value[0]['00080100'].Value[0], '113000', 'titled (113000, DCM) Of Interest');
-        for (const item of m['0040A730'].Value) {
-          if (item['0040A040'].Value[0] === 'IMAGE') refs.push(item['00081199'].Value[0]['00081155'].Value[0]);
-        }
+        // The desktop run's unmark left a rejection note (below) for the phone run to see.
+        if (title(m) === '113001') continue;
+        assert.equal(title(m), '113000', 'titled (113000, DCM) Of Interest');
+        const images = imageRefs(m);
+        refs.push(...images);
+        if (images.includes(marked)) markedBy.push(m['00080018'].Value[0]);
       }
     }
     assert.ok(refs.includes(marked), `the KO references the marked image ${marked}: ${refs}`);
@@ -442,6 +453,45 @@ for (const [name, options] of Object.entries(VIEWPORTS)) {
       if ((await dataset(page)).sop === marked) break;
     }
     await waitFor(page, 0, (d, a) => d.sop === a && d.key === 'true', marked, 'the key image is flagged after reopening');
+
+    // --- unmarked: the same control toggles --------------------------------------------------
+    if (phone) await press(page, phone, 'button[data-action="key-image"]');
+    else await page.keyboard.press('Shift+K');
+    await waitFor(page, 0, (d, a) => d.sop === a && d.key === 'false', marked, 'the key image is unmarked');
+    assert.doesNotMatch(await page.textContent('#ov-bl'), /Key image/);
+    // QIDO: the KO documents that flagged it are hidden (the archive honours the IHE IOCM
+    // rejection note); the rejection note, titled (113001, DCM), is listed and names them as
+    // COMPOSITE items and in its evidence; no KO left flags the image.
+    const listed = [];
+    const notes = [];
+    const left = await (await page.request.get(`${site.base}/dicom-web/studies/${study}/series?Modality=KO`, { headers: { Accept: 'application/dicom+json' } })).json();
+    for (const s of left) {
+      const uid = s['0020000E'].Value[0];
+      const metas = await (await page.request.get(`${site.base}/dicom-web/studies/${study}/series/${uid}/metadata`, { headers: { Accept: 'application/dicom+json' } })).json();
+      for (const m of metas) {
+        listed.push(m['00080018'].Value[0]);
+        if (title(m) === '113001') notes.push(m);
+        else assert.ok(!imageRefs(m).includes(marked), `a KO left flags ${marked}`);
+      }
+    }
+    for (const sop of markedBy) assert.ok(!listed.includes(sop), `the withdrawn KO ${sop} is hidden`);
+    const withdrawn = notes.flatMap((m) => m['0040A730'].Value
+      .filter((i) => i['0040A040'].Value[0] === 'COMPOSITE')
+      .map((i) => i['00081199'].Value[0]['00081155'].Value[0]));
+    for (const sop of markedBy) assert.ok(withdrawn.includes(sop), `a rejection note lists ${sop}: ${withdrawn}`);
+    const evidence = notes.flatMap((m) => m['0040A375'].Value.flatMap((st) => st['00081115'].Value
+      .flatMap((se) => se['00081199'].Value.map((r) => r['00081155'].Value[0]))));
+    for (const sop of markedBy) assert.ok(evidence.includes(sop), `the note's evidence lists ${sop}`);
+    // The image itself is still there.
+    const inst = await (await page.request.get(`${site.base}/dicom-web/studies/${study}/instances?SOPInstanceUID=${marked}`, { headers: { Accept: 'application/dicom+json' } })).json();
+    assert.equal(inst.length, 1, 'the image is not hidden');
+    await shot(page, `${name}-08-key-image-unmarked`);
+    // Reloaded: still not a key image.
+    await page.reload();
+    await waitFor(page, 0, (d) => d.state === 'raw', null, 'reopened after the unmark');
+    await page.keyboard.press('Home');
+    for (let n = 0; n < 40 && (await dataset(page)).sop !== marked; n++) await page.keyboard.press('ArrowDown');
+    await waitFor(page, 0, (d, a) => d.sop === a && d.key === 'false', marked, 'not a key image after a reload');
     assert.deepEqual(errors, [], 'no script errors');
     await context.close();
   });

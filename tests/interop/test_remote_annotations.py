@@ -5,7 +5,10 @@ a measurement on spoke A's study through the hub's API (`?peer=spoke-a`); the do
 stored at spoke A (found there by a third-party DICOMweb client, read by pydicom), the hub's
 remote view of the study shows them at once (the proxy's cache is dropped after the write), and
 both sites audit the write. A hub user whose role may not annotate is refused with 403; a peer
-that does not let the hub read hides the study (404)."""
+that does not let the hub read hides the study (404). Unmarking a key image there: another hub
+user is refused, the user's KO is withdrawn at the spoke by an IOCM rejection note (read by
+pydicom) and hidden there, a new KO keeps the document's other image; the last one by the
+note alone."""
 
 import io
 import json
@@ -53,6 +56,7 @@ def sites(tmp_path):
             admin(hub_dir, "hub", "peer", "add", name, "--url", servers[name].base,
                   "--public-key", public_key(d, name), "--org", HUB_ORG)
         hub_user(hub_dir, "dr-hub", "clinician")
+        hub_user(hub_dir, "dr-two", "clinician")
         hub_user(hub_dir, "svc-hub", "service")
         servers["hub"] = Server(hub_dir, config_text=exchange_config("hub"), callers=[],
                                 extra_env={"VESALIUS__AUTH__REQUIRED": "true"})
@@ -202,3 +206,54 @@ def test_key_images_and_measurements_on_a_peers_study_are_stored_at_the_peer(sit
     status, err = call(hub, "POST", f"/api/v1/studies/{study}/key-images?peer=nowhere", cookie,
                        {"instances": [sop]})
     assert status == 404, err
+
+
+def test_key_images_on_a_peers_study_are_unmarked_there(sites, tmp_path):
+    hub, a = sites["hub"], sites["spoke-a"]
+    ct = synth(tmp_path / "ct", "ct-head", 63)
+    store(a, ct)
+    study = study_uid_of(ct)
+    sops = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in ct[:2]]
+    cookie = login(hub, "dr-hub")
+    # Two images in one document.
+    status, ko = call(hub, "POST", f"/api/v1/studies/{study}/key-images?peer=spoke-a", cookie,
+                      {"instances": sops})
+    assert status == 201 and ko["referenced"] == 2, ko
+    at_a = DICOMwebClient(url=a.dicomweb)
+    kos = lambda: sorted(s["0020000E"]["Value"][0]
+                         for s in at_a.search_for_series(study, search_filters={"Modality": "KO"}))
+    assert kos() == [ko["seriesInstanceUID"]]
+
+    # Another hub user may not unmark it (decided at the hub: not their document), audited.
+    other = login(hub, "dr-two")
+    status, err = call(hub, "DELETE", f"/api/v1/studies/{study}/key-images/{sops[0]}?peer=spoke-a", other)
+    assert status == 403 and err["error"] == "forbidden", err
+    assert kos() == [ko["seriesInstanceUID"]]
+
+    # The user unmarks the first image: at the spoke the KO is withdrawn (hidden) by a rejection
+    # note, and a new KO keeps the second image.
+    status, r = call(hub, "DELETE", f"/api/v1/studies/{study}/key-images/{sops[0]}?peer=spoke-a", cookie)
+    assert status == 200, r
+    assert r["rejected"] == [ko["sopInstanceUID"]] and len(r["replacements"]) == 1, r
+    note, kept = r["rejectionNote"], r["replacements"][0]
+    assert kos() == sorted([note["seriesInstanceUID"], kept["seriesInstanceUID"]])
+    doc = at_a.retrieve_instance(study, note["seriesInstanceUID"], note["sopInstanceUID"])
+    assert doc.ConceptNameCodeSequence[0].CodeValue == "113001"
+    assert doc.ConceptNameCodeSequence[0].CodingSchemeDesignator == "DCM"
+    evidence = [r.ReferencedSOPInstanceUID for st in doc.CurrentRequestedProcedureEvidenceSequence
+                for se in st.ReferencedSeriesSequence for r in se.ReferencedSOPSequence]
+    assert evidence == [ko["sopInstanceUID"]]
+    new = at_a.retrieve_instance(study, kept["seriesInstanceUID"], kept["sopInstanceUID"])
+    assert [i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in new.ContentSequence
+            if i.ValueType == "IMAGE"] == [sops[1]]
+    login_names = [i.TextValue for i in new.ContentSequence
+                   if i.ValueType == "TEXT" and i.ConceptNameCodeSequence[0].CodeValue == "128774"]
+    assert len(login_names) == 1 and login_names[0].startswith("hub/"), login_names
+
+    # The last one: the note alone; the images are all still there.
+    status, r = call(hub, "DELETE", f"/api/v1/studies/{study}/key-images/{sops[1]}?peer=spoke-a", cookie)
+    assert status == 200 and r["replacements"] == [] and r["rejected"] == [kept["sopInstanceUID"]], r
+    assert kos() == sorted([note["seriesInstanceUID"], r["rejectionNote"]["seriesInstanceUID"]])
+    assert len(at_a.search_for_instances(study, search_filters={"Modality": "CT"})) == len(ct)
+    unmarks = [e for e in audit_events(hub, study, "key-images") if "unmark" in e["details"]]
+    assert {(e["outcome"], e["details"]["peer"]) for e in unmarks} == {("success", "spoke-a"), ("denied", "spoke-a")}

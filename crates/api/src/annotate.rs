@@ -6,7 +6,10 @@
 //! built the same way from the study's metadata as the peer holds it, and stored **at the
 //! peer** by STOW-RS under the user's identity ([`PeerStudies`], wired to the exchange's
 //! federation by the binary): a radiologist's notes belong with the study, where its other
-//! readers find them, not in a copy here.
+//! readers find them, not in a copy here. Unmarking a key image there
+//! (`DELETE …/key-images/{sop}?peer=NAME`) stores a rejection note (and a replacement key
+//! image document) the same way; the peer lets a peer's user withdraw only the key image
+//! documents it stored for that user (`Annotated::creator`, `vesalius_store::key_objects`).
 //!
 //! Rights for a peer's study: here, the user must be a user (session or token) whose role may
 //! annotate their own organisation's studies (403 `forbidden` otherwise, audited denied); the
@@ -24,6 +27,7 @@ use serde_json::{Value as Json_, json};
 use vesalius_auth::{Action, Caller, PrincipalKind};
 use vesalius_core::ErrorKind;
 use vesalius_store::audit::Outcome;
+use vesalius_store::key_objects::{self, Rejections};
 
 use crate::key_images::{audit, ingest_document, json_str, writable_study};
 use crate::{ApiError, Services};
@@ -39,6 +43,11 @@ pub trait PeerStudies: Send + Sync {
         peer: &'a str,
         study: &'a str,
     ) -> BoxFuture<'a, Result<Vec<Json_>, ApiError>>;
+
+    /// The actor id under which `peer` knows `caller` when this site writes for it there
+    /// (`SITE/ACTOR`, [`vesalius_auth::peer::OnBehalf`]): the creator a key image document
+    /// stored there names (`vesalius_store::key_objects`).
+    fn creator(&self, caller: &Caller) -> String;
 
     /// Stores `part10` (the document `sop_uid` of `study`) at `peer` for `caller`.
     fn store<'a>(
@@ -119,6 +128,20 @@ pub(crate) struct Annotated {
     pub(crate) home: Home,
     pub(crate) images: BTreeMap<String, Image>,
     pub(crate) source: Json_,
+    /// The study's current Key Object Selection Documents (DICOM JSON).
+    pub(crate) key_objects: Vec<Json_>,
+    /// The caller as the study's home knows it: the creator its key image documents name
+    /// (`vesalius_store::key_objects`): the user's id here, `SITE/ACTOR` at a peer.
+    pub(crate) creator: String,
+}
+
+/// The creator of the key image documents a caller makes in a study held here: the user (a
+/// token's user), else the actor.
+pub(crate) fn local_creator(c: &Caller) -> String {
+    c.principal
+        .user_id
+        .clone()
+        .unwrap_or_else(|| c.principal.actor.id.clone())
 }
 
 /// The study `study` as the caller may annotate it, here or (with `peer`) at that peer; `kind`
@@ -134,6 +157,11 @@ pub(crate) async fn annotated_study(
     let Some(peer) = peer.filter(|p| !p.is_empty()) else {
         let (owner, metas, study_ref) = writable_study(sv, c, study, kind, detail).await?;
         let source = serde_json::from_str(&metas[0].json).map_err(crate::key_images::internal)?;
+        let key_objects = metas
+            .iter()
+            .filter(|m| m.instance.sop_class_uid == key_objects::KEY_OBJECT_SELECTION)
+            .map(|m| serde_json::from_str(&m.json).map_err(crate::key_images::internal))
+            .collect::<Result<Vec<Json_>, _>>()?;
         let images = metas
             .into_iter()
             .map(|m| {
@@ -155,6 +183,8 @@ pub(crate) async fn annotated_study(
             },
             images,
             source,
+            key_objects,
+            creator: local_creator(c),
         });
     };
     let user = matches!(
@@ -212,11 +242,18 @@ pub(crate) async fn annotated_study(
             },
         );
     }
+    let key_objects = metas
+        .iter()
+        .filter(|m| key_objects::is_key_object(m))
+        .cloned()
+        .collect();
     Ok(Annotated {
         study: study.to_owned(),
         home: Home::Peer(peer.to_owned()),
         images,
         source: metas.into_iter().next().unwrap_or_default(),
+        key_objects,
+        creator: hook.0.creator(c),
     })
 }
 
@@ -246,7 +283,10 @@ impl Annotated {
 
     /// Saves the document (`sop_uid`, Part 10 `bytes`) at the study's home and audits `kind`
     /// with `detail`: here through the ingest path; at a peer by STOW-RS for the user (a
-    /// refusal or failure there is audited here too, and passed on).
+    /// refusal or failure there is audited here too, and passed on). Here, the ingest may
+    /// carry out only rejections of the caller's own key image documents
+    /// ([`Rejections::KeyImagesOf`] the caller, or anyone's with `any_creator`: an
+    /// administrator's unmark); at a peer, the peer applies the same rule to its caller.
     pub(crate) async fn save(
         &self,
         sv: &Services,
@@ -254,13 +294,31 @@ impl Annotated {
         sop_uid: &str,
         bytes: Vec<u8>,
         kind: &str,
-        mut detail: Json_,
+        detail: Json_,
     ) -> Result<(), ApiError> {
+        self.save_as(sv, c, sop_uid, bytes, kind, detail, false)
+            .await
+    }
+
+    /// [`Annotated::save`], for any creator's key images when `any_creator` (an administrator
+    /// of the study's organisation, here).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn save_as(
+        &self,
+        sv: &Services,
+        c: &Caller,
+        sop_uid: &str,
+        bytes: Vec<u8>,
+        kind: &str,
+        mut detail: Json_,
+        any_creator: bool,
+    ) -> Result<(), ApiError> {
+        let rejections = Rejections::KeyImagesOf((!any_creator).then(|| self.creator.clone()));
         let study = self.study.as_str();
         let (org, patient, result) = match &self.home {
             Home::Here { owner, patient } => {
                 // The ingest path's error is the answer; only successes are audited here.
-                ingest_document(sv, c, owner, study, sop_uid, &bytes).await?;
+                ingest_document(sv, c, owner, study, sop_uid, &bytes, rejections).await?;
                 (owner.clone(), patient.clone(), Ok(()))
             }
             Home::Peer(peer) => {

@@ -21,10 +21,27 @@
 //!   `key-images` with the new SOP Instance UID and the number of references.
 //!
 //! The document (TID 2010 "Key Object Selection"): a CONTAINER titled (113000, DCM, "Of
-//! Interest"), one IMAGE item per instance (Referenced SOP Sequence), a TEXT item (113012, DCM,
-//! "Key Object Description") when a description is given; the Current Requested Procedure
-//! Evidence Sequence lists the instances by series. Patient and study attributes are copied
-//! from the study's stored metadata. Text is UTF-8 (`ISO_IR 192`).
+//! Interest"), the observer context (TID 1002 / 1003: Observer Type person, Person Observer
+//! Name, Person Observer's Login Name (128774, DCM) = the creator, see
+//! `vesalius_store::key_objects`), one IMAGE item per instance (Referenced SOP Sequence), a
+//! TEXT item (113012, DCM, "Key Object Description") when a description is given; the Current
+//! Requested Procedure Evidence Sequence lists the instances by series. Patient and study
+//! attributes are copied from the study's stored metadata. Text is UTF-8 (`ISO_IR 192`).
+//!
+//! Unmarking: `DELETE /api/v1/studies/{study}/key-images/{sop}` (`?peer=NAME` for a study held
+//! at a peer). Instances are never changed: the caller's key image documents that reference
+//! `sop` (anyone's for an administrator of the organisation holding the study here) are
+//! withdrawn by an IHE IOCM rejection note (a KO titled (113001, DCM, "Rejected for Quality
+//! Reasons"), PS3.16 CID 7011, series 9002, listing them in its evidence and as COMPOSITE
+//! items), which the archive honours by hiding them; when they flagged other images too, a new
+//! key image document for those (same creator) is stored first. The last key image is
+//! unmarked by the rejection note alone (a KO references at least one instance). Answer `200
+//! {"studyInstanceUID", "unmarked", "rejected", "rejectionNote", "replacements",
+//! "stillFlaggedBy"}` (documents of others that still flag it); an image no
+//! document of the caller flags: `200` withdrawing nothing; one flagged only by others'
+//! documents (or other systems'): 403 `forbidden`, audited denied. The ingest refuses any
+//! rejection but of that creator's key image documents ([`key_objects::Rejections`]), so this
+//! never hides an image. Audited `key-images` (`details.unmark`, `rejects`, `replaces`).
 
 use std::collections::BTreeMap;
 
@@ -45,9 +62,10 @@ use vesalius_core::ErrorKind;
 use vesalius_store::audit::Outcome;
 use vesalius_store::index::InstanceMetadata;
 use vesalius_store::ingest::IngestContext;
+use vesalius_store::key_objects;
 use vesalius_store::query::Scope;
 
-use crate::annotate::{AtPeer, annotated_study};
+use crate::annotate::{AtPeer, Home, annotated_study};
 use crate::{ApiError, Services};
 
 /// SOP Class UID of the Key Object Selection Document.
@@ -58,6 +76,8 @@ pub const MAX_INSTANCES: usize = 1000;
 pub const MAX_DESCRIPTION: usize = 1024;
 /// Series Number of the new series (PS3.3 C.17.6.1: type 1).
 const SERIES_NUMBER: i32 = 9001;
+/// Series Number of a rejection note's series.
+const REJECTION_SERIES_NUMBER: i32 = 9002;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,6 +144,7 @@ pub(crate) async fn create(
     let series_uid = new_uid();
     let sop_uid = new_uid();
     let doc = KeyObject {
+        title: Title::OfInterest,
         study_uid: &study,
         series_uid: &series_uid,
         sop_uid: &sop_uid,
@@ -137,6 +158,10 @@ pub(crate) async fn create(
             })
             .collect(),
         description: &description,
+        observer: Observer {
+            name: &c.principal.actor.name,
+            creator: &target.creator,
+        },
         now: now_parts(),
     };
     let bytes = doc.encode()?;
@@ -160,6 +185,257 @@ pub(crate) async fn create(
         })),
     )
         .into_response())
+}
+
+/// A key image document that an unmark withdraws.
+struct Withdrawn<'a> {
+    doc: &'a Json_,
+    creator: String,
+}
+
+/// `DELETE /api/v1/studies/{study}/key-images/{instance}`: unmarks a key image (module doc).
+pub(crate) async fn unmark(
+    State(sv): State<Services>,
+    caller: Option<Extension<Caller>>,
+    Path((study, instance)): Path<(String, String)>,
+    Query(at): Query<AtPeer>,
+) -> Result<Response, ApiError> {
+    let c = crate::caller_of(caller)?;
+    crate::links::check_uid(&study)?;
+    crate::links::check_uid(&instance)?;
+    let target = annotated_study(
+        &sv,
+        &c,
+        &study,
+        at.peer.as_deref(),
+        "key-images",
+        json!({ "unmark": instance }),
+    )
+    .await?;
+    // An administrator of the organisation owning a study held here withdraws anyone's key
+    // images; everyone else (and everyone at a peer) only their own.
+    let any_creator = matches!(target.home, Home::Here { .. })
+        && c.principal.role == Some(vesalius_store::directory::Role::Admin);
+    let mut withdrawn: Vec<Withdrawn> = Vec::new();
+    let mut others = 0;
+    for doc in &target.key_objects {
+        if !key_objects::referenced_images(doc).contains(&instance) {
+            continue;
+        }
+        match key_objects::key_image_creator(doc) {
+            Some(creator) if any_creator || creator == target.creator => {
+                withdrawn.push(Withdrawn { doc, creator })
+            }
+            _ => others += 1,
+        }
+    }
+    let peer = match &target.home {
+        Home::Peer(p) => Some(p.clone()),
+        Home::Here { .. } => None,
+    };
+    if withdrawn.is_empty() && others > 0 {
+        let mut detail = json!({ "unmark": instance, "reason": "marked by someone else" });
+        if let Some(p) = &peer {
+            detail["peer"] = json!(p);
+        }
+        let org = match &target.home {
+            Home::Here { owner, .. } => owner.clone(),
+            Home::Peer(_) => c.org().to_owned(),
+        };
+        audit(
+            &sv,
+            c.event("key-images", Outcome::Denied, &org, Some(&study), detail),
+        )
+        .await;
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            format!(
+                "{instance} is a key image of someone else's document (or of another system's): \
+                 only they or an administrator of the study's organisation may unmark it"
+            ),
+        ));
+    }
+    let now = now_parts();
+    // What each creator keeps: the other images of their withdrawn documents, in a new one.
+    let mut kept: BTreeMap<&str, (Vec<String>, String, String)> = BTreeMap::new();
+    for w in &withdrawn {
+        let e = kept
+            .entry(w.creator.as_str())
+            .or_insert_with(|| (Vec::new(), observer_name(w.doc), String::new()));
+        e.0.extend(
+            key_objects::referenced_images(w.doc)
+                .into_iter()
+                .filter(|s| *s != instance && target.images.contains_key(s)),
+        );
+        if e.2.is_empty() {
+            e.2 = description_of(w.doc);
+        }
+    }
+    let rejected: Vec<String> = withdrawn
+        .iter()
+        .map(|w| json_str(w.doc, "00080018"))
+        .collect();
+    let mut replacements = Vec::new();
+    for (creator, (mut sops, name, description)) in kept {
+        sops.sort();
+        sops.dedup();
+        if sops.is_empty() {
+            continue;
+        }
+        let refs = target.images(sops.iter().map(String::as_str))?;
+        let (series_uid, sop_uid) = (new_uid(), new_uid());
+        let bytes = KeyObject {
+            title: Title::OfInterest,
+            study_uid: &study,
+            series_uid: &series_uid,
+            sop_uid: &sop_uid,
+            source: &target.source,
+            references: refs
+                .iter()
+                .map(|i| Reference {
+                    series_uid: &i.series_uid,
+                    sop_class_uid: &i.sop_class_uid,
+                    sop_uid: &i.sop_uid,
+                })
+                .collect(),
+            description: &description,
+            observer: Observer {
+                name: &name,
+                creator,
+            },
+            now: now.clone(),
+        }
+        .encode()?;
+        target
+            .save_as(
+                &sv,
+                &c,
+                &sop_uid,
+                bytes,
+                "key-images",
+                json!({ "series": series_uid, "sop": sop_uid, "instances": refs.len(),
+                        "replaces": rejected, "for": creator }),
+                any_creator,
+            )
+            .await?;
+        replacements.push(json!({
+            "seriesInstanceUID": series_uid,
+            "sopInstanceUID": sop_uid,
+            "referenced": refs.len(),
+        }));
+    }
+    let note = if withdrawn.is_empty() {
+        // Not a key image (any more): nothing to withdraw; audited all the same.
+        let mut detail = json!({ "unmark": instance, "rejects": [] });
+        let org = match &peer {
+            Some(p) => {
+                detail["peer"] = json!(p);
+                c.org().to_owned()
+            }
+            None => match &target.home {
+                Home::Here { owner, .. } => owner.clone(),
+                Home::Peer(_) => c.org().to_owned(),
+            },
+        };
+        audit(
+            &sv,
+            c.event("key-images", Outcome::Success, &org, Some(&study), detail),
+        )
+        .await;
+        Json_::Null
+    } else {
+        // The rejection note (IHE IOCM, PS3.3 C.17.6.2.1): the withdrawn documents in its
+        // evidence (the archive hides what it lists there) and as COMPOSITE items.
+        let (series_uid, sop_uid) = (new_uid(), new_uid());
+        let docs: Vec<(String, String, String)> = withdrawn
+            .iter()
+            .map(|w| {
+                (
+                    json_str(w.doc, "0020000E"),
+                    json_str(w.doc, "00080016"),
+                    json_str(w.doc, "00080018"),
+                )
+            })
+            .collect();
+        let bytes = KeyObject {
+            title: Title::Rejected,
+            study_uid: &study,
+            series_uid: &series_uid,
+            sop_uid: &sop_uid,
+            source: &target.source,
+            references: docs
+                .iter()
+                .map(|(series, class, sop)| Reference {
+                    series_uid: series,
+                    sop_class_uid: class,
+                    sop_uid: sop,
+                })
+                .collect(),
+            description: "",
+            observer: Observer {
+                name: &c.principal.actor.name,
+                creator: &target.creator,
+            },
+            now,
+        }
+        .encode()?;
+        target
+            .save_as(
+                &sv,
+                &c,
+                &sop_uid,
+                bytes,
+                "key-images",
+                json!({ "unmark": instance, "series": series_uid, "sop": sop_uid,
+                        "rejects": rejected }),
+                any_creator,
+            )
+            .await?;
+        json!({ "seriesInstanceUID": series_uid, "sopInstanceUID": sop_uid })
+    };
+    Ok((
+        StatusCode::OK,
+        Json(json!({
+            "studyInstanceUID": study,
+            "unmarked": instance,
+            "rejected": rejected,
+            "rejectionNote": note,
+            "replacements": replacements,
+            // Documents that still flag the image (another user's, another system's).
+            "stillFlaggedBy": others,
+        })),
+    )
+        .into_response())
+}
+
+/// The Person Observer Name (121008, DCM) of a document, "" when none.
+fn observer_name(doc: &Json_) -> String {
+    content_item(doc, "121008")
+        .map(|i| json_str(i, "0040A123"))
+        .unwrap_or_default()
+}
+
+/// The Key Object Description (113012, DCM) of a document, "" when none.
+fn description_of(doc: &Json_) -> String {
+    content_item(doc, "113012")
+        .map(|i| json_str(i, "0040A160"))
+        .unwrap_or_default()
+}
+
+/// The first content item of `doc` whose concept name has code value `code` (scheme DCM).
+fn content_item<'a>(doc: &'a Json_, code: &str) -> Option<&'a Json_> {
+    doc.get("0040A730")?
+        .get("Value")?
+        .as_array()?
+        .iter()
+        .find(|i| {
+            i.get("0040A043")
+                .and_then(|c| c.get("Value"))
+                .and_then(|v| v.get(0))
+                .is_some_and(|c| {
+                    json_str(c, "00080100") == code && json_str(c, "00080102") == "DCM"
+                })
+        })
 }
 
 /// The study `study` as the caller may annotate it (issue 6: key images, measurements): its
@@ -240,6 +516,7 @@ pub(crate) async fn ingest_document(
     study: &str,
     sop_uid: &str,
     bytes: &[u8],
+    rejections: vesalius_store::key_objects::Rejections,
 ) -> Result<vesalius_store::ingest::Ingested, ApiError> {
     let mut spool = sv.ingestor.spool()?;
     spool.write(bytes)?;
@@ -251,6 +528,7 @@ pub(crate) async fn ingest_document(
         actor: Some(c.principal.actor.clone()),
         source_addr: c.source.clone(),
         user_agent: c.user_agent.clone(),
+        rejections,
         ..Default::default()
     };
     Ok(sv.ingestor.ingest(spool.finish()?, &ctx).await?)
@@ -269,8 +547,27 @@ struct Reference<'a> {
     sop_uid: &'a str,
 }
 
+/// What a document says of the instances it references (its title, PS3.16 CID 7010 / 7011).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Title {
+    /// (113000, DCM, "Of Interest"): key images.
+    OfInterest,
+    /// (113001, DCM, "Rejected for Quality Reasons"): an IHE IOCM rejection note withdrawing
+    /// key image documents.
+    Rejected,
+}
+
+/// The person a document is made for (TID 1002 observer context, TID 1003).
+struct Observer<'a> {
+    /// Person Observer Name (121008, DCM).
+    name: &'a str,
+    /// Person Observer's Login Name (128774, DCM): the creator (`vesalius_store::key_objects`).
+    creator: &'a str,
+}
+
 /// The document to encode.
 struct KeyObject<'a> {
+    title: Title,
     study_uid: &'a str,
     series_uid: &'a str,
     sop_uid: &'a str,
@@ -278,6 +575,7 @@ struct KeyObject<'a> {
     source: &'a Json_,
     references: Vec<Reference<'a>>,
     description: &'a str,
+    observer: Observer<'a>,
     /// Content date (`YYYYMMDD`) and time (`HHMMSS`), UTC.
     now: (String, String),
 }
@@ -423,12 +721,16 @@ impl KeyObject<'_> {
         // Key Object Document Series (PS3.3 C.17.6.1).
         ds.put(text(tags::MODALITY, VR::CS, "KO"));
         ds.put(text(tags::SERIES_INSTANCE_UID, VR::UI, self.series_uid));
+        let (number, series_description) = match self.title {
+            Title::OfInterest => (SERIES_NUMBER, "Key images"),
+            Title::Rejected => (REJECTION_SERIES_NUMBER, "Key images withdrawn"),
+        };
         ds.put(DataElement::new(
             tags::SERIES_NUMBER,
             VR::IS,
-            PrimitiveValue::from(SERIES_NUMBER.to_string()),
+            PrimitiveValue::from(number.to_string()),
         ));
-        ds.put(text(tags::SERIES_DESCRIPTION, VR::LO, "Key images"));
+        ds.put(text(tags::SERIES_DESCRIPTION, VR::LO, series_description));
         ds.put(seq(
             tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE,
             vec![],
@@ -454,8 +756,12 @@ impl KeyObject<'_> {
                 .map(|(series, refs)| (*series, refs.iter().map(|r| sop_ref(r)).collect())),
         ));
         // SR Document Content (PS3.3 C.17.3), TID 2010.
-        put_root_container(&mut ds, code("113000", "DCM", "Of Interest"), "2010");
-        let mut content = Vec::new();
+        let title = match self.title {
+            Title::OfInterest => code("113000", "DCM", "Of Interest"),
+            Title::Rejected => code("113001", "DCM", "Rejected for Quality Reasons"),
+        };
+        put_root_container(&mut ds, title, "2010");
+        let mut content = observer_context(&self.observer);
         if !self.description.is_empty() {
             content.push(InMemDicomObject::from_element_iter([
                 text(tags::RELATIONSHIP_TYPE, VR::CS, "CONTAINS"),
@@ -467,10 +773,15 @@ impl KeyObject<'_> {
                 text(tags::TEXT_VALUE, VR::UT, self.description),
             ]));
         }
+        // Images are IMAGE items; the documents a rejection note withdraws COMPOSITE ones.
+        let value_type = match self.title {
+            Title::OfInterest => "IMAGE",
+            Title::Rejected => "COMPOSITE",
+        };
         for r in &self.references {
             content.push(InMemDicomObject::from_element_iter([
                 text(tags::RELATIONSHIP_TYPE, VR::CS, "CONTAINS"),
-                text(tags::VALUE_TYPE, VR::CS, "IMAGE"),
+                text(tags::VALUE_TYPE, VR::CS, value_type),
                 seq(tags::REFERENCED_SOP_SEQUENCE, vec![sop_ref(r)]),
             ]));
         }
@@ -502,6 +813,41 @@ pub(crate) fn part10(
     vesalius_deid::coerce::write_object(&obj).map_err(internal)
 }
 
+/// The observer context of a document (TID 2010 row 3 includes TID 1002; TID 1003): observer
+/// type person, Person Observer Name, Person Observer's Login Name.
+fn observer_context(o: &Observer) -> Vec<InMemDicomObject> {
+    let context =
+        |value_type: &str, concept: InMemDicomObject, value: DataElement<InMemDicomObject>| {
+            InMemDicomObject::from_element_iter([
+                text(tags::RELATIONSHIP_TYPE, VR::CS, "HAS OBS CONTEXT"),
+                text(tags::VALUE_TYPE, VR::CS, value_type),
+                seq(tags::CONCEPT_NAME_CODE_SEQUENCE, vec![concept]),
+                value,
+            ])
+        };
+    let (login, scheme, meaning) = key_objects::LOGIN_NAME;
+    vec![
+        context(
+            "CODE",
+            code("121005", "DCM", "Observer Type"),
+            seq(
+                tags::CONCEPT_CODE_SEQUENCE,
+                vec![code("121006", "DCM", "Person")],
+            ),
+        ),
+        context(
+            "PNAME",
+            code("121008", "DCM", "Person Observer Name"),
+            text(tags::PERSON_NAME, VR::PN, o.name),
+        ),
+        context(
+            "TEXT",
+            code(login, scheme, meaning),
+            text(tags::TEXT_VALUE, VR::UT, o.creator),
+        ),
+    ]
+}
+
 fn sop_ref(r: &Reference) -> InMemDicomObject {
     InMemDicomObject::from_element_iter([
         text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, r.sop_class_uid),
@@ -515,12 +861,17 @@ mod tests {
     use dicom_core::header::Header;
 
     fn doc_bytes(description: &str) -> Vec<u8> {
+        doc_of(Title::OfInterest, description)
+    }
+
+    fn doc_of(title: Title, description: &str) -> Vec<u8> {
         let source = json!({
             "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Müller^Zoë"}]},
             "00100020": {"vr": "LO", "Value": ["MRN7"]},
             "00080020": {"vr": "DA", "Value": ["20261201"]},
         });
         KeyObject {
+            title,
             study_uid: "1.2.3",
             series_uid: "1.2.3.4",
             sop_uid: "1.2.3.4.5",
@@ -538,10 +889,25 @@ mod tests {
                 },
             ],
             description,
+            observer: Observer {
+                name: "Zoë Müller",
+                creator: "u-7",
+            },
             now: ("20261207".into(), "120000".into()),
         }
         .encode()
         .unwrap()
+    }
+
+    /// The document as the archive's metadata (DICOM JSON) has it.
+    fn as_json(bytes: &[u8]) -> Json_ {
+        let parsed = vesalius_core::parse::parse_file(
+            std::io::Cursor::new(bytes),
+            bytes.len() as u64,
+            &Default::default(),
+        )
+        .unwrap();
+        Json_::Object(vesalius_core::json::dataset_to_json(&parsed.dataset, None))
     }
 
     fn items(obj: &InMemDicomObject, tag: Tag) -> Vec<InMemDicomObject> {
@@ -573,10 +939,24 @@ mod tests {
         let template = items(&obj, tags::CONTENT_TEMPLATE_SEQUENCE);
         assert_eq!(s(&template[0], tags::TEMPLATE_IDENTIFIER), "2010");
         let content = items(&obj, tags::CONTENT_SEQUENCE);
-        assert_eq!(content.len(), 3, "a description and two images");
-        assert_eq!(s(&content[0], tags::VALUE_TYPE), "TEXT");
-        assert_eq!(s(&content[0], tags::TEXT_VALUE), "two slices");
-        let image = items(&content[2], tags::REFERENCED_SOP_SEQUENCE);
+        assert_eq!(
+            content.len(),
+            6,
+            "observer context, a description and two images"
+        );
+        // TID 1002 / 1003: observer type person, name, login name (the creator).
+        assert!(
+            content[..3]
+                .iter()
+                .all(|c| s(c, tags::RELATIONSHIP_TYPE) == "HAS OBS CONTEXT")
+        );
+        assert_eq!(s(&content[1], tags::PERSON_NAME), "Zoë Müller");
+        let login = items(&content[2], tags::CONCEPT_NAME_CODE_SEQUENCE);
+        assert_eq!(s(&login[0], tags::CODE_VALUE), "128774");
+        assert_eq!(s(&content[2], tags::TEXT_VALUE), "u-7");
+        assert_eq!(s(&content[3], tags::VALUE_TYPE), "TEXT");
+        assert_eq!(s(&content[3], tags::TEXT_VALUE), "two slices");
+        let image = items(&content[5], tags::REFERENCED_SOP_SEQUENCE);
         assert_eq!(s(&image[0], tags::REFERENCED_SOP_INSTANCE_UID), "1.2.3.9.2");
         // The evidence: one series with both instances.
         let evidence = items(&obj, tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE);
@@ -597,7 +977,47 @@ mod tests {
     fn without_a_description_only_images_are_listed() {
         let obj = vesalius_deid::coerce::read_object(&doc_bytes("")).unwrap();
         let content = items(&obj, tags::CONTENT_SEQUENCE);
-        assert_eq!(content.len(), 2);
-        assert!(content.iter().all(|c| s(c, tags::VALUE_TYPE) == "IMAGE"));
+        assert_eq!(content.len(), 5);
+        assert!(
+            content[3..]
+                .iter()
+                .all(|c| s(c, tags::VALUE_TYPE) == "IMAGE")
+        );
+    }
+
+    #[test]
+    fn the_archive_reads_the_creator_and_images_of_a_key_image_document() {
+        let json = as_json(&doc_bytes(""));
+        assert_eq!(
+            key_objects::key_image_creator(&json).as_deref(),
+            Some("u-7")
+        );
+        assert_eq!(
+            key_objects::referenced_images(&json),
+            ["1.2.3.9.1", "1.2.3.9.2"]
+        );
+        assert!(!key_objects::is_rejection_note(&json));
+        assert_eq!(observer_name(&json), "Zoë Müller");
+        assert_eq!(description_of(&as_json(&doc_bytes("why"))), "why");
+    }
+
+    #[test]
+    fn a_rejection_note_is_an_iocm_ko_listing_the_documents_withdrawn() {
+        let bytes = doc_of(Title::Rejected, "");
+        let obj = vesalius_deid::coerce::read_object(&bytes).unwrap();
+        let title = items(&obj, tags::CONCEPT_NAME_CODE_SEQUENCE);
+        assert_eq!(s(&title[0], tags::CODE_VALUE), "113001");
+        assert_eq!(s(&obj, tags::SERIES_NUMBER), "9002");
+        let content = items(&obj, tags::CONTENT_SEQUENCE);
+        assert!(
+            content[3..]
+                .iter()
+                .all(|c| s(c, tags::VALUE_TYPE) == "COMPOSITE")
+        );
+        let json = as_json(&bytes);
+        assert!(key_objects::is_rejection_note(&json));
+        // Not a key image document itself: it cannot be withdrawn, and lists no key image.
+        assert_eq!(key_objects::key_image_creator(&json), None);
+        assert!(key_objects::referenced_images(&json).is_empty());
     }
 }

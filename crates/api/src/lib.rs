@@ -187,6 +187,10 @@ pub fn access_router(
             post(key_images::create),
         )
         .route(
+            "/api/v1/studies/{study}/key-images/{sop}",
+            delete(key_images::unmark),
+        )
+        .route(
             "/api/v1/studies/{study}/measurements",
             post(measurements::create),
         )

@@ -46,6 +46,7 @@ use futures::{Stream, StreamExt};
 use serde_json::{Map, Value as Json, json};
 use vesalius_core::{ErrorKind, tag};
 use vesalius_store::ingest::IngestContext;
+use vesalius_store::key_objects::Rejections;
 use vesalius_store::model::StoredInstance;
 use vesalius_store::spool::{SpoolWriter, SpooledFile};
 
@@ -373,6 +374,14 @@ impl Receiver {
             user_agent: self.st.caller.user_agent.clone(),
             // Issue 5: a peer's unqualified Patient IDs are its own, not ours.
             default_issuer: peer_issuer(&self.st.caller.principal),
+            // Issue 6: a peer writing for a user may withdraw (IOCM rejection note) only the key
+            // image documents it stored here for that same user, and may not make one in
+            // another's name (`vesalius_store::key_objects`): never hide an image.
+            rejections: if self.annotating {
+                Rejections::KeyImagesOf(Some(self.st.caller.principal.actor.id.clone()))
+            } else {
+                Rejections::Honour
+            },
             ..Default::default()
         };
         // A task of its own: ingest goes on while the next part arrives, and finishes even if the

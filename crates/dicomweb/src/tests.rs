@@ -1208,3 +1208,227 @@ async fn a_peer_writing_for_a_user_annotates_existing_studies_only() {
         String::from_utf8_lossy(&r.body)
     );
 }
+
+/// Issue 6, unmarking a key image at the site holding the study: a peer writing for one of its
+/// users may withdraw (IHE IOCM rejection note, PS3.3 C.17.6.2) only the key image documents it
+/// stored here for that same user; it may not reject an image, nor another user's document,
+/// nor store a key image document in another user's name.
+#[tokio::test]
+async fn a_peer_writing_for_a_user_withdraws_only_that_users_key_images() {
+    use vesalius_auth::{Caller, Principal, PrincipalKind};
+    use vesalius_store::query::Access;
+    let (h, _) = loaded().await;
+    let as_user = |user: &str| {
+        let mut principal = Principal::peer("hub", "default", true);
+        principal.actor.id = format!("hub/{user}");
+        if let PrincipalKind::Peer { for_user, .. } = &mut principal.kind {
+            *for_user = true;
+        }
+        Harness {
+            app: app_as(
+                &h.ingestor,
+                &h.opts,
+                Some(Caller {
+                    principal,
+                    access: Some(Access::orgs(["default"])),
+                    source: "127.0.0.1:1".into(),
+                    user_agent: "test".into(),
+                }),
+            ),
+            ingestor: h.ingestor.clone(),
+            opts: h.opts.clone(),
+            _dir: tempfile::tempdir().unwrap(),
+        }
+    };
+    let (alice, bob) = (as_user("alice"), as_user("bob"));
+    // Explicit VR little endian elements and items, in tag order.
+    let el = |tag: u32, vr: &str, value: &[u8]| {
+        let mut out = Vec::new();
+        dicom::element(&mut out, tag, vr, value, true);
+        out
+    };
+    let item = |elements: Vec<Vec<u8>>| {
+        let body = elements.concat();
+        let mut out = vec![0xFE, 0xFF, 0x00, 0xE0];
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    };
+    let code = |value: &str, meaning: &str| {
+        item(vec![
+            el(0x0008_0100, "SH", value.as_bytes()),
+            el(0x0008_0102, "SH", b"DCM"),
+            el(0x0008_0104, "LO", meaning.as_bytes()),
+        ])
+    };
+    const KO: &str = "1.2.840.10008.5.1.4.1.1.88.59";
+    // A KO titled `title` by `creator` (Person Observer's Login Name) referencing `refs`
+    // (SOP Class, SOP Instance) as `value_type` items and in its evidence.
+    let ko =
+        |sop: &str, title: (&str, &str), creator: &str, value_type: &str, refs: &[(&str, &str)]| {
+            let sop_ref = |(class, uid): &(&str, &str)| {
+                item(vec![
+                    el(0x0008_1150, "UI", class.as_bytes()),
+                    el(0x0008_1155, "UI", uid.as_bytes()),
+                ])
+            };
+            let mut content = vec![item(vec![
+                el(0x0040_A010, "CS", b"HAS OBS CONTEXT"),
+                el(0x0040_A040, "CS", b"TEXT"),
+                el(
+                    0x0040_A043,
+                    "SQ",
+                    &code("128774", "Person Observer's Login Name"),
+                ),
+                el(0x0040_A160, "UT", creator.as_bytes()),
+            ])];
+            for r in refs {
+                content.push(item(vec![
+                    el(0x0008_1199, "SQ", &sop_ref(r)),
+                    el(0x0040_A010, "CS", b"CONTAINS"),
+                    el(0x0040_A040, "CS", value_type.as_bytes()),
+                ]));
+            }
+            let series = item(vec![
+                el(
+                    0x0008_1199,
+                    "SQ",
+                    &refs.iter().map(sop_ref).collect::<Vec<_>>().concat(),
+                ),
+                el(0x0020_000E, "UI", uid(STUDY_A, 90).as_bytes()),
+            ]);
+            let evidence = item(vec![
+                el(0x0008_1115, "SQ", &series),
+                el(0x0020_000D, "UI", STUDY_A.as_bytes()),
+            ]);
+            Obj::new(STUDY_A, &uid(STUDY_A, 95), sop)
+                .text(0x0008_0016, "UI", KO)
+                .text(0x0008_0060, "CS", "KO")
+                .text(0x0008_0070, "LO", "Vesalius")
+                .bytes(0x0040_A043, "SQ", code(title.0, title.1))
+                .bytes(0x0040_A375, "SQ", evidence)
+                .bytes(0x0040_A730, "SQ", content.concat())
+                .encode()
+        };
+    const OF_INTEREST: (&str, &str) = ("113000", "Of Interest");
+    const REJECTED: (&str, &str) = ("113001", "Rejected for Quality Reasons");
+    let image = uid(STUDY_A, 101);
+    let path = format!("/dicom-web/studies/{STUDY_A}");
+    let failure = |r: &Reply| r.json()["00081198"]["Value"][0]["00081197"]["Value"][0].clone();
+    let instances = || async {
+        let r = alice.get(&format!("{path}/instances"), None).await;
+        values(&r.json(), "00080018")
+    };
+    let before = instances().await;
+    assert!(before.contains(&image), "{before:?}");
+
+    // An image cannot be rejected.
+    let r = alice
+        .stow(
+            &path,
+            &[ko(
+                &uid(STUDY_A, 960),
+                REJECTED,
+                "hub/alice",
+                "IMAGE",
+                &[(dicom::SC, &image)],
+            )],
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CONFLICT,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(failure(&r), 0x0124, "refused: not authorized");
+    assert_eq!(instances().await, before, "nothing hidden, nothing stored");
+    // Nor a key image document be made in another user's name.
+    let r = alice
+        .stow(
+            &path,
+            &[ko(
+                &uid(STUDY_A, 961),
+                OF_INTEREST,
+                "hub/bob",
+                "IMAGE",
+                &[(dicom::SC, &image)],
+            )],
+        )
+        .await;
+    assert_eq!(failure(&r), 0x0124);
+    // Alice's own key image document is stored ...
+    let mine = uid(STUDY_A, 962);
+    let r = alice
+        .stow(
+            &path,
+            &[ko(
+                &mine,
+                OF_INTEREST,
+                "hub/alice",
+                "IMAGE",
+                &[(dicom::SC, &image)],
+            )],
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(instances().await.contains(&mine));
+    // ... which Bob cannot withdraw ...
+    let r = bob
+        .stow(
+            &path,
+            &[ko(
+                &uid(STUDY_A, 963),
+                REJECTED,
+                "hub/bob",
+                "COMPOSITE",
+                &[(KO, &mine)],
+            )],
+        )
+        .await;
+    assert_eq!(failure(&r), 0x0124);
+    assert!(instances().await.contains(&mine), "still shown");
+    // ... and nor can Alice together with an image.
+    let r = alice
+        .stow(
+            &path,
+            &[ko(
+                &uid(STUDY_A, 964),
+                REJECTED,
+                "hub/alice",
+                "COMPOSITE",
+                &[(KO, &mine), (dicom::SC, &image)],
+            )],
+        )
+        .await;
+    assert_eq!(failure(&r), 0x0124);
+    assert!(instances().await.contains(&mine), "still shown");
+    // Alice withdraws it: hidden from QIDO, the note itself shown, the image untouched.
+    let note = uid(STUDY_A, 965);
+    let r = alice
+        .stow(
+            &path,
+            &[ko(
+                &note,
+                REJECTED,
+                "hub/alice",
+                "COMPOSITE",
+                &[(KO, &mine)],
+            )],
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let after = instances().await;
+    assert!(!after.contains(&mine), "{after:?}");
+    assert!(after.contains(&note) && after.contains(&image), "{after:?}");
+}

@@ -147,7 +147,8 @@ impl Federation {
         self.cache.bytes()
     }
 
-    fn site_name(&self) -> &str {
+    /// This site's name, as its peers know it (the `iss` of its request tokens).
+    pub fn site_name(&self) -> &str {
         self.exchange.client().identity().name()
     }
 

@@ -40,6 +40,9 @@ pub enum Error {
     /// A request parameter is wrong.
     #[error("{0}")]
     BadRequest(String),
+    /// The sender may not store this object (a rejection note it may not make: issue 6).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl Error {
@@ -54,6 +57,7 @@ impl Error {
             Error::InsufficientStorage(_) => ErrorKind::InsufficientStorage,
             Error::Unavailable(_) => ErrorKind::Unavailable,
             Error::BadRequest(_) => ErrorKind::BadRequest,
+            Error::Forbidden(_) => ErrorKind::Forbidden,
         }
     }
 

@@ -91,6 +91,9 @@ pub struct IngestContext {
     /// stored unchanged; the index's patient and the study-level QIDO/C-FIND attributes carry
     /// the issuer (docs/patients.md).
     pub default_issuer: Option<String>,
+    /// Which rejection notes this ingest may carry out (issue 6: a user's key-image unmark, a
+    /// peer writing for one of its users): [`crate::key_objects::Rejections`].
+    pub rejections: crate::key_objects::Rejections,
 }
 
 /// The extension a sealed journal file gets when it cannot be ingested again at start-up.
@@ -340,6 +343,46 @@ impl Ingestor {
         Ok(w)
     }
 
+    /// Under [`crate::key_objects::Rejections::KeyImagesOf`], refuses an object that would
+    /// reject anything but that creator's key image documents of the study, or that claims
+    /// another creator ([`crate::key_objects::refusal`]).
+    async fn check_rejections(
+        &self,
+        record: &InstanceRecord,
+        rejects: &[String],
+        ctx: &IngestContext,
+    ) -> Result<()> {
+        let crate::key_objects::Rejections::KeyImagesOf(who) = &ctx.rejections else {
+            return Ok(());
+        };
+        let json: serde_json::Value = serde_json::from_str(&record.metadata_json)
+            .map_err(|e| Error::Index(format!("metadata of the new object: {e}")))?;
+        let mut rejected = Vec::with_capacity(rejects.len());
+        for sop in rejects {
+            let scope = Scope {
+                access: Some(crate::query::Access::orgs([record.org.as_str()])),
+                study: Some(record.study.study_uid.clone()),
+                instance: Some(sop.clone()),
+                ..Default::default()
+            };
+            let doc = match self.index.metadata(&scope).await?.into_iter().next() {
+                Some(m) => Some(
+                    serde_json::from_str(&m.json)
+                        .map_err(|e| Error::Index(format!("metadata of {sop}: {e}")))?,
+                ),
+                None => None,
+            };
+            rejected.push((sop.clone(), doc));
+        }
+        match crate::key_objects::refusal(&json, who.as_deref(), &rejected) {
+            Some(why) => {
+                tracing::warn!(sop = %record.instance.sop_instance_uid, why, "rejection refused");
+                Err(Error::Forbidden(why))
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Parses, persists and commits a spooled object; returns once it is durable (or, for a
     /// journal file, once its journal file is sealed and synced: [`crate::journal`]).
     pub async fn ingest(&self, spooled: SpooledFile, ctx: &IngestContext) -> Result<Ingested> {
@@ -406,6 +449,15 @@ impl Ingestor {
             .map_err(|e| Error::Unavailable(format!("ingest task: {e}")))?,
         };
         let ((record, rejects), linked) = built?;
+        if let Err(e) = self.check_rejections(&record, &rejects, ctx).await {
+            // Refused before anything is committed (a journal file is not ingested again).
+            if let (Some(_), Some(j)) = (&linked, &self.journal)
+                && !recovering
+            {
+                j.discard(spooled.path());
+            }
+            return Err(e);
+        }
         let parsed_at = started.elapsed();
 
         // Durable blob first: an index row must never point at a blob that could vanish (with

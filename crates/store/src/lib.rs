@@ -28,6 +28,7 @@ pub mod error;
 pub mod index;
 pub mod ingest;
 pub mod journal;
+pub mod key_objects;
 pub mod memory;
 pub mod memory_directory;
 pub mod model;

@@ -19,6 +19,8 @@ mod import;
 #[cfg(test)]
 mod journal_tests;
 #[cfg(test)]
+mod key_images_tests;
+#[cfg(test)]
 mod orgs_tests;
 #[cfg(test)]
 mod patients_tests;

@@ -39,6 +39,15 @@ impl PeerStudies for FederatedStudies {
         .boxed()
     }
 
+    fn creator(&self, caller: &Caller) -> String {
+        // The peer names the caller `ISSUER/SUB` (vesalius_auth's peer authentication).
+        format!(
+            "{}/{}",
+            self.0.site_name(),
+            vesalius_auth::peer::OnBehalf::of(&caller.principal).sub
+        )
+    }
+
     fn store<'a>(
         &'a self,
         caller: &'a Caller,

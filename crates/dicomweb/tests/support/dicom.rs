@@ -28,7 +28,7 @@ fn long_vr(vr: &str) -> bool {
     )
 }
 
-fn element(out: &mut Vec<u8>, tag: u32, vr: &str, value: &[u8], explicit: bool) {
+pub fn element(out: &mut Vec<u8>, tag: u32, vr: &str, value: &[u8], explicit: bool) {
     let mut v = value.to_vec();
     if v.len() % 2 == 1 {
         v.push(if vr == "UI" || long_vr(vr) { 0 } else { b' ' });

@@ -337,6 +337,23 @@ pub(super) async fn effects(
                 }
             }
         }
+        ("DELETE", "/api/v1/studies/{study}/key-images/{sop}") => {
+            if let Some(placed) = &aim.placed {
+                // Whoever asks, the image stays (only key image documents can be withdrawn),
+                // and no document is made (nothing was marked).
+                let left = site
+                    .instances_in(&placed.org, &placed.sample.study)
+                    .await
+                    .iter()
+                    .any(|i| i.sop_instance_uid == placed.sample.sop);
+                let made = take_made(site, placed, "1.2.840.10008.5.1.4.1.1.88.59").await;
+                if !left || made > 0 {
+                    out.push(format!(
+                        "image still there: {left}, key objects made: {made}"
+                    ));
+                }
+            }
+        }
         ("POST", "/api/v1/studies/{study}/measurements") => {
             if let Some(placed) = &aim.placed {
                 // Measurement reports (Comprehensive SR) made in the study.

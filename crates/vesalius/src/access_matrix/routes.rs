@@ -868,6 +868,17 @@ pub const ROUTES: &[Route] = &[
         Change,
         &["key-images"],
     ),
+    // Unmarking a key image (issue 6): the caller's key image documents flagging it withdrawn
+    // by an IOCM rejection note; the matrix's principals have marked nothing, so an allowed
+    // call changes nothing (and hides nothing: judge.rs), and is audited all the same.
+    r(
+        "DELETE",
+        "/api/v1/studies/{study}/key-images/{sop}",
+        Study,
+        OnStudy(Annotate),
+        Change,
+        &["key-images"],
+    ),
     // Saved measurements (issue 6): a TID 1500 Comprehensive SR in a new series of the study.
     r(
         "POST",

@@ -11,7 +11,7 @@ import { clear, h, toast } from './dom.js';
 import * as px from './pixels.js';
 import * as vol from './volume.js';
 import { MODES, Viewport } from './viewport.js';
-import { keyImagesOf, markKeyImage } from './keyimages.js';
+import { isRejectionNote, keyImagesOf, markKeyImage, unmarkKeyImage } from './keyimages.js';
 import { measurementsOf, newestReport, saveMeasurements } from './reports.js';
 
 /**
@@ -114,7 +114,7 @@ export const SHORTCUTS = [
   ['l', 'layout: 1×1, 1×2, 2×2'],
   ['v', 'next viewport'],
   ['Shift+L', 'linked scrolling on / off'],
-  ['Shift+K', 'mark the image as a key image'],
+  ['Shift+K', 'mark the image as a key image, or unmark it'],
   ['c', 'cine: play / stop'],
   ['+ / −, Ctrl+wheel, pinch', 'zoom in / out'],
   ['i', 'invert'],
@@ -210,7 +210,7 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     onclick: () => setLayout(l),
   }, l.replace('x', '×')));
   const linkButton = h('button', { type: 'button', dataset: { action: 'link' }, title: 'Linked scrolling (Shift+L)', onclick: () => setLink(!v.link) }, 'Link');
-  const keyButton = h('button', { type: 'button', dataset: { action: 'key-image' }, title: 'Mark as key image (Shift+K)', onclick: () => markKey() }, '★ Key');
+  const keyButton = h('button', { type: 'button', dataset: { action: 'key-image' }, title: 'Mark or unmark as key image (Shift+K)', onclick: () => markKey() }, '★ Key');
   const help = h('aside', { class: 'help', id: 'help', hidden: true, 'aria-label': 'Keyboard shortcuts' },
     h('h2', {}, 'Keyboard and gestures'),
     h('dl', {}, SHORTCUTS.map(([k, what]) => [h('dt', {}, k), h('dd', {}, what)])),
@@ -555,11 +555,11 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     v.series.forEach((s, i) => {
       // Series without images (KO, SR, …) have no thumbnail; a KO goes to the next key image.
       const picture = NOT_IMAGES.has(s.modality)
-        ? h('span', { class: 'no-thumb', 'aria-hidden': 'true' }, s.modality === 'KO' ? '★' : s.modality)
+        ? h('span', { class: 'no-thumb', 'aria-hidden': 'true' }, s.modality === 'KO' ? (s.withdrawn ? '☆' : '★') : s.modality)
         : h('img', { src: `${studyUrl}/series/${encodeURIComponent(s.uid)}/thumbnail?viewport=96,96`, alt: '', loading: 'lazy', width: '96', height: '96' });
       strip.append(h('button', {
         type: 'button', class: 'series', dataset: { index: String(i), series: s.uid, modality: s.modality },
-        onclick: () => (s.modality === 'KO' ? nextKeyImage() : openSeries(i)),
+        onclick: () => (s.modality === 'KO' ? (s.withdrawn ? toast('Key images withdrawn (IOCM rejection note).') : nextKeyImage()) : openSeries(i)),
       }, picture, h('span', {}, `S${s.number ?? '?'} ${s.modality}`), h('small', {}, `${s.description} (${s.count})`)));
     });
   }
@@ -599,15 +599,22 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
 
   /** Which images key object documents (KO series) of the study flag. */
   async function loadKeyImages() {
+    const keys = new Set();
+    let notes = false;
     for (const s of v.series.filter((x) => x.modality === 'KO')) {
       try {
         const metas = await json(`${studyUrl}/series/${encodeURIComponent(s.uid)}/metadata`, { accept: 'application/dicom+json' });
-        for (const sop of keyImagesOf(metas || [])) v.keySops.add(sop);
+        for (const sop of keyImagesOf(metas || [])) keys.add(sop);
+        // A series of rejection notes (key images withdrawn) leads to no key image.
+        const withdrawn = Boolean(metas && metas.length && metas.every(isRejectionNote));
+        if (withdrawn !== Boolean(s.withdrawn)) { s.withdrawn = withdrawn; notes = true; }
       } catch (e) {
         if (e instanceof ApiError && e.status === 401) return;
         say(`Key images could not be read: ${e.message}`, 'error');
       }
     }
+    v.keySops = keys;
+    if (notes) drawStrip();
     schedule();
   }
 
@@ -755,14 +762,28 @@ export function viewer(app, { study, peer = '', others = [], expectPatient = '',
     const sl = vp && vp.mode === 'stack' && vp.s && vp.s.slices && vp.s.slices[vp.idx];
     if (!sl) { say('Key images are acquired images: show the stack (Shift+O) to mark one.', 'error'); return; }
     keyButton.disabled = true;
+    // The same control toggles: a key image is unmarked (the caller's documents that flag it
+    // are withdrawn by the server), any other image marked.
+    const unmark = v.keySops.has(sl.sop);
     try {
-      const r = await markKeyImage(study, [sl.sop], '', peer);
-      v.keySops.add(sl.sop);
-      toast(peer ? `Saved as a key image at ${peer} (series ${r.seriesInstanceUID}).` : `Saved as a key image (series ${r.seriesInstanceUID}).`);
+      if (unmark) {
+        const r = await unmarkKeyImage(study, sl.sop, peer);
+        toast(peer ? `Key image unmarked at ${peer}.` : 'Key image unmarked.');
+        if (r && r.stillFlaggedBy > 0) say(`Your mark is withdrawn, but ${r.stillFlaggedBy} other document(s) (another user's or another system's) still flag this image.`, 'info');
+      } else {
+        const r = await markKeyImage(study, [sl.sop], '', peer);
+        v.keySops.add(sl.sop);
+        toast(peer ? `Saved as a key image at ${peer} (series ${r.seriesInstanceUID}).` : `Saved as a key image (series ${r.seriesInstanceUID}).`);
+      }
       await listSeries();
       drawStrip();
+      if (unmark) await loadKeyImages();
     } catch (e) {
-      if (!(e instanceof ApiError && e.status === 401)) say(`The key image could not be saved: ${e.message}`, 'error');
+      if (!(e instanceof ApiError && e.status === 401)) {
+        say(unmark ? `The key image could not be unmarked: ${e.message}` : `The key image could not be saved: ${e.message}`, 'error');
+      }
+    } finally {
+      keyButton.disabled = false;
     }
     schedule();
   }
