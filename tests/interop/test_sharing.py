@@ -418,3 +418,58 @@ def test_stow_into_another_of_the_users_organisations(site):
     south = bearer(site["tok"]["south"]).get(f"{base}/dicom-web/studies", headers={"Accept": "application/dicom+json"},
                                              params={"StudyInstanceUID": site["ct_study"]}).json()
     assert len(south) == 1
+
+
+def test_a_rejection_note_from_a_guest_hides_nothing_even_once_accepted(site, tmp_path):
+    # IHE IOCM: a Key Object Selection titled (113001, DCM, "Rejected for Quality Reasons")
+    # hides the instances it lists. A guest upload link is not a right to withdraw what the
+    # organisation holds: such a note (built here with pydicom, naming a CT instance north
+    # holds) is kept as a document, in the quarantine inbox and after a user accepts it.
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    base = site["srv"].base
+    nclin, nadmin = login(base, "nclin"), bearer(site["tok"]["north"])
+    target = pydicom.dcmread(site["ct"][0], stop_before_pixels=True)
+    ko_class = "1.2.840.10008.5.1.4.1.1.88.59"
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = ko_class, generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.PatientID, ds.PatientName = "KO", "GUEST-1", "Guest^Note"
+    ds.SeriesNumber, ds.InstanceNumber = 1, 1
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "113001", "DCM", "Rejected for Quality Reasons"
+    ds.ConceptNameCodeSequence = Sequence([code])
+    ds.ValueType, ds.ContinuityOfContent = "CONTAINER", "SEPARATE"
+    ref = Dataset()
+    ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = target.SOPClassUID, target.SOPInstanceUID
+    series = Dataset()
+    series.SeriesInstanceUID, series.ReferencedSOPSequence = target.SeriesInstanceUID, Sequence([ref])
+    study = Dataset()
+    study.StudyInstanceUID, study.ReferencedSeriesSequence = target.StudyInstanceUID, Sequence([series])
+    ds.CurrentRequestedProcedureEvidenceSequence = Sequence([study])
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ko_class, ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    note = tmp_path / "rejection-note.dcm"
+    ds.save_as(note, enforce_file_format=True)
+
+    def held():
+        r = nadmin.get(f"{base}/dicom-web/studies/{target.StudyInstanceUID}/instances",
+                       headers={"Accept": "application/dicom+json"})
+        return {a["00080018"]["Value"][0] for a in r.json()} if r.status_code == 200 else set()
+
+    assert target.SOPInstanceUID in held()
+    up = nclin.post(f"{base}/api/v1/upload-links", json={"label": "guest note", "max_bytes": 1 << 20}).json()
+    r = stow(base, up["token"], [note])
+    assert r.status_code == 200, r.text
+    assert target.SOPInstanceUID in held()
+    r = nclin.post(f"{base}/api/v1/inbox/studies/{ds.StudyInstanceUID}/accept",
+                   json={"patient_id": "MRN-0043", "issuer": "NORTH-PAS"})
+    assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+    # The note is the organisation's now, and the CT instance it names is still there.
+    r = nadmin.get(f"{base}/dicom-web/studies/{ds.StudyInstanceUID}/instances",
+                   headers={"Accept": "application/dicom+json"})
+    assert r.status_code == 200 and len(r.json()) == 1
+    assert target.SOPInstanceUID in held(), "a guest's rejection note hid an instance of the organisation"

@@ -172,6 +172,8 @@ pub(crate) async fn upload(
             continue;
         }
         let ctx = IngestContext {
+            // A guest's rejection note hides nothing (`Rejections::Ignore`).
+            rejections: vesalius_store::key_objects::Rejections::Ignore,
             org: inbox_org(&org),
             source: "upload-link".into(),
             actor: Some(principal.actor.clone()),

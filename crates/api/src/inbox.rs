@@ -192,6 +192,9 @@ pub(crate) async fn accept(
         let mut spool = sv.ingestor.spool()?;
         spool.write(&out)?;
         let ctx = IngestContext {
+            // What a guest uploaded withdraws nothing once accepted either: a rejection note
+            // in it is kept as a document (`Rejections::Ignore`).
+            rejections: vesalius_store::key_objects::Rejections::Ignore,
             org: org.clone(),
             source: "inbox".into(),
             actor: Some(c.principal.actor.clone()),

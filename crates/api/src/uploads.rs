@@ -810,6 +810,12 @@ async fn finish(
             None => (meta.org.clone(), "api-upload"),
         };
         let ctx = IngestContext {
+            rejections: if meta.link_id().is_some() {
+                // A guest's rejection note hides nothing (`Rejections::Ignore`).
+                vesalius_store::key_objects::Rejections::Ignore
+            } else {
+                Default::default()
+            },
             org,
             source: source.into(),
             actor: Some(principal.actor.clone()),

@@ -379,6 +379,9 @@ impl Receiver {
             // another's name (`vesalius_store::key_objects`): never hide an image.
             rejections: if self.annotating {
                 Rejections::KeyImagesOf(Some(self.st.caller.principal.actor.id.clone()))
+            } else if vesalius_store::model::inbox_owner(&self.org).is_some() {
+                // A guest upload link's STOW-RS: a rejection note hides nothing.
+                Rejections::Ignore
             } else {
                 Rejections::Honour
             },

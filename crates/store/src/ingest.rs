@@ -448,7 +448,14 @@ impl Ingestor {
             .await
             .map_err(|e| Error::Unavailable(format!("ingest task: {e}")))?,
         };
-        let ((record, rejects), linked) = built?;
+        let ((record, mut rejects), linked) = built?;
+        if ctx.rejections == crate::key_objects::Rejections::Ignore && !rejects.is_empty() {
+            tracing::info!(
+                sop = %record.instance.sop_instance_uid,
+                "rejection note from a guest upload: stored, hides nothing"
+            );
+            rejects.clear();
+        }
         if let Err(e) = self.check_rejections(&record, &rejects, ctx).await {
             // Refused before anything is committed (a journal file is not ingested again).
             if let (Some(_), Some(j)) = (&linked, &self.journal)

@@ -37,6 +37,10 @@ pub enum Rejections {
     /// administrator's unmark) may be rejected; a key image document stored with it must name
     /// that creator. Anything else is refused (`Forbidden`), nothing stored.
     KeyImagesOf(Option<String>),
+    /// A rejection note is stored as a document but hides nothing: objects from a guest upload
+    /// (into the quarantine inbox, and again when a user accepts it into the organisation),
+    /// whose sender has no right to withdraw anything the site holds.
+    Ignore,
 }
 
 fn first<'a>(obj: &'a Value, tag: &str) -> Option<&'a Value> {
