@@ -333,6 +333,11 @@ async fn callback(
             st.auth.session_cookie(&ok.cookie_secret),
         ),
         (header::SET_COOKIE, clear_pending_cookie(secure)),
+        // Issue 6: a new session starts with nothing kept (crate::device_cache).
+        (
+            header::HeaderName::from_static("clear-site-data"),
+            crate::device_cache::CLEAR_SITE_DATA.to_owned(),
+        ),
     ]);
     match want {
         Want::Html => {

@@ -172,7 +172,13 @@ async fn login_form(
                 safe_next(&q.next)
             };
             (
-                [(header::SET_COOKIE, auth.session_cookie(&ok.cookie_secret))],
+                [
+                    (header::SET_COOKIE, auth.session_cookie(&ok.cookie_secret)),
+                    (
+                        header::HeaderName::from_static("clear-site-data"),
+                        crate::device_cache::CLEAR_SITE_DATA.to_owned(),
+                    ),
+                ],
                 Redirect::to(to),
             )
                 .into_response()

@@ -74,6 +74,9 @@ struct Login {
     password: String,
 }
 
+/// `Clear-Site-Data` (W3C Clear Site Data): sent on login, logout and organisation switch.
+const CLEAR_SITE_DATA: header::HeaderName = header::HeaderName::from_static("clear-site-data");
+
 async fn login(
     State(auth): State<Arc<Authenticator>>,
     ci: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -86,7 +89,10 @@ async fn login(
         .await
     {
         Ok(ok) => (
-            [(header::SET_COOKIE, auth.session_cookie(&ok.cookie_secret))],
+            [
+                (header::SET_COOKIE, auth.session_cookie(&ok.cookie_secret)),
+                (CLEAR_SITE_DATA, crate::device_cache::CLEAR_SITE_DATA.to_owned()),
+            ],
             Json(json!({
                 "csrf": ok.csrf,
                 "username": ok.user.username,
@@ -114,8 +120,13 @@ async fn logout(
     {
         return error(e);
     }
+    // Issue 6: images an organisation let the browser keep (crate::device_cache) go with the
+    // session.
     (
-        [(header::SET_COOKIE, cookie::clear_session_cookie(secure))],
+        [
+            (header::SET_COOKIE, cookie::clear_session_cookie(secure)),
+            (CLEAR_SITE_DATA, crate::device_cache::CLEAR_SITE_DATA.to_owned()),
+        ],
         Json(json!({"status": "logged-out"})),
     )
         .into_response()
@@ -241,8 +252,13 @@ async fn switch_org(
         .switch_org(secret, b.org.trim(), Origin::new(&src, agent(&headers)))
         .await
     {
+        // What the browser kept under the old organisation's setting goes (crate::device_cache).
         Ok((p, s)) => match who(&auth, &p, Some(s.csrf)).await {
-            Ok(v) => Json(v).into_response(),
+            Ok(v) => (
+                [(CLEAR_SITE_DATA, crate::device_cache::CLEAR_SITE_DATA)],
+                Json(v),
+            )
+                .into_response(),
             Err(e) => error(e),
         },
         Err(e) => error(e),

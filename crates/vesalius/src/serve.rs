@@ -320,6 +320,10 @@ pub fn http_app(
             federation.clone(),
             vesalius_exchange::federation::network_scope,
         ));
+    let device_cache = vesalius_api::device_cache::DeviceCache {
+        auth: auth.clone(),
+        ingestor: ingestor.clone(),
+    };
     let mut app = Router::new()
         .nest("/dicom-web", dicomweb)
         .merge(vesalius_dicomweb::wado_uri_router(
@@ -377,10 +381,17 @@ pub fn http_app(
             app_paths: vesalius_web::is_app_path,
         },
     );
-    let app = app.layer(axum::middleware::from_fn_with_state(
-        authn,
-        vesalius_api::authn::authenticate,
-    ));
+    // Issue 6: images an organisation lets its users' browsers keep (inside authentication: it
+    // reads the caller).
+    let app = app
+        .layer(axum::middleware::from_fn_with_state(
+            device_cache,
+            vesalius_api::device_cache::layer,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            authn,
+            vesalius_api::authn::authenticate,
+        ));
     // HSTS only when this address really speaks TLS.
     let https = cfg.http_tls().ok().flatten().is_some();
     app.layer(axum::middleware::map_response_with_state(
