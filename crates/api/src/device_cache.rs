@@ -80,7 +80,16 @@ pub fn image_target(method: &Method, path: &str) -> Option<Scope> {
         [_, "series", _, "thumbnail" | "frames"] => Some(scope(2)),
         [_, "series", _, "instances", _, "rendered" | "thumbnail"]
         | [_, "series", _, "instances", _, "frames", _]
-        | [_, "series", _, "instances", _, "frames", _, "rendered" | "thumbnail"] => Some(scope(3)),
+        | [
+            _,
+            "series",
+            _,
+            "instances",
+            _,
+            "frames",
+            _,
+            "rendered" | "thumbnail",
+        ] => Some(scope(3)),
         _ => None,
     }
 }
@@ -187,7 +196,7 @@ impl DeviceCache {
             }
         }
         let secs = (until_ms - now) / 1000;
-        Ok((secs > 0).then(|| secs as u64))
+        Ok(u64::try_from(secs).ok().filter(|s| *s > 0))
     }
 }
 
@@ -199,7 +208,10 @@ mod tests {
     fn image_targets() {
         let get = |p: &str| image_target(&Method::GET, p);
         let s = "/dicom-web/studies/1.2";
-        assert_eq!(get(&format!("{s}/thumbnail")).unwrap().study.as_deref(), Some("1.2"));
+        assert_eq!(
+            get(&format!("{s}/thumbnail")).unwrap().study.as_deref(),
+            Some("1.2")
+        );
         let t = get(&format!("{s}/series/3/frames")).unwrap();
         assert_eq!((t.series.as_deref(), t.instance), (Some("3"), None));
         for tail in [

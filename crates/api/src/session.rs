@@ -91,7 +91,10 @@ async fn login(
         Ok(ok) => (
             [
                 (header::SET_COOKIE, auth.session_cookie(&ok.cookie_secret)),
-                (CLEAR_SITE_DATA, crate::device_cache::CLEAR_SITE_DATA.to_owned()),
+                (
+                    CLEAR_SITE_DATA,
+                    crate::device_cache::CLEAR_SITE_DATA.to_owned(),
+                ),
             ],
             Json(json!({
                 "csrf": ok.csrf,
@@ -125,7 +128,10 @@ async fn logout(
     (
         [
             (header::SET_COOKIE, cookie::clear_session_cookie(secure)),
-            (CLEAR_SITE_DATA, crate::device_cache::CLEAR_SITE_DATA.to_owned()),
+            (
+                CLEAR_SITE_DATA,
+                crate::device_cache::CLEAR_SITE_DATA.to_owned(),
+            ),
         ],
         Json(json!({"status": "logged-out"})),
     )

@@ -244,7 +244,9 @@ pub(super) async fn effects(
                 .await
                 .expect("setting");
             if (set == Some(7)) != allowed {
-                out.push(format!("device image cache set: {set:?}, allowed: {allowed}"));
+                out.push(format!(
+                    "device image cache set: {set:?}, allowed: {allowed}"
+                ));
             }
         }
         ("POST", "/api/v1/users") => {
