@@ -2,8 +2,11 @@
 //! screens that use them are the web app's (issue 6: `/login`, `/setup?token=…`,
 //! `/account/password` answer the app's shell, `vesalius_web`).
 //!
-//! - `POST /api/v1/auth/login` `{"username", "password"}` → `Set-Cookie: vesalius_session=…`
-//!   (HttpOnly, SameSite=Strict, Secure on TLS) and `{"csrf": …}` for `X-CSRF-Token`. The
+//! - `POST /api/v1/auth/login` `{"username", "password", "remember"?}` → `Set-Cookie:
+//!   vesalius_session=…` (HttpOnly, SameSite=Strict, Secure on TLS; without `remember` a
+//!   browser-session cookie and a session of `session_ttl`, with it — "Keep me signed in",
+//!   issue 6 — a persistent cookie and session of `[auth] remember_days`) and `{"csrf",
+//!   "remembered", "session_expires_ms", …}` for `X-CSRF-Token`. The
 //!   same throttling, lockout and audit as every login (`Authenticator::login`): a wrong
 //!   password is 401 `unauthorized`, a locked username or address 429 `locked`.
 //!   The session starts in the organisation the user last switched to, else their first.
@@ -72,6 +75,9 @@ pub fn router(auth: Arc<Authenticator>) -> Router {
 struct Login {
     username: String,
     password: String,
+    /// "Keep me signed in" (issue 6): a longer session with a persistent cookie.
+    #[serde(default)]
+    remember: bool,
 }
 
 /// `Clear-Site-Data` (W3C Clear Site Data): sent on login, logout and organisation switch.
@@ -85,12 +91,17 @@ async fn login(
 ) -> Response {
     let src = source(&ci);
     match auth
-        .login(&l.username, &l.password, Origin::new(&src, agent(&headers)))
+        .login_with(
+            &l.username,
+            &l.password,
+            l.remember,
+            Origin::new(&src, agent(&headers)),
+        )
         .await
     {
         Ok(ok) => (
             [
-                (header::SET_COOKIE, auth.session_cookie(&ok.cookie_secret)),
+                (header::SET_COOKIE, auth.login_cookie(&ok)),
                 (
                     CLEAR_SITE_DATA,
                     crate::device_cache::CLEAR_SITE_DATA.to_owned(),
@@ -101,6 +112,8 @@ async fn login(
                 "username": ok.user.username,
                 "org": ok.session.org,
                 "must_change_password": ok.must_change_password,
+                "remembered": ok.remembered,
+                "session_expires_ms": ok.session.expires_ms,
             })),
         )
             .into_response(),

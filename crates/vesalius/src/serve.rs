@@ -67,6 +67,8 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
             index.clone(),
             AuthOptions::new()
                 .secure_cookies(secure)
+                // Issue 6: "Keep me signed in" (at most a year).
+                .remember_ttl_ms(i64::from(cfg.auth.remember_days.min(365)) * 86_400_000)
                 .audit_read_batch_ms(cfg.audit.read_batch_ms)
                 .local_ae_titles([cfg.dicom.ae_title.clone()])
                 // Share-link passes survive restarts and hold on every node sharing the site key.
