@@ -2,7 +2,8 @@
 //! site (SQLite, blobs on disk, HTTP on loopback): who may change an organisation's
 //! `device_image_cache`, and the `Cache-Control` of the viewer's answers for a session acting in
 //! north, on north's own study and on south's study seen through a grant, as the two settings
-//! change; `Clear-Site-Data` on logout, an organisation switch and a stale session.
+//! change (a grant's expiry bounds the lifetime, break-glass is never kept); `Clear-Site-Data`
+//! on login, logout, an organisation switch and a stale session.
 
 use serde_json::{Value, json};
 use vesalius_auth::authenticator::NewUser;
@@ -339,6 +340,77 @@ async fn r6_images_kept_on_devices_only_when_both_organisations_allow_it() {
         let age = max_age(&cc).unwrap_or_else(|| panic!("{p}: {cc}"));
         assert!((3_500..=3_600).contains(&age), "{p}: {cc}");
     }
+    // A grant ending in 10 minutes: never kept beyond it.
+    let grant = |expires_ms: Option<i64>, break_glass: bool| {
+        DirectoryChange::PutGrant(Grant {
+            id: "g-south".into(),
+            owner_org: "south".into(),
+            grantee: Grantee::Org("north".into()),
+            subject: GrantSubject::Study {
+                study_uid: paths["south"].0.clone(),
+            },
+            expires_ms,
+            break_glass,
+            reason: "test".into(),
+            created_by: "test".into(),
+            created_ms: 0,
+            revoked: false,
+        })
+    };
+    let soon = auth.now_ms() + 600_000;
+    auth.directory()
+        .apply(vec![grant(Some(soon), false)], vec![])
+        .await
+        .expect("grant");
+    let cc = cache_control(&http, &site, &reader, &images("south")[0]).await;
+    let age = max_age(&cc).unwrap_or_else(|| panic!("{cc}"));
+    assert!((500..=600).contains(&age), "{cc}");
+    // Opened by break-glass: never kept.
+    auth.directory()
+        .apply(vec![grant(Some(soon), true)], vec![])
+        .await
+        .expect("grant");
+    for p in images("south") {
+        assert_eq!(
+            cache_control(&http, &site, &reader, &p).await,
+            "no-store",
+            "{p}"
+        );
+    }
+    assert!(
+        max_age(&cache_control(&http, &site, &reader, &images("north")[0]).await).is_some(),
+        "north's own study still is"
+    );
+
+    // Switching organisation empties the browser's cache (what was kept under the old
+    // organisation's setting).
+    let both = auth
+        .directory()
+        .user_by_name("southboss")
+        .await
+        .expect("user")
+        .expect("southboss");
+    auth.set_membership(
+        &Principal::system(),
+        &both.id,
+        "north",
+        Role::Clinician,
+        Origin::default(),
+    )
+    .await
+    .expect("join north");
+    let (status, h, _) = call(
+        &http,
+        &site,
+        &southboss,
+        "POST",
+        "/api/v1/auth/session/org",
+        Some(json!({"org": "north"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(h["clear-site-data"], "\"cache\"");
+
     // North no longer allows it: nothing is kept, south's setting notwithstanding.
     let (status, _, _) = patch(
         &boss,
