@@ -187,6 +187,8 @@ test('an organisation that allows it: images are kept on the device for its life
     });
     await page.goto(`${site.base}/worklist`);
     await page.waitForURL(/\/login/);
+    // As on a phone: kept signed in, so the session outlives the browser closing below.
+    await page.getByLabel('Keep me signed in').check();
     await login(page, 'alice');
     await page.locator(`tr[data-uid="${study}"] a.open`).click();
     await page.waitForURL(/\/view\//);
