@@ -106,6 +106,20 @@ test('phone: the demo hub, its login, the alert of the spoke CT, a live alert fo
     assert.equal(await first.isVisible(), false, 'the oldest is counted, not shown');
     assert.equal(await page.locator('#live-alerts a.all').innerText(), 'All alerts and subscriptions (1 more open)');
     await page.screenshot({ path: join(ARTIFACTS, 'demo-3-panel.png') });
+    // The panel hides no worklist row: it sits above them, and the first row takes a tap.
+    const firstRow = page.locator('tr.study').first();
+    const [panelBox, rowBox] = [await page.locator('#live-alerts').boundingBox(), await firstRow.boundingBox()];
+    const mainBox = await page.locator('main#app').boundingBox();
+    assert.ok(mainBox.y >= panelBox.y + panelBox.height - 1, `the worklist (top ${mainBox.y}) starts below the panel (bottom ${panelBox.y + panelBox.height}): it covers none of it`);
+    assert.ok(rowBox.y >= panelBox.y + panelBox.height - 1, `the first row (top ${rowBox.y}) is below the panel (bottom ${panelBox.y + panelBox.height})`);
+    const openBox = await firstRow.locator('a.open').boundingBox();
+    assert.ok(openBox.y >= 0 && openBox.y + openBox.height <= 844, `the first row's link is on the screen without scrolling: ${JSON.stringify(openBox)}`);
+    const hit = await page.evaluate(() => {
+      const r = document.querySelector('tr.study a.open').getBoundingClientRect();
+      return document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2)?.closest('tr.study') === document.querySelector('tr.study');
+    });
+    assert.ok(hit, 'nothing covers the first row');
+    await firstRow.locator('a.open').click({ trial: true, timeout: 5000 });
 
     // The alert's link: the viewer draws the study.
     await Promise.all([page.waitForURL(`${printed.hub}/view/${next}`), live.locator('a.open').click()]);

@@ -155,3 +155,36 @@ test('an organisation\'s administrator logged in through the app may not create 
     await ctx.close();
   }
 });
+
+test('"Keep me signed in": without it the cookie ends with the browser, with it it lasts the server\'s 30 days', async () => {
+  const site = sites[0];
+  site.user('default', 'kim');
+  const ctx = await browser.newContext(VIEWPORTS.phone);
+  const page = await ctx.newPage();
+  const session = async () => (await ctx.cookies(site.base)).find((c) => c.name === 'vesalius_session');
+  try {
+    await page.goto(`${site.base}/login`);
+    const keep = page.getByLabel('Keep me signed in');
+    await keep.waitFor();
+    assert.equal(await keep.isChecked(), false, 'off unless ticked');
+    assert.match(await page.locator('#remember-hint').innerText(), /For 30 days on this device/);
+    await page.getByLabel('Username').fill('kim');
+    await page.getByLabel('Password').fill(PASSWORD);
+    await Promise.all([page.waitForURL(/\/worklist$/), page.getByRole('button', { name: 'Log in' }).click()]);
+    assert.equal((await session()).expires, -1, 'a browser-session cookie');
+    await Promise.all([page.waitForURL(/\/login$/), page.click('#logout')]);
+
+    await page.getByLabel('Username').fill('kim');
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByLabel('Keep me signed in').check();
+    await shot(page, 'phone-remember');
+    await Promise.all([page.waitForURL(/\/worklist$/), page.getByRole('button', { name: 'Log in' }).click()]);
+    const days = ((await session()).expires * 1000 - Date.now()) / 86_400_000;
+    assert.ok(days > 29.9 && days <= 30, `a cookie for 30 days: ${days}`);
+    // The server's session lasts as long: it answers as the user.
+    const me = await page.evaluate(async () => (await fetch('/api/v1/auth/me')).json());
+    assert.equal(me.actor.name, 'kim');
+  } finally {
+    await ctx.close();
+  }
+});

@@ -164,7 +164,8 @@ test('an identity no local user matches is refused: the login screen says why, n
     await button.click();
     await signInAtProvider(page, 'stranger');
     // The callback refuses (403) and moves on to the app's login screen, which says why.
-    await page.waitForURL(`${site.base}/login?refused=forbidden`, { timeout: 30000 });
+    // With the page the login was for (the worklist, by default).
+    await page.waitForURL(`${site.base}/login?refused=forbidden&next=/worklist`, { timeout: 30000 });
     const alert = page.locator('#auth-error');
     await alert.waitFor();
     assert.match(await alert.innerText(), /no active Vesalius user matches that identity/);
@@ -186,15 +187,19 @@ test('cancelling at the provider comes back to the login screen with a message',
   const ctx = await browser.newContext(VIEWPORTS.phone);
   const page = await ctx.newPage();
   try {
-    await page.goto(`${site.base}/login`);
+    // On the way to the Alerts page.
+    await page.goto(`${site.base}/login?next=${encodeURIComponent('/alerts?x=1')}`);
     await page.locator('#oidc-login').click();
     await page.waitForURL((u) => u.href.startsWith(issuer));
     await page.getByRole('link', { name: '[ Cancel ]' }).click();
-    // The provider answers the callback with error=access_denied (RFC 6749 4.1.2.1).
-    await page.waitForURL(`${site.base}/login?refused=unauthorized`, { timeout: 30000 });
+    // The provider answers the callback with error=access_denied (RFC 6749 4.1.2.1); the login
+    // screen comes back with the page the user was going to (issue 6).
+    await page.waitForURL(`${site.base}/login?refused=unauthorized&next=/alerts%3Fx%3D1`, { timeout: 30000 });
     const alert = page.locator('#auth-error');
     await alert.waitFor();
     assert.match(await alert.innerText(), /did not complete/);
+    assert.equal(await page.locator('#oidc-login').getAttribute('href'), `/api/v1/auth/oidc/login?next=${encodeURIComponent('/alerts?x=1')}`);
+    assert.equal(await page.locator('form.auth-form').getAttribute('action'), `/login?next=${encodeURIComponent('/alerts?x=1')}`);
     await page.screenshot({ path: join(ARTIFACTS, 'oidc-cancelled.png'), fullPage: true });
     assert.equal((await page.request.get(`${site.base}/api/v1/auth/me`)).status(), 401);
   } finally {

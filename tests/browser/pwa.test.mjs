@@ -18,6 +18,7 @@ let study;
 before(async () => {
   site = await Site.start();
   site.user('default', 'alice');
+  site.user('default', 'boss', 'admin');
   const ct = synth(join(site.tmp, 'ct'), 5, 6);
   site.import(ct.dir);
   study = Object.values(ct.images)[0].study;
@@ -77,6 +78,17 @@ test('phone: installable; the shell opens offline; no study data is ever cached'
   await ctx.close();
 });
 
+/** The addresses Chromium's on-disk caches of `profile` are keyed by (see below). */
+function cacheKeys(profile) {
+  return walk(profile)
+    .filter((f) => /\/(Cache|Code Cache|Service Worker)\//.test(f.slice(profile.length)) && /_0$/.test(f))
+    .map((f) => {
+      const m = /https?:\/\/127\.0\.0\.1:\d+(\/[\x21-\x7e]*)/.exec(readFileSync(f).subarray(0, 4096).toString('latin1'));
+      return m ? m[1] : null;
+    })
+    .filter(Boolean);
+}
+
 /** Every file under `dir`. */
 function walk(dir) {
   const out = [];
@@ -134,6 +146,94 @@ test("a browser profile on disk keeps no study data: every API and DICOMweb answ
     assert.deepEqual(data, [], 'no API or DICOMweb answer is kept in the profile');
     for (const [p, cc] of noStore) assert.match(cc, /no-store/, `${p}: Cache-Control ${cc}`);
   } finally {
+    rmSync(profile, { recursive: true, force: true });
+  }
+});
+
+
+test('an organisation that allows it: images are kept on the device for its lifetime and deleted at logout', async () => {
+  // Runs last: it turns the organisation's setting on (in the admin console, as its
+  // administrator would), so the tests above see it off.
+  const profile = mkdtempSync(join(tmpdir(), 'vesalius-profile-'));
+  let ctx;
+  let page;
+  const open = async () => {
+    const c = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS, ...VIEWPORTS.phone });
+    return [c, c.pages()[0] || await c.newPage()];
+  };
+  try {
+    // The administrator allows it, for 2 hours.
+    [ctx, page] = await open();
+    await page.goto(`${site.base}/admin/orgs`);
+    await page.waitForURL(/\/login/);
+    await login(page, 'boss', /\/admin\/orgs/);
+    const settings = page.locator('form[aria-label="Images kept on devices"]');
+    await settings.locator('input[name=allowed]').check();
+    await settings.locator('input[name=hours]').fill('2');
+    await settings.locator('button[type=submit]').click();
+    await page.locator('table[aria-label=Organisations] tr', { hasText: 'kept up to 2 h' }).waitFor();
+    await page.locator('#logout').click();
+    await page.waitForURL(/\/login/);
+    await ctx.close();
+
+    // A user of that organisation views the study.
+    [ctx, page] = await open();
+    const seen = [];
+    page.on('response', (r) => {
+      const path = new URL(r.url()).pathname;
+      if (path.startsWith('/dicom-web/') && r.request().method() === 'GET' && r.status() === 200) {
+        seen.push([path, r.headers()['cache-control'] || '', r.headers().vary || '']);
+      }
+    });
+    await page.goto(`${site.base}/worklist`);
+    await page.waitForURL(/\/login/);
+    // As on a phone: kept signed in, so the session outlives the browser closing below.
+    await page.getByLabel('Keep me signed in').check();
+    await login(page, 'alice');
+    await page.locator(`tr[data-uid="${study}"] a.open`).click();
+    await page.waitForURL(/\/view\//);
+    await page.waitForFunction(() => { const d = document.getElementById('view')?.dataset; return d && d.slices && d.loaded === d.slices; }, null, { timeout: 30000 });
+    await page.goto(`${site.base}/worklist`);
+    await page.locator(`tr[data-uid="${study}"]`).waitFor();
+    await ctx.close();
+    const images = seen.filter(([p]) => /\/(frames|rendered|thumbnail)(\/|$)/.test(p));
+    assert.ok(images.some(([p]) => p.includes('/frames')), `the viewer fetched frames: ${seen.map(([p]) => p).join(' ')}`);
+    for (const [p, cc, vary] of images) {
+      const m = /^private, max-age=(\d+)$/.exec(cc);
+      assert.ok(m && Number(m[1]) > 7000 && Number(m[1]) <= 7200, `${p}: Cache-Control ${cc}`);
+      assert.match(vary, /cookie/i, `${p}: Vary ${vary}`);
+    }
+    // Metadata (patient data) and searches stay no-store.
+    const other = seen.filter(([p]) => !/\/(frames|rendered|thumbnail)(\/|$)/.test(p));
+    assert.ok(other.some(([p]) => p.endsWith('/metadata')), 'metadata was fetched');
+    for (const [p, cc] of other) assert.match(cc, /no-store/, `${p}: Cache-Control ${cc}`);
+    const kept = cacheKeys(profile).filter((k) => k.startsWith('/dicom-web/'));
+    assert.ok(kept.some((k) => k.includes('/frames')), `the frames are kept on the device: ${kept.join(' ')}`);
+    assert.ok(kept.every((k) => /\/(frames|rendered|thumbnail)(\/|\?|$)/.test(k)), `only images are kept: ${kept.join(' ')}`);
+    assert.ok(!cacheKeys(profile).some((k) => k.startsWith('/api/')), 'no API answer is kept');
+
+    // Logging out deletes them (Clear-Site-Data).
+    [ctx, page] = await open();
+    await page.goto(`${site.base}/worklist`);
+    await page.locator(`tr[data-uid="${study}"]`).waitFor();
+    const [res] = await Promise.all([
+      page.waitForResponse((r) => new URL(r.url()).pathname === '/api/v1/auth/logout'),
+      page.locator('#logout').click(),
+    ]);
+    assert.equal((await res.allHeaders())['clear-site-data'], '"cache"');
+    await page.waitForURL(/\/login/);
+    // Chromium empties the cache in the background: the files go shortly after the answer.
+    const deadline = Date.now() + 10000;
+    let left = [];
+    do {
+      await page.waitForTimeout(250);
+      left = cacheKeys(profile).filter((k) => k.startsWith('/dicom-web/'));
+    } while (left.length && Date.now() < deadline);
+    await ctx.close();
+    left = cacheKeys(profile).filter((k) => k.startsWith('/dicom-web/'));
+    assert.deepEqual(left, [], 'nothing of the study is left on the device after logout');
+  } finally {
+    if (ctx) await ctx.close().catch(() => {});
     rmSync(profile, { recursive: true, force: true });
   }
 });

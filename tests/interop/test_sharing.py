@@ -356,13 +356,17 @@ def test_login_and_password_pages(site):
     page = s.get(f"{base}/login")
     assert page.status_code == 200 and "/js/main.js" in page.text
     # No identity provider configured: no button.
-    assert s.get(f"{base}/api/v1/auth/methods").json() == {"password": True, "oidc": None}
+    # "Keep me signed in" is offered for the default 30 days.
+    assert s.get(f"{base}/api/v1/auth/methods").json() == {"password": True, "remember_days": 30, "oidc": None}
     # A stale session cookie or link pass does not lock anybody out of the login page.
     stale = requests.get(f"{base}/login", cookies={"vesalius_session": "gone", "vesalius_link": "x.1.y"})
     assert stale.status_code == 200 and "/js/main.js" in stale.text
     assert requests.get(f"{base}/api/v1/auth/methods",
                         cookies={"vesalius_session": "gone"}).status_code == 200
-    assert requests.get(f"{base}/dicom-web/studies", cookies={"vesalius_session": "gone"}).status_code == 401
+    gone = requests.get(f"{base}/dicom-web/studies", cookies={"vesalius_session": "gone"})
+    assert gone.status_code == 401
+    # Whatever the stale session left in the browser's cache is deleted (issue 6).
+    assert gone.headers["Clear-Site-Data"] == '"cache"'
     r = s.post(f"{base}/login?next=//evil.example/", data={"username": "nrad", "password": "nope nope"},
                allow_redirects=False)
     assert r.status_code == 401 and "<form" in r.text
@@ -379,6 +383,11 @@ def test_login_and_password_pages(site):
     assert r.status_code == 200 and "changed" in r.text, r.text
     r = requests.post(f"{base}/api/v1/auth/login", json={"username": "nrad", "password": new})
     assert r.status_code == 200
+    # Without "Keep me signed in" the cookie ends with the browser; with it, it lasts 30 days.
+    assert "Max-Age" not in r.headers["Set-Cookie"] and r.json()["remembered"] is False
+    r = requests.post(f"{base}/api/v1/auth/login", json={"username": "nrad", "password": new, "remember": True})
+    assert r.status_code == 200 and r.json()["remembered"] is True
+    assert "Max-Age=2592000" in r.headers["Set-Cookie"], r.headers["Set-Cookie"]
     # The app's password screen: the JSON endpoint, with the session's CSRF token only.
     js = requests.Session()
     csrf = js.post(f"{base}/api/v1/auth/login", json={"username": "nrad", "password": new}).json()["csrf"]

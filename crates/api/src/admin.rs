@@ -3,7 +3,10 @@
 //! makes, through the same [`Authenticator`] calls, for administrators in the browser.
 //!
 //! - `GET /api/v1/orgs`: the organisations the caller administers, with their number of
-//!   members. `POST /api/v1/orgs` `{"id", "name"?}`: a new organisation (site level, below).
+//!   members and their `device_image_cache` setting. `POST /api/v1/orgs` `{"id", "name"?}`: a
+//!   new organisation (site level, below). `PATCH /api/v1/orgs/{org}` `{"device_image_cache":
+//!   {"allowed", "hours"?}}`: whether its users' browsers may keep the viewer's images, for at
+//!   most `hours` (1–168, default 12; issue 6, [`crate::device_cache`]).
 //! - `GET /api/v1/users?org=&limit=&offset=`: users with a membership in an organisation the
 //!   caller administers (only those memberships are shown; `org`: of that one only), by
 //!   username, a page at a time. `POST /api/v1/users` `{"username", "role", "org"?,
@@ -44,7 +47,7 @@
 //! an organisation reaches site-level changes, administrators included (403). Users outside the caller's
 //! organisations answer 404, like missing ones.
 //!
-//! Every change is audited (`user-create`, `token-create`, `token-revoke`, `password-link`
+//! Every change is audited (`org-settings`, `user-create`, `token-create`, `token-revoke`, `password-link`
 //! by the authenticator; `admin-change` with `details.change` `membership-add`, `membership-set`,
 //! `membership-remove` by the authenticator too; `org-create`, `membership-set` (PATCH),
 //! `user-disable`, `user-enable` here); an audit search is itself audited (`audit-search`).
@@ -84,6 +87,7 @@ const MAX_TOKEN_DAYS: i64 = 3650;
 pub fn router(auth: Arc<Authenticator>, ingestor: Arc<Ingestor>, options: ApiOptions) -> Router {
     Router::new()
         .route("/api/v1/orgs", get(orgs).post(create_org))
+        .route("/api/v1/orgs/{org}", patch(change_org))
         .route("/api/v1/users", get(users).post(create_user))
         .route("/api/v1/users/{name}", patch(change_user))
         .route("/api/v1/users/{name}/password-link", post(password_link))
@@ -183,23 +187,102 @@ async fn orgs(
     let c = admin(caller)?;
     let dir = sv.auth.directory();
     let users = dir.users().await?;
-    let list: Vec<Value> = dir
-        .orgs()
-        .await?
-        .into_iter()
-        .filter(|o| manages(&c, &o.id))
-        .map(|o| {
-            let members = users
-                .iter()
-                .filter(|u| u.memberships.iter().any(|m| m.org == o.id))
-                .count();
-            json!({
-                "id": o.id, "name": o.name, "created_ms": o.created_ms,
-                "current": o.id == c.org(), "members": members,
-            })
-        })
-        .collect();
+    let mut list = Vec::new();
+    for o in dir.orgs().await? {
+        if !manages(&c, &o.id) {
+            continue;
+        }
+        let members = users
+            .iter()
+            .filter(|u| u.memberships.iter().any(|m| m.org == o.id))
+            .count();
+        let cache = device_cache_view(dir.as_ref(), &o.id).await?;
+        list.push(json!({
+            "id": o.id, "name": o.name, "created_ms": o.created_ms,
+            "current": o.id == c.org(), "members": members, "device_image_cache": cache,
+        }));
+    }
     Ok(Json(json!({ "orgs": list, "may_create": site_admin(&c) })))
+}
+
+/// An organisation's `device_image_cache` as the API shows it (crate::device_cache).
+async fn device_cache_view(
+    dir: &dyn vesalius_store::directory::Directory,
+    org: &str,
+) -> Result<Value> {
+    let h = crate::device_cache::hours(dir, org).await?;
+    Ok(json!({
+        "allowed": h.is_some(),
+        "hours": h.unwrap_or(crate::device_cache::DEFAULT_HOURS),
+        "max_hours": crate::device_cache::MAX_HOURS,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeOrg {
+    device_image_cache: Option<DeviceImageCache>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceImageCache {
+    allowed: bool,
+    #[serde(default)]
+    hours: Option<u32>,
+}
+
+/// `PATCH /api/v1/orgs/{org}` `{"device_image_cache": {"allowed", "hours"?}}`: whether the
+/// organisation's users' browsers may keep the viewer's images, and for how long (issue 6,
+/// crate::device_cache). For the organisation's administrators (and site administrators);
+/// an organisation the caller does not administer answers 404 like a missing one. Audited
+/// `admin-change` (`org-settings`).
+async fn change_org(
+    State(sv): State<Services>,
+    caller: Option<Extension<Caller>>,
+    Path(org): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<Value>> {
+    let c = admin(caller)?;
+    let dir = sv.auth.directory();
+    if !manages(&c, &org) || dir.org(&org).await?.is_none() {
+        return Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!("no organisation {org:?} that you administer"),
+        ));
+    }
+    let b: ChangeOrg = body(&bytes)?;
+    let Some(d) = b.device_image_cache else {
+        return Err(bad("nothing to change: give device_image_cache"));
+    };
+    let max = crate::device_cache::MAX_HOURS;
+    let hours = d.hours.unwrap_or(crate::device_cache::DEFAULT_HOURS);
+    if !(1..=max).contains(&hours) {
+        return Err(bad(format!(
+            "device_image_cache.hours is 1 to {max} (a week), not {hours}"
+        )));
+    }
+    let key = format!("{}{org}", crate::device_cache::SETTING_PREFIX);
+    let change = if d.allowed {
+        DirectoryChange::PutSetting {
+            key,
+            value: hours.to_string(),
+        }
+    } else {
+        DirectoryChange::DeleteSetting(key)
+    };
+    let event = c.event(
+        "admin-change",
+        Outcome::Success,
+        &org,
+        None,
+        json!({"change": "org-settings", "org_id": org,
+               "device_image_cache": {"allowed": d.allowed, "hours": d.allowed.then_some(hours)}}),
+    );
+    dir.apply(vec![change], vec![event]).await?;
+    Ok(Json(json!({
+        "org": org, "device_image_cache": device_cache_view(dir.as_ref(), &org).await?,
+    })))
 }
 
 #[derive(Deserialize)]

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -130,12 +130,24 @@ pub async fn authenticate(State(a): State<Authn>, mut req: Request, next: Next) 
         };
     }
     let resolved = match credentials(&a, req.headers(), req.method(), origin).await {
-        Ok(p) => p,
+        Ok(Some((p, expiry))) => {
+            if let Some(e) = expiry {
+                req.extensions_mut()
+                    .insert(crate::device_cache::SessionExpiry(e));
+            }
+            Some(p)
+        }
+        Ok(None) => None,
         // A stale session cookie or an expired link pass must not lock anybody out of the
         // login pages and the link URLs, which serve themselves without a caller.
         // (A CSRF refusal stands: it is not stale credentials.)
         Err(r) if r.status() == StatusCode::UNAUTHORIZED && a.open(req.uri().path()) => {
-            return next.run(req).await;
+            let stale = r.headers().get("clear-site-data").cloned();
+            let mut res = next.run(req).await;
+            if let Some(v) = stale {
+                res.headers_mut().insert("clear-site-data", v);
+            }
+            return res;
         }
         Err(r) => return r,
     };
@@ -202,29 +214,39 @@ pub(crate) fn header_str<'h>(h: &'h HeaderMap, name: &str) -> &'h str {
     h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
-/// The principal the request's credentials name, `None` without credentials, or the 401 to send.
+/// The principal the request's credentials name (with its session's expiry, ms, for a session
+/// cookie), `None` without credentials, or the 401 to send.
 async fn credentials(
     a: &Authn,
     headers: &HeaderMap,
     method: &Method,
     origin: vesalius_auth::Origin<'_>,
-) -> Result<Option<vesalius_auth::Principal>, Response> {
+) -> Result<Option<(vesalius_auth::Principal, Option<i64>)>, Response> {
     if let Some(token) = cookie::bearer_token(header_str(headers, header::AUTHORIZATION.as_str())) {
         if let Some((id, secret)) = vesalius_auth::parse_upload_token(token) {
             let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
             return upload_link(a, headers, safe, id, secret, origin)
                 .await
-                .map(Some);
+                .map(|p| Some((p, None)));
         }
         return match a.auth.from_bearer(token).await {
-            Ok(p) => Ok(Some(p)),
+            Ok(p) => Ok(Some((p, None))),
             Err(e) => Err(unauthorized(&e.to_string())),
         };
     }
     if let Some(secret) = cookie::session_secret(header_str(headers, header::COOKIE.as_str())) {
         let (p, session) = match a.auth.from_session(secret).await {
             Ok(x) => x,
-            Err(e) => return Err(unauthorized(&e.to_string())),
+            Err(e) => {
+                // Issue 6: a stale session (expired, logged out elsewhere, its user gone) may
+                // have left images in the browser's cache (crate::device_cache): emptied.
+                let mut r = unauthorized(&e.to_string());
+                r.headers_mut().insert(
+                    "clear-site-data",
+                    HeaderValue::from_static(crate::device_cache::CLEAR_SITE_DATA),
+                );
+                return Err(r);
+            }
         };
         let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
         // A browser says where a request comes from in `Sec-Fetch-Site`, which no page can
@@ -244,12 +266,12 @@ async fn credentials(
             )
                 .into_response());
         }
-        return Ok(Some(p));
+        return Ok(Some((p, Some(session.expires_ms))));
     }
     if let Some(pass) = cookie::link_pass(header_str(headers, header::COOKIE.as_str())) {
         // A share-link visitor's pass: only reads follow (the policy gives links nothing else).
         return match a.auth.from_share_link_pass(pass).await {
-            Ok(p) => Ok(Some(p)),
+            Ok(p) => Ok(Some((p, None))),
             Err(e) => Err(unauthorized(&e.to_string())),
         };
     }

@@ -19,6 +19,7 @@ pub mod admin;
 pub mod alerts;
 pub mod annotate;
 pub mod authn;
+pub mod device_cache;
 pub mod events;
 mod export;
 mod guest;

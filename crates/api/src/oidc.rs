@@ -179,7 +179,23 @@ fn escape(s: &str) -> String {
 }
 
 /// A refusal: status and code from the error's kind, JSON or a page per `Accept`.
-fn refusal(e: &Error, want: Want, secure: bool) -> Response {
+/// `next` for a query string: everything but unreserved characters and `/` percent-encoded
+/// (RFC 3986 2.1).
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The refusal of a login; a browser goes back to the login screen with the code, and with the
+/// page it was going to (`next`, a path of this site: issue 6) so a second try lands there.
+fn refusal(e: &Error, want: Want, secure: bool, next: Option<&str>) -> Response {
     let kind = e.kind();
     let status =
         StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -190,12 +206,16 @@ fn refusal(e: &Error, want: Want, secure: bool) -> Response {
         // own words for the code (only a code crosses: a message in the address would let
         // anyone put text of their choosing on the login screen). The page says it too, for a
         // browser that does not follow the refresh.
+        let back = next
+            .and_then(vesalius_auth::oidc::safe_next)
+            .map(|n| format!("&next={}", query_escape(n)))
+            .unwrap_or_default();
+        let to = escape(&format!("/login?refused={}{back}", kind.code()));
         let page = format!(
             "<!doctype html><meta charset=utf-8><title>Vesalius: login refused</title>\
-             <meta http-equiv=refresh content=\"0;url=/login?refused={code}\">\
-             <h1>Login refused</h1><p>{}</p><p><a href=\"{LOGIN_PATH}\">Try again</a></p>",
+             <meta http-equiv=refresh content=\"0;url={to}\">\
+             <h1>Login refused</h1><p>{}</p><p><a href=\"{to}\">Try again</a></p>",
             escape(&message),
-            code = kind.code(),
         );
         (status, clear, Html(page)).into_response()
     } else {
@@ -228,7 +248,7 @@ fn param<'q>(q: &'q [(String, String)], key: &str) -> Option<&'q str> {
 async fn login(State(st): State<St>, headers: HeaderMap, Query(q): Pairs) -> Response {
     let secure = st.auth.options().secure_cookies;
     let Some(client) = st.svc.client() else {
-        return refusal(&unavailable(), wants(&headers), secure);
+        return refusal(&unavailable(), wants(&headers), secure, param(&q, "next"));
     };
     let start = client.begin_with_next(param(&q, "next"));
     (
@@ -266,21 +286,23 @@ async fn callback(
     let origin = Origin::new(&src, ua);
     let cookies = crate::authn::header_str(&headers, header::COOKIE.as_str());
     let pending = cookie::cookie_value(cookies, OIDC_COOKIE).unwrap_or("");
+    // Where the browser was going: back to the login screen with it when refused.
+    let back = PendingLogin::parse(pending).and_then(|p| p.next);
 
     // Refusals before an identity is known are audited here; after, by `oidc_login`.
     let refuse = |reason: &'static str, e: Error| {
         let auth = st.auth.clone();
         let detail = e.to_string();
-        let (src, ua) = (src.clone(), ua.to_owned());
+        let (src, ua, back) = (src.clone(), ua.to_owned(), back.clone());
         async move {
             if let Err(ae) = auth
                 .oidc_refused(reason, &detail, Origin::new(&src, &ua))
                 .await
             {
                 tracing::error!(error = %ae, "auditing a refused OpenID Connect login");
-                return refusal(&ae, want, secure);
+                return refusal(&ae, want, secure, back.as_deref());
             }
-            refusal(&e, want, secure)
+            refusal(&e, want, secure, back.as_deref())
         }
     };
 
@@ -324,7 +346,7 @@ async fn callback(
     let link = client.options().link_by_email;
     let ok = match st.auth.oidc_login(&identity, link, origin).await {
         Ok(ok) => ok,
-        Err(e) => return refusal(&e, want, secure),
+        Err(e) => return refusal(&e, want, secure, back.as_deref()),
     };
     let next = p.next.unwrap_or_else(|| "/".to_owned());
     let cookies = AppendHeaders([
@@ -333,6 +355,11 @@ async fn callback(
             st.auth.session_cookie(&ok.cookie_secret),
         ),
         (header::SET_COOKIE, clear_pending_cookie(secure)),
+        // Issue 6: a new session starts with nothing kept (crate::device_cache).
+        (
+            header::HeaderName::from_static("clear-site-data"),
+            crate::device_cache::CLEAR_SITE_DATA.to_owned(),
+        ),
     ]);
     match want {
         Want::Html => {

@@ -2,7 +2,9 @@
 //! share-link and guest-upload pages use.
 //!
 //! - `GET /api/v1/auth/methods`: how one logs in here, for the app's login screen:
-//!   `{"password": true, "oidc": {"label", "login"} | null}` (served to anybody).
+//!   `{"password": true, "remember_days": N, "oidc": {"label", "login"} | null}` (served to
+//!   anybody; `remember_days`: how long "Keep me signed in" keeps a password login, 0 when the
+//!   site offers no such option).
 //! - `POST /api/v1/auth/password` `{"current", "new"}`: the caller changes their own password
 //!   (the app's password screen; also the way out of "must change password"). A wrong current
 //!   password counts as a failed login (throttling, lockout, audit), 401; a weak new one 400.
@@ -137,8 +139,11 @@ pub fn urlencode(s: &str) -> String {
 }
 
 async fn methods(State(ps): State<PagesState>) -> Json<serde_json::Value> {
+    let remember_ms = ps.auth.options().remember_ttl_ms;
     Json(json!({
         "password": true,
+        // Whole days, rounded up (a site may configure hours in tests).
+        "remember_days": (remember_ms + 86_399_999) / 86_400_000,
         "oidc": ps.oidc_button.as_deref().map(|label| json!({
             "label": label,
             "login": crate::oidc::LOGIN_PATH,
@@ -150,6 +155,9 @@ async fn methods(State(ps): State<PagesState>) -> Json<serde_json::Value> {
 struct LoginForm {
     username: String,
     password: String,
+    /// The "Keep me signed in" checkbox (`on` when ticked).
+    #[serde(default)]
+    remember: Option<String>,
 }
 
 async fn login_form(
@@ -162,7 +170,12 @@ async fn login_form(
     let src = source(&ci);
     let auth = &ps.auth;
     match auth
-        .login(&f.username, &f.password, Origin::new(&src, agent(&headers)))
+        .login_with(
+            &f.username,
+            &f.password,
+            f.remember.is_some(),
+            Origin::new(&src, agent(&headers)),
+        )
         .await
     {
         Ok(ok) => {
@@ -172,7 +185,13 @@ async fn login_form(
                 safe_next(&q.next)
             };
             (
-                [(header::SET_COOKIE, auth.session_cookie(&ok.cookie_secret))],
+                [
+                    (header::SET_COOKIE, auth.login_cookie(&ok)),
+                    (
+                        header::HeaderName::from_static("clear-site-data"),
+                        crate::device_cache::CLEAR_SITE_DATA.to_owned(),
+                    ),
+                ],
                 Redirect::to(to),
             )
                 .into_response()

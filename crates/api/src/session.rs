@@ -2,8 +2,11 @@
 //! screens that use them are the web app's (issue 6: `/login`, `/setup?token=…`,
 //! `/account/password` answer the app's shell, `vesalius_web`).
 //!
-//! - `POST /api/v1/auth/login` `{"username", "password"}` → `Set-Cookie: vesalius_session=…`
-//!   (HttpOnly, SameSite=Strict, Secure on TLS) and `{"csrf": …}` for `X-CSRF-Token`. The
+//! - `POST /api/v1/auth/login` `{"username", "password", "remember"?}` → `Set-Cookie:
+//!   vesalius_session=…` (HttpOnly, SameSite=Strict, Secure on TLS; without `remember` a
+//!   browser-session cookie and a session of `session_ttl`, with it — "Keep me signed in",
+//!   issue 6 — a persistent cookie and session of `[auth] remember_days`) and `{"csrf",
+//!   "remembered", "session_expires_ms", …}` for `X-CSRF-Token`. The
 //!   same throttling, lockout and audit as every login (`Authenticator::login`): a wrong
 //!   password is 401 `unauthorized`, a locked username or address 429 `locked`.
 //!   The session starts in the organisation the user last switched to, else their first.
@@ -72,7 +75,13 @@ pub fn router(auth: Arc<Authenticator>) -> Router {
 struct Login {
     username: String,
     password: String,
+    /// "Keep me signed in" (issue 6): a longer session with a persistent cookie.
+    #[serde(default)]
+    remember: bool,
 }
+
+/// `Clear-Site-Data` (W3C Clear Site Data): sent on login, logout and organisation switch.
+const CLEAR_SITE_DATA: header::HeaderName = header::HeaderName::from_static("clear-site-data");
 
 async fn login(
     State(auth): State<Arc<Authenticator>>,
@@ -82,16 +91,29 @@ async fn login(
 ) -> Response {
     let src = source(&ci);
     match auth
-        .login(&l.username, &l.password, Origin::new(&src, agent(&headers)))
+        .login_with(
+            &l.username,
+            &l.password,
+            l.remember,
+            Origin::new(&src, agent(&headers)),
+        )
         .await
     {
         Ok(ok) => (
-            [(header::SET_COOKIE, auth.session_cookie(&ok.cookie_secret))],
+            [
+                (header::SET_COOKIE, auth.login_cookie(&ok)),
+                (
+                    CLEAR_SITE_DATA,
+                    crate::device_cache::CLEAR_SITE_DATA.to_owned(),
+                ),
+            ],
             Json(json!({
                 "csrf": ok.csrf,
                 "username": ok.user.username,
                 "org": ok.session.org,
                 "must_change_password": ok.must_change_password,
+                "remembered": ok.remembered,
+                "session_expires_ms": ok.session.expires_ms,
             })),
         )
             .into_response(),
@@ -114,8 +136,16 @@ async fn logout(
     {
         return error(e);
     }
+    // Issue 6: images an organisation let the browser keep (crate::device_cache) go with the
+    // session.
     (
-        [(header::SET_COOKIE, cookie::clear_session_cookie(secure))],
+        [
+            (header::SET_COOKIE, cookie::clear_session_cookie(secure)),
+            (
+                CLEAR_SITE_DATA,
+                crate::device_cache::CLEAR_SITE_DATA.to_owned(),
+            ),
+        ],
         Json(json!({"status": "logged-out"})),
     )
         .into_response()
@@ -241,8 +271,13 @@ async fn switch_org(
         .switch_org(secret, b.org.trim(), Origin::new(&src, agent(&headers)))
         .await
     {
+        // What the browser kept under the old organisation's setting goes (crate::device_cache).
         Ok((p, s)) => match who(&auth, &p, Some(s.csrf)).await {
-            Ok(v) => Json(v).into_response(),
+            Ok(v) => (
+                [(CLEAR_SITE_DATA, crate::device_cache::CLEAR_SITE_DATA)],
+                Json(v),
+            )
+                .into_response(),
             Err(e) => error(e),
         },
         Err(e) => error(e),

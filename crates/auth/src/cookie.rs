@@ -19,6 +19,15 @@ pub fn session_cookie(secret: &str, secure: bool, max_age_secs: i64) -> String {
     )
 }
 
+/// The `Set-Cookie` value that installs a session for as long as the browser session lasts (no
+/// `Max-Age`, RFC 6265 4.1.2.2: a password login without "Keep me signed in").
+pub fn browser_session_cookie(secret: &str, secure: bool) -> String {
+    format!(
+        "{SESSION_COOKIE}={secret}; HttpOnly; SameSite=Strict; Path=/{}",
+        if secure { "; Secure" } else { "" },
+    )
+}
+
 /// Name of the cookie carrying a verified share-link visit (see
 /// [`crate::Authenticator::share_link_pass`]).
 pub const LINK_COOKIE: &str = "vesalius_link";
@@ -77,6 +86,10 @@ mod tests {
             "vesalius_session=abc; HttpOnly; SameSite=Strict; Path=/; Max-Age=60"
         );
         assert!(clear_session_cookie(true).contains("Max-Age=0"));
+        assert_eq!(
+            browser_session_cookie("abc", true),
+            "vesalius_session=abc; HttpOnly; SameSite=Strict; Path=/; Secure"
+        );
     }
 
     #[test]

@@ -479,6 +479,10 @@ pub struct AuthConfig {
     pub required: bool,
     /// Send the session cookie with `Secure` (default: when the HTTP address speaks TLS).
     pub secure_cookies: Option<bool>,
+    /// How long "Keep me signed in" keeps a password login, in days (default 30, at most 365;
+    /// 0: the login screen offers no such option). Without it a login's cookie ends with the
+    /// browser session and the session after 12 hours (issue 6).
+    pub remember_days: u32,
     /// OpenID Connect login through the site's identity provider (`[auth.oidc]`, see
     /// [`OidcConfig`]); off unless the section is present.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -490,6 +494,7 @@ impl Default for AuthConfig {
         AuthConfig {
             required: true,
             secure_cookies: None,
+            remember_days: 30,
             oidc: None,
         }
     }

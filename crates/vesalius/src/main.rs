@@ -12,6 +12,8 @@ mod config;
 mod deid;
 mod demo;
 #[cfg(test)]
+mod device_cache_tests;
+#[cfg(test)]
 mod exchange_tests;
 #[cfg(test)]
 mod federation_tests;

@@ -67,6 +67,8 @@ pub async fn open_storage(cfg: &Config) -> Result<Storage> {
             index.clone(),
             AuthOptions::new()
                 .secure_cookies(secure)
+                // Issue 6: "Keep me signed in" (at most a year).
+                .remember_ttl_ms(i64::from(cfg.auth.remember_days.min(365)) * 86_400_000)
                 .audit_read_batch_ms(cfg.audit.read_batch_ms)
                 .local_ae_titles([cfg.dicom.ae_title.clone()])
                 // Share-link passes survive restarts and hold on every node sharing the site key.
@@ -327,6 +329,10 @@ pub fn http_app(
             storage.identity.clone(),
             vesalius_exchange::http::sign_peer_answers,
         ));
+    let device_cache = vesalius_api::device_cache::DeviceCache {
+        auth: auth.clone(),
+        ingestor: ingestor.clone(),
+    };
     let mut app = Router::new()
         .nest("/dicom-web", dicomweb)
         .merge(vesalius_dicomweb::wado_uri_router(
@@ -384,10 +390,17 @@ pub fn http_app(
             app_paths: vesalius_web::is_app_path,
         },
     );
-    let app = app.layer(axum::middleware::from_fn_with_state(
-        authn,
-        vesalius_api::authn::authenticate,
-    ));
+    // Issue 6: images an organisation lets its users' browsers keep (inside authentication: it
+    // reads the caller).
+    let app = app
+        .layer(axum::middleware::from_fn_with_state(
+            device_cache,
+            vesalius_api::device_cache::layer,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            authn,
+            vesalius_api::authn::authenticate,
+        ));
     // HSTS only when this address really speaks TLS.
     let https = cfg.http_tls().ok().flatten().is_some();
     app.layer(axum::middleware::map_response_with_state(

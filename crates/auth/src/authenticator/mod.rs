@@ -108,6 +108,10 @@ pub const DEFAULT_AUDIT_READ_BATCH_MS: u64 = 250;
 pub struct AuthOptions {
     /// Lifetime of a login session, ms (default 12 h).
     pub session_ttl_ms: i64,
+    /// Lifetime of a session whose user ticked "Keep me signed in" at a password login, ms
+    /// (default 30 days; 0: the option is off). Its cookie persists for as long; without the
+    /// option the cookie ends with the browser session (issue 6).
+    pub remember_ttl_ms: i64,
     /// Window in which login failures are counted, ms (default 15 min).
     pub login_window_ms: i64,
     /// Failures per username within the window that lock it (default 5).
@@ -171,6 +175,7 @@ impl Default for AuthOptions {
     fn default() -> Self {
         AuthOptions {
             session_ttl_ms: 12 * HOUR,
+            remember_ttl_ms: 30 * 24 * HOUR,
             login_window_ms: 15 * MINUTE,
             login_max_failures: 5,
             source_max_failures: 20,
@@ -237,6 +242,12 @@ impl AuthOptions {
     /// Sets the session lifetime.
     pub fn session_ttl_ms(mut self, ttl: i64) -> Self {
         self.session_ttl_ms = ttl;
+        self
+    }
+
+    /// Sets the lifetime of remembered sessions (0: no "Keep me signed in").
+    pub fn remember_ttl_ms(mut self, ttl: i64) -> Self {
+        self.remember_ttl_ms = ttl.max(0);
         self
     }
 }
@@ -360,6 +371,22 @@ impl Authenticator {
             self.opts.secure_cookies,
             self.opts.session_ttl_ms / 1000,
         )
+    }
+
+    /// The `Set-Cookie` value for a password login's session ([`Self::login_with`]): a
+    /// persistent cookie as long as the session when the user asked to be remembered, else a
+    /// browser-session cookie (no `Max-Age`: it ends when the browser does; the session itself
+    /// still ends at its expiry).
+    pub fn login_cookie(&self, ok: &LoginOk) -> String {
+        if ok.remembered {
+            crate::cookie::session_cookie(
+                &ok.cookie_secret,
+                self.opts.secure_cookies,
+                (ok.session.expires_ms - ok.session.created_ms) / 1000,
+            )
+        } else {
+            crate::cookie::browser_session_cookie(&ok.cookie_secret, self.opts.secure_cookies)
+        }
     }
 
     /// The grants that may open data for `principal` (to its organisation or user).

@@ -25,6 +25,10 @@ pub struct LoginOk {
     pub user: User,
     /// The user must change their password before anything else.
     pub must_change_password: bool,
+    /// A password login with "Keep me signed in": the session lasts
+    /// [`super::AuthOptions::remember_ttl_ms`] and its cookie persists
+    /// ([`Authenticator::login_cookie`]).
+    pub remembered: bool,
 }
 
 /// Most bytes of a presented session secret (ours are 43): longer input is refused unread.
@@ -37,6 +41,19 @@ impl Authenticator {
         &self,
         username: &str,
         password: &str,
+        origin: Origin<'_>,
+    ) -> Result<LoginOk> {
+        self.login_with(username, password, false, origin).await
+    }
+
+    /// [`Self::login`], with "Keep me signed in" (`remember`, issue 6): the session lasts
+    /// [`super::AuthOptions::remember_ttl_ms`] instead of the session lifetime (when that is
+    /// not 0), audited `details.remember`.
+    pub async fn login_with(
+        &self,
+        username: &str,
+        password: &str,
+        remember: bool,
         origin: Origin<'_>,
     ) -> Result<LoginOk> {
         let now = self.now_ms();
@@ -86,9 +103,20 @@ impl Authenticator {
             u.password_hash = Some(h);
             extra.push(DirectoryChange::PutUser(u));
         }
-        let details = json!({ "method": "password" });
-        self.start_session(user, "login", details, origin, extra, Vec::new())
-            .await
+        let remember = remember && self.opts.remember_ttl_ms > 0;
+        let (details, ttl) = if remember {
+            (
+                json!({ "method": "password", "remember": true }),
+                self.opts.remember_ttl_ms,
+            )
+        } else {
+            (json!({ "method": "password" }), self.opts.session_ttl_ms)
+        };
+        let mut ok = self
+            .start_session_for(user, "login", details, origin, extra, Vec::new(), ttl)
+            .await?;
+        ok.remembered = remember;
+        Ok(ok)
     }
 
     /// Verifies a password for a (possibly unknown) user; the reason is for the audit only.
@@ -183,10 +211,27 @@ impl Authenticator {
         &self,
         user: User,
         action: &str,
+        details: serde_json::Value,
+        origin: Origin<'_>,
+        changes: Vec<DirectoryChange>,
+        events: Vec<AuditEvent>,
+    ) -> Result<LoginOk> {
+        let ttl = self.opts.session_ttl_ms;
+        self.start_session_for(user, action, details, origin, changes, events, ttl)
+            .await
+    }
+
+    /// [`Self::start_session`] for a session of `ttl_ms`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn start_session_for(
+        &self,
+        user: User,
+        action: &str,
         mut details: serde_json::Value,
         origin: Origin<'_>,
         mut changes: Vec<DirectoryChange>,
         mut events: Vec<AuditEvent>,
+        ttl_ms: i64,
     ) -> Result<LoginOk> {
         let now = self.now_ms();
         let Membership { org, role } = self.login_membership(&user).await?;
@@ -197,7 +242,7 @@ impl Authenticator {
             org: org.clone(),
             csrf: random_secret(),
             created_ms: now,
-            expires_ms: now.saturating_add(self.opts.session_ttl_ms),
+            expires_ms: now.saturating_add(ttl_ms),
         };
         changes.push(DirectoryChange::PutSession(session.clone()));
         let mut ev = self.event(
@@ -219,6 +264,7 @@ impl Authenticator {
             cookie_secret: secret,
             must_change_password: user.must_change_password,
             user,
+            remembered: false,
         })
     }
 

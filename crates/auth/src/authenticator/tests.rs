@@ -146,6 +146,64 @@ async fn login_session_csrf_logout() {
 }
 
 #[tokio::test]
+async fn keep_me_signed_in_is_a_longer_session_with_a_persistent_cookie() {
+    let e = env().await;
+    e.user("dora", "a", Role::Clinician).await;
+    const DAY: i64 = 86_400_000;
+    // Without it: the usual 12 h, and a cookie that ends with the browser.
+    let plain = e.auth.login_with("dora", PW, false, HERE).await.unwrap();
+    assert!(!plain.remembered);
+    assert_eq!(plain.session.expires_ms, T0 + 12 * 3_600_000);
+    let c = e.auth.login_cookie(&plain);
+    assert!(!c.contains("Max-Age"), "a browser-session cookie: {c}");
+    // With it: 30 days (the default), in the cookie too, and audited.
+    let kept = e.auth.login_with("dora", PW, true, HERE).await.unwrap();
+    assert!(kept.remembered);
+    assert_eq!(kept.session.expires_ms, T0 + 30 * DAY);
+    let c = e.auth.login_cookie(&kept);
+    assert!(c.ends_with("; Max-Age=2592000"), "{c}");
+    let logins = e
+        .log
+        .search(&AuditFilter {
+            action: Some("login".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        logins
+            .iter()
+            .filter(|r| r.event.details["remember"] == true)
+            .count(),
+        1
+    );
+    // It outlives the 12 h of the other, and ends at its own expiry.
+    e.advance(12 * 3_600_000);
+    assert!(e.auth.from_session(&plain.cookie_secret).await.is_err());
+    assert!(e.auth.from_session(&kept.cookie_secret).await.is_ok());
+    e.advance(30 * DAY - 12 * 3_600_000);
+    assert!(matches!(
+        e.auth.from_session(&kept.cookie_secret).await,
+        Err(Error::Expired(_))
+    ));
+    // A site that offers no such option (0) gives the usual session.
+    let log = Arc::new(MemoryAuditLog::new());
+    let auth = Authenticator::new(
+        e.dir.clone(),
+        log,
+        AuthOptions::new()
+            .clock(Clock::manual(e.now.clone()))
+            .password_params(PasswordParams::INSECURE_FOR_TESTS)
+            .remember_ttl_ms(0),
+    );
+    let now = e.now.load(Ordering::SeqCst);
+    let off = auth.login_with("dora", PW, true, HERE).await.unwrap();
+    assert!(!off.remembered);
+    assert_eq!(off.session.expires_ms, now + 12 * 3_600_000);
+    assert!(!auth.login_cookie(&off).contains("Max-Age"));
+}
+
+#[tokio::test]
 async fn sessions_expire_and_follow_the_user() {
     let e = env().await;
     let bob = e.user("bob", "a", Role::Radiographer).await;

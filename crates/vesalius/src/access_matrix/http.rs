@@ -425,6 +425,20 @@ async fn aim(site: &Site, links: &Links, route: &Route, target: Target, cred: &C
                     site.fresh_user_of_both().await
                 }
                 (_, "/api/v1/tokens/{id}") => site.fresh_token().await,
+                ("PATCH", "/api/v1/orgs/{org}") => {
+                    site.storage
+                        .auth
+                        .directory()
+                        .apply(
+                            vec![vesalius_store::directory::DirectoryChange::DeleteSetting(
+                                format!("{}{}", vesalius_api::device_cache::SETTING_PREFIX, ORG_A),
+                            )],
+                            Vec::new(),
+                        )
+                        .await
+                        .expect("clearing the setting");
+                    String::new()
+                }
                 ("POST", "/api/v1/users") => format!(
                     "matrix-new-{}",
                     vesalius_auth::secret::random_id(10).to_lowercase()

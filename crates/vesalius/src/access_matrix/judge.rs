@@ -239,6 +239,16 @@ pub(super) async fn effects(
                 out.push(format!("organisation created: {made}, allowed: {allowed}"));
             }
         }
+        ("PATCH", "/api/v1/orgs/{org}") => {
+            let set = vesalius_api::device_cache::hours(dir.as_ref(), ORG_A)
+                .await
+                .expect("setting");
+            if (set == Some(7)) != allowed {
+                out.push(format!(
+                    "device image cache set: {set:?}, allowed: {allowed}"
+                ));
+            }
+        }
         ("POST", "/api/v1/users") => {
             let made = site.user_named(&aim.link).await.is_some();
             if made != allowed {

@@ -215,6 +215,9 @@ fn body(route: &Route, aim: &Aim, n: usize) -> (Option<String>, Vec<u8>) {
             json(serde_json::json!({"username": aim.link, "role": "clinician"}))
         }
         ("POST", "/api/v1/orgs") => json(serde_json::json!({"id": aim.link, "name": "Matrix"})),
+        ("PATCH", "/api/v1/orgs/{org}") => json(serde_json::json!({
+            "device_image_cache": {"allowed": true, "hours": 7},
+        })),
         ("PATCH", "/api/v1/users/{name}") => json(serde_json::json!({"role": "radiographer"})),
         ("PUT", "/api/v1/users/{name}/memberships/{org}") => {
             json(serde_json::json!({"role": "radiographer"}))

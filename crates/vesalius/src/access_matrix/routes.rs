@@ -1162,6 +1162,16 @@ pub const ROUTES: &[Route] = &[
         Change,
         ADMIN_CHANGE,
     ),
+    // Issue 6: an organisation's settings (whether its users' browsers may keep images), tried
+    // on the caller's own (`{org}` is `a`; the setting is cleared before each cell).
+    r(
+        "PATCH",
+        "/api/v1/orgs/{org}",
+        NoScope,
+        Caller(ManageOrg),
+        Change,
+        ADMIN_CHANGE,
+    ),
     r(
         "GET",
         "/api/v1/users",

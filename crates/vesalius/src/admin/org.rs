@@ -22,6 +22,22 @@ pub enum OrgCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Whether the organisation's users' browsers may keep the viewer's images (issue 6; off
+    /// by default): `org device-cache st-marys --allow --hours 12`, `--deny`, or neither to
+    /// show the setting.
+    DeviceCache {
+        /// The organisation.
+        id: String,
+        /// Allow it (for `--hours`, default 12, at most 168).
+        #[arg(long, conflicts_with = "deny")]
+        allow: bool,
+        /// No longer allow it: every image answer is `no-store` again.
+        #[arg(long)]
+        deny: bool,
+        /// How long a browser may keep an image, in hours (1-168).
+        #[arg(long, requires = "allow")]
+        hours: Option<u32>,
+    },
     /// List the organisations.
     List {
         /// Print them as JSON.
@@ -56,6 +72,43 @@ pub async fn run(cx: &AdminContext, cmd: OrgCommand) -> Result<()> {
                 print_json(&org)?;
             } else {
                 println!("created organisation {} ({})", org.id, org.name);
+            }
+            Ok(())
+        }
+        OrgCommand::DeviceCache {
+            id,
+            allow,
+            deny,
+            hours,
+        } => {
+            use vesalius_api::device_cache::{DEFAULT_HOURS, MAX_HOURS, SETTING_PREFIX};
+            cx.require_org(&id).await?;
+            let key = format!("{SETTING_PREFIX}{id}");
+            if allow || deny {
+                let h = hours.unwrap_or(DEFAULT_HOURS);
+                if !(1..=MAX_HOURS).contains(&h) {
+                    bail!("--hours is 1 to {MAX_HOURS} (a week), not {h}");
+                }
+                let change = if allow {
+                    DirectoryChange::PutSetting {
+                        key,
+                        value: h.to_string(),
+                    }
+                } else {
+                    DirectoryChange::DeleteSetting(key)
+                };
+                cx.apply_admin_change(
+                    vec![change],
+                    "org-settings",
+                    &id,
+                    json!({ "org_id": id,
+                            "device_image_cache": {"allowed": allow, "hours": allow.then_some(h)} }),
+                )
+                .await?;
+            }
+            match vesalius_api::device_cache::hours(cx.dir(), &id).await? {
+                Some(h) => println!("{id}: images may be kept on devices for {h} h"),
+                None => println!("{id}: images are never kept on devices"),
             }
             Ok(())
         }

@@ -59,7 +59,11 @@ function box() {
   if (!panel) {
     panel = h('section', { id: 'live-alerts', class: 'live-alerts', 'aria-label': 'Alerts', 'aria-live': 'assertive' },
       h('a', { class: 'all', href: '/alerts' }, 'All alerts and subscriptions'));
-    document.body.append(panel);
+    // Right under the header: on a phone the panel takes its place in the page there, above the
+    // worklist, rather than floating over its first rows (alerts.css).
+    const bar = document.querySelector('body > header.bar');
+    if (bar) bar.after(panel);
+    else document.body.append(panel);
   }
   return panel;
 }

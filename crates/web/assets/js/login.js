@@ -116,6 +116,16 @@ export async function loginPage(app, q) {
   // OpenID Connect, when the site has a provider: the server's flow, back to `next`.
   const refused = q.get('refused');
   json('/api/v1/auth/methods').then((m) => {
+    // "Keep me signed in" (issue 6), when the site offers it: a persistent cookie and a longer
+    // session; without it the login ends with the browser.
+    if (m?.remember_days > 0) {
+      const days = m.remember_days;
+      form.querySelector('button').before(h('div', { class: 'auth-check' },
+        h('input', { type: 'checkbox', id: 'remember', name: 'remember', 'aria-describedby': 'remember-hint' }),
+        h('label', { for: 'remember' }, 'Keep me signed in'),
+        h('p', { class: 'hint', id: 'remember-hint' },
+          `For ${days} day${days === 1 ? '' : 's'} on this device. Not on a shared computer: without it you are signed out when the browser closes.`)));
+    }
     if (!m?.oidc) return;
     section.append(h('div', { class: 'auth-alt' },
       h('p', { class: 'or' }, 'or'),
@@ -135,7 +145,8 @@ export async function loginPage(app, q) {
     button.disabled = true;
     say(err, '');
     try {
-      const ok = await post('/api/v1/auth/login', { username: user.value.trim(), password: pass.value });
+      const remember = form.querySelector('#remember')?.checked || false;
+      const ok = await post('/api/v1/auth/login', { username: user.value.trim(), password: pass.value, remember });
       setCsrf(ok.csrf);
       location.assign(ok.must_change_password ? `/account?next=${encodeURIComponent(next)}` : next);
     } catch (e) {

@@ -21,10 +21,12 @@ export function orgs(who) {
         'aria-label': `Members of ${o.name} (${o.members})`,
       }, `${o.members} member${o.members === 1 ? '' : 's'}`)],
       ['Created', (o) => time(o.created_ms)],
+      ['Images on devices', (o) => (o.device_image_cache.allowed ? `kept up to ${o.device_image_cache.hours} h` : 'never kept')],
       ['', (o) => (o.current ? h('span', { class: 'badge' }, 'you act here') : '')],
     ], r.orgs, 'No organisation you administer.', { 'aria-label': 'Organisations' });
+    const settings = r.orgs.length ? deviceCacheForm(r.orgs, who, () => reload(body, reload)) : null;
     if (!r.may_create) {
-      clear(body).append(rows, h('p', { class: 'note-text' },
+      clear(body).append(rows, settings || '', h('p', { class: 'note-text' },
         `Creating an organisation is a site-level change for site administrators, which no organisation's administrator is: a site administrator creates it here, or run \`vesalius admin org create ID --name NAME\` on the server. You act in ${who.org}.`));
       return;
     }
@@ -40,8 +42,44 @@ export function orgs(who) {
       created.textContent = `Created organisation ${res.org.id} (${res.org.name}). Add its first administrator under its members.`;
       await reload(body, reload);
     });
-    clear(body).append(created, rows, create);
+    clear(body).append(created, rows, settings || '', create);
   });
+}
+
+/**
+ * Whether an organisation's users' browsers may keep the viewer's images, and how long
+ * (PATCH /api/v1/orgs/{org}, issue 6; docs/admin-console.md, "Organisations").
+ */
+function deviceCacheForm(all, who, done) {
+  const first = all.find((o) => o.id === who.org) || all[0];
+  const max = first.device_image_cache.max_hours || 168;
+  const f = form('Images kept on devices', [
+    all.length > 1 ? field('Organisation', 'org', { options: all.map((o) => [o.id, `${o.name} (${o.id})`]), value: first.id }) : null,
+    field('Allow the browsers of its users to keep the images they viewed', 'allowed', { type: 'checkbox', value: first.device_image_cache.allowed }),
+    field('For at most (hours)', 'hours', {
+      type: 'number', min: 1, max, required: true, value: first.device_image_cache.hours,
+      hint: `1 to ${max}. Kept only when the study's owner allows it too; deleted at logout. Off: images are never kept.`,
+    }),
+  ], 'Save', async (v) => {
+    const org = v.org || first.id;
+    const res = await send('PATCH', `/api/v1/orgs/${encodeURIComponent(org)}`, {
+      device_image_cache: { allowed: v.allowed, hours: Number(v.hours) },
+    });
+    await done();
+    toast(res.device_image_cache.allowed
+      ? `${org}: images may be kept on devices for ${res.device_image_cache.hours} h.`
+      : `${org}: images are never kept on devices.`);
+  });
+  const pick = f.querySelector('select[name=org]');
+  if (pick) {
+    pick.addEventListener('change', () => {
+      const o = all.find((x) => x.id === pick.value);
+      if (!o) return;
+      f.querySelector('input[name=allowed]').checked = o.device_image_cache.allowed;
+      f.querySelector('input[name=hours]').value = o.device_image_cache.hours;
+    });
+  }
+  return f;
 }
 
 function roleText(u) {
