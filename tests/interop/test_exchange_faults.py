@@ -255,7 +255,8 @@ def test_cut_connections_complete_once_within_1_1x_bytes(tmp_path, coding):
     # (the default): the link carries ~0.6× the study, spread over the pipelined connections,
     # so fewer connections reach their cut point; more slices keep at least three cuts.
     files, study = ct_head(tmp_path, 96 if coding == "identity" else 192, seed=21)
-    net = Network(tmp_path, ProxyOptions(cut_min_bytes=2_000_000, cut_max_bytes=8_000_000, delay_ms=3), seed=5,
+    # 10 ms each way: a slow link by its round trip (`slow_link_rtt_ms`), so 1 MiB requests.
+    net = Network(tmp_path, ProxyOptions(cut_min_bytes=2_000_000, cut_max_bytes=8_000_000, delay_ms=10), seed=5,
                   content_encoding=coding)
     try:
         t0 = time.time()

@@ -15,9 +15,8 @@
 //! [`ContentEncoding::Gzip`] is chosen (`[exchange] content_encoding`), or, with
 //! [`ContentEncoding::Auto`] (the default), when the link to the peer is slow
 //! ([`PeerClient::fast_link`]): its round trip, the shortest of the signed requests of the last
-//! minute (pings, manifests; two pings are sent first when there is none), is at least
-//! `slow_link_rtt` (5 ms) or unknown. A LAN or the
-//! same machine answers well below that and gets plain bodies: there, compressing costs more
+//! minute (pings, manifests; three pings are sent first when there is none), is at least
+//! `slow_link_rtt` (10 ms) or unknown. A LAN or the same machine answers below that and gets plain bodies: there, compressing costs more
 //! CPU time (~6 ms per MB at both ends together) than it saves on the wire; a regional link is
 //! far above it. The multipart body is compressed as it streams (flate2's fastest level), never
 //! held whole twice. The instances' bytes are unchanged, so the receiver stores, and manifests
@@ -112,7 +111,7 @@ const RTT_WINDOW: Duration = Duration::from_secs(60);
 /// Samples kept per peer.
 const RTT_SAMPLES: usize = 16;
 /// The default round trip from which a link is slow (see [`PeerClient::fast_link`]).
-pub const SLOW_LINK_RTT: Duration = Duration::from_millis(5);
+pub const SLOW_LINK_RTT: Duration = Duration::from_millis(10);
 
 /// Round trips of recent signed requests, per peer: the shortest of them estimates the link's
 /// own (the others include the peer's work and queueing).
@@ -187,7 +186,9 @@ impl PeerClient {
         self
     }
 
-    /// Sets the round trip from which a link is slow (default 5 ms).
+    /// Sets the round trip from which a link is slow (default 10 ms: a signed ping to a busy
+    /// site on the same machine took up to 5 ms on this project's 2-core machine, a regional
+    /// link takes 10–40 ms).
     pub fn slow_link_rtt(mut self, rtt: Duration) -> Self {
         self.slow_link_rtt = rtt;
         self
@@ -199,7 +200,7 @@ impl PeerClient {
     }
 
     /// Whether the link to `peer` is fast: a Vesalius peer whose round trip (the shortest of the
-    /// last minute's signed requests; two pings first when there is none) is below
+    /// last minute's signed requests; three pings first when there is none) is below
     /// `slow_link_rtt`, as a LAN or the same machine is. A slow link (a regional one, or not
     /// known, or a plain DICOMweb peer, which is not pinged) gets gzip-coded bodies
     /// ([`ContentEncoding::Auto`]) and the small requests a cut costs little of.
@@ -208,8 +209,8 @@ impl PeerClient {
             return false;
         }
         if self.rtt(&peer.name).is_none() {
-            // Two pings: the shorter is the sample (one may wait behind other work).
-            for _ in 0..2 {
+            // Three pings: the shortest is the sample (one may wait behind other work).
+            for _ in 0..3 {
                 if self.ping(peer).await.is_err() {
                     break;
                 }

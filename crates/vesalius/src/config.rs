@@ -106,7 +106,7 @@ pub struct ExchangeConfig {
     /// A peer whose round trip (the shortest of the last minute's signed requests) is at least
     /// this is on a slow link, ms: `content_encoding = "auto"` compresses to it and its
     /// STOW-RS requests are at most `batch_bytes`; on a fast link they are up to
-    /// `fast_batch_bytes`. Default 5.
+    /// `fast_batch_bytes`. Default 10.
     pub slow_link_rtt_ms: u64,
     /// Most bytes in one STOW-RS request to a peer on a fast link (a LAN, the same machine:
     /// fewer, larger requests cost less CPU time at both ends, and a resent one little time).
@@ -155,7 +155,7 @@ impl Default for ExchangeConfig {
             request_timeout_ms: 60_000,
             route_refresh_ms: 2000,
             content_encoding: vesalius_exchange::client::ContentEncoding::Auto,
-            slow_link_rtt_ms: 5,
+            slow_link_rtt_ms: 10,
             fast_batch_bytes: 4 << 20,
             move_timeout_ms: 600_000,
             find_timeout_ms: 60_000,
