@@ -54,16 +54,26 @@ const sel = (k) => (k === 0 ? '#view' : `#view-${k}`);
 const dataset = (page, k = 0) => page.$eval(sel(k), (c) => ({ ...c.dataset }));
 
 async function waitFor(page, k, pred, arg, what) {
-  try {
-    await page.waitForFunction(([s, src, a]) => {
-      const d = document.querySelector(s)?.dataset;
-      // eslint-disable-next-line no-new-func
-      return d && new Function('d', 'a', `return (${src})(d, a)`)(d, a);
-    }, [sel(k), pred.toString(), arg], { timeout: 20000 });
-  } catch (e) {
-    const banners = await page.$$eval('.banner, .toast', (b) => b.map((x) => x.textContent)).catch(() => []);
-    throw new Error(`${what}: ${e.message}; viewport ${k}: ${JSON.stringify(await dataset(page, k).catch(() => null))}; messages: ${JSON.stringify(banners)}`);
+  // The predicate runs here, on copies of the viewport's data attributes read every 25 ms: the
+  // page's Content-Security-Policy forbids evaluating it there (`new Function`), which
+  // Chromium 156.0.8078.129 enforces on code Playwright runs in the page.
+  const deadline = Date.now() + 20000;
+  let last = null;
+  let error = 'timed out after 20000 ms';
+  while (Date.now() < deadline) {
+    try {
+      last = await page.evaluate((s) => {
+        const d = document.querySelector(s)?.dataset;
+        return d ? { ...d } : null;
+      }, sel(k));
+      if (last && pred(last, arg)) return;
+    } catch (e) {
+      error = e.message;
+    }
+    await new Promise((r) => setTimeout(r, 25));
   }
+  const banners = await page.$$eval('.banner, .toast', (b) => b.map((x) => x.textContent)).catch(() => []);
+  throw new Error(`${what}: ${error}; viewport ${k}: ${JSON.stringify(last)}; messages: ${JSON.stringify(banners)}`);
 }
 
 /**
