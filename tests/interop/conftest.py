@@ -165,3 +165,38 @@ def dcmtk(tool):
     if path is None:
         pytest.skip(f"DCMTK {tool} not installed")
     return path
+
+
+def rejection_note(target, out, patient_id="NOTE-1"):
+    """Writes to `out` an IHE IOCM rejection note built with pydicom: a Key Object Selection
+    titled (113001, DCM, "Rejected for Quality Reasons") in a study of its own, naming the
+    instance in the file `target` (PS3.3 A.35.4, IHE RAD TF-3 IOCM). Answers the note's
+    dataset."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    t = pydicom.dcmread(target, stop_before_pixels=True)
+    ko_class = "1.2.840.10008.5.1.4.1.1.88.59"
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = ko_class, generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.PatientID, ds.PatientName = "KO", patient_id, "Rejection^Note"
+    ds.SeriesNumber, ds.InstanceNumber = 1, 1
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "113001", "DCM", "Rejected for Quality Reasons"
+    ds.ConceptNameCodeSequence = Sequence([code])
+    ds.ValueType, ds.ContinuityOfContent = "CONTAINER", "SEPARATE"
+    ref = Dataset()
+    ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = t.SOPClassUID, t.SOPInstanceUID
+    series = Dataset()
+    series.SeriesInstanceUID, series.ReferencedSOPSequence = t.SeriesInstanceUID, Sequence([ref])
+    study = Dataset()
+    study.StudyInstanceUID, study.ReferencedSeriesSequence = t.StudyInstanceUID, Sequence([series])
+    ds.CurrentRequestedProcedureEvidenceSequence = Sequence([study])
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ko_class, ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    ds.save_as(out, enforce_file_format=True)
+    return ds

@@ -27,7 +27,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from conftest import BIN, Server, caller, dcm_files, dcmtk
+from conftest import BIN, Server, caller, dcm_files, dcmtk, rejection_note
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from netproxy import ProxyOptions, ThreadedNetProxy  # noqa: E402
@@ -146,9 +146,10 @@ class Network:
     at the proxy, and its route sends every CT to the hub at stroke priority."""
 
     def __init__(self, tmp_path, options, spoke_lease_ms=60000, spoke_settle_ms=50, seed=None,
-                 content_encoding="gzip", extra_spoke_config=""):
+                 content_encoding="gzip", extra_spoke_config="", hub_callers=()):
         self.hub_dir, self.spoke_dir = tmp_path / "hub", tmp_path / "spoke"
         self.extra_spoke_config = extra_spoke_config
+        self.hub_callers = list(hub_callers)
         self.spoke_lease_ms = spoke_lease_ms
         self.spoke_settle_ms = spoke_settle_ms
         self.content_encoding = content_encoding
@@ -176,7 +177,7 @@ class Network:
 
     def start_hub(self):
         keep_log(self.hub)
-        return Server(self.hub_dir, config_text=exchange_config(HUB), callers=[])
+        return Server(self.hub_dir, config_text=exchange_config(HUB), callers=self.hub_callers)
 
     def start_spoke(self):
         keep_log(self.spoke)
@@ -422,3 +423,32 @@ def test_auto_coding_compresses_over_a_slow_link_only(tmp_path):
                 assert "fast link to this peer" in log
         finally:
             net.close()
+
+
+def test_a_rejection_note_delivered_by_a_peer_hides_nothing_at_the_hub(tmp_path):
+    # IHE IOCM: a rejection note (KO titled 113001) hides what it names where its sender may
+    # withdraw things. A peer's deliveries are not such a right: a note a spoke forwards is
+    # stored at the hub as a document and the hub's own instance it names stays (before, any
+    # spoke could hide any instance of the organisation it delivers into).
+    files, study = ct_head(tmp_path, 2, seed=25)
+    net = Network(tmp_path, ProxyOptions(), hub_callers=[caller("PACS", org=HUB_ORG)])
+    try:
+        # The hub's own copy of a CT, from its PACS.
+        r = subprocess.run([dcmtk("storescu"), "-aet", "PACS", "-aec", "VESALIUS", "127.0.0.1",
+                            str(net.hub.dicom_port), *map(str, files)], env=TCP, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        before = held(net.hub, study)
+        assert len(before) == 2
+        # The spoke forwards KO documents too; a note naming the hub's first instance.
+        admin(net.spoke_dir, SPOKE, "route", "add", "ko-to-hub", "--org", SPOKE_ORG, "--to", f"peer:{HUB}",
+              "--modality", "KO")
+        time.sleep(0.5)  # routes reload every 0.2 s
+        note = rejection_note(files[0], tmp_path / "note.dcm")
+        t0 = time.time()
+        net.send([tmp_path / "note.dcm"])
+        net.wait_complete(str(note.StudyInstanceUID), t0 + DEADLINE_S)
+        assert set(held(net.hub, str(note.StudyInstanceUID))) == {str(note.SOPInstanceUID)}
+        assert held(net.hub, study) == before, "a peer's rejection note hid an instance at the hub"
+    finally:
+        net.close()

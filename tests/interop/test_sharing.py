@@ -16,7 +16,7 @@ import pydicom
 import pytest
 import requests
 
-from conftest import BIN, Server, dcm_files
+from conftest import BIN, Server, dcm_files, rejection_note
 
 PW = "correct horse battery"
 
@@ -434,35 +434,11 @@ def test_a_rejection_note_from_a_guest_hides_nothing_even_once_accepted(site, tm
     # hides the instances it lists. A guest upload link is not a right to withdraw what the
     # organisation holds: such a note (built here with pydicom, naming a CT instance north
     # holds) is kept as a document, in the quarantine inbox and after a user accepts it.
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
     base = site["srv"].base
     nclin, nadmin = login(base, "nclin"), bearer(site["tok"]["north"])
     target = pydicom.dcmread(site["ct"][0], stop_before_pixels=True)
-    ko_class = "1.2.840.10008.5.1.4.1.1.88.59"
-    ds = Dataset()
-    ds.SOPClassUID, ds.SOPInstanceUID = ko_class, generate_uid()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality, ds.PatientID, ds.PatientName = "KO", "GUEST-1", "Guest^Note"
-    ds.SeriesNumber, ds.InstanceNumber = 1, 1
-    code = Dataset()
-    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "113001", "DCM", "Rejected for Quality Reasons"
-    ds.ConceptNameCodeSequence = Sequence([code])
-    ds.ValueType, ds.ContinuityOfContent = "CONTAINER", "SEPARATE"
-    ref = Dataset()
-    ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = target.SOPClassUID, target.SOPInstanceUID
-    series = Dataset()
-    series.SeriesInstanceUID, series.ReferencedSOPSequence = target.SeriesInstanceUID, Sequence([ref])
-    study = Dataset()
-    study.StudyInstanceUID, study.ReferencedSeriesSequence = target.StudyInstanceUID, Sequence([series])
-    ds.CurrentRequestedProcedureEvidenceSequence = Sequence([study])
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ko_class, ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
     note = tmp_path / "rejection-note.dcm"
-    ds.save_as(note, enforce_file_format=True)
+    ds = rejection_note(site["ct"][0], note, patient_id="GUEST-1")
 
     def held():
         r = nadmin.get(f"{base}/dicom-web/studies/{target.StudyInstanceUID}/instances",

@@ -379,8 +379,11 @@ impl Receiver {
             // another's name (`vesalius_store::key_objects`): never hide an image.
             rejections: if self.annotating {
                 Rejections::KeyImagesOf(Some(self.st.caller.principal.actor.id.clone()))
-            } else if vesalius_store::model::inbox_owner(&self.org).is_some() {
-                // A guest upload link's STOW-RS: a rejection note hides nothing.
+            } else if vesalius_store::model::inbox_owner(&self.org).is_some()
+                || self.st.caller.principal.actor.kind == vesalius_store::audit::ActorKind::Peer
+            {
+                // A guest upload link's STOW-RS, or a peer site's delivery: a rejection note is
+                // kept and hides nothing (neither may withdraw what this site holds).
                 Rejections::Ignore
             } else {
                 Rejections::Honour

@@ -38,8 +38,9 @@ pub enum Rejections {
     /// that creator. Anything else is refused (`Forbidden`), nothing stored.
     KeyImagesOf(Option<String>),
     /// A rejection note is stored as a document but hides nothing: objects from a guest upload
-    /// (into the quarantine inbox, and again when a user accepts it into the organisation),
-    /// whose sender has no right to withdraw anything the site holds.
+    /// (into the quarantine inbox, and again when a user accepts it into the organisation) and
+    /// a peer site's deliveries, whose senders have no right to withdraw anything the site
+    /// holds.
     Ignore,
 }
 
