@@ -149,14 +149,7 @@ pub(crate) async fn create(
         series_uid: &series_uid,
         sop_uid: &sop_uid,
         source: &target.source,
-        references: refs
-            .iter()
-            .map(|i| Reference {
-                series_uid: &i.series_uid,
-                sop_class_uid: &i.sop_class_uid,
-                sop_uid: &i.sop_uid,
-            })
-            .collect(),
+        references: references(&refs),
         description: &description,
         observer: Observer {
             name: &c.principal.actor.name,
@@ -290,14 +283,7 @@ pub(crate) async fn unmark(
             series_uid: &series_uid,
             sop_uid: &sop_uid,
             source: &target.source,
-            references: refs
-                .iter()
-                .map(|i| Reference {
-                    series_uid: &i.series_uid,
-                    sop_class_uid: &i.sop_class_uid,
-                    sop_uid: &i.sop_uid,
-                })
-                .collect(),
+            references: references(&refs),
             description: &description,
             observer: Observer {
                 name: &name,
@@ -538,6 +524,18 @@ pub(crate) async fn audit(sv: &Services, ev: vesalius_store::audit::AuditEvent) 
     if let Err(e) = sv.auth.audit_log().append(vec![ev]).await {
         tracing::error!(error = %e, "key-images audit event not written");
     }
+}
+
+/// The document's references to `images` of the study.
+fn references<'a>(images: &[&'a crate::annotate::Image]) -> Vec<Reference<'a>> {
+    images
+        .iter()
+        .map(|i| Reference {
+            series_uid: &i.series_uid,
+            sop_class_uid: &i.sop_class_uid,
+            sop_uid: &i.sop_uid,
+        })
+        .collect()
 }
 
 /// One referenced instance.

@@ -6,16 +6,13 @@
 //! on login, logout, an organisation switch and a stale session.
 
 use serde_json::{Value, json};
-use vesalius_auth::authenticator::NewUser;
 use vesalius_auth::{Origin, Principal};
-use vesalius_store::directory::{
-    DirectoryChange, Grant, GrantSubject, Grantee, Membership, Org, Role,
-};
+use vesalius_store::directory::{DirectoryChange, Grant, GrantSubject, Grantee, Role};
 use vesalius_store::ingest::IngestContext;
 use vesalius_store::query::Scope;
 
-use crate::config::Config;
 use crate::site::RunningSite;
+use crate::test_site;
 
 const PASSWORD: &str = "a fine test password";
 
@@ -106,48 +103,17 @@ fn max_age(cc: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r6_images_kept_on_devices_only_when_both_organisations_allow_it() {
     let dir = tempfile::tempdir().expect("dir");
-    let mut cfg = Config::default();
-    cfg.storage.data_dir = dir.path().join("data");
-    cfg.storage.org = "north".into();
-    cfg.dicom.addr = "127.0.0.1:0".parse().expect("address");
-    cfg.http.addr = "127.0.0.1:0".parse().expect("address");
-    cfg.limits.min_free_bytes = 0;
-    cfg.exchange.enabled = false;
-    let site = RunningSite::start(cfg).await.expect("site");
+    let site = RunningSite::start(test_site::config(dir.path(), "north"))
+        .await
+        .expect("site");
     let auth = &site.storage.auth;
-    let orgs = ["north", "south"]
-        .map(|o| {
-            DirectoryChange::PutOrg(Org {
-                id: o.into(),
-                name: format!("{o} trust"),
-                created_ms: 0,
-            })
-        })
-        .to_vec();
-    auth.directory().apply(orgs, vec![]).await.expect("orgs");
+    test_site::put_orgs(auth, &[("north", "north trust"), ("south", "south trust")]).await;
     for (name, org, role) in [
         ("reader", "north", Role::Clinician),
         ("boss", "north", Role::Admin),
         ("southboss", "south", Role::Admin),
     ] {
-        auth.create_user(
-            &Principal::system(),
-            NewUser {
-                username: name,
-                display_name: name,
-                email: "",
-                memberships: &[Membership {
-                    org: org.into(),
-                    role,
-                }],
-                password: Some(PASSWORD),
-                service: false,
-                must_change_password: false,
-            },
-            Origin::default(),
-        )
-        .await
-        .expect("user");
+        test_site::user(auth, name, org, role, Some(PASSWORD)).await;
     }
     // One study in each; south's is granted to north.
     let mut paths = std::collections::HashMap::new();

@@ -5,15 +5,13 @@
 //! refusals and audit events.
 
 use serde_json::{Value, json};
-use vesalius_auth::authenticator::NewUser;
-use vesalius_auth::{Origin, Principal};
 use vesalius_store::audit::{AuditFilter, Outcome};
-use vesalius_store::directory::{DirectoryChange, Membership, Org, Role};
+use vesalius_store::directory::Role;
 use vesalius_store::ingest::IngestContext;
 use vesalius_store::key_objects;
 
-use crate::config::Config;
 use crate::site::RunningSite;
+use crate::test_site;
 
 const NORTH: &str = "north";
 const SOUTH: &str = "south";
@@ -29,26 +27,11 @@ struct Fixture {
 impl Fixture {
     async fn start() -> Fixture {
         let dir = tempfile::tempdir().expect("dir");
-        let mut cfg = Config::default();
-        cfg.storage.data_dir = dir.path().join("data");
-        cfg.storage.org = NORTH.into();
-        cfg.dicom.addr = "127.0.0.1:0".parse().expect("address");
-        cfg.http.addr = "127.0.0.1:0".parse().expect("address");
-        cfg.limits.min_free_bytes = 0;
-        cfg.exchange.enabled = false;
-        let site = RunningSite::start(cfg).await.expect("site");
+        let site = RunningSite::start(test_site::config(dir.path(), NORTH))
+            .await
+            .expect("site");
         let auth = &site.storage.auth;
-        let now = auth.now_ms();
-        let orgs = [NORTH, SOUTH]
-            .map(|o| {
-                DirectoryChange::PutOrg(Org {
-                    id: o.into(),
-                    name: o.into(),
-                    created_ms: now,
-                })
-            })
-            .to_vec();
-        auth.directory().apply(orgs, vec![]).await.expect("orgs");
+        test_site::put_orgs(auth, &[(NORTH, NORTH), (SOUTH, SOUTH)]).await;
         let mut tokens = Vec::new();
         for (name, org, role) in [
             ("alice", NORTH, Role::Clinician),
@@ -57,37 +40,8 @@ impl Fixture {
             ("ref", NORTH, Role::Referrer),
             ("southadmin", SOUTH, Role::Admin),
         ] {
-            let user = auth
-                .create_user(
-                    &Principal::system(),
-                    NewUser {
-                        username: name,
-                        display_name: name,
-                        email: "",
-                        memberships: &[Membership {
-                            org: org.into(),
-                            role,
-                        }],
-                        password: None,
-                        service: false,
-                        must_change_password: false,
-                    },
-                    Origin::default(),
-                )
-                .await
-                .expect("user");
-            let (_, text) = auth
-                .create_token(
-                    &Principal::system(),
-                    &user.id,
-                    org,
-                    role,
-                    "test",
-                    None,
-                    Origin::default(),
-                )
-                .await
-                .expect("token");
+            let user = test_site::user(auth, name, org, role, None).await;
+            let text = test_site::token(auth, &user, org, role).await;
             tokens.push((name.to_owned(), text));
         }
         Fixture {

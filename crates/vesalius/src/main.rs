@@ -32,6 +32,8 @@ mod send;
 mod serve;
 mod site;
 mod syslog;
+#[cfg(test)]
+mod test_site;
 mod tls;
 mod transfers;
 #[cfg(test)]
