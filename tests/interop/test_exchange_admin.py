@@ -15,9 +15,10 @@ HUB = "hub"
 ORG = "st-marys"
 
 
-def run(data_dir, *args, site=SPOKE, check=True, timeout=60):
-    """Runs `vesalius ARGS --data-dir DATA_DIR` as site `site`; returns the CompletedProcess."""
-    env = dict(os.environ)
+def run(data_dir, *args, site=SPOKE, check=True, timeout=60, env=None):
+    """Runs `vesalius ARGS --data-dir DATA_DIR` as site `site` (with `env` added to the
+    environment); returns the CompletedProcess."""
+    env = {**os.environ, **(env or {})}
     env.pop("RUST_BACKTRACE", None)
     env["VESALIUS__SITE__NAME"] = site
     p = subprocess.run([BIN, *args, "--data-dir", str(data_dir)], capture_output=True, text=True, env=env,
@@ -129,7 +130,17 @@ def test_peer_ping(tmp_path, spoke):
         assert ping["ok"] and ping["site"] == HUB and ping["key_matches"]
         assert ping["known_as"] == SPOKE and ping["remote_org"] == "regional"
         assert abs(ping["clock_skew_ms"]) < 5000 and ping["rtt_ms"] >= 0
+        assert ping["link"] in ("fast", "slow"), ping
         assert "round trip" in run(spoke, "admin", "peer", "ping", HUB).stdout
+        # How transfers class the link, by `slow_link_rtt_ms` against the shortest of the pings
+        # (a debug build signs slowly: its round trips on this machine are ~20 ms, so the
+        # thresholds here are far from them both ways).
+        fast = run(spoke, "admin", "peer", "ping", HUB, "--timeout-ms", "5000",
+                   env={"VESALIUS__EXCHANGE__SLOW_LINK_RTT_MS": "2000"}).stdout
+        assert "link          : fast (plain STOW-RS bodies" in fast, fast
+        slow = run_json(spoke, "admin", "peer", "ping", HUB, "--timeout-ms", "5000",
+                        env={"VESALIUS__EXCHANGE__SLOW_LINK_RTT_MS": "0"})
+        assert slow["link"] == "slow", slow
 
         # Registered with a key that is not the hub's: the hub refuses us, or its answer does not
         # verify; either way the ping fails and says why.

@@ -15,7 +15,7 @@
 //! [`ContentEncoding::Gzip`] is chosen (`[exchange] content_encoding`), or, with
 //! [`ContentEncoding::Auto`] (the default), when the link to the peer is slow
 //! ([`PeerClient::fast_link`]): its round trip, the shortest of the signed requests of the last
-//! minute (pings, manifests; three pings are sent first when there is none), is at least
+//! minute (pings, manifests; pings make up at least three samples), is at least
 //! `slow_link_rtt` (10 ms) or unknown. A LAN or the same machine answers below that and gets plain bodies: there, compressing costs more
 //! CPU time (~6 ms per MB at both ends together) than it saves on the wire; a regional link is
 //! far above it. The multipart body is compressed as it streams (flate2's fastest level), never
@@ -110,6 +110,8 @@ impl ContentEncoding {
 const RTT_WINDOW: Duration = Duration::from_secs(60);
 /// Samples kept per peer.
 const RTT_SAMPLES: usize = 16;
+/// Samples a link is classed from (pings make up the difference).
+const MIN_SAMPLES: usize = 3;
 /// The default round trip from which a link is slow (see [`PeerClient::fast_link`]).
 pub const SLOW_LINK_RTT: Duration = Duration::from_millis(10);
 
@@ -129,6 +131,16 @@ impl Links {
             q.pop_front();
         }
         q.push_back((Instant::now(), rtt));
+    }
+
+    /// How many samples of `peer` the window holds.
+    fn recent(&self, peer: &str) -> usize {
+        let now = Instant::now();
+        self.samples.get(peer).map_or(0, |q| {
+            q.iter()
+                .filter(|(at, _)| now.duration_since(*at) < RTT_WINDOW)
+                .count()
+        })
     }
 
     /// The shortest round trip of the window, if any.
@@ -200,7 +212,7 @@ impl PeerClient {
     }
 
     /// Whether the link to `peer` is fast: a Vesalius peer whose round trip (the shortest of the
-    /// last minute's signed requests; three pings first when there is none) is below
+    /// last minute's signed requests, with pings when there are fewer than three) is below
     /// `slow_link_rtt`, as a LAN or the same machine is. A slow link (a regional one, or not
     /// known, or a plain DICOMweb peer, which is not pinged) gets gzip-coded bodies
     /// ([`ContentEncoding::Auto`]) and the small requests a cut costs little of.
@@ -208,12 +220,12 @@ impl PeerClient {
         if peer.kind != PeerKind::Vesalius {
             return false;
         }
-        if self.rtt(&peer.name).is_none() {
-            // Three pings: the shortest is the sample (one may wait behind other work).
-            for _ in 0..3 {
-                if self.ping(peer).await.is_err() {
-                    break;
-                }
+        // At least three samples (pings when the window holds fewer): the shortest is the
+        // link's (one may wait behind other work, the first on a new connection).
+        let recent = self.links.lock().expect("lock").recent(&peer.name);
+        for _ in recent..MIN_SAMPLES {
+            if self.ping(peer).await.is_err() {
+                break;
             }
         }
         let fast = self

@@ -128,6 +128,11 @@ struct PingView {
     /// The peer's clock minus the midpoint of our request, ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     clock_skew_ms: Option<i64>,
+    /// How transfers classify the link (`[exchange] slow_link_rtt_ms`, the shortest of three
+    /// more pings): `fast` (plain bodies with `content_encoding = "auto"`, requests up to
+    /// `fast_batch_bytes`) or `slow` (gzip, `batch_bytes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link: Option<&'static str>,
 }
 
 /// Runs a peer command.
@@ -295,8 +300,16 @@ pub async fn run(cx: &AdminContext, cfg: &Config, data_dir: &Path, cmd: PeerComm
                 bail!("no peer {name} (vesalius admin peer list)");
             };
             let id = Arc::new(identity(cfg, data_dir)?);
-            let client = PeerClient::new(id, Duration::from_millis(timeout_ms.max(1)))?;
-            let view = ping(&client, &peer).await;
+            let client = PeerClient::new(id, Duration::from_millis(timeout_ms.max(1)))?
+                .slow_link_rtt(Duration::from_millis(cfg.exchange.slow_link_rtt_ms));
+            let mut view = ping(&client, &peer).await;
+            if view.ok && peer.kind == PeerKind::Vesalius {
+                view.link = Some(if client.fast_link(&peer).await {
+                    "fast"
+                } else {
+                    "slow"
+                });
+            }
             if json {
                 print_json(&view)?;
             } else {
@@ -325,6 +338,7 @@ async fn ping(client: &PeerClient, peer: &Peer) -> PingView {
         known_as: None,
         remote_org: None,
         clock_skew_ms: None,
+        link: None,
     };
     let t0 = vesalius_exchange::now_ms();
     if peer.kind == PeerKind::Dicomweb {
@@ -400,6 +414,16 @@ fn print_ping(v: &PingView) {
     println!("knows us as   : {}", v.known_as.as_deref().unwrap_or(""));
     println!("delivers into : {}", v.remote_org.as_deref().unwrap_or(""));
     println!("clock skew    : {} ms", v.clock_skew_ms.unwrap_or(0));
+    if let Some(link) = v.link {
+        println!(
+            "link          : {link} ({})",
+            if link == "fast" {
+                "plain STOW-RS bodies with content_encoding auto, large requests"
+            } else {
+                "gzip-coded STOW-RS bodies with content_encoding auto, small requests"
+            }
+        );
+    }
     if v.ok {
         println!("ok");
     }
