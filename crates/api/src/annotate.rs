@@ -281,6 +281,18 @@ impl Annotated {
         .collect()
     }
 
+    /// The organisation an event about the study is recorded under (its owner here; the
+    /// caller's for a study at a peer, which is then named in `detail`).
+    pub(crate) fn audit_org(&self, c: &Caller, detail: &mut Json_) -> String {
+        match &self.home {
+            Home::Here { owner, .. } => owner.clone(),
+            Home::Peer(peer) => {
+                detail["peer"] = json!(peer);
+                c.org().to_owned()
+            }
+        }
+    }
+
     /// Saves the document (`sop_uid`, Part 10 `bytes`) at the study's home and audits `kind`
     /// with `detail`: here through the ingest path; at a peer by STOW-RS for the user (a
     /// refusal or failure there is audited here too, and passed on). Here, the ingest may

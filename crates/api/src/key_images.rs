@@ -222,19 +222,9 @@ pub(crate) async fn unmark(
             _ => others += 1,
         }
     }
-    let peer = match &target.home {
-        Home::Peer(p) => Some(p.clone()),
-        Home::Here { .. } => None,
-    };
     if withdrawn.is_empty() && others > 0 {
         let mut detail = json!({ "unmark": instance, "reason": "marked by someone else" });
-        if let Some(p) = &peer {
-            detail["peer"] = json!(p);
-        }
-        let org = match &target.home {
-            Home::Here { owner, .. } => owner.clone(),
-            Home::Peer(_) => c.org().to_owned(),
-        };
+        let org = target.audit_org(&c, &mut detail);
         audit(
             &sv,
             c.event("key-images", Outcome::Denied, &org, Some(&study), detail),
@@ -313,16 +303,7 @@ pub(crate) async fn unmark(
     let note = if withdrawn.is_empty() {
         // Not a key image (any more): nothing to withdraw; audited all the same.
         let mut detail = json!({ "unmark": instance, "rejects": [] });
-        let org = match &peer {
-            Some(p) => {
-                detail["peer"] = json!(p);
-                c.org().to_owned()
-            }
-            None => match &target.home {
-                Home::Here { owner, .. } => owner.clone(),
-                Home::Peer(_) => c.org().to_owned(),
-            },
-        };
+        let org = target.audit_org(&c, &mut detail);
         audit(
             &sv,
             c.event("key-images", Outcome::Success, &org, Some(&study), detail),

@@ -121,6 +121,11 @@ async fn stow(st: Ctx, url: ServiceUrl, study: Option<String>, req: Request) -> 
         st.caller.principal.kind,
         vesalius_auth::PrincipalKind::UploadLink { .. }
     );
+    // Issue 5: a peer site (delivering, or writing for one of its users).
+    let from_peer = matches!(
+        st.caller.principal.kind,
+        vesalius_auth::PrincipalKind::Peer { .. }
+    );
     // `?org=`: a user who belongs to several organisations names the one to store into (a
     // session acting in another of the user's organisations; refused otherwise).
     let asked = req.uri().query().and_then(|q| {
@@ -224,6 +229,7 @@ async fn stow(st: Ctx, url: ServiceUrl, study: Option<String>, req: Request) -> 
     let mut rx = Receiver {
         org,
         annotating: for_user,
+        from_peer,
         st,
         study,
         in_flight: FuturesOrdered::new(),
@@ -275,11 +281,7 @@ async fn stow(st: Ctx, url: ServiceUrl, study: Option<String>, req: Request) -> 
         }
         return Err(e);
     }
-    let to_peer = matches!(
-        rx.st.caller.principal.kind,
-        vesalius_auth::PrincipalKind::Peer { .. }
-    );
-    response(&url, rx.study.as_deref(), rx.results, to_peer)
+    response(&url, rx.study.as_deref(), rx.results, from_peer)
 }
 
 /// Receives the parts of one request.
@@ -289,6 +291,8 @@ struct Receiver {
     /// images (a Key Object Selection or a Structured Report), never an image nor a new version
     /// of an instance held here.
     annotating: bool,
+    /// The caller is a peer site: its rejection notes hide nothing here.
+    from_peer: bool,
     st: Ctx,
     study: Option<String>,
     in_flight: FuturesOrdered<BoxFuture<'static, PartResult>>,
@@ -379,9 +383,7 @@ impl Receiver {
             // another's name (`vesalius_store::key_objects`): never hide an image.
             rejections: if self.annotating {
                 Rejections::KeyImagesOf(Some(self.st.caller.principal.actor.id.clone()))
-            } else if vesalius_store::model::inbox_owner(&self.org).is_some()
-                || self.st.caller.principal.actor.kind == vesalius_store::audit::ActorKind::Peer
-            {
+            } else if vesalius_store::model::inbox_owner(&self.org).is_some() || self.from_peer {
                 // A guest upload link's STOW-RS, or a peer site's delivery: a rejection note is
                 // kept and hides nothing (neither may withdraw what this site holds).
                 Rejections::Ignore

@@ -8,7 +8,6 @@
 use serde_json::{Value, json};
 use vesalius_auth::{Origin, Principal};
 use vesalius_store::directory::{DirectoryChange, Grant, GrantSubject, Grantee, Role};
-use vesalius_store::ingest::IngestContext;
 use vesalius_store::query::Scope;
 
 use crate::site::RunningSite;
@@ -124,20 +123,7 @@ async fn r6_images_kept_on_devices_only_when_both_organisations_allow_it() {
         let r = vesalius_synth::write_studies(&opts, &dir.path().join(format!("s{seed}")))
             .expect("synth");
         let ing = &site.storage.ingestor;
-        for f in &r.files {
-            let mut spool = ing.spool().expect("spool");
-            spool
-                .write(&std::fs::read(f).expect("file"))
-                .expect("spool");
-            let ctx = IngestContext {
-                org: org.into(),
-                source: "test".into(),
-                ..Default::default()
-            };
-            ing.ingest(spool.finish().expect("spool"), &ctx)
-                .await
-                .expect("ingest");
-        }
+        test_site::ingest_files(ing, org, &r.files).await;
         let study = r.studies[0].clone();
         let i = ing
             .index()

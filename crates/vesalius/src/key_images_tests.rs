@@ -7,7 +7,6 @@
 use serde_json::{Value, json};
 use vesalius_store::audit::{AuditFilter, Outcome};
 use vesalius_store::directory::Role;
-use vesalius_store::ingest::IngestContext;
 use vesalius_store::key_objects;
 
 use crate::site::RunningSite;
@@ -149,21 +148,7 @@ async fn users_unmark_their_own_key_images_and_never_hide_an_image() {
     opts.kinds = vec!["ct-head".parse().expect("kind")];
     let r = vesalius_synth::write_studies(&opts, dir.path()).expect("synth");
     let study = r.studies[0].clone();
-    let ing = &f.site.storage.ingestor;
-    for file in &r.files {
-        let mut spool = ing.spool().expect("spool");
-        spool
-            .write(&std::fs::read(file).expect("file"))
-            .expect("spool");
-        let ctx = IngestContext {
-            org: NORTH.into(),
-            source: "test".into(),
-            ..Default::default()
-        };
-        ing.ingest(spool.finish().expect("spool"), &ctx)
-            .await
-            .expect("ingest");
-    }
+    test_site::ingest_files(&f.site.storage.ingestor, NORTH, &r.files).await;
     let images: Vec<String> = f.instances(&study).await.into_iter().map(|i| i.0).collect();
     assert_eq!(images.len(), 3);
     let (s0, s1, s2) = (&images[0], &images[1], &images[2]);

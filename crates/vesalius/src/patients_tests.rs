@@ -852,20 +852,7 @@ async fn r5_unqualified_ids_from_a_peer_are_kept_apart_until_linked() {
     // The hub's own patient 12345 (no issuer), and the spoke's, sent over the network.
     let local = rewrite(ct_head(dir.path(), 12, 2));
     let ing = &hub.storage.ingestor;
-    for f in &local {
-        let mut spool = ing.spool().expect("spool");
-        spool
-            .write(&std::fs::read(f).expect("file"))
-            .expect("spool");
-        let ctx = IngestContext {
-            org: hub_org.clone(),
-            source: "test".into(),
-            ..Default::default()
-        };
-        ing.ingest(spool.finish().expect("spool"), &ctx)
-            .await
-            .expect("ingest");
-    }
+    crate::test_site::ingest_files(ing, &hub_org, &local).await;
     let figures = crate::demo::send_and_wait(
         spoke,
         "CT_SPOKE_A",

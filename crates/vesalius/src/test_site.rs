@@ -78,3 +78,26 @@ pub(crate) async fn token(auth: &Authenticator, user: &User, org: &str, role: Ro
     .expect("token")
     .1
 }
+
+/// Ingests `files` into organisation `org` through `ingestor` (source `test`).
+pub(crate) async fn ingest_files(
+    ingestor: &vesalius_store::Ingestor,
+    org: &str,
+    files: &[std::path::PathBuf],
+) {
+    for f in files {
+        let mut spool = ingestor.spool().expect("spool");
+        spool
+            .write(&std::fs::read(f).expect("file"))
+            .expect("spool");
+        let ctx = vesalius_store::ingest::IngestContext {
+            org: org.into(),
+            source: "test".into(),
+            ..Default::default()
+        };
+        ingestor
+            .ingest(spool.finish().expect("spool"), &ctx)
+            .await
+            .expect("ingest");
+    }
+}

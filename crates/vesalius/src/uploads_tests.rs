@@ -17,14 +17,7 @@ use crate::site::RunningSite;
 const ORG: &str = "north";
 
 fn config(dir: &std::path::Path) -> Config {
-    let mut cfg = Config::default();
-    cfg.storage.data_dir = dir.join("data");
-    cfg.storage.org = ORG.into();
-    cfg.dicom.addr = "127.0.0.1:0".parse().expect("address");
-    cfg.http.addr = "127.0.0.1:0".parse().expect("address");
-    cfg.limits.min_free_bytes = 0;
-    cfg.exchange.enabled = false;
-    cfg
+    crate::test_site::config(dir, ORG)
 }
 
 /// Three synthetic CT files.
